@@ -1,0 +1,78 @@
+//! Findings: the product of every stage. A decode failure is a finding too.
+
+use serde::Serialize;
+
+/// Identifies one TCP connection inside one analysis run.
+pub type ConnId = u64;
+
+/// Who sent a chunk of bytes on a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// Bytes from the TCP client (the MQTT client) to the server (the broker).
+    Client,
+    /// Bytes from the server (the broker) to the client.
+    Server,
+}
+
+impl Side {
+    pub fn index(self) -> usize {
+        match self {
+            Side::Client => 0,
+            Side::Server => 1,
+        }
+    }
+    pub fn arrow(self) -> &'static str {
+        match self {
+            Side::Client => "client→server",
+            Side::Server => "server→client",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+/// One check that failed, with where it happened. Field names are the JSON contract
+/// of `edgetap analyze --format json`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Finding {
+    pub rule: String,
+    pub clause: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    pub severity: Severity,
+    pub edge_id: Option<String>,
+    #[serde(rename = "type")]
+    pub msg_type: Option<String>,
+    pub topic: Option<String>,
+    pub mid: Option<u64>,
+    /// Frame number in the capture (1-based, as Wireshark numbers them) or the
+    /// chunk number in a proxy store: the unit the front end counts.
+    pub packet: Option<u64>,
+    /// Microseconds since the Unix epoch.
+    pub time: Option<i64>,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conn: Option<ConnId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub side: Option<Side>,
+    /// Byte offset in the connection's stream (that side) where the problem starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}

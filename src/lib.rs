@@ -1,0 +1,16 @@
+//! edgetap: conformance checks for the MQTT protocol of T/YQDEIF 003-2022.
+//!
+//! One sans-IO pipeline serves every front end (pcap reader, proxy, replayer):
+//! TCP bytes → [`mqtt`] packets → [`protocol`] messages → [`rules`] engine → findings.
+//! [`pipeline::Analyzer`] ties the stages together; the front ends only feed it
+//! bytes with timestamps and collect what it emits through a [`pipeline::Sink`].
+
+pub mod capture;
+pub mod finding;
+pub mod mqtt;
+pub mod pipeline;
+pub mod protocol;
+pub mod report;
+pub mod rules;
+
+pub use finding::{Finding, Severity};
