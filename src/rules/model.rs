@@ -1,0 +1,337 @@
+//! The rule model: what a file under `rules/` may contain.
+//!
+//! A rule file holds clause titles, a catalog of message types, and rules. Every rule
+//! has an id, a clause (or inherits the clause of the message type it fires on), a
+//! table, a severity and a message template, and exactly one `check`: a generic
+//! primitive parameterised by data (a schema, a selector, a path), never a hand-written
+//! function per message type. Unknown keys are load errors (`deny_unknown_fields`), so a
+//! typo in a user's rule file is reported with file and rule id instead of ignored.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::finding::Severity;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Clauses of the standard, in report order, with their titles.
+    #[serde(default)]
+    pub clauses: Vec<ClauseDef>,
+    /// Message types: where they travel, which clause and table define them, how
+    /// they are answered.
+    #[serde(default)]
+    pub types: BTreeMap<String, TypeDef>,
+    #[serde(default)]
+    pub rules: Vec<RuleDef>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClauseDef {
+    pub clause: String,
+    pub title: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeDef {
+    pub clause: String,
+    #[serde(default)]
+    pub table: Option<String>,
+    /// Topic channels the type travels on (`device`, `topo`, `container`, `app`).
+    pub channels: Vec<String>,
+    /// Topic role the sender publishes on (`request`, `command`, `data`).
+    pub role: String,
+    /// Codes a correct reply carries; empty when the type expects no reply. The first
+    /// entry whose condition holds applies.
+    #[serde(default)]
+    pub reply_codes: Vec<ReplyCodes>,
+    /// Seconds within which a reply must come (default: the `reply_late` rule's).
+    #[serde(default)]
+    pub deadline_s: Option<f64>,
+    /// The request opens a job, identified by `param.jobId`.
+    #[serde(default)]
+    pub job: Option<JobDef>,
+    /// For a job result type: per channel, the request types whose jobs it can end.
+    #[serde(default)]
+    pub ends_jobs: BTreeMap<String, Vec<String>>,
+    /// A status query of a job (`param.jobId`), answered with progress and state.
+    #[serde(default)]
+    pub queries_job: Option<JobQueryDef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyCodes {
+    /// Applies only when this param field is present.
+    #[serde(default)]
+    pub if_param: Option<String>,
+    pub codes: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobDef {
+    /// Channel whose `data` topic must carry the job result.
+    pub result_channel: String,
+    /// Type of the result message.
+    #[serde(default = "default_result_type")]
+    pub result_type: String,
+    /// Reply codes after which exactly one result must follow.
+    #[serde(default = "default_result_after")]
+    pub result_after: Vec<i64>,
+}
+
+fn default_result_type() -> String {
+    "REP_JOB_RESULT".into()
+}
+fn default_result_after() -> Vec<i64> {
+    vec![202]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobQueryDef {
+    /// Reply param paths that must not decrease between two queries of one job.
+    pub monotonic: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDef {
+    pub id: String,
+    /// The standard's clause; absent: the clause of the message type it fires on.
+    #[serde(default)]
+    pub clause: Option<String>,
+    #[serde(default)]
+    pub table: Option<String>,
+    pub severity: Severity,
+    /// Template; `{name}` is replaced by the finding's variables (`type`, `path`,
+    /// `expected`, `seen`, `detail`, …).
+    pub message: String,
+    pub check: Check,
+}
+
+/// The primitives. Each rule names one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Check {
+    /// Field presence, JSON types, enumerations, ranges, lengths, formats, nested
+    /// objects and arrays, on the param (default) or on the whole message.
+    Schema {
+        when: Selector,
+        #[serde(default)]
+        target: Target,
+        fields: BTreeMap<String, FieldSpec>,
+    },
+    // --- transport and payload ---
+    MqttMalformed,
+    MqttOversized,
+    CaptureGap,
+    NotDecodable,
+    InvalidJson,
+    NotObject,
+    KeyWhitespace,
+    // --- topics and naming (5.3.3) ---
+    TopicMissingSlash,
+    TopicPlaceholder,
+    TopicMismatch,
+    TypeUnknown,
+    TypeNaming {
+        /// Regex each class's type must match, e.g. {"request": "^(CMD|EVENT)_"}.
+        patterns: BTreeMap<String, String>,
+    },
+    TypeWordLength {
+        max: usize,
+    },
+    KeyNaming {
+        pattern: String,
+    },
+    Expired,
+    // --- request/reply pairing ---
+    ReplyMissing,
+    ReplyLate {
+        deadline_s: f64,
+    },
+    ReplyDuplicate,
+    ReplyOrphan,
+    ReplyType,
+    ReplyCode,
+    ReplySuccessToInvalid {
+        success: Vec<i64>,
+    },
+    ReplyErrorToValid {
+        errors: Vec<i64>,
+    },
+    // --- sequences of clause 6 ---
+    /// The first message an edge publishes must be of this type.
+    FirstMessage {
+        #[serde(rename = "type")]
+        msg_type: String,
+    },
+    /// After a message of `type`, the edge publishes nothing until `until`.
+    SilentAfter {
+        #[serde(rename = "type")]
+        msg_type: String,
+        until: String,
+    },
+    JobResultMissing,
+    JobResultDuplicate,
+    JobResultEarly,
+    JobResultOrphan,
+    JobResultChannel,
+    JobStatusMismatch,
+    JobStatusRegress,
+    /// Values at `uses` must have been produced earlier at one of `assigns`.
+    IdAssigned {
+        assigns: Vec<PathSel>,
+        uses: Vec<PathSel>,
+    },
+    /// A recovery event must follow the event it recovers (per edge).
+    RecoveryFollows {
+        #[serde(rename = "type")]
+        msg_type: String,
+        path: String,
+        /// recovery value → the value it recovers.
+        pairs: BTreeMap<String, String>,
+    },
+    /// Spacing of periodic reports against a period announced elsewhere.
+    ReportPeriod {
+        #[serde(rename = "type")]
+        msg_type: String,
+        period: PathSel,
+        /// Allowed relative deviation (0.5 = ±50 %).
+        tolerance: f64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    #[default]
+    Param,
+    Message,
+}
+
+/// Which messages a rule applies to. Absent keys match everything.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selector {
+    #[serde(default, rename = "type")]
+    pub types: Option<OneOrMany>,
+    #[serde(default)]
+    pub class: Option<OneOrMany>,
+    #[serde(default)]
+    pub channel: Option<OneOrMany>,
+    /// For job results: the request type of the job the result ends.
+    #[serde(default)]
+    pub job_of: Option<OneOrMany>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn contains(&self, s: &str) -> bool {
+        match self {
+            OneOrMany::One(x) => x == s,
+            OneOrMany::Many(v) => v.iter().any(|x| x == s),
+        }
+    }
+    pub fn values(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(x) => vec![x.as_str()],
+            OneOrMany::Many(v) => v.iter().map(|s| s.as_str()).collect(),
+        }
+    }
+}
+
+/// A value location: messages of `type` (and `class`), at `path` such as
+/// `param.data[].deviceId` (`[]` walks every element of an array).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathSel {
+    #[serde(rename = "type")]
+    pub msg_type: String,
+    #[serde(default)]
+    pub class: Option<String>,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonType {
+    String,
+    Number,
+    Integer,
+    Boolean,
+    Object,
+    Array,
+    Any,
+}
+
+impl JsonType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JsonType::String => "string",
+            JsonType::Number => "number",
+            JsonType::Integer => "integer",
+            JsonType::Boolean => "boolean",
+            JsonType::Object => "object",
+            JsonType::Array => "array",
+            JsonType::Any => "any",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// `yyyy-MM-dd HH:mm:ss`, a real date and time.
+    Datetime,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpec {
+    #[serde(default, rename = "type")]
+    pub ty: Option<JsonType>,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default, rename = "enum")]
+    pub allowed: Option<Vec<Value>>,
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+    #[serde(default)]
+    pub min_len: Option<usize>,
+    #[serde(default)]
+    pub max_len: Option<usize>,
+    #[serde(default)]
+    pub format: Option<Format>,
+    #[serde(default)]
+    pub pattern: Option<String>,
+    #[serde(default)]
+    pub min_items: Option<usize>,
+    #[serde(default)]
+    pub max_items: Option<usize>,
+    /// Members of an object.
+    #[serde(default)]
+    pub fields: Option<BTreeMap<String, FieldSpec>>,
+    /// Schema of every element of an array.
+    #[serde(default)]
+    pub items: Option<Box<FieldSpec>>,
+    /// An object must hold at least one of these members.
+    #[serde(default)]
+    pub at_least_one_of: Option<Vec<String>>,
+}
