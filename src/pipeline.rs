@@ -1,1 +1,456 @@
-//! placeholder
+//! The one pipeline: TCP bytes → MQTT packets → protocol messages → rule engine →
+//! findings, with no I/O inside. Front ends (capture reader, proxy, replayer) call
+//! [`Analyzer::open`], [`Analyzer::data`], [`Analyzer::gap`], [`Analyzer::close`] and
+//! [`Analyzer::finish`] with timestamps, and receive events through a [`Sink`].
+//!
+//! Broker captures hold each message more than once: the publisher's PUBLISH to the
+//! broker, then the broker's PUBLISH to each subscriber. The publisher's leg (client →
+//! server) is the message; a broker delivery (server → client) whose topic and payload
+//! match a message seen within [`DELIVERY_WINDOW_US`] is a delivery of it and is not
+//! judged again. A capture holding one leg only (taken at the device or through the
+//! proxy) has no match, so each delivery there is a message of its own.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::finding::{ConnId, Finding, Side};
+use crate::mqtt::{Decoded, Packet, StreamDecoder, Version, MQTT_MAX_REMAINING};
+use crate::protocol::{self, Message};
+use crate::rules::engine::Place;
+use crate::rules::model::Check;
+use crate::rules::{Engine, RuleSet};
+
+/// How long after a publisher's leg a broker delivery is recognised as its copy.
+pub const DELIVERY_WINDOW_US: i64 = 10 * 1_000_000;
+
+/// What the pipeline emits. Every method has a default so a sink takes only what it
+/// needs.
+pub trait Sink {
+    fn packet(&mut self, _p: &PacketEvent<'_>) {}
+    fn message(&mut self, _m: &Message) {}
+    fn finding(&mut self, _f: &Finding) {}
+}
+
+/// One decoded MQTT control packet.
+#[derive(Debug)]
+pub struct PacketEvent<'a> {
+    pub conn: ConnId,
+    pub side: Side,
+    pub packet: u64,
+    pub time_us: i64,
+    pub offset: u64,
+    pub len: usize,
+    pub mqtt: &'a Packet,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Stats {
+    pub connections: u64,
+    pub mqtt_packets: u64,
+    pub publishes: u64,
+    pub messages: u64,
+    pub deliveries: u64,
+    pub malformed: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_packet: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_packet: MQTT_MAX_REMAINING,
+        }
+    }
+}
+
+struct Conn {
+    client: Option<SocketAddr>,
+    server: Option<SocketAddr>,
+    decoders: [StreamDecoder; 2],
+    version: Option<Version>,
+    client_id: Option<String>,
+    /// The client's CONNECT credentials; kept for the store, never printed unredacted.
+    username: Option<String>,
+}
+
+pub struct Analyzer {
+    settings: Settings,
+    engine: Engine,
+    conns: HashMap<ConnId, Conn>,
+    /// Publisher legs recently seen: (topic+payload hash, time), oldest first.
+    recent: VecDeque<(u64, i64)>,
+    recent_count: HashMap<u64, u32>,
+    stats: Stats,
+    seq: u64,
+    findings: Vec<Finding>,
+    last_time_us: i64,
+}
+
+impl Analyzer {
+    pub fn new(rules: Arc<RuleSet>, settings: Settings) -> Analyzer {
+        Analyzer {
+            settings,
+            engine: Engine::new(rules),
+            conns: HashMap::new(),
+            recent: VecDeque::new(),
+            recent_count: HashMap::new(),
+            stats: Stats::default(),
+            seq: 0,
+            findings: vec![],
+            last_time_us: 0,
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        self.engine.rules()
+    }
+
+    /// A new connection. `midstream`: the capture did not see its start, so both
+    /// directions may begin inside a packet.
+    pub fn open(
+        &mut self,
+        conn: ConnId,
+        client: Option<SocketAddr>,
+        server: Option<SocketAddr>,
+        midstream: bool,
+    ) {
+        let mk = || {
+            if midstream {
+                StreamDecoder::mid_stream(self.settings.max_packet)
+            } else {
+                StreamDecoder::new(self.settings.max_packet)
+            }
+        };
+        self.conns.insert(
+            conn,
+            Conn {
+                client,
+                server,
+                decoders: [mk(), mk()],
+                version: None,
+                client_id: None,
+                username: None,
+            },
+        );
+        self.stats.connections += 1;
+    }
+
+    /// Bytes of one direction, in stream order. `packet` is the front end's unit
+    /// number (capture frame, store chunk) given to findings.
+    pub fn data(
+        &mut self,
+        conn: ConnId,
+        side: Side,
+        time_us: i64,
+        packet: u64,
+        bytes: &[u8],
+        sink: &mut dyn Sink,
+    ) {
+        self.last_time_us = self.last_time_us.max(time_us);
+        if !self.conns.contains_key(&conn) {
+            self.open(conn, None, None, true);
+        }
+        let c = self.conns.get_mut(&conn).expect("opened above");
+        c.decoders[side.index()].feed(bytes);
+        loop {
+            let c = self.conns.get_mut(&conn).expect("present");
+            let version = c.version;
+            let Some(d) = c.decoders[side.index()].next(version) else {
+                break;
+            };
+            self.decoded(conn, side, time_us, packet, d, sink);
+        }
+        self.flush(sink);
+    }
+
+    /// `lost` bytes of one direction never arrived.
+    pub fn gap(
+        &mut self,
+        conn: ConnId,
+        side: Side,
+        time_us: i64,
+        packet: u64,
+        lost: u64,
+        sink: &mut dyn Sink,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let offset = c.decoders[side.index()].stream_offset();
+        c.decoders[side.index()].gap(lost);
+        let place = Place {
+            conn: Some(conn),
+            side: Some(side),
+            packet: Some(packet),
+            time_us: Some(time_us),
+            offset: Some(offset),
+            ..Place::default()
+        };
+        self.engine.emit_at(
+            |c| matches!(c, Check::CaptureGap),
+            &place,
+            vec![("lost", lost.to_string()), ("side", side.arrow().into())],
+            &mut self.findings,
+        );
+        self.flush(sink);
+    }
+
+    /// A flow that cannot be decoded (TLS).
+    pub fn not_decodable(
+        &mut self,
+        conn: ConnId,
+        client: SocketAddr,
+        server: SocketAddr,
+        time_us: i64,
+        packet: u64,
+        reason: &str,
+        sink: &mut dyn Sink,
+    ) {
+        let place = Place {
+            conn: Some(conn),
+            packet: Some(packet),
+            time_us: Some(time_us),
+            ..Place::default()
+        };
+        self.engine.emit_at(
+            |c| matches!(c, Check::NotDecodable),
+            &place,
+            vec![
+                ("client", client.to_string()),
+                ("server", server.to_string()),
+                ("reason", reason.to_string()),
+            ],
+            &mut self.findings,
+        );
+        self.flush(sink);
+    }
+
+    /// The connection ended; bytes left in its buffers are an unfinished packet.
+    pub fn close(&mut self, conn: ConnId, time_us: i64, packet: u64, sink: &mut dyn Sink) {
+        if let Some(c) = self.conns.remove(&conn) {
+            for side in [Side::Client, Side::Server] {
+                let d = &c.decoders[side.index()];
+                if d.buffered() > 0 {
+                    let place = Place {
+                        conn: Some(conn),
+                        side: Some(side),
+                        packet: Some(packet),
+                        time_us: Some(time_us),
+                        offset: Some(d.stream_offset() - d.buffered() as u64),
+                        ..Place::default()
+                    };
+                    self.engine.emit_at(
+                        |c| matches!(c, Check::MqttMalformed),
+                        &place,
+                        vec![
+                            ("packet_type", "unfinished".into()),
+                            ("len", d.buffered().to_string()),
+                            (
+                                "detail",
+                                "the connection ended inside this packet".to_string(),
+                            ),
+                        ],
+                        &mut self.findings,
+                    );
+                }
+            }
+        }
+        self.flush(sink);
+    }
+
+    /// End of input: unanswered requests, unfinished jobs.
+    pub fn finish(&mut self, sink: &mut dyn Sink) {
+        let open: Vec<ConnId> = self.conns.keys().copied().collect();
+        let t = self.last_time_us;
+        for c in open {
+            self.close(c, t, 0, sink);
+        }
+        self.engine.finish(&mut self.findings);
+        self.flush(sink);
+    }
+
+    fn flush(&mut self, sink: &mut dyn Sink) {
+        for f in self.findings.drain(..) {
+            sink.finding(&f);
+        }
+    }
+
+    fn decoded(
+        &mut self,
+        conn: ConnId,
+        side: Side,
+        time_us: i64,
+        packet: u64,
+        d: Decoded,
+        sink: &mut dyn Sink,
+    ) {
+        let place = |offset| Place {
+            conn: Some(conn),
+            side: Some(side),
+            packet: Some(packet),
+            time_us: Some(time_us),
+            offset: Some(offset),
+            ..Place::default()
+        };
+        match d {
+            Decoded::Packet {
+                offset,
+                len,
+                packet: p,
+            } => {
+                self.stats.mqtt_packets += 1;
+                self.engine.note_exercised("5.2");
+                sink.packet(&PacketEvent {
+                    conn,
+                    side,
+                    packet,
+                    time_us,
+                    offset,
+                    len,
+                    mqtt: &p,
+                });
+                match p {
+                    Packet::Connect(c) => {
+                        let st = self.conns.get_mut(&conn).expect("present");
+                        st.version = Some(c.version);
+                        st.client_id = Some(c.client_id);
+                        st.username = c.username;
+                    }
+                    Packet::Publish(p) => {
+                        self.stats.publishes += 1;
+                        self.publish(conn, side, time_us, packet, p, sink);
+                    }
+                    _ => {}
+                }
+            }
+            Decoded::Malformed {
+                offset,
+                len,
+                header,
+                error,
+            } => {
+                self.stats.malformed += 1;
+                self.engine.emit_at(
+                    |c| matches!(c, Check::MqttMalformed),
+                    &place(offset),
+                    vec![
+                        ("packet_type", crate::mqtt::packet::type_name(header >> 4).into()),
+                        ("len", len.to_string()),
+                        ("detail", error),
+                    ],
+                    &mut self.findings,
+                );
+            }
+            Decoded::Oversized {
+                offset,
+                announced,
+                limit,
+            } => {
+                self.engine.emit_at(
+                    |c| matches!(c, Check::MqttOversized),
+                    &place(offset),
+                    vec![
+                        ("announced", announced.to_string()),
+                        ("limit", limit.to_string()),
+                    ],
+                    &mut self.findings,
+                );
+            }
+            Decoded::Skipped { .. } => {}
+        }
+    }
+
+    fn publish(
+        &mut self,
+        conn: ConnId,
+        side: Side,
+        time_us: i64,
+        packet: u64,
+        p: crate::mqtt::Publish,
+        sink: &mut dyn Sink,
+    ) {
+        let Some(topic) = protocol::parse_topic(&p.topic) else {
+            return;
+        };
+        // Retransmitted QoS>0 PUBLISH (dup flag) is the same message again.
+        if p.dup {
+            return;
+        }
+        let key = leg_key(&p.topic, &p.payload);
+        self.expire_legs(time_us);
+        match side {
+            Side::Client => {
+                self.recent.push_back((key, time_us));
+                *self.recent_count.entry(key).or_default() += 1;
+            }
+            Side::Server => {
+                if self.recent_count.get(&key).copied().unwrap_or(0) > 0 {
+                    self.stats.deliveries += 1;
+                    return;
+                }
+            }
+        }
+        let m = Message {
+            seq: self.seq,
+            conn,
+            side,
+            packet,
+            time_us,
+            body: protocol::parse_envelope(&p.payload),
+            topic_name: p.topic,
+            topic,
+        };
+        self.seq += 1;
+        self.stats.messages += 1;
+        self.engine.on_message(&m, &mut self.findings);
+        sink.message(&m);
+        self.flush(sink);
+    }
+
+    fn expire_legs(&mut self, now: i64) {
+        while let Some(&(k, t)) = self.recent.front() {
+            if now - t <= DELIVERY_WINDOW_US {
+                break;
+            }
+            self.recent.pop_front();
+            if let Some(n) = self.recent_count.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    self.recent_count.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// Client identifier and version of a connection, when its CONNECT was seen.
+    pub fn connection_info(&self, conn: ConnId) -> Option<(Option<Version>, Option<&str>)> {
+        self.conns
+            .get(&conn)
+            .map(|c| (c.version, c.client_id.as_deref()))
+    }
+
+    /// Addresses of a connection, for reports.
+    pub fn addresses(&self, conn: ConnId) -> Option<(Option<SocketAddr>, Option<SocketAddr>)> {
+        self.conns.get(&conn).map(|c| (c.client, c.server))
+    }
+}
+
+fn leg_key(topic: &str, payload: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    topic.hash(&mut h);
+    payload.hash(&mut h);
+    h.finish()
+}

@@ -1,1 +1,327 @@
-//! placeholder
+//! The protocol layer: topics `/v1/{edgeId}/{channel}/{role}`, the JSON envelope, and
+//! the classification of each message as request, reply or report.
+//!
+//! Lenient by design: real implementations deviate from the text, and each deviation
+//! is recorded (as a [`Deviation`]) while the message is still recognised, so that
+//! pairing and sequences keep working and the rule engine reports the deviation.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::finding::{ConnId, Side};
+
+/// Who publishes on a topic role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Actor {
+    Edge,
+    Platform,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    /// Expects a reply: `request` and `command` topics.
+    Request,
+    /// Answers a request: `response` and `reply` topics.
+    Reply,
+    /// Unsolicited: `data` topics.
+    Report,
+}
+
+impl Class {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Request => "request",
+            Class::Reply => "reply",
+            Class::Report => "report",
+        }
+    }
+}
+
+/// A protocol topic, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topic {
+    pub edge_id: String,
+    pub channel: String,
+    pub role: String,
+    pub class: Class,
+    pub publisher: Actor,
+    /// The topic lacks its leading slash (`v1/...`).
+    pub missing_slash: bool,
+    /// The edge id is a literal placeholder such as `${edgeId}`.
+    pub placeholder: bool,
+}
+
+/// Role on which the reply to a request role travels, and back.
+pub fn reply_role(request_role: &str) -> Option<&'static str> {
+    match request_role {
+        "request" => Some("response"),
+        "command" => Some("reply"),
+        _ => None,
+    }
+}
+
+pub fn request_role(reply_role: &str) -> Option<&'static str> {
+    match reply_role {
+        "response" => Some("request"),
+        "reply" => Some("command"),
+        _ => None,
+    }
+}
+
+/// Parses `/v1/{edgeId}/{channel}/{role}`; `None` for topics outside the protocol.
+pub fn parse_topic(topic: &str) -> Option<Topic> {
+    let (missing_slash, rest) = match topic.strip_prefix('/') {
+        Some(r) => (false, r),
+        None => (true, topic),
+    };
+    let mut parts = rest.split('/');
+    if parts.next()? != "v1" {
+        return None;
+    }
+    let edge_id = parts.next()?;
+    let channel = parts.next()?;
+    let role = parts.next()?;
+    if parts.next().is_some() || edge_id.is_empty() || channel.is_empty() {
+        return None;
+    }
+    let (class, publisher) = match role {
+        "request" => (Class::Request, Actor::Edge),
+        "command" => (Class::Request, Actor::Platform),
+        "response" => (Class::Reply, Actor::Platform),
+        "reply" => (Class::Reply, Actor::Edge),
+        "data" => (Class::Report, Actor::Edge),
+        _ => return None,
+    };
+    let placeholder = edge_id.contains('{') || edge_id.contains('$');
+    Some(Topic {
+        edge_id: edge_id.to_string(),
+        channel: channel.to_string(),
+        role: role.to_string(),
+        class,
+        publisher,
+        missing_slash,
+        placeholder,
+    })
+}
+
+/// A deviation of the payload that the parser tolerated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deviation {
+    /// A key with surrounding whitespace, e.g. `"type "`; read as the trimmed key.
+    KeyWhitespace { seen: String, key: String },
+}
+
+/// The JSON envelope of a message.
+#[derive(Clone, Debug)]
+pub struct Envelope {
+    pub json: Map<String, Value>,
+    pub msg_type: Option<String>,
+    /// Exact 64-bit mid; read from a number or (a deviation) a numeric string.
+    pub mid: Option<u64>,
+    pub code: Option<i64>,
+    pub deviations: Vec<Deviation>,
+}
+
+impl Envelope {
+    pub fn param(&self) -> Option<&Value> {
+        self.json.get("param")
+    }
+}
+
+/// Why a payload is not an envelope.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PayloadError {
+    /// serde_json's message, with line and column.
+    InvalidJson(String),
+    NotObject(&'static str),
+}
+
+/// Parses a payload. `mid` and `code` are accepted as numbers or numeric strings
+/// (the schema rules report the string form); keys with whitespace are trimmed.
+pub fn parse_envelope(payload: &[u8]) -> Result<Envelope, PayloadError> {
+    let value: Value =
+        serde_json::from_slice(payload).map_err(|e| PayloadError::InvalidJson(e.to_string()))?;
+    let Value::Object(mut json) = value else {
+        return Err(PayloadError::NotObject(json_type_name(&value)));
+    };
+    let mut deviations = vec![];
+    if json.keys().any(|k| k.trim() != k) {
+        let keys: Vec<String> = json.keys().filter(|k| k.trim() != *k).cloned().collect();
+        for seen in keys {
+            let key = seen.trim().to_string();
+            if !json.contains_key(&key) {
+                let v = json.remove(&seen).unwrap_or(Value::Null);
+                json.insert(key.clone(), v);
+            }
+            deviations.push(Deviation::KeyWhitespace { seen, key });
+        }
+    }
+    let msg_type = json
+        .get("type")
+        .and_then(Value::as_str)
+        .map(|s| s.trim().to_string());
+    let mid = json.get("mid").and_then(as_u64_lenient);
+    let code = json.get("code").and_then(as_i64_lenient);
+    Ok(Envelope {
+        json,
+        msg_type,
+        mid,
+        code,
+        deviations,
+    })
+}
+
+pub fn as_u64_lenient(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+pub fn as_i64_lenient(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+pub fn json_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Parses a timestamp into microseconds since the Unix epoch (UTC). The standard's
+/// form is `yyyy-MM-dd HH:mm:ss` in China Standard Time (UTC+8); integer seconds or
+/// milliseconds and ISO 8601 strings are accepted too (the schema reports them).
+pub fn timestamp_us(v: &Value) -> Option<i64> {
+    const CST_OFFSET_S: i64 = 8 * 3600;
+    match v {
+        Value::String(s) => {
+            if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S") {
+                return Some((t.and_utc().timestamp() - CST_OFFSET_S) * 1_000_000);
+            }
+            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+                return Some(t.timestamp_micros());
+            }
+            if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S") {
+                return Some((t.and_utc().timestamp() - CST_OFFSET_S) * 1_000_000);
+            }
+            None
+        }
+        Value::Number(n) => {
+            let x = n.as_i64()?;
+            // Seconds until the year 5138; beyond that the number means milliseconds.
+            if x.abs() < 100_000_000_000 {
+                Some(x * 1_000_000)
+            } else {
+                Some(x * 1_000)
+            }
+        }
+        _ => None,
+    }
+}
+
+/// One logical protocol message: a PUBLISH on a protocol topic, counted once even
+/// when the capture holds the publisher's leg and the broker's deliveries.
+#[derive(Clone, Debug)]
+pub struct Message {
+    /// Order of the message in the run (0-based).
+    pub seq: u64,
+    pub conn: ConnId,
+    pub side: Side,
+    pub packet: u64,
+    pub time_us: i64,
+    pub topic_name: String,
+    pub topic: Topic,
+    pub body: Result<Envelope, PayloadError>,
+}
+
+impl Message {
+    pub fn envelope(&self) -> Option<&Envelope> {
+        self.body.as_ref().ok()
+    }
+    pub fn msg_type(&self) -> Option<&str> {
+        self.envelope().and_then(|e| e.msg_type.as_deref())
+    }
+    pub fn mid(&self) -> Option<u64> {
+        self.envelope().and_then(|e| e.mid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_canonical_and_deviant() {
+        let t = parse_topic("/v1/E1/device/command").unwrap();
+        assert_eq!((t.class, t.publisher), (Class::Request, Actor::Platform));
+        assert!(!t.missing_slash && !t.placeholder);
+        let t = parse_topic("v1/E1/device/reply").unwrap();
+        assert!(t.missing_slash);
+        assert_eq!(t.class, Class::Reply);
+        let t = parse_topic("/v1/${edgeId}/device/data").unwrap();
+        assert!(t.placeholder);
+        assert_eq!(parse_topic("/v1/E1/device"), None);
+        assert_eq!(parse_topic("/v2/E1/device/data"), None);
+        assert_eq!(parse_topic("sensors/temp"), None);
+        assert_eq!(parse_topic("/v1/E1/device/data/extra"), None);
+    }
+
+    #[test]
+    fn mid_stays_exact_beyond_32_and_53_bits() {
+        let e = parse_envelope(br#"{"mid":9007199254740993,"type":"CMD_X"}"#).unwrap();
+        assert_eq!(e.mid, Some(9_007_199_254_740_993));
+        let e = parse_envelope(br#"{"mid":"1000000000020034","code":"200"}"#).unwrap();
+        assert_eq!(e.mid, Some(1_000_000_000_020_034));
+        assert_eq!(e.code, Some(200));
+    }
+
+    #[test]
+    fn type_key_with_trailing_space_is_recognised_and_recorded() {
+        let e = parse_envelope(br#"{"type ":"EVENT_LINKUP","mid":1}"#).unwrap();
+        assert_eq!(e.msg_type.as_deref(), Some("EVENT_LINKUP"));
+        assert_eq!(
+            e.deviations,
+            vec![Deviation::KeyWhitespace {
+                seen: "type ".into(),
+                key: "type".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn invalid_json_names_the_position() {
+        match parse_envelope(b"{\"mid\": 1,\n \"type\": }") {
+            Err(PayloadError::InvalidJson(m)) => assert!(m.contains("line 2"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse_envelope(b"[1]").unwrap_err(),
+            PayloadError::NotObject("array")
+        );
+    }
+
+    #[test]
+    fn timestamps_in_every_accepted_form() {
+        let std = timestamp_us(&Value::from("2026-11-26 18:00:00")).unwrap();
+        assert_eq!(std, 1_795_687_200 * 1_000_000); // 10:00:00 UTC
+        assert_eq!(timestamp_us(&Value::from(1_795_687_200i64)), Some(std));
+        assert_eq!(timestamp_us(&Value::from(1_795_687_200_000i64)), Some(std));
+        assert_eq!(
+            timestamp_us(&Value::from("2026-11-26T10:00:00Z")),
+            Some(std)
+        );
+        assert_eq!(timestamp_us(&Value::from("2026-02-30 10:00:00")), None);
+    }
+}

@@ -1,0 +1,1056 @@
+//! The rule engine: takes protocol messages in order, applies every rule of the set,
+//! and keeps the state that pairing and the sequences of clause 6 need (pending
+//! requests, jobs, per-edge link state, assigned ids, active alarms, report times).
+//!
+//! It is sans-IO and time comes in with the messages: the same engine judges a pcap,
+//! a live proxy session and a replay.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::model::{Check, PathSel, Selector, Target, TypeDef};
+use super::schema::{self, Violation};
+use super::{Rule, RuleSet};
+use crate::finding::{ConnId, Finding, Severity, Side};
+use crate::protocol::{self, Actor, Class, Deviation, Message, PayloadError};
+
+/// Where a transport-level finding happened.
+#[derive(Debug, Clone, Default)]
+pub struct Place {
+    pub conn: Option<ConnId>,
+    pub side: Option<Side>,
+    pub packet: Option<u64>,
+    pub time_us: Option<i64>,
+    pub offset: Option<u64>,
+    pub edge_id: Option<String>,
+    pub topic: Option<String>,
+}
+
+type Vars = Vec<(&'static str, String)>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PairKey {
+    edge: String,
+    channel: String,
+    mid: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    msg_type: String,
+    time_us: i64,
+    packet: u64,
+    invalid: Option<String>,
+    param: Option<Value>,
+    topic: String,
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    kind: String,
+    result_channel: String,
+    result_after: Vec<i64>,
+    reply_code: Option<i64>,
+    results: u32,
+    last: BTreeMap<String, f64>,
+    packet: u64,
+    time_us: i64,
+}
+
+#[derive(Debug, Default)]
+struct EdgeState {
+    /// Rule ids of `first_message` rules already judged for this edge.
+    first_judged: HashSet<String>,
+    /// Rule ids of `silent_after` rules currently in force.
+    silenced: HashSet<String>,
+    /// Per rule id: ids assigned so far.
+    assigned: HashMap<String, HashSet<String>>,
+    /// Per rule id: active alarm values.
+    alarms: HashMap<String, HashSet<String>>,
+    /// Per rule id: (announced period in seconds, time of the last report).
+    period: HashMap<String, (Option<f64>, Option<i64>)>,
+}
+
+/// What the code of a reply means for its request.
+#[derive(Debug, Clone, PartialEq)]
+enum CodeVerdict {
+    Fine,
+    Wrong { expected: Vec<i64> },
+    SuccessToInvalid,
+    ErrorToValid,
+}
+
+pub struct Engine {
+    rules: Arc<RuleSet>,
+    pending: HashMap<PairKey, Pending>,
+    answered: HashMap<PairKey, (u64, i64)>,
+    jobs: HashMap<(String, u64), Job>,
+    edges: HashMap<String, EdgeState>,
+    exercised: BTreeMap<String, u64>,
+    last_prune_us: i64,
+}
+
+/// Answered requests are remembered this long to recognise duplicate replies; the
+/// bound keeps memory flat over long captures.
+const ANSWERED_RETENTION_US: i64 = 600 * 1_000_000;
+
+impl Engine {
+    pub fn new(rules: Arc<RuleSet>) -> Engine {
+        Engine {
+            rules,
+            pending: HashMap::new(),
+            answered: HashMap::new(),
+            jobs: HashMap::new(),
+            edges: HashMap::new(),
+            exercised: BTreeMap::new(),
+            last_prune_us: 0,
+        }
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// Messages seen per clause: a clause with none is "not exercised".
+    pub fn exercised(&self) -> &BTreeMap<String, u64> {
+        &self.exercised
+    }
+
+    pub fn note_exercised(&mut self, clause: &str) {
+        *self.exercised.entry(clause.to_string()).or_default() += 1;
+    }
+
+    /// Emits a finding of every rule whose check `pick` selects, at a transport place.
+    pub fn emit_at(
+        &self,
+        pick: impl Fn(&Check) -> bool,
+        place: &Place,
+        vars: Vars,
+        out: &mut Vec<Finding>,
+    ) {
+        for rule in self.rules.rules.iter().filter(|r| pick(&r.def.check)) {
+            out.push(Finding {
+                rule: rule.def.id.clone(),
+                clause: rule.def.clause.clone().unwrap_or_else(|| "5.2".into()),
+                table: rule.def.table.clone(),
+                severity: rule.def.severity,
+                edge_id: place.edge_id.clone(),
+                msg_type: None,
+                topic: place.topic.clone(),
+                mid: None,
+                packet: place.packet,
+                time: place.time_us,
+                message: fill(&rule.def.message, &vars),
+                conn: place.conn,
+                side: place.side,
+                offset: place.offset,
+            });
+        }
+    }
+
+    /// Judges one message and updates the state.
+    pub fn on_message(&mut self, m: &Message, out: &mut Vec<Finding>) {
+        let rules = Arc::clone(&self.rules);
+        let ctx = self.context(m);
+        self.note_exercised("5.3");
+        if let Some(c) = &ctx.clause {
+            if ctx.typedef.is_some() {
+                self.note_exercised(c);
+            }
+        }
+        let first = out.len();
+        let env = m.envelope();
+
+        // Content checks: their errors make a request invalid.
+        for rule in &rules.rules {
+            let vars_base = || ctx.vars(m);
+            match &rule.def.check {
+                Check::InvalidJson => {
+                    if let Err(PayloadError::InvalidJson(e)) = &m.body {
+                        let mut v = vars_base();
+                        v.push(("detail", e.clone()));
+                        out.push(ctx.finding(rule, m, v));
+                    }
+                }
+                Check::NotObject => {
+                    if let Err(PayloadError::NotObject(t)) = &m.body {
+                        let mut v = vars_base();
+                        v.push(("seen", t.to_string()));
+                        out.push(ctx.finding(rule, m, v));
+                    }
+                }
+                Check::KeyWhitespace => {
+                    for Deviation::KeyWhitespace { seen, key } in
+                        env.iter().flat_map(|e| e.deviations.iter())
+                    {
+                        let mut v = vars_base();
+                        v.push(("seen", seen.clone()));
+                        v.push(("expected", key.clone()));
+                        out.push(ctx.finding(rule, m, v));
+                    }
+                }
+                Check::TopicMissingSlash if m.topic.missing_slash => {
+                    out.push(ctx.finding(rule, m, vars_base()));
+                }
+                Check::TopicPlaceholder if m.topic.placeholder => {
+                    let mut v = vars_base();
+                    v.push(("seen", m.topic.edge_id.clone()));
+                    out.push(ctx.finding(rule, m, v));
+                }
+                Check::Schema {
+                    when,
+                    target,
+                    fields,
+                } => {
+                    let Some(env) = env else { continue };
+                    if !ctx.selects(when, m) {
+                        continue;
+                    }
+                    for viol in schema_violations(env, *target, fields, rule) {
+                        let mut v = vars_base();
+                        v.push(("detail", viol.detail()));
+                        v.push(("path", viol.path));
+                        v.push(("expected", viol.expected));
+                        v.push(("seen", viol.seen));
+                        out.push(ctx.finding(rule, m, v));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let invalid = out[first..]
+            .iter()
+            .find(|f| f.severity == Severity::Error)
+            .map(|f| f.message.clone());
+
+        // Naming, topic and time checks: they report, but do not make a request invalid.
+        if let Some(t) = ctx.msg_type.as_deref() {
+            for rule in &rules.rules {
+                match &rule.def.check {
+                    Check::TypeUnknown if ctx.typedef.is_none() => {
+                        out.push(ctx.finding(rule, m, ctx.vars(m)));
+                    }
+                    Check::TopicMismatch => {
+                        if let Some(expected) = ctx.topic_mismatch(m) {
+                            let mut v = ctx.vars(m);
+                            v.push(("expected", expected));
+                            out.push(ctx.finding(rule, m, v));
+                        }
+                    }
+                    Check::TypeNaming { .. } => {
+                        if let Some(r) = rule.regexes.get(ctx.class.as_str()) {
+                            if !r.is_match(t) {
+                                let mut v = ctx.vars(m);
+                                v.push((
+                                    "detail",
+                                    format!(
+                                        "a {} type must match /{}/",
+                                        ctx.class.as_str(),
+                                        r.as_str()
+                                    ),
+                                ));
+                                out.push(ctx.finding(rule, m, v));
+                            }
+                        }
+                    }
+                    Check::TypeWordLength { max } => {
+                        for w in t.split('_').filter(|w| w.chars().count() > *max) {
+                            let mut v = ctx.vars(m);
+                            v.push(("seen", w.to_string()));
+                            v.push(("expected", max.to_string()));
+                            out.push(ctx.finding(rule, m, v));
+                        }
+                    }
+                    Check::KeyNaming { .. } => {
+                        if let (Some(r), Some(env)) = (rule.regexes.get(""), env) {
+                            let mut bad = vec![];
+                            walk_keys("", &env.json, &mut |p, k| {
+                                if !r.is_match(k) {
+                                    bad.push(p.to_string())
+                                }
+                            });
+                            for p in bad {
+                                let mut v = ctx.vars(m);
+                                v.push(("path", p));
+                                out.push(ctx.finding(rule, m, v));
+                            }
+                        }
+                    }
+                    Check::Expired => {
+                        if let Some(detail) = expired(m) {
+                            let mut v = ctx.vars(m);
+                            v.push(("detail", detail));
+                            out.push(ctx.finding(rule, m, v));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        self.sequences(m, &ctx, out);
+        match ctx.class {
+            Class::Request => self.on_request(m, &ctx, invalid),
+            Class::Reply => self.on_reply(m, &ctx, out),
+            Class::Report => self.on_report(m, &ctx, out),
+        }
+        self.prune(m.time_us);
+    }
+
+    fn on_request(&mut self, m: &Message, ctx: &Ctx, invalid: Option<String>) {
+        let (Some(t), Some(mid)) = (ctx.msg_type.clone(), m.mid()) else {
+            return;
+        };
+        let expects_reply = ctx
+            .typedef
+            .as_ref()
+            .map_or(true, |d| !d.reply_codes.is_empty());
+        if !expects_reply {
+            return;
+        }
+        let param = m.envelope().and_then(|e| e.param().cloned());
+        if let (Some(def), None) = (&ctx.typedef, &invalid) {
+            if let (Some(job), Some(job_id)) = (&def.job, param_u64(param.as_ref(), "jobId")) {
+                self.jobs.insert(
+                    (m.topic.edge_id.clone(), job_id),
+                    Job {
+                        kind: t.clone(),
+                        result_channel: job.result_channel.clone(),
+                        result_after: job.result_after.clone(),
+                        reply_code: None,
+                        results: 0,
+                        last: BTreeMap::new(),
+                        packet: m.packet,
+                        time_us: m.time_us,
+                    },
+                );
+            }
+        }
+        self.pending.insert(
+            PairKey {
+                edge: m.topic.edge_id.clone(),
+                channel: m.topic.channel.clone(),
+                mid,
+            },
+            Pending {
+                msg_type: t,
+                time_us: m.time_us,
+                packet: m.packet,
+                invalid,
+                param,
+                topic: m.topic_name.clone(),
+            },
+        );
+    }
+
+    fn on_reply(&mut self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
+        let rules = Arc::clone(&self.rules);
+        let Some(mid) = m.mid() else { return };
+        let key = PairKey {
+            edge: m.topic.edge_id.clone(),
+            channel: m.topic.channel.clone(),
+            mid,
+        };
+        let Some(req) = self.pending.remove(&key) else {
+            let dup = self.answered.get(&key).copied();
+            for rule in &rules.rules {
+                match (&rule.def.check, dup) {
+                    (Check::ReplyDuplicate, Some((packet, _))) => {
+                        let mut v = ctx.vars(m);
+                        v.push(("detail", packet.to_string()));
+                        out.push(ctx.finding(rule, m, v));
+                    }
+                    (Check::ReplyOrphan, None) => {
+                        out.push(ctx.finding(rule, m, ctx.vars(m)))
+                    }
+                    _ => {}
+                }
+            }
+            return;
+        };
+        self.answered.insert(key, (m.packet, m.time_us));
+        // Judge the reply as an answer to the request's type.
+        let rctx = Ctx {
+            msg_type: Some(req.msg_type.clone()),
+            ..ctx.clone()
+        };
+        let latency_s = (m.time_us - req.time_us) as f64 / 1e6;
+        let def = self.rules.types.get(&req.msg_type).cloned();
+        let verdict = m
+            .envelope()
+            .and_then(|e| e.code)
+            .map(|code| (code, code_verdict(code, def.as_ref(), &req, &rules)));
+        for rule in &rules.rules {
+            let mut v = rctx.vars(m);
+            match &rule.def.check {
+                Check::ReplyType => {
+                    if let Some(seen) = ctx.msg_type.as_deref() {
+                        if seen != req.msg_type {
+                            v.push(("seen", seen.to_string()));
+                            v.push(("expected", req.msg_type.clone()));
+                            out.push(rctx.finding(rule, m, v));
+                        }
+                    }
+                }
+                Check::ReplyLate { deadline_s } => {
+                    let deadline = def.as_ref().and_then(|d| d.deadline_s).unwrap_or(*deadline_s);
+                    if latency_s > deadline {
+                        v.push(("seen", format!("{latency_s:.3}")));
+                        v.push(("expected", format!("{deadline}")));
+                        out.push(rctx.finding(rule, m, v));
+                    }
+                }
+                Check::ReplyCode => {
+                    if let Some((code, CodeVerdict::Wrong { expected })) = &verdict {
+                        v.push(("seen", code.to_string()));
+                        v.push(("expected", join_codes(expected)));
+                        out.push(rctx.finding(rule, m, v));
+                    }
+                }
+                Check::ReplySuccessToInvalid { .. } => {
+                    if let Some((code, CodeVerdict::SuccessToInvalid)) = &verdict {
+                        v.push(("seen", code.to_string()));
+                        v.push(("detail", req.invalid.clone().unwrap_or_default()));
+                        out.push(rctx.finding(rule, m, v));
+                    }
+                }
+                Check::ReplyErrorToValid { .. } => {
+                    if let Some((code, CodeVerdict::ErrorToValid)) = &verdict {
+                        v.push(("seen", code.to_string()));
+                        out.push(rctx.finding(rule, m, v));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let code = verdict.as_ref().map(|(c, _)| *c);
+        // Jobs: the reply decides whether a result must follow.
+        if def.as_ref().is_some_and(|d| d.job.is_some()) {
+            if let Some(job_id) = param_u64(req.param.as_ref(), "jobId") {
+                if let Some(job) = self.jobs.get_mut(&(m.topic.edge_id.clone(), job_id)) {
+                    job.reply_code = code;
+                }
+            }
+        }
+        // Status queries: the reply's job and monotonic fields.
+        if let (Some(q), Some(200)) = (def.as_ref().and_then(|d| d.queries_job.clone()), code) {
+            self.status_reply(m, &rctx, &req, &q.monotonic, out);
+        }
+        // Sequences that read replies (assigned ids, announced periods).
+        self.collect_assignments(m, &req.msg_type, Class::Reply);
+    }
+
+    fn status_reply(
+        &mut self,
+        m: &Message,
+        ctx: &Ctx,
+        req: &Pending,
+        monotonic: &[String],
+        out: &mut Vec<Finding>,
+    ) {
+        let rules = Arc::clone(&self.rules);
+        let param = m.envelope().and_then(|e| e.param().cloned());
+        let asked = param_u64(req.param.as_ref(), "jobId");
+        let told = param_u64(param.as_ref(), "jobId");
+        if let (Some(a), Some(t)) = (asked, told) {
+            if a != t {
+                for rule in rules.rules.iter().filter(|r| matches!(r.def.check, Check::JobStatusMismatch)) {
+                    let mut v = ctx.vars(m);
+                    v.push(("detail", format!("param.jobId {t} differs from the query's {a}")));
+                    out.push(ctx.finding(rule, m, v));
+                }
+            }
+        }
+        let Some(job_id) = asked else { return };
+        let Some(job) = self.jobs.get_mut(&(m.topic.edge_id.clone(), job_id)) else {
+            return;
+        };
+        for path in monotonic {
+            let Some(x) = param.as_ref().and_then(|p| p.get(path)).and_then(number_lenient) else {
+                continue;
+            };
+            if let Some(prev) = job.last.get(path) {
+                if x < *prev {
+                    for rule in rules.rules.iter().filter(|r| matches!(r.def.check, Check::JobStatusRegress)) {
+                        let mut v = ctx.vars(m);
+                        v.push(("detail", job_id.to_string()));
+                        v.push(("path", path.clone()));
+                        v.push(("expected", prev.to_string()));
+                        v.push(("seen", x.to_string()));
+                        out.push(ctx.finding(rule, m, v));
+                    }
+                }
+            }
+            job.last.insert(path.clone(), x);
+        }
+    }
+
+    fn on_report(&mut self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
+        let rules = Arc::clone(&self.rules);
+        let Some(def) = &ctx.typedef else { return };
+        if def.ends_jobs.is_empty() {
+            return;
+        }
+        let param = m.envelope().and_then(|e| e.param().cloned());
+        let Some(job_id) = param_u64(param.as_ref(), "jobId") else {
+            return;
+        };
+        let key = (m.topic.edge_id.clone(), job_id);
+        let job = self.jobs.get_mut(&key);
+        let mut fire = |pick: fn(&Check) -> bool, extra: Vars| {
+            for rule in rules.rules.iter().filter(|r| pick(&r.def.check)) {
+                let mut v = ctx.vars(m);
+                v.push(("detail", job_id.to_string()));
+                v.extend(extra.iter().cloned());
+                out.push(ctx.finding(rule, m, v));
+            }
+        };
+        let Some(job) = job else {
+            fire(|c| matches!(c, Check::JobResultOrphan), vec![]);
+            return;
+        };
+        if job.reply_code.is_none() {
+            fire(
+                |c| matches!(c, Check::JobResultEarly),
+                vec![("expected", job.kind.clone())],
+            );
+        }
+        if job.results >= 1 {
+            fire(|c| matches!(c, Check::JobResultDuplicate), vec![]);
+        }
+        if m.topic.channel != job.result_channel {
+            fire(
+                |c| matches!(c, Check::JobResultChannel),
+                vec![
+                    ("seen", m.topic.channel.clone()),
+                    ("expected", job.result_channel.clone()),
+                    ("type", job.kind.clone()),
+                ],
+            );
+        }
+        job.results += 1;
+    }
+
+    /// Per-edge sequences: link up/down, assigned ids, alarms, report spacing.
+    fn sequences(&mut self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
+        let rules = Arc::clone(&self.rules);
+        let Some(t) = ctx.msg_type.clone() else { return };
+        let edge = self.edges.entry(m.topic.edge_id.clone()).or_default();
+        let by_edge = m.topic.publisher == Actor::Edge;
+        for rule in &rules.rules {
+            let id = &rule.def.id;
+            match &rule.def.check {
+                Check::FirstMessage { msg_type } if by_edge => {
+                    if edge.first_judged.insert(id.clone()) && t != *msg_type {
+                        out.push(ctx.finding(rule, m, ctx.vars(m)));
+                    }
+                }
+                Check::SilentAfter { msg_type, until } if by_edge => {
+                    if t == *until {
+                        edge.silenced.remove(id);
+                    } else if edge.silenced.contains(id) {
+                        out.push(ctx.finding(rule, m, ctx.vars(m)));
+                    }
+                    if t == *msg_type {
+                        edge.silenced.insert(id.clone());
+                    }
+                }
+                Check::IdAssigned { uses, .. } => {
+                    let known = edge.assigned.entry(id.clone()).or_default();
+                    for sel in uses.iter().filter(|s| path_sel_matches(s, &t, ctx.class)) {
+                        for value in values_at(m, &sel.path) {
+                            if !known.contains(&value) {
+                                let mut v = ctx.vars(m);
+                                v.push(("seen", value));
+                                out.push(ctx.finding(rule, m, v));
+                            }
+                        }
+                    }
+                }
+                Check::RecoveryFollows {
+                    msg_type,
+                    path,
+                    pairs,
+                } if t == *msg_type => {
+                    let active = edge.alarms.entry(id.clone()).or_default();
+                    for value in values_at(m, path) {
+                        if let Some(recovers) = pairs.get(&value) {
+                            if !active.remove(recovers) {
+                                let mut v = ctx.vars(m);
+                                v.push(("seen", value.clone()));
+                                v.push(("expected", recovers.clone()));
+                                out.push(ctx.finding(rule, m, v));
+                            }
+                        } else {
+                            active.insert(value);
+                        }
+                    }
+                }
+                Check::ReportPeriod {
+                    msg_type,
+                    period,
+                    tolerance,
+                } => {
+                    let slot = edge.period.entry(id.clone()).or_default();
+                    if path_sel_matches(period, &t, ctx.class) {
+                        if let Some(p) = values_at_json(m, &period.path)
+                            .iter()
+                            .find_map(number_lenient)
+                        {
+                            slot.0 = Some(p);
+                        }
+                    }
+                    if t == *msg_type && ctx.class == Class::Report {
+                        if let (Some(p), Some(last)) = (slot.0, slot.1) {
+                            let dt = (m.time_us - last) as f64 / 1e6;
+                            if p > 0.0 && (dt - p).abs() > tolerance * p {
+                                let mut v = ctx.vars(m);
+                                v.push(("seen", format!("{dt:.1}")));
+                                v.push(("expected", format!("{p}")));
+                                out.push(ctx.finding(rule, m, v));
+                            }
+                        }
+                        slot.1 = Some(m.time_us);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Records ids produced by a reply (e.g. deviceIds assigned by CMD_TOPO_ADD).
+    fn collect_assignments(&mut self, m: &Message, msg_type: &str, class: Class) {
+        let rules = Arc::clone(&self.rules);
+        let edge = self.edges.entry(m.topic.edge_id.clone()).or_default();
+        for rule in &rules.rules {
+            if let Check::IdAssigned { assigns, .. } = &rule.def.check {
+                for sel in assigns.iter().filter(|s| path_sel_matches(s, msg_type, class)) {
+                    let set = edge.assigned.entry(rule.def.id.clone()).or_default();
+                    set.extend(values_at(m, &sel.path));
+                }
+            }
+        }
+    }
+
+    /// End of input: requests never answered, jobs without their result.
+    pub fn finish(&mut self, out: &mut Vec<Finding>) {
+        let rules = Arc::clone(&self.rules);
+        let mut pending: Vec<(PairKey, Pending)> = self.pending.drain().collect();
+        pending.sort_by_key(|(_, p)| p.packet);
+        for (key, p) in pending {
+            for rule in rules.rules.iter().filter(|r| matches!(r.def.check, Check::ReplyMissing)) {
+                let clause = self.clause_of_type(&p.msg_type);
+                out.push(Finding {
+                    rule: rule.def.id.clone(),
+                    clause: rule.def.clause.clone().unwrap_or(clause),
+                    table: rule.def.table.clone(),
+                    severity: rule.def.severity,
+                    edge_id: Some(key.edge.clone()),
+                    msg_type: Some(p.msg_type.clone()),
+                    topic: Some(p.topic.clone()),
+                    mid: Some(key.mid),
+                    packet: Some(p.packet),
+                    time: Some(p.time_us),
+                    message: fill(
+                        &rule.def.message,
+                        &vec![
+                            ("type", p.msg_type.clone()),
+                            ("mid", key.mid.to_string()),
+                            ("edge_id", key.edge.clone()),
+                        ],
+                    ),
+                    conn: None,
+                    side: None,
+                    offset: None,
+                });
+            }
+        }
+        let mut jobs: Vec<((String, u64), Job)> = self.jobs.drain().collect();
+        jobs.sort_by_key(|(_, j)| j.packet);
+        for ((edge, job_id), job) in jobs {
+            let Some(code) = job.reply_code else { continue };
+            if job.results > 0 || !job.result_after.contains(&code) {
+                continue;
+            }
+            for rule in rules.rules.iter().filter(|r| matches!(r.def.check, Check::JobResultMissing)) {
+                let clause = self.clause_of_type(&job.kind);
+                out.push(Finding {
+                    rule: rule.def.id.clone(),
+                    clause: rule.def.clause.clone().unwrap_or(clause),
+                    table: rule.def.table.clone(),
+                    severity: rule.def.severity,
+                    edge_id: Some(edge.clone()),
+                    msg_type: Some(job.kind.clone()),
+                    topic: None,
+                    mid: None,
+                    packet: Some(job.packet),
+                    time: Some(job.time_us),
+                    message: fill(
+                        &rule.def.message,
+                        &vec![
+                            ("type", job.kind.clone()),
+                            ("detail", job_id.to_string()),
+                            ("seen", code.to_string()),
+                            ("edge_id", edge.clone()),
+                        ],
+                    ),
+                    conn: None,
+                    side: None,
+                    offset: None,
+                });
+            }
+        }
+    }
+
+    fn clause_of_type(&self, t: &str) -> String {
+        self.rules
+            .types
+            .get(t)
+            .map_or_else(|| "5.3".into(), |d| d.clause.clone())
+    }
+
+    fn prune(&mut self, now_us: i64) {
+        if now_us - self.last_prune_us < ANSWERED_RETENTION_US {
+            return;
+        }
+        self.last_prune_us = now_us;
+        self.answered
+            .retain(|_, (_, t)| now_us - *t < ANSWERED_RETENTION_US);
+    }
+
+    /// The context a message is judged in: its type, definition, clause, job kind.
+    fn context(&self, m: &Message) -> Ctx {
+        let msg_type = m.msg_type().map(str::to_string);
+        let typedef = msg_type
+            .as_deref()
+            .and_then(|t| self.rules.types.get(t))
+            .cloned();
+        let mut clause = msg_type.as_deref().map(|t| self.clause_of_type(t));
+        let mut job_of = None;
+        if let Some(def) = &typedef {
+            if !def.ends_jobs.is_empty() {
+                job_of = self.job_kind(m, def);
+                if let Some(k) = &job_of {
+                    clause = Some(self.clause_of_type(k));
+                }
+            }
+        }
+        Ctx {
+            class: m.topic.class,
+            msg_type,
+            typedef,
+            clause,
+            job_of,
+        }
+    }
+
+    /// Which job a result ends: the job opened with its jobId, or, for a job this run
+    /// did not see, the candidate of its channel whose schemas fit best.
+    fn job_kind(&self, m: &Message, def: &TypeDef) -> Option<String> {
+        let param = m.envelope().and_then(|e| e.param());
+        if let Some(id) = param_u64(param, "jobId") {
+            if let Some(job) = self.jobs.get(&(m.topic.edge_id.clone(), id)) {
+                return Some(job.kind.clone());
+            }
+        }
+        let candidates = def.ends_jobs.get(&m.topic.channel)?;
+        if candidates.len() == 1 {
+            return candidates.first().cloned();
+        }
+        let env = m.envelope()?;
+        candidates
+            .iter()
+            .min_by_key(|k| {
+                self.rules
+                    .rules
+                    .iter()
+                    .filter_map(|r| match &r.def.check {
+                        Check::Schema {
+                            when,
+                            target,
+                            fields,
+                        } if when.job_of.as_ref().is_some_and(|j| j.contains(k)) => {
+                            Some(schema_violations(env, *target, fields, r).len())
+                        }
+                        _ => None,
+                    })
+                    .sum::<usize>()
+            })
+            .cloned()
+    }
+}
+
+#[derive(Clone)]
+struct Ctx {
+    class: Class,
+    msg_type: Option<String>,
+    typedef: Option<TypeDef>,
+    clause: Option<String>,
+    job_of: Option<String>,
+}
+
+impl Ctx {
+    fn vars(&self, m: &Message) -> Vars {
+        vec![
+            ("type", self.msg_type.clone().unwrap_or_else(|| "?".into())),
+            ("mid", m.mid().map_or_else(|| "-".into(), |x| x.to_string())),
+            ("edge_id", m.topic.edge_id.clone()),
+            ("topic", m.topic_name.clone()),
+            ("channel", m.topic.channel.clone()),
+            ("role", m.topic.role.clone()),
+            ("class", self.class.as_str().to_string()),
+        ]
+    }
+
+    fn finding(&self, rule: &Rule, m: &Message, vars: Vars) -> Finding {
+        let msg_type = vars
+            .iter()
+            .find(|(k, _)| *k == "type")
+            .map(|(_, v)| v.clone())
+            .filter(|v| v != "?");
+        Finding {
+            rule: rule.def.id.clone(),
+            clause: rule
+                .def
+                .clause
+                .clone()
+                .or_else(|| self.clause.clone())
+                .unwrap_or_else(|| "5.3".into()),
+            table: rule
+                .def
+                .table
+                .clone()
+                .or_else(|| self.typedef.as_ref().and_then(|d| d.table.clone())),
+            severity: rule.def.severity,
+            edge_id: Some(m.topic.edge_id.clone()),
+            msg_type,
+            topic: Some(m.topic_name.clone()),
+            mid: m.mid(),
+            packet: Some(m.packet),
+            time: Some(m.time_us),
+            message: fill(&rule.def.message, &vars),
+            conn: Some(m.conn),
+            side: Some(m.side),
+            offset: None,
+        }
+    }
+
+    fn selects(&self, when: &Selector, m: &Message) -> bool {
+        let t = self.msg_type.as_deref().unwrap_or("");
+        when.types.as_ref().map_or(true, |x| x.contains(t))
+            && when.class.as_ref().map_or(true, |x| x.contains(self.class.as_str()))
+            && when
+                .channel
+                .as_ref()
+                .map_or(true, |x| x.contains(&m.topic.channel))
+            && when.job_of.as_ref().map_or(true, |x| {
+                self.job_of.as_deref().is_some_and(|j| x.contains(j))
+            })
+    }
+
+    /// The expected "channel/role" when the message travels elsewhere.
+    fn topic_mismatch(&self, m: &Message) -> Option<String> {
+        let def = self.typedef.as_ref()?;
+        let role = match self.class {
+            Class::Reply => protocol::reply_role(&def.role)?,
+            _ => def.role.as_str(),
+        };
+        let ok = def.channels.iter().any(|c| *c == m.topic.channel) && m.topic.role == role;
+        (!ok).then(|| format!("{}/{}", def.channels.join("|"), role))
+    }
+}
+
+fn code_verdict(code: i64, def: Option<&TypeDef>, req: &Pending, rules: &RuleSet) -> CodeVerdict {
+    let success = rules
+        .rules
+        .iter()
+        .find_map(|r| match &r.def.check {
+            Check::ReplySuccessToInvalid { success } => Some(success.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| vec![200, 202]);
+    let errors = rules
+        .rules
+        .iter()
+        .find_map(|r| match &r.def.check {
+            Check::ReplyErrorToValid { errors } => Some(errors.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| vec![400, 401, 403, 404, 600]);
+    if req.invalid.is_some() {
+        return if success.contains(&code) {
+            CodeVerdict::SuccessToInvalid
+        } else {
+            CodeVerdict::Fine
+        };
+    }
+    let Some(def) = def else {
+        return CodeVerdict::Fine;
+    };
+    let expected = def
+        .reply_codes
+        .iter()
+        .find(|rc| {
+            rc.if_param.as_ref().map_or(true, |f| {
+                req.param
+                    .as_ref()
+                    .and_then(|p| p.get(f))
+                    .is_some_and(|v| !v.is_null())
+            })
+        })
+        .map(|rc| rc.codes.clone())
+        .unwrap_or_default();
+    if expected.is_empty() || expected.contains(&code) {
+        CodeVerdict::Fine
+    } else if errors.contains(&code) {
+        CodeVerdict::ErrorToValid
+    } else {
+        CodeVerdict::Wrong { expected }
+    }
+}
+
+fn schema_violations(
+    env: &protocol::Envelope,
+    target: Target,
+    fields: &BTreeMap<String, super::model::FieldSpec>,
+    rule: &Rule,
+) -> Vec<Violation> {
+    let mut out = vec![];
+    match target {
+        Target::Message => {
+            schema::validate_object("", &env.json, fields, &rule.regexes, "", &mut out)
+        }
+        Target::Param => match env.json.get("param") {
+            Some(Value::Object(p)) => {
+                schema::validate_object("param", p, fields, &rule.regexes, "", &mut out)
+            }
+            Some(Value::Null) | None => {
+                if fields.values().any(|f| f.required) {
+                    out.push(Violation {
+                        path: "param".into(),
+                        expected: "required object".into(),
+                        seen: "absent".into(),
+                    });
+                }
+            }
+            Some(other) => out.push(Violation {
+                path: "param".into(),
+                expected: "object".into(),
+                seen: schema::describe(other),
+            }),
+        },
+    }
+    out
+}
+
+fn path_sel_matches(sel: &PathSel, msg_type: &str, class: Class) -> bool {
+    sel.msg_type == msg_type && sel.class.as_deref().map_or(true, |c| c == class.as_str())
+}
+
+/// Values at a path like `param.data[].deviceId`, as strings.
+fn values_at(m: &Message, path: &str) -> Vec<String> {
+    values_at_json(m, path)
+        .into_iter()
+        .filter_map(|v| match v {
+            Value::String(s) => Some(s),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn values_at_json(m: &Message, path: &str) -> Vec<Value> {
+    let Some(env) = m.envelope() else {
+        return vec![];
+    };
+    let mut cur: Vec<&Value> = vec![];
+    let root = Value::Object(env.json.clone());
+    let mut next_root = vec![&root];
+    for seg in path.split('.') {
+        let (name, each) = match seg.strip_suffix("[]") {
+            Some(n) => (n, true),
+            None => (seg, false),
+        };
+        cur.clear();
+        for v in &next_root {
+            if let Some(x) = v.get(name) {
+                if each {
+                    cur.extend(x.as_array().into_iter().flatten());
+                } else {
+                    cur.push(x);
+                }
+            }
+        }
+        next_root = std::mem::take(&mut cur);
+    }
+    next_root.into_iter().cloned().collect()
+}
+
+fn param_u64(param: Option<&Value>, name: &str) -> Option<u64> {
+    param.and_then(|p| p.get(name)).and_then(protocol::as_u64_lenient)
+}
+
+fn number_lenient(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn expired(m: &Message) -> Option<String> {
+    let env = m.envelope()?;
+    let expire = env.json.get("expire")?.as_i64()?;
+    if expire < 0 {
+        return None;
+    }
+    let ts = env.json.get("timestamp")?;
+    let at = protocol::timestamp_us(ts)?;
+    let deadline = at + expire * 1_000_000;
+    (deadline < m.time_us).then(|| {
+        format!(
+            "{ts} + expire {expire} s is {:.0} s before it was seen",
+            (m.time_us - deadline) as f64 / 1e6
+        )
+    })
+}
+
+fn walk_keys(prefix: &str, obj: &serde_json::Map<String, Value>, f: &mut dyn FnMut(&str, &str)) {
+    for (k, v) in obj {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        f(&path, k);
+        match v {
+            Value::Object(o) => walk_keys(&path, o, f),
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    if let Value::Object(o) = x {
+                        walk_keys(&format!("{path}[{i}]"), o, f);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn join_codes(c: &[i64]) -> String {
+    c.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" or ")
+}
+
+/// Replaces `{name}` in a template with the variable's value.
+pub fn fill(template: &str, vars: &Vars) -> String {
+    let mut out = template.to_string();
+    for (k, v) in vars {
+        let pat = format!("{{{k}}}");
+        if out.contains(&pat) {
+            out = out.replace(&pat, v);
+        }
+    }
+    out
+}

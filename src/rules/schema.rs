@@ -1,0 +1,320 @@
+//! Validation of a JSON value against the field specs of a `schema` rule.
+//!
+//! Each violation names its path (`param.deviceInfos[3].nodeId`), what was expected
+//! and what was seen, so a finding reads like a line of a test record.
+
+use std::collections::BTreeMap;
+
+use regex::Regex;
+use serde_json::{Map, Value};
+
+use super::model::{FieldSpec, Format, JsonType};
+use crate::protocol::json_type_name;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    pub path: String,
+    pub expected: String,
+    pub seen: String,
+}
+
+impl Violation {
+    /// "path: expected X, seen Y"
+    pub fn detail(&self) -> String {
+        format!("{}: expected {}, seen {}", self.path, self.expected, self.seen)
+    }
+}
+
+/// Validates the members of `obj` against `fields`. `prefix` is the path of `obj`.
+/// `regexes` holds the compiled `pattern`s, keyed by field path (see [`lint_fields`]).
+pub fn validate_object(
+    prefix: &str,
+    obj: &Map<String, Value>,
+    fields: &BTreeMap<String, FieldSpec>,
+    regexes: &BTreeMap<String, Regex>,
+    spec_path: &str,
+    out: &mut Vec<Violation>,
+) {
+    for (name, spec) in fields {
+        let path = join(prefix, name);
+        let sp = join(spec_path, name);
+        match obj.get(name) {
+            None | Some(Value::Null) if spec.required => out.push(Violation {
+                path,
+                expected: format!("required {}", spec.ty.map_or("field", |t| t.as_str())),
+                seen: "absent".into(),
+            }),
+            None | Some(Value::Null) => {}
+            Some(v) => validate_value(&path, v, spec, regexes, &sp, out),
+        }
+    }
+}
+
+fn validate_value(
+    path: &str,
+    v: &Value,
+    spec: &FieldSpec,
+    regexes: &BTreeMap<String, Regex>,
+    spec_path: &str,
+    out: &mut Vec<Violation>,
+) {
+    let mut push = |expected: String, seen: String| {
+        out.push(Violation {
+            path: path.to_string(),
+            expected,
+            seen,
+        })
+    };
+    if let Some(ty) = spec.ty {
+        if !type_matches(ty, v) {
+            push(ty.as_str().to_string(), describe(v));
+            return;
+        }
+    }
+    if let Some(allowed) = &spec.allowed {
+        if !allowed.iter().any(|a| json_eq(a, v)) {
+            let list: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
+            push(format!("one of {}", list.join(", ")), describe(v));
+        }
+    }
+    if let Some(x) = v.as_f64() {
+        if let Some(min) = spec.min {
+            if x < min {
+                push(format!(">= {min}"), describe(v));
+            }
+        }
+        if let Some(max) = spec.max {
+            if x > max {
+                push(format!("<= {max}"), describe(v));
+            }
+        }
+    }
+    if let Some(s) = v.as_str() {
+        let n = s.chars().count();
+        if let Some(min) = spec.min_len {
+            if n < min {
+                push(format!("at least {min} characters"), format!("{n}"));
+            }
+        }
+        if let Some(max) = spec.max_len {
+            if n > max {
+                push(format!("at most {max} characters"), format!("{n}"));
+            }
+        }
+        if spec.format == Some(Format::Datetime) && !is_std_datetime(s) {
+            push(
+                "a date-time \"yyyy-MM-dd HH:mm:ss\"".into(),
+                format!("{s:?}"),
+            );
+        }
+        if spec.pattern.is_some() {
+            if let Some(r) = regexes.get(spec_path) {
+                if !r.is_match(s) {
+                    push(format!("to match /{}/", r.as_str()), format!("{s:?}"));
+                }
+            }
+        }
+    }
+    if let Some(items) = v.as_array() {
+        if let Some(min) = spec.min_items {
+            if items.len() < min {
+                push(format!("at least {min} elements"), format!("{}", items.len()));
+            }
+        }
+        if let Some(max) = spec.max_items {
+            if items.len() > max {
+                push(format!("at most {max} elements"), format!("{}", items.len()));
+            }
+        }
+        if let Some(item_spec) = &spec.items {
+            let isp = format!("{spec_path}[]");
+            for (i, item) in items.iter().enumerate() {
+                validate_value(&format!("{path}[{i}]"), item, item_spec, regexes, &isp, out);
+            }
+        }
+    }
+    if let Some(obj) = v.as_object() {
+        if let Some(fields) = &spec.fields {
+            validate_object(path, obj, fields, regexes, spec_path, out);
+        }
+        if let Some(names) = &spec.at_least_one_of {
+            if !names.iter().any(|n| obj.get(n).is_some_and(|x| !x.is_null())) {
+                out.push(Violation {
+                    path: path.to_string(),
+                    expected: format!("at least one of {}", names.join(", ")),
+                    seen: "none".into(),
+                });
+            }
+        }
+    }
+}
+
+fn type_matches(ty: JsonType, v: &Value) -> bool {
+    match ty {
+        JsonType::String => v.is_string(),
+        JsonType::Number => v.is_number(),
+        JsonType::Integer => v.is_i64() || v.is_u64(),
+        JsonType::Boolean => v.is_boolean(),
+        JsonType::Object => v.is_object(),
+        JsonType::Array => v.is_array(),
+        JsonType::Any => true,
+    }
+}
+
+/// Numbers compare by value (200 == 200.0); everything else structurally.
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// A short description of a value for "seen …": its type and, if short, the value.
+pub fn describe(v: &Value) -> String {
+    match v {
+        Value::Object(_) => "object".into(),
+        Value::Array(a) => format!("array of {}", a.len()),
+        _ => {
+            let s = v.to_string();
+            if s.chars().count() > 40 {
+                let cut: String = s.chars().take(40).collect();
+                format!("{} {cut}…", json_type_name(v))
+            } else {
+                format!("{} {s}", json_type_name(v))
+            }
+        }
+    }
+}
+
+/// `yyyy-MM-dd HH:mm:ss`, exactly, and a real date and time.
+pub fn is_std_datetime(s: &str) -> bool {
+    s.len() == 19 && chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").is_ok()
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// Checks field specs at load time and compiles their patterns.
+pub fn lint_fields(
+    prefix: &str,
+    fields: &BTreeMap<String, FieldSpec>,
+    errors: &mut Vec<String>,
+    regexes: &mut BTreeMap<String, Regex>,
+) {
+    for (name, spec) in fields {
+        lint_spec(&join(prefix, name), spec, errors, regexes);
+    }
+}
+
+fn lint_spec(
+    path: &str,
+    spec: &FieldSpec,
+    errors: &mut Vec<String>,
+    regexes: &mut BTreeMap<String, Regex>,
+) {
+    let ty = spec.ty;
+    let is = |t: JsonType| ty.is_none() || ty == Some(t) || ty == Some(JsonType::Any);
+    let numeric = is(JsonType::Number) || is(JsonType::Integer);
+    if (spec.min.is_some() || spec.max.is_some()) && !numeric {
+        errors.push(format!("{path}: min/max apply to numbers only"));
+    }
+    if (spec.min_len.is_some() || spec.max_len.is_some() || spec.format.is_some())
+        && !is(JsonType::String)
+    {
+        errors.push(format!("{path}: min_len/max_len/format apply to strings only"));
+    }
+    if (spec.min_items.is_some() || spec.max_items.is_some() || spec.items.is_some())
+        && !is(JsonType::Array)
+    {
+        errors.push(format!("{path}: min_items/max_items/items apply to arrays only"));
+    }
+    if (spec.fields.is_some() || spec.at_least_one_of.is_some()) && !is(JsonType::Object) {
+        errors.push(format!("{path}: fields/at_least_one_of apply to objects only"));
+    }
+    if let (Some(a), Some(b)) = (spec.min, spec.max) {
+        if a > b {
+            errors.push(format!("{path}: min {a} > max {b}"));
+        }
+    }
+    if let Some(p) = &spec.pattern {
+        match Regex::new(p) {
+            Ok(r) => {
+                regexes.insert(path.to_string(), r);
+            }
+            Err(e) => errors.push(format!("{path}: pattern: {e}")),
+        }
+    }
+    if let Some(fields) = &spec.fields {
+        lint_fields(path, fields, errors, regexes);
+    }
+    if let Some(items) = &spec.items {
+        lint_spec(&format!("{path}[]"), items, errors, regexes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check(fields: serde_json::Value, v: serde_json::Value) -> Vec<String> {
+        let fields: BTreeMap<String, FieldSpec> = serde_json::from_value(fields).unwrap();
+        let mut regexes = BTreeMap::new();
+        let mut errors = vec![];
+        lint_fields("", &fields, &mut errors, &mut regexes);
+        assert!(errors.is_empty(), "{errors:?}");
+        let mut out = vec![];
+        validate_object("param", v.as_object().unwrap(), &fields, &regexes, "", &mut out);
+        out.iter().map(|v| v.detail()).collect()
+    }
+
+    #[test]
+    fn every_primitive_reports_its_path() {
+        let fields = json!({
+            "jobId": {"type": "integer", "required": true},
+            "state": {"type": "string", "enum": ["1", "2"]},
+            "progress": {"type": "number", "min": 0, "max": 100},
+            "msg": {"type": "string", "max_len": 3},
+            "when": {"type": "string", "format": "datetime"},
+            "ids": {"type": "array", "min_items": 1, "items": {"type": "string"}},
+            "rep": {"type": "object", "at_least_one_of": ["a", "b"],
+                    "fields": {"c": {"type": "number", "required": true}}}
+        });
+        let v = json!({"state": "9", "progress": 101, "msg": "long",
+            "when": "2026-02-30 00:00:00", "ids": [1], "rep": {}});
+        assert_eq!(
+            check(fields, v),
+            vec![
+                "param.ids[0]: expected string, seen number 1",
+                "param.jobId: expected required integer, seen absent",
+                "param.msg: expected at most 3 characters, seen 4",
+                "param.progress: expected <= 100, seen number 101",
+                "param.rep.c: expected required number, seen absent",
+                "param.rep: expected at least one of a, b, seen none",
+                "param.state: expected one of \"1\", \"2\", seen string \"9\"",
+                "param.when: expected a date-time \"yyyy-MM-dd HH:mm:ss\", seen \"2026-02-30 00:00:00\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn conforming_value_is_silent() {
+        let fields = json!({"jobId": {"type": "integer", "required": true},
+            "ids": {"type": "array", "min_items": 1, "max_items": 2, "items": {"type": "string", "pattern": "^d"}}});
+        assert!(check(fields, json!({"jobId": 5, "ids": ["d1"]})).is_empty());
+    }
+
+    #[test]
+    fn lint_rejects_mismatched_constraints() {
+        let fields: BTreeMap<String, FieldSpec> =
+            serde_json::from_value(json!({"a": {"type": "string", "min": 1}})).unwrap();
+        let mut errors = vec![];
+        lint_fields("", &fields, &mut errors, &mut BTreeMap::new());
+        assert_eq!(errors, vec!["a: min/max apply to numbers only"]);
+    }
+}
