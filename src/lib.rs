@@ -5,6 +5,7 @@
 //! [`pipeline::Analyzer`] ties the stages together; the front ends only feed it
 //! bytes with timestamps and collect what it emits through a [`pipeline::Sink`].
 
+pub mod analyze;
 pub mod capture;
 pub mod finding;
 pub mod mqtt;

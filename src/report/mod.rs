@@ -1,1 +1,276 @@
-//! placeholder
+//! The test record: a clause table (pass / fail / not exercised) and the findings,
+//! as a terminal table, JSON (a contract other tools rely on) or JUnit XML.
+//!
+//! JSON contract (`edgetap analyze --format json`): `summary` {`mqtt_packets`,
+//! `publishes`, `messages`, `errors`, `warnings`, …}; `clauses` [{`clause`, `title`,
+//! `status`, `errors`, `warnings`}]; `findings` [{`rule`, `clause`, `severity`,
+//! `edge_id`, `type`, `topic`, `mid`, `packet`, `time`, `message`, …}].
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::finding::{Finding, Severity};
+use crate::pipeline::{Sink, Stats};
+use crate::rules::RuleSet;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub inputs: Vec<String>,
+    pub connections: u64,
+    /// MQTT control packets decoded.
+    pub mqtt_packets: u64,
+    /// PUBLISH packets on the wire, every leg.
+    pub publishes: u64,
+    /// Logical protocol messages, each counted once.
+    pub messages: u64,
+    /// Broker deliveries recognised as copies of a message.
+    pub deliveries: u64,
+    pub errors: u64,
+    pub warnings: u64,
+    pub infos: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClauseRow {
+    pub clause: String,
+    pub title: String,
+    /// "pass", "fail" or "not exercised".
+    pub status: String,
+    pub errors: u64,
+    pub warnings: u64,
+    pub messages: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub summary: Summary,
+    pub clauses: Vec<ClauseRow>,
+    pub findings: Vec<Finding>,
+    pub rules: Vec<String>,
+}
+
+/// Collects findings as the pipeline emits them.
+#[derive(Default)]
+pub struct Collector {
+    pub findings: Vec<Finding>,
+}
+
+impl Sink for Collector {
+    fn finding(&mut self, f: &Finding) {
+        self.findings.push(f.clone());
+    }
+}
+
+impl Report {
+    pub fn build(
+        inputs: Vec<String>,
+        stats: &Stats,
+        exercised: &BTreeMap<String, u64>,
+        rules: &RuleSet,
+        findings: Vec<Finding>,
+    ) -> Report {
+        let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count() as u64;
+        let summary = Summary {
+            inputs,
+            connections: stats.connections,
+            mqtt_packets: stats.mqtt_packets,
+            publishes: stats.publishes,
+            messages: stats.messages,
+            deliveries: stats.deliveries,
+            errors: count(Severity::Error),
+            warnings: count(Severity::Warning),
+            infos: count(Severity::Info),
+        };
+        let clauses = rules
+            .clauses
+            .iter()
+            .map(|c| {
+                let within = |x: &str| x == c.clause || x.starts_with(&format!("{}.", c.clause));
+                // A finding belongs to the most specific listed clause that holds it.
+                let owns = |f: &Finding| {
+                    within(&f.clause)
+                        && !rules.clauses.iter().any(|o| {
+                            o.clause.len() > c.clause.len()
+                                && o.clause.starts_with(&c.clause)
+                                && (f.clause == o.clause
+                                    || f.clause.starts_with(&format!("{}.", o.clause)))
+                        })
+                };
+                let errors = findings
+                    .iter()
+                    .filter(|f| f.severity == Severity::Error && owns(f))
+                    .count() as u64;
+                let warnings = findings
+                    .iter()
+                    .filter(|f| f.severity == Severity::Warning && owns(f))
+                    .count() as u64;
+                let messages = exercised.get(&c.clause).copied().unwrap_or(0);
+                let status = if errors > 0 {
+                    "fail"
+                } else if messages > 0 {
+                    "pass"
+                } else {
+                    "not exercised"
+                };
+                ClauseRow {
+                    clause: c.clause.clone(),
+                    title: c.title.clone(),
+                    status: status.into(),
+                    errors,
+                    warnings,
+                    messages,
+                }
+            })
+            .collect();
+        Report {
+            summary,
+            clauses,
+            findings,
+            rules: rules.files.clone(),
+        }
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.summary.errors > 0
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("report serialises")
+    }
+
+    pub fn to_table(&self) -> String {
+        use tabled::settings::Style;
+        #[derive(tabled::Tabled)]
+        struct Row<'a> {
+            clause: &'a str,
+            title: &'a str,
+            status: String,
+            messages: u64,
+            errors: u64,
+            warnings: u64,
+        }
+        let rows: Vec<Row> = self
+            .clauses
+            .iter()
+            .map(|c| Row {
+                clause: &c.clause,
+                title: &c.title,
+                status: c.status.to_uppercase(),
+                messages: c.messages,
+                errors: c.errors,
+                warnings: c.warnings,
+            })
+            .collect();
+        let mut out = String::new();
+        let s = &self.summary;
+        let _ = writeln!(
+            out,
+            "edgetap test record — {}\n{} connections, {} MQTT packets, {} PUBLISH ({} broker deliveries), {} protocol messages\n",
+            s.inputs.join(", "),
+            s.connections,
+            s.mqtt_packets,
+            s.publishes,
+            s.deliveries,
+            s.messages
+        );
+        let _ = writeln!(out, "{}", tabled::Table::new(rows).with(Style::sharp()));
+        if self.findings.is_empty() {
+            let _ = writeln!(out, "\nNo findings.");
+        } else {
+            let _ = writeln!(out, "\nFindings:");
+            for f in &self.findings {
+                let _ = writeln!(out, "  {}", one_line(f));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\n{} errors, {} warnings, {} info",
+            s.errors, s.warnings, s.infos
+        );
+        out
+    }
+
+    /// One test suite per clause, one test case per clause plus one per finding.
+    pub fn to_junit(&self) -> String {
+        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        let _ = writeln!(
+            out,
+            "<testsuites name=\"edgetap\" tests=\"{}\" failures=\"{}\">",
+            self.clauses.len(),
+            self.clauses.iter().filter(|c| c.status == "fail").count()
+        );
+        for c in &self.clauses {
+            let failures: Vec<&Finding> = self
+                .findings
+                .iter()
+                .filter(|f| {
+                    f.severity == Severity::Error
+                        && (f.clause == c.clause || f.clause.starts_with(&format!("{}.", c.clause)))
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "  <testsuite name=\"{} {}\" tests=\"1\" failures=\"{}\" skipped=\"{}\">",
+                xml(&c.clause),
+                xml(&c.title),
+                u8::from(c.status == "fail"),
+                u8::from(c.status == "not exercised")
+            );
+            let _ = write!(
+                out,
+                "    <testcase classname=\"clause {}\" name=\"{}\">",
+                xml(&c.clause),
+                xml(&c.title)
+            );
+            if c.status == "not exercised" {
+                out.push_str("<skipped message=\"not exercised\"/>");
+            } else if c.status == "fail" {
+                let text: Vec<String> = failures.iter().map(|f| one_line(f)).collect();
+                let _ = write!(
+                    out,
+                    "<failure message=\"{} error findings\">{}</failure>",
+                    c.errors,
+                    xml(&text.join("\n"))
+                );
+            }
+            out.push_str("</testcase>\n  </testsuite>\n");
+        }
+        out.push_str("</testsuites>\n");
+        out
+    }
+}
+
+/// `error 6.1.2 t6 [t6.CMD_SYS_UPGRADE] packet 17 E1 CMD_SYS_UPGRADE mid 7: …`
+pub fn one_line(f: &Finding) -> String {
+    let mut s = format!("{:<7} {}", f.severity.as_str(), f.clause);
+    if let Some(t) = &f.table {
+        let _ = write!(s, " table {t}");
+    }
+    let _ = write!(s, " [{}]", f.rule);
+    if let Some(p) = f.packet {
+        let _ = write!(s, " packet {p}");
+    }
+    if let Some(o) = f.offset {
+        let _ = write!(s, " offset {o}");
+    }
+    if let Some(e) = &f.edge_id {
+        let _ = write!(s, " edge {e}");
+    }
+    if let Some(t) = &f.msg_type {
+        let _ = write!(s, " {t}");
+    }
+    if let Some(m) = f.mid {
+        let _ = write!(s, " mid {m}");
+    }
+    let _ = write!(s, ": {}", f.message);
+    s
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

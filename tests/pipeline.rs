@@ -1,0 +1,149 @@
+//! The pipeline end to end without a capture file: broker legs, transport findings,
+//! and the rules that need capture-level events.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use edgetap::finding::{Finding, Side};
+use edgetap::pipeline::{Analyzer, Settings};
+use edgetap::report::Collector;
+use edgetap::rules::RuleSet;
+
+fn publish(topic: &str, payload: &str) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    rumqttc::mqttbytes::v4::Publish::new(topic, rumqttc::mqttbytes::QoS::AtMostOnce, payload)
+        .write(&mut b)
+        .unwrap();
+    b.to_vec()
+}
+
+fn connect(id: &str) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    rumqttc::mqttbytes::v4::Connect::new(id).write(&mut b).unwrap();
+    b.to_vec()
+}
+
+const T0: i64 = 1_795_687_200_000_000;
+const LINKUP: &str = r#"{"mid":1,"type":"EVENT_LINKUP","timestamp":"2026-11-26 18:00:00","param":{"dev":{"devSN":"1","devType":"t","devName":"n","mfgInfo":"m","devStatus":"ok"},"cpu":{},"mem":{},"disk":{},"os":{},"links":[]}}"#;
+
+fn analyzer(max_packet: usize) -> Analyzer {
+    Analyzer::new(Arc::new(RuleSet::builtin()), Settings { max_packet })
+}
+
+fn rules_of(f: &[Finding]) -> Vec<&str> {
+    f.iter().map(|f| f.rule.as_str()).collect()
+}
+
+#[test]
+fn broker_capture_counts_each_message_once() {
+    let mut a = analyzer(1 << 20);
+    let mut s = Collector::default();
+    // conn 1: the edge publishes; conn 2: a subscriber gets the broker's delivery.
+    a.open(1, None, None, false);
+    a.open(2, None, None, false);
+    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
+    a.data(2, Side::Client, T0, 2, &connect("platform"), &mut s);
+    let p = publish("/v1/E1/device/request", LINKUP);
+    a.data(1, Side::Client, T0 + 1000, 3, &p, &mut s);
+    a.data(2, Side::Server, T0 + 2000, 4, &p, &mut s);
+    let st = a.stats().clone();
+    assert_eq!((st.publishes, st.messages, st.deliveries), (2, 1, 1));
+}
+
+#[test]
+fn one_leg_capture_counts_deliveries_as_messages() {
+    let mut a = analyzer(1 << 20);
+    let mut s = Collector::default();
+    // Taken at the device: the platform's commands arrive as deliveries only.
+    a.open(1, None, None, false);
+    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
+    let cmd = r#"{"mid":2,"type":"CMD_SYS_STATUS","timestamp":"2026-11-26 18:00:01"}"#;
+    a.data(1, Side::Server, T0 + 10, 2, &publish("/v1/E1/device/command", cmd), &mut s);
+    a.data(1, Side::Server, T0 + 20, 3, &publish("/v1/E1/device/command", cmd), &mut s);
+    assert_eq!(a.stats().messages, 2);
+}
+
+#[test]
+fn capture_gap_is_a_finding_and_decoding_resumes() {
+    let mut a = analyzer(1 << 20);
+    let mut s = Collector::default();
+    a.open(1, None, None, false);
+    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
+    let p = publish("/v1/E1/device/request", LINKUP);
+    a.data(1, Side::Client, T0, 2, &p[..10], &mut s);
+    a.gap(1, Side::Client, T0, 3, 50, &mut s);
+    a.data(1, Side::Client, T0, 4, &p[60..], &mut s);
+    a.data(1, Side::Client, T0, 5, &p, &mut s);
+    assert!(rules_of(&s.findings).contains(&"capture.gap"), "{:?}", s.findings);
+    let gap = s.findings.iter().find(|f| f.rule == "capture.gap").unwrap();
+    assert_eq!(gap.offset, Some(connect("edge").len() as u64 + 10));
+    assert_eq!(a.stats().messages, 1, "the packet after the gap is decoded");
+}
+
+#[test]
+fn no_gap_no_gap_finding() {
+    let mut a = analyzer(1 << 20);
+    let mut s = Collector::default();
+    a.open(1, None, None, false);
+    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
+    let p = publish("/v1/E1/device/request", LINKUP);
+    for (i, c) in p.chunks(7).enumerate() {
+        a.data(1, Side::Client, T0, 2 + i as u64, c, &mut s);
+    }
+    assert!(!rules_of(&s.findings).contains(&"capture.gap"));
+    assert_eq!(a.stats().messages, 1);
+}
+
+#[test]
+fn not_decodable_flow_is_reported_as_such() {
+    let mut a = analyzer(1 << 20);
+    let mut s = Collector::default();
+    a.not_decodable(
+        9,
+        "10.0.0.2:50000".parse().unwrap(),
+        "10.0.0.1:8883".parse().unwrap(),
+        T0,
+        7,
+        "TLS",
+        &mut s,
+    );
+    assert_eq!(rules_of(&s.findings), vec!["capture.not_decodable"]);
+    assert!(s.findings[0].message.contains("TLS"));
+    assert_eq!(s.findings[0].packet, Some(7));
+}
+
+#[test]
+fn oversized_packet_is_reported_and_skipped() {
+    let mut a = analyzer(100);
+    let mut s = Collector::default();
+    a.open(1, None, None, false);
+    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
+    let big = publish("/v1/E1/device/request", &"x".repeat(500));
+    a.data(1, Side::Client, T0, 2, &big, &mut s);
+    let small = publish("a/b", "hi");
+    a.data(1, Side::Client, T0, 3, &small, &mut s);
+    assert_eq!(rules_of(&s.findings), vec!["mqtt.oversized"]);
+    assert_eq!(a.stats().publishes, 1, "the next packet is decoded");
+
+    // Under the limit: silent.
+    let mut a = analyzer(1 << 20);
+    let mut s = Collector::default();
+    a.open(1, None, None, false);
+    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
+    a.data(1, Side::Client, T0, 2, &small, &mut s);
+    assert!(s.findings.is_empty());
+}
+
+#[test]
+fn connection_ending_inside_a_packet_is_malformed() {
+    let mut a = analyzer(1 << 20);
+    let mut s = Collector::default();
+    a.open(1, None, None, false);
+    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
+    let p = publish("/v1/E1/device/request", LINKUP);
+    a.data(1, Side::Client, T0, 2, &p[..20], &mut s);
+    a.close(1, T0, 3, &mut s);
+    let f = s.findings.iter().find(|f| f.rule == "mqtt.malformed").expect("finding");
+    assert_eq!(f.offset, Some(connect("edge").len() as u64));
+    assert_eq!(f.side, Some(Side::Client));
+}
