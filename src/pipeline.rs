@@ -343,6 +343,10 @@ impl Analyzer {
                 error,
             } => {
                 self.stats.malformed += 1;
+                // A malformed PUBLISH is still a PUBLISH on the wire.
+                if header >> 4 == 3 {
+                    self.stats.publishes += 1;
+                }
                 self.engine.emit_at(
                     |c| matches!(c, Check::MqttMalformed),
                     &place(offset),

@@ -277,6 +277,11 @@ fn decode_v5(mut frame: BytesMut) -> Result<Packet, String> {
         // AUTH exists only in MQTT 5 and the codec has no type for it.
         return Ok(Packet::Auth);
     }
+    if kind == 14 && frame.len() == 2 {
+        // A v5 DISCONNECT may omit its reason code (0, normal disconnection); the
+        // codec insists on one.
+        return Ok(Packet::Disconnect);
+    }
     let len = frame.len();
     let p = v5::Packet::read(&mut frame, Some(len)).map_err(|e| e.to_string())?;
     Ok(Packet::from_v5(p))
@@ -491,6 +496,13 @@ mod tests {
         let out = decode_chunks(&data, 2);
         assert!(matches!(out[0], Decoded::Malformed { len: 4, .. }), "{out:?}");
         assert!(matches!(out[1], Decoded::Packet { .. }));
+    }
+
+    #[test]
+    fn v5_disconnect_without_reason_code() {
+        // DISCONNECT, remaining length 0: reason code 0 implied (MQTT 5, 3.14.2.1).
+        let out = decode_frame(BytesMut::from(&[0xe0, 0x00][..]), Some(Version::V5));
+        assert_eq!(out, Ok(Packet::Disconnect));
     }
 
     #[test]
