@@ -134,7 +134,7 @@ impl StreamDecoder {
                 }
                 Boundary::NeedMore => {
                     // Do not let an unsynchronised stream grow the buffer forever.
-                    if self.buf.len() > self.max_packet.saturating_add(8) {
+                    if self.buf.len() > self.max_packet.min(RESYNC_MAX_FRAME) + 8 {
                         let off = self.offset;
                         let n = self.buf.len();
                         self.advance(n);
@@ -316,34 +316,89 @@ fn plausible_header(b: u8) -> bool {
     }
 }
 
-/// Finds the first offset where a plausible packet starts and is followed by another
-/// plausible header or by the end of the buffer.
-fn find_boundary(buf: &[u8], max: usize) -> Boundary {
-    for start in 0..buf.len() {
-        if !plausible_header(buf[start]) {
-            continue;
+/// Resynchronisation never waits for a candidate packet longer than this.
+const RESYNC_MAX_FRAME: usize = 16 << 20;
+
+enum Chain {
+    /// Consecutive plausible frames reach exactly the end of the buffer.
+    Complete(usize),
+    /// Plausible frames, the last one not complete yet.
+    Incomplete(usize),
+    Invalid,
+}
+
+/// Walks plausible frames from `pos` to the end of the buffer.
+fn chain(buf: &[u8], mut pos: usize, max: usize) -> Chain {
+    let mut frames = 0;
+    loop {
+        if pos == buf.len() {
+            return Chain::Complete(frames);
         }
-        let Some((hlen, rem)) = remaining_length(&buf[start..]) else {
-            if buf.len() - start < 5 {
-                return Boundary::NeedMore;
-            }
-            continue;
+        let b = buf[pos];
+        if !plausible_header(b) {
+            return Chain::Invalid;
+        }
+        let Some((hlen, rem)) = remaining_length(&buf[pos..]) else {
+            return if buf.len() - pos < 5 {
+                Chain::Incomplete(frames)
+            } else {
+                Chain::Invalid
+            };
         };
-        if rem > max {
-            continue;
+        if rem > max || !plausible_body(b, rem, &buf[pos + hlen..]) {
+            return Chain::Invalid;
         }
-        let end = start + hlen + rem;
-        if end == buf.len() {
-            return Boundary::At(start);
+        let end = pos + hlen + rem;
+        if end > buf.len() {
+            return Chain::Incomplete(frames);
         }
-        if end < buf.len() {
-            if plausible_header(buf[end]) {
-                return Boundary::At(start);
+        frames += 1;
+        pos = end;
+    }
+}
+
+/// Is a body of `rem` bytes (of which `avail` arrived) plausible for header `b`?
+fn plausible_body(b: u8, rem: usize, avail: &[u8]) -> bool {
+    match b >> 4 {
+        1 => rem >= 10,
+        2 | 4 | 5 | 6 | 7 | 11 => rem >= 2,
+        8 => rem >= 5,
+        9 => rem >= 3,
+        10 => rem >= 4,
+        12 | 13 => rem == 0,
+        3 => {
+            // topic length, then a UTF-8 topic without wildcards or NUL.
+            let qos_extra = if b & 0b0110 != 0 { 2 } else { 0 };
+            let Some(len) = avail.get(..2).map(|x| u16::from_be_bytes([x[0], x[1]]) as usize)
+            else {
+                return rem >= 2;
+            };
+            if 2 + len + qos_extra > rem || len == 0 {
+                return false;
             }
-            continue;
+            let topic = &avail[2..avail.len().min(2 + len)];
+            if topic.iter().any(|&c| c == 0 || c == b'#' || c == b'+') {
+                return false;
+            }
+            match std::str::from_utf8(topic) {
+                Ok(_) => true,
+                Err(e) => e.error_len().is_none(),
+            }
         }
-        // The candidate packet is not complete yet: wait, unless it is the only hope.
-        return Boundary::NeedMore;
+        _ => true,
+    }
+}
+
+/// Finds the first offset from which plausible packets chain to the end of the
+/// buffer. A candidate whose first packet is still incomplete makes it wait.
+fn find_boundary(buf: &[u8], max: usize) -> Boundary {
+    let max = max.min(RESYNC_MAX_FRAME);
+    for start in 0..buf.len() {
+        match chain(buf, start, max) {
+            Chain::Complete(n) | Chain::Incomplete(n) if n >= 1 => return Boundary::At(start),
+            Chain::Incomplete(_) => return Boundary::NeedMore,
+            _ => {}
+        }
     }
     if buf.is_empty() {
         Boundary::NeedMore
