@@ -1,2 +1,250 @@
 //! Capture files (pcap, pcapng): frames → link/IP/TCP → per-flow reassembled bytes.
-//! The only module that uses pcap-file. Written by the capture helper.
+//! The only module that uses pcap-file.
+//!
+//! [`CaptureReader`] streams a capture once, in file order, and reports what it finds
+//! through [`FlowEvent`]s. What it guarantees:
+//!
+//! * **Streaming.** Records are read through a fixed-size buffer and dropped once
+//!   handled; memory grows with the number of open flows (and their out-of-order
+//!   segments, at most [`CaptureOptions::max_reorder_bytes`] per direction), never with
+//!   the file size. Flow state is dropped at `Close`.
+//! * **Each byte once, in order.** For every MQTT flow and each direction, the `Data`
+//!   events concatenated give the TCP stream exactly once, in sequence order, whatever
+//!   the retransmissions, overlaps and reordering in the capture. Bytes the capture does
+//!   not hold are reported as a `Gap` of the exact length where they would have been.
+//! * **No waiting.** Bytes are emitted as soon as they are contiguous; in-order segments
+//!   are passed straight from the frame buffer, without a copy.
+//! * **Event order.** Events come in frame order, except that `Open` carries the time
+//!   and frame of the flow's first segment while it is only emitted once the flow is
+//!   known to be MQTT (at its first payload byte or at its end). For one flow the order
+//!   is always `Open`, then `Data`/`Gap`, then exactly one `Close`; or a lone
+//!   `NotDecodable`.
+//! * **No panic, no give-up on bad frames.** A frame that cannot be read is reported as
+//!   [`FlowEvent::BadFrame`] and reading goes on. A file that ends inside a record (a
+//!   partial capture) yields a `BadFrame` naming the frame and byte offset, then every
+//!   open flow is flushed and closed normally. Only a file that is not a capture at all,
+//!   or an I/O error, is a [`CaptureError`].
+//!
+//! Layout: [`source`] reads pcap/pcapng records, [`link`] slices a frame down to its
+//! TCP segment, [`reassembly`] puts one direction of a TCP stream back in order and
+//! [`flow`] keeps the table of flows, decides which are MQTT and emits the events.
+
+mod flow;
+mod link;
+mod reassembly;
+mod source;
+
+#[cfg(test)]
+mod tests;
+
+use std::fs::File;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::finding::{ConnId, Side};
+
+use flow::FlowTable;
+use source::{Record, RecordSource};
+
+/// What to decode, and how much to hold per flow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaptureOptions {
+    /// TCP ports of MQTT servers. A flow with either port in this list is decoded as
+    /// MQTT (unless its first client bytes are a TLS ClientHello). Flows on other ports
+    /// are decoded when their first client bytes are an MQTT CONNECT.
+    pub ports: Vec<u16>,
+    /// Out-of-order bytes held per flow direction while waiting for a missing segment.
+    /// When exceeded, the hole is given up: a `Gap` is emitted and decoding resumes
+    /// at the held bytes.
+    pub max_reorder_bytes: usize,
+}
+
+impl Default for CaptureOptions {
+    fn default() -> Self {
+        CaptureOptions { ports: vec![1883], max_reorder_bytes: 4 << 20 }
+    }
+}
+
+/// The server port of MQTT over TLS: flows to it are reported as not decodable unless
+/// the port is listed explicitly in [`CaptureOptions::ports`].
+pub const MQTT_TLS_PORT: u16 = 8883;
+
+/// What the reader found, in capture order. See the module documentation for the
+/// ordering guarantees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FlowEvent<'a> {
+    /// A new TCP flow that will be decoded as MQTT. `client` is the TCP client (the SYN
+    /// sender; if the capture starts mid-stream: the side whose port is not an MQTT
+    /// port; else the higher port). Time and frame are those of the flow's first
+    /// segment in the capture.
+    Open { conn: ConnId, client: SocketAddr, server: SocketAddr, time_us: i64, frame: u64, midstream: bool },
+    /// In-order reassembled bytes of one direction, emitted as soon as they are
+    /// contiguous. Time and frame are those of the segment that made them contiguous.
+    Data { conn: ConnId, side: Side, time_us: i64, frame: u64, data: &'a [u8] },
+    /// `lost` bytes of this direction are missing from the capture (capture loss, snap
+    /// length, or the reorder buffer gave up on a hole). Data resumes right after them.
+    Gap { conn: ConnId, side: Side, time_us: i64, frame: u64, lost: u64 },
+    /// The flow is finished: both FINs seen (with all bytes before them), a RST, a new
+    /// connection on the same addresses and ports, or the end of the capture (then
+    /// `frame` is the last frame number and `reset` is false).
+    Close { conn: ConnId, time_us: i64, frame: u64, reset: bool },
+    /// A flow that will not be decoded: TLS (server port 8883, or the first client
+    /// bytes are a TLS ClientHello). The flow's only event; its bytes are not emitted.
+    NotDecodable { conn: ConnId, client: SocketAddr, server: SocketAddr, time_us: i64, frame: u64, reason: String },
+    /// A frame that could not be read (truncated headers, unsupported link type, a
+    /// record cut by the end of the file...). `message` names the file, the frame, its
+    /// byte offset and what was wrong. Reading continues with the next frame.
+    BadFrame { frame: u64, time_us: i64, message: String },
+}
+
+/// Counters of one run, for summaries and progress reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames (packet records) in the capture, readable or not.
+    pub frames: u64,
+    /// TCP segments found in those frames.
+    pub tcp_segments: u64,
+    /// TCP flows seen (MQTT or not).
+    pub flows: u64,
+    /// Flows decoded as MQTT (`Open` events).
+    pub mqtt_flows: u64,
+    /// Flows reported as not decodable (TLS).
+    pub not_decodable_flows: u64,
+    /// `BadFrame` events.
+    pub bad_frames: u64,
+    /// Frames skipped silently because their link type is unsupported (one `BadFrame`
+    /// per interface names the link type).
+    pub unsupported_frames: u64,
+    /// IP fragments (not reassembled; a fragmented TCP segment shows up as a `Gap`).
+    pub ip_fragments: u64,
+    /// `Gap` events, and the bytes they report missing.
+    pub gaps: u64,
+    pub lost_bytes: u64,
+    /// Bytes of the file consumed.
+    pub bytes: u64,
+    /// The capture ended inside a record, or became unreadable before its end.
+    pub truncated: bool,
+}
+
+/// A capture that cannot be read at all. Frame-level problems are not errors: they are
+/// [`FlowEvent::BadFrame`]s.
+#[derive(thiserror::Error, Debug)]
+pub enum CaptureError {
+    #[error("{file}: cannot open: {source}")]
+    Open {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: not a pcap or pcapng capture: {detail}")]
+    NotACapture { file: String, detail: String },
+    #[error("{file}: unreadable {format} file header: {detail}")]
+    BadHeader { file: String, format: &'static str, detail: String },
+    #[error("{file}: frame {frame} at byte offset {offset}: read error: {source}")]
+    Read {
+        file: String,
+        frame: u64,
+        offset: u64,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How far a [`CaptureReader`] has got: shareable with a progress bar (clone it into
+/// the event callback, or another thread) while [`CaptureReader::run`] holds the reader.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    bytes: Arc<AtomicU64>,
+    total: Option<u64>,
+}
+
+impl Progress {
+    /// Bytes of the capture handled so far (end of the last record read).
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+    /// Size of the capture file, when known (not for pipes).
+    pub fn total_bytes(&self) -> Option<u64> {
+        self.total
+    }
+}
+
+/// Streams a pcap or pcapng capture and turns it into [`FlowEvent`]s.
+pub struct CaptureReader {
+    source: RecordSource,
+    flows: FlowTable,
+    progress: Progress,
+    done: bool,
+}
+
+impl CaptureReader {
+    /// Opens a capture file; pcap or pcapng is told by its magic number.
+    pub fn open(path: &Path, opts: CaptureOptions) -> Result<CaptureReader, CaptureError> {
+        let name = path.display().to_string();
+        let file = File::open(path).map_err(|source| CaptureError::Open { file: name.clone(), source })?;
+        let total = file.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
+        Self::with_total(Box::new(file), name, total, opts)
+    }
+
+    /// Reads a capture from any byte stream (stdin, a buffer in tests). `name` is used
+    /// in messages in place of the file name.
+    pub fn from_reader<R: Read + 'static>(r: R, name: String, opts: CaptureOptions) -> Result<CaptureReader, CaptureError> {
+        Self::with_total(Box::new(r), name, None, opts)
+    }
+
+    fn with_total(r: Box<dyn Read>, name: String, total: Option<u64>, opts: CaptureOptions) -> Result<CaptureReader, CaptureError> {
+        let progress = Progress { bytes: Arc::new(AtomicU64::new(0)), total };
+        let source = RecordSource::new(r, name.clone(), progress.bytes.clone())?;
+        Ok(CaptureReader { source, flows: FlowTable::new(opts, name), progress, done: false })
+    }
+
+    /// Streams the whole capture, calling `f` for each event. Returns the counters of
+    /// the run. A second call returns the same counters without events.
+    pub fn run(&mut self, f: &mut dyn FnMut(FlowEvent<'_>)) -> Result<Stats, CaptureError> {
+        if self.done {
+            return Ok(self.flows.stats.clone());
+        }
+        let Self { source, flows, .. } = self;
+        loop {
+            match source.next_record()? {
+                None => break,
+                Some(Record::NotAFrame) => {}
+                Some(Record::Frame { frame, offset, link, time_us, data }) => {
+                    flows.stats.frames += 1;
+                    flows.on_frame(frame, offset, link, time_us, data, f);
+                }
+                Some(Record::Unreadable { frame, time_us, message }) => {
+                    flows.stats.frames += 1;
+                    flows.bad_frame(frame, time_us, message, f);
+                }
+                Some(Record::End { frame, time_us, message }) => {
+                    flows.stats.truncated = true;
+                    flows.bad_frame(frame, time_us, message, f);
+                    break;
+                }
+            }
+        }
+        flows.stats.bytes = source.offset();
+        flows.finish(source.frame(), source.last_time_us(), f);
+        self.done = true;
+        Ok(self.flows.stats.clone())
+    }
+
+    /// Size of the capture file, when known (not for pipes).
+    pub fn total_bytes(&self) -> Option<u64> {
+        self.progress.total
+    }
+
+    /// Bytes of the capture handled so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.progress.bytes_read()
+    }
+
+    /// A handle to follow [`Self::bytes_read`] while [`Self::run`] is going.
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
+    }
+}
