@@ -32,6 +32,9 @@ struct Case {
     fires: BTreeMap<String, usize>,
     #[serde(default)]
     allow: Vec<String>,
+    /// The analyzer's maximum packet size (default: MQTT's own limit).
+    #[serde(default)]
+    max_packet: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -77,7 +80,10 @@ fn hex(s: &str) -> Vec<u8> {
 
 /// Runs a case through the pipeline and returns the findings per rule.
 fn run(rules: &Arc<RuleSet>, case: &Case) -> (BTreeMap<String, usize>, Vec<String>) {
-    let mut a = Analyzer::new(rules.clone(), Settings::default());
+    let settings = Settings {
+        max_packet: case.max_packet.unwrap_or(Settings::default().max_packet),
+    };
+    let mut a = Analyzer::new(rules.clone(), settings);
     let mut sink = Collector::default();
     let t0 = t0_us();
     a.open(1, None, None, false);

@@ -191,14 +191,6 @@ impl Engine {
                         out.push(ctx.finding(rule, m, v));
                     }
                 }
-                Check::TopicMissingSlash if m.topic.missing_slash => {
-                    out.push(ctx.finding(rule, m, vars_base()));
-                }
-                Check::TopicPlaceholder if m.topic.placeholder => {
-                    let mut v = vars_base();
-                    v.push(("seen", m.topic.edge_id.clone()));
-                    out.push(ctx.finding(rule, m, v));
-                }
                 Check::Schema {
                     when,
                     target,
@@ -226,6 +218,19 @@ impl Engine {
             .map(|f| f.message.clone());
 
         // Naming, topic and time checks: they report, but do not make a request invalid.
+        for rule in &rules.rules {
+            match &rule.def.check {
+                Check::TopicMissingSlash if m.topic.missing_slash => {
+                    out.push(ctx.finding(rule, m, ctx.vars(m)));
+                }
+                Check::TopicPlaceholder if m.topic.placeholder => {
+                    let mut v = ctx.vars(m);
+                    v.push(("seen", m.topic.edge_id.clone()));
+                    out.push(ctx.finding(rule, m, v));
+                }
+                _ => {}
+            }
+        }
         if let Some(t) = ctx.msg_type.as_deref() {
             for rule in &rules.rules {
                 match &rule.def.check {
@@ -311,7 +316,9 @@ impl Engine {
             return;
         }
         let param = m.envelope().and_then(|e| e.param().cloned());
-        if let (Some(def), None) = (&ctx.typedef, &invalid) {
+        // An invalid request still opens its job: if the counterpart accepts it
+        // (wrongly), its result belongs to that job.
+        if let Some(def) = &ctx.typedef {
             if let (Some(job), Some(job_id)) = (&def.job, param_u64(param.as_ref(), "jobId")) {
                 self.jobs.insert(
                     (m.topic.edge_id.clone(), job_id),

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Benchmark: `edgetap analyze` against tshark on a >=180 MB capture of protocol
+# traffic, in the same run. Not a test: prints numbers for the issue note.
+#
+#   bench/analyze.sh [N_MESSAGES]    (default 200000 REP_SYS_STATUS of ~900 bytes)
+#
+# Needs mosquitto, mosquitto-clients, tcpdump, tshark, /usr/bin/time; run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-200000}
+work=$(mktemp -d /tmp/edgetap-bench.XXXXXX)
+port=18839
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+cargo build --release --quiet
+bin=target/release/edgetap
+
+# 1. Payloads: n REP_SYS_STATUS reports, one JSON object per line (~900 bytes each).
+python3 - "$n" > "$work/payloads.txt" <<'PY'
+import json, sys
+n = int(sys.argv[1])
+links = [{"name": f"eth{i}", "status": "up" if i % 3 else "down"} for i in range(12)]
+for i in range(n):
+    print(json.dumps({
+        "mid": 1000000000020000 + i, "type": "REP_SYS_STATUS",
+        "timestamp": "2026-11-26 10:00:00", "deviceId": "EDGE0001",
+        "param": {"cpuRate": i % 100, "memUsed": {"phy": 41, "virt": 12}, "diskUsed": 63,
+                  "tempValue": 48, "devDateTime": "2026-11-26 10:00:00",
+                  "devStDateTime": "2026-11-20 08:00:00", "devRunTime": 525600 + i,
+                  "linkState": links, "longitude": "116.397128", "latitude": "39.916527"}},
+        separators=(",", ":")))
+PY
+echo "payload line: $(head -1 "$work/payloads.txt" | wc -c) bytes"
+
+# 2. A real broker and tcpdump on loopback; the edge publishes through the broker.
+printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" > "$work/mosquitto.conf"
+mosquitto -c "$work/mosquitto.conf" >/dev/null 2>&1 &
+sleep 0.5
+tcpdump -i lo -w "$work/bench.pcap" -U -B 65536 "tcp port $port" >/dev/null 2>&1 &
+dump=$!
+sleep 1
+mosquitto_pub -p "$port" -i edge-EDGE0001 -t /v1/EDGE0001/device/data -q 0 -l < "$work/payloads.txt"
+sleep 1
+kill -INT "$dump"; wait "$dump" || true
+size=$(stat -c %s "$work/bench.pcap")
+echo "capture: $((size / 1000000)) MB"
+
+# 3. Time both in the same run, warm cache first.
+cat "$work/bench.pcap" > /dev/null
+t() { /usr/bin/time -f "%e s, peak RSS %M KB" "$@" > "$work/out" 2> "$work/time" || true; tail -1 "$work/time"; }
+echo "edgetap analyze --format json:"
+e=$(t "$bin" analyze --no-progress --port "$port" --format json "$work/bench.pcap"); echo "  $e"
+python3 -c "import json; s=json.load(open('$work/out'))['summary']; print('  ', {k: s[k] for k in ('mqtt_packets','publishes','messages','errors','warnings')})"
+echo "tshark -T fields -e mqtt.topic -e mqtt.msg:"
+f=$(t tshark -r "$work/bench.pcap" -d "tcp.port==$port,mqtt" -T fields -e mqtt.topic -e mqtt.msg); echo "  $f"
+echo "  lines: $(wc -l < "$work/out")"
+echo "tshark -T json:"
+j=$(t tshark -r "$work/bench.pcap" -d "tcp.port==$port,mqtt" -T json); echo "  $j"
+python3 - "$e" "$f" "$j" <<'PY'
+import sys
+secs = [float(x.split()[0]) for x in sys.argv[1:]]
+print(f"speed ratio vs tshark fields: {secs[1]/secs[0]:.1f}x, vs tshark json: {secs[2]/secs[0]:.1f}x")
+PY
