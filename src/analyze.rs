@@ -54,13 +54,14 @@ pub fn analyze_files(
         )?;
         let base = CONN_STRIDE * i as ConnId;
         let bar = progress_bar(settings.progress, reader.total_bytes());
+        let progress = reader.progress();
         let mut n = 0u64;
         reader.run(&mut |ev| {
             feed(&mut analyzer, base, ev, &mut collector);
             n += 1;
             if n % 4096 == 0 {
                 if let Some(b) = &bar {
-                    b.set_position(0);
+                    b.set_position(progress.bytes_read());
                 }
             }
         })?;
@@ -121,9 +122,7 @@ pub fn feed(a: &mut Analyzer, base: ConnId, ev: FlowEvent<'_>, sink: &mut dyn Si
             frame,
             time_us,
             message,
-        } => {
-            tracing::warn!("frame {frame} (t={time_us}): {message}");
-        }
+        } => a.bad_frame(time_us, frame, &message, sink),
     }
 }
 

@@ -208,6 +208,22 @@ impl Analyzer {
         self.flush(sink);
     }
 
+    /// A capture frame that could not be read; reading went on after it.
+    pub fn bad_frame(&mut self, time_us: i64, packet: u64, detail: &str, sink: &mut dyn Sink) {
+        let place = Place {
+            packet: Some(packet),
+            time_us: Some(time_us),
+            ..Place::default()
+        };
+        self.engine.emit_at(
+            |c| matches!(c, Check::BadFrame),
+            &place,
+            vec![("detail", detail.to_string())],
+            &mut self.findings,
+        );
+        self.flush(sink);
+    }
+
     /// A flow that cannot be decoded (TLS).
     pub fn not_decodable(
         &mut self,

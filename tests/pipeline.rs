@@ -147,3 +147,20 @@ fn connection_ending_inside_a_packet_is_malformed() {
     assert_eq!(f.offset, Some(connect("edge").len() as u64));
     assert_eq!(f.side, Some(Side::Client));
 }
+
+#[test]
+fn unreadable_frame_is_a_finding_naming_the_frame() {
+    let mut a = analyzer(1 << 20);
+    let mut s = Collector::default();
+    a.bad_frame(T0, 12, "truncated IPv4 header", &mut s);
+    assert_eq!(rules_of(&s.findings), vec!["capture.bad_frame"]);
+    assert_eq!(s.findings[0].packet, Some(12));
+    assert!(s.findings[0].message.contains("truncated IPv4 header"));
+    // A readable session has none.
+    let mut a = analyzer(1 << 20);
+    let mut s = Collector::default();
+    a.open(1, None, None, false);
+    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
+    a.finish(&mut s);
+    assert!(s.findings.is_empty(), "{:?}", s.findings);
+}

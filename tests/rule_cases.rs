@@ -125,7 +125,12 @@ fn run(rules: &Arc<RuleSet>, case: &Case) -> (BTreeMap<String, usize>, Vec<Strin
 
 /// Rules that need capture-level events (loss, TLS, a packet size limit): their
 /// trigger and silent tests are in `tests/pipeline.rs`.
-const COVERED_ELSEWHERE: &[&str] = &["capture.gap", "capture.not_decodable", "mqtt.oversized"];
+const COVERED_ELSEWHERE: &[&str] = &[
+    "capture.gap",
+    "capture.bad_frame",
+    "capture.not_decodable",
+    "mqtt.oversized",
+];
 
 #[test]
 fn every_rule_triggers_and_stays_silent() {

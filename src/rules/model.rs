@@ -133,6 +133,8 @@ pub enum Check {
     MqttMalformed,
     MqttOversized,
     CaptureGap,
+    /// A capture frame that could not be read (truncated headers, link type…).
+    BadFrame,
     NotDecodable,
     InvalidJson,
     NotObject,
