@@ -277,9 +277,10 @@ fn decode_v5(mut frame: BytesMut) -> Result<Packet, String> {
         // AUTH exists only in MQTT 5 and the codec has no type for it.
         return Ok(Packet::Auth);
     }
-    if kind == 14 && frame.len() == 2 {
-        // A v5 DISCONNECT may omit its reason code (0, normal disconnection); the
-        // codec insists on one.
+    if kind == 14 && frame.len() <= 3 {
+        // A v5 DISCONNECT may omit its reason code (0 implied), and with a remaining
+        // length under 2 its property length (MQTT 5.0, 3.14.2.1 and 3.14.2.2.1); the
+        // codec insists on both.
         return Ok(Packet::Disconnect);
     }
     let len = frame.len();
@@ -557,6 +558,9 @@ mod tests {
     fn v5_disconnect_without_reason_code() {
         // DISCONNECT, remaining length 0: reason code 0 implied (MQTT 5, 3.14.2.1).
         let out = decode_frame(BytesMut::from(&[0xe0, 0x00][..]), Some(Version::V5));
+        assert_eq!(out, Ok(Packet::Disconnect));
+        // mosquitto_sub -V mqttv5 on SIGINT: reason code 0x04, no property length.
+        let out = decode_frame(BytesMut::from(&[0xe0, 0x01, 0x04][..]), Some(Version::V5));
         assert_eq!(out, Ok(Packet::Disconnect));
     }
 

@@ -57,6 +57,8 @@ struct Job {
     last: BTreeMap<String, f64>,
     packet: u64,
     time_us: i64,
+    /// mid of the request that opened the job.
+    mid: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -331,6 +333,7 @@ impl Engine {
                         last: BTreeMap::new(),
                         packet: m.packet,
                         time_us: m.time_us,
+                        mid: Some(mid),
                     },
                 );
             }
@@ -691,7 +694,7 @@ impl Engine {
                     edge_id: Some(edge.clone()),
                     msg_type: Some(job.kind.clone()),
                     topic: None,
-                    mid: None,
+                    mid: job.mid,
                     packet: Some(job.packet),
                     time: Some(job.time_us),
                     message: fill(
