@@ -202,6 +202,13 @@ impl Engine {
                     if !ctx.selects(when, m) {
                         continue;
                     }
+                    // An error reply carries no result: the reply's param tables
+                    // describe successful answers only.
+                    let error_reply = ctx.class == Class::Reply
+                        && env.code.is_some_and(|c| !(200..300).contains(&c));
+                    if *target == Target::Param && error_reply {
+                        continue;
+                    }
                     for viol in schema_violations(env, *target, fields, rule) {
                         let mut v = vars_base();
                         v.push(("detail", viol.detail()));
