@@ -33,13 +33,124 @@ pub enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Run an MQTT broker (3.1.1 and 5) in this process, for the sims and tests.
+    #[command(after_help = "Examples:\n  \
+        edgetap broker --listen 127.0.0.1:1883\n  \
+        edgetap broker --listen 0.0.0.0:1883 --listen-v5 0.0.0.0:8883")]
+    Broker(BrokerArgs),
+    /// Reference edge and reference platform (the platform runs the clause 6 test plan).
+    Sim {
+        #[command(subcommand)]
+        command: SimCommand,
+    },
+    /// Broker, tap, reference platform and edge in one process: the plan on a
+    /// conforming edge, then on the same edge with one fault.
+    #[command(after_help = "Examples:\n  \
+        edgetap demo\n  \
+        edgetap demo --fault no-job-result --mqtt5")]
+    Demo(DemoArgs),
+    /// Sit between an edge device and its broker or platform: forward bytes unchanged,
+    /// print findings as they happen, record everything in the store, print the
+    /// clause table on Ctrl-C or SIGTERM.
+    #[command(after_help = "Examples:\n  \
+        edgetap proxy --listen 0.0.0.0:1883 --upstream broker.example:1883 --name site-A\n  \
+        edgetap proxy --listen 127.0.0.1:18830 --upstream 127.0.0.1:1883 --store /var/lib/edgetap\n\n\
+        The store is written and fsynced every 100 ms or every 1 MiB of traffic, whichever \
+        comes first; a killed proxy keeps everything up to that window. When the store \
+        falls behind, forwarding slows (recording is lossless).")]
+    Proxy(ProxyArgs),
+    /// List, show, delete and export the captures recorded by `edgetap proxy`.
+    Captures {
+        #[command(subcommand)]
+        command: CapturesCommand,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// The capture store (a sled database folder). Only one process can open it at a time.
+    #[arg(long = "store", id = "store_dir", value_name = "DIR", default_value = edgetap::store::DEFAULT_DIR)]
+    pub dir: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ProxyArgs {
+    /// Address to accept device connections on.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    /// The real broker or platform, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub upstream: String,
+    /// Name of this capture in the store.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub rules: RulesArgs,
+    /// Most connections served at once; more wait to be accepted.
+    #[arg(long, default_value_t = 2048)]
+    pub max_connections: usize,
+    /// Bytes per connection read but not yet analyzed and stored; when reached,
+    /// forwarding on that connection waits.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_buffered: usize,
+    /// Largest MQTT packet accepted, in bytes; larger ones are reported and skipped.
+    #[arg(long, default_value_t = edgetap::mqtt::MQTT_MAX_REMAINING)]
+    pub max_packet_size: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CapturesCommand {
+    /// Every capture: id, name, start, end, connections, packets.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+    /// One capture: its connections, packets and findings.
+    Show {
+        id: u64,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        /// Print CONNECT user names and passwords instead of <redacted>.
+        #[arg(long)]
+        show_secrets: bool,
+    },
+    /// Remove a capture and all it holds.
+    Delete {
+        id: u64,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Write a capture as pcapng (synthesized Ethernet/IP/TCP headers, findings as
+    /// packet comments).
+    Export {
+        id: u64,
+        #[arg(long, value_name = "FILE")]
+        pcapng: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Keep CONNECT user names and passwords in the exported bytes.
+        #[arg(long)]
+        show_secrets: bool,
+    },
 }
 
 #[derive(clap::Args, Debug)]
 pub struct AnalyzeArgs {
     /// Capture files (pcap or pcapng), analyzed in order as one session.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "capture")]
     pub files: Vec<PathBuf>,
+    /// Analyze a capture recorded by `edgetap proxy` instead of files.
+    #[arg(long, value_name = "ID", conflicts_with = "files")]
+    pub capture: Option<u64>,
+    /// The capture store, with --capture.
+    #[arg(long = "store", value_name = "DIR", default_value = edgetap::store::DEFAULT_DIR)]
+    pub store_dir: PathBuf,
     #[command(flatten)]
     pub rules: RulesArgs,
     /// Output format.
@@ -100,4 +211,112 @@ pub enum Format {
 pub enum ListFormat {
     Table,
     Json,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BrokerArgs {
+    /// Address of the MQTT 3.1.1 listener.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    pub listen: std::net::SocketAddr,
+    /// Address of the MQTT 5 listener [default: the --listen port + 1].
+    #[arg(long)]
+    pub listen_v5: Option<std::net::SocketAddr>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SimCommand {
+    /// A conforming edge agent (or N of them); `--fault` breaks one rule on purpose.
+    #[command(after_help = "Examples:\n  \
+        edgetap sim edge --broker 127.0.0.1:1883 --edge-id E1\n  \
+        edgetap sim edge --broker 127.0.0.1:1883 --edge-id E1 --fault wrong-code\n  \
+        edgetap sim edge --broker 127.0.0.1:1883 --edge-id BENCH --count 1000 --duration-ms 20000\n\n\
+        Faults: wrong-code, missing-field, no-job-result, wrong-mid, wrong-type, bad-timestamp,\n\
+        duplicate-result, error-to-valid")]
+    Edge(SimEdgeArgs),
+    /// A conforming platform that runs the clause 6 test plan against one edge.
+    #[command(after_help = "Examples:\n  \
+        edgetap sim platform --broker 127.0.0.1:1883 --edge-id E1\n  \
+        edgetap sim platform --broker 127.0.0.1:1883 --edge-id E1 --format junit > plan.xml\n  \
+        edgetap sim platform --broker 127.0.0.1:1883 --respond-only")]
+    Platform(SimPlatformArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SimEdgeArgs {
+    /// Broker, HOST:PORT.
+    #[arg(long)]
+    pub broker: String,
+    /// Edge id; with --count N the edges are ID-1 … ID-N.
+    #[arg(long)]
+    pub edge_id: String,
+    /// Number of edges to run.
+    #[arg(long, default_value_t = 1)]
+    pub count: usize,
+    /// Break one rule on purpose (repeatable).
+    #[arg(long = "fault", value_name = "NAME")]
+    pub faults: Vec<String>,
+    /// REP_SYS_STATUS period (announced as repPeriod.devPeriod).
+    #[arg(long, default_value_t = 5000)]
+    pub period_ms: u64,
+    /// Time a job takes after its policy delay.
+    #[arg(long, default_value_t = 2000)]
+    pub job_ms: u64,
+    /// Length of one second of a command's `policy` delay.
+    #[arg(long, default_value_t = 1000)]
+    pub policy_ms: u64,
+    /// Raise an alarm this long after link-up and recover it as long again later (0: never).
+    #[arg(long, default_value_t = 1000)]
+    pub alarm_ms: u64,
+    /// Do not ask for topo add/update/delete.
+    #[arg(long)]
+    pub no_topo: bool,
+    /// Stop after this long (default: at Ctrl-C).
+    #[arg(long)]
+    pub duration_ms: Option<u64>,
+    /// Speak MQTT 5 instead of 3.1.1.
+    #[arg(long)]
+    pub mqtt5: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SimPlatformArgs {
+    /// Broker, HOST:PORT.
+    #[arg(long)]
+    pub broker: String,
+    /// The edge under test.
+    #[arg(long, required_unless_present = "respond_only")]
+    pub edge_id: Option<String>,
+    /// How long to wait for each reply and job result.
+    #[arg(long, default_value_t = 10000)]
+    pub wait_ms: u64,
+    /// How long to wait for what the edge starts itself (link-up, topo, alarms).
+    #[arg(long, default_value_t = 15000)]
+    pub edge_wait_ms: u64,
+    /// Write what the tap saw as a pcap, for `edgetap analyze`.
+    #[arg(long, value_name = "FILE")]
+    pub capture: Option<PathBuf>,
+    /// Only answer EVENT_LINKUP and topo requests of every edge, run no plan.
+    #[arg(long)]
+    pub respond_only: bool,
+    #[command(flatten)]
+    pub rules: RulesArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Speak MQTT 5 instead of 3.1.1.
+    #[arg(long)]
+    pub mqtt5: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// The fault of the second run.
+    #[arg(long, default_value = "wrong-code")]
+    pub fault: String,
+    /// Run the sims over MQTT 5.
+    #[arg(long)]
+    pub mqtt5: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }

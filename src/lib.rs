@@ -6,12 +6,17 @@
 //! bytes with timestamps and collect what it emits through a [`pipeline::Sink`].
 
 pub mod analyze;
+pub mod broker;
 pub mod capture;
+pub mod demo;
 pub mod finding;
 pub mod mqtt;
 pub mod pipeline;
 pub mod protocol;
+pub mod proxy;
 pub mod report;
 pub mod rules;
+pub mod sim;
+pub mod store;
 
 pub use finding::{Finding, Severity};

@@ -68,7 +68,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 max_packet: args.max_packet_size,
                 progress: !args.no_progress,
             };
-            let report = analyze_files(rules, &settings, &mut Quiet)?;
+            let report = match args.capture {
+                Some(id) => analyze_capture(&args.store_dir, id, rules, args.max_packet_size)?,
+                None => analyze_files(rules, &settings, &mut Quiet)?,
+            };
             let text = match args.format {
                 Format::Table => report.to_table(),
                 Format::Json => report.to_json() + "\n",
@@ -77,6 +80,57 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             stdout.write_all(text.as_bytes())?;
             Ok(u8::from(report.has_errors()))
         }
+        Command::Broker(a) => {
+            let mut s = edgetap::broker::BrokerSettings::on(a.listen);
+            if let Some(v5) = a.listen_v5 {
+                s.v5 = v5;
+            }
+            Ok(edgetap::sim::run::broker(s, &mut stdout)?)
+        }
+        Command::Sim { command } => {
+            use edgetap::sim::run::{ms, protocol};
+            match command {
+                cli::SimCommand::Edge(a) => {
+                    let mut s = edgetap::sim::edge::EdgeSettings::new(&a.broker, &a.edge_id);
+                    s.count = a.count;
+                    s.protocol = protocol(a.mqtt5);
+                    s.period = ms(a.period_ms);
+                    s.job_time = ms(a.job_ms);
+                    s.policy_second = ms(a.policy_ms);
+                    s.alarm_after = (a.alarm_ms > 0).then(|| ms(a.alarm_ms));
+                    s.topo = !a.no_topo;
+                    s.run_for = a.duration_ms.map(ms);
+                    for f in &a.faults {
+                        s.faults.push(edgetap::sim::edge::Fault::parse(f)?);
+                    }
+                    Ok(edgetap::sim::run::edge(s, &mut stdout)?)
+                }
+                cli::SimCommand::Platform(a) => {
+                    let rules = Arc::new(load_rules(&a.rules)?);
+                    let edge = a.edge_id.unwrap_or_default();
+                    let mut s = edgetap::sim::platform::PlatformSettings::new(&a.broker, &edge);
+                    s.protocol = protocol(a.mqtt5);
+                    s.wait = ms(a.wait_ms);
+                    s.edge_wait = ms(a.edge_wait_ms);
+                    s.capture = a.capture;
+                    let out = sim_output(a.format);
+                    Ok(edgetap::sim::run::platform(s, rules, a.respond_only, out, &mut stdout)?)
+                }
+            }
+        }
+        Command::Demo(a) => {
+            let s = edgetap::demo::DemoSettings {
+                fault: edgetap::sim::edge::Fault::parse(&a.fault)?,
+                protocol: edgetap::sim::run::protocol(a.mqtt5),
+            };
+            Ok(edgetap::sim::run::demo(s, sim_output(a.format), &mut stdout)?)
+        }
+        Command::Proxy(args) => {
+            // The live findings print from the analysis thread.
+            drop(stdout);
+            run_proxy(args)
+        }
+        Command::Captures { command } => run_captures(command, &mut stdout),
         Command::Rules { command } => match command {
             RulesCommand::List { rules, format } => {
                 let set = load_rules(&rules)?;
@@ -156,4 +210,253 @@ fn check_name(c: &edgetap::rules::model::Check) -> String {
         snake.push(ch.to_ascii_lowercase());
     }
     snake
+}
+
+fn sim_output(f: Format) -> edgetap::sim::run::Output {
+    match f {
+        Format::Table => edgetap::sim::run::Output::Table,
+        Format::Json => edgetap::sim::run::Output::Json,
+        Format::Junit => edgetap::sim::run::Output::Junit,
+    }
+}
+
+fn analyze_capture(
+    dir: &std::path::Path,
+    id: u64,
+    rules: Arc<RuleSet>,
+    max_packet: usize,
+) -> anyhow::Result<edgetap::report::Report> {
+    let store = edgetap::store::Store::open(dir)?;
+    let settings = edgetap::pipeline::Settings { max_packet };
+    Ok(edgetap::store::replay::analyze_capture(&store, id, rules, settings)?)
+}
+
+/// `edgetap proxy`: serves until Ctrl-C or SIGTERM, then prints the clause table.
+fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
+    use anyhow::Context as _;
+    let rules = Arc::new(load_rules(&args.rules)?);
+    let store = edgetap::store::Store::open(&args.store.dir)?;
+    let settings = edgetap::proxy::ProxySettings {
+        upstream: args.upstream.clone(),
+        name: args.name.unwrap_or_else(|| format!("{} → {}", args.listen, args.upstream)),
+        max_connections: args.max_connections,
+        max_buffered: args.max_buffered,
+        max_packet: args.max_packet_size,
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let outcome = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("listen on {}", args.listen))?;
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = sigterm.recv() => {}
+            }
+        };
+        eprintln!(
+            "edgetap proxy: {} → {} (store {})",
+            listener.local_addr()?,
+            args.upstream,
+            args.store.dir.display()
+        );
+        let live = Box::new(|f: &edgetap::Finding| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", edgetap::report::one_line(f));
+            let _ = out.flush();
+        });
+        let outcome =
+            edgetap::proxy::run(listener, settings, rules, Some(store), live, shutdown).await?;
+        anyhow::Ok(outcome)
+    })?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout)?;
+    stdout.write_all(outcome.report.to_table().as_bytes())?;
+    if let Some(id) = outcome.capture {
+        writeln!(stdout, "capture {id} stored in {}", args.store.dir.display())?;
+    }
+    Ok(u8::from(outcome.report.has_errors()))
+}
+
+fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::Result<u8> {
+    use cli::CapturesCommand as C;
+    use edgetap::store::Store;
+    let time = |us: i64| {
+        chrono::DateTime::from_timestamp_micros(us)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .unwrap_or_else(|| us.to_string())
+    };
+    match command {
+        C::List { store, format } => {
+            let store = Store::open(&store.dir)?;
+            #[derive(serde::Serialize, tabled::Tabled)]
+            struct Row {
+                id: u64,
+                name: String,
+                started: String,
+                #[tabled(display_with = "show_ended")]
+                ended: Option<String>,
+                connections: u64,
+                packets: u64,
+                findings: u64,
+                bytes: u64,
+                #[tabled(skip)]
+                listen: String,
+                #[tabled(skip)]
+                upstream: String,
+                #[tabled(skip)]
+                rules_version: String,
+            }
+            fn show_ended(e: &Option<String>) -> String {
+                e.clone().unwrap_or_else(|| "(running or killed)".into())
+            }
+            let rows: Vec<Row> = store
+                .captures()?
+                .into_iter()
+                .map(|m| Row {
+                    id: m.id,
+                    name: m.name,
+                    started: time(m.started_us),
+                    ended: m.ended_us.map(time),
+                    connections: m.connections,
+                    packets: m.packets,
+                    findings: m.findings,
+                    bytes: m.bytes,
+                    listen: m.listen,
+                    upstream: m.upstream,
+                    rules_version: m.rules_version,
+                })
+                .collect();
+            match format {
+                ListFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?,
+                ListFormat::Table => writeln!(
+                    out,
+                    "{}",
+                    tabled::Table::new(rows).with(tabled::settings::Style::sharp())
+                )?,
+            }
+            Ok(0)
+        }
+        C::Show {
+            id,
+            store,
+            format,
+            show_secrets,
+        } => {
+            let store = Store::open(&store.dir)?;
+            let meta = store.capture(id)?;
+            let conns = store.conns(id)?;
+            let packets: Vec<edgetap::store::PacketRecord> = store
+                .packets(id)
+                .map(|p| p.map(|p| if show_secrets { p } else { p.redacted() }))
+                .collect::<Result<_, _>>()?;
+            let findings = store.findings(id)?;
+            match format {
+                ListFormat::Json => {
+                    let v = serde_json::json!({
+                        "capture": meta,
+                        "connections": conns,
+                        "packets": packets,
+                        "findings": findings,
+                    });
+                    writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+                }
+                ListFormat::Table => {
+                    writeln!(
+                        out,
+                        "capture {} \"{}\": {} → {}\nstarted {}, ended {}\nrules: {}\n{} connections, {} chunks, {} bytes, {} MQTT packets, {} findings\n",
+                        meta.id,
+                        meta.name,
+                        meta.listen,
+                        meta.upstream,
+                        time(meta.started_us),
+                        meta.ended_us.map(time).unwrap_or_else(|| "(running or killed)".into()),
+                        meta.rules_version,
+                        meta.connections,
+                        meta.chunks,
+                        meta.bytes,
+                        meta.packets,
+                        meta.findings
+                    )?;
+                    for c in &conns {
+                        writeln!(
+                            out,
+                            "conn {} {} → {}: {}",
+                            c.conn,
+                            c.client,
+                            c.server,
+                            c.end.as_deref().unwrap_or("open")
+                        )?;
+                    }
+                    writeln!(out)?;
+                    for p in &packets {
+                        let mut line = format!(
+                            "{} conn {} {} chunk {} {} len {}",
+                            time(p.time_us),
+                            p.conn,
+                            p.side,
+                            p.chunk,
+                            p.packet_type,
+                            p.len
+                        );
+                        for (k, v) in [
+                            ("client_id", &p.client_id),
+                            ("version", &p.version),
+                            ("username", &p.username),
+                            ("password", &p.password),
+                            ("topic", &p.topic),
+                        ] {
+                            if let Some(v) = v {
+                                line.push_str(&format!(" {k}={v}"));
+                            }
+                        }
+                        writeln!(out, "{line}")?;
+                    }
+                    if !findings.is_empty() {
+                        writeln!(out, "\nFindings:")?;
+                    }
+                    for f in &findings {
+                        writeln!(out, "  {}", edgetap::report::one_line(f))?;
+                    }
+                }
+            }
+            Ok(0)
+        }
+        C::Delete { id, store } => {
+            let store = Store::open(&store.dir)?;
+            store.delete(id)?;
+            writeln!(out, "capture {id} deleted")?;
+            Ok(0)
+        }
+        C::Export {
+            id,
+            pcapng,
+            store,
+            show_secrets,
+        } => {
+            use anyhow::Context as _;
+            let store = Store::open(&store.dir)?;
+            let file = std::fs::File::create(&pcapng)
+                .with_context(|| format!("create {}", pcapng.display()))?;
+            let s = edgetap::store::export::export_pcapng(
+                &store,
+                id,
+                std::io::BufWriter::new(file),
+                show_secrets,
+            )?;
+            writeln!(
+                out,
+                "{}: {} frames, {} finding comments",
+                pcapng.display(),
+                s.frames,
+                s.comments
+            )?;
+            Ok(0)
+        }
+    }
 }

@@ -9,7 +9,8 @@
 //!   a few bytes, until the sniffers can tell): a TLS ClientHello, or server port 8883,
 //!   makes the flow `NotDecodable`; a flow on an MQTT port, or whose first client bytes
 //!   are a CONNECT, is MQTT; any other flow is ignored and its bytes are never kept.
-//!   A flow on an MQTT port that never sends a byte is still opened (at its end).
+//!   A flow that carries no payload byte at all (a refused connection, a health
+//!   check's connect-and-close) is not reported.
 //! * `ConnId`s are given in the order flows are reported (`Open` or `NotDecodable`),
 //!   from 1; ignored flows get none.
 //! * Closed flows leave a small tombstone for a minute of capture time, so that their
@@ -297,6 +298,13 @@ impl Flow {
             dirs[peer].start_at(seg.ack);
         }
         dirs[this].segment(seg.seq, seg.flag_syn, seg.flag_fin, seg.payload, seg.missing, limit, &mut |chunk| meta.on_chunk(side, chunk, at, emit));
+        if seg.flag_ack {
+            let peer_side = match side {
+                Side::Client => Side::Server,
+                Side::Server => Side::Client,
+            };
+            dirs[peer].acked(seg.ack, &mut |chunk| meta.on_chunk(peer_side, chunk, at, emit));
+        }
         if matches!(meta.state, State::Tls | State::Ignored) {
             dirs[0].clear();
             dirs[1].clear();
@@ -307,16 +315,21 @@ impl Flow {
         }
     }
 
-    /// The flow ends: deliver what is held, make sure an MQTT-port flow was opened,
-    /// emit `Close`, and keep only a tombstone.
+    /// The flow ends: deliver what is held, emit `Close` if it was opened, and keep
+    /// only a tombstone.
     fn finish(&mut self, at: At, reset: bool, emit: &mut Emit<'_, '_>) {
         let Flow { meta, dirs } = self;
         if matches!(meta.state, State::Undecided | State::Mqtt) {
             for side in [Side::Client, Side::Server] {
                 dirs[side.index()].flush(&mut |chunk| meta.on_chunk(side, chunk, at, emit));
             }
-            if meta.state == State::Undecided && meta.by_port {
+            // A few first client bytes too short to classify: MQTT by its port. A flow
+            // that carried no byte at all (a refused connection, a health check's
+            // connect-and-close) has nothing to decode and is not reported.
+            if meta.state == State::Undecided && meta.by_port && !meta.sniff.is_empty() {
                 meta.open(emit);
+                let sniffed = std::mem::take(&mut meta.sniff);
+                meta.emit_chunk(Side::Client, Chunk::Data(&sniffed), at, emit);
             }
             if meta.state == State::Mqtt {
                 emit_event(emit, FlowEvent::Close { conn: meta.conn, time_us: at.time_us, frame: at.frame, reset });

@@ -16,9 +16,10 @@
 //!   are passed straight from the frame buffer, without a copy.
 //! * **Event order.** Events come in frame order, except that `Open` carries the time
 //!   and frame of the flow's first segment while it is only emitted once the flow is
-//!   known to be MQTT (at its first payload byte or at its end). For one flow the order
-//!   is always `Open`, then `Data`/`Gap`, then exactly one `Close`; or a lone
-//!   `NotDecodable`.
+//!   known to be MQTT (at its first payload bytes). For one flow the order is always
+//!   `Open`, then `Data`/`Gap`, then exactly one `Close`; or a lone `NotDecodable`.
+//!   A flow without a single payload byte (refused connection, health check) yields
+//!   no event.
 //! * **No panic, no give-up on bad frames.** A frame that cannot be read is reported as
 //!   [`FlowEvent::BadFrame`] and reading goes on. A file that ends inside a record (a
 //!   partial capture) yields a `BadFrame` naming the frame and byte offset, then every

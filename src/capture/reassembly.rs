@@ -41,6 +41,9 @@ pub(crate) struct Reassembler {
     finished: bool,
     held: BTreeMap<u64, Held>,
     held_bytes: usize,
+    /// Highest sequence number the peer acknowledged: bytes before it reached the
+    /// peer, so a hole before it will not be filled by a retransmission.
+    peer_acked: Option<u32>,
 }
 
 impl Reassembler {
@@ -88,6 +91,7 @@ impl Reassembler {
                 self.drain(out);
             } else {
                 self.hold(start as u64, payload, missing as u64);
+                self.skip_acked_holes(out);
                 // Over budget: stop waiting for the oldest hole.
                 while self.held_bytes > limit {
                     self.skip_hole(out);
@@ -95,6 +99,44 @@ impl Reassembler {
             }
         }
         self.check_fin();
+    }
+
+    /// The peer acknowledged bytes up to `ack`. A hole it covers was lost by the capture,
+    /// not by the network (the peer got the bytes): it is given up as soon as bytes
+    /// after it are held, instead of waiting for the end of the flow. A hole with
+    /// nothing after it is left alone: the acknowledged "byte" may be a FIN the capture
+    /// missed.
+    pub(crate) fn acked(&mut self, ack: u32, out: &mut dyn FnMut(Chunk<'_>)) {
+        if !self.started || self.finished {
+            return;
+        }
+        let newer = match self.peer_acked {
+            Some(prev) => (ack.wrapping_sub(prev) as i32) > 0,
+            None => true,
+        };
+        if newer {
+            self.peer_acked = Some(ack);
+        }
+        self.skip_acked_holes(out);
+        self.check_fin();
+    }
+
+    fn skip_acked_holes(&mut self, out: &mut dyn FnMut(Chunk<'_>)) {
+        let Some(acked) = self.peer_acked else { return };
+        let ahead = acked.wrapping_sub(self.next_seq) as i32;
+        if ahead <= 0 {
+            return;
+        }
+        let target = self.next_off + ahead as u64;
+        while self.next_off < target {
+            let Some((&start, _)) = self.held.first_key_value() else { break };
+            let stop = start.min(target);
+            if stop > self.next_off {
+                out(Chunk::Gap(stop - self.next_off));
+                self.advance_to(stop);
+            }
+            self.drain(out);
+        }
     }
 
     /// End of the flow: whatever is held is delivered, with its holes as gaps.
@@ -230,6 +272,22 @@ mod tests {
     fn flush_reports_remaining_holes() {
         let got = run(&[(0, b"ab"), (5, b"fg"), (10, b"k")], 1 << 20, true);
         assert_eq!(got, vec![Ok(b"ab".to_vec()), Err(3), Ok(b"fg".to_vec()), Err(3), Ok(b"k".to_vec())]);
+    }
+
+    #[test]
+    fn acknowledged_hole_is_given_up_once_bytes_follow_it() {
+        let mut r = Reassembler::default();
+        let mut got = Vec::new();
+        r.segment(0, false, false, b"ab", 0, 100, &mut |c| got.push(format!("{c:?}")));
+        // The peer has bytes up to 6, but nothing after the hole is held yet: wait.
+        r.acked(6, &mut |c| got.push(format!("{c:?}")));
+        assert_eq!(got, vec!["Data([97, 98])"]);
+        r.segment(4, false, false, b"ef", 0, 100, &mut |c| got.push(format!("{c:?}")));
+        r.segment(7, false, false, b"h", 0, 100, &mut |c| got.push(format!("{c:?}")));
+        // The hole 2..4 is acknowledged: given up at once. 6..7 is not: held.
+        assert_eq!(got, vec!["Data([97, 98])", "Gap(2)", "Data([101, 102])"]);
+        r.acked(8, &mut |c| got.push(format!("{c:?}")));
+        assert_eq!(got[3..], ["Gap(1)", "Data([104])"]);
     }
 
     #[test]

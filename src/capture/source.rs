@@ -325,7 +325,7 @@ fn parse_interface(body: &[u8], big: bool) -> Interface {
             (9, 1) => {
                 let n = value[0];
                 let units = if n & 0x80 == 0 { 10u128.checked_pow(n as u32) } else { 2u128.checked_pow((n & 0x7F) as u32) };
-                let _ = units.filter(|&u| u > 0).unwrap_or(1_000_000);
+                iface.units_per_sec = units.filter(|&u| u > 0).unwrap_or(1_000_000);
             }
             // if_tsoffset: seconds to add to every timestamp.
             (14, 8) => iface.offset_s = if big { i64::from_be_bytes(value.try_into().unwrap()) } else { i64::from_le_bytes(value.try_into().unwrap()) },

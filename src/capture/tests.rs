@@ -357,6 +357,17 @@ fn missing_segment_is_a_gap_of_its_length_at_end_of_file() {
 }
 
 #[test]
+fn missing_segment_acknowledged_by_the_peer_is_a_gap_at_once() {
+    let mut conv = Conv::new("10.0.0.2:50000", "10.0.0.1:1883");
+    conv.handshake().c(0, b"abc").c(3, b"def").c(6, b"ghi").s(0, b"").c(9, b"jk");
+    conv.segs.remove(4); // "def" never captured, but the server acknowledges it
+    let events = read_default(pcap(DataLink::ETHERNET, &conv.frames(Link::Ethernet)));
+    assert_eq!(stream(&events, 1, Side::Client), "abc<gap 3>ghijk");
+    assert!(events.contains(&Ev::Gap { conn: 1, side: Side::Client, frame: 6, lost: 3 }), "{events:?}");
+    assert_eq!(chunks(&events, 1, Side::Client), vec![(4, "abc".into()), (6, "ghi".into()), (7, "jk".into())]);
+}
+
+#[test]
 fn reorder_budget_overflow_gives_up_the_hole_at_once() {
     let mut conv = Conv::new("10.0.0.2:50000", "10.0.0.1:1883");
     conv.handshake().c(0, b"abc").c(3, b"def").c(6, b"ghi").c(9, b"jkl").c(12, b"mn");
@@ -373,12 +384,15 @@ fn reorder_budget_overflow_gives_up_the_hole_at_once() {
 #[test]
 fn segment_cut_by_snap_length_is_data_then_gap() {
     let mut conv = Conv::new("10.0.0.2:50000", "10.0.0.1:1883");
-    conv.handshake().c(0, b"0123456789").c(10, b"abc");
+    conv.handshake().c(0, b"0123456789").c(10, b"abc").s(0, b"ok");
     let mut frames = conv.frames(Link::Ethernet);
     let cut = frames[3].len() - 4;
     frames[3].truncate(cut); // the last 4 payload bytes not captured
     let events = read_default(pcap(DataLink::ETHERNET, &frames));
     assert_eq!(stream(&events, 1, Side::Client), "012345<gap 4>abc");
+    // Known lost at once: the next segment is not held behind a hole.
+    assert!(events.contains(&Ev::Gap { conn: 1, side: Side::Client, frame: 4, lost: 4 }), "{events:?}");
+    assert_eq!(chunks(&events, 1, Side::Client)[1], (5, "abc".into()));
 }
 
 #[test]
@@ -447,15 +461,29 @@ fn syn_on_a_finished_tuple_is_a_new_flow() {
 }
 
 #[test]
-fn flow_on_mqtt_port_without_payload_is_opened_and_closed() {
+fn flows_without_payload_are_not_reported() {
+    let mut probe = Conv::new("10.0.0.2:50000", "10.0.0.1:1883");
+    probe.handshake().fins();
+    let mut refused = Conv::new("10.0.0.2:50001", "10.0.0.1:1883");
+    refused.seg(true, 0, b"", true, false, false, false).seg(false, 0, b"", false, false, true, true);
+    let mut frames = probe.frames(Link::Ethernet);
+    frames.extend(refused.frames(Link::Ethernet));
+    let (events, stats) = read_all(pcap(DataLink::ETHERNET, &frames), CaptureOptions::default());
+    assert_eq!(events, vec![]);
+    assert_eq!((stats.flows, stats.mqtt_flows), (2, 0));
+}
+
+#[test]
+fn first_client_bytes_too_few_to_classify_are_still_emitted_at_the_end() {
     let mut conv = Conv::new("10.0.0.2:50000", "10.0.0.1:1883");
-    conv.handshake().fins();
+    conv.handshake().c(0, b"\x16\x03").fins();
     let events = read_default(pcap(DataLink::ETHERNET, &conv.frames(Link::Ethernet)));
     assert_eq!(
         events,
         vec![
             Ev::Open { conn: 1, client: addr("10.0.0.2:50000"), server: addr("10.0.0.1:1883"), frame: 1, midstream: false },
-            Ev::Close { conn: 1, frame: 5, reset: false },
+            Ev::Data { conn: 1, side: Side::Client, frame: 6, data: b"\x16\x03".to_vec() },
+            Ev::Close { conn: 1, frame: 6, reset: false },
         ]
     );
 }

@@ -1,0 +1,955 @@
+//! The reference platform and the clause 6 test plan.
+//!
+//! The platform answers EVENT_LINKUP and the topo requests (assigning deviceIds),
+//! then sends each command of the detection items 6.1.1.2 … 6.3.3.2 to the edge,
+//! waits for its reply and job result, and records a [`Step`]. The verdict of an item
+//! is its steps plus the findings the shared rule engine (fed by the [`Tap`]) raised
+//! on the item's clause or message types: the plan checks that the exchange happened,
+//! the rules check that it was right. Items the edge starts itself (topo, alarms) are
+//! waited for `edge_wait` and are "not exercised" when they do not come.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::{watch, Notify};
+
+use super::tap::{write_pcap, Tap};
+use super::{next_mid, reply, request, topic, Incoming, Link, Protocol, SimError};
+use crate::finding::{Finding, Severity};
+use crate::report::Report;
+use crate::rules::RuleSet;
+
+#[derive(Debug, Clone)]
+pub struct PlatformSettings {
+    pub broker: String,
+    pub edge_id: String,
+    pub protocol: Protocol,
+    /// How long to wait for a reply or a job result.
+    pub wait: Duration,
+    /// How long to wait for what the edge must start itself (link-up, topo, alarms).
+    pub edge_wait: Duration,
+    /// Write what the tap saw as a pcap.
+    pub capture: Option<PathBuf>,
+    pub connect_timeout: Duration,
+}
+
+impl PlatformSettings {
+    pub fn new(broker: &str, edge_id: &str) -> PlatformSettings {
+        PlatformSettings {
+            broker: broker.into(),
+            edge_id: edge_id.into(),
+            protocol: Protocol::V4,
+            wait: Duration::from_secs(10),
+            edge_wait: Duration::from_secs(15),
+            capture: None,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One exchange of the plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub what: String,
+    /// "pass", "fail" or "not exercised".
+    pub status: String,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+}
+
+/// One detection item of clause 6.
+#[derive(Debug, Clone, Serialize)]
+pub struct Item {
+    pub item: String,
+    pub clause: String,
+    pub title: String,
+    pub status: String,
+    pub detail: String,
+    pub steps: Vec<Step>,
+    /// Rule findings (error or warning) attributed to the item.
+    pub findings: Vec<String>,
+}
+
+/// The detection items: (item, clause, title, message types).
+pub const ITEMS: &[(&str, &str, &str, &[&str])] = &[
+    (
+        "6.1.1.2",
+        "6.1.1",
+        "Device access test",
+        &["EVENT_LINKUP", "EVENT_LINKDOWN"],
+    ),
+    (
+        "6.1.2.2",
+        "6.1.2",
+        "Device upgrade test",
+        &["CMD_SYS_UPGRADE", "CMD_STATUS_QUERY"],
+    ),
+    (
+        "6.1.3.2",
+        "6.1.3",
+        "Device monitoring test",
+        &[
+            "REP_SYS_STATUS",
+            "CMD_SYS_STATUS",
+            "CMD_INFO_QUERY",
+            "EVENT_SYS_ALARM",
+        ],
+    ),
+    (
+        "6.1.4.2",
+        "6.1.4",
+        "End-device management test",
+        &["CMD_TOPO_ADD", "CMD_TOPO_DEL", "CMD_TOPO_UPDATE"],
+    ),
+    (
+        "6.2.1.2",
+        "6.2.1",
+        "Container creation test",
+        &["CMD_CON_INSTALL"],
+    ),
+    (
+        "6.2.2.2",
+        "6.2.2",
+        "Container start test",
+        &["CMD_CON_START"],
+    ),
+    ("6.2.3.2", "6.2.3", "Container stop test", &["CMD_CON_STOP"]),
+    (
+        "6.2.4.2",
+        "6.2.4",
+        "Container removal test",
+        &["CMD_CON_REMOVE"],
+    ),
+    (
+        "6.3.1.2",
+        "6.3.1",
+        "App installation test",
+        &["CMD_APP_INSTALL"],
+    ),
+    (
+        "6.3.2.2",
+        "6.3.2",
+        "App control test",
+        &[
+            "CMD_APP_START",
+            "CMD_APP_STOP",
+            "CMD_APP_REMOVE",
+            "CMD_APP_ENABLE",
+            "CMD_APP_UNENABLE",
+        ],
+    ),
+    ("6.3.3.2", "6.3.3", "App upgrade test", &["CMD_APP_UPGRADE"]),
+];
+
+/// The test record of a plan run: the analyzer's report (clause table, findings,
+/// the `analyze` JSON contract) plus the detection items.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanReport {
+    pub report: Report,
+    pub items: Vec<Item>,
+}
+
+impl PlanReport {
+    pub fn passed(&self) -> bool {
+        !self.report.has_errors() && self.items.iter().all(|i| i.status != "fail")
+    }
+
+    pub fn item(&self, id: &str) -> Option<&Item> {
+        self.items.iter().find(|i| i.item == id)
+    }
+
+    pub fn to_table(&self) -> String {
+        #[derive(tabled::Tabled)]
+        struct Row<'a> {
+            item: &'a str,
+            title: &'a str,
+            status: String,
+            detail: &'a str,
+        }
+        let rows: Vec<Row> = self
+            .items
+            .iter()
+            .map(|i| Row {
+                item: &i.item,
+                title: &i.title,
+                status: i.status.to_uppercase(),
+                detail: &i.detail,
+            })
+            .collect();
+        format!(
+            "{}\nDetection items (test plan of clause 6):\n{}\n",
+            self.report.to_table(),
+            tabled::Table::new(rows).with(tabled::settings::Style::sharp())
+        )
+    }
+
+    /// The `analyze` JSON (summary, clauses, findings, rules) with `plan` added.
+    pub fn to_json(&self) -> String {
+        let mut v = serde_json::to_value(&self.report).unwrap_or(Value::Null);
+        if let Value::Object(o) = &mut v {
+            o.insert(
+                "plan".into(),
+                serde_json::to_value(&self.items).unwrap_or(Value::Null),
+            );
+        }
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    }
+
+    pub fn to_junit(&self) -> String {
+        self.report.to_junit()
+    }
+}
+
+/// A message the platform received from the edge.
+#[derive(Debug, Clone)]
+struct Seen {
+    at: Instant,
+    channel: String,
+    role: String,
+    msg_type: String,
+    mid: Option<u64>,
+    env: Value,
+}
+
+impl Seen {
+    fn param(&self, k: &str) -> Option<&Value> {
+        self.env.get("param").and_then(|p| p.get(k))
+    }
+    fn code(&self) -> Option<i64> {
+        self.env.get("code").and_then(Value::as_i64)
+    }
+}
+
+#[derive(Default)]
+struct Log {
+    seen: Mutex<Vec<Seen>>,
+    notify: Notify,
+}
+
+impl Log {
+    /// Waits until a message satisfying `f` arrives (or was already seen).
+    async fn wait(&self, limit: Duration, f: impl Fn(&Seen) -> bool) -> Option<Seen> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.notify.notified();
+            if let Some(s) = self.find(&f) {
+                return Some(s);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.find(&f);
+            }
+        }
+    }
+    fn find(&self, f: &impl Fn(&Seen) -> bool) -> Option<Seen> {
+        self.seen.lock().ok()?.iter().find(|s| f(s)).cloned()
+    }
+    fn count(&self, f: impl Fn(&Seen) -> bool) -> usize {
+        self.seen
+            .lock()
+            .map(|v| v.iter().filter(|s| f(s)).count())
+            .unwrap_or(0)
+    }
+}
+
+/// Answers edge requests: EVENT_LINKUP and the topo requests. `assigned` maps
+/// (edge, deviceId) → nodeId.
+fn answer(
+    edge: &str,
+    t: &str,
+    env: &Value,
+    assigned: &mut HashMap<(String, String), String>,
+) -> Option<Value> {
+    let mid = env.get("mid")?.as_u64()?;
+    let p = env.get("param").cloned().unwrap_or(json!({}));
+    let data: Vec<Value> = match t {
+        "EVENT_LINKUP" => return Some(reply(mid, t, 200, None, None)),
+        "CMD_TOPO_ADD" => p
+            .get("deviceInfos")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.get("nodeId").and_then(Value::as_str))
+                    .map(|node| {
+                        let dev = format!("{edge}.{node}");
+                        assigned.insert((edge.into(), dev.clone()), node.into());
+                        json!({"code": 200, "statusDesc": "added", "deviceId": dev, "nodeId": node})
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        "CMD_TOPO_DEL" => p
+            .get("deviceIds")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(|dev| match assigned.remove(&(edge.into(), dev.into())) {
+                        Some(node) => json!({"code": 200, "statusDesc": "deleted", "nodeId": node, "deviceId": dev}),
+                        None => json!({"code": 404, "statusDesc": "unknown deviceId", "nodeId": "", "deviceId": dev}),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        "CMD_TOPO_UPDATE" => p
+            .get("deviceStatuses")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.get("deviceId").and_then(Value::as_str))
+                    .map(|dev| {
+                        let code = if assigned.contains_key(&(edge.into(), dev.into())) { 200 } else { 404 };
+                        json!({"code": code, "statusDesc": "updated", "deviceId": dev})
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => return Some(reply(mid, t, 400, Some("not a request the platform serves"), None)),
+    };
+    Some(reply(mid, t, 200, None, Some(json!({"data": data}))))
+}
+
+/// Receives from the edge(s), answers requests at once, logs the rest for the plan.
+fn spawn_receiver(
+    link: Arc<Link>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Incoming>,
+    log: Arc<Log>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut assigned = HashMap::new();
+        while let Some(m) = rx.recv().await {
+            let Some(t) = crate::protocol::parse_topic(&m.topic) else {
+                continue;
+            };
+            let Ok(env) = serde_json::from_slice::<Value>(&m.payload) else {
+                continue;
+            };
+            let msg_type = env
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if t.role == "request" {
+                if let Some(r) = answer(&t.edge_id, &msg_type, &env, &mut assigned) {
+                    let resp = topic(&t.edge_id, &t.channel, "response");
+                    let _ = link
+                        .publish(&resp, serde_json::to_vec(&r).unwrap_or_default())
+                        .await;
+                }
+            }
+            let s = Seen {
+                at: Instant::now(),
+                channel: t.channel,
+                role: t.role,
+                mid: env.get("mid").and_then(Value::as_u64),
+                msg_type,
+                env,
+            };
+            if let Ok(mut v) = log.seen.lock() {
+                v.push(s);
+            }
+            log.notify.notify_waiters();
+        }
+    })
+}
+
+/// Answers EVENT_LINKUP and topo requests of every edge until `shutdown`; no plan.
+/// The benchmark's counterpart of `sim edge --count N`.
+pub async fn respond(
+    broker: &str,
+    proto: Protocol,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<u64, SimError> {
+    let filters = vec![
+        "/v1/+/device/request".to_string(),
+        "/v1/+/topo/request".to_string(),
+    ];
+    let id = format!("edgetap-platform-{}", std::process::id());
+    let (link, rx) = Link::connect(broker, &id, proto, &filters, Duration::from_secs(10)).await?;
+    let link = Arc::new(link);
+    let log = Arc::new(Log::default());
+    let task = spawn_receiver(link.clone(), rx, log.clone());
+    let _ = shutdown.changed().await;
+    task.abort();
+    link.disconnect().await;
+    let n = log.count(|_| true) as u64;
+    Ok(n)
+}
+
+struct Plan {
+    s: PlatformSettings,
+    link: Arc<Link>,
+    log: Arc<Log>,
+    steps: HashMap<&'static str, Vec<Step>>,
+    job: u64,
+}
+
+impl Plan {
+    fn add(
+        &mut self,
+        item: &'static str,
+        status: &str,
+        what: &str,
+        detail: String,
+        latency: Option<Duration>,
+    ) {
+        self.steps.entry(item).or_default().push(Step {
+            what: what.into(),
+            status: status.into(),
+            detail,
+            latency_ms: latency.map(|d| d.as_secs_f64() * 1000.0),
+        });
+    }
+
+    fn next_job(&mut self) -> u64 {
+        self.job += 1;
+        self.job
+    }
+
+    /// Sends a command and judges its reply's presence, type and code.
+    async fn command(
+        &mut self,
+        item: &'static str,
+        channel: &str,
+        t: &str,
+        param: Value,
+        codes: &[i64],
+    ) -> Option<Seen> {
+        let mid = next_mid();
+        let v = request(Some(mid), t, Some(param));
+        let sent = Instant::now();
+        let what = format!(
+            "{t} → {}",
+            codes
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join("/")
+        );
+        if let Err(e) = self
+            .link
+            .publish(
+                &topic(&self.s.edge_id, channel, "command"),
+                serde_json::to_vec(&v).unwrap_or_default(),
+            )
+            .await
+        {
+            self.add(item, "fail", &what, e.to_string(), None);
+            return None;
+        }
+        let ch = channel.to_string();
+        let got = self
+            .log
+            .wait(self.s.wait, |s| {
+                s.role == "reply" && s.channel == ch && s.mid == Some(mid)
+            })
+            .await;
+        let Some(r) = got else {
+            let d = format!(
+                "no reply with mid {mid} on {channel}/reply within {} ms",
+                self.s.wait.as_millis()
+            );
+            self.add(item, "fail", &what, d, None);
+            return None;
+        };
+        let lat = r.at.saturating_duration_since(sent);
+        if r.msg_type != t {
+            self.add(
+                item,
+                "fail",
+                &what,
+                format!("reply type {} is not {t}", r.msg_type),
+                Some(lat),
+            );
+        } else if !r.code().is_some_and(|c| codes.contains(&c)) {
+            let d = format!(
+                "reply code {}",
+                r.code().map_or("missing".into(), |c| c.to_string())
+            );
+            self.add(item, "fail", &what, d, Some(lat));
+        } else {
+            self.add(
+                item,
+                "pass",
+                &what,
+                format!("code {}", r.code().unwrap_or(0)),
+                Some(lat),
+            );
+        }
+        Some(r)
+    }
+
+    /// Waits for the REP_JOB_RESULT of `job` on `{channel}/data`; `field` is "result" or "code".
+    async fn job_result(
+        &mut self,
+        item: &'static str,
+        channel: &str,
+        job: u64,
+        field: &str,
+        accepted: bool,
+    ) {
+        let what = format!("REP_JOB_RESULT of job {job} on {channel}/data");
+        if !accepted {
+            self.add(
+                item,
+                "not exercised",
+                &what,
+                "the job was not accepted".into(),
+                None,
+            );
+            return;
+        }
+        let ch = channel.to_string();
+        let sent = Instant::now();
+        let got = self
+            .log
+            .wait(self.s.wait, |s| {
+                s.msg_type == "REP_JOB_RESULT"
+                    && s.channel == ch
+                    && s.param("jobId").and_then(Value::as_u64) == Some(job)
+            })
+            .await;
+        match got {
+            None => {
+                let d = format!(
+                    "no result within {} ms of the reply",
+                    self.s.wait.as_millis()
+                );
+                self.add(item, "fail", &what, d, None)
+            }
+            Some(r) => {
+                let v = r.param(field).and_then(Value::as_i64);
+                let lat = Some(r.at.saturating_duration_since(sent));
+                if v == Some(200) {
+                    self.add(item, "pass", &what, format!("{field} 200"), lat)
+                } else {
+                    self.add(item, "fail", &what, format!("{field} {v:?}"), lat)
+                }
+            }
+        }
+    }
+
+    /// Waits for an edge-started message; absent → "not exercised".
+    async fn edge_started(
+        &mut self,
+        item: &'static str,
+        what: &str,
+        f: impl Fn(&Seen) -> bool,
+    ) -> bool {
+        let got = self.log.wait(self.s.edge_wait, f).await.is_some();
+        if got {
+            self.add(item, "pass", what, "seen".into(), None);
+        } else {
+            let d = format!(
+                "not sent by the edge within {} ms",
+                self.s.edge_wait.as_millis()
+            );
+            self.add(item, "not exercised", what, d, None);
+        }
+        got
+    }
+}
+
+fn file(name: &str) -> Value {
+    json!({"name": name, "url": format!("http://repo.local/{name}"), "md5": "d41d8cd98f00b204e9800998ecf8427e", "size": 1024})
+}
+
+/// Runs the whole plan against one edge. When `stop_edge` is given, the edge is
+/// stopped after the plan and its EVENT_LINKDOWN is part of 6.1.1.2.
+pub async fn run_plan(
+    s: PlatformSettings,
+    rules: Arc<RuleSet>,
+    stop_edge: Option<watch::Sender<bool>>,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<PlanReport, SimError> {
+    let e = s.edge_id.clone();
+    let pid = std::process::id();
+    let tap = Tap::start(
+        &s.broker,
+        &format!("edgetap-tap-{e}-{pid}"),
+        s.protocol,
+        &format!("/v1/{e}/#"),
+        rules.clone(),
+        s.connect_timeout,
+    )
+    .await?;
+    let filters: Vec<String> = [
+        ("device", "request"),
+        ("topo", "request"),
+        ("device", "reply"),
+        ("container", "reply"),
+        ("app", "reply"),
+        ("device", "data"),
+        ("container", "data"),
+        ("app", "data"),
+    ]
+    .iter()
+    .map(|(c, r)| topic(&e, c, r))
+    .collect();
+    let (link, rx) = Link::connect(
+        &s.broker,
+        &format!("edgetap-platform-{e}-{pid}"),
+        s.protocol,
+        &filters,
+        s.connect_timeout,
+    )
+    .await?;
+    let link = Arc::new(link);
+    let log = Arc::new(Log::default());
+    let receiver = spawn_receiver(link.clone(), rx, log.clone());
+    if let Some(r) = ready {
+        let _ = r.send(());
+    }
+    let mut p = Plan {
+        s: s.clone(),
+        link: link.clone(),
+        log: log.clone(),
+        steps: HashMap::new(),
+        job: (next_mid() % 1_000_000) * 100,
+    };
+
+    // 6.1.1.2: the edge links up; the platform answered it in the receiver.
+    p.edge_started("6.1.1.2", "EVENT_LINKUP on device/request", |m| {
+        m.msg_type == "EVENT_LINKUP"
+    })
+    .await;
+
+    // 6.1.3.2: monitoring.
+    let r = p
+        .command("6.1.3.2", "device", "CMD_SYS_STATUS", json!({}), &[200])
+        .await;
+    let _ = r;
+    p.command("6.1.3.2", "device", "CMD_INFO_QUERY", json!({}), &[200])
+        .await;
+    p.edge_started("6.1.3.2", "REP_SYS_STATUS on device/data", |m| {
+        m.msg_type == "REP_SYS_STATUS"
+    })
+    .await;
+
+    // 6.1.2.2: device upgrade job.
+    let job = p.next_job();
+    let up = json!({"jobId": job, "policy": 0, "version": "2.0.1", "upgradeType": 0, "file": file("edge-2.0.1.bin")});
+    let r = p
+        .command("6.1.2.2", "device", "CMD_SYS_UPGRADE", up, &[202])
+        .await;
+    let accepted = r
+        .as_ref()
+        .and_then(Seen::code)
+        .is_some_and(|c| c == 200 || c == 202);
+    if accepted {
+        let q = p
+            .command(
+                "6.1.2.2",
+                "device",
+                "CMD_STATUS_QUERY",
+                json!({"jobId": job}),
+                &[200],
+            )
+            .await;
+        if let Some(q) = q {
+            if q.param("jobId").and_then(Value::as_u64) != Some(job) {
+                p.add(
+                    "6.1.2.2",
+                    "fail",
+                    "CMD_STATUS_QUERY jobId",
+                    format!("reply names job {:?}", q.param("jobId")),
+                    None,
+                );
+            }
+        }
+    }
+    p.job_result("6.1.2.2", "device", job, "result", accepted)
+        .await;
+
+    // 6.2.1.2 / 6.2.2.2: container with an app, started.
+    let cjob = p.next_job();
+    let con = json!({"container": "c1", "image": {"name": "debian", "tag": "12"}, "withAPP": {"app": "a0", "version": "1.0.0"},
+                     "cfgCpu": {"cpus": 1}, "cfgMem": {"memory": 256}, "port": "8080:80", "jobId": cjob, "policy": 0,
+                     "networkMode": "bridge"});
+    let r = p
+        .command("6.2.1.2", "container", "CMD_CON_INSTALL", con, &[202])
+        .await;
+    let accepted = r
+        .as_ref()
+        .and_then(Seen::code)
+        .is_some_and(|c| c == 200 || c == 202);
+    p.job_result("6.2.1.2", "container", cjob, "code", accepted)
+        .await;
+    p.command(
+        "6.2.2.2",
+        "container",
+        "CMD_CON_START",
+        json!({"container": "c1"}),
+        &[200],
+    )
+    .await;
+
+    // 6.3.1.2: app installation job.
+    let ajob = p.next_job();
+    let app = json!({"jobId": ajob, "policy": 0, "container": "c1", "version": "1.0.0", "file": file("a1-1.0.0.tar"),
+                     "cpu": {"cpus": 1}, "mem": {"memory": 128}, "enable": "1", "app": "a1"});
+    let r = p
+        .command("6.3.1.2", "app", "CMD_APP_INSTALL", app, &[202])
+        .await;
+    let accepted = r.as_ref().and_then(Seen::code).is_some_and(|c| c == 202);
+    p.job_result("6.3.1.2", "app", ajob, "code", accepted).await;
+
+    // 6.3.2.2: app control.
+    for t in [
+        "CMD_APP_STOP",
+        "CMD_APP_START",
+        "CMD_APP_UNENABLE",
+        "CMD_APP_ENABLE",
+    ] {
+        p.command(
+            "6.3.2.2",
+            "app",
+            t,
+            json!({"container": "c1", "app": "a1"}),
+            &[200],
+        )
+        .await;
+    }
+
+    // 6.3.3.2: app upgrade job.
+    let ujob = p.next_job();
+    let upg = json!({"version": "1.1.0", "container": "c1", "file": file("a1-1.1.0.tar"), "jobId": ujob, "policy": 0});
+    let r = p
+        .command("6.3.3.2", "app", "CMD_APP_UPGRADE", upg, &[202])
+        .await;
+    let accepted = r.as_ref().and_then(Seen::code).is_some_and(|c| c == 202);
+    p.job_result("6.3.3.2", "app", ujob, "result", accepted)
+        .await;
+    p.command(
+        "6.3.2.2",
+        "app",
+        "CMD_APP_REMOVE",
+        json!({"container": "c1", "app": "a1"}),
+        &[200],
+    )
+    .await;
+
+    // 6.2.3.2 / 6.2.4.2.
+    p.command(
+        "6.2.3.2",
+        "container",
+        "CMD_CON_STOP",
+        json!({"container": "c1"}),
+        &[200],
+    )
+    .await;
+    p.command(
+        "6.2.4.2",
+        "container",
+        "CMD_CON_REMOVE",
+        json!({"container": "c1"}),
+        &[200],
+    )
+    .await;
+
+    // Edge-started items, given the rest of their time.
+    p.edge_started("6.1.4.2", "CMD_TOPO_ADD on topo/request", |m| {
+        m.msg_type == "CMD_TOPO_ADD"
+    })
+    .await;
+    p.edge_started("6.1.4.2", "CMD_TOPO_UPDATE on topo/request", |m| {
+        m.msg_type == "CMD_TOPO_UPDATE"
+    })
+    .await;
+    p.edge_started("6.1.4.2", "CMD_TOPO_DEL on topo/request", |m| {
+        m.msg_type == "CMD_TOPO_DEL"
+    })
+    .await;
+    p.edge_started("6.1.3.2", "EVENT_SYS_ALARM raised", |m| {
+        m.msg_type == "EVENT_SYS_ALARM"
+            && m.param("event")
+                .and_then(Value::as_str)
+                .is_some_and(|e| !matches!(e, "1002" | "1004" | "3004" | "3006"))
+    })
+    .await;
+    p.edge_started("6.1.3.2", "EVENT_SYS_ALARM recovered", |m| {
+        m.msg_type == "EVENT_SYS_ALARM"
+            && m.param("event")
+                .and_then(Value::as_str)
+                .is_some_and(|e| matches!(e, "1002" | "1004" | "3004" | "3006"))
+    })
+    .await;
+
+    // Each job result exactly once: count after a short settling time.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (item, ch, j) in [
+        ("6.1.2.2", "device", job),
+        ("6.2.1.2", "container", cjob),
+        ("6.3.1.2", "app", ajob),
+        ("6.3.3.2", "app", ujob),
+    ] {
+        let n = log.count(|m| {
+            m.msg_type == "REP_JOB_RESULT"
+                && m.channel == ch
+                && m.param("jobId").and_then(Value::as_u64) == Some(j)
+        });
+        if n > 1 {
+            p.add(
+                item,
+                "fail",
+                "one REP_JOB_RESULT per job",
+                format!("{n} results for job {j}"),
+                None,
+            );
+        }
+    }
+
+    if let Some(stop) = stop_edge {
+        let _ = stop.send(true);
+        p.edge_started("6.1.1.2", "EVENT_LINKDOWN on device/data", |m| {
+            m.msg_type == "EVENT_LINKDOWN"
+        })
+        .await;
+    }
+
+    // Let the tap drain what the broker still holds, then judge the end of input.
+    let settle = Instant::now();
+    let mut last = tap.seen();
+    while settle.elapsed() < Duration::from_millis(1500) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = tap.seen();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let tr = tap.finish().await?;
+    receiver.abort();
+    link.disconnect().await;
+    if let Some(path) = &s.capture {
+        write_pcap(path, &tr.frames)?;
+    }
+
+    let items = judge(&p.steps, &tr.findings, &e);
+    let mut findings = tr.findings.clone();
+    for i in &items {
+        if i.status == "fail" {
+            for st in i.steps.iter().filter(|st| st.status == "fail") {
+                findings.push(plan_finding(
+                    &e,
+                    i,
+                    Severity::Error,
+                    format!("{}: {}", st.what, st.detail),
+                ));
+            }
+        }
+        for st in i.steps.iter().filter(|st| st.status == "not exercised") {
+            findings.push(plan_finding(
+                &e,
+                i,
+                Severity::Info,
+                format!("{}: not exercised, {}", st.what, st.detail),
+            ));
+        }
+    }
+    let report = Report::build(
+        vec![format!(
+            "sim platform: edge {e} via {} ({:?})",
+            s.broker, s.protocol
+        )],
+        tr.analyzer.stats(),
+        tr.analyzer.engine().exercised(),
+        &rules,
+        findings,
+    );
+    Ok(PlanReport { report, items })
+}
+
+fn plan_finding(edge: &str, i: &Item, severity: Severity, message: String) -> Finding {
+    Finding {
+        rule: format!("plan.{}", i.item),
+        clause: i.clause.clone(),
+        table: None,
+        severity,
+        edge_id: Some(edge.into()),
+        msg_type: None,
+        topic: None,
+        mid: None,
+        packet: None,
+        time: None,
+        message,
+        conn: None,
+        side: None,
+        offset: None,
+    }
+}
+
+/// Folds steps and rule findings into one verdict per detection item.
+fn judge(steps: &HashMap<&'static str, Vec<Step>>, findings: &[Finding], edge: &str) -> Vec<Item> {
+    ITEMS
+        .iter()
+        .map(|(item, clause, title, types)| {
+            let steps = steps.get(item).cloned().unwrap_or_default();
+            let mine: Vec<&Finding> = findings
+                .iter()
+                .filter(|f| f.severity >= Severity::Warning)
+                .filter(|f| f.edge_id.as_deref().is_none_or(|x| x == edge))
+                .filter(|f| {
+                    f.clause == *clause
+                        || f.clause.starts_with(&format!("{clause}."))
+                        || f.msg_type.as_deref().is_some_and(|t| types.contains(&t))
+                })
+                .collect();
+            let errors = mine
+                .iter()
+                .filter(|f| f.severity == Severity::Error)
+                .count();
+            let failed: Vec<&Step> = steps.iter().filter(|s| s.status == "fail").collect();
+            let passed = steps.iter().filter(|s| s.status == "pass").count();
+            let (status, detail) = if !failed.is_empty() || errors > 0 {
+                let mut d: Vec<String> = failed
+                    .iter()
+                    .map(|s| format!("{}: {}", s.what, s.detail))
+                    .collect();
+                d.extend(
+                    mine.iter()
+                        .filter(|f| f.severity == Severity::Error)
+                        .map(|f| format!("[{}] {}", f.rule, f.message)),
+                );
+                ("fail", d.join("; "))
+            } else if passed == 0 {
+                let why: Vec<String> = steps
+                    .iter()
+                    .map(|s| format!("{}: {}", s.what, s.detail))
+                    .collect();
+                (
+                    "not exercised",
+                    if why.is_empty() {
+                        "no step ran".into()
+                    } else {
+                        why.join("; ")
+                    },
+                )
+            } else {
+                let skipped: Vec<String> = steps
+                    .iter()
+                    .filter(|s| s.status == "not exercised")
+                    .map(|s| format!("{} not exercised ({})", s.what, s.detail))
+                    .collect();
+                let mut d = format!("{passed} exchanges as expected");
+                if !skipped.is_empty() {
+                    d = format!("{d}; {}", skipped.join("; "));
+                }
+                ("pass", d)
+            };
+            Item {
+                item: item.to_string(),
+                clause: clause.to_string(),
+                title: title.to_string(),
+                status: status.into(),
+                detail,
+                steps,
+                findings: mine.iter().map(|f| crate::report::one_line(f)).collect(),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,158 @@
+//! The sims' front ends for the CLI: settings in, text out, an exit code back
+//! (0 conforming, 1 a failed item or error finding). Each builds its own tokio runtime.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::edge::{EdgeSettings, EdgeStats};
+use super::platform::{PlanReport, PlatformSettings};
+use super::{Protocol, SimError};
+use crate::broker::{BrokerError, BrokerSettings};
+use crate::rules::RuleSet;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+    Junit,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Sim(#[from] SimError),
+    #[error(transparent)]
+    Demo(#[from] crate::demo::DemoError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, RunError> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// A watch that turns true on Ctrl-C.
+fn ctrl_c() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+pub fn render(r: &PlanReport, out: Output) -> String {
+    match out {
+        Output::Table => r.to_table(),
+        Output::Json => r.to_json() + "\n",
+        Output::Junit => r.to_junit(),
+    }
+}
+
+/// `edgetap broker`: runs until Ctrl-C.
+pub fn broker(s: BrokerSettings, w: &mut dyn Write) -> Result<u8, RunError> {
+    let b = crate::broker::start(&s)?;
+    writeln!(
+        w,
+        "edgetap broker: MQTT 3.1.1 on {}, MQTT 5 on {} (Ctrl-C stops)",
+        b.v4, b.v5
+    )?;
+    w.flush()?;
+    runtime()?.block_on(async {
+        let _ = tokio::signal::ctrl_c().await;
+    });
+    Ok(0)
+}
+
+/// `edgetap sim edge`: runs until Ctrl-C or `run_for`, then prints the statistics.
+pub fn edge(s: EdgeSettings, w: &mut dyn Write) -> Result<u8, RunError> {
+    let stats: EdgeStats = runtime()?.block_on(async {
+        let stop = ctrl_c();
+        super::edge::run(s, stop).await
+    });
+    writeln!(w, "{}", stats.summary())?;
+    if let Some(kib) = super::peak_rss_kib() {
+        writeln!(w, "peak RSS {:.1} MiB", kib as f64 / 1024.0)?;
+    }
+    for e in stats.errors.iter().take(5) {
+        writeln!(w, "error: {e}")?;
+    }
+    Ok(u8::from(stats.connected < stats.edges))
+}
+
+/// `edgetap sim platform`: the plan against one edge, or `respond_only` for any edge.
+pub fn platform(
+    s: PlatformSettings,
+    rules: Arc<RuleSet>,
+    respond_only: bool,
+    out: Output,
+    w: &mut dyn Write,
+) -> Result<u8, RunError> {
+    let rt = runtime()?;
+    if respond_only {
+        let n = rt.block_on(async {
+            let stop = ctrl_c();
+            super::platform::respond(&s.broker, s.protocol, stop).await
+        })?;
+        writeln!(w, "answered requests of {n} messages")?;
+        return Ok(0);
+    }
+    let r = rt.block_on(super::platform::run_plan(s, rules, None, None))?;
+    w.write_all(render(&r, out).as_bytes())?;
+    Ok(u8::from(!r.passed()))
+}
+
+/// `edgetap demo`.
+pub fn demo(s: crate::demo::DemoSettings, out: Output, w: &mut dyn Write) -> Result<u8, RunError> {
+    let t0 = std::time::Instant::now();
+    let (clean, faulty) = runtime()?.block_on(crate::demo::run(&s))?;
+    writeln!(
+        w,
+        "=== Run 1: reference platform vs reference edge (conforming) ===\n"
+    )?;
+    w.write_all(render(&clean, out).as_bytes())?;
+    writeln!(
+        w,
+        "\n=== Run 2: the same edge with fault \"{}\" (breaks {}, item {}) ===\n",
+        s.fault.name(),
+        s.fault.caught_by(),
+        s.fault.item()
+    )?;
+    w.write_all(render(&faulty, out).as_bytes())?;
+    let caught = !faulty.passed();
+    writeln!(
+        w,
+        "\nrun 1: {}; run 2: {} ({:.1} s)",
+        if clean.passed() {
+            "every clause passes"
+        } else {
+            "FAILED"
+        },
+        if caught {
+            "the fault is caught"
+        } else {
+            "the fault was NOT caught"
+        },
+        t0.elapsed().as_secs_f64()
+    )?;
+    Ok(u8::from(!clean.passed() || !caught))
+}
+
+pub fn protocol(mqtt5: bool) -> Protocol {
+    if mqtt5 {
+        Protocol::V5
+    } else {
+        Protocol::V4
+    }
+}
+
+pub fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}

@@ -1,0 +1,699 @@
+//! The proxy with real parts: mosquitto as the broker, rumqttc / mosquitto_pub as
+//! edge and platform clients, tcpdump for a reference capture. These tests FAIL when
+//! mosquitto or tcpdump is missing: CI installs them (.ci/run).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use edgetap::finding::Finding;
+use edgetap::pipeline::Settings;
+use edgetap::proxy::{ProxyOutcome, ProxySettings};
+use edgetap::rules::RuleSet;
+use edgetap::store::Store;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("edgetap-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+struct Mosquitto {
+    child: Child,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mosquitto(port: u16) -> Mosquitto {
+    let dir = temp_dir("mosquitto");
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+    )
+    .unwrap();
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto must be installed (apt-get install mosquitto)");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "mosquitto did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Mosquitto { child }
+}
+
+struct Proxy {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<ProxyOutcome>,
+    live: Arc<Mutex<Vec<Finding>>>,
+}
+
+async fn proxy(upstream: String, store: Option<Store>) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, rx) = oneshot::channel::<()>();
+    let live = Arc::new(Mutex::new(vec![]));
+    let l2 = live.clone();
+    let settings = ProxySettings {
+        upstream,
+        name: "test".into(),
+        max_connections: 1024,
+        ..ProxySettings::default()
+    };
+    let done = tokio::spawn(async move {
+        edgetap::proxy::run(
+            listener,
+            settings,
+            Arc::new(RuleSet::builtin()),
+            store,
+            Box::new(move |f| l2.lock().unwrap().push(f.clone())),
+            async {
+                let _ = rx.await;
+            },
+        )
+        .await
+        .expect("proxy runs")
+    });
+    Proxy {
+        addr,
+        stop,
+        done,
+        live,
+    }
+}
+
+impl Proxy {
+    async fn finish(self) -> (ProxyOutcome, Vec<Finding>) {
+        let _ = self.stop.send(());
+        let out = tokio::time::timeout(Duration::from_secs(10), self.done)
+            .await
+            .expect("proxy stops within 10 s")
+            .unwrap();
+        let live = self.live.lock().unwrap().clone();
+        (out, live)
+    }
+}
+
+/// A rumqttc client whose events arrive on a channel.
+fn client(id: &str, port: u16) -> (AsyncClient, mpsc::UnboundedReceiver<Event>) {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_max_packet_size(4 << 20, 4 << 20);
+    o.set_keep_alive(Duration::from_secs(30));
+    let (c, mut ev): (AsyncClient, EventLoop) = AsyncClient::new(o, 64);
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(e) = ev.poll().await {
+            if tx.send(e).is_err() {
+                break;
+            }
+        }
+    });
+    (c, rx)
+}
+
+async fn wait_for(
+    rx: &mut mpsc::UnboundedReceiver<Event>,
+    what: &str,
+    f: impl Fn(&Packet) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(Event::Incoming(p))) if f(&p) => return,
+            Ok(Some(_)) => {}
+            _ => panic!("timed out waiting for {what}"),
+        }
+    }
+}
+
+/// tcpdump on loopback, for the reference capture; stopped with SIGINT.
+struct Tcpdump {
+    child: Child,
+    file: PathBuf,
+}
+
+fn tcpdump(port: u16, file: PathBuf) -> Tcpdump {
+    use std::io::BufRead;
+    let mut child = Command::new("tcpdump")
+        .args([
+            "-i",
+            "lo",
+            "-U",
+            "--immediate-mode",
+            "-B",
+            "65536",
+            "-s",
+            "0",
+            "-w",
+        ])
+        .arg(&file)
+        .arg(format!("tcp port {port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump must be installed (apt-get install tcpdump)");
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = err.read_line(&mut line).unwrap();
+        assert!(n > 0, "tcpdump did not start (needs capture rights on lo)");
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    Tcpdump { child, file }
+}
+
+impl Tcpdump {
+    fn stop(mut self) -> PathBuf {
+        std::thread::sleep(Duration::from_millis(300));
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+        self.file
+    }
+}
+
+fn payloads() -> Vec<(&'static str, Vec<u8>)> {
+    let binary: Vec<u8> = (0..=255u8).cycle().take(1024).collect();
+    // 1 MB that no compressor or framing bug can fake: a simple LCG.
+    let mut x = 0x1234_5678u32;
+    let big: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (x >> 24) as u8
+        })
+        .collect();
+    vec![
+        ("data/binary", binary),
+        ("data/empty", vec![]),
+        ("data/big", big),
+        // Missing type and timestamp: two 5.3 findings.
+        ("/v1/E1/device/request", br#"{"mid":1}"#.to_vec()),
+    ]
+}
+
+fn key(f: &Finding) -> (String, String) {
+    (f.rule.clone(), f.message.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_arrive_byte_identical_and_store_matches_analyze() {
+    let port = free_port();
+    let _broker = mosquitto(port);
+    let dir = temp_dir("store");
+    let dump = tcpdump(port, dir.join("run.pcap"));
+    let store = Store::open(&dir.join("store")).unwrap();
+    let px = proxy(format!("127.0.0.1:{port}"), Some(store)).await;
+
+    let (platform, mut prx) = client("platform", port);
+    wait_for(&mut prx, "platform CONNACK", |p| {
+        matches!(p, Packet::ConnAck(_))
+    })
+    .await;
+    platform
+        .subscribe("data/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    platform.subscribe("/v1/#", QoS::AtLeastOnce).await.unwrap();
+    wait_for(&mut prx, "SUBACK", |p| matches!(p, Packet::SubAck(_))).await;
+    wait_for(&mut prx, "SUBACK", |p| matches!(p, Packet::SubAck(_))).await;
+
+    let (edge, mut erx) = client("edge", px.addr.port());
+    wait_for(&mut erx, "edge CONNACK", |p| {
+        matches!(p, Packet::ConnAck(_))
+    })
+    .await;
+    let sent = payloads();
+    for (topic, payload) in &sent {
+        edge.publish(*topic, QoS::AtLeastOnce, false, payload.clone())
+            .await
+            .unwrap();
+    }
+    let mut got: Vec<(String, Vec<u8>)> = vec![];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while got.len() < sent.len() {
+        match tokio::time::timeout_at(deadline, prx.recv()).await {
+            Ok(Some(Event::Incoming(Packet::Publish(p)))) => {
+                got.push((p.topic, p.payload.to_vec()))
+            }
+            Ok(Some(_)) => {}
+            _ => panic!("platform got {} of {} messages", got.len(), sent.len()),
+        }
+    }
+    for (topic, payload) in &sent {
+        let g = got
+            .iter()
+            .find(|(t, _)| t == topic)
+            .unwrap_or_else(|| panic!("{topic} not delivered"));
+        assert!(
+            g.1 == *payload,
+            "{topic}: payload differs ({} vs {} bytes)",
+            g.1.len(),
+            payload.len()
+        );
+    }
+    // Let the PUBACKs through, then close the edge cleanly.
+    for _ in 0..sent.len() {
+        wait_for(&mut erx, "PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
+    }
+    edge.disconnect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (out, live) = px.finish().await;
+    platform.disconnect().await.ok();
+    let pcap = dump.stop();
+
+    let report = &out.report;
+    assert_eq!(live, report.findings, "live findings are the report's");
+    assert_eq!(report.summary.publishes, 4);
+    let store = out.store.expect("store handed back");
+    let id = out.capture.unwrap();
+    let packets: Vec<_> = store.packets(id).map(|p| p.unwrap()).collect();
+    assert_eq!(
+        packets.len() as u64,
+        report.summary.mqtt_packets,
+        "store holds every packet"
+    );
+    let stored_publishes: Vec<(String, u64)> = packets
+        .iter()
+        .filter(|p| p.packet_type == "PUBLISH")
+        .map(|p| (p.topic.clone().unwrap(), p.payload_len.unwrap()))
+        .collect();
+    let want: Vec<(String, u64)> = sent
+        .iter()
+        .map(|(t, p)| (t.to_string(), p.len() as u64))
+        .collect();
+    assert_eq!(stored_publishes, want);
+    // Every forwarded byte is stored, in order, per direction.
+    let mut client_bytes = 0usize;
+    for ev in store.events(id) {
+        if let edgetap::store::EventKind::Data {
+            side: edgetap::finding::Side::Client,
+            bytes,
+        } = ev.unwrap().kind
+        {
+            client_bytes += bytes.len();
+        }
+    }
+    assert!(
+        client_bytes > (1 << 20),
+        "client bytes stored: {client_bytes}"
+    );
+    assert_eq!(
+        store.findings(id).unwrap(),
+        report.findings,
+        "stored findings"
+    );
+
+    // `analyze --capture` gives the live report.
+    let again = edgetap::store::replay::analyze_capture(
+        &store,
+        id,
+        Arc::new(RuleSet::builtin()),
+        Settings::default(),
+    )
+    .unwrap();
+    assert_eq!(again.findings, report.findings);
+    assert_eq!(again.clauses, report.clauses);
+    assert!(
+        report.findings.iter().any(|f| f.clause == "5.3"),
+        "{:?}",
+        report.findings
+    );
+
+    // A tcpdump capture of the same run (both legs at the broker) finds the same.
+    let mut quiet = edgetap::report::Collector::default();
+    let reference = edgetap::analyze::analyze_files(
+        Arc::new(RuleSet::builtin()),
+        &edgetap::analyze::AnalyzeSettings {
+            files: vec![pcap],
+            ports: vec![port],
+            max_packet: edgetap::mqtt::MQTT_MAX_REMAINING,
+            progress: false,
+        },
+        &mut quiet,
+    )
+    .unwrap();
+    let mut a: Vec<_> = report.findings.iter().map(key).collect();
+    let mut b: Vec<_> = reference.findings.iter().map(key).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "proxy findings vs tcpdump capture findings");
+    assert_eq!(reference.summary.messages, report.summary.messages);
+}
+
+const CONNECT: &[u8] = &[
+    0x10, 0x10, // CONNECT, remaining length 16
+    0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name
+    0x04, // level 4 (3.1.1)
+    0x02, // clean session
+    0x00, 0x3c, // keep alive 60
+    0x00, 0x04, b'e', b'd', b'g', b'e', // client id "edge"
+];
+
+async fn connack(s: &mut TcpStream) -> [u8; 4] {
+    let mut b = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut b))
+        .await
+        .expect("CONNACK in time")
+        .expect("CONNACK");
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_refusing_closes_the_client_and_the_proxy_keeps_serving() {
+    let port = free_port();
+    let px = proxy(format!("127.0.0.1:{port}"), None).await;
+    // Nobody listens upstream: the client's connection is closed (reset).
+    let mut c = TcpStream::connect(px.addr).await.unwrap();
+    let _ = c.write_all(CONNECT).await;
+    let mut b = [0u8; 16];
+    let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b))
+        .await
+        .expect("the proxy closes the client promptly");
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    // The broker comes up: the same proxy serves the next client.
+    let _broker = mosquitto(port);
+    let mut c = TcpStream::connect(px.addr).await.unwrap();
+    c.write_all(CONNECT).await.unwrap();
+    assert_eq!(connack(&mut c).await, [0x20, 0x02, 0x00, 0x00]);
+    drop(c);
+    let (out, _) = px.finish().await;
+    assert_eq!(out.accepted, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_vanishing_mid_packet_is_a_finding_and_others_go_on() {
+    let port = free_port();
+    let _broker = mosquitto(port);
+    let px = proxy(format!("127.0.0.1:{port}"), None).await;
+    let mut c = TcpStream::connect(px.addr).await.unwrap();
+    c.write_all(CONNECT).await.unwrap();
+    connack(&mut c).await;
+    let mut p = BytesMut::new();
+    rumqttc::mqttbytes::v4::Publish::new("data/x", QoS::AtMostOnce, vec![7u8; 200])
+        .write(&mut p)
+        .unwrap();
+    // Half a PUBLISH, then a reset.
+    c.write_all(&p[..60]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.set_zero_linger().unwrap();
+    drop(c);
+    let mut c2 = TcpStream::connect(px.addr).await.unwrap();
+    c2.write_all(CONNECT).await.unwrap();
+    assert_eq!(connack(&mut c2).await, [0x20, 0x02, 0x00, 0x00]);
+    drop(c2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (out, live) = px.finish().await;
+    assert!(
+        live.iter()
+            .any(|f| f.message.contains("ended inside") || f.message.contains("unfinished")),
+        "{live:#?}"
+    );
+    assert_eq!(out.report.summary.connections, 2);
+}
+
+fn raise_fd_limit() {
+    unsafe {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+        l.rlim_cur = l.rlim_max.min(8192);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_concurrent_connections() {
+    raise_fd_limit();
+    let port = free_port();
+    let _broker = mosquitto(port);
+    let dir = temp_dir("store500");
+    let px = proxy(
+        format!("127.0.0.1:{port}"),
+        Some(Store::open(&dir).unwrap()),
+    )
+    .await;
+    let addr = px.addr;
+    let n = 500;
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    let mut tasks = vec![];
+    for i in 0..n {
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let id = format!("c{i:04}");
+            let mut pkt = BytesMut::new();
+            rumqttc::mqttbytes::v4::Connect::new(id)
+                .write(&mut pkt)
+                .unwrap();
+            c.write_all(&pkt).await.unwrap();
+            let ack = connack(&mut c).await;
+            // All 500 are open at once before any leaves.
+            barrier.wait().await;
+            c.write_all(&[0xe0, 0x00]).await.unwrap(); // DISCONNECT
+            ack
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), [0x20, 0x02, 0x00, 0x00]);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (out, _) = px.finish().await;
+    assert_eq!(out.report.summary.connections, n as u64);
+    // CONNECT, CONNACK, DISCONNECT each.
+    assert_eq!(out.report.summary.mqtt_packets, 3 * n as u64);
+    let store = out.store.unwrap();
+    let meta = store.capture(out.capture.unwrap()).unwrap();
+    assert_eq!((meta.connections, meta.packets), (n as u64, 3 * n as u64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_31_311_and_5_clients_pass_through() {
+    let port = free_port();
+    let _broker = mosquitto(port);
+    let dir = temp_dir("versions");
+    let px = proxy(
+        format!("127.0.0.1:{port}"),
+        Some(Store::open(&dir).unwrap()),
+    )
+    .await;
+    for v in ["mqttv31", "mqttv311", "mqttv5"] {
+        let st = tokio::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &px.addr.port().to_string()])
+            .args(["-V", v, "-q", "1", "-t", &format!("data/{v}"), "-m", v])
+            .args(["-u", "dev", "-P", "s3cret"])
+            .status()
+            .await
+            .expect("mosquitto_pub must be installed (apt-get install mosquitto-clients)");
+        assert!(st.success(), "mosquitto_pub -V {v} through the proxy");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (out, _) = px.finish().await;
+    let store = out.store.unwrap();
+    let packets: Vec<_> = store
+        .packets(out.capture.unwrap())
+        .map(|p| p.unwrap())
+        .collect();
+    let versions: Vec<_> = packets
+        .iter()
+        .filter(|p| p.packet_type == "CONNECT")
+        .map(|p| p.version.clone().unwrap())
+        .collect();
+    assert_eq!(versions, ["3.1", "3.1.1", "5.0"]);
+    let count = |t: &str| packets.iter().filter(|p| p.packet_type == t).count();
+    assert_eq!(
+        (count("PUBLISH"), count("PUBACK"), count("DISCONNECT")),
+        (3, 3, 3)
+    );
+    // Stored as sent, redacted for output.
+    let c = packets.iter().find(|p| p.packet_type == "CONNECT").unwrap();
+    assert_eq!(c.password.as_deref(), Some("s3cret"));
+    assert_eq!(
+        c.redacted().password.as_deref(),
+        Some(edgetap::store::REDACTED)
+    );
+    assert!(!serde_json::to_string(&c.redacted())
+        .unwrap()
+        .contains("s3cret"));
+}
+
+/// Benchmark, not a timed test: `bench/proxy.sh` runs it and prints the numbers.
+/// QoS 0 throughput and QoS 1 round-trip latency, straight to mosquitto and through
+/// `edgetap proxy` (the binary, recording on), then peak RSS with 1,000 connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run bench/proxy.sh"]
+async fn bench_direct_vs_proxy() {
+    raise_fd_limit();
+    let n: usize = std::env::var("BENCH_MESSAGES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2_000);
+    let port = free_port();
+    let _broker = mosquitto(port);
+    let dir = temp_dir("bench");
+    let pport = free_port();
+    let mut px = Command::new(env!("CARGO_BIN_EXE_edgetap"))
+        .args(["proxy", "--listen", &format!("127.0.0.1:{pport}")])
+        .args([
+            "--upstream",
+            &format!("127.0.0.1:{port}"),
+            "--name",
+            "bench",
+        ])
+        .arg("--store")
+        .arg(dir.join("store"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    while std::net::TcpStream::connect(("127.0.0.1", pport)).is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let payload = vec![0x5au8; 1024];
+    let mut results = vec![];
+    for (label, target) in [
+        ("direct", port),
+        ("proxy", pport),
+        ("direct", port),
+        ("proxy", pport),
+    ] {
+        // Throughput: N QoS 0 publishes, timed until the subscriber has them all.
+        let (sub, mut srx) = client(&format!("sub-{label}"), port);
+        wait_for(&mut srx, "CONNACK", |p| matches!(p, Packet::ConnAck(_))).await;
+        sub.subscribe("bench/t", QoS::AtMostOnce).await.unwrap();
+        wait_for(&mut srx, "SUBACK", |p| matches!(p, Packet::SubAck(_))).await;
+        let (publ, mut prx) = client(&format!("pub-{label}"), target);
+        wait_for(&mut prx, "CONNACK", |p| matches!(p, Packet::ConnAck(_))).await;
+        let t = Instant::now();
+        let p2 = publ.clone();
+        let pl = payload.clone();
+        tokio::spawn(async move {
+            for _ in 0..n {
+                p2.publish("bench/t", QoS::AtMostOnce, false, pl.clone())
+                    .await
+                    .unwrap();
+            }
+        });
+        let mut got = 0;
+        while got < n {
+            match tokio::time::timeout(Duration::from_secs(2), srx.recv()).await {
+                Ok(Some(Event::Incoming(Packet::Publish(_)))) => got += 1,
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let rate = got as f64 / secs;
+        // Latency: QoS 1 publish → PUBACK, one at a time.
+        let mut lat = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let t = Instant::now();
+            publ.publish("bench/l", QoS::AtLeastOnce, false, payload.clone())
+                .await
+                .unwrap();
+            wait_for(&mut prx, "PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
+            lat.push(t.elapsed().as_micros() as u64);
+        }
+        lat.sort();
+        let p50 = lat[lat.len() / 2];
+        let p99 = lat[lat.len() * 99 / 100];
+        println!("{label:6}: {got}/{n} msgs in {secs:.3} s = {rate:.0} msg/s; QoS1 RTT p50 {p50} µs p99 {p99} µs");
+        results.push((label, rate, p50, p99));
+        publ.disconnect().await.ok();
+        sub.disconnect().await.ok();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let best = |l: &str, f: fn(&(&str, f64, u64, u64)) -> f64| {
+        results
+            .iter()
+            .filter(|r| r.0 == l)
+            .map(f)
+            .fold(f64::NAN, f64::max)
+    };
+    let min = |l: &str, f: fn(&(&str, f64, u64, u64)) -> f64| {
+        results
+            .iter()
+            .filter(|r| r.0 == l)
+            .map(f)
+            .fold(f64::NAN, f64::min)
+    };
+    println!(
+        "throughput ratio proxy/direct (best runs): {:.1}%",
+        100.0 * best("proxy", |r| r.1) / best("direct", |r| r.1)
+    );
+    println!(
+        "added latency (best runs): p50 {:.0} µs, p99 {:.0} µs",
+        min("proxy", |r| r.2 as f64) - min("direct", |r| r.2 as f64),
+        min("proxy", |r| r.3 as f64) - min("direct", |r| r.3 as f64)
+    );
+    // Peak RSS with 1,000 connections open through the proxy, each with a PUBLISH.
+    let mut conns = vec![];
+    for i in 0..1000 {
+        let mut c = TcpStream::connect(("127.0.0.1", pport)).await.unwrap();
+        let mut b = BytesMut::new();
+        rumqttc::mqttbytes::v4::Connect::new(format!("rss{i}"))
+            .write(&mut b)
+            .unwrap();
+        rumqttc::mqttbytes::v4::Publish::new("bench/rss", QoS::AtMostOnce, payload.clone())
+            .write(&mut b)
+            .unwrap();
+        c.write_all(&b).await.unwrap();
+        conns.push(c);
+    }
+    for c in conns.iter_mut() {
+        connack(c).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", px.id())).unwrap();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM ?");
+    println!(
+        "proxy peak RSS with 1000 connections: {}",
+        hwm.trim_start_matches("VmHWM:").trim()
+    );
+    drop(conns);
+    unsafe { libc::kill(px.id() as i32, libc::SIGTERM) };
+    let _ = px.wait();
+}
