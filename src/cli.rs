@@ -43,7 +43,7 @@ pub enum Command {
         #[command(subcommand)]
         command: SimCommand,
     },
-    /// Broker, tap, reference platform and edge in one process: the plan on a
+    /// Embedded broker, the proxy in front of it, reference platform and edge in one process: the plan on a
     /// conforming edge, then on the same edge with one fault.
     #[command(after_help = "Examples:\n  \
         edgetap demo\n  \

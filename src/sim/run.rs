@@ -115,9 +115,9 @@ pub fn demo(s: crate::demo::DemoSettings, out: Output, w: &mut dyn Write) -> Res
     let (clean, faulty) = runtime()?.block_on(crate::demo::run(&s))?;
     writeln!(
         w,
-        "=== Run 1: reference platform vs reference edge (conforming) ===\n"
+        "=== Run 1: reference platform vs reference edge behind the edgetap proxy (conforming) ===\n"
     )?;
-    w.write_all(render(&clean, out).as_bytes())?;
+    w.write_all(crate::demo::render(&clean, out).as_bytes())?;
     writeln!(
         w,
         "\n=== Run 2: the same edge with fault \"{}\" (breaks {}, item {}) ===\n",
@@ -125,20 +125,26 @@ pub fn demo(s: crate::demo::DemoSettings, out: Output, w: &mut dyn Write) -> Res
         s.fault.caught_by(),
         s.fault.item()
     )?;
-    w.write_all(render(&faulty, out).as_bytes())?;
-    let caught = !faulty.passed();
+    w.write_all(crate::demo::render(&faulty, out).as_bytes())?;
+    let caught = !faulty.plan.passed();
+    let proxy_caught = faulty.proxy.has_errors();
     writeln!(
         w,
-        "\nrun 1: {}; run 2: {} ({:.1} s)",
+        "\nrun 1: {}; run 2: {}, {} ({:.1} s)",
         if clean.passed() {
-            "every clause passes"
+            "every clause passes (plan and proxy)"
         } else {
             "FAILED"
         },
         if caught {
-            "the fault is caught"
+            "the plan catches the fault"
         } else {
-            "the fault was NOT caught"
+            "the plan did NOT catch the fault"
+        },
+        if proxy_caught {
+            "the proxy catches it too"
+        } else {
+            "the proxy did NOT catch it"
         },
         t0.elapsed().as_secs_f64()
     )?;
