@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 n=${1:-200000}
 work=$(mktemp -d /tmp/edgetap-bench.XXXXXX)
 port=18839
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 
 cargo build --release --quiet
 bin=target/release/edgetap
@@ -19,7 +19,7 @@ bin=target/release/edgetap
 python3 - "$n" > "$work/payloads.txt" <<'PY'
 import json, sys
 n = int(sys.argv[1])
-links = [{"name": f"eth{i}", "status": "up" if i % 3 else "down"} for i in range(12)]
+links = [{"name": f"eth{i}", "status": "up" if i % 3 else "down"} for i in range(18)]
 for i in range(n):
     print(json.dumps({
         "mid": 1000000000020000 + i, "type": "REP_SYS_STATUS",

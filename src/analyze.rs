@@ -70,7 +70,11 @@ pub fn analyze_files(
         }
     }
     analyzer.finish(&mut collector);
-    let inputs = settings.files.iter().map(|f| f.display().to_string()).collect();
+    let inputs = settings
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
     Ok(Report::build(
         inputs,
         analyzer.stats(),

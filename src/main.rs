@@ -34,8 +34,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // A closed pipe (`edgetap … | head`) is not an error.
-            if e
-                .downcast_ref::<std::io::Error>()
+            if e.downcast_ref::<std::io::Error>()
                 .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
             {
                 return ExitCode::SUCCESS;
@@ -114,7 +113,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     s.edge_wait = ms(a.edge_wait_ms);
                     s.capture = a.capture;
                     let out = sim_output(a.format);
-                    Ok(edgetap::sim::run::platform(s, rules, a.respond_only, out, &mut stdout)?)
+                    Ok(edgetap::sim::run::platform(
+                        s,
+                        rules,
+                        a.respond_only,
+                        out,
+                        &mut stdout,
+                    )?)
                 }
             }
         }
@@ -123,7 +128,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 fault: edgetap::sim::edge::Fault::parse(&a.fault)?,
                 protocol: edgetap::sim::run::protocol(a.mqtt5),
             };
-            Ok(edgetap::sim::run::demo(s, sim_output(a.format), &mut stdout)?)
+            Ok(edgetap::sim::run::demo(
+                s,
+                sim_output(a.format),
+                &mut stdout,
+            )?)
         }
         Command::Proxy(args) => {
             // The live findings print from the analysis thread.
@@ -228,7 +237,9 @@ fn analyze_capture(
 ) -> anyhow::Result<edgetap::report::Report> {
     let store = edgetap::store::Store::open(dir)?;
     let settings = edgetap::pipeline::Settings { max_packet };
-    Ok(edgetap::store::replay::analyze_capture(&store, id, rules, settings)?)
+    Ok(edgetap::store::replay::analyze_capture(
+        &store, id, rules, settings,
+    )?)
 }
 
 /// `edgetap proxy`: serves until Ctrl-C or SIGTERM, then prints the clause table.
@@ -238,7 +249,9 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
     let store = edgetap::store::Store::open(&args.store.dir)?;
     let settings = edgetap::proxy::ProxySettings {
         upstream: args.upstream.clone(),
-        name: args.name.unwrap_or_else(|| format!("{} → {}", args.listen, args.upstream)),
+        name: args
+            .name
+            .unwrap_or_else(|| format!("{} → {}", args.listen, args.upstream)),
         max_connections: args.max_connections,
         max_buffered: args.max_buffered,
         max_packet: args.max_packet_size,
@@ -278,7 +291,11 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
     writeln!(stdout)?;
     stdout.write_all(outcome.report.to_table().as_bytes())?;
     if let Some(id) = outcome.capture {
-        writeln!(stdout, "capture {id} stored in {}", args.store.dir.display())?;
+        writeln!(
+            stdout,
+            "capture {id} stored in {}",
+            args.store.dir.display()
+        )?;
     }
     Ok(u8::from(outcome.report.has_errors()))
 }

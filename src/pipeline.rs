@@ -367,7 +367,10 @@ impl Analyzer {
                     |c| matches!(c, Check::MqttMalformed),
                     &place(offset),
                     vec![
-                        ("packet_type", crate::mqtt::packet::type_name(header >> 4).into()),
+                        (
+                            "packet_type",
+                            crate::mqtt::packet::type_name(header >> 4).into(),
+                        ),
                         ("len", len.to_string()),
                         ("detail", error),
                     ],

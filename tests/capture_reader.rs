@@ -19,11 +19,21 @@ struct Expected {
 }
 
 fn manifest() -> HashMap<String, Expected> {
-    let text = std::fs::read_to_string(Path::new(PCAP_DIR).join("MANIFEST.tsv")).expect("MANIFEST.tsv");
+    let text =
+        std::fs::read_to_string(Path::new(PCAP_DIR).join("MANIFEST.tsv")).expect("MANIFEST.tsv");
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
-    let col = |name: &str| header.iter().position(|h| h.starts_with(name)).unwrap_or_else(|| panic!("no column {name}"));
-    let (name_col, count_col, types_col) = (col("local_name"), col("mqtt_msg_count_tshark"), col("msgtype_counts"));
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h.starts_with(name))
+            .unwrap_or_else(|| panic!("no column {name}"))
+    };
+    let (name_col, count_col, types_col) = (
+        col("local_name"),
+        col("mqtt_msg_count_tshark"),
+        col("msgtype_counts"),
+    );
     lines
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
@@ -36,7 +46,13 @@ fn manifest() -> HashMap<String, Expected> {
                     (t.parse().unwrap(), n.parse().unwrap())
                 })
                 .collect();
-            (f[name_col].to_string(), Expected { tshark_msgs: f[count_col].parse().unwrap_or(0), types })
+            (
+                f[name_col].to_string(),
+                Expected {
+                    tshark_msgs: f[count_col].parse().unwrap_or(0),
+                    types,
+                },
+            )
         })
         .collect()
 }
@@ -48,7 +64,11 @@ fn captures() -> Vec<PathBuf> {
         .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
         .collect();
     files.sort();
-    assert!(files.len() >= 40, "expected the 40 shared captures, found {}", files.len());
+    assert!(
+        files.len() >= 40,
+        "expected the 40 shared captures, found {}",
+        files.len()
+    );
     files
 }
 
@@ -68,28 +88,54 @@ struct Seen {
 }
 
 fn run(path: &Path, ports: &[u16]) -> Seen {
-    let opts = CaptureOptions { ports: ports.to_vec(), ..Default::default() };
+    let opts = CaptureOptions {
+        ports: ports.to_vec(),
+        ..Default::default()
+    };
     let mut reader = CaptureReader::open(path, opts).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(reader.total_bytes(), Some(std::fs::metadata(path).unwrap().len()));
+    assert_eq!(
+        reader.total_bytes(),
+        Some(std::fs::metadata(path).unwrap().len())
+    );
     let mut seen = Seen::default();
     let stats = reader
         .run(&mut |e| match e {
-            FlowEvent::Open { conn, midstream, .. } => seen.opens.push((conn, midstream)),
-            FlowEvent::Data { conn, side, data, .. } => {
-                seen.streams.entry((conn, side.index())).or_default().extend_from_slice(data);
-                let pieces = seen.pieces.entry((conn, side.index())).or_insert_with(|| vec![Vec::new()]);
+            FlowEvent::Open {
+                conn, midstream, ..
+            } => seen.opens.push((conn, midstream)),
+            FlowEvent::Data {
+                conn, side, data, ..
+            } => {
+                seen.streams
+                    .entry((conn, side.index()))
+                    .or_default()
+                    .extend_from_slice(data);
+                let pieces = seen
+                    .pieces
+                    .entry((conn, side.index()))
+                    .or_insert_with(|| vec![Vec::new()]);
                 pieces.last_mut().unwrap().extend_from_slice(data);
             }
-            FlowEvent::Gap { conn, side, lost, .. } => {
+            FlowEvent::Gap {
+                conn, side, lost, ..
+            } => {
                 seen.gaps += lost;
-                seen.pieces.entry((conn, side.index())).or_default().push(Vec::new());
+                seen.pieces
+                    .entry((conn, side.index()))
+                    .or_default()
+                    .push(Vec::new());
             }
             FlowEvent::Close { .. } => seen.closes += 1,
             FlowEvent::NotDecodable { .. } => seen.not_decodable += 1,
             FlowEvent::BadFrame { message, .. } => seen.bad.push(message),
         })
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(reader.bytes_read(), reader.total_bytes().unwrap(), "{}: not read to the end", path.display());
+    assert_eq!(
+        reader.bytes_read(),
+        reader.total_bytes().unwrap(),
+        "{}: not read to the end",
+        path.display()
+    );
     seen.stats = stats;
     seen
 }
@@ -112,7 +158,9 @@ fn count_messages(stream: &[u8], types: &mut BTreeMap<u8, usize>) {
                 return;
             }
         }
-        let Some(next) = rest.get(i + len..) else { return };
+        let Some(next) = rest.get(i + len..) else {
+            return;
+        };
         *types.entry(first >> 4).or_default() += 1;
         rest = next;
     }
@@ -124,12 +172,22 @@ fn every_shared_capture_reads_without_error_and_yields_mqtt_flows() {
     for path in captures() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let seen = run(&path, &[1883, 17501]);
-        let what = format!("{name}: opens {:?}, stats {:?}, bad {:?}", seen.opens, seen.stats, seen.bad);
-        assert!(manifest.contains_key(&name), "{name} is not in MANIFEST.tsv");
+        let what = format!(
+            "{name}: opens {:?}, stats {:?}, bad {:?}",
+            seen.opens, seen.stats, seen.bad
+        );
+        assert!(
+            manifest.contains_key(&name),
+            "{name} is not in MANIFEST.tsv"
+        );
         assert!(!seen.opens.is_empty(), "no MQTT flow: {what}");
         assert!(!seen.streams.is_empty(), "no data: {what}");
         assert!(seen.bad.is_empty(), "{what}");
-        assert_eq!(seen.closes, seen.opens.len(), "every flow closed once: {what}");
+        assert_eq!(
+            seen.closes,
+            seen.opens.len(),
+            "every flow closed once: {what}"
+        );
         assert_eq!(seen.not_decodable, 0, "{what}");
         assert!(!seen.stats.truncated, "{what}");
         // ConnIds are 1, 2, 3... in order.
@@ -160,10 +218,21 @@ fn reassembled_streams_hold_the_messages_tshark_counts() {
         }
         // Only one capture misses bytes: its first CONNECT segment was cut out (the
         // point of that suricata test).
-        let want_gaps = if name == "sv_mqtt-events-missing-connect__input.pcap" { 16 } else { 0 };
+        let want_gaps = if name == "sv_mqtt-events-missing-connect__input.pcap" {
+            16
+        } else {
+            0
+        };
         assert_eq!(seen.gaps, want_gaps, "{name}: bytes missing");
-        assert_eq!(types, expected.types, "{name}: message types found (left) vs tshark (right)");
-        assert_eq!(types.values().sum::<usize>(), expected.tshark_msgs, "{name}");
+        assert_eq!(
+            types, expected.types,
+            "{name}: message types found (left) vs tshark (right)"
+        );
+        assert_eq!(
+            types.values().sum::<usize>(),
+            expected.tshark_msgs,
+            "{name}"
+        );
         checked += 1;
     }
     // All but ndpi_coap_mqtt, which has its own test.
@@ -180,7 +249,11 @@ fn mqtt_on_port_17501_is_found_by_connect_sniffing() {
     let sniffed = run(&path, &[1883]);
     assert_eq!(sniffed.opens, vec![(1, false)]);
     let client = &sniffed.streams[&(1, Side::Client.index())];
-    assert_eq!(client.first(), Some(&0x10), "the client stream starts with its CONNECT");
+    assert_eq!(
+        client.first(),
+        Some(&0x10),
+        "the client stream starts with its CONNECT"
+    );
     // Naming the port finds all four, the mid-stream ones included.
     let by_port = run(&path, &[1883, 17501]);
     assert_eq!(by_port.opens.len(), 4, "MANIFEST: 4 flows on tcp/17501");
@@ -190,7 +263,17 @@ fn mqtt_on_port_17501_is_found_by_connect_sniffing() {
         count_messages(stream, &mut types);
     }
     // tshark -d tcp.port==17501,mqtt: 153 messages.
-    let want: BTreeMap<u8, usize> = [(1, 1), (2, 1), (3, 75), (4, 70), (8, 1), (9, 1), (12, 2), (13, 2)].into();
+    let want: BTreeMap<u8, usize> = [
+        (1, 1),
+        (2, 1),
+        (3, 75),
+        (4, 70),
+        (8, 1),
+        (9, 1),
+        (12, 2),
+        (13, 2),
+    ]
+    .into();
     assert_eq!(types, want);
     assert_eq!(by_port.gaps, 0);
 }

@@ -136,17 +136,32 @@ fn compare(pcap: &Path, expected: &Value) -> Vec<String> {
         .as_array()
         .expect("clauses is an array")
         .iter()
-        .map(|c| (c["clause"].as_str().unwrap_or("?").to_string(), c["status"].clone()))
+        .map(|c| {
+            (
+                c["clause"].as_str().unwrap_or("?").to_string(),
+                c["status"].clone(),
+            )
+        })
         .collect();
-    let want_clauses = expected["clauses"].as_object().expect("expected clauses object");
+    let want_clauses = expected["clauses"]
+        .as_object()
+        .expect("expected clauses object");
     for (clause, w) in want_clauses {
-        let g = got_clauses.get(clause).cloned().unwrap_or(json!("(absent)"));
+        let g = got_clauses
+            .get(clause)
+            .cloned()
+            .unwrap_or(json!("(absent)"));
         if *w != g {
             diffs.push(format!("clause {clause}: expected {w}, got {g}"));
         }
     }
-    for clause in got_clauses.keys().filter(|c| !want_clauses.contains_key(*c)) {
-        diffs.push(format!("clause {clause}: in the report, not in the expected file"));
+    for clause in got_clauses
+        .keys()
+        .filter(|c| !want_clauses.contains_key(*c))
+    {
+        diffs.push(format!(
+            "clause {clause}: in the report, not in the expected file"
+        ));
     }
 
     let want_code = i32::from(
@@ -177,7 +192,10 @@ fn every_sample_capture_has_an_expected_report() {
         .filter(|p| !expected_path(p).exists())
         .map(|p| name(p))
         .collect();
-    assert!(missing.is_empty(), "captures without NAME.expected.json: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "captures without NAME.expected.json: {missing:?}"
+    );
 }
 
 #[test]
@@ -190,8 +208,8 @@ fn golden_reports() {
             continue;
         }
         let text = std::fs::read_to_string(&exp_path).expect("read expected file");
-        let expected: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", exp_path.display()));
+        let expected: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", exp_path.display()));
         let diffs = compare(&pcap, &expected);
         checked += 1;
         if !diffs.is_empty() {
@@ -255,8 +273,15 @@ fn server_ports(pcap: &str) -> Vec<String> {
 fn tshark_publishes(pcap: &Path) -> u64 {
     let file = pcap.to_str().expect("UTF-8 path");
     let ports = server_ports(file);
-    assert!(!ports.is_empty(), "{}: no TCP connection opened", name(pcap));
-    let decode_as: Vec<String> = ports.iter().map(|p| format!("tcp.port=={p},mqtt")).collect();
+    assert!(
+        !ports.is_empty(),
+        "{}: no TCP connection opened",
+        name(pcap)
+    );
+    let decode_as: Vec<String> = ports
+        .iter()
+        .map(|p| format!("tcp.port=={p},mqtt"))
+        .collect();
     let mut args = vec!["-r", file];
     for d in &decode_as {
         args.extend(["-d", d.as_str()]);
@@ -276,7 +301,10 @@ fn publishes_match_tshark() {
         let want = tshark_publishes(&pcap);
         let got = analyze(&pcap).report["summary"]["publishes"].as_u64();
         if got != Some(want) {
-            diffs.push(format!("{}: tshark counts {want} PUBLISH, edgetap {got:?}", name(&pcap)));
+            diffs.push(format!(
+                "{}: tshark counts {want} PUBLISH, edgetap {got:?}",
+                name(&pcap)
+            ));
         }
     }
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));

@@ -19,7 +19,9 @@ fn publish(topic: &str, payload: &str) -> Vec<u8> {
 
 fn connect(id: &str) -> Vec<u8> {
     let mut b = BytesMut::new();
-    rumqttc::mqttbytes::v4::Connect::new(id).write(&mut b).unwrap();
+    rumqttc::mqttbytes::v4::Connect::new(id)
+        .write(&mut b)
+        .unwrap();
     b.to_vec()
 }
 
@@ -58,8 +60,22 @@ fn one_leg_capture_counts_deliveries_as_messages() {
     a.open(1, None, None, false);
     a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
     let cmd = r#"{"mid":2,"type":"CMD_SYS_STATUS","timestamp":"2026-11-26 18:00:01"}"#;
-    a.data(1, Side::Server, T0 + 10, 2, &publish("/v1/E1/device/command", cmd), &mut s);
-    a.data(1, Side::Server, T0 + 20, 3, &publish("/v1/E1/device/command", cmd), &mut s);
+    a.data(
+        1,
+        Side::Server,
+        T0 + 10,
+        2,
+        &publish("/v1/E1/device/command", cmd),
+        &mut s,
+    );
+    a.data(
+        1,
+        Side::Server,
+        T0 + 20,
+        3,
+        &publish("/v1/E1/device/command", cmd),
+        &mut s,
+    );
     assert_eq!(a.stats().messages, 2);
 }
 
@@ -74,7 +90,11 @@ fn capture_gap_is_a_finding_and_decoding_resumes() {
     a.gap(1, Side::Client, T0, 3, 50, &mut s);
     a.data(1, Side::Client, T0, 4, &p[60..], &mut s);
     a.data(1, Side::Client, T0, 5, &p, &mut s);
-    assert!(rules_of(&s.findings).contains(&"capture.gap"), "{:?}", s.findings);
+    assert!(
+        rules_of(&s.findings).contains(&"capture.gap"),
+        "{:?}",
+        s.findings
+    );
     let gap = s.findings.iter().find(|f| f.rule == "capture.gap").unwrap();
     assert_eq!(gap.offset, Some(connect("edge").len() as u64 + 10));
     assert_eq!(a.stats().messages, 1, "the packet after the gap is decoded");
@@ -143,7 +163,11 @@ fn connection_ending_inside_a_packet_is_malformed() {
     let p = publish("/v1/E1/device/request", LINKUP);
     a.data(1, Side::Client, T0, 2, &p[..20], &mut s);
     a.close(1, T0, 3, &mut s);
-    let f = s.findings.iter().find(|f| f.rule == "mqtt.malformed").expect("finding");
+    let f = s
+        .findings
+        .iter()
+        .find(|f| f.rule == "mqtt.malformed")
+        .expect("finding");
     assert_eq!(f.offset, Some(connect("edge").len() as u64));
     assert_eq!(f.side, Some(Side::Client));
 }

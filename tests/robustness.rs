@@ -11,13 +11,14 @@ fn pcaps() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|x| x == "pcap" || x == "pcapng")
-        })
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
         .collect();
     v.sort();
-    assert!(v.len() >= 40, "expected the shared captures, found {}", v.len());
+    assert!(
+        v.len() >= 40,
+        "expected the shared captures, found {}",
+        v.len()
+    );
     v
 }
 
@@ -50,7 +51,10 @@ fn edgetap_json(p: &Path, port: u16) -> (i32, serde_json::Value) {
         .arg(p)
         .output()
         .unwrap();
-    let code = out.status.code().expect("edgetap exited by signal (panic?)");
+    let code = out
+        .status
+        .code()
+        .expect("edgetap exited by signal (panic?)");
     assert!(
         code == 0 || code == 1,
         "{}: exit {code}: {}",
@@ -85,7 +89,10 @@ fn malformed_captures_yield_findings_not_failures() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps");
     for (name, rule) in [
         ("sv_mqtt-events-invalid-qos__input.pcap", "mqtt.malformed"),
-        ("sv_mqtt-events-unassigned-msgtype__input.pcap", "mqtt.malformed"),
+        (
+            "sv_mqtt-events-unassigned-msgtype__input.pcap",
+            "mqtt.malformed",
+        ),
         ("sv_mqtt5-excessiveproplen__input.pcap", "mqtt.malformed"),
     ] {
         let (code, report) = edgetap_json(&dir.join(name), 1883);

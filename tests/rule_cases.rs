@@ -66,7 +66,11 @@ fn connect(client_id: &str) -> Vec<u8> {
 
 fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
     let mut b = BytesMut::new();
-    let p = rumqttc::mqttbytes::v4::Publish::new(topic, rumqttc::mqttbytes::QoS::AtMostOnce, payload.to_vec());
+    let p = rumqttc::mqttbytes::v4::Publish::new(
+        topic,
+        rumqttc::mqttbytes::QoS::AtMostOnce,
+        payload.to_vec(),
+    );
     p.write(&mut b).unwrap();
     b.to_vec()
 }
@@ -147,8 +151,8 @@ fn every_rule_triggers_and_stays_silent() {
     files.sort();
     for path in files {
         let text = std::fs::read_to_string(&path).unwrap();
-        let file: CaseFile = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let file: CaseFile =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for case in &file.cases {
             let (counts, lines) = run(&rules, case);
             let mut ok = true;

@@ -119,17 +119,43 @@ pub(crate) struct FlowTable {
 
 impl FlowTable {
     pub(crate) fn new(opts: CaptureOptions, file: String) -> FlowTable {
-        FlowTable { opts, file, flows: HashMap::new(), next_conn: 1, last_sweep_us: i64::MIN, reported_links: Vec::new(), stats: Stats::default() }
+        FlowTable {
+            opts,
+            file,
+            flows: HashMap::new(),
+            next_conn: 1,
+            last_sweep_us: i64::MIN,
+            reported_links: Vec::new(),
+            stats: Stats::default(),
+        }
     }
 
     /// Reports a frame that cannot be read.
-    pub(crate) fn bad_frame(&mut self, frame: u64, time_us: i64, message: String, f: &mut EventSink<'_>) {
+    pub(crate) fn bad_frame(
+        &mut self,
+        frame: u64,
+        time_us: i64,
+        message: String,
+        f: &mut EventSink<'_>,
+    ) {
         self.stats.bad_frames += 1;
-        f(FlowEvent::BadFrame { frame, time_us, message });
+        f(FlowEvent::BadFrame {
+            frame,
+            time_us,
+            message,
+        });
     }
 
     /// One captured frame: slice it, and give its TCP segment to its flow.
-    pub(crate) fn on_frame(&mut self, frame: u64, offset: u64, link: u32, time_us: i64, data: &[u8], f: &mut EventSink<'_>) {
+    pub(crate) fn on_frame(
+        &mut self,
+        frame: u64,
+        offset: u64,
+        link: u32,
+        time_us: i64,
+        data: &[u8],
+        f: &mut EventSink<'_>,
+    ) {
         let file = &self.file;
         if !linktype::is_supported(link) {
             // One report per link type, not one per frame: a whole capture of an
@@ -159,8 +185,18 @@ impl FlowTable {
         self.stats.tcp_segments += 1;
         let key = FlowKey::of(seg.src, seg.dst);
         let opening_syn = seg.flag_syn && !seg.flag_ack;
-        let Self { opts, flows, next_conn, stats, .. } = self;
-        let mut emit = Emit { f, stats, next_conn };
+        let Self {
+            opts,
+            flows,
+            next_conn,
+            stats,
+            ..
+        } = self;
+        let mut emit = Emit {
+            f,
+            stats,
+            next_conn,
+        };
 
         let start_new = match flows.get_mut(&key) {
             None => !seg.flag_rst,
@@ -193,11 +229,28 @@ impl FlowTable {
 
     /// End of the capture: every open flow is flushed and closed, oldest first.
     pub(crate) fn finish(&mut self, last_frame: u64, last_time_us: i64, f: &mut EventSink<'_>) {
-        let at = At { time_us: last_time_us, frame: last_frame };
-        let mut open: Vec<(FlowKey, u64)> = self.flows.iter().filter(|(_, fl)| matches!(fl.meta.state, State::Undecided | State::Mqtt)).map(|(k, fl)| (*k, fl.meta.first.frame)).collect();
+        let at = At {
+            time_us: last_time_us,
+            frame: last_frame,
+        };
+        let mut open: Vec<(FlowKey, u64)> = self
+            .flows
+            .iter()
+            .filter(|(_, fl)| matches!(fl.meta.state, State::Undecided | State::Mqtt))
+            .map(|(k, fl)| (*k, fl.meta.first.frame))
+            .collect();
         open.sort_by_key(|&(_, first_frame)| first_frame);
-        let Self { flows, next_conn, stats, .. } = self;
-        let mut emit = Emit { f, stats, next_conn };
+        let Self {
+            flows,
+            next_conn,
+            stats,
+            ..
+        } = self;
+        let mut emit = Emit {
+            f,
+            stats,
+            next_conn,
+        };
         for (key, _) in open {
             if let Some(mut flow) = flows.remove(&key) {
                 flow.finish(at, false, &mut emit);
@@ -248,7 +301,11 @@ impl Flow {
             (seg.dst, seg.src, true)
         };
         let by_port = is_mqtt_port(client.port()) || is_mqtt_port(server.port());
-        let state = if server.port() == MQTT_TLS_PORT && !is_mqtt_port(MQTT_TLS_PORT) { State::Tls } else { State::Undecided };
+        let state = if server.port() == MQTT_TLS_PORT && !is_mqtt_port(MQTT_TLS_PORT) {
+            State::Tls
+        } else {
+            State::Undecided
+        };
         Flow {
             meta: FlowMeta {
                 state,
@@ -270,7 +327,11 @@ impl Flow {
     fn on_segment(&mut self, seg: &TcpSegment<'_>, at: At, limit: usize, emit: &mut Emit<'_, '_>) {
         let Flow { meta, dirs } = self;
         meta.last_seen_us = at.time_us;
-        let side = if seg.src == meta.client { Side::Client } else { Side::Server };
+        let side = if seg.src == meta.client {
+            Side::Client
+        } else {
+            Side::Server
+        };
         match meta.state {
             State::Undecided | State::Mqtt => {}
             State::Tls | State::Ignored => {
@@ -297,13 +358,23 @@ impl Flow {
         if seg.flag_ack && !meta.midstream && !dirs[peer].is_started() {
             dirs[peer].start_at(seg.ack);
         }
-        dirs[this].segment(seg.seq, seg.flag_syn, seg.flag_fin, seg.payload, seg.missing, limit, &mut |chunk| meta.on_chunk(side, chunk, at, emit));
+        dirs[this].segment(
+            seg.seq,
+            seg.flag_syn,
+            seg.flag_fin,
+            seg.payload,
+            seg.missing,
+            limit,
+            &mut |chunk| meta.on_chunk(side, chunk, at, emit),
+        );
         if seg.flag_ack {
             let peer_side = match side {
                 Side::Client => Side::Server,
                 Side::Server => Side::Client,
             };
-            dirs[peer].acked(seg.ack, &mut |chunk| meta.on_chunk(peer_side, chunk, at, emit));
+            dirs[peer].acked(seg.ack, &mut |chunk| {
+                meta.on_chunk(peer_side, chunk, at, emit)
+            });
         }
         if matches!(meta.state, State::Tls | State::Ignored) {
             dirs[0].clear();
@@ -332,7 +403,15 @@ impl Flow {
                 meta.emit_chunk(Side::Client, Chunk::Data(&sniffed), at, emit);
             }
             if meta.state == State::Mqtt {
-                emit_event(emit, FlowEvent::Close { conn: meta.conn, time_us: at.time_us, frame: at.frame, reset });
+                emit_event(
+                    emit,
+                    FlowEvent::Close {
+                        conn: meta.conn,
+                        time_us: at.time_us,
+                        frame: at.frame,
+                        reset,
+                    },
+                );
             }
         }
         meta.state = State::Closed;
@@ -411,8 +490,20 @@ impl FlowMeta {
     fn emit_chunk(&mut self, side: Side, chunk: Chunk<'_>, at: At, emit: &mut Emit<'_, '_>) {
         let (conn, time_us, frame) = (self.conn, at.time_us, at.frame);
         let event = match chunk {
-            Chunk::Data(data) => FlowEvent::Data { conn, side, time_us, frame, data },
-            Chunk::Gap(lost) => FlowEvent::Gap { conn, side, time_us, frame, lost },
+            Chunk::Data(data) => FlowEvent::Data {
+                conn,
+                side,
+                time_us,
+                frame,
+                data,
+            },
+            Chunk::Gap(lost) => FlowEvent::Gap {
+                conn,
+                side,
+                time_us,
+                frame,
+                lost,
+            },
         };
         emit_event(emit, event);
     }
@@ -478,8 +569,25 @@ impl FlowMeta {
         self.take_conn(emit);
         self.state = State::Mqtt;
         emit.stats.mqtt_flows += 1;
-        let FlowMeta { conn, client, server, first, midstream, .. } = *self;
-        emit_event(emit, FlowEvent::Open { conn, client, server, time_us: first.time_us, frame: first.frame, midstream });
+        let FlowMeta {
+            conn,
+            client,
+            server,
+            first,
+            midstream,
+            ..
+        } = *self;
+        emit_event(
+            emit,
+            FlowEvent::Open {
+                conn,
+                client,
+                server,
+                time_us: first.time_us,
+                frame: first.frame,
+                midstream,
+            },
+        );
     }
 
     fn not_decodable(&mut self, emit: &mut Emit<'_, '_>) {
@@ -487,6 +595,16 @@ impl FlowMeta {
         self.state = State::Tls;
         emit.stats.not_decodable_flows += 1;
         let (conn, client, server, first) = (self.conn, self.client, self.server, self.first);
-        emit_event(emit, FlowEvent::NotDecodable { conn, client, server, time_us: first.time_us, frame: first.frame, reason: "TLS".to_string() });
+        emit_event(
+            emit,
+            FlowEvent::NotDecodable {
+                conn,
+                client,
+                server,
+                time_us: first.time_us,
+                frame: first.frame,
+                reason: "TLS".to_string(),
+            },
+        );
     }
 }

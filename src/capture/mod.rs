@@ -26,9 +26,9 @@
 //!   open flow is flushed and closed normally. Only a file that is not a capture at all,
 //!   or an I/O error, is a [`CaptureError`].
 //!
-//! Layout: [`source`] reads pcap/pcapng records, [`link`] slices a frame down to its
-//! TCP segment, [`reassembly`] puts one direction of a TCP stream back in order and
-//! [`flow`] keeps the table of flows, decides which are MQTT and emits the events.
+//! Layout: `source` reads pcap/pcapng records, `link` slices a frame down to its TCP
+//! segment, `reassembly` puts one direction of a TCP stream back in order and `flow`
+//! keeps the table of flows, decides which are MQTT and emits the events.
 
 mod flow;
 mod link;
@@ -65,7 +65,10 @@ pub struct CaptureOptions {
 
 impl Default for CaptureOptions {
     fn default() -> Self {
-        CaptureOptions { ports: vec![1883], max_reorder_bytes: 4 << 20 }
+        CaptureOptions {
+            ports: vec![1883],
+            max_reorder_bytes: 4 << 20,
+        }
     }
 }
 
@@ -80,25 +83,62 @@ pub enum FlowEvent<'a> {
     /// A new TCP flow that will be decoded as MQTT. `client` is the TCP client (the SYN
     /// sender; if the capture starts mid-stream: the side whose port is not an MQTT
     /// port; else the higher port). Time and frame are those of the flow's first
-    /// segment in the capture.
-    Open { conn: ConnId, client: SocketAddr, server: SocketAddr, time_us: i64, frame: u64, midstream: bool },
+    /// segment in the capture. `midstream`: the capture holds neither the SYN nor the
+    /// SYN-ACK, so each direction starts at its first segment seen, likely in the
+    /// middle of an MQTT packet or session.
+    Open {
+        conn: ConnId,
+        client: SocketAddr,
+        server: SocketAddr,
+        time_us: i64,
+        frame: u64,
+        midstream: bool,
+    },
     /// In-order reassembled bytes of one direction, emitted as soon as they are
     /// contiguous. Time and frame are those of the segment that made them contiguous.
-    Data { conn: ConnId, side: Side, time_us: i64, frame: u64, data: &'a [u8] },
+    Data {
+        conn: ConnId,
+        side: Side,
+        time_us: i64,
+        frame: u64,
+        data: &'a [u8],
+    },
     /// `lost` bytes of this direction are missing from the capture (capture loss, snap
     /// length, or the reorder buffer gave up on a hole). Data resumes right after them.
-    Gap { conn: ConnId, side: Side, time_us: i64, frame: u64, lost: u64 },
+    Gap {
+        conn: ConnId,
+        side: Side,
+        time_us: i64,
+        frame: u64,
+        lost: u64,
+    },
     /// The flow is finished: both FINs seen (with all bytes before them), a RST, a new
     /// connection on the same addresses and ports, or the end of the capture (then
     /// `frame` is the last frame number and `reset` is false).
-    Close { conn: ConnId, time_us: i64, frame: u64, reset: bool },
+    Close {
+        conn: ConnId,
+        time_us: i64,
+        frame: u64,
+        reset: bool,
+    },
     /// A flow that will not be decoded: TLS (server port 8883, or the first client
     /// bytes are a TLS ClientHello). The flow's only event; its bytes are not emitted.
-    NotDecodable { conn: ConnId, client: SocketAddr, server: SocketAddr, time_us: i64, frame: u64, reason: String },
+    NotDecodable {
+        conn: ConnId,
+        client: SocketAddr,
+        server: SocketAddr,
+        time_us: i64,
+        frame: u64,
+        reason: String,
+    },
     /// A frame that could not be read (truncated headers, unsupported link type, a
     /// record cut by the end of the file...). `message` names the file, the frame, its
     /// byte offset and what was wrong. Reading continues with the next frame.
-    BadFrame { frame: u64, time_us: i64, message: String },
+    BadFrame {
+        frame: u64,
+        time_us: i64,
+        message: String,
+    },
 }
 
 /// Counters of one run, for summaries and progress reports.
@@ -121,8 +161,9 @@ pub struct Stats {
     pub unsupported_frames: u64,
     /// IP fragments (not reassembled; a fragmented TCP segment shows up as a `Gap`).
     pub ip_fragments: u64,
-    /// `Gap` events, and the bytes they report missing.
+    /// `Gap` events.
     pub gaps: u64,
+    /// Bytes the `Gap` events report missing.
     pub lost_bytes: u64,
     /// Bytes of the file consumed.
     pub bytes: u64,
@@ -143,7 +184,11 @@ pub enum CaptureError {
     #[error("{file}: not a pcap or pcapng capture: {detail}")]
     NotACapture { file: String, detail: String },
     #[error("{file}: unreadable {format} file header: {detail}")]
-    BadHeader { file: String, format: &'static str, detail: String },
+    BadHeader {
+        file: String,
+        format: &'static str,
+        detail: String,
+    },
     #[error("{file}: frame {frame} at byte offset {offset}: read error: {source}")]
     Read {
         file: String,
@@ -185,21 +230,45 @@ impl CaptureReader {
     /// Opens a capture file; pcap or pcapng is told by its magic number.
     pub fn open(path: &Path, opts: CaptureOptions) -> Result<CaptureReader, CaptureError> {
         let name = path.display().to_string();
-        let file = File::open(path).map_err(|source| CaptureError::Open { file: name.clone(), source })?;
-        let total = file.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
+        let file = File::open(path).map_err(|source| CaptureError::Open {
+            file: name.clone(),
+            source,
+        })?;
+        let total = file
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
         Self::with_total(Box::new(file), name, total, opts)
     }
 
     /// Reads a capture from any byte stream (stdin, a buffer in tests). `name` is used
     /// in messages in place of the file name.
-    pub fn from_reader<R: Read + 'static>(r: R, name: String, opts: CaptureOptions) -> Result<CaptureReader, CaptureError> {
+    pub fn from_reader<R: Read + 'static>(
+        r: R,
+        name: String,
+        opts: CaptureOptions,
+    ) -> Result<CaptureReader, CaptureError> {
         Self::with_total(Box::new(r), name, None, opts)
     }
 
-    fn with_total(r: Box<dyn Read>, name: String, total: Option<u64>, opts: CaptureOptions) -> Result<CaptureReader, CaptureError> {
-        let progress = Progress { bytes: Arc::new(AtomicU64::new(0)), total };
+    fn with_total(
+        r: Box<dyn Read>,
+        name: String,
+        total: Option<u64>,
+        opts: CaptureOptions,
+    ) -> Result<CaptureReader, CaptureError> {
+        let progress = Progress {
+            bytes: Arc::new(AtomicU64::new(0)),
+            total,
+        };
         let source = RecordSource::new(r, name.clone(), progress.bytes.clone())?;
-        Ok(CaptureReader { source, flows: FlowTable::new(opts, name), progress, done: false })
+        Ok(CaptureReader {
+            source,
+            flows: FlowTable::new(opts, name),
+            progress,
+            done: false,
+        })
     }
 
     /// Streams the whole capture, calling `f` for each event. Returns the counters of
@@ -213,15 +282,29 @@ impl CaptureReader {
             match source.next_record()? {
                 None => break,
                 Some(Record::NotAFrame) => {}
-                Some(Record::Frame { frame, offset, link, time_us, data }) => {
+                Some(Record::Frame {
+                    frame,
+                    offset,
+                    link,
+                    time_us,
+                    data,
+                }) => {
                     flows.stats.frames += 1;
                     flows.on_frame(frame, offset, link, time_us, data, f);
                 }
-                Some(Record::Unreadable { frame, time_us, message }) => {
+                Some(Record::Unreadable {
+                    frame,
+                    time_us,
+                    message,
+                }) => {
                     flows.stats.frames += 1;
                     flows.bad_frame(frame, time_us, message, f);
                 }
-                Some(Record::End { frame, time_us, message }) => {
+                Some(Record::End {
+                    frame,
+                    time_us,
+                    message,
+                }) => {
                     flows.stats.truncated = true;
                     flows.bad_frame(frame, time_us, message, f);
                     break;

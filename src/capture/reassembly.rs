@@ -69,7 +69,16 @@ impl Reassembler {
     /// a SYN, the first segment starts it (a capture that begins mid-stream).
     /// `missing` counts payload bytes announced but not captured, right after `payload`.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn segment(&mut self, seq: u32, syn: bool, fin: bool, payload: &[u8], missing: u32, limit: usize, out: &mut dyn FnMut(Chunk<'_>)) {
+    pub(crate) fn segment(
+        &mut self,
+        seq: u32,
+        syn: bool,
+        fin: bool,
+        payload: &[u8],
+        missing: u32,
+        limit: usize,
+        out: &mut dyn FnMut(Chunk<'_>),
+    ) {
         // SYN takes one sequence number before the first data byte.
         let data_seq = if syn { seq.wrapping_add(1) } else { seq };
         if !self.started {
@@ -129,7 +138,9 @@ impl Reassembler {
         }
         let target = self.next_off + ahead as u64;
         while self.next_off < target {
-            let Some((&start, _)) = self.held.first_key_value() else { break };
+            let Some((&start, _)) = self.held.first_key_value() else {
+                break;
+            };
             let stop = start.min(target);
             if stop > self.next_off {
                 out(Chunk::Gap(stop - self.next_off));
@@ -155,7 +166,13 @@ impl Reassembler {
 
     /// Delivers the part of a segment starting at `start` (at or before `next_off`)
     /// that is new: captured bytes, then the uncaptured tail as a gap.
-    fn deliver(&mut self, start: i128, data: &[u8], lost_tail: u64, out: &mut dyn FnMut(Chunk<'_>)) {
+    fn deliver(
+        &mut self,
+        start: i128,
+        data: &[u8],
+        lost_tail: u64,
+        out: &mut dyn FnMut(Chunk<'_>),
+    ) {
         let data_end = start + data.len() as i128;
         if data_end > self.next_off as i128 {
             let skip = (self.next_off as i128 - start) as usize;
@@ -184,7 +201,9 @@ impl Reassembler {
 
     /// Gives up the hole before the first held segment: a gap, then what follows it.
     fn skip_hole(&mut self, out: &mut dyn FnMut(Chunk<'_>)) {
-        let Some((&start, _)) = self.held.first_key_value() else { return };
+        let Some((&start, _)) = self.held.first_key_value() else {
+            return;
+        };
         if start > self.next_off {
             out(Chunk::Gap(start - self.next_off));
             self.advance_to(start);
@@ -199,14 +218,22 @@ impl Reassembler {
         match self.held.entry(start) {
             Entry::Vacant(slot) => {
                 self.held_bytes += data.len();
-                slot.insert(Held { data: data.to_vec(), lost_tail });
+                slot.insert(Held {
+                    data: data.to_vec(),
+                    lost_tail,
+                });
             }
             // Same start twice (a retransmission, maybe repacketized): keep the longer.
             Entry::Occupied(mut slot) => {
                 let held = slot.get_mut();
-                if data.len() as u64 + lost_tail > held.data.len() as u64 + held.lost_tail || data.len() > held.data.len() {
+                if data.len() as u64 + lost_tail > held.data.len() as u64 + held.lost_tail
+                    || data.len() > held.data.len()
+                {
                     self.held_bytes = self.held_bytes - held.data.len() + data.len();
-                    *held = Held { data: data.to_vec(), lost_tail };
+                    *held = Held {
+                        data: data.to_vec(),
+                        lost_tail,
+                    };
                 }
             }
         }
@@ -250,14 +277,39 @@ mod tests {
 
     #[test]
     fn in_order_out_of_order_and_duplicates() {
-        let got = run(&[(100, b"ab"), (104, b"ef"), (102, b"cd"), (102, b"cd"), (101, b"bcdefg")], 1 << 20, false);
-        assert_eq!(got, vec![Ok(b"ab".to_vec()), Ok(b"cd".to_vec()), Ok(b"ef".to_vec()), Ok(b"g".to_vec())]);
+        let got = run(
+            &[
+                (100, b"ab"),
+                (104, b"ef"),
+                (102, b"cd"),
+                (102, b"cd"),
+                (101, b"bcdefg"),
+            ],
+            1 << 20,
+            false,
+        );
+        assert_eq!(
+            got,
+            vec![
+                Ok(b"ab".to_vec()),
+                Ok(b"cd".to_vec()),
+                Ok(b"ef".to_vec()),
+                Ok(b"g".to_vec())
+            ]
+        );
     }
 
     #[test]
     fn sequence_wraps_around() {
-        let got = run(&[(u32::MAX - 1, b"ab"), (1, b"d"), (0, b"c")], 1 << 20, false);
-        assert_eq!(got, vec![Ok(b"ab".to_vec()), Ok(b"c".to_vec()), Ok(b"d".to_vec())]);
+        let got = run(
+            &[(u32::MAX - 1, b"ab"), (1, b"d"), (0, b"c")],
+            1 << 20,
+            false,
+        );
+        assert_eq!(
+            got,
+            vec![Ok(b"ab".to_vec()), Ok(b"c".to_vec()), Ok(b"d".to_vec())]
+        );
     }
 
     #[test]
@@ -265,25 +317,48 @@ mod tests {
         // 3 bytes missing at 2..5; the budget is 4 bytes, exceeded by the second held
         // segment.
         let got = run(&[(0, b"ab"), (5, b"fgh"), (8, b"ij")], 4, false);
-        assert_eq!(got, vec![Ok(b"ab".to_vec()), Err(3), Ok(b"fgh".to_vec()), Ok(b"ij".to_vec())]);
+        assert_eq!(
+            got,
+            vec![
+                Ok(b"ab".to_vec()),
+                Err(3),
+                Ok(b"fgh".to_vec()),
+                Ok(b"ij".to_vec())
+            ]
+        );
     }
 
     #[test]
     fn flush_reports_remaining_holes() {
         let got = run(&[(0, b"ab"), (5, b"fg"), (10, b"k")], 1 << 20, true);
-        assert_eq!(got, vec![Ok(b"ab".to_vec()), Err(3), Ok(b"fg".to_vec()), Err(3), Ok(b"k".to_vec())]);
+        assert_eq!(
+            got,
+            vec![
+                Ok(b"ab".to_vec()),
+                Err(3),
+                Ok(b"fg".to_vec()),
+                Err(3),
+                Ok(b"k".to_vec())
+            ]
+        );
     }
 
     #[test]
     fn acknowledged_hole_is_given_up_once_bytes_follow_it() {
         let mut r = Reassembler::default();
         let mut got = Vec::new();
-        r.segment(0, false, false, b"ab", 0, 100, &mut |c| got.push(format!("{c:?}")));
+        r.segment(0, false, false, b"ab", 0, 100, &mut |c| {
+            got.push(format!("{c:?}"))
+        });
         // The peer has bytes up to 6, but nothing after the hole is held yet: wait.
         r.acked(6, &mut |c| got.push(format!("{c:?}")));
         assert_eq!(got, vec!["Data([97, 98])"]);
-        r.segment(4, false, false, b"ef", 0, 100, &mut |c| got.push(format!("{c:?}")));
-        r.segment(7, false, false, b"h", 0, 100, &mut |c| got.push(format!("{c:?}")));
+        r.segment(4, false, false, b"ef", 0, 100, &mut |c| {
+            got.push(format!("{c:?}"))
+        });
+        r.segment(7, false, false, b"h", 0, 100, &mut |c| {
+            got.push(format!("{c:?}"))
+        });
         // The hole 2..4 is acknowledged: given up at once. 6..7 is not: held.
         assert_eq!(got, vec!["Data([97, 98])", "Gap(2)", "Data([101, 102])"]);
         r.acked(8, &mut |c| got.push(format!("{c:?}")));

@@ -130,7 +130,10 @@ impl StreamDecoder {
                     let off = self.offset;
                     self.advance(n);
                     self.resync = false;
-                    return Some(Decoded::Skipped { offset: off, len: n as u64 });
+                    return Some(Decoded::Skipped {
+                        offset: off,
+                        len: n as u64,
+                    });
                 }
                 Boundary::NeedMore => {
                     // Do not let an unsynchronised stream grow the buffer forever.
@@ -138,7 +141,10 @@ impl StreamDecoder {
                         let off = self.offset;
                         let n = self.buf.len();
                         self.advance(n);
-                        return Some(Decoded::Skipped { offset: off, len: n as u64 });
+                        return Some(Decoded::Skipped {
+                            offset: off,
+                            len: n as u64,
+                        });
                     }
                     return None;
                 }
@@ -370,7 +376,9 @@ fn plausible_body(b: u8, rem: usize, avail: &[u8]) -> bool {
         3 => {
             // topic length, then a UTF-8 topic without wildcards or NUL.
             let qos_extra = if b & 0b0110 != 0 { 2 } else { 0 };
-            let Some(len) = avail.get(..2).map(|x| u16::from_be_bytes([x[0], x[1]]) as usize)
+            let Some(len) = avail
+                .get(..2)
+                .map(|x| u16::from_be_bytes([x[0], x[1]]) as usize)
             else {
                 return rem >= 2;
             };
@@ -460,9 +468,10 @@ mod tests {
         assert_eq!(out.len(), 2, "{out:?}");
         match &out[0] {
             Decoded::Packet {
-                packet: Packet::Connect(Connect {
-                    version, client_id, ..
-                }),
+                packet:
+                    Packet::Connect(Connect {
+                        version, client_id, ..
+                    }),
                 ..
             } => {
                 assert_eq!(*version, Version::V31);
@@ -500,7 +509,14 @@ mod tests {
         data.extend_from_slice(PUBLISH_QOS0);
         let out = decode_chunks(&data, 4);
         assert!(
-            matches!(out[0], Decoded::Malformed { offset: 0, len: 9, .. }),
+            matches!(
+                out[0],
+                Decoded::Malformed {
+                    offset: 0,
+                    len: 9,
+                    ..
+                }
+            ),
             "{out:?}"
         );
         assert!(matches!(out[1], Decoded::Packet { offset: 9, .. }));
@@ -523,7 +539,10 @@ mod tests {
         d.feed(&[0u8; 50]);
         assert_eq!(d.buffered(), 0);
         d.feed(PUBLISH_QOS0);
-        assert!(matches!(d.next(None), Some(Decoded::Packet { offset: 203, .. })));
+        assert!(matches!(
+            d.next(None),
+            Some(Decoded::Packet { offset: 203, .. })
+        ));
     }
 
     #[test]
@@ -541,8 +560,14 @@ mod tests {
             matches!(first, Some(Decoded::Skipped { offset: 14, len: 3 })),
             "{first:?}"
         );
-        assert!(matches!(d.next(None), Some(Decoded::Packet { offset: 17, .. })));
-        assert!(matches!(d.next(None), Some(Decoded::Packet { offset: 26, .. })));
+        assert!(matches!(
+            d.next(None),
+            Some(Decoded::Packet { offset: 17, .. })
+        ));
+        assert!(matches!(
+            d.next(None),
+            Some(Decoded::Packet { offset: 26, .. })
+        ));
     }
 
     #[test]
@@ -550,7 +575,10 @@ mod tests {
         let mut data = vec![0x00, 0x02, 0x00, 0x01];
         data.extend_from_slice(PUBLISH_QOS0);
         let out = decode_chunks(&data, 2);
-        assert!(matches!(out[0], Decoded::Malformed { len: 4, .. }), "{out:?}");
+        assert!(
+            matches!(out[0], Decoded::Malformed { len: 4, .. }),
+            "{out:?}"
+        );
         assert!(matches!(out[1], Decoded::Packet { .. }));
     }
 

@@ -49,15 +49,23 @@ pub struct Publish {
 pub enum Packet {
     Connect(Connect),
     /// CONNACK with its return (3.1.1) or reason (5) code.
-    ConnAck { code: u8 },
+    ConnAck {
+        code: u8,
+    },
     Publish(Publish),
     PubAck(u16),
     PubRec(u16),
     PubRel(u16),
     PubComp(u16),
-    Subscribe { pkid: u16, filters: Vec<String> },
+    Subscribe {
+        pkid: u16,
+        filters: Vec<String>,
+    },
     SubAck(u16),
-    Unsubscribe { pkid: u16, filters: Vec<String> },
+    Unsubscribe {
+        pkid: u16,
+        filters: Vec<String>,
+    },
     UnsubAck(u16),
     PingReq,
     PingResp,

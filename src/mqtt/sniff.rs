@@ -48,7 +48,10 @@ mod tests {
     fn connect_v311_v31_and_not() {
         // 0x10 CONNECT, remaining length 0x0c, 0x00 0x04 "MQTT", level 4
         assert_eq!(looks_like_connect(b"\x10\x0c\x00\x04MQTT\x04"), Some(true));
-        assert_eq!(looks_like_connect(b"\x10\x0e\x00\x06MQIsdp\x03"), Some(true));
+        assert_eq!(
+            looks_like_connect(b"\x10\x0e\x00\x06MQIsdp\x03"),
+            Some(true)
+        );
         assert_eq!(looks_like_connect(b"\x10\x0c\x00\x04MQ"), None);
         assert_eq!(looks_like_connect(b"\x30\x0c\x00\x04MQTT"), Some(false));
         assert_eq!(looks_like_connect(b"GET / HTTP/1.1"), Some(false));

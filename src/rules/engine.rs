@@ -280,11 +280,7 @@ impl Engine {
                     Check::KeyNaming { .. } => {
                         if let (Some(r), Some(env)) = (rule.regexes.get(""), env) {
                             let mut bad = vec![];
-                            walk_keys("", &env.json, &mut |p, k| {
-                                if !r.is_match(k) {
-                                    bad.push(p.to_string())
-                                }
-                            });
+                            bad_keys("", &env.json, r, &mut bad);
                             for p in bad {
                                 let mut v = ctx.vars(m);
                                 v.push(("path", p));
@@ -379,9 +375,7 @@ impl Engine {
                         v.push(("detail", packet.to_string()));
                         out.push(ctx.finding(rule, m, v));
                     }
-                    (Check::ReplyOrphan, None) => {
-                        out.push(ctx.finding(rule, m, ctx.vars(m)))
-                    }
+                    (Check::ReplyOrphan, None) => out.push(ctx.finding(rule, m, ctx.vars(m))),
                     _ => {}
                 }
             }
@@ -412,7 +406,10 @@ impl Engine {
                     }
                 }
                 Check::ReplyLate { deadline_s } => {
-                    let deadline = def.as_ref().and_then(|d| d.deadline_s).unwrap_or(*deadline_s);
+                    let deadline = def
+                        .as_ref()
+                        .and_then(|d| d.deadline_s)
+                        .unwrap_or(*deadline_s);
                     if latency_s > deadline {
                         v.push(("seen", format!("{latency_s:.3}")));
                         v.push(("expected", format!("{deadline}")));
@@ -473,9 +470,16 @@ impl Engine {
         let told = param_u64(param.as_ref(), "jobId");
         if let (Some(a), Some(t)) = (asked, told) {
             if a != t {
-                for rule in rules.rules.iter().filter(|r| matches!(r.def.check, Check::JobStatusMismatch)) {
+                for rule in rules
+                    .rules
+                    .iter()
+                    .filter(|r| matches!(r.def.check, Check::JobStatusMismatch))
+                {
                     let mut v = ctx.vars(m);
-                    v.push(("detail", format!("param.jobId {t} differs from the query's {a}")));
+                    v.push((
+                        "detail",
+                        format!("param.jobId {t} differs from the query's {a}"),
+                    ));
                     out.push(ctx.finding(rule, m, v));
                 }
             }
@@ -485,12 +489,20 @@ impl Engine {
             return;
         };
         for path in monotonic {
-            let Some(x) = param.as_ref().and_then(|p| p.get(path)).and_then(number_lenient) else {
+            let Some(x) = param
+                .as_ref()
+                .and_then(|p| p.get(path))
+                .and_then(number_lenient)
+            else {
                 continue;
             };
             if let Some(prev) = job.last.get(path) {
                 if x < *prev {
-                    for rule in rules.rules.iter().filter(|r| matches!(r.def.check, Check::JobStatusRegress)) {
+                    for rule in rules
+                        .rules
+                        .iter()
+                        .filter(|r| matches!(r.def.check, Check::JobStatusRegress))
+                    {
                         let mut v = ctx.vars(m);
                         v.push(("detail", job_id.to_string()));
                         v.push(("path", path.clone()));
@@ -553,7 +565,9 @@ impl Engine {
     /// Per-edge sequences: link up/down, assigned ids, alarms, report spacing.
     fn sequences(&mut self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
         let rules = Arc::clone(&self.rules);
-        let Some(t) = ctx.msg_type.clone() else { return };
+        let Some(t) = ctx.msg_type.clone() else {
+            return;
+        };
         let edge = self.edges.entry(m.topic.edge_id.clone()).or_default();
         let by_edge = m.topic.publisher == Actor::Edge;
         for rule in &rules.rules {
@@ -643,7 +657,10 @@ impl Engine {
         let edge = self.edges.entry(m.topic.edge_id.clone()).or_default();
         for rule in &rules.rules {
             if let Check::IdAssigned { assigns, .. } = &rule.def.check {
-                for sel in assigns.iter().filter(|s| path_sel_matches(s, msg_type, class)) {
+                for sel in assigns
+                    .iter()
+                    .filter(|s| path_sel_matches(s, msg_type, class))
+                {
                     let set = edge.assigned.entry(rule.def.id.clone()).or_default();
                     set.extend(values_at(m, &sel.path));
                 }
@@ -657,7 +674,11 @@ impl Engine {
         let mut pending: Vec<(PairKey, Pending)> = self.pending.drain().collect();
         pending.sort_by_key(|(_, p)| p.packet);
         for (key, p) in pending {
-            for rule in rules.rules.iter().filter(|r| matches!(r.def.check, Check::ReplyMissing)) {
+            for rule in rules
+                .rules
+                .iter()
+                .filter(|r| matches!(r.def.check, Check::ReplyMissing))
+            {
                 let clause = self.clause_of_type(&p.msg_type);
                 out.push(Finding {
                     rule: rule.def.id.clone(),
@@ -691,7 +712,11 @@ impl Engine {
             if job.results > 0 || !job.result_after.contains(&code) {
                 continue;
             }
-            for rule in rules.rules.iter().filter(|r| matches!(r.def.check, Check::JobResultMissing)) {
+            for rule in rules
+                .rules
+                .iter()
+                .filter(|r| matches!(r.def.check, Check::JobResultMissing))
+            {
                 let clause = self.clause_of_type(&job.kind);
                 out.push(Finding {
                     rule: rule.def.id.clone(),
@@ -857,7 +882,10 @@ impl Ctx {
     fn selects(&self, when: &Selector, m: &Message) -> bool {
         let t = self.msg_type.as_deref().unwrap_or("");
         when.types.as_ref().map_or(true, |x| x.contains(t))
-            && when.class.as_ref().map_or(true, |x| x.contains(self.class.as_str()))
+            && when
+                .class
+                .as_ref()
+                .map_or(true, |x| x.contains(self.class.as_str()))
             && when
                 .channel
                 .as_ref()
@@ -982,31 +1010,42 @@ fn values_at_json(m: &Message, path: &str) -> Vec<Value> {
     let Some(env) = m.envelope() else {
         return vec![];
     };
-    let mut cur: Vec<&Value> = vec![];
-    let root = Value::Object(env.json.clone());
-    let mut next_root = vec![&root];
-    for seg in path.split('.') {
-        let (name, each) = match seg.strip_suffix("[]") {
-            Some(n) => (n, true),
-            None => (seg, false),
-        };
-        cur.clear();
-        for v in &next_root {
+    let mut segs = path.split('.');
+    let Some(first) = segs.next() else {
+        return vec![];
+    };
+    let step = |v: &Value, each: bool, out: &mut Vec<Value>| {
+        if each {
+            out.extend(v.as_array().into_iter().flatten().cloned());
+        } else {
+            out.push(v.clone());
+        }
+    };
+    // The first segment is a member of the envelope itself.
+    let (name, each) = first
+        .strip_suffix("[]")
+        .map_or((first, false), |n| (n, true));
+    let mut cur = vec![];
+    if let Some(v) = env.json.get(name) {
+        step(v, each, &mut cur);
+    }
+    for seg in segs {
+        let (name, each) = seg.strip_suffix("[]").map_or((seg, false), |n| (n, true));
+        let mut next = vec![];
+        for v in &cur {
             if let Some(x) = v.get(name) {
-                if each {
-                    cur.extend(x.as_array().into_iter().flatten());
-                } else {
-                    cur.push(x);
-                }
+                step(x, each, &mut next);
             }
         }
-        next_root = std::mem::take(&mut cur);
+        cur = next;
     }
-    next_root.into_iter().cloned().collect()
+    cur
 }
 
 fn param_u64(param: Option<&Value>, name: &str) -> Option<u64> {
-    param.and_then(|p| p.get(name)).and_then(protocol::as_u64_lenient)
+    param
+        .and_then(|p| p.get(name))
+        .and_then(protocol::as_u64_lenient)
 }
 
 fn number_lenient(v: &Value) -> Option<f64> {
@@ -1034,20 +1073,31 @@ fn expired(m: &Message) -> Option<String> {
     })
 }
 
-fn walk_keys(prefix: &str, obj: &serde_json::Map<String, Value>, f: &mut dyn FnMut(&str, &str)) {
-    for (k, v) in obj {
-        let path = if prefix.is_empty() {
-            k.clone()
+/// Paths of keys that `r` rejects, at any depth; a path is built only for a
+/// rejected key or a container holding more keys.
+fn bad_keys(
+    prefix: &str,
+    obj: &serde_json::Map<String, Value>,
+    r: &regex::Regex,
+    out: &mut Vec<String>,
+) {
+    let join = |k: &str| {
+        if prefix.is_empty() {
+            k.to_string()
         } else {
             format!("{prefix}.{k}")
-        };
-        f(&path, k);
+        }
+    };
+    for (k, v) in obj {
+        if !r.is_match(k) {
+            out.push(join(k));
+        }
         match v {
-            Value::Object(o) => walk_keys(&path, o, f),
+            Value::Object(o) if !o.is_empty() => bad_keys(&join(k), o, r, out),
             Value::Array(a) => {
                 for (i, x) in a.iter().enumerate() {
                     if let Value::Object(o) = x {
-                        walk_keys(&format!("{path}[{i}]"), o, f);
+                        bad_keys(&format!("{}[{i}]", join(k)), o, r, out);
                     }
                 }
             }
@@ -1057,7 +1107,10 @@ fn walk_keys(prefix: &str, obj: &serde_json::Map<String, Value>, f: &mut dyn FnM
 }
 
 fn join_codes(c: &[i64]) -> String {
-    c.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" or ")
+    c.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 /// Replaces `{name}` in a template with the variable's value.

@@ -21,7 +21,10 @@ use model::{Check, ClauseDef, RuleDef, RuleFile, TypeDef};
 /// The rule files compiled into the binary.
 pub const DEFAULT_FILES: &[(&str, &str)] = &[
     ("5-format.json", include_str!("../../rules/5-format.json")),
-    ("6.1-device.json", include_str!("../../rules/6.1-device.json")),
+    (
+        "6.1-device.json",
+        include_str!("../../rules/6.1-device.json"),
+    ),
     (
         "6.2-container.json",
         include_str!("../../rules/6.2-container.json"),
@@ -242,7 +245,9 @@ fn lint_type(name: &str, t: &TypeDef, set: &RuleSet) -> Vec<String> {
         }
     }
     if !t.reply_codes.is_empty() && t.role == "data" {
-        e.push(format!("{name} travels on data topics, which are never answered"));
+        e.push(format!(
+            "{name} travels on data topics, which are never answered"
+        ));
     }
     e
 }
@@ -357,8 +362,8 @@ mod tests {
         assert!(text.starts_with("bad.json:"), "{text}");
         let good_type_bad_kind = r#"{"rules": [{"id": "x.bad", "severity": "error", "message": "m",
             "check": {"kind": "schema", "when": {"type": "NO_SUCH"}, "fields": {}}}]}"#;
-        let err = RuleSet::from_sources(vec![("b.json".into(), good_type_bad_kind.into())])
-            .unwrap_err();
+        let err =
+            RuleSet::from_sources(vec![("b.json".into(), good_type_bad_kind.into())]).unwrap_err();
         assert_eq!(
             err[0].to_string(),
             "b.json: rule x.bad: message type \"NO_SUCH\" is not in the type catalog"

@@ -11,6 +11,27 @@ use serde_json::{Map, Value};
 use super::model::{FieldSpec, Format, JsonType};
 use crate::protocol::json_type_name;
 
+/// A path built only when a violation needs it: validating a conforming message
+/// allocates nothing per field.
+#[derive(Clone, Copy)]
+enum PathRef<'a> {
+    Root(&'a str),
+    Field(&'a PathRef<'a>, &'a str),
+    Index(&'a PathRef<'a>, usize),
+    Items(&'a PathRef<'a>),
+}
+
+impl PathRef<'_> {
+    fn render(&self) -> String {
+        match self {
+            PathRef::Root(s) => s.to_string(),
+            PathRef::Field(p, name) => join(&p.render(), name),
+            PathRef::Index(p, i) => format!("{}[{i}]", p.render()),
+            PathRef::Items(p) => format!("{}[]", p.render()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Violation {
     pub path: String,
@@ -21,7 +42,10 @@ pub struct Violation {
 impl Violation {
     /// "path: expected X, seen Y"
     pub fn detail(&self) -> String {
-        format!("{}: expected {}, seen {}", self.path, self.expected, self.seen)
+        format!(
+            "{}: expected {}, seen {}",
+            self.path, self.expected, self.seen
+        )
     }
 }
 
@@ -35,32 +59,50 @@ pub fn validate_object(
     spec_path: &str,
     out: &mut Vec<Violation>,
 ) {
+    object(
+        &PathRef::Root(prefix),
+        obj,
+        fields,
+        regexes,
+        &PathRef::Root(spec_path),
+        out,
+    )
+}
+
+fn object(
+    path: &PathRef<'_>,
+    obj: &Map<String, Value>,
+    fields: &BTreeMap<String, FieldSpec>,
+    regexes: &BTreeMap<String, Regex>,
+    spec_path: &PathRef<'_>,
+    out: &mut Vec<Violation>,
+) {
     for (name, spec) in fields {
-        let path = join(prefix, name);
-        let sp = join(spec_path, name);
+        let p = PathRef::Field(path, name);
+        let sp = PathRef::Field(spec_path, name);
         match obj.get(name) {
             None | Some(Value::Null) if spec.required => out.push(Violation {
-                path,
+                path: p.render(),
                 expected: format!("required {}", spec.ty.map_or("field", |t| t.as_str())),
                 seen: "absent".into(),
             }),
             None | Some(Value::Null) => {}
-            Some(v) => validate_value(&path, v, spec, regexes, &sp, out),
+            Some(v) => value(&p, v, spec, regexes, &sp, out),
         }
     }
 }
 
-fn validate_value(
-    path: &str,
+fn value(
+    path: &PathRef<'_>,
     v: &Value,
     spec: &FieldSpec,
     regexes: &BTreeMap<String, Regex>,
-    spec_path: &str,
+    spec_path: &PathRef<'_>,
     out: &mut Vec<Violation>,
 ) {
     let mut push = |expected: String, seen: String| {
         out.push(Violation {
-            path: path.to_string(),
+            path: path.render(),
             expected,
             seen,
         })
@@ -90,15 +132,17 @@ fn validate_value(
         }
     }
     if let Some(s) = v.as_str() {
-        let n = s.chars().count();
-        if let Some(min) = spec.min_len {
-            if n < min {
-                push(format!("at least {min} characters"), format!("{n}"));
+        if spec.min_len.is_some() || spec.max_len.is_some() {
+            let n = s.chars().count();
+            if let Some(min) = spec.min_len {
+                if n < min {
+                    push(format!("at least {min} characters"), format!("{n}"));
+                }
             }
-        }
-        if let Some(max) = spec.max_len {
-            if n > max {
-                push(format!("at most {max} characters"), format!("{n}"));
+            if let Some(max) = spec.max_len {
+                if n > max {
+                    push(format!("at most {max} characters"), format!("{n}"));
+                }
             }
         }
         if spec.format == Some(Format::Datetime) && !is_std_datetime(s) {
@@ -108,7 +152,7 @@ fn validate_value(
             );
         }
         if spec.pattern.is_some() {
-            if let Some(r) = regexes.get(spec_path) {
+            if let Some(r) = regexes.get(&spec_path.render()) {
                 if !r.is_match(s) {
                     push(format!("to match /{}/", r.as_str()), format!("{s:?}"));
                 }
@@ -118,29 +162,45 @@ fn validate_value(
     if let Some(items) = v.as_array() {
         if let Some(min) = spec.min_items {
             if items.len() < min {
-                push(format!("at least {min} elements"), format!("{}", items.len()));
+                push(
+                    format!("at least {min} elements"),
+                    format!("{}", items.len()),
+                );
             }
         }
         if let Some(max) = spec.max_items {
             if items.len() > max {
-                push(format!("at most {max} elements"), format!("{}", items.len()));
+                push(
+                    format!("at most {max} elements"),
+                    format!("{}", items.len()),
+                );
             }
         }
         if let Some(item_spec) = &spec.items {
-            let isp = format!("{spec_path}[]");
+            let isp = PathRef::Items(spec_path);
             for (i, item) in items.iter().enumerate() {
-                validate_value(&format!("{path}[{i}]"), item, item_spec, regexes, &isp, out);
+                value(
+                    &PathRef::Index(path, i),
+                    item,
+                    item_spec,
+                    regexes,
+                    &isp,
+                    out,
+                );
             }
         }
     }
     if let Some(obj) = v.as_object() {
         if let Some(fields) = &spec.fields {
-            validate_object(path, obj, fields, regexes, spec_path, out);
+            object(path, obj, fields, regexes, spec_path, out);
         }
         if let Some(names) = &spec.at_least_one_of {
-            if !names.iter().any(|n| obj.get(n).is_some_and(|x| !x.is_null())) {
+            if !names
+                .iter()
+                .any(|n| obj.get(n).is_some_and(|x| !x.is_null()))
+            {
                 out.push(Violation {
-                    path: path.to_string(),
+                    path: path.render(),
                     expected: format!("at least one of {}", names.join(", ")),
                     seen: "none".into(),
                 });
@@ -188,7 +248,34 @@ pub fn describe(v: &Value) -> String {
 
 /// `yyyy-MM-dd HH:mm:ss`, exactly, and a real date and time.
 pub fn is_std_datetime(s: &str) -> bool {
-    s.len() == 19 && chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").is_ok()
+    // Checked by position (hot path: every message has one); the calendar by chrono.
+    let b = s.as_bytes();
+    if b.len() != 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b' '
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return false;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(se)) = (
+        num(0..4),
+        num(5..7),
+        num(8..10),
+        num(11..13),
+        num(14..16),
+        num(17..19),
+    ) else {
+        return false;
+    };
+    chrono::NaiveDate::from_ymd_opt(y as i32, mo, d).is_some()
+        && chrono::NaiveTime::from_hms_opt(h, mi, se).is_some()
 }
 
 fn join(prefix: &str, name: &str) -> String {
@@ -226,15 +313,21 @@ fn lint_spec(
     if (spec.min_len.is_some() || spec.max_len.is_some() || spec.format.is_some())
         && !is(JsonType::String)
     {
-        errors.push(format!("{path}: min_len/max_len/format apply to strings only"));
+        errors.push(format!(
+            "{path}: min_len/max_len/format apply to strings only"
+        ));
     }
     if (spec.min_items.is_some() || spec.max_items.is_some() || spec.items.is_some())
         && !is(JsonType::Array)
     {
-        errors.push(format!("{path}: min_items/max_items/items apply to arrays only"));
+        errors.push(format!(
+            "{path}: min_items/max_items/items apply to arrays only"
+        ));
     }
     if (spec.fields.is_some() || spec.at_least_one_of.is_some()) && !is(JsonType::Object) {
-        errors.push(format!("{path}: fields/at_least_one_of apply to objects only"));
+        errors.push(format!(
+            "{path}: fields/at_least_one_of apply to objects only"
+        ));
     }
     if let (Some(a), Some(b)) = (spec.min, spec.max) {
         if a > b {
@@ -269,7 +362,14 @@ mod tests {
         lint_fields("", &fields, &mut errors, &mut regexes);
         assert!(errors.is_empty(), "{errors:?}");
         let mut out = vec![];
-        validate_object("param", v.as_object().unwrap(), &fields, &regexes, "", &mut out);
+        validate_object(
+            "param",
+            v.as_object().unwrap(),
+            &fields,
+            &regexes,
+            "",
+            &mut out,
+        );
         out.iter().map(|v| v.detail()).collect()
     }
 
