@@ -6,8 +6,25 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// `../shared/pcaps` beside the checkout, or `/work/shared/pcaps` for a clone elsewhere
+/// (CI clones main into a fresh folder), or `$EDGETAP_SHARED_PCAPS`.
+fn pcap_dir() -> PathBuf {
+    let candidates = [
+        std::env::var("EDGETAP_SHARED_PCAPS")
+            .map(PathBuf::from)
+            .ok(),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps")),
+        Some(PathBuf::from("/work/shared/pcaps")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.join("MANIFEST.tsv").exists())
+        .expect("third-party captures not found: set EDGETAP_SHARED_PCAPS")
+}
+
 fn pcaps() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps");
+    let dir = pcap_dir();
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -86,7 +103,7 @@ fn every_third_party_capture_matches_tshark_publish_count() {
 
 #[test]
 fn malformed_captures_yield_findings_not_failures() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps");
+    let dir = pcap_dir();
     for (name, rule) in [
         ("sv_mqtt-events-invalid-qos__input.pcap", "mqtt.malformed"),
         (

@@ -344,8 +344,12 @@ impl Flow {
             }
             State::Closed => return,
         }
+        // The client's initial sequence number tells a retransmitted SYN from a new
+        // connection on the same ports; a SYN-ACK acknowledges it.
         if seg.flag_syn && !seg.flag_ack && side == Side::Client {
             meta.client_isn.get_or_insert(seg.seq);
+        } else if seg.flag_syn && seg.flag_ack && side == Side::Server {
+            meta.client_isn.get_or_insert(seg.ack.wrapping_sub(1));
         }
         let (this, peer) = match side {
             Side::Client => (0, 1),

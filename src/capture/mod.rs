@@ -4,14 +4,16 @@
 //! [`CaptureReader`] streams a capture once, in file order, and reports what it finds
 //! through [`FlowEvent`]s. What it guarantees:
 //!
-//! * **Streaming.** Records are read through a fixed-size buffer and dropped once
+//! * **Streaming.** Records are read through one reusable buffer and dropped once
 //!   handled; memory grows with the number of open flows (and their out-of-order
 //!   segments, at most [`CaptureOptions::max_reorder_bytes`] per direction), never with
 //!   the file size. Flow state is dropped at `Close`.
 //! * **Each byte once, in order.** For every MQTT flow and each direction, the `Data`
 //!   events concatenated give the TCP stream exactly once, in sequence order, whatever
 //!   the retransmissions, overlaps and reordering in the capture. Bytes the capture does
-//!   not hold are reported as a `Gap` of the exact length where they would have been.
+//!   not hold are reported as a `Gap` of the exact length where they would have been:
+//!   as soon as the peer's acknowledgement shows they were sent (and bytes after them
+//!   are there), else when the reorder budget is exceeded, else at the flow's end.
 //! * **No waiting.** Bytes are emitted as soon as they are contiguous; in-order segments
 //!   are passed straight from the frame buffer, without a copy.
 //! * **Event order.** Events come in frame order, except that `Open` carries the time

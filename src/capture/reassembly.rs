@@ -1,12 +1,13 @@
 //! Puts one direction of a TCP stream back in order.
 //!
 //! Guarantees: every stream byte is delivered at most once and in sequence order, as
-//! [`Chunk::Data`]; bytes that will never be seen (a hole given up when the reorder
-//! budget is exceeded, a segment cut by the snap length, holes left at the end) are
-//! delivered as [`Chunk::Gap`] of their exact length at their place, so that stream
-//! offsets stay right. In-order segments are delivered straight from the caller's
-//! buffer; only out-of-order segments are copied, and at most `limit` bytes of them are
-//! held. Sequence numbers are compared modulo 2^32, so streams may wrap.
+//! [`Chunk::Data`]; bytes that will never be seen (a hole the peer acknowledged, a hole
+//! given up when the reorder budget is exceeded, a segment cut by the snap length,
+//! holes left at the end) are delivered as [`Chunk::Gap`] of their exact length at
+//! their place, so that stream offsets stay right. In-order segments are delivered
+//! straight from the caller's buffer; only out-of-order segments are copied, and at
+//! most `limit` bytes of them are held. Sequence numbers are compared modulo 2^32, so
+//! streams may wrap.
 
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
@@ -112,9 +113,9 @@ impl Reassembler {
 
     /// The peer acknowledged bytes up to `ack`. A hole it covers was lost by the capture,
     /// not by the network (the peer got the bytes): it is given up as soon as bytes
-    /// after it are held, instead of waiting for the end of the flow. A hole with
-    /// nothing after it is left alone: the acknowledged "byte" may be a FIN the capture
-    /// missed.
+    /// after it are held (or its end is known from a FIN), instead of waiting for the
+    /// end of the flow. A hole with nothing known after it is left alone: the
+    /// acknowledged "byte" may be a FIN the capture missed.
     pub(crate) fn acked(&mut self, ack: u32, out: &mut dyn FnMut(Chunk<'_>)) {
         if !self.started || self.finished {
             return;
@@ -138,10 +139,17 @@ impl Reassembler {
         }
         let target = self.next_off + ahead as u64;
         while self.next_off < target {
-            let Some((&start, _)) = self.held.first_key_value() else {
-                break;
-            };
+            // The next position known to follow the hole: held bytes, or the FIN.
+            let known = self
+                .held
+                .first_key_value()
+                .map(|(&start, _)| start)
+                .or(self.fin_off);
+            let Some(start) = known else { break };
             let stop = start.min(target);
+            if stop <= self.next_off && self.held.is_empty() {
+                break;
+            }
             if stop > self.next_off {
                 out(Chunk::Gap(stop - self.next_off));
                 self.advance_to(stop);
@@ -154,6 +162,13 @@ impl Reassembler {
     pub(crate) fn flush(&mut self, out: &mut dyn FnMut(Chunk<'_>)) {
         while !self.held.is_empty() {
             self.skip_hole(out);
+        }
+        // Bytes missing before a FIN seen.
+        if let Some(fin) = self.fin_off {
+            if fin > self.next_off && !self.finished {
+                out(Chunk::Gap(fin - self.next_off));
+                self.advance_to(fin);
+            }
         }
         self.check_fin();
     }
@@ -363,6 +378,49 @@ mod tests {
         assert_eq!(got, vec!["Data([97, 98])", "Gap(2)", "Data([101, 102])"]);
         r.acked(8, &mut |c| got.push(format!("{c:?}")));
         assert_eq!(got[3..], ["Gap(1)", "Data([104])"]);
+    }
+
+    #[test]
+    fn acknowledged_hole_before_a_fin_is_given_up() {
+        let mut r = Reassembler::default();
+        let mut got = Vec::new();
+        r.segment(0, false, false, b"ab", 0, 100, &mut |c| {
+            got.push(format!("{c:?}"))
+        });
+        // 2..5 lost, then the FIN (sequence number 5).
+        r.segment(5, false, true, b"", 0, 100, &mut |c| {
+            got.push(format!("{c:?}"))
+        });
+        assert!(!r.is_finished());
+        r.acked(6, &mut |c| got.push(format!("{c:?}")));
+        assert_eq!(got, vec!["Data([97, 98])", "Gap(3)"]);
+        assert!(r.is_finished());
+    }
+
+    #[test]
+    fn flush_reports_bytes_missing_before_the_fin() {
+        let mut r = Reassembler::default();
+        let mut got = Vec::new();
+        r.segment(0, false, false, b"ab", 0, 100, &mut |c| {
+            got.push(format!("{c:?}"))
+        });
+        r.segment(5, false, true, b"", 0, 100, &mut |c| {
+            got.push(format!("{c:?}"))
+        });
+        r.flush(&mut |c| got.push(format!("{c:?}")));
+        assert_eq!(got, vec!["Data([97, 98])", "Gap(3)"]);
+        assert!(r.is_finished());
+    }
+
+    #[test]
+    fn acknowledged_fin_the_capture_missed_is_no_gap() {
+        let mut r = Reassembler::default();
+        let mut got = Vec::new();
+        r.segment(0, false, false, b"ab", 0, 100, &mut |c| {
+            got.push(format!("{c:?}"))
+        });
+        r.acked(3, &mut |c| got.push(format!("{c:?}")));
+        assert_eq!(got, vec!["Data([97, 98])"]);
     }
 
     #[test]

@@ -1,32 +1,39 @@
-//! Reads the records of a pcap or pcapng file, one at a time, through pcap-file's
-//! fixed-size read buffer: the frame bytes handed out borrow that buffer, so nothing
-//! is copied and nothing accumulates.
+//! Reads the records of a pcap or pcapng file, one at a time, through a reusable read
+//! buffer: the frame bytes handed out borrow that buffer, so nothing is copied and
+//! nothing accumulates.
 //!
 //! Guarantees: frames are numbered from 1 as Wireshark numbers them (pcapng blocks that
 //! are not packets get no number); every frame gets a time in microseconds since the
 //! Unix epoch (pcap micro/nanosecond magic; pcapng `if_tsresol` and `if_tsoffset` of
 //! the packet's interface); the byte offset of each record is known for messages. A
 //! record cut by the end of the file, or a corrupt record header after which the file
-//! cannot be followed, ends the stream with [`Record::End`] instead of an error.
+//! cannot be followed, ends the stream with [`Record::End`] instead of an error. Only
+//! an I/O error is an error.
+//!
+//! pcap-file parses the pcap file header and records. pcapng blocks are framed here:
+//! pcap-file 2.0's `PcapNgReader` rejects option lists without an end-of-options
+//! marker, which the pcapng specification allows (its readers "MUST NOT assume" one),
+//! and stalls on any block it cannot parse; here a block's options are only read for
+//! the two interface fields that matter, leniently.
 
 use std::borrow::Cow;
-use std::cell::Cell;
-use std::io::{self, Cursor, ErrorKind, Read};
-use std::rc::Rc;
+use std::io::{self, ErrorKind, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use pcap_file::pcap::PcapReader;
-use pcap_file::pcapng::PcapNgReader;
-use pcap_file::{PcapError, TsResolution};
+use pcap_file::pcap::PcapParser;
+use pcap_file::{Endianness, PcapError, TsResolution};
 
 use super::CaptureError;
 
-/// pcap-file's read buffer: a record bigger than this cannot be read.
-const READ_BUFFER: u64 = 8_000_000;
+/// Read size; the buffer grows beyond it only for a bigger record.
+const READ_CHUNK: usize = 1 << 20;
 /// No capture tool writes a bigger frame (tcpdump's maximum snap length); a pcap record
-/// header claiming more is corrupt, and the records after it cannot be found.
+/// header claiming more (beyond the file's own snap length) is corrupt, and the records
+/// after it cannot be found.
 const MAX_FRAME: u32 = 262_144;
+/// The same for pcapng blocks (Wireshark refuses blocks over 16 MiB).
+const MAX_BLOCK: u32 = 16 << 20;
 
 const PCAPNG_SHB: u32 = 0x0A0D_0D0A;
 const PCAPNG_IDB: u32 = 0x0000_0001;
@@ -75,46 +82,71 @@ struct Interface {
 
 enum Format {
     Pcap {
-        reader: PcapReader<Box<dyn Read>>,
+        parser: PcapParser,
+        big_endian: bool,
         link: u32,
         nanos: bool,
         snaplen: u32,
     },
     PcapNg {
-        reader: PcapNgReader<Box<dyn Read>>,
         big_endian: bool,
         interfaces: Vec<Interface>,
     },
 }
 
-/// What the underlying reader has delivered so far: tells a record cut by the end of
-/// the file from a record too big for the read buffer.
-#[derive(Default)]
-struct InputState {
-    bytes: Cell<u64>,
-    eof: Cell<bool>,
+/// The bytes read ahead of the current record.
+struct InputBuffer {
+    reader: Box<dyn Read>,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
 }
 
-struct CountingReader {
-    inner: Box<dyn Read>,
-    state: Rc<InputState>,
-}
-
-impl Read for CountingReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            self.state.eof.set(true);
+impl InputBuffer {
+    /// Makes `n` bytes available from the current position; false if the file ends
+    /// before.
+    fn fill(&mut self, n: usize) -> io::Result<bool> {
+        while self.end - self.start < n {
+            if self.eof {
+                return Ok(false);
+            }
+            if self.start + n > self.buf.len() {
+                // Move the unread bytes to the front (and grow for a record bigger
+                // than the buffer).
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+                if n > self.buf.len() {
+                    self.buf.resize(n, 0);
+                }
+            }
+            match self.reader.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(got) => self.end += got,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
-        self.state.bytes.set(self.state.bytes.get() + n as u64);
-        Ok(n)
+        Ok(true)
+    }
+
+    fn available(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Takes the next `n` bytes (which `fill` made available).
+    fn take(&mut self, n: usize) -> &[u8] {
+        let at = self.start;
+        self.start += n;
+        &self.buf[at..at + n]
     }
 }
 
 pub(crate) struct RecordSource {
     name: String,
     format: Format,
-    input: Rc<InputState>,
+    input: InputBuffer,
     progress: Arc<AtomicU64>,
     /// Number of the last frame handed out (0 before the first).
     frame: u64,
@@ -127,104 +159,104 @@ pub(crate) struct RecordSource {
 impl RecordSource {
     /// Detects the format from the first bytes and reads the file header.
     pub(crate) fn new(
-        mut r: Box<dyn Read>,
+        reader: Box<dyn Read>,
         name: String,
         progress: Arc<AtomicU64>,
     ) -> Result<RecordSource, CaptureError> {
-        let mut head = [0u8; 12];
-        let got = read_up_to(&mut r, &mut head).map_err(|source| CaptureError::Read {
+        let mut input = InputBuffer {
+            reader,
+            buf: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+            eof: false,
+        };
+        let read_error = |source| CaptureError::Read {
             file: name.clone(),
             frame: 0,
             offset: 0,
             source,
-        })?;
-        let head = &head[..got];
-        let input = Rc::new(InputState::default());
-        let reader: Box<dyn Read> = Box::new(CountingReader {
-            inner: Box::new(Cursor::new(head.to_vec()).chain(r)),
-            state: input.clone(),
-        });
+        };
+        input.fill(24).map_err(read_error)?;
+        let head = input.available();
+        let got = head.len();
         let not_capture = |detail: String| CaptureError::NotACapture {
             file: name.clone(),
+            detail,
+        };
+        let bad_header = |format: &'static str, detail: String| CaptureError::BadHeader {
+            file: name.clone(),
+            format,
             detail,
         };
         if got < 4 {
             return Err(not_capture(format!("the file holds only {got} bytes")));
         }
         let magic = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
-        let (format, header_len) = match magic {
-            0xA1B2_C3D4 | 0xD4C3_B2A1 | 0xA1B2_3C4D | 0x4D3C_B2A1 => {
-                let reader = PcapReader::new(reader).map_err(|e| CaptureError::BadHeader {
-                    file: name.clone(),
-                    format: "pcap",
-                    detail: header_problem(e),
-                })?;
-                let header = reader.header();
-                // The upper bits of the link type field carry FCS information.
-                let link = u32::from(header.datalink) & 0xFFFF;
-                let nanos = header.ts_resolution == TsResolution::NanoSecond;
-                (
-                    Format::Pcap {
-                        reader,
-                        link,
-                        nanos,
-                        snaplen: header.snaplen,
-                    },
-                    24,
-                )
-            }
-            PCAPNG_SHB => {
-                if got < 12 {
-                    return Err(CaptureError::BadHeader {
-                        file: name.clone(),
-                        format: "pcapng",
-                        detail: format!("the file holds only {got} bytes"),
-                    });
+        let (format, header_len) =
+            match magic {
+                0xA1B2_C3D4 | 0xD4C3_B2A1 | 0xA1B2_3C4D | 0x4D3C_B2A1 => {
+                    let (_, parser) = PcapParser::new(head).map_err(|e| match e {
+                        PcapError::IncompleteBuffer => {
+                            bad_header("pcap", "the file ends inside its header".into())
+                        }
+                        e => bad_header("pcap", e.to_string()),
+                    })?;
+                    let header = parser.header();
+                    // The upper bits of the link type field carry FCS information.
+                    let link = u32::from(header.datalink) & 0xFFFF;
+                    let nanos = header.ts_resolution == TsResolution::NanoSecond;
+                    let big_endian = header.endianness == Endianness::Big;
+                    (
+                        Format::Pcap {
+                            parser,
+                            big_endian,
+                            link,
+                            nanos,
+                            snaplen: header.snaplen,
+                        },
+                        24,
+                    )
                 }
-                let big_endian = match &head[8..12] {
-                    [0x1A, 0x2B, 0x3C, 0x4D] => true,
-                    [0x4D, 0x3C, 0x2B, 0x1A] => false,
-                    _ => {
-                        return Err(CaptureError::BadHeader {
-                            file: name.clone(),
-                            format: "pcapng",
-                            detail: "bad byte-order magic in the section header".into(),
-                        })
+                PCAPNG_SHB => {
+                    // The section header block is read as a block like the others; only
+                    // check here that it is one.
+                    if got < 12 {
+                        return Err(bad_header(
+                            "pcapng",
+                            format!("the file holds only {got} bytes"),
+                        ));
                     }
-                };
-                let shb_len = read_u32(&head[4..8], big_endian) as u64;
-                let reader = PcapNgReader::new(reader).map_err(|e| CaptureError::BadHeader {
-                    file: name.clone(),
-                    format: "pcapng",
-                    detail: header_problem(e),
-                })?;
-                (
-                    Format::PcapNg {
-                        reader,
-                        big_endian,
-                        interfaces: Vec::new(),
-                    },
-                    shb_len,
-                )
-            }
-            0xA1B2_CD34 | 0x34CD_B2A1 => {
-                return Err(not_capture(
+                    if byte_order_magic(&head[8..12]).is_none() {
+                        return Err(bad_header(
+                            "pcapng",
+                            "bad byte-order magic in the section header".into(),
+                        ));
+                    }
+                    (
+                        Format::PcapNg {
+                            big_endian: true,
+                            interfaces: Vec::new(),
+                        },
+                        0,
+                    )
+                }
+                0xA1B2_CD34 | 0x34CD_B2A1 => return Err(not_capture(
                     "modified (Kuznetzov) pcap format is not supported; convert it with editcap"
                         .into(),
-                ))
-            }
-            _ if head[..2] == [0x1F, 0x8B] => {
-                return Err(not_capture(
-                    "the file is gzip-compressed; decompress it first".into(),
-                ))
-            }
-            _ => {
-                return Err(not_capture(format!(
-                    "unknown magic number {:02x} {:02x} {:02x} {:02x}",
-                    head[0], head[1], head[2], head[3]
-                )))
-            }
-        };
+                )),
+                _ if head[..2] == [0x1F, 0x8B] => {
+                    return Err(not_capture(
+                        "the file is gzip-compressed; decompress it first".into(),
+                    ))
+                }
+                _ => {
+                    return Err(not_capture(format!(
+                        "unknown magic number {:02x} {:02x} {:02x} {:02x}",
+                        head[0], head[1], head[2], head[3]
+                    )))
+                }
+            };
+        input.take(header_len as usize);
         progress.store(header_len, Ordering::Relaxed);
         Ok(RecordSource {
             name,
@@ -255,172 +287,200 @@ impl RecordSource {
         if self.ended {
             return Ok(None);
         }
+        let at = self.next_offset;
+        let len = match self.frame_record()? {
+            Framing::Record(len) => len,
+            Framing::EndOfFile => {
+                self.ended = true;
+                return Ok(None);
+            }
+            Framing::Stop(what) => {
+                self.ended = true;
+                let frame = self.frame + 1;
+                let message = format!("{}: frame {frame} at byte offset {at}: {what}", self.name);
+                return Ok(Some(Record::End {
+                    frame,
+                    time_us: self.last_time_us,
+                    message,
+                }));
+            }
+        };
+        self.next_offset = at + len as u64;
+        self.progress.store(self.next_offset, Ordering::Relaxed);
         let Self {
             name,
             format,
             input,
-            progress,
             frame,
-            next_offset,
             last_time_us,
-            ended,
+            ..
         } = self;
-        let at = *next_offset;
-        let place = |frame: u64| format!("{name}: frame {frame} at byte offset {at}");
-        // A failed read: the end of the file inside a record, a record header that
-        // cannot be followed, or an I/O error.
-        let fail = |e: PcapError,
-                    what: &str,
-                    ended: &mut bool|
-         -> Result<Option<Record<'static>>, CaptureError> {
-            *ended = true;
-            let place = format!("{name}: frame {} at byte offset {at}", *frame + 1);
-            match e {
-                PcapError::IoError(e) if e.kind() == ErrorKind::UnexpectedEof => {
-                    let message = if input.eof.get() {
-                        let left = input.bytes.get().saturating_sub(at);
-                        format!("{place}: truncated {what}: the file ends {left} bytes into it")
-                    } else {
-                        format!("{place}: corrupt {what} header: it claims more than {READ_BUFFER} bytes; the rest of the file is not read")
-                    };
-                    Ok(Some(Record::End {
-                        frame: *frame + 1,
-                        time_us: *last_time_us,
-                        message,
-                    }))
-                }
-                PcapError::IoError(source) => Err(CaptureError::Read {
-                    file: name.clone(),
-                    frame: *frame + 1,
-                    offset: at,
-                    source,
-                }),
-                e => Ok(Some(Record::End {
-                    frame: *frame + 1,
-                    time_us: *last_time_us,
-                    message: format!(
-                        "{place}: corrupt {what}: {e}; the rest of the file is not read"
-                    ),
-                })),
-            }
-        };
-
-        match format {
+        let record = input.take(len);
+        let decoded = match format {
             Format::Pcap {
-                reader,
-                link,
+                parser,
                 nanos,
-                snaplen,
+                link,
+                ..
             } => {
-                let packet = match reader.next_raw_packet() {
-                    None => {
-                        *ended = true;
-                        return Ok(None);
-                    }
-                    Some(Err(e)) => return fail(e, "pcap record", ended),
-                    Some(Ok(p)) => p,
-                };
                 *frame += 1;
-                *next_offset = at + 16 + packet.incl_len as u64;
-                progress.store(*next_offset, Ordering::Relaxed);
-                let frac_us = if *nanos {
-                    packet.ts_frac / 1000
-                } else {
-                    packet.ts_frac
-                };
-                let time_us = packet.ts_sec as i64 * 1_000_000 + frac_us as i64;
-                *last_time_us = time_us;
-                if packet.incl_len > MAX_FRAME.max(*snaplen) {
-                    // Most likely not a record header at all: the file is damaged here,
-                    // and the following "records" would be garbage.
-                    *ended = true;
-                    let message = format!("{}: corrupt pcap record header: captured length {} exceeds the snap length {}; the rest of the file is not read", place(*frame), packet.incl_len, snaplen);
-                    return Ok(Some(Record::End {
-                        frame: *frame,
-                        time_us,
-                        message,
-                    }));
-                }
-                let Cow::Borrowed(data) = packet.data else {
-                    return Ok(Some(Record::Unreadable {
-                        frame: *frame,
-                        time_us,
-                        message: format!(
-                            "{}: record data not borrowed from the read buffer",
-                            place(*frame)
-                        ),
-                    }));
-                };
-                Ok(Some(Record::Frame {
-                    frame: *frame,
-                    offset: at,
-                    link: *link,
-                    time_us,
-                    data,
-                }))
+                decode_pcap_record(parser, *nanos, *link, record)
             }
             Format::PcapNg {
-                reader,
                 big_endian,
                 interfaces,
-            } => {
-                let block = match reader.next_raw_block() {
-                    None => {
-                        *ended = true;
-                        return Ok(None);
-                    }
-                    Some(Err(e)) => return fail(e, "pcapng block", ended),
-                    Some(Ok(b)) => b,
-                };
-                *next_offset = at + block.initial_len as u64;
-                progress.store(*next_offset, Ordering::Relaxed);
-                let Cow::Borrowed(body) = block.body else {
+            } => match read_u32(&record[..4], *big_endian) {
+                PCAPNG_SHB => {
+                    // A new section: interface numbering starts again.
+                    interfaces.clear();
                     return Ok(Some(Record::NotAFrame));
-                };
-                let big = *big_endian;
-                match block.type_ {
-                    PCAPNG_SHB => {
-                        // A new section: its own byte order, and interface numbering
-                        // starts again.
-                        *big_endian = body.get(..4) == Some(&[0x1A, 0x2B, 0x3C, 0x4D][..]);
-                        interfaces.clear();
-                        Ok(Some(Record::NotAFrame))
-                    }
-                    PCAPNG_IDB => {
-                        interfaces.push(parse_interface(body, big));
-                        Ok(Some(Record::NotAFrame))
-                    }
-                    PCAPNG_EPB | PCAPNG_PB | PCAPNG_SPB => {
-                        *frame += 1;
-                        let packet = match parse_packet_block(block.type_, body, big, interfaces) {
-                            Ok(p) => p,
-                            Err(what) => {
-                                return Ok(Some(Record::Unreadable {
-                                    frame: *frame,
-                                    time_us: *last_time_us,
-                                    message: format!("{}: {what}", place(*frame)),
-                                }))
-                            }
-                        };
-                        // A Simple Packet Block has no timestamp: it keeps the last one.
-                        let time_us = packet.time_us.unwrap_or(*last_time_us);
-                        *last_time_us = time_us;
-                        Ok(Some(Record::Frame {
-                            frame: *frame,
-                            offset: at,
-                            link: packet.link,
-                            time_us,
-                            data: packet.data,
-                        }))
-                    }
-                    _ => Ok(Some(Record::NotAFrame)),
+                }
+                PCAPNG_IDB => {
+                    interfaces.push(parse_interface(&record[8..len - 4], *big_endian));
+                    return Ok(Some(Record::NotAFrame));
+                }
+                type_ @ (PCAPNG_EPB | PCAPNG_PB | PCAPNG_SPB) => {
+                    *frame += 1;
+                    parse_packet_block(type_, &record[8..len - 4], *big_endian, interfaces)
+                }
+                _ => return Ok(Some(Record::NotAFrame)),
+            },
+        };
+        Ok(Some(match decoded {
+            Ok(packet) => {
+                // A Simple Packet Block has no timestamp: it keeps the last one.
+                let time_us = packet.time_us.unwrap_or(*last_time_us);
+                *last_time_us = time_us;
+                Record::Frame {
+                    frame: *frame,
+                    offset: at,
+                    link: packet.link,
+                    time_us,
+                    data: packet.data,
                 }
             }
+            Err(what) => Record::Unreadable {
+                frame: *frame,
+                time_us: *last_time_us,
+                message: format!("{name}: frame {} at byte offset {at}: {what}", *frame),
+            },
+        }))
+    }
+
+    /// Finds the length of the next record and makes it available in the buffer; or
+    /// says why the file cannot be followed further.
+    fn frame_record(&mut self) -> Result<Framing, CaptureError> {
+        let (at, frame) = (self.next_offset, self.frame + 1);
+        let read_error = |source| CaptureError::Read {
+            file: self.name.clone(),
+            frame,
+            offset: at,
+            source,
+        };
+        let (header_len, what) = match self.format {
+            Format::Pcap { .. } => (16, "pcap record"),
+            Format::PcapNg { .. } => (12, "pcapng block"),
+        };
+        if !self.input.fill(header_len).map_err(read_error)? {
+            return Ok(match self.input.available().len() {
+                0 => Framing::EndOfFile,
+                left => Framing::Stop(format!(
+                    "truncated {what}: the file ends {left} bytes into it"
+                )),
+            });
         }
+        let head = self.input.available();
+        let len = match &mut self.format {
+            Format::Pcap {
+                big_endian,
+                snaplen,
+                ..
+            } => {
+                let incl_len = read_u32(&head[8..12], *big_endian);
+                if incl_len > MAX_FRAME.max(*snaplen) {
+                    // Most likely not a record header at all: the file is damaged here,
+                    // and the following "records" would be garbage.
+                    return Ok(Framing::Stop(format!(
+                        "corrupt pcap record header: captured length {incl_len} exceeds the snap length {snaplen}; the rest of the file is not read"
+                    )));
+                }
+                16 + incl_len as usize
+            }
+            Format::PcapNg { big_endian, .. } => {
+                if read_u32(&head[..4], *big_endian) == PCAPNG_SHB {
+                    // A section header sets the byte order of its own section.
+                    match byte_order_magic(&head[8..12]) {
+                        Some(big) => *big_endian = big,
+                        None => return Ok(Framing::Stop("corrupt pcapng section header: bad byte-order magic; the rest of the file is not read".into())),
+                    }
+                }
+                let len = read_u32(&head[4..8], *big_endian);
+                if len < 12 || !len.is_multiple_of(4) || len > MAX_BLOCK {
+                    return Ok(Framing::Stop(format!("corrupt pcapng block header: block length {len}; the rest of the file is not read")));
+                }
+                len as usize
+            }
+        };
+        if !self.input.fill(len).map_err(read_error)? {
+            let left = self.input.available().len();
+            return Ok(Framing::Stop(format!(
+                "truncated {what}: the file ends after {left} of its {len} bytes"
+            )));
+        }
+        if let Format::PcapNg { big_endian, .. } = self.format {
+            if read_u32(&self.input.available()[len - 4..len], big_endian) != len as u32 {
+                return Ok(Framing::Stop(format!(
+                    "corrupt pcapng block: its trailing length differs from its length {len}; the rest of the file is not read"
+                )));
+            }
+        }
+        Ok(Framing::Record(len))
     }
 }
 
-struct PacketBlock<'a> {
+/// Where the next record is.
+enum Framing {
+    /// The next `len` bytes of the buffer.
+    Record(usize),
+    EndOfFile,
+    /// Nowhere: the file is cut or corrupt here, for this reason.
+    Stop(String),
+}
+
+fn decode_pcap_record<'a>(
+    parser: &PcapParser,
+    nanos: bool,
+    link: u32,
+    record: &'a [u8],
+) -> Result<DecodedPacket<'a>, String> {
+    let (_, packet) = parser.next_raw_packet(record).map_err(|e| e.to_string())?;
+    let frac_us = if nanos {
+        packet.ts_frac / 1000
+    } else {
+        packet.ts_frac
+    };
+    let time_us = packet.ts_sec as i64 * 1_000_000 + frac_us as i64;
+    match packet.data {
+        Cow::Borrowed(data) => Ok(DecodedPacket {
+            link,
+            time_us: Some(time_us),
+            data,
+        }),
+        Cow::Owned(_) => Err("record data not borrowed from the read buffer".into()),
+    }
+}
+
+/// The byte order a section header's magic announces: `Some(true)` for big-endian.
+fn byte_order_magic(b: &[u8]) -> Option<bool> {
+    match b {
+        [0x1A, 0x2B, 0x3C, 0x4D] => Some(true),
+        [0x4D, 0x3C, 0x2B, 0x1A] => Some(false),
+        _ => None,
+    }
+}
+
+/// A packet record, decoded.
+struct DecodedPacket<'a> {
     link: u32,
     time_us: Option<i64>,
     data: &'a [u8],
@@ -433,7 +493,7 @@ fn parse_packet_block<'a>(
     body: &'a [u8],
     big: bool,
     interfaces: &[Interface],
-) -> Result<PacketBlock<'a>, String> {
+) -> Result<DecodedPacket<'a>, String> {
     let kind = match type_ {
         PCAPNG_EPB => "enhanced packet block",
         PCAPNG_PB => "packet block",
@@ -453,7 +513,7 @@ fn parse_packet_block<'a>(
         if iface.snaplen != 0 {
             caplen = caplen.min(iface.snaplen as usize);
         }
-        return Ok(PacketBlock {
+        return Ok(DecodedPacket {
             link: iface.link,
             time_us: None,
             data: &body[4..4 + caplen],
@@ -478,7 +538,7 @@ fn parse_packet_block<'a>(
     let data = body
         .get(20..20usize.saturating_add(caplen))
         .ok_or_else(|| format!("{kind}: captured length {caplen} exceeds the block"))?;
-    Ok(PacketBlock {
+    Ok(DecodedPacket {
         link: iface.link,
         time_us: Some(iface.time_us(raw_ts)),
         data,
@@ -560,27 +620,5 @@ fn read_u16(b: &[u8], big: bool) -> u16 {
         u16::from_be_bytes(b)
     } else {
         u16::from_le_bytes(b)
-    }
-}
-
-fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
-fn header_problem(e: PcapError) -> String {
-    match e {
-        PcapError::IoError(e) if e.kind() == ErrorKind::UnexpectedEof => {
-            "the file ends inside its header".to_string()
-        }
-        e => e.to_string(),
     }
 }

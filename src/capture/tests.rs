@@ -1318,7 +1318,7 @@ fn truncated_last_record_is_reported_then_flows_close() {
     let last_offset = bytes.len() - (16 + frames[5].len());
     bytes.truncate(bytes.len() - 5);
     let (events, stats) = read_all(bytes, CaptureOptions::default());
-    let want = format!("test.pcap: frame 6 at byte offset {last_offset}: truncated pcap record: the file ends {} bytes into it", 16 + frames[5].len() - 5);
+    let want = format!("test.pcap: frame 6 at byte offset {last_offset}: truncated pcap record: the file ends after {} of its {} bytes", 16 + frames[5].len() - 5, 16 + frames[5].len());
     assert!(
         events.contains(&Ev::Bad {
             frame: 6,
@@ -1423,6 +1423,230 @@ fn corrupted_captures_never_panic() {
             max_reorder_bytes: (next() % 64) as usize,
         };
         if let Ok(mut reader) = CaptureReader::from_reader(Cursor::new(bytes), "fuzz".into(), opts)
+        {
+            let _ = reader.run(&mut |_| {});
+        }
+    }
+}
+
+// ---------------------------------------------------------------- pcapng by hand
+
+/// A pcapng block, little-endian: type, length, body padded to 4 bytes, length.
+fn block_le(type_: u32, body: &[u8]) -> Vec<u8> {
+    let padded = (body.len() + 3) & !3;
+    let len = (12 + padded) as u32;
+    let mut b = type_.to_le_bytes().to_vec();
+    b.extend_from_slice(&len.to_le_bytes());
+    b.extend_from_slice(body);
+    b.resize(8 + padded, 0);
+    b.extend_from_slice(&len.to_le_bytes());
+    b
+}
+
+fn epb_le(interface: u32, ts_units: u64, data: &[u8]) -> Vec<u8> {
+    let mut body = interface.to_le_bytes().to_vec();
+    body.extend_from_slice(&((ts_units >> 32) as u32).to_le_bytes());
+    body.extend_from_slice(&(ts_units as u32).to_le_bytes());
+    body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    body.extend_from_slice(data);
+    block_le(6, &body)
+}
+
+#[test]
+fn pcapng_option_lists_without_end_marker_are_read() {
+    // The specification lets a writer end an option list at the end of the block,
+    // without opt_endofopt; pcap-file 2.0's reader rejects that, this one must not.
+    let conv = mqtt_session("10.0.0.2:50000", "10.0.0.1:1883");
+    let mut shb = vec![0x4D, 0x3C, 0x2B, 0x1A, 1, 0, 0, 0];
+    shb.extend_from_slice(&(-1i64).to_le_bytes());
+    shb.extend_from_slice(&[1, 0, 5, 0]); // opt_comment, 5 bytes, not UTF-8
+    shb.extend_from_slice(&[0xff, 0xfe, 0xfd, 0xfc, 0xfb, 0, 0, 0]);
+    let mut bytes = block_le(0x0A0D_0D0A, &shb);
+    let mut idb = vec![1, 0, 0, 0, 0, 0, 4, 0]; // Ethernet, snaplen 262144
+    idb.extend_from_slice(&[9, 0, 1, 0, 3, 0, 0, 0]); // if_tsresol = 3 (milliseconds)
+    bytes.extend(block_le(1, &idb));
+    bytes.extend(block_le(0x0000_0BAD, b"an unknown block type")); // skipped
+    for (i, f) in conv.frames(Link::Ethernet).iter().enumerate() {
+        bytes.extend(epb_le(0, 1_700_000_000_000 + i as u64, f));
+    }
+    let mut reader = CaptureReader::from_reader(
+        Cursor::new(bytes),
+        "t.pcapng".into(),
+        CaptureOptions::default(),
+    )
+    .unwrap();
+    let mut events = Vec::new();
+    let mut open_time = None;
+    reader
+        .run(&mut |e| {
+            if let FlowEvent::Open { time_us, .. } = e {
+                open_time = Some(time_us);
+            }
+            events.push(own(e))
+        })
+        .unwrap();
+    assert_eq!(open_time, Some(T0_US));
+    assert_eq!(
+        stream(&events, 1, Side::Client),
+        concat(&[CONNECT, PUBLISH]),
+        "{events:?}"
+    );
+    assert!(
+        matches!(
+            events.last(),
+            Some(Ev::Close {
+                conn: 1,
+                frame: 8,
+                reset: false
+            })
+        ),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn pcapng_sections_of_both_byte_orders_follow_each_other() {
+    let first = mqtt_session("10.0.0.2:50000", "10.0.0.1:1883");
+    let second = mqtt_session("10.0.0.3:50000", "10.0.0.1:1883");
+    let mut bytes = Vec::new();
+    for (conv, endianness) in [(&first, Endianness::Little), (&second, Endianness::Big)] {
+        let mut w = PcapNgWriter::with_endianness(Vec::new(), endianness).unwrap();
+        w.write_pcapng_block(InterfaceDescriptionBlock {
+            linktype: DataLink::ETHERNET,
+            snaplen: 0,
+            options: vec![],
+        })
+        .unwrap();
+        for f in conv.frames(Link::Ethernet) {
+            w.write_pcapng_block(EnhancedPacketBlock {
+                interface_id: 0,
+                timestamp: Duration::from_nanos(T0_US as u64),
+                original_len: f.len() as u32,
+                data: Cow::Borrowed(&f),
+                options: vec![],
+            })
+            .unwrap();
+        }
+        bytes.extend(w.into_inner());
+    }
+    let (events, stats) = read_all(bytes, CaptureOptions::default());
+    assert_eq!(stats.frames, 18);
+    for conn in [1, 2] {
+        assert_eq!(
+            stream(&events, conn, Side::Client),
+            concat(&[CONNECT, PUBLISH]),
+            "{events:?}"
+        );
+    }
+}
+
+#[test]
+fn pcapng_packet_naming_an_unknown_interface_is_a_bad_frame() {
+    let conv = mqtt_session("10.0.0.2:50000", "10.0.0.1:1883");
+    let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+    w.write_pcapng_block(InterfaceDescriptionBlock {
+        linktype: DataLink::ETHERNET,
+        snaplen: 0,
+        options: vec![],
+    })
+    .unwrap();
+    let mut bytes = w.into_inner();
+    let frames = conv.frames(Link::Ethernet);
+    bytes.extend(epb_le(3, 0, &frames[0]));
+    let (events, _) = read_all(bytes, CaptureOptions::default());
+    assert!(
+        matches!(&events[..], [Ev::Bad { frame: 1, message }] if message.contains("names interface 3, but the section describes 1")),
+        "{events:?}"
+    );
+}
+
+/// A reader handing out a few bytes at a time, as a pipe may.
+struct Trickle(Cursor<Vec<u8>>);
+
+impl std::io::Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(7);
+        self.0.read(&mut buf[..n])
+    }
+}
+
+#[test]
+fn short_reads_change_nothing() {
+    let conv = mqtt_session("10.0.0.2:50000", "10.0.0.1:1883");
+    let pcap_bytes = pcap(DataLink::ETHERNET, &conv.frames(Link::Ethernet));
+    let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+    w.write_pcapng_block(InterfaceDescriptionBlock {
+        linktype: DataLink::ETHERNET,
+        snaplen: 0,
+        options: vec![],
+    })
+    .unwrap();
+    for f in conv.frames(Link::Ethernet) {
+        w.write_pcapng_block(EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: Duration::ZERO,
+            original_len: f.len() as u32,
+            data: Cow::Borrowed(&f),
+            options: vec![],
+        })
+        .unwrap();
+    }
+    for bytes in [pcap_bytes, w.into_inner()] {
+        let whole = read_default(bytes.clone());
+        let mut reader = CaptureReader::from_reader(
+            Trickle(Cursor::new(bytes)),
+            "pipe".into(),
+            CaptureOptions::default(),
+        )
+        .unwrap();
+        let mut trickled = Vec::new();
+        reader.run(&mut |e| trickled.push(own(e))).unwrap();
+        assert_eq!(trickled, whole);
+        assert_eq!(stream(&whole, 1, Side::Client), concat(&[CONNECT, PUBLISH]));
+    }
+}
+
+#[test]
+fn corrupted_pcapng_never_panics() {
+    let mut conv = mqtt_session("10.0.0.2:50000", "10.0.0.1:1883");
+    conv.c(40, b"late").s(9, b"x");
+    let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+    w.write_pcapng_block(InterfaceDescriptionBlock {
+        linktype: DataLink::ETHERNET,
+        snaplen: 0,
+        options: vec![InterfaceDescriptionOption::IfTsResol(9)],
+    })
+    .unwrap();
+    for f in conv.frames(Link::Ethernet) {
+        w.write_pcapng_block(EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: Duration::ZERO,
+            original_len: f.len() as u32,
+            data: Cow::Borrowed(&f),
+            options: vec![],
+        })
+        .unwrap();
+    }
+    let good = w.into_inner();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for round in 0..400 {
+        let mut bytes = good.clone();
+        for _ in 0..(next() % 6) {
+            let i = next() as usize % bytes.len();
+            bytes[i] = next() as u8;
+        }
+        if round % 3 == 0 {
+            bytes.truncate(next() as usize % bytes.len());
+        }
+        if let Ok(mut reader) =
+            CaptureReader::from_reader(Cursor::new(bytes), "fuzz".into(), CaptureOptions::default())
         {
             let _ = reader.run(&mut |_| {});
         }
