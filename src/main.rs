@@ -197,6 +197,15 @@ fn list_rules(set: &RuleSet, format: ListFormat, out: &mut dyn Write) -> anyhow:
             file: r.file.clone(),
         })
         .collect();
+    print_rows(rows, format, out)
+}
+
+/// A listing as a table for people or a JSON array for scripts.
+fn print_rows<T: tabled::Tabled + serde::Serialize>(
+    rows: Vec<T>,
+    format: ListFormat,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     match format {
         ListFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?,
         ListFormat::Table => writeln!(
@@ -349,14 +358,7 @@ fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::R
                     rules_version: m.rules_version,
                 })
                 .collect();
-            match format {
-                ListFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?,
-                ListFormat::Table => writeln!(
-                    out,
-                    "{}",
-                    tabled::Table::new(rows).with(tabled::settings::Style::sharp())
-                )?,
-            }
+            print_rows(rows, format, out)?;
             Ok(0)
         }
         C::Show {

@@ -191,14 +191,7 @@ impl Analyzer {
         };
         let offset = c.decoders[side.index()].stream_offset();
         c.decoders[side.index()].gap(lost);
-        let place = Place {
-            conn: Some(conn),
-            side: Some(side),
-            packet: Some(packet),
-            time_us: Some(time_us),
-            offset: Some(offset),
-            ..Place::default()
-        };
+        let place = Place::frame(packet, time_us).on(conn, Some(side), Some(offset));
         self.engine.emit_at(
             |c| matches!(c, Check::CaptureGap),
             &place,
@@ -210,11 +203,7 @@ impl Analyzer {
 
     /// A capture frame that could not be read; reading went on after it.
     pub fn bad_frame(&mut self, time_us: i64, packet: u64, detail: &str, sink: &mut dyn Sink) {
-        let place = Place {
-            packet: Some(packet),
-            time_us: Some(time_us),
-            ..Place::default()
-        };
+        let place = Place::frame(packet, time_us);
         self.engine.emit_at(
             |c| matches!(c, Check::BadFrame),
             &place,
@@ -235,12 +224,7 @@ impl Analyzer {
         reason: &str,
         sink: &mut dyn Sink,
     ) {
-        let place = Place {
-            conn: Some(conn),
-            packet: Some(packet),
-            time_us: Some(time_us),
-            ..Place::default()
-        };
+        let place = Place::frame(packet, time_us).on(conn, None, None);
         self.engine.emit_at(
             |c| matches!(c, Check::NotDecodable),
             &place,
@@ -260,14 +244,8 @@ impl Analyzer {
             for side in [Side::Client, Side::Server] {
                 let d = &c.decoders[side.index()];
                 if d.buffered() > 0 {
-                    let place = Place {
-                        conn: Some(conn),
-                        side: Some(side),
-                        packet: Some(packet),
-                        time_us: Some(time_us),
-                        offset: Some(d.stream_offset() - d.buffered() as u64),
-                        ..Place::default()
-                    };
+                    let offset = d.stream_offset() - d.buffered() as u64;
+                    let place = Place::frame(packet, time_us).on(conn, Some(side), Some(offset));
                     self.engine.emit_at(
                         |c| matches!(c, Check::MqttMalformed),
                         &place,
@@ -313,14 +291,7 @@ impl Analyzer {
         d: Decoded,
         sink: &mut dyn Sink,
     ) {
-        let place = |offset| Place {
-            conn: Some(conn),
-            side: Some(side),
-            packet: Some(packet),
-            time_us: Some(time_us),
-            offset: Some(offset),
-            ..Place::default()
-        };
+        let place = |offset| Place::frame(packet, time_us).on(conn, Some(side), Some(offset));
         match d {
             Decoded::Packet {
                 offset,

@@ -8,7 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use bytes::BytesMut;
+use common::{free_port, temp_dir, Mosquitto};
 use edgetap::finding::Finding;
 use edgetap::pipeline::Settings;
 use edgetap::proxy::{ProxyOutcome, ProxySettings};
@@ -18,60 +21,6 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let d = std::env::temp_dir().join(format!("edgetap-{tag}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-struct Mosquitto {
-    child: Child,
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn mosquitto(port: u16) -> Mosquitto {
-    let dir = temp_dir("mosquitto");
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
-    )
-    .unwrap();
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto must be installed (apt-get install mosquitto)");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "mosquitto did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Mosquitto { child }
-}
 
 struct Proxy {
     addr: SocketAddr,
@@ -233,7 +182,7 @@ fn key(f: &Finding) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payloads_arrive_byte_identical_and_store_matches_analyze() {
     let port = free_port();
-    let _broker = mosquitto(port);
+    let _broker = Mosquitto::on(port);
     let dir = temp_dir("store");
     let dump = tcpdump(port, dir.join("run.pcap"));
     let store = Store::open(&dir.join("store")).unwrap();
@@ -406,7 +355,7 @@ async fn upstream_refusing_closes_the_client_and_the_proxy_keeps_serving() {
         .expect("the proxy closes the client promptly");
     assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
     // The broker comes up: the same proxy serves the next client.
-    let _broker = mosquitto(port);
+    let _broker = Mosquitto::on(port);
     let mut c = TcpStream::connect(px.addr).await.unwrap();
     c.write_all(CONNECT).await.unwrap();
     assert_eq!(connack(&mut c).await, [0x20, 0x02, 0x00, 0x00]);
@@ -418,7 +367,7 @@ async fn upstream_refusing_closes_the_client_and_the_proxy_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_vanishing_mid_packet_is_a_finding_and_others_go_on() {
     let port = free_port();
-    let _broker = mosquitto(port);
+    let _broker = Mosquitto::on(port);
     let px = proxy(format!("127.0.0.1:{port}"), None).await;
     let mut c = TcpStream::connect(px.addr).await.unwrap();
     c.write_all(CONNECT).await.unwrap();
@@ -462,7 +411,7 @@ fn raise_fd_limit() {
 async fn five_hundred_concurrent_connections() {
     raise_fd_limit();
     let port = free_port();
-    let _broker = mosquitto(port);
+    let _broker = Mosquitto::on(port);
     let dir = temp_dir("store500");
     let px = proxy(
         format!("127.0.0.1:{port}"),
@@ -506,7 +455,7 @@ async fn five_hundred_concurrent_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_31_311_and_5_clients_pass_through() {
     let port = free_port();
-    let _broker = mosquitto(port);
+    let _broker = Mosquitto::on(port);
     let dir = temp_dir("versions");
     let px = proxy(
         format!("127.0.0.1:{port}"),
@@ -569,7 +518,7 @@ async fn bench_direct_vs_proxy() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2_000);
     let port = free_port();
-    let _broker = mosquitto(port);
+    let _broker = Mosquitto::on(port);
     let dir = temp_dir("bench");
     let pport = free_port();
     let mut px = Command::new(env!("CARGO_BIN_EXE_edgetap"))

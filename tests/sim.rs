@@ -5,10 +5,12 @@
 //! mosquitto is missing.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::Mosquitto;
 use edgetap::analyze::{analyze_files, AnalyzeSettings};
 use edgetap::broker::{self, BrokerSettings, EmbeddedBroker};
 use edgetap::demo::{quick_settings, run_pair};
@@ -30,60 +32,6 @@ fn addr(b: &EmbeddedBroker, p: Protocol) -> String {
     match p {
         Protocol::V4 => b.v4.to_string(),
         Protocol::V5 => b.v5.to_string(),
-    }
-}
-
-/// A mosquitto of our own on a free port; killed on drop.
-struct Mosquitto {
-    child: Child,
-    port: u16,
-    _dir: PathBuf,
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn mosquitto() -> Mosquitto {
-    let bin = ["mosquitto", "/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .into_iter()
-        .find(|b| {
-            Command::new(b)
-                .arg("-h")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok()
-        })
-        .expect("mosquitto is required for the interop tests (apt-get install mosquitto)");
-    let port = broker::free_port().unwrap();
-    let dir = std::env::temp_dir().join(format!("edgetap-mosq-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-    )
-    .unwrap();
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto starts");
-    broker::wait_listening(
-        format!("127.0.0.1:{port}").parse().unwrap(),
-        Duration::from_secs(5),
-    )
-    .expect("mosquitto listens");
-    Mosquitto {
-        child,
-        port,
-        _dir: dir,
     }
 }
 
@@ -251,7 +199,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sims_interoperate_through_mosquitto_mqtt311_and_5() {
-    let m = mosquitto();
+    let m = Mosquitto::start();
     let a = format!("127.0.0.1:{}", m.port);
     let r4 = plan(&a, "E-MOSQ-4", Protocol::V4, &[], None).await;
     assert_clean(&r4);

@@ -3,35 +3,20 @@
 //! required (CI installs them); these tests fail without them.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use bytes::{Bytes, BytesMut};
+use common::{free_port, temp_dir};
 use edgetap::finding::Side;
 use edgetap::pipeline::{Analyzer, PacketEvent, Settings, Sink};
 use edgetap::rules::RuleSet;
 use edgetap::store::replay::{feed, packet_record};
 use edgetap::store::{CaptureMeta, Event, EventKind, PacketRecord, Store, WriteBatch};
 use edgetap::Finding;
-
-fn temp_dir(tag: &str) -> PathBuf {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let d = std::env::temp_dir().join(format!("edgetap-{tag}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn meta() -> CaptureMeta {
     CaptureMeta {
@@ -267,19 +252,8 @@ fn export_pcapng_tshark_counts_what_edgetap_counts_and_shows_findings() {
 #[test]
 fn sigkill_mid_traffic_keeps_everything_up_to_the_flush_window() {
     let dir = temp_dir("sigkill");
-    let mport = free_port();
-    std::fs::write(
-        dir.join("m.conf"),
-        format!("listener {mport} 127.0.0.1\nallow_anonymous true\n"),
-    )
-    .unwrap();
-    let mut broker = Command::new("mosquitto")
-        .arg("-c")
-        .arg(dir.join("m.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto must be installed (apt-get install mosquitto)");
+    let broker = common::Mosquitto::start();
+    let mport = broker.port;
     let pport = free_port();
     let store_dir = dir.join("store");
     let mut proxy = Command::new(env!("CARGO_BIN_EXE_edgetap"))
@@ -350,8 +324,7 @@ fn sigkill_mid_traffic_keeps_everything_up_to_the_flush_window() {
     rt.block_on(async {
         let _ = tokio::time::timeout(Duration::from_secs(2), publisher).await;
     });
-    let _ = broker.kill();
-    let _ = broker.wait();
+    drop(broker);
 
     let acked = acked.lock().unwrap().clone();
     assert!(

@@ -28,6 +28,27 @@ pub struct Place {
     pub topic: Option<String>,
 }
 
+impl Place {
+    /// A place in the capture: front-end unit number and time.
+    pub fn frame(packet: u64, time_us: i64) -> Place {
+        Place {
+            packet: Some(packet),
+            time_us: Some(time_us),
+            ..Place::default()
+        }
+    }
+
+    /// The same place, on a connection and side, at a stream offset.
+    pub fn on(self, conn: ConnId, side: Option<Side>, offset: Option<u64>) -> Place {
+        Place {
+            conn: Some(conn),
+            side,
+            offset,
+            ..self
+        }
+    }
+}
+
 type Vars = Vec<(&'static str, String)>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
