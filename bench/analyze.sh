@@ -8,9 +8,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-200000}
+# Loopback's 64 KiB MTU packs ~70 messages into one frame, which no field network
+# does; MTU=1500 (default) records as an Ethernet link would. MTU=65536 for loopback's own.
+mtu=${MTU:-1500}
 work=$(mktemp -d /tmp/edgetap-bench.XXXXXX)
 port=18839
-trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+old_mtu=$(cat /sys/class/net/lo/mtu)
+trap 'kill $(jobs -p) 2>/dev/null || true; ip link set lo mtu "$old_mtu"; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+ip link set lo mtu "$mtu"
 
 cargo build --release --quiet
 bin=target/release/edgetap
@@ -43,7 +48,7 @@ mosquitto_pub -p "$port" -i edge-EDGE0001 -t /v1/EDGE0001/device/data -q 0 -l < 
 sleep 1
 kill -INT "$dump"; wait "$dump" || true
 size=$(stat -c %s "$work/bench.pcap")
-echo "capture: $((size / 1000000)) MB"
+echo "capture: $((size / 1000000)) MB, lo MTU $mtu, $(tshark -r "$work/bench.pcap" -T fields -e frame.number 2>/dev/null | wc -l) frames"
 
 # 3. Time both in the same run, warm cache first.
 cat "$work/bench.pcap" > /dev/null

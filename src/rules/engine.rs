@@ -142,7 +142,12 @@ impl Engine {
     }
 
     pub fn note_exercised(&mut self, clause: &str) {
-        *self.exercised.entry(clause.to_string()).or_default() += 1;
+        match self.exercised.get_mut(clause) {
+            Some(n) => *n += 1,
+            None => {
+                self.exercised.insert(clause.to_string(), 1);
+            }
+        }
     }
 
     /// Emits a finding of every rule whose check `pick` selects, at a transport place.
@@ -413,7 +418,7 @@ impl Engine {
         let verdict = m
             .envelope()
             .and_then(|e| e.code)
-            .map(|code| (code, code_verdict(code, def.as_ref(), &req, &rules)));
+            .map(|code| (code, code_verdict(code, def.as_deref(), &req, &rules)));
         for rule in &rules.rules {
             let mut v = rctx.vars(m);
             match &rule.def.check {
@@ -589,7 +594,7 @@ impl Engine {
         let Some(t) = ctx.msg_type.clone() else {
             return;
         };
-        let edge = self.edges.entry(m.topic.edge_id.clone()).or_default();
+        let edge = edge_state(&mut self.edges, &m.topic.edge_id);
         let by_edge = m.topic.publisher == Actor::Edge;
         for rule in &rules.rules {
             let id = &rule.def.id;
@@ -610,7 +615,7 @@ impl Engine {
                     }
                 }
                 Check::IdAssigned { uses, .. } => {
-                    let known = edge.assigned.entry(id.clone()).or_default();
+                    let known = slot(&mut edge.assigned, id);
                     for sel in uses.iter().filter(|s| path_sel_matches(s, &t, ctx.class)) {
                         for value in values_at(m, &sel.path) {
                             if !known.contains(&value) {
@@ -645,7 +650,7 @@ impl Engine {
                     period,
                     tolerance,
                 } => {
-                    let slot = edge.period.entry(id.clone()).or_default();
+                    let slot = slot(&mut edge.period, id);
                     if path_sel_matches(period, &t, ctx.class) {
                         if let Some(p) = values_at_json(m, &period.path)
                             .iter()
@@ -675,14 +680,14 @@ impl Engine {
     /// Records ids produced by a reply (e.g. deviceIds assigned by CMD_TOPO_ADD).
     fn collect_assignments(&mut self, m: &Message, msg_type: &str, class: Class) {
         let rules = Arc::clone(&self.rules);
-        let edge = self.edges.entry(m.topic.edge_id.clone()).or_default();
+        let edge = edge_state(&mut self.edges, &m.topic.edge_id);
         for rule in &rules.rules {
             if let Check::IdAssigned { assigns, .. } = &rule.def.check {
                 for sel in assigns
                     .iter()
                     .filter(|s| path_sel_matches(s, msg_type, class))
                 {
-                    let set = edge.assigned.entry(rule.def.id.clone()).or_default();
+                    let set = slot(&mut edge.assigned, &rule.def.id);
                     set.extend(values_at(m, &sel.path));
                 }
             }
@@ -849,7 +854,7 @@ impl Engine {
 struct Ctx {
     class: Class,
     msg_type: Option<String>,
-    typedef: Option<TypeDef>,
+    typedef: Option<Arc<TypeDef>>,
     clause: Option<String>,
     job_of: Option<String>,
 }
@@ -1094,14 +1099,17 @@ fn expired(m: &Message) -> Option<String> {
     })
 }
 
-/// Paths of keys that `r` rejects, at any depth; a path is built only for a
-/// rejected key or a container holding more keys.
+/// Paths of keys that `r` rejects, at any depth. Conforming messages (the common
+/// case) are checked without building a single path.
 fn bad_keys(
     prefix: &str,
     obj: &serde_json::Map<String, Value>,
     r: &regex::Regex,
     out: &mut Vec<String>,
 ) {
+    if all_keys_match(obj, r) {
+        return;
+    }
     let join = |k: &str| {
         if prefix.is_empty() {
             k.to_string()
@@ -1125,6 +1133,36 @@ fn bad_keys(
             _ => {}
         }
     }
+}
+
+fn all_keys_match(obj: &serde_json::Map<String, Value>, r: &regex::Regex) -> bool {
+    obj.iter().all(|(k, v)| {
+        r.is_match(k)
+            && match v {
+                Value::Object(o) => all_keys_match(o, r),
+                Value::Array(a) => a.iter().all(|x| match x {
+                    Value::Object(o) => all_keys_match(o, r),
+                    _ => true,
+                }),
+                _ => true,
+            }
+    })
+}
+
+/// The per-edge state, created on first sight without cloning the id each time.
+fn edge_state<'a>(edges: &'a mut HashMap<String, EdgeState>, edge: &str) -> &'a mut EdgeState {
+    if !edges.contains_key(edge) {
+        edges.insert(edge.to_string(), EdgeState::default());
+    }
+    edges.get_mut(edge).expect("inserted above")
+}
+
+/// A per-rule slot of an edge's state, created on first use.
+fn slot<'a, T: Default>(map: &'a mut HashMap<String, T>, id: &str) -> &'a mut T {
+    if !map.contains_key(id) {
+        map.insert(id.to_string(), T::default());
+    }
+    map.get_mut(id).expect("inserted above")
 }
 
 fn join_codes(c: &[i64]) -> String {

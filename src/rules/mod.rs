@@ -71,7 +71,8 @@ pub struct Rule {
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     pub clauses: Vec<ClauseDef>,
-    pub types: BTreeMap<String, TypeDef>,
+    /// Shared: the engine hands the same definition to every message of a type.
+    pub types: BTreeMap<String, std::sync::Arc<TypeDef>>,
     /// In load order; ids are unique.
     pub rules: Vec<Rule>,
     /// Files that made the set, for the report ("rules version").
@@ -140,7 +141,8 @@ impl RuleSet {
                 }
             }
             for (name, t) in &rf.types {
-                set.types.insert(name.clone(), t.clone());
+                set.types
+                    .insert(name.clone(), std::sync::Arc::new(t.clone()));
             }
         }
         for (file, rf) in parsed {
