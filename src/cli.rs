@@ -129,7 +129,9 @@ pub enum CapturesCommand {
     /// Write a capture as pcapng (synthesized Ethernet/IP/TCP headers, findings as
     /// packet comments).
     Export {
+        /// Capture id, as `captures list` shows it.
         id: u64,
+        /// The pcapng file to write; findings become comments on their packets.
         #[arg(long, value_name = "FILE")]
         pcapng: PathBuf,
         #[command(flatten)]
