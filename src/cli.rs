@@ -64,6 +64,88 @@ pub enum Command {
         #[command(subcommand)]
         command: CapturesCommand,
     },
+    /// Play one side of a recorded session to a real counterpart, judge its answers
+    /// against the recorded ones, send mutations; regression mode with --expect.
+    #[command(after_help = "Examples:\n  \
+        edgetap replay session.pcap --as platform --broker 127.0.0.1:1883 --asap\n  \
+        edgetap replay session.pcap --as platform --broker 127.0.0.1:1883 --edge-id DUT1 \\\n      \
+        --mutate drop-field --mutate invalid-json --seed 7 --format junit > replay.xml\n  \
+        edgetap replay 3 --store ./edgetap-store --as platform --broker dut:1883 --expect golden.json\n  \
+        edgetap replay --list-mutations\n\n\
+        Exit codes: 0 as recorded (or as --expect), 1 differences, 2 bad usage or unreadable input.")]
+    Replay(ReplayArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayRole {
+    Platform,
+    Edge,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReplayArgs {
+    /// A pcap/pcapng file, or the id of a capture in --store.
+    #[arg(required_unless_present = "list_mutations")]
+    pub source: Option<String>,
+    /// The side edgetap plays.
+    #[arg(long = "as", value_enum, required_unless_present = "list_mutations")]
+    pub role: Option<ReplayRole>,
+    /// Broker, HOST:PORT.
+    #[arg(long, required_unless_present = "list_mutations")]
+    pub broker: Option<String>,
+    /// Live edge id (default: the recorded one); replaced in topics and fields.
+    #[arg(long)]
+    pub edge_id: Option<String>,
+    /// Pace as recorded, scaled by this factor (2 = twice as fast).
+    #[arg(long, default_value_t = 1.0, conflicts_with = "asap")]
+    pub speed: f64,
+    /// As fast as the answers allow.
+    #[arg(long)]
+    pub asap: bool,
+    /// A built-in mutation or a JSON mutation file (repeatable).
+    #[arg(long = "mutate", value_name = "NAME|FILE")]
+    pub mutations: Vec<String>,
+    /// Seed of the random choices (printed in the report) [default: from the clock].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// A field name or dotted path whose value is not compared (repeatable).
+    #[arg(long = "noise", value_name = "FIELD")]
+    pub noise: Vec<String>,
+    /// Send the recorded job ids instead of fresh ones.
+    #[arg(long)]
+    pub keep_job_ids: bool,
+    /// Compare the outcome with a saved one: any divergence exits 1.
+    #[arg(long, value_name = "FILE")]
+    pub expect: Option<PathBuf>,
+    /// Save the outcome for --expect.
+    #[arg(long, value_name = "FILE")]
+    pub save_expect: Option<PathBuf>,
+    /// How long to wait for each answer, in ms.
+    #[arg(long, default_value_t = 5000)]
+    pub timeout_ms: u64,
+    /// How long to watch the counterpart after a mutated message, in ms.
+    #[arg(long, default_value_t = 2000)]
+    pub mutation_window_ms: u64,
+    /// Write the live session as a pcap.
+    #[arg(long, value_name = "FILE")]
+    pub capture: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// TCP port of the broker in the capture file (repeatable).
+    #[arg(long = "port", default_value = "1883")]
+    pub ports: Vec<u16>,
+    /// The capture store, for a capture id SOURCE.
+    #[arg(long = "store", value_name = "DIR", default_value = edgetap::store::DEFAULT_DIR)]
+    pub store_dir: PathBuf,
+    #[command(flatten)]
+    pub rules: RulesArgs,
+    /// Speak MQTT 5 instead of 3.1.1.
+    #[arg(long)]
+    pub mqtt5: bool,
+    /// List the built-in mutations.
+    #[arg(long)]
+    pub list_mutations: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]

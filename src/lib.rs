@@ -14,6 +14,7 @@ pub mod mqtt;
 pub mod pipeline;
 pub mod protocol;
 pub mod proxy;
+pub mod replay;
 pub mod report;
 pub mod rules;
 pub mod sim;

@@ -140,6 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             run_proxy(args)
         }
         Command::Captures { command } => run_captures(command, &mut stdout),
+        Command::Replay(a) => run_replay(a, &mut stdout),
         Command::Rules { command } => match command {
             RulesCommand::List { rules, format } => {
                 let set = load_rules(&rules)?;
@@ -478,4 +479,61 @@ fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::R
             Ok(0)
         }
     }
+}
+
+/// `edgetap replay`: settings, run, report, exit code (1 on differences).
+fn run_replay(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
+    use edgetap::replay::{self, Pacing, ReplaySettings, Role};
+    if a.list_mutations {
+        out.write_all(replay::list_mutations().as_bytes())?;
+        return Ok(0);
+    }
+    let (Some(src), Some(role), Some(broker)) = (a.source, a.role, a.broker) else {
+        anyhow::bail!("SOURCE, --as and --broker are required");
+    };
+    let rules = Arc::new(load_rules(&a.rules)?);
+    let role = match role {
+        cli::ReplayRole::Platform => Role::Platform,
+        cli::ReplayRole::Edge => Role::Edge,
+    };
+    let source = replay::source::Source::parse(&src, &a.store_dir)?;
+    let mut s = ReplaySettings::new(source, role, &broker);
+    s.edge_id = a.edge_id;
+    s.pacing = if a.asap {
+        Pacing::Asap
+    } else {
+        Pacing::Speed(a.speed)
+    };
+    s.mutations = a.mutations;
+    s.seed = a.seed.unwrap_or_else(|| edgetap::sim::now_us() as u64);
+    s.noise = a.noise;
+    s.fresh_jobs = !a.keep_job_ids;
+    s.protocol = edgetap::sim::run::protocol(a.mqtt5);
+    s.answer_timeout = std::time::Duration::from_millis(a.timeout_ms);
+    s.mutation_window = std::time::Duration::from_millis(a.mutation_window_ms);
+    s.ports = a.ports;
+    s.capture = a.capture;
+    let expected = a.expect.as_deref().map(replay::load_expected).transpose()?;
+    let outcome = replay::run_blocking(s, rules)?;
+    if let Some(p) = &a.save_expect {
+        std::fs::write(p, outcome.to_json())?;
+    }
+    let divergences = expected.map(|e| replay::compare_expected(&e, &outcome));
+    match a.format {
+        Format::Table => {
+            out.write_all(outcome.to_table().as_bytes())?;
+            if let Some(d) = &divergences {
+                writeln!(out, "\nExpectation: {} divergence(s)", d.len())?;
+                for x in d {
+                    writeln!(out, "  {x}")?;
+                }
+            }
+        }
+        Format::Json => writeln!(out, "{}", outcome.to_json())?,
+        Format::Junit => out.write_all(outcome.to_junit(divergences.as_deref()).as_bytes())?,
+    }
+    Ok(u8::from(match &divergences {
+        Some(d) => !d.is_empty(),
+        None => outcome.failed(),
+    }))
 }

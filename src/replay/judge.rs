@@ -1,0 +1,266 @@
+//! Judging a replay against its recording, exchange by exchange, with noise rules in
+//! the spirit of Keploy's: a noisy field must be present with the same JSON type, but
+//! its value is not compared. Noise by default: `timestamp`, `mid`, and the measured
+//! values of status reports (`cpuRate`, `memUsed`, `diskUsed`, `tempValue`,
+//! `devDateTime`, `devStDateTime`, `devRunTime`, `progress`, `state`); the user adds
+//! field names (`--noise NAME`, matched at any depth) or dotted paths (`param.info`).
+//!
+//! Rule findings are not judged here: the live session goes through the one
+//! [`crate::pipeline::Analyzer`], and its findings are compared by rule id with the
+//! recording's.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::source::Recorded;
+use crate::protocol::Class;
+
+/// Fields whose values are not compared.
+pub const DEFAULT_NOISE: &[&str] = &[
+    "timestamp",
+    "mid",
+    "cpuRate",
+    "memUsed",
+    "diskUsed",
+    "tempValue",
+    "devDateTime",
+    "devStDateTime",
+    "devRunTime",
+    "progress",
+    "state",
+];
+
+#[derive(Debug, Clone)]
+pub struct Noise {
+    names: Vec<String>,
+}
+
+impl Noise {
+    pub fn new(extra: &[String]) -> Noise {
+        let mut names: Vec<String> = DEFAULT_NOISE.iter().map(|s| s.to_string()).collect();
+        names.extend(extra.iter().cloned());
+        Noise { names }
+    }
+
+    fn is_noise(&self, path: &str, key: &str) -> bool {
+        self.names.iter().any(|n| n == key || n == path)
+    }
+
+    /// The comparable form of a value: noisy fields become `"<type>"`.
+    pub fn normalize(&self, v: &Value) -> Value {
+        self.walk(v, "")
+    }
+
+    fn walk(&self, v: &Value, path: &str) -> Value {
+        match v {
+            Value::Object(o) => {
+                let mut out = Map::new();
+                for (k, x) in o {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    let nv = if self.is_noise(&p, k) {
+                        Value::from(format!("<{}>", crate::protocol::json_type_name(x)))
+                    } else {
+                        self.walk(x, &p)
+                    };
+                    out.insert(k.clone(), nv);
+                }
+                Value::Object(out)
+            }
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.walk(x, path)).collect()),
+            other => other.clone(),
+        }
+    }
+}
+
+/// Differences between two normalized values, one line each, with the path.
+pub fn diff_values(path: &str, recorded: &Value, live: &Value, out: &mut Vec<String>) {
+    match (recorded, live) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, x) in a {
+                let p = join(path, k);
+                match b.get(k) {
+                    Some(y) => diff_values(&p, x, y, out),
+                    None => out.push(format!("{p}: missing (recorded {})", short(x))),
+                }
+            }
+            for (k, y) in b {
+                if !a.contains_key(k) {
+                    out.push(format!("{}: extra (live {})", join(path, k), short(y)));
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                diff_values(&format!("{path}[{i}]"), x, y, out);
+            }
+        }
+        (x, y) if x == y => {}
+        (x, y) => out.push(format!("{path}: recorded {}, live {}", short(x), short(y))),
+    }
+}
+
+fn join(path: &str, k: &str) -> String {
+    if path.is_empty() {
+        k.to_string()
+    } else {
+        format!("{path}.{k}")
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 60 {
+        let t: String = s.chars().take(57).collect();
+        format!("{t}...")
+    } else {
+        s
+    }
+}
+
+/// What came back for one request: the reply and, for a job, its result; normalized.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Answer {
+    /// For a request of the counterpart: the request itself.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub request: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reply: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub job_result: Option<Value>,
+    /// More than one reply or job result came.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub extra: Vec<Value>,
+}
+
+/// One request of the recording with its recorded answer, and (after the run) the live one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Exchange {
+    pub index: usize,
+    /// "platform" or "edge": who sent the request.
+    pub from: String,
+    pub request: String,
+    pub topic: String,
+    pub recorded: Answer,
+    pub live: Answer,
+    pub diffs: Vec<String>,
+}
+
+/// Recorded exchanges: each request with the first reply of the same mid on the
+/// matching topic, and for a job (a `jobId` in a request that is not a status query)
+/// the first REP_JOB_RESULT of that job.
+pub fn recorded_exchanges(
+    msgs: &[Recorded],
+    us: crate::protocol::Actor,
+    noise: &Noise,
+) -> Vec<(usize, Exchange)> {
+    let mut out = vec![];
+    for (i, m) in msgs.iter().enumerate() {
+        if m.class() != Class::Request {
+            continue;
+        }
+        let Some(t) = m.msg_type() else { continue };
+        let reply_role = crate::protocol::reply_role(&m.topic.role);
+        let reply = m.mid().and_then(|mid| {
+            msgs[i + 1..].iter().find(|r| {
+                r.class() == Class::Reply
+                    && r.mid() == Some(mid)
+                    && r.topic.channel == m.topic.channel
+                    && Some(r.topic.role.as_str()) == reply_role
+            })
+        });
+        let job = match (m.job_id(), t) {
+            (Some(_), "CMD_STATUS_QUERY") | (None, _) => None,
+            (Some(j), _) => msgs[i + 1..]
+                .iter()
+                .find(|r| r.msg_type() == Some("REP_JOB_RESULT") && r.job_id() == Some(j)),
+        };
+        let norm = |r: &Recorded| {
+            r.json
+                .as_ref()
+                .map(|j| noise.normalize(&Value::Object(j.clone())))
+        };
+        // A request of the counterpart: its request is compared; the answer is ours.
+        let theirs = m.publisher() != us;
+        out.push((
+            i,
+            Exchange {
+                index: out.len(),
+                from: format!("{:?}", m.publisher()).to_lowercase(),
+                request: t.to_string(),
+                topic: m.topic_name.clone(),
+                recorded: Answer {
+                    request: if theirs { norm(m) } else { None },
+                    reply: if theirs { None } else { reply.and_then(norm) },
+                    job_result: if theirs { None } else { job.and_then(norm) },
+                    extra: vec![],
+                },
+                live: Answer::default(),
+                diffs: vec![],
+            },
+        ));
+    }
+    out
+}
+
+/// Fills `diffs` from the recorded and live answers.
+pub fn judge_exchange(x: &mut Exchange) {
+    let mut d = vec![];
+    if let Some(r) = &x.recorded.request {
+        match &x.live.request {
+            None => d.push("missing request of the counterpart".to_string()),
+            Some(l) => diff_values("request", r, l, &mut d),
+        }
+    }
+    match (&x.recorded.reply, &x.live.reply) {
+        (Some(_), None) => d.push("missing reply".to_string()),
+        (None, Some(l)) => d.push(format!("extra reply (live {})", short(l))),
+        (Some(r), Some(l)) => {
+            let code = |v: &Value| v.get("code").cloned();
+            if code(r) != code(l) {
+                d.push(format!(
+                    "reply code: recorded {}, live {}",
+                    code(r).map_or("none".into(), |c| c.to_string()),
+                    code(l).map_or("none".into(), |c| c.to_string())
+                ));
+            }
+            let mut rest = vec![];
+            diff_values("reply", r, l, &mut rest);
+            d.extend(rest.into_iter().filter(|s| !s.starts_with("reply.code:")));
+        }
+        (None, None) => {}
+    }
+    match (&x.recorded.job_result, &x.live.job_result) {
+        (Some(_), None) => d.push("missing job result".to_string()),
+        (None, Some(l)) => d.push(format!("extra job result (live {})", short(l))),
+        (Some(r), Some(l)) => diff_values("job_result", r, l, &mut d),
+        (None, None) => {}
+    }
+    for e in &x.live.extra {
+        d.push(format!("extra answer (live {})", short(e)));
+    }
+    x.diffs = d;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn noise_keeps_presence_and_type_but_not_value() {
+        let n = Noise::new(&["info".into()]);
+        let a = n.normalize(&json!({"mid": 1, "code": 200, "param": {"cpuRate": 12.5, "tempValue": 40, "info": "x"}}));
+        let b = n.normalize(&json!({"mid": 2, "code": 200, "param": {"cpuRate": 99.0, "tempValue": 41, "info": "y"}}));
+        let mut d = vec![];
+        diff_values("", &a, &b, &mut d);
+        assert!(d.is_empty(), "{d:?}");
+        let c =
+            n.normalize(&json!({"mid": 2, "code": 200, "param": {"cpuRate": 99.0, "info": "y"}}));
+        diff_values("", &a, &c, &mut d);
+        assert_eq!(d, vec!["param.tempValue: missing (recorded \"<number>\")"]);
+    }
+}

@@ -1,0 +1,1178 @@
+//! `edgetap replay`: plays one side of a recorded session, as a real MQTT client of a
+//! real broker, to a real counterpart, and waits for the counterpart's real answers in
+//! place of the recorded ones.
+//!
+//! - [`source`]: the recorded session, decoded by the one pipeline (pcap or store).
+//! - [`rewrite`]: fresh mids and timestamps, the live edge id, fresh job ids; the
+//!   counterpart's answers mapped back into the recording's terms.
+//! - pacing: before each message of ours, the answers the recording shows before it
+//!   (replies, job results, the counterpart's requests) are awaited (up to
+//!   `answer_timeout`); with `Pacing::Speed(f)` the recorded offsets divided by `f`
+//!   are kept too.
+//! - [`judge`]: each exchange compared with its recorded counterpart, with noise rules;
+//!   the live session goes through a fresh [`Analyzer`] (the one rule engine) and its
+//!   rules are compared with the recording's.
+//! - [`mutate`]: after the replay, each mutation is sent and judged, and a liveness
+//!   probe (a valid command) must still be answered.
+//!
+//! The outcome serializes to JSON; `--save-expect` writes it and `--expect` compares a
+//! later run with it beyond the noise rules (regression mode).
+
+pub mod judge;
+pub mod mutate;
+pub mod rewrite;
+pub mod source;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::finding::{Finding, Severity, Side};
+use crate::pipeline::{Analyzer, Settings};
+use crate::protocol::{Actor, Class};
+use crate::report::Collector;
+use crate::rules::RuleSet;
+use crate::sim::{Incoming, Link, Protocol, SimError};
+use judge::{Exchange, Noise};
+use mutate::{Draft, Expect, Mutation, Verdict};
+use source::{Recorded, Source};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("replay source: {0}")]
+    Source(String),
+    #[error("mutation: {0}")]
+    Mutation(String),
+    #[error("expectation file: {0}")]
+    Expect(String),
+    #[error(transparent)]
+    Sim(#[from] SimError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Platform,
+    Edge,
+}
+
+impl Role {
+    fn actor(self) -> Actor {
+        match self {
+            Role::Platform => Actor::Platform,
+            Role::Edge => Actor::Edge,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Platform => "platform",
+            Role::Edge => "edge",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pacing {
+    /// The recorded offsets divided by the factor (and never before the answers).
+    Speed(f64),
+    /// As fast as the answers allow.
+    Asap,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplaySettings {
+    pub source: Source,
+    pub role: Role,
+    pub broker: String,
+    /// The live edge id; the recorded one when `None`.
+    pub edge_id: Option<String>,
+    pub pacing: Pacing,
+    /// Named mutations or mutation files, in order.
+    pub mutations: Vec<String>,
+    pub seed: u64,
+    /// More noise fields (names or dotted paths).
+    pub noise: Vec<String>,
+    /// Send fresh job ids instead of the recorded ones.
+    pub fresh_jobs: bool,
+    pub protocol: Protocol,
+    /// How long to wait for each awaited answer.
+    pub answer_timeout: Duration,
+    /// How long to watch the counterpart after a mutated message.
+    pub mutation_window: Duration,
+    /// Broker ports of the capture file.
+    pub ports: Vec<u16>,
+    /// Write the live session as a pcap.
+    pub capture: Option<PathBuf>,
+}
+
+impl ReplaySettings {
+    pub fn new(source: Source, role: Role, broker: &str) -> ReplaySettings {
+        ReplaySettings {
+            source,
+            role,
+            broker: broker.into(),
+            edge_id: None,
+            pacing: Pacing::Speed(1.0),
+            mutations: vec![],
+            seed: 0,
+            noise: vec![],
+            fresh_jobs: true,
+            protocol: Protocol::V4,
+            answer_timeout: Duration::from_secs(5),
+            mutation_window: Duration::from_secs(2),
+            ports: vec![1883],
+            capture: None,
+        }
+    }
+}
+
+/// A rule finding, short.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FindingBrief {
+    pub rule: String,
+    pub severity: Severity,
+    pub line: String,
+}
+
+impl FindingBrief {
+    fn of(f: &Finding) -> FindingBrief {
+        FindingBrief {
+            rule: f.rule.clone(),
+            severity: f.severity,
+            line: crate::report::one_line(f),
+        }
+    }
+}
+
+/// One mutation's result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MutationResult {
+    pub name: String,
+    pub about: String,
+    /// The message mutated: type and topic, or why none.
+    pub target: String,
+    pub expect: Expect,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// What came back for the mutated message: "code 400 (msg)", or nothing.
+    pub answers: Vec<String>,
+    /// Rules the engine raised on the mutated message.
+    pub engine: Vec<String>,
+    /// The liveness probe: "answered 200" or what went wrong.
+    pub probe: String,
+    /// "pass", "fail" or "not applicable".
+    pub verdict: String,
+    pub detail: String,
+}
+
+/// What a replay found. Serialized, it is the `--save-expect` file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    pub source: String,
+    pub role: Role,
+    pub seed: u64,
+    pub recorded_edge: String,
+    pub live_edge: String,
+    pub exchanges: Vec<Exchange>,
+    pub mutations: Vec<MutationResult>,
+    /// Rules (warning or error) the live replay raised that the recording did not.
+    pub new_findings: Vec<FindingBrief>,
+    /// Every finding of the live session (baseline and mutations).
+    pub live_findings: Vec<FindingBrief>,
+}
+
+impl Outcome {
+    /// The replay diverged from its recording or a mutation failed.
+    pub fn failed(&self) -> bool {
+        self.exchanges.iter().any(|x| !x.diffs.is_empty())
+            || !self.new_findings.is_empty()
+            || self.mutations.iter().any(|m| m.verdict == "fail")
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    pub fn to_table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "replay of {} as {} (recorded edge {}, live edge {}), seed {}\n",
+            self.source,
+            self.role.as_str(),
+            self.recorded_edge,
+            self.live_edge,
+            self.seed
+        );
+        let same = self.exchanges.iter().filter(|x| x.diffs.is_empty()).count();
+        let _ = writeln!(
+            s,
+            "Exchanges: {} compared, {} as recorded, {} different",
+            self.exchanges.len(),
+            same,
+            self.exchanges.len() - same
+        );
+        for x in &self.exchanges {
+            let status = if x.diffs.is_empty() { "same" } else { "DIFF" };
+            let _ = writeln!(
+                s,
+                "  {:>3} {:<4} {:<8} {:<18} {}",
+                x.index, status, x.from, x.request, x.topic
+            );
+            for d in &x.diffs {
+                let _ = writeln!(s, "             - {d}");
+            }
+        }
+        if !self.new_findings.is_empty() {
+            let _ = writeln!(s, "\nRules raised by the replay and not by the recording:");
+            for f in &self.new_findings {
+                let _ = writeln!(s, "  {}", f.line);
+            }
+        }
+        if !self.mutations.is_empty() {
+            let _ = writeln!(s, "\nMutations (seed {}):", self.seed);
+            for m in &self.mutations {
+                let _ = writeln!(
+                    s,
+                    "  {:<5} {:<24} {}  expect: {}",
+                    m.verdict.to_uppercase(),
+                    m.name,
+                    m.target,
+                    m.expect.describe()
+                );
+                let answers = if m.answers.is_empty() {
+                    "none".to_string()
+                } else {
+                    m.answers.join("; ")
+                };
+                let _ = writeln!(
+                    s,
+                    "        answers: {answers}; probe: {}; rules: {}",
+                    m.probe,
+                    if m.engine.is_empty() {
+                        "none".to_string()
+                    } else {
+                        m.engine.join(", ")
+                    }
+                );
+                if !m.detail.is_empty() {
+                    let _ = writeln!(s, "        {}", m.detail);
+                }
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\n{}",
+            if self.failed() {
+                "RESULT: differences found"
+            } else {
+                "RESULT: as recorded"
+            }
+        );
+        s
+    }
+
+    /// One test case per exchange and per mutation.
+    pub fn to_junit(&self, divergences: Option<&[String]>) -> String {
+        let xml = |s: &str| {
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+        };
+        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        let xf = self
+            .exchanges
+            .iter()
+            .filter(|x| !x.diffs.is_empty())
+            .count();
+        let mf = self
+            .mutations
+            .iter()
+            .filter(|m| m.verdict == "fail")
+            .count();
+        let _ = writeln!(
+            out,
+            "<testsuites name=\"edgetap replay\" tests=\"{}\" failures=\"{}\">",
+            self.exchanges.len() + self.mutations.len(),
+            xf + mf
+        );
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"exchanges\" tests=\"{}\" failures=\"{xf}\">",
+            self.exchanges.len()
+        );
+        for x in &self.exchanges {
+            let _ = write!(
+                out,
+                "    <testcase classname=\"replay.exchange\" name=\"{:03} {} {}\">",
+                x.index,
+                xml(&x.request),
+                xml(&x.topic)
+            );
+            if !x.diffs.is_empty() {
+                let _ = write!(
+                    out,
+                    "<failure message=\"{} difference(s)\">{}</failure>",
+                    x.diffs.len(),
+                    xml(&x.diffs.join("\n"))
+                );
+            }
+            out.push_str("</testcase>\n");
+        }
+        out.push_str("  </testsuite>\n");
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"mutations seed {}\" tests=\"{}\" failures=\"{mf}\">",
+            self.seed,
+            self.mutations.len()
+        );
+        for m in &self.mutations {
+            let _ = write!(
+                out,
+                "    <testcase classname=\"replay.mutation\" name=\"{}\">",
+                xml(&m.name)
+            );
+            match m.verdict.as_str() {
+                "fail" => {
+                    let _ = write!(
+                        out,
+                        "<failure message=\"{}\">answers: {}; probe: {}</failure>",
+                        xml(&m.detail),
+                        xml(&m.answers.join("; ")),
+                        xml(&m.probe)
+                    );
+                }
+                "not applicable" => out.push_str("<skipped message=\"not applicable\"/>"),
+                _ => {}
+            }
+            out.push_str("</testcase>\n");
+        }
+        out.push_str("  </testsuite>\n");
+        if let Some(d) = divergences {
+            let _ = write!(
+                out,
+                "  <testsuite name=\"expectation\" tests=\"1\" failures=\"{}\">\n    <testcase classname=\"replay.expect\" name=\"outcome as saved\">",
+                u8::from(!d.is_empty())
+            );
+            if !d.is_empty() {
+                let _ = write!(
+                    out,
+                    "<failure message=\"{} divergence(s)\">{}</failure>",
+                    d.len(),
+                    xml(&d.join("\n"))
+                );
+            }
+            out.push_str("</testcase>\n  </testsuite>\n");
+        }
+        out.push_str("</testsuites>\n");
+        out
+    }
+}
+
+/// Compares an outcome with a saved one, beyond the noise rules: each exchange's live
+/// answers and differences, each mutation's verdict, the new rules.
+pub fn compare_expected(expected: &Outcome, got: &Outcome) -> Vec<String> {
+    let mut d = vec![];
+    if expected.exchanges.len() != got.exchanges.len() {
+        d.push(format!(
+            "exchanges: expected {}, got {}",
+            expected.exchanges.len(),
+            got.exchanges.len()
+        ));
+    }
+    for (e, g) in expected.exchanges.iter().zip(&got.exchanges) {
+        let mut v = vec![];
+        let to = |a: &judge::Answer| serde_json::to_value(a).unwrap_or(Value::Null);
+        judge::diff_values("live", &to(&e.live), &to(&g.live), &mut v);
+        if e.request != g.request {
+            v.push(format!(
+                "request: expected {}, got {}",
+                e.request, g.request
+            ));
+        }
+        if e.diffs != g.diffs {
+            v.push(format!(
+                "differences from the recording: expected {:?}, got {:?}",
+                e.diffs, g.diffs
+            ));
+        }
+        for x in v {
+            d.push(format!("exchange {} {}: {x}", g.index, g.request));
+        }
+    }
+    let verdicts = |o: &Outcome| -> Vec<(String, String)> {
+        o.mutations
+            .iter()
+            .map(|m| (m.name.clone(), m.verdict.clone()))
+            .collect()
+    };
+    if verdicts(expected) != verdicts(got) {
+        d.push(format!(
+            "mutations: expected {:?}, got {:?}",
+            verdicts(expected),
+            verdicts(got)
+        ));
+    }
+    let rules = |o: &Outcome| -> BTreeSet<String> {
+        o.new_findings.iter().map(|f| f.rule.clone()).collect()
+    };
+    if rules(expected) != rules(got) {
+        d.push(format!(
+            "new rules: expected {:?}, got {:?}",
+            rules(expected),
+            rules(got)
+        ));
+    }
+    d
+}
+
+/// Loads a saved outcome.
+pub fn load_expected(path: &std::path::Path) -> Result<Outcome, ReplayError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ReplayError::Expect(format!("{}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| ReplayError::Expect(format!("{}: {e}", path.display())))
+}
+
+/// `edgetap replay --list-mutations`.
+pub fn list_mutations() -> String {
+    let mut s =
+        String::from("Built-in mutations (--mutate NAME; --mutate FILE.json for custom ones):\n");
+    for n in mutate::LIBRARY {
+        let _ = writeln!(
+            s,
+            "  {:<24} {:<22} {}\n  {:<24} {:<22} expects: {}",
+            n.name,
+            n.roles,
+            n.about,
+            "",
+            "",
+            n.expect.describe()
+        );
+    }
+    s
+}
+
+/// Runs a replay in a runtime of its own.
+pub fn run_blocking(s: ReplaySettings, rules: Arc<RuleSet>) -> Result<Outcome, ReplayError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run(s, rules))
+}
+
+/// Loads the source, replays it, runs the mutations.
+pub async fn run(s: ReplaySettings, rules: Arc<RuleSet>) -> Result<Outcome, ReplayError> {
+    let rec = source::load(&s.source, rules.clone(), &s.ports)?;
+    let recorded_edge = rec.messages[0].topic.edge_id.clone();
+    let msgs: Vec<Recorded> = rec
+        .messages
+        .iter()
+        .filter(|m| m.topic.edge_id == recorded_edge)
+        .cloned()
+        .enumerate()
+        .map(|(i, mut m)| {
+            m.index = i;
+            m
+        })
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(s.seed);
+    let mut specs: Vec<(String, Option<Mutation>)> = vec![];
+    for name in &s.mutations {
+        let p = std::path::Path::new(name);
+        if p.is_file() {
+            for m in mutate::load_file(p)? {
+                specs.push((m.name.clone(), Some(m)));
+            }
+        } else {
+            specs.push((name.clone(), mutate::named(name, &msgs, &mut rng)?));
+        }
+    }
+    let live_edge = s.edge_id.clone().unwrap_or_else(|| recorded_edge.clone());
+    let mut sess = Session::start(&s, rules, &recorded_edge, &live_edge, &msgs).await?;
+    sess.replay().await?;
+    let baseline_end = sess.findings.len();
+    let mut results = vec![];
+    for (name, spec) in specs {
+        results.push(sess.mutation(&name, spec).await?);
+    }
+    sess.finish(baseline_end, results, &rec.findings).await
+}
+
+/// Who sent a live message.
+fn sender(topic: &crate::protocol::Topic) -> Actor {
+    topic.publisher
+}
+
+struct Session<'a> {
+    s: ReplaySettings,
+    us: Actor,
+    msgs: &'a [Recorded],
+    link: Link,
+    rx: UnboundedReceiver<Incoming>,
+    rw: rewrite::Rewriter,
+    noise: Noise,
+    analyzer: Analyzer,
+    findings: Vec<Finding>,
+    frames: Vec<(i64, Vec<u8>, bool)>,
+    packet: u64,
+    exchanges: Vec<Exchange>,
+    /// Recorded message index → exchange of which it is the request.
+    ex_of_request: HashMap<usize, usize>,
+    /// Recorded message index of each exchange's reply and job result.
+    ex_reply: HashMap<usize, usize>,
+    ex_job: HashMap<usize, usize>,
+    /// Recorded message indices matched by a live message.
+    seen: HashSet<usize>,
+    /// Live mid of a request we sent → exchange.
+    sent: HashMap<u64, usize>,
+    /// Live mid of each counterpart request matched to an exchange.
+    their_mid: HashMap<usize, u64>,
+    /// Live replies during a mutation: (mid, code, msg).
+    watch: Option<Vec<(Option<u64>, Option<i64>, String)>>,
+    /// Mids of mutated messages and probes, not part of any exchange.
+    mutation_mids: HashSet<u64>,
+}
+
+impl<'a> Session<'a> {
+    async fn start(
+        s: &ReplaySettings,
+        rules: Arc<RuleSet>,
+        recorded_edge: &str,
+        live_edge: &str,
+        msgs: &'a [Recorded],
+    ) -> Result<Session<'a>, ReplayError> {
+        let us = s.role.actor();
+        let roles: &[&str] = match us {
+            Actor::Platform => &["request", "reply", "data"],
+            Actor::Edge => &["command", "response"],
+        };
+        let filters: Vec<String> = roles
+            .iter()
+            .map(|r| crate::sim::topic(live_edge, "+", r))
+            .collect();
+        let id = format!(
+            "edgetap-replay-{}-{live_edge}-{}",
+            s.role.as_str(),
+            std::process::id()
+        );
+        let (link, rx) = Link::connect(
+            &s.broker,
+            &id,
+            s.protocol,
+            &filters,
+            Duration::from_secs(10),
+        )
+        .await?;
+        let noise = Noise::new(&s.noise);
+        let mut exchanges = vec![];
+        let (mut ex_of_request, mut ex_reply, mut ex_job) =
+            (HashMap::new(), HashMap::new(), HashMap::new());
+        for (i, x) in judge::recorded_exchanges(msgs, us, &noise) {
+            let n = exchanges.len();
+            ex_of_request.insert(i, n);
+            let req = &msgs[i];
+            if let Some(mid) = req.mid() {
+                if let Some(r) = msgs[i + 1..].iter().find(|r| {
+                    r.class() == Class::Reply
+                        && r.mid() == Some(mid)
+                        && r.topic.channel == req.topic.channel
+                }) {
+                    ex_reply.insert(r.index, n);
+                }
+            }
+            if let (Some(j), true) = (req.job_id(), x.recorded.job_result.is_some()) {
+                if let Some(r) = msgs[i + 1..]
+                    .iter()
+                    .find(|r| r.msg_type() == Some("REP_JOB_RESULT") && r.job_id() == Some(j))
+                {
+                    ex_job.insert(r.index, n);
+                }
+            }
+            exchanges.push(x);
+        }
+        let mut analyzer = Analyzer::new(rules, Settings::default());
+        let mut c = Collector::default();
+        let t = crate::sim::now_us();
+        let connect = connect_bytes(&id);
+        analyzer.open(1, None, None, false);
+        analyzer.data(1, Side::Client, t, 1, &connect, &mut c);
+        let mut rw = rewrite::Rewriter::new(recorded_edge, live_edge, s.fresh_jobs);
+        if us == Actor::Edge {
+            // The platform picks the job ids; they are learnt from its commands.
+            rw.fresh_jobs = false;
+        }
+        Ok(Session {
+            s: s.clone(),
+            us,
+            msgs,
+            link,
+            rx,
+            rw,
+            noise,
+            analyzer,
+            findings: c.findings,
+            frames: vec![(t, connect, true)],
+            packet: 1,
+            exchanges,
+            ex_of_request,
+            ex_reply,
+            ex_job,
+            seen: HashSet::new(),
+            sent: HashMap::new(),
+            their_mid: HashMap::new(),
+            watch: None,
+            mutation_mids: HashSet::new(),
+        })
+    }
+
+    /// Every protocol message of the live session goes to the rule engine, in the
+    /// order this client saw it (like the sims' tap: one broker → client stream).
+    fn judge_live(&mut self, topic: &str, payload: &[u8]) {
+        self.packet += 1;
+        let t = crate::sim::now_us();
+        let b = publish_bytes(topic, payload);
+        let mut c = Collector::default();
+        self.analyzer
+            .data(1, Side::Server, t, self.packet, &b, &mut c);
+        self.findings.extend(c.findings);
+        self.frames.push((t, b, false));
+    }
+
+    async fn publish(&mut self, topic: &str, payload: Vec<u8>) -> Result<(), ReplayError> {
+        self.judge_live(topic, &payload);
+        self.link.publish(topic, payload).await?;
+        Ok(())
+    }
+
+    /// Handles what arrived, until `done` holds or `deadline` passes; true when done.
+    async fn wait_until(&mut self, deadline: Instant, done: &dyn Fn(&Session<'_>) -> bool) -> bool {
+        loop {
+            while let Ok(m) = self.rx.try_recv() {
+                self.incoming(m);
+            }
+            if done(self) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match tokio::time::timeout(left, self.rx.recv()).await {
+                Ok(Some(m)) => self.incoming(m),
+                Ok(None) | Err(_) => return done(self),
+            }
+        }
+    }
+
+    fn incoming(&mut self, m: Incoming) {
+        self.judge_live(&m.topic, &m.payload);
+        let Some(topic) = crate::protocol::parse_topic(&m.topic) else {
+            return;
+        };
+        if sender(&topic) == self.us {
+            return;
+        }
+        let json = match serde_json::from_slice::<Value>(&m.payload) {
+            Ok(Value::Object(o)) => o,
+            _ => {
+                if let Some(w) = &mut self.watch {
+                    w.push((None, None, "a payload that is no JSON object".into()));
+                }
+                return;
+            }
+        };
+        let mid = json.get("mid").and_then(crate::protocol::as_u64_lenient);
+        let t = json
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        match topic.class {
+            Class::Reply => {
+                if let Some(w) = &mut self.watch {
+                    if mid.is_some_and(|m| self.mutation_mids.contains(&m)) || mid.is_none() {
+                        let code = json.get("code").and_then(crate::protocol::as_i64_lenient);
+                        let msg = json.get("msg").and_then(Value::as_str).unwrap_or("");
+                        w.push((mid, code, msg.to_string()));
+                        return;
+                    }
+                }
+                let norm = self.norm(&json);
+                match mid.and_then(|m| self.sent.get(&m).copied()) {
+                    Some(x) => {
+                        let ex = &mut self.exchanges[x];
+                        if ex.live.reply.is_none() {
+                            ex.live.reply = Some(norm);
+                            if let Some((&i, _)) = self.ex_reply.iter().find(|(_, &e)| e == x) {
+                                self.seen.insert(i);
+                            }
+                        } else {
+                            ex.live.extra.push(norm);
+                        }
+                    }
+                    None if mid.is_some_and(|m| self.mutation_mids.contains(&m)) => {}
+                    None => {
+                        // A reply to nothing we sent: the first open exchange of its
+                        // type shows it, so the difference is reported where it belongs.
+                        let open = self.exchanges.iter().position(|x| {
+                            x.request == t && x.from == self.us_str() && x.live.reply.is_none()
+                        });
+                        let target = open.unwrap_or(0);
+                        if let Some(ex) = self.exchanges.get_mut(target) {
+                            ex.live.extra.push(norm);
+                        }
+                    }
+                }
+            }
+            Class::Report if t == "REP_JOB_RESULT" => {
+                let live_job = json
+                    .get("param")
+                    .and_then(|p| p.get("jobId"))
+                    .and_then(crate::protocol::as_u64_lenient);
+                let norm = self.norm(&json);
+                let Some(j) = live_job.map(|j| self.rw.recorded_job(j)) else {
+                    return;
+                };
+                let x = self.exchanges.iter().enumerate().position(|(n, _)| {
+                    self.ex_of_request.iter().any(|(&i, &e)| {
+                        e == n
+                            && self.msgs[i].job_id() == Some(j)
+                            && self.msgs[i].msg_type() != Some("CMD_STATUS_QUERY")
+                    })
+                });
+                if let Some(x) = x {
+                    let ex = &mut self.exchanges[x];
+                    if ex.live.job_result.is_none() {
+                        ex.live.job_result = Some(norm);
+                        if let Some((&i, _)) = self.ex_job.iter().find(|(_, &e)| e == x) {
+                            self.seen.insert(i);
+                        }
+                    } else {
+                        ex.live.extra.push(norm);
+                    }
+                }
+            }
+            Class::Request => {
+                if self.watch.is_some() {
+                    return;
+                }
+                // The n-th live request of a type is the n-th recorded one.
+                let next = self
+                    .ex_of_request
+                    .iter()
+                    .filter(|(&i, &x)| {
+                        self.msgs[i].publisher() != self.us
+                            && self.msgs[i].msg_type() == Some(t.as_str())
+                            && !self.their_mid.contains_key(&x)
+                    })
+                    .map(|(&i, &x)| (i, x))
+                    .min();
+                let Some((i, x)) = next else {
+                    return;
+                };
+                if let (Some(rec), Some(live)) = (
+                    self.msgs[i].job_id(),
+                    json.get("param")
+                        .and_then(|p| p.get("jobId"))
+                        .and_then(crate::protocol::as_u64_lenient),
+                ) {
+                    self.rw.learn_job(rec, live);
+                }
+                let norm = self.norm(&json);
+                self.exchanges[x].live.request = Some(norm);
+                self.their_mid.insert(x, mid.unwrap_or(0));
+                self.seen.insert(i);
+            }
+            Class::Report => {}
+        }
+    }
+
+    fn us_str(&self) -> String {
+        format!("{:?}", self.us).to_lowercase()
+    }
+
+    fn norm(&self, live: &Map<String, Value>) -> Value {
+        self.noise.normalize(&Value::Object(self.rw.incoming(live)))
+    }
+
+    /// Plays our side of the recording.
+    async fn replay(&mut self) -> Result<(), ReplayError> {
+        let msgs = self.msgs;
+        let t0 = Instant::now();
+        let first_us = msgs.first().map_or(0, |m| m.time_us);
+        let mut from = 0;
+        for (i, m) in msgs.iter().enumerate() {
+            if m.publisher() != self.us {
+                continue;
+            }
+            self.await_answers(from, i).await;
+            from = i + 1;
+            if let Pacing::Speed(f) = self.s.pacing {
+                let at = t0
+                    + Duration::from_micros(
+                        ((m.time_us - first_us).max(0) as f64 / f.max(1e-6)) as u64,
+                    );
+                tokio::time::sleep_until(at.into()).await;
+            }
+            let Some(json) = m.json.clone() else {
+                // A recorded payload that is no JSON object goes out as it was.
+                let topic = self.rw.topic(&m.topic_name);
+                self.publish(&topic, m.payload.clone()).await?;
+                continue;
+            };
+            let topic = self.rw.topic(&m.topic_name);
+            match m.class() {
+                Class::Request => {
+                    let mid = crate::sim::next_mid();
+                    let out = self.rw.outgoing(&json, m.mid().map(|_| mid));
+                    if let Some(&x) = self.ex_of_request.get(&i) {
+                        self.sent.insert(mid, x);
+                    }
+                    self.publish(&topic, serde_json::to_vec(&out).unwrap_or_default())
+                        .await?;
+                }
+                Class::Reply => {
+                    // Answer the live request this recorded reply answered.
+                    let x = msgs[..i]
+                        .iter()
+                        .rev()
+                        .find(|r| {
+                            r.class() == Class::Request
+                                && r.publisher() != self.us
+                                && r.mid() == m.mid()
+                                && r.topic.channel == m.topic.channel
+                        })
+                        .and_then(|r| self.ex_of_request.get(&r.index).copied());
+                    let Some(x) = x else { continue };
+                    let deadline = Instant::now() + self.s.answer_timeout;
+                    self.wait_until(deadline, &|s| s.their_mid.contains_key(&x))
+                        .await;
+                    let Some(&live_mid) = self.their_mid.get(&x) else {
+                        continue;
+                    };
+                    let out = self.rw.outgoing(&json, Some(live_mid));
+                    self.publish(&topic, serde_json::to_vec(&out).unwrap_or_default())
+                        .await?;
+                }
+                Class::Report => {
+                    let mid = crate::sim::next_mid();
+                    let out = self.rw.outgoing(&json, m.mid().map(|_| mid));
+                    self.publish(&topic, serde_json::to_vec(&out).unwrap_or_default())
+                        .await?;
+                }
+            }
+        }
+        self.await_answers(from, msgs.len()).await;
+        Ok(())
+    }
+
+    /// Waits for the live counterparts of the recorded answers in `msgs[from..to]`.
+    async fn await_answers(&mut self, from: usize, to: usize) {
+        let awaited: Vec<usize> = (from..to)
+            .filter(|&i| {
+                self.ex_reply.contains_key(&i)
+                    || self.ex_job.contains_key(&i)
+                    || (self.ex_of_request.contains_key(&i) && self.msgs[i].publisher() != self.us)
+            })
+            .filter(|&i| self.msgs[i].publisher() != self.us)
+            .collect();
+        if awaited.is_empty() {
+            while let Ok(m) = self.rx.try_recv() {
+                self.incoming(m);
+            }
+            return;
+        }
+        let deadline = Instant::now() + self.s.answer_timeout;
+        self.wait_until(deadline, &|s| awaited.iter().all(|i| s.seen.contains(i)))
+            .await;
+    }
+
+    /// The valid command used as liveness probe.
+    fn probe_message(&self) -> Option<&'a Recorded> {
+        let ours = |m: &&Recorded| m.publisher() == self.us && m.class() == Class::Request;
+        let msgs = self.msgs;
+        ["CMD_SYS_STATUS", "CMD_INFO_QUERY"]
+            .iter()
+            .find_map(|t| msgs.iter().filter(ours).find(|m| m.msg_type() == Some(t)))
+            .or_else(|| msgs.iter().filter(ours).find(|m| m.job_id().is_none()))
+    }
+
+    /// Sends one recorded request fresh and returns its mid.
+    async fn send_fresh(&mut self, m: &Recorded) -> Result<Option<u64>, ReplayError> {
+        let Some(json) = &m.json else { return Ok(None) };
+        let mid = crate::sim::next_mid();
+        self.mutation_mids.insert(mid);
+        let out = self.rw.outgoing(json, Some(mid));
+        let topic = self.rw.topic(&m.topic_name);
+        self.publish(&topic, serde_json::to_vec(&out).unwrap_or_default())
+            .await?;
+        Ok(Some(mid))
+    }
+
+    async fn probe(&mut self) -> Result<(bool, String), ReplayError> {
+        let Some(p) = self.probe_message() else {
+            return Ok((true, "no valid command to probe with".into()));
+        };
+        let t = p.msg_type().unwrap_or("").to_string();
+        let Some(mid) = self.send_fresh(p).await? else {
+            return Ok((true, "no probe".into()));
+        };
+        let deadline = Instant::now() + self.s.answer_timeout;
+        self.wait_until(deadline, &|s| {
+            s.watch
+                .as_ref()
+                .is_some_and(|w| w.iter().any(|a| a.0 == Some(mid)))
+        })
+        .await;
+        let code = self
+            .watch
+            .as_ref()
+            .and_then(|w| w.iter().find(|a| a.0 == Some(mid)))
+            .and_then(|a| a.1);
+        if let Some(w) = &mut self.watch {
+            w.retain(|a| a.0 != Some(mid));
+        }
+        Ok(match code {
+            Some(200) => (true, format!("{t} answered 200")),
+            Some(c) => (false, format!("{t} answered {c}")),
+            None => (
+                false,
+                format!(
+                    "{t} not answered within {} ms",
+                    self.s.answer_timeout.as_millis()
+                ),
+            ),
+        })
+    }
+
+    /// Sends one mutation, watches the answers, probes liveness, judges.
+    async fn mutation(
+        &mut self,
+        name: &str,
+        spec: Option<Mutation>,
+    ) -> Result<MutationResult, ReplayError> {
+        let na = |about: &str, expect| MutationResult {
+            name: name.into(),
+            about: about.into(),
+            target: "(none)".into(),
+            expect,
+            rule: None,
+            answers: vec![],
+            engine: vec![],
+            probe: String::new(),
+            verdict: "not applicable".into(),
+            detail: String::new(),
+        };
+        let Some(spec) = spec else {
+            let n = mutate::LIBRARY.iter().find(|n| n.name == name);
+            let mut r = na(
+                n.map_or("", |n| n.about),
+                n.map_or(Expect::Survive, |n| n.expect),
+            );
+            r.detail = "the recording holds no message it applies to".into();
+            return Ok(r);
+        };
+        let Some(target) = mutate::pick(self.msgs, &spec.select, self.us) else {
+            let mut r = na(&spec.about, spec.expect);
+            r.detail = format!("no recorded message matches {:?}", spec.select);
+            return Ok(r);
+        };
+        let Some(json) = &target.json else {
+            let mut r = na(&spec.about, spec.expect);
+            r.detail = "the selected message is no JSON object".into();
+            return Ok(r);
+        };
+        let mid = crate::sim::next_mid();
+        self.mutation_mids.insert(mid);
+        if let Some(j) = target.job_id() {
+            if target.msg_type() != Some("CMD_STATUS_QUERY") {
+                self.rw.renew_job(j);
+            }
+        }
+        let draft = Draft {
+            topic: self.rw.topic(&target.topic_name),
+            json: self.rw.outgoing(json, Some(mid)),
+            raw: None,
+            copies: 1,
+            delay_ms: 0,
+            after_probe: false,
+        };
+        self.watch = Some(vec![]);
+        let first_finding = self.findings.len();
+        let verdict = mutate::apply(&spec.steps, draft, &self.rw.live_edge);
+        let mut probe = None;
+        let mut copies = 0;
+        if let Verdict::Send(d) = &verdict {
+            if d.after_probe {
+                probe = Some(self.probe().await?);
+            }
+            tokio::time::sleep(Duration::from_millis(d.delay_ms)).await;
+            for _ in 0..d.copies {
+                self.publish(&d.topic, d.payload()).await?;
+            }
+            copies = d.copies as usize;
+        }
+        let deadline = Instant::now() + self.s.mutation_window;
+        self.wait_until(deadline, &|s| {
+            copies > 0
+                && s.watch
+                    .as_ref()
+                    .is_some_and(|w| w.iter().filter(|a| a.0 == Some(mid)).count() >= copies)
+        })
+        .await;
+        let answers = self.watch.take().unwrap_or_default();
+        self.watch = Some(vec![]);
+        let (alive, probe_text) = match probe {
+            Some(p) => p,
+            None => self.probe().await?,
+        };
+        let late = self.watch.take().unwrap_or_default();
+        let answers: Vec<_> = answers
+            .into_iter()
+            .chain(late.into_iter().filter(|a| a.0 == Some(mid)))
+            .collect();
+        let engine: Vec<String> = self.findings[first_finding..]
+            .iter()
+            .filter(|f| f.mid.map_or(true, |m| m == mid))
+            .map(|f| f.rule.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let accepted = answers
+            .iter()
+            .filter(|a| a.0 == Some(mid) && matches!(a.1, Some(200) | Some(202)))
+            .count();
+        let mut problems = vec![];
+        match spec.expect {
+            Expect::Reject if accepted > 0 => problems.push(format!(
+                "answered {} to an invalid message",
+                answers
+                    .iter()
+                    .filter_map(|a| a.1)
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            )),
+            Expect::ActOnce if accepted > 1 => problems.push(format!(
+                "acted on the repeat: {accepted} answers of 200/202"
+            )),
+            _ => {}
+        }
+        if !alive {
+            problems.push(format!("liveness probe failed: {probe_text}"));
+        }
+        if let Some(r) = &spec.rule {
+            if !engine.contains(r) {
+                problems.push(format!("the rule engine did not raise {r}"));
+            }
+        }
+        let target_desc = match &verdict {
+            Verdict::Send(d) => format!("{} on {}", target.msg_type().unwrap_or("?"), d.topic),
+            Verdict::Drop => format!("{} (dropped)", target.msg_type().unwrap_or("?")),
+        };
+        Ok(MutationResult {
+            name: name.into(),
+            about: spec.about.clone(),
+            target: target_desc,
+            expect: spec.expect,
+            rule: spec.rule.clone(),
+            answers: answers
+                .iter()
+                .map(|a| match (a.0 == Some(mid), a.1) {
+                    (true, Some(c)) if a.2.is_empty() => format!("code {c}"),
+                    (true, Some(c)) => format!("code {c} ({})", a.2),
+                    (_, c) => format!("unmatched reply mid {:?} code {:?} {}", a.0, c, a.2),
+                })
+                .collect(),
+            engine,
+            probe: probe_text,
+            verdict: if problems.is_empty() { "pass" } else { "fail" }.into(),
+            detail: problems.join("; "),
+        })
+    }
+
+    async fn finish(
+        mut self,
+        baseline_end: usize,
+        mut mutations: Vec<MutationResult>,
+        recorded: &[Finding],
+    ) -> Result<Outcome, ReplayError> {
+        // Late answers still count.
+        let deadline = Instant::now() + Duration::from_millis(200);
+        self.wait_until(deadline, &|_| false).await;
+        self.link.disconnect().await;
+        let mut c = Collector::default();
+        self.analyzer.finish(&mut c);
+        let finish_start = self.findings.len();
+        self.findings.extend(c.findings);
+        for x in &mut self.exchanges {
+            judge::judge_exchange(x);
+        }
+        let in_baseline = |n: usize, f: &Finding| {
+            n < baseline_end
+                || (n >= finish_start && !f.mid.is_some_and(|m| self.mutation_mids.contains(&m)))
+        };
+        let recorded_rules: HashSet<&str> = recorded
+            .iter()
+            .filter(|f| f.severity >= Severity::Warning)
+            .map(|f| f.rule.as_str())
+            .collect();
+        let mut seen_new = HashSet::new();
+        let new_findings: Vec<FindingBrief> = self
+            .findings
+            .iter()
+            .enumerate()
+            .filter(|(n, f)| in_baseline(*n, f) && f.severity >= Severity::Warning)
+            .filter(|(_, f)| !recorded_rules.contains(f.rule.as_str()))
+            .filter(|(_, f)| seen_new.insert(f.rule.clone()))
+            .map(|(_, f)| FindingBrief::of(f))
+            .collect();
+        // Unanswered mutated messages are judged at the end of input.
+        for m in &mut mutations {
+            let _ = m;
+        }
+        if let Some(p) = &self.s.capture {
+            crate::sim::tap::write_pcap(p, &self.frames)?;
+        }
+        Ok(Outcome {
+            source: self.s.source.describe(),
+            role: self.s.role,
+            seed: self.s.seed,
+            recorded_edge: self.rw.recorded_edge.clone(),
+            live_edge: self.rw.live_edge.clone(),
+            exchanges: self.exchanges,
+            mutations,
+            new_findings,
+            live_findings: self.findings.iter().map(FindingBrief::of).collect(),
+        })
+    }
+}
+
+fn connect_bytes(id: &str) -> Vec<u8> {
+    let mut b = bytes::BytesMut::new();
+    // A CONNECT this crate writes itself cannot fail to encode.
+    let _ = rumqttc::mqttbytes::v4::Connect::new(id).write(&mut b);
+    b.to_vec()
+}
+
+fn publish_bytes(topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut b = bytes::BytesMut::new();
+    let p = rumqttc::mqttbytes::v4::Publish::new(
+        topic,
+        rumqttc::mqttbytes::QoS::AtMostOnce,
+        payload.to_vec(),
+    );
+    let _ = p.write(&mut b);
+    b.to_vec()
+}
