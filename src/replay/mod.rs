@@ -473,6 +473,16 @@ pub fn run_blocking(s: ReplaySettings, rules: Arc<RuleSet>) -> Result<Outcome, R
 
 /// Loads the source, replays it, runs the mutations.
 pub async fn run(s: ReplaySettings, rules: Arc<RuleSet>) -> Result<Outcome, ReplayError> {
+    run_ready(s, rules, None).await
+}
+
+/// [`run`], telling `ready` once subscribed (before the first message is played), so
+/// that a counterpart started then misses nothing.
+pub async fn run_ready(
+    s: ReplaySettings,
+    rules: Arc<RuleSet>,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<Outcome, ReplayError> {
     let rec = source::load(&s.source, rules.clone(), &s.ports)?;
     let recorded_edge = rec.messages[0].topic.edge_id.clone();
     let msgs: Vec<Recorded> = rec
@@ -500,6 +510,9 @@ pub async fn run(s: ReplaySettings, rules: Arc<RuleSet>) -> Result<Outcome, Repl
     }
     let live_edge = s.edge_id.clone().unwrap_or_else(|| recorded_edge.clone());
     let mut sess = Session::start(&s, rules, &recorded_edge, &live_edge, &msgs).await?;
+    if let Some(r) = ready {
+        let _ = r.send(());
+    }
     sess.replay().await?;
     let baseline_end = sess.findings.len();
     let mut results = vec![];
@@ -656,7 +669,11 @@ impl<'a> Session<'a> {
     }
 
     /// Handles what arrived, until `done` holds or `deadline` passes; true when done.
-    async fn wait_until(&mut self, deadline: Instant, done: &dyn Fn(&Session<'_>) -> bool) -> bool {
+    async fn wait_until(
+        &mut self,
+        deadline: Instant,
+        done: &(dyn Fn(&Session<'_>) -> bool + Sync),
+    ) -> bool {
         loop {
             while let Ok(m) = self.rx.try_recv() {
                 self.incoming(m);
