@@ -555,6 +555,8 @@ struct Session<'a> {
     watch: Option<Vec<(Option<u64>, Option<i64>, String)>>,
     /// Mids of mutated messages and probes, not part of any exchange.
     mutation_mids: HashSet<u64>,
+    /// Live job ids started by mutations: their results belong to no exchange.
+    mutation_jobs: HashSet<u64>,
 }
 
 impl<'a> Session<'a> {
@@ -646,6 +648,7 @@ impl<'a> Session<'a> {
             their_mid: HashMap::new(),
             watch: None,
             mutation_mids: HashSet::new(),
+            mutation_jobs: HashSet::new(),
         })
     }
 
@@ -757,6 +760,9 @@ impl<'a> Session<'a> {
                     .get("param")
                     .and_then(|p| p.get("jobId"))
                     .and_then(crate::protocol::as_u64_lenient);
+                if live_job.is_some_and(|j| self.mutation_jobs.contains(&j)) {
+                    return;
+                }
                 let norm = self.norm(&json);
                 let Some(j) = live_job.map(|j| self.rw.recorded_job(j)) else {
                     return;
@@ -1017,9 +1023,17 @@ impl<'a> Session<'a> {
                 self.rw.renew_job(j);
             }
         }
+        let out = self.rw.outgoing(json, Some(mid));
+        if let Some(j) = out
+            .get("param")
+            .and_then(|p| p.get("jobId"))
+            .and_then(crate::protocol::as_u64_lenient)
+        {
+            self.mutation_jobs.insert(j);
+        }
         let draft = Draft {
             topic: self.rw.topic(&target.topic_name),
-            json: self.rw.outgoing(json, Some(mid)),
+            json: out,
             raw: None,
             copies: 1,
             delay_ms: 0,
