@@ -285,3 +285,33 @@ fn cli_lists_mutations_and_rejects_a_missing_source() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The edge side of the recording, replayed to the reference platform: the platform's
+/// clause 6 plan passes on it, and every exchange is as recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_as_edge_passes_the_reference_platform_plan() {
+    let b = broker::start(&BrokerSettings::loopback().unwrap()).unwrap();
+    let addr = b.v4.to_string();
+    let mut s = settings(&addr, "LIVE-AS-EDGE");
+    s.role = Role::Edge;
+    let (_, mut p) = quick_settings(&addr, "LIVE-AS-EDGE", Protocol::V4);
+    p.wait = Duration::from_millis(2500);
+    p.edge_wait = Duration::from_millis(2500);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let plan = tokio::spawn(edgetap::sim::platform::run_plan(
+        p,
+        Arc::new(RuleSet::builtin()),
+        None,
+        Some(ready_tx),
+    ));
+    ready_rx.await.unwrap();
+    let o = replay::run(s, Arc::new(RuleSet::builtin())).await.unwrap();
+    assert!(!o.failed(), "{}", o.to_table());
+    assert!(o
+        .exchanges
+        .iter()
+        .filter(|x| x.from == "platform")
+        .all(|x| x.live.request.is_some()));
+    let r = plan.await.unwrap().unwrap();
+    assert!(r.passed(), "{}", r.to_table());
+}

@@ -835,6 +835,14 @@ impl<'a> Session<'a> {
         let t0 = Instant::now();
         let first_us = msgs.first().map_or(0, |m| m.time_us);
         let mut from = 0;
+        // Periodic reports keep their recorded spacing even when the rest goes as
+        // fast as the answers allow (a rule judges the period): type → (recorded µs,
+        // sent at).
+        let mut last_report: HashMap<String, (i64, Instant)> = HashMap::new();
+        let factor = match self.s.pacing {
+            Pacing::Speed(f) => f.max(1e-6),
+            Pacing::Asap => 1.0,
+        };
         for (i, m) in msgs.iter().enumerate() {
             if m.publisher() != self.us {
                 continue;
@@ -889,6 +897,15 @@ impl<'a> Session<'a> {
                         .await?;
                 }
                 Class::Report => {
+                    let t = m.msg_type().unwrap_or("").to_string();
+                    if t != "REP_JOB_RESULT" {
+                        if let Some((rec, at)) = last_report.get(&t) {
+                            let gap = (m.time_us - rec).max(0) as f64 / factor;
+                            let due = *at + Duration::from_micros(gap as u64);
+                            self.wait_until(due, &|_| false).await;
+                        }
+                        last_report.insert(t, (m.time_us, Instant::now()));
+                    }
                     let mid = crate::sim::next_mid();
                     let out = self.rw.outgoing(&json, m.mid().map(|_| mid));
                     self.publish(&topic, serde_json::to_vec(&out).unwrap_or_default())
