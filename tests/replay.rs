@@ -315,3 +315,47 @@ async fn replay_as_edge_passes_the_reference_platform_plan() {
     let r = plan.await.unwrap().unwrap();
     assert!(r.passed(), "{}", r.to_table());
 }
+
+/// A session recorded by `edgetap proxy` in the store (the edge behind the proxy, the
+/// platform on the broker) is a replay source too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_capture_replays_like_a_pcap() {
+    let b = broker::start(&BrokerSettings::loopback().unwrap()).unwrap();
+    let addr = b.v4.to_string();
+    let dir = common::temp_dir("replay-store").join("store");
+    let store = edgetap::store::Store::open(&dir).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = listener.local_addr().unwrap();
+    let ps = edgetap::proxy::ProxySettings {
+        upstream: addr.clone(),
+        name: "replay-source".into(),
+        ..Default::default()
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let px = tokio::spawn(edgetap::proxy::run(
+        listener,
+        ps,
+        Arc::new(RuleSet::builtin()),
+        Some(store),
+        Box::new(|_| {}),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let (mut e, p) = quick_settings(&addr, "STORE-E1", Protocol::V4);
+    e.broker = proxy_addr.to_string();
+    let (r, _) = run_pair(e, p, Arc::new(RuleSet::builtin())).await.unwrap();
+    assert!(r.passed(), "{}", r.to_table());
+    let _ = stop_tx.send(());
+    let outcome = px.await.unwrap().unwrap();
+    let id = outcome.capture.unwrap();
+    drop(outcome);
+    let mut s = settings(&addr, "LIVE-FROM-STORE");
+    s.source = replay::source::Source::Stored {
+        store: dir.clone(),
+        id,
+    };
+    let o = against_edge(s, vec![]).await;
+    assert_as_recorded(&o);
+    assert_eq!(o.recorded_edge, "STORE-E1");
+}
