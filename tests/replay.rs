@@ -359,3 +359,71 @@ async fn a_stored_capture_replays_like_a_pcap() {
     assert_as_recorded(&o);
     assert_eq!(o.recorded_edge, "STORE-E1");
 }
+
+/// As edge, the mutations of our own replies happen during the replay, against the
+/// reference platform's plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_edge_in_place_mutations_against_the_reference_platform() {
+    let b = broker::start(&BrokerSettings::loopback().unwrap()).unwrap();
+    let addr = b.v4.to_string();
+    let mut s = settings(&addr, "LIVE-EDGE-MUT");
+    s.role = Role::Edge;
+    s.mutations = ["job-result-before-reply", "long-msg", "missing-reply"]
+        .map(String::from)
+        .to_vec();
+    let (_, mut p) = quick_settings(&addr, "LIVE-EDGE-MUT", Protocol::V4);
+    p.wait = Duration::from_millis(2500);
+    p.edge_wait = Duration::from_millis(2500);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let plan = tokio::spawn(edgetap::sim::platform::run_plan(
+        p,
+        Arc::new(RuleSet::builtin()),
+        None,
+        Some(ready_tx),
+    ));
+    ready_rx.await.unwrap();
+    let o = replay::run(s, Arc::new(RuleSet::builtin())).await.unwrap();
+    let r = plan.await.unwrap().unwrap();
+    for name in ["job-result-before-reply", "long-msg", "missing-reply"] {
+        let m = o.mutations.iter().find(|m| m.name == name).unwrap();
+        assert_eq!(m.verdict, "pass", "{name}:\n{}", o.to_table());
+        assert!(m.target.contains("during the replay"), "{}", m.target);
+    }
+    // The platform's own record shows the unanswered command.
+    assert!(!r.passed(), "{}", r.to_table());
+}
+
+/// As edge, our requests mutated against the reference platform's responder. It
+/// rejects unknown types but accepts topo requests without their arrays (answering 200
+/// with empty data) and ignores `expire`: the verdicts show it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_edge_request_mutations_against_the_reference_responder() {
+    let b = broker::start(&BrokerSettings::loopback().unwrap()).unwrap();
+    let addr = b.v4.to_string();
+    let mut s = settings(&addr, "LIVE-EDGE-REQ");
+    s.role = Role::Edge;
+    s.answer_timeout = Duration::from_millis(400);
+    let expected = [
+        ("drop-field", "fail"),
+        ("invalid-json", "pass"),
+        ("unknown-type", "pass"),
+        ("lower-case-type", "pass"),
+        ("other-edge-id", "pass"),
+        ("expired", "fail"),
+        ("out-of-range", "not applicable"),
+    ];
+    s.mutations = expected.iter().map(|(n, _)| n.to_string()).collect();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let responder = tokio::spawn({
+        let addr = addr.clone();
+        async move { edgetap::sim::platform::respond(&addr, Protocol::V4, stop_rx).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let o = replay::run(s, Arc::new(RuleSet::builtin())).await.unwrap();
+    let _ = stop_tx.send(true);
+    responder.await.unwrap().unwrap();
+    for (name, verdict) in expected {
+        let m = o.mutations.iter().find(|m| m.name == name).unwrap();
+        assert_eq!(m.verdict, verdict, "{name}:\n{}", o.to_table());
+    }
+}

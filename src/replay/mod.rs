@@ -505,7 +505,8 @@ pub async fn run_ready(
                 specs.push((m.name.clone(), Some(m)));
             }
         } else {
-            specs.push((name.clone(), mutate::named(name, &msgs, &mut rng)?));
+            let m = mutate::named(name, &msgs, s.role.actor(), &mut rng)?;
+            specs.push((name.clone(), m));
         }
     }
     let live_edge = s.edge_id.clone().unwrap_or_else(|| recorded_edge.clone());
@@ -513,11 +514,38 @@ pub async fn run_ready(
     if let Some(r) = ready {
         let _ = r.send(());
     }
+    // Mutations of our replies and reports happen in place, during the replay.
+    let mut later = vec![];
+    for (n, (name, spec)) in specs.into_iter().enumerate() {
+        let target = spec.as_ref().and_then(|m| {
+            let c = m.select.class.as_deref().unwrap_or("request");
+            (c != "request")
+                .then(|| mutate::pick(&msgs, &m.select, s.role.actor()))
+                .flatten()
+        });
+        match (spec, target) {
+            (Some(m), Some(t)) => {
+                sess.inline_at.insert(t.index, sess.inline.len());
+                sess.inline.push(InlineRun {
+                    order: n,
+                    target: format!("{} on {}", t.msg_type().unwrap_or("?"), t.topic_name),
+                    spec: m,
+                    mids: vec![],
+                });
+            }
+            (spec, _) => later.push((n, name, spec)),
+        }
+    }
     sess.replay().await?;
     let baseline_end = sess.findings.len();
     let mut results = vec![];
-    for (name, spec) in specs {
-        results.push(sess.mutation(&name, spec).await?);
+    if !sess.inline.is_empty() {
+        sess.watch = Some(vec![]);
+        sess.inline_probe = Some(sess.probe().await?);
+        sess.watch = None;
+    }
+    for (n, name, spec) in later {
+        results.push((n, sess.mutation(&name, spec).await?));
     }
     sess.finish(baseline_end, results, &rec.findings).await
 }
@@ -525,6 +553,15 @@ pub async fn run_ready(
 /// Who sent a live message.
 fn sender(topic: &crate::protocol::Topic) -> Actor {
     topic.publisher
+}
+
+/// A mutation of one of our replies or reports, made during the replay.
+struct InlineRun {
+    order: usize,
+    target: String,
+    spec: Mutation,
+    /// Mids it concerns: the message sent, the request it answers, a job result.
+    mids: Vec<u64>,
 }
 
 struct Session<'a> {
@@ -557,6 +594,13 @@ struct Session<'a> {
     mutation_mids: HashSet<u64>,
     /// Live job ids started by mutations: their results belong to no exchange.
     mutation_jobs: HashSet<u64>,
+    inline: Vec<InlineRun>,
+    /// Recorded message index → its in-place mutation.
+    inline_at: HashMap<usize, usize>,
+    /// The liveness probe after the in-place mutations.
+    inline_probe: Option<(bool, String)>,
+    /// Recorded messages of ours already sent out of order.
+    skip: HashSet<usize>,
 }
 
 impl<'a> Session<'a> {
@@ -649,6 +693,10 @@ impl<'a> Session<'a> {
             watch: None,
             mutation_mids: HashSet::new(),
             mutation_jobs: HashSet::new(),
+            inline: vec![],
+            inline_at: HashMap::new(),
+            inline_probe: None,
+            skip: HashSet::new(),
         })
     }
 
@@ -844,7 +892,7 @@ impl<'a> Session<'a> {
             Pacing::Asap => 1.0,
         };
         for (i, m) in msgs.iter().enumerate() {
-            if m.publisher() != self.us {
+            if m.publisher() != self.us || self.skip.contains(&i) {
                 continue;
             }
             self.await_answers(from, i).await;
@@ -893,8 +941,13 @@ impl<'a> Session<'a> {
                         continue;
                     };
                     let out = self.rw.outgoing(&json, Some(live_mid));
-                    self.publish(&topic, serde_json::to_vec(&out).unwrap_or_default())
-                        .await?;
+                    if self.inline_at.contains_key(&i) {
+                        self.send_inline(i, topic, out, Some(live_mid), Some(x))
+                            .await?;
+                    } else {
+                        self.publish(&topic, serde_json::to_vec(&out).unwrap_or_default())
+                            .await?;
+                    }
                 }
                 Class::Report => {
                     let t = m.msg_type().unwrap_or("").to_string();
@@ -908,13 +961,80 @@ impl<'a> Session<'a> {
                     }
                     let mid = crate::sim::next_mid();
                     let out = self.rw.outgoing(&json, m.mid().map(|_| mid));
-                    self.publish(&topic, serde_json::to_vec(&out).unwrap_or_default())
-                        .await?;
+                    if self.inline_at.contains_key(&i) {
+                        self.send_inline(i, topic, out, None, None).await?;
+                    } else {
+                        self.publish(&topic, serde_json::to_vec(&out).unwrap_or_default())
+                            .await?;
+                    }
                 }
             }
         }
         self.await_answers(from, msgs.len()).await;
         Ok(())
+    }
+
+    /// Sends recorded message `i` of ours (already rewritten as `out`) through its
+    /// in-place mutation. `x`: the exchange whose request it answers.
+    async fn send_inline(
+        &mut self,
+        i: usize,
+        topic: String,
+        out: Map<String, Value>,
+        their_mid: Option<u64>,
+        x: Option<usize>,
+    ) -> Result<(), ReplayError> {
+        let k = self.inline_at[&i];
+        let spec = self.inline[k].spec.clone();
+        if let Some(m) = out.get("mid").and_then(crate::protocol::as_u64_lenient) {
+            self.inline[k].mids.push(m);
+        }
+        self.inline[k].mids.extend(their_mid);
+        let draft = Draft {
+            topic,
+            json: out,
+            raw: None,
+            copies: 1,
+            delay_ms: 0,
+            after_probe: false,
+        };
+        let Verdict::Send(d) = mutate::apply(&spec.steps, draft, &self.rw.live_edge) else {
+            self.inline[k].target.push_str(" (dropped)");
+            return Ok(());
+        };
+        if spec.steps.contains(&mutate::Step::JobResultFirst) {
+            if let Some(j) = x.and_then(|x| self.job_result_of(x)) {
+                let rec = &self.msgs[j];
+                if let Some(json) = &rec.json {
+                    let jm = crate::sim::next_mid();
+                    let early = self.rw.outgoing(json, rec.mid().map(|_| jm));
+                    let t = self.rw.topic(&rec.topic_name);
+                    self.publish(&t, serde_json::to_vec(&early).unwrap_or_default())
+                        .await?;
+                    self.inline[k].mids.push(jm);
+                    self.skip.insert(j);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(d.delay_ms)).await;
+        for _ in 0..d.copies {
+            self.publish(&d.topic, d.payload()).await?;
+        }
+        Ok(())
+    }
+
+    /// Our recorded job result for the job the request of exchange `x` started.
+    fn job_result_of(&self, x: usize) -> Option<usize> {
+        let (&req, _) = self.ex_of_request.iter().find(|(_, &e)| e == x)?;
+        let job = self.msgs[req].job_id()?;
+        self.msgs[req + 1..]
+            .iter()
+            .find(|r| {
+                r.publisher() == self.us
+                    && r.msg_type() == Some("REP_JOB_RESULT")
+                    && r.job_id() == Some(job)
+            })
+            .map(|r| r.index)
     }
 
     /// Waits for the live counterparts of the recorded answers in `msgs[from..to]`.
@@ -1153,7 +1273,7 @@ impl<'a> Session<'a> {
     async fn finish(
         mut self,
         baseline_end: usize,
-        mut mutations: Vec<MutationResult>,
+        mutations: Vec<(usize, MutationResult)>,
         recorded: &[Finding],
     ) -> Result<Outcome, ReplayError> {
         // Late answers still count.
@@ -1164,12 +1284,54 @@ impl<'a> Session<'a> {
         self.analyzer.finish(&mut c);
         let finish_start = self.findings.len();
         self.findings.extend(c.findings);
+        let mut mutations = mutations;
+        for run in &self.inline {
+            self.mutation_mids.extend(run.mids.iter().copied());
+            let engine: Vec<String> = self
+                .findings
+                .iter()
+                .filter(|f| f.mid.is_some_and(|m| run.mids.contains(&m)))
+                .map(|f| f.rule.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let (alive, probe) = self
+                .inline_probe
+                .clone()
+                .unwrap_or((true, "no probe".into()));
+            let mut problems = vec![];
+            if !alive {
+                problems.push(format!("liveness probe failed: {probe}"));
+            }
+            if let Some(r) = &run.spec.rule {
+                if !engine.contains(r) {
+                    problems.push(format!("the rule engine did not raise {r}"));
+                }
+            }
+            mutations.push((
+                run.order,
+                MutationResult {
+                    name: run.spec.name.clone(),
+                    about: run.spec.about.clone(),
+                    target: format!("{} (during the replay)", run.target),
+                    expect: run.spec.expect,
+                    rule: run.spec.rule.clone(),
+                    answers: vec![],
+                    engine,
+                    probe,
+                    verdict: if problems.is_empty() { "pass" } else { "fail" }.into(),
+                    detail: problems.join("; "),
+                },
+            ));
+        }
+        mutations.sort_by_key(|(n, _)| *n);
+        let mutations: Vec<MutationResult> = mutations.into_iter().map(|(_, m)| m).collect();
         for x in &mut self.exchanges {
             judge::judge_exchange(x);
         }
         let in_baseline = |n: usize, f: &Finding| {
-            n < baseline_end
-                || (n >= finish_start && !f.mid.is_some_and(|m| self.mutation_mids.contains(&m)))
+            (n < baseline_end || n >= finish_start)
+                && !f.mid.is_some_and(|m| self.mutation_mids.contains(&m))
         };
         let recorded_rules: HashSet<&str> = recorded
             .iter()
@@ -1186,10 +1348,6 @@ impl<'a> Session<'a> {
             .filter(|(_, f)| seen_new.insert(f.rule.clone()))
             .map(|(_, f)| FindingBrief::of(f))
             .collect();
-        // Unanswered mutated messages are judged at the end of input.
-        for m in &mut mutations {
-            let _ = m;
-        }
         if let Some(p) = &self.s.capture {
             crate::sim::tap::write_pcap(p, &self.frames)?;
         }

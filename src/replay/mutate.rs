@@ -36,14 +36,27 @@ use crate::protocol::{Actor, Class};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Step {
-    Set { path: String, value: Value },
-    Remove { path: String },
-    ReplaceRaw { raw: String },
-    Topic { topic: String },
+    Set {
+        path: String,
+        value: Value,
+    },
+    Remove {
+        path: String,
+    },
+    ReplaceRaw {
+        raw: String,
+    },
+    Topic {
+        topic: String,
+    },
     Duplicate,
     Reorder,
-    Delay { ms: u64 },
+    Delay {
+        ms: u64,
+    },
     Drop,
+    /// On a reply to a job command: the job's result is sent before the reply.
+    JobResultFirst,
 }
 
 /// What the counterpart must do with the mutated message.
@@ -77,6 +90,10 @@ pub struct Select {
     pub index: Option<usize>,
     #[serde(default)]
     pub topic: Option<String>,
+    /// "request" (default: sent after the replay, then the liveness probe), "reply" or
+    /// "report" (mutated in place during the replay).
+    #[serde(default)]
+    pub class: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -112,14 +129,15 @@ pub struct Named {
 pub const LIBRARY: &[Named] = &[
     Named {
         name: "drop-field",
-        about: "remove a required param field (seeded choice)",
-        roles: "platform",
+        about: "remove a required param field of one of our requests (seeded choice)",
+        roles: "both",
         expect: Expect::Reject,
     },
     Named {
         name: "wrong-type",
-        about: "a required param field with another JSON type (seeded choice)",
-        roles: "platform",
+        about:
+            "a required param field of one of our requests with another JSON type (seeded choice)",
+        roles: "both",
         expect: Expect::Reject,
     },
     Named {
@@ -137,66 +155,66 @@ pub const LIBRARY: &[Named] = &[
     Named {
         name: "invalid-json",
         about: "the payload cut in the middle",
-        roles: "platform",
+        roles: "both",
         expect: Expect::Reject,
     },
     Named {
         name: "long-msg",
-        about: "a msg of 300 characters (256 allowed) on the message",
-        roles: "platform",
+        about: "a reply of ours with a msg of 300 characters (256 allowed)",
+        roles: "both",
         expect: Expect::Survive,
     },
     Named {
         name: "unknown-type",
         about: "type CMD_EDGETAP_UNKNOWN",
-        roles: "platform",
+        roles: "both",
         expect: Expect::Reject,
     },
     Named {
         name: "lower-case-type",
         about: "the type in lower case",
-        roles: "platform",
+        roles: "both",
         expect: Expect::Reject,
     },
     Named {
         name: "other-edge-id",
         about: "the topic of another edgeId",
-        roles: "platform",
+        roles: "both",
         expect: Expect::Reject,
     },
     Named {
         name: "expired",
         about: "timestamp an hour ago with expire 60 s",
-        roles: "platform",
+        roles: "both",
         expect: Expect::Reject,
     },
     Named {
         name: "duplicate-mid",
-        about: "a job command sent twice with one mid",
-        roles: "platform",
+        about: "a request (a job command when there is one) sent twice with one mid",
+        roles: "both",
         expect: Expect::ActOnce,
     },
     Named {
         name: "late",
         about: "expire 1 s, held back 2 s before sending (past its deadline)",
-        roles: "platform",
+        roles: "both",
         expect: Expect::Reject,
     },
     Named {
         name: "missing-reply",
-        about: "a command dropped: nothing to answer, the probe still answered",
-        roles: "platform",
+        about: "our reply to the counterpart's last request not sent",
+        roles: "both",
         expect: Expect::Survive,
     },
     Named {
         name: "job-result-before-reply",
-        about: "the edge's job result sent before its reply",
-        roles: "edge (not built yet)",
+        about: "our job result sent before our reply to the job command",
+        roles: "edge",
         expect: Expect::Survive,
     },
 ];
 
-/// Required param fields of commands, per the clause 6 tables.
+/// Required param fields of requests, per the clause 6 tables.
 fn required(t: &str) -> &'static [&'static str] {
     match t {
         "CMD_SYS_UPGRADE" => &["jobId", "version", "upgradeType", "file"],
@@ -207,6 +225,10 @@ fn required(t: &str) -> &'static [&'static str] {
         "CMD_APP_START" | "CMD_APP_STOP" | "CMD_APP_REMOVE" | "CMD_APP_ENABLE"
         | "CMD_APP_UNENABLE" => &["container", "app"],
         "CMD_APP_UPGRADE" => &["version", "container", "file", "jobId"],
+        "EVENT_LINKUP" => &["dev", "cpu", "mem", "disk", "os", "links"],
+        "CMD_TOPO_ADD" => &["deviceInfos"],
+        "CMD_TOPO_DEL" => &["deviceIds"],
+        "CMD_TOPO_UPDATE" => &["deviceStatuses"],
         _ => &[],
     }
 }
@@ -221,9 +243,9 @@ pub fn load_file(path: &std::path::Path) -> Result<Vec<Mutation>, ReplayError> {
 }
 
 /// The commands the replayer (as platform) sends, in order.
-fn commands(msgs: &[Recorded]) -> Vec<&Recorded> {
+fn commands(msgs: &[Recorded], us: Actor) -> Vec<&Recorded> {
     msgs.iter()
-        .filter(|m| m.publisher() == Actor::Platform && m.class() == Class::Request)
+        .filter(|m| m.publisher() == us && m.class() == Class::Request)
         .filter(|m| m.msg_type().is_some())
         .collect()
 }
@@ -233,7 +255,36 @@ fn select_type(t: &str, i: usize) -> Select {
         msg_type: Some(t.into()),
         index: Some(i),
         topic: None,
+        class: None,
     }
+}
+
+/// Our first (or last) reply to a request of the counterpart that `want` accepts.
+fn our_reply(
+    msgs: &[Recorded],
+    us: Actor,
+    want: &dyn Fn(&Recorded) -> bool,
+    last: bool,
+) -> Option<Select> {
+    let ours = |m: &&Recorded| m.publisher() == us && m.class() == Class::Reply;
+    let replies: Vec<&Recorded> = msgs.iter().filter(ours).filter(|m| want(m)).collect();
+    let r = if last {
+        replies.last()
+    } else {
+        replies.first()
+    }?;
+    let t = r.msg_type()?;
+    let nth = msgs
+        .iter()
+        .filter(ours)
+        .filter(|m| m.msg_type() == Some(t))
+        .position(|m| m.index == r.index)?;
+    Some(Select {
+        msg_type: Some(t.into()),
+        index: Some(nth),
+        topic: None,
+        class: Some("reply".into()),
+    })
 }
 
 /// Builds a named mutation for a recording; `Ok(None)` when the recording holds no
@@ -241,6 +292,7 @@ fn select_type(t: &str, i: usize) -> Select {
 pub fn named(
     name: &str,
     msgs: &[Recorded],
+    us: Actor,
     rng: &mut StdRng,
 ) -> Result<Option<Mutation>, ReplayError> {
     let Some(n) = LIBRARY.iter().find(|n| n.name == name) else {
@@ -250,7 +302,7 @@ pub fn named(
             known.join(", ")
         )));
     };
-    let cmds = commands(msgs);
+    let cmds = commands(msgs, us);
     let first_of = |t: &str| cmds.iter().any(|m| m.msg_type() == Some(t));
     // Any command without a job: its repeat or loss changes nothing lasting.
     let plain = cmds
@@ -320,14 +372,19 @@ pub fn named(
                     vec![Step::ReplaceRaw { raw: "$cut".into() }],
                     Some("payload.invalid_json"),
                 ),
-                "long-msg" => mk(
-                    sel,
-                    vec![Step::Set {
+                "long-msg" => {
+                    // A reply whose content nothing later depends on.
+                    let skip = ["EVENT_LINKUP", "CMD_TOPO_ADD"];
+                    let want = |m: &Recorded| !skip.contains(&m.msg_type().unwrap_or(""));
+                    let Some(sel) = our_reply(msgs, us, &want, false) else {
+                        return Ok(None);
+                    };
+                    let step = Step::Set {
                         path: "msg".into(),
                         value: Value::from("x".repeat(300)),
-                    }],
-                    None,
-                ),
+                    };
+                    mk(sel, vec![step], Some("envelope.reply"))
+                }
                 "unknown-type" => mk(
                     sel,
                     vec![Step::Set {
@@ -386,7 +443,32 @@ pub fn named(
                     };
                     mk(sel, vec![Step::Duplicate], None)
                 }
-                "missing-reply" => mk(sel, vec![Step::Drop], None),
+                "missing-reply" => {
+                    let Some(sel) = our_reply(msgs, us, &|_| true, true) else {
+                        return Ok(None);
+                    };
+                    mk(sel, vec![Step::Drop], Some("reply.missing"))
+                }
+                "job-result-before-reply" => {
+                    let jobs: Vec<u64> = msgs
+                        .iter()
+                        .filter(|m| m.publisher() == us && m.msg_type() == Some("REP_JOB_RESULT"))
+                        .filter_map(|m| m.job_id())
+                        .collect();
+                    let with_job = |r: &Recorded| {
+                        msgs.iter().any(|q| {
+                            q.publisher() != us
+                                && q.class() == Class::Request
+                                && q.mid() == r.mid()
+                                && q.msg_type() != Some("CMD_STATUS_QUERY")
+                                && q.job_id().is_some_and(|j| jobs.contains(&j))
+                        })
+                    };
+                    let Some(sel) = our_reply(msgs, us, &with_job, false) else {
+                        return Ok(None);
+                    };
+                    mk(sel, vec![Step::JobResultFirst], Some("job.result_early"))
+                }
                 _ => return Ok(None),
             }
         }
@@ -472,6 +554,8 @@ fn step(s: &Step, mut d: Draft, live_edge: &str) -> Verdict {
         Step::Reorder => d.after_probe = true,
         Step::Delay { ms } => d.delay_ms += ms,
         Step::Drop => return Verdict::Drop,
+        // Carried out by the replayer, which knows the job's recorded result.
+        Step::JobResultFirst => {}
     }
     Verdict::Send(d)
 }
@@ -509,8 +593,9 @@ fn set_path(m: &mut Map<String, Value>, path: &str, v: Option<Value>) {
 
 /// The recorded message a selection picks among the replayer's commands.
 pub fn pick<'a>(msgs: &'a [Recorded], s: &Select, role: Actor) -> Option<&'a Recorded> {
+    let class = s.class.as_deref().unwrap_or("request");
     msgs.iter()
-        .filter(|m| m.publisher() == role && m.class() == Class::Request)
+        .filter(|m| m.publisher() == role && m.class().as_str() == class)
         .filter(|m| {
             s.msg_type
                 .as_deref()
