@@ -427,3 +427,73 @@ async fn as_edge_request_mutations_against_the_reference_responder() {
         assert_eq!(m.verdict, verdict, "{name}:\n{}", o.to_table());
     }
 }
+
+/// The CLI in regression mode: `--save-expect` on a clean run, then `--expect` exits 0
+/// on a like edge and 1 on an edge that answers one command differently (JUnit shows
+/// the divergence).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_expect_exit_codes() {
+    let b = broker::start(&BrokerSettings::loopback().unwrap()).unwrap();
+    let addr = b.v4.to_string();
+    let dir = common::temp_dir("replay-cli");
+    let expect = dir.join("expect.json");
+    let rec = recording();
+    let run = |edge: &'static str, faults: Vec<Fault>, extra: Vec<String>| {
+        let addr = addr.clone();
+        let rec = rec.clone();
+        async move {
+            let mut args: Vec<String> = [
+                "replay",
+                rec.to_str().unwrap(),
+                "--as",
+                "platform",
+                "--broker",
+                &addr,
+                "--edge-id",
+                edge,
+                "--asap",
+                "--seed",
+                "7",
+                "--timeout-ms",
+                "2500",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.extend(extra);
+            let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_edgetap"))
+                .args(&args)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            // The replayer subscribes well within this; the edge links up after it.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let (mut e, _) = quick_settings(&addr, edge, Protocol::V4);
+            e.faults = faults;
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let edge_task = tokio::spawn(edge::run(e, stop_rx));
+            let out = child.wait_with_output().await.unwrap();
+            let _ = stop_tx.send(true);
+            edge_task.await.unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        }
+    };
+    let save = vec!["--save-expect".to_string(), expect.display().to_string()];
+    let (code, out) = run("CLI-1", vec![], save).await;
+    assert_eq!(code, Some(0), "{out}");
+    let check = vec![
+        "--expect".to_string(),
+        expect.display().to_string(),
+        "--format".into(),
+        "junit".into(),
+    ];
+    let (code, out) = run("CLI-2", vec![], check.clone()).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("classname=\"replay.exchange\""), "{out}");
+    let (code, out) = run("CLI-3", vec![Fault::ErrorToValid], check).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("divergence"), "{out}");
+}
