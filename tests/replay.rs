@@ -103,6 +103,8 @@ async fn replay_through_mosquitto_mqtt5() {
     let m = common::Mosquitto::start();
     let mut s = settings(&format!("127.0.0.1:{}", m.port), "LIVE-MOSQ");
     s.protocol = Protocol::V5;
+    // Paced as recorded, twice as fast (and never ahead of the answers).
+    s.pacing = Pacing::Speed(2.0);
     let o = against_edge(s, vec![]).await;
     assert_as_recorded(&o);
 }

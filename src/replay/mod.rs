@@ -555,6 +555,9 @@ fn sender(topic: &crate::protocol::Topic) -> Actor {
     topic.publisher
 }
 
+/// A reply seen while a mutation is watched: (mid, code, msg).
+type Answered = (Option<u64>, Option<i64>, String);
+
 /// A mutation of one of our replies or reports, made during the replay.
 struct InlineRun {
     order: usize,
@@ -589,7 +592,7 @@ struct Session<'a> {
     /// Live mid of each counterpart request matched to an exchange.
     their_mid: HashMap<usize, u64>,
     /// Live replies during a mutation: (mid, code, msg).
-    watch: Option<Vec<(Option<u64>, Option<i64>, String)>>,
+    watch: Option<Vec<Answered>>,
     /// Mids of mutated messages and probes, not part of any exchange.
     mutation_mids: HashSet<u64>,
     /// Live job ids started by mutations: their results belong to no exchange.
@@ -1212,7 +1215,7 @@ impl<'a> Session<'a> {
             .collect();
         let engine: Vec<String> = self.findings[first_finding..]
             .iter()
-            .filter(|f| f.mid.map_or(true, |m| m == mid))
+            .filter(|f| f.mid.is_none_or(|m| m == mid))
             .map(|f| f.rule.clone())
             .collect::<BTreeSet<_>>()
             .into_iter()

@@ -599,13 +599,9 @@ pub fn pick<'a>(msgs: &'a [Recorded], s: &Select, role: Actor) -> Option<&'a Rec
         .filter(|m| {
             s.msg_type
                 .as_deref()
-                .map_or(true, |t| m.msg_type() == Some(t))
+                .is_none_or(|t| m.msg_type() == Some(t))
         })
-        .filter(|m| {
-            s.topic
-                .as_deref()
-                .map_or(true, |t| m.topic_name.contains(t))
-        })
+        .filter(|m| s.topic.as_deref().is_none_or(|t| m.topic_name.contains(t)))
         .nth(s.index.unwrap_or(0))
 }
 

@@ -142,7 +142,7 @@ pub fn swap_token(s: &str, from: &str, to: &str) -> String {
             .or(if i == 0 { prev } else { None });
         let after = rest[i + from.len()..].chars().next();
         out.push_str(&rest[..i]);
-        if before.map_or(true, |c| !is_word(c)) && after.map_or(true, |c| !is_word(c)) {
+        if before.is_none_or(|c| !is_word(c)) && after.is_none_or(|c| !is_word(c)) {
             out.push_str(to);
         } else {
             out.push_str(from);
