@@ -186,6 +186,9 @@ pub struct Outcome {
     pub mutations: Vec<MutationResult>,
     /// Rules (warning or error) the live replay raised that the recording did not.
     pub new_findings: Vec<FindingBrief>,
+    /// Replies of the counterpart that answer nothing the replayer sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphan_replies: Vec<Value>,
     /// Every finding of the live session (baseline and mutations).
     pub live_findings: Vec<FindingBrief>,
 }
@@ -195,6 +198,7 @@ impl Outcome {
     pub fn failed(&self) -> bool {
         self.exchanges.iter().any(|x| !x.diffs.is_empty())
             || !self.new_findings.is_empty()
+            || !self.orphan_replies.is_empty()
             || self.mutations.iter().any(|m| m.verdict == "fail")
     }
 
@@ -230,6 +234,12 @@ impl Outcome {
             );
             for d in &x.diffs {
                 let _ = writeln!(s, "             - {d}");
+            }
+        }
+        if !self.orphan_replies.is_empty() {
+            let _ = writeln!(s, "\nReplies to nothing the replayer sent:");
+            for r in &self.orphan_replies {
+                let _ = writeln!(s, "  {r}");
             }
         }
         if !self.new_findings.is_empty() {
@@ -409,6 +419,13 @@ pub fn compare_expected(expected: &Outcome, got: &Outcome) -> Vec<String> {
         for x in v {
             d.push(format!("exchange {} {}: {x}", g.index, g.request));
         }
+    }
+    if expected.orphan_replies != got.orphan_replies {
+        d.push(format!(
+            "replies to nothing sent: expected {}, got {}",
+            expected.orphan_replies.len(),
+            got.orphan_replies.len()
+        ));
     }
     let verdicts = |o: &Outcome| -> Vec<(String, String)> {
         o.mutations
@@ -597,6 +614,10 @@ struct Session<'a> {
     mutation_mids: HashSet<u64>,
     /// Live job ids started by mutations: their results belong to no exchange.
     mutation_jobs: HashSet<u64>,
+    /// Job results that came for those jobs: the counterpart acted.
+    mutation_results: Vec<u64>,
+    /// Replies that answer nothing we sent, normalized.
+    orphans: Vec<Value>,
     inline: Vec<InlineRun>,
     /// Recorded message index → its in-place mutation.
     inline_at: HashMap<usize, usize>,
@@ -696,6 +717,8 @@ impl<'a> Session<'a> {
             watch: None,
             mutation_mids: HashSet::new(),
             mutation_jobs: HashSet::new(),
+            mutation_results: vec![],
+            orphans: vec![],
             inline: vec![],
             inline_at: HashMap::new(),
             inline_probe: None,
@@ -799,9 +822,9 @@ impl<'a> Session<'a> {
                         let open = self.exchanges.iter().position(|x| {
                             x.request == t && x.from == self.us_str() && x.live.reply.is_none()
                         });
-                        let target = open.unwrap_or(0);
-                        if let Some(ex) = self.exchanges.get_mut(target) {
-                            ex.live.extra.push(norm);
+                        match open {
+                            Some(x) => self.exchanges[x].live.extra.push(norm),
+                            None => self.orphans.push(norm),
                         }
                     }
                 }
@@ -811,7 +834,8 @@ impl<'a> Session<'a> {
                     .get("param")
                     .and_then(|p| p.get("jobId"))
                     .and_then(crate::protocol::as_u64_lenient);
-                if live_job.is_some_and(|j| self.mutation_jobs.contains(&j)) {
+                if let Some(j) = live_job.filter(|j| self.mutation_jobs.contains(j)) {
+                    self.mutation_results.push(j);
                     return;
                 }
                 let norm = self.norm(&json);
@@ -1164,11 +1188,12 @@ impl<'a> Session<'a> {
             }
         }
         let out = self.rw.outgoing(json, Some(mid));
-        if let Some(j) = out
+        let live_job = out
             .get("param")
             .and_then(|p| p.get("jobId"))
             .and_then(crate::protocol::as_u64_lenient)
-        {
+            .filter(|_| target.msg_type() != Some("CMD_STATUS_QUERY"));
+        if let Some(j) = live_job {
             self.mutation_jobs.insert(j);
         }
         let draft = Draft {
@@ -1225,6 +1250,10 @@ impl<'a> Session<'a> {
             .filter(|a| a.0 == Some(mid) && matches!(a.1, Some(200) | Some(202)))
             .count();
         let mut problems = vec![];
+        let acted = live_job.is_some_and(|j| self.mutation_results.contains(&j));
+        if acted && spec.expect == Expect::Reject {
+            problems.push("acted on it: its job reported a result".to_string());
+        }
         match spec.expect {
             Expect::Reject if accepted > 0 => problems.push(format!(
                 "answered {} to an invalid message",
@@ -1363,6 +1392,7 @@ impl<'a> Session<'a> {
             exchanges: self.exchanges,
             mutations,
             new_findings,
+            orphan_replies: self.orphans,
             live_findings: self.findings.iter().map(FindingBrief::of).collect(),
         })
     }
