@@ -12,8 +12,31 @@
 //! - [`judge`]: each exchange compared with its recorded counterpart, with noise rules;
 //!   the live session goes through a fresh [`Analyzer`] (the one rule engine) and its
 //!   rules are compared with the recording's.
-//! - [`mutate`]: after the replay, each mutation is sent and judged, and a liveness
-//!   probe (a valid command) must still be answered.
+//! - [`mutate`]: a mutation of one of our requests is sent after the replay, watched
+//!   for `mutation_window`, then a liveness probe (a valid request of the recording)
+//!   must still be answered; a mutation of one of our replies or reports (a missing
+//!   reply, a job result before its reply) is made in place during the replay and
+//!   judged by the rules it must raise and the probe after the replay.
+//!
+//! The counterpart must be subscribed-to before it starts: start the replay, then
+//! (re)start the device, so that its EVENT_LINKUP is part of the session.
+//!
+//! A CI job (GitLab syntax; any CI runs the same two commands):
+//!
+//! ```yaml
+//! replay-regression:            # the device build under test runs as DUT1
+//!   script:
+//!     - mosquitto -d -p 1883
+//!     - edgetap replay captures/golden.pcap --as platform --broker 127.0.0.1:1883
+//!       --edge-id DUT1 --asap --seed 42 --mutate drop-field --mutate invalid-json
+//!       --expect captures/golden.expect.json --format junit > replay.xml & REPLAY=$!
+//!     - sleep 2; ./build/edge-agent --broker 127.0.0.1:1883 --id DUT1 &
+//!     - wait $REPLAY            # exit 1 on any divergence beyond the noise rules
+//!   artifacts:
+//!     when: always
+//!     reports:
+//!       junit: replay.xml
+//! ```
 //!
 //! The outcome serializes to JSON; `--save-expect` writes it and `--expect` compares a
 //! later run with it beyond the noise rules (regression mode).
@@ -253,7 +276,7 @@ impl Outcome {
             for m in &self.mutations {
                 let _ = writeln!(
                     s,
-                    "  {:<5} {:<24} {}  expect: {}",
+                    "  {:<14} {:<24} {}  expect: {}",
                     m.verdict.to_uppercase(),
                     m.name,
                     m.target,
