@@ -192,61 +192,7 @@ impl Engine {
         let env = m.envelope();
 
         // Content checks: their errors make a request invalid.
-        for rule in &rules.rules {
-            let vars_base = || ctx.vars(m);
-            match &rule.def.check {
-                Check::InvalidJson => {
-                    if let Err(PayloadError::InvalidJson(e)) = &m.body {
-                        let mut v = vars_base();
-                        v.push(("detail", e.clone()));
-                        out.push(ctx.finding(rule, m, v));
-                    }
-                }
-                Check::NotObject => {
-                    if let Err(PayloadError::NotObject(t)) = &m.body {
-                        let mut v = vars_base();
-                        v.push(("seen", t.to_string()));
-                        out.push(ctx.finding(rule, m, v));
-                    }
-                }
-                Check::KeyWhitespace => {
-                    for Deviation::KeyWhitespace { seen, key } in
-                        env.iter().flat_map(|e| e.deviations.iter())
-                    {
-                        let mut v = vars_base();
-                        v.push(("seen", seen.clone()));
-                        v.push(("expected", key.clone()));
-                        out.push(ctx.finding(rule, m, v));
-                    }
-                }
-                Check::Schema {
-                    when,
-                    target,
-                    fields,
-                } => {
-                    let Some(env) = env else { continue };
-                    if !ctx.selects(when, m) {
-                        continue;
-                    }
-                    // An error reply carries no result: the reply's param tables
-                    // describe successful answers only.
-                    let error_reply = ctx.class == Class::Reply
-                        && env.code.is_some_and(|c| !(200..300).contains(&c));
-                    if *target == Target::Param && error_reply {
-                        continue;
-                    }
-                    for viol in schema_violations(env, *target, fields, rule) {
-                        let mut v = vars_base();
-                        v.push(("detail", viol.detail()));
-                        v.push(("path", viol.path));
-                        v.push(("expected", viol.expected));
-                        v.push(("seen", viol.seen));
-                        out.push(ctx.finding(rule, m, v));
-                    }
-                }
-                _ => {}
-            }
-        }
+        self.content_checks(m, &ctx, out);
         let invalid = out[first..]
             .iter()
             .find(|f| f.severity == Severity::Error)
@@ -333,6 +279,90 @@ impl Engine {
             Class::Report => self.on_report(m, &ctx, out),
         }
         self.prune(m.time_us);
+    }
+
+    /// Payload, envelope and schema checks of one message: what makes a request
+    /// invalid. Reads no session state.
+    fn content_checks(&self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
+        let rules = Arc::clone(&self.rules);
+        let env = m.envelope();
+        for rule in &rules.rules {
+            let vars_base = || ctx.vars(m);
+            match &rule.def.check {
+                Check::InvalidJson => {
+                    if let Err(PayloadError::InvalidJson(e)) = &m.body {
+                        let mut v = vars_base();
+                        v.push(("detail", e.clone()));
+                        out.push(ctx.finding(rule, m, v));
+                    }
+                }
+                Check::NotObject => {
+                    if let Err(PayloadError::NotObject(t)) = &m.body {
+                        let mut v = vars_base();
+                        v.push(("seen", t.to_string()));
+                        out.push(ctx.finding(rule, m, v));
+                    }
+                }
+                Check::KeyWhitespace => {
+                    for Deviation::KeyWhitespace { seen, key } in
+                        env.iter().flat_map(|e| e.deviations.iter())
+                    {
+                        let mut v = vars_base();
+                        v.push(("seen", seen.clone()));
+                        v.push(("expected", key.clone()));
+                        out.push(ctx.finding(rule, m, v));
+                    }
+                }
+                Check::Schema {
+                    when,
+                    target,
+                    fields,
+                } => {
+                    let Some(env) = env else { continue };
+                    if !ctx.selects(when, m) {
+                        continue;
+                    }
+                    // An error reply carries no result: the reply's param tables
+                    // describe successful answers only.
+                    let error_reply = ctx.class == Class::Reply
+                        && env.code.is_some_and(|c| !(200..300).contains(&c));
+                    if *target == Target::Param && error_reply {
+                        continue;
+                    }
+                    for viol in schema_violations(env, *target, fields, rule) {
+                        let mut v = vars_base();
+                        v.push(("detail", viol.detail()));
+                        v.push(("path", viol.path));
+                        v.push(("expected", viol.expected));
+                        v.push(("seen", viol.seen));
+                        out.push(ctx.finding(rule, m, v));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Judges one message on its own, without a session: the content checks and
+    /// expiry. A counterpart (the reference sims, a replayer) asks this to decide
+    /// whether to reject a request, so that it rejects exactly what the rules reject.
+    pub fn judge_alone(rules: &Arc<RuleSet>, m: &Message) -> Vec<Finding> {
+        let engine = Engine::new(Arc::clone(rules));
+        let ctx = engine.context(m);
+        let mut out = vec![];
+        engine.content_checks(m, &ctx, &mut out);
+        if let Some(detail) = expired(m) {
+            for rule in rules
+                .rules
+                .iter()
+                .filter(|r| matches!(r.def.check, Check::Expired))
+            {
+                let mut v = ctx.vars(m);
+                v.push(("detail", detail.clone()));
+                out.push(ctx.finding(rule, m, v));
+            }
+        }
+        out
     }
 
     fn on_request(&mut self, m: &Message, ctx: &Ctx, invalid: Option<String>) {

@@ -580,7 +580,10 @@ impl Edge {
         match t.role.as_str() {
             "response" => self.on_response(mid, &param, &env).await,
             "command" => {
-                let (code, msg, out) = self.command(&t.channel, &msg_type, &param);
+                let (code, msg, out) = match super::rejection(&m.topic, &m.payload) {
+                    Some(why) => (400, Some(why), None),
+                    None => self.command(&t.channel, &msg_type, &param),
+                };
                 let mut msg = msg;
                 let mut reply_type = msg_type.clone();
                 let mut reply_mid = mid;

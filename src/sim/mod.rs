@@ -14,6 +14,7 @@ pub mod run;
 pub mod tap;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
@@ -336,4 +337,29 @@ pub fn peak_rss_kib() -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// Why a counterpart must reject a request, judged by the shared rule engine (the
+/// built-in rules): the first error of its content checks, or its expiry. `None` for
+/// a valid request. The reference sims reject exactly what the rules reject, so they
+/// never answer 200 or 202 to an invalid command.
+pub fn rejection(topic: &str, payload: &[u8]) -> Option<String> {
+    static RULES: OnceLock<Arc<crate::rules::RuleSet>> = OnceLock::new();
+    let rules = RULES.get_or_init(|| Arc::new(crate::rules::RuleSet::builtin()));
+    let m = crate::protocol::Message {
+        seq: 0,
+        conn: 0,
+        side: crate::finding::Side::Client,
+        packet: 0,
+        time_us: chrono::Utc::now().timestamp_micros(),
+        topic_name: topic.to_string(),
+        topic: crate::protocol::parse_topic(topic)?,
+        body: crate::protocol::parse_envelope(payload),
+    };
+    let findings = crate::rules::Engine::judge_alone(rules, &m);
+    let why = findings
+        .iter()
+        .find(|f| f.severity == crate::Severity::Error || f.rule == "message.expired")?;
+    // A reply's msg is at most 256 characters (table 2).
+    Some(why.message.chars().take(256).collect())
 }

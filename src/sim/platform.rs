@@ -334,7 +334,13 @@ fn spawn_receiver(
                 .unwrap_or("")
                 .to_string();
             if t.role == "request" {
-                if let Some(r) = answer(&t.edge_id, &msg_type, &env, &mut assigned) {
+                let rejected = super::rejection(&m.topic, &m.payload).and_then(|why| {
+                    let mid = env.get("mid")?.as_u64()?;
+                    Some(reply(mid, &msg_type, 400, Some(&why), None))
+                });
+                if let Some(r) =
+                    rejected.or_else(|| answer(&t.edge_id, &msg_type, &env, &mut assigned))
+                {
                     let resp = topic(&t.edge_id, &t.channel, "response");
                     let _ = link
                         .publish(&resp, serde_json::to_vec(&r).unwrap_or_default())
