@@ -164,8 +164,8 @@ async fn every_fault_of_the_reference_edge_is_found() {
 
 /// The judgement each built-in mutation gets from the reference edge. The reference
 /// edge rejects what the shared rule engine rejects (expired commands included), so
-/// every applicable mutation passes; `regression_expired_commands_were_answered_200`
-/// is pinned by `expired` and `late`.
+/// every applicable mutation passes. Regression: the reference edge once answered 200
+/// to expired commands; `expired` and `late` pin that.
 const MUTATION_VERDICTS: &[(&str, &str)] = &[
     ("drop-field", "pass"),
     ("wrong-type", "pass"),
