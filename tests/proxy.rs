@@ -531,6 +531,12 @@ async fn bench_direct_vs_proxy() {
         ])
         .arg("--store")
         .arg(dir.join("store"))
+        // BENCH_MAX_BUFFERED: the proxy's --max-buffered (per-connection budget).
+        .args(
+            std::env::var("BENCH_MAX_BUFFERED")
+                .map(|b| vec!["--max-buffered".to_string(), b])
+                .unwrap_or_default(),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -582,6 +588,12 @@ async fn bench_direct_vs_proxy() {
                 .unwrap();
             wait_for(&mut prx, "PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
             lat.push(t.elapsed().as_micros() as u64);
+        }
+        if std::env::var("BENCH_SLOW").is_ok() {
+            let mut idx: Vec<(u64, usize)> = lat.iter().enumerate().map(|(i, l)| (*l, i)).collect();
+            idx.sort();
+            idx.reverse();
+            println!("{label} slowest: {:?}", &idx[..30]);
         }
         lat.sort();
         let p50 = lat[lat.len() / 2];

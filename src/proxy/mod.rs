@@ -15,7 +15,8 @@
 //!   that connection waits). Each cap logs a warning when reached.
 //!
 //! Flush window: the store is written and fsynced every [`FLUSH_INTERVAL`] (100 ms)
-//! or every [`FLUSH_BYTES`] (1 MiB) of chunk data, whichever comes first. A process
+//! or every [`FLUSH_BYTES`] (1 MiB; a quarter of `max_buffered` when that is less)
+//! of chunk data, whichever comes first, on a writer thread of its own. A process
 //! killed with SIGKILL keeps everything read more than one window (plus the time of
 //! one fsync) before the kill.
 
@@ -163,7 +164,16 @@ pub async fn run(
     };
     let (tx, rx) = mpsc::channel(TAP_QUEUE);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let analysis = tap::spawn(rx, rules, settings.max_packet, store, meta, clock, live);
+    let analysis = tap::spawn(
+        rx,
+        rules,
+        settings.max_packet,
+        settings.max_buffered,
+        store,
+        meta,
+        clock,
+        live,
+    );
     let shared = Arc::new(Shared {
         settings: settings.clone(),
         clock,

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -186,12 +186,16 @@ async fn pump(
     sh: &Shared,
     budget: &Arc<Semaphore>,
 ) -> Result<Ended, Broken> {
-    let mut buf = BytesMut::new();
+    // One read buffer per direction, reused: what is read is forwarded from it, then
+    // copied into an exact-size chunk for analysis. (Handing out slices of the read
+    // buffer instead would pin a whole READ_BUF allocation per small chunk until the
+    // chunk is on disk, and free them in bursts from the writer thread.)
+    let mut buf = BytesMut::with_capacity(READ_BUF);
     let mut warned = false;
     let mut stop = sh.stop.clone();
     let mut stopped = false;
     while !stopped {
-        buf.reserve(READ_BUF);
+        buf.clear();
         let n = tokio::select! {
             r = r.read_buf(&mut buf) => r.map_err(|e| Broken::Read(side, e))?,
             _ = stop.wait_for(|s| *s) => return Ok(Ended::Stopped),
@@ -202,13 +206,13 @@ async fn pump(
             tap(sh, conn, t, EventKind::Fin { side }, None).await;
             return Ok(Ended::Eof);
         }
-        let chunk = buf.split().freeze();
         // Forward first: analysis and recording never delay these bytes. A peer that
         // does not read cannot hold up a stopping proxy.
         tokio::select! {
-            r = w.write_all(&chunk) => r.map_err(|e| Broken::Write(side, e))?,
+            r = w.write_all(&buf) => r.map_err(|e| Broken::Write(side, e))?,
             _ = stop.wait_for(|s| *s) => stopped = true,
         }
+        let chunk = Bytes::copy_from_slice(&buf);
         let want = n.min(sh.settings.max_buffered) as u32;
         let permit = match budget.clone().try_acquire_many_owned(want) {
             Ok(p) => p,

@@ -3,8 +3,16 @@
 //! [`Analyzer`] through [`crate::store::replay::feed`] (the path `analyze --capture`
 //! takes too), reports findings live, and writes the store in batches.
 //!
+//! Writing and syncing a batch happens on a second thread (the writer), so analysis
+//! goes on while the disk works: one batch can be written while the next fills, and
+//! the analysis task waits only when a second finished batch would queue up.
+//!
 //! A chunk's buffer permit is released only once its batch is on disk, so a
 //! connection never has more than `max_buffered` bytes that are not yet durable.
+//! A batch is handed to the writer when it holds [`FLUSH_BYTES`] or a quarter of
+//! `max_buffered`, whichever is less: a busy connection's next quarters are read
+//! and analysed while the previous ones are synced, and the writer syncs whatever
+//! has queued meanwhile at once, so forwarding does not stop at every fsync.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,10 +57,12 @@ impl Sink for Collect<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn spawn(
     rx: mpsc::Receiver<Tap>,
     rules: Arc<RuleSet>,
     max_packet: usize,
+    max_buffered: usize,
     store: Option<Store>,
     meta: CaptureMeta,
     clock: Clock,
@@ -62,19 +72,94 @@ pub(crate) fn spawn(
     std::thread::Builder::new()
         .name("edgetap-tap".into())
         .spawn(move || {
+            background_priority();
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
                 .build()
                 .expect("a current-thread runtime starts");
-            let out = rt.block_on(analyze(rx, rules, max_packet, store, meta, clock, live));
+            let flush_bytes = FLUSH_BYTES.min((max_buffered / 4).max(1));
+            let out = rt.block_on(analyze(
+                rx,
+                rules,
+                max_packet,
+                flush_bytes,
+                store,
+                meta,
+                clock,
+                live,
+            ));
             let _ = done.send(out);
         })
         .expect("the analysis thread starts");
     result
 }
 
+/// Lowers the calling thread's scheduling priority (nice +10). Analysis and
+/// recording are throughput work with backpressure; on a busy machine the
+/// forwarding threads should win every wakeup against them, so that a batch being
+/// encoded and written does not add latency to forwarded packets.
+fn background_priority() {
+    extern "C" {
+        fn setpriority(which: i32, who: u32, prio: i32) -> i32;
+    }
+    const PRIO_PROCESS: i32 = 0;
+    // On Linux, who = 0 with PRIO_PROCESS is the calling thread only. Failure is
+    // harmless: the thread keeps the normal priority.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        setpriority(PRIO_PROCESS, 0, 10);
+    }
+}
+
+/// Finished batches waiting for the writer.
+const WRITER_QUEUE: usize = 8;
+
+/// A batch for the writer thread, with the permits of its chunks.
+type Job = (WriteBatch, CaptureMeta, Vec<OwnedSemaphorePermit>);
+
+/// The thread that writes and syncs batches, in order.
+struct Writer {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    done: std::thread::JoinHandle<Option<Store>>,
+}
+
+impl Writer {
+    fn spawn(store: Store) -> Writer {
+        // Batches queue while one is written and synced; the writer then takes all
+        // of them at once, with one sync (group commit). When the queue is full the
+        // analysis task waits (and with it the tap queue and, in the end,
+        // forwarding: lossless). Memory stays bounded by the connections' budgets.
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(WRITER_QUEUE);
+        let done = std::thread::Builder::new()
+            .name("edgetap-store".into())
+            .spawn(move || {
+                background_priority();
+                let mut store = Some(store);
+                while let Ok((mut batch, mut meta, mut permits)) = rx.recv() {
+                    while let Ok((b, m, p)) = rx.try_recv() {
+                        batch.append(b);
+                        meta = m;
+                        permits.extend(p);
+                    }
+                    if let Some(s) = &store {
+                        if let Err(e) = s.write(batch, &meta) {
+                            tracing::error!(
+                                "store write failed, recording stops (forwarding goes on): {e}"
+                            );
+                            store = None;
+                        }
+                    }
+                    drop(permits);
+                }
+                store
+            })
+            .expect("the store writer thread starts");
+        Writer { jobs, done }
+    }
+}
+
 struct Recorder {
-    store: Option<Store>,
+    writer: Option<Writer>,
     meta: CaptureMeta,
     batch: WriteBatch,
     permits: Vec<OwnedSemaphorePermit>,
@@ -82,24 +167,32 @@ struct Recorder {
 }
 
 impl Recorder {
-    /// Writes the batch and releases the permits of its chunks. A store that fails
-    /// stops recording (logged) but never stops forwarding.
+    /// Hands the batch to the writer, which releases the permits of its chunks once
+    /// they are on disk. A store that fails stops recording (logged) but never stops
+    /// forwarding.
     fn flush(&mut self) {
         let batch = std::mem::take(&mut self.batch);
-        if let Some(s) = &self.store {
-            if let Err(e) = s.write(batch, &self.meta) {
-                tracing::error!("store write failed, recording stops (forwarding goes on): {e}");
-                self.store = None;
-            }
+        let permits = std::mem::take(&mut self.permits);
+        if let Some(w) = &self.writer {
+            // Fails only if the writer thread died; its permits are released then.
+            let _ = w.jobs.send((batch, self.meta.clone(), permits));
         }
-        self.permits.clear();
+    }
+
+    /// Waits for every batch to be written; hands back the store if it still works.
+    fn close(self) -> Option<Store> {
+        let w = self.writer?;
+        drop(w.jobs);
+        w.done.join().ok().flatten()
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn analyze(
     mut rx: mpsc::Receiver<Tap>,
     rules: Arc<RuleSet>,
     max_packet: usize,
+    flush_bytes: usize,
     store: Option<Store>,
     meta: CaptureMeta,
     clock: Clock,
@@ -108,7 +201,7 @@ async fn analyze(
     let mut a = Analyzer::new(rules.clone(), Settings { max_packet });
     let cap = meta.id;
     let mut rec = Recorder {
-        store,
+        writer: store.map(Writer::spawn),
         meta,
         batch: WriteBatch::default(),
         permits: vec![],
@@ -116,6 +209,10 @@ async fn analyze(
     };
     let mut all: Vec<Finding> = vec![];
     let mut seq = 0u64;
+    // Recorded times never go back: two connections' reads can reach this task in
+    // the other order than their timestamps; the later one is recorded at the
+    // earlier's time, so the store's order (time, seq) is the order analysed here.
+    let mut last_time = i64::MIN;
     let mut deadline: Option<Instant> = None;
     loop {
         let tap = match deadline {
@@ -131,8 +228,9 @@ async fn analyze(
         };
         let Some(tap) = tap else { break };
         seq += 1;
+        last_time = last_time.max(tap.time_us);
         let ev = Event {
-            time_us: tap.time_us,
+            time_us: last_time,
             seq,
             conn: tap.conn,
             kind: tap.kind,
@@ -149,7 +247,7 @@ async fn analyze(
         if let Some(p) = tap.permit {
             rec.permits.push(p);
         }
-        if rec.batch.data_bytes >= FLUSH_BYTES {
+        if rec.batch.data_bytes >= flush_bytes {
             rec.flush();
             deadline = None;
         } else if deadline.is_none() {
@@ -170,12 +268,14 @@ async fn analyze(
     all.extend(sink.findings);
     rec.meta.ended_us = Some(clock.now_us());
     rec.flush();
+    let meta = rec.meta.clone();
+    let store = rec.close();
     let report = Report::build(
         vec![format!(
             "proxy {} → {}{}",
-            rec.meta.listen,
-            rec.meta.upstream,
-            if rec.store.is_some() {
+            meta.listen,
+            meta.upstream,
+            if store.is_some() {
                 format!(", capture {}", cap)
             } else {
                 String::new()
@@ -186,7 +286,7 @@ async fn analyze(
         &rules,
         all,
     );
-    Ok((report, rec.store, rec.meta))
+    Ok((report, store, meta))
 }
 
 fn record(

@@ -5,19 +5,38 @@
 //! packets decoded from them and the findings, so a capture can be analyzed again
 //! ([`replay::analyze_capture`]) or exported ([`export::export_pcapng`]).
 //!
-//! Trees and keys (all integers big-endian, so sled iterates a capture in time order):
+//! Trees and keys (all integers big-endian, so sled iterates in order):
 //!
 //! ```text
 //! captures  cap:u64                                 → JSON CaptureMeta
 //! conns     cap:u64 conn:u64                        → JSON ConnMeta
-//! events    cap:u64 time_us:u64 seq:u64             → kind:u8 conn:u64 body…
-//! packets   cap:u64 time_us:u64 seq:u64 idx:u32     → JSON PacketRecord
+//! log       cap:u64 batch:u64                       → offset:u64 len:u64
 //! findings  cap:u64 n:u64                           → JSON Finding
 //! ```
 //!
+//! Events and packets are not one sled key each: every sled insert is a log
+//! reservation and a tree-node update (copy-on-write, splits, node rewrites that copy
+//! the values again), which for a busy proxy cost more than everything else together.
+//! Each written batch is instead one record appended to `chunks/CAP.bin` beside the
+//! sled files, holding its events (chunk bytes inline) in `(time_us, seq)` order,
+//! each with the MQTT packets decoded from it:
+//!
+//! ```text
+//! event   time_us:u64 seq:u64 conn:u64 kind:u8 len:u32 body[len] npackets:u32
+//!         (len:u32 JSON PacketRecord)×npackets
+//! kind    0 open ("CLIENT SERVER") · 1/2 data client/server · 3/4 fin · 5 end (how)
+//! ```
+//!
+//! and the `log` tree indexes the records. [`Store::write`] appends and syncs the
+//! record before it applies the index entry (and the rest of the batch) to sled, so
+//! an indexed record is always whole; a record written but not indexed when the
+//! process died is ignored. Stores written before this layout (trees `events`,
+//! `packets`: one key per event and per packet) are still read.
+//!
 //! `seq` numbers the events of a capture in the order the analysis task received
-//! them; it is the `packet` number findings carry. Within one direction of one
-//! connection, time and seq both grow, so key order is stream order.
+//! them; it is the `packet` number findings carry. The proxy records `time_us` never
+//! below the previous event's, so seq order is time order across batches too, and
+//! within one direction of one connection both grow: stored order is stream order.
 //!
 //! Credentials from CONNECT are stored as sent; [`PacketRecord::redacted`] and the
 //! export hide them unless the caller asks for them.
@@ -25,8 +44,13 @@
 pub mod export;
 pub mod replay;
 
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -163,84 +187,123 @@ impl PacketRecord {
 /// flushed to disk.
 #[derive(Default)]
 pub struct WriteBatch {
-    events: sled::Batch,
-    packets: sled::Batch,
-    findings: sled::Batch,
-    conns: sled::Batch,
+    /// Events with their packets, for the capture's chunk file.
+    log: Vec<Pending>,
+    findings: Vec<([u8; 16], Vec<u8>)>,
+    /// In order: a later record of a connection replaces an earlier one.
+    conns: Vec<([u8; 16], Vec<u8>)>,
     /// Bytes of chunk data in the batch.
     pub data_bytes: usize,
     pub records: usize,
 }
 
+struct Pending {
+    cap: u64,
+    time_us: i64,
+    seq: u64,
+    conn: u64,
+    kind: u8,
+    body: Bytes,
+    /// JSON PacketRecords.
+    packets: Vec<Vec<u8>>,
+}
+
+/// Event kinds as stored.
+const EV_OPEN: u8 = 0;
+const EV_DATA: u8 = 1;
+const EV_FIN: u8 = 3;
+const EV_END: u8 = 5;
+
 impl WriteBatch {
     pub fn event(&mut self, cap: u64, ev: &Event) {
-        let key = event_key(cap, ev.time_us, ev.seq);
-        let mut v = Vec::with_capacity(16);
-        let (kind, body): (u8, &[u8]);
-        let text;
-        match &ev.kind {
+        let (kind, body) = match &ev.kind {
             EventKind::Open { client, server } => {
-                text = format!("{client} {server}");
-                (kind, body) = (0, text.as_bytes());
+                (EV_OPEN, Bytes::from(format!("{client} {server}")))
             }
             EventKind::Data { side, bytes } => {
                 self.data_bytes += bytes.len();
-                (kind, body) = (1 + side.index() as u8, bytes);
+                (EV_DATA + side.index() as u8, bytes.clone())
             }
-            EventKind::Fin { side } => (kind, body) = (3 + side.index() as u8, &[]),
-            EventKind::End { how } => (kind, body) = (5, how.as_bytes()),
-        }
-        v.push(kind);
-        v.extend_from_slice(&ev.conn.to_be_bytes());
-        v.extend_from_slice(body);
-        self.events.insert(key.to_vec(), v);
+            EventKind::Fin { side } => (EV_FIN + side.index() as u8, Bytes::new()),
+            EventKind::End { how } => (EV_END, Bytes::from(how.clone())),
+        };
+        self.log.push(Pending {
+            cap,
+            time_us: ev.time_us,
+            seq: ev.seq,
+            conn: ev.conn,
+            kind,
+            body,
+            packets: vec![],
+        });
         self.records += 1;
     }
 
+    /// A packet decoded from event `seq` of the batch (given to [`Self::event`]
+    /// before); packets of one event are kept in the order given (`idx`).
     pub fn packet(&mut self, cap: u64, seq: u64, idx: u32, p: &PacketRecord) {
-        let mut key = event_key(cap, p.time_us, seq).to_vec();
-        key.extend_from_slice(&idx.to_be_bytes());
-        self.packets
-            .insert(key, serde_json::to_vec(p).expect("record serialises"));
+        let _ = idx;
+        let json = serde_json::to_vec(p).expect("record serialises");
+        match self
+            .log
+            .iter_mut()
+            .rev()
+            .find(|e| e.cap == cap && e.seq == seq)
+        {
+            Some(e) => e.packets.push(json),
+            None => panic!("WriteBatch::packet: event {seq} of capture {cap} is not in the batch"),
+        }
         self.records += 1;
     }
 
     pub fn finding(&mut self, cap: u64, n: u64, f: &Finding) {
-        self.findings.insert(
-            pair_key(cap, n).to_vec(),
+        self.findings.push((
+            pair_key(cap, n),
             serde_json::to_vec(f).expect("finding serialises"),
-        );
+        ));
         self.records += 1;
     }
 
     pub fn conn(&mut self, cap: u64, c: &ConnMeta) {
-        self.conns.insert(
-            pair_key(cap, c.conn).to_vec(),
+        self.conns.push((
+            pair_key(cap, c.conn),
             serde_json::to_vec(c).expect("record serialises"),
-        );
+        ));
         self.records += 1;
     }
 
     pub fn is_empty(&self) -> bool {
         self.records == 0
     }
+
+    /// Adds a later batch to this one, so that both are written with one sync.
+    pub fn append(&mut self, later: WriteBatch) {
+        self.log.extend(later.log);
+        self.findings.extend(later.findings);
+        self.conns.extend(later.conns);
+        self.data_bytes += later.data_bytes;
+        self.records += later.records;
+    }
+}
+
+/// A capture's chunk file, open for appending.
+struct ChunkFile {
+    file: File,
+    len: u64,
+    next_batch: u64,
 }
 
 pub struct Store {
     db: sled::Db,
+    /// `chunks/` beside the sled files: one `CAP.bin` per capture.
+    chunk_dir: PathBuf,
+    writers: Mutex<HashMap<u64, ChunkFile>>,
     captures: sled::Tree,
+    log: sled::Tree,
     conns: sled::Tree,
     events: sled::Tree,
     packets: sled::Tree,
     findings: sled::Tree,
-}
-
-fn event_key(cap: u64, time_us: i64, seq: u64) -> [u8; 24] {
-    let mut k = [0u8; 24];
-    k[..8].copy_from_slice(&cap.to_be_bytes());
-    k[8..16].copy_from_slice(&(time_us.max(0) as u64).to_be_bytes());
-    k[16..].copy_from_slice(&seq.to_be_bytes());
-    k
 }
 
 fn pair_key(a: u64, b: u64) -> [u8; 16] {
@@ -270,8 +333,13 @@ impl Store {
                 dir: dir.display().to_string(),
                 source,
             })?;
+        let chunk_dir = dir.join("chunks");
+        std::fs::create_dir_all(&chunk_dir)?;
         Ok(Store {
+            chunk_dir,
+            writers: Mutex::new(HashMap::new()),
             captures: db.open_tree("captures")?,
+            log: db.open_tree("log")?,
             conns: db.open_tree("conns")?,
             events: db.open_tree("events")?,
             packets: db.open_tree("packets")?,
@@ -298,14 +366,86 @@ impl Store {
     }
 
     /// Applies a batch and the capture's counters, then waits until they are on disk.
-    pub fn write(&self, batch: WriteBatch, meta: &CaptureMeta) -> Result<(), StoreError> {
-        self.events.apply_batch(batch.events)?;
-        self.packets.apply_batch(batch.packets)?;
-        self.findings.apply_batch(batch.findings)?;
-        self.conns.apply_batch(batch.conns)?;
+    /// The batch's events go to the chunk file first (appended, synced), then its
+    /// index entry and the rest to sled.
+    pub fn write(&self, mut batch: WriteBatch, meta: &CaptureMeta) -> Result<(), StoreError> {
+        if !batch.log.is_empty() {
+            batch
+                .log
+                .sort_by_key(|e| (e.cap, e.time_us.max(0) as u64, e.seq));
+            let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+            let mut index = sled::Batch::default();
+            let mut touched: Vec<u64> = vec![];
+            let mut out: Vec<u8> = Vec::with_capacity(batch.data_bytes + 64 * batch.log.len());
+            let mut i = 0;
+            while i < batch.log.len() {
+                let cap = batch.log[i].cap;
+                let cf = match writers.entry(cap) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(self.open_chunk_file(cap)?)
+                    }
+                };
+                out.clear();
+                while i < batch.log.len() && batch.log[i].cap == cap {
+                    encode_event(&batch.log[i], &mut out);
+                    i += 1;
+                }
+                cf.file.write_all(&out)?;
+                let mut v = [0u8; 16];
+                v[..8].copy_from_slice(&cf.len.to_be_bytes());
+                v[8..].copy_from_slice(&(out.len() as u64).to_be_bytes());
+                index.insert(&pair_key(cap, cf.next_batch)[..], &v[..]);
+                cf.len += out.len() as u64;
+                cf.next_batch += 1;
+                if !touched.contains(&cap) {
+                    touched.push(cap);
+                }
+            }
+            for cap in touched {
+                writers[&cap].file.sync_data()?;
+            }
+            self.log.apply_batch(index)?;
+        }
+        for (tree, records) in [(&self.findings, batch.findings), (&self.conns, batch.conns)] {
+            if !records.is_empty() {
+                let mut b = sled::Batch::default();
+                for (k, v) in records {
+                    b.insert(&k[..], v);
+                }
+                tree.apply_batch(b)?;
+            }
+        }
         self.put_meta(meta)?;
         self.db.flush()?;
         Ok(())
+    }
+
+    fn chunk_path(&self, cap: u64) -> PathBuf {
+        self.chunk_dir.join(format!("{cap}.bin"))
+    }
+
+    fn open_chunk_file(&self, cap: u64) -> Result<ChunkFile, StoreError> {
+        let path = self.chunk_path(cap);
+        let existed = path.exists();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        if !existed {
+            // The new name itself must survive a crash.
+            File::open(&self.chunk_dir)?.sync_all()?;
+        }
+        let len = file.metadata()?.len();
+        let next_batch = match self.log.scan_prefix(cap.to_be_bytes()).next_back() {
+            Some(r) => be_u64(&r?.0[8..16]) + 1,
+            None => 0,
+        };
+        Ok(ChunkFile {
+            file,
+            len,
+            next_batch,
+        })
     }
 
     pub fn captures(&self) -> Result<Vec<CaptureMeta>, StoreError> {
@@ -337,16 +477,70 @@ impl Store {
 
     /// The capture's events in time order.
     pub fn events(&self, id: u64) -> impl Iterator<Item = Result<Event, StoreError>> + '_ {
-        self.events.scan_prefix(id.to_be_bytes()).map(|r| {
+        // Stores from before the chunk file: one key per event.
+        let old = self.events.scan_prefix(id.to_be_bytes()).map(|r| {
             let (k, v) = r?;
-            decode_event(&k, &v)
-        })
+            decode_old_event(&k, &v)
+        });
+        let new = self.batches(id).flat_map(|b| {
+            let items: Vec<Result<Event, StoreError>> = match b {
+                Ok((k, buf)) => match decode_batch(&k, &buf, true, false) {
+                    Ok((evs, _)) => evs.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                },
+                Err(e) => vec![Err(e)],
+            };
+            items
+        });
+        old.chain(new)
     }
 
     pub fn packets(&self, id: u64) -> impl Iterator<Item = Result<PacketRecord, StoreError>> + '_ {
-        self.packets.scan_prefix(id.to_be_bytes()).map(|r| {
+        let old = self.packets.scan_prefix(id.to_be_bytes()).map(|r| {
             let (k, v) = r?;
             decode_json("packets", &k, &v)
+        });
+        let new = self.batches(id).flat_map(|b| {
+            let items: Vec<Result<PacketRecord, StoreError>> = match b {
+                Ok((k, buf)) => match decode_batch(&k, &buf, false, true) {
+                    Ok((_, ps)) => ps.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                },
+                Err(e) => vec![Err(e)],
+            };
+            items
+        });
+        old.chain(new)
+    }
+
+    /// The capture's batch records, read from its chunk file, in order.
+    fn batches(
+        &self,
+        id: u64,
+    ) -> impl Iterator<Item = Result<(sled::IVec, Bytes), StoreError>> + '_ {
+        let mut file: Option<File> = None;
+        self.log.scan_prefix(id.to_be_bytes()).map(move |r| {
+            let (k, v) = r?;
+            if v.len() != 16 {
+                return Err(StoreError::Corrupt {
+                    tree: "log",
+                    key: hex(&k),
+                    detail: "bad index entry".into(),
+                });
+            }
+            let (offset, len) = (be_u64(&v[..8]), be_u64(&v[8..]) as usize);
+            let f = match &mut file {
+                Some(f) => f,
+                None => file.insert(File::open(self.chunk_path(id))?),
+            };
+            let mut buf = vec![0u8; len];
+            f.read_exact_at(&mut buf, offset)
+                .map_err(|e| StoreError::Corrupt {
+                    tree: "log",
+                    key: hex(&k),
+                    detail: format!("chunk file at {offset}+{len}: {e}"),
+                })?;
+            Ok((k, Bytes::from(buf)))
         })
     }
 
@@ -364,7 +558,13 @@ impl Store {
     /// Removes a capture and everything recorded with it.
     pub fn delete(&self, id: u64) -> Result<(), StoreError> {
         self.capture(id)?;
-        for tree in [&self.conns, &self.events, &self.packets, &self.findings] {
+        for tree in [
+            &self.conns,
+            &self.log,
+            &self.events,
+            &self.packets,
+            &self.findings,
+        ] {
             let mut batch = sled::Batch::default();
             for k in tree.scan_prefix(id.to_be_bytes()).keys() {
                 batch.remove(k?);
@@ -373,7 +573,14 @@ impl Store {
         }
         self.captures.remove(id.to_be_bytes())?;
         self.db.flush()?;
-        Ok(())
+        self.writers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        match std::fs::remove_file(self.chunk_path(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
     }
 
     pub fn flush(&self) -> Result<(), StoreError> {
@@ -398,7 +605,98 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn decode_event(k: &[u8], v: &[u8]) -> Result<Event, StoreError> {
+fn encode_event(e: &Pending, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(e.time_us.max(0) as u64).to_be_bytes());
+    out.extend_from_slice(&e.seq.to_be_bytes());
+    out.extend_from_slice(&e.conn.to_be_bytes());
+    out.push(e.kind);
+    out.extend_from_slice(&(e.body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&e.body);
+    out.extend_from_slice(&(e.packets.len() as u32).to_be_bytes());
+    for p in &e.packets {
+        out.extend_from_slice(&(p.len() as u32).to_be_bytes());
+        out.extend_from_slice(p);
+    }
+}
+
+/// The events and/or packets of one batch record (`k` is its `log` key, for errors).
+fn decode_batch(
+    k: &[u8],
+    buf: &Bytes,
+    want_events: bool,
+    want_packets: bool,
+) -> Result<(Vec<Event>, Vec<PacketRecord>), StoreError> {
+    let bad = |detail: String| StoreError::Corrupt {
+        tree: "log",
+        key: hex(k),
+        detail,
+    };
+    let pos = std::cell::Cell::new(0usize);
+    let take = |n: usize| -> Result<std::ops::Range<usize>, StoreError> {
+        let p = pos.get();
+        if buf.len() - p < n {
+            return Err(bad(format!("record truncated at byte {p}")));
+        }
+        pos.set(p + n);
+        Ok(p..p + n)
+    };
+    let u32_at = |r: std::ops::Range<usize>| u32::from_be_bytes(buf[r].try_into().unwrap());
+    let (mut events, mut packets) = (vec![], vec![]);
+    while pos.get() < buf.len() {
+        let time_us = be_u64(&buf[take(8)?]) as i64;
+        let seq = be_u64(&buf[take(8)?]);
+        let conn = be_u64(&buf[take(8)?]);
+        let kind = buf[take(1)?][0];
+        let len = u32_at(take(4)?) as usize;
+        let body = take(len)?;
+        let n = u32_at(take(4)?);
+        for _ in 0..n {
+            let len = u32_at(take(4)?) as usize;
+            let r = take(len)?;
+            if want_packets {
+                packets.push(decode_json("log", k, &buf[r])?);
+            }
+        }
+        if want_events {
+            let side = |i: u8| if i == 0 { Side::Client } else { Side::Server };
+            let kind = match kind {
+                EV_OPEN => {
+                    parse_open(&buf[body]).ok_or_else(|| bad("open: bad addresses".into()))?
+                }
+                1 | 2 => EventKind::Data {
+                    side: side(kind - EV_DATA),
+                    bytes: buf.slice(body),
+                },
+                3 | 4 => EventKind::Fin {
+                    side: side(kind - EV_FIN),
+                },
+                EV_END => EventKind::End {
+                    how: String::from_utf8_lossy(&buf[body]).into_owned(),
+                },
+                _ => return Err(bad(format!("unknown event kind {kind}"))),
+            };
+            events.push(Event {
+                time_us,
+                seq,
+                conn,
+                kind,
+            });
+        }
+    }
+    Ok((events, packets))
+}
+
+fn parse_open(body: &[u8]) -> Option<EventKind> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut it = text.split(' ').map(|s| s.parse::<SocketAddr>());
+    match (it.next(), it.next()) {
+        (Some(Ok(client)), Some(Ok(server))) => Some(EventKind::Open { client, server }),
+        _ => None,
+    }
+}
+
+/// An event of the older layout (tree `events`, bytes inline).
+fn decode_old_event(k: &[u8], v: &[u8]) -> Result<Event, StoreError> {
     let bad = |detail: &str| StoreError::Corrupt {
         tree: "events",
         key: hex(k),
@@ -413,22 +711,15 @@ fn decode_event(k: &[u8], v: &[u8]) -> Result<Event, StoreError> {
     let body = &v[9..];
     let side = |i: u8| if i == 0 { Side::Client } else { Side::Server };
     let kind = match v[0] {
-        0 => {
-            let text = std::str::from_utf8(body).map_err(|_| bad("open: not UTF-8"))?;
-            let mut it = text.split(' ').map(|s| s.parse::<SocketAddr>());
-            match (it.next(), it.next()) {
-                (Some(Ok(client)), Some(Ok(server))) => EventKind::Open { client, server },
-                _ => return Err(bad("open: bad addresses")),
-            }
-        }
+        EV_OPEN => parse_open(body).ok_or_else(|| bad("open: bad addresses"))?,
         1 | 2 => EventKind::Data {
-            side: side(v[0] - 1),
+            side: side(v[0] - EV_DATA),
             bytes: Bytes::copy_from_slice(body),
         },
         3 | 4 => EventKind::Fin {
-            side: side(v[0] - 3),
+            side: side(v[0] - EV_FIN),
         },
-        5 => EventKind::End {
+        EV_END => EventKind::End {
             how: String::from_utf8_lossy(body).into_owned(),
         },
         _ => return Err(bad("unknown event kind")),
