@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{Event, EventKind, PacketRecord, Store, StoreError};
-use crate::finding::Finding;
+use crate::finding::{Finding, Side};
 use crate::mqtt::Packet;
 use crate::pipeline::{Analyzer, PacketEvent, Settings, Sink};
 use crate::report::{Collector, Report};
@@ -27,7 +27,11 @@ pub fn feed(a: &mut Analyzer, ev: &Event, sink: &mut dyn Sink) {
 pub fn packet_record(p: &PacketEvent<'_>) -> PacketRecord {
     let mut r = PacketRecord {
         conn: p.conn,
-        side: format!("{:?}", p.side).to_lowercase(),
+        side: match p.side {
+            Side::Client => "client",
+            Side::Server => "server",
+        }
+        .to_string(),
         chunk: p.packet,
         time_us: p.time_us,
         offset: p.offset,
