@@ -376,7 +376,7 @@ impl Store {
             let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
             let mut index = sled::Batch::default();
             let mut touched: Vec<u64> = vec![];
-            let mut out: Vec<u8> = Vec::with_capacity(batch.data_bytes + 64 * batch.log.len());
+            let mut out: Vec<u8> = Vec::with_capacity(64 * batch.log.len());
             let mut i = 0;
             while i < batch.log.len() {
                 let cap = batch.log[i].cap;
@@ -386,17 +386,31 @@ impl Store {
                         v.insert(self.open_chunk_file(cap)?)
                     }
                 };
+                // Headers and packet records go to `out`; chunk bytes are written
+                // from where they are (one writev), not copied once more.
                 out.clear();
+                let start = i;
+                let mut cuts: Vec<usize> = vec![];
                 while i < batch.log.len() && batch.log[i].cap == cap {
-                    encode_event(&batch.log[i], &mut out);
+                    encode_event(&batch.log[i], &mut out, &mut cuts);
                     i += 1;
                 }
-                cf.file.write_all(&out)?;
+                let mut slices = Vec::with_capacity(2 * (i - start) + 1);
+                let mut from = 0;
+                for (e, cut) in batch.log[start..i].iter().zip(&cuts) {
+                    if !e.body.is_empty() {
+                        slices.push(std::io::IoSlice::new(&out[from..*cut]));
+                        slices.push(std::io::IoSlice::new(&e.body));
+                        from = *cut;
+                    }
+                }
+                slices.push(std::io::IoSlice::new(&out[from..]));
+                let len = write_all_vectored(&mut cf.file, &mut slices)?;
                 let mut v = [0u8; 16];
                 v[..8].copy_from_slice(&cf.len.to_be_bytes());
-                v[8..].copy_from_slice(&(out.len() as u64).to_be_bytes());
+                v[8..].copy_from_slice(&len.to_be_bytes());
                 index.insert(&pair_key(cap, cf.next_batch)[..], &v[..]);
-                cf.len += out.len() as u64;
+                cf.len += len;
                 cf.next_batch += 1;
                 if !touched.contains(&cap) {
                     touched.push(cap);
@@ -605,18 +619,38 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn encode_event(e: &Pending, out: &mut Vec<u8>) {
+/// Encodes `e` without its body into `out`; `cuts` gets the position in `out`
+/// where the body belongs.
+fn encode_event(e: &Pending, out: &mut Vec<u8>, cuts: &mut Vec<usize>) {
     out.extend_from_slice(&(e.time_us.max(0) as u64).to_be_bytes());
     out.extend_from_slice(&e.seq.to_be_bytes());
     out.extend_from_slice(&e.conn.to_be_bytes());
     out.push(e.kind);
     out.extend_from_slice(&(e.body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&e.body);
+    cuts.push(out.len());
     out.extend_from_slice(&(e.packets.len() as u32).to_be_bytes());
     for p in &e.packets {
         out.extend_from_slice(&(p.len() as u32).to_be_bytes());
         out.extend_from_slice(p);
     }
+}
+
+/// Writes every slice, in order; returns the bytes written.
+fn write_all_vectored(f: &mut File, mut bufs: &mut [std::io::IoSlice<'_>]) -> std::io::Result<u64> {
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    std::io::IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        // IOV_MAX is 1024 on Linux.
+        let n = match f.write_vectored(&bufs[..bufs.len().min(1024)]) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => r?,
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        std::io::IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(total as u64)
 }
 
 /// The events and/or packets of one batch record (`k` is its `log` key, for errors).
