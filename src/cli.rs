@@ -55,8 +55,9 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         edgetap proxy --listen 0.0.0.0:1883 --upstream broker.example:1883 --name site-A\n  \
         edgetap proxy --listen 127.0.0.1:18830 --upstream 127.0.0.1:1883 --store /var/lib/edgetap\n\n\
-        The store is written and fsynced every 100 ms or every 1 MiB of traffic, whichever \
-        comes first; a killed proxy keeps everything up to that window. When the store \
+        The store is written and fsynced every 100 ms or every 1 MiB of traffic (a quarter \
+        of --max-buffered when that is less), whichever comes first; a killed proxy keeps \
+        everything up to that window. When the store \
         falls behind, forwarding slows (recording is lossless).")]
     Proxy(ProxyArgs),
     /// List, show, delete and export the captures recorded by `edgetap proxy`.
@@ -150,7 +151,7 @@ pub struct ReplayArgs {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct StoreArgs {
-    /// The capture store (a sled database folder). Only one process can open it at a time.
+    /// The capture store (a folder: a sled index and chunk files). Only one process can open it at a time.
     #[arg(long = "store", id = "store_dir", value_name = "DIR", default_value = edgetap::store::DEFAULT_DIR)]
     pub dir: PathBuf,
 }
