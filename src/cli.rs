@@ -181,6 +181,25 @@ pub struct ProxyArgs {
     /// Largest MQTT packet accepted, in bytes; larger ones are reported and skipped.
     #[arg(long, default_value_t = edgetap::mqtt::MQTT_MAX_REMAINING)]
     pub max_packet_size: usize,
+    /// MQTT over WebSocket (RFC 6455): the HTTP upgrade and the frames are forwarded
+    /// untouched; MQTT is decoded from the binary frames.
+    #[arg(long)]
+    pub websocket: bool,
+    /// Terminate the devices' TLS with this certificate chain (PEM, leaf first);
+    /// the plaintext is analysed. Without it a TLS flow is forwarded untouched and
+    /// reported as not decodable.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Speak TLS to the upstream; its certificate must name the --upstream host.
+    #[arg(long)]
+    pub upstream_tls: bool,
+    /// CA certificates (PEM) the upstream's certificate must chain to
+    /// [default: the system's roots].
+    #[arg(long, value_name = "FILE", requires = "upstream_tls")]
+    pub upstream_ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

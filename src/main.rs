@@ -252,11 +252,29 @@ fn analyze_capture(
     )?)
 }
 
+/// The proxy's TLS settings from --tls-cert/--tls-key/--upstream-tls/--upstream-ca.
+fn proxy_tls(args: &cli::ProxyArgs) -> anyhow::Result<edgetap::proxy::tls::TlsSettings> {
+    use edgetap::proxy::tls;
+    let accept = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let upstream = match args.upstream_tls {
+        true => Some(tls::upstream_config(
+            &args.upstream,
+            args.upstream_ca.as_deref(),
+        )?),
+        false => None,
+    };
+    Ok(tls::TlsSettings { accept, upstream })
+}
+
 /// `edgetap proxy`: serves until Ctrl-C or SIGTERM, then prints the clause table.
 fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
     use anyhow::Context as _;
     let rules = Arc::new(load_rules(&args.rules)?);
     let store = edgetap::store::Store::open(&args.store.dir)?;
+    let tls = proxy_tls(&args)?;
     let settings = edgetap::proxy::ProxySettings {
         upstream: args.upstream.clone(),
         name: args
@@ -265,6 +283,8 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
         max_connections: args.max_connections,
         max_buffered: args.max_buffered,
         max_packet: args.max_packet_size,
+        websocket: args.websocket,
+        tls,
         ..Default::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -14,6 +14,13 @@
 //!   `max_buffered` bytes per connection not yet durable in the store (forwarding of
 //!   that connection waits). Each cap logs a warning when reached.
 //!
+//! - What is analysed and recorded is the MQTT byte stream: with `websocket`, the
+//!   payloads of the binary frames (the WebSocket framing is forwarded, not stored);
+//!   with TLS terminated (`tls.accept`), the plaintext, re-encrypted toward the
+//!   upstream when `tls.upstream` is set. A TLS flow the proxy does not terminate is
+//!   forwarded untouched and reported once as not decodable; its bytes are not
+//!   analysed or recorded.
+//!
 //! Flush window: the store is written and fsynced every [`FLUSH_INTERVAL`] (100 ms)
 //! or every [`FLUSH_BYTES`] (1 MiB; a quarter of `max_buffered` when that is less)
 //! of chunk data, whichever comes first, on a writer thread of its own. A process
@@ -22,6 +29,8 @@
 
 mod relay;
 pub mod tap;
+pub mod tls;
+pub mod websocket;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -57,6 +66,11 @@ pub struct ProxySettings {
     pub max_buffered: usize,
     pub max_packet: usize,
     pub connect_timeout: Duration,
+    /// MQTT over WebSocket: the analysis copy of each direction goes through a
+    /// [`websocket::Deframer`]; forwarding stays byte for byte.
+    pub websocket: bool,
+    /// TLS termination toward devices and re-origination toward the upstream.
+    pub tls: tls::TlsSettings,
 }
 
 impl Default for ProxySettings {
@@ -68,6 +82,8 @@ impl Default for ProxySettings {
             max_buffered: 1 << 20,
             max_packet: crate::mqtt::MQTT_MAX_REMAINING,
             connect_timeout: Duration::from_secs(10),
+            websocket: false,
+            tls: tls::TlsSettings::default(),
         }
     }
 }

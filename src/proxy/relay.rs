@@ -1,19 +1,68 @@
 //! One proxied connection: two pumps (device → upstream, upstream → device) that
-//! forward each read at once, then hand a copy to the analysis task.
+//! forward each read at once, then hand a copy to the analysis task. Either side may
+//! be TLS (terminated or re-originated here); the pumps see plaintext streams.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::tap::Tap;
+use super::tap::{Tap, TapKind};
+use super::websocket::Deframer;
 use super::{upstream_guess, Shared, READ_BUF};
 use crate::finding::{ConnId, Side};
+use crate::mqtt::looks_like_tls;
 use crate::store::EventKind;
+
+/// A connected stream the relay can split into halves and reset.
+trait Duplex: Send + 'static {
+    type R: AsyncRead + Unpin + Send;
+    type W: AsyncWrite + Unpin + Send;
+    fn halves(self) -> (Self::R, Self::W);
+    /// Closes with RST instead of FIN (and, for TLS, without close_notify).
+    fn reset(r: Self::R, w: Self::W);
+}
+
+impl Duplex for TcpStream {
+    // Plain TCP keeps tokio's lock-free owned halves.
+    type R = OwnedReadHalf;
+    type W = OwnedWriteHalf;
+    fn halves(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        self.into_split()
+    }
+    fn reset(r: OwnedReadHalf, w: OwnedWriteHalf) {
+        let _ = w.as_ref().set_zero_linger();
+        // Without forget(), dropping the write half would send a FIN first.
+        w.forget();
+        drop(r);
+    }
+}
+
+macro_rules! tls_duplex {
+    ($t:ty) => {
+        impl Duplex for $t {
+            type R = ReadHalf<$t>;
+            type W = WriteHalf<$t>;
+            fn halves(self) -> (Self::R, Self::W) {
+                tokio::io::split(self)
+            }
+            fn reset(r: Self::R, w: Self::W) {
+                let s = r.unsplit(w);
+                let _ = s.get_ref().0.set_zero_linger();
+                // Dropping a TLS stream writes nothing: the socket goes with an RST.
+                drop(s);
+            }
+        }
+    };
+}
+tls_duplex!(tokio_rustls::server::TlsStream<TcpStream>);
+tls_duplex!(tokio_rustls::client::TlsStream<TcpStream>);
 
 /// Why a pump stopped abnormally; the connection is reset on both sides.
 enum Broken {
@@ -95,12 +144,82 @@ pub(super) async fn serve(client: TcpStream, peer: SocketAddr, conn: ConnId, sh:
     )
     .await;
 
+    let how = match handshakes(client, upstream, peer, server, conn, &sh).await {
+        Ok(how) | Err(how) => how,
+    };
+    let t = sh.clock.now_us();
+    tap(&sh, conn, t, EventKind::End { how }, None).await;
+}
+
+/// Runs the TLS handshakes the settings ask for, then relays. `Err`: a handshake
+/// failed (both sockets are closed), with why.
+async fn handshakes(
+    client: TcpStream,
+    upstream: TcpStream,
+    peer: SocketAddr,
+    server: SocketAddr,
+    conn: ConnId,
+    sh: &Arc<Shared>,
+) -> Result<String, String> {
+    let limit = sh.settings.connect_timeout;
+    let tls = &sh.settings.tls;
+    let failed = |what: &str, e: String| {
+        let how = format!("TLS handshake with {what} failed: {e}");
+        tracing::warn!("connection {conn} from {peer}: {how}; closing both sides");
+        how
+    };
+    // Upstream first: a device is not told its TLS was accepted by a proxy that
+    // cannot reach the broker's TLS.
+    // Ok: TLS; Err: the plain socket.
+    let up = match &tls.upstream {
+        None => Err(upstream),
+        Some(u) => {
+            let c = TlsConnector::from(u.config.clone());
+            match tokio::time::timeout(limit, c.connect(u.name.clone(), upstream)).await {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => return Err(failed("the upstream", e.to_string())),
+                Err(_) => return Err(failed("the upstream", "timed out".into())),
+            }
+        }
+    };
+    let dev = match &tls.accept {
+        None => Err(client),
+        Some(cfg) => {
+            let a = TlsAcceptor::from(cfg.clone());
+            match tokio::time::timeout(limit, a.accept(client)).await {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => return Err(failed("the client", e.to_string())),
+                Err(_) => return Err(failed("the client", "timed out".into())),
+            }
+        }
+    };
+    let how = match (dev, up) {
+        (Err(d), Err(u)) => relay(d, u, peer, server, conn, sh).await,
+        (Ok(d), Err(u)) => relay(d, u, peer, server, conn, sh).await,
+        (Err(d), Ok(u)) => relay(d, u, peer, server, conn, sh).await,
+        (Ok(d), Ok(u)) => relay(d, u, peer, server, conn, sh).await,
+    };
+    Ok(how)
+}
+
+/// Forwards both directions until both end; returns how the connection ended.
+async fn relay<C: Duplex, U: Duplex>(
+    client: C,
+    upstream: U,
+    peer: SocketAddr,
+    server: SocketAddr,
+    conn: ConnId,
+    sh: &Arc<Shared>,
+) -> String {
     let budget = Arc::new(Semaphore::new(sh.settings.max_buffered));
-    let (mut cr, mut cw) = client.into_split();
-    let (mut ur, mut uw) = upstream.into_split();
+    let opaque = AtomicBool::new(false);
+    let (mut cr, mut cw) = client.halves();
+    let (mut ur, mut uw) = upstream.halves();
     let end: Result<&'static str, Broken> = {
-        let to_upstream = pump(&mut cr, &mut uw, Side::Client, conn, &sh, &budget);
-        let to_client = pump(&mut ur, &mut cw, Side::Server, conn, &sh, &budget);
+        let mut to_up = View::new(Side::Client, peer, server, &opaque, sh);
+        let mut to_down = View::new(Side::Server, peer, server, &opaque, sh);
+        let to_upstream = pump(&mut cr, &mut uw, &mut to_up, conn, sh, &budget);
+        let to_client = pump(&mut ur, &mut cw, &mut to_down, conn, sh, &budget);
         tokio::pin!(to_upstream, to_client);
         let (mut up, mut down) = (None, None);
         loop {
@@ -121,7 +240,7 @@ pub(super) async fn serve(client: TcpStream, peer: SocketAddr, conn: ConnId, sh:
             }
         }
     };
-    let how = match end {
+    match end {
         Ok(how) => {
             // A normal close or the proxy stopping: FIN to both (dropping the halves).
             drop((cr, cw, ur, uw));
@@ -130,21 +249,83 @@ pub(super) async fn serve(client: TcpStream, peer: SocketAddr, conn: ConnId, sh:
         Err(b) => {
             let how = b.describe();
             tracing::info!("connection {conn} from {peer}: {how}; resetting both sides");
-            reset(cr, cw);
-            reset(ur, uw);
+            C::reset(cr, cw);
+            U::reset(ur, uw);
             how
         }
-    };
-    let t = sh.clock.now_us();
-    tap(&sh, conn, t, EventKind::End { how }, None).await;
+    }
 }
 
-/// Closes a socket with RST instead of FIN.
-fn reset(r: OwnedReadHalf, w: OwnedWriteHalf) {
-    let _ = w.as_ref().set_zero_linger();
-    // Without forget(), dropping the write half would send a FIN first.
-    w.forget();
-    drop(r);
+/// What the analysis sees of one direction: the bytes read, or the MQTT stream inside
+/// them (WebSocket), or nothing once the flow turned out to be TLS it cannot read.
+struct View<'a> {
+    side: Side,
+    peer: SocketAddr,
+    server: SocketAddr,
+    /// Client side, TLS not terminated here: the first bytes, held back until they
+    /// show whether the flow is TLS.
+    sniff: Option<Vec<u8>>,
+    ws: Option<Deframer>,
+    out: Vec<u8>,
+    /// Set when the connection is TLS the proxy does not terminate: both directions
+    /// stop handing bytes to the analysis.
+    opaque: &'a AtomicBool,
+}
+
+impl<'a> View<'a> {
+    fn new(
+        side: Side,
+        peer: SocketAddr,
+        server: SocketAddr,
+        opaque: &'a AtomicBool,
+        sh: &Shared,
+    ) -> View<'a> {
+        let sniff = (side == Side::Client && sh.settings.tls.accept.is_none()).then(Vec::new);
+        View {
+            side,
+            peer,
+            server,
+            sniff,
+            ws: sh.settings.websocket.then(|| Deframer::new(side)),
+            out: Vec::new(),
+            opaque,
+        }
+    }
+
+    /// The analysis copy of `read`: `Ok(None)` when there is nothing to analyse yet,
+    /// `Err(reason)` when this direction just became not decodable.
+    fn copy(&mut self, read: &[u8]) -> Result<Option<Bytes>, String> {
+        if self.opaque.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let mut data = read;
+        let held;
+        if let Some(first) = &mut self.sniff {
+            first.extend_from_slice(read);
+            // A TLS record starts with 0x16; anything else is decided at once.
+            if first.len() < 6 && first[0] == 0x16 {
+                return Ok(None);
+            }
+            held = self.sniff.take().expect("present");
+            if looks_like_tls(&held) {
+                self.opaque.store(true, Ordering::Relaxed);
+                // The finding reads "flow A → B is TLS (…): not decodable".
+                return Err("TLS (not terminated: no --tls-cert/--tls-key)".into());
+            }
+            data = &held;
+        }
+        if let Some(d) = &mut self.ws {
+            self.out.clear();
+            d.feed(data, &mut self.out).map_err(|e| {
+                format!(
+                    "WebSocket without readable MQTT ({}: {e})",
+                    self.side.arrow()
+                )
+            })?;
+            data = &self.out;
+        }
+        Ok((!data.is_empty()).then(|| Bytes::copy_from_slice(data)))
+    }
 }
 
 async fn tap(
@@ -161,7 +342,7 @@ async fn tap(
         .send(Tap {
             conn,
             time_us,
-            kind,
+            kind: TapKind::Event(kind),
             permit,
         })
         .await;
@@ -178,10 +359,10 @@ enum Ended {
 /// Forwards one direction until end of stream (mirrored as a half-close), the proxy
 /// stopping, or an error. Stopping is noticed only between chunks, so every chunk
 /// forwarded is also handed to the analysis task.
-async fn pump(
-    r: &mut OwnedReadHalf,
-    w: &mut OwnedWriteHalf,
-    side: Side,
+async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    r: &mut R,
+    w: &mut W,
+    view: &mut View<'_>,
     conn: ConnId,
     sh: &Shared,
     budget: &Arc<Semaphore>,
@@ -190,6 +371,7 @@ async fn pump(
     // copied into an exact-size chunk for analysis. (Handing out slices of the read
     // buffer instead would pin a whole READ_BUF allocation per small chunk until the
     // chunk is on disk, and free them in bursts from the writer thread.)
+    let side = view.side;
     let mut buf = BytesMut::with_capacity(READ_BUF);
     let mut warned = false;
     let mut stop = sh.stop.clone();
@@ -208,12 +390,38 @@ async fn pump(
         }
         // Forward first: analysis and recording never delay these bytes. A peer that
         // does not read cannot hold up a stopping proxy.
+        // (flush: a TLS writer may hold records back; for TCP it does nothing.)
+        let forward = async {
+            w.write_all(&buf).await?;
+            w.flush().await
+        };
         tokio::select! {
-            r = w.write_all(&buf) => r.map_err(|e| Broken::Write(side, e))?,
+            r = forward => r.map_err(|e| Broken::Write(side, e))?,
             _ = stop.wait_for(|s| *s) => stopped = true,
         }
-        let chunk = Bytes::copy_from_slice(&buf);
-        let want = n.min(sh.settings.max_buffered) as u32;
+        let chunk = match view.copy(&buf) {
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
+            Err(reason) => {
+                tracing::info!("connection {conn}: not decodable: {reason}");
+                let kind = TapKind::NotDecodable {
+                    client: view.peer,
+                    server: view.server,
+                    reason,
+                };
+                let _ = sh
+                    .tap
+                    .send(Tap {
+                        conn,
+                        time_us: t,
+                        kind,
+                        permit: None,
+                    })
+                    .await;
+                continue;
+            }
+        };
+        let want = chunk.len().min(sh.settings.max_buffered) as u32;
         let permit = match budget.clone().try_acquire_many_owned(want) {
             Ok(p) => p,
             Err(_) => {

@@ -15,6 +15,7 @@
 //! has queued meanwhile at once, so forwarding does not stop at every fsync.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
@@ -34,9 +35,22 @@ use crate::store::{
 pub struct Tap {
     pub conn: ConnId,
     pub time_us: i64,
-    pub kind: EventKind,
+    pub kind: TapKind,
     /// Held until the chunk is durable.
     pub permit: Option<OwnedSemaphorePermit>,
+}
+
+pub enum TapKind {
+    /// Recorded in the store and fed to the analyzer.
+    Event(EventKind),
+    /// The connection (or one direction) carries bytes the analyzer cannot read
+    /// (TLS the proxy does not terminate, broken WebSocket framing): one
+    /// `capture.not_decodable` finding; no event is recorded for it.
+    NotDecodable {
+        client: SocketAddr,
+        server: SocketAddr,
+        reason: String,
+    },
 }
 
 pub(crate) type Outcome = Result<(Report, Option<Store>, CaptureMeta), StoreError>;
@@ -227,13 +241,38 @@ async fn analyze(
             },
         };
         let Some(tap) = tap else { break };
+        let kind = match tap.kind {
+            TapKind::Event(k) => k,
+            TapKind::NotDecodable {
+                client,
+                server,
+                reason,
+            } => {
+                let mut sink = Collect {
+                    packets: vec![],
+                    findings: vec![],
+                    live: &mut live,
+                };
+                let t = last_time.max(tap.time_us);
+                a.not_decodable(tap.conn, client, server, t, seq, &reason, &mut sink);
+                for f in &sink.findings {
+                    rec.batch.finding(cap, rec.meta.findings, f);
+                    rec.meta.findings += 1;
+                }
+                all.extend(sink.findings);
+                if deadline.is_none() {
+                    deadline = Some(Instant::now() + FLUSH_INTERVAL);
+                }
+                continue;
+            }
+        };
         seq += 1;
         last_time = last_time.max(tap.time_us);
         let ev = Event {
             time_us: last_time,
             seq,
             conn: tap.conn,
-            kind: tap.kind,
+            kind,
         };
         let mut sink = Collect {
             packets: vec![],

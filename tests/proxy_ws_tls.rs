@@ -1,0 +1,535 @@
+//! The proxy with WebSocket and TLS: rumqttd's WebSocket listener and mosquitto's TLS
+//! listener as upstreams, tungstenite and rumqttc as clients, certificates made by
+//! openssl at test time. These tests FAIL when mosquitto or openssl is missing.
+//!
+//! Why rumqttd for WebSocket: Debian's mosquitto 2.0.11 opens a `protocol websockets`
+//! listener and then exits with "Unable to start any listening sockets" (its
+//! libwebsockets build), so the WebSocket upstream is rumqttd, which edgetap already
+//! depends on. rumqttc's own WebSocket transport needs a newer async-tungstenite than
+//! the lock holds; the WebSocket client here is tungstenite 0.20 (a dev-dependency
+//! already in the lock through rumqttd).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+mod common;
+
+use bytes::BytesMut;
+use common::{free_port, temp_dir};
+use edgetap::finding::Finding;
+use edgetap::proxy::tls::{server_config, upstream_config, TlsSettings};
+use edgetap::proxy::{ProxyOutcome, ProxySettings};
+use edgetap::rules::RuleSet;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+struct Proxy {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<ProxyOutcome>,
+    live: Arc<Mutex<Vec<Finding>>>,
+}
+
+async fn proxy(settings: ProxySettings) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, rx) = oneshot::channel::<()>();
+    let live = Arc::new(Mutex::new(vec![]));
+    let l2 = live.clone();
+    let done = tokio::spawn(async move {
+        edgetap::proxy::run(
+            listener,
+            settings,
+            Arc::new(RuleSet::builtin()),
+            None,
+            Box::new(move |f| l2.lock().unwrap().push(f.clone())),
+            async {
+                let _ = rx.await;
+            },
+        )
+        .await
+        .expect("proxy runs")
+    });
+    Proxy {
+        addr,
+        stop,
+        done,
+        live,
+    }
+}
+
+impl Proxy {
+    async fn finish(self) -> (ProxyOutcome, Vec<Finding>) {
+        let _ = self.stop.send(());
+        let out = tokio::time::timeout(Duration::from_secs(10), self.done)
+            .await
+            .expect("proxy stops within 10 s")
+            .unwrap();
+        let live = self.live.lock().unwrap().clone();
+        (out, live)
+    }
+}
+
+fn settings(upstream: String) -> ProxySettings {
+    ProxySettings {
+        upstream,
+        name: "test".into(),
+        ..ProxySettings::default()
+    }
+}
+
+/// A protocol request missing type and timestamp: judged by the 5.3 rules.
+const REQUEST_TOPIC: &str = "/v1/E1/device/request";
+const REQUEST: &[u8] = br#"{"mid":1}"#;
+
+fn rules_of(findings: &[Finding]) -> Vec<String> {
+    findings.iter().map(|f| f.rule.clone()).collect()
+}
+
+// ---------------------------------------------------------------- certificates
+
+/// A CA and a leaf for `localhost` / 127.0.0.1 signed by it, as PEM files in `dir`.
+/// (A lone self-signed certificate does not do: rustls's webpki wants a
+/// subjectAltName and refuses a CA certificate as the server's own.)
+struct Certs {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl must be installed (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn make_certs() -> Certs {
+    let d = temp_dir("certs");
+    openssl(
+        &d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=edgetap test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+        ],
+    );
+    openssl(
+        &d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "k.pem",
+            "-out",
+            "c.csr",
+        ],
+    );
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        &d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "c.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "c.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    // mosquitto started as root reads its files as user "mosquitto"; openssl
+    // writes keys 0600. A throwaway test key may be world-readable.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.join("k.pem"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    Certs {
+        ca: d.join("ca.pem"),
+        cert: d.join("c.pem"),
+        key: d.join("k.pem"),
+    }
+}
+
+/// mosquitto with one TLS listener on 127.0.0.1, killed on drop.
+struct TlsMosquitto {
+    child: Child,
+    port: u16,
+}
+
+impl TlsMosquitto {
+    fn start(c: &Certs) -> TlsMosquitto {
+        let port = free_port();
+        let conf = temp_dir("mosquitto-tls").join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 cafile {}\ncertfile {}\nkeyfile {}\n",
+                c.ca.display(),
+                c.cert.display(),
+                c.key.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto must be installed (apt-get install mosquitto)");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        TlsMosquitto { child, port }
+    }
+}
+
+impl Drop for TlsMosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A rumqttc client over TLS trusting `ca`, whose events arrive on a channel.
+fn tls_client(id: &str, port: u16, ca: &Path) -> (AsyncClient, mpsc::UnboundedReceiver<Event>) {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+        ca: std::fs::read(ca).unwrap(),
+        alpn: None,
+        client_auth: None,
+    }));
+    let (c, mut ev) = AsyncClient::new(o, 64);
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(e) = ev.poll().await {
+            if tx.send(e).is_err() {
+                break;
+            }
+        }
+    });
+    (c, rx)
+}
+
+async fn wait_publish(rx: &mut mpsc::UnboundedReceiver<Event>, topic: &str) -> Vec<u8> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(Event::Incoming(Packet::Publish(p)))) if p.topic == topic => {
+                return p.payload.to_vec()
+            }
+            Ok(Some(_)) => {}
+            other => panic!("no PUBLISH on {topic}: {other:?}"),
+        }
+    }
+}
+
+async fn wait_suback(rx: &mut mpsc::UnboundedReceiver<Event>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(Event::Incoming(Packet::SubAck(_)))) => return,
+            Ok(Some(_)) => {}
+            other => panic!("no SUBACK: {other:?}"),
+        }
+    }
+}
+
+/// Subscribes and publishes `REQUEST` and a binary payload on one TLS connection
+/// through `port`; both come back intact.
+async fn round_trip_over_tls(port: u16, ca: &Path) {
+    let (c, mut rx) = tls_client("tls-edge", port, ca);
+    c.subscribe("#", QoS::AtLeastOnce).await.unwrap();
+    wait_suback(&mut rx).await;
+    c.publish(REQUEST_TOPIC, QoS::AtLeastOnce, false, REQUEST)
+        .await
+        .unwrap();
+    assert_eq!(wait_publish(&mut rx, REQUEST_TOPIC).await, REQUEST);
+    let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    c.publish("data/binary", QoS::AtLeastOnce, false, binary.clone())
+        .await
+        .unwrap();
+    assert_eq!(wait_publish(&mut rx, "data/binary").await, binary);
+    c.disconnect().await.unwrap();
+    // Let the DISCONNECT through before the proxy stops.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_not_terminated_is_forwarded_untouched_and_not_decodable() {
+    let certs = make_certs();
+    let broker = TlsMosquitto::start(&certs);
+    let p = proxy(settings(format!("127.0.0.1:{}", broker.port))).await;
+    // The client's TLS goes through to mosquitto: the proxy only forwards.
+    round_trip_over_tls(p.addr.port(), &certs.ca).await;
+    let (out, live) = p.finish().await;
+    let rules = rules_of(&live);
+    assert_eq!(
+        rules
+            .iter()
+            .filter(|r| *r == "capture.not_decodable")
+            .count(),
+        1,
+        "{rules:?}"
+    );
+    assert!(
+        !rules.iter().any(|r| r.starts_with("mqtt.")),
+        "TLS bytes were read as MQTT: {rules:?}"
+    );
+    let f = live
+        .iter()
+        .find(|f| f.rule == "capture.not_decodable")
+        .unwrap();
+    assert!(f.message.contains("TLS"), "{}", f.message);
+    assert_eq!(out.accepted, 1);
+    assert_eq!(out.report.summary.publishes, 0);
+    assert_eq!(rules_of(&out.report.findings), rules);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_terminated_and_reoriginated_is_decoded() {
+    let certs = make_certs();
+    let broker = TlsMosquitto::start(&certs);
+    let upstream = format!("127.0.0.1:{}", broker.port);
+    let mut s = settings(upstream.clone());
+    s.tls = TlsSettings {
+        accept: Some(server_config(&certs.cert, &certs.key).unwrap()),
+        upstream: Some(upstream_config(&upstream, Some(&certs.ca)).unwrap()),
+    };
+    let p = proxy(s).await;
+    round_trip_over_tls(p.addr.port(), &certs.ca).await;
+    let (out, live) = p.finish().await;
+    let rules = rules_of(&live);
+    assert!(
+        !rules.iter().any(|r| r == "capture.not_decodable"),
+        "{rules:?}"
+    );
+    assert!(!rules.iter().any(|r| r.starts_with("mqtt.")), "{rules:?}");
+    // The request's missing type and timestamp are judged from the plaintext.
+    assert!(
+        live.iter()
+            .any(|f| f.clause == "5.3" && f.topic.as_deref() == Some(REQUEST_TOPIC)),
+        "{rules:?}"
+    );
+    let s = &out.report.summary;
+    // Two PUBLISHes each way (the broker's deliveries count as legs).
+    assert_eq!(s.publishes, 4, "{s:?}");
+    assert!(s.messages >= 1, "{s:?}");
+}
+
+#[test]
+fn bad_tls_files_say_which_file() {
+    let d = temp_dir("badtls");
+    let junk = d.join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let e = server_config(&junk, &junk).unwrap_err().to_string();
+    assert!(e.contains("junk.pem") && e.contains("certificate"), "{e}");
+    let e = upstream_config("127.0.0.1:8883", Some(&d.join("missing.pem")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing.pem"), "{e}");
+}
+
+// ---------------------------------------------------------------- WebSocket
+
+/// rumqttd with a WebSocket listener (MQTT 3.1.1), on a thread for the rest of the
+/// process (rumqttd has no shutdown).
+fn rumqttd_ws() -> SocketAddr {
+    let s = edgetap::broker::BrokerSettings::loopback().unwrap();
+    let mut cfg = edgetap::broker::config(&s).unwrap();
+    let ws: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut server = cfg.v4.as_ref().unwrap()["1"].clone();
+    server.name = "ws-1".into();
+    server.listen = ws;
+    cfg.ws = Some([("1".to_string(), server)].into_iter().collect());
+    std::thread::spawn(move || {
+        let _ = rumqttd::Broker::new(cfg).start();
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(ws).is_err() {
+        assert!(Instant::now() < deadline, "rumqttd did not listen on {ws}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ws
+}
+
+type Ws = tungstenite::WebSocket<std::net::TcpStream>;
+
+/// A WebSocket connection with subprotocol `mqtt` (tungstenite masks client frames).
+fn ws_connect(addr: SocketAddr) -> Ws {
+    use tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}/mqtt").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (ws, resp) = tungstenite::client::client(req, tcp).expect("WebSocket handshake");
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+fn send(ws: &mut Ws, p: impl FnOnce(&mut BytesMut)) {
+    let mut b = BytesMut::new();
+    p(&mut b);
+    ws.send(tungstenite::Message::Binary(b.to_vec())).unwrap();
+}
+
+/// MQTT packets from the binary messages, until `want` says stop.
+fn recv_until(
+    ws: &mut Ws,
+    buf: &mut BytesMut,
+    mut want: impl FnMut(&rumqttc::mqttbytes::v4::Packet) -> bool,
+) {
+    loop {
+        while let Ok(p) = rumqttc::mqttbytes::v4::read(buf, 1 << 20) {
+            if want(&p) {
+                return;
+            }
+        }
+        match ws.read().expect("WebSocket message") {
+            tungstenite::Message::Binary(b) => buf.extend_from_slice(&b),
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => {}
+            other => panic!("unexpected WebSocket message {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_mqtt_is_forwarded_and_decoded() {
+    use rumqttc::mqttbytes::v4::{Connect, Packet as P, Publish, Subscribe};
+    let upstream = rumqttd_ws();
+    let mut s = settings(upstream.to_string());
+    s.websocket = true;
+    let p = proxy(s).await;
+    let addr = p.addr;
+    let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let b2 = binary.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut ws = ws_connect(addr);
+        let mut buf = BytesMut::new();
+        send(&mut ws, |b| {
+            Connect::new("ws-edge").write(b).unwrap();
+        });
+        recv_until(&mut ws, &mut buf, |p| matches!(p, P::ConnAck(_)));
+        send(&mut ws, |b| {
+            Subscribe::new("#", rumqttc::mqttbytes::QoS::AtMostOnce)
+                .write(b)
+                .unwrap();
+        });
+        recv_until(&mut ws, &mut buf, |p| matches!(p, P::SubAck(_)));
+        // A ping between the data frames: the de-framer drops it.
+        ws.send(tungstenite::Message::Ping(b"x".to_vec())).unwrap();
+        for (topic, payload) in [(REQUEST_TOPIC, REQUEST.to_vec()), ("data/binary", b2)] {
+            send(&mut ws, |b| {
+                Publish::new(topic, rumqttc::mqttbytes::QoS::AtMostOnce, payload.clone())
+                    .write(b)
+                    .unwrap();
+            });
+            let mut got = None;
+            recv_until(&mut ws, &mut buf, |p| match p {
+                P::Publish(p) if p.topic == topic => {
+                    got = Some(p.payload.to_vec());
+                    true
+                }
+                _ => false,
+            });
+            assert_eq!(got.as_deref(), Some(&payload[..]), "payload of {topic}");
+        }
+        send(&mut ws, |b| {
+            rumqttc::mqttbytes::v4::Disconnect.write(b).unwrap();
+        });
+        let _ = ws.close(None);
+        let _ = ws.flush();
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (out, live) = p.finish().await;
+    let rules = rules_of(&live);
+    assert!(!rules.iter().any(|r| r.starts_with("mqtt.")), "{rules:?}");
+    assert!(
+        !rules.iter().any(|r| r == "capture.not_decodable"),
+        "{rules:?}"
+    );
+    // The request on /v1/E1/device/request was judged: type and timestamp missing.
+    assert!(
+        live.iter()
+            .any(|f| f.clause == "5.3" && f.topic.as_deref() == Some(REQUEST_TOPIC)),
+        "{rules:?}"
+    );
+    let s = &out.report.summary;
+    // CONNECT, CONNACK, SUBSCRIBE, SUBACK, 2 × PUBLISH each way, DISCONNECT.
+    assert!(s.mqtt_packets >= 9, "{s:?}");
+    assert_eq!(s.publishes, 4, "{s:?}");
+    assert!(s.messages >= 1, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_mqtt_through_a_websocket_proxy_is_not_decodable() {
+    // A device that speaks plain MQTT to a proxy started with --websocket: forwarded,
+    // reported once, not read as frames.
+    let broker = common::Mosquitto::start();
+    let mut s = settings(format!("127.0.0.1:{}", broker.port));
+    s.websocket = true;
+    let p = proxy(s).await;
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &p.addr.port().to_string()])
+        .args(["-t", "data/x", "-m", "hello", "-i", "plain"])
+        .output()
+        .expect("mosquitto_pub must be installed (apt-get install mosquitto-clients)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_out, live) = p.finish().await;
+    let nd: Vec<_> = live
+        .iter()
+        .filter(|f| f.rule == "capture.not_decodable")
+        .collect();
+    assert_eq!(nd.len(), 2, "{:?}", rules_of(&live));
+    assert!(nd[0].message.contains("WebSocket"), "{}", nd[0].message);
+}
