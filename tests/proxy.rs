@@ -2,77 +2,33 @@
 //! edge and platform clients, tcpdump for a reference capture. These tests FAIL when
 //! mosquitto or tcpdump is missing: CI installs them (.ci/run).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
 
 use bytes::BytesMut;
-use common::{free_port, temp_dir, Mosquitto};
+use common::{free_port, temp_dir, Mosquitto, Proxy};
 use edgetap::finding::Finding;
 use edgetap::pipeline::Settings;
-use edgetap::proxy::{ProxyOutcome, ProxySettings};
+use edgetap::proxy::ProxySettings;
 use edgetap::rules::RuleSet;
 use edgetap::store::Store;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
-
-struct Proxy {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    done: tokio::task::JoinHandle<ProxyOutcome>,
-    live: Arc<Mutex<Vec<Finding>>>,
-}
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 
 async fn proxy(upstream: String, store: Option<Store>) -> Proxy {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, rx) = oneshot::channel::<()>();
-    let live = Arc::new(Mutex::new(vec![]));
-    let l2 = live.clone();
     let settings = ProxySettings {
         upstream,
         name: "test".into(),
         max_connections: 1024,
         ..ProxySettings::default()
     };
-    let done = tokio::spawn(async move {
-        edgetap::proxy::run(
-            listener,
-            settings,
-            Arc::new(RuleSet::builtin()),
-            store,
-            Box::new(move |f| l2.lock().unwrap().push(f.clone())),
-            async {
-                let _ = rx.await;
-            },
-        )
-        .await
-        .expect("proxy runs")
-    });
-    Proxy {
-        addr,
-        stop,
-        done,
-        live,
-    }
-}
-
-impl Proxy {
-    async fn finish(self) -> (ProxyOutcome, Vec<Finding>) {
-        let _ = self.stop.send(());
-        let out = tokio::time::timeout(Duration::from_secs(10), self.done)
-            .await
-            .expect("proxy stops within 10 s")
-            .unwrap();
-        let live = self.live.lock().unwrap().clone();
-        (out, live)
-    }
+    Proxy::start(settings, store).await
 }
 
 /// A rumqttc client whose events arrive on a channel.

@@ -11,67 +11,21 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
 
 use bytes::BytesMut;
-use common::{free_port, temp_dir};
+use common::{free_port, temp_dir, Mosquitto, Proxy};
 use edgetap::finding::Finding;
 use edgetap::proxy::tls::{server_config, upstream_config, TlsSettings};
-use edgetap::proxy::{ProxyOutcome, ProxySettings};
-use edgetap::rules::RuleSet;
+use edgetap::proxy::ProxySettings;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
-
-struct Proxy {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    done: tokio::task::JoinHandle<ProxyOutcome>,
-    live: Arc<Mutex<Vec<Finding>>>,
-}
+use tokio::sync::mpsc;
 
 async fn proxy(settings: ProxySettings) -> Proxy {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, rx) = oneshot::channel::<()>();
-    let live = Arc::new(Mutex::new(vec![]));
-    let l2 = live.clone();
-    let done = tokio::spawn(async move {
-        edgetap::proxy::run(
-            listener,
-            settings,
-            Arc::new(RuleSet::builtin()),
-            None,
-            Box::new(move |f| l2.lock().unwrap().push(f.clone())),
-            async {
-                let _ = rx.await;
-            },
-        )
-        .await
-        .expect("proxy runs")
-    });
-    Proxy {
-        addr,
-        stop,
-        done,
-        live,
-    }
-}
-
-impl Proxy {
-    async fn finish(self) -> (ProxyOutcome, Vec<Finding>) {
-        let _ = self.stop.send(());
-        let out = tokio::time::timeout(Duration::from_secs(10), self.done)
-            .await
-            .expect("proxy stops within 10 s")
-            .unwrap();
-        let live = self.live.lock().unwrap().clone();
-        (out, live)
-    }
+    Proxy::start(settings, None).await
 }
 
 fn settings(upstream: String) -> ProxySettings {
@@ -186,50 +140,16 @@ fn make_certs() -> Certs {
 }
 
 /// mosquitto with one TLS listener on 127.0.0.1, killed on drop.
-struct TlsMosquitto {
-    child: Child,
-    port: u16,
-}
-
-impl TlsMosquitto {
-    fn start(c: &Certs) -> TlsMosquitto {
-        let port = free_port();
-        let conf = temp_dir("mosquitto-tls").join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 cafile {}\ncertfile {}\nkeyfile {}\n",
-                c.ca.display(),
-                c.cert.display(),
-                c.key.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto must be installed (apt-get install mosquitto)");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        TlsMosquitto { child, port }
-    }
-}
-
-impl Drop for TlsMosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn tls_mosquitto(c: &Certs) -> Mosquitto {
+    Mosquitto::with(
+        free_port(),
+        &format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\n",
+            c.ca.display(),
+            c.cert.display(),
+            c.key.display()
+        ),
+    )
 }
 
 /// A rumqttc client over TLS trusting `ca`, whose events arrive on a channel.
@@ -301,7 +221,7 @@ async fn round_trip_over_tls(port: u16, ca: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_not_terminated_is_forwarded_untouched_and_not_decodable() {
     let certs = make_certs();
-    let broker = TlsMosquitto::start(&certs);
+    let broker = tls_mosquitto(&certs);
     let p = proxy(settings(format!("127.0.0.1:{}", broker.port))).await;
     // The client's TLS goes through to mosquitto: the proxy only forwards.
     round_trip_over_tls(p.addr.port(), &certs.ca).await;
@@ -332,7 +252,7 @@ async fn tls_not_terminated_is_forwarded_untouched_and_not_decodable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_terminated_and_reoriginated_is_decoded() {
     let certs = make_certs();
-    let broker = TlsMosquitto::start(&certs);
+    let broker = tls_mosquitto(&certs);
     let upstream = format!("127.0.0.1:{}", broker.port);
     let mut s = settings(upstream.clone());
     s.tls = TlsSettings {

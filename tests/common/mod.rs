@@ -2,9 +2,18 @@
 //! private Debian mosquitto (required: a test that needs it fails when it is missing).
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use edgetap::finding::Finding;
+use edgetap::proxy::{ProxyOutcome, ProxySettings};
+use edgetap::rules::RuleSet;
+use edgetap::store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -33,10 +42,15 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts mosquitto on `port` and waits until it listens.
     pub fn on(port: u16) -> Mosquitto {
+        Self::with(port, "")
+    }
+
+    /// Starts mosquitto on `port` with extra listener configuration lines (TLS files…).
+    pub fn with(port: u16, extra: &str) -> Mosquitto {
         let conf = temp_dir("mosquitto").join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}"),
         )
         .unwrap();
         let child = Command::new("mosquitto")
@@ -68,5 +82,55 @@ impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// An `edgetap proxy` running in this process on 127.0.0.1:0, collecting its live
+/// findings.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<ProxyOutcome>,
+    live: Arc<Mutex<Vec<Finding>>>,
+}
+
+impl Proxy {
+    pub async fn start(settings: ProxySettings, store: Option<Store>) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, rx) = oneshot::channel::<()>();
+        let live = Arc::new(Mutex::new(vec![]));
+        let l2 = live.clone();
+        let done = tokio::spawn(async move {
+            edgetap::proxy::run(
+                listener,
+                settings,
+                Arc::new(RuleSet::builtin()),
+                store,
+                Box::new(move |f| l2.lock().unwrap().push(f.clone())),
+                async {
+                    let _ = rx.await;
+                },
+            )
+            .await
+            .expect("proxy runs")
+        });
+        Proxy {
+            addr,
+            stop,
+            done,
+            live,
+        }
+    }
+
+    /// Stops the proxy (as on SIGTERM) and returns its outcome and live findings.
+    pub async fn finish(self) -> (ProxyOutcome, Vec<Finding>) {
+        let _ = self.stop.send(());
+        let out = tokio::time::timeout(Duration::from_secs(10), self.done)
+            .await
+            .expect("proxy stops within 10 s")
+            .unwrap();
+        let live = self.live.lock().unwrap().clone();
+        (out, live)
     }
 }
