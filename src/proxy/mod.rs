@@ -6,7 +6,8 @@
 //! - Each half-close (FIN) is mirrored as a half-close; a reset or I/O error on either
 //!   side resets both; an upstream that refuses or times out resets the client.
 //! - A copy of every chunk (a shared, immutable `Bytes`) goes through one bounded
-//!   channel to ONE analysis task per proxy ([`tap`]), which feeds the shared
+//!   queue to ONE analysis thread per proxy ([`tap`]), woken once per batch of
+//!   chunks rather than per chunk, which feeds the shared
 //!   [`crate::pipeline::Analyzer`] and batches store writes. When that task falls
 //!   behind, the channel fills and forwarding waits: recording is lossless, never
 //!   partial.
@@ -39,7 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
 use crate::finding::Finding;
 use crate::report::Report;
@@ -137,7 +138,7 @@ impl Clock {
 pub(crate) struct Shared {
     pub settings: ProxySettings,
     pub clock: Clock,
-    pub tap: mpsc::Sender<tap::Tap>,
+    pub tap: tap::TapSender,
     pub stop: watch::Receiver<bool>,
 }
 
@@ -178,13 +179,14 @@ pub async fn run(
         Some(s) => Some(s.begin_capture(&mut meta)?),
         None => None,
     };
-    let (tx, rx) = mpsc::channel(TAP_QUEUE);
+    let flush_bytes = tap::flush_bytes(settings.max_buffered);
+    let (tx, rx) = tap::handoff(flush_bytes);
     let (stop_tx, stop_rx) = watch::channel(false);
     let analysis = tap::spawn(
         rx,
         rules,
         settings.max_packet,
-        settings.max_buffered,
+        flush_bytes,
         store,
         meta,
         clock,

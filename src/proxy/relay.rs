@@ -335,10 +335,9 @@ async fn tap(
     kind: EventKind,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
-    // The analysis task outlives every connection task; a send fails only if it
-    // died, and then forwarding goes on without it.
-    let _ = sh
-        .tap
+    // The analysis thread outlives every connection task; if it died, the event is
+    // dropped and forwarding goes on without it.
+    sh.tap
         .send(Tap {
             conn,
             time_us,
@@ -409,8 +408,7 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     server: view.server,
                     reason,
                 };
-                let _ = sh
-                    .tap
+                sh.tap
                     .send(Tap {
                         conn,
                         time_us: t,

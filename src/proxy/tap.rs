@@ -13,23 +13,32 @@
 //! `max_buffered`, whichever is less: a busy connection's next quarters are read
 //! and analysed while the previous ones are synced, and the writer syncs whatever
 //! has queued meanwhile at once, so forwarding does not stop at every fsync.
+//!
+//! Chunks reach this thread through a [`Handoff`]: a bounded queue (backpressure:
+//! lossless) that the thread empties all at once. It is woken by a sender only
+//! when it sleeps with nothing queued, or when the queue passes a quarter of its
+//! capacity (or a quarter of the flush size in bytes, at most 64 KiB); otherwise
+//! it collects what queued during [`TICK`]. Under load that is one wake-up per
+//! tick, not one per chunk: fewer context switches, longer runs of analysis.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
-use tokio::time::Instant;
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit};
 
-use super::{Clock, LiveFindings, FLUSH_BYTES, FLUSH_INTERVAL};
+use super::{Clock, LiveFindings, FLUSH_BYTES, FLUSH_INTERVAL, TAP_QUEUE};
 use crate::finding::{ConnId, Finding};
 use crate::pipeline::{Analyzer, PacketEvent, Settings, Sink};
 use crate::report::Report;
 use crate::rules::RuleSet;
-use crate::store::replay::{feed, packet_record};
-use crate::store::{
-    CaptureMeta, ConnMeta, Event, EventKind, PacketRecord, Store, StoreError, WriteBatch,
-};
+use crate::store::replay::feed;
+use crate::store::{CaptureMeta, ConnMeta, Event, EventKind, Store, StoreError, WriteBatch};
+
+/// How long the analysis thread lets chunks queue before it takes them, unless
+/// the queue fills up meanwhile or it had nothing to do.
+pub const TICK: Duration = Duration::from_millis(2);
 
 /// One event from a forwarding task.
 pub struct Tap {
@@ -53,17 +62,231 @@ pub enum TapKind {
     },
 }
 
+impl Tap {
+    /// Chunk bytes carried.
+    fn bytes(&self) -> usize {
+        match &self.kind {
+            TapKind::Event(EventKind::Data { bytes, .. }) => bytes.len(),
+            _ => 0,
+        }
+    }
+}
+
 pub(crate) type Outcome = Result<(Report, Option<Store>, CaptureMeta), StoreError>;
 
+/// How the analysis thread waits.
+#[derive(Clone, Copy, PartialEq)]
+enum Waiting {
+    /// Not waiting (working, or about to look at the queue again).
+    No,
+    /// Collecting for a tick: wake it only when the queue passes the thresholds.
+    Tick,
+    /// Nothing queued for a whole tick: wake it for the first chunk.
+    Idle,
+}
+
+struct Queue {
+    items: Vec<Tap>,
+    bytes: usize,
+    waiting: Waiting,
+    /// A sender waits for room.
+    blocked: bool,
+    /// The sender is gone: take what is left and end.
+    closed: bool,
+    /// The analysis thread is gone (it panicked): events are dropped, forwarding
+    /// goes on.
+    dead: bool,
+}
+
+/// The bounded queue from the forwarding tasks to the analysis thread.
+pub(crate) struct Handoff {
+    q: Mutex<Queue>,
+    wake: Condvar,
+    room: Notify,
+    wake_items: usize,
+    wake_bytes: usize,
+}
+
+/// The forwarding side of a [`Handoff`] (one per proxy, shared); dropping it closes
+/// the queue.
+pub(crate) struct TapSender(Arc<Handoff>);
+
+/// Sets up the queue: `flush_bytes` as for [`spawn`].
+pub(crate) fn handoff(flush_bytes: usize) -> (TapSender, Arc<Handoff>) {
+    let h = Arc::new(Handoff {
+        q: Mutex::new(Queue {
+            items: Vec::with_capacity(TAP_QUEUE),
+            bytes: 0,
+            waiting: Waiting::No,
+            blocked: false,
+            closed: false,
+            dead: false,
+        }),
+        wake: Condvar::new(),
+        room: Notify::new(),
+        wake_items: (TAP_QUEUE / 4).max(1),
+        wake_bytes: (flush_bytes / 4).clamp(1, 64 << 10),
+    });
+    (TapSender(h.clone()), h)
+}
+
+impl Handoff {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.q.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `tap` if there is room (else hands it back), waking the analysis
+    /// thread when it should be.
+    fn try_push(&self, tap: Tap, blocked: bool) -> Result<(), Tap> {
+        let mut q = self.lock();
+        if q.dead {
+            return Ok(());
+        }
+        if q.items.len() >= TAP_QUEUE {
+            q.blocked |= blocked;
+            return Err(tap);
+        }
+        q.bytes += tap.bytes();
+        q.items.push(tap);
+        let wake = match q.waiting {
+            Waiting::No => false,
+            Waiting::Idle => true,
+            Waiting::Tick => q.items.len() >= self.wake_items || q.bytes >= self.wake_bytes,
+        };
+        if wake {
+            q.waiting = Waiting::No;
+            drop(q);
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+}
+
+impl TapSender {
+    /// Queues `tap`; waits while the queue is full (lossless recording).
+    pub(crate) async fn send(&self, tap: Tap) {
+        let mut tap = match self.0.try_push(tap, true) {
+            Ok(()) => return,
+            Err(t) => t,
+        };
+        loop {
+            let room = self.0.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            // Again, now that a wake-up for room cannot be missed.
+            tap = match self.0.try_push(tap, true) {
+                Ok(()) => return,
+                Err(t) => t,
+            };
+            room.await;
+        }
+    }
+}
+
+impl Drop for TapSender {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.wake.notify_one();
+    }
+}
+
+/// Marks the queue dead when the analysis thread ends, however it ends.
+struct Consumer(Arc<Handoff>);
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let mut q = self.0.lock();
+        q.dead = true;
+        q.items.clear();
+        drop(q);
+        self.0.room.notify_waiters();
+    }
+}
+
+/// What [`Handoff::take`] found.
+enum Took {
+    /// `out` holds the queued events, in order.
+    Items,
+    /// The deadline passed with nothing to take.
+    Deadline,
+    /// The sender is gone and everything was taken.
+    Closed,
+}
+
+impl Handoff {
+    /// Waits for events (see the module docs) and swaps them into the empty `out`.
+    /// `tick_until`: when the current tick ends; set anew when events are taken.
+    fn take(
+        &self,
+        out: &mut Vec<Tap>,
+        tick_until: &mut Instant,
+        deadline: Option<Instant>,
+    ) -> Took {
+        let mut q = self.lock();
+        loop {
+            let now = Instant::now();
+            let full = q.items.len() >= self.wake_items || q.bytes >= self.wake_bytes;
+            if !q.items.is_empty() && (full || q.closed || now >= *tick_until) {
+                std::mem::swap(out, &mut q.items);
+                q.bytes = 0;
+                q.waiting = Waiting::No;
+                let blocked = std::mem::take(&mut q.blocked);
+                drop(q);
+                if blocked {
+                    self.room.notify_waiters();
+                }
+                *tick_until = now + TICK;
+                return Took::Items;
+            }
+            if q.closed {
+                return Took::Closed;
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                q.waiting = Waiting::No;
+                return Took::Deadline;
+            }
+            let (mode, until) = if now < *tick_until {
+                (Waiting::Tick, Some(*tick_until))
+            } else {
+                (Waiting::Idle, None)
+            };
+            let until = match (until, deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            q.waiting = mode;
+            q = match until {
+                None => self.wake.wait(q).unwrap_or_else(|e| e.into_inner()),
+                Some(u) => {
+                    self.wake
+                        .wait_timeout(q, u.saturating_duration_since(now))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+}
+
+/// The analyzer's output for one event, straight into the batch: packets encoded
+/// in place (no record built, no allocation per packet), findings collected.
 struct Collect<'a> {
-    packets: Vec<PacketRecord>,
-    findings: Vec<Finding>,
+    /// None: packets are not recorded (not-decodable notices, the end of the run:
+    /// no event of their own).
+    batch: Option<&'a mut WriteBatch>,
+    cap: u64,
+    seq: u64,
+    packets: u64,
+    findings: &'a mut Vec<Finding>,
     live: &'a mut LiveFindings,
 }
 
 impl Sink for Collect<'_> {
     fn packet(&mut self, p: &PacketEvent<'_>) {
-        self.packets.push(packet_record(p));
+        if let Some(b) = &mut self.batch {
+            b.packet_event(self.cap, self.seq, p);
+            self.packets += 1;
+        }
     }
     fn finding(&mut self, f: &Finding) {
         (self.live)(f);
@@ -73,10 +296,10 @@ impl Sink for Collect<'_> {
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn spawn(
-    rx: mpsc::Receiver<Tap>,
+    rx: Arc<Handoff>,
     rules: Arc<RuleSet>,
     max_packet: usize,
-    max_buffered: usize,
+    flush_bytes: usize,
     store: Option<Store>,
     meta: CaptureMeta,
     clock: Clock,
@@ -87,25 +310,17 @@ pub(crate) fn spawn(
         .name("edgetap-tap".into())
         .spawn(move || {
             background_priority();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-                .expect("a current-thread runtime starts");
-            let flush_bytes = FLUSH_BYTES.min((max_buffered / 4).max(1));
-            let out = rt.block_on(analyze(
-                rx,
-                rules,
-                max_packet,
-                flush_bytes,
-                store,
-                meta,
-                clock,
-                live,
-            ));
+            let _consumer = Consumer(rx.clone());
+            let out = analyze(rx, rules, max_packet, flush_bytes, store, meta, clock, live);
             let _ = done.send(out);
         })
         .expect("the analysis thread starts");
     result
+}
+
+/// The store batch size for a per-connection budget of `max_buffered`.
+pub(crate) fn flush_bytes(max_buffered: usize) -> usize {
+    FLUSH_BYTES.min((max_buffered / 4).max(1))
 }
 
 /// Lowers the calling thread's scheduling priority (nice +10). Analysis and
@@ -202,8 +417,8 @@ impl Recorder {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn analyze(
-    mut rx: mpsc::Receiver<Tap>,
+fn analyze(
+    rx: Arc<Handoff>,
     rules: Arc<RuleSet>,
     max_packet: usize,
     flush_bytes: usize,
@@ -222,89 +437,105 @@ async fn analyze(
         conns: HashMap::new(),
     };
     let mut all: Vec<Finding> = vec![];
+    let mut findings: Vec<Finding> = vec![];
     let mut seq = 0u64;
     // Recorded times never go back: two connections' reads can reach this task in
     // the other order than their timestamps; the later one is recorded at the
     // earlier's time, so the store's order (time, seq) is the order analysed here.
     let mut last_time = i64::MIN;
     let mut deadline: Option<Instant> = None;
+    let mut taps: Vec<Tap> = Vec::with_capacity(TAP_QUEUE);
+    let mut tick_until = Instant::now();
     loop {
-        let tap = match deadline {
-            None => rx.recv().await,
-            Some(d) => match tokio::time::timeout_at(d, rx.recv()).await {
-                Ok(t) => t,
-                Err(_) => {
-                    rec.flush();
-                    deadline = None;
-                    continue;
-                }
-            },
-        };
-        let Some(tap) = tap else { break };
-        let kind = match tap.kind {
-            TapKind::Event(k) => k,
-            TapKind::NotDecodable {
-                client,
-                server,
-                reason,
-            } => {
-                let mut sink = Collect {
-                    packets: vec![],
-                    findings: vec![],
-                    live: &mut live,
-                };
-                let t = last_time.max(tap.time_us);
-                a.not_decodable(tap.conn, client, server, t, seq, &reason, &mut sink);
-                for f in &sink.findings {
-                    rec.batch.finding(cap, rec.meta.findings, f);
-                    rec.meta.findings += 1;
-                }
-                all.extend(sink.findings);
-                if deadline.is_none() {
-                    deadline = Some(Instant::now() + FLUSH_INTERVAL);
-                }
+        match rx.take(&mut taps, &mut tick_until, deadline) {
+            Took::Items => {}
+            Took::Deadline => {
+                rec.flush();
+                deadline = None;
                 continue;
             }
-        };
-        seq += 1;
-        last_time = last_time.max(tap.time_us);
-        let ev = Event {
-            time_us: last_time,
-            seq,
-            conn: tap.conn,
-            kind,
-        };
-        let mut sink = Collect {
-            packets: vec![],
-            findings: vec![],
-            live: &mut live,
-        };
-        feed(&mut a, &ev, &mut sink);
-        let (packets, findings) = (sink.packets, sink.findings);
-        record(&mut rec, cap, &ev, &packets, &findings);
-        all.extend(findings);
-        if let Some(p) = tap.permit {
-            rec.permits.push(p);
+            Took::Closed => break,
         }
-        if rec.batch.data_bytes >= flush_bytes {
-            rec.flush();
-            deadline = None;
-        } else if deadline.is_none() {
-            deadline = Some(Instant::now() + FLUSH_INTERVAL);
+        for tap in taps.drain(..) {
+            let kind = match tap.kind {
+                TapKind::Event(k) => k,
+                TapKind::NotDecodable {
+                    client,
+                    server,
+                    reason,
+                } => {
+                    let mut sink = Collect {
+                        batch: None,
+                        cap,
+                        seq,
+                        packets: 0,
+                        findings: &mut findings,
+                        live: &mut live,
+                    };
+                    let t = last_time.max(tap.time_us);
+                    a.not_decodable(tap.conn, client, server, t, seq, &reason, &mut sink);
+                    for f in findings.drain(..) {
+                        rec.batch.finding(cap, rec.meta.findings, &f);
+                        rec.meta.findings += 1;
+                        all.push(f);
+                    }
+                    if deadline.is_none() {
+                        deadline = Some(Instant::now() + FLUSH_INTERVAL);
+                    }
+                    continue;
+                }
+            };
+            seq += 1;
+            last_time = last_time.max(tap.time_us);
+            let ev = Event {
+                time_us: last_time,
+                seq,
+                conn: tap.conn,
+                kind,
+            };
+            // The event first: its packets are encoded right after it.
+            record(&mut rec, cap, &ev);
+            let mut sink = Collect {
+                batch: Some(&mut rec.batch),
+                cap,
+                seq,
+                packets: 0,
+                findings: &mut findings,
+                live: &mut live,
+            };
+            feed(&mut a, &ev, &mut sink);
+            rec.meta.packets += sink.packets;
+            for f in findings.drain(..) {
+                rec.batch.finding(cap, rec.meta.findings, &f);
+                rec.meta.findings += 1;
+                all.push(f);
+            }
+            if let Some(p) = tap.permit {
+                rec.permits.push(p);
+            }
+            if rec.batch.data_bytes >= flush_bytes {
+                rec.flush();
+                deadline = None;
+            } else if deadline.is_none() {
+                deadline = Some(Instant::now() + FLUSH_INTERVAL);
+            }
         }
     }
     // Every connection is closed; what the engine still holds are run-level findings.
     let mut sink = Collect {
-        packets: vec![],
-        findings: vec![],
+        batch: None,
+        cap,
+        seq,
+        packets: 0,
+        findings: &mut findings,
         live: &mut live,
     };
     a.finish(&mut sink);
-    for f in &sink.findings {
-        rec.batch.finding(cap, rec.meta.findings, f);
+    for f in findings.drain(..) {
+        rec.batch.finding(cap, rec.meta.findings, &f);
         rec.meta.findings += 1;
+        all.push(f);
     }
-    all.extend(sink.findings);
     rec.meta.ended_us = Some(clock.now_us());
     rec.flush();
     let meta = rec.meta.clone();
@@ -328,16 +559,10 @@ async fn analyze(
     Ok((report, store, meta))
 }
 
-fn record(
-    rec: &mut Recorder,
-    cap: u64,
-    ev: &Event,
-    packets: &[PacketRecord],
-    findings: &[Finding],
-) {
+/// The event itself and what it changes in the capture's and connections' records.
+fn record(rec: &mut Recorder, cap: u64, ev: &Event) {
     let m = &mut rec.meta;
     m.chunks += 1;
-    m.packets += packets.len() as u64;
     match &ev.kind {
         EventKind::Open { client, server } => {
             m.connections += 1;
@@ -363,11 +588,4 @@ fn record(
         }
     }
     rec.batch.event(cap, ev);
-    for (i, p) in packets.iter().enumerate() {
-        rec.batch.packet(cap, ev.seq, i as u32, p);
-    }
-    for f in findings {
-        rec.batch.finding(cap, rec.meta.findings, f);
-        rec.meta.findings += 1;
-    }
 }

@@ -23,9 +23,16 @@
 //!
 //! ```text
 //! event   time_us:u64 seq:u64 conn:u64 kind:u8 len:u32 body[len] npackets:u32
-//!         (len:u32 JSON PacketRecord)×npackets
+//!         (len:u32 packet)×npackets
 //! kind    0 open ("CLIENT SERVER") · 1/2 data client/server · 3/4 fin · 5 end (how)
+//! packet  1:u8 fields:u8 side:u8 conn:v chunk:v time_us:z offset:v len:v type:s
+//!         [client_id:s] [version:s] [username:s] [password:s] [topic:s]
+//!         [payload_len:v]       (present as bit 0…5 of `fields` says)
+//!         v: LEB128 u64 · z: zigzag LEB128 i64 · s: v length, UTF-8 bytes
 //! ```
+//!
+//! A packet record that starts with `{` is a JSON [`PacketRecord`] (chunk files
+//! written before the binary record; still read).
 //!
 //! and the `log` tree indexes the records. [`Store::write`] appends and syncs the
 //! record before it applies the index entry (and the rest of the batch) to sled, so
@@ -56,6 +63,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::finding::{Finding, Severity, Side};
+use crate::pipeline::PacketEvent;
 
 /// Where `--store` points when not given.
 pub const DEFAULT_DIR: &str = "edgetap-store";
@@ -192,6 +200,9 @@ pub struct WriteBatch {
     findings: Vec<([u8; 16], Vec<u8>)>,
     /// In order: a later record of a connection replaces an earlier one.
     conns: Vec<([u8; 16], Vec<u8>)>,
+    /// Encoded packet records of all events (see `Pending::pk`): one buffer per
+    /// batch, not one allocation per packet.
+    pk: Vec<u8>,
     /// Bytes of chunk data in the batch.
     pub data_bytes: usize,
     pub records: usize,
@@ -204,8 +215,10 @@ struct Pending {
     conn: u64,
     kind: u8,
     body: Bytes,
-    /// JSON PacketRecords.
-    packets: Vec<Vec<u8>>,
+    /// The event's packet records: `WriteBatch::pk[pk.0..pk.1]`, each with its
+    /// length prefix, `npk` of them.
+    pk: (usize, usize),
+    npk: u32,
 }
 
 /// Event kinds as stored.
@@ -234,7 +247,8 @@ impl WriteBatch {
             conn: ev.conn,
             kind,
             body,
-            packets: vec![],
+            pk: (self.pk.len(), self.pk.len()),
+            npk: 0,
         });
         self.records += 1;
     }
@@ -243,16 +257,42 @@ impl WriteBatch {
     /// before); packets of one event are kept in the order given (`idx`).
     pub fn packet(&mut self, cap: u64, seq: u64, idx: u32, p: &PacketRecord) {
         let _ = idx;
-        let json = serde_json::to_vec(p).expect("record serialises");
-        match self
-            .log
-            .iter_mut()
-            .rev()
-            .find(|e| e.cap == cap && e.seq == seq)
-        {
-            Some(e) => e.packets.push(json),
-            None => panic!("WriteBatch::packet: event {seq} of capture {cap} is not in the batch"),
+        self.packet_fields(cap, seq, &p.fields());
+    }
+
+    /// [`Self::packet`] without building a [`PacketRecord`]: what the proxy's
+    /// analysis task calls for each decoded packet.
+    pub fn packet_event(&mut self, cap: u64, seq: u64, p: &PacketEvent<'_>) {
+        self.packet_fields(cap, seq, &replay::packet_fields(p));
+    }
+
+    fn packet_fields(&mut self, cap: u64, seq: u64, f: &PacketFields<'_>) {
+        let pos = match self.log.last() {
+            // The usual case: a packet of the event just added.
+            Some(e) if e.cap == cap && e.seq == seq => self.log.len() - 1,
+            _ => match self.log.iter().rposition(|e| e.cap == cap && e.seq == seq) {
+                Some(i) => i,
+                None => {
+                    panic!("WriteBatch::packet: event {seq} of capture {cap} is not in the batch")
+                }
+            },
+        };
+        let (start, end) = self.log[pos].pk;
+        if end != self.pk.len() {
+            // Not the last records of the buffer: move this event's records to the
+            // end, so they stay contiguous (the old place is left unused).
+            let moved = self.pk.len();
+            self.pk.extend_from_within(start..end);
+            self.log[pos].pk = (moved, self.pk.len());
         }
+        let at = self.pk.len();
+        self.pk.extend_from_slice(&[0; 4]);
+        encode_packet(f, &mut self.pk);
+        let len = (self.pk.len() - at - 4) as u32;
+        self.pk[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        let e = &mut self.log[pos];
+        e.pk.1 = self.pk.len();
+        e.npk += 1;
         self.records += 1;
     }
 
@@ -278,7 +318,12 @@ impl WriteBatch {
 
     /// Adds a later batch to this one, so that both are written with one sync.
     pub fn append(&mut self, later: WriteBatch) {
-        self.log.extend(later.log);
+        let shift = self.pk.len();
+        self.pk.extend_from_slice(&later.pk);
+        self.log.extend(later.log.into_iter().map(|mut e| {
+            e.pk = (e.pk.0 + shift, e.pk.1 + shift);
+            e
+        }));
         self.findings.extend(later.findings);
         self.conns.extend(later.conns);
         self.data_bytes += later.data_bytes;
@@ -392,7 +437,7 @@ impl Store {
                 let start = i;
                 let mut cuts: Vec<usize> = vec![];
                 while i < batch.log.len() && batch.log[i].cap == cap {
-                    encode_event(&batch.log[i], &mut out, &mut cuts);
+                    encode_event(&batch.log[i], &batch.pk, &mut out, &mut cuts);
                     i += 1;
                 }
                 let mut slices = Vec::with_capacity(2 * (i - start) + 1);
@@ -621,18 +666,193 @@ fn hex(b: &[u8]) -> String {
 
 /// Encodes `e` without its body into `out`; `cuts` gets the position in `out`
 /// where the body belongs.
-fn encode_event(e: &Pending, out: &mut Vec<u8>, cuts: &mut Vec<usize>) {
+fn encode_event(e: &Pending, pk: &[u8], out: &mut Vec<u8>, cuts: &mut Vec<usize>) {
     out.extend_from_slice(&(e.time_us.max(0) as u64).to_be_bytes());
     out.extend_from_slice(&e.seq.to_be_bytes());
     out.extend_from_slice(&e.conn.to_be_bytes());
     out.push(e.kind);
     out.extend_from_slice(&(e.body.len() as u32).to_be_bytes());
     cuts.push(out.len());
-    out.extend_from_slice(&(e.packets.len() as u32).to_be_bytes());
-    for p in &e.packets {
-        out.extend_from_slice(&(p.len() as u32).to_be_bytes());
-        out.extend_from_slice(p);
+    out.extend_from_slice(&e.npk.to_be_bytes());
+    out.extend_from_slice(&pk[e.pk.0..e.pk.1]);
+}
+
+/// A packet record's fields, borrowed: what [`encode_packet`] stores.
+pub(crate) struct PacketFields<'a> {
+    pub conn: u64,
+    pub side: &'a str,
+    pub chunk: u64,
+    pub time_us: i64,
+    pub offset: u64,
+    pub len: u64,
+    pub packet_type: &'a str,
+    pub client_id: Option<&'a str>,
+    pub version: Option<&'a str>,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a str>,
+    pub topic: Option<&'a str>,
+    pub payload_len: Option<u64>,
+}
+
+impl PacketRecord {
+    pub(crate) fn fields(&self) -> PacketFields<'_> {
+        PacketFields {
+            conn: self.conn,
+            side: &self.side,
+            chunk: self.chunk,
+            time_us: self.time_us,
+            offset: self.offset,
+            len: self.len,
+            packet_type: &self.packet_type,
+            client_id: self.client_id.as_deref(),
+            version: self.version.as_deref(),
+            username: self.username.as_deref(),
+            password: self.password.as_deref(),
+            topic: self.topic.as_deref(),
+            payload_len: self.payload_len,
+        }
     }
+}
+
+/// First byte of a binary packet record (a JSON one starts with `{`).
+const PACKET_V1: u8 = 1;
+/// The side byte of a packet record.
+const SIDE_CLIENT: u8 = 0;
+const SIDE_SERVER: u8 = 1;
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Appends the binary packet record of `f` (layout in the module docs).
+fn encode_packet(f: &PacketFields<'_>, out: &mut Vec<u8>) {
+    let opts = [f.client_id, f.version, f.username, f.password, f.topic];
+    let mut present = 0u8;
+    for (i, o) in opts.iter().enumerate() {
+        if o.is_some() {
+            present |= 1 << i;
+        }
+    }
+    if f.payload_len.is_some() {
+        present |= 1 << 5;
+    }
+    out.push(PACKET_V1);
+    out.push(present);
+    out.push(match f.side {
+        "client" => SIDE_CLIENT,
+        "server" => SIDE_SERVER,
+        // Not written by edgetap; kept anyway, as the type name is.
+        _ => 2,
+    });
+    put_varint(out, f.conn);
+    put_varint(out, f.chunk);
+    put_varint(out, ((f.time_us << 1) ^ (f.time_us >> 63)) as u64);
+    put_varint(out, f.offset);
+    put_varint(out, f.len);
+    put_str(out, f.packet_type);
+    for s in opts.into_iter().flatten() {
+        put_str(out, s);
+    }
+    if let Some(n) = f.payload_len {
+        put_varint(out, n);
+    }
+}
+
+/// Reads a packet record written by [`encode_packet`] or, older, as JSON.
+fn decode_packet(k: &[u8], b: &[u8]) -> Result<PacketRecord, StoreError> {
+    if b.first() == Some(&b'{') {
+        return decode_json("log", k, b);
+    }
+    let bad = |what: &str| StoreError::Corrupt {
+        tree: "log",
+        key: hex(k),
+        detail: format!("packet record: {what}"),
+    };
+    let mut pos = 0usize;
+    let byte = |pos: &mut usize| -> Result<u8, StoreError> {
+        let v = *b.get(*pos).ok_or_else(|| bad("truncated"))?;
+        *pos += 1;
+        Ok(v)
+    };
+    let varint = |pos: &mut usize| -> Result<u64, StoreError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let x = byte(pos)?;
+            v |= u64::from(x & 0x7f) << shift;
+            if x & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(bad("varint too long"))
+    };
+    let string = |pos: &mut usize| -> Result<String, StoreError> {
+        let n = varint(pos)? as usize;
+        let end = pos.checked_add(n).filter(|e| *e <= b.len());
+        let end = end.ok_or_else(|| bad("truncated"))?;
+        let s = std::str::from_utf8(&b[*pos..end]).map_err(|_| bad("not UTF-8"))?;
+        *pos = end;
+        Ok(s.to_string())
+    };
+    if byte(&mut pos)? != PACKET_V1 {
+        return Err(bad("unknown format"));
+    }
+    let present = byte(&mut pos)?;
+    let side = match byte(&mut pos)? {
+        SIDE_CLIENT => "client",
+        SIDE_SERVER => "server",
+        _ => "?",
+    };
+    let conn = varint(&mut pos)?;
+    let chunk = varint(&mut pos)?;
+    let z = varint(&mut pos)?;
+    let time_us = ((z >> 1) as i64) ^ -((z & 1) as i64);
+    let offset = varint(&mut pos)?;
+    let len = varint(&mut pos)?;
+    let packet_type = string(&mut pos)?;
+    let mut opt = |bit: u8| -> Result<Option<String>, StoreError> {
+        if present & (1 << bit) != 0 {
+            string(&mut pos).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let client_id = opt(0)?;
+    let version = opt(1)?;
+    let username = opt(2)?;
+    let password = opt(3)?;
+    let topic = opt(4)?;
+    let payload_len = if present & (1 << 5) != 0 {
+        Some(varint(&mut pos)?)
+    } else {
+        None
+    };
+    if pos != b.len() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok(PacketRecord {
+        conn,
+        side: side.to_string(),
+        chunk,
+        time_us,
+        offset,
+        len,
+        packet_type,
+        client_id,
+        version,
+        username,
+        password,
+        topic,
+        payload_len,
+    })
 }
 
 /// Writes every slice, in order; returns the bytes written.
@@ -688,7 +908,7 @@ fn decode_batch(
             let len = u32_at(take(4)?) as usize;
             let r = take(len)?;
             if want_packets {
-                packets.push(decode_json("log", k, &buf[r])?);
+                packets.push(decode_packet(k, &buf[r])?);
             }
         }
         if want_events {
@@ -810,5 +1030,100 @@ impl StoredFinding {
             }),
             offset: self.offset,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(n: u64) -> PacketRecord {
+        PacketRecord {
+            conn: 7,
+            side: if n.is_multiple_of(2) {
+                "client"
+            } else {
+                "server"
+            }
+            .into(),
+            chunk: n,
+            time_us: if n == 3 {
+                -5
+            } else {
+                1_795_687_200_000_000 + n as i64
+            },
+            offset: 300 * n,
+            len: 1030,
+            packet_type: "PUBLISH".into(),
+            client_id: (n == 1).then(|| "dev-é".to_string()),
+            version: (n == 1).then(|| "3.1.1".to_string()),
+            username: (n == 1).then(|| "u".to_string()),
+            password: (n == 1).then(String::new),
+            topic: (n != 1).then(|| format!("t/{n}")),
+            payload_len: (n != 1).then_some(1 << 40),
+        }
+    }
+
+    #[test]
+    fn binary_packet_records_round_trip_and_json_ones_still_read() {
+        for n in 0..5 {
+            let r = rec(n);
+            let mut b = vec![];
+            encode_packet(&r.fields(), &mut b);
+            assert_eq!(decode_packet(b"k", &b).unwrap(), r);
+            let json = serde_json::to_vec(&r).unwrap();
+            assert!(json.len() > b.len());
+            assert_eq!(decode_packet(b"k", &json).unwrap(), r);
+            // Truncated binary records are reported, not misread.
+            assert!(decode_packet(b"k", &b[..b.len() - 1]).is_err());
+        }
+    }
+
+    #[test]
+    fn packets_given_out_of_event_order_stay_with_their_event() {
+        let dir = std::env::temp_dir().join(format!("edgetap-store-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        let mut meta = CaptureMeta {
+            id: 0,
+            name: "u".into(),
+            started_us: 0,
+            ended_us: None,
+            listen: String::new(),
+            upstream: String::new(),
+            rules_version: String::new(),
+            connections: 0,
+            chunks: 0,
+            bytes: 0,
+            packets: 0,
+            findings: 0,
+        };
+        let cap = store.begin_capture(&mut meta).unwrap();
+        let ev = |seq: u64| Event {
+            time_us: seq as i64,
+            seq,
+            conn: 7,
+            kind: EventKind::Data {
+                side: Side::Client,
+                bytes: Bytes::from(vec![seq as u8; 3]),
+            },
+        };
+        let mut first = WriteBatch::default();
+        first.event(cap, &ev(1));
+        first.event(cap, &ev(2));
+        first.packet(cap, 1, 0, &rec(1));
+        first.packet(cap, 2, 0, &rec(2));
+        first.packet(cap, 1, 1, &rec(3));
+        let mut later = WriteBatch::default();
+        later.event(cap, &ev(4));
+        later.packet(cap, 4, 0, &rec(4));
+        first.append(later);
+        store.write(first, &meta).unwrap();
+        let got: Vec<PacketRecord> = store.packets(cap).map(|p| p.unwrap()).collect();
+        assert_eq!(got, vec![rec(1), rec(3), rec(2), rec(4)]);
+        let evs: Vec<Event> = store.events(cap).map(|e| e.unwrap()).collect();
+        assert_eq!(evs, vec![ev(1), ev(2), ev(4)]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{Event, EventKind, PacketRecord, Store, StoreError};
+use super::{Event, EventKind, PacketFields, PacketRecord, Store, StoreError};
 use crate::finding::{Finding, Side};
 use crate::mqtt::Packet;
 use crate::pipeline::{Analyzer, PacketEvent, Settings, Sink};
@@ -21,6 +21,42 @@ pub fn feed(a: &mut Analyzer, ev: &Event, sink: &mut dyn Sink) {
         EventKind::Fin { .. } => {}
         EventKind::End { .. } => a.close(ev.conn, ev.time_us, ev.seq, sink),
     }
+}
+
+/// The fields of a decoded packet as stored, borrowed from it.
+pub(crate) fn packet_fields<'a>(p: &'a PacketEvent<'a>) -> PacketFields<'a> {
+    let mut f = PacketFields {
+        conn: p.conn,
+        side: match p.side {
+            Side::Client => "client",
+            Side::Server => "server",
+        },
+        chunk: p.packet,
+        time_us: p.time_us,
+        offset: p.offset,
+        len: p.len as u64,
+        packet_type: p.mqtt.name(),
+        client_id: None,
+        version: None,
+        username: None,
+        password: None,
+        topic: None,
+        payload_len: None,
+    };
+    match p.mqtt {
+        Packet::Connect(c) => {
+            f.client_id = Some(&c.client_id);
+            f.version = Some(c.version.as_str());
+            f.username = c.username.as_deref();
+            f.password = c.password.as_deref();
+        }
+        Packet::Publish(p) => {
+            f.topic = Some(&p.topic);
+            f.payload_len = Some(p.payload.len() as u64);
+        }
+        _ => {}
+    }
+    f
 }
 
 /// The stored form of a decoded packet.
