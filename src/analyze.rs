@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::capture::{CaptureOptions, CaptureReader, FlowEvent};
 use crate::finding::{ConnId, Finding};
-use crate::pipeline::{Analyzer, Settings, Sink};
+use crate::pipeline::{Analyzer, Judge, Settings, Sink, Staged};
 use crate::report::{Collector, Report};
 use crate::rules::RuleSet;
 
@@ -28,7 +28,8 @@ pub enum AnalyzeError {
 const CONN_STRIDE: ConnId = 1 << 40;
 
 /// Analyzes the files in order, as one run (one engine, so pairing and sequences
-/// carry across files split by a capture tool's rotation).
+/// carry across files split by a capture tool's rotation). `sink` sees every packet,
+/// message and finding.
 pub fn analyze_files(
     rules: Arc<RuleSet>,
     settings: &AnalyzeSettings,
@@ -44,6 +45,90 @@ pub fn analyze_files(
         collector: Collector::default(),
         inner: sink,
     };
+    read_files(settings, &mut analyzer, &mut collector, &mut |_| {})?;
+    analyzer.finish(&mut collector);
+    Ok(Report::build(
+        inputs(settings),
+        analyzer.stats(),
+        analyzer.engine().exercised(),
+        &rules,
+        collector.collector.findings,
+    ))
+}
+
+/// Messages and findings handed from the reading thread to the judging one at a time.
+const BATCH: usize = 256;
+
+/// [`analyze_files`] on two threads, for a caller that wants the report only: one
+/// reads the captures, reassembles TCP, decodes MQTT and parses payloads (a deferred
+/// [`Analyzer`]); the other runs the rule engine (a [`Judge`]) over what the first
+/// staged, in order. Same report, findings in the same order.
+pub fn analyze_files_parallel(
+    rules: Arc<RuleSet>,
+    settings: &AnalyzeSettings,
+) -> Result<Report, AnalyzeError> {
+    let mut analyzer = Analyzer::deferred(
+        rules.clone(),
+        Settings {
+            max_packet: settings.max_packet,
+        },
+    );
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Staged>>(4);
+    let judging = {
+        let rules = rules.clone();
+        std::thread::Builder::new()
+            .name("judge".into())
+            .spawn(move || {
+                let mut judge = Judge::new(rules);
+                let mut collector = Collector::default();
+                for batch in rx {
+                    for s in batch {
+                        judge.take(s, &mut collector);
+                    }
+                }
+                let engine = judge.finish(&mut collector);
+                (engine.exercised().clone(), collector.findings)
+            })
+            .expect("spawn the judging thread")
+    };
+    let send = |a: &mut Analyzer, at_least: usize| {
+        if a.staged_len() >= at_least {
+            let mut batch = Vec::with_capacity(BATCH);
+            a.take_staged(&mut batch);
+            // The judge only stops early by panicking; its join below reports that.
+            let _ = tx.send(batch);
+        }
+    };
+    let read = read_files(settings, &mut analyzer, &mut Quiet, &mut |a| send(a, BATCH));
+    analyzer.finish(&mut Quiet);
+    send(&mut analyzer, 1);
+    drop(tx);
+    let (judged, findings) = match judging.join() {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    read?;
+    // Transport clauses (5.2) were counted while reading, message clauses by the judge.
+    let mut exercised = analyzer.engine().exercised().clone();
+    for (clause, n) in judged {
+        *exercised.entry(clause).or_default() += n;
+    }
+    Ok(Report::build(
+        inputs(settings),
+        analyzer.stats(),
+        &exercised,
+        &rules,
+        findings,
+    ))
+}
+
+/// Feeds every file to `analyzer`; `after` runs after each capture event.
+fn read_files(
+    settings: &AnalyzeSettings,
+    analyzer: &mut Analyzer,
+    sink: &mut dyn Sink,
+    after: &mut dyn FnMut(&mut Analyzer),
+) -> Result<(), AnalyzeError> {
     for (i, file) in settings.files.iter().enumerate() {
         let mut reader = CaptureReader::open(
             file,
@@ -57,7 +142,8 @@ pub fn analyze_files(
         let progress = reader.progress();
         let mut n = 0u64;
         reader.run(&mut |ev| {
-            feed(&mut analyzer, base, ev, &mut collector);
+            feed(analyzer, base, ev, sink);
+            after(analyzer);
             n += 1;
             if n % 4096 == 0 {
                 if let Some(b) = &bar {
@@ -69,20 +155,19 @@ pub fn analyze_files(
             b.finish_and_clear();
         }
     }
-    analyzer.finish(&mut collector);
-    let inputs = settings
+    Ok(())
+}
+
+fn inputs(settings: &AnalyzeSettings) -> Vec<String> {
+    settings
         .files
         .iter()
         .map(|f| f.display().to_string())
-        .collect();
-    Ok(Report::build(
-        inputs,
-        analyzer.stats(),
-        analyzer.engine().exercised(),
-        &rules,
-        collector.collector.findings,
-    ))
+        .collect()
 }
+
+struct Quiet;
+impl Sink for Quiet {}
 
 /// Hands one capture event to the pipeline.
 pub fn feed(a: &mut Analyzer, base: ConnId, ev: FlowEvent<'_>, sink: &mut dyn Sink) {

@@ -309,3 +309,48 @@ fn publishes_match_tshark() {
     }
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }
+
+/// `analyze` judges on a second thread; with EDGETAP_THREADS=1 it runs the same
+/// pipeline on one. Both must print the same report, findings in the same order,
+/// over every sample capture and every third-party capture the robustness test uses.
+#[test]
+fn two_threads_report_exactly_what_one_thread_reports() {
+    let mut inputs = sample_captures();
+    let shared = [
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps"),
+        PathBuf::from("/work/shared/pcaps"),
+    ];
+    if let Some(rd) = shared.iter().find_map(|d| std::fs::read_dir(d).ok()) {
+        let mut more: Vec<PathBuf> = rd
+            .map(|e| e.expect("directory entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
+            .collect();
+        more.sort();
+        inputs.extend(more);
+    }
+    let run = |pcap: &Path, threads: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_edgetap"))
+            .args(["analyze", "--format", "json"])
+            .arg(pcap)
+            .env("EDGETAP_THREADS", threads)
+            .output()
+            .expect("run edgetap");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let mut compared = 0;
+    for pcap in &inputs {
+        let one = run(pcap, "1");
+        let two = run(pcap, "2");
+        assert_eq!(one, two, "{}: reports differ", pcap.display());
+        if one.0 == Some(0) || one.0 == Some(1) {
+            compared += 1;
+        }
+    }
+    assert!(
+        compared >= sample_captures().len(),
+        "compared {compared} reports"
+    );
+}

@@ -49,7 +49,17 @@ fuzz_target!(|input: &[u8]| {
         if topic.len() > 1000 {
             continue;
         }
-        let _ = edgetap::protocol::parse_envelope(payload);
+        // Differential: the tape reads what serde_json's own tree reads.
+        let tape = edgetap::protocol::parse_envelope(bytes::Bytes::copy_from_slice(payload));
+        let tree = serde_json::from_slice::<serde_json::Value>(payload);
+        match (&tape, &tree) {
+            (Ok(e), Ok(v)) if e.deviations.is_empty() => assert_eq!(&e.root().to_serde(), v),
+            (Ok(_), Err(_)) => panic!("tape accepted what serde_json refused"),
+            (Err(edgetap::protocol::PayloadError::InvalidJson(_)), Ok(_)) => {
+                panic!("tape refused what serde_json accepted")
+            }
+            _ => {}
+        }
         let side = if i % 2 == 0 { Side::Client } else { Side::Server };
         a.data(1, side, i as i64 * 1_000_000, i as u64, &publish(topic, payload), &mut Nothing);
     }

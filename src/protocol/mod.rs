@@ -6,7 +6,10 @@
 //! pairing and sequences keep working and the rule engine reports the deviation.
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+
+pub mod json;
+
+pub use json::{Doc, Members, Val, View};
 
 use crate::finding::{ConnId, Side};
 
@@ -116,7 +119,7 @@ pub enum Deviation {
 /// The JSON envelope of a message.
 #[derive(Clone, Debug)]
 pub struct Envelope {
-    pub json: Map<String, Value>,
+    pub doc: Doc,
     pub msg_type: Option<String>,
     /// Exact 64-bit mid; read from a number or (a deviation) a numeric string.
     pub mid: Option<u64>,
@@ -125,8 +128,25 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    pub fn param(&self) -> Option<&Value> {
-        self.json.get("param")
+    /// The envelope object itself.
+    pub fn root(&self) -> Val<'_> {
+        self.doc.root()
+    }
+
+    pub fn get(&self, key: &str) -> Option<Val<'_>> {
+        self.doc.root().get(key)
+    }
+
+    pub fn param(&self) -> Option<Val<'_>> {
+        self.get("param")
+    }
+
+    /// The envelope as an editable serde_json document (replay, exports).
+    pub fn to_serde(&self) -> serde_json::Map<String, serde_json::Value> {
+        match self.root().to_serde() {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        }
     }
 }
 
@@ -139,33 +159,57 @@ pub enum PayloadError {
 }
 
 /// Parses a payload. `mid` and `code` are accepted as numbers or numeric strings
-/// (the schema rules report the string form); keys with whitespace are trimmed.
-pub fn parse_envelope(payload: &[u8]) -> Result<Envelope, PayloadError> {
-    let value: Value =
-        serde_json::from_slice(payload).map_err(|e| PayloadError::InvalidJson(e.to_string()))?;
-    let Value::Object(mut json) = value else {
-        return Err(PayloadError::NotObject(json_type_name(&value)));
+/// (the schema rules report the string form); keys with whitespace are read trimmed.
+pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
+    let mut doc = Doc::parse(payload).map_err(|e| PayloadError::InvalidJson(e.to_string()))?;
+    let root = doc.root();
+    let Some(members) = root.as_object() else {
+        return Err(PayloadError::NotObject(root.type_name()));
     };
-    let mut deviations = vec![];
-    if json.keys().any(|k| k.trim() != k) {
-        let keys: Vec<String> = json.keys().filter(|k| k.trim() != *k).cloned().collect();
-        for seen in keys {
-            let key = seen.trim().to_string();
-            if !json.contains_key(&key) {
-                let v = json.remove(&seen).unwrap_or(Value::Null);
-                json.insert(key.clone(), v);
-            }
-            deviations.push(Deviation::KeyWhitespace { seen, key });
+    // One pass over the members: the fields every message needs, and keys with
+    // surrounding whitespace ("type ", read as "type" unless a "type" is there too).
+    let (mut msg_type, mut mid, mut code) = (None, None, None);
+    let (mut spaced, mut exact) = (vec![], vec![]);
+    for (k, v) in members {
+        let key = k.trim();
+        if key.len() != k.len() {
+            spaced.push((k, v));
+            continue;
+        }
+        exact.push(k);
+        match k {
+            "type" => msg_type = Some(v),
+            "mid" => mid = Some(v),
+            "code" => code = Some(v),
+            _ => {}
         }
     }
-    let msg_type = json
-        .get("type")
-        .and_then(Value::as_str)
+    let mut deviations = vec![];
+    let mut trim = !spaced.is_empty();
+    for (seen, v) in spaced {
+        let key = seen.trim();
+        if exact.contains(&key) {
+            trim = false;
+        }
+        match key {
+            "type" if msg_type.is_none() => msg_type = Some(v),
+            "mid" if mid.is_none() => mid = Some(v),
+            "code" if code.is_none() => code = Some(v),
+            _ => {}
+        }
+        deviations.push(Deviation::KeyWhitespace {
+            seen: seen.to_string(),
+            key: key.to_string(),
+        });
+    }
+    let msg_type = msg_type
+        .and_then(|v| v.as_str())
         .map(|s| s.trim().to_string());
-    let mid = json.get("mid").and_then(as_u64_lenient);
-    let code = json.get("code").and_then(as_i64_lenient);
+    let mid = mid.and_then(|v| as_u64_lenient(&v));
+    let code = code.and_then(|v| as_i64_lenient(&v));
+    doc.set_trim_root_keys(trim);
     Ok(Envelope {
-        json,
+        doc,
         msg_type,
         mid,
         code,
@@ -173,61 +217,88 @@ pub fn parse_envelope(payload: &[u8]) -> Result<Envelope, PayloadError> {
     })
 }
 
-pub fn as_u64_lenient(v: &Value) -> Option<u64> {
-    match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
+/// What the lenient readers need of a JSON value, from either tree: the messages'
+/// (the tape, [`Val`]) and the documents replay edits (serde_json).
+pub trait Scalar {
+    fn u64(&self) -> Option<u64>;
+    fn i64(&self) -> Option<i64>;
+    fn str(&self) -> Option<&str>;
+    fn type_name(&self) -> &'static str;
+}
+
+impl Scalar for serde_json::Value {
+    fn u64(&self) -> Option<u64> {
+        self.as_u64()
+    }
+    fn i64(&self) -> Option<i64> {
+        self.as_i64()
+    }
+    fn str(&self) -> Option<&str> {
+        self.as_str()
+    }
+    fn type_name(&self) -> &'static str {
+        use serde_json::Value;
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        }
     }
 }
 
-pub fn as_i64_lenient(v: &Value) -> Option<i64> {
-    match v {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
+impl Scalar for Val<'_> {
+    fn u64(&self) -> Option<u64> {
+        self.as_u64()
+    }
+    fn i64(&self) -> Option<i64> {
+        self.as_i64()
+    }
+    fn str(&self) -> Option<&str> {
+        self.as_str()
+    }
+    fn type_name(&self) -> &'static str {
+        Val::type_name(*self)
     }
 }
 
-pub fn json_type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
+pub fn as_u64_lenient<V: Scalar>(v: &V) -> Option<u64> {
+    v.u64().or_else(|| v.str()?.trim().parse().ok())
+}
+
+pub fn as_i64_lenient<V: Scalar>(v: &V) -> Option<i64> {
+    v.i64().or_else(|| v.str()?.trim().parse().ok())
+}
+
+pub fn json_type_name<V: Scalar>(v: &V) -> &'static str {
+    v.type_name()
 }
 
 /// Parses a timestamp into microseconds since the Unix epoch (UTC). The standard's
 /// form is `yyyy-MM-dd HH:mm:ss` in China Standard Time (UTC+8); integer seconds or
 /// milliseconds and ISO 8601 strings are accepted too (the schema reports them).
-pub fn timestamp_us(v: &Value) -> Option<i64> {
+pub fn timestamp_us<V: Scalar>(v: &V) -> Option<i64> {
     const CST_OFFSET_S: i64 = 8 * 3600;
-    match v {
-        Value::String(s) => {
-            if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S") {
-                return Some((t.and_utc().timestamp() - CST_OFFSET_S) * 1_000_000);
-            }
-            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-                return Some(t.timestamp_micros());
-            }
-            if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S") {
-                return Some((t.and_utc().timestamp() - CST_OFFSET_S) * 1_000_000);
-            }
-            None
+    if let Some(s) = v.str() {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S") {
+            return Some((t.and_utc().timestamp() - CST_OFFSET_S) * 1_000_000);
         }
-        Value::Number(n) => {
-            let x = n.as_i64()?;
-            // Seconds until the year 5138; beyond that the number means milliseconds.
-            if x.abs() < 100_000_000_000 {
-                Some(x * 1_000_000)
-            } else {
-                Some(x * 1_000)
-            }
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+            return Some(t.timestamp_micros());
         }
-        _ => None,
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S") {
+            return Some((t.and_utc().timestamp() - CST_OFFSET_S) * 1_000_000);
+        }
+        return None;
+    }
+    let x = v.i64()?;
+    // Seconds until the year 5138; beyond that the number means milliseconds.
+    if x.abs() < 100_000_000_000 {
+        Some(x * 1_000_000)
+    } else {
+        Some(x * 1_000)
     }
 }
 
@@ -261,6 +332,7 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn topics_canonical_and_deviant() {
@@ -280,16 +352,25 @@ mod tests {
 
     #[test]
     fn mid_stays_exact_beyond_32_and_53_bits() {
-        let e = parse_envelope(br#"{"mid":9007199254740993,"type":"CMD_X"}"#).unwrap();
+        let e = parse_envelope(bytes::Bytes::from_static(
+            br#"{"mid":9007199254740993,"type":"CMD_X"}"#,
+        ))
+        .unwrap();
         assert_eq!(e.mid, Some(9_007_199_254_740_993));
-        let e = parse_envelope(br#"{"mid":"1000000000020034","code":"200"}"#).unwrap();
+        let e = parse_envelope(bytes::Bytes::from_static(
+            br#"{"mid":"1000000000020034","code":"200"}"#,
+        ))
+        .unwrap();
         assert_eq!(e.mid, Some(1_000_000_000_020_034));
         assert_eq!(e.code, Some(200));
     }
 
     #[test]
     fn type_key_with_trailing_space_is_recognised_and_recorded() {
-        let e = parse_envelope(br#"{"type ":"EVENT_LINKUP","mid":1}"#).unwrap();
+        let e = parse_envelope(bytes::Bytes::from_static(
+            br#"{"type ":"EVENT_LINKUP","mid":1}"#,
+        ))
+        .unwrap();
         assert_eq!(e.msg_type.as_deref(), Some("EVENT_LINKUP"));
         assert_eq!(
             e.deviations,
@@ -302,12 +383,12 @@ mod tests {
 
     #[test]
     fn invalid_json_names_the_position() {
-        match parse_envelope(b"{\"mid\": 1,\n \"type\": }") {
+        match parse_envelope(bytes::Bytes::from_static(b"{\"mid\": 1,\n \"type\": }")) {
             Err(PayloadError::InvalidJson(m)) => assert!(m.contains("line 2"), "{m}"),
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            parse_envelope(b"[1]").unwrap_err(),
+            parse_envelope(bytes::Bytes::from_static(b"[1]")).unwrap_err(),
             PayloadError::NotObject("array")
         );
     }

@@ -118,7 +118,7 @@ impl Sink for Collect {
             // Not expected: fall back to the parsed envelope.
             _ => m
                 .envelope()
-                .map(|e| serde_json::to_vec(&e.json).unwrap_or_default())
+                .map(|e| serde_json::to_vec(&e.to_serde()).unwrap_or_default())
                 .unwrap_or_default(),
         };
         self.messages.push(Recorded {
@@ -126,7 +126,7 @@ impl Sink for Collect {
             time_us: m.time_us,
             topic_name: m.topic_name.clone(),
             topic: m.topic.clone(),
-            json: m.envelope().map(|e| e.json.clone()),
+            json: m.envelope().map(|e| e.to_serde()),
             payload,
         });
     }

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use serde_json::Value;
+use crate::protocol::{Envelope, Members, Val, View};
 
 use super::model::{Check, PathSel, Selector, Target, TypeDef};
 use super::schema::{self, Violation};
@@ -64,7 +64,8 @@ struct Pending {
     time_us: i64,
     packet: u64,
     invalid: Option<String>,
-    param: Option<Value>,
+    /// The request, for the fields its reply and job are judged by.
+    env: Option<Envelope>,
     topic: String,
 }
 
@@ -113,6 +114,48 @@ pub struct Engine {
     edges: HashMap<String, EdgeState>,
     exercised: BTreeMap<String, u64>,
     last_prune_us: i64,
+    /// Per key-naming rule: keys already found to conform.
+    good_keys: HashMap<String, KeyCache>,
+}
+
+/// Field names a naming rule accepted. Messages repeat the same few dozen names, and
+/// a hash lookup costs a fraction of a regex match; bounded so that a stream of
+/// distinct names cannot grow it.
+#[derive(Default)]
+struct KeyCache {
+    known: HashSet<Box<str>, ahash::RandomState>,
+    /// The keys of the last message in walk order, and the position in it: a
+    /// message like the last one is checked by comparing names, without hashing.
+    last: Vec<Box<str>>,
+    at: usize,
+}
+
+impl KeyCache {
+    const MAX: usize = 4096;
+
+    fn start(&mut self) {
+        self.at = 0;
+    }
+
+    fn conforms(&mut self, key: &str, r: &regex::Regex) -> bool {
+        let at = self.at;
+        self.at += 1;
+        if self.last.get(at).is_some_and(|k| **k == *key) {
+            return true;
+        }
+        let ok = self.known.contains(key) || r.is_match(key);
+        if ok {
+            if self.known.len() < Self::MAX {
+                self.known.insert(key.into());
+            }
+            if at < self.last.len() {
+                self.last[at] = key.into();
+            } else if at == self.last.len() && at < Self::MAX {
+                self.last.push(key.into());
+            }
+        }
+        ok
+    }
 }
 
 /// Answered requests are remembered this long to recognise duplicate replies; the
@@ -129,6 +172,7 @@ impl Engine {
             edges: HashMap::new(),
             exercised: BTreeMap::new(),
             last_prune_us: 0,
+            good_keys: HashMap::new(),
         }
     }
 
@@ -252,7 +296,11 @@ impl Engine {
                     Check::KeyNaming { .. } => {
                         if let (Some(r), Some(env)) = (rule.regexes.get(""), env) {
                             let mut bad = vec![];
-                            bad_keys("", &env.json, r, &mut bad);
+                            let cache = slot(&mut self.good_keys, &rule.def.id);
+                            cache.start();
+                            if let Some(root) = env.root().as_object() {
+                                bad_keys("", root, r, cache, &mut bad);
+                            }
                             for p in bad {
                                 let mut v = ctx.vars(m);
                                 v.push(("path", p));
@@ -376,11 +424,11 @@ impl Engine {
         if !expects_reply {
             return;
         }
-        let param = m.envelope().and_then(|e| e.param().cloned());
+        let param = m.envelope().and_then(|e| e.param());
         // An invalid request still opens its job: if the counterpart accepts it
         // (wrongly), its result belongs to that job.
         if let Some(def) = &ctx.typedef {
-            if let (Some(job), Some(job_id)) = (&def.job, param_u64(param.as_ref(), "jobId")) {
+            if let (Some(job), Some(job_id)) = (&def.job, param_u64(param, "jobId")) {
                 self.jobs.insert(
                     (m.topic.edge_id.clone(), job_id),
                     Job {
@@ -408,7 +456,7 @@ impl Engine {
                 time_us: m.time_us,
                 packet: m.packet,
                 invalid,
-                param,
+                env: m.envelope().cloned(),
                 topic: m.topic_name.clone(),
             },
         );
@@ -498,7 +546,7 @@ impl Engine {
         let code = verdict.as_ref().map(|(c, _)| *c);
         // Jobs: the reply decides whether a result must follow.
         if def.as_ref().is_some_and(|d| d.job.is_some()) {
-            if let Some(job_id) = param_u64(req.param.as_ref(), "jobId") {
+            if let Some(job_id) = param_u64(req.env.as_ref().and_then(|e| e.param()), "jobId") {
                 if let Some(job) = self.jobs.get_mut(&(m.topic.edge_id.clone(), job_id)) {
                     job.reply_code = code;
                 }
@@ -521,9 +569,9 @@ impl Engine {
         out: &mut Vec<Finding>,
     ) {
         let rules = Arc::clone(&self.rules);
-        let param = m.envelope().and_then(|e| e.param().cloned());
-        let asked = param_u64(req.param.as_ref(), "jobId");
-        let told = param_u64(param.as_ref(), "jobId");
+        let param = m.envelope().and_then(|e| e.param());
+        let asked = param_u64(req.env.as_ref().and_then(|e| e.param()), "jobId");
+        let told = param_u64(param, "jobId");
         if let (Some(a), Some(t)) = (asked, told) {
             if a != t {
                 for rule in rules
@@ -578,8 +626,8 @@ impl Engine {
         if def.ends_jobs.is_empty() {
             return;
         }
-        let param = m.envelope().and_then(|e| e.param().cloned());
-        let Some(job_id) = param_u64(param.as_ref(), "jobId") else {
+        let param = m.envelope().and_then(|e| e.param());
+        let Some(job_id) = param_u64(param, "jobId") else {
             return;
         };
         let key = (m.topic.edge_id.clone(), job_id);
@@ -684,7 +732,7 @@ impl Engine {
                     if path_sel_matches(period, &t, ctx.class) {
                         if let Some(p) = values_at_json(m, &period.path)
                             .iter()
-                            .find_map(number_lenient)
+                            .find_map(|v| number_lenient(*v))
                         {
                             slot.0 = Some(p);
                         }
@@ -995,8 +1043,9 @@ fn code_verdict(code: i64, def: Option<&TypeDef>, req: &Pending, rules: &RuleSet
         .iter()
         .find(|rc| {
             rc.if_param.as_ref().map_or(true, |f| {
-                req.param
+                req.env
                     .as_ref()
+                    .and_then(|e| e.param())
                     .and_then(|p| p.get(f))
                     .is_some_and(|v| !v.is_null())
             })
@@ -1021,13 +1070,17 @@ fn schema_violations(
     let mut out = vec![];
     match target {
         Target::Message => {
-            schema::validate_object("", &env.json, fields, &rule.regexes, "", &mut out)
-        }
-        Target::Param => match env.json.get("param") {
-            Some(Value::Object(p)) => {
-                schema::validate_object("param", p, fields, &rule.regexes, "", &mut out)
+            if let Some(root) = env.root().as_object() {
+                schema::validate_object("", root, fields, &rule.regexes, "", &mut out)
             }
-            Some(Value::Null) | None => {
+        }
+        Target::Param => match env.param().filter(|p| !p.is_null()) {
+            Some(p) if p.is_object() => {
+                if let Some(p) = p.as_object() {
+                    schema::validate_object("param", p, fields, &rule.regexes, "", &mut out)
+                }
+            }
+            None => {
                 if fields.values().any(|f| f.required) {
                     out.push(Violation {
                         path: "param".into(),
@@ -1054,15 +1107,14 @@ fn path_sel_matches(sel: &PathSel, msg_type: &str, class: Class) -> bool {
 fn values_at(m: &Message, path: &str) -> Vec<String> {
     values_at_json(m, path)
         .into_iter()
-        .filter_map(|v| match v {
-            Value::String(s) => Some(s),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
+        .filter_map(|v| match v.as_str() {
+            Some(s) => Some(s.to_string()),
+            None => v.is_number().then(|| v.to_string()),
         })
         .collect()
 }
 
-fn values_at_json(m: &Message, path: &str) -> Vec<Value> {
+fn values_at_json<'m>(m: &'m Message, path: &str) -> Vec<Val<'m>> {
     let Some(env) = m.envelope() else {
         return vec![];
     };
@@ -1070,11 +1122,11 @@ fn values_at_json(m: &Message, path: &str) -> Vec<Value> {
     let Some(first) = segs.next() else {
         return vec![];
     };
-    let step = |v: &Value, each: bool, out: &mut Vec<Value>| {
+    let step = |v: Val<'m>, each: bool, out: &mut Vec<Val<'m>>| {
         if each {
-            out.extend(v.as_array().into_iter().flatten().cloned());
+            out.extend(v.as_array().into_iter().flatten());
         } else {
-            out.push(v.clone());
+            out.push(v);
         }
     };
     // The first segment is a member of the envelope itself.
@@ -1082,7 +1134,7 @@ fn values_at_json(m: &Message, path: &str) -> Vec<Value> {
         .strip_suffix("[]")
         .map_or((first, false), |n| (n, true));
     let mut cur = vec![];
-    if let Some(v) = env.json.get(name) {
+    if let Some(v) = env.get(name) {
         step(v, each, &mut cur);
     }
     for seg in segs {
@@ -1098,28 +1150,24 @@ fn values_at_json(m: &Message, path: &str) -> Vec<Value> {
     cur
 }
 
-fn param_u64(param: Option<&Value>, name: &str) -> Option<u64> {
+fn param_u64(param: Option<Val<'_>>, name: &str) -> Option<u64> {
     param
         .and_then(|p| p.get(name))
-        .and_then(protocol::as_u64_lenient)
+        .and_then(|v| protocol::as_u64_lenient(&v))
 }
 
-fn number_lenient(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
+fn number_lenient(v: Val<'_>) -> Option<f64> {
+    v.as_f64().or_else(|| v.as_str()?.trim().parse().ok())
 }
 
 fn expired(m: &Message) -> Option<String> {
     let env = m.envelope()?;
-    let expire = env.json.get("expire")?.as_i64()?;
+    let expire = env.get("expire")?.as_i64()?;
     if expire < 0 {
         return None;
     }
-    let ts = env.json.get("timestamp")?;
-    let at = protocol::timestamp_us(ts)?;
+    let ts = env.get("timestamp")?;
+    let at = protocol::timestamp_us(&ts)?;
     let deadline = at + expire * 1_000_000;
     (deadline < m.time_us).then(|| {
         format!(
@@ -1133,11 +1181,12 @@ fn expired(m: &Message) -> Option<String> {
 /// case) are checked without building a single path.
 fn bad_keys(
     prefix: &str,
-    obj: &serde_json::Map<String, Value>,
+    obj: Members<'_>,
     r: &regex::Regex,
+    cache: &mut KeyCache,
     out: &mut Vec<String>,
 ) {
-    if all_keys_match(obj, r) {
+    if all_keys_match(obj, r, cache) {
         return;
     }
     let join = |k: &str| {
@@ -1151,27 +1200,25 @@ fn bad_keys(
         if !r.is_match(k) {
             out.push(join(k));
         }
-        match v {
-            Value::Object(o) if !o.is_empty() => bad_keys(&join(k), o, r, out),
-            Value::Array(a) => {
-                for (i, x) in a.iter().enumerate() {
-                    if let Value::Object(o) = x {
-                        bad_keys(&format!("{}[{i}]", join(k)), o, r, out);
-                    }
+        if let Some(o) = v.as_object().filter(|o| !o.is_empty()) {
+            bad_keys(&join(k), o, r, cache, out);
+        } else if let Some(a) = v.as_array() {
+            for (i, x) in a.enumerate() {
+                if let Some(o) = x.as_object() {
+                    bad_keys(&format!("{}[{i}]", join(k)), o, r, cache, out);
                 }
             }
-            _ => {}
         }
     }
 }
 
-fn all_keys_match(obj: &serde_json::Map<String, Value>, r: &regex::Regex) -> bool {
-    obj.iter().all(|(k, v)| {
-        r.is_match(k)
-            && match v {
-                Value::Object(o) => all_keys_match(o, r),
-                Value::Array(a) => a.iter().all(|x| match x {
-                    Value::Object(o) => all_keys_match(o, r),
+fn all_keys_match(obj: Members<'_>, r: &regex::Regex, cache: &mut KeyCache) -> bool {
+    obj.into_iter().all(|(k, v)| {
+        cache.conforms(k, r)
+            && match v.view() {
+                View::Obj(o) => all_keys_match(o, r, cache),
+                View::Arr(mut a) => a.all(|x| match x.view() {
+                    View::Obj(o) => all_keys_match(o, r, cache),
                     _ => true,
                 }),
                 _ => true,

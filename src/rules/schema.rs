@@ -5,11 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use regex::Regex;
-use serde_json::{Map, Value};
-
 use super::model::{FieldSpec, Format, JsonType};
-use crate::protocol::json_type_name;
+use crate::protocol::{Members, Val, View};
+use regex::Regex;
 
 /// A path built only when a violation needs it: validating a conforming message
 /// allocates nothing per field.
@@ -53,7 +51,7 @@ impl Violation {
 /// `regexes` holds the compiled `pattern`s, keyed by field path (see [`lint_fields`]).
 pub fn validate_object(
     prefix: &str,
-    obj: &Map<String, Value>,
+    obj: Members<'_>,
     fields: &BTreeMap<String, FieldSpec>,
     regexes: &BTreeMap<String, Regex>,
     spec_path: &str,
@@ -71,30 +69,49 @@ pub fn validate_object(
 
 fn object(
     path: &PathRef<'_>,
-    obj: &Map<String, Value>,
+    obj: Members<'_>,
     fields: &BTreeMap<String, FieldSpec>,
     regexes: &BTreeMap<String, Regex>,
     spec_path: &PathRef<'_>,
     out: &mut Vec<Violation>,
 ) {
-    for (name, spec) in fields {
+    // One pass over the members, each matched to its field spec; then the specs in
+    // order, so that violations come out in the rule file's field order.
+    const INLINE: usize = 32;
+    let mut found: [Option<Val<'_>>; INLINE] = [None; INLINE];
+    let inline = fields.len() <= INLINE;
+    if inline {
+        for (k, v) in obj {
+            if let Some(i) = fields.keys().position(|name| same(name, k)) {
+                found[i] = Some(v); // the last of duplicate keys counts, as in serde_json
+            }
+        }
+    }
+    for (i, (name, spec)) in fields.iter().enumerate() {
         let p = PathRef::Field(path, name);
         let sp = PathRef::Field(spec_path, name);
-        match obj.get(name) {
-            None | Some(Value::Null) if spec.required => out.push(Violation {
+        let member = if inline { found[i] } else { obj.get(name) };
+        match member.filter(|v| !v.is_null()) {
+            None if spec.required => out.push(Violation {
                 path: p.render(),
                 expected: format!("required {}", spec.ty.map_or("field", |t| t.as_str())),
                 seen: "absent".into(),
             }),
-            None | Some(Value::Null) => {}
+            None => {}
             Some(v) => value(&p, v, spec, regexes, &sp, out),
         }
     }
 }
 
+/// String equality that rejects on length and first byte before comparing the rest
+/// (most field names differ there; a library compare call costs more than the test).
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
+}
+
 fn value(
     path: &PathRef<'_>,
-    v: &Value,
+    v: Val<'_>,
     spec: &FieldSpec,
     regexes: &BTreeMap<String, Regex>,
     spec_path: &PathRef<'_>,
@@ -107,8 +124,10 @@ fn value(
             seen,
         })
     };
+    // The value's kind is read once: each accessor of the tree decodes it anew.
+    let view = v.view();
     if let Some(ty) = spec.ty {
-        if !type_matches(ty, v) {
+        if !type_matches(ty, &view) {
             push(ty.as_str().to_string(), describe(v));
             return;
         }
@@ -119,128 +138,137 @@ fn value(
             push(format!("one of {}", list.join(", ")), describe(v));
         }
     }
-    if let Some(x) = v.as_f64() {
-        if let Some(min) = spec.min {
-            if x < min {
-                push(format!(">= {min}"), describe(v));
-            }
-        }
-        if let Some(max) = spec.max {
-            if x > max {
-                push(format!("<= {max}"), describe(v));
-            }
-        }
-    }
-    if let Some(s) = v.as_str() {
-        if spec.min_len.is_some() || spec.max_len.is_some() {
-            let n = s.chars().count();
-            if let Some(min) = spec.min_len {
-                if n < min {
-                    push(format!("at least {min} characters"), format!("{n}"));
+    match view {
+        View::U64(_) | View::I64(_) | View::F64(_) => {
+            let Some(x) = v.as_f64() else { return };
+            if let Some(min) = spec.min {
+                if x < min {
+                    push(format!(">= {min}"), describe(v));
                 }
             }
-            if let Some(max) = spec.max_len {
-                if n > max {
-                    push(format!("at most {max} characters"), format!("{n}"));
+            if let Some(max) = spec.max {
+                if x > max {
+                    push(format!("<= {max}"), describe(v));
                 }
             }
         }
-        if spec.format == Some(Format::Datetime) && !is_std_datetime(s) {
-            push(
-                "a date-time \"yyyy-MM-dd HH:mm:ss\"".into(),
-                format!("{s:?}"),
-            );
-        }
-        if spec.pattern.is_some() {
-            if let Some(r) = regexes.get(&spec_path.render()) {
-                if !r.is_match(s) {
-                    push(format!("to match /{}/", r.as_str()), format!("{s:?}"));
+        View::Str(s) => {
+            if spec.min_len.is_some() || spec.max_len.is_some() {
+                let n = s.chars().count();
+                if let Some(min) = spec.min_len {
+                    if n < min {
+                        push(format!("at least {min} characters"), format!("{n}"));
+                    }
+                }
+                if let Some(max) = spec.max_len {
+                    if n > max {
+                        push(format!("at most {max} characters"), format!("{n}"));
+                    }
                 }
             }
-        }
-    }
-    if let Some(items) = v.as_array() {
-        if let Some(min) = spec.min_items {
-            if items.len() < min {
+            if spec.format == Some(Format::Datetime) && !is_std_datetime(s) {
                 push(
-                    format!("at least {min} elements"),
-                    format!("{}", items.len()),
+                    "a date-time \"yyyy-MM-dd HH:mm:ss\"".into(),
+                    format!("{s:?}"),
                 );
             }
-        }
-        if let Some(max) = spec.max_items {
-            if items.len() > max {
-                push(
-                    format!("at most {max} elements"),
-                    format!("{}", items.len()),
-                );
+            if spec.pattern.is_some() {
+                if let Some(r) = regexes.get(&spec_path.render()) {
+                    if !r.is_match(s) {
+                        push(format!("to match /{}/", r.as_str()), format!("{s:?}"));
+                    }
+                }
             }
         }
-        if let Some(item_spec) = &spec.items {
-            let isp = PathRef::Items(spec_path);
-            for (i, item) in items.iter().enumerate() {
-                value(
-                    &PathRef::Index(path, i),
-                    item,
-                    item_spec,
-                    regexes,
-                    &isp,
-                    out,
-                );
+        View::Arr(items) => {
+            if let Some(min) = spec.min_items {
+                if items.len() < min {
+                    push(
+                        format!("at least {min} elements"),
+                        format!("{}", items.len()),
+                    );
+                }
+            }
+            if let Some(max) = spec.max_items {
+                if items.len() > max {
+                    push(
+                        format!("at most {max} elements"),
+                        format!("{}", items.len()),
+                    );
+                }
+            }
+            if let Some(item_spec) = &spec.items {
+                let isp = PathRef::Items(spec_path);
+                for (i, item) in items.enumerate() {
+                    value(
+                        &PathRef::Index(path, i),
+                        item,
+                        item_spec,
+                        regexes,
+                        &isp,
+                        out,
+                    );
+                }
             }
         }
-    }
-    if let Some(obj) = v.as_object() {
-        if let Some(fields) = &spec.fields {
-            object(path, obj, fields, regexes, spec_path, out);
-        }
-        if let Some(names) = &spec.at_least_one_of {
-            if !names
-                .iter()
-                .any(|n| obj.get(n).is_some_and(|x| !x.is_null()))
-            {
-                out.push(Violation {
-                    path: path.render(),
-                    expected: format!("at least one of {}", names.join(", ")),
-                    seen: "none".into(),
-                });
+        View::Obj(obj) => {
+            if let Some(fields) = &spec.fields {
+                object(path, obj, fields, regexes, spec_path, out);
+            }
+            if let Some(names) = &spec.at_least_one_of {
+                if !names
+                    .iter()
+                    .any(|n| obj.get(n).is_some_and(|x| !x.is_null()))
+                {
+                    out.push(Violation {
+                        path: path.render(),
+                        expected: format!("at least one of {}", names.join(", ")),
+                        seen: "none".into(),
+                    });
+                }
             }
         }
+        View::Null | View::Bool(_) => {}
     }
 }
 
-fn type_matches(ty: JsonType, v: &Value) -> bool {
+fn type_matches(ty: JsonType, v: &View<'_>) -> bool {
     match ty {
-        JsonType::String => v.is_string(),
-        JsonType::Number => v.is_number(),
-        JsonType::Integer => v.is_i64() || v.is_u64(),
-        JsonType::Boolean => v.is_boolean(),
-        JsonType::Object => v.is_object(),
-        JsonType::Array => v.is_array(),
+        JsonType::String => matches!(v, View::Str(_)),
+        JsonType::Number => matches!(v, View::U64(_) | View::I64(_) | View::F64(_)),
+        JsonType::Integer => matches!(v, View::U64(_) | View::I64(_)),
+        JsonType::Boolean => matches!(v, View::Bool(_)),
+        JsonType::Object => matches!(v, View::Obj(_)),
+        JsonType::Array => matches!(v, View::Arr(_)),
         JsonType::Any => true,
     }
 }
 
-/// Numbers compare by value (200 == 200.0); everything else structurally.
-fn json_eq(a: &Value, b: &Value) -> bool {
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) => x == y,
-        _ => a == b,
+/// `a` from a rule file, `b` from a message. Numbers compare by value
+/// (200 == 200.0); everything else structurally.
+fn json_eq(a: &serde_json::Value, b: Val<'_>) -> bool {
+    use serde_json::Value;
+    match a {
+        Value::Number(_) => b.as_f64().is_some_and(|y| a.as_f64() == Some(y)),
+        Value::String(x) => b.as_str() == Some(x.as_str()),
+        Value::Bool(x) => matches!(b.view(), View::Bool(y) if y == *x),
+        Value::Null => b.is_null(),
+        Value::Array(_) | Value::Object(_) => *a == b.to_serde(),
     }
 }
 
 /// A short description of a value for "seen …": its type and, if short, the value.
-pub fn describe(v: &Value) -> String {
-    match v {
-        Value::Object(_) => "object".into(),
-        Value::Array(a) => format!("array of {}", a.len()),
+pub fn describe(v: Val<'_>) -> String {
+    match v.view() {
+        View::Obj(_) => "object".into(),
+        View::Arr(a) => format!("array of {}", a.len()),
         _ => {
             let s = v.to_string();
             if s.chars().count() > 40 {
                 let cut: String = s.chars().take(40).collect();
-                format!("{} {cut}…", json_type_name(v))
+                format!("{} {cut}…", v.type_name())
             } else {
-                format!("{} {s}", json_type_name(v))
+                format!("{} {s}", v.type_name())
             }
         }
     }
@@ -362,9 +390,10 @@ mod tests {
         lint_fields("", &fields, &mut errors, &mut regexes);
         assert!(errors.is_empty(), "{errors:?}");
         let mut out = vec![];
+        let doc = crate::protocol::Doc::parse(bytes::Bytes::from(v.to_string())).unwrap();
         validate_object(
             "param",
-            v.as_object().unwrap(),
+            doc.root().as_object().unwrap(),
             &fields,
             &regexes,
             "",

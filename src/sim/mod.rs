@@ -354,7 +354,7 @@ pub fn rejection(topic: &str, payload: &[u8]) -> Option<String> {
         time_us: chrono::Utc::now().timestamp_micros(),
         topic_name: topic.to_string(),
         topic: crate::protocol::parse_topic(topic)?,
-        body: crate::protocol::parse_envelope(payload),
+        body: crate::protocol::parse_envelope(bytes::Bytes::copy_from_slice(payload)),
     };
     let findings = crate::rules::Engine::judge_alone(rules, &m);
     let why = findings

@@ -1,0 +1,480 @@
+//! A parsed JSON payload as a tape: the payload bytes, and one token per value in
+//! document order, strings kept as offsets into the payload.
+//!
+//! Why not `serde_json::Value`: every message is parsed and walked by the schema and
+//! naming rules, and serde_json's tree (a `String` and a B-tree node per member) made
+//! building, walking and dropping it over half of `analyze`'s time. Why not sonic-rs
+//! (tried): it parses fast but its tree decodes every node on each access, and the
+//! walks cost more than the parse saved. serde_json stays the lexer (its errors, with
+//! line and column, are part of the report), driven by a visitor that appends tokens:
+//! on the benchmark's 903-byte REP_SYS_STATUS, 200,000 parses take 1.39 s into
+//! serde_json's tree and 0.38 s into this tape, and a walk over the tape reads an
+//! array in order.
+
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+#[derive(Clone, Copy, Debug)]
+enum Tok {
+    /// `end`: index of the first token after the object; `len`: member count.
+    Obj {
+        end: u32,
+        len: u32,
+    },
+    Arr {
+        end: u32,
+        len: u32,
+    },
+    /// A string (or key) at `at..at+len` of the payload, or of `side` when `owned`
+    /// (strings with escapes, which serde_json hands over decoded).
+    Str {
+        at: u32,
+        len: u32,
+        owned: bool,
+    },
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Bool(bool),
+    Null,
+}
+
+/// A parsed document. Cheap to clone (the payload is shared).
+#[derive(Clone)]
+pub struct Doc {
+    /// The payload; a document serde_json accepted is UTF-8 throughout.
+    text: Box<str>,
+    toks: Vec<Tok>,
+    side: String,
+    /// Root keys are read trimmed (`"type "` is `type`): see `protocol::Deviation`.
+    trim_root_keys: bool,
+}
+
+impl fmt::Debug for Doc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Doc({})", self.root())
+    }
+}
+
+impl Doc {
+    /// Parses `payload`; the error is serde_json's, with line and column.
+    pub fn parse(payload: bytes::Bytes) -> Result<Doc, serde_json::Error> {
+        // UTF-8 is checked once for the whole payload (fast), so that the lexer reads
+        // text and checks no string again. A payload that is not UTF-8 is read as
+        // bytes, for serde_json's own error with its position.
+        let text = match std::str::from_utf8(&payload) {
+            Ok(t) => t,
+            Err(_) => {
+                let e = serde_json::from_slice::<serde::de::IgnoredAny>(&payload)
+                    .err()
+                    .unwrap_or_else(|| serde::de::Error::custom("payload is not UTF-8"));
+                return Err(e);
+            }
+        };
+        let mut toks = Vec::with_capacity(payload.len() / 12 + 4);
+        let mut side = String::new();
+        {
+            let mut d = serde_json::Deserializer::from_str(text);
+            let mut b = Builder {
+                base: text.as_ptr() as usize,
+                toks: &mut toks,
+                side: &mut side,
+            };
+            d.deserialize_any(Value(&mut b))?;
+            d.end()?;
+        }
+        Ok(Doc {
+            text: text.into(),
+            toks,
+            side,
+            trim_root_keys: false,
+        })
+    }
+
+    pub fn root(&self) -> Val<'_> {
+        Val { doc: self, i: 0 }
+    }
+
+    pub(crate) fn set_trim_root_keys(&mut self, on: bool) {
+        self.trim_root_keys = on;
+    }
+
+    fn str_at(&self, at: u32, len: u32, owned: bool) -> &str {
+        let (at, len) = (at as usize, len as usize);
+        if owned {
+            &self.side[at..at + len]
+        } else {
+            self.text.get(at..at + len).unwrap_or_default()
+        }
+    }
+
+    /// Index of the token after the value at `i`.
+    fn skip(&self, i: usize) -> usize {
+        match self.toks[i] {
+            Tok::Obj { end, .. } | Tok::Arr { end, .. } => end as usize,
+            _ => i + 1,
+        }
+    }
+}
+
+/// One value of a document.
+#[derive(Clone, Copy)]
+pub struct Val<'a> {
+    doc: &'a Doc,
+    i: usize,
+}
+
+/// A value's kind, with what it holds.
+pub enum View<'a> {
+    Null,
+    Bool(bool),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Str(&'a str),
+    Arr(Items<'a>),
+    Obj(Members<'a>),
+}
+
+impl<'a> Val<'a> {
+    pub fn view(self) -> View<'a> {
+        match self.doc.toks[self.i] {
+            Tok::Null => View::Null,
+            Tok::Bool(b) => View::Bool(b),
+            Tok::U64(x) => View::U64(x),
+            Tok::I64(x) => View::I64(x),
+            Tok::F64(x) => View::F64(x),
+            Tok::Str { at, len, owned } => View::Str(self.doc.str_at(at, len, owned)),
+            Tok::Arr { end, len } => View::Arr(Items {
+                doc: self.doc,
+                i: self.i + 1,
+                end: end as usize,
+                len: len as usize,
+            }),
+            Tok::Obj { end, len } => View::Obj(Members {
+                doc: self.doc,
+                i: self.i + 1,
+                end: end as usize,
+                len: len as usize,
+                trim: self.i == 0 && self.doc.trim_root_keys,
+            }),
+        }
+    }
+
+    pub fn is_null(self) -> bool {
+        matches!(self.doc.toks[self.i], Tok::Null)
+    }
+    pub fn is_number(self) -> bool {
+        matches!(
+            self.doc.toks[self.i],
+            Tok::U64(_) | Tok::I64(_) | Tok::F64(_)
+        )
+    }
+    pub fn is_object(self) -> bool {
+        matches!(self.doc.toks[self.i], Tok::Obj { .. })
+    }
+    pub fn as_str(self) -> Option<&'a str> {
+        match self.view() {
+            View::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn as_u64(self) -> Option<u64> {
+        match self.doc.toks[self.i] {
+            Tok::U64(x) => Some(x),
+            Tok::I64(x) => u64::try_from(x).ok(),
+            _ => None,
+        }
+    }
+    pub fn as_i64(self) -> Option<i64> {
+        match self.doc.toks[self.i] {
+            Tok::U64(x) => i64::try_from(x).ok(),
+            Tok::I64(x) => Some(x),
+            _ => None,
+        }
+    }
+    pub fn as_f64(self) -> Option<f64> {
+        match self.doc.toks[self.i] {
+            Tok::U64(x) => Some(x as f64),
+            Tok::I64(x) => Some(x as f64),
+            Tok::F64(x) => Some(x),
+            _ => None,
+        }
+    }
+    pub fn as_object(self) -> Option<Members<'a>> {
+        match self.view() {
+            View::Obj(m) => Some(m),
+            _ => None,
+        }
+    }
+    pub fn as_array(self) -> Option<Items<'a>> {
+        match self.view() {
+            View::Arr(a) => Some(a),
+            _ => None,
+        }
+    }
+    /// The member `key` of an object (the last one, if repeated, as serde_json reads it).
+    pub fn get(self, key: &str) -> Option<Val<'a>> {
+        self.as_object()?.get(key)
+    }
+
+    pub fn type_name(self) -> &'static str {
+        match self.doc.toks[self.i] {
+            Tok::Null => "null",
+            Tok::Bool(_) => "boolean",
+            Tok::U64(_) | Tok::I64(_) | Tok::F64(_) => "number",
+            Tok::Str { .. } => "string",
+            Tok::Arr { .. } => "array",
+            Tok::Obj { .. } => "object",
+        }
+    }
+
+    /// The value as a serde_json tree, for code that edits or compares documents.
+    pub fn to_serde(self) -> serde_json::Value {
+        use serde_json::Value;
+        match self.view() {
+            View::Null => Value::Null,
+            View::Bool(b) => Value::Bool(b),
+            View::U64(x) => Value::from(x),
+            View::I64(x) => Value::from(x),
+            View::F64(x) => Value::from(x),
+            View::Str(s) => Value::from(s),
+            View::Arr(a) => Value::Array(a.map(Val::to_serde).collect()),
+            View::Obj(m) => Value::Object(m.map(|(k, v)| (k.to_string(), v.to_serde())).collect()),
+        }
+    }
+}
+
+impl fmt::Display for Val<'_> {
+    /// Compact JSON text.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_serde())
+    }
+}
+
+/// The members of an object, in document order.
+#[derive(Clone, Copy)]
+pub struct Members<'a> {
+    doc: &'a Doc,
+    i: usize,
+    end: usize,
+    len: usize,
+    trim: bool,
+}
+
+impl<'a> Members<'a> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn get(self, key: &str) -> Option<Val<'a>> {
+        self.filter(|(k, _)| *k == key).last().map(|(_, v)| v)
+    }
+}
+
+impl<'a> Iterator for Members<'a> {
+    type Item = (&'a str, Val<'a>);
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.i >= self.end {
+            return None;
+        }
+        let Tok::Str { at, len, owned } = self.doc.toks[self.i] else {
+            return None;
+        };
+        let mut key = self.doc.str_at(at, len, owned);
+        if self.trim {
+            key = key.trim();
+        }
+        let v = Val {
+            doc: self.doc,
+            i: self.i + 1,
+        };
+        self.i = self.doc.skip(self.i + 1);
+        Some((key, v))
+    }
+}
+
+/// The elements of an array.
+#[derive(Clone, Copy)]
+pub struct Items<'a> {
+    doc: &'a Doc,
+    i: usize,
+    end: usize,
+    len: usize,
+}
+
+impl Items<'_> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl<'a> Iterator for Items<'a> {
+    type Item = Val<'a>;
+    fn next(&mut self) -> Option<Val<'a>> {
+        if self.i >= self.end {
+            return None;
+        }
+        let v = Val {
+            doc: self.doc,
+            i: self.i,
+        };
+        self.i = self.doc.skip(self.i);
+        Some(v)
+    }
+}
+
+/// Appends the tokens of one document; serde_json drives it.
+struct Builder<'p> {
+    base: usize,
+    toks: &'p mut Vec<Tok>,
+    side: &'p mut String,
+}
+
+impl Builder<'_> {
+    fn string(&mut self, s: &str, borrowed: bool) {
+        let tok = if borrowed {
+            Tok::Str {
+                at: (s.as_ptr() as usize - self.base) as u32,
+                len: s.len() as u32,
+                owned: false,
+            }
+        } else {
+            let at = self.side.len() as u32;
+            self.side.push_str(s);
+            Tok::Str {
+                at,
+                len: s.len() as u32,
+                owned: true,
+            }
+        };
+        self.toks.push(tok);
+    }
+}
+
+struct Value<'a, 'p>(&'a mut Builder<'p>);
+struct Key<'a, 'p>(&'a mut Builder<'p>);
+
+impl<'de> DeserializeSeed<'de> for Value<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Key<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(Value(self.0))
+    }
+}
+
+impl<'de> Visitor<'de> for Value<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.toks.push(Tok::Null);
+        Ok(())
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<(), E> {
+        self.0.toks.push(Tok::Bool(b));
+        Ok(())
+    }
+    fn visit_i64<E>(self, x: i64) -> Result<(), E> {
+        self.0.toks.push(Tok::I64(x));
+        Ok(())
+    }
+    fn visit_u64<E>(self, x: u64) -> Result<(), E> {
+        self.0.toks.push(Tok::U64(x));
+        Ok(())
+    }
+    fn visit_f64<E>(self, x: f64) -> Result<(), E> {
+        self.0.toks.push(Tok::F64(x));
+        Ok(())
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<(), E> {
+        self.0.string(s, true);
+        Ok(())
+    }
+    fn visit_str<E>(self, s: &str) -> Result<(), E> {
+        self.0.string(s, false);
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+        let at = self.0.toks.len();
+        self.0.toks.push(Tok::Null);
+        let mut len = 0u32;
+        while let Some(()) = a.next_element_seed(Value(&mut *self.0))? {
+            len += 1;
+        }
+        let end = self.0.toks.len() as u32;
+        self.0.toks[at] = Tok::Arr { end, len };
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+        let at = self.0.toks.len();
+        self.0.toks.push(Tok::Null);
+        let mut len = 0u32;
+        while let Some(()) = a.next_key_seed(Key(&mut *self.0))? {
+            a.next_value_seed(Value(&mut *self.0))?;
+            len += 1;
+        }
+        let end = self.0.toks.len() as u32;
+        self.0.toks[at] = Tok::Obj { end, len };
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(s: &str) -> Doc {
+        Doc::parse(bytes::Bytes::from(s.to_string())).unwrap()
+    }
+
+    #[test]
+    fn round_trips_through_serde_json() {
+        let text = r#"{"a":[1,-2,3.5,"x\"y",true,null,{}],"b":{"c":[]},"mid":9007199254740993}"#;
+        let d = doc(text);
+        let want: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(d.root().to_serde(), want);
+        assert_eq!(
+            d.root().get("mid").unwrap().as_u64(),
+            Some(9_007_199_254_740_993)
+        );
+        let a = d.root().get("a").unwrap().as_array().unwrap();
+        assert_eq!(a.len(), 7);
+        assert_eq!(a.clone().nth(3).unwrap().as_str(), Some("x\"y"));
+        assert!(d
+            .root()
+            .get("b")
+            .unwrap()
+            .get("c")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .is_empty());
+        assert!(d.root().get("zz").is_none());
+    }
+
+    #[test]
+    fn last_duplicate_wins_and_errors_carry_position() {
+        assert_eq!(
+            doc(r#"{"a":1,"a":2}"#).root().get("a").unwrap().as_u64(),
+            Some(2)
+        );
+        let e = Doc::parse(bytes::Bytes::from_static(b"{\"a\":\n }")).unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+        assert!(Doc::parse(bytes::Bytes::from_static(b"{} x")).is_err());
+    }
+}
