@@ -109,7 +109,7 @@ pub(crate) struct FlowTable {
     opts: CaptureOptions,
     /// The capture's name, for messages.
     file: String,
-    flows: HashMap<FlowKey, Flow>,
+    flows: HashMap<FlowKey, Flow, ahash::RandomState>,
     next_conn: ConnId,
     last_sweep_us: i64,
     /// Interfaces (by link type) whose unsupported link type was already reported.
@@ -122,7 +122,7 @@ impl FlowTable {
         FlowTable {
             opts,
             file,
-            flows: HashMap::new(),
+            flows: HashMap::default(),
             next_conn: 1,
             last_sweep_us: i64::MIN,
             reported_links: Vec::new(),

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::protocol::json::same_name;
 use crate::protocol::{Envelope, Members, Val, View};
 
 use super::model::{Check, PathSel, Selector, Target, TypeDef};
@@ -140,7 +141,7 @@ impl KeyCache {
     fn conforms(&mut self, key: &str, r: &regex::Regex) -> bool {
         let at = self.at;
         self.at += 1;
-        if self.last.get(at).is_some_and(|k| **k == *key) {
+        if self.last.get(at).is_some_and(|k| same_name(k, key)) {
             return true;
         }
         let ok = self.known.contains(key) || r.is_match(key);
@@ -1064,7 +1065,7 @@ fn code_verdict(code: i64, def: Option<&TypeDef>, req: &Pending, rules: &RuleSet
 fn schema_violations(
     env: &protocol::Envelope,
     target: Target,
-    fields: &BTreeMap<String, super::model::FieldSpec>,
+    fields: &super::model::Fields,
     rule: &Rule,
 ) -> Vec<Violation> {
     let mut out = vec![];

@@ -127,7 +127,7 @@ pub enum Check {
         when: Selector,
         #[serde(default)]
         target: Target,
-        fields: BTreeMap<String, FieldSpec>,
+        fields: Fields,
     },
     // --- transport and payload ---
     MqttMalformed,
@@ -329,11 +329,41 @@ pub struct FieldSpec {
     pub max_items: Option<usize>,
     /// Members of an object.
     #[serde(default)]
-    pub fields: Option<BTreeMap<String, FieldSpec>>,
+    pub fields: Option<Fields>,
     /// Schema of every element of an array.
     #[serde(default)]
     pub items: Option<Box<FieldSpec>>,
     /// An object must hold at least one of these members.
     #[serde(default)]
     pub at_least_one_of: Option<Vec<String>>,
+}
+
+/// The member specs of an object, sorted by name. A sorted list rather than a map:
+/// validation walks it once per object, and a list walks faster than a B-tree.
+#[derive(Debug, Clone, Default)]
+pub struct Fields(Vec<(String, FieldSpec)>);
+
+impl Fields {
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &FieldSpec)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(k, _)| k)
+    }
+    pub fn values(&self) -> impl Iterator<Item = &FieldSpec> {
+        self.0.iter().map(|(_, v)| v)
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Fields, D::Error> {
+        let map = BTreeMap::<String, FieldSpec>::deserialize(d)?;
+        Ok(Fields(map.into_iter().collect()))
+    }
 }

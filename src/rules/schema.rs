@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{FieldSpec, Format, JsonType};
+use super::model::{FieldSpec, Fields, Format, JsonType};
+use crate::protocol::json::same_name;
 use crate::protocol::{Members, Val, View};
 use regex::Regex;
 
@@ -52,7 +53,7 @@ impl Violation {
 pub fn validate_object(
     prefix: &str,
     obj: Members<'_>,
-    fields: &BTreeMap<String, FieldSpec>,
+    fields: &Fields,
     regexes: &BTreeMap<String, Regex>,
     spec_path: &str,
     out: &mut Vec<Violation>,
@@ -70,7 +71,7 @@ pub fn validate_object(
 fn object(
     path: &PathRef<'_>,
     obj: Members<'_>,
-    fields: &BTreeMap<String, FieldSpec>,
+    fields: &Fields,
     regexes: &BTreeMap<String, Regex>,
     spec_path: &PathRef<'_>,
     out: &mut Vec<Violation>,
@@ -82,7 +83,7 @@ fn object(
     let inline = fields.len() <= INLINE;
     if inline {
         for (k, v) in obj {
-            if let Some(i) = fields.keys().position(|name| same(name, k)) {
+            if let Some(i) = fields.keys().position(|name| same_name(name, k)) {
                 found[i] = Some(v); // the last of duplicate keys counts, as in serde_json
             }
         }
@@ -101,12 +102,6 @@ fn object(
             Some(v) => value(&p, v, spec, regexes, &sp, out),
         }
     }
-}
-
-/// String equality that rejects on length and first byte before comparing the rest
-/// (most field names differ there; a library compare call costs more than the test).
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
 }
 
 fn value(
@@ -317,11 +312,11 @@ fn join(prefix: &str, name: &str) -> String {
 /// Checks field specs at load time and compiles their patterns.
 pub fn lint_fields(
     prefix: &str,
-    fields: &BTreeMap<String, FieldSpec>,
+    fields: &Fields,
     errors: &mut Vec<String>,
     regexes: &mut BTreeMap<String, Regex>,
 ) {
-    for (name, spec) in fields {
+    for (name, spec) in fields.iter() {
         lint_spec(&join(prefix, name), spec, errors, regexes);
     }
 }
@@ -384,7 +379,7 @@ mod tests {
     use serde_json::json;
 
     fn check(fields: serde_json::Value, v: serde_json::Value) -> Vec<String> {
-        let fields: BTreeMap<String, FieldSpec> = serde_json::from_value(fields).unwrap();
+        let fields: Fields = serde_json::from_value(fields).unwrap();
         let mut regexes = BTreeMap::new();
         let mut errors = vec![];
         lint_fields("", &fields, &mut errors, &mut regexes);
@@ -440,7 +435,7 @@ mod tests {
 
     #[test]
     fn lint_rejects_mismatched_constraints() {
-        let fields: BTreeMap<String, FieldSpec> =
+        let fields: Fields =
             serde_json::from_value(json!({"a": {"type": "string", "min": 1}})).unwrap();
         let mut errors = vec![];
         lint_fields("", &fields, &mut errors, &mut BTreeMap::new());
