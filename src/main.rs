@@ -17,12 +17,6 @@ struct NoSink;
 impl Sink for NoSink {}
 use edgetap::rules::RuleSet;
 
-/// mimalloc rather than the system allocator: the analyzer allocates a few small
-/// blocks per message and, in `analyze`, frees them on the judging thread; glibc's
-/// malloc made that hand-off cost more than the judging it parallelised.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(

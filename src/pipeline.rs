@@ -505,12 +505,12 @@ impl Judge {
         }
     }
 
-    pub fn take(&mut self, s: Staged, sink: &mut dyn Sink) {
+    pub fn take(&mut self, s: &Staged, sink: &mut dyn Sink) {
         match s {
-            Staged::Finding(f) => sink.finding(&f),
+            Staged::Finding(f) => sink.finding(f),
             Staged::Message(m) => {
-                self.engine.on_message(&m, &mut self.findings);
-                sink.message(&m);
+                self.engine.on_message(m, &mut self.findings);
+                sink.message(m);
                 for f in self.findings.drain(..) {
                     sink.finding(&f);
                 }
