@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::capture::{CaptureOptions, CaptureReader, FlowEvent};
@@ -78,17 +79,23 @@ pub fn analyze_files_parallel(
     // allocator frees far faster on the allocating thread than on another (freeing
     // on the judging thread cost more than the parallelism gained).
     let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Staged>>();
+    // Batches sent and not yet judged. Parsing a payload costs about what judging it
+    // does, so it goes to whichever thread is behind: the reader parses while the
+    // judge has work queued and leaves payloads raw for it when it has little.
+    let in_flight = Arc::new(AtomicUsize::new(0));
     let judging = {
         let rules = rules.clone();
+        let in_flight = in_flight.clone();
         std::thread::Builder::new()
             .name("judge".into())
             .spawn(move || {
                 let mut judge = Judge::new(rules);
                 let mut collector = Collector::default();
-                for batch in rx {
-                    for s in &batch {
+                for mut batch in rx {
+                    for s in &mut batch {
                         judge.take(s, &mut collector);
                     }
+                    in_flight.fetch_sub(1, Ordering::Relaxed);
                     let _ = back_tx.send(batch);
                 }
                 let engine = judge.finish(&mut collector);
@@ -104,8 +111,10 @@ pub fn analyze_files_parallel(
                 batch = done;
             }
             a.take_staged(&mut batch);
+            in_flight.fetch_add(1, Ordering::Relaxed);
             // The judge only stops early by panicking; its join below reports that.
             let _ = tx.send(batch);
+            a.parse_payloads(in_flight.load(Ordering::Relaxed) >= 3);
         }
     };
     let read = read_files(settings, &mut analyzer, &mut Quiet, &mut |a| send(a, BATCH));

@@ -83,8 +83,40 @@ struct Conn {
 #[derive(Debug)]
 pub enum Staged {
     Message(Message),
+    /// A message whose payload the judge parses (see [`Analyzer::parse_payloads`]).
+    Unparsed(Unparsed),
     /// A transport finding (gap, malformed packet, bad frame…): already judged.
     Finding(Finding),
+    /// Left behind by [`Judge::take`] while it parses an `Unparsed` in place.
+    Taken,
+}
+
+/// A message before its payload is parsed.
+#[derive(Debug)]
+pub struct Unparsed {
+    seq: u64,
+    conn: ConnId,
+    side: Side,
+    packet: u64,
+    time_us: i64,
+    topic_name: String,
+    topic: protocol::Topic,
+    payload: bytes::Bytes,
+}
+
+impl Unparsed {
+    pub fn parse(self) -> Message {
+        Message {
+            seq: self.seq,
+            conn: self.conn,
+            side: self.side,
+            packet: self.packet,
+            time_us: self.time_us,
+            body: protocol::parse_envelope(self.payload),
+            topic_name: self.topic_name,
+            topic: self.topic,
+        }
+    }
 }
 
 pub struct Analyzer {
@@ -92,6 +124,8 @@ pub struct Analyzer {
     /// Messages and findings wait in `staged` for a [`Judge`] instead of going to the
     /// engine and the sink.
     defer: bool,
+    /// Deferred only: parse payloads here (true) or leave them to the judge.
+    parse_here: bool,
     staged: Vec<Staged>,
     engine: Engine,
     conns: HashMap<ConnId, Conn, ahash::RandomState>,
@@ -109,6 +143,7 @@ impl Analyzer {
         Analyzer {
             settings,
             defer: false,
+            parse_here: true,
             staged: vec![],
             engine: Engine::new(rules),
             conns: HashMap::default(),
@@ -130,6 +165,13 @@ impl Analyzer {
             defer: true,
             ..Analyzer::new(rules, settings)
         }
+    }
+
+    /// Deferred only: whether messages staged from now on carry their payload
+    /// parsed (the default) or raw, for the judge to parse. A front end running the
+    /// judge on another thread balances the two threads' work with it.
+    pub fn parse_payloads(&mut self, here: bool) {
+        self.parse_here = here;
     }
 
     /// Moves what is staged so far to the end of `out`.
@@ -439,23 +481,28 @@ impl Analyzer {
                 }
             }
         }
-        let m = Message {
+        let raw = Unparsed {
             seq: self.seq,
             conn,
             side,
             packet,
             time_us,
-            body: protocol::parse_envelope(p.payload.clone()),
             topic_name: p.topic,
             topic,
+            payload: p.payload,
         };
         self.seq += 1;
         self.stats.messages += 1;
         if self.defer {
             self.flush(sink);
-            self.staged.push(Staged::Message(m));
+            self.staged.push(if self.parse_here {
+                Staged::Message(raw.parse())
+            } else {
+                Staged::Unparsed(raw)
+            });
             return;
         }
+        let m = raw.parse();
         self.engine.on_message(&m, &mut self.findings);
         sink.message(&m);
         self.flush(sink);
@@ -505,8 +552,16 @@ impl Judge {
         }
     }
 
-    pub fn take(&mut self, s: &Staged, sink: &mut dyn Sink) {
+    /// Judges one staged item; an `Unparsed` one is parsed and left in `s` as a
+    /// `Message`, to be dropped with its batch.
+    pub fn take(&mut self, s: &mut Staged, sink: &mut dyn Sink) {
+        if let Staged::Unparsed(_) = s {
+            if let Staged::Unparsed(raw) = std::mem::replace(s, Staged::Taken) {
+                *s = Staged::Message(raw.parse());
+            }
+        }
         match s {
+            Staged::Taken | Staged::Unparsed(_) => {}
             Staged::Finding(f) => sink.finding(f),
             Staged::Message(m) => {
                 self.engine.on_message(m, &mut self.findings);

@@ -188,3 +188,86 @@ fn unreadable_frame_is_a_finding_naming_the_frame() {
     a.finish(&mut s);
     assert!(s.findings.is_empty(), "{:?}", s.findings);
 }
+
+/// A deferred analyzer and a judge give the findings of the one-piece analyzer, in
+/// the same order, whether the payloads are parsed by the reader or by the judge.
+#[test]
+fn deferred_judging_finds_what_direct_judging_finds() {
+    use edgetap::pipeline::{Judge, Staged};
+    let rules = Arc::new(RuleSet::builtin());
+    // A session with findings of several kinds: a request without linkup first, a
+    // bad payload, an unanswered request, and a malformed packet at the end.
+    let feed = |a: &mut Analyzer,
+                s: &mut dyn edgetap::pipeline::Sink,
+                mid: &mut dyn FnMut(&mut Analyzer, usize)| {
+        a.open(1, None, None, false);
+        a.data(1, Side::Client, T0, 1, &connect("edge"), s);
+        let msgs = [
+            (
+                "/v1/E1/device/request",
+                r#"{"mid":5,"type":"CMD_SYS_STATUS","timestamp":"2026-11-26 18:00:00","param":{}}"#,
+            ),
+            ("/v1/E1/device/request", LINKUP),
+            (
+                "/v1/E1/device/data",
+                r#"{"mid":6,"type":"REP_SYS_STATUS","param":{"cpuRate":"x"}}"#,
+            ),
+            ("/v1/E1/device/data", "not json"),
+            (
+                "/v1/E1/app/request",
+                r#"{"mid":7,"type ":"EVENT_APP_X","Bad_Key":1}"#,
+            ),
+        ];
+        for (i, (t, p)) in msgs.iter().enumerate() {
+            a.data(
+                1,
+                Side::Client,
+                T0 + 1000 * (i as i64 + 1),
+                2 + i as u64,
+                &publish(t, p),
+                s,
+            );
+            mid(a, i);
+        }
+        a.data(1, Side::Client, T0 + 9000, 9, &[0x30, 0x05, 0x00], s);
+        a.finish(s);
+    };
+    let mut direct = Collector::default();
+    feed(&mut analyzer(1 << 20), &mut direct, &mut |_, _| {});
+    assert!(
+        direct.findings.len() >= 5,
+        "{:?}",
+        rules_of(&direct.findings)
+    );
+    for parse_at_reader in [true, false] {
+        let mut a = Analyzer::deferred(
+            rules.clone(),
+            Settings {
+                max_packet: 1 << 20,
+            },
+        );
+        let mut staged: Vec<Staged> = vec![];
+        // Alternate who parses, message by message, when asked to.
+        feed(&mut a, &mut Collector::default(), &mut |a, i| {
+            a.parse_payloads(parse_at_reader || i % 2 == 0);
+        });
+        a.take_staged(&mut staged);
+        assert!(staged.iter().any(|s| matches!(s, Staged::Unparsed(_))) != parse_at_reader);
+        let mut judge = Judge::new(rules.clone());
+        let mut judged = Collector::default();
+        for s in &mut staged {
+            judge.take(s, &mut judged);
+        }
+        judge.finish(&mut judged);
+        let key = |f: &Vec<Finding>| -> Vec<String> {
+            f.iter()
+                .map(|f| format!("{} {:?} {}", f.rule, f.packet, f.message))
+                .collect()
+        };
+        assert_eq!(
+            key(&judged.findings),
+            key(&direct.findings),
+            "parse at reader: {parse_at_reader}"
+        );
+    }
+}

@@ -32,6 +32,8 @@ enum Tok {
         at: u32,
         len: u32,
         owned: bool,
+        /// A member name.
+        key: bool,
     },
     U64(u64),
     I64(i64),
@@ -78,6 +80,7 @@ impl Doc {
             let mut d = serde_json::Deserializer::from_str(text);
             let mut b = Builder {
                 base: text.as_ptr() as usize,
+                key: false,
                 toks: &mut toks,
                 side: &mut side,
             };
@@ -107,6 +110,24 @@ impl Doc {
         } else {
             self.text.get(at..at + len).unwrap_or_default()
         }
+    }
+
+    /// Every member name of the document, at any depth, in document order: one pass
+    /// over the tape, no tree walk. (Root names read trimmed as [`Members`] reads
+    /// them, when the envelope had names with surrounding whitespace.)
+    pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
+        self.toks.iter().filter_map(move |t| match *t {
+            Tok::Str {
+                at,
+                len,
+                owned,
+                key: true,
+            } => {
+                let k = self.str_at(at, len, owned);
+                Some(if self.trim_root_keys { k.trim() } else { k })
+            }
+            _ => None,
+        })
     }
 
     /// Index of the token after the value at `i`.
@@ -145,7 +166,7 @@ impl<'a> Val<'a> {
             Tok::U64(x) => View::U64(x),
             Tok::I64(x) => View::I64(x),
             Tok::F64(x) => View::F64(x),
-            Tok::Str { at, len, owned } => View::Str(self.doc.str_at(at, len, owned)),
+            Tok::Str { at, len, owned, .. } => View::Str(self.doc.str_at(at, len, owned)),
             Tok::Arr { end, len } => View::Arr(Items {
                 doc: self.doc,
                 i: self.i + 1,
@@ -283,7 +304,7 @@ impl<'a> Iterator for Members<'a> {
         if self.i >= self.end {
             return None;
         }
-        let Tok::Str { at, len, owned } = self.doc.toks[self.i] else {
+        let Tok::Str { at, len, owned, .. } = self.doc.toks[self.i] else {
             return None;
         };
         let mut key = self.doc.str_at(at, len, owned);
@@ -341,17 +362,21 @@ pub fn same_name(a: &str, b: &str) -> bool {
 /// Appends the tokens of one document; serde_json drives it.
 struct Builder<'p> {
     base: usize,
+    /// The next string is a member name.
+    key: bool,
     toks: &'p mut Vec<Tok>,
     side: &'p mut String,
 }
 
 impl Builder<'_> {
     fn string(&mut self, s: &str, borrowed: bool) {
+        let key = std::mem::take(&mut self.key);
         let tok = if borrowed {
             Tok::Str {
                 at: (s.as_ptr() as usize - self.base) as u32,
                 len: s.len() as u32,
                 owned: false,
+                key,
             }
         } else {
             let at = self.side.len() as u32;
@@ -360,6 +385,7 @@ impl Builder<'_> {
                 at,
                 len: s.len() as u32,
                 owned: true,
+                key,
             }
         };
         self.toks.push(tok);
@@ -379,6 +405,7 @@ impl<'de> DeserializeSeed<'de> for Value<'_, '_> {
 impl<'de> DeserializeSeed<'de> for Key<'_, '_> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.0.key = true;
         d.deserialize_str(Value(self.0))
     }
 }

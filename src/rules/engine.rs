@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::protocol::json::same_name;
-use crate::protocol::{Envelope, Members, Val, View};
+use crate::protocol::{Envelope, Val, View};
 
 use super::model::{Check, PathSel, Selector, Target, TypeDef};
 use super::schema::{self, Violation};
@@ -299,8 +299,8 @@ impl Engine {
                             let mut bad = vec![];
                             let cache = slot(&mut self.good_keys, &rule.def.id);
                             cache.start();
-                            if let Some(root) = env.root().as_object() {
-                                bad_keys("", root, r, cache, &mut bad);
+                            if !all_keys_match(env, r, cache) {
+                                bad_keys("", env.root(), r, &mut bad);
                             }
                             for p in bad {
                                 let mut v = ctx.vars(m);
@@ -1178,53 +1178,34 @@ fn expired(m: &Message) -> Option<String> {
     })
 }
 
-/// Paths of keys that `r` rejects, at any depth. Conforming messages (the common
-/// case) are checked without building a single path.
-fn bad_keys(
-    prefix: &str,
-    obj: Members<'_>,
-    r: &regex::Regex,
-    cache: &mut KeyCache,
-    out: &mut Vec<String>,
-) {
-    if all_keys_match(obj, r, cache) {
-        return;
-    }
-    let join = |k: &str| {
-        if prefix.is_empty() {
-            k.to_string()
-        } else {
-            format!("{prefix}.{k}")
-        }
-    };
-    for (k, v) in obj {
-        if !r.is_match(k) {
-            out.push(join(k));
-        }
-        if let Some(o) = v.as_object().filter(|o| !o.is_empty()) {
-            bad_keys(&join(k), o, r, cache, out);
-        } else if let Some(a) = v.as_array() {
-            for (i, x) in a.enumerate() {
-                if let Some(o) = x.as_object() {
-                    bad_keys(&format!("{}[{i}]", join(k)), o, r, cache, out);
+/// Paths of the member names `r` rejects, at any depth (objects in arrays too).
+/// Runs only once [`all_keys_match`] found one.
+fn bad_keys(path: &str, v: Val<'_>, r: &regex::Regex, out: &mut Vec<String>) {
+    match v.view() {
+        View::Obj(members) => {
+            for (k, v) in members {
+                let p = if path.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{path}.{k}")
+                };
+                if !r.is_match(k) {
+                    out.push(p.clone());
                 }
+                bad_keys(&p, v, r, out);
             }
         }
+        View::Arr(items) => {
+            for (i, x) in items.enumerate() {
+                bad_keys(&format!("{path}[{i}]"), x, r, out);
+            }
+        }
+        _ => {}
     }
 }
 
-fn all_keys_match(obj: Members<'_>, r: &regex::Regex, cache: &mut KeyCache) -> bool {
-    obj.into_iter().all(|(k, v)| {
-        cache.conforms(k, r)
-            && match v.view() {
-                View::Obj(o) => all_keys_match(o, r, cache),
-                View::Arr(mut a) => a.all(|x| match x.view() {
-                    View::Obj(o) => all_keys_match(o, r, cache),
-                    _ => true,
-                }),
-                _ => true,
-            }
-    })
+fn all_keys_match(env: &Envelope, r: &regex::Regex, cache: &mut KeyCache) -> bool {
+    env.doc.keys().all(|k| cache.conforms(k, r))
 }
 
 /// The per-edge state, created on first sight without cloning the id each time.
