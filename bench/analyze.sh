@@ -3,6 +3,8 @@
 # traffic, in the same run. Not a test: prints numbers for the issue note.
 #
 #   bench/analyze.sh [N_MESSAGES]    (default 200000 REP_SYS_STATUS of ~900 bytes)
+#   KEEP=1 keeps the work folder; PCAP=FILE times that capture instead of making one;
+#   ROUNDS=N runs each timed command N times (default 3), taking turns.
 #
 # Needs mosquitto, mosquitto-clients, tcpdump, tshark, ethtool, /usr/bin/time; run as root.
 set -euo pipefail
@@ -23,8 +25,12 @@ ethtool -K lo tso "$offload" gso "$offload" gro "$offload"
 cargo build --release --quiet
 bin=target/release/edgetap
 
-# 1. Payloads: n REP_SYS_STATUS reports, one JSON object per line (~900 bytes each).
-python3 - "$n" > "$work/payloads.txt" <<'PY'
+if [ -n "${PCAP:-}" ]; then
+  # PCAP=FILE: time an earlier capture of this script (KEEP=1 keeps one) again.
+  ln -s "$(realpath "$PCAP")" "$work/bench.pcap"
+else
+  # 1. Payloads: n REP_SYS_STATUS reports, one JSON object per line (~900 bytes each).
+  python3 - "$n" > "$work/payloads.txt" <<'PY'
 import json, sys
 n = int(sys.argv[1])
 links = [{"name": f"eth{i}", "status": "up" if i % 3 else "down"} for i in range(18)]
@@ -38,41 +44,49 @@ for i in range(n):
                   "linkState": links, "longitude": "116.397128", "latitude": "39.916527"}},
         separators=(",", ":")))
 PY
-echo "payload line: $(head -1 "$work/payloads.txt" | wc -c) bytes"
+  echo "payload line: $(head -1 "$work/payloads.txt" | wc -c) bytes"
 
-# 2. A real broker and tcpdump on loopback; the edge publishes through the broker.
-printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" > "$work/mosquitto.conf"
-mosquitto -c "$work/mosquitto.conf" >/dev/null 2>&1 &
-sleep 0.5
-tcpdump -i lo -w "$work/bench.pcap" -U -B 65536 "tcp port $port" >/dev/null 2>&1 &
-dump=$!
-sleep 1
-mosquitto_pub -p "$port" -i edge-EDGE0001 -t /v1/EDGE0001/device/data -q 0 -l < "$work/payloads.txt"
-sleep 1
-kill -INT "$dump"; wait "$dump" || true
-size=$(stat -c %s "$work/bench.pcap")
-echo "capture: $((size / 1000000)) MB, lo MTU $mtu offload $offload, $(tshark -r "$work/bench.pcap" -T fields -e frame.number 2>/dev/null | wc -l) frames"
+  # 2. A real broker and tcpdump on loopback; the edge publishes through the broker.
+  printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" > "$work/mosquitto.conf"
+  mosquitto -c "$work/mosquitto.conf" >/dev/null 2>&1 &
+  sleep 0.5
+  tcpdump -i lo -w "$work/bench.pcap" -U -B 65536 "tcp port $port" >/dev/null 2>&1 &
+  dump=$!
+  sleep 1
+  mosquitto_pub -p "$port" -i edge-EDGE0001 -t /v1/EDGE0001/device/data -q 0 -l < "$work/payloads.txt"
+  sleep 1
+  kill -INT "$dump"; wait "$dump" || true
+  size=$(stat -c %s "$work/bench.pcap")
+  echo "capture: $((size / 1000000)) MB, lo MTU $mtu offload $offload, $(tshark -r "$work/bench.pcap" -T fields -e frame.number 2>/dev/null | wc -l) frames"
 
-# 3. Time both in the same run, warm cache first. Shared cores make single runs vary
-#    by 10-20 %, so each command runs ROUNDS times (default 3) and its best counts.
+fi
+# 3. Time both in the same run, warm cache first. Shared cores make a single run vary
+#    by 10-40 % with the neighbours' load, so the commands take turns, ROUNDS times
+#    (default 3), and each one's best run counts.
 cat "$work/bench.pcap" > /dev/null
 rounds=${ROUNDS:-3}
-best() { # label, command...: prints the best "%e s, peak RSS %M KB" of $rounds runs
-  local label=$1; shift; local b="" n=${N:-$rounds}
-  for _ in $(seq "$n"); do
-    /usr/bin/time -f "%e s, peak RSS %M KB" "$@" > "$work/out" 2> "$work/time" || true
-    local r; r=$(tail -1 "$work/time")
-    if [ -z "$b" ] || awk -v a="${r%% *}" -v b="${b%% *}" 'BEGIN { exit !(a < b) }'; then b=$r; fi
-  done
-  echo "$label: $b" >&2
-  echo "${b%% *}"
+declare -A best_s best_line
+run() { # key, command...: one timed run, kept if it is the key's best
+  local key=$1; shift
+  /usr/bin/time -f "%e s, peak RSS %M KB" "$@" > "$work/out.$key" 2> "$work/time" || true
+  local r; r=$(tail -1 "$work/time")
+  if [ -z "${best_s[$key]:-}" ] || awk -v a="${r%% *}" -v b="${best_s[$key]}" 'BEGIN { exit !(a < b) }'; then
+    best_s[$key]=${r%% *}; best_line[$key]=$r
+  fi
 }
-e=$(best "edgetap analyze --format json (reading | judging threads)" "$bin" analyze --no-progress --port "$port" --format json "$work/bench.pcap")
-python3 -c "import json; s=json.load(open('$work/out'))['summary']; print('  ', {k: s[k] for k in ('mqtt_packets','publishes','messages','errors','warnings')})"
-e1=$(EDGETAP_THREADS=1 best "edgetap analyze, one thread (EDGETAP_THREADS=1)" "$bin" analyze --no-progress --port "$port" --format json "$work/bench.pcap")
-f=$(best "tshark -T fields -e mqtt.topic -e mqtt.msg" tshark -r "$work/bench.pcap" -d "tcp.port==$port,mqtt" -T fields -e mqtt.topic -e mqtt.msg)
-echo "  lines: $(wc -l < "$work/out")"
-j=$(N=1 best "tshark -T json (once)" tshark -r "$work/bench.pcap" -d "tcp.port==$port,mqtt" -T json)
+for _ in $(seq "$rounds"); do
+  run e "$bin" analyze --no-progress --port "$port" --format json "$work/bench.pcap"
+  EDGETAP_THREADS=1 run e1 "$bin" analyze --no-progress --port "$port" --format json "$work/bench.pcap"
+  run f tshark -r "$work/bench.pcap" -d "tcp.port==$port,mqtt" -T fields -e mqtt.topic -e mqtt.msg
+done
+run j tshark -r "$work/bench.pcap" -d "tcp.port==$port,mqtt" -T json
+echo "edgetap analyze --format json (reading | judging threads): ${best_line[e]}"
+python3 -c "import json; s=json.load(open('$work/out.e'))['summary']; print('  ', {k: s[k] for k in ('mqtt_packets','publishes','messages','errors','warnings')})"
+echo "edgetap analyze, one thread (EDGETAP_THREADS=1): ${best_line[e1]}"
+echo "tshark -T fields -e mqtt.topic -e mqtt.msg: ${best_line[f]}"
+echo "  lines: $(wc -l < "$work/out.f")"
+echo "tshark -T json (once): ${best_line[j]}"
+e=${best_s[e]}; e1=${best_s[e1]}; f=${best_s[f]}; j=${best_s[j]}
 python3 - "$e" "$e1" "$f" "$j" <<'PY'
 import sys
 e, e1, f, j = (float(x) for x in sys.argv[1:])
