@@ -8,6 +8,7 @@
 #   BENCH_MESSAGES=50000 BENCH_ROUNDS=5000 bench/proxy.sh
 #   BENCH_MAX_BUFFERED=4194304 bench/proxy.sh   # the proxy's --max-buffered
 #   BENCH_SLOW=1 bench/proxy.sh                 # also print the 30 slowest QoS 1 rounds
+#   BENCH_PAIRS=5 bench/proxy.sh                # direct/proxied pairs, taking turns (default 5)
 #
 # Targets: throughput >= 90% of direct; added p99 latency < 300 µs on loopback;
 # peak RSS < 100 MB at 1,000 connections. Needs mosquitto; raises its fd limit itself.
