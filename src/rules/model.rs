@@ -341,29 +341,42 @@ pub struct FieldSpec {
 /// The member specs of an object, sorted by name. A sorted list rather than a map:
 /// validation walks it once per object, and a list walks faster than a B-tree.
 #[derive(Debug, Clone, Default)]
-pub struct Fields(Vec<(String, FieldSpec)>);
+pub struct Fields {
+    specs: Vec<(String, FieldSpec)>,
+    /// The names again, side by side: a lookup scans them without touching the specs.
+    names: Vec<String>,
+}
 
 impl Fields {
+    /// Index of the spec named `name`.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.names
+            .iter()
+            .position(|n| crate::protocol::json::same_name(n, name))
+    }
     pub fn iter(&self) -> impl Iterator<Item = (&String, &FieldSpec)> {
-        self.0.iter().map(|(k, v)| (k, v))
+        self.specs.iter().map(|(k, v)| (k, v))
     }
     pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.0.iter().map(|(k, _)| k)
+        self.names.iter()
     }
     pub fn values(&self) -> impl Iterator<Item = &FieldSpec> {
-        self.0.iter().map(|(_, v)| v)
+        self.specs.iter().map(|(_, v)| v)
     }
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.specs.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.specs.is_empty()
     }
 }
 
 impl<'de> Deserialize<'de> for Fields {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Fields, D::Error> {
         let map = BTreeMap::<String, FieldSpec>::deserialize(d)?;
-        Ok(Fields(map.into_iter().collect()))
+        Ok(Fields {
+            names: map.keys().cloned().collect(),
+            specs: map.into_iter().collect(),
+        })
     }
 }

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use super::model::{FieldSpec, Fields, Format, JsonType};
-use crate::protocol::json::same_name;
 use crate::protocol::{Members, Val, View};
 use regex::Regex;
 
@@ -83,7 +82,7 @@ fn object(
     let inline = fields.len() <= INLINE;
     if inline {
         for (k, v) in obj {
-            if let Some(i) = fields.keys().position(|name| same_name(name, k)) {
+            if let Some(i) = fields.position(k) {
                 found[i] = Some(v); // the last of duplicate keys counts, as in serde_json
             }
         }
