@@ -515,6 +515,28 @@ mod tests {
     }
 
     #[test]
+    fn names_compare_equal_only_when_equal() {
+        for (a, b, eq) in [
+            ("", "", true),
+            ("devPeriod", "devPeriod", true),
+            ("devPeriod", "devPeriot", false),
+            ("devPeriod", "xevPeriod", false),
+            ("linkStateOfEth0", "linkStateOfEth0", true),
+            ("linkStateOfEth0", "linkStateOfEth1", false),
+            ("mid", "mids", false),
+            ("名称", "名称", true),
+        ] {
+            assert_eq!(same_name(a, b), eq, "{a} / {b}");
+        }
+    }
+
+    #[test]
+    fn member_names_are_read_off_the_tape_in_order() {
+        let d = doc(r#"{"a":{"b":[{"c":1},{"d":"e"}]},"f":["g"]}"#);
+        assert_eq!(d.keys().collect::<Vec<_>>(), ["a", "b", "c", "d", "f"]);
+    }
+
+    #[test]
     fn last_duplicate_wins_and_errors_carry_position() {
         assert_eq!(
             doc(r#"{"a":1,"a":2}"#).root().get("a").unwrap().as_u64(),
