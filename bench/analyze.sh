@@ -4,7 +4,7 @@
 #
 #   bench/analyze.sh [N_MESSAGES]    (default 200000 REP_SYS_STATUS of ~900 bytes)
 #   KEEP=1 keeps the work folder; PCAP=FILE times that capture instead of making one;
-#   ROUNDS=N runs each timed command N times (default 3), taking turns.
+#   ROUNDS=N runs each timed command N times (default 5), taking turns.
 #
 # Needs mosquitto, mosquitto-clients, tcpdump, tshark, ethtool, /usr/bin/time; run as root.
 set -euo pipefail
@@ -62,9 +62,9 @@ PY
 fi
 # 3. Time both in the same run, warm cache first. Shared cores make a single run vary
 #    by 10-40 % with the neighbours' load, so the commands take turns, ROUNDS times
-#    (default 3), and each one's best run counts.
+#    (default 5), and each one's best run counts.
 cat "$work/bench.pcap" > /dev/null
-rounds=${ROUNDS:-3}
+rounds=${ROUNDS:-5}
 declare -A best_s best_line
 run() { # key, command...: one timed run, kept if it is the key's best
   local key=$1; shift
