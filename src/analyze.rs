@@ -105,11 +105,12 @@ pub fn analyze_files_parallel(
     };
     let send = |a: &mut Analyzer, at_least: usize| {
         if a.staged_len() >= at_least {
-            let mut batch = Vec::with_capacity(BATCH);
+            let mut recycled = None;
             for mut done in back_rx.try_iter() {
                 done.clear();
-                batch = done;
+                recycled = Some(done);
             }
+            let mut batch = recycled.unwrap_or_else(|| Vec::with_capacity(BATCH));
             a.take_staged(&mut batch);
             in_flight.fetch_add(1, Ordering::Relaxed);
             // The judge only stops early by panicking; its join below reports that.

@@ -1076,11 +1076,16 @@ fn schema_violations(
             }
         }
         Target::Param => match env.param().filter(|p| !p.is_null()) {
-            Some(p) if p.is_object() => {
-                if let Some(p) = p.as_object() {
-                    schema::validate_object("param", p, fields, &rule.regexes, "", &mut out)
+            Some(p) => match p.as_object() {
+                Some(obj) => {
+                    schema::validate_object("param", obj, fields, &rule.regexes, "", &mut out)
                 }
-            }
+                None => out.push(Violation {
+                    path: "param".into(),
+                    expected: "object".into(),
+                    seen: schema::describe(p),
+                }),
+            },
             None => {
                 if fields.values().any(|f| f.required) {
                     out.push(Violation {
@@ -1090,11 +1095,6 @@ fn schema_violations(
                     });
                 }
             }
-            Some(other) => out.push(Violation {
-                path: "param".into(),
-                expected: "object".into(),
-                seen: schema::describe(other),
-            }),
         },
     }
     out
