@@ -76,6 +76,8 @@ struct Conn {
     client_id: Option<String>,
     /// The client's CONNECT credentials; kept for the store, never printed unredacted.
     username: Option<String>,
+    /// Reported as not decodable ([`Analyzer::opaque`]).
+    opaque: bool,
 }
 
 /// What an analyzer that defers judging ([`Analyzer::deferred`]) hands to a
@@ -220,6 +222,7 @@ impl Analyzer {
                 version: None,
                 client_id: None,
                 username: None,
+                opaque: false,
             },
         );
         self.stats.connections += 1;
@@ -313,6 +316,31 @@ impl Analyzer {
             &mut self.findings,
         );
         self.flush(sink);
+    }
+
+    /// Bytes of a connection that the front end forwarded without being able to
+    /// read them (TLS it does not terminate): the first of a connection reports the
+    /// flow as not decodable; the bytes are not decoded.
+    pub fn opaque(
+        &mut self,
+        conn: ConnId,
+        time_us: i64,
+        packet: u64,
+        reason: &str,
+        sink: &mut dyn Sink,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if std::mem::replace(&mut c.opaque, true) {
+            return;
+        }
+        let unknown = || SocketAddr::from(([0, 0, 0, 0], 0));
+        let (client, server) = (
+            c.client.unwrap_or_else(unknown),
+            c.server.unwrap_or_else(unknown),
+        );
+        self.not_decodable(conn, client, server, time_us, packet, reason, sink);
     }
 
     /// The connection ended; bytes left in its buffers are an unfinished packet.

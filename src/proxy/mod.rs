@@ -19,8 +19,8 @@
 //!   payloads of the binary frames (the WebSocket framing is forwarded, not stored);
 //!   with TLS terminated (`tls.accept`), the plaintext, re-encrypted toward the
 //!   upstream when `tls.upstream` is set. A TLS flow the proxy does not terminate is
-//!   forwarded untouched and reported once as not decodable; its bytes are not
-//!   analysed or recorded.
+//!   forwarded untouched, recorded as it went by (opaque chunks: the export shows the
+//!   TLS session) and reported once as not decodable; its bytes are not analysed.
 //!
 //! Flush window: the store is written and fsynced every [`FLUSH_INTERVAL`] (100 ms)
 //! or every [`FLUSH_BYTES`] (1 MiB; a quarter of `max_buffered` when that is less)

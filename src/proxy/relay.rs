@@ -292,11 +292,11 @@ impl<'a> View<'a> {
         }
     }
 
-    /// The analysis copy of `read`: `Ok(None)` when there is nothing to analyse yet,
-    /// `Err(reason)` when this direction just became not decodable.
-    fn copy(&mut self, read: &[u8]) -> Result<Option<Bytes>, String> {
+    /// The copy of `read` to record and analyse: `Ok(None)` when there is nothing
+    /// to hand over yet, `Err(reason)` when this direction just became not decodable.
+    fn copy(&mut self, read: &[u8]) -> Result<Option<Copied>, String> {
         if self.opaque.load(Ordering::Relaxed) {
-            return Ok(None);
+            return Ok(Some(Copied::Opaque(Bytes::copy_from_slice(read))));
         }
         let mut data = read;
         let held;
@@ -308,9 +308,10 @@ impl<'a> View<'a> {
             }
             held = self.sniff.take().expect("present");
             if looks_like_tls(&held) {
+                // Recorded as forwarded, not analysed; the analyzer reports the flow
+                // as not decodable when it sees the first opaque chunk.
                 self.opaque.store(true, Ordering::Relaxed);
-                // The finding reads "flow A → B is TLS (…): not decodable".
-                return Err("TLS (not terminated: no --tls-cert/--tls-key)".into());
+                return Ok(Some(Copied::Opaque(Bytes::from(held))));
             }
             data = &held;
         }
@@ -324,8 +325,16 @@ impl<'a> View<'a> {
             })?;
             data = &self.out;
         }
-        Ok((!data.is_empty()).then(|| Bytes::copy_from_slice(data)))
+        Ok((!data.is_empty()).then(|| Copied::Mqtt(Bytes::copy_from_slice(data))))
     }
+}
+
+/// What a forwarded read hands to the analysis task.
+enum Copied {
+    /// The MQTT byte stream (the read itself, or a WebSocket frame's payload).
+    Mqtt(Bytes),
+    /// Bytes the proxy cannot read (TLS it does not terminate): recorded only.
+    Opaque(Bytes),
 }
 
 async fn tap(
@@ -398,8 +407,9 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             r = forward => r.map_err(|e| Broken::Write(side, e))?,
             _ = stop.wait_for(|s| *s) => stopped = true,
         }
-        let chunk = match view.copy(&buf) {
-            Ok(Some(c)) => c,
+        let (chunk, opaque) = match view.copy(&buf) {
+            Ok(Some(Copied::Mqtt(c))) => (c, false),
+            Ok(Some(Copied::Opaque(c))) => (c, true),
             Ok(None) => continue,
             Err(reason) => {
                 tracing::info!("connection {conn}: not decodable: {reason}");
@@ -439,14 +449,12 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     .expect("budget semaphore never closed")
             }
         };
-        tap(
-            sh,
-            conn,
-            t,
-            EventKind::Data { side, bytes: chunk },
-            Some(permit),
-        )
-        .await;
+        let kind = if opaque {
+            EventKind::Opaque { side, bytes: chunk }
+        } else {
+            EventKind::Data { side, bytes: chunk }
+        };
+        tap(sh, conn, t, kind, Some(permit)).await;
     }
     Ok(Ended::Stopped)
 }

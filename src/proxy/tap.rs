@@ -66,7 +66,9 @@ impl Tap {
     /// Chunk bytes carried.
     fn bytes(&self) -> usize {
         match &self.kind {
-            TapKind::Event(EventKind::Data { bytes, .. }) => bytes.len(),
+            TapKind::Event(EventKind::Data { bytes, .. } | EventKind::Opaque { bytes, .. }) => {
+                bytes.len()
+            }
             _ => 0,
         }
     }
@@ -577,7 +579,9 @@ fn record(rec: &mut Recorder, cap: u64, ev: &Event) {
             rec.batch.conn(cap, &c);
             rec.conns.insert(ev.conn, c);
         }
-        EventKind::Data { bytes, .. } => m.bytes += bytes.len() as u64,
+        EventKind::Data { bytes, .. } | EventKind::Opaque { bytes, .. } => {
+            m.bytes += bytes.len() as u64
+        }
         EventKind::Fin { .. } => {}
         EventKind::End { how } => {
             if let Some(mut c) = rec.conns.remove(&ev.conn) {

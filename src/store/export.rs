@@ -155,7 +155,7 @@ pub fn export_pcapng<W: Write>(
                 ));
                 flows.insert(ev.conn, fl);
             }
-            EventKind::Data { side, bytes } => {
+            EventKind::Data { side, bytes } | EventKind::Opaque { side, bytes } => {
                 let Some(fl) = flows.get_mut(&ev.conn) else {
                     continue;
                 };

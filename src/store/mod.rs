@@ -25,6 +25,7 @@
 //! event   time_us:u64 seq:u64 conn:u64 kind:u8 len:u32 body[len] npackets:u32
 //!         (len:u32 packet)×npackets
 //! kind    0 open ("CLIENT SERVER") · 1/2 data client/server · 3/4 fin · 5 end (how)
+//!         · 6/7 opaque data client/server (forwarded, not analysed: untouched TLS)
 //! packet  1:u8 fields:u8 side:u8 conn:v chunk:v time_us:z offset:v len:v type:s
 //!         [client_id:s] [version:s] [username:s] [password:s] [topic:s]
 //!         [payload_len:v]       (present as bit 0…5 of `fields` says)
@@ -129,6 +130,12 @@ pub enum EventKind {
         side: Side,
         bytes: Bytes,
     },
+    /// Bytes forwarded but not analysed: a TLS flow the proxy does not terminate. Kept
+    /// so that the store holds everything forwarded (and the export shows it).
+    Opaque {
+        side: Side,
+        bytes: Bytes,
+    },
     /// That side finished sending (FIN), mirrored to the other.
     Fin {
         side: Side,
@@ -226,6 +233,7 @@ const EV_OPEN: u8 = 0;
 const EV_DATA: u8 = 1;
 const EV_FIN: u8 = 3;
 const EV_END: u8 = 5;
+const EV_OPAQUE: u8 = 6;
 
 impl WriteBatch {
     pub fn event(&mut self, cap: u64, ev: &Event) {
@@ -236,6 +244,10 @@ impl WriteBatch {
             EventKind::Data { side, bytes } => {
                 self.data_bytes += bytes.len();
                 (EV_DATA + side.index() as u8, bytes.clone())
+            }
+            EventKind::Opaque { side, bytes } => {
+                self.data_bytes += bytes.len();
+                (EV_OPAQUE + side.index() as u8, bytes.clone())
             }
             EventKind::Fin { side } => (EV_FIN + side.index() as u8, Bytes::new()),
             EventKind::End { how } => (EV_END, Bytes::from(how.clone())),
@@ -926,6 +938,10 @@ fn decode_batch(
                 },
                 EV_END => EventKind::End {
                     how: String::from_utf8_lossy(&buf[body]).into_owned(),
+                },
+                6 | 7 => EventKind::Opaque {
+                    side: side(kind - EV_OPAQUE),
+                    bytes: buf.slice(body),
                 },
                 _ => return Err(bad(format!("unknown event kind {kind}"))),
             };

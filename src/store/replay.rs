@@ -11,11 +11,15 @@ use crate::pipeline::{Analyzer, PacketEvent, Settings, Sink};
 use crate::report::{Collector, Report};
 use crate::rules::RuleSet;
 
+/// Why the proxy recorded a flow's bytes without analysing them.
+pub const OPAQUE_REASON: &str = "TLS (not terminated: no --tls-cert/--tls-key)";
+
 /// Hands one event to the analyzer. `seq` is the `packet` number of findings.
 pub fn feed(a: &mut Analyzer, ev: &Event, sink: &mut dyn Sink) {
     match &ev.kind {
         EventKind::Open { client, server } => a.open(ev.conn, Some(*client), Some(*server), false),
         EventKind::Data { side, bytes } => a.data(ev.conn, *side, ev.time_us, ev.seq, bytes, sink),
+        EventKind::Opaque { .. } => a.opaque(ev.conn, ev.time_us, ev.seq, OPAQUE_REASON, sink),
         // The analyzer judges each direction's bytes; a half-close changes nothing
         // until the connection ends.
         EventKind::Fin { .. } => {}
