@@ -420,53 +420,11 @@ fn recv_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_mqtt_is_forwarded_and_decoded() {
-    use rumqttc::mqttbytes::v4::{Connect, Packet as P, Publish, Subscribe};
     let upstream = rumqttd_ws();
     let mut s = settings(upstream.to_string());
     s.websocket = true;
     let p = proxy(s).await;
-    let addr = p.addr;
-    let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
-    let b2 = binary.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut ws = ws_connect(addr);
-        let mut buf = BytesMut::new();
-        send(&mut ws, |b| {
-            Connect::new("ws-edge").write(b).unwrap();
-        });
-        recv_until(&mut ws, &mut buf, |p| matches!(p, P::ConnAck(_)));
-        send(&mut ws, |b| {
-            Subscribe::new("#", rumqttc::mqttbytes::QoS::AtMostOnce)
-                .write(b)
-                .unwrap();
-        });
-        recv_until(&mut ws, &mut buf, |p| matches!(p, P::SubAck(_)));
-        // A ping between the data frames: the de-framer drops it.
-        ws.send(tungstenite::Message::Ping(b"x".to_vec())).unwrap();
-        for (topic, payload) in [(REQUEST_TOPIC, REQUEST.to_vec()), ("data/binary", b2)] {
-            send(&mut ws, |b| {
-                Publish::new(topic, rumqttc::mqttbytes::QoS::AtMostOnce, payload.clone())
-                    .write(b)
-                    .unwrap();
-            });
-            let mut got = None;
-            recv_until(&mut ws, &mut buf, |p| match p {
-                P::Publish(p) if p.topic == topic => {
-                    got = Some(p.payload.to_vec());
-                    true
-                }
-                _ => false,
-            });
-            assert_eq!(got.as_deref(), Some(&payload[..]), "payload of {topic}");
-        }
-        send(&mut ws, |b| {
-            rumqttc::mqttbytes::v4::Disconnect.write(b).unwrap();
-        });
-        let _ = ws.close(None);
-        let _ = ws.flush();
-    })
-    .await
-    .unwrap();
+    ws_round_trip(p.addr).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (out, live) = p.finish().await;
     let rules = rules_of(&live);
@@ -513,6 +471,95 @@ async fn plain_mqtt_through_a_websocket_proxy_is_not_decodable() {
         .collect();
     assert_eq!(nd.len(), 2, "{:?}", rules_of(&live));
     assert!(nd[0].message.contains("WebSocket"), "{}", nd[0].message);
+}
+
+/// Over WebSocket through `addr`: CONNECT, SUBSCRIBE, a ping, then `REQUEST` and a
+/// 70,000-byte binary payload, each coming back intact; DISCONNECT.
+async fn ws_round_trip(addr: SocketAddr) {
+    use rumqttc::mqttbytes::v4::{Connect, Packet as P, Publish, Subscribe};
+    let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let b2 = binary.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut ws = ws_connect(addr);
+        let mut buf = BytesMut::new();
+        send(&mut ws, |b| {
+            Connect::new("ws-edge").write(b).unwrap();
+        });
+        recv_until(&mut ws, &mut buf, |p| matches!(p, P::ConnAck(_)));
+        send(&mut ws, |b| {
+            Subscribe::new("#", rumqttc::mqttbytes::QoS::AtMostOnce)
+                .write(b)
+                .unwrap();
+        });
+        recv_until(&mut ws, &mut buf, |p| matches!(p, P::SubAck(_)));
+        // A ping between the data frames: the de-framer drops it.
+        ws.send(tungstenite::Message::Ping(b"x".to_vec())).unwrap();
+        for (topic, payload) in [(REQUEST_TOPIC, REQUEST.to_vec()), ("data/binary", b2)] {
+            send(&mut ws, |b| {
+                Publish::new(topic, rumqttc::mqttbytes::QoS::AtMostOnce, payload.clone())
+                    .write(b)
+                    .unwrap();
+            });
+            let mut got = None;
+            recv_until(&mut ws, &mut buf, |p| match p {
+                P::Publish(p) if p.topic == topic => {
+                    got = Some(p.payload.to_vec());
+                    true
+                }
+                _ => false,
+            });
+            assert_eq!(got.as_deref(), Some(&payload[..]), "payload of {topic}");
+        }
+        send(&mut ws, |b| {
+            rumqttc::mqttbytes::v4::Disconnect.write(b).unwrap();
+        });
+        let _ = ws.close(None);
+        let _ = ws.flush();
+    })
+    .await
+    .unwrap();
+}
+
+/// `edgetap proxy --websocket` through the real binary, in front of rumqttd's
+/// WebSocket listener: frames relayed, MQTT decoded from them, judged on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_websocket_flag_relays_and_decodes() {
+    let upstream = rumqttd_ws();
+    let port = free_port();
+    let dir = temp_dir("cli-ws");
+    let px = Command::new(env!("CARGO_BIN_EXE_edgetap"))
+        .args([
+            "proxy",
+            "--websocket",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--upstream", &upstream.to_string(), "--store"])
+        .arg(dir.join("store"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start edgetap proxy");
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "proxy not listening"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ws_round_trip(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    unsafe { libc::kill(px.id() as i32, libc::SIGTERM) };
+    let out = px.wait_with_output().expect("proxy ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("[envelope.request]") && stdout.contains("edge E1 mid 1"),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(!stdout.contains("not_decodable"), "{stdout}");
+    assert!(!stdout.contains("mqtt.malformed"), "{stdout}");
 }
 
 /// The TLS flags end to end through the real binary: `edgetap proxy --tls-cert
