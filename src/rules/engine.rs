@@ -670,7 +670,7 @@ impl Engine {
     /// Per-edge sequences: link up/down, assigned ids, alarms, report spacing.
     fn sequences(&mut self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
         let rules = Arc::clone(&self.rules);
-        let Some(t) = ctx.msg_type.clone() else {
+        let Some(t) = ctx.msg_type.as_deref() else {
             return;
         };
         let edge = edge_state(&mut self.edges, &m.topic.edge_id);
@@ -679,8 +679,11 @@ impl Engine {
             let id = &rule.def.id;
             match &rule.def.check {
                 Check::FirstMessage { msg_type } if by_edge => {
-                    if edge.first_judged.insert(id.clone()) && t != *msg_type {
-                        out.push(ctx.finding(rule, m, ctx.vars(m)));
+                    if !edge.first_judged.contains(id) {
+                        edge.first_judged.insert(id.clone());
+                        if t != msg_type {
+                            out.push(ctx.finding(rule, m, ctx.vars(m)));
+                        }
                     }
                 }
                 Check::SilentAfter { msg_type, until } if by_edge => {
