@@ -616,3 +616,50 @@ async fn cli_tls_flags_terminate_and_reoriginate() {
     assert!(!stdout.contains("not_decodable"), "{stdout}");
     assert!(!stdout.contains("mqtt.malformed"), "{stdout}");
 }
+
+/// A device that ends its TLS session by closing TCP without close_notify has closed
+/// its side, like a FIN: the proxy mirrors a close, not a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_peer_closing_without_close_notify_is_a_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certs = make_certs();
+    let broker = Mosquitto::on(free_port());
+    let mut s = settings(format!("127.0.0.1:{}", broker.port));
+    s.tls = TlsSettings {
+        accept: Some(server_config(&certs.cert, &certs.key).unwrap()),
+        upstream: None,
+    };
+    let dir = temp_dir("tls-eof");
+    let store = edgetap::store::Store::open(&dir.join("store")).unwrap();
+    let p = Proxy::start(s, Some(store)).await;
+    // The proxy's own client-side TLS setup, pointed at the proxy.
+    let client = upstream_config(&p.addr.to_string(), Some(&certs.ca)).unwrap();
+    let tcp = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(client.config)
+        .connect(client.name, tcp)
+        .await
+        .expect("TLS handshake with the proxy");
+    let mut b = BytesMut::new();
+    rumqttc::mqttbytes::v4::Connect::new("no-notify")
+        .write(&mut b)
+        .unwrap();
+    tls.write_all(&b).await.unwrap();
+    let mut connack = [0u8; 4];
+    tls.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack[0], 0x20, "CONNACK");
+    // Close the TCP side under the TLS session: FIN, no close_notify.
+    let (mut tcp, _) = tls.into_inner();
+    tcp.shutdown().await.unwrap();
+    let mut rest = vec![];
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await;
+    let (out, _) = p.finish().await;
+    let store = out.store.expect("store handed back");
+    let ends: Vec<String> = store
+        .events(out.capture.expect("a capture"))
+        .filter_map(|e| match e.unwrap().kind {
+            edgetap::store::EventKind::End { how } => Some(how),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends, ["closed"], "how the connection ended");
+}

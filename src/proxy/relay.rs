@@ -387,7 +387,13 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     while !stopped {
         buf.clear();
         let n = tokio::select! {
-            r = r.read_buf(&mut buf) => r.map_err(|e| Broken::Read(side, e))?,
+            r = r.read_buf(&mut buf) => match r {
+                Ok(n) => n,
+                // A TLS peer that closes its TCP side without close_notify (small
+                // devices often do) has closed, not failed: mirrored like a FIN.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+                Err(e) => return Err(Broken::Read(side, e)),
+            },
             _ = stop.wait_for(|s| *s) => return Ok(Ended::Stopped),
         };
         let t = sh.clock.now_us();
