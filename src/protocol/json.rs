@@ -68,7 +68,7 @@ impl Doc {
         let text = match std::str::from_utf8(&payload) {
             Ok(t) => t,
             Err(_) => {
-                let e = serde_json::from_slice::<serde::de::IgnoredAny>(&payload)
+                let e = serde_json::from_slice::<serde_json::Value>(&payload)
                     .err()
                     .unwrap_or_else(|| serde::de::Error::custom("payload is not UTF-8"));
                 return Err(e);

@@ -391,6 +391,13 @@ mod tests {
             parse_envelope(bytes::Bytes::from_static(b"[1]")).unwrap_err(),
             PayloadError::NotObject("array")
         );
+        // Not UTF-8 inside a string: still serde_json's message, with its position.
+        match parse_envelope(bytes::Bytes::from_static(
+            b"{\"mid\": 1,\n \"a\": \"\xff\"}",
+        )) {
+            Err(PayloadError::InvalidJson(m)) => assert!(m.contains("line 2"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
