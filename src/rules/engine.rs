@@ -107,8 +107,61 @@ enum CodeVerdict {
     ErrorToValid,
 }
 
+/// The rules `content_checks` applies, found once per engine: most schema rules name
+/// the types they judge, and testing some forty selectors on every message cost more
+/// than the checks that applied.
+#[derive(Default)]
+struct ContentIndex {
+    /// Payload and envelope rules, and schema rules for any type, in rule order.
+    always: Vec<usize>,
+    /// Schema rules naming their types, per type, in rule order.
+    by_type: HashMap<String, Vec<usize>>,
+}
+
+impl ContentIndex {
+    fn of(rules: &RuleSet) -> ContentIndex {
+        let mut ix = ContentIndex::default();
+        for (i, r) in rules.rules.iter().enumerate() {
+            match &r.def.check {
+                Check::Schema { when, .. } => match &when.types {
+                    Some(types) => {
+                        for t in types.values() {
+                            let v = ix.by_type.entry(t.to_string()).or_default();
+                            if v.last() != Some(&i) {
+                                v.push(i);
+                            }
+                        }
+                    }
+                    None => ix.always.push(i),
+                },
+                Check::InvalidJson | Check::NotObject | Check::KeyWhitespace => ix.always.push(i),
+                _ => {}
+            }
+        }
+        ix
+    }
+
+    /// Indices of the rules for a message of type `t`, in rule order.
+    fn rules_for(&self, t: Option<&str>) -> Vec<usize> {
+        let typed = t.and_then(|t| self.by_type.get(t)).map_or(&[][..], |v| v);
+        let mut out = Vec::with_capacity(self.always.len() + typed.len());
+        let (mut a, mut b) = (self.always.iter().peekable(), typed.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&&x), Some(&&y)) if x < y => a.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, None) => break,
+            };
+            out.extend(next.copied());
+        }
+        out
+    }
+}
+
 pub struct Engine {
     rules: Arc<RuleSet>,
+    content: ContentIndex,
     pending: HashMap<PairKey, Pending>,
     answered: HashMap<PairKey, (u64, i64)>,
     jobs: HashMap<(String, u64), Job>,
@@ -166,6 +219,7 @@ const ANSWERED_RETENTION_US: i64 = 600 * 1_000_000;
 impl Engine {
     pub fn new(rules: Arc<RuleSet>) -> Engine {
         Engine {
+            content: ContentIndex::of(&rules),
             rules,
             pending: HashMap::new(),
             answered: HashMap::new(),
@@ -335,7 +389,8 @@ impl Engine {
     fn content_checks(&self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
         let rules = Arc::clone(&self.rules);
         let env = m.envelope();
-        for rule in &rules.rules {
+        for i in self.content.rules_for(ctx.msg_type.as_deref()) {
+            let rule = &rules.rules[i];
             let vars_base = || ctx.vars(m);
             match &rule.def.check {
                 Check::InvalidJson => {
@@ -1244,4 +1299,41 @@ pub fn fill(template: &str, vars: &Vars) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_rules_of_a_type_come_in_rule_order_once_each() {
+        let rules = RuleSet::builtin();
+        let ix = ContentIndex::of(&rules);
+        let ids = |t: Option<&str>| -> Vec<&str> {
+            ix.rules_for(t)
+                .into_iter()
+                .map(|i| rules.rules[i].def.id.as_str())
+                .collect()
+        };
+        let all = ids(Some("REP_SYS_STATUS"));
+        let none = ids(None);
+        // Every rule of the index, and only those, in the rule files' order.
+        let want: Vec<&str> = rules
+            .rules
+            .iter()
+            .filter(|r| match &r.def.check {
+                Check::Schema { when, .. } => when
+                    .types
+                    .as_ref()
+                    .map_or(true, |t| t.contains("REP_SYS_STATUS")),
+                Check::InvalidJson | Check::NotObject | Check::KeyWhitespace => true,
+                _ => false,
+            })
+            .map(|r| r.def.id.as_str())
+            .collect();
+        assert_eq!(all, want);
+        assert!(all.contains(&"t10.REP_SYS_STATUS"));
+        assert!(!none.contains(&"t10.REP_SYS_STATUS"));
+        assert!(none.len() < all.len() && none.iter().all(|r| all.contains(r)));
+    }
 }
