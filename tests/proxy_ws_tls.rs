@@ -527,39 +527,15 @@ async fn cli_websocket_flag_relays_and_decodes() {
     let upstream = rumqttd_ws();
     let port = free_port();
     let dir = temp_dir("cli-ws");
-    let px = Command::new(env!("CARGO_BIN_EXE_edgetap"))
-        .args([
-            "proxy",
-            "--websocket",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(["--upstream", &upstream.to_string(), "--store"])
-        .arg(dir.join("store"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start edgetap proxy");
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "proxy not listening"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let px = CliProxy::start(port, |c| {
+        c.arg("--websocket")
+            .args(["--upstream", &upstream.to_string(), "--store"])
+            .arg(dir.join("store"));
+    })
+    .await;
     ws_round_trip(SocketAddr::from(([127, 0, 0, 1], port))).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    unsafe { libc::kill(px.id() as i32, libc::SIGTERM) };
-    let out = px.wait_with_output().expect("proxy ends");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stdout.contains("[envelope.request]") && stdout.contains("edge E1 mid 1"),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert!(!stdout.contains("not_decodable"), "{stdout}");
-    assert!(!stdout.contains("mqtt.malformed"), "{stdout}");
+    px.stop().judged_the_plaintext();
 }
 
 /// The TLS flags end to end through the real binary: `edgetap proxy --tls-cert
@@ -572,49 +548,84 @@ async fn cli_tls_flags_terminate_and_reoriginate() {
     let broker = tls_mosquitto(&certs);
     let dir = temp_dir("cli-tls");
     let port = free_port();
-    let px = Command::new(env!("CARGO_BIN_EXE_edgetap"))
-        .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--upstream", &format!("127.0.0.1:{}", broker.port)])
-        .arg("--tls-cert")
-        .arg(&certs.cert)
-        .arg("--tls-key")
-        .arg(&certs.key)
-        .arg("--upstream-tls")
-        .arg("--upstream-ca")
-        .arg(&certs.ca)
-        .arg("--store")
-        .arg(dir.join("store"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start edgetap proxy");
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "proxy not listening"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let px = CliProxy::start(port, |c| {
+        c.args(["--upstream", &format!("127.0.0.1:{}", broker.port)])
+            .arg("--tls-cert")
+            .arg(&certs.cert)
+            .arg("--tls-key")
+            .arg(&certs.key)
+            .arg("--upstream-tls")
+            .arg("--upstream-ca")
+            .arg(&certs.ca)
+            .arg("--store")
+            .arg(dir.join("store"));
+    })
+    .await;
     round_trip_over_tls(port, &certs.ca).await;
-    unsafe { libc::kill(px.id() as i32, libc::SIGTERM) };
-    let out = px.wait_with_output().expect("proxy ends");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        matches!(out.status.code(), Some(0) | Some(1)),
-        "exit {:?}\n{stderr}",
-        out.status
-    );
-    // Judged from the plaintext: the request without type and timestamp (5.3), and
-    // nothing read as TLS garbage.
-    assert!(
-        stdout.contains("[envelope.request]") && stdout.contains("edge E1 mid 1"),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert!(stdout.contains("│ clause │"), "no clause table:\n{stdout}");
-    assert!(!stdout.contains("not_decodable"), "{stdout}");
-    assert!(!stdout.contains("mqtt.malformed"), "{stdout}");
+    px.stop().judged_the_plaintext();
+}
+
+/// `edgetap proxy --listen 127.0.0.1:PORT …`, the real binary, for the CLI tests.
+struct CliProxy(std::process::Child);
+
+impl CliProxy {
+    /// Starts it with the arguments `args` adds, and waits until it listens.
+    async fn start(port: u16, args: impl FnOnce(&mut Command)) -> CliProxy {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_edgetap"));
+        c.args(["proxy", "--listen", &format!("127.0.0.1:{port}")]);
+        args(&mut c);
+        let px = c
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start edgetap proxy");
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "proxy not listening"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        CliProxy(px)
+    }
+
+    /// SIGTERM, as an operator stops it; its exit code must say "findings" or "none".
+    fn stop(self) -> CliOutput {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let out = self.0.wait_with_output().expect("proxy ends");
+        let o = CliOutput {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(1)),
+            "exit {:?}\n{}",
+            out.status,
+            o.stderr
+        );
+        o
+    }
+}
+
+struct CliOutput {
+    stdout: String,
+    stderr: String,
+}
+
+impl CliOutput {
+    /// The session `REQUEST` came in readable: judged by the 5.3 envelope rule (no
+    /// type, no timestamp), with the clause table, and nothing read as garbage.
+    fn judged_the_plaintext(&self) {
+        let (stdout, stderr) = (&self.stdout, &self.stderr);
+        assert!(
+            stdout.contains("[envelope.request]") && stdout.contains("edge E1 mid 1"),
+            "stdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+        assert!(stdout.contains("│ clause │"), "no clause table:\n{stdout}");
+        assert!(!stdout.contains("not_decodable"), "{stdout}");
+        assert!(!stdout.contains("mqtt.malformed"), "{stdout}");
+    }
 }
 
 /// A device that ends its TLS session by closing TCP without close_notify has closed
