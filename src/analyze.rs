@@ -129,9 +129,7 @@ pub fn analyze_files_parallel(
     read?;
     // Transport clauses (5.2) were counted while reading, message clauses by the judge.
     let mut exercised = analyzer.engine().exercised().clone();
-    for (clause, n) in judged {
-        *exercised.entry(clause).or_default() += n;
-    }
+    exercised.merge(&judged);
     Ok(Report::build(
         inputs(settings),
         analyzer.stats(),

@@ -281,6 +281,17 @@ pub struct RulesArgs {
     /// Use only the rules of --rules DIR, not the built-in ones.
     #[arg(long, requires = "dir")]
     pub no_default_rules: bool,
+    /// Seconds a request may wait for its reply. The standard sets no deadline, so
+    /// by default none applies: an unanswered request is "pending" (info). With a
+    /// limit, a reply later than it is reply.late and a request unanswered that long
+    /// while the input went on is reply.missing (warnings).
+    #[arg(long, value_name = "SECONDS")]
+    pub reply_timeout: Option<f64>,
+    /// Seconds a job may run after it is due (its command's time plus its policy
+    /// delay) before a missing REP_JOB_RESULT is job.result_missing (warning). Off by
+    /// default: a job unfinished at the end of the input is "pending" (info).
+    #[arg(long, value_name = "SECONDS")]
+    pub job_timeout: Option<f64>,
 }
 
 #[derive(Subcommand, Debug)]

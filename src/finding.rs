@@ -77,4 +77,8 @@ pub struct Finding {
     /// Byte offset in the connection's stream (that side) where the problem starts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
+    /// The sentence of the standard the rule enforces (its clause or table, and the
+    /// text verbatim): why this is a finding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basis: Option<String>,
 }

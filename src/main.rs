@@ -49,10 +49,17 @@ fn main() -> ExitCode {
 }
 
 fn load_rules(args: &RulesArgs) -> anyhow::Result<RuleSet> {
-    RuleSet::load(args.dir.as_deref(), args.no_default_rules).map_err(|errors| {
+    let mut set = RuleSet::load(args.dir.as_deref(), args.no_default_rules).map_err(|errors| {
         let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         anyhow::anyhow!("invalid rules:\n  {}", text.join("\n  "))
-    })
+    })?;
+    for (flag, v) in [("--reply-timeout", args.reply_timeout), ("--job-timeout", args.job_timeout)] {
+        if v.is_some_and(|x| !(x.is_finite() && x >= 0.0)) {
+            anyhow::bail!("{flag} takes a number of seconds, 0 or more");
+        }
+    }
+    set.set_limits(args.reply_timeout, args.job_timeout);
+    Ok(set)
 }
 
 /// Prints findings as they happen when stdout is a table on a terminal.
@@ -190,7 +197,14 @@ fn list_rules(set: &RuleSet, format: ListFormat, out: &mut dyn Write) -> anyhow:
         severity: String,
         check: String,
         file: String,
+        /// The sentence of the standard the rule enforces.
+        basis: String,
+        #[tabled(skip)]
+        #[serde(skip_serializing_if = "Option::is_none")]
+        review: Option<String>,
     }
+    // The table shows the start of the basis; --format json shows it whole.
+    let table = format == ListFormat::Table;
     let rows: Vec<Row> = set
         .rules
         .iter()
@@ -201,6 +215,14 @@ fn list_rules(set: &RuleSet, format: ListFormat, out: &mut dyn Write) -> anyhow:
             severity: r.def.severity.as_str().into(),
             check: check_name(&r.def.check),
             file: r.file.clone(),
+            basis: match (&r.def.basis, table) {
+                (None, _) => "—".into(),
+                (Some(b), true) if b.chars().count() > 40 => {
+                    format!("{}…", b.chars().take(40).collect::<String>())
+                }
+                (Some(b), _) => b.clone(),
+            },
+            review: r.def.review.clone(),
         })
         .collect();
     print_rows(rows, format, out)

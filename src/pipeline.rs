@@ -53,6 +53,9 @@ pub struct Stats {
     pub messages: u64,
     pub deliveries: u64,
     pub malformed: u64,
+    /// PUBLISH packets that could not be attributed to a protocol message: a topic
+    /// outside `/v1/{edgeId}/{channel}/{role}`, or an MQTT 5 topic alias never set.
+    pub unattributed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -78,7 +81,14 @@ struct Conn {
     username: Option<String>,
     /// Reported as not decodable ([`Analyzer::opaque`]).
     opaque: bool,
+    /// MQTT 5 topic aliases per direction (client→server, server→client).
+    aliases: [HashMap<u16, String>; 2],
+    /// Topics already reported as unattributed on this connection (bounded).
+    unattributed: Vec<String>,
 }
+
+/// How many distinct unattributed topics a connection reports; the count goes on.
+const UNATTRIBUTED_REPORTED_MAX: usize = 16;
 
 /// What an analyzer that defers judging ([`Analyzer::deferred`]) hands to a
 /// [`Judge`], in order.
@@ -104,6 +114,7 @@ pub struct Unparsed {
     topic_name: String,
     topic: protocol::Topic,
     payload: bytes::Bytes,
+    origin_seen: bool,
 }
 
 impl Unparsed {
@@ -117,6 +128,7 @@ impl Unparsed {
             body: protocol::parse_envelope(self.payload),
             topic_name: self.topic_name,
             topic: self.topic,
+            origin_seen: self.origin_seen,
         }
     }
 }
@@ -223,6 +235,8 @@ impl Analyzer {
                 client_id: None,
                 username: None,
                 opaque: false,
+                aliases: [HashMap::new(), HashMap::new()],
+                unattributed: vec![],
             },
         );
         self.stats.connections += 1;
@@ -488,7 +502,37 @@ impl Analyzer {
         p: crate::mqtt::Publish,
         sink: &mut dyn Sink,
     ) {
+        let mut p = p;
+        let origin_seen = side == Side::Client
+            && self
+                .conns
+                .get(&conn)
+                .is_some_and(|c| c.client_id.is_some());
+        if let Err(alias) = self.resolve_alias(conn, side, &mut p) {
+            self.unattributed(
+                conn,
+                side,
+                time_us,
+                packet,
+                format!("alias {alias}"),
+                format!(
+                    "MQTT 5 topic alias {alias} was not set earlier on this connection ({}); \
+                     the capture probably started after the PUBLISH that set it",
+                    side.arrow()
+                ),
+            );
+            return;
+        }
         let Some(topic) = protocol::parse_topic(&p.topic) else {
+            let name = p.topic.clone();
+            self.unattributed(
+                conn,
+                side,
+                time_us,
+                packet,
+                name,
+                "the topic is not /v1/{edgeId}/{channel}/{role} of the standard".into(),
+            );
             return;
         };
         // Retransmitted QoS>0 PUBLISH (dup flag) is the same message again.
@@ -518,6 +562,7 @@ impl Analyzer {
             topic_name: p.topic,
             topic,
             payload: p.payload,
+            origin_seen,
         };
         self.seq += 1;
         self.stats.messages += 1;
@@ -534,6 +579,61 @@ impl Analyzer {
         self.engine.on_message(&m, &mut self.findings);
         sink.message(&m);
         self.flush(sink);
+    }
+
+    /// Resolves an MQTT 5 topic alias: a PUBLISH with a topic and an alias sets it,
+    /// one with an empty topic uses it. `Err(alias)` when the alias is unknown.
+    fn resolve_alias(
+        &mut self,
+        conn: ConnId,
+        side: Side,
+        p: &mut crate::mqtt::Publish,
+    ) -> Result<(), u16> {
+        let Some(alias) = p.topic_alias else {
+            return Ok(());
+        };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Ok(());
+        };
+        let map = &mut c.aliases[side.index()];
+        if p.topic.is_empty() {
+            match map.get(&alias) {
+                Some(t) => p.topic = t.clone(),
+                None => return Err(alias),
+            }
+        } else {
+            map.insert(alias, p.topic.clone());
+        }
+        Ok(())
+    }
+
+    /// A PUBLISH that is no protocol message: counted, and reported once per
+    /// connection and topic (up to [`UNATTRIBUTED_REPORTED_MAX`] topics).
+    fn unattributed(
+        &mut self,
+        conn: ConnId,
+        side: Side,
+        time_us: i64,
+        packet: u64,
+        topic: String,
+        why: String,
+    ) {
+        self.stats.unattributed += 1;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.unattributed.len() >= UNATTRIBUTED_REPORTED_MAX || c.unattributed.contains(&topic) {
+            return;
+        }
+        c.unattributed.push(topic.clone());
+        let mut place = Place::frame(packet, time_us).on(conn, Some(side), None);
+        place.topic = Some(topic.clone());
+        self.engine.emit_at(
+            |c| matches!(c, Check::TopicUnattributed),
+            &place,
+            vec![("topic", topic), ("detail", why)],
+            &mut self.findings,
+        );
     }
 
     fn expire_legs(&mut self, now: i64) {

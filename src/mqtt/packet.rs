@@ -43,6 +43,9 @@ pub struct Publish {
     pub pkid: u16,
     pub retain: bool,
     pub dup: bool,
+    /// MQTT 5 Topic Alias (§3.3.2.3.4): a PUBLISH may carry it with an empty topic,
+    /// meaning the topic last sent with this alias on the connection, that direction.
+    pub topic_alias: Option<u16>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -116,6 +119,7 @@ impl Packet {
                 pkid: p.pkid,
                 retain: p.retain,
                 dup: p.dup,
+                topic_alias: None,
             }),
             v4::Packet::PubAck(a) => Packet::PubAck(a.pkid),
             v4::Packet::PubRec(a) => Packet::PubRec(a.pkid),
@@ -154,6 +158,7 @@ impl Packet {
                 pkid: p.pkid,
                 retain: p.retain,
                 dup: p.dup,
+                topic_alias: p.properties.and_then(|x| x.topic_alias),
             }),
             v5::Packet::PubAck(a) => Packet::PubAck(a.pkid),
             v5::Packet::PubRec(a) => Packet::PubRec(a.pkid),

@@ -14,7 +14,7 @@ pub use json::{Doc, Members, Val, View};
 use crate::finding::{ConnId, Side};
 
 /// Who publishes on a topic role.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Actor {
     Edge,
@@ -109,11 +109,102 @@ pub fn parse_topic(topic: &str) -> Option<Topic> {
     })
 }
 
-/// A deviation of the payload that the parser tolerated.
+/// A deviation of the payload that the parser tolerated: the message is judged as
+/// the sender meant it, and the deviation is reported once per connection and kind
+/// (rules of kind `dialect`), so that one dialect quirk never hides every other
+/// finding of a device.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Deviation {
     /// A key with surrounding whitespace, e.g. `"type "`; read as the trimmed key.
     KeyWhitespace { seen: String, key: String },
+    /// Bytes after the JSON text that JSON does not allow there (a C string's
+    /// terminating NUL, other control characters); the JSON before them was read.
+    TrailingBytes { seen: String },
+    /// A UTF-8 byte order mark before the JSON text; read without it.
+    Bom,
+    /// A header number sent as a string (`"code": "200"`, `"mid": "12"`): read as
+    /// the number. `field` is the envelope member.
+    StringNumber { field: &'static str, seen: String },
+    /// The envelope timestamp as epoch seconds/milliseconds or ISO 8601 instead of
+    /// `yyyy-MM-dd HH:mm:ss`; read as the instant it names.
+    TimestampForm { seen: String },
+}
+
+impl Deviation {
+    /// The kind's name, as rules of kind `dialect` list it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Deviation::KeyWhitespace { .. } => "key_whitespace",
+            Deviation::TrailingBytes { .. } => "trailing_bytes",
+            Deviation::Bom => "bom",
+            Deviation::StringNumber { .. } => "string_number",
+            Deviation::TimestampForm { .. } => "timestamp_form",
+        }
+    }
+
+    /// The envelope member it concerns: a schema violation there is this deviation
+    /// again, reported by the dialect rule instead.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Deviation::KeyWhitespace { key, .. } => Some(key),
+            Deviation::StringNumber { field, .. } => Some(field),
+            Deviation::TimestampForm { .. } => Some("timestamp"),
+            Deviation::TrailingBytes { .. } | Deviation::Bom => None,
+        }
+    }
+
+    /// What was seen, for the finding's text.
+    pub fn seen(&self) -> String {
+        match self {
+            Deviation::KeyWhitespace { seen, .. } => format!("key \"{seen}\""),
+            Deviation::TrailingBytes { seen } => format!("{seen} after the JSON text"),
+            Deviation::Bom => "a UTF-8 byte order mark (EF BB BF) before the JSON text".into(),
+            Deviation::StringNumber { field, seen } => format!("{field} {seen} (a string)"),
+            Deviation::TimestampForm { seen } => format!("timestamp {seen}"),
+        }
+    }
+
+    /// How edgetap read it.
+    pub fn read_as(&self) -> String {
+        match self {
+            Deviation::KeyWhitespace { key, .. } => format!("the key \"{key}\""),
+            Deviation::TrailingBytes { .. } => "the JSON text before them".into(),
+            Deviation::Bom => "the JSON text after it".into(),
+            Deviation::StringNumber { field, .. } => format!("the number in {field}"),
+            Deviation::TimestampForm { .. } => "the instant it names".into(),
+        }
+    }
+}
+
+/// Splits a payload into its JSON text and what a lenient reader drops around it: a
+/// leading byte order mark, trailing NULs and other control characters. Trailing
+/// JSON whitespace is valid JSON and no deviation.
+fn tolerated_edges(payload: &bytes::Bytes) -> (bytes::Bytes, Vec<Deviation>) {
+    let mut deviations = vec![];
+    let mut start = 0;
+    if payload.starts_with(b"\xEF\xBB\xBF") {
+        start = 3;
+        deviations.push(Deviation::Bom);
+    }
+    let mut end = payload.len();
+    while end > start && (payload[end - 1] == 0 || payload[end - 1].is_ascii_whitespace() || payload[end - 1] < 0x20) {
+        end -= 1;
+    }
+    let tail = &payload[end..];
+    if tail.iter().any(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+        let shown: Vec<String> = tail.iter().take(8).map(|b| format!("{b:02X}")).collect();
+        let more = if tail.len() > 8 { " …" } else { "" };
+        deviations.push(Deviation::TrailingBytes {
+            seen: format!("{} byte(s) {}{more}", tail.len(), shown.join(" ")),
+        });
+    } else {
+        end = payload.len();
+    }
+    if deviations.is_empty() {
+        (payload.clone(), deviations)
+    } else {
+        (payload.slice(start..end), deviations)
+    }
 }
 
 /// The JSON envelope of a message.
@@ -161,7 +252,18 @@ pub enum PayloadError {
 /// Parses a payload. `mid` and `code` are accepted as numbers or numeric strings
 /// (the schema rules report the string form); keys with whitespace are read trimmed.
 pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
-    let mut doc = Doc::parse(payload).map_err(|e| PayloadError::InvalidJson(e.to_string()))?;
+    let (text, mut deviations) = tolerated_edges(&payload);
+    let mut doc = match Doc::parse(text) {
+        Ok(d) => d,
+        // Not JSON even without the tolerated edges: serde_json's message about
+        // the payload as sent.
+        Err(_) if !deviations.is_empty() => {
+            return Err(PayloadError::InvalidJson(
+                Doc::parse(payload).err().map_or_else(String::new, |e| e.to_string()),
+            ))
+        }
+        Err(e) => return Err(PayloadError::InvalidJson(e.to_string())),
+    };
     let root = doc.root();
     let Some(members) = root.as_object() else {
         return Err(PayloadError::NotObject(root.type_name()));
@@ -184,7 +286,6 @@ pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
             _ => {}
         }
     }
-    let mut deviations = vec![];
     let mut trim = !spaced.is_empty();
     for (seen, v) in spaced {
         let key = seen.trim();
@@ -205,8 +306,25 @@ pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
     let msg_type = msg_type
         .and_then(|v| v.as_str())
         .map(|s| s.trim().to_string());
+    for (field, v) in [("mid", mid), ("code", code)] {
+        if let Some(s) = v.and_then(|v| v.as_str()) {
+            if s.trim().parse::<i64>().is_ok() || s.trim().parse::<u64>().is_ok() {
+                deviations.push(Deviation::StringNumber {
+                    field,
+                    seen: format!("\"{s}\""),
+                });
+            }
+        }
+    }
     let mid = mid.and_then(|v| as_u64_lenient(&v));
     let code = code.and_then(|v| as_i64_lenient(&v));
+    if let Some(ts) = doc.root().get("timestamp") {
+        if timestamp_form_deviates(&ts) {
+            deviations.push(Deviation::TimestampForm {
+                seen: ts.to_serde().to_string(),
+            });
+        }
+    }
     doc.set_trim_root_keys(trim);
     Ok(Envelope {
         doc,
@@ -276,6 +394,15 @@ pub fn json_type_name<V: Scalar>(v: &V) -> &'static str {
     v.type_name()
 }
 
+/// A timestamp edgetap reads ([`timestamp_us`]) in a form other than the standard's
+/// `yyyy-MM-dd HH:mm:ss`: epoch seconds or milliseconds, ISO 8601.
+fn timestamp_form_deviates(v: &Val<'_>) -> bool {
+    let standard = v
+        .as_str()
+        .is_some_and(|s| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").is_ok());
+    !standard && timestamp_us(v).is_some()
+}
+
 /// Parses a timestamp into microseconds since the Unix epoch (UTC). The standard's
 /// form is `yyyy-MM-dd HH:mm:ss` in China Standard Time (UTC+8); integer seconds or
 /// milliseconds and ISO 8601 strings are accepted too (the schema reports them).
@@ -315,6 +442,11 @@ pub struct Message {
     pub topic_name: String,
     pub topic: Topic,
     pub body: Result<Envelope, PayloadError>,
+    /// edgetap saw the publisher's session begin: the message is the publisher's
+    /// own leg (client → server) on a connection whose CONNECT was seen. A broker
+    /// delivery, or a connection joined mid-stream, tells nothing of what the
+    /// publisher sent before.
+    pub origin_seen: bool,
 }
 
 impl Message {

@@ -6,13 +6,14 @@
 //! `status`, `errors`, `warnings`}]; `findings` [{`rule`, `clause`, `severity`,
 //! `edge_id`, `type`, `topic`, `mid`, `packet`, `time`, `message`, …}].
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::finding::{Finding, Severity};
 use crate::pipeline::{Sink, Stats};
+use crate::rules::engine::Coverage;
+use crate::rules::model::Check;
 use crate::rules::RuleSet;
 
 #[derive(Debug, Clone, Serialize)]
@@ -27,6 +28,9 @@ pub struct Summary {
     pub messages: u64,
     /// Broker deliveries recognised as copies of a message.
     pub deliveries: u64,
+    /// PUBLISH packets that are no protocol message (a topic outside the standard,
+    /// an unknown MQTT 5 topic alias): counted, reported, not judged.
+    pub unattributed: u64,
     pub errors: u64,
     pub warnings: u64,
     pub infos: u64,
@@ -36,11 +40,18 @@ pub struct Summary {
 pub struct ClauseRow {
     pub clause: String,
     pub title: String,
-    /// "pass", "fail" or "not exercised".
+    /// "pass", "fail", "partly exercised" (no error, but some checks needed
+    /// history outside the input) or "not exercised".
     pub status: String,
     pub errors: u64,
     pub warnings: u64,
     pub messages: u64,
+    /// Refused commands and failed jobs: conforming protocol, counted apart.
+    pub outcomes: u64,
+    /// What could not be judged and why (with how often), e.g. "edge E1: the
+    /// input starts after its connection opened …".
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_exercised: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -67,7 +78,7 @@ impl Report {
     pub fn build(
         inputs: Vec<String>,
         stats: &Stats,
-        exercised: &BTreeMap<String, u64>,
+        exercised: &Coverage,
         rules: &RuleSet,
         findings: Vec<Finding>,
     ) -> Report {
@@ -79,6 +90,7 @@ impl Report {
             publishes: stats.publishes,
             messages: stats.messages,
             deliveries: stats.deliveries,
+            unattributed: stats.unattributed,
             errors: count(Severity::Error),
             warnings: count(Severity::Warning),
             infos: count(Severity::Info),
@@ -106,9 +118,25 @@ impl Report {
                     .iter()
                     .filter(|f| f.severity == Severity::Warning && owns(f))
                     .count() as u64;
+                let outcomes = findings
+                    .iter()
+                    .filter(|f| f.severity == Severity::Info && owns(f) && is_outcome(rules, f))
+                    .count() as u64;
                 let messages = exercised.get(&c.clause).copied().unwrap_or(0);
+                let not_exercised: Vec<String> = exercised
+                    .unseen
+                    .get(&c.clause)
+                    .map(|reasons| {
+                        reasons
+                            .iter()
+                            .map(|(r, n)| if *n > 1 { format!("{r} ({n}×)") } else { r.clone() })
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 let status = if errors > 0 {
                     "fail"
+                } else if messages > 0 && !not_exercised.is_empty() {
+                    "partly exercised"
                 } else if messages > 0 {
                     "pass"
                 } else {
@@ -121,6 +149,8 @@ impl Report {
                     errors,
                     warnings,
                     messages,
+                    outcomes,
+                    not_exercised,
                 }
             })
             .collect();
@@ -150,6 +180,7 @@ impl Report {
             messages: u64,
             errors: u64,
             warnings: u64,
+            outcomes: u64,
         }
         let rows: Vec<Row> = self
             .clauses
@@ -161,6 +192,7 @@ impl Report {
                 messages: c.messages,
                 errors: c.errors,
                 warnings: c.warnings,
+                outcomes: c.outcomes,
             })
             .collect();
         let mut out = String::new();
@@ -176,12 +208,48 @@ impl Report {
             s.messages
         );
         let _ = writeln!(out, "{}", tabled::Table::new(rows).with(Style::sharp()));
+        if s.unattributed > 0 {
+            let _ = writeln!(
+                out,
+                "{} PUBLISH packets were no protocol message (topic outside the standard, \
+                 or an unknown MQTT 5 topic alias): counted, not judged (see [topic.unattributed]).",
+                s.unattributed
+            );
+        }
+        let gaps: Vec<&ClauseRow> = self
+            .clauses
+            .iter()
+            .filter(|c| !c.not_exercised.is_empty())
+            .collect();
+        if !gaps.is_empty() {
+            let _ = writeln!(out, "\nNot exercised (history outside the input):");
+            for c in gaps {
+                for r in &c.not_exercised {
+                    let _ = writeln!(out, "  {} {}: {r}", c.clause, c.title);
+                }
+            }
+        }
         if self.findings.is_empty() {
             let _ = writeln!(out, "\nNo findings.");
         } else {
             let _ = writeln!(out, "\nFindings:");
             for f in &self.findings {
                 let _ = writeln!(out, "  {}", one_line(f));
+            }
+            // Why: the standard's own words, once per rule that fired.
+            let mut why: Vec<(&str, &str)> = vec![];
+            for f in self.findings.iter().filter(|f| f.severity >= Severity::Warning) {
+                if let Some(b) = &f.basis {
+                    if !why.iter().any(|(r, _)| *r == f.rule) {
+                        why.push((&f.rule, b));
+                    }
+                }
+            }
+            if !why.is_empty() {
+                let _ = writeln!(out, "\nBasis (the standard's words):");
+                for (rule, basis) in why {
+                    let _ = writeln!(out, "  [{rule}] {basis}");
+                }
             }
         }
         let _ = writeln!(
@@ -225,7 +293,12 @@ impl Report {
                 xml(&c.title)
             );
             if c.status == "not exercised" {
-                out.push_str("<skipped message=\"not exercised\"/>");
+                let why = if c.not_exercised.is_empty() {
+                    "not exercised".to_string()
+                } else {
+                    format!("not exercised: {}", c.not_exercised.join("; "))
+                };
+                let _ = write!(out, "<skipped message=\"{}\"/>", xml(&why));
             } else if c.status == "fail" {
                 let text: Vec<String> = failures.iter().map(|f| one_line(f)).collect();
                 let _ = write!(
@@ -240,6 +313,17 @@ impl Report {
         out.push_str("</testsuites>\n");
         out
     }
+}
+
+/// A refused command or a failed job: conforming protocol whose meaning the test
+/// plan decides.
+fn is_outcome(rules: &RuleSet, f: &Finding) -> bool {
+    rules.rule(&f.rule).is_some_and(|r| {
+        matches!(
+            r.def.check,
+            Check::ReplyErrorToValid { .. } | Check::JobFailed { .. }
+        )
+    })
 }
 
 /// `error 6.1.2 t6 [t6.CMD_SYS_UPGRADE] packet 17 E1 CMD_SYS_UPGRADE mid 7: …`

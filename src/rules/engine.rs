@@ -52,11 +52,74 @@ impl Place {
 
 type Vars = Vec<(&'static str, String)>;
 
+/// A request is answered on its own channel, by the other side, with its mid. The
+/// edge's request mids and the platform's command mids are independent number
+/// spaces, so the side that issued the request is part of the key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct PairKey {
     edge: String,
     channel: String,
+    requester: Actor,
     mid: u64,
+}
+
+/// Jobs are keyed by edge, the channel whose data topic carries their result, and
+/// jobId: the standard never makes a jobId unique across job kinds.
+type JobKey = (String, String, u64);
+
+fn other(a: Actor) -> Actor {
+    match a {
+        Actor::Edge => Actor::Platform,
+        Actor::Platform => Actor::Edge,
+    }
+}
+
+fn actor_index(a: Actor) -> usize {
+    match a {
+        Actor::Edge => 0,
+        Actor::Platform => 1,
+    }
+}
+
+/// What a run saw of each clause: messages, and what it could not judge and why.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Coverage {
+    /// Messages seen per clause: a clause with none is "not exercised".
+    pub messages: BTreeMap<String, u64>,
+    /// Per clause: checks that could not be made, with the reason and how often
+    /// (the clause is then "partly exercised").
+    pub unseen: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// Distinct reasons kept per clause; more are counted under one line.
+const UNSEEN_REASONS_MAX: usize = 20;
+
+impl Coverage {
+    pub fn get(&self, clause: &str) -> Option<&u64> {
+        self.messages.get(clause)
+    }
+
+    pub fn note(&mut self, clause: &str, reason: String) {
+        let reasons = self.unseen.entry(clause.to_string()).or_default();
+        let key = if reasons.len() >= UNSEEN_REASONS_MAX && !reasons.contains_key(&reason) {
+            "(more of the same kind, for other edges or ids)".to_string()
+        } else {
+            reason
+        };
+        *reasons.entry(key).or_default() += 1;
+    }
+
+    /// Adds another part's counts (a run judged on two threads).
+    pub fn merge(&mut self, other: &Coverage) {
+        for (c, n) in &other.messages {
+            *self.messages.entry(c.clone()).or_default() += n;
+        }
+        for (c, reasons) in &other.unseen {
+            for (r, n) in reasons {
+                *self.unseen.entry(c.clone()).or_default().entry(r.clone()).or_default() += n;
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +136,8 @@ struct Pending {
 #[derive(Debug, Clone)]
 struct Job {
     kind: String,
+    /// The command's `policy`: seconds before the job starts (0 = now).
+    policy_s: f64,
     result_channel: String,
     result_after: Vec<i64>,
     reply_code: Option<i64>,
@@ -86,8 +151,13 @@ struct Job {
 
 #[derive(Debug, Default)]
 struct EdgeState {
-    /// Rule ids of `first_message` rules already judged for this edge.
-    first_judged: HashSet<String>,
+    /// (rule id, connection) of `first_message` rules already judged.
+    first_judged: HashSet<(String, ConnId)>,
+    /// An EVENT_LINKUP of this edge was seen: its session began inside the input.
+    linked_up: bool,
+    /// Per actor (edge, platform): a message it published on a connection whose
+    /// start edgetap saw; everything it sent since is in the input.
+    session_seen: [bool; 2],
     /// Rule ids of `silent_after` rules currently in force.
     silenced: HashSet<String>,
     /// Per rule id: ids assigned so far.
@@ -134,7 +204,7 @@ impl ContentIndex {
                     }
                     None => ix.always.push(i),
                 },
-                Check::InvalidJson | Check::NotObject | Check::KeyWhitespace => ix.always.push(i),
+                Check::InvalidJson | Check::NotObject => ix.always.push(i),
                 _ => {}
             }
         }
@@ -164,9 +234,13 @@ pub struct Engine {
     content: ContentIndex,
     pending: HashMap<PairKey, Pending>,
     answered: HashMap<PairKey, (u64, i64)>,
-    jobs: HashMap<(String, u64), Job>,
+    jobs: HashMap<JobKey, Job>,
     edges: HashMap<String, EdgeState>,
-    exercised: BTreeMap<String, u64>,
+    exercised: Coverage,
+    /// (connection, rule id, deviation kind) already reported by a dialect rule.
+    dialect_reported: HashSet<(ConnId, String, String)>,
+    /// Time of the last message: what "the input ended" means for pending work.
+    last_time_us: i64,
     last_prune_us: i64,
     /// Per key-naming rule: keys already found to conform.
     good_keys: HashMap<String, KeyCache>,
@@ -212,6 +286,11 @@ impl KeyCache {
     }
 }
 
+/// The message that starts an edge's session (6.1.1: the access request a device
+/// sends when it powers on): history-dependent rules judge an edge only once its
+/// session began inside the input.
+const SESSION_START: &str = "EVENT_LINKUP";
+
 /// Answered requests are remembered this long to recognise duplicate replies; the
 /// bound keeps memory flat over long captures.
 const ANSWERED_RETENTION_US: i64 = 600 * 1_000_000;
@@ -225,7 +304,9 @@ impl Engine {
             answered: HashMap::new(),
             jobs: HashMap::new(),
             edges: HashMap::new(),
-            exercised: BTreeMap::new(),
+            exercised: Coverage::default(),
+            dialect_reported: HashSet::new(),
+            last_time_us: i64::MIN,
             last_prune_us: 0,
             good_keys: HashMap::new(),
         }
@@ -235,18 +316,24 @@ impl Engine {
         &self.rules
     }
 
-    /// Messages seen per clause: a clause with none is "not exercised".
-    pub fn exercised(&self) -> &BTreeMap<String, u64> {
+    /// Messages seen per clause (a clause with none is "not exercised"), and what
+    /// could not be judged for want of history.
+    pub fn exercised(&self) -> &Coverage {
         &self.exercised
     }
 
     pub fn note_exercised(&mut self, clause: &str) {
-        match self.exercised.get_mut(clause) {
+        match self.exercised.messages.get_mut(clause) {
             Some(n) => *n += 1,
             None => {
-                self.exercised.insert(clause.to_string(), 1);
+                self.exercised.messages.insert(clause.to_string(), 1);
             }
         }
+    }
+
+    /// A check of `clause` that needed history outside the input.
+    fn unseen(&mut self, clause: &str, reason: String) {
+        self.exercised.note(clause, reason);
     }
 
     /// Emits a finding of every rule whose check `pick` selects, at a transport place.
@@ -273,6 +360,7 @@ impl Engine {
                 conn: place.conn,
                 side: place.side,
                 offset: place.offset,
+                basis: rule.def.basis.clone(),
             });
         }
     }
@@ -289,6 +377,11 @@ impl Engine {
         }
         let first = out.len();
         let env = m.envelope();
+        self.last_time_us = self.last_time_us.max(m.time_us);
+        if m.origin_seen {
+            let edge = edge_state(&mut self.edges, &m.topic.edge_id);
+            edge.session_seen[actor_index(m.topic.publisher)] = true;
+        }
 
         // Content checks: their errors make a request invalid.
         self.content_checks(m, &ctx, out);
@@ -296,6 +389,7 @@ impl Engine {
             .iter()
             .find(|f| f.severity == Severity::Error)
             .map(|f| f.message.clone());
+        self.dialect(m, &ctx, out);
 
         // Naming, topic and time checks: they report, but do not make a request invalid.
         for rule in &rules.rules {
@@ -407,16 +501,6 @@ impl Engine {
                         out.push(ctx.finding(rule, m, v));
                     }
                 }
-                Check::KeyWhitespace => {
-                    for Deviation::KeyWhitespace { seen, key } in
-                        env.iter().flat_map(|e| e.deviations.iter())
-                    {
-                        let mut v = vars_base();
-                        v.push(("seen", seen.clone()));
-                        v.push(("expected", key.clone()));
-                        out.push(ctx.finding(rule, m, v));
-                    }
-                }
                 Check::Schema {
                     when,
                     target,
@@ -434,6 +518,17 @@ impl Engine {
                         continue;
                     }
                     for viol in schema_violations(env, *target, fields, rule) {
+                        // A tolerated deviation (a string code, an epoch
+                        // timestamp) is reported once per connection by its
+                        // dialect rule, not on every message.
+                        if *target == Target::Message
+                            && env
+                                .deviations
+                                .iter()
+                                .any(|d| d.field() == Some(viol.path.as_str()))
+                        {
+                            continue;
+                        }
                         let mut v = vars_base();
                         v.push(("detail", viol.detail()));
                         v.push(("path", viol.path));
@@ -443,6 +538,43 @@ impl Engine {
                     }
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// Tolerated payload deviations: each reported once per connection, rule and
+    /// kind; the message itself was read as the sender meant it.
+    fn dialect(&mut self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
+        let Some(env) = m.envelope() else { return };
+        if env.deviations.is_empty() {
+            return;
+        }
+        let rules = Arc::clone(&self.rules);
+        for rule in &rules.rules {
+            let kinds: &[String] = match &rule.def.check {
+                Check::Dialect { deviations } => deviations,
+                Check::KeyWhitespace => &[],
+                _ => continue,
+            };
+            for d in &env.deviations {
+                let listed = kinds.iter().any(|k| k == d.kind())
+                    || (matches!(rule.def.check, Check::KeyWhitespace)
+                        && matches!(d, Deviation::KeyWhitespace { .. }));
+                if !listed {
+                    continue;
+                }
+                // Once per kind and envelope member: a string mid and a string
+                // code are two things to fix.
+                let what = format!("{}/{}", d.kind(), d.field().unwrap_or(""));
+                let k = (m.conn, rule.def.id.clone(), what);
+                if !self.dialect_reported.insert(k) {
+                    continue;
+                }
+                let mut v = ctx.vars(m);
+                v.push(("seen", d.seen()));
+                v.push(("expected", d.read_as()));
+                v.push(("detail", d.kind().to_string()));
+                out.push(ctx.finding(rule, m, v));
             }
         }
     }
@@ -485,10 +617,16 @@ impl Engine {
         // (wrongly), its result belongs to that job.
         if let Some(def) = &ctx.typedef {
             if let (Some(job), Some(job_id)) = (&def.job, param_u64(param, "jobId")) {
+                let policy_s = param
+                    .and_then(|p| p.get("policy"))
+                    .and_then(number_lenient)
+                    .filter(|x| x.is_finite() && *x > 0.0)
+                    .unwrap_or(0.0);
                 self.jobs.insert(
-                    (m.topic.edge_id.clone(), job_id),
+                    (m.topic.edge_id.clone(), job.result_channel.clone(), job_id),
                     Job {
                         kind: t.clone(),
+                        policy_s,
                         result_channel: job.result_channel.clone(),
                         result_after: job.result_after.clone(),
                         reply_code: None,
@@ -505,6 +643,7 @@ impl Engine {
             PairKey {
                 edge: m.topic.edge_id.clone(),
                 channel: m.topic.channel.clone(),
+                requester: m.topic.publisher,
                 mid,
             },
             Pending {
@@ -521,13 +660,22 @@ impl Engine {
     fn on_reply(&mut self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
         let rules = Arc::clone(&self.rules);
         let Some(mid) = m.mid() else { return };
+        let requester = other(m.topic.publisher);
         let key = PairKey {
             edge: m.topic.edge_id.clone(),
             channel: m.topic.channel.clone(),
+            requester,
             mid,
         };
         let Some(req) = self.pending.remove(&key) else {
             let dup = self.answered.get(&key).copied();
+            // An orphan is certain only when edgetap saw every request this reply
+            // could answer: the replier's or the requester's session from its
+            // start, or the edge's link-up.
+            let edge = edge_state(&mut self.edges, &m.topic.edge_id);
+            let history = m.origin_seen
+                || edge.session_seen[actor_index(requester)]
+                || edge.linked_up;
             for rule in &rules.rules {
                 match (&rule.def.check, dup) {
                     (Check::ReplyDuplicate, Some((packet, _))) => {
@@ -535,7 +683,21 @@ impl Engine {
                         v.push(("detail", packet.to_string()));
                         out.push(ctx.finding(rule, m, v));
                     }
-                    (Check::ReplyOrphan, None) => out.push(ctx.finding(rule, m, ctx.vars(m))),
+                    (Check::ReplyOrphan, None) if history => {
+                        out.push(ctx.finding(rule, m, ctx.vars(m)))
+                    }
+                    (Check::ReplyOrphan, None) => {
+                        let clause = ctx.clause.clone().unwrap_or_else(|| "5.3".into());
+                        self.unseen(
+                            &clause,
+                            format!(
+                                "edge {}: a reply (mid {mid}) may answer a request sent before \
+                                 the input began; start the capture before the device connects \
+                                 to judge every pairing",
+                                m.topic.edge_id
+                            ),
+                        );
+                    }
                     _ => {}
                 }
             }
@@ -566,10 +728,12 @@ impl Engine {
                     }
                 }
                 Check::ReplyLate { deadline_s } => {
-                    let deadline = def
-                        .as_ref()
-                        .and_then(|d| d.deadline_s)
-                        .unwrap_or(*deadline_s);
+                    // No deadline of the standard's: the type's (a vendor file)
+                    // or the user's (--reply-timeout), else none.
+                    let Some(deadline) = def.as_ref().and_then(|d| d.deadline_s).or(*deadline_s)
+                    else {
+                        continue;
+                    };
                     if latency_s > deadline {
                         v.push(("seen", format!("{latency_s:.3}")));
                         v.push(("expected", format!("{deadline}")));
@@ -593,6 +757,12 @@ impl Engine {
                 Check::ReplyErrorToValid { .. } => {
                     if let Some((code, CodeVerdict::ErrorToValid)) = &verdict {
                         v.push(("seen", code.to_string()));
+                        let said = m
+                            .envelope()
+                            .and_then(|e| e.get("msg"))
+                            .and_then(|x| x.as_str().map(str::to_string))
+                            .map_or_else(|| "no msg".into(), |s| format!("msg \"{s}\""));
+                        v.push(("detail", said));
                         out.push(rctx.finding(rule, m, v));
                     }
                 }
@@ -601,9 +771,10 @@ impl Engine {
         }
         let code = verdict.as_ref().map(|(c, _)| *c);
         // Jobs: the reply decides whether a result must follow.
-        if def.as_ref().is_some_and(|d| d.job.is_some()) {
+        if let Some(jd) = def.as_ref().and_then(|d| d.job.as_ref()) {
             if let Some(job_id) = param_u64(req.env.as_ref().and_then(|e| e.param()), "jobId") {
-                if let Some(job) = self.jobs.get_mut(&(m.topic.edge_id.clone(), job_id)) {
+                let k = (m.topic.edge_id.clone(), jd.result_channel.clone(), job_id);
+                if let Some(job) = self.jobs.get_mut(&k) {
                     job.reply_code = code;
                 }
             }
@@ -645,18 +816,26 @@ impl Engine {
             }
         }
         let Some(job_id) = asked else { return };
-        let Some(job) = self.jobs.get_mut(&(m.topic.edge_id.clone(), job_id)) else {
+        let k = (m.topic.edge_id.clone(), m.topic.channel.clone(), job_id);
+        let Some(job) = self.jobs.get_mut(&k) else {
             return;
         };
-        for path in monotonic {
-            let Some(x) = param
-                .as_ref()
-                .and_then(|p| p.get(path))
-                .and_then(number_lenient)
-            else {
-                continue;
-            };
-            if let Some(prev) = job.last.get(path) {
+        let now: BTreeMap<String, f64> = monotonic
+            .iter()
+            .filter_map(|path| {
+                let x = param.as_ref()?.get(path).and_then(number_lenient)?;
+                Some((path.clone(), x))
+            })
+            .collect();
+        for (path, &x) in &now {
+            // A value goes back only while the others stay: progress is a
+            // percentage of the current phase, and 100 % "downloaded" then 10 %
+            // "installing" is progress.
+            let others_same = now
+                .iter()
+                .filter(|(p, _)| *p != path)
+                .all(|(p, v)| job.last.get(p) == Some(v));
+            if let (Some(prev), true) = (job.last.get(path), others_same) {
                 if x < *prev {
                     for rule in rules
                         .rules
@@ -672,8 +851,8 @@ impl Engine {
                     }
                 }
             }
-            job.last.insert(path.clone(), x);
         }
+        job.last.extend(now);
     }
 
     fn on_report(&mut self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
@@ -686,7 +865,35 @@ impl Engine {
         let Some(job_id) = param_u64(param, "jobId") else {
             return;
         };
-        let key = (m.topic.edge_id.clone(), job_id);
+        let edge = m.topic.edge_id.clone();
+        let key = (edge.clone(), m.topic.channel.clone(), job_id);
+        // A result on another channel's data topic than its job's: found by jobId
+        // among the edge's jobs of other channels.
+        let key = if self.jobs.contains_key(&key) {
+            key
+        } else {
+            self.jobs
+                .keys()
+                .filter(|(e, _, id)| *e == edge && *id == job_id)
+                .min_by_key(|k| self.jobs[*k].packet)
+                .cloned()
+                .unwrap_or(key)
+        };
+        let platform_seen = self
+            .edges
+            .get(&edge)
+            .is_some_and(|e| e.session_seen[actor_index(Actor::Platform)]);
+        let clause = ctx.clause.clone().unwrap_or_else(|| "5.3".into());
+        if !self.jobs.contains_key(&key) && !platform_seen {
+            self.unseen(
+                &clause,
+                format!(
+                    "edge {edge}: job {job_id} was started before the input began; its command \
+                     and reply are not known"
+                ),
+            );
+        }
+        self.job_outcome(m, ctx, job_id, out);
         let job = self.jobs.get_mut(&key);
         let mut fire = |pick: fn(&Check) -> bool, extra: Vars| {
             for rule in rules.rules.iter().filter(|r| pick(&r.def.check)) {
@@ -697,7 +904,9 @@ impl Engine {
             }
         };
         let Some(job) = job else {
-            fire(|c| matches!(c, Check::JobResultOrphan), vec![]);
+            if platform_seen {
+                fire(|c| matches!(c, Check::JobResultOrphan), vec![]);
+            }
             return;
         };
         if job.reply_code.is_none() {
@@ -722,6 +931,45 @@ impl Engine {
         job.results += 1;
     }
 
+    /// A job result that reports failure: an outcome of the job, reported as such
+    /// (info), with the device's own code and text.
+    fn job_outcome(&self, m: &Message, ctx: &Ctx, job_id: u64, out: &mut Vec<Finding>) {
+        let Some(param) = m.envelope().and_then(|e| e.param()) else {
+            return;
+        };
+        for rule in &self.rules.rules {
+            let Check::JobFailed {
+                code,
+                text,
+                success,
+            } = &rule.def.check
+            else {
+                continue;
+            };
+            let Some((name, value)) = code
+                .iter()
+                .find_map(|c| Some((c, param.get(c).and_then(|v| protocol::as_i64_lenient(&v))?)))
+            else {
+                continue;
+            };
+            if success.contains(&value) {
+                continue;
+            }
+            let said = text
+                .iter()
+                .find_map(|t| Some(format!("{t} \"{}\"", param.get(t)?.as_str()?)))
+                .unwrap_or_else(|| "no description".into());
+            let mut v = ctx.vars(m);
+            v.push(("detail", job_id.to_string()));
+            v.push(("seen", format!("{name} {value}")));
+            v.push(("expected", said));
+            if let Some(k) = &ctx.job_of {
+                v.push(("job", k.clone()));
+            }
+            out.push(ctx.finding(rule, m, v));
+        }
+    }
+
     /// Per-edge sequences: link up/down, assigned ids, alarms, report spacing.
     fn sequences(&mut self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
         let rules = Arc::clone(&self.rules);
@@ -730,15 +978,34 @@ impl Engine {
         };
         let edge = edge_state(&mut self.edges, &m.topic.edge_id);
         let by_edge = m.topic.publisher == Actor::Edge;
+        let clause = ctx.clause.clone().unwrap_or_else(|| "5.3".into());
+        let mut unseen: Vec<(String, String)> = vec![];
         for rule in &rules.rules {
             let id = &rule.def.id;
             match &rule.def.check {
                 Check::FirstMessage { msg_type } if by_edge => {
-                    if !edge.first_judged.contains(id) {
-                        edge.first_judged.insert(id.clone());
-                        if t != msg_type {
-                            out.push(ctx.finding(rule, m, ctx.vars(m)));
+                    let first = edge.first_judged.insert((id.clone(), m.conn));
+                    if !first || t == msg_type {
+                        continue;
+                    }
+                    if !m.origin_seen {
+                        // The connection began before the input: what the edge
+                        // sent first is not known.
+                        if !edge.linked_up {
+                            unseen.push((
+                                rule.def.clause.clone().unwrap_or_else(|| clause.clone()),
+                                format!(
+                                    "edge {}: the input starts after its connection opened \
+                                     (no CONNECT seen), so whether it sent {msg_type} first is \
+                                     not known; start edgetap before the device powers on, or \
+                                     restart the device",
+                                    m.topic.edge_id
+                                ),
+                            ));
                         }
+                    } else if !edge.linked_up {
+                        // A reconnect of an edge already linked up is no power-on.
+                        out.push(ctx.finding(rule, m, ctx.vars(m)));
                     }
                 }
                 Check::SilentAfter { msg_type, until } if by_edge => {
@@ -752,14 +1019,27 @@ impl Engine {
                     }
                 }
                 Check::IdAssigned { uses, .. } => {
+                    let linked_up = edge.linked_up;
                     let known = slot(&mut edge.assigned, id);
                     for sel in uses.iter().filter(|s| path_sel_matches(s, &t, ctx.class)) {
                         for value in values_at(m, &sel.path) {
-                            if !known.contains(&value) {
-                                let mut v = ctx.vars(m);
-                                v.push(("seen", value));
-                                out.push(ctx.finding(rule, m, v));
+                            if known.contains(&value) {
+                                continue;
                             }
+                            if !linked_up {
+                                unseen.push((
+                                    rule.def.clause.clone().unwrap_or_else(|| clause.clone()),
+                                    format!(
+                                        "edge {}: ids assigned before the input began are not \
+                                         known (no EVENT_LINKUP seen), so {} was not checked",
+                                        m.topic.edge_id, sel.path
+                                    ),
+                                ));
+                                continue;
+                            }
+                            let mut v = ctx.vars(m);
+                            v.push(("seen", value));
+                            out.push(ctx.finding(rule, m, v));
                         }
                     }
                 }
@@ -768,10 +1048,24 @@ impl Engine {
                     path,
                     pairs,
                 } if t == *msg_type => {
+                    let linked_up = edge.linked_up;
                     let active = edge.alarms.entry(id.clone()).or_default();
                     for value in values_at(m, path) {
                         if let Some(recovers) = pairs.get(&value) {
-                            if !active.remove(recovers) {
+                            if active.remove(recovers) {
+                                continue;
+                            }
+                            if !linked_up {
+                                unseen.push((
+                                    rule.def.clause.clone().unwrap_or_else(|| clause.clone()),
+                                    format!(
+                                        "edge {}: alarms raised before the input began are not \
+                                         known (no EVENT_LINKUP seen), so recovery {value} was \
+                                         not checked",
+                                        m.topic.edge_id
+                                    ),
+                                ));
+                            } else {
                                 let mut v = ctx.vars(m);
                                 v.push(("seen", value.clone()));
                                 v.push(("expected", recovers.clone()));
@@ -812,6 +1106,12 @@ impl Engine {
                 _ => {}
             }
         }
+        if by_edge && t == SESSION_START {
+            edge.linked_up = true;
+        }
+        for (clause, reason) in unseen {
+            self.unseen(&clause, reason);
+        }
     }
 
     /// Records ids produced by a reply (e.g. deviceIds assigned by CMD_TOPO_ADD).
@@ -831,81 +1131,110 @@ impl Engine {
         }
     }
 
-    /// End of input: requests never answered, jobs without their result.
+    /// End of input: requests not answered and jobs without their result. The
+    /// standard sets no deadline for either: they are pending (info), unless a
+    /// limit the user set (`--reply-timeout`, `--job-timeout`) passed while the
+    /// input went on.
     pub fn finish(&mut self, out: &mut Vec<Finding>) {
         let rules = Arc::clone(&self.rules);
+        let end = self.last_time_us;
         let mut pending: Vec<(PairKey, Pending)> = self.pending.drain().collect();
         pending.sort_by_key(|(_, p)| p.packet);
         for (key, p) in pending {
-            for rule in rules
-                .rules
-                .iter()
-                .filter(|r| matches!(r.def.check, Check::ReplyMissing))
-            {
+            let waited_s = (end - p.time_us).max(0) as f64 / 1e6;
+            let overdue = |after: &Option<f64>| after.is_some_and(|a| waited_s > a);
+            let fired = rules.rules.iter().any(|r| {
+                matches!(&r.def.check, Check::ReplyMissing { after_s } if overdue(after_s))
+            });
+            for rule in &rules.rules {
+                let limit = match &rule.def.check {
+                    Check::ReplyMissing { after_s } if overdue(after_s) => *after_s,
+                    Check::ReplyPending if !fired => None,
+                    _ => continue,
+                };
                 let clause = self.clause_of_type(&p.msg_type);
-                out.push(Finding {
-                    rule: rule.def.id.clone(),
-                    clause: rule.def.clause.clone().unwrap_or(clause),
-                    table: rule.def.table.clone(),
-                    severity: rule.def.severity,
-                    edge_id: Some(key.edge.clone()),
-                    msg_type: Some(p.msg_type.clone()),
-                    topic: Some(p.topic.clone()),
-                    mid: Some(key.mid),
-                    packet: Some(p.packet),
-                    time: Some(p.time_us),
-                    message: fill(
-                        &rule.def.message,
-                        &vec![
-                            ("type", p.msg_type.clone()),
-                            ("mid", key.mid.to_string()),
-                            ("edge_id", key.edge.clone()),
-                        ],
-                    ),
-                    conn: None,
-                    side: None,
-                    offset: None,
-                });
+                let mut vars = vec![
+                    ("type", p.msg_type.clone()),
+                    ("mid", key.mid.to_string()),
+                    ("edge_id", key.edge.clone()),
+                    ("seen", format!("{waited_s:.1}")),
+                ];
+                if let Some(l) = limit {
+                    vars.push(("expected", format!("{l}")));
+                }
+                out.push(self.end_finding(rule, clause, &key.edge, &p.msg_type, Some(&p.topic), Some(key.mid), p.packet, p.time_us, &vars));
             }
         }
-        let mut jobs: Vec<((String, u64), Job)> = self.jobs.drain().collect();
+        let mut jobs: Vec<(JobKey, Job)> = self.jobs.drain().collect();
         jobs.sort_by_key(|(_, j)| j.packet);
-        for ((edge, job_id), job) in jobs {
+        for ((edge, _, job_id), job) in jobs {
             let Some(code) = job.reply_code else { continue };
             if job.results > 0 || !job.result_after.contains(&code) {
                 continue;
             }
-            for rule in rules
-                .rules
-                .iter()
-                .filter(|r| matches!(r.def.check, Check::JobResultMissing))
-            {
+            // Due once its policy delay has passed; overdue only by a user limit.
+            let running_s = (end - job.time_us).max(0) as f64 / 1e6 - job.policy_s;
+            let overdue = |after: &Option<f64>| after.is_some_and(|a| running_s > a);
+            let fired = rules.rules.iter().any(|r| {
+                matches!(&r.def.check, Check::JobResultMissing { after_s } if overdue(after_s))
+            });
+            for rule in &rules.rules {
+                let limit = match &rule.def.check {
+                    Check::JobResultMissing { after_s } if overdue(after_s) => *after_s,
+                    Check::JobPending if !fired => None,
+                    _ => continue,
+                };
                 let clause = self.clause_of_type(&job.kind);
-                out.push(Finding {
-                    rule: rule.def.id.clone(),
-                    clause: rule.def.clause.clone().unwrap_or(clause),
-                    table: rule.def.table.clone(),
-                    severity: rule.def.severity,
-                    edge_id: Some(edge.clone()),
-                    msg_type: Some(job.kind.clone()),
-                    topic: None,
-                    mid: job.mid,
-                    packet: Some(job.packet),
-                    time: Some(job.time_us),
-                    message: fill(
-                        &rule.def.message,
-                        &vec![
-                            ("type", job.kind.clone()),
-                            ("detail", job_id.to_string()),
-                            ("seen", code.to_string()),
-                            ("edge_id", edge.clone()),
-                        ],
-                    ),
-                    conn: None,
-                    side: None,
-                    offset: None,
-                });
+                let policy = if job.policy_s > 0.0 {
+                    format!(", policy {} s", job.policy_s)
+                } else {
+                    String::new()
+                };
+                let mut vars = vec![
+                    ("type", job.kind.clone()),
+                    ("detail", job_id.to_string()),
+                    ("seen", format!("{code}")),
+                    ("edge_id", edge.clone()),
+                    ("path", format!("{:.1} s after its command{policy}", (end - job.time_us).max(0) as f64 / 1e6)),
+                ];
+                if let Some(l) = limit {
+                    vars.push(("expected", format!("{l}")));
+                }
+                out.push(self.end_finding(rule, clause, &edge, &job.kind, None, job.mid, job.packet, job.time_us, &vars));
             }
+        }
+    }
+
+    /// A finding about what the end of input left open.
+    #[allow(clippy::too_many_arguments)]
+    fn end_finding(
+        &self,
+        rule: &Rule,
+        clause: String,
+        edge: &str,
+        msg_type: &str,
+        topic: Option<&str>,
+        mid: Option<u64>,
+        packet: u64,
+        time_us: i64,
+        vars: &Vars,
+    ) -> Finding {
+        Finding {
+            rule: rule.def.id.clone(),
+            clause: rule.def.clause.clone().unwrap_or(clause),
+            table: rule.def.table.clone(),
+            severity: rule.def.severity,
+            edge_id: Some(edge.to_string()),
+            msg_type: Some(msg_type.to_string()),
+            topic: topic.map(str::to_string),
+            mid,
+            packet: Some(packet),
+            time: Some(time_us),
+            message: fill(&rule.def.message, vars),
+            conn: None,
+            side: None,
+            offset: None,
+            basis: rule.def.basis.clone(),
         }
     }
 
@@ -956,7 +1285,8 @@ impl Engine {
     fn job_kind(&self, m: &Message, def: &TypeDef) -> Option<String> {
         let param = m.envelope().and_then(|e| e.param());
         if let Some(id) = param_u64(param, "jobId") {
-            if let Some(job) = self.jobs.get(&(m.topic.edge_id.clone(), id)) {
+            let k = (m.topic.edge_id.clone(), m.topic.channel.clone(), id);
+            if let Some(job) = self.jobs.get(&k) {
                 return Some(job.kind.clone());
             }
         }
@@ -1039,6 +1369,7 @@ impl Ctx {
             conn: Some(m.conn),
             side: Some(m.side),
             offset: None,
+            basis: rule.def.basis.clone(),
         }
     }
 
@@ -1326,7 +1657,7 @@ mod tests {
                     .types
                     .as_ref()
                     .map_or(true, |t| t.contains("REP_SYS_STATUS")),
-                Check::InvalidJson | Check::NotObject | Check::KeyWhitespace => true,
+                Check::InvalidJson | Check::NotObject => true,
                 _ => false,
             })
             .map(|r| r.def.id.as_str())

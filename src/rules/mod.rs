@@ -188,6 +188,25 @@ impl RuleSet {
         }
     }
 
+    /// Applies the user's time limits (`--reply-timeout`, `--job-timeout`) to the
+    /// rules that judge timing; `None` leaves a rule's own setting.
+    pub fn set_limits(&mut self, reply_timeout_s: Option<f64>, job_timeout_s: Option<f64>) {
+        for r in &mut self.rules {
+            match &mut r.def.check {
+                Check::ReplyLate { deadline_s } if reply_timeout_s.is_some() => {
+                    *deadline_s = reply_timeout_s
+                }
+                Check::ReplyMissing { after_s } if reply_timeout_s.is_some() => {
+                    *after_s = reply_timeout_s
+                }
+                Check::JobResultMissing { after_s } if job_timeout_s.is_some() => {
+                    *after_s = job_timeout_s
+                }
+                _ => {}
+            }
+        }
+    }
+
     pub fn rule(&self, id: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.def.id == id)
     }
@@ -223,6 +242,14 @@ fn read_dir_json(dir: &Path) -> Result<Vec<(String, String)>, RuleError> {
 }
 
 const CLASSES: &[&str] = &["request", "reply", "report"];
+/// The deviations the payload reader tolerates ([`crate::protocol::Deviation`]).
+const DIALECT_KINDS: &[&str] = &[
+    "trailing_bytes",
+    "bom",
+    "string_number",
+    "timestamp_form",
+    "key_whitespace",
+];
 const ROLES: &[&str] = &["request", "command", "data"];
 
 fn lint_type(name: &str, t: &TypeDef, set: &RuleSet) -> Vec<String> {
@@ -259,6 +286,17 @@ fn compile_rule(def: &RuleDef, set: &RuleSet) -> Result<BTreeMap<String, Regex>,
     let mut regexes = BTreeMap::new();
     if def.id.trim().is_empty() {
         errors.push("empty rule id".into());
+    }
+    // An error finding accuses a device or platform: it must name the sentence of
+    // the standard it enforces.
+    if def.severity == crate::finding::Severity::Error
+        && def.basis.as_deref().map_or(true, |b| b.trim().is_empty())
+    {
+        errors.push(
+            "an error rule needs a \"basis\": the clause or table and the sentence of the \
+             standard it enforces, verbatim (or make it a warning or info)"
+                .into(),
+        );
     }
     if let Some(c) = &def.clause {
         if !set.clauses.is_empty() && set.clause_title(c).is_none() && !is_sub_clause(c, set) {
@@ -307,6 +345,13 @@ fn compile_rule(def: &RuleDef, set: &RuleSet) -> Result<BTreeMap<String, Regex>,
             Err(e) => errors.push(format!("pattern: {e}")),
         },
         Check::FirstMessage { msg_type } => known_type(msg_type, &mut errors),
+        Check::Dialect { deviations } => {
+            for d in deviations {
+                if !DIALECT_KINDS.contains(&d.as_str()) {
+                    errors.push(format!("deviation \"{d}\" is not one of {DIALECT_KINDS:?}"));
+                }
+            }
+        }
         Check::SilentAfter { msg_type, until } => {
             known_type(msg_type, &mut errors);
             known_type(until, &mut errors);

@@ -87,6 +87,16 @@ pub struct JobDef {
     pub result_after: Vec<i64>,
 }
 
+fn default_result_fields() -> Vec<String> {
+    vec!["result".into(), "code".into()]
+}
+fn default_result_text() -> Vec<String> {
+    vec!["info".into(), "msg".into()]
+}
+fn default_success() -> Vec<i64> {
+    vec![200]
+}
+
 fn default_result_type() -> String {
     "REP_JOB_RESULT".into()
 }
@@ -111,6 +121,15 @@ pub struct RuleDef {
     #[serde(default)]
     pub table: Option<String>,
     pub severity: Severity,
+    /// The clause or table and the sentence of the standard (verbatim, Chinese) the
+    /// rule enforces. Required of every `error` rule (`rules lint`): an error is an
+    /// accusation against a device or platform and must be grounded in the text.
+    #[serde(default)]
+    pub basis: Option<String>,
+    /// Why the rule has this severity and scope, when the text leaves room (a
+    /// review note: what changed and why).
+    #[serde(default)]
+    pub review: Option<String>,
     /// Template; `{name}` is replaced by the finding's variables (`type`, `path`,
     /// `expected`, `seen`, `detail`, …).
     pub message: String,
@@ -139,6 +158,15 @@ pub enum Check {
     InvalidJson,
     NotObject,
     KeyWhitespace,
+    /// Payload deviations the parser tolerated (`trailing_bytes`, `bom`,
+    /// `string_number`, `timestamp_form`, `key_whitespace`): reported once per
+    /// connection and kind, then the message is judged as the sender meant it.
+    Dialect {
+        deviations: Vec<String>,
+    },
+    /// A PUBLISH that is no protocol message (a topic outside the standard, an
+    /// unknown MQTT 5 topic alias): counted and reported, never dropped silently.
+    TopicUnattributed,
     // --- topics and naming (5.3.3) ---
     TopicMissingSlash,
     TopicPlaceholder,
@@ -156,9 +184,18 @@ pub enum Check {
     },
     Expired,
     // --- request/reply pairing ---
-    ReplyMissing,
+    /// A request still unanswered `after_s` seconds later while the capture went
+    /// on. No deadline of its own: the standard sets none; `--reply-timeout` sets it.
+    ReplyMissing {
+        #[serde(default)]
+        after_s: Option<f64>,
+    },
+    /// A request unanswered when the input ended, no deadline passed: pending.
+    ReplyPending,
+    /// A reply later than `deadline_s` (none by default; `--reply-timeout`).
     ReplyLate {
-        deadline_s: f64,
+        #[serde(default)]
+        deadline_s: Option<f64>,
     },
     ReplyDuplicate,
     ReplyOrphan,
@@ -182,7 +219,25 @@ pub enum Check {
         msg_type: String,
         until: String,
     },
-    JobResultMissing,
+    /// An accepted job without its result `after_s` seconds after it was due (the
+    /// command's time plus its `policy` delay); `--job-timeout` sets it, off by default.
+    JobResultMissing {
+        #[serde(default)]
+        after_s: Option<f64>,
+    },
+    /// A job still running when the input ended.
+    JobPending,
+    /// A job result that reports failure: an outcome, not a protocol violation.
+    JobFailed {
+        /// Param members holding the result code, the first present counts.
+        #[serde(default = "default_result_fields")]
+        code: Vec<String>,
+        /// Param members describing a failure.
+        #[serde(default = "default_result_text")]
+        text: Vec<String>,
+        #[serde(default = "default_success")]
+        success: Vec<i64>,
+    },
     JobResultDuplicate,
     JobResultEarly,
     JobResultOrphan,

@@ -886,6 +886,7 @@ fn plan_finding(edge: &str, i: &Item, severity: Severity, message: String) -> Fi
         conn: None,
         side: None,
         offset: None,
+        basis: None,
     }
 }
 

@@ -1020,6 +1020,8 @@ struct StoredFinding {
     conn: Option<u64>,
     side: Option<String>,
     offset: Option<u64>,
+    #[serde(default)]
+    basis: Option<String>,
 }
 
 impl StoredFinding {
@@ -1045,6 +1047,7 @@ impl StoredFinding {
                 }
             }),
             offset: self.offset,
+            basis: self.basis,
         }
     }
 }
