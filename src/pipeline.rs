@@ -101,6 +101,8 @@ pub enum Staged {
     Finding(Finding),
     /// Left behind by [`Judge::take`] while it parses an `Unparsed` in place.
     Taken,
+    /// The input ended at this time (µs): what is still open is judged against it.
+    End(i64),
 }
 
 /// A message before its payload is parsed.
@@ -391,7 +393,11 @@ impl Analyzer {
         for c in open {
             self.close(c, t, 0, sink);
         }
-        if !self.defer {
+        if self.defer {
+            self.flush(sink);
+            self.staged.push(Staged::End(t));
+        } else {
+            self.engine.input_ends(t);
             self.engine.finish(&mut self.findings);
         }
         self.flush(sink);
@@ -690,6 +696,7 @@ impl Judge {
         }
         match s {
             Staged::Taken | Staged::Unparsed(_) => {}
+            Staged::End(t) => self.engine.input_ends(*t),
             Staged::Finding(f) => sink.finding(f),
             Staged::Message(m) => {
                 self.engine.on_message(m, &mut self.findings);

@@ -35,6 +35,18 @@ struct Case {
     /// The analyzer's maximum packet size (default: MQTT's own limit).
     #[serde(default)]
     max_packet: Option<usize>,
+    /// The capture joined both connections after they opened: no CONNECT seen.
+    #[serde(default)]
+    joined: bool,
+    /// Seconds after t0 at which the input ends (a PINGREQ then), when later than
+    /// the last message.
+    #[serde(default)]
+    end: Option<f64>,
+    /// The user's --reply-timeout and --job-timeout.
+    #[serde(default)]
+    reply_timeout: Option<f64>,
+    #[serde(default)]
+    job_timeout: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -87,13 +99,22 @@ fn run(rules: &Arc<RuleSet>, case: &Case) -> (BTreeMap<String, usize>, Vec<Strin
     let settings = Settings {
         max_packet: case.max_packet.unwrap_or(Settings::default().max_packet),
     };
-    let mut a = Analyzer::new(rules.clone(), settings);
+    let rules = if case.reply_timeout.is_some() || case.job_timeout.is_some() {
+        let mut r = (**rules).clone();
+        r.set_limits(case.reply_timeout, case.job_timeout);
+        Arc::new(r)
+    } else {
+        rules.clone()
+    };
+    let mut a = Analyzer::new(rules, settings);
     let mut sink = Collector::default();
     let t0 = t0_us();
-    a.open(1, None, None, false);
-    a.open(2, None, None, false);
-    a.data(1, Side::Client, t0, 0, &connect("edge"), &mut sink);
-    a.data(2, Side::Client, t0, 0, &connect("platform"), &mut sink);
+    a.open(1, None, None, case.joined);
+    a.open(2, None, None, case.joined);
+    if !case.joined {
+        a.data(1, Side::Client, t0, 0, &connect("edge"), &mut sink);
+        a.data(2, Side::Client, t0, 0, &connect("platform"), &mut sink);
+    }
     for (i, m) in case.messages.iter().enumerate() {
         let conn = match m.from.as_str() {
             "edge" => 1,
@@ -113,6 +134,10 @@ fn run(rules: &Arc<RuleSet>, case: &Case) -> (BTreeMap<String, usize>, Vec<Strin
         };
         let t = t0 + (m.t * 1e6) as i64;
         a.data(conn, Side::Client, t, i as u64 + 1, &bytes, &mut sink);
+    }
+    if let Some(end) = case.end {
+        let n = case.messages.len() as u64 + 1;
+        a.data(1, Side::Client, t0 + (end * 1e6) as i64, n, &[0xc0, 0x00], &mut sink);
     }
     a.finish(&mut sink);
     let mut counts = BTreeMap::new();

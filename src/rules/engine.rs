@@ -331,6 +331,11 @@ impl Engine {
         }
     }
 
+    /// The input ends at `t` (µs) at the latest: pending work is judged against it.
+    pub fn input_ends(&mut self, t: i64) {
+        self.last_time_us = self.last_time_us.max(t);
+    }
+
     /// A check of `clause` that needed history outside the input.
     fn unseen(&mut self, clause: &str, reason: String) {
         self.exercised.note(clause, reason);
