@@ -529,7 +529,28 @@ impl Analyzer {
             );
             return;
         }
-        let Some(topic) = protocol::parse_topic(&p.topic) else {
+        // Retransmitted QoS>0 PUBLISH (dup flag) is the same message again.
+        if p.dup {
+            return;
+        }
+        let topic = protocol::parse_topic(&p.topic);
+        let key = leg_key(&p.topic, &p.payload);
+        self.expire_legs(time_us);
+        match side {
+            Side::Client => {
+                self.recent.push_back((key, time_us));
+                *self.recent_count.entry(key).or_default() += 1;
+            }
+            Side::Server => {
+                if self.recent_count.get(&key).copied().unwrap_or(0) > 0 {
+                    if topic.is_some() {
+                        self.stats.deliveries += 1;
+                    }
+                    return;
+                }
+            }
+        }
+        let Some(topic) = topic else {
             let name = p.topic.clone();
             self.unattributed(
                 conn,
@@ -541,24 +562,6 @@ impl Analyzer {
             );
             return;
         };
-        // Retransmitted QoS>0 PUBLISH (dup flag) is the same message again.
-        if p.dup {
-            return;
-        }
-        let key = leg_key(&p.topic, &p.payload);
-        self.expire_legs(time_us);
-        match side {
-            Side::Client => {
-                self.recent.push_back((key, time_us));
-                *self.recent_count.entry(key).or_default() += 1;
-            }
-            Side::Server => {
-                if self.recent_count.get(&key).copied().unwrap_or(0) > 0 {
-                    self.stats.deliveries += 1;
-                    return;
-                }
-            }
-        }
         let raw = Unparsed {
             seq: self.seq,
             conn,

@@ -142,7 +142,12 @@ fn oversized_packet_is_reported_and_skipped() {
     a.data(1, Side::Client, T0, 2, &big, &mut s);
     let small = publish("a/b", "hi");
     a.data(1, Side::Client, T0, 3, &small, &mut s);
-    assert_eq!(rules_of(&s.findings), vec!["mqtt.oversized"]);
+    // "a/b" is no protocol topic: counted and reported (info), not judged.
+    assert_eq!(
+        rules_of(&s.findings),
+        vec!["mqtt.oversized", "topic.unattributed"]
+    );
+    assert_eq!(a.stats().unattributed, 1);
     assert_eq!(a.stats().publishes, 1, "the next packet is decoded");
 
     // Under the limit: silent.
@@ -151,7 +156,7 @@ fn oversized_packet_is_reported_and_skipped() {
     a.open(1, None, None, false);
     a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
     a.data(1, Side::Client, T0, 2, &small, &mut s);
-    assert!(s.findings.is_empty());
+    assert!(!rules_of(&s.findings).contains(&"mqtt.oversized"));
 }
 
 #[test]
@@ -270,4 +275,64 @@ fn deferred_judging_finds_what_direct_judging_finds() {
             "parse at reader: {parse_at_reader}"
         );
     }
+}
+
+/// MQTT 5 CONNECT and PUBLISH with a Topic Alias (empty topic: use the alias).
+fn v5_connect(id: &str) -> Vec<u8> {
+    use rumqttc::v5::mqttbytes::v5::Connect;
+    let mut b = BytesMut::new();
+    let c = Connect {
+        keep_alive: 60,
+        client_id: id.into(),
+        clean_start: true,
+        properties: None,
+    };
+    rumqttc::v5::mqttbytes::v5::Packet::Connect(c, None, None)
+        .write(&mut b)
+        .unwrap();
+    b.to_vec()
+}
+
+fn v5_publish(topic: &str, alias: u16, payload: &str) -> Vec<u8> {
+    use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
+    let props = PublishProperties {
+        topic_alias: Some(alias),
+        ..Default::default()
+    };
+    let p = Publish::new(topic, rumqttc::v5::mqttbytes::QoS::AtMostOnce, payload.to_string(), Some(props));
+    let mut b = BytesMut::new();
+    rumqttc::v5::mqttbytes::v5::Packet::Publish(p)
+        .write(&mut b)
+        .unwrap();
+    b.to_vec()
+}
+
+#[test]
+fn mqtt5_topic_aliases_resolve_per_connection_and_unknown_ones_are_reported() {
+    let report = r#"{"type":"EVENT_LINKDOWN","timestamp":"2026-11-26 18:00:00","param":{"reason":"Power Off"}}"#;
+    let mut a = analyzer(1 << 20);
+    let mut s = Collector::default();
+    a.open(1, None, None, false);
+    a.data(1, Side::Client, T0, 1, &v5_connect("edge"), &mut s);
+    a.data(1, Side::Client, T0, 2, &v5_publish("/v1/E5/device/request", 1, LINKUP), &mut s);
+    a.data(1, Side::Client, T0, 3, &v5_publish("/v1/E5/device/data", 2, report), &mut s);
+    a.data(1, Side::Client, T0, 4, &v5_publish("", 2, report), &mut s);
+    a.data(1, Side::Client, T0, 5, &v5_publish("", 2, report), &mut s);
+    assert_eq!(a.stats().publishes, 4);
+    assert_eq!(a.stats().messages, 4, "{:?}", s.findings);
+    assert_eq!(a.stats().unattributed, 0);
+
+    // Another connection joined mid-session: alias 2 was set before the capture.
+    a.open(2, None, None, true);
+    a.data(2, Side::Client, T0, 6, &v5_connect("edge2"), &mut s);
+    a.data(2, Side::Client, T0, 7, &v5_publish("", 2, report), &mut s);
+    assert_eq!(a.stats().messages, 4, "an alias of connection 1 is not connection 2's");
+    assert_eq!(a.stats().unattributed, 1);
+    let f = s
+        .findings
+        .iter()
+        .find(|f| f.rule == "topic.unattributed")
+        .expect("the unknown alias is reported");
+    assert!(f.message.contains("alias 2"), "{}", f.message);
+    assert_eq!((f.conn, f.packet), (Some(2), Some(7)));
 }

@@ -2,15 +2,14 @@
 //! edge and platform clients, tcpdump for a reference capture. These tests FAIL when
 //! mosquitto or tcpdump is missing: CI installs them (.ci/run).
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
 
 use bytes::BytesMut;
-use common::{free_port, temp_dir, Mosquitto, Proxy};
+use common::{free_port, temp_dir, tcpdump, Mosquitto, Proxy};
 use edgetap::finding::Finding;
 use edgetap::pipeline::Settings;
 use edgetap::proxy::ProxySettings;
@@ -60,55 +59,6 @@ async fn wait_for(
             Ok(Some(_)) => {}
             _ => panic!("timed out waiting for {what}"),
         }
-    }
-}
-
-/// tcpdump on loopback, for the reference capture; stopped with SIGINT.
-struct Tcpdump {
-    child: Child,
-    file: PathBuf,
-}
-
-fn tcpdump(port: u16, file: PathBuf) -> Tcpdump {
-    use std::io::BufRead;
-    let mut child = Command::new("tcpdump")
-        .args([
-            "-i",
-            "lo",
-            "-U",
-            "--immediate-mode",
-            "-B",
-            "65536",
-            "-s",
-            "0",
-            "-w",
-        ])
-        .arg(&file)
-        .arg(format!("tcp port {port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tcpdump must be installed (apt-get install tcpdump)");
-    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = err.read_line(&mut line).unwrap();
-        assert!(n > 0, "tcpdump did not start (needs capture rights on lo)");
-        if line.contains("listening on") {
-            break;
-        }
-    }
-    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-    Tcpdump { child, file }
-}
-
-impl Tcpdump {
-    fn stop(mut self) -> PathBuf {
-        std::thread::sleep(Duration::from_millis(300));
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let _ = self.child.wait();
-        self.file
     }
 }
 

@@ -447,7 +447,7 @@ pub fn named(
                     let Some(sel) = our_reply(msgs, us, &|_| true, true) else {
                         return Ok(None);
                     };
-                    mk(sel, vec![Step::Drop], Some("reply.missing"))
+                    mk(sel, vec![Step::Drop], Some("reply.pending"))
                 }
                 "job-result-before-reply" => {
                     let jobs: Vec<u64> = msgs

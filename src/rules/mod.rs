@@ -407,7 +407,7 @@ mod tests {
         let err = RuleSet::from_sources(vec![("bad.json".into(), bad.into())]).unwrap_err();
         let text = err[0].to_string();
         assert!(text.starts_with("bad.json:"), "{text}");
-        let good_type_bad_kind = r#"{"rules": [{"id": "x.bad", "severity": "error", "message": "m",
+        let good_type_bad_kind = r#"{"rules": [{"id": "x.bad", "severity": "warning", "message": "m",
             "check": {"kind": "schema", "when": {"type": "NO_SUCH"}, "fields": {}}}]}"#;
         let err =
             RuleSet::from_sources(vec![("b.json".into(), good_type_bad_kind.into())]).unwrap_err();
@@ -415,6 +415,40 @@ mod tests {
             err[0].to_string(),
             "b.json: rule x.bad: message type \"NO_SUCH\" is not in the type catalog"
         );
+    }
+
+    #[test]
+    fn an_error_rule_needs_a_basis() {
+        let rule = |extra: &str| {
+            format!(
+                r#"{{"rules": [{{"id": "v.x", "severity": "error", {extra} "message": "m",
+                "check": {{"kind": "schema", "when": {{"type": "CMD_SYS_UPGRADE"}}, "fields": {{}}}}}}]}}"#
+            )
+        };
+        let files = |text: String| {
+            let mut f: Vec<(String, String)> = DEFAULT_FILES
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.to_string()))
+                .collect();
+            f.push(("vendor.json".into(), text));
+            f
+        };
+        let err = RuleSet::from_sources(files(rule(""))).unwrap_err();
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(
+            err[0].to_string().starts_with("vendor.json: rule v.x: an error rule needs a \"basis\""),
+            "{}",
+            err[0]
+        );
+        assert!(RuleSet::from_sources(files(rule(r#""basis": "   ","#))).is_err());
+        let ok = RuleSet::from_sources(files(rule(r#""basis": "表6 \"jobId number 是\"","#))).unwrap();
+        assert!(ok.rule("v.x").unwrap().def.basis.is_some());
+        // Every built-in error rule carries its sentence.
+        for r in &RuleSet::builtin().rules {
+            if r.def.severity == crate::Severity::Error {
+                assert!(r.def.basis.as_deref().is_some_and(|b| !b.is_empty()), "{}", r.def.id);
+            }
+        }
     }
 
     #[test]

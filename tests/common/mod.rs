@@ -134,3 +134,52 @@ impl Proxy {
         (out, live)
     }
 }
+
+/// tcpdump on loopback (`tcp port PORT`), for reference captures; stopped with SIGINT.
+pub struct Tcpdump {
+    child: Child,
+    file: PathBuf,
+}
+
+pub fn tcpdump(port: u16, file: PathBuf) -> Tcpdump {
+    use std::io::BufRead;
+    let mut child = Command::new("tcpdump")
+        .args([
+            "-i",
+            "lo",
+            "-U",
+            "--immediate-mode",
+            "-B",
+            "65536",
+            "-s",
+            "0",
+            "-w",
+        ])
+        .arg(&file)
+        .arg(format!("tcp port {port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump must be installed (apt-get install tcpdump)");
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = err.read_line(&mut line).unwrap();
+        assert!(n > 0, "tcpdump did not start (needs capture rights on lo)");
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    Tcpdump { child, file }
+}
+
+impl Tcpdump {
+    pub fn stop(mut self) -> PathBuf {
+        std::thread::sleep(Duration::from_millis(300));
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+        self.file
+    }
+}
