@@ -336,3 +336,21 @@ fn mqtt5_topic_aliases_resolve_per_connection_and_unknown_ones_are_reported() {
     assert!(f.message.contains("alias 2"), "{}", f.message);
     assert_eq!((f.conn, f.packet), (Some(2), Some(7)));
 }
+
+#[test]
+fn a_wrong_reply_code_quotes_the_sentence_that_sets_it() {
+    let mut a = analyzer(1 << 20);
+    let mut s = Collector::default();
+    a.open(1, None, None, false);
+    a.open(2, None, None, false);
+    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
+    a.data(2, Side::Client, T0, 2, &connect("platform"), &mut s);
+    a.data(1, Side::Client, T0, 3, &publish("/v1/E1/device/request", LINKUP), &mut s);
+    let cmd = r#"{"mid":9,"type":"CMD_SYS_UPGRADE","timestamp":"2026-11-26 18:00:01","param":{"jobId":1,"version":"2","upgradeType":0,"file":{}}}"#;
+    a.data(2, Side::Client, T0 + 1, 4, &publish("/v1/E1/device/command", cmd), &mut s);
+    let reply = r#"{"mid":9,"type":"CMD_SYS_UPGRADE","timestamp":"2026-11-26 18:00:01","code":200}"#;
+    a.data(1, Side::Client, T0 + 2, 5, &publish("/v1/E1/device/reply", reply), &mut s);
+    let f = s.findings.iter().find(|f| f.rule == "reply.code").expect("200 instead of 202");
+    let basis = f.basis.as_deref().unwrap();
+    assert!(basis.starts_with("6.1.2.2") && basis.contains("202"), "{basis}");
+}

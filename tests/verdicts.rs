@@ -192,7 +192,10 @@ fn nul_terminated_payloads_are_reported_once_per_connection_and_judged() {
     let (_, r) = analyze(&pcap, broker.port);
     assert_eq!(findings(&r, "payload.trailing_bytes").len(), 2, "{}", r["findings"]);
     // Judged as the JSON it carries: the missing event field is found in both.
-    assert_eq!(findings(&r, "t19.EVENT_SYS_ALARM").len(), 2, "{}", r["findings"]);
+    let t19 = findings(&r, "t19.EVENT_SYS_ALARM");
+    assert_eq!(t19.len(), 2, "{}", r["findings"]);
+    // Every error says why, in the standard's words.
+    assert!(t19[0]["basis"].as_str().unwrap().contains("表19"), "{}", t19[0]);
     // The NUL inside the third is no tolerated edge: not JSON.
     assert_eq!(findings(&r, "payload.invalid_json").len(), 1, "{}", r["findings"]);
 }

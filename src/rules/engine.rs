@@ -172,7 +172,10 @@ struct EdgeState {
 #[derive(Debug, Clone, PartialEq)]
 enum CodeVerdict {
     Fine,
-    Wrong { expected: Vec<i64> },
+    Wrong {
+        expected: Vec<i64>,
+        basis: Option<String>,
+    },
     SuccessToInvalid,
     ErrorToValid,
 }
@@ -746,10 +749,15 @@ impl Engine {
                     }
                 }
                 Check::ReplyCode => {
-                    if let Some((code, CodeVerdict::Wrong { expected })) = &verdict {
+                    if let Some((code, CodeVerdict::Wrong { expected, basis })) = &verdict {
                         v.push(("seen", code.to_string()));
                         v.push(("expected", join_codes(expected)));
-                        out.push(rctx.finding(rule, m, v));
+                        let mut f = rctx.finding(rule, m, v);
+                        // The sentence that sets this type's codes, when the catalog has it.
+                        if basis.is_some() {
+                            f.basis = basis.clone();
+                        }
+                        out.push(f);
                     }
                 }
                 Check::ReplySuccessToInvalid { .. } => {
@@ -1433,26 +1441,25 @@ fn code_verdict(code: i64, def: Option<&TypeDef>, req: &Pending, rules: &RuleSet
     let Some(def) = def else {
         return CodeVerdict::Fine;
     };
-    let expected = def
-        .reply_codes
-        .iter()
-        .find(|rc| {
-            rc.if_param.as_ref().map_or(true, |f| {
-                req.env
-                    .as_ref()
-                    .and_then(|e| e.param())
-                    .and_then(|p| p.get(f))
-                    .is_some_and(|v| !v.is_null())
-            })
+    let entry = def.reply_codes.iter().find(|rc| {
+        rc.if_param.as_ref().map_or(true, |f| {
+            req.env
+                .as_ref()
+                .and_then(|e| e.param())
+                .and_then(|p| p.get(f))
+                .is_some_and(|v| !v.is_null())
         })
-        .map(|rc| rc.codes.clone())
-        .unwrap_or_default();
+    });
+    let expected = entry.map(|rc| rc.codes.clone()).unwrap_or_default();
     if expected.is_empty() || expected.contains(&code) {
         CodeVerdict::Fine
     } else if errors.contains(&code) {
         CodeVerdict::ErrorToValid
     } else {
-        CodeVerdict::Wrong { expected }
+        CodeVerdict::Wrong {
+            expected,
+            basis: entry.and_then(|rc| rc.basis.clone()),
+        }
     }
 }
 

@@ -72,6 +72,9 @@ pub struct ReplyCodes {
     #[serde(default)]
     pub if_param: Option<String>,
     pub codes: Vec<i64>,
+    /// The sentence that sets these codes; a reply.code finding quotes it.
+    #[serde(default)]
+    pub basis: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
