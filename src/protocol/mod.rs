@@ -396,11 +396,20 @@ pub fn json_type_name<V: Scalar>(v: &V) -> &'static str {
 
 /// A timestamp edgetap reads ([`timestamp_us`]) in a form other than the standard's
 /// `yyyy-MM-dd HH:mm:ss`: epoch seconds or milliseconds, ISO 8601.
+/// Checks the shape only (cheap, once per message): whether a string of the
+/// standard's shape is a real date-time is the schema's `datetime` format check.
 fn timestamp_form_deviates(v: &Val<'_>) -> bool {
-    let standard = v
-        .as_str()
-        .is_some_and(|s| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").is_ok());
-    !standard && timestamp_us(v).is_some()
+    let standard_shape = v.as_str().is_some_and(|s| {
+        let b = s.as_bytes();
+        b.len() == 19
+            && b.iter().enumerate().all(|(i, c)| match i {
+                4 | 7 => *c == b'-',
+                10 => *c == b' ',
+                13 | 16 => *c == b':',
+                _ => c.is_ascii_digit(),
+            })
+    });
+    !standard_shape && timestamp_us(v).is_some()
 }
 
 /// Parses a timestamp into microseconds since the Unix epoch (UTC). The standard's
@@ -511,6 +520,35 @@ mod tests {
                 key: "type".into()
             }]
         );
+    }
+
+    #[test]
+    fn dialects_are_read_as_meant_and_recorded() {
+        let kinds = |p: &'static [u8]| -> Vec<&'static str> {
+            parse_envelope(bytes::Bytes::from_static(p))
+                .unwrap()
+                .deviations
+                .iter()
+                .map(|d| d.kind())
+                .collect()
+        };
+        let e = parse_envelope(bytes::Bytes::from_static(b"{\"mid\":3,\"type\":\"X\"}\0")).unwrap();
+        assert_eq!((e.mid, e.msg_type.as_deref()), (Some(3), Some("X")));
+        assert_eq!(kinds(b"{\"type\":\"X\"}\0"), vec!["trailing_bytes"]);
+        assert_eq!(kinds(b"\xEF\xBB\xBF{\"type\":\"X\"}"), vec!["bom"]);
+        // Trailing JSON whitespace is JSON: no deviation.
+        assert!(kinds(b"{\"type\":\"X\"}\r\n ").is_empty());
+        assert_eq!(kinds(br#"{"mid":"7","code":"200"}"#), vec!["string_number", "string_number"]);
+        assert_eq!(kinds(br#"{"timestamp":1795687200}"#), vec!["timestamp_form"]);
+        assert_eq!(kinds(br#"{"timestamp":"2026-11-26T10:00:00Z"}"#), vec!["timestamp_form"]);
+        assert!(kinds(br#"{"timestamp":"2026-11-26 10:00:00"}"#).is_empty());
+        // Not a date at all: the schema's format check, not a dialect.
+        assert!(kinds(br#"{"timestamp":"yesterday"}"#).is_empty());
+        // A NUL inside the JSON is no tolerated edge.
+        assert!(matches!(
+            parse_envelope(bytes::Bytes::from_static(b"{\"type\":\0\"X\"}")),
+            Err(PayloadError::InvalidJson(_))
+        ));
     }
 
     #[test]
