@@ -2,9 +2,11 @@
 //! as a terminal table, JSON (a contract other tools rely on) or JUnit XML.
 //!
 //! JSON contract (`edgetap analyze --format json`): `summary` {`mqtt_packets`,
-//! `publishes`, `messages`, `errors`, `warnings`, …}; `clauses` [{`clause`, `title`,
-//! `status`, `errors`, `warnings`}]; `findings` [{`rule`, `clause`, `severity`,
-//! `edge_id`, `type`, `topic`, `mid`, `packet`, `time`, `message`, …}].
+//! `publishes`, `messages`, `unattributed`, `errors`, `warnings`, …}; `clauses`
+//! [{`clause`, `title`, `status` (pass, fail, partly exercised, not exercised),
+//! `errors`, `warnings`, `outcomes`, `not_exercised` (reasons)}]; `findings` [{`rule`,
+//! `clause`, `severity`, `edge_id`, `type`, `topic`, `mid`, `packet`, `time`,
+//! `message`, `basis`, …}].
 
 use std::fmt::Write as _;
 
@@ -299,14 +301,23 @@ impl Report {
                     format!("not exercised: {}", c.not_exercised.join("; "))
                 };
                 let _ = write!(out, "<skipped message=\"{}\"/>", xml(&why));
-            } else if c.status == "fail" {
-                let text: Vec<String> = failures.iter().map(|f| one_line(f)).collect();
-                let _ = write!(
-                    out,
-                    "<failure message=\"{} error findings\">{}</failure>",
-                    c.errors,
-                    xml(&text.join("\n"))
-                );
+            } else {
+                if c.status == "fail" {
+                    let text: Vec<String> = failures.iter().map(|f| one_line(f)).collect();
+                    let _ = write!(
+                        out,
+                        "<failure message=\"{} error findings\">{}</failure>",
+                        c.errors,
+                        xml(&text.join("\n"))
+                    );
+                }
+                if !c.not_exercised.is_empty() {
+                    let _ = write!(
+                        out,
+                        "<system-out>{}</system-out>",
+                        xml(&format!("partly exercised: {}", c.not_exercised.join("; ")))
+                    );
+                }
             }
             out.push_str("</testcase>\n  </testsuite>\n");
         }
