@@ -695,14 +695,18 @@ impl Plan {
     }
 
     /// When the edge answered commands but its link-up was not seen, it was online
-    /// before the plan: every edge-started step not seen gets [`ONLINE_HINT`].
+    /// before the plan: the first edge-started step not seen of each item gets [`ONLINE_HINT`].
     fn hint_already_online(&mut self) {
         let answered = self.log.count(|m| m.role == "reply") > 0;
         if self.saw_linkup || !answered {
             return;
         }
-        for st in self.steps.values_mut().flatten() {
-            if st.edge_started && st.status == "not exercised" {
+        // Once per item: on its first edge-started step not seen.
+        for steps in self.steps.values_mut() {
+            let unseen = steps
+                .iter_mut()
+                .find(|st| st.edge_started && st.status == "not exercised");
+            if let Some(st) = unseen {
                 st.detail = format!("{}; {ONLINE_HINT}", st.detail);
             }
         }
