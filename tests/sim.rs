@@ -519,3 +519,90 @@ async fn wrong_package_md5_fails_the_jobs_with_the_edge_info() {
     }
     assert_eq!(r.package.as_ref().unwrap().downloads, Some(3));
 }
+
+/// `edgetap sim edge` on the embedded broker, with short timings; killed on drop.
+struct EdgeProcess(std::process::Child);
+
+impl EdgeProcess {
+    fn start(broker: &str, edge_id: &str, fault: Option<&str>) -> EdgeProcess {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_edgetap"));
+        c.args(["sim", "edge", "--broker", broker, "--edge-id", edge_id])
+            .args([
+                "--period-ms",
+                "500",
+                "--job-ms",
+                "300",
+                "--policy-ms",
+                "100",
+            ])
+            .args(["--alarm-ms", "300"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(f) = fault {
+            c.args(["--fault", f]);
+        }
+        EdgeProcess(c.spawn().unwrap())
+    }
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `edgetap sim platform --format json`: (exit code, the JSON).
+fn platform_cli(broker: &str, edge_id: &str) -> (i32, serde_json::Value) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgetap"))
+        .args(["sim", "platform", "--broker", broker, "--edge-id", edge_id])
+        .args([
+            "--edge-wait-ms",
+            "1500",
+            "--wait-ms",
+            "3000",
+            "--job-timeout",
+            "5",
+        ])
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), v)
+}
+
+#[test]
+fn cli_platform_started_after_the_edge_exits_0_and_a_refusal_exits_1() {
+    let b = embedded();
+    let a = addr(&b, Protocol::V4);
+    // The edge runs alone first: its EVENT_LINKUP goes unanswered, as in the field when
+    // `sim platform` starts after the device.
+    let _edge = EdgeProcess::start(&a, "E-CLI-LATE", None);
+    std::thread::sleep(Duration::from_millis(1000));
+    let (code, v) = platform_cli(&a, "E-CLI-LATE");
+    let plan = v["plan"].as_array().unwrap();
+    let failed: Vec<&serde_json::Value> = plan.iter().filter(|i| i["status"] == "fail").collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(code, 0, "{v}");
+    let access = plan.iter().find(|i| i["item"] == "6.1.1.2").unwrap();
+    assert_eq!(access["status"], "not exercised");
+    assert!(
+        access["detail"].as_str().unwrap().contains(ONLINE_HINT),
+        "{access}"
+    );
+    assert_eq!(v["package"]["source"], "placeholder");
+
+    let _faulty = EdgeProcess::start(&a, "E-CLI-REFUSE", Some("error-to-valid"));
+    std::thread::sleep(Duration::from_millis(1000));
+    let (code, v) = platform_cli(&a, "E-CLI-REFUSE");
+    assert_eq!(code, 1, "{v}");
+    let control = v["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["item"] == "6.3.2.2")
+        .unwrap();
+    assert_eq!(control["status"], "fail");
+}
