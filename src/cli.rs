@@ -402,7 +402,7 @@ pub struct SimPlatformArgs {
     /// The edge under test.
     #[arg(long, required_unless_present = "respond_only")]
     pub edge_id: Option<String>,
-    /// How long to wait for each reply and job result.
+    /// How long to wait for each reply (job results: --job-timeout).
     #[arg(long, default_value_t = 10000)]
     pub wait_ms: u64,
     /// How long to wait for what the edge starts itself (link-up, topo, alarms).

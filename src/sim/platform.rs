@@ -38,7 +38,7 @@ pub struct PlatformSettings {
     pub broker: String,
     pub edge_id: String,
     pub protocol: Protocol,
-    /// How long to wait for a reply or a job result.
+    /// How long to wait for a reply.
     pub wait: Duration,
     /// How long to wait for what the edge must start itself (link-up, topo, alarms).
     pub edge_wait: Duration,
