@@ -352,7 +352,19 @@ pub enum SimCommand {
     #[command(after_help = "Examples:\n  \
         edgetap sim platform --broker 127.0.0.1:1883 --edge-id E1\n  \
         edgetap sim platform --broker 127.0.0.1:1883 --edge-id E1 --format junit > plan.xml\n  \
-        edgetap sim platform --broker 127.0.0.1:1883 --respond-only")]
+        edgetap sim platform --broker 192.168.1.10:1883 --edge-id E1 --package fw.bin\n  \
+        edgetap sim platform --broker 127.0.0.1:1883 --edge-id E1 --package-url http://10.0.0.2/fw.bin --package-md5 HEX\n  \
+        edgetap sim platform --broker 127.0.0.1:1883 --respond-only\n\n\
+        Start the plan before the device powers on (or restart the device): its EVENT_LINKUP,\n\
+        topo requests and first alarms come at boot. Against a device already online these\n\
+        items are \"not exercised\" and nothing fails for it.\n\n\
+        Without --package or --package-url, CMD_SYS_UPGRADE, CMD_APP_INSTALL and CMD_APP_UPGRADE\n\
+        name a placeholder URL (http://repo.local/...) that no device can download: only the\n\
+        exchange is tested. With --package FILE the plan serves FILE over HTTP (--http-listen,\n\
+        default 0.0.0.0:0) and puts its URL, md5 and size in each command's file object; the URL's\n\
+        host is --http-advertise, else the listen address, else this machine's address on the\n\
+        route to the broker.\n\n\
+        Exit code: 0 when no item fails, 1 when an item fails, 2 bad usage.")]
     Platform(SimPlatformArgs),
 }
 
@@ -401,12 +413,35 @@ pub struct SimPlatformArgs {
     /// The edge under test.
     #[arg(long, required_unless_present = "respond_only")]
     pub edge_id: Option<String>,
-    /// How long to wait for each reply and job result.
+    /// How long to wait for each reply (job results: --job-timeout).
     #[arg(long, default_value_t = 10000)]
     pub wait_ms: u64,
     /// How long to wait for what the edge starts itself (link-up, topo, alarms).
     #[arg(long, default_value_t = 15000)]
     pub edge_wait_ms: u64,
+    /// How long to wait for a job's REP_JOB_RESULT once the edge accepted it (seconds).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub job_timeout: u64,
+    /// Serve FILE over HTTP as the package of upgrades and installs (its real md5 and size).
+    #[arg(long, value_name = "FILE", group = "pkg")]
+    pub package: Option<PathBuf>,
+    /// Where --package is served [default: 0.0.0.0:0, any free port].
+    #[arg(long, value_name = "ADDR", requires = "package")]
+    pub http_listen: Option<std::net::SocketAddr>,
+    /// Host (name or IP) the edge downloads --package from [default: the listen address,
+    /// or when that is 0.0.0.0 this machine's address on the route to the broker].
+    #[arg(long, value_name = "HOST", requires = "package")]
+    pub http_advertise: Option<String>,
+    /// The package on your own server, instead of --package.
+    #[arg(long, value_name = "URL", group = "pkg", requires = "package_md5")]
+    pub package_url: Option<String>,
+    /// md5 of --package-url (32 hex digits); with --package it replaces the file's own
+    /// md5, to check that the device verifies it.
+    #[arg(long, value_name = "HEX", requires = "pkg")]
+    pub package_md5: Option<String>,
+    /// Size in bytes of --package-url.
+    #[arg(long, value_name = "N", requires = "package_url")]
+    pub package_size: Option<u64>,
     /// Write what the tap saw as a pcap, for `edgetap analyze`.
     #[arg(long, value_name = "FILE")]
     pub capture: Option<PathBuf>,

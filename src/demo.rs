@@ -63,6 +63,7 @@ pub fn quick_settings(
     p.protocol = proto;
     p.wait = Duration::from_millis(1500);
     p.edge_wait = Duration::from_millis(1500);
+    p.job_timeout = Duration::from_millis(2000);
     (e, p)
 }
 

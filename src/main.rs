@@ -118,11 +118,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
                 cli::SimCommand::Platform(a) => {
                     let rules = Arc::new(load_rules(&a.rules)?);
-                    let edge = a.edge_id.unwrap_or_default();
+                    let edge = a.edge_id.clone().unwrap_or_default();
                     let mut s = edgetap::sim::platform::PlatformSettings::new(&a.broker, &edge);
                     s.protocol = protocol(a.mqtt5);
                     s.wait = ms(a.wait_ms);
                     s.edge_wait = ms(a.edge_wait_ms);
+                    s.job_timeout = std::time::Duration::from_secs(a.job_timeout);
+                    s.package = package_source(&a);
                     s.capture = a.capture;
                     let out = sim_output(a.format);
                     Ok(edgetap::sim::run::platform(
@@ -256,6 +258,29 @@ fn check_name(c: &edgetap::rules::model::Check) -> String {
         snake.push(ch.to_ascii_lowercase());
     }
     snake
+}
+
+/// `--package` / `--package-url` of `sim platform`.
+fn package_source(a: &cli::SimPlatformArgs) -> edgetap::sim::package::PackageSource {
+    use edgetap::sim::package::PackageSource;
+    if let Some(path) = &a.package {
+        PackageSource::Serve {
+            path: path.clone(),
+            listen: a
+                .http_listen
+                .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+            advertise: a.http_advertise.clone(),
+            md5: a.package_md5.clone(),
+        }
+    } else if let Some(url) = &a.package_url {
+        PackageSource::Url {
+            url: url.clone(),
+            md5: a.package_md5.clone().unwrap_or_default(),
+            size: a.package_size,
+        }
+    } else {
+        PackageSource::Placeholder
+    }
 }
 
 fn sim_output(f: Format) -> edgetap::sim::run::Output {

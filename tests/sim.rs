@@ -17,7 +17,8 @@ use edgetap::demo::{quick_settings, run_pair};
 use edgetap::pipeline::Sink;
 use edgetap::rules::RuleSet;
 use edgetap::sim::edge::Fault;
-use edgetap::sim::platform::PlanReport;
+use edgetap::sim::package::{md5_hex, PackageSource};
+use edgetap::sim::platform::{run_plan, PlanReport, ONLINE_HINT};
 use edgetap::sim::{Link, Protocol};
 use edgetap::Severity;
 
@@ -46,9 +47,29 @@ async fn plan(
     faults: &[Fault],
     capture: Option<PathBuf>,
 ) -> PlanReport {
+    plan_with(
+        broker,
+        edge,
+        proto,
+        faults,
+        capture,
+        PackageSource::Placeholder,
+    )
+    .await
+}
+
+async fn plan_with(
+    broker: &str,
+    edge: &str,
+    proto: Protocol,
+    faults: &[Fault],
+    capture: Option<PathBuf>,
+    package: PackageSource,
+) -> PlanReport {
     let (mut e, mut p) = quick_settings(broker, edge, proto);
     e.faults = faults.to_vec();
     p.capture = capture;
+    p.package = package;
     let (r, stats) = run_pair(e, p, Arc::new(RuleSet::builtin())).await.unwrap();
     assert!(stats.errors.is_empty(), "{:?}", stats.errors);
     r
@@ -98,6 +119,19 @@ async fn reference_edge_passes_plan_embedded_broker_mqtt311() {
     )
     .await;
     assert_clean(&r);
+    // Both branches of 6.2.1.2 ran: with withAPP (202 and a job result) and without.
+    let steps = &r.item("6.2.1.2").unwrap().steps;
+    for label in [
+        "CMD_CON_INSTALL with withAPP",
+        "CMD_CON_INSTALL without withAPP",
+    ] {
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.what.starts_with(label) && s.status == "pass"),
+            "{label}: {steps:?}"
+        );
+    }
     // The capture of the run, read by `analyze`, is clean too.
     let a = analyze(&cap);
     assert_eq!(a.summary.errors + a.summary.warnings, 0, "{}", a.to_table());
@@ -150,6 +184,22 @@ async fn every_fault_is_caught_by_plan_and_by_analyze() {
             item.detail
         );
         assert!(!r.passed(), "fault {}", f.name());
+        if f.outcome() {
+            // A refusal or a missing job result is an outcome the plan judges itself
+            // (the engine reports it as information at most): the item says why.
+            let why = match f {
+                Fault::ErrorToValid => "CMD_APP_STOP refused: code 404",
+                _ => "timed out",
+            };
+            assert!(
+                item.detail.contains(why),
+                "fault {}: {}",
+                f.name(),
+                item.detail
+            );
+            let _ = std::fs::remove_file(cap);
+            continue;
+        }
         assert!(
             r.report.findings.iter().any(|x| x.rule == f.caught_by()),
             "fault {}: the tap's analyzer should raise {}:\n{}",
@@ -207,12 +257,9 @@ async fn sims_interoperate_through_mosquitto_mqtt311_and_5() {
     assert_clean(&r5);
     // A fault is caught through mosquitto as well.
     let rf = plan(&a, "E-MOSQ-F", Protocol::V5, &[Fault::NoJobResult], None).await;
-    assert_eq!(rf.item("6.3.1.2").unwrap().status, "fail");
-    assert!(rf
-        .report
-        .findings
-        .iter()
-        .any(|x| x.rule == "job.result_missing"));
+    let item = rf.item("6.3.1.2").unwrap();
+    assert_eq!(item.status, "fail");
+    assert!(item.detail.contains("timed out"), "{}", item.detail);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,4 +345,264 @@ async fn many_edges_report_replies_and_latency() {
     // LINKUP and three topo requests per edge are answered.
     assert_eq!(stats.replies, 200, "{}", stats.summary());
     assert!(stats.latency.quantile_ms(0.99).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_against_an_edge_already_online_fails_nothing_and_gives_the_hint() {
+    let b = embedded();
+    let a = addr(&b, Protocol::V4);
+    let edge_id = "E-ONLINE";
+    // A platform that only answers link-up and topo brings the edge online...
+    let (stop_resp, resp_rx) = tokio::sync::watch::channel(false);
+    let a2 = a.clone();
+    let resp =
+        tokio::spawn(
+            async move { edgetap::sim::platform::respond(&a2, Protocol::V4, resp_rx).await },
+        );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let data = vec![format!("/v1/{edge_id}/device/data")];
+    let (probe, mut seen) = Link::connect(
+        &a,
+        "probe-online",
+        Protocol::V4,
+        &data,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let (e, mut p) = quick_settings(&a, edge_id, Protocol::V4);
+    let (stop_edge, edge_rx) = tokio::sync::watch::channel(false);
+    let edge = tokio::spawn(edgetap::sim::edge::run(e, edge_rx));
+    // ...and has raised and recovered its alarm (3004) before the plan starts.
+    let recovered = async {
+        while let Some(m) = seen.recv().await {
+            if String::from_utf8_lossy(&m.payload).contains("\"3004\"") {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), recovered)
+        .await
+        .expect("the edge recovers its alarm");
+    probe.disconnect().await;
+    let _ = stop_resp.send(true);
+    let _ = resp.await;
+
+    p.edge_wait = Duration::from_millis(1500);
+    let r = run_plan(p, Arc::new(RuleSet::builtin()), None, None)
+        .await
+        .unwrap();
+    let _ = stop_edge.send(true);
+    let _ = edge.await;
+
+    let failed: Vec<String> = r
+        .items
+        .iter()
+        .filter(|i| i.status == "fail")
+        .map(|i| format!("{}: {}", i.item, i.detail))
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(r.passed(), "{}", r.to_table());
+    for id in ["6.1.1.2", "6.1.4.2"] {
+        let i = r.item(id).unwrap();
+        assert_eq!(i.status, "not exercised", "{id}: {}", i.detail);
+        assert!(i.detail.contains(ONLINE_HINT), "{id}: {}", i.detail);
+    }
+    // Monitoring passes on its commands and reports; the missed alarms carry the hint.
+    let m = r.item("6.1.3.2").unwrap();
+    assert_eq!(m.status, "pass", "{}", m.detail);
+    assert!(m.detail.contains(ONLINE_HINT), "{}", m.detail);
+    for i in r
+        .items
+        .iter()
+        .filter(|i| !["6.1.1.2", "6.1.4.2"].contains(&i.item.as_str()))
+    {
+        assert_eq!(i.status, "pass", "{} {}: {}", i.item, i.title, i.detail);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_command_fails_its_item_with_the_device_code_and_msg() {
+    let b = embedded();
+    let r = plan(
+        &addr(&b, Protocol::V4),
+        "E-REFUSE",
+        Protocol::V4,
+        &[Fault::ErrorToValid],
+        None,
+    )
+    .await;
+    let i = r.item("6.3.2.2").unwrap();
+    assert_eq!(i.status, "fail", "{}", i.detail);
+    assert!(
+        i.detail
+            .contains("CMD_APP_STOP refused: code 404, msg \"app not found\""),
+        "{}",
+        i.detail
+    );
+    assert!(!r.passed());
+}
+
+fn package_file(tag: &str, bytes: &[u8]) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("edgetap-pkg-{}-{tag}.bin", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn serve(path: &std::path::Path, md5: Option<&str>) -> PackageSource {
+    PackageSource::Serve {
+        path: path.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        advertise: None,
+        md5: md5.map(String::from),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_package_is_downloaded_by_the_edge_and_its_md5_matches() {
+    let b = embedded();
+    let bytes: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let path = package_file("good", &bytes);
+    let r = plan_with(
+        &addr(&b, Protocol::V4),
+        "E-PKG",
+        Protocol::V4,
+        &[],
+        None,
+        serve(&path, None),
+    )
+    .await;
+    let _ = std::fs::remove_file(&path);
+    assert_clean(&r);
+    let note = r.package.as_ref().unwrap();
+    assert_eq!(note.source, "served");
+    assert_eq!(note.file.md5, md5_hex(&bytes));
+    assert_eq!(note.file.size, Some(bytes.len() as u64));
+    assert!(
+        note.file.url.starts_with("http://127.0.0.1:"),
+        "{}",
+        note.file.url
+    );
+    // CMD_SYS_UPGRADE, CMD_APP_INSTALL and CMD_APP_UPGRADE each fetched it.
+    assert_eq!(note.downloads, Some(3), "{note:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_package_md5_fails_the_jobs_with_the_edge_info() {
+    let b = embedded();
+    let path = package_file("bad-md5", b"a package whose md5 the plan misstates");
+    let wrong = "0123456789abcdef0123456789abcdef";
+    let r = plan_with(
+        &addr(&b, Protocol::V4),
+        "E-PKG-MD5",
+        Protocol::V4,
+        &[],
+        None,
+        serve(&path, Some(wrong)),
+    )
+    .await;
+    let _ = std::fs::remove_file(&path);
+    assert!(!r.passed());
+    for (id, field) in [
+        ("6.1.2.2", "result 400, info"),
+        ("6.3.1.2", "code 400, msg"),
+        ("6.3.3.2", "result 400, info"),
+    ] {
+        let i = r.item(id).unwrap();
+        assert_eq!(i.status, "fail", "{id}: {}", i.detail);
+        assert!(i.detail.contains(field), "{id}: {}", i.detail);
+        assert!(
+            i.detail.contains("md5 check failed") && i.detail.contains(wrong),
+            "{id}: {}",
+            i.detail
+        );
+    }
+    assert_eq!(r.package.as_ref().unwrap().downloads, Some(3));
+}
+
+/// `edgetap sim edge` on the embedded broker, with short timings; killed on drop.
+struct EdgeProcess(std::process::Child);
+
+impl EdgeProcess {
+    fn start(broker: &str, edge_id: &str, fault: Option<&str>) -> EdgeProcess {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_edgetap"));
+        c.args(["sim", "edge", "--broker", broker, "--edge-id", edge_id])
+            .args([
+                "--period-ms",
+                "500",
+                "--job-ms",
+                "300",
+                "--policy-ms",
+                "100",
+            ])
+            .args(["--alarm-ms", "300"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(f) = fault {
+            c.args(["--fault", f]);
+        }
+        EdgeProcess(c.spawn().unwrap())
+    }
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `edgetap sim platform --format json`: (exit code, the JSON).
+fn platform_cli(broker: &str, edge_id: &str) -> (i32, serde_json::Value) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgetap"))
+        .args(["sim", "platform", "--broker", broker, "--edge-id", edge_id])
+        .args([
+            "--edge-wait-ms",
+            "1500",
+            "--wait-ms",
+            "3000",
+            "--job-timeout",
+            "5",
+        ])
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), v)
+}
+
+#[test]
+fn cli_platform_started_after_the_edge_exits_0_and_a_refusal_exits_1() {
+    let b = embedded();
+    let a = addr(&b, Protocol::V4);
+    // The edge runs alone first: its EVENT_LINKUP goes unanswered, as in the field when
+    // `sim platform` starts after the device.
+    let _edge = EdgeProcess::start(&a, "E-CLI-LATE", None);
+    std::thread::sleep(Duration::from_millis(1000));
+    let (code, v) = platform_cli(&a, "E-CLI-LATE");
+    let plan = v["plan"].as_array().unwrap();
+    let failed: Vec<&serde_json::Value> = plan.iter().filter(|i| i["status"] == "fail").collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(code, 0, "{v}");
+    let access = plan.iter().find(|i| i["item"] == "6.1.1.2").unwrap();
+    assert_eq!(access["status"], "not exercised");
+    assert!(
+        access["detail"].as_str().unwrap().contains(ONLINE_HINT),
+        "{access}"
+    );
+    assert_eq!(v["package"]["source"], "placeholder");
+
+    let _faulty = EdgeProcess::start(&a, "E-CLI-REFUSE", Some("error-to-valid"));
+    std::thread::sleep(Duration::from_millis(1000));
+    let (code, v) = platform_cli(&a, "E-CLI-REFUSE");
+    assert_eq!(code, 1, "{v}");
+    let control = v["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["item"] == "6.3.2.2")
+        .unwrap();
+    assert_eq!(control["status"], "fail");
 }

@@ -8,13 +8,20 @@
 //! Bad commands get 400 (a field missing or of the wrong type) or 404 (no such job,
 //! container or app) with a `msg`, never 200.
 //!
+//! A job whose command names a `file` with a real `http://` URL downloads it (while
+//! the job runs) and checks its md5 and size; a failed download or check fails the
+//! job, with the reason in the job result's `info` / `msg`. The placeholder URLs
+//! (`http://repo.local/…`) are not fetched: the job pretends, as a quick sim should.
+//!
 //! A [`Fault`] makes it break exactly one rule on purpose, to test testers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+
+use super::package::{self, FileRef};
 
 use super::{next_mid, reply, request, topic, Incoming, Latencies, Link, Protocol, SimError};
 
@@ -38,6 +45,9 @@ pub enum Fault {
     /// A valid CMD_APP_STOP answered 404.
     ErrorToValid,
 }
+
+/// How long the reference edge gives one package download.
+const DOWNLOAD_LIMIT: Duration = Duration::from_secs(60);
 
 impl Fault {
     pub const ALL: [Fault; 8] = [
@@ -87,6 +97,13 @@ impl Fault {
             Fault::WrongType => "6.2.2.2",
             Fault::ErrorToValid => "6.3.2.2",
         }
+    }
+
+    /// The fault shows as an outcome (a refusal, a job result that never comes), which
+    /// the plan judges itself; the rule engine reports it as information at most, not
+    /// as a protocol error.
+    pub fn outcome(self) -> bool {
+        matches!(self, Fault::NoJobResult | Fault::ErrorToValid)
     }
 
     pub fn parse(s: &str) -> Result<Fault, SimError> {
@@ -261,10 +278,20 @@ enum JobKind {
     },
 }
 
+/// The download of a job's package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fetch {
+    /// Nothing to download (no file, or a placeholder URL).
+    None,
+    Pending,
+    Done(Result<(), String>),
+}
+
 #[derive(Debug)]
 struct Job {
     id: u64,
     kind: JobKind,
+    fetch: Fetch,
     /// Work starts here (acceptance plus the policy delay).
     start: Instant,
     time: Duration,
@@ -276,6 +303,11 @@ impl Job {
         self.start + self.time
     }
 
+    /// Its time is over and its download (if any) has ended.
+    fn due(&self, now: Instant) -> bool {
+        !self.done && self.fetch != Fetch::Pending && self.end() <= now
+    }
+
     /// (progress %, state "1".."5") as table 8 defines them.
     fn status(&self, now: Instant) -> (u64, &'static str) {
         if now < self.start {
@@ -283,6 +315,9 @@ impl Job {
         }
         let f = ((now - self.start).as_secs_f64() / self.time.as_secs_f64().max(1e-3)).min(1.0);
         let p = (f * 100.0).floor() as u64;
+        if self.fetch == Fetch::Pending {
+            return (p.min(39), "2");
+        }
         let state = match f {
             f if f >= 1.0 => "5",
             f if f >= 0.5 => "4",
@@ -310,6 +345,8 @@ struct Edge {
     /// deviceIds the platform assigned.
     devices: Vec<String>,
     stats: EdgeStats,
+    /// Downloads report here: (jobId, outcome).
+    fetched: mpsc::UnboundedSender<(u64, Result<u64, String>)>,
 }
 
 async fn run_one(s: EdgeSettings, id: String, mut shutdown: watch::Receiver<bool>) -> EdgeStats {
@@ -329,7 +366,9 @@ async fn run_one(s: EdgeSettings, id: String, mut shutdown: watch::Receiver<bool
             }
         };
     stats.connected = 1;
+    let (fetched, mut fetched_rx) = mpsc::unbounded_channel();
     let mut e = Edge {
+        fetched,
         id: id.clone(),
         booted: Instant::now(),
         booted_at: super::cst_now(),
@@ -357,6 +396,7 @@ async fn run_one(s: EdgeSettings, id: String, mut shutdown: watch::Receiver<bool
                 if stop_at.is_some_and(|t| Instant::now() >= t) { break; }
                 e.on_timers().await;
             }
+            Some((job, outcome)) = fetched_rx.recv() => e.on_fetched(job, outcome).await,
             r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break },
         }
     }
@@ -406,7 +446,11 @@ impl Edge {
         if let Some(t) = self.alarm_due() {
             w = w.min(t);
         }
-        for j in self.jobs.iter().filter(|j| !j.done) {
+        for j in self
+            .jobs
+            .iter()
+            .filter(|j| !j.done && j.fetch != Fetch::Pending)
+        {
             w = w.min(j.end());
         }
         w
@@ -453,7 +497,7 @@ impl Edge {
         }
         let mut finished = vec![];
         for (i, j) in self.jobs.iter_mut().enumerate() {
-            if !j.done && j.end() <= now {
+            if j.due(now) {
                 j.done = true;
                 finished.push(i);
             }
@@ -463,88 +507,149 @@ impl Edge {
         }
     }
 
+    /// Starts downloading `file` when it names a real http:// URL, from the job's start.
+    fn start_fetch(&self, job: u64, file: Option<&Value>, start: Instant) -> Fetch {
+        let Some(f) = file
+            .and_then(FileRef::from_json)
+            .filter(FileRef::downloadable)
+        else {
+            return Fetch::None;
+        };
+        let tx = self.fetched.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(start.into()).await;
+            let outcome = package::download(&f, DOWNLOAD_LIMIT).await;
+            let _ = tx.send((job, outcome));
+        });
+        Fetch::Pending
+    }
+
+    /// A download ended: record it, and finish the job if its time is over too.
+    async fn on_fetched(&mut self, job: u64, outcome: Result<u64, String>) {
+        if let Some(j) = self.jobs.iter_mut().find(|j| j.id == job && !j.done) {
+            j.fetch = Fetch::Done(outcome.map(|_| ()));
+        }
+        self.on_timers().await;
+    }
+
+    /// The result of a job whose download failed: (channel, param, publish).
+    fn failed_job(&self, i: usize, why: &str) -> (&'static str, Value, bool) {
+        let j = &self.jobs[i];
+        let why: String = why.chars().take(256).collect();
+        match &j.kind {
+            JobKind::SysUpgrade { .. } => (
+                "device",
+                json!({"jobId": j.id, "result": 400, "info": why}),
+                true,
+            ),
+            JobKind::AppUpgrade { .. } => (
+                "app",
+                json!({"jobId": j.id, "result": 400, "info": why}),
+                true,
+            ),
+            JobKind::AppInstall { .. } => (
+                "app",
+                json!({"jobId": j.id, "code": 400, "msg": why}),
+                !self.has(Fault::NoJobResult),
+            ),
+            JobKind::ConInstall { .. } => (
+                "container",
+                json!({"jobId": j.id, "code": 400, "msg": why}),
+                true,
+            ),
+        }
+    }
+
     /// Applies a finished job to the state and reports its result.
     async fn finish_job(&mut self, i: usize) {
         let j = &self.jobs[i];
         let id = j.id;
-        let (channel, param, publish) = match &j.kind {
-            JobKind::SysUpgrade { version } => (
-                "device",
-                json!({"jobId": id, "result": 200, "info": format!("upgraded to {version}")}),
-                true,
-            ),
-            JobKind::ConInstall { container, app } => {
-                let mut c = Container {
-                    running: true,
-                    ..Container::default()
-                };
-                if let Some((a, v)) = app {
-                    c.apps.insert(
-                        a.clone(),
-                        App {
-                            version: v.clone(),
-                            running: true,
-                            enabled: true,
-                        },
-                    );
-                }
-                let container = container.clone();
-                self.containers.insert(container.clone(), c);
-                (
-                    "container",
-                    json!({"jobId": id, "code": 200, "msg": format!("container {container} installed")}),
+        let failed = match &j.fetch {
+            Fetch::Done(Err(why)) => Some(self.failed_job(i, why)),
+            _ => None,
+        };
+        let (channel, param, publish) = if let Some(f) = failed {
+            f
+        } else {
+            match &j.kind {
+                JobKind::SysUpgrade { version } => (
+                    "device",
+                    json!({"jobId": id, "result": 200, "info": format!("upgraded to {version}")}),
                     true,
-                )
-            }
-            JobKind::AppInstall {
-                container,
-                app,
-                version,
-                enable,
-            } => {
-                let (container, app, version, enable) =
-                    (container.clone(), app.clone(), version.clone(), *enable);
-                match self.containers.get_mut(&container) {
-                    Some(c) => {
+                ),
+                JobKind::ConInstall { container, app } => {
+                    let mut c = Container {
+                        running: true,
+                        ..Container::default()
+                    };
+                    if let Some((a, v)) = app {
                         c.apps.insert(
-                            app.clone(),
+                            a.clone(),
                             App {
-                                version,
-                                running: enable,
-                                enabled: enable,
+                                version: v.clone(),
+                                running: true,
+                                enabled: true,
                             },
                         );
-                        (
-                            "app",
-                            json!({"jobId": id, "code": 200, "msg": format!("app {app} installed in {container}")}),
-                            !self.has(Fault::NoJobResult),
-                        )
                     }
-                    None => (
-                        "app",
-                        json!({"jobId": id, "code": 404, "msg": format!("container {container} was removed")}),
-                        !self.has(Fault::NoJobResult),
-                    ),
-                }
-            }
-            JobKind::AppUpgrade { container, version } => {
-                let (container, version) = (container.clone(), version.clone());
-                match self.containers.get_mut(&container) {
-                    Some(c) => {
-                        for a in c.apps.values_mut() {
-                            a.version = version.clone();
-                        }
-                        (
-                            "app",
-                            json!({"jobId": id, "result": 200, "info": format!("apps of {container} at {version}")}),
-                            true,
-                        )
-                    }
-                    None => (
-                        "app",
-                        json!({"jobId": id, "result": 404, "info": format!("container {container} was removed")}),
+                    let container = container.clone();
+                    self.containers.insert(container.clone(), c);
+                    (
+                        "container",
+                        json!({"jobId": id, "code": 200, "msg": format!("container {container} installed")}),
                         true,
-                    ),
+                    )
+                }
+                JobKind::AppInstall {
+                    container,
+                    app,
+                    version,
+                    enable,
+                } => {
+                    let (container, app, version, enable) =
+                        (container.clone(), app.clone(), version.clone(), *enable);
+                    match self.containers.get_mut(&container) {
+                        Some(c) => {
+                            c.apps.insert(
+                                app.clone(),
+                                App {
+                                    version,
+                                    running: enable,
+                                    enabled: enable,
+                                },
+                            );
+                            (
+                                "app",
+                                json!({"jobId": id, "code": 200, "msg": format!("app {app} installed in {container}")}),
+                                !self.has(Fault::NoJobResult),
+                            )
+                        }
+                        None => (
+                            "app",
+                            json!({"jobId": id, "code": 404, "msg": format!("container {container} was removed")}),
+                            !self.has(Fault::NoJobResult),
+                        ),
+                    }
+                }
+                JobKind::AppUpgrade { container, version } => {
+                    let (container, version) = (container.clone(), version.clone());
+                    match self.containers.get_mut(&container) {
+                        Some(c) => {
+                            for a in c.apps.values_mut() {
+                                a.version = version.clone();
+                            }
+                            (
+                                "app",
+                                json!({"jobId": id, "result": 200, "info": format!("apps of {container} at {version}")}),
+                                true,
+                            )
+                        }
+                        None => (
+                            "app",
+                            json!({"jobId": id, "result": 404, "info": format!("container {container} was removed")}),
+                            true,
+                        ),
+                    }
                 }
             }
         };
@@ -713,8 +818,10 @@ impl Edge {
                 if self.jobs.iter().any(|j| j.id == job) {
                     return bad(format!("job {job} exists"));
                 }
+                let fetch = self.start_fetch(job, p.get("file"), start);
                 self.jobs.push(Job {
                     id: job,
+                    fetch,
                     kind: JobKind::SysUpgrade { version },
                     start,
                     time: job_time,
@@ -766,6 +873,7 @@ impl Edge {
                 let start = if with_app { start } else { Instant::now() };
                 self.jobs.push(Job {
                     id: job,
+                    fetch: Fetch::None,
                     kind: JobKind::ConInstall {
                         container: name,
                         app,
@@ -828,8 +936,10 @@ impl Edge {
                 if c.apps.contains_key(&app) {
                     return bad(format!("app {app} exists in {container}"));
                 }
+                let fetch = self.start_fetch(job, p.get("file"), start);
                 self.jobs.push(Job {
                     id: job,
+                    fetch,
                     kind: JobKind::AppInstall {
                         container,
                         app,
@@ -889,8 +999,10 @@ impl Edge {
                 if c.apps.is_empty() {
                     return nf(format!("container {container} holds no app"));
                 }
+                let fetch = self.start_fetch(job, p.get("file"), start);
                 self.jobs.push(Job {
                     id: job,
+                    fetch,
                     kind: JobKind::AppUpgrade { container, version },
                     start,
                     time: job_time,

@@ -9,6 +9,7 @@
 //! every message they send carries a CST timestamp and a 64-bit mid.
 
 pub mod edge;
+pub mod package;
 pub mod platform;
 pub mod run;
 pub mod tap;
@@ -34,6 +35,10 @@ pub enum SimError {
     },
     #[error("unknown fault {0:?}; known: {1}")]
     UnknownFault(String, String),
+    #[error("package file {path}: {detail}")]
+    Package { path: String, detail: String },
+    #[error("{0}")]
+    Usage(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
