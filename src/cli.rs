@@ -289,7 +289,9 @@ pub struct RulesArgs {
     pub reply_timeout: Option<f64>,
     /// Seconds a job may run after it is due (its command's time plus its policy
     /// delay) before a missing REP_JOB_RESULT is job.result_missing (warning). Off by
-    /// default: a job unfinished at the end of the input is "pending" (info).
+    /// default: a job unfinished at the end of the input is "pending" (info). In `sim
+    /// platform` it is also how long the plan waits for a job result (default 60),
+    /// after which the detection item fails as timed out.
     #[arg(long, value_name = "SECONDS")]
     pub job_timeout: Option<f64>,
 }
@@ -413,15 +415,13 @@ pub struct SimPlatformArgs {
     /// The edge under test.
     #[arg(long, required_unless_present = "respond_only")]
     pub edge_id: Option<String>,
-    /// How long to wait for each reply (job results: --job-timeout).
+    /// How long to wait for each reply (job results: --job-timeout, 60 s by default
+    /// in the plan).
     #[arg(long, default_value_t = 10000)]
     pub wait_ms: u64,
     /// How long to wait for what the edge starts itself (link-up, topo, alarms).
     #[arg(long, default_value_t = 15000)]
     pub edge_wait_ms: u64,
-    /// How long to wait for a job's REP_JOB_RESULT once the edge accepted it (seconds).
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
-    pub job_timeout: u64,
     /// Serve FILE over HTTP as the package of upgrades and installs (its real md5 and size).
     #[arg(long, value_name = "FILE", group = "pkg")]
     pub package: Option<PathBuf>,

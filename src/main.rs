@@ -123,7 +123,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     s.protocol = protocol(a.mqtt5);
                     s.wait = ms(a.wait_ms);
                     s.edge_wait = ms(a.edge_wait_ms);
-                    s.job_timeout = std::time::Duration::from_secs(a.job_timeout);
+                    // The plan needs a limit to fail an item; the rules' own stays
+                    // off unless the user set --job-timeout.
+                    s.job_timeout =
+                        std::time::Duration::from_secs_f64(a.rules.job_timeout.unwrap_or(60.0));
                     s.package = package_source(&a);
                     s.capture = a.capture;
                     let out = sim_output(a.format);

@@ -746,23 +746,6 @@ fn seconds(d: Duration) -> String {
     format!("{} s", d.as_secs_f64())
 }
 
-/// With no link-up seen, the tap joined a session already under way: a rule about
-/// what must come before the link-up cannot judge it, so its findings become
-/// information (the engine stops raising them on deliveries anyway).
-fn soften_joined_late(mut findings: Vec<Finding>, saw_linkup: bool) -> Vec<Finding> {
-    if saw_linkup {
-        return findings;
-    }
-    for f in findings.iter_mut().filter(|f| f.rule == "seq.linkup_first") {
-        f.severity = Severity::Info;
-        f.message = format!(
-            "{} (edgetap joined after the edge was online: not judged)",
-            f.message
-        );
-    }
-    findings
-}
-
 /// Runs the whole plan against one edge. When `stop_edge` is given, the edge is
 /// stopped after the plan and its EVENT_LINKDOWN is part of 6.1.1.2.
 pub async fn run_plan(
@@ -836,7 +819,8 @@ pub async fn run_plan(
         write_pcap(path, &tr.frames)?;
     }
 
-    let tap_findings = soften_joined_late(tr.findings.clone(), p.saw_linkup);
+    // The engine judges a session joined late itself (history-aware rules).
+    let tap_findings = tr.findings.clone();
     let items = judge(&p.steps, &tap_findings, &e);
     let findings = with_plan_findings(tap_findings, &items, &e);
     let report = Report::build(
