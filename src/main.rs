@@ -562,10 +562,7 @@ fn run_replay(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
 }
 
 /// The `--expect` comparison, as text: the divergences, then what was not compared.
-fn write_expectation(
-    out: &mut dyn Write,
-    e: &edgetap::replay::Expectation,
-) -> std::io::Result<()> {
+fn write_expectation(out: &mut dyn Write, e: &edgetap::replay::Expectation) -> std::io::Result<()> {
     writeln!(out, "\nExpectation: {} divergence(s)", e.divergences.len())?;
     for x in &e.divergences {
         writeln!(out, "  {x}")?;

@@ -322,7 +322,11 @@ impl Outcome {
     /// The exchange table: one line per exchange, its differences or why it was skipped.
     fn write_exchanges(&self, s: &mut String) {
         let skipped = self.skipped_exchanges().count();
-        let different = self.exchanges.iter().filter(|x| !x.diffs.is_empty()).count();
+        let different = self
+            .exchanges
+            .iter()
+            .filter(|x| !x.diffs.is_empty())
+            .count();
         let _ = writeln!(
             s,
             "Exchanges: {} compared, {} as recorded, {} different, {} not exercised",
@@ -1383,7 +1387,11 @@ impl<'a> Session<'a> {
         use crate::rules::model::Check;
         matches!(
             self.rules.rule(rule).map(|r| &r.def.check),
-            Some(Check::FirstMessage { .. } | Check::IdAssigned { .. } | Check::RecoveryFollows { .. })
+            Some(
+                Check::FirstMessage { .. }
+                    | Check::IdAssigned { .. }
+                    | Check::RecoveryFollows { .. }
+            )
         )
     }
 
@@ -1733,4 +1741,130 @@ fn publish_bytes(topic: &str, payload: &[u8]) -> Vec<u8> {
     );
     let _ = p.write(&mut b);
     b.to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange(index: usize, from: &str, request: &str) -> Exchange {
+        Exchange {
+            index,
+            from: from.into(),
+            request: request.into(),
+            topic: format!("/v1/E/device/{from}"),
+            recorded: judge::Answer::default(),
+            live: judge::Answer::default(),
+            diffs: vec![],
+            skipped: None,
+        }
+    }
+
+    fn outcome(exchanges: Vec<Exchange>) -> Outcome {
+        Outcome {
+            source: "session.pcap".into(),
+            role: Role::Platform,
+            seed: 1,
+            recorded_edge: "E".into(),
+            live_edge: "E".into(),
+            exchanges,
+            mutations: vec![],
+            new_findings: vec![],
+            orphan_replies: vec![],
+            live_findings: vec![],
+            late_join_findings: vec![],
+        }
+    }
+
+    fn skipped_linkup() -> Exchange {
+        let mut x = exchange(0, "edge", "EVENT_LINKUP");
+        x.skipped = Some(not_exercised_reason(
+            "EVENT_LINKUP",
+            "EVENT_LINKUP",
+            Duration::from_secs(10),
+        ));
+        x
+    }
+
+    #[test]
+    fn the_reason_names_the_wait_and_the_remedy() {
+        let first = not_exercised_reason("EVENT_LINKUP", "EVENT_LINKUP", Duration::from_secs(10));
+        assert!(first.starts_with(
+            "not exercised: the edge did not send EVENT_LINKUP within 10 s — it was probably already online"
+        ));
+        assert!(first.ends_with("start the replay before the device powers on, or restart it"));
+        let topo =
+            not_exercised_reason("CMD_TOPO_ADD", "EVENT_LINKUP", Duration::from_millis(1500));
+        assert!(topo.contains("CMD_TOPO_ADD by itself"), "{topo}");
+        assert!(topo.contains("no EVENT_LINKUP within 1.5 s"), "{topo}");
+    }
+
+    #[test]
+    fn a_skipped_exchange_is_neither_pass_nor_fail() {
+        let o = outcome(vec![
+            skipped_linkup(),
+            exchange(1, "platform", "CMD_SYS_STATUS"),
+        ]);
+        assert!(!o.failed());
+        let table = o.to_table();
+        assert!(
+            table.contains("1 compared, 1 as recorded, 0 different, 1 not exercised"),
+            "{table}"
+        );
+        assert!(table.contains("SKIP edge"), "{table}");
+        assert!(
+            table.contains("RESULT: as recorded (1 exchange(s) started by the edge not exercised"),
+            "{table}"
+        );
+        let junit = o.to_junit(None);
+        assert!(junit.contains("failures=\"0\" skipped=\"1\""), "{junit}");
+        assert!(
+            junit.contains(
+                "<skipped message=\"not exercised: the edge did not send EVENT_LINKUP within 10 s"
+            ),
+            "{junit}"
+        );
+        assert!(!junit.contains("<failure"), "{junit}");
+    }
+
+    #[test]
+    fn a_skipped_exchange_is_no_divergence_from_an_expectation_that_passed_it() {
+        let expected = outcome(vec![exchange(0, "edge", "EVENT_LINKUP")]);
+        let got = outcome(vec![skipped_linkup()]);
+        let e = check_expected(&expected, &got);
+        assert!(e.divergences.is_empty(), "{e:#?}");
+        assert_eq!(e.notes.len(), 1);
+        assert!(
+            e.notes[0].contains("has it passed: not counted as a divergence"),
+            "{e:#?}"
+        );
+        let junit = got.to_junit(Some(&e));
+        assert!(
+            junit.contains("<system-out>exchange 0 EVENT_LINKUP: not exercised"),
+            "{junit}"
+        );
+    }
+
+    #[test]
+    fn an_exchange_skipped_in_the_expectation_still_fails_when_it_differs_now() {
+        let expected = outcome(vec![skipped_linkup()]);
+        let clean = outcome(vec![exchange(0, "edge", "EVENT_LINKUP")]);
+        let e = check_expected(&expected, &clean);
+        assert!(e.divergences.is_empty() && e.notes.len() == 1, "{e:#?}");
+        let mut differs = exchange(0, "edge", "EVENT_LINKUP");
+        differs.diffs = vec!["request.param.dev: missing".into()];
+        let e = check_expected(&expected, &outcome(vec![differs]));
+        assert_eq!(e.divergences.len(), 1, "{e:#?}");
+        assert!(e.divergences[0].contains("request.param.dev: missing"));
+    }
+
+    #[test]
+    fn an_expectation_file_without_skips_still_loads() {
+        let mut v =
+            serde_json::to_value(outcome(vec![exchange(0, "edge", "EVENT_LINKUP")])).unwrap();
+        assert!(v["exchanges"][0].get("skipped").is_none());
+        v.as_object_mut().unwrap().remove("late_join_findings");
+        let o: Outcome = serde_json::from_value(v).unwrap();
+        assert!(o.exchanges[0].skipped.is_none());
+    }
 }
