@@ -19,7 +19,14 @@
 //!   judged by the rules it must raise and the probe after the replay.
 //!
 //! The counterpart must be subscribed-to before it starts: start the replay, then
-//! (re)start the device, so that its EVENT_LINKUP is part of the session.
+//! (re)start the device, so that its EVENT_LINKUP is part of the session. As platform,
+//! the first request the edge starts by itself (EVENT_LINKUP) is awaited up to
+//! `edge_wait`; when it does not come, the edge was already online: the exchanges the
+//! edge starts by itself that never come are *not exercised* ([`Exchange::skipped`],
+//! neither pass nor fail, JUnit `<skipped>`), its own later requests are not waited
+//! for, and rules that judge an edge's session from its start are not counted
+//! ([`Outcome::late_join_findings`]). The platform's commands and their job results are
+//! judged as always.
 //!
 //! A CI job (GitLab syntax; any CI runs the same two commands):
 //!
