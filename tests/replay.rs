@@ -770,18 +770,76 @@ async fn an_edge_restarted_after_the_replay_began_has_its_linkup_exercised() {
     assert!(linkup.live.request.is_some() && linkup.diffs.is_empty());
 }
 
-/// The CLI against an edge already online: exit 0 with the skipped exchanges named, and
-/// exit 1 when the edge answers a command with a wrong success code.
+/// `edgetap sim edge` started before the replay (its EVENT_LINKUP sent, and seen,
+/// before the replayer subscribes); stopped on drop.
+async fn sim_edge_process(broker: &str, edge_id: &str, faults: &[&str]) -> tokio::process::Child {
+    use edgetap::sim::{topic, Link};
+    let filters = vec![topic(edge_id, "device", "request")];
+    let (watcher, mut rx) = Link::connect(
+        broker,
+        &format!("watch-{edge_id}"),
+        Protocol::V4,
+        &filters,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    // The timings of the recording (`quick_settings`).
+    let mut args: Vec<String> = [
+        "sim",
+        "edge",
+        "--broker",
+        broker,
+        "--edge-id",
+        edge_id,
+        "--period-ms",
+        "500",
+        "--job-ms",
+        "300",
+        "--policy-ms",
+        "100",
+        "--alarm-ms",
+        "300",
+    ]
+    .map(String::from)
+    .to_vec();
+    for f in faults {
+        args.extend(["--fault".to_string(), f.to_string()]);
+    }
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_edgetap"))
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let linkup = |m: &edgetap::sim::Incoming| {
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+        v["type"] == "EVENT_LINKUP"
+    };
+    wait_for(
+        &mut rx,
+        Duration::from_secs(10),
+        "the edge's EVENT_LINKUP",
+        linkup,
+        || async {},
+    )
+    .await;
+    watcher.disconnect().await;
+    child
+}
+
+/// The CLI against `edgetap sim edge` started before the replay (the case):
+/// exit 0 with the skipped exchanges named, exit 1 with `--fault wrong-code`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_exit_codes_against_an_edge_already_online() {
-    let b = broker::start(&BrokerSettings::loopback().unwrap()).unwrap();
-    let addr = b.v4.to_string();
+    let m = common::Mosquitto::start();
+    let addr = format!("127.0.0.1:{}", m.port);
     let rec = recording();
     for (edge_id, faults, code) in [
         ("CLI-ONLINE", vec![], 0),
-        ("CLI-ONLINE-WC", vec![Fault::WrongCode], 1),
+        ("CLI-ONLINE-WC", vec!["wrong-code"], 1),
     ] {
-        let (stop, edge_task) = online_edge(&addr, edge_id, faults).await;
+        let mut edge = sim_edge_process(&addr, edge_id, &faults).await;
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_edgetap"))
             .args([
                 "replay",
@@ -801,13 +859,18 @@ async fn cli_exit_codes_against_an_edge_already_online() {
             .output()
             .await
             .unwrap();
-        let _ = stop.send(true);
-        edge_task.await.unwrap();
+        edge.kill().await.unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(code), "{edge_id}:\n{text}");
         assert!(
             text.contains("not exercised: the edge did not send EVENT_LINKUP within 1 s"),
             "{text}"
         );
+        if code == 1 {
+            assert!(
+                text.contains("reply code: recorded 202, live 200"),
+                "{text}"
+            );
+        }
     }
 }

@@ -420,9 +420,13 @@ impl Outcome {
         out.push_str("  </testsuite>\n");
         let _ = writeln!(
             out,
-            "  <testsuite name=\"mutations seed {}\" tests=\"{}\" failures=\"{mf}\">",
+            "  <testsuite name=\"mutations seed {}\" tests=\"{}\" failures=\"{mf}\" skipped=\"{}\">",
             self.seed,
-            self.mutations.len()
+            self.mutations.len(),
+            self.mutations
+                .iter()
+                .filter(|m| m.verdict == "not applicable")
+                .count()
         );
         for m in &self.mutations {
             let _ = write!(
