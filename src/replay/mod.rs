@@ -804,6 +804,15 @@ fn not_exercised_reason(msg_type: &str, first: &str, waited: Duration) -> String
     }
 }
 
+/// Why the edge's own exchanges were not exercised when its first own request
+/// (`first`) came, but only after the replay stopped waiting for it (`waited`).
+fn late_start_reason(first: &str, waited: Duration) -> String {
+    format!(
+        "not exercised: the edge sent {first} only after the {} wait, when the replay had gone on without answering it; start the device sooner or wait longer (--edge-wait-ms)",
+        secs(waited)
+    )
+}
+
 struct Session<'a> {
     s: ReplaySettings,
     us: Actor,
@@ -1382,12 +1391,20 @@ impl<'a> Session<'a> {
             return;
         };
         let us = self.us_str();
+        let came_late = self
+            .exchanges
+            .iter()
+            .any(|x| x.from != us && &x.request == first && x.live.request.is_some());
         for x in self
             .exchanges
             .iter_mut()
             .filter(|x| x.from != us && x.live.request.is_none())
         {
-            x.skipped = Some(not_exercised_reason(&x.request, first, self.s.edge_wait));
+            x.skipped = Some(if came_late {
+                late_start_reason(first, self.s.edge_wait)
+            } else {
+                not_exercised_reason(&x.request, first, self.s.edge_wait)
+            });
         }
     }
 
