@@ -73,6 +73,10 @@ pub enum Command {
         --mutate drop-field --mutate invalid-json --seed 7 --format junit > replay.xml\n  \
         edgetap replay 3 --store ./edgetap-store --as platform --broker dut:1883 --expect golden.json\n  \
         edgetap replay --list-mutations\n\n\
+        As platform, start the replay before the device powers on (or restart the device): \
+        its EVENT_LINKUP and topo requests are then exercised too. A device already online \
+        does not send them again; after --edge-wait-ms they are reported as not exercised \
+        (SKIP, JUnit <skipped>), which neither passes nor fails the run.\n\n\
         Exit codes: 0 as recorded (or as --expect), 1 differences, 2 bad usage or unreadable input.")]
     Replay(ReplayArgs),
 }
@@ -127,6 +131,12 @@ pub struct ReplayArgs {
     /// How long to watch the counterpart after a mutated message, in ms.
     #[arg(long, default_value_t = 2000)]
     pub mutation_window_ms: u64,
+    /// As platform: how long to wait for the edge's own EVENT_LINKUP, in ms. An edge
+    /// already online does not send it again: the exchanges the edge starts by itself
+    /// (EVENT_LINKUP, topo requests) are then reported as not exercised (skipped,
+    /// neither pass nor fail) and the platform's commands are replayed and judged.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    pub edge_wait_ms: u64,
     /// Write the live session as a pcap.
     #[arg(long, value_name = "FILE")]
     pub capture: Option<PathBuf>,

@@ -586,6 +586,7 @@ fn run_replay(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     s.protocol = edgetap::sim::run::protocol(a.mqtt5);
     s.answer_timeout = std::time::Duration::from_millis(a.timeout_ms);
     s.mutation_window = std::time::Duration::from_millis(a.mutation_window_ms);
+    s.edge_wait = std::time::Duration::from_millis(a.edge_wait_ms);
     s.ports = a.ports;
     s.capture = a.capture;
     let expected = a.expect.as_deref().map(replay::load_expected).transpose()?;
@@ -593,22 +594,34 @@ fn run_replay(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     if let Some(p) = &a.save_expect {
         std::fs::write(p, outcome.to_json())?;
     }
-    let divergences = expected.map(|e| replay::compare_expected(&e, &outcome));
+    let expectation = expected.map(|e| replay::check_expected(&e, &outcome));
     match a.format {
         Format::Table => {
             out.write_all(outcome.to_table().as_bytes())?;
-            if let Some(d) = &divergences {
-                writeln!(out, "\nExpectation: {} divergence(s)", d.len())?;
-                for x in d {
-                    writeln!(out, "  {x}")?;
-                }
+            if let Some(e) = &expectation {
+                write_expectation(out, e)?;
             }
         }
         Format::Json => writeln!(out, "{}", outcome.to_json())?,
-        Format::Junit => out.write_all(outcome.to_junit(divergences.as_deref()).as_bytes())?,
+        Format::Junit => out.write_all(outcome.to_junit(expectation.as_ref()).as_bytes())?,
     }
-    Ok(u8::from(match &divergences {
-        Some(d) => !d.is_empty(),
+    Ok(u8::from(match &expectation {
+        Some(e) => !e.divergences.is_empty(),
         None => outcome.failed(),
     }))
+}
+
+/// The `--expect` comparison, as text: the divergences, then what was not compared.
+fn write_expectation(out: &mut dyn Write, e: &edgetap::replay::Expectation) -> std::io::Result<()> {
+    writeln!(out, "\nExpectation: {} divergence(s)", e.divergences.len())?;
+    for x in &e.divergences {
+        writeln!(out, "  {x}")?;
+    }
+    if !e.notes.is_empty() {
+        writeln!(out, "Not compared with the expectation:")?;
+        for x in &e.notes {
+            writeln!(out, "  {x}")?;
+        }
+    }
+    Ok(())
 }

@@ -147,6 +147,10 @@ pub struct Exchange {
     pub recorded: Answer,
     pub live: Answer,
     pub diffs: Vec<String>,
+    /// Why the exchange was not exercised (neither passed nor failed): a request the
+    /// edge sends by itself, sent before the replayer joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 /// Recorded exchanges: each request with the first reply of the same mid on the
@@ -200,6 +204,7 @@ pub fn recorded_exchanges(
                 },
                 live: Answer::default(),
                 diffs: vec![],
+                skipped: None,
             },
         ));
     }
@@ -207,7 +212,12 @@ pub fn recorded_exchanges(
 }
 
 /// Fills `diffs` from the recorded and live answers.
+/// A skipped exchange gets no differences: it was not exercised.
 pub fn judge_exchange(x: &mut Exchange) {
+    if x.skipped.is_some() {
+        x.diffs.clear();
+        return;
+    }
     let mut d = vec![];
     if let Some(r) = &x.recorded.request {
         match &x.live.request {

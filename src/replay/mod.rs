@@ -19,7 +19,14 @@
 //!   judged by the rules it must raise and the probe after the replay.
 //!
 //! The counterpart must be subscribed-to before it starts: start the replay, then
-//! (re)start the device, so that its EVENT_LINKUP is part of the session.
+//! (re)start the device, so that its EVENT_LINKUP is part of the session. As platform,
+//! the first request the edge starts by itself (EVENT_LINKUP) is awaited up to
+//! `edge_wait`; when it does not come, the edge was already online: the exchanges the
+//! edge starts by itself that never come are *not exercised* ([`Exchange::skipped`],
+//! neither pass nor fail, JUnit `<skipped>`), its own later requests are not waited
+//! for, and rules that judge an edge's session from its start are not counted
+//! ([`Outcome::late_join_findings`]). The platform's commands and their job results are
+//! judged as always.
 //!
 //! A CI job (GitLab syntax; any CI runs the same two commands):
 //!
@@ -135,7 +142,14 @@ pub struct ReplaySettings {
     pub ports: Vec<u16>,
     /// Write the live session as a pcap.
     pub capture: Option<PathBuf>,
+    /// As platform: how long to wait for the edge's first own request (EVENT_LINKUP)
+    /// before concluding that the edge was already online; the exchanges the edge
+    /// starts by itself are then not exercised (skipped, neither pass nor fail).
+    pub edge_wait: Duration,
 }
+
+/// The default of [`ReplaySettings::edge_wait`].
+pub const DEFAULT_EDGE_WAIT: Duration = Duration::from_secs(10);
 
 impl ReplaySettings {
     pub fn new(source: Source, role: Role, broker: &str) -> ReplaySettings {
@@ -154,6 +168,7 @@ impl ReplaySettings {
             mutation_window: Duration::from_secs(2),
             ports: vec![1883],
             capture: None,
+            edge_wait: DEFAULT_EDGE_WAIT,
         }
     }
 }
@@ -195,6 +210,10 @@ pub struct MutationResult {
     /// "pass", "fail" or "not applicable".
     pub verdict: String,
     pub detail: String,
+    /// Why the mutation was not exercised: the message it changes was never sent,
+    /// because the request it answers never came (verdict "not applicable").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 /// What a replay found. Serialized, it is the `--save-expect` file.
@@ -214,6 +233,11 @@ pub struct Outcome {
     pub orphan_replies: Vec<Value>,
     /// Every finding of the live session (baseline and mutations).
     pub live_findings: Vec<FindingBrief>,
+    /// Rules (warning or error) that judge an edge's session from its start, raised
+    /// only because the replay began after that start (the edge was already online):
+    /// shown, not counted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub late_join_findings: Vec<FindingBrief>,
 }
 
 impl Outcome {
@@ -240,25 +264,7 @@ impl Outcome {
             self.live_edge,
             self.seed
         );
-        let same = self.exchanges.iter().filter(|x| x.diffs.is_empty()).count();
-        let _ = writeln!(
-            s,
-            "Exchanges: {} compared, {} as recorded, {} different",
-            self.exchanges.len(),
-            same,
-            self.exchanges.len() - same
-        );
-        for x in &self.exchanges {
-            let status = if x.diffs.is_empty() { "same" } else { "DIFF" };
-            let _ = writeln!(
-                s,
-                "  {:>3} {:<4} {:<8} {:<18} {}",
-                x.index, status, x.from, x.request, x.topic
-            );
-            for d in &x.diffs {
-                let _ = writeln!(s, "             - {d}");
-            }
-        }
+        self.write_exchanges(&mut s);
         if !self.orphan_replies.is_empty() {
             let _ = writeln!(s, "\nReplies to nothing the replayer sent:");
             for r in &self.orphan_replies {
@@ -268,6 +274,15 @@ impl Outcome {
         if !self.new_findings.is_empty() {
             let _ = writeln!(s, "\nRules raised by the replay and not by the recording:");
             for f in &self.new_findings {
+                let _ = writeln!(s, "  {}", f.line);
+            }
+        }
+        if !self.late_join_findings.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nNot counted: rules that judge the edge's session from its start, which the replay did not see:"
+            );
+            for f in &self.late_join_findings {
                 let _ = writeln!(s, "  {}", f.line);
             }
         }
@@ -302,26 +317,63 @@ impl Outcome {
                 }
             }
         }
-        let _ = writeln!(
-            s,
-            "\n{}",
-            if self.failed() {
-                "RESULT: differences found"
-            } else {
-                "RESULT: as recorded"
-            }
-        );
+        let _ = writeln!(s, "\n{}", self.result_line());
         s
     }
 
+    /// Exchanges not exercised (skipped).
+    pub fn skipped_exchanges(&self) -> impl Iterator<Item = &Exchange> {
+        self.exchanges.iter().filter(|x| x.skipped.is_some())
+    }
+
+    /// The exchange table: one line per exchange, its differences or why it was skipped.
+    fn write_exchanges(&self, s: &mut String) {
+        let skipped = self.skipped_exchanges().count();
+        let different = self
+            .exchanges
+            .iter()
+            .filter(|x| !x.diffs.is_empty())
+            .count();
+        let _ = writeln!(
+            s,
+            "Exchanges: {} compared, {} as recorded, {} different, {} not exercised",
+            self.exchanges.len() - skipped,
+            self.exchanges.len() - skipped - different,
+            different,
+            skipped
+        );
+        for x in &self.exchanges {
+            let status = match (&x.skipped, x.diffs.is_empty()) {
+                (Some(_), _) => "SKIP",
+                (None, true) => "same",
+                (None, false) => "DIFF",
+            };
+            let _ = writeln!(
+                s,
+                "  {:>3} {:<4} {:<8} {:<18} {}",
+                x.index, status, x.from, x.request, x.topic
+            );
+            for d in x.skipped.iter().chain(&x.diffs) {
+                let _ = writeln!(s, "             - {d}");
+            }
+        }
+    }
+
+    /// The last line of the table.
+    fn result_line(&self) -> String {
+        let skipped = self.skipped_exchanges().count();
+        match (self.failed(), skipped) {
+            (true, _) => "RESULT: differences found".into(),
+            (false, 0) => "RESULT: as recorded".into(),
+            (false, n) => format!(
+                "RESULT: as recorded ({n} exchange(s) started by the edge not exercised, see SKIP above)"
+            ),
+        }
+    }
+
     /// One test case per exchange and per mutation.
-    pub fn to_junit(&self, divergences: Option<&[String]>) -> String {
-        let xml = |s: &str| {
-            s.replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;")
-                .replace('"', "&quot;")
-        };
+    pub fn to_junit(&self, expectation: Option<&Expectation>) -> String {
+        let xml = xml_escape;
         let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         let xf = self
             .exchanges
@@ -341,8 +393,9 @@ impl Outcome {
         );
         let _ = writeln!(
             out,
-            "  <testsuite name=\"exchanges\" tests=\"{}\" failures=\"{xf}\">",
-            self.exchanges.len()
+            "  <testsuite name=\"exchanges\" tests=\"{}\" failures=\"{xf}\" skipped=\"{}\">",
+            self.exchanges.len(),
+            self.skipped_exchanges().count()
         );
         for x in &self.exchanges {
             let _ = write!(
@@ -352,7 +405,9 @@ impl Outcome {
                 xml(&x.request),
                 xml(&x.topic)
             );
-            if !x.diffs.is_empty() {
+            if let Some(why) = &x.skipped {
+                let _ = write!(out, "<skipped message=\"{}\"/>", xml(why));
+            } else if !x.diffs.is_empty() {
                 let _ = write!(
                     out,
                     "<failure message=\"{} difference(s)\">{}</failure>",
@@ -365,9 +420,13 @@ impl Outcome {
         out.push_str("  </testsuite>\n");
         let _ = writeln!(
             out,
-            "  <testsuite name=\"mutations seed {}\" tests=\"{}\" failures=\"{mf}\">",
+            "  <testsuite name=\"mutations seed {}\" tests=\"{}\" failures=\"{mf}\" skipped=\"{}\">",
             self.seed,
-            self.mutations.len()
+            self.mutations.len(),
+            self.mutations
+                .iter()
+                .filter(|m| m.verdict == "not applicable")
+                .count()
         );
         for m in &self.mutations {
             let _ = write!(
@@ -385,95 +444,195 @@ impl Outcome {
                         xml(&m.probe)
                     );
                 }
-                "not applicable" => out.push_str("<skipped message=\"not applicable\"/>"),
+                "not applicable" => {
+                    let why = m.skipped.as_deref().unwrap_or("not applicable");
+                    let _ = write!(out, "<skipped message=\"{}\"/>", xml(why));
+                }
                 _ => {}
             }
             out.push_str("</testcase>\n");
         }
         out.push_str("  </testsuite>\n");
-        if let Some(d) = divergences {
-            let _ = write!(
-                out,
-                "  <testsuite name=\"expectation\" tests=\"1\" failures=\"{}\">\n    <testcase classname=\"replay.expect\" name=\"outcome as saved\">",
-                u8::from(!d.is_empty())
-            );
-            if !d.is_empty() {
-                let _ = write!(
-                    out,
-                    "<failure message=\"{} divergence(s)\">{}</failure>",
-                    d.len(),
-                    xml(&d.join("\n"))
-                );
-            }
-            out.push_str("</testcase>\n  </testsuite>\n");
+        if let Some(e) = expectation {
+            write_expectation_case(&mut out, e);
         }
         out.push_str("</testsuites>\n");
         out
     }
 }
 
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The JUnit suite of `--expect`: one case, failed on any divergence; the notes (what
+/// was not compared) in its system-out.
+fn write_expectation_case(out: &mut String, e: &Expectation) {
+    let d = &e.divergences;
+    let _ = write!(
+        out,
+        "  <testsuite name=\"expectation\" tests=\"1\" failures=\"{}\">\n    <testcase classname=\"replay.expect\" name=\"outcome as saved\">",
+        u8::from(!d.is_empty())
+    );
+    if !d.is_empty() {
+        let _ = write!(
+            out,
+            "<failure message=\"{} divergence(s)\">{}</failure>",
+            d.len(),
+            xml_escape(&d.join("\n"))
+        );
+    }
+    if !e.notes.is_empty() {
+        let _ = write!(
+            out,
+            "<system-out>{}</system-out>",
+            xml_escape(&e.notes.join("\n"))
+        );
+    }
+    out.push_str("</testcase>\n  </testsuite>\n");
+}
+
+/// An outcome compared with a saved one (`--expect`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Expectation {
+    /// Differences beyond the noise rules: any one fails the run.
+    pub divergences: Vec<String>,
+    /// What was not compared and why (an exchange or mutation not exercised in one of
+    /// the two runs): never a divergence.
+    pub notes: Vec<String>,
+}
+
 /// Compares an outcome with a saved one, beyond the noise rules: each exchange's live
-/// answers and differences, each mutation's verdict, the new rules.
-pub fn compare_expected(expected: &Outcome, got: &Outcome) -> Vec<String> {
-    let mut d = vec![];
+/// answers and differences, each mutation's verdict, the new rules. An exchange or
+/// mutation not exercised in either run is not compared; a note says so.
+pub fn check_expected(expected: &Outcome, got: &Outcome) -> Expectation {
+    let mut x = Expectation::default();
     if expected.exchanges.len() != got.exchanges.len() {
-        d.push(format!(
+        x.divergences.push(format!(
             "exchanges: expected {}, got {}",
             expected.exchanges.len(),
             got.exchanges.len()
         ));
     }
     for (e, g) in expected.exchanges.iter().zip(&got.exchanges) {
-        let mut v = vec![];
-        let to = |a: &judge::Answer| serde_json::to_value(a).unwrap_or(Value::Null);
-        judge::diff_values("live", &to(&e.live), &to(&g.live), &mut v);
-        if e.request != g.request {
-            v.push(format!(
-                "request: expected {}, got {}",
-                e.request, g.request
-            ));
-        }
-        if e.diffs != g.diffs {
-            v.push(format!(
-                "differences from the recording: expected {:?}, got {:?}",
-                e.diffs, g.diffs
-            ));
-        }
-        for x in v {
-            d.push(format!("exchange {} {}: {x}", g.index, g.request));
-        }
+        compare_exchange(e, g, &mut x);
     }
     if expected.orphan_replies != got.orphan_replies {
-        d.push(format!(
+        x.divergences.push(format!(
             "replies to nothing sent: expected {}, got {}",
             expected.orphan_replies.len(),
             got.orphan_replies.len()
         ));
     }
-    let verdicts = |o: &Outcome| -> Vec<(String, String)> {
-        o.mutations
-            .iter()
-            .map(|m| (m.name.clone(), m.verdict.clone()))
-            .collect()
-    };
-    if verdicts(expected) != verdicts(got) {
-        d.push(format!(
-            "mutations: expected {:?}, got {:?}",
-            verdicts(expected),
-            verdicts(got)
-        ));
-    }
+    compare_mutations(expected, got, &mut x);
     let rules = |o: &Outcome| -> BTreeSet<String> {
         o.new_findings.iter().map(|f| f.rule.clone()).collect()
     };
     if rules(expected) != rules(got) {
-        d.push(format!(
+        x.divergences.push(format!(
             "new rules: expected {:?}, got {:?}",
             rules(expected),
             rules(got)
         ));
     }
-    d
+    x
+}
+
+/// [`check_expected`]'s divergences only.
+pub fn compare_expected(expected: &Outcome, got: &Outcome) -> Vec<String> {
+    check_expected(expected, got).divergences
+}
+
+/// "passed" or "failed", as an expectation file holds an exchange.
+fn verdict_of(x: &Exchange) -> &'static str {
+    if x.diffs.is_empty() {
+        "passed"
+    } else {
+        "failed"
+    }
+}
+
+/// One exchange of a saved outcome against the same exchange of this run.
+fn compare_exchange(e: &Exchange, g: &Exchange, x: &mut Expectation) {
+    let name = format!("exchange {} {}", g.index, g.request);
+    if let Some(why) = &g.skipped {
+        x.notes.push(format!(
+            "{name}: {why}; the expectation has it {}: not counted as a divergence",
+            verdict_of(e)
+        ));
+        return;
+    }
+    if e.skipped.is_some() {
+        if g.diffs.is_empty() {
+            x.notes.push(format!(
+                "{name}: not exercised in the expectation, exercised in this run and as recorded"
+            ));
+        } else {
+            x.divergences.push(format!(
+                "{name}: not exercised in the expectation; in this run it differs from the recording: {}",
+                g.diffs.join("; ")
+            ));
+        }
+        return;
+    }
+    let mut v = vec![];
+    let to = |a: &judge::Answer| serde_json::to_value(a).unwrap_or(Value::Null);
+    judge::diff_values("live", &to(&e.live), &to(&g.live), &mut v);
+    if e.request != g.request {
+        v.push(format!(
+            "request: expected {}, got {}",
+            e.request, g.request
+        ));
+    }
+    if e.diffs != g.diffs {
+        v.push(format!(
+            "differences from the recording: expected {:?}, got {:?}",
+            e.diffs, g.diffs
+        ));
+    }
+    x.divergences
+        .extend(v.into_iter().map(|d| format!("{name}: {d}")));
+}
+
+/// Each mutation's verdict; one not exercised in either run is a note.
+fn compare_mutations(expected: &Outcome, got: &Outcome, x: &mut Expectation) {
+    let exercised = |o: &Outcome| -> Vec<(String, String)> {
+        o.mutations
+            .iter()
+            .filter(|m| m.skipped.is_none())
+            .map(|m| (m.name.clone(), m.verdict.clone()))
+            .collect()
+    };
+    let not_exercised: BTreeSet<&str> = expected
+        .mutations
+        .iter()
+        .chain(&got.mutations)
+        .filter(|m| m.skipped.is_some())
+        .map(|m| m.name.as_str())
+        .collect();
+    let compared = |o: &Outcome| -> Vec<(String, String)> {
+        exercised(o)
+            .into_iter()
+            .filter(|(n, _)| !not_exercised.contains(n.as_str()))
+            .collect()
+    };
+    if compared(expected) != compared(got) {
+        x.divergences.push(format!(
+            "mutations: expected {:?}, got {:?}",
+            compared(expected),
+            compared(got)
+        ));
+    }
+    for m in got.mutations.iter().filter(|m| m.skipped.is_some()) {
+        x.notes.push(format!(
+            "mutation {}: {}: not counted as a divergence",
+            m.name,
+            m.skipped.as_deref().unwrap_or("")
+        ));
+    }
 }
 
 /// Loads a saved outcome.
@@ -571,6 +730,7 @@ pub async fn run_ready(
                     target: format!("{} on {}", t.msg_type().unwrap_or("?"), t.topic_name),
                     spec: m,
                     mids: vec![],
+                    skipped: None,
                 });
             }
             (spec, _) => later.push((n, name, spec)),
@@ -605,11 +765,59 @@ struct InlineRun {
     spec: Mutation,
     /// Mids it concerns: the message sent, the request it answers, a job result.
     mids: Vec<u64>,
+    /// Why the message it changes was never sent.
+    skipped: Option<String>,
+}
+
+/// As platform: what became of the edge's own session start, its first recorded
+/// request (EVENT_LINKUP in a whole session).
+#[derive(Debug, Clone, PartialEq)]
+enum EdgeStart {
+    /// Not awaited yet.
+    Pending,
+    /// The edge sent it: the exchanges the edge starts are judged like the others.
+    Seen,
+    /// It did not come within `edge_wait`: the edge was already online, and the
+    /// exchanges it starts by itself that never come are not exercised.
+    Missed { msg_type: String },
+}
+
+/// A duration for a message: "10 s", "0.5 s".
+fn secs(d: Duration) -> String {
+    format!("{} s", (d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+/// Why an exchange the edge starts by itself (`msg_type`) was not exercised, when the
+/// edge's first own request (`first`) did not come within `waited`.
+fn not_exercised_reason(msg_type: &str, first: &str, waited: Duration) -> String {
+    let advice = "start the replay before the device powers on, or restart it";
+    if msg_type == first {
+        format!(
+            "not exercised: the edge did not send {first} within {} — it was probably already online; {advice}",
+            secs(waited)
+        )
+    } else {
+        format!(
+            "not exercised: the edge sends {msg_type} by itself, and it was already online when the replay began (no {first} within {}); {advice}",
+            secs(waited)
+        )
+    }
+}
+
+/// Why the edge's own exchanges were not exercised when its first own request
+/// (`first`) came, but only after the replay stopped waiting for it (`waited`).
+fn late_start_reason(first: &str, waited: Duration) -> String {
+    format!(
+        "not exercised: the edge sent {first} only after the {} wait, when the replay had gone on without answering it; start the device sooner or wait longer (--edge-wait-ms)",
+        secs(waited)
+    )
 }
 
 struct Session<'a> {
     s: ReplaySettings,
     us: Actor,
+    rules: Arc<RuleSet>,
+    edge_start: EdgeStart,
     msgs: &'a [Recorded],
     link: Link,
     rx: UnboundedReceiver<Incoming>,
@@ -707,7 +915,7 @@ impl<'a> Session<'a> {
             }
             exchanges.push(x);
         }
-        let mut analyzer = Analyzer::new(rules, Settings::default());
+        let mut analyzer = Analyzer::new(rules.clone(), Settings::default());
         let mut c = Collector::default();
         let t = crate::sim::now_us();
         let connect = connect_bytes(&id);
@@ -721,6 +929,8 @@ impl<'a> Session<'a> {
         Ok(Session {
             s: s.clone(),
             us,
+            rules,
+            edge_start: EdgeStart::Pending,
             msgs,
             link,
             rx,
@@ -984,10 +1194,11 @@ impl<'a> Session<'a> {
                         })
                         .and_then(|r| self.ex_of_request.get(&r.index).copied());
                     let Some(x) = x else { continue };
-                    let deadline = Instant::now() + self.s.answer_timeout;
+                    let deadline = Instant::now() + self.request_wait();
                     self.wait_until(deadline, &|s| s.their_mid.contains_key(&x))
                         .await;
                     let Some(&live_mid) = self.their_mid.get(&x) else {
+                        self.inline_not_sent(i, x);
                         continue;
                     };
                     let out = self.rw.outgoing(&json, Some(live_mid));
@@ -1089,7 +1300,7 @@ impl<'a> Session<'a> {
 
     /// Waits for the live counterparts of the recorded answers in `msgs[from..to]`.
     async fn await_answers(&mut self, from: usize, to: usize) {
-        let awaited: Vec<usize> = (from..to)
+        let mut awaited: Vec<usize> = (from..to)
             .filter(|&i| {
                 self.ex_reply.contains_key(&i)
                     || self.ex_job.contains_key(&i)
@@ -1097,6 +1308,12 @@ impl<'a> Session<'a> {
             })
             .filter(|&i| self.msgs[i].publisher() != self.us)
             .collect();
+        if let Some(&first) = awaited.iter().find(|&&i| self.edge_started(i)) {
+            self.await_edge_start(first).await;
+            if self.edge_was_online() {
+                awaited.retain(|&i| !self.edge_started(i));
+            }
+        }
         if awaited.is_empty() {
             while let Ok(m) = self.rx.try_recv() {
                 self.incoming(m);
@@ -1106,6 +1323,104 @@ impl<'a> Session<'a> {
         let deadline = Instant::now() + self.s.answer_timeout;
         self.wait_until(deadline, &|s| awaited.iter().all(|i| s.seen.contains(i)))
             .await;
+    }
+
+    /// Recorded message `i` is the request of an exchange the edge starts by itself
+    /// (EVENT_LINKUP, topo requests), and we play the platform.
+    fn edge_started(&self, i: usize) -> bool {
+        self.us == Actor::Platform
+            && self.ex_of_request.contains_key(&i)
+            && self.msgs[i].publisher() != self.us
+    }
+
+    /// The edge's first own request did not come within `edge_wait`.
+    fn edge_was_online(&self) -> bool {
+        matches!(self.edge_start, EdgeStart::Missed { .. })
+    }
+
+    /// Once: waits up to `edge_wait` for the edge's first own request, recorded
+    /// message `first`, and so learns whether the edge was already online.
+    async fn await_edge_start(&mut self, first: usize) {
+        if self.edge_start != EdgeStart::Pending {
+            return;
+        }
+        let deadline = Instant::now() + self.s.edge_wait;
+        let seen = self
+            .wait_until(deadline, &|s| s.seen.contains(&first))
+            .await;
+        self.edge_start = if seen {
+            EdgeStart::Seen
+        } else {
+            EdgeStart::Missed {
+                msg_type: self.msgs[first].msg_type().unwrap_or("?").to_string(),
+            }
+        };
+    }
+
+    /// How long to wait for the counterpart's request a recorded reply of ours
+    /// answers: not at all from an edge that was already online (its own requests
+    /// were sent before the replay; one sent anyway has arrived or is not answered).
+    fn request_wait(&self) -> Duration {
+        if self.edge_was_online() {
+            Duration::ZERO
+        } else {
+            self.s.answer_timeout
+        }
+    }
+
+    /// Recorded reply `i` of ours was not sent: the counterpart's request of exchange
+    /// `x` never came. Its in-place mutation, if any, is not exercised.
+    fn inline_not_sent(&mut self, i: usize, x: usize) {
+        let Some(&k) = self.inline_at.get(&i) else {
+            return;
+        };
+        let who = match self.us {
+            Actor::Platform => "edge",
+            Actor::Edge => "platform",
+        };
+        self.inline[k].skipped = Some(format!(
+            "not exercised: the reply it changes answers {}, which the {who} did not send",
+            self.exchanges[x].request
+        ));
+    }
+
+    /// With an edge already online: each exchange the edge starts by itself that
+    /// never came is skipped, with why.
+    fn mark_not_exercised(&mut self) {
+        let EdgeStart::Missed { msg_type: first } = &self.edge_start else {
+            return;
+        };
+        let us = self.us_str();
+        let came_late = self
+            .exchanges
+            .iter()
+            .any(|x| x.from != us && &x.request == first && x.live.request.is_some());
+        for x in self
+            .exchanges
+            .iter_mut()
+            .filter(|x| x.from != us && x.live.request.is_none())
+        {
+            x.skipped = Some(if came_late {
+                late_start_reason(first, self.s.edge_wait)
+            } else {
+                not_exercised_reason(&x.request, first, self.s.edge_wait)
+            });
+        }
+    }
+
+    /// A rule that judges an edge's session from its start (its first message, ids
+    /// assigned earlier, an alarm before its recovery): a replay that began after that
+    /// start cannot judge it.
+    fn needs_session_start(&self, rule: &str) -> bool {
+        use crate::rules::model::Check;
+        matches!(
+            self.rules.rule(rule).map(|r| &r.def.check),
+            Some(
+                Check::FirstMessage { .. }
+                    | Check::IdAssigned { .. }
+                    | Check::RecoveryFollows { .. }
+            )
+        )
     }
 
     /// The valid command used as liveness probe.
@@ -1183,6 +1498,7 @@ impl<'a> Session<'a> {
             probe: String::new(),
             verdict: "not applicable".into(),
             detail: String::new(),
+            skipped: None,
         };
         let Some(spec) = spec else {
             let n = mutate::LIBRARY.iter().find(|n| n.name == name);
@@ -1322,7 +1638,54 @@ impl<'a> Session<'a> {
             probe: probe_text,
             verdict: if problems.is_empty() { "pass" } else { "fail" }.into(),
             detail: problems.join("; "),
+            skipped: None,
         })
+    }
+
+    /// The judgement of one in-place mutation, after the replay.
+    fn inline_result(&self, run: &InlineRun) -> MutationResult {
+        let mut r = MutationResult {
+            name: run.spec.name.clone(),
+            about: run.spec.about.clone(),
+            target: format!("{} (during the replay)", run.target),
+            expect: run.spec.expect,
+            rule: run.spec.rule.clone(),
+            answers: vec![],
+            engine: vec![],
+            probe: String::new(),
+            verdict: "not applicable".into(),
+            detail: String::new(),
+            skipped: run.skipped.clone(),
+        };
+        if let Some(why) = &run.skipped {
+            r.detail = why.clone();
+            return r;
+        }
+        r.engine = self
+            .findings
+            .iter()
+            .filter(|f| f.mid.is_some_and(|m| run.mids.contains(&m)))
+            .map(|f| f.rule.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let (alive, probe) = self
+            .inline_probe
+            .clone()
+            .unwrap_or((true, "no probe".into()));
+        let mut problems = vec![];
+        if !alive {
+            problems.push(format!("liveness probe failed: {probe}"));
+        }
+        if let Some(rule) = &run.spec.rule {
+            if !r.engine.contains(rule) {
+                problems.push(format!("the rule engine did not raise {rule}"));
+            }
+        }
+        r.probe = probe;
+        r.verdict = if problems.is_empty() { "pass" } else { "fail" }.into();
+        r.detail = problems.join("; ");
+        r
     }
 
     async fn finish(
@@ -1342,45 +1705,13 @@ impl<'a> Session<'a> {
         let mut mutations = mutations;
         for run in &self.inline {
             self.mutation_mids.extend(run.mids.iter().copied());
-            let engine: Vec<String> = self
-                .findings
-                .iter()
-                .filter(|f| f.mid.is_some_and(|m| run.mids.contains(&m)))
-                .map(|f| f.rule.clone())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            let (alive, probe) = self
-                .inline_probe
-                .clone()
-                .unwrap_or((true, "no probe".into()));
-            let mut problems = vec![];
-            if !alive {
-                problems.push(format!("liveness probe failed: {probe}"));
-            }
-            if let Some(r) = &run.spec.rule {
-                if !engine.contains(r) {
-                    problems.push(format!("the rule engine did not raise {r}"));
-                }
-            }
-            mutations.push((
-                run.order,
-                MutationResult {
-                    name: run.spec.name.clone(),
-                    about: run.spec.about.clone(),
-                    target: format!("{} (during the replay)", run.target),
-                    expect: run.spec.expect,
-                    rule: run.spec.rule.clone(),
-                    answers: vec![],
-                    engine,
-                    probe,
-                    verdict: if problems.is_empty() { "pass" } else { "fail" }.into(),
-                    detail: problems.join("; "),
-                },
-            ));
+        }
+        for run in &self.inline {
+            mutations.push((run.order, self.inline_result(run)));
         }
         mutations.sort_by_key(|(n, _)| *n);
         let mutations: Vec<MutationResult> = mutations.into_iter().map(|(_, m)| m).collect();
+        self.mark_not_exercised();
         for x in &mut self.exchanges {
             judge::judge_exchange(x);
         }
@@ -1394,7 +1725,7 @@ impl<'a> Session<'a> {
             .map(|f| f.rule.as_str())
             .collect();
         let mut seen_new = HashSet::new();
-        let new_findings: Vec<FindingBrief> = self
+        let (late_join_findings, new_findings): (Vec<FindingBrief>, Vec<FindingBrief>) = self
             .findings
             .iter()
             .enumerate()
@@ -1402,7 +1733,7 @@ impl<'a> Session<'a> {
             .filter(|(_, f)| !recorded_rules.contains(f.rule.as_str()))
             .filter(|(_, f)| seen_new.insert(f.rule.clone()))
             .map(|(_, f)| FindingBrief::of(f))
-            .collect();
+            .partition(|f| self.edge_was_online() && self.needs_session_start(&f.rule));
         if let Some(p) = &self.s.capture {
             crate::sim::tap::write_pcap(p, &self.frames)?;
         }
@@ -1417,6 +1748,7 @@ impl<'a> Session<'a> {
             new_findings,
             orphan_replies: self.orphans,
             live_findings: self.findings.iter().map(FindingBrief::of).collect(),
+            late_join_findings,
         })
     }
 }
@@ -1437,4 +1769,130 @@ fn publish_bytes(topic: &str, payload: &[u8]) -> Vec<u8> {
     );
     let _ = p.write(&mut b);
     b.to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange(index: usize, from: &str, request: &str) -> Exchange {
+        Exchange {
+            index,
+            from: from.into(),
+            request: request.into(),
+            topic: format!("/v1/E/device/{from}"),
+            recorded: judge::Answer::default(),
+            live: judge::Answer::default(),
+            diffs: vec![],
+            skipped: None,
+        }
+    }
+
+    fn outcome(exchanges: Vec<Exchange>) -> Outcome {
+        Outcome {
+            source: "session.pcap".into(),
+            role: Role::Platform,
+            seed: 1,
+            recorded_edge: "E".into(),
+            live_edge: "E".into(),
+            exchanges,
+            mutations: vec![],
+            new_findings: vec![],
+            orphan_replies: vec![],
+            live_findings: vec![],
+            late_join_findings: vec![],
+        }
+    }
+
+    fn skipped_linkup() -> Exchange {
+        let mut x = exchange(0, "edge", "EVENT_LINKUP");
+        x.skipped = Some(not_exercised_reason(
+            "EVENT_LINKUP",
+            "EVENT_LINKUP",
+            Duration::from_secs(10),
+        ));
+        x
+    }
+
+    #[test]
+    fn the_reason_names_the_wait_and_the_remedy() {
+        let first = not_exercised_reason("EVENT_LINKUP", "EVENT_LINKUP", Duration::from_secs(10));
+        assert!(first.starts_with(
+            "not exercised: the edge did not send EVENT_LINKUP within 10 s — it was probably already online"
+        ));
+        assert!(first.ends_with("start the replay before the device powers on, or restart it"));
+        let topo =
+            not_exercised_reason("CMD_TOPO_ADD", "EVENT_LINKUP", Duration::from_millis(1500));
+        assert!(topo.contains("CMD_TOPO_ADD by itself"), "{topo}");
+        assert!(topo.contains("no EVENT_LINKUP within 1.5 s"), "{topo}");
+    }
+
+    #[test]
+    fn a_skipped_exchange_is_neither_pass_nor_fail() {
+        let o = outcome(vec![
+            skipped_linkup(),
+            exchange(1, "platform", "CMD_SYS_STATUS"),
+        ]);
+        assert!(!o.failed());
+        let table = o.to_table();
+        assert!(
+            table.contains("1 compared, 1 as recorded, 0 different, 1 not exercised"),
+            "{table}"
+        );
+        assert!(table.contains("SKIP edge"), "{table}");
+        assert!(
+            table.contains("RESULT: as recorded (1 exchange(s) started by the edge not exercised"),
+            "{table}"
+        );
+        let junit = o.to_junit(None);
+        assert!(junit.contains("failures=\"0\" skipped=\"1\""), "{junit}");
+        assert!(
+            junit.contains(
+                "<skipped message=\"not exercised: the edge did not send EVENT_LINKUP within 10 s"
+            ),
+            "{junit}"
+        );
+        assert!(!junit.contains("<failure"), "{junit}");
+    }
+
+    #[test]
+    fn a_skipped_exchange_is_no_divergence_from_an_expectation_that_passed_it() {
+        let expected = outcome(vec![exchange(0, "edge", "EVENT_LINKUP")]);
+        let got = outcome(vec![skipped_linkup()]);
+        let e = check_expected(&expected, &got);
+        assert!(e.divergences.is_empty(), "{e:#?}");
+        assert_eq!(e.notes.len(), 1);
+        assert!(
+            e.notes[0].contains("has it passed: not counted as a divergence"),
+            "{e:#?}"
+        );
+        let junit = got.to_junit(Some(&e));
+        assert!(
+            junit.contains("<system-out>exchange 0 EVENT_LINKUP: not exercised"),
+            "{junit}"
+        );
+    }
+
+    #[test]
+    fn an_exchange_skipped_in_the_expectation_still_fails_when_it_differs_now() {
+        let expected = outcome(vec![skipped_linkup()]);
+        let clean = outcome(vec![exchange(0, "edge", "EVENT_LINKUP")]);
+        let e = check_expected(&expected, &clean);
+        assert!(e.divergences.is_empty() && e.notes.len() == 1, "{e:#?}");
+        let mut differs = exchange(0, "edge", "EVENT_LINKUP");
+        differs.diffs = vec!["request.param.dev: missing".into()];
+        let e = check_expected(&expected, &outcome(vec![differs]));
+        assert_eq!(e.divergences.len(), 1, "{e:#?}");
+        assert!(e.divergences[0].contains("request.param.dev: missing"));
+    }
+
+    #[test]
+    fn an_expectation_file_without_skips_still_loads() {
+        let mut v =
+            serde_json::to_value(outcome(vec![exchange(0, "edge", "EVENT_LINKUP")])).unwrap();
+        assert!(v["exchanges"][0].get("skipped").is_none());
+        v.as_object_mut().unwrap().remove("late_join_findings");
+        let o: Outcome = serde_json::from_value(v).unwrap();
+        assert!(o.exchanges[0].skipped.is_none());
+    }
 }
