@@ -79,7 +79,8 @@ impl Fault {
         match self {
             Fault::WrongCode => "reply.code",
             Fault::MissingField => "t13.CMD_SYS_STATUS.reply",
-            Fault::NoJobResult => "job.result_missing",
+            // No deadline in the standard: a job without result is pending (info).
+            Fault::NoJobResult => "job.pending",
             Fault::WrongMid => "reply.orphan",
             Fault::WrongType => "reply.type",
             Fault::BadTimestamp => "envelope.request",

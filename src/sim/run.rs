@@ -127,7 +127,13 @@ pub fn demo(s: crate::demo::DemoSettings, out: Output, w: &mut dyn Write) -> Res
     )?;
     w.write_all(crate::demo::render(&faulty, out).as_bytes())?;
     let caught = !faulty.plan.passed();
-    let proxy_caught = faulty.proxy.has_errors();
+    // An outcome fault (a refusal, a missing job result) is conforming protocol: the
+    // proxy reports it (info), the plan decides the item.
+    let proxy_caught = faulty
+        .proxy
+        .findings
+        .iter()
+        .any(|f| f.rule == s.fault.caught_by());
     writeln!(
         w,
         "\nrun 1: {}; run 2: {}, {} ({:.1} s)",
@@ -141,10 +147,10 @@ pub fn demo(s: crate::demo::DemoSettings, out: Output, w: &mut dyn Write) -> Res
         } else {
             "the plan did NOT catch the fault"
         },
-        if proxy_caught {
-            "the proxy catches it too"
-        } else {
-            "the proxy did NOT catch it"
+        match (proxy_caught, s.fault.outcome()) {
+            (true, false) => "the proxy catches it too",
+            (true, true) => "the proxy reports it as an outcome (info)",
+            (false, _) => "the proxy did NOT catch it",
         },
         t0.elapsed().as_secs_f64()
     )?;
