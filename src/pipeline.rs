@@ -117,6 +117,7 @@ pub struct Unparsed {
     topic: protocol::Topic,
     payload: bytes::Bytes,
     origin_seen: bool,
+    retained: bool,
 }
 
 impl Unparsed {
@@ -131,6 +132,7 @@ impl Unparsed {
             topic_name: self.topic_name,
             topic: self.topic,
             origin_seen: self.origin_seen,
+            retained: self.retained,
         }
     }
 }
@@ -550,6 +552,22 @@ impl Analyzer {
                 }
             }
         }
+        // A zero-length retained PUBLISH deletes the topic's retained message (MQTT
+        // 3.1.1 §3.3.1.3): MQTT housekeeping, not a protocol message. (Its deliveries
+        // to subscribers matched the publisher's leg above.)
+        if p.retain && p.payload.is_empty() {
+            self.unattributed(
+                conn,
+                side,
+                time_us,
+                packet,
+                p.topic.clone(),
+                "a zero-length retained PUBLISH clears the retained message of the topic \
+                 (MQTT 3.1.1 §3.3.1.3)"
+                    .into(),
+            );
+            return;
+        }
         let Some(topic) = topic else {
             let name = p.topic.clone();
             self.unattributed(
@@ -570,6 +588,7 @@ impl Analyzer {
             time_us,
             topic_name: p.topic,
             topic,
+            retained: p.retain && side == Side::Server,
             payload: p.payload,
             origin_seen,
         };

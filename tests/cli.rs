@@ -35,7 +35,7 @@ fn lint_accepts_the_repository_rules_and_names_file_and_rule_of_a_bad_one() {
     let dir = common::temp_dir("lint");
     std::fs::write(
         dir.join("vendor.json"),
-        r#"{"rules": [{"id": "vendor.bad", "severity": "error", "message": "m",
+        r#"{"rules": [{"id": "vendor.bad", "severity": "warning", "message": "m",
             "check": {"kind": "schema", "when": {"type": "CMD_NOPE"}, "fields": {}}}]}"#,
     )
     .unwrap();
@@ -68,6 +68,38 @@ fn rules_list_json_has_every_rule_with_clause_and_severity() {
     assert!(rows
         .iter()
         .any(|r| r["id"] == "t6.CMD_SYS_UPGRADE" && r["severity"] == "error"));
+    // Every error rule shows the sentence of the standard it enforces.
+    for r in rows.iter().filter(|r| r["severity"] == "error") {
+        let basis = r["basis"].as_str().unwrap_or("");
+        assert!(basis.chars().count() > 8 && basis != "—", "{}: basis {basis:?}", r["id"]);
+    }
+}
+
+#[test]
+fn lint_refuses_an_error_rule_without_basis() {
+    let dir = common::temp_dir("lint-basis");
+    let rule = |basis: &str| {
+        format!(
+            r#"{{"rules": [{{"id": "vendor.x", "severity": "error", {basis} "message": "m",
+                "check": {{"kind": "schema", "when": {{"type": "CMD_SYS_UPGRADE"}}, "fields": {{}}}}}}]}}"#
+        )
+    };
+    std::fs::write(dir.join("vendor.json"), rule("")).unwrap();
+    let out = edgetap(&["rules", "lint", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("vendor.x") && err.contains("basis"), "{err}");
+    std::fs::write(
+        dir.join("vendor.json"),
+        rule(r#""basis": "表6 \"jobId number 是\"","#),
+    )
+    .unwrap();
+    let out = edgetap(&["rules", "lint", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // The same rule as a warning needs none.
+    std::fs::write(dir.join("vendor.json"), rule("").replace("\"error\"", "\"warning\"")).unwrap();
+    let out = edgetap(&["rules", "lint", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
 }
 
 #[test]

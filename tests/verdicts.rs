@@ -216,3 +216,52 @@ fn publish_lines(port: u16, extra: &[&str], topic: &str, lines: &str) {
         .unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// A subscriber that connects later receives retained messages: history replayed by
+/// the broker, not a session happening now. A zero-length retained PUBLISH then
+/// clears them: MQTT housekeeping, not a malformed protocol message.
+#[test]
+fn retained_history_and_its_clearing_accuse_no_one() {
+    let broker = Mosquitto::start();
+    let dir = temp_dir("verdict-retained");
+    let port = broker.port.to_string();
+    let linkup = r#"{"mid":1,"type":"EVENT_LINKUP","timestamp":"2026-11-26 10:00:00","param":{"dev":{"devSN":"1","devType":"t","devName":"n","mfgInfo":"m","devStatus":"ok"},"cpu":{},"mem":{},"disk":{},"os":{},"links":[]}}"#;
+    let reply = r#"{"mid":99,"type":"CMD_SYS_STATUS","timestamp":"2026-11-26 10:00:05","code":200,"param":{"cpuRate":5,"memUsed":{"phy":40},"diskUsed":30,"tempValue":41,"devDateTime":"2026-11-26 10:00:05","devStDateTime":"2026-11-26 08:00:00","devRunTime":7200,"linkState":[]}}"#;
+    for (topic, payload) in [("/v1/R1/device/request", linkup), ("/v1/R1/device/reply", reply)] {
+        let st = Command::new("mosquitto_pub")
+            .args(["-p", &port, "-r", "-t", topic, "-m", payload])
+            .status()
+            .expect("mosquitto_pub must be installed (apt-get install mosquitto-clients)");
+        assert!(st.success());
+    }
+    let dump = tcpdump(broker.port, dir.join("retained.pcap"));
+    let sub = Command::new("mosquitto_sub")
+        .args(["-p", &port, "-t", "/v1/R1/#", "-C", "2", "-W", "5", "-v"])
+        .output()
+        .expect("mosquitto_sub must be installed");
+    assert!(String::from_utf8_lossy(&sub.stdout).contains("CMD_SYS_STATUS"));
+    for topic in ["/v1/R1/device/request", "/v1/R1/device/reply"] {
+        let st = Command::new("mosquitto_pub")
+            .args(["-p", &port, "-r", "-n", "-t", topic])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let pcap = dump.stop();
+    let (code, r) = analyze(&pcap, broker.port);
+    let bad = at_least(&r, "warning");
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    assert_eq!(code, 0);
+    assert_eq!(r["summary"]["messages"], 2, "{}", r["summary"]);
+    let cleared = findings(&r, "topic.unattributed");
+    assert_eq!(cleared.len(), 2, "{}", r["findings"]);
+    assert!(cleared[0]["message"].as_str().unwrap().contains("zero-length retained"));
+    // The retained link-up is no session start: the retained reply is not judged an
+    // orphan, and the clause says why it could not be paired.
+    assert!(findings(&r, "reply.orphan").is_empty());
+    assert!(
+        clause(&r, "6.1.3")["not_exercised"].to_string().contains("mid 99"),
+        "{}",
+        clause(&r, "6.1.3")
+    );
+}

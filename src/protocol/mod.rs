@@ -456,6 +456,9 @@ pub struct Message {
     /// delivery, or a connection joined mid-stream, tells nothing of what the
     /// publisher sent before.
     pub origin_seen: bool,
+    /// A broker delivery of a retained message (retain flag on a server → client
+    /// PUBLISH): history replayed at subscription, not something happening now.
+    pub retained: bool,
 }
 
 impl Message {

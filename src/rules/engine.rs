@@ -140,6 +140,7 @@ struct Job {
     policy_s: f64,
     result_channel: String,
     result_after: Vec<i64>,
+    reply_optional: bool,
     reply_code: Option<i64>,
     results: u32,
     last: BTreeMap<String, f64>,
@@ -637,6 +638,7 @@ impl Engine {
                         policy_s,
                         result_channel: job.result_channel.clone(),
                         result_after: job.result_after.clone(),
+                        reply_optional: job.reply_optional,
                         reply_code: None,
                         results: 0,
                         last: BTreeMap::new(),
@@ -681,9 +683,9 @@ impl Engine {
             // could answer: the replier's or the requester's session from its
             // start, or the edge's link-up.
             let edge = edge_state(&mut self.edges, &m.topic.edge_id);
-            let history = m.origin_seen
-                || edge.session_seen[actor_index(requester)]
-                || edge.linked_up;
+            // A retained reply replayed at subscription answers a request of the past.
+            let history = !m.retained
+                && (m.origin_seen || edge.session_seen[actor_index(requester)] || edge.linked_up);
             for rule in &rules.rules {
                 match (&rule.def.check, dup) {
                     (Check::ReplyDuplicate, Some((packet, _))) => {
@@ -922,7 +924,7 @@ impl Engine {
             }
             return;
         };
-        if job.reply_code.is_none() {
+        if job.reply_code.is_none() && !job.reply_optional {
             fire(
                 |c| matches!(c, Check::JobResultEarly),
                 vec![("expected", job.kind.clone())],
@@ -1119,7 +1121,8 @@ impl Engine {
                 _ => {}
             }
         }
-        if by_edge && t == SESSION_START {
+        // A retained link-up replayed at subscription is history, not a session start.
+        if by_edge && t == SESSION_START && !m.retained {
             edge.linked_up = true;
         }
         for (clause, reason) in unseen {

@@ -88,6 +88,10 @@ pub struct JobDef {
     /// Reply codes after which exactly one result must follow.
     #[serde(default = "default_result_after")]
     pub result_after: Vec<i64>,
+    /// The text makes the reply to the command optional (6.1.2.2, 6.3.3.2 "可以对升级
+    /// 命令做出应答"): a result without a reply before it is no finding.
+    #[serde(default)]
+    pub reply_optional: bool,
 }
 
 fn default_result_fields() -> Vec<String> {

@@ -361,6 +361,7 @@ pub fn rejection(topic: &str, payload: &[u8]) -> Option<String> {
         topic: crate::protocol::parse_topic(topic)?,
         body: crate::protocol::parse_envelope(bytes::Bytes::copy_from_slice(payload)),
         origin_seen: false,
+        retained: false,
     };
     let findings = crate::rules::Engine::judge_alone(rules, &m);
     let why = findings

@@ -270,3 +270,17 @@ put(f, case("an edge accepting a request with a port format edgetap doubts: no f
             {"reply.success_to_invalid": 0}, allow=["t34.CMD_CON_INSTALL.port"]))
 save(f)
 print("ok")
+
+# ---- optional replies (6.1.2.2, 6.3.3.2 "可以对升级命令做出应答")
+f = load("job.result_early")
+put(f, case("an upgrade answered only by its job result: the reply is optional (可以)",
+            S().command(1, "CMD_SYS_UPGRADE", UPGRADE, answer=False).report(5, "device", "REP_JOB_RESULT", UPGRADE_RESULT),
+            {"job.result_early": 0}))
+put(f, case("an app upgrade answered only by its job result: the reply is optional (可以)",
+            S().command(1, "CMD_APP_UPGRADE", APP_UPGRADE, answer=False).report(4, "app", "REP_JOB_RESULT", APP_UPG_RESULT),
+            {"job.result_early": 0}))
+put(f, case("an app install's result before its reply: 6.3.1.2 says the reply comes first",
+            S().command(1, "CMD_APP_INSTALL", APP_INSTALL, answer=False).report(2, "app", "REP_JOB_RESULT", APP_RESULT),
+            {"job.result_early": 1}))
+save(f)
+print("ok")
