@@ -79,6 +79,8 @@ pub struct Finding {
     pub offset: Option<u64>,
     /// The sentence of the standard the rule enforces (its clause or table, and the
     /// text verbatim): why this is a finding.
+    /// Shared with the rule: findings are many, the sentences few (serde's `rc`
+    /// feature serialises it as a plain string).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub basis: Option<String>,
+    pub basis: Option<std::sync::Arc<str>>,
 }

@@ -225,7 +225,7 @@ fn list_rules(set: &RuleSet, format: ListFormat, out: &mut dyn Write) -> anyhow:
                 (Some(b), true) if b.chars().count() > 40 => {
                     format!("{}…", b.chars().take(40).collect::<String>())
                 }
-                (Some(b), _) => b.clone(),
+                (Some(b), _) => b.to_string(),
             },
             review: r.def.review.clone(),
         })

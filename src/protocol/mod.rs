@@ -270,7 +270,7 @@ pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
     };
     // One pass over the members: the fields every message needs, and keys with
     // surrounding whitespace ("type ", read as "type" unless a "type" is there too).
-    let (mut msg_type, mut mid, mut code) = (None, None, None);
+    let (mut msg_type, mut mid, mut code, mut timestamp) = (None, None, None, None);
     let (mut spaced, mut exact) = (vec![], vec![]);
     for (k, v) in members {
         let key = k.trim();
@@ -283,6 +283,7 @@ pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
             "type" => msg_type = Some(v),
             "mid" => mid = Some(v),
             "code" => code = Some(v),
+            "timestamp" => timestamp = Some(v),
             _ => {}
         }
     }
@@ -318,7 +319,7 @@ pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
     }
     let mid = mid.and_then(|v| as_u64_lenient(&v));
     let code = code.and_then(|v| as_i64_lenient(&v));
-    if let Some(ts) = doc.root().get("timestamp") {
+    if let Some(ts) = timestamp {
         if timestamp_form_deviates(&ts) {
             deviations.push(Deviation::TimestampForm {
                 seen: ts.to_serde().to_string(),

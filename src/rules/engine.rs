@@ -152,8 +152,8 @@ struct Job {
 
 #[derive(Debug, Default)]
 struct EdgeState {
-    /// (rule id, connection) of `first_message` rules already judged.
-    first_judged: HashSet<(String, ConnId)>,
+    /// (rule index, connection) of `first_message` rules already judged.
+    first_judged: HashSet<(usize, ConnId)>,
     /// An EVENT_LINKUP of this edge was seen: its session began inside the input.
     linked_up: bool,
     /// Per actor (edge, platform): a message it published on a connection whose
@@ -175,7 +175,7 @@ enum CodeVerdict {
     Fine,
     Wrong {
         expected: Vec<i64>,
-        basis: Option<String>,
+        basis: Option<Arc<str>>,
     },
     SuccessToInvalid,
     ErrorToValid,
@@ -387,10 +387,6 @@ impl Engine {
         let first = out.len();
         let env = m.envelope();
         self.last_time_us = self.last_time_us.max(m.time_us);
-        if m.origin_seen {
-            let edge = edge_state(&mut self.edges, &m.topic.edge_id);
-            edge.session_seen[actor_index(m.topic.publisher)] = true;
-        }
 
         // Content checks: their errors make a request invalid.
         self.content_checks(m, &ctx, out);
@@ -992,14 +988,17 @@ impl Engine {
             return;
         };
         let edge = edge_state(&mut self.edges, &m.topic.edge_id);
+        if m.origin_seen {
+            edge.session_seen[actor_index(m.topic.publisher)] = true;
+        }
         let by_edge = m.topic.publisher == Actor::Edge;
-        let clause = ctx.clause.clone().unwrap_or_else(|| "5.3".into());
+        let clause = ctx.clause.as_deref().unwrap_or("5.3");
         let mut unseen: Vec<(String, String)> = vec![];
-        for rule in &rules.rules {
+        for (index, rule) in rules.rules.iter().enumerate() {
             let id = &rule.def.id;
             match &rule.def.check {
                 Check::FirstMessage { msg_type } if by_edge => {
-                    let first = edge.first_judged.insert((id.clone(), m.conn));
+                    let first = edge.first_judged.insert((index, m.conn));
                     if !first || t == msg_type {
                         continue;
                     }
@@ -1008,7 +1007,7 @@ impl Engine {
                         // sent first is not known.
                         if !edge.linked_up {
                             unseen.push((
-                                rule.def.clause.clone().unwrap_or_else(|| clause.clone()),
+                                rule.def.clause.clone().unwrap_or_else(|| clause.to_string()),
                                 format!(
                                     "edge {}: the input starts after its connection opened \
                                      (no CONNECT seen), so whether it sent {msg_type} first is \
@@ -1043,7 +1042,7 @@ impl Engine {
                             }
                             if !linked_up {
                                 unseen.push((
-                                    rule.def.clause.clone().unwrap_or_else(|| clause.clone()),
+                                    rule.def.clause.clone().unwrap_or_else(|| clause.to_string()),
                                     format!(
                                         "edge {}: ids assigned before the input began are not \
                                          known (no EVENT_LINKUP seen), so {} was not checked",
@@ -1072,7 +1071,7 @@ impl Engine {
                             }
                             if !linked_up {
                                 unseen.push((
-                                    rule.def.clause.clone().unwrap_or_else(|| clause.clone()),
+                                    rule.def.clause.clone().unwrap_or_else(|| clause.to_string()),
                                     format!(
                                         "edge {}: alarms raised before the input began are not \
                                          known (no EVENT_LINKUP seen), so recovery {value} was \

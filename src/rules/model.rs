@@ -74,7 +74,7 @@ pub struct ReplyCodes {
     pub codes: Vec<i64>,
     /// The sentence that sets these codes; a reply.code finding quotes it.
     #[serde(default)]
-    pub basis: Option<String>,
+    pub basis: Option<std::sync::Arc<str>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -132,7 +132,7 @@ pub struct RuleDef {
     /// rule enforces. Required of every `error` rule (`rules lint`): an error is an
     /// accusation against a device or platform and must be grounded in the text.
     #[serde(default)]
-    pub basis: Option<String>,
+    pub basis: Option<std::sync::Arc<str>>,
     /// Why the rule has this severity and scope, when the text leaves room (a
     /// review note: what changed and why).
     #[serde(default)]

@@ -1047,7 +1047,7 @@ impl StoredFinding {
                 }
             }),
             offset: self.offset,
-            basis: self.basis,
+            basis: self.basis.map(Into::into),
         }
     }
 }
