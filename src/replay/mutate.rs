@@ -234,6 +234,19 @@ fn required(t: &str) -> &'static [&'static str] {
 }
 
 /// Loads the mutations of a JSON file.
+/// Whether the standard puts a job command's reply before its result (installs):
+/// for upgrades the reply is optional (可以), so a result first is no finding and the
+/// mutation would prove nothing. Read from the built-in type catalog.
+fn reply_comes_first(msg_type: &str) -> bool {
+    static RULES: std::sync::OnceLock<crate::rules::RuleSet> = std::sync::OnceLock::new();
+    RULES
+        .get_or_init(crate::rules::RuleSet::builtin)
+        .types
+        .get(msg_type)
+        .and_then(|t| t.job.as_ref())
+        .is_some_and(|j| !j.reply_optional)
+}
+
 pub fn load_file(path: &std::path::Path) -> Result<Vec<Mutation>, ReplayError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ReplayError::Mutation(format!("{}: {e}", path.display())))?;
@@ -461,6 +474,7 @@ pub fn named(
                                 && q.class() == Class::Request
                                 && q.mid() == r.mid()
                                 && q.msg_type() != Some("CMD_STATUS_QUERY")
+                                && q.msg_type().is_some_and(reply_comes_first)
                                 && q.job_id().is_some_and(|j| jobs.contains(&j))
                         })
                     };
