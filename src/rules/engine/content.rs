@@ -1,0 +1,306 @@
+//! Checks of one message on its own: payload, envelope and schema rules (what makes
+//! a request invalid), tolerated dialects, key naming, expiry.
+
+use super::*;
+
+/// The rules `content_checks` applies, found once per engine: most schema rules name
+/// the types they judge, and testing some forty selectors on every message cost more
+/// than the checks that applied.
+#[derive(Default)]
+pub(super) struct ContentIndex {
+    /// Payload and envelope rules, and schema rules for any type, in rule order.
+    pub(super) always: Vec<usize>,
+    /// Schema rules naming their types, per type, in rule order.
+    pub(super) by_type: HashMap<String, Vec<usize>>,
+}
+
+impl ContentIndex {
+    pub(super) fn of(rules: &RuleSet) -> ContentIndex {
+        let mut ix = ContentIndex::default();
+        for (i, r) in rules.rules.iter().enumerate() {
+            match &r.def.check {
+                Check::Schema { when, .. } => match &when.types {
+                    Some(types) => {
+                        for t in types.values() {
+                            let v = ix.by_type.entry(t.to_string()).or_default();
+                            if v.last() != Some(&i) {
+                                v.push(i);
+                            }
+                        }
+                    }
+                    None => ix.always.push(i),
+                },
+                Check::InvalidJson | Check::NotObject => ix.always.push(i),
+                _ => {}
+            }
+        }
+        ix
+    }
+
+    /// Indices of the rules for a message of type `t`, in rule order.
+    pub(super) fn rules_for(&self, t: Option<&str>) -> Vec<usize> {
+        let typed = t.and_then(|t| self.by_type.get(t)).map_or(&[][..], |v| v);
+        let mut out = Vec::with_capacity(self.always.len() + typed.len());
+        let (mut a, mut b) = (self.always.iter().peekable(), typed.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&&x), Some(&&y)) if x < y => a.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, None) => break,
+            };
+            out.extend(next.copied());
+        }
+        out
+    }
+}
+
+/// Field names a naming rule accepted. Messages repeat the same few dozen names, and
+/// a hash lookup costs a fraction of a regex match; bounded so that a stream of
+/// distinct names cannot grow it.
+#[derive(Default)]
+pub(super) struct KeyCache {
+    pub(super) known: HashSet<Box<str>, ahash::RandomState>,
+    /// The keys of the last message in walk order, and the position in it: a
+    /// message like the last one is checked by comparing names, without hashing.
+    pub(super) last: Vec<Box<str>>,
+    pub(super) at: usize,
+}
+
+impl KeyCache {
+    const MAX: usize = 4096;
+
+    pub(super) fn start(&mut self) {
+        self.at = 0;
+    }
+
+    pub(super) fn conforms(&mut self, key: &str, r: &regex::Regex) -> bool {
+        let at = self.at;
+        self.at += 1;
+        if self.last.get(at).is_some_and(|k| same_name(k, key)) {
+            return true;
+        }
+        let ok = self.known.contains(key) || r.is_match(key);
+        if ok {
+            if self.known.len() < Self::MAX {
+                self.known.insert(key.into());
+            }
+            if at < self.last.len() {
+                self.last[at] = key.into();
+            } else if at == self.last.len() && at < Self::MAX {
+                self.last.push(key.into());
+            }
+        }
+        ok
+    }
+}
+
+impl Engine {
+    /// Payload, envelope and schema checks of one message: what makes a request
+    /// invalid. Reads no session state.
+    pub(super) fn content_checks(&self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
+        let rules = Arc::clone(&self.rules);
+        let env = m.envelope();
+        for i in self.content.rules_for(ctx.msg_type.as_deref()) {
+            let rule = &rules.rules[i];
+            let vars_base = || ctx.vars(m);
+            match &rule.def.check {
+                Check::InvalidJson => {
+                    if let Err(PayloadError::InvalidJson(e)) = &m.body {
+                        let mut v = vars_base();
+                        v.push(("detail", e.clone()));
+                        out.push(ctx.finding(rule, m, v));
+                    }
+                }
+                Check::NotObject => {
+                    if let Err(PayloadError::NotObject(t)) = &m.body {
+                        let mut v = vars_base();
+                        v.push(("seen", t.to_string()));
+                        out.push(ctx.finding(rule, m, v));
+                    }
+                }
+                Check::Schema {
+                    when,
+                    target,
+                    fields,
+                } => {
+                    let Some(env) = env else { continue };
+                    if !ctx.selects(when, m) {
+                        continue;
+                    }
+                    // An error reply carries no result: the reply's param tables
+                    // describe successful answers only.
+                    let error_reply = ctx.class == Class::Reply
+                        && env.code.is_some_and(|c| !(200..300).contains(&c));
+                    if *target == Target::Param && error_reply {
+                        continue;
+                    }
+                    for viol in schema_violations(env, *target, fields, rule) {
+                        // A tolerated deviation (a string code, an epoch
+                        // timestamp) is reported once per connection by its
+                        // dialect rule, not on every message.
+                        if *target == Target::Message
+                            && env
+                                .deviations
+                                .iter()
+                                .any(|d| d.field() == Some(viol.path.as_str()))
+                        {
+                            continue;
+                        }
+                        let mut v = vars_base();
+                        v.push(("detail", viol.detail()));
+                        v.push(("path", viol.path));
+                        v.push(("expected", viol.expected));
+                        v.push(("seen", viol.seen));
+                        out.push(ctx.finding(rule, m, v));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Tolerated payload deviations: each reported once per connection, rule and
+    /// kind; the message itself was read as the sender meant it.
+    pub(super) fn dialect(&mut self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
+        let Some(env) = m.envelope() else { return };
+        if env.deviations.is_empty() {
+            return;
+        }
+        let rules = Arc::clone(&self.rules);
+        for rule in &rules.rules {
+            let kinds: &[String] = match &rule.def.check {
+                Check::Dialect { deviations } => deviations,
+                Check::KeyWhitespace => &[],
+                _ => continue,
+            };
+            for d in &env.deviations {
+                let listed = kinds.iter().any(|k| k == d.kind())
+                    || (matches!(rule.def.check, Check::KeyWhitespace)
+                        && matches!(d, Deviation::KeyWhitespace { .. }));
+                if !listed {
+                    continue;
+                }
+                // Once per kind and envelope member: a string mid and a string
+                // code are two things to fix.
+                let what = format!("{}/{}", d.kind(), d.field().unwrap_or(""));
+                let k = (m.conn, rule.def.id.clone(), what);
+                if !self.dialect_reported.insert(k) {
+                    continue;
+                }
+                let mut v = ctx.vars(m);
+                v.push(("seen", d.seen()));
+                v.push(("expected", d.read_as()));
+                v.push(("detail", d.kind().to_string()));
+                out.push(ctx.finding(rule, m, v));
+            }
+        }
+    }
+
+    /// Judges one message on its own, without a session: the content checks and
+    /// expiry. A counterpart (the reference sims, a replayer) asks this to decide
+    /// whether to reject a request, so that it rejects exactly what the rules reject.
+    pub fn judge_alone(rules: &Arc<RuleSet>, m: &Message) -> Vec<Finding> {
+        let engine = Engine::new(Arc::clone(rules));
+        let ctx = engine.context(m);
+        let mut out = vec![];
+        engine.content_checks(m, &ctx, &mut out);
+        if let Some(detail) = expired(m) {
+            for rule in rules
+                .rules
+                .iter()
+                .filter(|r| matches!(r.def.check, Check::Expired))
+            {
+                let mut v = ctx.vars(m);
+                v.push(("detail", detail.clone()));
+                out.push(ctx.finding(rule, m, v));
+            }
+        }
+        out
+    }
+}
+
+pub(super) fn schema_violations(
+    env: &protocol::Envelope,
+    target: Target,
+    fields: &crate::rules::model::Fields,
+    rule: &Rule,
+) -> Vec<Violation> {
+    let mut out = vec![];
+    match target {
+        Target::Message => {
+            if let Some(root) = env.root().as_object() {
+                schema::validate_object("", root, fields, &rule.regexes, "", &mut out)
+            }
+        }
+        Target::Param => match env.param().filter(|p| !p.is_null()) {
+            Some(p) => match p.as_object() {
+                Some(obj) => {
+                    schema::validate_object("param", obj, fields, &rule.regexes, "", &mut out)
+                }
+                None => out.push(Violation {
+                    path: "param".into(),
+                    expected: "object".into(),
+                    seen: schema::describe(p),
+                }),
+            },
+            None => {
+                if fields.values().any(|f| f.required) {
+                    out.push(Violation {
+                        path: "param".into(),
+                        expected: "required object".into(),
+                        seen: "absent".into(),
+                    });
+                }
+            }
+        },
+    }
+    out
+}
+
+pub(super) fn expired(m: &Message) -> Option<String> {
+    let env = m.envelope()?;
+    let expire = env.get("expire")?.as_i64()?;
+    if expire < 0 {
+        return None;
+    }
+    let ts = env.get("timestamp")?;
+    let at = protocol::timestamp_us(&ts)?;
+    let deadline = at + expire * 1_000_000;
+    (deadline < m.time_us).then(|| {
+        format!(
+            "{ts} + expire {expire} s is {:.0} s before it was seen",
+            (m.time_us - deadline) as f64 / 1e6
+        )
+    })
+}
+
+/// Paths of the member names `r` rejects, at any depth (objects in arrays too).
+/// Runs only once [`all_keys_match`] found one.
+pub(super) fn bad_keys(path: &str, v: Val<'_>, r: &regex::Regex, out: &mut Vec<String>) {
+    match v.view() {
+        View::Obj(members) => {
+            for (k, v) in members {
+                let p = if path.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{path}.{k}")
+                };
+                if !r.is_match(k) {
+                    out.push(p.clone());
+                }
+                bad_keys(&p, v, r, out);
+            }
+        }
+        View::Arr(items) => {
+            for (i, x) in items.enumerate() {
+                bad_keys(&format!("{path}[{i}]"), x, r, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+pub(super) fn all_keys_match(env: &Envelope, r: &regex::Regex, cache: &mut KeyCache) -> bool {
+    env.doc.keys().all(|k| cache.conforms(k, r))
+}

@@ -1,0 +1,87 @@
+//! The context a message is judged in, and the one builder of its findings.
+
+use super::*;
+
+#[derive(Clone)]
+pub(super) struct Ctx {
+    pub(super) class: Class,
+    pub(super) msg_type: Option<String>,
+    pub(super) typedef: Option<Arc<TypeDef>>,
+    pub(super) clause: Option<String>,
+    pub(super) job_of: Option<String>,
+}
+
+impl Ctx {
+    pub(super) fn vars(&self, m: &Message) -> Vars {
+        vec![
+            ("type", self.msg_type.clone().unwrap_or_else(|| "?".into())),
+            ("mid", m.mid().map_or_else(|| "-".into(), |x| x.to_string())),
+            ("edge_id", m.topic.edge_id.clone()),
+            ("topic", m.topic_name.clone()),
+            ("channel", m.topic.channel.clone()),
+            ("role", m.topic.role.clone()),
+            ("class", self.class.as_str().to_string()),
+        ]
+    }
+
+    pub(super) fn finding(&self, rule: &Rule, m: &Message, vars: Vars) -> Finding {
+        let msg_type = vars
+            .iter()
+            .find(|(k, _)| *k == "type")
+            .map(|(_, v)| v.clone())
+            .filter(|v| v != "?");
+        Finding {
+            rule: rule.def.id.clone(),
+            clause: rule
+                .def
+                .clause
+                .clone()
+                .or_else(|| self.clause.clone())
+                .unwrap_or_else(|| "5.3".into()),
+            table: rule
+                .def
+                .table
+                .clone()
+                .or_else(|| self.typedef.as_ref().and_then(|d| d.table.clone())),
+            severity: rule.def.severity,
+            edge_id: Some(m.topic.edge_id.clone()),
+            msg_type,
+            topic: Some(m.topic_name.clone()),
+            mid: m.mid(),
+            packet: Some(m.packet),
+            time: Some(m.time_us),
+            message: fill(&rule.def.message, &vars),
+            conn: Some(m.conn),
+            side: Some(m.side),
+            offset: None,
+            basis: rule.def.basis.clone(),
+        }
+    }
+
+    pub(super) fn selects(&self, when: &Selector, m: &Message) -> bool {
+        let t = self.msg_type.as_deref().unwrap_or("");
+        when.types.as_ref().map_or(true, |x| x.contains(t))
+            && when
+                .class
+                .as_ref()
+                .map_or(true, |x| x.contains(self.class.as_str()))
+            && when
+                .channel
+                .as_ref()
+                .map_or(true, |x| x.contains(&m.topic.channel))
+            && when.job_of.as_ref().map_or(true, |x| {
+                self.job_of.as_deref().is_some_and(|j| x.contains(j))
+            })
+    }
+
+    /// The expected "channel/role" when the message travels elsewhere.
+    pub(super) fn topic_mismatch(&self, m: &Message) -> Option<String> {
+        let def = self.typedef.as_ref()?;
+        let role = match self.class {
+            Class::Reply => protocol::reply_role(&def.role)?,
+            _ => def.role.as_str(),
+        };
+        let ok = def.channels.iter().any(|c| *c == m.topic.channel) && m.topic.role == role;
+        (!ok).then(|| format!("{}/{}", def.channels.join("|"), role))
+    }
+}

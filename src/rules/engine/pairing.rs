@@ -1,0 +1,630 @@
+//! Requests and their replies, jobs and their results: pairing keys, reply codes,
+//! status queries, outcomes, and what the end of input leaves open.
+
+use super::*;
+
+/// A request is answered on its own channel, by the other side, with its mid. The
+/// edge's request mids and the platform's command mids are independent number
+/// spaces, so the side that issued the request is part of the key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct PairKey {
+    pub(super) edge: String,
+    pub(super) channel: String,
+    pub(super) requester: Actor,
+    pub(super) mid: u64,
+}
+
+/// Jobs are keyed by edge, the channel whose data topic carries their result, and
+/// jobId: the standard never makes a jobId unique across job kinds.
+pub(super) type JobKey = (String, String, u64);
+
+#[derive(Debug, Clone)]
+pub(super) struct Pending {
+    pub(super) msg_type: String,
+    pub(super) time_us: i64,
+    pub(super) packet: u64,
+    pub(super) invalid: Option<String>,
+    /// The request, for the fields its reply and job are judged by.
+    pub(super) env: Option<Envelope>,
+    pub(super) topic: String,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Job {
+    pub(super) kind: String,
+    /// The command's `policy`: seconds before the job starts (0 = now).
+    pub(super) policy_s: f64,
+    pub(super) result_channel: String,
+    pub(super) result_after: Vec<i64>,
+    pub(super) reply_optional: bool,
+    pub(super) reply_code: Option<i64>,
+    pub(super) results: u32,
+    pub(super) last: BTreeMap<String, f64>,
+    pub(super) packet: u64,
+    pub(super) time_us: i64,
+    /// mid of the request that opened the job.
+    pub(super) mid: Option<u64>,
+}
+
+/// What the code of a reply means for its request.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum CodeVerdict {
+    Fine,
+    Wrong {
+        expected: Vec<i64>,
+        basis: Option<Arc<str>>,
+    },
+    SuccessToInvalid,
+    ErrorToValid,
+}
+
+impl Engine {
+    pub(super) fn on_request(&mut self, m: &Message, ctx: &Ctx, invalid: Option<String>) {
+        let (Some(t), Some(mid)) = (ctx.msg_type.clone(), m.mid()) else {
+            return;
+        };
+        let expects_reply = ctx
+            .typedef
+            .as_ref()
+            .map_or(true, |d| !d.reply_codes.is_empty());
+        if !expects_reply {
+            return;
+        }
+        let param = m.envelope().and_then(|e| e.param());
+        // An invalid request still opens its job: if the counterpart accepts it
+        // (wrongly), its result belongs to that job.
+        if let Some(def) = &ctx.typedef {
+            if let (Some(job), Some(job_id)) = (&def.job, param_u64(param, "jobId")) {
+                let policy_s = param
+                    .and_then(|p| p.get("policy"))
+                    .and_then(number_lenient)
+                    .filter(|x| x.is_finite() && *x > 0.0)
+                    .unwrap_or(0.0);
+                self.jobs.insert(
+                    (m.topic.edge_id.clone(), job.result_channel.clone(), job_id),
+                    Job {
+                        kind: t.clone(),
+                        policy_s,
+                        result_channel: job.result_channel.clone(),
+                        result_after: job.result_after.clone(),
+                        reply_optional: job.reply_optional,
+                        reply_code: None,
+                        results: 0,
+                        last: BTreeMap::new(),
+                        packet: m.packet,
+                        time_us: m.time_us,
+                        mid: Some(mid),
+                    },
+                );
+            }
+        }
+        self.pending.insert(
+            PairKey {
+                edge: m.topic.edge_id.clone(),
+                channel: m.topic.channel.clone(),
+                requester: m.topic.publisher,
+                mid,
+            },
+            Pending {
+                msg_type: t,
+                time_us: m.time_us,
+                packet: m.packet,
+                invalid,
+                env: m.envelope().cloned(),
+                topic: m.topic_name.clone(),
+            },
+        );
+    }
+
+    pub(super) fn on_reply(&mut self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
+        let rules = Arc::clone(&self.rules);
+        let Some(mid) = m.mid() else { return };
+        let requester = other(m.topic.publisher);
+        let key = PairKey {
+            edge: m.topic.edge_id.clone(),
+            channel: m.topic.channel.clone(),
+            requester,
+            mid,
+        };
+        let Some(req) = self.pending.remove(&key) else {
+            let dup = self.answered.get(&key).copied();
+            // An orphan is certain only when edgetap saw every request this reply
+            // could answer: the replier's or the requester's session from its
+            // start, or the edge's link-up.
+            let edge = edge_state(&mut self.edges, &m.topic.edge_id);
+            // A retained reply replayed at subscription answers a request of the past.
+            let history = !m.retained
+                && (m.origin_seen || edge.session_seen[actor_index(requester)] || edge.linked_up);
+            for rule in &rules.rules {
+                match (&rule.def.check, dup) {
+                    (Check::ReplyDuplicate, Some((packet, _))) => {
+                        let mut v = ctx.vars(m);
+                        v.push(("detail", packet.to_string()));
+                        out.push(ctx.finding(rule, m, v));
+                    }
+                    (Check::ReplyOrphan, None) if history => {
+                        out.push(ctx.finding(rule, m, ctx.vars(m)))
+                    }
+                    (Check::ReplyOrphan, None) => {
+                        let clause = ctx.clause.clone().unwrap_or_else(|| "5.3".into());
+                        self.unseen(
+                            &clause,
+                            format!(
+                                "edge {}: a reply (mid {mid}) may answer a request sent before \
+                                 the input began; start the capture before the device connects \
+                                 to judge every pairing",
+                                m.topic.edge_id
+                            ),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            return;
+        };
+        self.answered.insert(key, (m.packet, m.time_us));
+        // Judge the reply as an answer to the request's type.
+        let rctx = Ctx {
+            msg_type: Some(req.msg_type.clone()),
+            ..ctx.clone()
+        };
+        let latency_s = (m.time_us - req.time_us) as f64 / 1e6;
+        let def = self.rules.types.get(&req.msg_type).cloned();
+        let verdict = m
+            .envelope()
+            .and_then(|e| e.code)
+            .map(|code| (code, code_verdict(code, def.as_deref(), &req, &rules)));
+        for rule in &rules.rules {
+            let mut v = rctx.vars(m);
+            match &rule.def.check {
+                Check::ReplyType => {
+                    if let Some(seen) = ctx.msg_type.as_deref() {
+                        if seen != req.msg_type {
+                            v.push(("seen", seen.to_string()));
+                            v.push(("expected", req.msg_type.clone()));
+                            out.push(rctx.finding(rule, m, v));
+                        }
+                    }
+                }
+                Check::ReplyLate { deadline_s } => {
+                    // No deadline of the standard's: the type's (a vendor file)
+                    // or the user's (--reply-timeout), else none.
+                    let Some(deadline) = def.as_ref().and_then(|d| d.deadline_s).or(*deadline_s)
+                    else {
+                        continue;
+                    };
+                    if latency_s > deadline {
+                        v.push(("seen", format!("{latency_s:.3}")));
+                        v.push(("expected", format!("{deadline}")));
+                        out.push(rctx.finding(rule, m, v));
+                    }
+                }
+                Check::ReplyCode => {
+                    if let Some((code, CodeVerdict::Wrong { expected, basis })) = &verdict {
+                        v.push(("seen", code.to_string()));
+                        v.push(("expected", join_codes(expected)));
+                        let mut f = rctx.finding(rule, m, v);
+                        // The sentence that sets this type's codes, when the catalog has it.
+                        if basis.is_some() {
+                            f.basis = basis.clone();
+                        }
+                        out.push(f);
+                    }
+                }
+                Check::ReplySuccessToInvalid { .. } => {
+                    if let Some((code, CodeVerdict::SuccessToInvalid)) = &verdict {
+                        v.push(("seen", code.to_string()));
+                        v.push(("detail", req.invalid.clone().unwrap_or_default()));
+                        out.push(rctx.finding(rule, m, v));
+                    }
+                }
+                Check::ReplyErrorToValid { .. } => {
+                    if let Some((code, CodeVerdict::ErrorToValid)) = &verdict {
+                        v.push(("seen", code.to_string()));
+                        let said = m
+                            .envelope()
+                            .and_then(|e| e.get("msg"))
+                            .and_then(|x| x.as_str().map(str::to_string))
+                            .map_or_else(|| "no msg".into(), |s| format!("msg \"{s}\""));
+                        v.push(("detail", said));
+                        out.push(rctx.finding(rule, m, v));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let code = verdict.as_ref().map(|(c, _)| *c);
+        // Jobs: the reply decides whether a result must follow.
+        if let Some(jd) = def.as_ref().and_then(|d| d.job.as_ref()) {
+            if let Some(job_id) = param_u64(req.env.as_ref().and_then(|e| e.param()), "jobId") {
+                let k = (m.topic.edge_id.clone(), jd.result_channel.clone(), job_id);
+                if let Some(job) = self.jobs.get_mut(&k) {
+                    job.reply_code = code;
+                }
+            }
+        }
+        // Status queries: the reply's job and monotonic fields.
+        if let (Some(q), Some(200)) = (def.as_ref().and_then(|d| d.queries_job.clone()), code) {
+            self.status_reply(m, &rctx, &req, &q.monotonic, out);
+        }
+        // Sequences that read replies (assigned ids, announced periods).
+        self.collect_assignments(m, &req.msg_type, Class::Reply);
+    }
+
+    pub(super) fn status_reply(
+        &mut self,
+        m: &Message,
+        ctx: &Ctx,
+        req: &Pending,
+        monotonic: &[String],
+        out: &mut Vec<Finding>,
+    ) {
+        let rules = Arc::clone(&self.rules);
+        let param = m.envelope().and_then(|e| e.param());
+        let asked = param_u64(req.env.as_ref().and_then(|e| e.param()), "jobId");
+        let told = param_u64(param, "jobId");
+        if let (Some(a), Some(t)) = (asked, told) {
+            if a != t {
+                for rule in rules
+                    .rules
+                    .iter()
+                    .filter(|r| matches!(r.def.check, Check::JobStatusMismatch))
+                {
+                    let mut v = ctx.vars(m);
+                    v.push((
+                        "detail",
+                        format!("param.jobId {t} differs from the query's {a}"),
+                    ));
+                    out.push(ctx.finding(rule, m, v));
+                }
+            }
+        }
+        let Some(job_id) = asked else { return };
+        let k = (m.topic.edge_id.clone(), m.topic.channel.clone(), job_id);
+        let Some(job) = self.jobs.get_mut(&k) else {
+            return;
+        };
+        let now: BTreeMap<String, f64> = monotonic
+            .iter()
+            .filter_map(|path| {
+                let x = param.as_ref()?.get(path).and_then(number_lenient)?;
+                Some((path.clone(), x))
+            })
+            .collect();
+        for (path, &x) in &now {
+            // A value goes back only while the others stay: progress is a
+            // percentage of the current phase, and 100 % "downloaded" then 10 %
+            // "installing" is progress.
+            let others_same = now
+                .iter()
+                .filter(|(p, _)| *p != path)
+                .all(|(p, v)| job.last.get(p) == Some(v));
+            if let (Some(prev), true) = (job.last.get(path), others_same) {
+                if x < *prev {
+                    for rule in rules
+                        .rules
+                        .iter()
+                        .filter(|r| matches!(r.def.check, Check::JobStatusRegress))
+                    {
+                        let mut v = ctx.vars(m);
+                        v.push(("detail", job_id.to_string()));
+                        v.push(("path", path.clone()));
+                        v.push(("expected", prev.to_string()));
+                        v.push(("seen", x.to_string()));
+                        out.push(ctx.finding(rule, m, v));
+                    }
+                }
+            }
+        }
+        job.last.extend(now);
+    }
+
+    pub(super) fn on_report(&mut self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
+        let rules = Arc::clone(&self.rules);
+        let Some(def) = &ctx.typedef else { return };
+        if def.ends_jobs.is_empty() {
+            return;
+        }
+        let param = m.envelope().and_then(|e| e.param());
+        let Some(job_id) = param_u64(param, "jobId") else {
+            return;
+        };
+        let edge = m.topic.edge_id.clone();
+        let key = (edge.clone(), m.topic.channel.clone(), job_id);
+        // A result on another channel's data topic than its job's: found by jobId
+        // among the edge's jobs of other channels.
+        let key = if self.jobs.contains_key(&key) {
+            key
+        } else {
+            self.jobs
+                .keys()
+                .filter(|(e, _, id)| *e == edge && *id == job_id)
+                .min_by_key(|k| self.jobs[*k].packet)
+                .cloned()
+                .unwrap_or(key)
+        };
+        let platform_seen = self
+            .edges
+            .get(&edge)
+            .is_some_and(|e| e.session_seen[actor_index(Actor::Platform)]);
+        let clause = ctx.clause.clone().unwrap_or_else(|| "5.3".into());
+        if !self.jobs.contains_key(&key) && !platform_seen {
+            self.unseen(
+                &clause,
+                format!(
+                    "edge {edge}: job {job_id} was started before the input began; its command \
+                     and reply are not known"
+                ),
+            );
+        }
+        self.job_outcome(m, ctx, job_id, out);
+        let job = self.jobs.get_mut(&key);
+        let mut fire = |pick: fn(&Check) -> bool, extra: Vars| {
+            for rule in rules.rules.iter().filter(|r| pick(&r.def.check)) {
+                let mut v = ctx.vars(m);
+                v.push(("detail", job_id.to_string()));
+                v.extend(extra.iter().cloned());
+                out.push(ctx.finding(rule, m, v));
+            }
+        };
+        let Some(job) = job else {
+            if platform_seen {
+                fire(|c| matches!(c, Check::JobResultOrphan), vec![]);
+            }
+            return;
+        };
+        if job.reply_code.is_none() && !job.reply_optional {
+            fire(
+                |c| matches!(c, Check::JobResultEarly),
+                vec![("expected", job.kind.clone())],
+            );
+        }
+        if job.results >= 1 {
+            fire(|c| matches!(c, Check::JobResultDuplicate), vec![]);
+        }
+        if m.topic.channel != job.result_channel {
+            fire(
+                |c| matches!(c, Check::JobResultChannel),
+                vec![
+                    ("seen", m.topic.channel.clone()),
+                    ("expected", job.result_channel.clone()),
+                    ("type", job.kind.clone()),
+                ],
+            );
+        }
+        job.results += 1;
+    }
+
+    /// A job result that reports failure: an outcome of the job, reported as such
+    /// (info), with the device's own code and text.
+    pub(super) fn job_outcome(&self, m: &Message, ctx: &Ctx, job_id: u64, out: &mut Vec<Finding>) {
+        let Some(param) = m.envelope().and_then(|e| e.param()) else {
+            return;
+        };
+        for rule in &self.rules.rules {
+            let Check::JobFailed {
+                code,
+                text,
+                success,
+            } = &rule.def.check
+            else {
+                continue;
+            };
+            let Some((name, value)) = code
+                .iter()
+                .find_map(|c| Some((c, param.get(c).and_then(|v| protocol::as_i64_lenient(&v))?)))
+            else {
+                continue;
+            };
+            if success.contains(&value) {
+                continue;
+            }
+            let said = text
+                .iter()
+                .find_map(|t| Some(format!("{t} \"{}\"", param.get(t)?.as_str()?)))
+                .unwrap_or_else(|| "no description".into());
+            let mut v = ctx.vars(m);
+            v.push(("detail", job_id.to_string()));
+            v.push(("seen", format!("{name} {value}")));
+            v.push(("expected", said));
+            if let Some(k) = &ctx.job_of {
+                v.push(("job", k.clone()));
+            }
+            out.push(ctx.finding(rule, m, v));
+        }
+    }
+
+    /// End of input: requests not answered and jobs without their result. The
+    /// standard sets no deadline for either: they are pending (info), unless a
+    /// limit the user set (`--reply-timeout`, `--job-timeout`) passed while the
+    /// input went on.
+    pub fn finish(&mut self, out: &mut Vec<Finding>) {
+        let rules = Arc::clone(&self.rules);
+        let end = self.last_time_us;
+        let mut pending: Vec<(PairKey, Pending)> = self.pending.drain().collect();
+        pending.sort_by_key(|(_, p)| p.packet);
+        for (key, p) in pending {
+            let waited_s = (end - p.time_us).max(0) as f64 / 1e6;
+            let overdue = |after: &Option<f64>| after.is_some_and(|a| waited_s > a);
+            let fired = rules.rules.iter().any(
+                |r| matches!(&r.def.check, Check::ReplyMissing { after_s } if overdue(after_s)),
+            );
+            for rule in &rules.rules {
+                let limit = match &rule.def.check {
+                    Check::ReplyMissing { after_s } if overdue(after_s) => *after_s,
+                    Check::ReplyPending if !fired => None,
+                    _ => continue,
+                };
+                let clause = self.clause_of_type(&p.msg_type);
+                let mut vars = vec![
+                    ("type", p.msg_type.clone()),
+                    ("mid", key.mid.to_string()),
+                    ("edge_id", key.edge.clone()),
+                    ("seen", format!("{waited_s:.1}")),
+                ];
+                if let Some(l) = limit {
+                    vars.push(("expected", format!("{l}")));
+                }
+                out.push(self.end_finding(
+                    rule,
+                    clause,
+                    &key.edge,
+                    &p.msg_type,
+                    Some(&p.topic),
+                    Some(key.mid),
+                    p.packet,
+                    p.time_us,
+                    &vars,
+                ));
+            }
+        }
+        let mut jobs: Vec<(JobKey, Job)> = self.jobs.drain().collect();
+        jobs.sort_by_key(|(_, j)| j.packet);
+        for ((edge, _, job_id), job) in jobs {
+            let Some(code) = job.reply_code else { continue };
+            if job.results > 0 || !job.result_after.contains(&code) {
+                continue;
+            }
+            // Due once its policy delay has passed; overdue only by a user limit.
+            let running_s = (end - job.time_us).max(0) as f64 / 1e6 - job.policy_s;
+            let overdue = |after: &Option<f64>| after.is_some_and(|a| running_s > a);
+            let fired = rules.rules.iter().any(
+                |r| matches!(&r.def.check, Check::JobResultMissing { after_s } if overdue(after_s)),
+            );
+            for rule in &rules.rules {
+                let limit = match &rule.def.check {
+                    Check::JobResultMissing { after_s } if overdue(after_s) => *after_s,
+                    Check::JobPending if !fired => None,
+                    _ => continue,
+                };
+                let clause = self.clause_of_type(&job.kind);
+                let policy = if job.policy_s > 0.0 {
+                    format!(", policy {} s", job.policy_s)
+                } else {
+                    String::new()
+                };
+                let mut vars = vec![
+                    ("type", job.kind.clone()),
+                    ("detail", job_id.to_string()),
+                    ("seen", format!("{code}")),
+                    ("edge_id", edge.clone()),
+                    (
+                        "path",
+                        format!(
+                            "{:.1} s after its command{policy}",
+                            (end - job.time_us).max(0) as f64 / 1e6
+                        ),
+                    ),
+                ];
+                if let Some(l) = limit {
+                    vars.push(("expected", format!("{l}")));
+                }
+                out.push(self.end_finding(
+                    rule,
+                    clause,
+                    &edge,
+                    &job.kind,
+                    None,
+                    job.mid,
+                    job.packet,
+                    job.time_us,
+                    &vars,
+                ));
+            }
+        }
+    }
+
+    /// A finding about what the end of input left open.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn end_finding(
+        &self,
+        rule: &Rule,
+        clause: String,
+        edge: &str,
+        msg_type: &str,
+        topic: Option<&str>,
+        mid: Option<u64>,
+        packet: u64,
+        time_us: i64,
+        vars: &Vars,
+    ) -> Finding {
+        Finding {
+            rule: rule.def.id.clone(),
+            clause: rule.def.clause.clone().unwrap_or(clause),
+            table: rule.def.table.clone(),
+            severity: rule.def.severity,
+            edge_id: Some(edge.to_string()),
+            msg_type: Some(msg_type.to_string()),
+            topic: topic.map(str::to_string),
+            mid,
+            packet: Some(packet),
+            time: Some(time_us),
+            message: fill(&rule.def.message, vars),
+            conn: None,
+            side: None,
+            offset: None,
+            basis: rule.def.basis.clone(),
+        }
+    }
+}
+
+pub(super) fn code_verdict(
+    code: i64,
+    def: Option<&TypeDef>,
+    req: &Pending,
+    rules: &RuleSet,
+) -> CodeVerdict {
+    let success = rules
+        .rules
+        .iter()
+        .find_map(|r| match &r.def.check {
+            Check::ReplySuccessToInvalid { success } => Some(success.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| vec![200, 202]);
+    let errors = rules
+        .rules
+        .iter()
+        .find_map(|r| match &r.def.check {
+            Check::ReplyErrorToValid { errors } => Some(errors.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| vec![400, 401, 403, 404, 600]);
+    if req.invalid.is_some() {
+        return if success.contains(&code) {
+            CodeVerdict::SuccessToInvalid
+        } else {
+            CodeVerdict::Fine
+        };
+    }
+    let Some(def) = def else {
+        return CodeVerdict::Fine;
+    };
+    let entry = def.reply_codes.iter().find(|rc| {
+        rc.if_param.as_ref().map_or(true, |f| {
+            req.env
+                .as_ref()
+                .and_then(|e| e.param())
+                .and_then(|p| p.get(f))
+                .is_some_and(|v| !v.is_null())
+        })
+    });
+    let expected = entry.map(|rc| rc.codes.clone()).unwrap_or_default();
+    if expected.is_empty() || expected.contains(&code) {
+        CodeVerdict::Fine
+    } else if errors.contains(&code) {
+        CodeVerdict::ErrorToValid
+    } else {
+        CodeVerdict::Wrong {
+            expected,
+            basis: entry.and_then(|rc| rc.basis.clone()),
+        }
+    }
+}
+
+pub(super) fn join_codes(c: &[i64]) -> String {
+    c.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(" or ")
+}

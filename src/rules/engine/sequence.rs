@@ -1,0 +1,222 @@
+//! Per-edge sequences of clause 6: link-up first, silence after link-down, assigned
+//! ids, alarm recovery, report spacing; each judged only on history seen.
+
+use super::*;
+
+#[derive(Debug, Default)]
+pub(super) struct EdgeState {
+    /// (rule index, connection) of `first_message` rules already judged.
+    pub(super) first_judged: HashSet<(usize, ConnId)>,
+    /// An EVENT_LINKUP of this edge was seen: its session began inside the input.
+    pub(super) linked_up: bool,
+    /// Per actor (edge, platform): a message it published on a connection whose
+    /// start edgetap saw; everything it sent since is in the input.
+    pub(super) session_seen: [bool; 2],
+    /// Rule ids of `silent_after` rules currently in force.
+    pub(super) silenced: HashSet<String>,
+    /// Per rule id: ids assigned so far.
+    pub(super) assigned: HashMap<String, HashSet<String>>,
+    /// Per rule id: active alarm values.
+    pub(super) alarms: HashMap<String, HashSet<String>>,
+    /// Per rule id: (announced period in seconds, time of the last report).
+    pub(super) period: HashMap<String, (Option<f64>, Option<i64>)>,
+}
+
+impl Engine {
+    /// Per-edge sequences: link up/down, assigned ids, alarms, report spacing.
+    pub(super) fn sequences(&mut self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
+        let rules = Arc::clone(&self.rules);
+        let Some(t) = ctx.msg_type.as_deref() else {
+            return;
+        };
+        let edge = edge_state(&mut self.edges, &m.topic.edge_id);
+        if m.origin_seen {
+            edge.session_seen[actor_index(m.topic.publisher)] = true;
+        }
+        let by_edge = m.topic.publisher == Actor::Edge;
+        let clause = ctx.clause.as_deref().unwrap_or("5.3");
+        let mut unseen: Vec<(String, String)> = vec![];
+        for (index, rule) in rules.rules.iter().enumerate() {
+            let id = &rule.def.id;
+            match &rule.def.check {
+                Check::FirstMessage { msg_type } if by_edge => {
+                    let first = edge.first_judged.insert((index, m.conn));
+                    if !first || t == msg_type {
+                        continue;
+                    }
+                    if !m.origin_seen {
+                        // The connection began before the input: what the edge
+                        // sent first is not known.
+                        if !edge.linked_up {
+                            unseen.push((
+                                rule.def
+                                    .clause
+                                    .clone()
+                                    .unwrap_or_else(|| clause.to_string()),
+                                format!(
+                                    "edge {}: the input starts after its connection opened \
+                                     (no CONNECT seen), so whether it sent {msg_type} first is \
+                                     not known; start edgetap before the device powers on, or \
+                                     restart the device",
+                                    m.topic.edge_id
+                                ),
+                            ));
+                        }
+                    } else if !edge.linked_up {
+                        // A reconnect of an edge already linked up is no power-on.
+                        out.push(ctx.finding(rule, m, ctx.vars(m)));
+                    }
+                }
+                Check::SilentAfter { msg_type, until } if by_edge => {
+                    if t == *until {
+                        edge.silenced.remove(id);
+                    } else if edge.silenced.contains(id) {
+                        out.push(ctx.finding(rule, m, ctx.vars(m)));
+                    }
+                    if t == *msg_type {
+                        edge.silenced.insert(id.clone());
+                    }
+                }
+                Check::IdAssigned { uses, .. } => {
+                    let linked_up = edge.linked_up;
+                    let known = slot(&mut edge.assigned, id);
+                    for sel in uses.iter().filter(|s| path_sel_matches(s, &t, ctx.class)) {
+                        for value in values_at(m, &sel.path) {
+                            if known.contains(&value) {
+                                continue;
+                            }
+                            if !linked_up {
+                                unseen.push((
+                                    rule.def
+                                        .clause
+                                        .clone()
+                                        .unwrap_or_else(|| clause.to_string()),
+                                    format!(
+                                        "edge {}: ids assigned before the input began are not \
+                                         known (no EVENT_LINKUP seen), so {} was not checked",
+                                        m.topic.edge_id, sel.path
+                                    ),
+                                ));
+                                continue;
+                            }
+                            let mut v = ctx.vars(m);
+                            v.push(("seen", value));
+                            out.push(ctx.finding(rule, m, v));
+                        }
+                    }
+                }
+                Check::RecoveryFollows {
+                    msg_type,
+                    path,
+                    pairs,
+                } if t == *msg_type => {
+                    let linked_up = edge.linked_up;
+                    let active = edge.alarms.entry(id.clone()).or_default();
+                    for value in values_at(m, path) {
+                        if let Some(recovers) = pairs.get(&value) {
+                            if active.remove(recovers) {
+                                continue;
+                            }
+                            if !linked_up {
+                                unseen.push((
+                                    rule.def
+                                        .clause
+                                        .clone()
+                                        .unwrap_or_else(|| clause.to_string()),
+                                    format!(
+                                        "edge {}: alarms raised before the input began are not \
+                                         known (no EVENT_LINKUP seen), so recovery {value} was \
+                                         not checked",
+                                        m.topic.edge_id
+                                    ),
+                                ));
+                            } else {
+                                let mut v = ctx.vars(m);
+                                v.push(("seen", value.clone()));
+                                v.push(("expected", recovers.clone()));
+                                out.push(ctx.finding(rule, m, v));
+                            }
+                        } else {
+                            active.insert(value);
+                        }
+                    }
+                }
+                Check::ReportPeriod {
+                    msg_type,
+                    period,
+                    tolerance,
+                } => {
+                    let slot = slot(&mut edge.period, id);
+                    if path_sel_matches(period, &t, ctx.class) {
+                        if let Some(p) = values_at_json(m, &period.path)
+                            .iter()
+                            .find_map(|v| number_lenient(*v))
+                        {
+                            slot.0 = Some(p);
+                        }
+                    }
+                    if t == *msg_type && ctx.class == Class::Report {
+                        if let (Some(p), Some(last)) = (slot.0, slot.1) {
+                            let dt = (m.time_us - last) as f64 / 1e6;
+                            if p > 0.0 && (dt - p).abs() > tolerance * p {
+                                let mut v = ctx.vars(m);
+                                v.push(("seen", format!("{dt:.1}")));
+                                v.push(("expected", format!("{p}")));
+                                out.push(ctx.finding(rule, m, v));
+                            }
+                        }
+                        slot.1 = Some(m.time_us);
+                    }
+                }
+                _ => {}
+            }
+        }
+        // A retained link-up replayed at subscription is history, not a session start.
+        if by_edge && t == SESSION_START && !m.retained {
+            edge.linked_up = true;
+        }
+        for (clause, reason) in unseen {
+            self.unseen(&clause, reason);
+        }
+    }
+
+    /// Records ids produced by a reply (e.g. deviceIds assigned by CMD_TOPO_ADD).
+    pub(super) fn collect_assignments(&mut self, m: &Message, msg_type: &str, class: Class) {
+        let rules = Arc::clone(&self.rules);
+        let edge = edge_state(&mut self.edges, &m.topic.edge_id);
+        for rule in &rules.rules {
+            if let Check::IdAssigned { assigns, .. } = &rule.def.check {
+                for sel in assigns
+                    .iter()
+                    .filter(|s| path_sel_matches(s, msg_type, class))
+                {
+                    let set = slot(&mut edge.assigned, &rule.def.id);
+                    set.extend(values_at(m, &sel.path));
+                }
+            }
+        }
+    }
+}
+
+/// The per-edge state, created on first sight without cloning the id each time.
+pub(super) fn edge_state<'a>(
+    edges: &'a mut HashMap<String, EdgeState>,
+    edge: &str,
+) -> &'a mut EdgeState {
+    if !edges.contains_key(edge) {
+        edges.insert(edge.to_string(), EdgeState::default());
+    }
+    edges.get_mut(edge).expect("inserted above")
+}
+
+/// A per-rule slot of an edge's state, created on first use.
+pub(super) fn slot<'a, T: Default>(map: &'a mut HashMap<String, T>, id: &str) -> &'a mut T {
+    if !map.contains_key(id) {
+        map.insert(id.to_string(), T::default());
+    }
+    map.get_mut(id).expect("inserted above")
+}
+
+pub(super) fn path_sel_matches(sel: &PathSel, msg_type: &str, class: Class) -> bool {
+    sel.msg_type == msg_type && sel.class.as_deref().map_or(true, |c| c == class.as_str())
+}
