@@ -53,7 +53,10 @@ fn load_rules(args: &RulesArgs) -> anyhow::Result<RuleSet> {
         let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         anyhow::anyhow!("invalid rules:\n  {}", text.join("\n  "))
     })?;
-    for (flag, v) in [("--reply-timeout", args.reply_timeout), ("--job-timeout", args.job_timeout)] {
+    for (flag, v) in [
+        ("--reply-timeout", args.reply_timeout),
+        ("--job-timeout", args.job_timeout),
+    ] {
         if v.is_some_and(|x| !(x.is_finite() && x >= 0.0)) {
             anyhow::bail!("{flag} takes a number of seconds, 0 or more");
         }

@@ -511,11 +511,8 @@ impl Analyzer {
         sink: &mut dyn Sink,
     ) {
         let mut p = p;
-        let origin_seen = side == Side::Client
-            && self
-                .conns
-                .get(&conn)
-                .is_some_and(|c| c.client_id.is_some());
+        let origin_seen =
+            side == Side::Client && self.conns.get(&conn).is_some_and(|c| c.client_id.is_some());
         if let Err(alias) = self.resolve_alias(conn, side, &mut p) {
             self.unattributed(
                 conn,

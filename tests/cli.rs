@@ -71,7 +71,11 @@ fn rules_list_json_has_every_rule_with_clause_and_severity() {
     // Every error rule shows the sentence of the standard it enforces.
     for r in rows.iter().filter(|r| r["severity"] == "error") {
         let basis = r["basis"].as_str().unwrap_or("");
-        assert!(basis.chars().count() > 8 && basis != "—", "{}: basis {basis:?}", r["id"]);
+        assert!(
+            basis.chars().count() > 8 && basis != "—",
+            "{}: basis {basis:?}",
+            r["id"]
+        );
     }
 }
 
@@ -95,9 +99,18 @@ fn lint_refuses_an_error_rule_without_basis() {
     )
     .unwrap();
     let out = edgetap(&["rules", "lint", dir.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The same rule as a warning needs none.
-    std::fs::write(dir.join("vendor.json"), rule("").replace("\"error\"", "\"warning\"")).unwrap();
+    std::fs::write(
+        dir.join("vendor.json"),
+        rule("").replace("\"error\"", "\"warning\""),
+    )
+    .unwrap();
     let out = edgetap(&["rules", "lint", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
 }

@@ -299,7 +299,12 @@ fn v5_publish(topic: &str, alias: u16, payload: &str) -> Vec<u8> {
         topic_alias: Some(alias),
         ..Default::default()
     };
-    let p = Publish::new(topic, rumqttc::v5::mqttbytes::QoS::AtMostOnce, payload.to_string(), Some(props));
+    let p = Publish::new(
+        topic,
+        rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+        payload.to_string(),
+        Some(props),
+    );
     let mut b = BytesMut::new();
     rumqttc::v5::mqttbytes::v5::Packet::Publish(p)
         .write(&mut b)
@@ -314,8 +319,22 @@ fn mqtt5_topic_aliases_resolve_per_connection_and_unknown_ones_are_reported() {
     let mut s = Collector::default();
     a.open(1, None, None, false);
     a.data(1, Side::Client, T0, 1, &v5_connect("edge"), &mut s);
-    a.data(1, Side::Client, T0, 2, &v5_publish("/v1/E5/device/request", 1, LINKUP), &mut s);
-    a.data(1, Side::Client, T0, 3, &v5_publish("/v1/E5/device/data", 2, report), &mut s);
+    a.data(
+        1,
+        Side::Client,
+        T0,
+        2,
+        &v5_publish("/v1/E5/device/request", 1, LINKUP),
+        &mut s,
+    );
+    a.data(
+        1,
+        Side::Client,
+        T0,
+        3,
+        &v5_publish("/v1/E5/device/data", 2, report),
+        &mut s,
+    );
     a.data(1, Side::Client, T0, 4, &v5_publish("", 2, report), &mut s);
     a.data(1, Side::Client, T0, 5, &v5_publish("", 2, report), &mut s);
     assert_eq!(a.stats().publishes, 4);
@@ -326,7 +345,11 @@ fn mqtt5_topic_aliases_resolve_per_connection_and_unknown_ones_are_reported() {
     a.open(2, None, None, true);
     a.data(2, Side::Client, T0, 6, &v5_connect("edge2"), &mut s);
     a.data(2, Side::Client, T0, 7, &v5_publish("", 2, report), &mut s);
-    assert_eq!(a.stats().messages, 4, "an alias of connection 1 is not connection 2's");
+    assert_eq!(
+        a.stats().messages,
+        4,
+        "an alias of connection 1 is not connection 2's"
+    );
     assert_eq!(a.stats().unattributed, 1);
     let f = s
         .findings
@@ -345,12 +368,41 @@ fn a_wrong_reply_code_quotes_the_sentence_that_sets_it() {
     a.open(2, None, None, false);
     a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
     a.data(2, Side::Client, T0, 2, &connect("platform"), &mut s);
-    a.data(1, Side::Client, T0, 3, &publish("/v1/E1/device/request", LINKUP), &mut s);
+    a.data(
+        1,
+        Side::Client,
+        T0,
+        3,
+        &publish("/v1/E1/device/request", LINKUP),
+        &mut s,
+    );
     let cmd = r#"{"mid":9,"type":"CMD_SYS_UPGRADE","timestamp":"2026-11-26 18:00:01","param":{"jobId":1,"version":"2","upgradeType":0,"file":{}}}"#;
-    a.data(2, Side::Client, T0 + 1, 4, &publish("/v1/E1/device/command", cmd), &mut s);
-    let reply = r#"{"mid":9,"type":"CMD_SYS_UPGRADE","timestamp":"2026-11-26 18:00:01","code":200}"#;
-    a.data(1, Side::Client, T0 + 2, 5, &publish("/v1/E1/device/reply", reply), &mut s);
-    let f = s.findings.iter().find(|f| f.rule == "reply.code").expect("200 instead of 202");
+    a.data(
+        2,
+        Side::Client,
+        T0 + 1,
+        4,
+        &publish("/v1/E1/device/command", cmd),
+        &mut s,
+    );
+    let reply =
+        r#"{"mid":9,"type":"CMD_SYS_UPGRADE","timestamp":"2026-11-26 18:00:01","code":200}"#;
+    a.data(
+        1,
+        Side::Client,
+        T0 + 2,
+        5,
+        &publish("/v1/E1/device/reply", reply),
+        &mut s,
+    );
+    let f = s
+        .findings
+        .iter()
+        .find(|f| f.rule == "reply.code")
+        .expect("200 instead of 202");
     let basis = f.basis.as_deref().unwrap();
-    assert!(basis.starts_with("6.1.2.2") && basis.contains("202"), "{basis}");
+    assert!(
+        basis.starts_with("6.1.2.2") && basis.contains("202"),
+        "{basis}"
+    );
 }

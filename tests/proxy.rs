@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use bytes::BytesMut;
-use common::{free_port, temp_dir, tcpdump, Mosquitto, Proxy};
+use common::{free_port, tcpdump, temp_dir, Mosquitto, Proxy};
 use edgetap::finding::Finding;
 use edgetap::pipeline::Settings;
 use edgetap::proxy::ProxySettings;

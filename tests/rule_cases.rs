@@ -137,7 +137,14 @@ fn run(rules: &Arc<RuleSet>, case: &Case) -> (BTreeMap<String, usize>, Vec<Strin
     }
     if let Some(end) = case.end {
         let n = case.messages.len() as u64 + 1;
-        a.data(1, Side::Client, t0 + (end * 1e6) as i64, n, &[0xc0, 0x00], &mut sink);
+        a.data(
+            1,
+            Side::Client,
+            t0 + (end * 1e6) as i64,
+            n,
+            &[0xc0, 0x00],
+            &mut sink,
+        );
     }
     a.finish(&mut sink);
     let mut counts = BTreeMap::new();

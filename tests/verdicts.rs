@@ -112,9 +112,17 @@ fn a_capture_that_joins_an_online_edge_accuses_no_one() {
     let pcap = dump.stop();
     let (code, r) = analyze(&pcap, broker.port);
     let errors = at_least(&r, "error");
-    assert!(errors.is_empty(), "errors on a conforming session:\n{}", errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "errors on a conforming session:\n{}",
+        errors.join("\n")
+    );
     assert_eq!(code, 0, "exit code without error findings");
-    assert!(r["summary"]["messages"].as_u64().unwrap() > 10, "{}", r["summary"]);
+    assert!(
+        r["summary"]["messages"].as_u64().unwrap() > 10,
+        "{}",
+        r["summary"]
+    );
     // What could not be judged says why.
     let access = clause(&r, "6.1.1");
     assert_ne!(access["status"], "fail");
@@ -174,7 +182,13 @@ fn nul_terminated_payloads_are_reported_once_per_connection_and_judged() {
         let f = dir.join(format!("alarm{i}.bin"));
         std::fs::write(&f, body).unwrap();
         let st = Command::new("mosquitto_pub")
-            .args(["-p", &broker.port.to_string(), "-t", "/v1/NUL1/device/data", "-f"])
+            .args([
+                "-p",
+                &broker.port.to_string(),
+                "-t",
+                "/v1/NUL1/device/data",
+                "-f",
+            ])
             .arg(&f)
             .status()
             .expect("mosquitto_pub must be installed (apt-get install mosquitto-clients)");
@@ -183,21 +197,41 @@ fn nul_terminated_payloads_are_reported_once_per_connection_and_judged() {
     let f = dir.join("broken.bin");
     std::fs::write(&f, "{\"type\":\"EVENT_SYS_ALARM\",\0}").unwrap();
     let st = Command::new("mosquitto_pub")
-        .args(["-p", &broker.port.to_string(), "-t", "/v1/NUL1/device/data", "-f"])
+        .args([
+            "-p",
+            &broker.port.to_string(),
+            "-t",
+            "/v1/NUL1/device/data",
+            "-f",
+        ])
         .arg(&f)
         .status()
         .unwrap();
     assert!(st.success());
     let pcap = dump.stop();
     let (_, r) = analyze(&pcap, broker.port);
-    assert_eq!(findings(&r, "payload.trailing_bytes").len(), 2, "{}", r["findings"]);
+    assert_eq!(
+        findings(&r, "payload.trailing_bytes").len(),
+        2,
+        "{}",
+        r["findings"]
+    );
     // Judged as the JSON it carries: the missing event field is found in both.
     let t19 = findings(&r, "t19.EVENT_SYS_ALARM");
     assert_eq!(t19.len(), 2, "{}", r["findings"]);
     // Every error says why, in the standard's words.
-    assert!(t19[0]["basis"].as_str().unwrap().contains("表19"), "{}", t19[0]);
+    assert!(
+        t19[0]["basis"].as_str().unwrap().contains("表19"),
+        "{}",
+        t19[0]
+    );
     // The NUL inside the third is no tolerated edge: not JSON.
-    assert_eq!(findings(&r, "payload.invalid_json").len(), 1, "{}", r["findings"]);
+    assert_eq!(
+        findings(&r, "payload.invalid_json").len(),
+        1,
+        "{}",
+        r["findings"]
+    );
 }
 
 fn publish_lines(port: u16, extra: &[&str], topic: &str, lines: &str) {
@@ -227,7 +261,10 @@ fn retained_history_and_its_clearing_accuse_no_one() {
     let port = broker.port.to_string();
     let linkup = r#"{"mid":1,"type":"EVENT_LINKUP","timestamp":"2026-11-26 10:00:00","param":{"dev":{"devSN":"1","devType":"t","devName":"n","mfgInfo":"m","devStatus":"ok"},"cpu":{},"mem":{},"disk":{},"os":{},"links":[]}}"#;
     let reply = r#"{"mid":99,"type":"CMD_SYS_STATUS","timestamp":"2026-11-26 10:00:05","code":200,"param":{"cpuRate":5,"memUsed":{"phy":40},"diskUsed":30,"tempValue":41,"devDateTime":"2026-11-26 10:00:05","devStDateTime":"2026-11-26 08:00:00","devRunTime":7200,"linkState":[]}}"#;
-    for (topic, payload) in [("/v1/R1/device/request", linkup), ("/v1/R1/device/reply", reply)] {
+    for (topic, payload) in [
+        ("/v1/R1/device/request", linkup),
+        ("/v1/R1/device/reply", reply),
+    ] {
         let st = Command::new("mosquitto_pub")
             .args(["-p", &port, "-r", "-t", topic, "-m", payload])
             .status()
@@ -255,12 +292,17 @@ fn retained_history_and_its_clearing_accuse_no_one() {
     assert_eq!(r["summary"]["messages"], 2, "{}", r["summary"]);
     let cleared = findings(&r, "topic.unattributed");
     assert_eq!(cleared.len(), 2, "{}", r["findings"]);
-    assert!(cleared[0]["message"].as_str().unwrap().contains("zero-length retained"));
+    assert!(cleared[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("zero-length retained"));
     // The retained link-up is no session start: the retained reply is not judged an
     // orphan, and the clause says why it could not be paired.
     assert!(findings(&r, "reply.orphan").is_empty());
     assert!(
-        clause(&r, "6.1.3")["not_exercised"].to_string().contains("mid 99"),
+        clause(&r, "6.1.3")["not_exercised"]
+            .to_string()
+            .contains("mid 99"),
         "{}",
         clause(&r, "6.1.3")
     );

@@ -187,11 +187,18 @@ fn tolerated_edges(payload: &bytes::Bytes) -> (bytes::Bytes, Vec<Deviation>) {
         deviations.push(Deviation::Bom);
     }
     let mut end = payload.len();
-    while end > start && (payload[end - 1] == 0 || payload[end - 1].is_ascii_whitespace() || payload[end - 1] < 0x20) {
+    while end > start
+        && (payload[end - 1] == 0
+            || payload[end - 1].is_ascii_whitespace()
+            || payload[end - 1] < 0x20)
+    {
         end -= 1;
     }
     let tail = &payload[end..];
-    if tail.iter().any(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+    if tail
+        .iter()
+        .any(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
         let shown: Vec<String> = tail.iter().take(8).map(|b| format!("{b:02X}")).collect();
         let more = if tail.len() > 8 { " …" } else { "" };
         deviations.push(Deviation::TrailingBytes {
@@ -259,7 +266,9 @@ pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
         // the payload as sent.
         Err(_) if !deviations.is_empty() => {
             return Err(PayloadError::InvalidJson(
-                Doc::parse(payload).err().map_or_else(String::new, |e| e.to_string()),
+                Doc::parse(payload)
+                    .err()
+                    .map_or_else(String::new, |e| e.to_string()),
             ))
         }
         Err(e) => return Err(PayloadError::InvalidJson(e.to_string())),
@@ -542,9 +551,18 @@ mod tests {
         assert_eq!(kinds(b"\xEF\xBB\xBF{\"type\":\"X\"}"), vec!["bom"]);
         // Trailing JSON whitespace is JSON: no deviation.
         assert!(kinds(b"{\"type\":\"X\"}\r\n ").is_empty());
-        assert_eq!(kinds(br#"{"mid":"7","code":"200"}"#), vec!["string_number", "string_number"]);
-        assert_eq!(kinds(br#"{"timestamp":1795687200}"#), vec!["timestamp_form"]);
-        assert_eq!(kinds(br#"{"timestamp":"2026-11-26T10:00:00Z"}"#), vec!["timestamp_form"]);
+        assert_eq!(
+            kinds(br#"{"mid":"7","code":"200"}"#),
+            vec!["string_number", "string_number"]
+        );
+        assert_eq!(
+            kinds(br#"{"timestamp":1795687200}"#),
+            vec!["timestamp_form"]
+        );
+        assert_eq!(
+            kinds(br#"{"timestamp":"2026-11-26T10:00:00Z"}"#),
+            vec!["timestamp_form"]
+        );
         assert!(kinds(br#"{"timestamp":"2026-11-26 10:00:00"}"#).is_empty());
         // Not a date at all: the schema's format check, not a dialect.
         assert!(kinds(br#"{"timestamp":"yesterday"}"#).is_empty());

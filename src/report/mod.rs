@@ -131,7 +131,13 @@ impl Report {
                     .map(|reasons| {
                         reasons
                             .iter()
-                            .map(|(r, n)| if *n > 1 { format!("{r} ({n}×)") } else { r.clone() })
+                            .map(|(r, n)| {
+                                if *n > 1 {
+                                    format!("{r} ({n}×)")
+                                } else {
+                                    r.clone()
+                                }
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
@@ -240,7 +246,11 @@ impl Report {
             }
             // Why: the standard's own words, once per rule that fired.
             let mut why: Vec<(&str, &str)> = vec![];
-            for f in self.findings.iter().filter(|f| f.severity >= Severity::Warning) {
+            for f in self
+                .findings
+                .iter()
+                .filter(|f| f.severity >= Severity::Warning)
+            {
                 if let Some(b) = &f.basis {
                     if !why.iter().any(|(r, _)| *r == f.rule) {
                         why.push((&f.rule, b));

@@ -436,17 +436,24 @@ mod tests {
         let err = RuleSet::from_sources(files(rule(""))).unwrap_err();
         assert_eq!(err.len(), 1, "{err:?}");
         assert!(
-            err[0].to_string().starts_with("vendor.json: rule v.x: an error rule needs a \"basis\""),
+            err[0]
+                .to_string()
+                .starts_with("vendor.json: rule v.x: an error rule needs a \"basis\""),
             "{}",
             err[0]
         );
         assert!(RuleSet::from_sources(files(rule(r#""basis": "   ","#))).is_err());
-        let ok = RuleSet::from_sources(files(rule(r#""basis": "表6 \"jobId number 是\"","#))).unwrap();
+        let ok =
+            RuleSet::from_sources(files(rule(r#""basis": "表6 \"jobId number 是\"","#))).unwrap();
         assert!(ok.rule("v.x").unwrap().def.basis.is_some());
         // Every built-in error rule carries its sentence.
         for r in &RuleSet::builtin().rules {
             if r.def.severity == crate::Severity::Error {
-                assert!(r.def.basis.as_deref().is_some_and(|b| !b.is_empty()), "{}", r.def.id);
+                assert!(
+                    r.def.basis.as_deref().is_some_and(|b| !b.is_empty()),
+                    "{}",
+                    r.def.id
+                );
             }
         }
     }
