@@ -10,7 +10,7 @@
 //! judged again. A capture holding one leg only (taken at the device or through the
 //! proxy) has no match, so each delivery there is a message of its own.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -85,6 +85,8 @@ struct Conn {
     aliases: [HashMap<u16, String>; 2],
     /// Topics already reported as unattributed on this connection (bounded).
     unattributed: Vec<String>,
+    /// Packet ids of QoS>0 PUBLISH seen per direction (at most 65535 each).
+    pkids: [HashSet<u16>; 2],
 }
 
 /// How many distinct unattributed topics a connection reports; the count goes on.
@@ -241,6 +243,7 @@ impl Analyzer {
                 opaque: false,
                 aliases: [HashMap::new(), HashMap::new()],
                 unattributed: vec![],
+                pkids: [HashSet::new(), HashSet::new()],
             },
         );
         self.stats.connections += 1;
@@ -528,9 +531,16 @@ impl Analyzer {
             );
             return;
         }
-        // Retransmitted QoS>0 PUBLISH (dup flag) is the same message again.
-        if p.dup {
-            return;
+        // A retransmitted QoS>0 PUBLISH (dup flag) is the same message again, when
+        // its first sending was seen; a broker redelivering on a new connection what
+        // it sent before the capture (or before the proxy was inserted) is news here.
+        if p.qos > 0 {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                let first = c.pkids[side.index()].insert(p.pkid);
+                if p.dup && !first {
+                    return;
+                }
+            }
         }
         let topic = protocol::parse_topic(&p.topic);
         let key = leg_key(&p.topic, &p.payload);

@@ -406,3 +406,49 @@ fn a_wrong_reply_code_quotes_the_sentence_that_sets_it() {
         "{basis}"
     );
 }
+
+/// A QoS 1 PUBLISH, as a broker redelivers it (dup flag set) or first sends it.
+fn publish_qos1(topic: &str, payload: &str, pkid: u16, dup: bool) -> Vec<u8> {
+    let mut p =
+        rumqttc::mqttbytes::v4::Publish::new(topic, rumqttc::mqttbytes::QoS::AtLeastOnce, payload);
+    p.pkid = pkid;
+    p.dup = dup;
+    let mut b = BytesMut::new();
+    p.write(&mut b).unwrap();
+    b.to_vec()
+}
+
+#[test]
+fn a_redelivery_whose_first_sending_was_not_seen_is_judged_once() {
+    let cmd = r#"{"mid":9,"type":"CMD_SYS_STATUS","timestamp":"2026-11-26 18:00:01"}"#;
+    let mut a = analyzer(1 << 20);
+    let mut s = Collector::default();
+    a.open(1, None, None, false);
+    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
+    // The broker redelivers, on the edge's new connection, a command it sent before.
+    let redelivered = publish_qos1("/v1/E1/device/command", cmd, 7, true);
+    a.data(1, Side::Server, T0, 2, &redelivered, &mut s);
+    assert_eq!(
+        a.stats().messages,
+        1,
+        "the first copy seen here is the message"
+    );
+    // Retransmitted again on the same connection: the same message, not judged twice.
+    a.data(1, Side::Server, T0, 3, &redelivered, &mut s);
+    assert_eq!(a.stats().messages, 1);
+    let reply = r#"{"mid":9,"type":"CMD_SYS_STATUS","timestamp":"2026-11-26 18:00:02","code":200,"param":{"cpuRate":5,"memUsed":{"phy":40},"diskUsed":30,"tempValue":41,"devDateTime":"2026-11-26 18:00:02","devStDateTime":"2026-11-26 08:00:00","devRunTime":7200,"linkState":[]}}"#;
+    a.data(
+        1,
+        Side::Client,
+        T0 + 1,
+        4,
+        &publish("/v1/E1/device/reply", reply),
+        &mut s,
+    );
+    a.finish(&mut s);
+    assert!(
+        !rules_of(&s.findings).contains(&"reply.orphan"),
+        "{:?}",
+        rules_of(&s.findings)
+    );
+}
