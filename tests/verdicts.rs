@@ -175,11 +175,8 @@ fn nul_terminated_payloads_are_reported_once_per_connection_and_judged() {
     let broker = Mosquitto::start();
     let dir = temp_dir("verdict-nul");
     let dump = tcpdump(broker.port, dir.join("nul.pcap"));
-    for i in 1..=2 {
-        let body = format!(
-            "{{\"type\":\"EVENT_SYS_ALARM\",\"timestamp\":\"2026-11-26 10:00:0{i}\",\"param\":{{\"msg\":\"fan\"}}}}\0"
-        );
-        let f = dir.join(format!("alarm{i}.bin"));
+    let publish_file = |name: &str, body: &[u8]| {
+        let f = dir.join(name);
         std::fs::write(&f, body).unwrap();
         let st = Command::new("mosquitto_pub")
             .args([
@@ -193,21 +190,14 @@ fn nul_terminated_payloads_are_reported_once_per_connection_and_judged() {
             .status()
             .expect("mosquitto_pub must be installed (apt-get install mosquitto-clients)");
         assert!(st.success());
+    };
+    for i in 1..=2 {
+        let body = format!(
+            "{{\"type\":\"EVENT_SYS_ALARM\",\"timestamp\":\"2026-11-26 10:00:0{i}\",\"param\":{{\"msg\":\"fan\"}}}}\0"
+        );
+        publish_file(&format!("alarm{i}.bin"), body.as_bytes());
     }
-    let f = dir.join("broken.bin");
-    std::fs::write(&f, "{\"type\":\"EVENT_SYS_ALARM\",\0}").unwrap();
-    let st = Command::new("mosquitto_pub")
-        .args([
-            "-p",
-            &broker.port.to_string(),
-            "-t",
-            "/v1/NUL1/device/data",
-            "-f",
-        ])
-        .arg(&f)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    publish_file("broken.bin", b"{\"type\":\"EVENT_SYS_ALARM\",\0}");
     let pcap = dump.stop();
     let (_, r) = analyze(&pcap, broker.port);
     assert_eq!(

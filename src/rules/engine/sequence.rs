@@ -86,16 +86,12 @@ impl Engine {
                                 continue;
                             }
                             if !linked_up {
-                                unseen.push((
-                                    rule.def
-                                        .clause
-                                        .clone()
-                                        .unwrap_or_else(|| clause.to_string()),
-                                    format!(
-                                        "edge {}: ids assigned before the input began are not \
-                                         known (no EVENT_LINKUP seen), so {} was not checked",
-                                        m.topic.edge_id, sel.path
-                                    ),
+                                unseen.push(before_input(
+                                    rule,
+                                    clause,
+                                    &m.topic.edge_id,
+                                    "ids assigned",
+                                    &sel.path,
                                 ));
                                 continue;
                             }
@@ -118,17 +114,12 @@ impl Engine {
                                 continue;
                             }
                             if !linked_up {
-                                unseen.push((
-                                    rule.def
-                                        .clause
-                                        .clone()
-                                        .unwrap_or_else(|| clause.to_string()),
-                                    format!(
-                                        "edge {}: alarms raised before the input began are not \
-                                         known (no EVENT_LINKUP seen), so recovery {value} was \
-                                         not checked",
-                                        m.topic.edge_id
-                                    ),
+                                unseen.push(before_input(
+                                    rule,
+                                    clause,
+                                    &m.topic.edge_id,
+                                    "alarms raised",
+                                    &format!("recovery {value}"),
                                 ));
                             } else {
                                 let mut v = ctx.vars(m);
@@ -219,4 +210,25 @@ pub(super) fn slot<'a, T: Default>(map: &'a mut HashMap<String, T>, id: &str) ->
 
 pub(super) fn path_sel_matches(sel: &PathSel, msg_type: &str, class: Class) -> bool {
     sel.msg_type == msg_type && sel.class.as_deref().map_or(true, |c| c == class.as_str())
+}
+
+/// A check that needs what an edge did before the input began: its clause, and the
+/// reason the clause table gives.
+pub(super) fn before_input(
+    rule: &Rule,
+    clause: &str,
+    edge: &str,
+    what: &str,
+    unchecked: &str,
+) -> (String, String) {
+    (
+        rule.def
+            .clause
+            .clone()
+            .unwrap_or_else(|| clause.to_string()),
+        format!(
+            "edge {edge}: {what} before the input began are not known (no EVENT_LINKUP \
+             seen), so {unchecked} was not checked"
+        ),
+    )
 }

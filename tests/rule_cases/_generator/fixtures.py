@@ -88,6 +88,17 @@ CHANNEL_OF = {"CMD_SYS_UPGRADE": "device", "CMD_STATUS_QUERY": "device", "CMD_SY
               "CMD_APP_UNENABLE": "app", "CMD_APP_UPGRADE": "app"}
 
 
+def m(d, **kw):
+    """Copy of d with keys replaced (value None deletes)."""
+    d = D(d)
+    for k, v in kw.items():
+        if v is None:
+            d.pop(k, None)
+        else:
+            d[k] = v
+    return d
+
+
 class S:
     """One session: builds the `messages` list of a case."""
 

@@ -19,17 +19,6 @@ def rule(rid):
     return deco
 
 
-def m(d, **kw):
-    """Copy of d with keys replaced (value None deletes)."""
-    d = D(d)
-    for k, v in kw.items():
-        if v is None:
-            d.pop(k, None)
-        else:
-            d[k] = v
-    return d
-
-
 # ---------------------------------------------------------------- flows
 def upgrade_flow(s, t0, param=UPGRADE, query=True, result=UPGRADE_RESULT):
     s.command(t0, "CMD_SYS_UPGRADE", param, code=202)

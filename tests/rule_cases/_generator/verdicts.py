@@ -9,17 +9,6 @@ import json, os, sys
 sys.path.insert(0, os.path.dirname(__file__))
 from fixtures import *
 
-def m(d, **kw):
-    """Copy of d with keys replaced (value None deletes)."""
-    d = D(d)
-    for k, v in kw.items():
-        if v is None:
-            d.pop(k, None)
-        else:
-            d[k] = v
-    return d
-
-
 DIR = os.path.join(os.path.dirname(__file__), "..")
 
 
