@@ -111,15 +111,18 @@ impl InputBuffer {
             if self.eof {
                 return Ok(false);
             }
-            if self.start + n > self.buf.len() {
-                // Move the unread bytes to the front (and grow for a record bigger
-                // than the buffer).
+            if self.start + n > self.buf.len() && self.start > 0 {
+                // Move the unread bytes to the front.
                 self.buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
-                if n > self.buf.len() {
-                    self.buf.resize(n, 0);
-                }
+            }
+            if self.end == self.buf.len() {
+                // Grow only as bytes arrive (at most doubling what was read): a
+                // record header that claims gigabytes the file does not hold costs no
+                // memory.
+                let grown = (self.buf.len() * 2).min(self.start + n);
+                self.buf.resize(grown.max(self.end + 1), 0);
             }
             match self.reader.read(&mut self.buf[self.end..]) {
                 Ok(0) => self.eof = true,
@@ -283,6 +286,13 @@ impl RecordSource {
     }
 
     /// The next record, `None` at the end of the file.
+    /// Bytes held for reading ahead: bounded by what was read, never by what a
+    /// header claims.
+    #[cfg(test)]
+    pub(crate) fn buffered_capacity(&self) -> usize {
+        self.input.buf.len()
+    }
+
     pub(crate) fn next_record(&mut self) -> Result<Option<Record<'_>>, CaptureError> {
         if self.ended {
             return Ok(None);

@@ -1652,3 +1652,39 @@ fn corrupted_pcapng_never_panics() {
         }
     }
 }
+
+#[test]
+fn a_record_header_claiming_gigabytes_costs_no_memory() {
+    // A 140-byte pcap: snap length 0xFFFFFFFF, one record claiming 0xFFFFFFF0 bytes.
+    let mut file = vec![];
+    for x in [0xA1B2_C3D4u32] {
+        file.extend_from_slice(&x.to_le_bytes());
+    }
+    file.extend_from_slice(&2u16.to_le_bytes());
+    file.extend_from_slice(&4u16.to_le_bytes());
+    file.extend_from_slice(&[0; 8]);
+    file.extend_from_slice(&u32::MAX.to_le_bytes());
+    file.extend_from_slice(&1u32.to_le_bytes());
+    file.extend_from_slice(&[0; 8]);
+    file.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    file.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    file.extend_from_slice(&[0; 100]);
+    assert_eq!(file.len(), 140);
+    let mut src = source::RecordSource::new(
+        Box::new(Cursor::new(file)),
+        "hostile.pcap".into(),
+        Default::default(),
+    )
+    .unwrap();
+    match src.next_record().unwrap() {
+        Some(source::Record::End { message, .. }) => {
+            assert!(message.contains("ends after"), "{message}")
+        }
+        _ => panic!("the lying record must end the capture"),
+    }
+    assert!(
+        src.buffered_capacity() <= 1 << 20,
+        "{} bytes held for a 140-byte file",
+        src.buffered_capacity()
+    );
+}
