@@ -434,8 +434,16 @@ pub fn timestamp_us<V: Scalar>(v: &V) -> Option<i64> {
         if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
             return Some(t.timestamp_micros());
         }
-        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S") {
-            return Some((t.and_utc().timestamp() - CST_OFFSET_S) * 1_000_000);
+        // Local (CST) forms a device may send instead: ISO without a zone, fractions
+        // of a second, slashes. Read as meant; the dialect rule reports the form.
+        for form in [
+            "%Y-%m-%dT%H:%M:%S%.f",
+            "%Y-%m-%d %H:%M:%S%.f",
+            "%Y/%m/%d %H:%M:%S%.f",
+        ] {
+            if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, form) {
+                return Some(t.and_utc().timestamp_micros() - CST_OFFSET_S * 1_000_000);
+            }
         }
         return None;
     }
@@ -537,6 +545,14 @@ mod tests {
 
     #[test]
     fn dialects_are_read_as_meant_and_recorded() {
+        let kinds_of = |p: &[u8]| -> Vec<&'static str> {
+            parse_envelope(bytes::Bytes::copy_from_slice(p))
+                .unwrap()
+                .deviations
+                .iter()
+                .map(|d| d.kind())
+                .collect()
+        };
         let kinds = |p: &'static [u8]| -> Vec<&'static str> {
             parse_envelope(bytes::Bytes::from_static(p))
                 .unwrap()
@@ -563,6 +579,12 @@ mod tests {
             kinds(br#"{"timestamp":"2026-11-26T10:00:00Z"}"#),
             vec!["timestamp_form"]
         );
+        for form in [
+            &br#"{"timestamp":"2026-11-26 10:00:00.123"}"#[..],
+            br#"{"timestamp":"2026/11/26 10:00:00"}"#,
+        ] {
+            assert_eq!(kinds_of(form), vec!["timestamp_form"]);
+        }
         assert!(kinds(br#"{"timestamp":"2026-11-26 10:00:00"}"#).is_empty());
         // Not a date at all: the schema's format check, not a dialect.
         assert!(kinds(br#"{"timestamp":"yesterday"}"#).is_empty());
@@ -603,5 +625,11 @@ mod tests {
             Some(std)
         );
         assert_eq!(timestamp_us(&Value::from("2026-02-30 10:00:00")), None);
+        assert_eq!(
+            timestamp_us(&Value::from("2026-11-26 18:00:00.250")),
+            Some(std + 250_000)
+        );
+        assert_eq!(timestamp_us(&Value::from("2026/11/26 18:00:00")), Some(std));
+        assert_eq!(timestamp_us(&Value::from("2026-11-26T18:00:00")), Some(std));
     }
 }

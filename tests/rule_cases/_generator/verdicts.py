@@ -273,3 +273,13 @@ put(f, case("an app install's result before its reply: 6.3.1.2 says the reply co
             {"job.result_early": 1}))
 save(f)
 print("ok")
+
+f = load("envelope.timestamp_form")
+s = S()
+s.report(1, "device", "REP_SYS_STATUS", sys_status(1), timestamp="2026-11-26 10:00:01.500")
+s.report(2, "device", "REP_SYS_STATUS", sys_status(2), timestamp="2026-11-26 10:00:02.500")
+put(f, case("milliseconds on every report: reported once per connection, not on every message", s,
+            {"envelope.timestamp_form": 1}))
+save(f)
+print("ok")
+move("envelope.request", "envelope.timestamp_form", lambda c: c["name"] == "timestamp in yyyy/MM/dd triggers")
