@@ -284,6 +284,11 @@ pub struct AnalyzeArgs {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RulesArgs {
+    /// The clock of timestamps without a zone: +08:00 (China Standard Time, the
+    /// standard's "CST 时间") by default; e.g. --tz Z for a device on UTC. Judges
+    /// `expire`.
+    #[arg(long, value_name = "OFFSET", value_parser = parse_tz)]
+    pub tz: Option<i64>,
     /// Folder of rule files (*.json) that extend the built-in rules; a file with the
     /// name of a built-in file replaces it, a rule with an existing id replaces it.
     #[arg(long = "rules", value_name = "DIR")]
@@ -479,4 +484,53 @@ pub struct DemoArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+/// `+08:00`, `-0530`, `+8`, `Z` or `UTC` → seconds east of UTC.
+pub fn parse_tz(s: &str) -> Result<i64, String> {
+    let bad = || format!("{s:?} is not a UTC offset: use +08:00, -05:00, Z or UTC");
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("z") || t.eq_ignore_ascii_case("utc") {
+        return Ok(0);
+    }
+    let (sign, rest) = match t.as_bytes().first() {
+        Some(b'+') => (1, &t[1..]),
+        Some(b'-') => (-1, &t[1..]),
+        _ => return Err(bad()),
+    };
+    let digits: String = rest.chars().filter(|c| *c != ':').collect();
+    if digits.is_empty() || digits.len() > 4 || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let (h, m) = if digits.len() <= 2 {
+        (digits.parse::<i64>().map_err(|_| bad())?, 0)
+    } else {
+        let (h, m) = digits.split_at(digits.len() - 2);
+        (
+            h.parse::<i64>().map_err(|_| bad())?,
+            m.parse::<i64>().map_err(|_| bad())?,
+        )
+    };
+    if h > 14 || m >= 60 {
+        return Err(bad());
+    }
+    Ok(sign * (h * 3600 + m * 60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_tz;
+
+    #[test]
+    fn utc_offsets_in_the_usual_spellings() {
+        assert_eq!(parse_tz("+08:00"), Ok(8 * 3600));
+        assert_eq!(parse_tz("+0800"), Ok(8 * 3600));
+        assert_eq!(parse_tz("+8"), Ok(8 * 3600));
+        assert_eq!(parse_tz("-05:30"), Ok(-(5 * 3600 + 30 * 60)));
+        assert_eq!(parse_tz("Z"), Ok(0));
+        assert_eq!(parse_tz("utc"), Ok(0));
+        assert!(parse_tz("8").is_err());
+        assert!(parse_tz("+25:00").is_err());
+        assert!(parse_tz("+08:75").is_err());
+    }
 }

@@ -62,6 +62,7 @@ fn load_rules(args: &RulesArgs) -> anyhow::Result<RuleSet> {
         }
     }
     set.set_limits(args.reply_timeout, args.job_timeout);
+    set.tz_offset_s = args.tz;
     Ok(set)
 }
 

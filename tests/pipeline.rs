@@ -452,3 +452,41 @@ fn a_redelivery_whose_first_sending_was_not_seen_is_judged_once() {
         rules_of(&s.findings)
     );
 }
+
+#[test]
+fn a_device_clock_on_utc_is_named_and_tz_reads_it() {
+    // T0 is 2026-11-26 10:00:00 UTC; a device on UTC writes "10:00:00", which the
+    // standard's clock (CST) reads as 02:00:00 UTC: 8 hours before it was seen.
+    let report = r#"{"type":"EVENT_LINKDOWN","timestamp":"2026-11-26 10:00:00","expire":60,"param":{"reason":"Power Off"}}"#;
+    let run = |tz: Option<i64>| {
+        let mut rules = RuleSet::builtin();
+        rules.tz_offset_s = tz;
+        let mut a = Analyzer::new(Arc::new(rules), Settings::default());
+        let mut s = Collector::default();
+        a.open(1, None, None, false);
+        a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
+        a.data(
+            1,
+            Side::Client,
+            T0 + 1_000_000,
+            2,
+            &publish("/v1/E1/device/data", report),
+            &mut s,
+        );
+        s.findings
+            .into_iter()
+            .filter(|f| f.rule == "message.expired")
+            .collect::<Vec<_>>()
+    };
+    let cst = run(None);
+    assert_eq!(cst.len(), 1);
+    assert!(
+        cst[0].message.contains("8 h behind") && cst[0].message.contains("--tz"),
+        "{}",
+        cst[0].message
+    );
+    assert!(
+        run(Some(0)).is_empty(),
+        "read on UTC, the report is on time"
+    );
+}

@@ -426,10 +426,17 @@ fn timestamp_form_deviates(v: &Val<'_>) -> bool {
 /// form is `yyyy-MM-dd HH:mm:ss` in China Standard Time (UTC+8); integer seconds or
 /// milliseconds and ISO 8601 strings are accepted too (the schema reports them).
 pub fn timestamp_us<V: Scalar>(v: &V) -> Option<i64> {
-    const CST_OFFSET_S: i64 = 8 * 3600;
+    timestamp_us_in(v, CST_OFFSET_S)
+}
+
+/// The standard's clock: China Standard Time, UTC+8 (5.3.1 "CST 时间").
+pub const CST_OFFSET_S: i64 = 8 * 3600;
+
+/// [`timestamp_us`] for a device whose clock runs `offset_s` seconds east of UTC.
+pub fn timestamp_us_in<V: Scalar>(v: &V, offset_s: i64) -> Option<i64> {
     if let Some(s) = v.str() {
         if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S") {
-            return Some((t.and_utc().timestamp() - CST_OFFSET_S) * 1_000_000);
+            return Some((t.and_utc().timestamp() - offset_s) * 1_000_000);
         }
         if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
             return Some(t.timestamp_micros());
@@ -442,7 +449,7 @@ pub fn timestamp_us<V: Scalar>(v: &V) -> Option<i64> {
             "%Y/%m/%d %H:%M:%S%.f",
         ] {
             if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, form) {
-                return Some(t.and_utc().timestamp_micros() - CST_OFFSET_S * 1_000_000);
+                return Some(t.and_utc().timestamp_micros() - offset_s * 1_000_000);
             }
         }
         return None;

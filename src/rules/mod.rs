@@ -71,6 +71,9 @@ pub struct Rule {
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     pub clauses: Vec<ClauseDef>,
+    /// The clock of the timestamps without a zone, seconds east of UTC (`--tz`);
+    /// `None`: the standard's, China Standard Time (UTC+8).
+    pub tz_offset_s: Option<i64>,
     /// Shared: the engine hands the same definition to every message of a type.
     pub types: BTreeMap<String, std::sync::Arc<TypeDef>>,
     /// In load order; ids are unique.
@@ -186,6 +189,11 @@ impl RuleSet {
         } else {
             Err(errors)
         }
+    }
+
+    /// Seconds east of UTC of the timestamps without a zone (default UTC+8, CST).
+    pub fn tz(&self) -> i64 {
+        self.tz_offset_s.unwrap_or(crate::protocol::CST_OFFSET_S)
     }
 
     /// Applies the user's time limits (`--reply-timeout`, `--job-timeout`) to the

@@ -205,7 +205,7 @@ impl Engine {
         let ctx = engine.context(m);
         let mut out = vec![];
         engine.content_checks(m, &ctx, &mut out);
-        if let Some(detail) = expired(m) {
+        if let Some(detail) = expired(m, rules.tz()) {
             for rule in rules
                 .rules
                 .iter()
@@ -258,20 +258,30 @@ pub(super) fn schema_violations(
     out
 }
 
-pub(super) fn expired(m: &Message) -> Option<String> {
+pub(super) fn expired(m: &Message, tz_offset_s: i64) -> Option<String> {
     let env = m.envelope()?;
     let expire = env.get("expire")?.as_i64()?;
     if expire < 0 {
         return None;
     }
     let ts = env.get("timestamp")?;
-    let at = protocol::timestamp_us(&ts)?;
+    let at = protocol::timestamp_us_in(&ts, tz_offset_s)?;
     let deadline = at + expire * 1_000_000;
     (deadline < m.time_us).then(|| {
-        format!(
-            "{ts} + expire {expire} s is {:.0} s before it was seen",
-            (m.time_us - deadline) as f64 / 1e6
-        )
+        let late_s = (m.time_us - deadline) as f64 / 1e6;
+        let mut text = format!("{ts} + expire {expire} s is {late_s:.0} s before it was seen");
+        // A gap of whole hours is a clock in another zone more often than a message
+        // held that long.
+        let gap_s = (m.time_us - at) as f64 / 1e6;
+        let hours = (gap_s / 3600.0).round();
+        if hours >= 1.0 && (gap_s - hours * 3600.0).abs() <= 120.0 {
+            text.push_str(&format!(
+                "; the timestamp is {hours:.0} h behind: the device's clock may run in another \
+                 time zone (timestamps are read as UTC{:+}, see --tz)",
+                tz_offset_s as f64 / 3600.0
+            ));
+        }
+        text
     })
 }
 

@@ -270,7 +270,7 @@ impl Engine {
                         }
                     }
                     Check::Expired => {
-                        if let Some(detail) = expired(m) {
+                        if let Some(detail) = expired(m, self.rules.tz()) {
                             let mut v = ctx.vars(m);
                             v.push(("detail", detail));
                             out.push(ctx.finding(rule, m, v));
