@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
     long_about = "edgetap decodes MQTT traffic between edge IoT agents and IoT management platforms, \
 and judges it against clause 5.3 and clause 6 of T/YQDEIF 003-2022. Its report reads like the \
 standard's test record: each clause pass, fail or not exercised, each finding citing clause and table.\n\n\
-Exit codes: 0 no error findings, 1 error findings, 2 bad usage or unreadable input."
+Exit codes: 0 no error findings, 1 error findings, 2 bad usage or unreadable input \
+(for `analyze` with filters: of the findings shown)."
 )]
 pub struct Cli {
     #[command(subcommand)]

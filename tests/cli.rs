@@ -197,8 +197,17 @@ fn filters_change_what_is_shown_and_the_exit_code_follows_it() {
     let bad = capture("bad-pairing.pcap");
     let (code, all) = analyze_json(&[&bad]);
     assert_eq!(code, Some(1));
-    assert_eq!(all["findings"].as_array().unwrap().len(), 3, "{}", all["findings"]);
-    assert!(all["summary"].get("filtered").is_none(), "{}", all["summary"]);
+    assert_eq!(
+        all["findings"].as_array().unwrap().len(),
+        3,
+        "{}",
+        all["findings"]
+    );
+    assert!(
+        all["summary"].get("filtered").is_none(),
+        "{}",
+        all["summary"]
+    );
 
     // A clause that holds only an info finding: the CI gate on it passes.
     let (code, r) = analyze_json(&["--clause", "6.2.3", &bad]);
@@ -212,7 +221,11 @@ fn filters_change_what_is_shown_and_the_exit_code_follows_it() {
         .collect();
     assert_eq!(clauses, ["6.2.3"]);
     assert_eq!(r["summary"]["errors"], 0);
-    assert_eq!(r["summary"]["filtered"]["hidden_errors"], 2, "{}", r["summary"]);
+    assert_eq!(
+        r["summary"]["filtered"]["hidden_errors"], 2,
+        "{}",
+        r["summary"]
+    );
     assert_eq!(r["summary"]["filtered"]["applied"][0], "--clause 6.2.3");
 
     // A clause holds its sub-clauses.
@@ -230,7 +243,11 @@ fn filters_change_what_is_shown_and_the_exit_code_follows_it() {
     assert_eq!(code, Some(1));
     assert_eq!(rules_of(&r), ["reply.orphan", "reply.pending"]);
     let (_, r) = analyze_json(&["--rule", "reply.", &bad]);
-    assert_eq!(rules_of(&r).len(), 3, "a prefix ending in . names every reply rule");
+    assert_eq!(
+        rules_of(&r).len(),
+        3,
+        "a prefix ending in . names every reply rule"
+    );
 
     // Another edge: nothing shown, exit 0, the table says what was left out.
     let (code, r) = analyze_json(&["--edge", "E2", &bad]);
@@ -250,7 +267,16 @@ fn filters_change_what_is_shown_and_the_exit_code_follows_it() {
     assert_eq!(r["edges"][0]["edge_id"], "E1");
 
     // JUnit follows the filter too.
-    let out = edgetap(&["analyze", "--format", "junit", "--severity", "warning", "--rule", "reply.pending", &bad]);
+    let out = edgetap(&[
+        "analyze",
+        "--format",
+        "junit",
+        "--severity",
+        "warning",
+        "--rule",
+        "reply.pending",
+        &bad,
+    ]);
     assert_eq!(out.status.code(), Some(0));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("<failure"));
 }
@@ -264,8 +290,21 @@ fn groups_and_edges_in_json_and_the_table_groups_unless_each() {
     assert!(!groups.is_empty());
     let grouped: u64 = groups.iter().map(|g| g["count"].as_u64().unwrap()).sum();
     assert_eq!(grouped, findings, "{}", r["groups"]);
-    for key in ["rule", "clause", "severity", "edge_id", "pattern", "first_packet", "last_packet", "example"] {
-        assert!(groups[0].get(key).is_some(), "groups[0].{key}: {}", groups[0]);
+    for key in [
+        "rule",
+        "clause",
+        "severity",
+        "edge_id",
+        "pattern",
+        "first_packet",
+        "last_packet",
+        "example",
+    ] {
+        assert!(
+            groups[0].get(key).is_some(),
+            "groups[0].{key}: {}",
+            groups[0]
+        );
     }
     let e1 = &r["edges"][0];
     assert_eq!(e1["edge_id"], "E1");
@@ -273,10 +312,16 @@ fn groups_and_edges_in_json_and_the_table_groups_unless_each() {
     assert_eq!(e1["messages"], r["summary"]["messages"]);
 
     let table = String::from_utf8_lossy(&edgetap(&["analyze", &bad]).stdout).into_owned();
-    assert!(table.contains(&format!("Findings ({findings} in {} groups", groups.len())), "{table}");
+    assert!(
+        table.contains(&format!("Findings ({findings} in {} groups", groups.len())),
+        "{table}"
+    );
     assert!(table.contains("│ edge │ messages │ errors │"), "{table}");
     let each = String::from_utf8_lossy(&edgetap(&["analyze", "--each", &bad]).stdout).into_owned();
-    assert!(each.contains("[topic.missing_slash] packet 124 edge E1"), "{each}");
+    assert!(
+        each.contains("[topic.missing_slash] packet 124 edge E1"),
+        "{each}"
+    );
 }
 
 #[test]
@@ -285,9 +330,15 @@ fn disable_switches_a_rule_off_and_an_unknown_id_is_an_error() {
     let (code, r) = analyze_json(&["--disable", "topic.missing_slash", &bad]);
     assert_eq!(code, Some(1));
     let rules = rules_of(&r);
-    assert!(!rules.contains(&"topic.missing_slash".to_string()), "{rules:?}");
+    assert!(
+        !rules.contains(&"topic.missing_slash".to_string()),
+        "{rules:?}"
+    );
     assert_eq!(rules.len(), 4, "{rules:?}");
-    assert!(r["summary"].get("filtered").is_none(), "disabling is no filter");
+    assert!(
+        r["summary"].get("filtered").is_none(),
+        "disabling is no filter"
+    );
 
     let out = edgetap(&["analyze", "--disable", "topic.missing_slsh", &bad]);
     assert_eq!(out.status.code(), Some(2));
@@ -296,16 +347,40 @@ fn disable_switches_a_rule_off_and_an_unknown_id_is_an_error() {
 
     // A rules folder disables rules too; `rules list` shows them as disabled.
     let dir = common::temp_dir("disable");
-    std::fs::write(dir.join("off.json"), r#"{"disable": ["naming.key", "envelope."]}"#).unwrap();
+    std::fs::write(
+        dir.join("off.json"),
+        r#"{"disable": ["naming.key", "envelope."]}"#,
+    )
+    .unwrap();
     let dir = dir.to_str().unwrap();
     let (code, r) = analyze_json(&["--rules", dir, &bad]);
     assert_eq!(code, Some(1), "payload.invalid_json is still an error");
     let rules = rules_of(&r);
-    assert!(rules.iter().all(|x| !x.starts_with("envelope.")), "{rules:?}");
-    assert!(rules.contains(&"payload.invalid_json".to_string()), "{rules:?}");
+    assert!(
+        rules.iter().all(|x| !x.starts_with("envelope.")),
+        "{rules:?}"
+    );
+    assert!(
+        rules.contains(&"payload.invalid_json".to_string()),
+        "{rules:?}"
+    );
 
-    let out = edgetap(&["rules", "list", "--format", "json", "--rules", dir, "--disable", "reply.late"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = edgetap(&[
+        "rules",
+        "list",
+        "--format",
+        "json",
+        "--rules",
+        dir,
+        "--disable",
+        "reply.late",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let state = |id: &str| {
         rows.as_array()
@@ -328,5 +403,8 @@ fn disable_switches_a_rule_off_and_an_unknown_id_is_an_error() {
     let out = edgetap(&["rules", "list", "--rules", dir]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("typo.json") && err.contains("naming.kee"), "{err}");
+    assert!(
+        err.contains("typo.json") && err.contains("naming.kee"),
+        "{err}"
+    );
 }

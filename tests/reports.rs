@@ -72,10 +72,18 @@ fn a_finding_heavy_capture_reads_in_a_short_table_and_groups_add_up() {
 
     let out = analyze(&["--format", "json", "--port", &port, pcap]);
     let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("no JSON report ({e}): {}", String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "no JSON report ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
     });
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(r["summary"]["messages"], 2 * REPORTS as u64, "{}", r["summary"]);
+    assert_eq!(
+        r["summary"]["messages"],
+        2 * REPORTS as u64,
+        "{}",
+        r["summary"]
+    );
     let findings = r["findings"].as_array().unwrap().len() as u64;
     let t10 = r["findings"]
         .as_array()
@@ -83,11 +91,19 @@ fn a_finding_heavy_capture_reads_in_a_short_table_and_groups_add_up() {
         .iter()
         .filter(|f| f["rule"] == "t10.REP_SYS_STATUS")
         .count();
-    assert!(t10 >= 2 * REPORTS * 8, "8 missing fields per report: {t10} findings");
+    assert!(
+        t10 >= 2 * REPORTS * 8,
+        "8 missing fields per report: {t10} findings"
+    );
     let groups = r["groups"].as_array().unwrap();
     let grouped: u64 = groups.iter().map(|g| g["count"].as_u64().unwrap()).sum();
     assert_eq!(grouped, findings, "the groups hold every finding once");
-    assert!(groups.len() < 40, "{} groups: {}", groups.len(), r["groups"]);
+    assert!(
+        groups.len() < 40,
+        "{} groups: {}",
+        groups.len(),
+        r["groups"]
+    );
     let cpu = groups
         .iter()
         .find(|g| g["edge_id"] == "HEAVY1" && g["example"].as_str().unwrap().contains("cpuRate"))
@@ -107,12 +123,18 @@ fn a_finding_heavy_capture_reads_in_a_short_table_and_groups_add_up() {
     let table = String::from_utf8_lossy(&out.stdout);
     let n = table.lines().count();
     assert!(n < MAX_TABLE_LINES, "the table has {n} lines:\n{table}");
-    assert!(table.contains(&format!("Findings ({findings} in {} groups", groups.len())), "{table}");
+    assert!(
+        table.contains(&format!("Findings ({findings} in {} groups", groups.len())),
+        "{table}"
+    );
     assert!(table.contains(&format!("×{REPORTS}")), "{table}");
     assert!(table.contains("HEAVY2"), "{table}");
 
     // --each lists every finding, as before the grouping.
     let out = analyze(&["--each", "--port", &port, pcap]);
     let each = String::from_utf8_lossy(&out.stdout).lines().count() as u64;
-    assert!(each > findings, "--each printed {each} lines for {findings} findings");
+    assert!(
+        each > findings,
+        "--each printed {each} lines for {findings} findings"
+    );
 }

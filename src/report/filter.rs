@@ -142,32 +142,71 @@ mod tests {
         let f = finding("t10.REP_SYS_STATUS", "6.1.3", Severity::Warning, Some("E1"));
         assert!(Filter::default().keeps(&f));
         let by = |filter: Filter| filter.keeps(&f);
-        assert!(by(Filter { edges: vec!["E2".into(), "E1".into()], ..Filter::default() }));
-        assert!(!by(Filter { edges: vec!["E2".into()], ..Filter::default() }));
-        assert!(by(Filter { min_severity: Some(Severity::Warning), ..Filter::default() }));
-        assert!(!by(Filter { min_severity: Some(Severity::Error), ..Filter::default() }));
-        assert!(by(Filter { rules: vec!["t10.".into()], ..Filter::default() }));
-        assert!(!by(Filter { rules: vec!["t10".into()], ..Filter::default() }));
-        assert!(by(Filter { clauses: vec!["6.1".into()], ..Filter::default() }));
-        assert!(!by(Filter { clauses: vec!["6.1.30".into()], ..Filter::default() }));
-        let clause_6 = Filter { clauses: vec!["6".into()], ..Filter::default() };
+        assert!(by(Filter {
+            edges: vec!["E2".into(), "E1".into()],
+            ..Filter::default()
+        }));
+        assert!(!by(Filter {
+            edges: vec!["E2".into()],
+            ..Filter::default()
+        }));
+        assert!(by(Filter {
+            min_severity: Some(Severity::Warning),
+            ..Filter::default()
+        }));
+        assert!(!by(Filter {
+            min_severity: Some(Severity::Error),
+            ..Filter::default()
+        }));
+        assert!(by(Filter {
+            rules: vec!["t10.".into()],
+            ..Filter::default()
+        }));
+        assert!(!by(Filter {
+            rules: vec!["t10".into()],
+            ..Filter::default()
+        }));
+        assert!(by(Filter {
+            clauses: vec!["6.1".into()],
+            ..Filter::default()
+        }));
+        assert!(!by(Filter {
+            clauses: vec!["6.1.30".into()],
+            ..Filter::default()
+        }));
+        let clause_6 = Filter {
+            clauses: vec!["6".into()],
+            ..Filter::default()
+        };
         assert!(clause_6.keeps(&finding("x", "6.1", Severity::Info, None)));
         assert!(!clause_6.keeps(&finding("x", "5.2", Severity::Error, None)));
         assert!(clause_6.shows_clause("6.1.3") && !clause_6.shows_clause("5.3"));
-        let deep = Filter { clauses: vec!["6.1.3.2".into()], ..Filter::default() };
+        let deep = Filter {
+            clauses: vec!["6.1.3.2".into()],
+            ..Filter::default()
+        };
         assert!(deep.shows_clause("6.1.3") && !deep.shows_clause("6.1.2"));
     }
 
     #[test]
     fn the_note_counts_what_was_left_out() {
-        let filter = Filter { min_severity: Some(Severity::Error), ..Filter::default() };
+        let filter = Filter {
+            min_severity: Some(Severity::Error),
+            ..Filter::default()
+        };
         let hidden = [
             finding("a", "5.3", Severity::Warning, None),
             finding("b", "5.3", Severity::Info, None),
             finding("c", "5.3", Severity::Warning, None),
         ];
         let note = filter.note(&hidden);
-        assert_eq!((note.hidden_errors, note.hidden_warnings, note.hidden_infos), (0, 2, 1));
-        assert_eq!(note.line(), "filtered by --severity error: 2 warnings, 1 info not shown");
+        assert_eq!(
+            (note.hidden_errors, note.hidden_warnings, note.hidden_infos),
+            (0, 2, 1)
+        );
+        assert_eq!(
+            note.line(),
+            "filtered by --severity error: 2 warnings, 1 info not shown"
+        );
     }
 }

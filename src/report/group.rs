@@ -212,7 +212,10 @@ mod tests {
             pattern("job 3f2a9c11-77 of E12 at 2026-11-26 10:00:01"),
             "job # of E# at # #:#:#"
         );
-        assert_ne!(pattern("param.cpuRate missing"), pattern("param.diskUsed missing"));
+        assert_ne!(
+            pattern("param.cpuRate missing"),
+            pattern("param.diskUsed missing")
+        );
         assert_eq!(pattern("linkState[0].ip"), pattern("linkState[12].ip"));
     }
 
@@ -220,20 +223,49 @@ mod tests {
     fn findings_group_by_rule_edge_and_pattern_with_counts_and_packets() {
         let mut fs = vec![];
         for p in 1..=5 {
-            fs.push(finding("t10.X", "E1", p, &format!("mid {p}: param.cpuRate absent")));
-            fs.push(finding("t10.X", "E1", p, &format!("mid {p}: param.diskUsed absent")));
-            fs.push(finding("t10.X", "E2", p, &format!("mid {p}: param.cpuRate absent")));
+            fs.push(finding(
+                "t10.X",
+                "E1",
+                p,
+                &format!("mid {p}: param.cpuRate absent"),
+            ));
+            fs.push(finding(
+                "t10.X",
+                "E1",
+                p,
+                &format!("mid {p}: param.diskUsed absent"),
+            ));
+            fs.push(finding(
+                "t10.X",
+                "E2",
+                p,
+                &format!("mid {p}: param.cpuRate absent"),
+            ));
         }
         fs.push(finding("t9.Y", "E1", 9, "mid 9: param.cpuRate absent"));
         let groups = group(&fs);
         assert_eq!(groups.len(), 4, "{groups:#?}");
         assert_eq!(groups.iter().map(|g| g.count).sum::<u64>(), fs.len() as u64);
         let g = &groups[0];
-        assert_eq!((g.rule.as_str(), g.edge_id.as_deref()), ("t10.X", Some("E1")));
-        assert_eq!((g.count, g.first_packet, g.last_packet), (5, Some(1), Some(5)));
+        assert_eq!(
+            (g.rule.as_str(), g.edge_id.as_deref()),
+            ("t10.X", Some("E1"))
+        );
+        assert_eq!(
+            (g.count, g.first_packet, g.last_packet),
+            (5, Some(1), Some(5))
+        );
         assert_eq!((g.first_time, g.last_time), (Some(1000), Some(5000)));
         assert_eq!(g.example, "mid 1: param.cpuRate absent");
-        assert!(g.line().contains("[t10.X] edge E1 ×5, packets 1–5: mid 1"), "{}", g.line());
-        assert!(groups[3].line().contains("packet 9: mid 9"), "{}", groups[3].line());
+        assert!(
+            g.line().contains("[t10.X] edge E1 ×5, packets 1–5: mid 1"),
+            "{}",
+            g.line()
+        );
+        assert!(
+            groups[3].line().contains("packet 9: mid 9"),
+            "{}",
+            groups[3].line()
+        );
     }
 }

@@ -24,12 +24,12 @@ use serde::Serialize;
 
 use crate::finding::{Finding, Severity};
 use crate::pipeline::{EdgeTraffic, Sink, Stats};
-use edges::{edge_rows, show_time, EdgeRow};
-use filter::{within, Filter, FilterNote};
-use group::Group;
 use crate::rules::engine::Coverage;
 use crate::rules::model::Check;
 use crate::rules::RuleSet;
+use edges::{edge_rows, show_time, EdgeRow};
+use filter::{within, Filter, FilterNote};
+use group::Group;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -196,9 +196,7 @@ impl Report {
             t.set(row);
         }
         let outcomes = &self.outcome_rules;
-        self.edges = edge_rows(&self.traffic, &self.findings, |f| {
-            is_outcome(outcomes, f)
-        });
+        self.edges = edge_rows(&self.traffic, &self.findings, |f| is_outcome(outcomes, f));
         self.groups = group::group(&self.findings);
     }
 

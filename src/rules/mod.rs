@@ -502,11 +502,17 @@ mod tests {
             .iter()
             .map(|(n, t)| (n.to_string(), t.to_string()))
             .collect();
-        files.push(("off.json".into(), r#"{"disable": ["naming.key", "t10."]}"#.into()));
+        files.push((
+            "off.json".into(),
+            r#"{"disable": ["naming.key", "t10."]}"#.into(),
+        ));
         let set = RuleSet::from_sources(files.clone()).unwrap();
         assert!(set.rule("naming.key").is_none());
         assert!(set.disabled.iter().any(|r| r.def.id == "naming.key"));
-        assert!(set.disabled.iter().any(|r| r.def.id == "t10.REP_SYS_STATUS"));
+        assert!(set
+            .disabled
+            .iter()
+            .any(|r| r.def.id == "t10.REP_SYS_STATUS"));
         assert!(set.rules.iter().all(|r| !r.def.id.starts_with("t10.")));
         files.push(("typo.json".into(), r#"{"disable": ["naming.kee"]}"#.into()));
         let err = RuleSet::from_sources(files).unwrap_err();
