@@ -130,6 +130,13 @@ fn a_finding_heavy_capture_reads_in_a_short_table_and_groups_add_up() {
     assert!(table.contains(&format!("×{REPORTS}")), "{table}");
     assert!(table.contains("HEAVY2"), "{table}");
 
+    // JUnit keeps the failing clause and lists its groups, not every finding.
+    let out = analyze(&["--format", "junit", "--port", &port, pcap]);
+    let xml = String::from_utf8_lossy(&out.stdout);
+    assert!(xml.contains("<failure message=\""), "{xml}");
+    let n = xml.lines().count();
+    assert!(n < MAX_TABLE_LINES, "the JUnit report has {n} lines");
+
     // --each lists every finding, as before the grouping.
     let out = analyze(&["--each", "--port", &port, pcap]);
     let each = String::from_utf8_lossy(&out.stdout).lines().count() as u64;

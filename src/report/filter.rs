@@ -38,7 +38,7 @@ impl Filter {
 
     /// The finding is shown.
     pub fn keeps(&self, f: &Finding) -> bool {
-        self.min_severity.map_or(true, |s| f.severity >= s)
+        self.min_severity.is_none_or(|s| f.severity >= s)
             && any_or_none(&self.edges, |e| f.edge_id.as_deref() == Some(e))
             && any_or_none(&self.rules, |r| id_matches(r, &f.rule))
             && any_or_none(&self.clauses, |c| within(&f.clause, c))

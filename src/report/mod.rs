@@ -321,7 +321,7 @@ impl Report {
             return;
         }
         let mut edges: Vec<&EdgeRow> = self.edges.iter().collect();
-        edges.sort_by(|a, b| (b.errors, b.warnings).cmp(&(a.errors, a.warnings)));
+        edges.sort_by_key(|e| std::cmp::Reverse((e.errors, e.warnings)));
         let rows: Vec<Row> = edges
             .iter()
             .take(TABLE_EDGES)
@@ -349,7 +349,7 @@ impl Report {
     /// One line per group, errors first, the largest groups first.
     fn write_groups(&self, out: &mut String) {
         let mut groups: Vec<&Group> = self.groups.iter().collect();
-        groups.sort_by(|a, b| (b.severity, b.count).cmp(&(a.severity, a.count)));
+        groups.sort_by_key(|g| std::cmp::Reverse((g.severity, g.count)));
         let _ = writeln!(
             out,
             "\nFindings ({} in {} groups; --each lists every one):",
