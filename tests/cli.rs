@@ -278,7 +278,14 @@ fn filters_change_what_is_shown_and_the_exit_code_follows_it() {
         &bad,
     ]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("<failure"));
+    let xml = String::from_utf8_lossy(&out.stdout);
+    assert!(!xml.contains("<failure"), "{xml}");
+    assert!(
+        xml.contains(
+            "<!-- filtered by severity warning rule reply.pending: 2 errors, 1 info not shown -->"
+        ),
+        "{xml}"
+    );
 }
 
 #[test]

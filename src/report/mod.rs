@@ -404,6 +404,10 @@ impl Report {
     /// groups of error findings, one line per group.
     pub fn to_junit(&self) -> String {
         let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        if let Some(note) = &self.summary.filtered {
+            // A comment cannot hold "--": the options are named without their dashes.
+            let _ = writeln!(out, "<!-- {} -->", xml(&note.line().replace("--", "")));
+        }
         let _ = writeln!(
             out,
             "<testsuites name=\"edgetap\" tests=\"{}\" failures=\"{}\">",
