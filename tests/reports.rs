@@ -145,3 +145,73 @@ fn a_finding_heavy_capture_reads_in_a_short_table_and_groups_add_up() {
         "--each printed {each} lines for {findings} findings"
     );
 }
+
+/// `analyze --capture ID` (a capture recorded by `edgetap proxy`) takes the same
+/// filters and groups as a pcap.
+#[test]
+fn a_stored_capture_is_filtered_and_grouped_like_a_pcap() {
+    use std::time::{Duration, Instant};
+    let broker = Mosquitto::start();
+    let store = temp_dir("reports-store");
+    let store = store.to_str().unwrap();
+    let port = common::free_port();
+    let mut proxy = edgetap()
+        .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--upstream", &format!("127.0.0.1:{}", broker.port)])
+        .args(["--store", store])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start edgetap proxy");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the proxy did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    publish_lines(
+        port,
+        "/v1/CAP1/device/data",
+        &status_reports_lacking_fields(50),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(proxy.id() as i32, libc::SIGTERM) };
+    let out = proxy.wait_with_output().expect("the proxy stops");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("capture 1 stored"), "{text}");
+
+    let json = |extra: &[&str]| {
+        let mut args = vec!["--capture", "1", "--store", store, "--format", "json"];
+        args.extend_from_slice(extra);
+        let out = analyze(&args);
+        let r: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), r)
+    };
+    let (code, all) = json(&[]);
+    assert_eq!(code, Some(1));
+    let findings = all["findings"].as_array().unwrap().len() as u64;
+    assert!(findings >= 50 * 8, "{findings} findings");
+    let grouped: u64 = all["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(grouped, findings);
+    assert_eq!(all["edges"][0]["edge_id"], "CAP1");
+    assert_eq!(all["edges"][0]["messages"], 50);
+
+    let (code, r) = json(&["--edge", "NOT-THERE"]);
+    assert_eq!(code, Some(0), "no error shown: {}", r["summary"]);
+    assert!(r["findings"].as_array().unwrap().is_empty());
+    assert_eq!(
+        r["summary"]["filtered"]["hidden_errors"],
+        all["summary"]["errors"]
+    );
+
+    let (code, r) = json(&["--rule", "t10.", "--severity", "error"]);
+    assert_eq!(code, Some(1));
+    let shown = r["findings"].as_array().unwrap();
+    assert_eq!(shown.len(), 50 * 8, "{}", r["groups"]);
+    assert!(shown.iter().all(|f| f["rule"] == "t10.REP_SYS_STATUS"));
+}
