@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
     long_about = "edgetap decodes MQTT traffic between edge IoT agents and IoT management platforms, \
 and judges it against clause 5.3 and clause 6 of T/YQDEIF 003-2022. Its report reads like the \
 standard's test record: each clause pass, fail or not exercised, each finding citing clause and table.\n\n\
-Exit codes: 0 no error findings, 1 error findings, 2 bad usage or unreadable input."
+Exit codes: 0 no error findings, 1 error findings, 2 bad usage or unreadable input \
+(for `analyze` with filters: of the findings shown)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -26,7 +27,21 @@ pub enum Command {
         edgetap analyze session.pcap\n  \
         edgetap analyze --format json capture-*.pcapng > report.json\n  \
         edgetap analyze --port 18830 --rules ./vendor-rules site.pcap\n  \
-        edgetap analyze --format junit session.pcap > junit.xml")]
+        edgetap analyze --format junit session.pcap > junit.xml\n  \
+        edgetap analyze --severity error --clause 6.1.3 session.pcap\n  \
+        edgetap analyze --edge E1 --rule t10. --each session.pcap\n  \
+        edgetap analyze --disable naming.key session.pcap\n\n\
+        The table groups repeated findings (same rule, clause, edge and message but for\n\
+        numbers and ids): one line with the count and the first and last packet. --each\n\
+        lists every finding. The JSON keeps every finding in `findings` and adds `groups`\n\
+        and `edges`.\n\n\
+        Filters (--edge, --severity, --rule, --clause) change what is shown in every format:\n\
+        the counts, the clause verdicts, the groups and the exit code are those of the\n\
+        findings shown, and the summary says how many were left out. So a CI job can gate\n\
+        on one clause: `edgetap analyze --clause 6.1.3 s.pcap` exits 1 only for errors of\n\
+        6.1.3. --disable switches a rule off: it does not run at all.\n\n\
+        Exit codes: 0 no error finding shown, 1 error findings shown, 2 bad usage or\n\
+        unreadable input.")]
     Analyze(AnalyzeArgs),
     /// List or lint the rule set.
     Rules {
@@ -280,6 +295,32 @@ pub struct AnalyzeArgs {
     /// Do not show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// List every finding on its own line instead of grouping repeated ones (table
+    /// format; JSON always holds every finding, JUnit lists groups).
+    #[arg(long)]
+    pub each: bool,
+    /// Show only the findings of this edge id (repeatable).
+    #[arg(long = "edge", value_name = "ID", help_heading = "Filters")]
+    pub edges: Vec<String>,
+    /// Show only findings of this severity or above.
+    #[arg(long, value_enum, value_name = "LEVEL", help_heading = "Filters")]
+    pub severity: Option<SeverityArg>,
+    /// Show only the findings of this rule id, or of every rule an id prefix ending in
+    /// `.` names, such as `t10.` (repeatable).
+    #[arg(long = "rule", value_name = "ID", help_heading = "Filters")]
+    pub rules_shown: Vec<String>,
+    /// Show only the findings of this clause and its sub-clauses: `6.1` holds 6.1.3
+    /// (repeatable).
+    #[arg(long = "clause", value_name = "C", help_heading = "Filters")]
+    pub clauses: Vec<String>,
+}
+
+/// `--severity`: the lowest severity shown.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeverityArg {
+    Info,
+    Warning,
+    Error,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -296,6 +337,11 @@ pub struct RulesArgs {
     /// Use only the rules of --rules DIR, not the built-in ones.
     #[arg(long, requires = "dir")]
     pub no_default_rules: bool,
+    /// Switch a rule off (repeatable): its id, or a prefix ending in `.` such as
+    /// `naming.`. A rule file can do the same with {"disable": ["naming.key"]}. An id
+    /// that names no rule is an error; `rules list` shows disabled rules as disabled.
+    #[arg(long = "disable", value_name = "RULE")]
+    pub disable: Vec<String>,
     /// Seconds a request may wait for its reply. The standard sets no deadline, so
     /// by default none applies: an unanswered request is "pending" (info). With a
     /// limit, a reply later than it is reply.late and a request unanswered that long

@@ -63,6 +63,10 @@ fn load_rules(args: &RulesArgs) -> anyhow::Result<RuleSet> {
     }
     set.set_limits(args.reply_timeout, args.job_timeout);
     set.tz_offset_s = args.tz;
+    for id in &args.disable {
+        set.disable(id)
+            .map_err(|e| anyhow::anyhow!("--disable {id}: {e}"))?;
+    }
     Ok(set)
 }
 
@@ -73,13 +77,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Analyze(args) => {
             let rules = Arc::new(load_rules(&args.rules)?);
+            let filter = report_filter(&args);
+            let listing = match args.each {
+                true => edgetap::report::Listing::Each,
+                false => edgetap::report::Listing::Grouped,
+            };
             let settings = AnalyzeSettings {
                 files: args.files,
                 ports: args.ports,
                 max_packet: args.max_packet_size,
                 progress: !args.no_progress,
             };
-            let report = match args.capture {
+            let mut report = match args.capture {
                 Some(id) => analyze_capture(&args.store_dir, id, rules, args.max_packet_size)?,
                 // EDGETAP_THREADS=1: one thread (the benchmark compares both).
                 None if std::env::var("EDGETAP_THREADS").as_deref() == Ok("1") => {
@@ -87,8 +96,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
                 None => analyze_files_parallel(rules, &settings)?,
             };
+            report.apply(&filter);
             let text = match args.format {
-                Format::Table => report.to_table(),
+                Format::Table => report.table(listing),
                 Format::Json => report.to_json() + "\n",
                 Format::Junit => report.to_junit(),
             };
@@ -197,10 +207,27 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// The findings `analyze` shows: --edge, --severity, --rule, --clause.
+fn report_filter(args: &cli::AnalyzeArgs) -> edgetap::report::filter::Filter {
+    use edgetap::Severity;
+    edgetap::report::filter::Filter {
+        edges: args.edges.clone(),
+        min_severity: args.severity.map(|s| match s {
+            cli::SeverityArg::Info => Severity::Info,
+            cli::SeverityArg::Warning => Severity::Warning,
+            cli::SeverityArg::Error => Severity::Error,
+        }),
+        rules: args.rules_shown.clone(),
+        clauses: args.clauses.clone(),
+    }
+}
+
 fn list_rules(set: &RuleSet, format: ListFormat, out: &mut dyn Write) -> anyhow::Result<()> {
     #[derive(tabled::Tabled, serde::Serialize)]
     struct Row {
         id: String,
+        /// "on", or "disabled" (--disable or a rule file's `disable`).
+        state: &'static str,
         clause: String,
         table: String,
         severity: String,
@@ -214,11 +241,13 @@ fn list_rules(set: &RuleSet, format: ListFormat, out: &mut dyn Write) -> anyhow:
     }
     // The table shows the start of the basis; --format json shows it whole.
     let table = format == ListFormat::Table;
-    let rows: Vec<Row> = set
-        .rules
-        .iter()
-        .map(|r| Row {
+    let on = set.rules.iter().map(|r| (r, "on"));
+    let off = set.disabled.iter().map(|r| (r, "disabled"));
+    let rows: Vec<Row> = on
+        .chain(off)
+        .map(|(r, state)| Row {
             id: r.def.id.clone(),
+            state,
             clause: r.def.clause.clone().unwrap_or_else(|| "(type's)".into()),
             table: r.def.table.clone().unwrap_or_default(),
             severity: r.def.severity.as_str().into(),

@@ -56,6 +56,51 @@ pub struct Stats {
     /// PUBLISH packets that could not be attributed to a protocol message: a topic
     /// outside `/v1/{edgeId}/{channel}/{role}`, or an MQTT 5 topic alias never set.
     pub unattributed: u64,
+    /// Protocol messages per edge id (of the topic), with the first and last time.
+    #[serde(skip)]
+    pub edges: std::collections::BTreeMap<String, EdgeTraffic>,
+}
+
+/// The messages of one edge: how many, and when the first and the last came (µs).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EdgeTraffic {
+    pub messages: u64,
+    pub first_us: Option<i64>,
+    pub last_us: Option<i64>,
+}
+
+impl EdgeTraffic {
+    /// Counts one message at `time_us`.
+    pub fn note(&mut self, time_us: i64) {
+        self.messages += 1;
+        self.first_us = Some(self.first_us.map_or(time_us, |t| t.min(time_us)));
+        self.last_us = Some(self.last_us.map_or(time_us, |t| t.max(time_us)));
+    }
+}
+
+/// Edges counted one by one; the messages of any further edge count under
+/// [`OTHER_EDGES`], so a capture of random edge ids cannot grow memory without end.
+pub const MAX_COUNTED_EDGES: usize = 100_000;
+pub const OTHER_EDGES: &str = "(other edges)";
+
+impl Stats {
+    /// Counts one protocol message of `edge` at `time_us`.
+    fn note_message(&mut self, edge: &str, time_us: i64) {
+        self.messages += 1;
+        let edge = if self.edges.len() >= MAX_COUNTED_EDGES && !self.edges.contains_key(edge) {
+            OTHER_EDGES
+        } else {
+            edge
+        };
+        match self.edges.get_mut(edge) {
+            Some(e) => e.note(time_us),
+            None => {
+                let mut e = EdgeTraffic::default();
+                e.note(time_us);
+                self.edges.insert(edge.to_string(), e);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -587,6 +632,7 @@ impl Analyzer {
             );
             return;
         };
+        self.stats.note_message(&topic.edge_id, time_us);
         let raw = Unparsed {
             seq: self.seq,
             conn,
@@ -600,7 +646,6 @@ impl Analyzer {
             origin_seen,
         };
         self.seq += 1;
-        self.stats.messages += 1;
         if self.defer {
             self.flush(sink);
             self.staged.push(if self.parse_here {

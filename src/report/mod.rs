@@ -6,17 +6,30 @@
 //! [{`clause`, `title`, `status` (pass, fail, partly exercised, not exercised),
 //! `errors`, `warnings`, `outcomes`, `not_exercised` (reasons)}]; `findings` [{`rule`,
 //! `clause`, `severity`, `edge_id`, `type`, `topic`, `mid`, `packet`, `time`,
-//! `message`, `basis`, …}].
+//! `message`, `basis`, …}] (every finding shown, never grouped); `groups` [{`rule`,
+//! `clause`, `severity`, `edge_id`, `pattern`, `count`, `first_packet`, `last_packet`,
+//! `first_time`, `last_time`, `example`}] (the findings grouped, see [`group`]);
+//! `edges` [{`edge_id`, `messages`, `errors`, `warnings`, `outcomes`, `first_time`,
+//! `last_time`}]. A filtered report ([`filter`]) holds only the findings it shows and
+//! says in `summary.filtered` what it left out.
 
+pub mod edges;
+pub mod filter;
+pub mod group;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::finding::{Finding, Severity};
-use crate::pipeline::{Sink, Stats};
+use crate::pipeline::{EdgeTraffic, Sink, Stats};
 use crate::rules::engine::Coverage;
 use crate::rules::model::Check;
 use crate::rules::RuleSet;
+use edges::{edge_rows, show_time, EdgeRow};
+use filter::{within, Filter, FilterNote};
+use group::Group;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -36,6 +49,10 @@ pub struct Summary {
     pub errors: u64,
     pub warnings: u64,
     pub infos: u64,
+    /// What `--edge`, `--severity`, `--rule` or `--clause` left out; the counts above
+    /// are of the findings shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filtered: Option<FilterNote>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -62,7 +79,30 @@ pub struct Report {
     pub clauses: Vec<ClauseRow>,
     pub findings: Vec<Finding>,
     pub rules: Vec<String>,
+    /// The findings grouped (rule, clause, edge, message without numbers and ids).
+    pub groups: Vec<Group>,
+    /// One row per edge.
+    pub edges: Vec<EdgeRow>,
+    /// Ids of the rules whose info findings are outcomes (refused commands, failed jobs).
+    #[serde(skip)]
+    outcome_rules: BTreeSet<String>,
+    /// Messages per edge, to count the edges again after a filter.
+    #[serde(skip)]
+    traffic: BTreeMap<String, EdgeTraffic>,
 }
+
+/// How the table lists findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// One line per group of repeated findings.
+    Grouped,
+    /// One line per finding (`--each`).
+    Each,
+}
+
+/// The table shows at most this many groups and edges; the JSON holds them all.
+const TABLE_GROUPS: usize = 60;
+const TABLE_EDGES: usize = 40;
 
 /// Collects findings as the pipeline emits them.
 #[derive(Default)]
@@ -84,7 +124,6 @@ impl Report {
         rules: &RuleSet,
         findings: Vec<Finding>,
     ) -> Report {
-        let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count() as u64;
         let summary = Summary {
             inputs,
             connections: stats.connections,
@@ -93,81 +132,72 @@ impl Report {
             messages: stats.messages,
             deliveries: stats.deliveries,
             unattributed: stats.unattributed,
-            errors: count(Severity::Error),
-            warnings: count(Severity::Warning),
-            infos: count(Severity::Info),
+            errors: 0,
+            warnings: 0,
+            infos: 0,
+            filtered: None,
         };
         let clauses = rules
             .clauses
             .iter()
-            .map(|c| {
-                let within = |x: &str| x == c.clause || x.starts_with(&format!("{}.", c.clause));
-                // A finding belongs to the most specific listed clause that holds it.
-                let owns = |f: &Finding| {
-                    within(&f.clause)
-                        && !rules.clauses.iter().any(|o| {
-                            o.clause.len() > c.clause.len()
-                                && o.clause.starts_with(&c.clause)
-                                && (f.clause == o.clause
-                                    || f.clause.starts_with(&format!("{}.", o.clause)))
-                        })
-                };
-                let errors = findings
-                    .iter()
-                    .filter(|f| f.severity == Severity::Error && owns(f))
-                    .count() as u64;
-                let warnings = findings
-                    .iter()
-                    .filter(|f| f.severity == Severity::Warning && owns(f))
-                    .count() as u64;
-                let outcomes = findings
-                    .iter()
-                    .filter(|f| f.severity == Severity::Info && owns(f) && is_outcome(rules, f))
-                    .count() as u64;
-                let messages = exercised.get(&c.clause).copied().unwrap_or(0);
-                let not_exercised: Vec<String> = exercised
-                    .unseen
-                    .get(&c.clause)
-                    .map(|reasons| {
-                        reasons
-                            .iter()
-                            .map(|(r, n)| {
-                                if *n > 1 {
-                                    format!("{r} ({n}×)")
-                                } else {
-                                    r.clone()
-                                }
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let status = if errors > 0 {
-                    "fail"
-                } else if messages > 0 && !not_exercised.is_empty() {
-                    "partly exercised"
-                } else if messages > 0 {
-                    "pass"
-                } else {
-                    "not exercised"
-                };
-                ClauseRow {
-                    clause: c.clause.clone(),
-                    title: c.title.clone(),
-                    status: status.into(),
-                    errors,
-                    warnings,
-                    messages,
-                    outcomes,
-                    not_exercised,
-                }
-            })
+            .map(|c| unjudged_row(&c.clause, &c.title, exercised))
             .collect();
-        Report {
+        let outcome_rules = rules
+            .rules
+            .iter()
+            .filter(|r| is_outcome_check(&r.def.check))
+            .map(|r| r.def.id.clone())
+            .collect();
+        let mut report = Report {
             summary,
             clauses,
             findings,
             rules: rules.files.clone(),
+            groups: vec![],
+            edges: vec![],
+            outcome_rules,
+            traffic: stats.edges.clone(),
+        };
+        report.recount();
+        report
+    }
+
+    /// Keeps only the findings `filter` shows, counts again, and notes what it left
+    /// out. The clause table keeps the clauses of `--clause`, the edges table the
+    /// edges of `--edge`.
+    pub fn apply(&mut self, filter: &Filter) {
+        if filter.is_empty() {
+            return;
         }
+        let (shown, hidden): (Vec<Finding>, Vec<Finding>) = std::mem::take(&mut self.findings)
+            .into_iter()
+            .partition(|f| filter.keeps(f));
+        self.findings = shown;
+        self.recount();
+        self.summary.filtered = Some(filter.note(&hidden));
+        self.clauses.retain(|c| filter.shows_clause(&c.clause));
+        self.edges.retain(|e| filter.shows_edge(&e.edge_id));
+    }
+
+    /// Counts, clause verdicts, edges and groups from the findings.
+    fn recount(&mut self) {
+        let count = |s: Severity| self.findings.iter().filter(|f| f.severity == s).count() as u64;
+        self.summary.errors = count(Severity::Error);
+        self.summary.warnings = count(Severity::Warning);
+        self.summary.infos = count(Severity::Info);
+        let listed: Vec<String> = self.clauses.iter().map(|c| c.clause.clone()).collect();
+        let mut tallies = vec![Tally::default(); listed.len()];
+        for f in &self.findings {
+            if let Some(i) = owner(&f.clause, &listed) {
+                tallies[i].count(f, is_outcome(&self.outcome_rules, f));
+            }
+        }
+        for (row, t) in self.clauses.iter_mut().zip(tallies) {
+            t.set(row);
+        }
+        let outcomes = &self.outcome_rules;
+        self.edges = edge_rows(&self.traffic, &self.findings, |f| is_outcome(outcomes, f));
+        self.groups = group::group(&self.findings);
     }
 
     pub fn has_errors(&self) -> bool {
@@ -178,7 +208,50 @@ impl Report {
         serde_json::to_string_pretty(self).expect("report serialises")
     }
 
+    /// The table for people, repeated findings grouped.
     pub fn to_table(&self) -> String {
+        self.table(Listing::Grouped)
+    }
+
+    /// The table for people: the clause table, the edges, the findings as `listing`
+    /// says, the standard's words, the totals.
+    pub fn table(&self, listing: Listing) -> String {
+        let mut out = String::new();
+        let s = &self.summary;
+        let _ = writeln!(
+            out,
+            "edgetap test record — {}\n{} connections, {} MQTT packets, {} PUBLISH ({} broker deliveries), {} protocol messages\n",
+            s.inputs.join(", "),
+            s.connections,
+            s.mqtt_packets,
+            s.publishes,
+            s.deliveries,
+            s.messages
+        );
+        self.write_clause_table(&mut out);
+        self.write_gaps(&mut out);
+        self.write_edges(&mut out);
+        if self.findings.is_empty() {
+            let _ = writeln!(out, "\nNo findings.");
+        } else {
+            match listing {
+                Listing::Grouped => self.write_groups(&mut out),
+                Listing::Each => self.write_each(&mut out),
+            }
+            self.write_basis(&mut out);
+        }
+        let _ = writeln!(
+            out,
+            "\n{} errors, {} warnings, {} info",
+            s.errors, s.warnings, s.infos
+        );
+        if let Some(note) = &s.filtered {
+            let _ = writeln!(out, "{}", note.line());
+        }
+        out
+    }
+
+    fn write_clause_table(&self, out: &mut String) {
         use tabled::settings::Style;
         #[derive(tabled::Tabled)]
         struct Row<'a> {
@@ -203,27 +276,19 @@ impl Report {
                 outcomes: c.outcomes,
             })
             .collect();
-        let mut out = String::new();
-        let s = &self.summary;
-        let _ = writeln!(
-            out,
-            "edgetap test record — {}\n{} connections, {} MQTT packets, {} PUBLISH ({} broker deliveries), {} protocol messages\n",
-            s.inputs.join(", "),
-            s.connections,
-            s.mqtt_packets,
-            s.publishes,
-            s.deliveries,
-            s.messages
-        );
         let _ = writeln!(out, "{}", tabled::Table::new(rows).with(Style::sharp()));
-        if s.unattributed > 0 {
+        if self.summary.unattributed > 0 {
             let _ = writeln!(
                 out,
                 "{} PUBLISH packets were no protocol message (topic outside the standard, \
                  or an unknown MQTT 5 topic alias): counted, not judged (see [topic.unattributed]).",
-                s.unattributed
+                self.summary.unattributed
             );
         }
+    }
+
+    /// What could not be judged, and why.
+    fn write_gaps(&self, out: &mut String) {
         let gaps: Vec<&ClauseRow> = self
             .clauses
             .iter()
@@ -237,44 +302,112 @@ impl Report {
                 }
             }
         }
-        if self.findings.is_empty() {
-            let _ = writeln!(out, "\nNo findings.");
-        } else {
-            let _ = writeln!(out, "\nFindings:");
-            for f in &self.findings {
-                let _ = writeln!(out, "  {}", one_line(f));
-            }
-            // Why: the standard's own words, once per rule that fired.
-            let mut why: Vec<(&str, &str)> = vec![];
-            for f in self
-                .findings
-                .iter()
-                .filter(|f| f.severity >= Severity::Warning)
-            {
-                if let Some(b) = &f.basis {
-                    if !why.iter().any(|(r, _)| *r == f.rule) {
-                        why.push((&f.rule, b));
-                    }
-                }
-            }
-            if !why.is_empty() {
-                let _ = writeln!(out, "\nBasis (the standard's words):");
-                for (rule, basis) in why {
-                    let _ = writeln!(out, "  [{rule}] {basis}");
+    }
+
+    /// The per-edge table, the edges with the most errors first.
+    fn write_edges(&self, out: &mut String) {
+        use tabled::settings::Style;
+        #[derive(tabled::Tabled)]
+        struct Row<'a> {
+            edge: &'a str,
+            messages: u64,
+            errors: u64,
+            warnings: u64,
+            outcomes: u64,
+            first: String,
+            last: String,
+        }
+        if self.edges.is_empty() {
+            return;
+        }
+        let mut edges: Vec<&EdgeRow> = self.edges.iter().collect();
+        edges.sort_by_key(|e| std::cmp::Reverse((e.errors, e.warnings)));
+        let rows: Vec<Row> = edges
+            .iter()
+            .take(TABLE_EDGES)
+            .map(|e| Row {
+                edge: &e.edge_id,
+                messages: e.messages,
+                errors: e.errors,
+                warnings: e.warnings,
+                outcomes: e.outcomes,
+                first: show_time(e.first_time),
+                last: show_time(e.last_time),
+            })
+            .collect();
+        let _ = writeln!(out, "\nEdges (times UTC):");
+        let _ = writeln!(out, "{}", tabled::Table::new(rows).with(Style::sharp()));
+        if edges.len() > TABLE_EDGES {
+            let _ = writeln!(
+                out,
+                "… {} more edges, fewer errors: see them with --edge ID or --format json",
+                edges.len() - TABLE_EDGES
+            );
+        }
+    }
+
+    /// One line per group, errors first, the largest groups first.
+    fn write_groups(&self, out: &mut String) {
+        let mut groups: Vec<&Group> = self.groups.iter().collect();
+        groups.sort_by_key(|g| std::cmp::Reverse((g.severity, g.count)));
+        let _ = writeln!(
+            out,
+            "\nFindings ({} in {} groups; --each lists every one):",
+            self.findings.len(),
+            groups.len()
+        );
+        for g in groups.iter().take(TABLE_GROUPS) {
+            let _ = writeln!(out, "  {}", g.line());
+        }
+        if groups.len() > TABLE_GROUPS {
+            let rest = &groups[TABLE_GROUPS..];
+            let _ = writeln!(
+                out,
+                "  … {} more groups ({} findings): narrow with --edge, --severity, --rule or \
+                 --clause, or see them with --format json",
+                rest.len(),
+                rest.iter().map(|g| g.count).sum::<u64>()
+            );
+        }
+    }
+
+    fn write_each(&self, out: &mut String) {
+        let _ = writeln!(out, "\nFindings:");
+        for f in &self.findings {
+            let _ = writeln!(out, "  {}", one_line(f));
+        }
+    }
+
+    /// Why: the standard's own words, once per rule that fired.
+    fn write_basis(&self, out: &mut String) {
+        let mut why: Vec<(&str, &str)> = vec![];
+        for f in self
+            .findings
+            .iter()
+            .filter(|f| f.severity >= Severity::Warning)
+        {
+            if let Some(b) = &f.basis {
+                if !why.iter().any(|(r, _)| *r == f.rule) {
+                    why.push((&f.rule, b));
                 }
             }
         }
-        let _ = writeln!(
-            out,
-            "\n{} errors, {} warnings, {} info",
-            s.errors, s.warnings, s.infos
-        );
-        out
+        if !why.is_empty() {
+            let _ = writeln!(out, "\nBasis (the standard's words):");
+            for (rule, basis) in why {
+                let _ = writeln!(out, "  [{rule}] {basis}");
+            }
+        }
     }
 
-    /// One test suite per clause, one test case per clause plus one per finding.
+    /// One test suite per clause, one test case per clause; a failing clause lists its
+    /// groups of error findings, one line per group.
     pub fn to_junit(&self) -> String {
         let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        if let Some(note) = &self.summary.filtered {
+            // A comment cannot hold "--": the options are named without their dashes.
+            let _ = writeln!(out, "<!-- {} -->", xml(&note.line().replace("--", "")));
+        }
         let _ = writeln!(
             out,
             "<testsuites name=\"edgetap\" tests=\"{}\" failures=\"{}\">",
@@ -282,13 +415,10 @@ impl Report {
             self.clauses.iter().filter(|c| c.status == "fail").count()
         );
         for c in &self.clauses {
-            let failures: Vec<&Finding> = self
-                .findings
+            let failures: Vec<&Group> = self
+                .groups
                 .iter()
-                .filter(|f| {
-                    f.severity == Severity::Error
-                        && (f.clause == c.clause || f.clause.starts_with(&format!("{}.", c.clause)))
-                })
+                .filter(|g| g.severity == Severity::Error && within(&g.clause, &c.clause))
                 .collect();
             let _ = writeln!(
                 out,
@@ -313,7 +443,7 @@ impl Report {
                 let _ = write!(out, "<skipped message=\"{}\"/>", xml(&why));
             } else {
                 if c.status == "fail" {
-                    let text: Vec<String> = failures.iter().map(|f| one_line(f)).collect();
+                    let text: Vec<String> = failures.iter().map(|g| g.line()).collect();
                     let _ = write!(
                         out,
                         "<failure message=\"{} error findings\">{}</failure>",
@@ -336,15 +466,98 @@ impl Report {
     }
 }
 
+/// A clause row before the findings are counted: its messages and what could not
+/// be judged.
+fn unjudged_row(clause: &str, title: &str, exercised: &Coverage) -> ClauseRow {
+    let not_exercised: Vec<String> = exercised
+        .unseen
+        .get(clause)
+        .map(|reasons| {
+            reasons
+                .iter()
+                .map(|(r, n)| {
+                    if *n > 1 {
+                        format!("{r} ({n}×)")
+                    } else {
+                        r.clone()
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ClauseRow {
+        clause: clause.to_string(),
+        title: title.to_string(),
+        status: String::new(),
+        errors: 0,
+        warnings: 0,
+        messages: exercised.get(clause).copied().unwrap_or(0),
+        outcomes: 0,
+        not_exercised,
+    }
+}
+
+/// The index of the most specific listed clause that holds `clause`: a finding of
+/// 6.1.3.2 belongs to the row 6.1.3, not to 6.1.
+fn owner(clause: &str, listed: &[String]) -> Option<usize> {
+    listed
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| within(clause, c))
+        .max_by_key(|(_, c)| c.len())
+        .map(|(i, _)| i)
+}
+
+/// The findings of one clause row, counted.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    errors: u64,
+    warnings: u64,
+    outcomes: u64,
+}
+
+impl Tally {
+    fn count(&mut self, f: &Finding, outcome: bool) {
+        match f.severity {
+            Severity::Error => self.errors += 1,
+            Severity::Warning => self.warnings += 1,
+            Severity::Info if outcome => self.outcomes += 1,
+            Severity::Info => {}
+        }
+    }
+
+    /// Writes the counts and the status they give into `row`.
+    fn set(self, row: &mut ClauseRow) {
+        row.errors = self.errors;
+        row.warnings = self.warnings;
+        row.outcomes = self.outcomes;
+        row.status = status(self.errors, row.messages, &row.not_exercised).into();
+    }
+}
+
+fn status(errors: u64, messages: u64, not_exercised: &[String]) -> &'static str {
+    if errors > 0 {
+        "fail"
+    } else if messages > 0 && !not_exercised.is_empty() {
+        "partly exercised"
+    } else if messages > 0 {
+        "pass"
+    } else {
+        "not exercised"
+    }
+}
+
 /// A refused command or a failed job: conforming protocol whose meaning the test
 /// plan decides.
-fn is_outcome(rules: &RuleSet, f: &Finding) -> bool {
-    rules.rule(&f.rule).is_some_and(|r| {
-        matches!(
-            r.def.check,
-            Check::ReplyErrorToValid { .. } | Check::JobFailed { .. }
-        )
-    })
+fn is_outcome_check(check: &Check) -> bool {
+    matches!(
+        check,
+        Check::ReplyErrorToValid { .. } | Check::JobFailed { .. }
+    )
+}
+
+fn is_outcome(outcome_rules: &BTreeSet<String>, f: &Finding) -> bool {
+    outcome_rules.contains(&f.rule)
 }
 
 /// `error 6.1.2 t6 [t6.CMD_SYS_UPGRADE] packet 17 E1 CMD_SYS_UPGRADE mid 7: …`

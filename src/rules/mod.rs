@@ -76,8 +76,10 @@ pub struct RuleSet {
     pub tz_offset_s: Option<i64>,
     /// Shared: the engine hands the same definition to every message of a type.
     pub types: BTreeMap<String, std::sync::Arc<TypeDef>>,
-    /// In load order; ids are unique.
+    /// In load order; ids are unique. Only the enabled rules: the engine runs these.
     pub rules: Vec<Rule>,
+    /// Rules switched off by `--disable` or a rule file's `disable`: they never run.
+    pub disabled: Vec<Rule>,
     /// Files that made the set, for the report ("rules version").
     pub files: Vec<String>,
 }
@@ -148,7 +150,9 @@ impl RuleSet {
                     .insert(name.clone(), std::sync::Arc::new(t.clone()));
             }
         }
+        let mut disables = vec![];
         for (file, rf) in parsed {
+            disables.extend(rf.disable.iter().map(|id| (file.clone(), id.clone())));
             for (name, t) in &rf.types {
                 for e in lint_type(name, t, &set) {
                     errors.push(RuleError::Type {
@@ -184,6 +188,14 @@ impl RuleSet {
                 }
             }
         }
+        for (file, id) in disables {
+            if let Err(message) = set.disable(&id) {
+                errors.push(RuleError::Parse {
+                    file,
+                    message: format!("disable: {message}"),
+                });
+            }
+        }
         if errors.is_empty() {
             Ok(set)
         } else {
@@ -194,6 +206,26 @@ impl RuleSet {
     /// Seconds east of UTC of the timestamps without a zone (default UTC+8, CST).
     pub fn tz(&self) -> i64 {
         self.tz_offset_s.unwrap_or(crate::protocol::CST_OFFSET_S)
+    }
+
+    /// Switches off the rules `pattern` names (an id, or a prefix ending in `.`): they
+    /// move to [`RuleSet::disabled`]. Disabling a disabled rule again is no error; a
+    /// pattern that names no rule at all is.
+    pub fn disable(&mut self, pattern: &str) -> Result<(), String> {
+        let known = self
+            .rules
+            .iter()
+            .chain(&self.disabled)
+            .any(|r| id_matches(pattern, &r.def.id));
+        if !known {
+            return Err(format!("no rule with id \"{pattern}\""));
+        }
+        let (off, on): (Vec<Rule>, Vec<Rule>) = std::mem::take(&mut self.rules)
+            .into_iter()
+            .partition(|r| id_matches(pattern, &r.def.id));
+        self.rules = on;
+        self.disabled.extend(off);
+        Ok(())
     }
 
     /// Applies the user's time limits (`--reply-timeout`, `--job-timeout`) to the
@@ -225,6 +257,12 @@ impl RuleSet {
             .find(|c| c.clause == clause)
             .map(|c| c.title.as_str())
     }
+}
+
+/// A rule id `pattern` names `id`: the same id, or a prefix of it ending in `.`
+/// (`t10.` names every table 10 rule).
+pub fn id_matches(pattern: &str, id: &str) -> bool {
+    pattern == id || (pattern.ends_with('.') && id.starts_with(pattern))
 }
 
 fn read_dir_json(dir: &Path) -> Result<Vec<(String, String)>, RuleError> {
@@ -464,6 +502,32 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_rule_file_disables_rules_and_an_unknown_id_is_an_error() {
+        let mut files: Vec<(String, String)> = DEFAULT_FILES
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        files.push((
+            "off.json".into(),
+            r#"{"disable": ["naming.key", "t10."]}"#.into(),
+        ));
+        let set = RuleSet::from_sources(files.clone()).unwrap();
+        assert!(set.rule("naming.key").is_none());
+        assert!(set.disabled.iter().any(|r| r.def.id == "naming.key"));
+        assert!(set
+            .disabled
+            .iter()
+            .any(|r| r.def.id == "t10.REP_SYS_STATUS"));
+        assert!(set.rules.iter().all(|r| !r.def.id.starts_with("t10.")));
+        files.push(("typo.json".into(), r#"{"disable": ["naming.kee"]}"#.into()));
+        let err = RuleSet::from_sources(files).unwrap_err();
+        assert_eq!(
+            err[0].to_string(),
+            "typo.json: disable: no rule with id \"naming.kee\""
+        );
     }
 
     #[test]

@@ -28,6 +28,11 @@ pub struct RuleFile {
     pub types: BTreeMap<String, TypeDef>,
     #[serde(default)]
     pub rules: Vec<RuleDef>,
+    /// Rule ids switched off (an id, or a prefix ending in `.` such as `naming.`):
+    /// they do not run and `rules list` shows them as disabled. An id that names no
+    /// rule is a load error.
+    #[serde(default)]
+    pub disable: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -1,0 +1,78 @@
+//! The per-edge summary: for each edge id, its messages, its findings and when it
+//! was heard, so a capture of many devices shows which ones fail.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::finding::{Finding, Severity};
+use crate::pipeline::EdgeTraffic;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EdgeRow {
+    pub edge_id: String,
+    /// Protocol messages on the edge's topics.
+    pub messages: u64,
+    pub errors: u64,
+    pub warnings: u64,
+    /// Refused commands and failed jobs (info findings of outcome rules).
+    pub outcomes: u64,
+    /// Earliest and latest message or finding, µs since the Unix epoch.
+    pub first_time: Option<i64>,
+    pub last_time: Option<i64>,
+}
+
+impl EdgeRow {
+    fn new(edge_id: &str, traffic: EdgeTraffic) -> EdgeRow {
+        EdgeRow {
+            edge_id: edge_id.to_string(),
+            messages: traffic.messages,
+            errors: 0,
+            warnings: 0,
+            outcomes: 0,
+            first_time: traffic.first_us,
+            last_time: traffic.last_us,
+        }
+    }
+
+    fn count(&mut self, f: &Finding, outcome: bool) {
+        match f.severity {
+            Severity::Error => self.errors += 1,
+            Severity::Warning => self.warnings += 1,
+            Severity::Info if outcome => self.outcomes += 1,
+            Severity::Info => {}
+        }
+        if let Some(t) = f.time {
+            self.first_time = Some(self.first_time.map_or(t, |x| x.min(t)));
+            self.last_time = Some(self.last_time.map_or(t, |x| x.max(t)));
+        }
+    }
+}
+
+/// One row per edge that sent or received a message or has a finding, by edge id.
+pub fn edge_rows(
+    traffic: &BTreeMap<String, EdgeTraffic>,
+    findings: &[Finding],
+    is_outcome: impl Fn(&Finding) -> bool,
+) -> Vec<EdgeRow> {
+    let mut rows: BTreeMap<&str, EdgeRow> = traffic
+        .iter()
+        .map(|(id, t)| (id.as_str(), EdgeRow::new(id, *t)))
+        .collect();
+    for f in findings {
+        let Some(id) = f.edge_id.as_deref() else {
+            continue;
+        };
+        rows.entry(id)
+            .or_insert_with(|| EdgeRow::new(id, EdgeTraffic::default()))
+            .count(f, is_outcome(f));
+    }
+    rows.into_values().collect()
+}
+
+/// A time for people: `2026-11-26 02:00:01.250` (UTC).
+pub fn show_time(us: Option<i64>) -> String {
+    us.and_then(chrono::DateTime::from_timestamp_micros)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+        .unwrap_or_else(|| "—".into())
+}

@@ -1,0 +1,271 @@
+//! Repeated findings as groups: a device that omits ten fields from every status
+//! report makes ten findings per report, a reader wants ten lines. Findings group by
+//! rule, clause, severity, edge and their message with the numbers and ids replaced
+//! by `#` (the field path stays, so each missing field is its own group).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::finding::{Finding, Severity};
+
+/// Findings that say the same thing about the same edge.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Group {
+    pub rule: String,
+    pub clause: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    pub severity: Severity,
+    pub edge_id: Option<String>,
+    /// The message with numbers and ids replaced by `#`: what the findings share.
+    pub pattern: String,
+    /// How many findings the group holds.
+    pub count: u64,
+    /// Lowest and highest packet (frame) number of its findings.
+    pub first_packet: Option<u64>,
+    pub last_packet: Option<u64>,
+    /// Earliest and latest time of its findings, µs since the Unix epoch.
+    pub first_time: Option<i64>,
+    pub last_time: Option<i64>,
+    /// The message of its first finding.
+    pub example: String,
+}
+
+/// The key findings group by.
+#[derive(Hash, PartialEq, Eq)]
+struct Key {
+    rule: String,
+    clause: String,
+    severity: Severity,
+    edge_id: Option<String>,
+    pattern: String,
+}
+
+/// Groups `findings`, in the order of each group's first finding.
+pub fn group(findings: &[Finding]) -> Vec<Group> {
+    let mut index: HashMap<Key, usize> = HashMap::new();
+    let mut groups: Vec<Group> = vec![];
+    for f in findings {
+        let key = Key {
+            rule: f.rule.clone(),
+            clause: f.clause.clone(),
+            severity: f.severity,
+            edge_id: f.edge_id.clone(),
+            pattern: pattern(&f.message),
+        };
+        match index.get(&key) {
+            Some(&i) => groups[i].add(f),
+            None => {
+                index.insert(key, groups.len());
+                groups.push(Group::start(f));
+            }
+        }
+    }
+    groups
+}
+
+impl Group {
+    fn start(f: &Finding) -> Group {
+        Group {
+            rule: f.rule.clone(),
+            clause: f.clause.clone(),
+            table: f.table.clone(),
+            severity: f.severity,
+            edge_id: f.edge_id.clone(),
+            pattern: pattern(&f.message),
+            count: 1,
+            first_packet: f.packet,
+            last_packet: f.packet,
+            first_time: f.time,
+            last_time: f.time,
+            example: f.message.clone(),
+        }
+    }
+
+    fn add(&mut self, f: &Finding) {
+        self.count += 1;
+        self.first_packet = lowest(self.first_packet, f.packet);
+        self.last_packet = highest(self.last_packet, f.packet);
+        self.first_time = lowest(self.first_time, f.time);
+        self.last_time = highest(self.last_time, f.time);
+    }
+
+    /// `error   6.1.3 table 10 [t10.X] edge E1 ×2000, packets 8–2007: <example>`
+    pub fn line(&self) -> String {
+        let mut s = format!("{:<7} {}", self.severity.as_str(), self.clause);
+        if let Some(t) = &self.table {
+            let _ = write!(s, " table {t}");
+        }
+        let _ = write!(s, " [{}]", self.rule);
+        if let Some(e) = &self.edge_id {
+            let _ = write!(s, " edge {e}");
+        }
+        match (self.count, self.first_packet, self.last_packet) {
+            (1, Some(p), _) => {
+                let _ = write!(s, " packet {p}");
+            }
+            (n, Some(a), Some(b)) if n > 1 => {
+                let _ = write!(s, " ×{n}, packets {a}–{b}");
+            }
+            (n, _, _) if n > 1 => {
+                let _ = write!(s, " ×{n}");
+            }
+            _ => {}
+        }
+        let _ = write!(s, ": {}", self.example);
+        s
+    }
+}
+
+fn lowest<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn highest<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Ids of 8 characters or more that hold a digit (job ids, dates, hashes) become `#`.
+const ID_LEN: usize = 8;
+
+/// `message` with its numbers and ids replaced by `#`: "mid 17" and "mid 18", or
+/// job "a1b2c3d4e5" and job "f6a7b8c9d0", read the same. Words without digits (field
+/// names, message types) stay, so "param.cpuRate" and "param.diskUsed" differ.
+pub fn pattern(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut word = String::new();
+    for ch in message.chars() {
+        if ch.is_ascii_alphanumeric() || ch == '_' || ch == '-' {
+            word.push(ch);
+        } else {
+            push_word(&mut out, &word);
+            word.clear();
+            out.push(ch);
+        }
+    }
+    push_word(&mut out, &word);
+    out
+}
+
+/// Appends `word` with its digits stripped: an id-like word becomes one `#`, each run
+/// of digits in a shorter word becomes `#` (`E12` → `E#`, `10-12` → `#-#`).
+fn push_word(out: &mut String, word: &str) {
+    if !word.chars().any(|c| c.is_ascii_digit()) {
+        out.push_str(word);
+    } else if word.len() >= ID_LEN {
+        out.push('#');
+    } else {
+        let mut in_digits = false;
+        for c in word.chars() {
+            if c.is_ascii_digit() {
+                if !in_digits {
+                    out.push('#');
+                }
+                in_digits = true;
+            } else {
+                out.push(c);
+                in_digits = false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(rule: &str, edge: &str, packet: u64, message: &str) -> Finding {
+        Finding {
+            rule: rule.into(),
+            clause: "6.1.3".into(),
+            table: Some("10".into()),
+            severity: Severity::Error,
+            edge_id: Some(edge.into()),
+            msg_type: Some("REP_SYS_STATUS".into()),
+            topic: None,
+            mid: Some(packet),
+            packet: Some(packet),
+            time: Some(packet as i64 * 1000),
+            message: message.into(),
+            conn: None,
+            side: None,
+            offset: None,
+            basis: None,
+        }
+    }
+
+    #[test]
+    fn numbers_and_ids_are_stripped_field_names_stay() {
+        assert_eq!(
+            pattern("param.cpuRate: expected number, seen 17 at mid 4 (tables 10-12)"),
+            "param.cpuRate: expected number, seen # at mid # (tables #-#)"
+        );
+        assert_eq!(
+            pattern("job 3f2a9c11-77 of E12 at 2026-11-26 10:00:01"),
+            "job # of E# at # #:#:#"
+        );
+        assert_ne!(
+            pattern("param.cpuRate missing"),
+            pattern("param.diskUsed missing")
+        );
+        assert_eq!(pattern("linkState[0].ip"), pattern("linkState[12].ip"));
+    }
+
+    #[test]
+    fn findings_group_by_rule_edge_and_pattern_with_counts_and_packets() {
+        let mut fs = vec![];
+        for p in 1..=5 {
+            fs.push(finding(
+                "t10.X",
+                "E1",
+                p,
+                &format!("mid {p}: param.cpuRate absent"),
+            ));
+            fs.push(finding(
+                "t10.X",
+                "E1",
+                p,
+                &format!("mid {p}: param.diskUsed absent"),
+            ));
+            fs.push(finding(
+                "t10.X",
+                "E2",
+                p,
+                &format!("mid {p}: param.cpuRate absent"),
+            ));
+        }
+        fs.push(finding("t9.Y", "E1", 9, "mid 9: param.cpuRate absent"));
+        let groups = group(&fs);
+        assert_eq!(groups.len(), 4, "{groups:#?}");
+        assert_eq!(groups.iter().map(|g| g.count).sum::<u64>(), fs.len() as u64);
+        let g = &groups[0];
+        assert_eq!(
+            (g.rule.as_str(), g.edge_id.as_deref()),
+            ("t10.X", Some("E1"))
+        );
+        assert_eq!(
+            (g.count, g.first_packet, g.last_packet),
+            (5, Some(1), Some(5))
+        );
+        assert_eq!((g.first_time, g.last_time), (Some(1000), Some(5000)));
+        assert_eq!(g.example, "mid 1: param.cpuRate absent");
+        assert!(
+            g.line().contains("[t10.X] edge E1 ×5, packets 1–5: mid 1"),
+            "{}",
+            g.line()
+        );
+        assert!(
+            groups[3].line().contains("packet 9: mid 9"),
+            "{}",
+            groups[3].line()
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! Reports people read: a capture with 20,000 status reports that each lack the
+//! required fields of table 10 (160,000 findings) reads in a short table, and the
+//! groups account for every finding of the JSON.
+//!
+//! Made with real tools: mosquitto on a free port, `mosquitto_pub -l`, tcpdump on lo.
+//! The test FAILS when one of them is missing.
+
+use std::process::{Command, Stdio};
+
+mod common;
+
+use common::{tcpdump, temp_dir, Mosquitto};
+use serde_json::Value;
+
+/// Reports per edge; two edges.
+const REPORTS: usize = 10_000;
+/// The table must stay under this many lines.
+const MAX_TABLE_LINES: usize = 200;
+
+fn edgetap() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_edgetap"))
+}
+
+/// `count` REP_SYS_STATUS reports with an empty `param`: every required field of
+/// table 10 is missing from each.
+fn status_reports_lacking_fields(count: usize) -> String {
+    (1..=count)
+        .map(|mid| {
+            format!(
+                "{{\"type\":\"REP_SYS_STATUS\",\"mid\":{mid},\
+                 \"timestamp\":\"2026-11-26 10:00:00\",\"param\":{{}}}}\n"
+            )
+        })
+        .collect()
+}
+
+fn publish_lines(port: u16, topic: &str, lines: &str) {
+    use std::io::Write;
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-p", &port.to_string(), "-t", topic, "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub must be installed (apt-get install mosquitto-clients)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+fn analyze(args: &[&str]) -> std::process::Output {
+    edgetap()
+        .arg("analyze")
+        .args(args)
+        .output()
+        .expect("run edgetap analyze")
+}
+
+#[test]
+fn a_finding_heavy_capture_reads_in_a_short_table_and_groups_add_up() {
+    let broker = Mosquitto::start();
+    let dir = temp_dir("reports-heavy");
+    let dump = tcpdump(broker.port, dir.join("heavy.pcap"));
+    let lines = status_reports_lacking_fields(REPORTS);
+    publish_lines(broker.port, "/v1/HEAVY1/device/data", &lines);
+    publish_lines(broker.port, "/v1/HEAVY2/device/data", &lines);
+    let pcap = dump.stop();
+    let pcap = pcap.to_str().unwrap();
+    let port = broker.port.to_string();
+
+    let out = analyze(&["--format", "json", "--port", &port, pcap]);
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        r["summary"]["messages"],
+        2 * REPORTS as u64,
+        "{}",
+        r["summary"]
+    );
+    let findings = r["findings"].as_array().unwrap().len() as u64;
+    let t10 = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["rule"] == "t10.REP_SYS_STATUS")
+        .count();
+    assert!(
+        t10 >= 2 * REPORTS * 8,
+        "8 missing fields per report: {t10} findings"
+    );
+    let groups = r["groups"].as_array().unwrap();
+    let grouped: u64 = groups.iter().map(|g| g["count"].as_u64().unwrap()).sum();
+    assert_eq!(grouped, findings, "the groups hold every finding once");
+    assert!(
+        groups.len() < 40,
+        "{} groups: {}",
+        groups.len(),
+        r["groups"]
+    );
+    let cpu = groups
+        .iter()
+        .find(|g| g["edge_id"] == "HEAVY1" && g["example"].as_str().unwrap().contains("cpuRate"))
+        .unwrap_or_else(|| panic!("no cpuRate group of HEAVY1: {}", r["groups"]));
+    assert_eq!(cpu["count"], REPORTS as u64, "{cpu}");
+
+    // The per-edge summary counts each edge's messages and findings.
+    let edges = r["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 2, "{}", r["edges"]);
+    for e in edges {
+        assert_eq!(e["messages"], REPORTS as u64, "{e}");
+    }
+    let errors: u64 = edges.iter().map(|e| e["errors"].as_u64().unwrap()).sum();
+    assert_eq!(errors, r["summary"]["errors"].as_u64().unwrap());
+
+    let out = analyze(&["--port", &port, pcap]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    let n = table.lines().count();
+    assert!(n < MAX_TABLE_LINES, "the table has {n} lines:\n{table}");
+    assert!(
+        table.contains(&format!("Findings ({findings} in {} groups", groups.len())),
+        "{table}"
+    );
+    assert!(table.contains(&format!("×{REPORTS}")), "{table}");
+    assert!(table.contains("HEAVY2"), "{table}");
+
+    // JUnit keeps the failing clause and lists its groups, not every finding.
+    let out = analyze(&["--format", "junit", "--port", &port, pcap]);
+    let xml = String::from_utf8_lossy(&out.stdout);
+    assert!(xml.contains("<failure message=\""), "{xml}");
+    let n = xml.lines().count();
+    assert!(n < MAX_TABLE_LINES, "the JUnit report has {n} lines");
+
+    // --each lists every finding, as before the grouping.
+    let out = analyze(&["--each", "--port", &port, pcap]);
+    let each = String::from_utf8_lossy(&out.stdout).lines().count() as u64;
+    assert!(
+        each > findings,
+        "--each printed {each} lines for {findings} findings"
+    );
+}
+
+/// `analyze --capture ID` (a capture recorded by `edgetap proxy`) takes the same
+/// filters and groups as a pcap.
+#[test]
+fn a_stored_capture_is_filtered_and_grouped_like_a_pcap() {
+    use std::time::{Duration, Instant};
+    let broker = Mosquitto::start();
+    let store = temp_dir("reports-store");
+    let store = store.to_str().unwrap();
+    let port = common::free_port();
+    let proxy = edgetap()
+        .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--upstream", &format!("127.0.0.1:{}", broker.port)])
+        .args(["--store", store])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start edgetap proxy");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the proxy did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    publish_lines(
+        port,
+        "/v1/CAP1/device/data",
+        &status_reports_lacking_fields(50),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(proxy.id() as i32, libc::SIGTERM) };
+    let out = proxy.wait_with_output().expect("the proxy stops");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("capture 1 stored"), "{text}");
+
+    let json = |extra: &[&str]| {
+        let mut args = vec!["--capture", "1", "--store", store, "--format", "json"];
+        args.extend_from_slice(extra);
+        let out = analyze(&args);
+        let r: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), r)
+    };
+    let (code, all) = json(&[]);
+    assert_eq!(code, Some(1));
+    let findings = all["findings"].as_array().unwrap().len() as u64;
+    assert!(findings >= 50 * 8, "{findings} findings");
+    let grouped: u64 = all["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(grouped, findings);
+    assert_eq!(all["edges"][0]["edge_id"], "CAP1");
+    assert_eq!(all["edges"][0]["messages"], 50);
+
+    let (code, r) = json(&["--edge", "NOT-THERE"]);
+    assert_eq!(code, Some(0), "no error shown: {}", r["summary"]);
+    assert!(r["findings"].as_array().unwrap().is_empty());
+    assert_eq!(
+        r["summary"]["filtered"]["hidden_errors"],
+        all["summary"]["errors"]
+    );
+
+    let (code, r) = json(&["--rule", "t10.", "--severity", "error"]);
+    assert_eq!(code, Some(1));
+    let shown = r["findings"].as_array().unwrap();
+    assert_eq!(shown.len(), 50 * 8, "{}", r["groups"]);
+    assert!(shown.iter().all(|f| f["rule"] == "t10.REP_SYS_STATUS"));
+}
