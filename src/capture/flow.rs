@@ -217,12 +217,14 @@ impl FlowTable {
             }
             let flow = Flow::new(seg, at, opts);
             emit.stats.flows += 1;
+            emit.stats.ports.entry(flow.meta.server.port()).or_default().flows += 1;
             let flow = flows.entry(key).or_insert(flow);
             if flow.meta.state == State::Tls {
                 flow.meta.not_decodable(&mut emit);
             }
         }
         if let Some(flow) = flows.get_mut(&key) {
+            count_port_bytes(emit.stats, &flow.meta, seg.payload.len());
             flow.on_segment(seg, at, opts.max_reorder_bytes, &mut emit);
         }
     }
@@ -276,6 +278,14 @@ impl FlowTable {
                 _ => true,
             }
         });
+    }
+}
+
+/// Payload bytes per server port, for the hint naming the busiest ports. Bounded: at
+/// most one entry per port number.
+fn count_port_bytes(stats: &mut Stats, meta: &FlowMeta, payload: usize) {
+    if payload > 0 && meta.state != State::Closed {
+        stats.ports.entry(meta.server.port()).or_default().bytes += payload as u64;
     }
 }
 
@@ -573,6 +583,7 @@ impl FlowMeta {
         self.take_conn(emit);
         self.state = State::Mqtt;
         emit.stats.mqtt_flows += 1;
+        emit.stats.midstream_flows += u64::from(self.midstream);
         let FlowMeta {
             conn,
             client,
