@@ -167,6 +167,7 @@ fn sum_stats(reads: &[CaptureStats]) -> CaptureStats {
     let mut total = CaptureStats::default();
     for s in reads {
         total.frames += s.frames;
+        total.truncated |= s.truncated;
         total.flows += s.flows;
         total.mqtt_flows += s.mqtt_flows;
         total.not_decodable_flows += s.not_decodable_flows;
@@ -184,6 +185,10 @@ fn sum_stats(reads: &[CaptureStats]) -> CaptureStats {
 /// hint that fits.
 fn capture_hints(total: &CaptureStats, ports: &[u16]) -> Vec<String> {
     let mut hints = vec![];
+    if total.frames == 0 && total.truncated {
+        hints.push("not a single frame could be read (see the unreadable capture above)".to_string());
+        return hints;
+    }
     if total.frames == 0 {
         hints.push("the capture holds no packets".to_string());
         return hints;
