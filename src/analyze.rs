@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use std::fmt::Write as _;
 
-use crate::capture::{CaptureOptions, CaptureReader, FlowEvent, Stats as CaptureStats, MQTT_TLS_PORT};
+use crate::capture::{
+    CaptureOptions, CaptureReader, FlowEvent, Stats as CaptureStats, MQTT_TLS_PORT,
+};
 use crate::finding::{ConnId, Finding};
 use crate::pipeline::{Analyzer, Judge, Settings, Sink, Staged};
 use crate::report::{Collector, Report};
@@ -186,7 +188,9 @@ fn sum_stats(reads: &[CaptureStats]) -> CaptureStats {
 fn capture_hints(total: &CaptureStats, ports: &[u16]) -> Vec<String> {
     let mut hints = vec![];
     if total.frames == 0 && total.truncated {
-        hints.push("not a single frame could be read (see the unreadable capture above)".to_string());
+        hints.push(
+            "not a single frame could be read (see the unreadable capture above)".to_string(),
+        );
         return hints;
     }
     if total.frames == 0 {
@@ -195,7 +199,7 @@ fn capture_hints(total: &CaptureStats, ports: &[u16]) -> Vec<String> {
     }
     if total.not_decodable_flows > 0 {
         hints.push(format!(
-            "{} TLS flow(s) (server port {MQTT_TLS_PORT} or a TLS ClientHello): encrypted,              not decodable; capture the plaintext side (e.g. through `edgetap proxy`)",
+            "{} TLS flow(s) (server port {MQTT_TLS_PORT} or a TLS ClientHello): encrypted, not decodable; capture the plaintext side (e.g. through `edgetap proxy`)",
             total.not_decodable_flows
         ));
     }
@@ -203,7 +207,7 @@ fn capture_hints(total: &CaptureStats, ports: &[u16]) -> Vec<String> {
         hints.push(no_mqtt_flow_hint(total, ports));
     } else if total.midstream_flows > 0 {
         hints.push(format!(
-            "the capture started mid-stream: {} of {} MQTT connection(s) were already open              (no SYN, no CONNECT in the capture); start the capture before the devices connect",
+            "the capture started mid-stream: {} of {} MQTT connection(s) were already open (no SYN, no CONNECT in the capture); start the capture before the devices connect",
             total.midstream_flows, total.mqtt_flows
         ));
     }
@@ -215,7 +219,7 @@ fn capture_hints(total: &CaptureStats, ports: &[u16]) -> Vec<String> {
 fn no_mqtt_flow_hint(total: &CaptureStats, ports: &[u16]) -> String {
     let listed: Vec<String> = ports.iter().map(u16::to_string).collect();
     let mut hint = format!(
-        "no TCP flow on port {} and no flow starting with an MQTT CONNECT (a capture started          after the devices connected holds none): if the broker listens on another port,          name it with --port PORT",
+        "no TCP flow on port {} and no flow starting with an MQTT CONNECT (a capture started after the devices connected holds none): if the broker listens on another port, name it with --port PORT",
         listed.join(", ")
     );
     let busiest: Vec<String> = total
@@ -225,7 +229,11 @@ fn no_mqtt_flow_hint(total: &CaptureStats, ports: &[u16]) -> String {
         .map(|(port, t)| format!("{port} ({} bytes, {} flows)", t.bytes, t.flows))
         .collect();
     if busiest.is_empty() {
-        let _ = write!(hint, "; the capture holds {} TCP flow(s) and no TCP payload", total.flows);
+        let _ = write!(
+            hint,
+            "; the capture holds {} TCP flow(s) and no TCP payload",
+            total.flows
+        );
     } else {
         let _ = write!(
             hint,

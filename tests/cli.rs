@@ -307,7 +307,9 @@ fn a_capture_broken_after_good_frames_exits_2_but_one_cut_at_its_end_does_not() 
     assert_ne!(r.code, Some(2), "{}", r.err);
     let report: serde_json::Value = serde_json::from_str(&r.out).unwrap();
     assert!(
-        report["summary"]["incomplete"].to_string().contains("cut.pcap: frame"),
+        report["summary"]["incomplete"]
+            .to_string()
+            .contains("cut.pcap: frame"),
         "{}",
         report["summary"]
     );
@@ -321,7 +323,11 @@ fn an_empty_capture_exits_3_with_a_junit_failure() {
     std::fs::write(&file, pcap_header()).unwrap();
     let r = analyze(&["--format", "junit", file.to_str().unwrap()]);
     assert_eq!(r.code, Some(3), "{}", r.err);
-    assert!(r.out.contains("<failure message=\"nothing judged"), "{}", r.out);
+    assert!(
+        r.out.contains("<failure message=\"nothing judged"),
+        "{}",
+        r.out
+    );
     assert!(r.err.contains("no packets"), "{}", r.err);
 }
 

@@ -217,7 +217,11 @@ impl FlowTable {
             }
             let flow = Flow::new(seg, at, opts);
             emit.stats.flows += 1;
-            emit.stats.ports.entry(flow.meta.server.port()).or_default().flows += 1;
+            emit.stats
+                .ports
+                .entry(flow.meta.server.port())
+                .or_default()
+                .flows += 1;
             let flow = flows.entry(key).or_insert(flow);
             if flow.meta.state == State::Tls {
                 flow.meta.not_decodable(&mut emit);

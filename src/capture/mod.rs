@@ -206,8 +206,7 @@ pub struct PortTraffic {
 impl Stats {
     /// At most `n` server ports, the most payload bytes first (then the most flows).
     pub fn busiest_ports(&self, n: usize) -> Vec<(u16, PortTraffic)> {
-        let mut ports: Vec<(u16, PortTraffic)> =
-            self.ports.iter().map(|(p, t)| (*p, *t)).collect();
+        let mut ports: Vec<(u16, PortTraffic)> = self.ports.iter().map(|(p, t)| (*p, *t)).collect();
         ports.sort_by_key(|(port, t)| (std::cmp::Reverse((t.bytes, t.flows)), *port));
         ports.truncate(n);
         ports

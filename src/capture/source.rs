@@ -459,7 +459,10 @@ enum Framing {
     Record(usize),
     EndOfFile,
     /// Nowhere: the file is cut (`corrupt` false) or corrupt here, for this reason.
-    Stop { what: String, corrupt: bool },
+    Stop {
+        what: String,
+        corrupt: bool,
+    },
 }
 
 impl Framing {

@@ -223,12 +223,12 @@ impl Report {
         let s = &self.summary;
         if s.unattributed > 0 {
             vec![format!(
-                "MQTT seen ({} PUBLISH packets) but none on a protocol topic                  (/v1/{{edgeId}}/{{channel}}/{{role}}): nothing to judge",
+                "MQTT seen ({} PUBLISH packets) but none on a protocol topic (/v1/{{edgeId}}/{{channel}}/{{role}}): nothing to judge",
                 s.unattributed
             )]
         } else if s.mqtt_packets > 0 {
             vec![format!(
-                "MQTT seen ({} packets on {} connections) but no PUBLISH on a protocol topic                  (/v1/{{edgeId}}/{{channel}}/{{role}})",
+                "MQTT seen ({} packets on {} connections) but no PUBLISH on a protocol topic (/v1/{{edgeId}}/{{channel}}/{{role}})",
                 s.mqtt_packets, s.connections
             )]
         } else {
