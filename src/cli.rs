@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
     long_about = "edgetap decodes MQTT traffic between edge IoT agents and IoT management platforms, \
 and judges it against clause 5.3 and clause 6 of T/YQDEIF 003-2022. Its report reads like the \
 standard's test record: each clause pass, fail or not exercised, each finding citing clause and table.\n\n\
-Exit codes: 0 no error findings, 1 error findings, 2 bad usage or unreadable input."
+Exit codes: 0 no error findings, 1 error findings, 2 bad usage or unreadable input; \
+analyze: 3 nothing judged (see `edgetap analyze --help`)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -26,7 +27,16 @@ pub enum Command {
         edgetap analyze session.pcap\n  \
         edgetap analyze --format json capture-*.pcapng > report.json\n  \
         edgetap analyze --port 18830 --rules ./vendor-rules site.pcap\n  \
-        edgetap analyze --format junit session.pcap > junit.xml")]
+        edgetap analyze --format junit session.pcap > junit.xml\n\n\
+        Exit codes (the first that applies):\n  \
+        2  bad usage, or unreadable input: not a capture, framing broken before the end of\n     \
+           the file, or not a single frame read (the message names file, frame, byte offset)\n  \
+        1  error findings\n  \
+        3  nothing judged: no protocol message in the input (no MQTT on the --port ports and\n     \
+           no flow starting with a CONNECT, TLS only, no /v1/... topic, ...); the reason and a\n     \
+           hint are printed, JSON has summary.judged false, JUnit has a failure\n  \
+        0  protocol messages judged, no error finding\n\n\
+        A capture cut inside its last record is read up to the cut and said so (summary.incomplete).")]
     Analyze(AnalyzeArgs),
     /// List or lint the rule set.
     Rules {

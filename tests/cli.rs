@@ -467,3 +467,18 @@ fn mqtt_without_protocol_topics_exits_3_saying_so() {
     assert_eq!(r.code, Some(3), "{}\n{}", r.out, r.err);
     assert!(r.err.contains("protocol topic"), "{}", r.err);
 }
+
+#[test]
+fn analyze_help_documents_every_exit_code() {
+    let out = edgetap(&["analyze", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "2  bad usage",
+        "1  error findings",
+        "3  nothing judged",
+        "0  protocol",
+    ] {
+        assert!(help.contains(line), "{line:?} missing from:\n{help}");
+    }
+}
