@@ -369,3 +369,64 @@ fn progress_bar(enabled: bool, total: Option<u64>) -> Option<indicatif::Progress
     );
     Some(b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::PortTraffic;
+
+    fn traffic(ports: &[(u16, u64, u64)]) -> CaptureStats {
+        let mut s = CaptureStats {
+            frames: 100,
+            ..Default::default()
+        };
+        for &(port, flows, bytes) in ports {
+            s.flows += flows;
+            s.ports.insert(port, PortTraffic { flows, bytes });
+        }
+        s
+    }
+
+    #[test]
+    fn no_mqtt_flow_names_port_and_the_busiest_ports_first() {
+        let s = traffic(&[(22, 1, 100), (18830, 3, 5000), (443, 2, 900)]);
+        let hints = capture_hints(&s, &[1883]);
+        assert_eq!(hints.len(), 1, "{hints:?}");
+        let h = &hints[0];
+        assert!(
+            h.contains("no TCP flow on port 1883") && h.contains("--port"),
+            "{h}"
+        );
+        let at = |p: &str| h.find(p).unwrap_or_else(|| panic!("{p} missing: {h}"));
+        assert!(at("18830 (5000 bytes, 3 flows)") < at("443 (") && at("443 (") < at("22 ("));
+    }
+
+    #[test]
+    fn tls_flows_are_said_not_decodable() {
+        let mut s = traffic(&[(8883, 2, 4000)]);
+        s.not_decodable_flows = 2;
+        let hints = capture_hints(&s, &[1883]);
+        assert!(hints[0].contains("2 TLS flow(s)") && hints[0].contains("not decodable"));
+    }
+
+    #[test]
+    fn mqtt_flows_without_messages_after_a_midstream_start_say_so() {
+        let mut s = traffic(&[(1883, 2, 300)]);
+        s.mqtt_flows = 2;
+        s.midstream_flows = 1;
+        let hints = capture_hints(&s, &[1883]);
+        assert_eq!(hints.len(), 1, "{hints:?}");
+        assert!(hints[0].contains("mid-stream: 1 of 2"), "{}", hints[0]);
+    }
+
+    #[test]
+    fn an_empty_capture_and_an_unreadable_one_are_told_apart() {
+        let mut s = CaptureStats::default();
+        assert_eq!(
+            capture_hints(&s, &[1883]),
+            vec!["the capture holds no packets"]
+        );
+        s.truncated = true;
+        assert!(capture_hints(&s, &[1883])[0].contains("not a single frame"));
+    }
+}

@@ -514,3 +514,62 @@ fn xml(s: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty_report(stats: Stats) -> Report {
+        let rules = RuleSet::builtin();
+        Report::build(
+            vec!["x.pcap".into()],
+            &stats,
+            &Coverage::default(),
+            &rules,
+            vec![],
+        )
+    }
+
+    #[test]
+    fn exit_codes_in_order_unreadable_errors_nothing_judged() {
+        let judged = empty_report(Stats {
+            messages: 3,
+            ..Default::default()
+        });
+        let mut r = judged.clone();
+        assert!(!r.check_judged(vec![]));
+        assert_eq!(r.exit_code(), 0);
+
+        let mut r = empty_report(Stats::default());
+        assert!(r.check_judged(vec!["hint".into()]));
+        assert_eq!(r.exit_code(), EXIT_NOTHING_JUDGED);
+        r.summary.errors = 1;
+        assert_eq!(r.exit_code(), EXIT_ERRORS);
+        r.summary
+            .unreadable
+            .push("x.pcap: frame 1 at byte offset 24: corrupt".into());
+        assert_eq!(r.exit_code(), EXIT_UNREADABLE);
+    }
+
+    #[test]
+    fn nothing_judged_is_a_junit_failure_and_a_json_field_with_reasons() {
+        let mut r = empty_report(Stats {
+            mqtt_packets: 4,
+            publishes: 2,
+            unattributed: 2,
+            connections: 1,
+            ..Default::default()
+        });
+        r.check_judged(vec![]);
+        let xml = r.to_junit();
+        assert!(xml.contains("<failure message=\"nothing judged"), "{xml}");
+        assert!(xml.contains("none on a protocol topic"), "{xml}");
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(json["summary"]["judged"], false);
+        assert!(json["summary"]["not_judged_because"][0]
+            .as_str()
+            .unwrap()
+            .contains("2 PUBLISH packets"));
+        assert!(r.to_table().contains("nothing judged"));
+    }
+}
