@@ -482,3 +482,42 @@ fn analyze_help_documents_every_exit_code() {
         assert!(help.contains(line), "{line:?} missing from:\n{help}");
     }
 }
+
+#[test]
+fn a_stored_capture_without_protocol_messages_exits_3() {
+    let dir = common::temp_dir("store-empty");
+    let id = {
+        let store = edgetap::store::Store::open(&dir).unwrap();
+        let mut meta = edgetap::store::CaptureMeta {
+            id: 0,
+            name: "idle proxy".into(),
+            started_us: 1_795_687_200_000_000,
+            ended_us: None,
+            listen: "127.0.0.1:1".into(),
+            upstream: "10.0.0.1:1883".into(),
+            rules_version: "test".into(),
+            connections: 0,
+            chunks: 0,
+            bytes: 0,
+            packets: 0,
+            findings: 0,
+        };
+        let id = store.begin_capture(&mut meta).unwrap();
+        store.flush().unwrap();
+        id
+    };
+    let r = analyze(&[
+        "--format",
+        "junit",
+        "--capture",
+        &id.to_string(),
+        "--store",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, Some(3), "{}", r.err);
+    assert!(
+        r.out.contains("<failure message=\"nothing judged"),
+        "{}",
+        r.out
+    );
+}
