@@ -1,5 +1,5 @@
 //! edgetap: CLI → settings → run → exit code (0 clean, 1 error findings, 2 bad usage
-//! or unreadable input).
+//! or unreadable input; `analyze` also 3: nothing judged).
 
 mod cli;
 
