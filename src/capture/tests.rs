@@ -1835,3 +1835,28 @@ fn a_pcap_record_claiming_gigabytes_in_a_file_bigger_than_one_read_costs_no_memo
     assert!(message.contains("ends after") && !corrupt, "{message}");
     assert!(held <= 4 << 20, "{held} bytes held for a 1.5 MiB file");
 }
+
+#[test]
+fn busiest_ports_of_a_late_capture_off_the_mqtt_ports_put_the_shared_server_port_first() {
+    // No SYN and no MQTT port: which side serves is unknown, and here the server port
+    // is the higher one. Counted on both ports, the server's adds up both flows.
+    let mut a = Conv::new("10.0.0.2:30001", "10.0.0.1:45000");
+    a.c(0, b"0123456789").s(0, b"abc");
+    let mut b = Conv::new("10.0.0.3:30002", "10.0.0.1:45000");
+    b.c(0, b"0123456789");
+    let mut frames = a.frames(Link::Ethernet);
+    frames.extend(b.frames(Link::Ethernet));
+    let (_, stats) = read_all(pcap(DataLink::ETHERNET, &frames), CaptureOptions::default());
+    let busiest = stats.busiest_ports(3);
+    assert_eq!(
+        busiest[0],
+        (
+            45000,
+            PortTraffic {
+                flows: 2,
+                bytes: 23
+            }
+        ),
+        "{busiest:?}"
+    );
+}
