@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::capture::{CaptureOptions, CaptureReader, FlowEvent};
+use std::fmt::Write as _;
+
+use crate::capture::{
+    CaptureOptions, CaptureReader, FlowEvent, Stats as CaptureStats, MQTT_TLS_PORT,
+};
 use crate::finding::{ConnId, Finding};
 use crate::pipeline::{Analyzer, Judge, Settings, Sink, Staged};
 use crate::report::{Collector, Report};
@@ -46,15 +50,17 @@ pub fn analyze_files(
         collector: Collector::default(),
         inner: sink,
     };
-    read_files(settings, &mut analyzer, &mut collector, &mut |_| {})?;
+    let reads = read_files(settings, &mut analyzer, &mut collector, &mut |_| {})?;
     analyzer.finish(&mut collector);
-    Ok(Report::build(
+    let mut report = Report::build(
         inputs(settings),
         analyzer.stats(),
         analyzer.engine().exercised(),
         &rules,
         collector.collector.findings,
-    ))
+    );
+    account_for_reading(&mut report, &reads, &settings.ports);
+    Ok(report)
 }
 
 /// Messages and findings handed from the reading thread to the judging one at a time.
@@ -126,17 +132,116 @@ pub fn analyze_files_parallel(
         Ok(r) => r,
         Err(panic) => std::panic::resume_unwind(panic),
     };
-    read?;
+    let reads = read?;
     // Transport clauses (5.2) were counted while reading, message clauses by the judge.
     let mut exercised = analyzer.engine().exercised().clone();
     exercised.merge(&judged);
-    Ok(Report::build(
+    let mut report = Report::build(
         inputs(settings),
         analyzer.stats(),
         &exercised,
         &rules,
         findings,
-    ))
+    );
+    account_for_reading(&mut report, &reads, &settings.ports);
+    Ok(report)
+}
+
+/// Adds to the report what the capture reader knows: the captures not read in full
+/// (and those unreadable), and, when no protocol message was judged, why.
+pub fn account_for_reading(report: &mut Report, reads: &[CaptureStats], ports: &[u16]) {
+    for stats in reads {
+        if let Some(stop) = &stats.stopped {
+            report.summary.incomplete.push(stop.message.clone());
+        }
+        if let Some(stop) = stats.unreadable() {
+            report.summary.unreadable.push(stop.message.clone());
+        }
+    }
+    if report.summary.messages == 0 {
+        let total = sum_stats(reads);
+        report.check_judged(capture_hints(&total, ports));
+    }
+}
+
+/// The counters of several captures as one.
+fn sum_stats(reads: &[CaptureStats]) -> CaptureStats {
+    let mut total = CaptureStats::default();
+    for s in reads {
+        total.frames += s.frames;
+        total.truncated |= s.truncated;
+        total.flows += s.flows;
+        total.mqtt_flows += s.mqtt_flows;
+        total.not_decodable_flows += s.not_decodable_flows;
+        total.midstream_flows += s.midstream_flows;
+        for (port, t) in &s.ports {
+            let sum = total.ports.entry(*port).or_default();
+            sum.flows += t.flows;
+            sum.bytes += t.bytes;
+        }
+    }
+    total
+}
+
+/// Why the captures gave no protocol message, from what the reader saw, with the
+/// hint that fits.
+fn capture_hints(total: &CaptureStats, ports: &[u16]) -> Vec<String> {
+    let mut hints = vec![];
+    if total.frames == 0 && total.truncated {
+        hints.push(
+            "not a single frame could be read (see the unreadable capture above)".to_string(),
+        );
+        return hints;
+    }
+    if total.frames == 0 {
+        hints.push("the capture holds no packets".to_string());
+        return hints;
+    }
+    if total.not_decodable_flows > 0 {
+        hints.push(format!(
+            "{} TLS flow(s) (server port {MQTT_TLS_PORT} or a TLS ClientHello): encrypted, not decodable; capture the plaintext side (e.g. through `edgetap proxy`)",
+            total.not_decodable_flows
+        ));
+    }
+    if total.mqtt_flows == 0 {
+        hints.push(no_mqtt_flow_hint(total, ports));
+    } else if total.midstream_flows > 0 {
+        hints.push(format!(
+            "the capture started mid-stream: {} of {} MQTT connection(s) were already open (no SYN, no CONNECT in the capture); start the capture before the devices connect",
+            total.midstream_flows, total.mqtt_flows
+        ));
+    }
+    hints
+}
+
+/// No flow on the MQTT ports and none starting with a CONNECT: name `--port` and the
+/// ports that carried the most traffic.
+fn no_mqtt_flow_hint(total: &CaptureStats, ports: &[u16]) -> String {
+    let listed: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let mut hint = format!(
+        "no TCP flow on port {} and no flow starting with an MQTT CONNECT (a capture started after the devices connected holds none): if the broker listens on another port, name it with --port PORT",
+        listed.join(", ")
+    );
+    let busiest: Vec<String> = total
+        .busiest_ports(5)
+        .into_iter()
+        .filter(|(_, t)| t.bytes > 0)
+        .map(|(port, t)| format!("{port} ({} bytes, {} flows)", t.bytes, t.flows))
+        .collect();
+    if busiest.is_empty() {
+        let _ = write!(
+            hint,
+            "; the capture holds {} TCP flow(s) and no TCP payload",
+            total.flows
+        );
+    } else {
+        let _ = write!(
+            hint,
+            "; TCP server ports with the most traffic: {}",
+            busiest.join(", ")
+        );
+    }
+    hint
 }
 
 /// Feeds every file to `analyzer`; `after` runs after each capture event.
@@ -145,7 +250,8 @@ fn read_files(
     analyzer: &mut Analyzer,
     sink: &mut dyn Sink,
     after: &mut dyn FnMut(&mut Analyzer),
-) -> Result<(), AnalyzeError> {
+) -> Result<Vec<CaptureStats>, AnalyzeError> {
+    let mut reads = vec![];
     for (i, file) in settings.files.iter().enumerate() {
         let mut reader = CaptureReader::open(
             file,
@@ -158,7 +264,7 @@ fn read_files(
         let bar = progress_bar(settings.progress, reader.total_bytes());
         let progress = reader.progress();
         let mut n = 0u64;
-        reader.run(&mut |ev| {
+        let stats = reader.run(&mut |ev| {
             feed(analyzer, base, ev, sink);
             after(analyzer);
             n += 1;
@@ -171,8 +277,9 @@ fn read_files(
         if let Some(b) = bar {
             b.finish_and_clear();
         }
+        reads.push(stats);
     }
-    Ok(())
+    Ok(reads)
 }
 
 fn inputs(settings: &AnalyzeSettings) -> Vec<String> {
@@ -261,4 +368,65 @@ fn progress_bar(enabled: bool, total: Option<u64>) -> Option<indicatif::Progress
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     Some(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::PortTraffic;
+
+    fn traffic(ports: &[(u16, u64, u64)]) -> CaptureStats {
+        let mut s = CaptureStats {
+            frames: 100,
+            ..Default::default()
+        };
+        for &(port, flows, bytes) in ports {
+            s.flows += flows;
+            s.ports.insert(port, PortTraffic { flows, bytes });
+        }
+        s
+    }
+
+    #[test]
+    fn no_mqtt_flow_names_port_and_the_busiest_ports_first() {
+        let s = traffic(&[(22, 1, 100), (18830, 3, 5000), (443, 2, 900)]);
+        let hints = capture_hints(&s, &[1883]);
+        assert_eq!(hints.len(), 1, "{hints:?}");
+        let h = &hints[0];
+        assert!(
+            h.contains("no TCP flow on port 1883") && h.contains("--port"),
+            "{h}"
+        );
+        let at = |p: &str| h.find(p).unwrap_or_else(|| panic!("{p} missing: {h}"));
+        assert!(at("18830 (5000 bytes, 3 flows)") < at("443 (") && at("443 (") < at("22 ("));
+    }
+
+    #[test]
+    fn tls_flows_are_said_not_decodable() {
+        let mut s = traffic(&[(8883, 2, 4000)]);
+        s.not_decodable_flows = 2;
+        let hints = capture_hints(&s, &[1883]);
+        assert!(hints[0].contains("2 TLS flow(s)") && hints[0].contains("not decodable"));
+    }
+
+    #[test]
+    fn mqtt_flows_without_messages_after_a_midstream_start_say_so() {
+        let mut s = traffic(&[(1883, 2, 300)]);
+        s.mqtt_flows = 2;
+        s.midstream_flows = 1;
+        let hints = capture_hints(&s, &[1883]);
+        assert_eq!(hints.len(), 1, "{hints:?}");
+        assert!(hints[0].contains("mid-stream: 1 of 2"), "{}", hints[0]);
+    }
+
+    #[test]
+    fn an_empty_capture_and_an_unreadable_one_are_told_apart() {
+        let mut s = CaptureStats::default();
+        assert_eq!(
+            capture_hints(&s, &[1883]),
+            vec!["the capture holds no packets"]
+        );
+        s.truncated = true;
+        assert!(capture_hints(&s, &[1883])[0].contains("not a single frame"));
+    }
 }

@@ -12,8 +12,9 @@ use clap::{Parser, Subcommand, ValueEnum};
     long_about = "edgetap decodes MQTT traffic between edge IoT agents and IoT management platforms, \
 and judges it against clause 5.3 and clause 6 of T/YQDEIF 003-2022. Its report reads like the \
 standard's test record: each clause pass, fail or not exercised, each finding citing clause and table.\n\n\
-Exit codes: 0 no error findings, 1 error findings, 2 bad usage or unreadable input \
-(for `analyze` with filters: of the findings shown)."
+Exit codes: 0 no error findings, 1 error findings (for `analyze` with filters: of the \
+findings shown), 2 bad usage or unreadable input; analyze: 3 nothing judged (see \
+`edgetap analyze --help`)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -40,8 +41,15 @@ pub enum Command {
         findings shown, and the summary says how many were left out. So a CI job can gate\n\
         on one clause: `edgetap analyze --clause 6.1.3 s.pcap` exits 1 only for errors of\n\
         6.1.3. --disable switches a rule off: it does not run at all.\n\n\
-        Exit codes: 0 no error finding shown, 1 error findings shown, 2 bad usage or\n\
-        unreadable input.")]
+        Exit codes (the first that applies):\n  \
+        2  bad usage, or unreadable input: not a capture, framing broken before the end of\n     \
+           the file, or not a single frame read (the message names file, frame, byte offset)\n  \
+        1  error findings (shown, when filtered)\n  \
+        3  nothing judged: no protocol message in the input (no MQTT on the --port ports and\n     \
+           no flow starting with a CONNECT, TLS only, no /v1/... topic, ...); the reason and a\n     \
+           hint are printed, JSON has summary.judged false, JUnit has a failure\n  \
+        0  protocol messages judged, no error finding\n\n\
+        A capture cut inside its last record is read up to the cut and said so (summary.incomplete).")]
     Analyze(AnalyzeArgs),
     /// List or lint the rule set.
     Rules {

@@ -1,5 +1,5 @@
 //! edgetap: CLI → settings → run → exit code (0 clean, 1 error findings, 2 bad usage
-//! or unreadable input).
+//! or unreadable input; `analyze` also 3: nothing judged).
 
 mod cli;
 
@@ -103,7 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 Format::Junit => report.to_junit(),
             };
             stdout.write_all(text.as_bytes())?;
-            Ok(u8::from(report.has_errors()))
+            Ok(analyze_exit_code(&report))
         }
         Command::Broker(a) => {
             let mut s = edgetap::broker::BrokerSettings::on(a.listen);
@@ -327,6 +327,26 @@ fn sim_output(f: Format) -> edgetap::sim::run::Output {
     }
 }
 
+/// The exit code of `analyze` (2 unreadable input, 1 error findings, 3 nothing
+/// judged, 0), with the reason on stderr when it is not 0: the report on stdout may
+/// be going to a file CI does not show.
+fn analyze_exit_code(report: &edgetap::report::Report) -> u8 {
+    let s = &report.summary;
+    for m in &s.unreadable {
+        eprintln!("edgetap: unreadable capture: {m}");
+    }
+    for m in s.incomplete.iter().filter(|m| !s.unreadable.contains(m)) {
+        eprintln!("edgetap: warning: capture not read in full: {m}");
+    }
+    if !s.judged {
+        eprintln!("edgetap: nothing judged: no protocol message in the input (exit code 3)");
+        for r in &s.not_judged_because {
+            eprintln!("  {r}");
+        }
+    }
+    report.exit_code()
+}
+
 fn analyze_capture(
     dir: &std::path::Path,
     id: u64,
@@ -335,9 +355,9 @@ fn analyze_capture(
 ) -> anyhow::Result<edgetap::report::Report> {
     let store = edgetap::store::Store::open(dir)?;
     let settings = edgetap::pipeline::Settings { max_packet };
-    Ok(edgetap::store::replay::analyze_capture(
-        &store, id, rules, settings,
-    )?)
+    let mut report = edgetap::store::replay::analyze_capture(&store, id, rules, settings)?;
+    report.check_judged(vec![]);
+    Ok(report)
 }
 
 /// The proxy's TLS settings from --tls-cert/--tls-key/--upstream-tls/--upstream-ca.

@@ -83,6 +83,9 @@ struct FlowMeta {
     /// An MQTT port is involved: MQTT unless proven TLS.
     by_port: bool,
     midstream: bool,
+    /// The capture started mid-stream on ports none of which is a server port: `server`
+    /// is the higher-port side's peer, a guess.
+    server_guessed: bool,
     client_isn: Option<u32>,
     first: At,
     last_seen_us: i64,
@@ -217,12 +220,16 @@ impl FlowTable {
             }
             let flow = Flow::new(seg, at, opts);
             emit.stats.flows += 1;
+            for port in traffic_ports(&flow.meta) {
+                emit.stats.ports.entry(port).or_default().flows += 1;
+            }
             let flow = flows.entry(key).or_insert(flow);
             if flow.meta.state == State::Tls {
                 flow.meta.not_decodable(&mut emit);
             }
         }
         if let Some(flow) = flows.get_mut(&key) {
+            count_port_bytes(emit.stats, &flow.meta, seg.payload.len());
             flow.on_segment(seg, at, opts.max_reorder_bytes, &mut emit);
         }
     }
@@ -279,6 +286,24 @@ impl FlowTable {
     }
 }
 
+/// Payload bytes per server port, for the hint naming the busiest ports. Bounded: at
+/// most one entry per port number.
+fn count_port_bytes(stats: &mut Stats, meta: &FlowMeta, payload: usize) {
+    if payload > 0 && meta.state != State::Closed {
+        for port in traffic_ports(meta) {
+            stats.ports.entry(port).or_default().bytes += payload as u64;
+        }
+    }
+}
+
+/// The ports a flow's traffic is counted on: its server port, or both ports when which
+/// side serves is only a guess (a capture started after the connection, off the MQTT
+/// ports): the real server port then adds up the traffic of all its flows.
+fn traffic_ports(meta: &FlowMeta) -> impl Iterator<Item = u16> {
+    let client = meta.server_guessed.then_some(meta.client.port());
+    std::iter::once(meta.server.port()).chain(client)
+}
+
 impl Flow {
     /// A flow starting with this segment: who is the client, and is it worth a look.
     fn new(seg: &TcpSegment<'_>, at: At, opts: &CaptureOptions) -> Flow {
@@ -300,6 +325,9 @@ impl Flow {
         } else {
             (seg.dst, seg.src, true)
         };
+        // Mid-stream with no known server port: which side serves is a guess.
+        let server_guessed =
+            midstream && !is_server_port(client.port()) && !is_server_port(server.port());
         let by_port = is_mqtt_port(client.port()) || is_mqtt_port(server.port());
         let state = if server.port() == MQTT_TLS_PORT && !is_mqtt_port(MQTT_TLS_PORT) {
             State::Tls
@@ -314,6 +342,7 @@ impl Flow {
                 server,
                 by_port,
                 midstream,
+                server_guessed,
                 client_isn: None,
                 first: at,
                 last_seen_us: at.time_us,
@@ -573,6 +602,7 @@ impl FlowMeta {
         self.take_conn(emit);
         self.state = State::Mqtt;
         emit.stats.mqtt_flows += 1;
+        emit.stats.midstream_flows += u64::from(self.midstream);
         let FlowMeta {
             conn,
             client,

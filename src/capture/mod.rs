@@ -40,6 +40,7 @@ mod source;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::net::SocketAddr;
@@ -171,6 +172,53 @@ pub struct Stats {
     pub bytes: u64,
     /// The capture ended inside a record, or became unreadable before its end.
     pub truncated: bool,
+    /// Where and why reading stopped before the end of the file (with `truncated`).
+    pub stopped: Option<ReadStop>,
+    /// MQTT flows whose capture holds neither SYN nor SYN-ACK (`Open` with `midstream`).
+    pub midstream_flows: u64,
+    /// Traffic per server port of every TCP flow, MQTT or not: where to look when
+    /// nothing was found on the MQTT ports.
+    pub ports: BTreeMap<u16, PortTraffic>,
+}
+
+/// Where reading stopped before the end of a capture.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadStop {
+    /// The number the record would have had.
+    pub frame: u64,
+    /// The byte offset of that record.
+    pub offset: u64,
+    /// Names the file, the frame, the byte offset and what was wrong.
+    pub message: String,
+    /// The framing is broken before the end of the file: the bytes after `offset` are
+    /// not read. False when the file merely ends inside a record (a partial capture).
+    pub corrupt: bool,
+}
+
+/// TCP traffic to or from one server port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortTraffic {
+    pub flows: u64,
+    /// TCP payload bytes, both directions.
+    pub bytes: u64,
+}
+
+impl Stats {
+    /// At most `n` server ports, the most payload bytes first (then the most flows).
+    pub fn busiest_ports(&self, n: usize) -> Vec<(u16, PortTraffic)> {
+        let mut ports: Vec<(u16, PortTraffic)> = self.ports.iter().map(|(p, t)| (*p, *t)).collect();
+        ports.sort_by_key(|(port, t)| (std::cmp::Reverse((t.bytes, t.flows)), *port));
+        ports.truncate(n);
+        ports
+    }
+
+    /// Reading stopped on broken framing, or before a single frame could be read: the
+    /// input cannot be trusted as a record of the traffic (exit code 2).
+    pub fn unreadable(&self) -> Option<&ReadStop> {
+        self.stopped
+            .as_ref()
+            .filter(|s| s.corrupt || self.frames == 0)
+    }
 }
 
 /// A capture that cannot be read at all. Frame-level problems are not errors: they are
@@ -304,10 +352,18 @@ impl CaptureReader {
                 }
                 Some(Record::End {
                     frame,
+                    offset,
                     time_us,
                     message,
+                    corrupt,
                 }) => {
                     flows.stats.truncated = true;
+                    flows.stats.stopped = Some(ReadStop {
+                        frame,
+                        offset,
+                        message: message.clone(),
+                        corrupt,
+                    });
                     flows.bad_frame(frame, time_us, message, f);
                     break;
                 }

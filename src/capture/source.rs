@@ -60,12 +60,15 @@ pub(crate) enum Record<'a> {
     /// A pcapng block that is not a packet (interface description, statistics...).
     NotAFrame,
     /// The file cannot be read further (cut inside a record, or corrupt): the message
-    /// names the place; `frame` is the number the record would have had. Nothing
-    /// follows.
+    /// names the place; `frame` is the number the record would have had, `offset` its
+    /// byte offset. `corrupt`: the framing is broken before the end of the file (bytes
+    /// after it are not read), not merely cut by the end of the file. Nothing follows.
     End {
         frame: u64,
+        offset: u64,
         time_us: i64,
         message: String,
+        corrupt: bool,
     },
 }
 
@@ -304,14 +307,16 @@ impl RecordSource {
                 self.ended = true;
                 return Ok(None);
             }
-            Framing::Stop(what) => {
+            Framing::Stop { what, corrupt } => {
                 self.ended = true;
                 let frame = self.frame + 1;
                 let message = format!("{}: frame {frame} at byte offset {at}: {what}", self.name);
                 return Ok(Some(Record::End {
                     frame,
+                    offset: at,
                     time_us: self.last_time_us,
                     message,
+                    corrupt,
                 }));
             }
         };
@@ -394,7 +399,7 @@ impl RecordSource {
         if !self.input.fill(header_len).map_err(read_error)? {
             return Ok(match self.input.available().len() {
                 0 => Framing::EndOfFile,
-                left => Framing::Stop(format!(
+                left => Framing::cut(format!(
                     "truncated {what}: the file ends {left} bytes into it"
                 )),
             });
@@ -410,7 +415,7 @@ impl RecordSource {
                 if incl_len > MAX_FRAME.max(*snaplen) {
                     // Most likely not a record header at all: the file is damaged here,
                     // and the following "records" would be garbage.
-                    return Ok(Framing::Stop(format!(
+                    return Ok(Framing::corrupt(format!(
                         "corrupt pcap record header: captured length {incl_len} exceeds the snap length {snaplen}; the rest of the file is not read"
                     )));
                 }
@@ -421,25 +426,25 @@ impl RecordSource {
                     // A section header sets the byte order of its own section.
                     match byte_order_magic(&head[8..12]) {
                         Some(big) => *big_endian = big,
-                        None => return Ok(Framing::Stop("corrupt pcapng section header: bad byte-order magic; the rest of the file is not read".into())),
+                        None => return Ok(Framing::corrupt("corrupt pcapng section header: bad byte-order magic; the rest of the file is not read".into())),
                     }
                 }
                 let len = read_u32(&head[4..8], *big_endian);
                 if len < 12 || !len.is_multiple_of(4) || len > MAX_BLOCK {
-                    return Ok(Framing::Stop(format!("corrupt pcapng block header: block length {len}; the rest of the file is not read")));
+                    return Ok(Framing::corrupt(format!("corrupt pcapng block header: block length {len}; the rest of the file is not read")));
                 }
                 len as usize
             }
         };
         if !self.input.fill(len).map_err(read_error)? {
             let left = self.input.available().len();
-            return Ok(Framing::Stop(format!(
+            return Ok(Framing::cut(format!(
                 "truncated {what}: the file ends after {left} of its {len} bytes"
             )));
         }
         if let Format::PcapNg { big_endian, .. } = self.format {
             if read_u32(&self.input.available()[len - 4..len], big_endian) != len as u32 {
-                return Ok(Framing::Stop(format!(
+                return Ok(Framing::corrupt(format!(
                     "corrupt pcapng block: its trailing length differs from its length {len}; the rest of the file is not read"
                 )));
             }
@@ -453,8 +458,28 @@ enum Framing {
     /// The next `len` bytes of the buffer.
     Record(usize),
     EndOfFile,
-    /// Nowhere: the file is cut or corrupt here, for this reason.
-    Stop(String),
+    /// Nowhere: the file is cut (`corrupt` false) or corrupt here, for this reason.
+    Stop {
+        what: String,
+        corrupt: bool,
+    },
+}
+
+impl Framing {
+    /// The file ends inside the record: a partial capture, nothing after it.
+    fn cut(what: String) -> Framing {
+        Framing::Stop {
+            what,
+            corrupt: false,
+        }
+    }
+    /// The record cannot be framed: the bytes after it are not read.
+    fn corrupt(what: String) -> Framing {
+        Framing::Stop {
+            what,
+            corrupt: true,
+        }
+    }
 }
 
 fn decode_pcap_record<'a>(

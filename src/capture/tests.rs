@@ -1084,6 +1084,29 @@ fn other_traffic_on_other_ports_is_ignored() {
     let (events, stats) = read_all(pcap(DataLink::ETHERNET, &frames), CaptureOptions::default());
     assert_eq!(events, vec![]);
     assert_eq!((stats.flows, stats.mqtt_flows), (2, 0));
+    // Where to look instead: the server ports, the busiest first.
+    let busiest = stats.busiest_ports(5);
+    let http_bytes = (b"GET / HTTP/1.1\r\n\r\n".len() + b"HTTP/1.1 200 OK\r\n\r\n".len()) as u64;
+    let smtp_bytes = (b"220 smtp\r\n".len() + CONNECT.len()) as u64;
+    assert_eq!(
+        busiest,
+        vec![
+            (
+                8080,
+                PortTraffic {
+                    flows: 1,
+                    bytes: http_bytes
+                }
+            ),
+            (
+                25,
+                PortTraffic {
+                    flows: 1,
+                    bytes: smtp_bytes
+                }
+            ),
+        ]
+    );
 }
 
 #[test]
@@ -1686,5 +1709,154 @@ fn a_record_header_claiming_gigabytes_costs_no_memory() {
         src.buffered_capacity() <= 1 << 20,
         "{} bytes held for a 140-byte file",
         src.buffered_capacity()
+    );
+}
+
+/// A little-endian pcapng section header and one Ethernet interface: 48 bytes.
+fn pcapng_head_le() -> Vec<u8> {
+    let block = |kind: u32, body: &[u8]| {
+        let len = (12 + body.len()) as u32;
+        let mut b = kind.to_le_bytes().to_vec();
+        b.extend_from_slice(&len.to_le_bytes());
+        b.extend_from_slice(body);
+        b.extend_from_slice(&len.to_le_bytes());
+        b
+    };
+    let mut shb = 0x1A2B_3C4Du32.to_le_bytes().to_vec();
+    shb.extend_from_slice(&[1, 0, 0, 0]);
+    shb.extend_from_slice(&(-1i64).to_le_bytes());
+    let mut idb = 1u16.to_le_bytes().to_vec();
+    idb.extend_from_slice(&[0, 0]);
+    idb.extend_from_slice(&65535u32.to_le_bytes());
+    let mut file = block(0x0A0D_0D0A, &shb);
+    file.extend(block(1, &idb));
+    assert_eq!(file.len(), 48);
+    file
+}
+
+/// The records of `file` up to the `Record::End` that stops it: (message, corrupt),
+/// and the bytes the source held for reading ahead.
+fn read_to_end(file: Vec<u8>, name: &str) -> (Option<(String, bool)>, usize) {
+    let mut src =
+        source::RecordSource::new(Box::new(Cursor::new(file)), name.into(), Default::default())
+            .unwrap();
+    loop {
+        match src.next_record().unwrap() {
+            None => return (None, src.buffered_capacity()),
+            Some(source::Record::End {
+                message, corrupt, ..
+            }) => return (Some((message, corrupt)), src.buffered_capacity()),
+            Some(_) => {}
+        }
+    }
+}
+
+#[test]
+fn a_pcapng_block_claiming_sixteen_megabytes_costs_no_memory() {
+    // Just under the largest block accepted (16 MiB): framing is not refused, so only
+    // the read-ahead buffer's growth bound keeps memory near what was read. The file
+    // holds 1.5 MiB, more than the first read chunk, so the buffer has to grow.
+    let mut file = pcapng_head_le();
+    file.extend_from_slice(&6u32.to_le_bytes());
+    file.extend_from_slice(&((16u32 << 20) - 4).to_le_bytes());
+    file.resize(3 << 19, 0);
+    let (end, held) = read_to_end(file, "hostile.pcapng");
+    let (message, corrupt) = end.expect("the lying block must end the capture");
+    assert!(message.contains("ends after") && !corrupt, "{message}");
+    assert!(held <= 4 << 20, "{held} bytes held for a 1.5 MiB file");
+}
+
+#[test]
+fn a_pcapng_block_claiming_a_gigabyte_is_broken_framing_named_by_offset() {
+    let mut file = pcapng_head_le();
+    file.extend_from_slice(&6u32.to_le_bytes());
+    file.extend_from_slice(&(1u32 << 30).to_le_bytes());
+    file.extend_from_slice(&[0; 200]);
+    let (end, held) = read_to_end(file, "hostile.pcapng");
+    let (message, corrupt) = end.expect("the lying block must end the capture");
+    assert!(corrupt, "{message}");
+    assert!(
+        message.starts_with("hostile.pcapng: frame 1 at byte offset 48: ")
+            && message.contains("1073741824"),
+        "{message}"
+    );
+    assert!(held <= 1 << 20, "{held} bytes held");
+}
+
+#[test]
+fn a_capture_cut_inside_its_last_record_is_cut_not_corrupt() {
+    let mut file = pcapng_head_le();
+    // An enhanced packet block of 64 bytes, of which the file holds 40.
+    file.extend_from_slice(&6u32.to_le_bytes());
+    file.extend_from_slice(&64u32.to_le_bytes());
+    file.extend_from_slice(&[0; 32]);
+    let (end, _) = read_to_end(file, "cut.pcapng");
+    let (message, corrupt) = end.expect("the cut block ends the capture");
+    assert!(
+        !corrupt && message.contains("ends after 40 of its 64 bytes"),
+        "{message}"
+    );
+}
+
+#[test]
+fn stats_say_where_reading_stopped_and_which_ports_carried_traffic() {
+    let mut file = pcapng_head_le();
+    file.extend_from_slice(&[0xFF; 64]);
+    let mut reader =
+        CaptureReader::from_reader(Cursor::new(file), "bad.pcapng".into(), Default::default())
+            .unwrap();
+    let stats = reader.run(&mut |_| {}).unwrap();
+    let stop = stats
+        .unreadable()
+        .expect("broken framing makes it unreadable");
+    assert_eq!((stop.frame, stop.offset, stop.corrupt), (1, 48, true));
+    assert!(stop
+        .message
+        .contains("bad.pcapng: frame 1 at byte offset 48"));
+}
+
+#[test]
+fn a_pcap_record_claiming_gigabytes_in_a_file_bigger_than_one_read_costs_no_memory() {
+    // The 140-byte variant above never grows the buffer past its first read chunk;
+    // this file (1.5 MiB) does, so it fails if the buffer is sized from the header.
+    let mut file = vec![];
+    file.extend_from_slice(&0xA1B2_C3D4u32.to_le_bytes());
+    file.extend_from_slice(&2u16.to_le_bytes());
+    file.extend_from_slice(&4u16.to_le_bytes());
+    file.extend_from_slice(&[0; 8]);
+    file.extend_from_slice(&u32::MAX.to_le_bytes());
+    file.extend_from_slice(&1u32.to_le_bytes());
+    file.extend_from_slice(&[0; 8]);
+    file.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    file.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    file.resize(3 << 19, 0);
+    let (end, held) = read_to_end(file, "hostile.pcap");
+    let (message, corrupt) = end.expect("the lying record must end the capture");
+    assert!(message.contains("ends after") && !corrupt, "{message}");
+    assert!(held <= 4 << 20, "{held} bytes held for a 1.5 MiB file");
+}
+
+#[test]
+fn busiest_ports_of_a_late_capture_off_the_mqtt_ports_put_the_shared_server_port_first() {
+    // No SYN and no MQTT port: which side serves is unknown, and here the server port
+    // is the higher one. Counted on both ports, the server's adds up both flows.
+    let mut a = Conv::new("10.0.0.2:30001", "10.0.0.1:45000");
+    a.c(0, b"0123456789").s(0, b"abc");
+    let mut b = Conv::new("10.0.0.3:30002", "10.0.0.1:45000");
+    b.c(0, b"0123456789");
+    let mut frames = a.frames(Link::Ethernet);
+    frames.extend(b.frames(Link::Ethernet));
+    let (_, stats) = read_all(pcap(DataLink::ETHERNET, &frames), CaptureOptions::default());
+    let busiest = stats.busiest_ports(3);
+    assert_eq!(
+        busiest[0],
+        (
+            45000,
+            PortTraffic {
+                flows: 2,
+                bytes: 23
+            }
+        ),
+        "{busiest:?}"
     );
 }

@@ -593,6 +593,19 @@ mod tests {
     }
 
     #[test]
+    fn a_remaining_length_claiming_megabytes_holds_only_the_bytes_fed() {
+        // A PUBLISH announcing 200 MiB (under the limit), followed by 100 bytes: the
+        // decoder waits for the rest holding what it got, never the announced size.
+        let mut d = StreamDecoder::new(MQTT_MAX_REMAINING);
+        let mut data = vec![0x30, 0x80, 0x80, 0x80, 0x64];
+        data.extend_from_slice(&[b'x'; 100]);
+        d.feed(&data);
+        assert!(d.next(None).is_none());
+        assert_eq!(d.buffered(), data.len());
+        assert!(d.buf.capacity() < 64 << 10, "{} bytes", d.buf.capacity());
+    }
+
+    #[test]
     fn bad_remaining_length_resyncs() {
         // five continuation bytes: no valid remaining length.
         let mut data = vec![0x30, 0xff, 0xff, 0xff, 0xff, 0xff];

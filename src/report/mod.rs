@@ -2,7 +2,10 @@
 //! as a terminal table, JSON (a contract other tools rely on) or JUnit XML.
 //!
 //! JSON contract (`edgetap analyze --format json`): `summary` {`mqtt_packets`,
-//! `publishes`, `messages`, `unattributed`, `errors`, `warnings`, …}; `clauses`
+//! `publishes`, `messages`, `unattributed`, `errors`, `warnings`, `judged` (false:
+//! no protocol message was judged, exit code 3), `not_judged_because` (reasons, with
+//! hints), `incomplete` (captures not read in full: file, frame, byte offset),
+//! `unreadable` (the part of those that makes the input unreadable, exit code 2), …}; `clauses`
 //! [{`clause`, `title`, `status` (pass, fail, partly exercised, not exercised),
 //! `errors`, `warnings`, `outcomes`, `not_exercised` (reasons)}]; `findings` [{`rule`,
 //! `clause`, `severity`, `edge_id`, `type`, `topic`, `mid`, `packet`, `time`,
@@ -53,7 +56,27 @@ pub struct Summary {
     /// are of the findings shown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filtered: Option<FilterNote>,
+    /// False when the run judged no protocol message: it proves nothing (exit code 3).
+    pub judged: bool,
+    /// Why nothing was judged, each with the hint that fits (empty when `judged`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_judged_because: Vec<String>,
+    /// Captures not read in full: where reading stopped and why (file, frame, byte
+    /// offset). The run's verdict covers only what was read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub incomplete: Vec<String>,
+    /// Those of `incomplete` that make the input unreadable (broken framing before the
+    /// end of the file, or not a single frame read): exit code 2.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<String>,
 }
+
+/// Exit code of a run that read its input but judged no protocol message.
+pub const EXIT_NOTHING_JUDGED: u8 = 3;
+/// Exit code of a run whose input is unreadable (or of bad usage).
+pub const EXIT_UNREADABLE: u8 = 2;
+/// Exit code of a run with error findings.
+pub const EXIT_ERRORS: u8 = 1;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ClauseRow {
@@ -136,6 +159,10 @@ impl Report {
             warnings: 0,
             infos: 0,
             filtered: None,
+            judged: true,
+            not_judged_because: vec![],
+            incomplete: vec![],
+            unreadable: vec![],
         };
         let clauses = rules
             .clauses
@@ -204,6 +231,71 @@ impl Report {
         self.summary.errors > 0
     }
 
+    /// Marks the run as having judged nothing when it holds no protocol message;
+    /// `hints` say why, most specific first (the generic reasons from the counters
+    /// follow). Returns whether it did.
+    pub fn check_judged(&mut self, hints: Vec<String>) -> bool {
+        if self.summary.messages > 0 {
+            return false;
+        }
+        let mut why = hints;
+        why.extend(self.reasons_from_counters());
+        if why.is_empty() {
+            why.push("the input holds no protocol message".into());
+        }
+        self.summary.judged = false;
+        self.summary.not_judged_because = why;
+        true
+    }
+
+    /// Why no message was judged, as far as the MQTT counters tell.
+    fn reasons_from_counters(&self) -> Vec<String> {
+        let s = &self.summary;
+        if s.unattributed > 0 {
+            vec![format!(
+                "MQTT seen ({} PUBLISH packets) but none on a protocol topic (/v1/{{edgeId}}/{{channel}}/{{role}}): nothing to judge",
+                s.unattributed
+            )]
+        } else if s.mqtt_packets > 0 {
+            vec![format!(
+                "MQTT seen ({} packets on {} connections) but no PUBLISH on a protocol topic (/v1/{{edgeId}}/{{channel}}/{{role}})",
+                s.mqtt_packets, s.connections
+            )]
+        } else {
+            vec![]
+        }
+    }
+
+    /// The exit code of `analyze`: 2 unreadable input, else 1 error findings, else 3
+    /// nothing judged, else 0.
+    pub fn exit_code(&self) -> u8 {
+        if !self.summary.unreadable.is_empty() {
+            EXIT_UNREADABLE
+        } else if self.has_errors() {
+            EXIT_ERRORS
+        } else if !self.summary.judged {
+            EXIT_NOTHING_JUDGED
+        } else {
+            0
+        }
+    }
+
+    /// The lines that say why the run cannot be trusted as it stands: the input not
+    /// read in full, nothing judged. Empty for a run that read and judged its input.
+    pub fn problems(&self) -> Vec<String> {
+        let s = &self.summary;
+        let mut out: Vec<String> = s
+            .incomplete
+            .iter()
+            .map(|m| format!("capture not read in full: {m}"))
+            .collect();
+        if !s.judged {
+            out.push("nothing judged: no protocol message in the input".into());
+            out.extend(s.not_judged_because.iter().map(|r| format!("  {r}")));
+        }
+        out
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("report serialises")
     }
@@ -239,6 +331,13 @@ impl Report {
                 Listing::Each => self.write_each(&mut out),
             }
             self.write_basis(&mut out);
+        }
+        let problems = self.problems();
+        if !problems.is_empty() {
+            let _ = writeln!(out);
+            for p in problems {
+                let _ = writeln!(out, "{p}");
+            }
         }
         let _ = writeln!(
             out,
@@ -408,12 +507,24 @@ impl Report {
             // A comment cannot hold "--": the options are named without their dashes.
             let _ = writeln!(out, "<!-- {} -->", xml(&note.line().replace("--", "")));
         }
+        let input = self.input_failures();
         let _ = writeln!(
             out,
             "<testsuites name=\"edgetap\" tests=\"{}\" failures=\"{}\">",
-            self.clauses.len(),
-            self.clauses.iter().filter(|c| c.status == "fail").count()
+            self.clauses.len() + input.len(),
+            self.clauses.iter().filter(|c| c.status == "fail").count() + input.len()
         );
+        for (name, message, text) in &input {
+            let _ = writeln!(
+                out,
+                "  <testsuite name=\"input\" tests=\"1\" failures=\"1\" skipped=\"0\">\n    \
+                 <testcase classname=\"input\" name=\"{}\"><failure message=\"{}\">{}</failure></testcase>\n  \
+                 </testsuite>",
+                xml(name),
+                xml(message),
+                xml(text)
+            );
+        }
         for c in &self.clauses {
             let failures: Vec<&Group> = self
                 .groups
@@ -547,6 +658,30 @@ fn status(errors: u64, messages: u64, not_exercised: &[String]) -> &'static str 
     }
 }
 
+impl Report {
+    /// JUnit failures about the input itself, so that CI goes red on a run that read
+    /// nothing or judged nothing: (test case name, failure message, text).
+    fn input_failures(&self) -> Vec<(&'static str, String, String)> {
+        let s = &self.summary;
+        let mut out = vec![];
+        if !s.unreadable.is_empty() {
+            out.push((
+                "capture readable",
+                "capture unreadable".to_string(),
+                s.unreadable.join("\n"),
+            ));
+        }
+        if !s.judged {
+            out.push((
+                "protocol messages judged",
+                "nothing judged: no protocol message in the input".to_string(),
+                s.not_judged_because.join("\n"),
+            ));
+        }
+        out
+    }
+}
+
 /// A refused command or a failed job: conforming protocol whose meaning the test
 /// plan decides.
 fn is_outcome_check(check: &Check) -> bool {
@@ -591,4 +726,63 @@ fn xml(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod exit_tests {
+    use super::*;
+
+    fn empty_report(stats: Stats) -> Report {
+        let rules = RuleSet::builtin();
+        Report::build(
+            vec!["x.pcap".into()],
+            &stats,
+            &Coverage::default(),
+            &rules,
+            vec![],
+        )
+    }
+
+    #[test]
+    fn exit_codes_in_order_unreadable_errors_nothing_judged() {
+        let judged = empty_report(Stats {
+            messages: 3,
+            ..Default::default()
+        });
+        let mut r = judged.clone();
+        assert!(!r.check_judged(vec![]));
+        assert_eq!(r.exit_code(), 0);
+
+        let mut r = empty_report(Stats::default());
+        assert!(r.check_judged(vec!["hint".into()]));
+        assert_eq!(r.exit_code(), EXIT_NOTHING_JUDGED);
+        r.summary.errors = 1;
+        assert_eq!(r.exit_code(), EXIT_ERRORS);
+        r.summary
+            .unreadable
+            .push("x.pcap: frame 1 at byte offset 24: corrupt".into());
+        assert_eq!(r.exit_code(), EXIT_UNREADABLE);
+    }
+
+    #[test]
+    fn nothing_judged_is_a_junit_failure_and_a_json_field_with_reasons() {
+        let mut r = empty_report(Stats {
+            mqtt_packets: 4,
+            publishes: 2,
+            unattributed: 2,
+            connections: 1,
+            ..Default::default()
+        });
+        r.check_judged(vec![]);
+        let xml = r.to_junit();
+        assert!(xml.contains("<failure message=\"nothing judged"), "{xml}");
+        assert!(xml.contains("none on a protocol topic"), "{xml}");
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(json["summary"]["judged"], false);
+        assert!(json["summary"]["not_judged_because"][0]
+            .as_str()
+            .unwrap()
+            .contains("2 PUBLISH packets"));
+        assert!(r.to_table().contains("nothing judged"));
+    }
 }
