@@ -24,8 +24,8 @@
 //! `edge_wait`; when it does not come, the edge was already online: the exchanges the
 //! edge starts by itself that never come are *not exercised* ([`Exchange::skipped`],
 //! neither pass nor fail, JUnit `<skipped>`), its own later requests are not waited
-//! for, and rules that judge an edge's session from its start are not counted
-//! ([`Outcome::late_join_findings`]). The platform's commands and their job results are
+//! for, and rules that judge an edge's session from its start stay silent (the
+//! engine judges only history it saw). The platform's commands and their job results are
 //! judged as always.
 //!
 //! A CI job (GitLab syntax; any CI runs the same two commands):
@@ -233,11 +233,6 @@ pub struct Outcome {
     pub orphan_replies: Vec<Value>,
     /// Every finding of the live session (baseline and mutations).
     pub live_findings: Vec<FindingBrief>,
-    /// Rules (warning or error) that judge an edge's session from its start, raised
-    /// only because the replay began after that start (the edge was already online):
-    /// shown, not counted.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub late_join_findings: Vec<FindingBrief>,
 }
 
 impl Outcome {
@@ -274,15 +269,6 @@ impl Outcome {
         if !self.new_findings.is_empty() {
             let _ = writeln!(s, "\nRules raised by the replay and not by the recording:");
             for f in &self.new_findings {
-                let _ = writeln!(s, "  {}", f.line);
-            }
-        }
-        if !self.late_join_findings.is_empty() {
-            let _ = writeln!(
-                s,
-                "\nNot counted: rules that judge the edge's session from its start, which the replay did not see:"
-            );
-            for f in &self.late_join_findings {
                 let _ = writeln!(s, "  {}", f.line);
             }
         }
@@ -816,7 +802,6 @@ fn late_start_reason(first: &str, waited: Duration) -> String {
 struct Session<'a> {
     s: ReplaySettings,
     us: Actor,
-    rules: Arc<RuleSet>,
     edge_start: EdgeStart,
     msgs: &'a [Recorded],
     link: Link,
@@ -915,7 +900,7 @@ impl<'a> Session<'a> {
             }
             exchanges.push(x);
         }
-        let mut analyzer = Analyzer::new(rules.clone(), Settings::default());
+        let mut analyzer = Analyzer::new(rules, Settings::default());
         let mut c = Collector::default();
         let t = crate::sim::now_us();
         let connect = connect_bytes(&id);
@@ -929,7 +914,6 @@ impl<'a> Session<'a> {
         Ok(Session {
             s: s.clone(),
             us,
-            rules,
             edge_start: EdgeStart::Pending,
             msgs,
             link,
@@ -1408,21 +1392,6 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// A rule that judges an edge's session from its start (its first message, ids
-    /// assigned earlier, an alarm before its recovery): a replay that began after that
-    /// start cannot judge it.
-    fn needs_session_start(&self, rule: &str) -> bool {
-        use crate::rules::model::Check;
-        matches!(
-            self.rules.rule(rule).map(|r| &r.def.check),
-            Some(
-                Check::FirstMessage { .. }
-                    | Check::IdAssigned { .. }
-                    | Check::RecoveryFollows { .. }
-            )
-        )
-    }
-
     /// The valid command used as liveness probe.
     fn probe_message(&self) -> Option<&'a Recorded> {
         let ours = |m: &&Recorded| m.publisher() == self.us && m.class() == Class::Request;
@@ -1725,7 +1694,9 @@ impl<'a> Session<'a> {
             .map(|f| f.rule.as_str())
             .collect();
         let mut seen_new = HashSet::new();
-        let (late_join_findings, new_findings): (Vec<FindingBrief>, Vec<FindingBrief>) = self
+        // Rules that need the session's start stay silent in the engine when the
+        // replay joined an edge already online (history-aware rules).
+        let new_findings: Vec<FindingBrief> = self
             .findings
             .iter()
             .enumerate()
@@ -1733,7 +1704,7 @@ impl<'a> Session<'a> {
             .filter(|(_, f)| !recorded_rules.contains(f.rule.as_str()))
             .filter(|(_, f)| seen_new.insert(f.rule.clone()))
             .map(|(_, f)| FindingBrief::of(f))
-            .partition(|f| self.edge_was_online() && self.needs_session_start(&f.rule));
+            .collect();
         if let Some(p) = &self.s.capture {
             crate::sim::tap::write_pcap(p, &self.frames)?;
         }
@@ -1748,7 +1719,6 @@ impl<'a> Session<'a> {
             new_findings,
             orphan_replies: self.orphans,
             live_findings: self.findings.iter().map(FindingBrief::of).collect(),
-            late_join_findings,
         })
     }
 }
@@ -1800,7 +1770,6 @@ mod tests {
             new_findings: vec![],
             orphan_replies: vec![],
             live_findings: vec![],
-            late_join_findings: vec![],
         }
     }
 
@@ -1888,10 +1857,8 @@ mod tests {
 
     #[test]
     fn an_expectation_file_without_skips_still_loads() {
-        let mut v =
-            serde_json::to_value(outcome(vec![exchange(0, "edge", "EVENT_LINKUP")])).unwrap();
+        let v = serde_json::to_value(outcome(vec![exchange(0, "edge", "EVENT_LINKUP")])).unwrap();
         assert!(v["exchanges"][0].get("skipped").is_none());
-        v.as_object_mut().unwrap().remove("late_join_findings");
         let o: Outcome = serde_json::from_value(v).unwrap();
         assert!(o.exchanges[0].skipped.is_none());
     }
