@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 mod common;
 
-use common::{tcpdump, temp_dir, Mosquitto};
+use common::{publish_lines, tcpdump, temp_dir, Mosquitto};
 use serde_json::Value;
 
 /// Reports per edge; two edges.
@@ -34,22 +34,6 @@ fn status_reports_lacking_fields(count: usize) -> String {
         .collect()
 }
 
-fn publish_lines(port: u16, topic: &str, lines: &str) {
-    use std::io::Write;
-    let mut child = Command::new("mosquitto_pub")
-        .args(["-p", &port.to_string(), "-t", topic, "-l"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_pub must be installed (apt-get install mosquitto-clients)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-}
-
 fn analyze(args: &[&str]) -> std::process::Output {
     edgetap()
         .arg("analyze")
@@ -64,8 +48,8 @@ fn a_finding_heavy_capture_reads_in_a_short_table_and_groups_add_up() {
     let dir = temp_dir("reports-heavy");
     let dump = tcpdump(broker.port, dir.join("heavy.pcap"));
     let lines = status_reports_lacking_fields(REPORTS);
-    publish_lines(broker.port, "/v1/HEAVY1/device/data", &lines);
-    publish_lines(broker.port, "/v1/HEAVY2/device/data", &lines);
+    publish_lines(broker.port, &[], "/v1/HEAVY1/device/data", &lines);
+    publish_lines(broker.port, &[], "/v1/HEAVY2/device/data", &lines);
     let pcap = dump.stop();
     let pcap = pcap.to_str().unwrap();
     let port = broker.port.to_string();
@@ -170,6 +154,7 @@ fn a_stored_capture_is_filtered_and_grouped_like_a_pcap() {
     }
     publish_lines(
         port,
+        &[],
         "/v1/CAP1/device/data",
         &status_reports_lacking_fields(50),
     );

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{tcpdump, temp_dir, Mosquitto};
+use common::{publish_lines, tcpdump, temp_dir, Mosquitto};
 use serde_json::Value;
 
 fn edgetap() -> Command {
@@ -222,23 +222,6 @@ fn nul_terminated_payloads_are_reported_once_per_connection_and_judged() {
         "{}",
         r["findings"]
     );
-}
-
-fn publish_lines(port: u16, extra: &[&str], topic: &str, lines: &str) {
-    use std::io::Write;
-    let mut child = Command::new("mosquitto_pub")
-        .args(["-p", &port.to_string(), "-t", topic, "-l"])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_pub must be installed (apt-get install mosquitto-clients)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
 }
 
 /// A subscriber that connects later receives retained messages: history replayed by

@@ -183,3 +183,21 @@ impl Tcpdump {
         self.file
     }
 }
+
+/// `mosquitto_pub -l`: each line of `lines` one PUBLISH on `topic`, one connection.
+pub fn publish_lines(port: u16, extra: &[&str], topic: &str, lines: &str) {
+    use std::io::Write;
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-p", &port.to_string(), "-t", topic, "-l"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub must be installed (apt-get install mosquitto-clients)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
