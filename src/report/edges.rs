@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::finding::{Finding, Severity};
+use crate::finding::Finding;
 use crate::pipeline::EdgeTraffic;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -13,10 +13,8 @@ pub struct EdgeRow {
     pub edge_id: String,
     /// Protocol messages on the edge's topics.
     pub messages: u64,
-    pub errors: u64,
-    pub warnings: u64,
-    /// Refused commands and failed jobs (info findings of outcome rules).
-    pub outcomes: u64,
+    #[serde(flatten)]
+    pub counts: super::Tally,
     /// Earliest and latest message or finding, µs since the Unix epoch.
     pub first_time: Option<i64>,
     pub last_time: Option<i64>,
@@ -27,21 +25,14 @@ impl EdgeRow {
         EdgeRow {
             edge_id: edge_id.to_string(),
             messages: traffic.messages,
-            errors: 0,
-            warnings: 0,
-            outcomes: 0,
+            counts: super::Tally::default(),
             first_time: traffic.first_us,
             last_time: traffic.last_us,
         }
     }
 
     fn count(&mut self, f: &Finding, outcome: bool) {
-        match f.severity {
-            Severity::Error => self.errors += 1,
-            Severity::Warning => self.warnings += 1,
-            Severity::Info if outcome => self.outcomes += 1,
-            Severity::Info => {}
-        }
+        self.counts.count(f, outcome);
         if let Some(t) = f.time {
             self.first_time = Some(self.first_time.map_or(t, |x| x.min(t)));
             self.last_time = Some(self.last_time.map_or(t, |x| x.max(t)));

@@ -420,16 +420,16 @@ impl Report {
             return;
         }
         let mut edges: Vec<&EdgeRow> = self.edges.iter().collect();
-        edges.sort_by_key(|e| std::cmp::Reverse((e.errors, e.warnings)));
+        edges.sort_by_key(|e| std::cmp::Reverse((e.counts.errors, e.counts.warnings)));
         let rows: Vec<Row> = edges
             .iter()
             .take(TABLE_EDGES)
             .map(|e| Row {
                 edge: &e.edge_id,
                 messages: e.messages,
-                errors: e.errors,
-                warnings: e.warnings,
-                outcomes: e.outcomes,
+                errors: e.counts.errors,
+                warnings: e.counts.warnings,
+                outcomes: e.counts.outcomes,
                 first: show_time(e.first_time),
                 last: show_time(e.last_time),
             })
@@ -619,16 +619,17 @@ fn owner(clause: &str, listed: &[String]) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
-/// The findings of one clause row, counted.
-#[derive(Debug, Clone, Copy, Default)]
-struct Tally {
-    errors: u64,
-    warnings: u64,
-    outcomes: u64,
+/// Findings counted by what they mean: for a clause row and for an edge.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Tally {
+    pub errors: u64,
+    pub warnings: u64,
+    /// Refused commands and failed jobs (info findings of outcome rules).
+    pub outcomes: u64,
 }
 
 impl Tally {
-    fn count(&mut self, f: &Finding, outcome: bool) {
+    pub(crate) fn count(&mut self, f: &Finding, outcome: bool) {
         match f.severity {
             Severity::Error => self.errors += 1,
             Severity::Warning => self.warnings += 1,
