@@ -130,7 +130,8 @@ struct Conn {
     aliases: [HashMap<u16, String>; 2],
     /// Topics already reported as unattributed on this connection (bounded).
     unattributed: Vec<String>,
-    /// Packet ids of QoS>0 PUBLISH seen per direction (at most 65535 each).
+    /// Packet ids of QoS>0 PUBLISH in flight per direction: seen, not yet
+    /// acknowledged (PUBACK, PUBREC), so a set stays as small as the peer's window.
     pkids: [HashSet<u16>; 2],
 }
 
@@ -501,6 +502,17 @@ impl Analyzer {
                     Packet::Publish(p) => {
                         self.stats.publishes += 1;
                         self.publish(conn, side, time_us, packet, p, sink);
+                    }
+                    // Acknowledged: the other side's PUBLISH with this id is no longer
+                    // in flight, and the id may come again for a new message.
+                    Packet::PubAck(id) | Packet::PubRec(id) => {
+                        let other = match side {
+                            Side::Client => Side::Server,
+                            Side::Server => Side::Client,
+                        };
+                        if let Some(c) = self.conns.get_mut(&conn) {
+                            c.pkids[other.index()].remove(&id);
+                        }
                     }
                     _ => {}
                 }

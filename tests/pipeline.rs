@@ -436,6 +436,13 @@ fn a_redelivery_whose_first_sending_was_not_seen_is_judged_once() {
     // Retransmitted again on the same connection: the same message, not judged twice.
     a.data(1, Side::Server, T0, 3, &redelivered, &mut s);
     assert_eq!(a.stats().messages, 1);
+    // The edge acknowledges it; id 7 is free again, and a command the broker sends
+    // with it later is a new message (in flight ids only: the set stays small).
+    a.data(1, Side::Client, T0, 3, &[0x40, 0x02, 0x00, 0x07], &mut s);
+    let cmd2 = r#"{"mid":10,"type":"CMD_SYS_STATUS","timestamp":"2026-11-26 18:00:01"}"#;
+    let next = publish_qos1("/v1/E1/device/command", cmd2, 7, true);
+    a.data(1, Side::Server, T0, 3, &next, &mut s);
+    assert_eq!(a.stats().messages, 2);
     let reply = r#"{"mid":9,"type":"CMD_SYS_STATUS","timestamp":"2026-11-26 18:00:02","code":200,"param":{"cpuRate":5,"memUsed":{"phy":40},"diskUsed":30,"tempValue":41,"devDateTime":"2026-11-26 18:00:02","devStDateTime":"2026-11-26 08:00:00","devRunTime":7200,"linkState":[]}}"#;
     a.data(
         1,
