@@ -254,24 +254,100 @@ pub enum PayloadError {
     /// serde_json's message, with line and column.
     InvalidJson(String),
     NotObject(&'static str),
+    /// Nested deeper than the parser's limit ([`PARSE_DEPTH`] levels) and not
+    /// otherwise malformed: `checked` when the whole document was validated as
+    /// JSON (up to [`MAX_VALIDATED_DEPTH`] levels), false beyond. edgetap does not
+    /// judge its fields.
+    TooDeep { depth: usize, checked: bool },
+}
+
+/// serde_json's nesting limit, which the parser keeps: a payload nested deeper is
+/// read no further.
+pub const PARSE_DEPTH: usize = 128;
+/// Deepest nesting whose validity is still checked (on a heap-grown stack).
+pub const MAX_VALIDATED_DEPTH: usize = 100_000;
+
+/// Deepest nesting of arrays and objects in `text`, strings skipped: one pass, no
+/// recursion, whatever the input.
+fn nesting_depth(text: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
+    for &b in text {
+        if in_str {
+            match (esc, b) {
+                (true, _) => esc = false,
+                (false, b'\\') => esc = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Why serde_json refused a payload that nests deeper than it reads: is it JSON
+/// after all? `Ok(())` when it is.
+fn validate_deep(text: &[u8]) -> Result<(), serde_json::Error> {
+    use serde::Deserialize;
+    let mut de = serde_json::Deserializer::from_slice(text);
+    de.disable_recursion_limit();
+    serde::de::IgnoredAny::deserialize(serde_stacker::Deserializer::new(&mut de))?;
+    de.end()
+}
+
+fn is_depth_error(e: &serde_json::Error) -> bool {
+    e.to_string().starts_with("recursion limit exceeded")
+}
+
+/// serde_json's error, or [`PayloadError::TooDeep`] when the only fault is depth.
+fn json_error(text: &[u8], e: serde_json::Error) -> PayloadError {
+    if !is_depth_error(&e) {
+        return PayloadError::InvalidJson(e.to_string());
+    }
+    let depth = nesting_depth(text);
+    if depth > MAX_VALIDATED_DEPTH {
+        return PayloadError::TooDeep {
+            depth,
+            checked: false,
+        };
+    }
+    match validate_deep(text) {
+        Ok(()) => PayloadError::TooDeep {
+            depth,
+            checked: true,
+        },
+        Err(e) => PayloadError::InvalidJson(e.to_string()),
+    }
 }
 
 /// Parses a payload. `mid` and `code` are accepted as numbers or numeric strings
 /// (the schema rules report the string form); keys with whitespace are read trimmed.
 pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
     let (text, mut deviations) = tolerated_edges(&payload);
-    let mut doc = match Doc::parse(text) {
+    let mut doc = match Doc::parse(text.clone()) {
         Ok(d) => d,
+        Err(e) if deviations.is_empty() || is_depth_error(&e) => {
+            return Err(json_error(&text, e))
+        }
         // Not JSON even without the tolerated edges: serde_json's message about
         // the payload as sent.
-        Err(_) if !deviations.is_empty() => {
+        Err(e) => {
             return Err(PayloadError::InvalidJson(
                 Doc::parse(payload)
                     .err()
-                    .map_or_else(String::new, |e| e.to_string()),
+                    .unwrap_or(e)
+                    .to_string(),
             ))
         }
-        Err(e) => return Err(PayloadError::InvalidJson(e.to_string())),
     };
     let root = doc.root();
     let Some(members) = root.as_object() else {
@@ -502,6 +578,7 @@ impl Message {
 mod tests {
     use super::*;
     use serde_json::Value;
+    use bytes::Bytes;
 
     #[test]
     fn topics_canonical_and_deviant() {
@@ -600,6 +677,33 @@ mod tests {
             parse_envelope(bytes::Bytes::from_static(b"{\"type\":\0\"X\"}")),
             Err(PayloadError::InvalidJson(_))
         ));
+    }
+
+    #[test]
+    fn nesting_beyond_the_parser_is_too_deep_not_invalid() {
+        let deep = |n: usize, close: usize| {
+            let body = format!("{}1{}", "[".repeat(n), "]".repeat(close));
+            parse_envelope(Bytes::from(format!(r#"{{"type":"X","p":{body}}}"#)))
+        };
+        assert_eq!(
+            deep(1000, 1000).err(),
+            Some(PayloadError::TooDeep {
+                depth: 1001,
+                checked: true
+            })
+        );
+        assert!(matches!(deep(1000, 999), Err(PayloadError::InvalidJson(_))));
+        // Beyond what is validated: said so, and no stack or memory taken for it.
+        let n = MAX_VALIDATED_DEPTH + 10;
+        assert_eq!(
+            deep(n, n).err(),
+            Some(PayloadError::TooDeep {
+                depth: n + 1,
+                checked: false
+            })
+        );
+        // Brackets inside strings do not count.
+        assert_eq!(nesting_depth(br#"{"a":"[[[[\"[[","b":[1]}"#), 2);
     }
 
     #[test]

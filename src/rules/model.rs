@@ -169,6 +169,8 @@ pub enum Check {
     NotDecodable,
     InvalidJson,
     NotObject,
+    /// JSON nested deeper than edgetap parses (`protocol::PARSE_DEPTH`).
+    TooDeep,
     KeyWhitespace,
     /// Payload deviations the parser tolerated (`trailing_bytes`, `bom`,
     /// `string_number`, `timestamp_form`, `key_whitespace`): reported once per

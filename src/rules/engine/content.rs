@@ -30,7 +30,7 @@ impl ContentIndex {
                     }
                     None => ix.always.push(i),
                 },
-                Check::InvalidJson | Check::NotObject => ix.always.push(i),
+                Check::InvalidJson | Check::NotObject | Check::TooDeep => ix.always.push(i),
                 _ => {}
             }
         }
@@ -109,6 +109,25 @@ impl Engine {
                     if let Err(PayloadError::InvalidJson(e)) = &m.body {
                         let mut v = vars_base();
                         v.push(("detail", e.clone()));
+                        out.push(ctx.finding(rule, m, v));
+                    }
+                }
+                Check::TooDeep => {
+                    if let Err(PayloadError::TooDeep { depth, checked }) = &m.body {
+                        let mut v = vars_base();
+                        v.push(("depth", depth.to_string()));
+                        v.push(("limit", protocol::PARSE_DEPTH.to_string()));
+                        v.push((
+                            "validity",
+                            if *checked {
+                                "valid JSON".to_string()
+                            } else {
+                                format!(
+                                    "JSON whose validity was not checked (deeper than {} levels)",
+                                    protocol::MAX_VALIDATED_DEPTH
+                                )
+                            },
+                        ));
                         out.push(ctx.finding(rule, m, v));
                     }
                 }

@@ -406,7 +406,7 @@ mod tests {
                     .types
                     .as_ref()
                     .map_or(true, |t| t.contains("REP_SYS_STATUS")),
-                Check::InvalidJson | Check::NotObject => true,
+                Check::InvalidJson | Check::NotObject | Check::TooDeep => true,
                 _ => false,
             })
             .map(|r| r.def.id.as_str())
