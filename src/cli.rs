@@ -29,6 +29,7 @@ pub enum Command {
         edgetap analyze --format json capture-*.pcapng > report.json\n  \
         edgetap analyze --port 18830 --rules ./vendor-rules site.pcap\n  \
         edgetap analyze --format junit session.pcap > junit.xml\n  \
+        edgetap analyze --format html session.pcap > record.html\n  \
         edgetap analyze --severity error --clause 6.1.3 session.pcap\n  \
         edgetap analyze --edge E1 --rule t10. --each session.pcap\n  \
         edgetap analyze --disable naming.key session.pcap\n\n\
@@ -391,6 +392,9 @@ pub enum Format {
     Table,
     Json,
     Junit,
+    /// One self-contained HTML page (loads nothing): the clause table, the edges, the
+    /// findings by rule and a message sequence chart per edge.
+    Html,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

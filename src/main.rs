@@ -10,7 +10,7 @@ use std::sync::Arc;
 use clap::Parser;
 
 use cli::{Cli, Command, Format, ListFormat, RulesArgs, RulesCommand};
-use edgetap::analyze::{analyze_files, analyze_files_parallel, AnalyzeSettings};
+use edgetap::analyze::{analyze_files, AnalyzeSettings};
 use edgetap::pipeline::Sink;
 
 struct NoSink;
@@ -88,19 +88,30 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 max_packet: args.max_packet_size,
                 progress: !args.no_progress,
             };
+            // The HTML record charts the message sequence of each edge.
+            let chart = args.format == Format::Html;
             let mut report = match args.capture {
-                Some(id) => analyze_capture(&args.store_dir, id, rules, args.max_packet_size)?,
+                Some(id) => {
+                    analyze_capture(&args.store_dir, id, rules, args.max_packet_size, chart)?
+                }
                 // EDGETAP_THREADS=1: one thread (the benchmark compares both).
                 None if std::env::var("EDGETAP_THREADS").as_deref() == Ok("1") => {
-                    analyze_files(rules, &settings, &mut NoSink)?
+                    let mut timeline = edgetap::report::timeline::Timeline::new();
+                    let sink: &mut dyn Sink = match chart {
+                        true => &mut timeline,
+                        false => &mut NoSink,
+                    };
+                    let report = analyze_files(rules, &settings, sink)?;
+                    report.with_timeline(chart.then_some(timeline))
                 }
-                None => analyze_files_parallel(rules, &settings)?,
+                None => edgetap::analyze::analyze_files_parallel_charted(rules, &settings, chart)?,
             };
             report.apply(&filter);
             let text = match args.format {
                 Format::Table => report.table(listing),
                 Format::Json => report.to_json() + "\n",
                 Format::Junit => report.to_junit(),
+                Format::Html => report.to_html(),
             };
             stdout.write_all(text.as_bytes())?;
             Ok(analyze_exit_code(&report))
@@ -324,6 +335,7 @@ fn sim_output(f: Format) -> edgetap::sim::run::Output {
         Format::Table => edgetap::sim::run::Output::Table,
         Format::Json => edgetap::sim::run::Output::Json,
         Format::Junit => edgetap::sim::run::Output::Junit,
+        Format::Html => edgetap::sim::run::Output::Html,
     }
 }
 
@@ -352,10 +364,12 @@ fn analyze_capture(
     id: u64,
     rules: Arc<RuleSet>,
     max_packet: usize,
+    chart: bool,
 ) -> anyhow::Result<edgetap::report::Report> {
     let store = edgetap::store::Store::open(dir)?;
     let settings = edgetap::pipeline::Settings { max_packet };
-    let mut report = edgetap::store::replay::analyze_capture(&store, id, rules, settings)?;
+    let mut report =
+        edgetap::store::replay::analyze_capture_charted(&store, id, rules, settings, chart)?;
     report.check_judged(vec![]);
     Ok(report)
 }
@@ -657,6 +671,7 @@ fn run_replay(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
         }
         Format::Json => writeln!(out, "{}", outcome.to_json())?,
         Format::Junit => out.write_all(outcome.to_junit(expectation.as_ref()).as_bytes())?,
+        Format::Html => out.write_all(outcome.to_html().as_bytes())?,
     }
     Ok(u8::from(match &expectation {
         Some(e) => !e.divergences.is_empty(),
