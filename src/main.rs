@@ -374,6 +374,36 @@ fn analyze_capture(
     Ok(report)
 }
 
+/// A listening live-view server.
+type LiveHttp = Option<(std::net::TcpListener, Arc<edgetap::live::LiveView>)>;
+
+/// `--http`: checks the address (loopback, or a token), binds it, and gives the
+/// proxy the live view to keep up to date.
+fn live_view(
+    mut settings: edgetap::proxy::ProxySettings,
+    args: &cli::ProxyArgs,
+    rules: &Arc<RuleSet>,
+) -> anyhow::Result<(edgetap::proxy::ProxySettings, LiveHttp)> {
+    use anyhow::Context as _;
+    use std::net::ToSocketAddrs as _;
+    let Some(addr) = &args.http else {
+        return Ok((settings, None));
+    };
+    let addrs: Vec<std::net::SocketAddr> = addr
+        .to_socket_addrs()
+        .with_context(|| format!("--http {addr}: not an address (use HOST:PORT, e.g. 127.0.0.1:8080)"))?
+        .collect();
+    for a in &addrs {
+        edgetap::proxy::http::check_bind(a, args.http_token.as_deref())
+            .map_err(anyhow::Error::msg)?;
+    }
+    let listener = std::net::TcpListener::bind(&addrs[..])
+        .with_context(|| format!("--http {addr}: cannot listen"))?;
+    let view = Arc::new(edgetap::live::LiveView::new(rules.clone()));
+    settings.live = Some(view.clone());
+    Ok((settings, Some((listener, view))))
+}
+
 /// The proxy's TLS settings from --tls-cert/--tls-key/--upstream-tls/--upstream-ca.
 fn proxy_tls(args: &cli::ProxyArgs) -> anyhow::Result<edgetap::proxy::tls::TlsSettings> {
     use edgetap::proxy::tls;
@@ -401,18 +431,37 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
         upstream: args.upstream.clone(),
         name: args
             .name
+            .clone()
             .unwrap_or_else(|| format!("{} → {}", args.listen, args.upstream)),
         max_connections: args.max_connections,
         max_buffered: args.max_buffered,
         max_packet: args.max_packet_size,
         websocket: args.websocket,
         tls,
+        live: None,
         ..Default::default()
     };
+    let (settings, http) = live_view(settings, &args, &rules)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let outcome = rt.block_on(async {
+        let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some((listener, view)) = http {
+            eprintln!(
+                "edgetap proxy: live view on http://{}/ (JSON under /api, /metrics)",
+                listener.local_addr()?
+            );
+            let token = args.http_token.clone();
+            tokio::spawn(async move {
+                let stop = async {
+                    let _ = http_stopped.await;
+                };
+                if let Err(e) = edgetap::proxy::http::serve(listener, view, token, stop).await {
+                    eprintln!("edgetap proxy: live view stopped: {e}");
+                }
+            });
+        }
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("listen on {}", args.listen))?;
@@ -437,6 +486,7 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
         });
         let outcome =
             edgetap::proxy::run(listener, settings, rules, Some(store), live, shutdown).await?;
+        let _ = http_stop.send(());
         anyhow::Ok(outcome)
     })?;
     let mut stdout = std::io::stdout().lock();
