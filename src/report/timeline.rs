@@ -4,7 +4,8 @@
 //!
 //! Bounded whatever the input: per edge it keeps the first [`HEAD`] messages, then
 //! only the neighbourhood of each finding ([`CONTEXT`] messages before and after the
-//! message it concerns), up to [`MAX_PER_EDGE`] messages per edge, [`MAX_KEPT`] in
+//! message it concerns; for a rule that fires again and again, of its first
+//! [`PINS_PER_RULE`] findings per edge, of its first only for info), up to [`MAX_PER_EDGE`] messages per edge, [`MAX_KEPT`] in
 //! all and [`MAX_EDGES`] edges; payloads are cut to [`PAYLOAD_EXCERPT`] bytes. What it
 //! leaves out it counts, so a chart can say "1,234 messages not shown".
 
@@ -30,6 +31,10 @@ pub const MAX_EDGES: usize = 400;
 pub const PAYLOAD_EXCERPT: usize = 1024;
 /// Findings marked per message (further ones are counted).
 pub const MARKS_PER_MESSAGE: usize = 12;
+/// Findings of one rule on one edge whose neighbourhood is kept: a rule that fires on
+/// every message would otherwise fill the chart and hide a later, different one.
+/// Info findings (unknown types, outcomes) keep the neighbourhood of their first.
+pub const PINS_PER_RULE: u32 = 20;
 /// Findings per edge that concern no charted message, listed under its chart.
 pub const UNPLACED_PER_EDGE: usize = 50;
 /// Requests remembered per edge to link their replies.
@@ -88,6 +93,9 @@ pub struct Lane {
     /// (channel, mid) of requests → their `n`.
     #[serde(skip)]
     open: HashMap<(String, u64), u64>,
+    /// Findings per rule that kept their neighbourhood.
+    #[serde(skip)]
+    pins: HashMap<String, u32>,
 }
 
 /// The message sequences of every charted edge.
@@ -257,16 +265,29 @@ impl Sink for Timeline {
         let Some(lane) = self.edges.get_mut(edge) else {
             return;
         };
+        let limit = match f.severity {
+            crate::finding::Severity::Info => 1,
+            _ => PINS_PER_RULE,
+        };
+        let pinned = lane.pins.get(&f.rule).copied().unwrap_or(0);
+        let pin = pinned < limit;
+        if pin {
+            lane.pins.insert(f.rule.clone(), pinned + 1);
+        }
         match lane.place(f) {
             Some((true, i)) => {
                 mark(&mut lane.recent[i], f);
-                // The message and those before it join the chart, and the next few.
-                lane.pin_recent(kept);
-                lane.keep_next = CONTEXT;
+                if pin {
+                    // The message and those before it join the chart, and the next few.
+                    lane.pin_recent(kept);
+                    lane.keep_next = CONTEXT;
+                }
             }
             Some((false, i)) => {
                 mark(&mut lane.kept[i], f);
-                lane.keep_next = CONTEXT;
+                if pin {
+                    lane.keep_next = CONTEXT;
+                }
             }
             None if lane.unplaced.len() < UNPLACED_PER_EDGE => lane.unplaced.push(f.clone()),
             None => lane.more_unplaced += 1,
