@@ -721,7 +721,7 @@ fn run_replay(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
         }
         Format::Json => writeln!(out, "{}", outcome.to_json())?,
         Format::Junit => out.write_all(outcome.to_junit(expectation.as_ref()).as_bytes())?,
-        Format::Html => out.write_all(outcome.to_html().as_bytes())?,
+        Format::Html => out.write_all(outcome.to_html(expectation.as_ref()).as_bytes())?,
     }
     Ok(u8::from(match &expectation {
         Some(e) => !e.divergences.is_empty(),

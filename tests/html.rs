@@ -346,6 +346,8 @@ fn the_proxy_serves_the_record_live_with_a_json_api_and_metrics() {
     assert_self_contained(&page);
     assert!(page.contains("edgetap live view"));
     assert!(page.contains("http-equiv=\"refresh\""), "it reloads itself");
+    assert!(page.contains("id=\"latest\""), "the latest findings are listed");
+    assert!(page.contains("<tr class=\"latest\">"));
     let (_, _, report) = get(http, "/api/report", None);
     let report: Value = serde_json::from_str(&report).unwrap();
     assert_clauses_and_charts(&page, &report);
@@ -442,4 +444,57 @@ fn the_live_view_needs_a_token_off_loopback() {
     assert_eq!(code, 200);
     // The page's links carry the token it was opened with (`/` is escaped as &#x2f;).
     assert!(page.contains("metrics?token=s3cret\""), "{page}");
+}
+
+/// `replay --format html`: a session recorded by `sim platform --capture` (edgetap's
+/// own pcap writer) replayed as the platform to an edge that answers an upgrade with
+/// the wrong code: the exchanges, the difference, the live session's clause table
+/// and its chart.
+#[test]
+fn a_replay_record_shows_its_exchanges_and_the_live_sessions_chart() {
+    let broker = Mosquitto::start();
+    let dir = temp_dir("html-replay");
+    let addr = format!("127.0.0.1:{}", broker.port);
+    let rec = dir.join("rec.pcap");
+    let sim_edge = |id: &str, fault: Option<&str>| {
+        let mut c = edgetap();
+        c.args(["sim", "edge", "--broker", &addr, "--edge-id", id])
+            .args(["--period-ms", "500", "--job-ms", "300", "--policy-ms", "100"])
+            .args(["--alarm-ms", "300", "--duration-ms", "30000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(f) = fault {
+            c.args(["--fault", f]);
+        }
+        Killed(c.spawn().expect("start sim edge"))
+    };
+    let recorded = sim_edge("RP1", None);
+    let plan = run(edgetap()
+        .args(["sim", "platform", "--broker", &addr, "--edge-id", "RP1"])
+        .args(["--edge-wait-ms", "3000", "--wait-ms", "3000", "--job-timeout", "5"])
+        .arg("--capture")
+        .arg(&rec));
+    assert_eq!(plan.status.code(), Some(0), "the recorded plan passes");
+    drop(recorded);
+    let _live = sim_edge("RP2", Some("wrong-code"));
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = run(edgetap()
+        .arg("replay")
+        .arg(&rec)
+        .args(["--as", "platform", "--broker", &addr, "--edge-id", "RP2"])
+        .args(["--asap", "--timeout-ms", "2500", "--format", "html"]));
+    assert_eq!(out.status.code(), Some(1), "the wrong code is a difference");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_self_contained(&text);
+    let file = dir.join("replay.html");
+    std::fs::write(&file, &text).unwrap();
+    let page = dom(file.to_str().unwrap());
+    assert!(page.contains("edgetap replay record"));
+    let table = &page[page.find("id=\"exchanges\"").expect("the exchanges table")..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert!(count(table, "<tr class=\"fail\">") >= 1, "a different exchange: {table}");
+    assert!(table.contains("CMD_SYS_UPGRADE"), "{table}");
+    assert!(count(&page, "<tr class=\"clause ") >= 10, "the live session's clauses");
+    assert!(page.contains("<section class=\"chart\" id=\"edge-RP2\""));
+    assert!(page.contains("[reply.code]"), "the wrong code is marked in the chart");
 }

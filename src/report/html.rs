@@ -136,7 +136,18 @@ struct Page<'a> {
     head: u64,
     context: usize,
     live: Option<&'a LiveLinks>,
+    /// Live view: the latest findings, newest first.
+    latest: Vec<Latest<'a>>,
 }
+
+#[derive(Serialize)]
+struct Latest<'a> {
+    time: String,
+    f: &'a Finding,
+}
+
+/// Findings the live view lists as the latest.
+const LATEST: usize = 25;
 
 #[derive(Serialize)]
 struct Verdict {
@@ -370,6 +381,19 @@ impl<'a> Page<'a> {
             max_edges: timeline::MAX_EDGES,
             head: timeline::HEAD,
             context: timeline::CONTEXT,
+            latest: match live {
+                Some(_) => report
+                    .findings
+                    .iter()
+                    .rev()
+                    .take(LATEST)
+                    .map(|f| Latest {
+                        time: show_time(f.time),
+                        f,
+                    })
+                    .collect(),
+                None => vec![],
+            },
             live,
         }
     }

@@ -3,7 +3,7 @@
 //! exchanges and mutations, with the live session's record).
 
 use super::{render, Extra, ExtraRow};
-use crate::replay::Outcome;
+use crate::replay::{Expectation, Outcome};
 use crate::sim::platform::PlanReport;
 
 fn strings<const N: usize>(cells: [&str; N]) -> Vec<String> {
@@ -55,7 +55,7 @@ impl PlanReport {
 impl Outcome {
     /// The replay's record: its result, the exchanges and mutations, then the live
     /// session judged as `analyze` judges a capture, with its charts.
-    pub fn to_html(&self) -> String {
+    pub fn to_html(&self, expectation: Option<&Expectation>) -> String {
         let exchanges = Extra {
             id: "exchanges".into(),
             title: "Replay: exchanges".into(),
@@ -102,7 +102,26 @@ impl Outcome {
                 .collect(),
             status_col: Some(1),
         };
-        let mut extras = vec![exchanges];
+        let mut extras = vec![];
+        if let Some(e) = expectation {
+            let mut rows: Vec<ExtraRow> = e
+                .divergences
+                .iter()
+                .map(|d| ExtraRow::new("fail", vec!["divergence".into(), d.clone()], vec![]))
+                .collect();
+            rows.extend(e.notes.iter().map(|n| {
+                ExtraRow::new("not exercised", vec!["not compared".into(), n.clone()], vec![])
+            }));
+            extras.push(Extra {
+                id: "expectation".into(),
+                title: format!("Expectation (--expect): {} divergence(s)", e.divergences.len()),
+                note: None,
+                headers: strings(["", "What"]),
+                rows,
+                status_col: None,
+            });
+        }
+        extras.push(exchanges);
         if !self.mutations.is_empty() {
             extras.push(Extra {
                 id: "mutations".into(),
