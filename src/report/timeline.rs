@@ -361,6 +361,35 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_firing_on_every_message_pins_its_first_findings_only() {
+        let mut t = Timeline::new();
+        for i in 0..5_000u64 {
+            let m = msg(
+                i,
+                "/v1/E1/device/data",
+                &format!(r#"{{"mid":{i},"type":"REP_SYS_STATUS","param":{{}}}}"#),
+            );
+            t.message(&m);
+            t.finding(&finding(i + 1, i));
+            if i == 4000 {
+                let mut other = finding(i + 1, i);
+                other.rule = "t10.Y".into();
+                t.finding(&other);
+            }
+        }
+        let lane = &t.edges["E1"];
+        let ns: Vec<u64> = lane.kept.iter().map(|e| e.n).collect();
+        // The head, the first PINS_PER_RULE findings' neighbourhoods (inside the head
+        // here), and the other rule's at 4000.
+        assert!(ns.len() < 100, "{} kept", ns.len());
+        assert!(ns.contains(&4000) && ns.contains(&3996) && ns.contains(&4004));
+        assert!(!ns.contains(&2000));
+        // Kept messages carry every finding about them.
+        let at = lane.kept.iter().find(|e| e.n == 4000).unwrap();
+        assert_eq!(at.findings.len(), 2);
+    }
+
+    #[test]
     fn replies_link_to_their_request_and_payloads_are_cut() {
         let mut t = Timeline::new();
         t.message(&msg(
