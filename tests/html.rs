@@ -70,7 +70,10 @@ fn assert_self_contained(page: &str) {
         "<link",
         "<img",
     ] {
-        assert!(!lower.contains(bad), "the page references a resource: {bad}");
+        assert!(
+            !lower.contains(bad),
+            "the page references a resource: {bad}"
+        );
     }
 }
 
@@ -83,12 +86,18 @@ fn count(hay: &str, needle: &str) -> usize {
 fn assert_clauses_and_charts(page: &str, json: &Value) {
     let clauses = json["clauses"].as_array().unwrap();
     assert!(!clauses.is_empty());
-    assert_eq!(count(page, "<tr class=\"clause "), clauses.len(), "clause rows");
+    assert_eq!(
+        count(page, "<tr class=\"clause "),
+        clauses.len(),
+        "clause rows"
+    );
     for c in clauses {
         let id = c["clause"].as_str().unwrap();
         let status = c["status"].as_str().unwrap();
         let row = format!("data-clause=\"{id}\"");
-        let at = page.find(&row).unwrap_or_else(|| panic!("no row for clause {id}"));
+        let at = page
+            .find(&row)
+            .unwrap_or_else(|| panic!("no row for clause {id}"));
         let tail = &page[at..at + page[at..].find("</tr>").unwrap()];
         assert!(
             tail.contains(&format!("<td class=\"status\">{status}</td>")),
@@ -103,10 +112,16 @@ fn assert_clauses_and_charts(page: &str, json: &Value) {
         .map(|e| e["edge_id"].as_str().unwrap())
         .collect();
     assert!(!edges.is_empty());
-    assert_eq!(count(page, "<section class=\"chart\""), edges.len(), "charts");
+    assert_eq!(
+        count(page, "<section class=\"chart\""),
+        edges.len(),
+        "charts"
+    );
     for e in edges {
         assert!(
-            page.contains(&format!("class=\"chart\" id=\"edge-{e}\" data-edge=\"{e}\"")),
+            page.contains(&format!(
+                "class=\"chart\" id=\"edge-{e}\" data-edge=\"{e}\""
+            )),
             "no chart for edge {e}"
         );
     }
@@ -123,7 +138,14 @@ fn analyze_and_sim_platform_html_render_in_chromium_with_a_chart_per_edge() {
     let sim_edge = |id: &str, fault: Option<&str>| {
         let mut c = edgetap();
         c.args(["sim", "edge", "--broker", &addr, "--edge-id", id])
-            .args(["--period-ms", "500", "--job-ms", "300", "--policy-ms", "100"])
+            .args([
+                "--period-ms",
+                "500",
+                "--job-ms",
+                "300",
+                "--policy-ms",
+                "100",
+            ])
             .args(["--duration-ms", "30000"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -136,7 +158,14 @@ fn analyze_and_sim_platform_html_render_in_chromium_with_a_chart_per_edge() {
     let e2 = sim_edge("HT2", None);
     let plan = run(edgetap()
         .args(["sim", "platform", "--broker", &addr, "--edge-id", "HT1"])
-        .args(["--edge-wait-ms", "2000", "--wait-ms", "3000", "--job-timeout", "5"])
+        .args([
+            "--edge-wait-ms",
+            "2000",
+            "--wait-ms",
+            "3000",
+            "--job-timeout",
+            "5",
+        ])
         .args(["--format", "html"]));
     drop((e1, e2));
     let pcap = dump.stop();
@@ -149,16 +178,27 @@ fn analyze_and_sim_platform_html_render_in_chromium_with_a_chart_per_edge() {
     assert_self_contained(&String::from_utf8_lossy(&plan.stdout));
     assert!(page.contains("id=\"items\""), "no detection items table");
     for (item, ..) in edgetap::sim::platform::ITEMS {
-        assert!(page.contains(&format!("<td>{item}</td>")), "item {item} missing");
+        assert!(
+            page.contains(&format!("<td>{item}</td>")),
+            "item {item} missing"
+        );
     }
     assert!(page.contains("<section class=\"chart\" id=\"edge-HT1\""));
 
     // analyze: the capture's record.
     let port = broker.port.to_string();
-    let json = run(edgetap().args(["analyze", "--format", "json", "--port", &port]).arg(&pcap));
+    let json = run(edgetap()
+        .args(["analyze", "--format", "json", "--port", &port])
+        .arg(&pcap));
     let json: Value = serde_json::from_slice(&json.stdout).expect("analyze JSON");
-    let html = run(edgetap().args(["analyze", "--format", "html", "--port", &port]).arg(&pcap));
-    assert_eq!(html.status.code(), Some(1), "the wrong reply code is an error");
+    let html = run(edgetap()
+        .args(["analyze", "--format", "html", "--port", &port])
+        .arg(&pcap));
+    assert_eq!(
+        html.status.code(),
+        Some(1),
+        "the wrong reply code is an error"
+    );
     let text = String::from_utf8(html.stdout).unwrap();
     assert_self_contained(&text);
     let file = dir.join("record.html");
@@ -186,11 +226,20 @@ fn analyze_and_sim_platform_html_render_in_chromium_with_a_chart_per_edge() {
     assert!(row.contains("<i class=\"mark error\""), "{row}");
     assert!(row.contains("has-error"), "{row}");
     assert!(row.contains(&format!("mid {}", f["mid"])), "{row}");
-    assert!(row.contains("<details") && row.contains("<pre class=\"payload\">{"), "{row}");
-    assert!(row.contains("CMD_SYS_UPGRADE") && row.contains("[reply.code]"), "{row}");
+    assert!(
+        row.contains("<details") && row.contains("<pre class=\"payload\">{"),
+        "{row}"
+    );
+    assert!(
+        row.contains("CMD_SYS_UPGRADE") && row.contains("[reply.code]"),
+        "{row}"
+    );
     let id = &row[row.find("id=\"").unwrap() + 4..];
     let id = &id[..id.find('"').unwrap()];
-    assert!(page.contains(&format!("href=\"#{id}\"")), "the group links to {id}");
+    assert!(
+        page.contains(&format!("href=\"#{id}\"")),
+        "the group links to {id}"
+    );
     // Requests and replies are told apart, and replies name their request.
     assert!(chart.contains("class=\"msg request"));
     assert!(chart.contains("class=\"msg reply"));
@@ -199,7 +248,9 @@ fn analyze_and_sim_platform_html_render_in_chromium_with_a_chart_per_edge() {
 
     // Filters apply to the page too: one edge, its chart only.
     let html = run(edgetap()
-        .args(["analyze", "--format", "html", "--edge", "HT2", "--port", &port])
+        .args([
+            "analyze", "--format", "html", "--edge", "HT2", "--port", &port,
+        ])
         .arg(&pcap));
     let text = String::from_utf8(html.stdout).unwrap();
     assert_eq!(count(&text, "<section class=\"chart\""), 1);
@@ -233,12 +284,17 @@ fn a_long_capture_charts_the_start_and_the_neighbourhood_of_each_finding() {
     common::publish_lines(broker.port, &[], "/v1/LONG1/device/data", &lines);
     let pcap = dump.stop();
     let port = broker.port.to_string();
-    let out = run(edgetap().args(["analyze", "--format", "html", "--port", &port]).arg(&pcap));
+    let out = run(edgetap()
+        .args(["analyze", "--format", "html", "--port", &port])
+        .arg(&pcap));
     let text = String::from_utf8(out.stdout).unwrap();
     let rows = count(&text, "<div class=\"msg ");
     assert!(rows < 200, "{rows} message rows for 3000 messages");
     assert!(text.contains("message(s) not shown"), "the gap is said");
-    assert!(text.contains("id=\"edge-LONG1-m2000\""), "the broken report is charted");
+    assert!(
+        text.contains("id=\"edge-LONG1-m2000\""),
+        "the broken report is charted"
+    );
     assert!(text.contains("id=\"edge-LONG1-m1996\"") && text.contains("id=\"edge-LONG1-m2004\""));
     assert!(!text.contains("id=\"edge-LONG1-m1000\""));
     let file = dir.join("long.html");
@@ -265,7 +321,10 @@ fn get(port: u16, path: &str, auth: Option<&str>) -> (u16, String, String) {
     let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
     let status = head[9..12].parse().unwrap();
     // hyper answers small bodies with Content-Length; a chunked one is de-chunked.
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -335,7 +394,10 @@ fn the_proxy_serves_the_record_live_with_a_json_api_and_metrics() {
         if v[0]["messages"] == 2 && v[0]["connections"].as_u64().unwrap() >= 2 {
             break v;
         }
-        assert!(Instant::now() < deadline, "the live view did not catch up: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "the live view did not catch up: {v}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(captures[0]["running"], true);
@@ -346,7 +408,10 @@ fn the_proxy_serves_the_record_live_with_a_json_api_and_metrics() {
     assert_self_contained(&page);
     assert!(page.contains("edgetap live view"));
     assert!(page.contains("http-equiv=\"refresh\""), "it reloads itself");
-    assert!(page.contains("id=\"latest\""), "the latest findings are listed");
+    assert!(
+        page.contains("id=\"latest\""),
+        "the latest findings are listed"
+    );
     assert!(page.contains("<tr class=\"latest\">"));
     let (_, _, report) = get(http, "/api/report", None);
     let report: Value = serde_json::from_str(&report).unwrap();
@@ -359,7 +424,9 @@ fn the_proxy_serves_the_record_live_with_a_json_api_and_metrics() {
     assert_eq!(code, 200);
     let fs: Vec<Value> = serde_json::from_str(&body).unwrap();
     assert!(!fs.is_empty());
-    assert!(fs.iter().all(|f| f["edge_id"] == "LV2" && f["severity"] == "error"));
+    assert!(fs
+        .iter()
+        .all(|f| f["edge_id"] == "LV2" && f["severity"] == "error"));
     let (_, _, none) = get(http, "/api/findings?edge=LV1&severity=error", None);
     assert_eq!(none.trim(), "[]");
     let (_, _, edges) = get(http, "/api/edges", None);
@@ -379,7 +446,10 @@ fn the_proxy_serves_the_record_live_with_a_json_api_and_metrics() {
     assert_eq!(code, 200);
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
     assert!(metrics.contains("edgetap_messages_total 2\n"), "{metrics}");
-    let errors = format!("edgetap_findings_total{{severity=\"error\"}} {}\n", fs.len());
+    let errors = format!(
+        "edgetap_findings_total{{severity=\"error\"}} {}\n",
+        fs.len()
+    );
     assert!(metrics.contains(&errors), "{metrics}");
     let bytes: u64 = metrics
         .lines()
@@ -395,7 +465,13 @@ fn the_proxy_serves_the_record_live_with_a_json_api_and_metrics() {
     let mut proxy = proxy;
     let _ = proxy.0.wait();
     let out = run(edgetap()
-        .args(["analyze", "--format", "html", "--capture", &capture_id.to_string()])
+        .args([
+            "analyze",
+            "--format",
+            "html",
+            "--capture",
+            &capture_id.to_string(),
+        ])
         .arg("--store")
         .arg(&store));
     assert_eq!(out.status.code(), Some(1), "LV2's request is an error");
@@ -409,7 +485,13 @@ fn the_proxy_serves_the_record_live_with_a_json_api_and_metrics() {
 #[test]
 fn the_live_view_needs_a_token_off_loopback() {
     let out = run(edgetap()
-        .args(["proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9"])
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "127.0.0.1:9",
+        ])
         .args(["--http", &format!("0.0.0.0:{}", free_port())])
         .arg("--store")
         .arg(temp_dir("html-refused").join("store")));
@@ -426,7 +508,12 @@ fn the_live_view_needs_a_token_off_loopback() {
         edgetap()
             .args(["proxy", "--listen", &format!("127.0.0.1:{listen}")])
             .args(["--upstream", &format!("127.0.0.1:{}", broker.port)])
-            .args(["--http", &format!("0.0.0.0:{http}"), "--http-token", "s3cret"])
+            .args([
+                "--http",
+                &format!("0.0.0.0:{http}"),
+                "--http-token",
+                "s3cret",
+            ])
             .arg("--store")
             .arg(temp_dir("html-token").join("store"))
             .stdout(Stdio::null())
@@ -459,7 +546,14 @@ fn a_replay_record_shows_its_exchanges_and_the_live_sessions_chart() {
     let sim_edge = |id: &str, fault: Option<&str>| {
         let mut c = edgetap();
         c.args(["sim", "edge", "--broker", &addr, "--edge-id", id])
-            .args(["--period-ms", "500", "--job-ms", "300", "--policy-ms", "100"])
+            .args([
+                "--period-ms",
+                "500",
+                "--job-ms",
+                "300",
+                "--policy-ms",
+                "100",
+            ])
             .args(["--alarm-ms", "300", "--duration-ms", "30000"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -471,7 +565,14 @@ fn a_replay_record_shows_its_exchanges_and_the_live_sessions_chart() {
     let recorded = sim_edge("RP1", None);
     let plan = run(edgetap()
         .args(["sim", "platform", "--broker", &addr, "--edge-id", "RP1"])
-        .args(["--edge-wait-ms", "3000", "--wait-ms", "3000", "--job-timeout", "5"])
+        .args([
+            "--edge-wait-ms",
+            "3000",
+            "--wait-ms",
+            "3000",
+            "--job-timeout",
+            "5",
+        ])
         .arg("--capture")
         .arg(&rec));
     assert_eq!(plan.status.code(), Some(0), "the recorded plan passes");
@@ -492,9 +593,18 @@ fn a_replay_record_shows_its_exchanges_and_the_live_sessions_chart() {
     assert!(page.contains("edgetap replay record"));
     let table = &page[page.find("id=\"exchanges\"").expect("the exchanges table")..];
     let table = &table[..table.find("</table>").unwrap()];
-    assert!(count(table, "<tr class=\"fail\">") >= 1, "a different exchange: {table}");
+    assert!(
+        count(table, "<tr class=\"fail\">") >= 1,
+        "a different exchange: {table}"
+    );
     assert!(table.contains("CMD_SYS_UPGRADE"), "{table}");
-    assert!(count(&page, "<tr class=\"clause ") >= 10, "the live session's clauses");
+    assert!(
+        count(&page, "<tr class=\"clause ") >= 10,
+        "the live session's clauses"
+    );
     assert!(page.contains("<section class=\"chart\" id=\"edge-RP2\""));
-    assert!(page.contains("[reply.code]"), "the wrong code is marked in the chart");
+    assert!(
+        page.contains("[reply.code]"),
+        "the wrong code is marked in the chart"
+    );
 }

@@ -87,7 +87,11 @@ fn authorized(req: &Request<Body>, q: &[(String, String)], token: Option<&str>) 
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let given = bearer.or_else(|| q.iter().find(|(k, _)| k == "token").map(|(_, v)| v.as_str()));
+    let given = bearer.or_else(|| {
+        q.iter()
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.as_str())
+    });
     given.is_some_and(|g| same(g.as_bytes(), token.as_bytes()))
 }
 
@@ -250,7 +254,12 @@ mod tests {
         let f = filter_of(&q("edge=E1,E2&severity=warning&rule=t10.&clause=6.1.3")).unwrap();
         assert_eq!(f.edges, vec!["E1", "E2"]);
         assert_eq!(f.min_severity, Some(Severity::Warning));
-        assert_eq!((f.rules[0].as_str(), f.clauses[0].as_str()), ("t10.", "6.1.3"));
-        assert!(filter_of(&q("severity=fatal")).unwrap_err().contains("severity=fatal"));
+        assert_eq!(
+            (f.rules[0].as_str(), f.clauses[0].as_str()),
+            ("t10.", "6.1.3")
+        );
+        assert!(filter_of(&q("severity=fatal"))
+            .unwrap_err()
+            .contains("severity=fatal"));
     }
 }

@@ -108,7 +108,9 @@ pub fn render(report: &Report, title: &str, extras: &[Extra], live: Option<&Live
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[derive(Serialize)]
@@ -438,7 +440,10 @@ fn rule_sections(report: &Report) -> (Vec<RuleSection>, usize) {
         let href = g.edge_id.as_deref().and_then(|edge| {
             let f = first_of.get(&(g.rule.as_str(), Some(edge), g.first_packet))?;
             let lane = report.timeline.as_ref()?.edges.get(edge)?;
-            let e = lane.kept.iter().find(|e| e.findings.iter().any(|m| m == *f))?;
+            let e = lane
+                .kept
+                .iter()
+                .find(|e| e.findings.iter().any(|m| m == *f))?;
             Some(row_id(edge, e.n))
         });
         section.groups.push(GroupView {
@@ -618,8 +623,10 @@ fn job_bars(kept: &[Entry]) -> Vec<Vec<JobBar>> {
             s.2 = "failed";
         }
     }
-    let mut spans: Vec<(&str, usize, usize, &'static str)> =
-        span.into_iter().map(|(j, (a, b, st))| (j, a, b, st)).collect();
+    let mut spans: Vec<(&str, usize, usize, &'static str)> = span
+        .into_iter()
+        .map(|(j, (a, b, st))| (j, a, b, st))
+        .collect();
     spans.sort_by_key(|s| s.1);
     // Slots by first fit; a job finding no free slot is not drawn.
     let mut slot_end: Vec<Option<usize>> = vec![None; JOB_SLOTS];

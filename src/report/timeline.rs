@@ -130,7 +130,11 @@ impl Timeline {
             .envelope()
             .and_then(|e| e.param())
             .and_then(|p| p.get("jobId"))
-            .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            });
         Entry {
             n,
             time_us: m.time_us,
@@ -397,7 +401,10 @@ mod tests {
             "/v1/E1/device/command",
             r#"{"mid":7,"type":"CMD_SYS_UPGRADE","param":{"jobId":42}}"#,
         ));
-        let long = format!(r#"{{"mid":7,"type":"CMD_SYS_UPGRADE","code":200,"x":"{}"}}"#, "é".repeat(2000));
+        let long = format!(
+            r#"{{"mid":7,"type":"CMD_SYS_UPGRADE","code":200,"x":"{}"}}"#,
+            "é".repeat(2000)
+        );
         t.message(&msg(1, "/v1/E1/device/reply", &long));
         let lane = &t.edges["E1"];
         assert_eq!(lane.kept[0].job.as_deref(), Some("42"));

@@ -110,11 +110,18 @@ impl Outcome {
                 .map(|d| ExtraRow::new("fail", vec!["divergence".into(), d.clone()], vec![]))
                 .collect();
             rows.extend(e.notes.iter().map(|n| {
-                ExtraRow::new("not exercised", vec!["not compared".into(), n.clone()], vec![])
+                ExtraRow::new(
+                    "not exercised",
+                    vec!["not compared".into(), n.clone()],
+                    vec![],
+                )
             }));
             extras.push(Extra {
                 id: "expectation".into(),
-                title: format!("Expectation (--expect): {} divergence(s)", e.divergences.len()),
+                title: format!(
+                    "Expectation (--expect): {} divergence(s)",
+                    e.divergences.len()
+                ),
                 note: None,
                 headers: strings(["", "What"]),
                 rows,
