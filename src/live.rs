@@ -107,15 +107,15 @@ impl LiveView {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The analysis thread starts on capture `id`.
-    pub fn started(&self, id: u64, name: &str, listen: &str, upstream: &str, started_us: i64) {
+    /// The analysis thread starts recording `meta`.
+    pub fn started(&self, meta: &crate::store::CaptureMeta) {
         let mut s = self.lock();
         s.capture = LiveCapture {
-            id,
-            name: name.into(),
-            listen: listen.into(),
-            upstream: upstream.into(),
-            started_us,
+            id: meta.id,
+            name: meta.name.clone(),
+            listen: meta.listen.clone(),
+            upstream: meta.upstream.clone(),
+            started_us: meta.started_us,
             running: true,
             ..LiveCapture::default()
         };

@@ -391,7 +391,9 @@ fn live_view(
     };
     let addrs: Vec<std::net::SocketAddr> = addr
         .to_socket_addrs()
-        .with_context(|| format!("--http {addr}: not an address (use HOST:PORT, e.g. 127.0.0.1:8080)"))?
+        .with_context(|| {
+            format!("--http {addr}: not an address (use HOST:PORT, e.g. 127.0.0.1:8080)")
+        })?
         .collect();
     for a in &addrs {
         edgetap::proxy::http::check_bind(a, args.http_token.as_deref())

@@ -454,7 +454,7 @@ fn analyze(
     let mut a = Analyzer::new(rules.clone(), Settings { max_packet });
     let cap = meta.id;
     if let Some(v) = view {
-        v.started(cap, &meta.name, &meta.listen, &meta.upstream, meta.started_us);
+        v.started(&meta);
     }
     let mut rec = Recorder {
         writer: store.map(Writer::spawn),

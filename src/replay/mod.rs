@@ -1726,7 +1726,10 @@ impl<'a> Session<'a> {
             crate::sim::tap::write_pcap(p, &self.frames)?;
         }
         let record = crate::report::Report::build(
-            vec![format!("replay of {} (live session)", self.s.source.describe())],
+            vec![format!(
+                "replay of {} (live session)",
+                self.s.source.describe()
+            )],
             self.analyzer.stats(),
             self.analyzer.engine().exercised(),
             self.analyzer.rules(),
