@@ -52,8 +52,9 @@ for _ in $(seq "$rounds"); do
   done
 done
 for fmt in json html; do
-  sort -n "$work/$fmt.times" | awk -v f="$fmt" '{ t[NR] = $1; m[NR] = $2 }
-    END { printf "%-5s wall median %.2f s (min %.2f, max %.2f), peak RSS median %d KiB\n",
-          f, t[int((NR + 1) / 2)], t[1], t[NR], m[int((NR + 1) / 2)] }'
+  wall=$(cut -d' ' -f1 "$work/$fmt.times" | sort -n | awk '{ t[NR] = $1 }
+    END { printf "median %.2f s (min %.2f, max %.2f)", t[int((NR + 1) / 2)], t[1], t[NR] }')
+  rss=$(cut -d' ' -f2 "$work/$fmt.times" | sort -n | awk '{ m[NR] = $1 } END { print m[int((NR + 1) / 2)] }')
+  echo "$fmt: wall $wall, peak RSS median $rss KiB"
 done
 echo "html page: $(stat -c %s "$work/out.html") bytes; json: $(stat -c %s "$work/out.json") bytes"
