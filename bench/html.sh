@@ -52,9 +52,11 @@ for _ in $(seq "$rounds"); do
   done
 done
 for fmt in json html; do
-  wall=$(cut -d' ' -f1 "$work/$fmt.times" | sort -n | awk '{ t[NR] = $1 }
+  # (GNU time adds a line for a non-zero exit status: only the figures are read.)
+  grep -E '^[0-9.]+ [0-9]+$' "$work/$fmt.times" > "$work/$fmt.figures"
+  wall=$(cut -d' ' -f1 "$work/$fmt.figures" | sort -n | awk '{ t[NR] = $1 }
     END { printf "median %.2f s (min %.2f, max %.2f)", t[int((NR + 1) / 2)], t[1], t[NR] }')
-  rss=$(cut -d' ' -f2 "$work/$fmt.times" | sort -n | awk '{ m[NR] = $1 } END { print m[int((NR + 1) / 2)] }')
+  rss=$(cut -d' ' -f2 "$work/$fmt.figures" | sort -n | awk '{ m[NR] = $1 } END { print m[int((NR + 1) / 2)] }')
   echo "$fmt: wall $wall, peak RSS median $rss KiB"
 done
 echo "html page: $(stat -c %s "$work/out.html") bytes; json: $(stat -c %s "$work/out.json") bytes"
