@@ -684,3 +684,70 @@ impl Report {
         render(self, "edgetap test record", &[], None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finding::Side;
+    use crate::pipeline::{Sink, Stats};
+    use crate::protocol::{parse_envelope, parse_topic, Message};
+    use crate::rules::engine::Coverage;
+    use crate::rules::RuleSet;
+
+    fn message(topic: &str, payload: &str) -> Message {
+        Message {
+            seq: 0,
+            conn: 1,
+            side: Side::Client,
+            packet: 3,
+            time_us: 1_764_000_000_000_000,
+            topic_name: topic.into(),
+            topic: parse_topic(topic).unwrap(),
+            body: parse_envelope(bytes::Bytes::from(payload.to_string())),
+            origin_seen: true,
+            retained: false,
+        }
+    }
+
+    #[test]
+    fn input_text_is_escaped_and_odd_edge_ids_get_safe_anchors() {
+        let edge = "E<1>\"x";
+        let topic = format!("/v1/{edge}/device/data");
+        let payload = r#"{"mid":1,"type":"</pre><script>alert(1)</script>","param":{}}"#;
+        let mut t = Timeline::new();
+        t.message(&message(&topic, payload));
+        let report = Report::build(
+            vec!["<b>in</b>.pcap".into()],
+            &Stats::default(),
+            &Coverage::default(),
+            &RuleSet::builtin(),
+            vec![],
+        )
+        .with_timeline(Some(t));
+        let page = report.to_html();
+        assert!(!page.contains("<script"), "{page}");
+        assert!(!page.contains("<b>in</b>"));
+        assert!(page.contains("&lt;&#x2f;pre&gt;&lt;script&gt;"), "{page}");
+        assert!(page.contains("id=\"edge-E_3c1_3e_22x\""), "{page}");
+        assert_eq!(page.matches("<section class=\"chart\"").count(), 1);
+    }
+
+    #[test]
+    fn job_lifecycles_span_their_messages_and_show_failure() {
+        let mut t = Timeline::new();
+        let cmd = r#"{"mid":1,"type":"CMD_APP_INSTALL","param":{"jobId":7}}"#;
+        let reply = r#"{"mid":1,"type":"CMD_APP_INSTALL","code":202,"param":{"jobId":7}}"#;
+        let other = r#"{"mid":2,"type":"REP_SYS_STATUS","param":{}}"#;
+        let result = r#"{"mid":3,"type":"REP_JOB_RESULT","param":{"jobId":7,"result":400}}"#;
+        t.message(&message("/v1/E1/app/command", cmd));
+        t.message(&message("/v1/E1/app/reply", reply));
+        t.message(&message("/v1/E1/device/data", other));
+        t.message(&message("/v1/E1/app/data", result));
+        let bars = job_bars(&t.edges["E1"].kept);
+        let kinds: Vec<&str> = bars.iter().map(|b| b[0].kind).collect();
+        assert_eq!(kinds, ["start", "mid", "mid", "end"]);
+        assert!(bars
+            .iter()
+            .all(|b| b[0].state == "failed" && b[0].id == "7"));
+    }
+}
