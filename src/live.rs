@@ -205,10 +205,13 @@ impl LiveView {
                 findings.len()
             );
         }
-        let timeline = s.timeline.clone();
-        let mut r = Report::build(vec![input], &s.stats, &s.exercised, &self.rules, findings)
-            .with_timeline(Some(timeline));
+        // Copies under the lock; the report is built after it, off the analysis
+        // thread's way.
+        let (timeline, stats, exercised) =
+            (s.timeline.clone(), s.stats.clone(), s.exercised.clone());
         drop(s);
+        let mut r = Report::build(vec![input], &stats, &exercised, &self.rules, findings)
+            .with_timeline(Some(timeline));
         r.apply(filter);
         r
     }
