@@ -74,6 +74,16 @@ pub fn analyze_files_parallel(
     rules: Arc<RuleSet>,
     settings: &AnalyzeSettings,
 ) -> Result<Report, AnalyzeError> {
+    analyze_files_parallel_charted(rules, settings, false)
+}
+
+/// [`analyze_files_parallel`], the report holding the message sequence per edge
+/// (its `timeline`, for the HTML record) when `chart`.
+pub fn analyze_files_parallel_charted(
+    rules: Arc<RuleSet>,
+    settings: &AnalyzeSettings,
+    chart: bool,
+) -> Result<Report, AnalyzeError> {
     let mut analyzer = Analyzer::deferred(
         rules.clone(),
         Settings {
@@ -96,7 +106,7 @@ pub fn analyze_files_parallel(
             .name("judge".into())
             .spawn(move || {
                 let mut judge = Judge::new(rules);
-                let mut collector = Collector::default();
+                let mut collector = Collector::charting(chart);
                 for mut batch in rx {
                     for s in &mut batch {
                         judge.take(s, &mut collector);
@@ -105,7 +115,8 @@ pub fn analyze_files_parallel(
                     let _ = back_tx.send(batch);
                 }
                 let engine = judge.finish(&mut collector);
-                (engine.exercised().clone(), collector.findings)
+                let exercised = engine.exercised().clone();
+                (exercised, collector.findings, collector.timeline)
             })
             .expect("spawn the judging thread")
     };
@@ -128,7 +139,7 @@ pub fn analyze_files_parallel(
     analyzer.finish(&mut Quiet);
     send(&mut analyzer, 1);
     drop(tx);
-    let (judged, findings) = match judging.join() {
+    let (judged, findings, timeline) = match judging.join() {
         Ok(r) => r,
         Err(panic) => std::panic::resume_unwind(panic),
     };
@@ -142,7 +153,8 @@ pub fn analyze_files_parallel(
         &exercised,
         &rules,
         findings,
-    );
+    )
+    .with_timeline(timeline);
     account_for_reading(&mut report, &reads, &settings.ports);
     Ok(report)
 }

@@ -29,6 +29,7 @@ pub enum Command {
         edgetap analyze --format json capture-*.pcapng > report.json\n  \
         edgetap analyze --port 18830 --rules ./vendor-rules site.pcap\n  \
         edgetap analyze --format junit session.pcap > junit.xml\n  \
+        edgetap analyze --format html session.pcap > record.html\n  \
         edgetap analyze --severity error --clause 6.1.3 session.pcap\n  \
         edgetap analyze --edge E1 --rule t10. --each session.pcap\n  \
         edgetap analyze --disable naming.key session.pcap\n\n\
@@ -81,7 +82,12 @@ pub enum Command {
         The store is written and fsynced every 100 ms or every 1 MiB of traffic (a quarter \
         of --max-buffered when that is less), whichever comes first; a killed proxy keeps \
         everything up to that window. When the store \
-        falls behind, forwarding slows (recording is lossless).")]
+        falls behind, forwarding slows (recording is lossless).\n\n\
+        Live view (--http 127.0.0.1:8080): open http://127.0.0.1:8080/ for the test record \
+        so far (it reloads itself); scripts read /api/captures, /api/clauses, /api/edges, \
+        /api/findings, /api/report (filters: ?edge=E1&severity=error&rule=t10.&clause=6.1.3) \
+        and Prometheus reads /metrics. A non-loopback --http needs --http-token; clients \
+        then send `Authorization: Bearer TOKEN` or ?token=TOKEN.")]
     Proxy(ProxyArgs),
     /// List, show, delete and export the captures recorded by `edgetap proxy`.
     Captures {
@@ -233,6 +239,14 @@ pub struct ProxyArgs {
     /// [default: the system's roots].
     #[arg(long, value_name = "FILE", requires = "upstream_tls")]
     pub upstream_ca: Option<PathBuf>,
+    /// Serve the live view (the HTML record so far, a JSON API, /metrics) on this
+    /// address, e.g. 127.0.0.1:8080. Loopback unless --http-token is given.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    /// The token every live-view request must carry (required for a non-loopback
+    /// --http). Note that other local users can read a process's arguments.
+    #[arg(long, value_name = "TOKEN", requires = "http")]
+    pub http_token: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -391,6 +405,9 @@ pub enum Format {
     Table,
     Json,
     Junit,
+    /// One self-contained HTML page (loads nothing): the clause table, the edges, the
+    /// findings by rule and a message sequence chart per edge.
+    Html,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use clap::Parser;
 
 use cli::{Cli, Command, Format, ListFormat, RulesArgs, RulesCommand};
-use edgetap::analyze::{analyze_files, analyze_files_parallel, AnalyzeSettings};
+use edgetap::analyze::{analyze_files, AnalyzeSettings};
 use edgetap::pipeline::Sink;
 
 struct NoSink;
@@ -88,19 +88,30 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 max_packet: args.max_packet_size,
                 progress: !args.no_progress,
             };
+            // The HTML record charts the message sequence of each edge.
+            let chart = args.format == Format::Html;
             let mut report = match args.capture {
-                Some(id) => analyze_capture(&args.store_dir, id, rules, args.max_packet_size)?,
+                Some(id) => {
+                    analyze_capture(&args.store_dir, id, rules, args.max_packet_size, chart)?
+                }
                 // EDGETAP_THREADS=1: one thread (the benchmark compares both).
                 None if std::env::var("EDGETAP_THREADS").as_deref() == Ok("1") => {
-                    analyze_files(rules, &settings, &mut NoSink)?
+                    let mut timeline = edgetap::report::timeline::Timeline::new();
+                    let sink: &mut dyn Sink = match chart {
+                        true => &mut timeline,
+                        false => &mut NoSink,
+                    };
+                    let report = analyze_files(rules, &settings, sink)?;
+                    report.with_timeline(chart.then_some(timeline))
                 }
-                None => analyze_files_parallel(rules, &settings)?,
+                None => edgetap::analyze::analyze_files_parallel_charted(rules, &settings, chart)?,
             };
             report.apply(&filter);
             let text = match args.format {
                 Format::Table => report.table(listing),
                 Format::Json => report.to_json() + "\n",
                 Format::Junit => report.to_junit(),
+                Format::Html => report.to_html(),
             };
             stdout.write_all(text.as_bytes())?;
             Ok(analyze_exit_code(&report))
@@ -324,6 +335,7 @@ fn sim_output(f: Format) -> edgetap::sim::run::Output {
         Format::Table => edgetap::sim::run::Output::Table,
         Format::Json => edgetap::sim::run::Output::Json,
         Format::Junit => edgetap::sim::run::Output::Junit,
+        Format::Html => edgetap::sim::run::Output::Html,
     }
 }
 
@@ -352,12 +364,46 @@ fn analyze_capture(
     id: u64,
     rules: Arc<RuleSet>,
     max_packet: usize,
+    chart: bool,
 ) -> anyhow::Result<edgetap::report::Report> {
     let store = edgetap::store::Store::open(dir)?;
     let settings = edgetap::pipeline::Settings { max_packet };
-    let mut report = edgetap::store::replay::analyze_capture(&store, id, rules, settings)?;
+    let mut report =
+        edgetap::store::replay::analyze_capture_charted(&store, id, rules, settings, chart)?;
     report.check_judged(vec![]);
     Ok(report)
+}
+
+/// A listening live-view server.
+type LiveHttp = Option<(std::net::TcpListener, Arc<edgetap::live::LiveView>)>;
+
+/// `--http`: checks the address (loopback, or a token), binds it, and gives the
+/// proxy the live view to keep up to date.
+fn live_view(
+    mut settings: edgetap::proxy::ProxySettings,
+    args: &cli::ProxyArgs,
+    rules: &Arc<RuleSet>,
+) -> anyhow::Result<(edgetap::proxy::ProxySettings, LiveHttp)> {
+    use anyhow::Context as _;
+    use std::net::ToSocketAddrs as _;
+    let Some(addr) = &args.http else {
+        return Ok((settings, None));
+    };
+    let addrs: Vec<std::net::SocketAddr> = addr
+        .to_socket_addrs()
+        .with_context(|| {
+            format!("--http {addr}: not an address (use HOST:PORT, e.g. 127.0.0.1:8080)")
+        })?
+        .collect();
+    for a in &addrs {
+        edgetap::proxy::http::check_bind(a, args.http_token.as_deref())
+            .map_err(anyhow::Error::msg)?;
+    }
+    let listener = std::net::TcpListener::bind(&addrs[..])
+        .with_context(|| format!("--http {addr}: cannot listen"))?;
+    let view = Arc::new(edgetap::live::LiveView::new(rules.clone()));
+    settings.live = Some(view.clone());
+    Ok((settings, Some((listener, view))))
 }
 
 /// The proxy's TLS settings from --tls-cert/--tls-key/--upstream-tls/--upstream-ca.
@@ -387,18 +433,37 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
         upstream: args.upstream.clone(),
         name: args
             .name
+            .clone()
             .unwrap_or_else(|| format!("{} → {}", args.listen, args.upstream)),
         max_connections: args.max_connections,
         max_buffered: args.max_buffered,
         max_packet: args.max_packet_size,
         websocket: args.websocket,
         tls,
+        live: None,
         ..Default::default()
     };
+    let (settings, http) = live_view(settings, &args, &rules)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let outcome = rt.block_on(async {
+        let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some((listener, view)) = http {
+            eprintln!(
+                "edgetap proxy: live view on http://{}/ (JSON under /api, /metrics)",
+                listener.local_addr()?
+            );
+            let token = args.http_token.clone();
+            tokio::spawn(async move {
+                let stop = async {
+                    let _ = http_stopped.await;
+                };
+                if let Err(e) = edgetap::proxy::http::serve(listener, view, token, stop).await {
+                    eprintln!("edgetap proxy: live view stopped: {e}");
+                }
+            });
+        }
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("listen on {}", args.listen))?;
@@ -423,6 +488,7 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
         });
         let outcome =
             edgetap::proxy::run(listener, settings, rules, Some(store), live, shutdown).await?;
+        let _ = http_stop.send(());
         anyhow::Ok(outcome)
     })?;
     let mut stdout = std::io::stdout().lock();
@@ -657,6 +723,7 @@ fn run_replay(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
         }
         Format::Json => writeln!(out, "{}", outcome.to_json())?,
         Format::Junit => out.write_all(outcome.to_junit(expectation.as_ref()).as_bytes())?,
+        Format::Html => out.write_all(outcome.to_html(expectation.as_ref()).as_bytes())?,
     }
     Ok(u8::from(match &expectation {
         Some(e) => !e.divergences.is_empty(),

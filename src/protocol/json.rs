@@ -95,6 +95,11 @@ impl Doc {
         })
     }
 
+    /// The JSON text as received (the tolerated edges cut off).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     pub fn root(&self) -> Val<'_> {
         Val { doc: self, i: 0 }
     }

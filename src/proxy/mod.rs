@@ -28,6 +28,7 @@
 //! killed with SIGKILL keeps everything read more than one window (plus the time of
 //! one fsync) before the kill.
 
+pub mod http;
 mod relay;
 pub mod tap;
 pub mod tls;
@@ -72,6 +73,8 @@ pub struct ProxySettings {
     pub websocket: bool,
     /// TLS termination toward devices and re-origination toward the upstream.
     pub tls: tls::TlsSettings,
+    /// The live view (`--http`) the analysis thread keeps up to date.
+    pub live: Option<Arc<crate::live::LiveView>>,
 }
 
 impl Default for ProxySettings {
@@ -85,6 +88,7 @@ impl Default for ProxySettings {
             connect_timeout: Duration::from_secs(10),
             websocket: false,
             tls: tls::TlsSettings::default(),
+            live: None,
         }
     }
 }
@@ -191,6 +195,7 @@ pub async fn run(
         meta,
         clock,
         live,
+        settings.live.clone(),
     );
     let shared = Arc::new(Shared {
         settings: settings.clone(),

@@ -30,6 +30,7 @@ use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit};
 
 use super::{Clock, LiveFindings, FLUSH_BYTES, FLUSH_INTERVAL, TAP_QUEUE};
 use crate::finding::{ConnId, Finding};
+use crate::live::LiveView;
 use crate::pipeline::{Analyzer, PacketEvent, Settings, Sink};
 use crate::report::Report;
 use crate::rules::RuleSet;
@@ -281,6 +282,7 @@ struct Collect<'a> {
     packets: u64,
     findings: &'a mut Vec<Finding>,
     live: &'a mut LiveFindings,
+    view: Option<&'a LiveView>,
 }
 
 impl Sink for Collect<'_> {
@@ -290,8 +292,16 @@ impl Sink for Collect<'_> {
             self.packets += 1;
         }
     }
+    fn message(&mut self, m: &crate::protocol::Message) {
+        if let Some(v) = self.view {
+            v.message(m);
+        }
+    }
     fn finding(&mut self, f: &Finding) {
         (self.live)(f);
+        if let Some(v) = self.view {
+            v.finding(f);
+        }
         self.findings.push(f.clone());
     }
 }
@@ -306,6 +316,7 @@ pub(crate) fn spawn(
     meta: CaptureMeta,
     clock: Clock,
     live: LiveFindings,
+    view: Option<Arc<LiveView>>,
 ) -> oneshot::Receiver<Outcome> {
     let (done, result) = oneshot::channel();
     std::thread::Builder::new()
@@ -313,7 +324,17 @@ pub(crate) fn spawn(
         .spawn(move || {
             background_priority();
             let _consumer = Consumer(rx.clone());
-            let out = analyze(rx, rules, max_packet, flush_bytes, store, meta, clock, live);
+            let out = analyze(
+                rx,
+                rules,
+                max_packet,
+                flush_bytes,
+                store,
+                meta,
+                clock,
+                live,
+                view.as_deref(),
+            );
             let _ = done.send(out);
         })
         .expect("the analysis thread starts");
@@ -428,9 +449,13 @@ fn analyze(
     meta: CaptureMeta,
     clock: Clock,
     mut live: LiveFindings,
+    view: Option<&LiveView>,
 ) -> Outcome {
     let mut a = Analyzer::new(rules.clone(), Settings { max_packet });
     let cap = meta.id;
+    if let Some(v) = view {
+        v.started(&meta);
+    }
     let mut rec = Recorder {
         writer: store.map(Writer::spawn),
         meta,
@@ -452,12 +477,16 @@ fn analyze(
         match rx.take(&mut taps, &mut tick_until, deadline) {
             Took::Items => {}
             Took::Deadline => {
+                if let Some(v) = view {
+                    v.settle(&a);
+                }
                 rec.flush();
                 deadline = None;
                 continue;
             }
             Took::Closed => break,
         }
+        let oldest = taps.iter().map(|t| t.time_us).min();
         for tap in taps.drain(..) {
             let kind = match tap.kind {
                 TapKind::Event(k) => k,
@@ -473,6 +502,7 @@ fn analyze(
                         packets: 0,
                         findings: &mut findings,
                         live: &mut live,
+                        view,
                     };
                     let t = last_time.max(tap.time_us);
                     a.not_decodable(tap.conn, client, server, t, seq, &reason, &mut sink);
@@ -504,6 +534,7 @@ fn analyze(
                 packets: 0,
                 findings: &mut findings,
                 live: &mut live,
+                view,
             };
             feed(&mut a, &ev, &mut sink);
             rec.meta.packets += sink.packets;
@@ -522,6 +553,9 @@ fn analyze(
                 deadline = Some(Instant::now() + FLUSH_INTERVAL);
             }
         }
+        if let (Some(v), Some(t)) = (view, oldest) {
+            v.tick(&a, rec.meta.bytes, clock.now_us() - t, false);
+        }
     }
     // Every connection is closed; what the engine still holds are run-level findings.
     let mut sink = Collect {
@@ -531,12 +565,16 @@ fn analyze(
         packets: 0,
         findings: &mut findings,
         live: &mut live,
+        view,
     };
     a.finish(&mut sink);
     for f in findings.drain(..) {
         rec.batch.finding(cap, rec.meta.findings, &f);
         rec.meta.findings += 1;
         all.push(f);
+    }
+    if let Some(v) = view {
+        v.tick(&a, rec.meta.bytes, 0, true);
     }
     rec.meta.ended_us = Some(clock.now_us());
     rec.flush();

@@ -233,6 +233,10 @@ pub struct Outcome {
     pub orphan_replies: Vec<Value>,
     /// Every finding of the live session (baseline and mutations).
     pub live_findings: Vec<FindingBrief>,
+    /// The live session's test record (clauses, findings, message sequence), for
+    /// `--format html`; not part of the saved expectation.
+    #[serde(skip)]
+    pub record: Option<crate::report::Report>,
 }
 
 impl Outcome {
@@ -810,6 +814,8 @@ struct Session<'a> {
     noise: Noise,
     analyzer: Analyzer,
     findings: Vec<Finding>,
+    /// The live session's message sequence, for the HTML record.
+    chart: crate::report::timeline::Timeline,
     frames: Vec<(i64, Vec<u8>, bool)>,
     packet: u64,
     exchanges: Vec<Exchange>,
@@ -901,7 +907,7 @@ impl<'a> Session<'a> {
             exchanges.push(x);
         }
         let mut analyzer = Analyzer::new(rules, Settings::default());
-        let mut c = Collector::default();
+        let mut c = Collector::charting(true);
         let t = crate::sim::now_us();
         let connect = connect_bytes(&id);
         analyzer.open(1, None, None, false);
@@ -922,6 +928,7 @@ impl<'a> Session<'a> {
             noise,
             analyzer,
             findings: c.findings,
+            chart: c.timeline.unwrap_or_default(),
             frames: vec![(t, connect, true)],
             packet: 1,
             exchanges,
@@ -943,15 +950,24 @@ impl<'a> Session<'a> {
         })
     }
 
+    /// The sink of the live session: its findings, and its message sequence.
+    fn collector(&mut self) -> Collector {
+        Collector {
+            findings: vec![],
+            timeline: Some(std::mem::take(&mut self.chart)),
+        }
+    }
+
     /// Every protocol message of the live session goes to the rule engine, in the
     /// order this client saw it (like the sims' tap: one broker → client stream).
     fn judge_live(&mut self, topic: &str, payload: &[u8]) {
         self.packet += 1;
         let t = crate::sim::now_us();
         let b = publish_bytes(topic, payload);
-        let mut c = Collector::default();
+        let mut c = self.collector();
         self.analyzer
             .data(1, Side::Server, t, self.packet, &b, &mut c);
+        self.chart = c.timeline.unwrap_or_default();
         self.findings.extend(c.findings);
         self.frames.push((t, b, false));
     }
@@ -1667,8 +1683,9 @@ impl<'a> Session<'a> {
         let deadline = Instant::now() + Duration::from_millis(200);
         self.wait_until(deadline, &|_| false).await;
         self.link.disconnect().await;
-        let mut c = Collector::default();
+        let mut c = self.collector();
         self.analyzer.finish(&mut c);
+        self.chart = c.timeline.unwrap_or_default();
         let finish_start = self.findings.len();
         self.findings.extend(c.findings);
         let mut mutations = mutations;
@@ -1708,7 +1725,19 @@ impl<'a> Session<'a> {
         if let Some(p) = &self.s.capture {
             crate::sim::tap::write_pcap(p, &self.frames)?;
         }
+        let record = crate::report::Report::build(
+            vec![format!(
+                "replay of {} (live session)",
+                self.s.source.describe()
+            )],
+            self.analyzer.stats(),
+            self.analyzer.engine().exercised(),
+            self.analyzer.rules(),
+            self.findings.clone(),
+        )
+        .with_timeline(Some(std::mem::take(&mut self.chart)));
         Ok(Outcome {
+            record: Some(record),
             source: self.s.source.describe(),
             role: self.s.role,
             seed: self.s.seed,
@@ -1770,6 +1799,7 @@ mod tests {
             new_findings: vec![],
             orphan_replies: vec![],
             live_findings: vec![],
+            record: None,
         }
     }
 

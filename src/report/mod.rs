@@ -19,6 +19,8 @@
 pub mod edges;
 pub mod filter;
 pub mod group;
+pub mod html;
+pub mod timeline;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -112,6 +114,10 @@ pub struct Report {
     /// Messages per edge, to count the edges again after a filter.
     #[serde(skip)]
     traffic: BTreeMap<String, EdgeTraffic>,
+    /// The message sequence per edge, for the HTML record's charts (when collected:
+    /// [`Collector::charting`]).
+    #[serde(skip)]
+    pub timeline: Option<std::sync::Arc<timeline::Timeline>>,
 }
 
 /// How the table lists findings.
@@ -127,14 +133,34 @@ pub enum Listing {
 const TABLE_GROUPS: usize = 60;
 const TABLE_EDGES: usize = 40;
 
-/// Collects findings as the pipeline emits them.
+/// Collects findings as the pipeline emits them, and the message sequence per edge
+/// when charting.
 #[derive(Default)]
 pub struct Collector {
     pub findings: Vec<Finding>,
+    pub timeline: Option<timeline::Timeline>,
+}
+
+impl Collector {
+    /// A collector that also keeps the message sequence (for `--format html`).
+    pub fn charting(chart: bool) -> Collector {
+        Collector {
+            findings: vec![],
+            timeline: chart.then(timeline::Timeline::new),
+        }
+    }
 }
 
 impl Sink for Collector {
+    fn message(&mut self, m: &crate::protocol::Message) {
+        if let Some(t) = &mut self.timeline {
+            t.message(m);
+        }
+    }
     fn finding(&mut self, f: &Finding) {
+        if let Some(t) = &mut self.timeline {
+            t.finding(f);
+        }
         self.findings.push(f.clone());
     }
 }
@@ -184,6 +210,7 @@ impl Report {
             edges: vec![],
             outcome_rules,
             traffic: stats.edges.clone(),
+            timeline: None,
         };
         report.recount();
         report
@@ -204,6 +231,15 @@ impl Report {
         self.summary.filtered = Some(filter.note(&hidden));
         self.clauses.retain(|c| filter.shows_clause(&c.clause));
         self.edges.retain(|e| filter.shows_edge(&e.edge_id));
+        if let Some(t) = &mut self.timeline {
+            std::sync::Arc::make_mut(t).retain(|f| filter.keeps(f), |e| filter.shows_edge(e));
+        }
+    }
+
+    /// The report with the message sequence `timeline` (from [`Collector::charting`]).
+    pub fn with_timeline(mut self, timeline: Option<timeline::Timeline>) -> Report {
+        self.timeline = timeline.map(std::sync::Arc::new);
+        self
     }
 
     /// Counts, clause verdicts, edges and groups from the findings.

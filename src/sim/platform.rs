@@ -832,7 +832,8 @@ pub async fn run_plan(
         tr.analyzer.engine().exercised(),
         &rules,
         findings,
-    );
+    )
+    .with_timeline(tr.timeline);
     let package = package_note(file, server.as_ref());
     Ok(PlanReport {
         report,

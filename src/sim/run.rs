@@ -18,6 +18,7 @@ pub enum Output {
     Table,
     Json,
     Junit,
+    Html,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,7 @@ pub fn render(r: &PlanReport, out: Output) -> String {
         Output::Table => r.to_table(),
         Output::Json => r.to_json() + "\n",
         Output::Junit => r.to_junit(),
+        Output::Html => r.to_html(),
     }
 }
 

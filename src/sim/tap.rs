@@ -28,6 +28,8 @@ const TAP_CONN: ConnId = 1;
 pub struct TapResult {
     pub analyzer: Analyzer,
     pub findings: Vec<crate::Finding>,
+    /// The message sequence per edge, for the HTML record's charts.
+    pub timeline: Option<crate::report::timeline::Timeline>,
     /// (time µs, bytes, client → server?) in stream order: the CONNECT then each PUBLISH.
     pub frames: Vec<(i64, Vec<u8>, bool)>,
 }
@@ -74,7 +76,8 @@ impl Tap {
         let id = id.to_string();
         let task = tokio::spawn(async move {
             let mut analyzer = Analyzer::new(rules, Settings::default());
-            let mut sink = Collector::default();
+            // Charted always: a plan's run is short, and the timeline is bounded.
+            let mut sink = Collector::charting(true);
             let mut frames = vec![];
             let t = now_us();
             let c = connect_bytes(&id);
@@ -108,6 +111,7 @@ impl Tap {
             TapResult {
                 analyzer,
                 findings: sink.findings,
+                timeline: sink.timeline,
                 frames,
             }
         });

@@ -103,9 +103,21 @@ pub fn analyze_capture(
     rules: Arc<RuleSet>,
     settings: Settings,
 ) -> Result<Report, StoreError> {
+    analyze_capture_charted(store, id, rules, settings, false)
+}
+
+/// [`analyze_capture`], the report holding the message sequence per edge (for the
+/// HTML record) when `chart`.
+pub fn analyze_capture_charted(
+    store: &Store,
+    id: u64,
+    rules: Arc<RuleSet>,
+    settings: Settings,
+    chart: bool,
+) -> Result<Report, StoreError> {
     let meta = store.capture(id)?;
     let mut a = Analyzer::new(rules.clone(), settings);
-    let mut c = Collector::default();
+    let mut c = Collector::charting(chart);
     for ev in store.events(id) {
         feed(&mut a, &ev?, &mut c);
     }
@@ -116,7 +128,8 @@ pub fn analyze_capture(
         a.engine().exercised(),
         &rules,
         c.findings,
-    ))
+    )
+    .with_timeline(c.timeline))
 }
 
 /// Findings of a capture as stored live, in emission order.

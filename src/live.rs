@@ -1,0 +1,303 @@
+//! The live state of a running proxy, for `edgetap proxy --http`: what the analysis
+//! thread has judged so far (findings, counters, the message sequence per edge), and
+//! the views built from it on request (the HTML record, the JSON API, Prometheus
+//! metrics). No I/O here: the HTTP server is [`crate::proxy::http`].
+//!
+//! The analysis thread feeds it through [`LiveView::message`], [`LiveView::finding`]
+//! and [`LiveView::tick`] (after each batch); readers take a consistent snapshot
+//! under one short lock. Memory is bounded: the latest [`LIVE_FINDINGS`] findings are
+//! kept (the counters and the store hold them all) and the timeline has its own
+//! limits. It holds no credentials: CONNECT user names and passwords never reach it.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::finding::{Finding, Severity};
+use crate::pipeline::{Analyzer, Sink, Stats};
+use crate::protocol::Message;
+use crate::report::filter::Filter;
+use crate::report::timeline::Timeline;
+use crate::report::Report;
+use crate::rules::engine::Coverage;
+use crate::rules::RuleSet;
+
+/// Findings the live view keeps (the latest).
+pub const LIVE_FINDINGS: usize = 50_000;
+/// How often the analysis thread's counters are copied for readers at most.
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(200);
+
+/// The capture being recorded, as the API lists it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LiveCapture {
+    /// The store's capture id (0 when not recording).
+    pub id: u64,
+    pub name: String,
+    pub listen: String,
+    pub upstream: String,
+    /// µs since the Unix epoch.
+    pub started_us: i64,
+    pub running: bool,
+    pub connections: u64,
+    pub bytes: u64,
+    pub mqtt_packets: u64,
+    pub messages: u64,
+    pub findings: u64,
+}
+
+/// Counters for `/metrics` and the API.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Counters {
+    pub messages: u64,
+    pub errors: u64,
+    pub warnings: u64,
+    pub infos: u64,
+    /// Bytes the proxy forwarded and the analysis read (both directions).
+    pub bytes: u64,
+    /// From a chunk's arrival to its analysis, for the latest batch and the most
+    /// seen (µs).
+    pub judge_lag_us: i64,
+    pub judge_lag_max_us: i64,
+}
+
+struct State {
+    capture: LiveCapture,
+    counters: Counters,
+    findings: VecDeque<Finding>,
+    timeline: Timeline,
+    stats: Stats,
+    exercised: Coverage,
+    snapshot_at: Option<Instant>,
+}
+
+/// Shared between the proxy's analysis thread and the HTTP server.
+pub struct LiveView {
+    rules: Arc<RuleSet>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for LiveView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveView")
+    }
+}
+
+impl LiveView {
+    pub fn new(rules: Arc<RuleSet>) -> LiveView {
+        LiveView {
+            rules,
+            state: Mutex::new(State {
+                capture: LiveCapture::default(),
+                counters: Counters::default(),
+                findings: VecDeque::new(),
+                timeline: Timeline::new(),
+                stats: Stats::default(),
+                exercised: Coverage::default(),
+                snapshot_at: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic on the analysis thread leaves the counters as they were: still
+        // worth showing.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The analysis thread starts recording `meta`.
+    pub fn started(&self, meta: &crate::store::CaptureMeta) {
+        let mut s = self.lock();
+        s.capture = LiveCapture {
+            id: meta.id,
+            name: meta.name.clone(),
+            listen: meta.listen.clone(),
+            upstream: meta.upstream.clone(),
+            started_us: meta.started_us,
+            running: true,
+            ..LiveCapture::default()
+        };
+    }
+
+    pub fn message(&self, m: &Message) {
+        let mut s = self.lock();
+        s.counters.messages += 1;
+        s.timeline.message(m);
+    }
+
+    pub fn finding(&self, f: &Finding) {
+        let mut s = self.lock();
+        match f.severity {
+            Severity::Error => s.counters.errors += 1,
+            Severity::Warning => s.counters.warnings += 1,
+            Severity::Info => s.counters.infos += 1,
+        }
+        s.timeline.finding(f);
+        if s.findings.len() >= LIVE_FINDINGS {
+            s.findings.pop_front();
+        }
+        s.findings.push_back(f.clone());
+    }
+
+    /// After a batch: the bytes read so far, the lag of the batch's oldest chunk,
+    /// and (at most every [`SNAPSHOT_EVERY`], or when `last`) the analyzer's counters.
+    pub fn tick(&self, a: &Analyzer, bytes: u64, lag_us: i64, last: bool) {
+        let mut s = self.lock();
+        s.counters.bytes = bytes;
+        s.counters.judge_lag_us = lag_us.max(0);
+        s.counters.judge_lag_max_us = s.counters.judge_lag_max_us.max(lag_us);
+        if last {
+            s.capture.running = false;
+        }
+        if !last && s.snapshot_at.is_some_and(|t| t.elapsed() < SNAPSHOT_EVERY) {
+            return;
+        }
+        s.snapshot_at = Some(Instant::now());
+        s.stats = a.stats().clone();
+        s.exercised = a.engine().exercised().clone();
+    }
+
+    /// The analyzer's counters now, whatever the time since the last copy (the
+    /// analysis thread calls it when traffic pauses, so readers never keep a stale one).
+    pub fn settle(&self, a: &Analyzer) {
+        let mut s = self.lock();
+        s.snapshot_at = Some(Instant::now());
+        s.stats = a.stats().clone();
+        s.exercised = a.engine().exercised().clone();
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.lock().counters
+    }
+
+    /// The capture being recorded, with its counters.
+    pub fn capture(&self) -> LiveCapture {
+        let s = self.lock();
+        let mut c = s.capture.clone();
+        c.connections = s.stats.connections;
+        c.bytes = s.counters.bytes;
+        c.mqtt_packets = s.stats.mqtt_packets;
+        c.messages = s.counters.messages;
+        c.findings = s.counters.errors + s.counters.warnings + s.counters.infos;
+        c
+    }
+
+    /// The record so far, as `analyze` would give it, with `filter` applied.
+    pub fn report(&self, filter: &Filter) -> Report {
+        let s = self.lock();
+        let findings: Vec<Finding> = s.findings.iter().cloned().collect();
+        let mut input = format!(
+            "proxy {} → {}{}",
+            s.capture.listen,
+            s.capture.upstream,
+            match s.capture.id {
+                0 => String::new(),
+                id => format!(", capture {id}"),
+            }
+        );
+        let seen = s.counters.errors + s.counters.warnings + s.counters.infos;
+        if seen > findings.len() as u64 {
+            let _ = write!(
+                input,
+                " (the latest {} of {seen} findings; `analyze --capture` has them all)",
+                findings.len()
+            );
+        }
+        // Copies under the lock; the report is built after it, off the analysis
+        // thread's way.
+        let (timeline, stats, exercised) =
+            (s.timeline.clone(), s.stats.clone(), s.exercised.clone());
+        drop(s);
+        let mut r = Report::build(vec![input], &stats, &exercised, &self.rules, findings)
+            .with_timeline(Some(timeline));
+        r.apply(filter);
+        r
+    }
+
+    /// The latest `limit` findings that `filter` shows, oldest first.
+    pub fn findings(&self, filter: &Filter, limit: usize) -> Vec<Finding> {
+        let s = self.lock();
+        let mut out: Vec<Finding> = s
+            .findings
+            .iter()
+            .rev()
+            .filter(|f| filter.keeps(f))
+            .take(limit)
+            .cloned()
+            .collect();
+        out.reverse();
+        out
+    }
+
+    /// Prometheus text exposition format (version 0.0.4).
+    pub fn metrics(&self) -> String {
+        let c = self.capture();
+        let k = self.counters();
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, values: &[(&str, f64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in values {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        metric(
+            "edgetap_messages_total",
+            "counter",
+            "Protocol messages judged.",
+            &[("", k.messages as f64)],
+        );
+        metric(
+            "edgetap_mqtt_packets_total",
+            "counter",
+            "MQTT control packets decoded.",
+            &[("", c.mqtt_packets as f64)],
+        );
+        metric(
+            "edgetap_findings_total",
+            "counter",
+            "Findings by severity.",
+            &[
+                ("{severity=\"error\"}", k.errors as f64),
+                ("{severity=\"warning\"}", k.warnings as f64),
+                ("{severity=\"info\"}", k.infos as f64),
+            ],
+        );
+        metric(
+            "edgetap_bytes_forwarded_total",
+            "counter",
+            "Bytes forwarded by the proxy and read by the analysis, both directions.",
+            &[("", k.bytes as f64)],
+        );
+        metric(
+            "edgetap_connections_total",
+            "counter",
+            "Connections seen by the analysis.",
+            &[("", c.connections as f64)],
+        );
+        metric(
+            "edgetap_judge_lag_seconds",
+            "gauge",
+            "From a chunk's arrival to its analysis, latest batch.",
+            &[("", k.judge_lag_us as f64 / 1e6)],
+        );
+        metric(
+            "edgetap_judge_lag_max_seconds",
+            "gauge",
+            "From a chunk's arrival to its analysis, the most seen.",
+            &[("", k.judge_lag_max_us as f64 / 1e6)],
+        );
+        out
+    }
+}
+
+/// The analysis thread's sink for the live view (messages and findings).
+impl Sink for &LiveView {
+    fn message(&mut self, m: &Message) {
+        LiveView::message(self, m)
+    }
+    fn finding(&mut self, f: &Finding) {
+        LiveView::finding(self, f)
+    }
+}

@@ -1,0 +1,196 @@
+//! The HTML record of the front ends that add tables of their own to the clause
+//! table: `sim platform` (the detection items of the test plan) and `replay` (the
+//! exchanges and mutations, with the live session's record).
+
+use super::{render, Extra, ExtraRow};
+use crate::replay::{Expectation, Outcome};
+use crate::sim::platform::PlanReport;
+
+fn strings<const N: usize>(cells: [&str; N]) -> Vec<String> {
+    cells.iter().map(|c| c.to_string()).collect()
+}
+
+impl PlanReport {
+    /// The plan's record: the detection items (6.x.x.2) first, then the analysis.
+    pub fn to_html(&self) -> String {
+        let items = Extra {
+            id: "items".into(),
+            title: "Detection items (test plan of clause 6)".into(),
+            note: self.package.as_ref().map(|p| p.line()),
+            headers: strings(["Item", "Clause", "Title", "Status", "Detail"]),
+            rows: self
+                .items
+                .iter()
+                .map(|i| {
+                    let mut more: Vec<String> = i
+                        .steps
+                        .iter()
+                        .map(|s| format!("{}: {}", s.status, s.line()))
+                        .collect();
+                    more.extend(i.findings.iter().cloned());
+                    ExtraRow::new(
+                        &i.status,
+                        vec![
+                            i.item.clone(),
+                            i.clause.clone(),
+                            i.title.clone(),
+                            i.status.clone(),
+                            i.detail.clone(),
+                        ],
+                        more,
+                    )
+                })
+                .collect(),
+            status_col: Some(3),
+        };
+        render(
+            &self.report,
+            "edgetap sim platform — test plan record",
+            &[items],
+            None,
+        )
+    }
+}
+
+impl Outcome {
+    /// The replay's record: its result, the exchanges and mutations, then the live
+    /// session judged as `analyze` judges a capture, with its charts.
+    pub fn to_html(&self, expectation: Option<&Expectation>) -> String {
+        let exchanges = Extra {
+            id: "exchanges".into(),
+            title: "Replay: exchanges".into(),
+            note: Some(format!(
+                "replay of {} as {} (recorded edge {}, live edge {}), seed {}: {}",
+                self.source,
+                self.role.as_str(),
+                self.recorded_edge,
+                self.live_edge,
+                self.seed,
+                if self.failed() {
+                    "differences found"
+                } else {
+                    "as recorded"
+                }
+            )),
+            headers: strings(["#", "Status", "From", "Request", "Topic"]),
+            rows: self
+                .exchanges
+                .iter()
+                .map(|x| {
+                    let status = match (&x.skipped, x.diffs.is_empty()) {
+                        (Some(_), _) => "not exercised",
+                        (None, true) => "pass",
+                        (None, false) => "fail",
+                    };
+                    let label = match status {
+                        "pass" => "same",
+                        "fail" => "different",
+                        s => s,
+                    };
+                    ExtraRow::new(
+                        status,
+                        vec![
+                            x.index.to_string(),
+                            label.into(),
+                            x.from.clone(),
+                            x.request.clone(),
+                            x.topic.clone(),
+                        ],
+                        x.skipped.iter().chain(&x.diffs).cloned().collect(),
+                    )
+                })
+                .collect(),
+            status_col: Some(1),
+        };
+        let mut extras = vec![];
+        if let Some(e) = expectation {
+            let mut rows: Vec<ExtraRow> = e
+                .divergences
+                .iter()
+                .map(|d| ExtraRow::new("fail", vec!["divergence".into(), d.clone()], vec![]))
+                .collect();
+            rows.extend(e.notes.iter().map(|n| {
+                ExtraRow::new(
+                    "not exercised",
+                    vec!["not compared".into(), n.clone()],
+                    vec![],
+                )
+            }));
+            extras.push(Extra {
+                id: "expectation".into(),
+                title: format!(
+                    "Expectation (--expect): {} divergence(s)",
+                    e.divergences.len()
+                ),
+                note: None,
+                headers: strings(["", "What"]),
+                rows,
+                status_col: None,
+            });
+        }
+        extras.push(exchanges);
+        if !self.mutations.is_empty() {
+            extras.push(Extra {
+                id: "mutations".into(),
+                title: "Replay: mutations".into(),
+                note: None,
+                headers: strings(["Mutation", "Target", "Expected", "Verdict", "Detail"]),
+                rows: self
+                    .mutations
+                    .iter()
+                    .map(|m| {
+                        let mut more = m.answers.clone();
+                        more.extend(m.engine.iter().map(|r| format!("rule raised: {r}")));
+                        more.push(format!("probe: {}", m.probe));
+                        ExtraRow::new(
+                            &m.verdict,
+                            vec![
+                                m.name.clone(),
+                                m.target.clone(),
+                                m.expect.describe().into(),
+                                m.verdict.clone(),
+                                m.detail.clone(),
+                            ],
+                            more,
+                        )
+                    })
+                    .collect(),
+                status_col: Some(3),
+            });
+        }
+        if !self.new_findings.is_empty() {
+            extras.push(Extra {
+                id: "new-findings".into(),
+                title: "Rules raised by the replay and not by the recording".into(),
+                note: None,
+                headers: strings(["Severity", "Rule", "Finding"]),
+                rows: self
+                    .new_findings
+                    .iter()
+                    .map(|f| {
+                        ExtraRow::new(
+                            "fail",
+                            vec![f.severity.as_str().into(), f.rule.clone(), f.line.clone()],
+                            vec![],
+                        )
+                    })
+                    .collect(),
+                status_col: None,
+            });
+        }
+        match &self.record {
+            Some(r) => render(r, "edgetap replay record", &extras, None),
+            // An outcome read back from a file has no live record: the tables alone.
+            None => {
+                let empty = crate::report::Report::build(
+                    vec![self.source.clone()],
+                    &Default::default(),
+                    &Default::default(),
+                    &crate::rules::RuleSet::builtin(),
+                    vec![],
+                );
+                render(&empty, "edgetap replay record", &extras, None)
+            }
+        }
+    }
+}
