@@ -125,6 +125,9 @@ impl Timeline {
             }
             Err(PayloadError::InvalidJson(e)) => (format!("(not JSON: {e})"), 0),
             Err(PayloadError::NotObject(what)) => (format!("(not a JSON object: {what})"), 0),
+            Err(PayloadError::TooDeep { depth, .. }) => {
+                (format!("(JSON nested {depth} levels deep: not parsed)"), 0)
+            }
         };
         let job = m
             .envelope()
