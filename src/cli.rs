@@ -100,7 +100,9 @@ pub enum Command {
         its EVENT_LINKUP and topo requests are then exercised too. A device already online \
         does not send them again; after --edge-wait-ms they are reported as not exercised \
         (SKIP, JUnit <skipped>), which neither passes nor fails the run.\n\n\
-        Exit codes: 0 as recorded (or as --expect), 1 differences, 2 bad usage or unreadable input.")]
+        Exit codes: 0 as recorded (as --expect with --expect; saved with --save-expect), \
+        1 differences, 2 bad usage, unreadable input, or a broker that refused the \
+        connection (refused, login refused, closed, no CONNACK) or lost it during the replay.")]
     Replay(ReplayArgs),
 }
 
@@ -124,6 +126,10 @@ pub struct ReplayArgs {
     /// Live edge id (default: the recorded one); replaced in topics and fields.
     #[arg(long)]
     pub edge_id: Option<String>,
+    /// The recorded edge to play, of a capture that holds several (default: the
+    /// first one seen; the report lists them all).
+    #[arg(long, value_name = "ID")]
+    pub edge: Option<String>,
     /// Pace as recorded, scaled by this factor (2 = twice as fast).
     #[arg(long, default_value_t = 1.0, conflicts_with = "asap")]
     pub speed: f64,
@@ -145,7 +151,8 @@ pub struct ReplayArgs {
     /// Compare the outcome with a saved one: any divergence exits 1.
     #[arg(long, value_name = "FILE")]
     pub expect: Option<PathBuf>,
-    /// Save the outcome for --expect.
+    /// Save the outcome for --expect (exit code 0 once saved, whatever the
+    /// differences from the recording: they are what later runs must match).
     #[arg(long, value_name = "FILE")]
     pub save_expect: Option<PathBuf>,
     /// How long to wait for each answer, in ms.

@@ -627,6 +627,8 @@ fn run_replay(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     let source = replay::source::Source::parse(&src, &a.store_dir)?;
     let mut s = ReplaySettings::new(source, role, &broker);
     s.edge_id = a.edge_id;
+    s.pick_edge = a.edge;
+    s.progress = true;
     s.pacing = if a.asap {
         Pacing::Asap
     } else {
@@ -644,37 +646,25 @@ fn run_replay(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     s.capture = a.capture;
     let expected = a.expect.as_deref().map(replay::load_expected).transpose()?;
     let outcome = replay::run_blocking(s, rules)?;
-    if let Some(p) = &a.save_expect {
-        std::fs::write(p, outcome.to_json())?;
+    if let Some(lost) = &outcome.broker_lost {
+        eprintln!("edgetap: {lost} (exit code 2)");
     }
+    // An outcome cut short by the broker is no expectation to keep.
+    let saved = match (&a.save_expect, &outcome.broker_lost) {
+        (Some(p), None) => {
+            use anyhow::Context as _;
+            std::fs::write(p, outcome.to_json())
+                .with_context(|| format!("--save-expect {}", p.display()))?;
+            eprintln!("edgetap: expectation saved to {}", p.display());
+            true
+        }
+        _ => false,
+    };
     let expectation = expected.map(|e| replay::check_expected(&e, &outcome));
     match a.format {
-        Format::Table => {
-            out.write_all(outcome.to_table().as_bytes())?;
-            if let Some(e) = &expectation {
-                write_expectation(out, e)?;
-            }
-        }
+        Format::Table => out.write_all(outcome.to_table_with(expectation.as_ref()).as_bytes())?,
         Format::Json => writeln!(out, "{}", outcome.to_json())?,
         Format::Junit => out.write_all(outcome.to_junit(expectation.as_ref()).as_bytes())?,
     }
-    Ok(u8::from(match &expectation {
-        Some(e) => !e.divergences.is_empty(),
-        None => outcome.failed(),
-    }))
-}
-
-/// The `--expect` comparison, as text: the divergences, then what was not compared.
-fn write_expectation(out: &mut dyn Write, e: &edgetap::replay::Expectation) -> std::io::Result<()> {
-    writeln!(out, "\nExpectation: {} divergence(s)", e.divergences.len())?;
-    for x in &e.divergences {
-        writeln!(out, "  {x}")?;
-    }
-    if !e.notes.is_empty() {
-        writeln!(out, "Not compared with the expectation:")?;
-        for x in &e.notes {
-            writeln!(out, "  {x}")?;
-        }
-    }
-    Ok(())
+    Ok(outcome.exit_code(expectation.as_ref(), saved))
 }

@@ -19,6 +19,7 @@
 pub mod edges;
 pub mod filter;
 pub mod group;
+pub mod junit;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -312,9 +313,9 @@ impl Report {
         let s = &self.summary;
         let _ = writeln!(
             out,
-            "edgetap test record — {}\n{} connections, {} MQTT packets, {} PUBLISH ({} broker deliveries), {} protocol messages\n",
+            "edgetap test record — {}\n{}, {} MQTT packets, {} PUBLISH ({} broker deliveries), {} protocol messages\n",
             s.inputs.join(", "),
-            s.connections,
+            junit::count(s.connections as usize, "connection", "connections"),
             s.mqtt_packets,
             s.publishes,
             s.deliveries,
@@ -341,8 +342,10 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "\n{} errors, {} warnings, {} info",
-            s.errors, s.warnings, s.infos
+            "\n{}, {}, {} info",
+            junit::count(s.errors as usize, "error", "errors"),
+            junit::count(s.warnings as usize, "warning", "warnings"),
+            s.infos
         );
         if let Some(note) = &s.filtered {
             let _ = writeln!(out, "{}", note.line());
@@ -502,6 +505,12 @@ impl Report {
     /// One test suite per clause, one test case per clause; a failing clause lists its
     /// groups of error findings, one line per group.
     pub fn to_junit(&self) -> String {
+        self.to_junit_with(&[])
+    }
+
+    /// [`Report::to_junit`] with more suites after the clauses (the detection items of
+    /// `sim platform`), counted in the totals.
+    pub fn to_junit_with(&self, extra: &[junit::Suite]) -> String {
         let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         if let Some(note) = &self.summary.filtered {
             // A comment cannot hold "--": the options are named without their dashes.
@@ -511,8 +520,10 @@ impl Report {
         let _ = writeln!(
             out,
             "<testsuites name=\"edgetap\" tests=\"{}\" failures=\"{}\">",
-            self.clauses.len() + input.len(),
-            self.clauses.iter().filter(|c| c.status == "fail").count() + input.len()
+            self.clauses.len() + input.len() + extra.iter().map(|s| s.cases.len()).sum::<usize>(),
+            self.clauses.iter().filter(|c| c.status == "fail").count()
+                + input.len()
+                + extra.iter().map(junit::Suite::failures).sum::<usize>()
         );
         for (name, message, text) in &input {
             let _ = writeln!(
@@ -557,8 +568,8 @@ impl Report {
                     let text: Vec<String> = failures.iter().map(|g| g.line()).collect();
                     let _ = write!(
                         out,
-                        "<failure message=\"{} error findings\">{}</failure>",
-                        c.errors,
+                        "<failure message=\"{}\">{}</failure>",
+                        junit::count(c.errors as usize, "error finding", "error findings"),
                         xml(&text.join("\n"))
                     );
                 }
@@ -571,6 +582,9 @@ impl Report {
                 }
             }
             out.push_str("</testcase>\n  </testsuite>\n");
+        }
+        for s in extra {
+            junit::write_suite(&mut out, s);
         }
         out.push_str("</testsuites>\n");
         out
