@@ -1043,6 +1043,8 @@ struct Session<'a> {
     inline_probe: Option<(bool, String)>,
     /// Recorded messages of ours already sent out of order.
     skip: HashSet<usize>,
+    /// Recorded answers of the counterpart waited for in vain (not waited for again).
+    gave_up: HashSet<usize>,
     /// The broker connection, to learn when it is lost.
     state: tokio::sync::watch::Receiver<LinkState>,
     /// When the replay began.
@@ -1153,6 +1155,7 @@ impl<'a> Session<'a> {
             inline_at: HashMap::new(),
             inline_probe: None,
             skip: HashSet::new(),
+            gave_up: HashSet::new(),
             state,
             began: Instant::now(),
             lost: None,
@@ -1271,6 +1274,19 @@ impl<'a> Session<'a> {
                 let norm = self.norm(&json);
                 match mid.and_then(|m| self.sent.get(&m).copied()) {
                     Some(x) => {
+                        if t == "CMD_TOPO_ADD" {
+                            // The deviceIds the live platform assigned go into the
+                            // messages that follow.
+                            let rec = self
+                                .ex_reply
+                                .iter()
+                                .find(|(_, &e)| e == x)
+                                .and_then(|(&i, _)| self.msgs[i].json.as_ref());
+                            if let Some(rec) = rec {
+                                self.rw.learn_devices(rec, &json);
+                            }
+                        }
+                        let norm = self.norm(&json);
                         let ex = &mut self.exchanges[x];
                         if ex.live.reply.is_none() {
                             ex.live.reply = Some(norm);
@@ -1433,7 +1449,17 @@ impl<'a> Session<'a> {
                         })
                         .and_then(|r| self.ex_of_request.get(&r.index).copied());
                     let Some(x) = x else { continue };
-                    let deadline = Instant::now() + self.request_wait();
+                    // A request already waited for in vain is not waited for again.
+                    let waited = self
+                        .ex_of_request
+                        .iter()
+                        .any(|(i, &e)| e == x && self.gave_up.contains(i));
+                    let wait = if waited {
+                        Duration::ZERO
+                    } else {
+                        self.request_wait()
+                    };
+                    let deadline = Instant::now() + wait;
                     self.wait_until(deadline, &|s| s.their_mid.contains_key(&x))
                         .await;
                     let Some(&live_mid) = self.their_mid.get(&x) else {
@@ -1451,6 +1477,13 @@ impl<'a> Session<'a> {
                 }
                 Class::Report => {
                     let t = m.msg_type().unwrap_or("").to_string();
+                    // As edge: a job result only for a job the live platform started.
+                    if t == "REP_JOB_RESULT"
+                        && self.us == Actor::Edge
+                        && m.job_id().is_some_and(|j| !self.rw.knows_job(j))
+                    {
+                        continue;
+                    }
                     if t != "REP_JOB_RESULT" {
                         if let Some((rec, at)) = last_report.get(&t) {
                             let gap = (m.time_us - rec).max(0) as f64 / factor;
@@ -1565,6 +1598,11 @@ impl<'a> Session<'a> {
         let deadline = Instant::now() + self.s.answer_timeout;
         self.wait_until(deadline, &|s| awaited.iter().all(|i| s.seen.contains(i)))
             .await;
+        let missed: Vec<usize> = awaited
+            .into_iter()
+            .filter(|i| !self.seen.contains(i))
+            .collect();
+        self.gave_up.extend(missed);
     }
 
     /// Recorded message `i` is the request of an exchange the edge starts by itself

@@ -127,12 +127,14 @@ fn connection_cause(
         (Some(K::ConnectionRefused), _) => {
             "connection refused: nothing listens on that address (is the broker running?)".into()
         }
-        (Some(K::ConnectionAborted | K::ConnectionReset | K::UnexpectedEof | K::BrokenPipe), false) => {
-            "the broker accepted the TCP connection and closed it without a CONNACK".into()
-        }
-        (Some(K::ConnectionAborted | K::ConnectionReset | K::UnexpectedEof | K::BrokenPipe), true) => {
-            "the broker closed the connection".into()
-        }
+        (
+            Some(K::ConnectionAborted | K::ConnectionReset | K::UnexpectedEof | K::BrokenPipe),
+            false,
+        ) => "the broker accepted the TCP connection and closed it without a CONNACK".into(),
+        (
+            Some(K::ConnectionAborted | K::ConnectionReset | K::UnexpectedEof | K::BrokenPipe),
+            true,
+        ) => "the broker closed the connection".into(),
         (_, false) if timeout => {
             "the broker accepted the TCP connection but sent no CONNACK within 5 s".into()
         }
