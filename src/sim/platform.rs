@@ -251,8 +251,40 @@ impl PlanReport {
         serde_json::to_string_pretty(&v).unwrap_or_default()
     }
 
+    /// The clause suites of the report, then one suite of the detection items
+    /// (6.x.x.2), one case each: a failed item fails with its detail and steps, an
+    /// item not exercised is skipped with why.
     pub fn to_junit(&self) -> String {
-        self.report.to_junit()
+        use crate::report::junit::{Case, Suite, Verdict};
+        let mut suite = Suite::new("detection items (test plan of clause 6)");
+        for i in &self.items {
+            let steps: Vec<String> = i.steps.iter().map(Step::line).collect();
+            let mut text = steps.join("\n");
+            if !i.findings.is_empty() {
+                text.push_str("\nrules: ");
+                text.push_str(&i.findings.join("; "));
+            }
+            let verdict = match i.status.as_str() {
+                "fail" => Verdict::Failed {
+                    message: i.detail.clone(),
+                    text: text.clone(),
+                },
+                "not exercised" => Verdict::Skipped {
+                    message: format!("not exercised: {}", i.detail),
+                },
+                _ => Verdict::Passed,
+            };
+            let out = (i.status != "fail").then_some(text);
+            suite.cases.push(
+                Case::new(
+                    &format!("plan.{}", i.clause),
+                    &format!("{} {}", i.item, i.title),
+                    verdict,
+                )
+                .with_out(out),
+            );
+        }
+        self.report.to_junit_with(&[suite])
     }
 }
 
