@@ -258,9 +258,14 @@ pub enum CapturesCommand {
         store: StoreArgs,
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         format: ListFormat,
-        /// Print CONNECT user names and passwords instead of <redacted>.
+        /// Print CONNECT user names and passwords instead of <redacted> (with
+        /// --payloads, also the credentials inside payloads).
         #[arg(long)]
         show_secrets: bool,
+        /// Print every protocol message (topic and payload) with its connection's
+        /// client id; credential values in payloads are redacted.
+        #[arg(long)]
+        payloads: bool,
     },
     /// Remove a capture and all it holds.
     Delete {

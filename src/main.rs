@@ -356,6 +356,9 @@ fn analyze_capture(
     let store = edgetap::store::Store::open(dir)?;
     let settings = edgetap::pipeline::Settings { max_packet };
     let mut report = edgetap::store::replay::analyze_capture(&store, id, rules, settings)?;
+    // Findings cite the frame numbers `captures export` gives, not the store's chunks.
+    let frames = edgetap::store::export::frame_numbers(&store, id)?;
+    report.renumber(|f| frames.frame_of(f));
     report.check_judged(vec![]);
     Ok(report)
 }
@@ -495,6 +498,7 @@ fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::R
             store,
             format,
             show_secrets,
+            payloads,
         } => {
             let store = Store::open(&store.dir)?;
             let meta = store.capture(id)?;
@@ -504,14 +508,32 @@ fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::R
                 .map(|p| p.map(|p| if show_secrets { p } else { p.redacted() }))
                 .collect::<Result<_, _>>()?;
             let findings = store.findings(id)?;
+            // The client id of each connection, from its CONNECT.
+            let client_ids: std::collections::BTreeMap<u64, String> = packets
+                .iter()
+                .filter_map(|p| Some((p.conn, p.client_id.clone()?)))
+                .collect();
+            let messages = match payloads {
+                true => edgetap::replay::source::stored_messages(
+                    &store,
+                    id,
+                    Arc::new(RuleSet::builtin()),
+                    show_secrets,
+                )?,
+                false => vec![],
+            };
             match format {
                 ListFormat::Json => {
-                    let v = serde_json::json!({
+                    let mut v = serde_json::json!({
                         "capture": meta,
                         "connections": conns,
+                        "client_ids": client_ids,
                         "packets": packets,
                         "findings": findings,
                     });
+                    if payloads {
+                        v["messages"] = serde_json::to_value(&messages)?;
+                    }
                     writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
                 }
                 ListFormat::Table => {
@@ -534,11 +556,12 @@ fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::R
                     for c in &conns {
                         writeln!(
                             out,
-                            "conn {} {} → {}: {}",
+                            "conn {} {} → {}: {}, client id {}",
                             c.conn,
                             c.client,
                             c.server,
-                            c.end.as_deref().unwrap_or("open")
+                            c.end.as_deref().unwrap_or("open"),
+                            client_ids.get(&c.conn).map_or("(no CONNECT seen)", |s| s)
                         )?;
                     }
                     writeln!(out)?;
@@ -565,11 +588,31 @@ fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::R
                         }
                         writeln!(out, "{line}")?;
                     }
+                    if payloads {
+                        writeln!(out, "\nMessages ({}):", messages.len())?;
+                        for m in &messages {
+                            writeln!(
+                                out,
+                                "{} conn {} ({}) {} chunk {} {} {}",
+                                time(m.time_us),
+                                m.conn,
+                                m.client_id.as_deref().unwrap_or("?"),
+                                m.side.arrow(),
+                                m.chunk,
+                                m.topic,
+                                m.payload
+                            )?;
+                        }
+                    }
                     if !findings.is_empty() {
                         writeln!(out, "\nFindings:")?;
                     }
+                    // Findings cite the frame numbers of `captures export`.
+                    let frames = edgetap::store::export::frame_numbers(&store, id)?;
                     for f in &findings {
-                        writeln!(out, "  {}", edgetap::report::one_line(f))?;
+                        let mut f = f.clone();
+                        f.packet = frames.frame_of(&f).or(f.packet);
+                        writeln!(out, "  {}", edgetap::report::one_line(&f))?;
                     }
                 }
             }

@@ -144,7 +144,10 @@ fn a_broker_killed_during_the_replay_is_exit_2_and_says_when() {
     assert!(!junit.contains("missing reply"), "{junit}");
     assert!(!junit.contains("<failure"), "{junit}");
     // Exchanges done before the loss passed; the ones it cut off are not exercised.
-    assert!(junit.contains("<skipped message=\"not exercised: the connection to the broker"), "{junit}");
+    assert!(
+        junit.contains("<skipped message=\"not exercised: the connection to the broker"),
+        "{junit}"
+    );
 }
 
 /// The script of the README's CI example (the yaml block after "replay-regression:"),
@@ -191,8 +194,14 @@ fn readme_ci_script() -> String {
 #[test]
 fn the_readme_ci_example_runs_as_written_and_its_junit_is_green() {
     let script = readme_ci_script();
-    assert!(script.contains("captures/replay/golden.expect.json"), "{script}");
-    for f in ["captures/replay/golden.pcap", "captures/replay/golden.expect.json"] {
+    assert!(
+        script.contains("captures/replay/golden.expect.json"),
+        "{script}"
+    );
+    for f in [
+        "captures/replay/golden.pcap",
+        "captures/replay/golden.expect.json",
+    ] {
         assert!(repo().join(f).is_file(), "{f} is committed");
     }
     // The one change: a free port, so that the test does not depend on 1883.
@@ -224,7 +233,11 @@ fn the_readme_ci_example_runs_as_written_and_its_junit_is_green() {
     let status = child.wait().unwrap();
     unsafe { libc::kill(-pgid, libc::SIGTERM) };
     let err = std::fs::read_to_string(work.join("script.err")).unwrap_or_default();
-    let err: String = err.lines().filter(|l| l.contains("edgetap")).collect::<Vec<_>>().join("\n");
+    let err: String = err
+        .lines()
+        .filter(|l| l.contains("edgetap"))
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(status.success(), "the CI script failed: {status:?}\n{err}");
     let junit = std::fs::read_to_string(work.join("replay.xml")).unwrap();
     let cases = junit.matches("<testcase ").count();
@@ -236,6 +249,74 @@ fn the_readme_ci_example_runs_as_written_and_its_junit_is_green() {
         "{junit}"
     );
     assert!(!junit.contains("<failure"), "{junit}");
-    assert!(junit.contains("name=\"outcome as saved\"></testcase>"), "{junit}");
-    assert!(junit.contains("classname=\"replay.mutation\" name=\"drop-field\""), "{junit}");
+    assert!(
+        junit.contains("name=\"outcome as saved\"></testcase>"),
+        "{junit}"
+    );
+    assert!(
+        junit.contains("classname=\"replay.mutation\" name=\"drop-field\""),
+        "{junit}"
+    );
+}
+
+/// `sim platform --format junit` holds one case per detection item (6.x.x.2) beside
+/// the clause suites; the item an edge fault breaks fails, and the totals are the
+/// counts of the cases written.
+#[test]
+fn the_plan_junit_holds_one_case_per_detection_item() {
+    let m = common::Mosquitto::start();
+    let addr = format!("127.0.0.1:{}", m.port);
+    let plan = Command::new(bin())
+        .args(["sim", "platform", "--broker", &addr, "--edge-id", "PLAN1"])
+        .args([
+            "--wait-ms",
+            "3000",
+            "--edge-wait-ms",
+            "3000",
+            "--job-timeout",
+            "10",
+        ])
+        .args(["--format", "junit"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let mut edge = Command::new(bin())
+        .args(["sim", "edge", "--broker", &addr, "--edge-id", "PLAN1"])
+        .args([
+            "--fault",
+            "wrong-code",
+            "--job-ms",
+            "300",
+            "--policy-ms",
+            "100",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = plan.wait_with_output().unwrap();
+    let _ = edge.kill();
+    let _ = edge.wait();
+    let junit = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{junit}");
+    for (item, _, title, _) in edgetap::sim::platform::ITEMS {
+        assert!(
+            junit.contains(&format!("name=\"{item} {title}\"")),
+            "{item}:\n{junit}"
+        );
+    }
+    let suite = &junit[junit.find("detection items").unwrap()..];
+    let upgrade = &suite[suite.find("6.1.2.2 Device upgrade test").unwrap()..];
+    let case = &upgrade[..upgrade.find("</testcase>").unwrap()];
+    assert!(case.contains("<failure"), "{case}");
+    let cases = junit.matches("<testcase ").count();
+    let failures = junit.matches("<failure").count();
+    assert!(
+        junit.contains(&format!(
+            "<testsuites name=\"edgetap\" tests=\"{cases}\" failures=\"{failures}\">"
+        )),
+        "{junit}"
+    );
 }

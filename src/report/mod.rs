@@ -97,7 +97,9 @@ pub struct ClauseRow {
     pub not_exercised: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Serialized by hand (see the `Serialize` impl below): each finding carries the
+/// input file it came from and its time as RFC 3339 beside the microseconds.
+#[derive(Debug, Clone)]
 pub struct Report {
     pub summary: Summary,
     pub clauses: Vec<ClauseRow>,
@@ -108,11 +110,63 @@ pub struct Report {
     /// One row per edge.
     pub edges: Vec<EdgeRow>,
     /// Ids of the rules whose info findings are outcomes (refused commands, failed jobs).
-    #[serde(skip)]
     outcome_rules: BTreeSet<String>,
     /// Messages per edge, to count the edges again after a filter.
-    #[serde(skip)]
     traffic: BTreeMap<String, EdgeTraffic>,
+    /// Seconds east of UTC of the RFC 3339 times in JSON (`--tz`).
+    tz_offset_s: i64,
+}
+
+impl Serialize for Report {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            summary: &'a Summary,
+            clauses: &'a [ClauseRow],
+            findings: Vec<Located<'a>>,
+            rules: &'a [String],
+            groups: &'a [Group],
+            edges: &'a [EdgeRow],
+        }
+        /// A finding with where it is: the input file (with several inputs) and the
+        /// time in RFC 3339 with the `--tz` offset.
+        #[derive(Serialize)]
+        struct Located<'a> {
+            #[serde(flatten)]
+            f: &'a Finding,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            file: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            time_rfc3339: Option<String>,
+        }
+        Out {
+            summary: &self.summary,
+            clauses: &self.clauses,
+            findings: self
+                .findings
+                .iter()
+                .map(|f| Located {
+                    f,
+                    file: self.file_of(f),
+                    time_rfc3339: f.time.and_then(|t| rfc3339(t, self.tz_offset_s)),
+                })
+                .collect(),
+            rules: &self.rules,
+            groups: &self.groups,
+            edges: &self.edges,
+        }
+        .serialize(s)
+    }
+}
+
+/// Microseconds since the epoch as RFC 3339 with the offset `tz_offset_s`.
+pub fn rfc3339(us: i64, tz_offset_s: i64) -> Option<String> {
+    let tz = chrono::FixedOffset::east_opt(i32::try_from(tz_offset_s).ok()?)?;
+    let t = chrono::DateTime::from_timestamp_micros(us)?;
+    Some(
+        t.with_timezone(&tz)
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    )
 }
 
 /// How the table lists findings.
@@ -185,9 +239,31 @@ impl Report {
             edges: vec![],
             outcome_rules,
             traffic: stats.edges.clone(),
+            tz_offset_s: rules.tz(),
         };
         report.recount();
         report
+    }
+
+    /// The input file a finding came from, when the run read several: the
+    /// connection ids of file `i` start at `i × CONN_STRIDE`.
+    pub fn file_of(&self, f: &Finding) -> Option<&str> {
+        if self.summary.inputs.len() < 2 {
+            return None;
+        }
+        let i = usize::try_from(f.conn? / crate::analyze::CONN_STRIDE).ok()?;
+        self.summary.inputs.get(i).map(String::as_str)
+    }
+
+    /// Renumbers the findings (`packet`) with `frame_of`, e.g. a stored capture's
+    /// chunk numbers as the frame numbers its pcapng export carries; groups follow.
+    pub fn renumber(&mut self, frame_of: impl Fn(&Finding) -> Option<u64>) {
+        for f in &mut self.findings {
+            if let Some(n) = frame_of(f) {
+                f.packet = Some(n);
+            }
+        }
+        self.recount();
     }
 
     /// Keeps only the findings `filter` shows, counts again, and notes what it left
@@ -476,7 +552,14 @@ impl Report {
     fn write_each(&self, out: &mut String) {
         let _ = writeln!(out, "\nFindings:");
         for f in &self.findings {
-            let _ = writeln!(out, "  {}", one_line(f));
+            match self.file_of(f) {
+                Some(file) => {
+                    let _ = writeln!(out, "  {file}: {}", one_line(f));
+                }
+                None => {
+                    let _ = writeln!(out, "  {}", one_line(f));
+                }
+            }
         }
     }
 
