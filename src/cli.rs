@@ -198,6 +198,9 @@ pub struct StoreArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct ProxyArgs {
+    /// The final report's filters and listing (the live lines are every finding).
+    #[command(flatten)]
+    pub shown: ShownArgs,
     /// Address to accept device connections on.
     #[arg(long, value_name = "ADDR")]
     pub listen: String,
@@ -331,6 +334,28 @@ pub struct AnalyzeArgs {
     pub rules_shown: Vec<String>,
     /// Show only the findings of this clause and its sub-clauses: `6.1` holds 6.1.3
     /// (repeatable).
+    #[arg(long = "clause", value_name = "C", help_heading = "Filters")]
+    pub clauses: Vec<String>,
+}
+
+/// The filters and listing of `analyze`, for the final reports of `proxy` and `sim
+/// platform`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ShownArgs {
+    /// List every finding on its own line instead of grouping repeated ones.
+    #[arg(long)]
+    pub each: bool,
+    /// Show only the findings of this edge id (repeatable).
+    #[arg(long = "edge", value_name = "ID", help_heading = "Filters")]
+    pub edges: Vec<String>,
+    /// Show only findings of this severity or above.
+    #[arg(long, value_enum, value_name = "LEVEL", help_heading = "Filters")]
+    pub severity: Option<SeverityArg>,
+    /// Show only the findings of this rule id, or of every rule an id prefix ending in
+    /// `.` names, such as `t10.` (repeatable).
+    #[arg(long = "rule", value_name = "ID", help_heading = "Filters")]
+    pub rules_shown: Vec<String>,
+    /// Show only the findings of this clause and its sub-clauses (repeatable).
     #[arg(long = "clause", value_name = "C", help_heading = "Filters")]
     pub clauses: Vec<String>,
 }
@@ -490,6 +515,9 @@ pub struct SimEdgeArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct SimPlatformArgs {
+    /// The report's filters and listing.
+    #[command(flatten)]
+    pub shown: ShownArgs,
     /// Broker, HOST:PORT.
     #[arg(long)]
     pub broker: String,

@@ -149,6 +149,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                         rules,
                         a.respond_only,
                         out,
+                        &shown(&a.shown),
                         &mut stdout,
                     )?)
                 }
@@ -203,6 +204,28 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
                 Ok(0)
             }
+        },
+    }
+}
+
+/// The findings a final report shows (`proxy`, `sim platform`): --edge, --severity,
+/// --rule, --clause, and --each.
+fn shown(a: &cli::ShownArgs) -> edgetap::report::Shown {
+    use edgetap::Severity;
+    edgetap::report::Shown {
+        filter: edgetap::report::filter::Filter {
+            edges: a.edges.clone(),
+            min_severity: a.severity.map(|s| match s {
+                cli::SeverityArg::Info => Severity::Info,
+                cli::SeverityArg::Warning => Severity::Warning,
+                cli::SeverityArg::Error => Severity::Error,
+            }),
+            rules: a.rules_shown.clone(),
+            clauses: a.clauses.clone(),
+        },
+        listing: match a.each {
+            true => edgetap::report::Listing::Each,
+            false => edgetap::report::Listing::Grouped,
         },
     }
 }
@@ -430,7 +453,10 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
     })?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout)?;
-    stdout.write_all(outcome.report.to_table().as_bytes())?;
+    let shown = shown(&args.shown);
+    let mut report = outcome.report;
+    report.apply(&shown.filter);
+    stdout.write_all(report.table(shown.listing).as_bytes())?;
     if let Some(id) = outcome.capture {
         writeln!(
             stdout,
@@ -438,7 +464,7 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
             args.store.dir.display()
         )?;
     }
-    Ok(u8::from(outcome.report.has_errors()))
+    Ok(u8::from(report.has_errors()))
 }
 
 fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::Result<u8> {

@@ -178,6 +178,22 @@ pub enum Listing {
     Each,
 }
 
+/// What a report shows: its filter and how its table lists findings.
+#[derive(Debug, Clone)]
+pub struct Shown {
+    pub filter: Filter,
+    pub listing: Listing,
+}
+
+impl Default for Shown {
+    fn default() -> Shown {
+        Shown {
+            filter: Filter::default(),
+            listing: Listing::Grouped,
+        }
+    }
+}
+
 /// The table shows at most this many groups and edges; the JSON holds them all.
 const TABLE_GROUPS: usize = 60;
 const TABLE_EDGES: usize = 40;

@@ -204,6 +204,11 @@ impl PlanReport {
     }
 
     pub fn to_table(&self) -> String {
+        self.table(crate::report::Listing::Grouped)
+    }
+
+    /// The table, its findings listed as `listing` says.
+    pub fn table(&self, listing: crate::report::Listing) -> String {
         #[derive(tabled::Tabled)]
         struct Row<'a> {
             item: &'a str,
@@ -228,7 +233,7 @@ impl PlanReport {
             .unwrap_or_default();
         format!(
             "{}\nDetection items (test plan of clause 6):\n{}\n{package}",
-            self.report.to_table(),
+            self.report.table(listing),
             tabled::Table::new(rows).with(tabled::settings::Style::sharp())
         )
     }
@@ -1249,7 +1254,10 @@ fn judge(steps: &HashMap<&'static str, Vec<Step>>, findings: &[Finding], edge: &
                     .filter(|s| s.status == "not exercised")
                     .map(|s| format!("{} not exercised ({})", s.what, s.detail))
                     .collect();
-                let mut d = format!("{passed} exchanges as expected");
+                let mut d = format!(
+                    "{} as expected",
+                    crate::report::junit::count(passed, "exchange", "exchanges")
+                );
                 if !skipped.is_empty() {
                     d = format!("{d}; {}", skipped.join("; "));
                 }
