@@ -30,7 +30,7 @@ pub enum AnalyzeError {
 }
 
 /// Connection ids restart in every file; the analyzer sees them as distinct.
-const CONN_STRIDE: ConnId = 1 << 40;
+pub const CONN_STRIDE: ConnId = 1 << 40;
 
 /// Analyzes the files in order, as one run (one engine, so pairing and sequences
 /// carry across files split by a capture tool's rotation). `sink` sees every packet,

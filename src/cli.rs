@@ -106,7 +106,9 @@ pub enum Command {
         its EVENT_LINKUP and topo requests are then exercised too. A device already online \
         does not send them again; after --edge-wait-ms they are reported as not exercised \
         (SKIP, JUnit <skipped>), which neither passes nor fails the run.\n\n\
-        Exit codes: 0 as recorded (or as --expect), 1 differences, 2 bad usage or unreadable input.")]
+        Exit codes: 0 as recorded (as --expect with --expect; saved with --save-expect), \
+        1 differences, 2 bad usage, unreadable input, or a broker that refused the \
+        connection (refused, login refused, closed, no CONNACK) or lost it during the replay.")]
     Replay(ReplayArgs),
 }
 
@@ -130,6 +132,10 @@ pub struct ReplayArgs {
     /// Live edge id (default: the recorded one); replaced in topics and fields.
     #[arg(long)]
     pub edge_id: Option<String>,
+    /// The recorded edge to play, of a capture that holds several (default: the
+    /// first one seen; the report lists them all).
+    #[arg(long, value_name = "ID")]
+    pub edge: Option<String>,
     /// Pace as recorded, scaled by this factor (2 = twice as fast).
     #[arg(long, default_value_t = 1.0, conflicts_with = "asap")]
     pub speed: f64,
@@ -151,7 +157,8 @@ pub struct ReplayArgs {
     /// Compare the outcome with a saved one: any divergence exits 1.
     #[arg(long, value_name = "FILE")]
     pub expect: Option<PathBuf>,
-    /// Save the outcome for --expect.
+    /// Save the outcome for --expect (exit code 0 once saved, whatever the
+    /// differences from the recording: they are what later runs must match).
     #[arg(long, value_name = "FILE")]
     pub save_expect: Option<PathBuf>,
     /// How long to wait for each answer, in ms.
@@ -197,6 +204,9 @@ pub struct StoreArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct ProxyArgs {
+    /// The final report's filters and listing (the live lines are every finding).
+    #[command(flatten)]
+    pub shown: ShownArgs,
     /// Address to accept device connections on.
     #[arg(long, value_name = "ADDR")]
     pub listen: String,
@@ -265,9 +275,14 @@ pub enum CapturesCommand {
         store: StoreArgs,
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         format: ListFormat,
-        /// Print CONNECT user names and passwords instead of <redacted>.
+        /// Print CONNECT user names and passwords instead of <redacted> (with
+        /// --payloads, also the credentials inside payloads).
         #[arg(long)]
         show_secrets: bool,
+        /// Print every protocol message (topic and payload) with its connection's
+        /// client id; credential values in payloads are redacted.
+        #[arg(long)]
+        payloads: bool,
     },
     /// Remove a capture and all it holds.
     Delete {
@@ -333,6 +348,28 @@ pub struct AnalyzeArgs {
     pub rules_shown: Vec<String>,
     /// Show only the findings of this clause and its sub-clauses: `6.1` holds 6.1.3
     /// (repeatable).
+    #[arg(long = "clause", value_name = "C", help_heading = "Filters")]
+    pub clauses: Vec<String>,
+}
+
+/// The filters and listing of `analyze`, for the final reports of `proxy` and `sim
+/// platform`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ShownArgs {
+    /// List every finding on its own line instead of grouping repeated ones.
+    #[arg(long)]
+    pub each: bool,
+    /// Show only the findings of this edge id (repeatable).
+    #[arg(long = "edge", value_name = "ID", help_heading = "Filters")]
+    pub edges: Vec<String>,
+    /// Show only findings of this severity or above.
+    #[arg(long, value_enum, value_name = "LEVEL", help_heading = "Filters")]
+    pub severity: Option<SeverityArg>,
+    /// Show only the findings of this rule id, or of every rule an id prefix ending in
+    /// `.` names, such as `t10.` (repeatable).
+    #[arg(long = "rule", value_name = "ID", help_heading = "Filters")]
+    pub rules_shown: Vec<String>,
+    /// Show only the findings of this clause and its sub-clauses (repeatable).
     #[arg(long = "clause", value_name = "C", help_heading = "Filters")]
     pub clauses: Vec<String>,
 }
@@ -495,6 +532,9 @@ pub struct SimEdgeArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct SimPlatformArgs {
+    /// The report's filters and listing.
+    #[command(flatten)]
+    pub shown: ShownArgs,
     /// Broker, HOST:PORT.
     #[arg(long)]
     pub broker: String,

@@ -160,6 +160,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                         rules,
                         a.respond_only,
                         out,
+                        &shown(&a.shown),
                         &mut stdout,
                     )?)
                 }
@@ -214,6 +215,28 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
                 Ok(0)
             }
+        },
+    }
+}
+
+/// The findings a final report shows (`proxy`, `sim platform`): --edge, --severity,
+/// --rule, --clause, and --each.
+fn shown(a: &cli::ShownArgs) -> edgetap::report::Shown {
+    use edgetap::Severity;
+    edgetap::report::Shown {
+        filter: edgetap::report::filter::Filter {
+            edges: a.edges.clone(),
+            min_severity: a.severity.map(|s| match s {
+                cli::SeverityArg::Info => Severity::Info,
+                cli::SeverityArg::Warning => Severity::Warning,
+                cli::SeverityArg::Error => Severity::Error,
+            }),
+            rules: a.rules_shown.clone(),
+            clauses: a.clauses.clone(),
+        },
+        listing: match a.each {
+            true => edgetap::report::Listing::Each,
+            false => edgetap::report::Listing::Grouped,
         },
     }
 }
@@ -370,6 +393,9 @@ fn analyze_capture(
     let settings = edgetap::pipeline::Settings { max_packet };
     let mut report =
         edgetap::store::replay::analyze_capture_charted(&store, id, rules, settings, chart)?;
+    // Findings cite the frame numbers `captures export` gives, not the store's chunks.
+    let frames = edgetap::store::export::frame_numbers(&store, id)?;
+    report.renumber(|f| frames.frame_of(f));
     report.check_judged(vec![]);
     Ok(report)
 }
@@ -493,7 +519,10 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
     })?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout)?;
-    stdout.write_all(outcome.report.to_table().as_bytes())?;
+    let shown = shown(&args.shown);
+    let mut report = outcome.report;
+    report.apply(&shown.filter);
+    stdout.write_all(report.table(shown.listing).as_bytes())?;
     if let Some(id) = outcome.capture {
         writeln!(
             stdout,
@@ -501,7 +530,7 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
             args.store.dir.display()
         )?;
     }
-    Ok(u8::from(outcome.report.has_errors()))
+    Ok(u8::from(report.has_errors()))
 }
 
 fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::Result<u8> {
@@ -561,6 +590,7 @@ fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::R
             store,
             format,
             show_secrets,
+            payloads,
         } => {
             let store = Store::open(&store.dir)?;
             let meta = store.capture(id)?;
@@ -570,14 +600,32 @@ fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::R
                 .map(|p| p.map(|p| if show_secrets { p } else { p.redacted() }))
                 .collect::<Result<_, _>>()?;
             let findings = store.findings(id)?;
+            // The client id of each connection, from its CONNECT.
+            let client_ids: std::collections::BTreeMap<u64, String> = packets
+                .iter()
+                .filter_map(|p| Some((p.conn, p.client_id.clone()?)))
+                .collect();
+            let messages = match payloads {
+                true => edgetap::replay::source::stored_messages(
+                    &store,
+                    id,
+                    Arc::new(RuleSet::builtin()),
+                    show_secrets,
+                )?,
+                false => vec![],
+            };
             match format {
                 ListFormat::Json => {
-                    let v = serde_json::json!({
+                    let mut v = serde_json::json!({
                         "capture": meta,
                         "connections": conns,
+                        "client_ids": client_ids,
                         "packets": packets,
                         "findings": findings,
                     });
+                    if payloads {
+                        v["messages"] = serde_json::to_value(&messages)?;
+                    }
                     writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
                 }
                 ListFormat::Table => {
@@ -600,11 +648,12 @@ fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::R
                     for c in &conns {
                         writeln!(
                             out,
-                            "conn {} {} → {}: {}",
+                            "conn {} {} → {}: {}, client id {}",
                             c.conn,
                             c.client,
                             c.server,
-                            c.end.as_deref().unwrap_or("open")
+                            c.end.as_deref().unwrap_or("open"),
+                            client_ids.get(&c.conn).map_or("(no CONNECT seen)", |s| s)
                         )?;
                     }
                     writeln!(out)?;
@@ -631,11 +680,31 @@ fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::R
                         }
                         writeln!(out, "{line}")?;
                     }
+                    if payloads {
+                        writeln!(out, "\nMessages ({}):", messages.len())?;
+                        for m in &messages {
+                            writeln!(
+                                out,
+                                "{} conn {} ({}) {} chunk {} {} {}",
+                                time(m.time_us),
+                                m.conn,
+                                m.client_id.as_deref().unwrap_or("?"),
+                                m.side.arrow(),
+                                m.chunk,
+                                m.topic,
+                                m.payload
+                            )?;
+                        }
+                    }
                     if !findings.is_empty() {
                         writeln!(out, "\nFindings:")?;
                     }
+                    // Findings cite the frame numbers of `captures export`.
+                    let frames = edgetap::store::export::frame_numbers(&store, id)?;
                     for f in &findings {
-                        writeln!(out, "  {}", edgetap::report::one_line(f))?;
+                        let mut f = f.clone();
+                        f.packet = frames.frame_of(&f).or(f.packet);
+                        writeln!(out, "  {}", edgetap::report::one_line(&f))?;
                     }
                 }
             }
@@ -693,6 +762,8 @@ fn run_replay(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     let source = replay::source::Source::parse(&src, &a.store_dir)?;
     let mut s = ReplaySettings::new(source, role, &broker);
     s.edge_id = a.edge_id;
+    s.pick_edge = a.edge;
+    s.progress = true;
     s.pacing = if a.asap {
         Pacing::Asap
     } else {
@@ -710,38 +781,26 @@ fn run_replay(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     s.capture = a.capture;
     let expected = a.expect.as_deref().map(replay::load_expected).transpose()?;
     let outcome = replay::run_blocking(s, rules)?;
-    if let Some(p) = &a.save_expect {
-        std::fs::write(p, outcome.to_json())?;
+    if let Some(lost) = &outcome.broker_lost {
+        eprintln!("edgetap: {lost} (exit code 2)");
     }
+    // An outcome cut short by the broker is no expectation to keep.
+    let saved = match (&a.save_expect, &outcome.broker_lost) {
+        (Some(p), None) => {
+            use anyhow::Context as _;
+            std::fs::write(p, outcome.to_json())
+                .with_context(|| format!("--save-expect {}", p.display()))?;
+            eprintln!("edgetap: expectation saved to {}", p.display());
+            true
+        }
+        _ => false,
+    };
     let expectation = expected.map(|e| replay::check_expected(&e, &outcome));
     match a.format {
-        Format::Table => {
-            out.write_all(outcome.to_table().as_bytes())?;
-            if let Some(e) = &expectation {
-                write_expectation(out, e)?;
-            }
-        }
+        Format::Table => out.write_all(outcome.to_table_with(expectation.as_ref()).as_bytes())?,
         Format::Json => writeln!(out, "{}", outcome.to_json())?,
         Format::Junit => out.write_all(outcome.to_junit(expectation.as_ref()).as_bytes())?,
         Format::Html => out.write_all(outcome.to_html(expectation.as_ref()).as_bytes())?,
     }
-    Ok(u8::from(match &expectation {
-        Some(e) => !e.divergences.is_empty(),
-        None => outcome.failed(),
-    }))
-}
-
-/// The `--expect` comparison, as text: the divergences, then what was not compared.
-fn write_expectation(out: &mut dyn Write, e: &edgetap::replay::Expectation) -> std::io::Result<()> {
-    writeln!(out, "\nExpectation: {} divergence(s)", e.divergences.len())?;
-    for x in &e.divergences {
-        writeln!(out, "  {x}")?;
-    }
-    if !e.notes.is_empty() {
-        writeln!(out, "Not compared with the expectation:")?;
-        for x in &e.notes {
-            writeln!(out, "  {x}")?;
-        }
-    }
-    Ok(())
+    Ok(outcome.exit_code(expectation.as_ref(), saved))
 }

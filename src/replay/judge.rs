@@ -260,6 +260,31 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// `mid` is noise everywhere: in the reply, in the job result, and nested.
+    #[test]
+    fn mid_is_noise_in_replies_and_job_results() {
+        let n = Noise::new(&[]);
+        let answer = |mid: u64, nested: u64| Answer {
+            request: None,
+            reply: Some(n.normalize(&json!({"mid": mid, "code": 202, "type": "CMD_APP_INSTALL"}))),
+            job_result: Some(n.normalize(&json!({"mid": mid + 1, "type": "REP_JOB_RESULT",
+                "param": {"jobId": 7, "result": {"mid": nested, "code": 200}}}))),
+            extra: vec![],
+        };
+        let mut x = Exchange {
+            index: 0,
+            from: "platform".into(),
+            request: "CMD_APP_INSTALL".into(),
+            topic: "/v1/E/app/command".into(),
+            recorded: answer(1, 5),
+            live: answer(1_000_000_000_020_000, 9),
+            diffs: vec![],
+            skipped: None,
+        };
+        judge_exchange(&mut x);
+        assert!(x.diffs.is_empty(), "{:?}", x.diffs);
+    }
+
     #[test]
     fn noise_keeps_presence_and_type_but_not_value() {
         let n = Noise::new(&["info".into()]);

@@ -69,7 +69,7 @@ use crate::pipeline::{Analyzer, Settings};
 use crate::protocol::{Actor, Class};
 use crate::report::Collector;
 use crate::rules::RuleSet;
-use crate::sim::{Incoming, Link, Protocol, SimError};
+use crate::sim::{Incoming, Link, LinkState, Protocol, SimError};
 use judge::{Exchange, Noise};
 use mutate::{Draft, Expect, Mutation, Verdict};
 use source::{Recorded, Source};
@@ -125,6 +125,9 @@ pub struct ReplaySettings {
     pub broker: String,
     /// The live edge id; the recorded one when `None`.
     pub edge_id: Option<String>,
+    /// The recorded edge to play, of a capture that holds several; the first one
+    /// seen when `None`.
+    pub pick_edge: Option<String>,
     pub pacing: Pacing,
     /// Named mutations or mutation files, in order.
     pub mutations: Vec<String>,
@@ -146,6 +149,8 @@ pub struct ReplaySettings {
     /// before concluding that the edge was already online; the exchanges the edge
     /// starts by itself are then not exercised (skipped, neither pass nor fail).
     pub edge_wait: Duration,
+    /// Show a progress bar on stderr (only when it is a terminal).
+    pub progress: bool,
 }
 
 /// The default of [`ReplaySettings::edge_wait`].
@@ -158,6 +163,7 @@ impl ReplaySettings {
             role,
             broker: broker.into(),
             edge_id: None,
+            pick_edge: None,
             pacing: Pacing::Speed(1.0),
             mutations: vec![],
             seed: 0,
@@ -169,6 +175,7 @@ impl ReplaySettings {
             ports: vec![1883],
             capture: None,
             edge_wait: DEFAULT_EDGE_WAIT,
+            progress: false,
         }
     }
 }
@@ -223,6 +230,9 @@ pub struct Outcome {
     pub role: Role,
     pub seed: u64,
     pub recorded_edge: String,
+    /// Every edge the recording holds (the replay plays `recorded_edge`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recorded_edges: Vec<String>,
     pub live_edge: String,
     pub exchanges: Vec<Exchange>,
     pub mutations: Vec<MutationResult>,
@@ -237,33 +247,60 @@ pub struct Outcome {
     /// `--format html`; not part of the saved expectation.
     #[serde(skip)]
     pub record: Option<crate::report::Report>,
+    /// The broker connection was lost during the replay: why and when. The run
+    /// proves nothing beyond that point (exit code 2), and the exchanges it cut off
+    /// are not exercised, never the device's missing replies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_lost: Option<String>,
 }
 
 impl Outcome {
-    /// The replay diverged from its recording or a mutation failed.
+    /// The replay diverged from its recording, a mutation failed, or the broker
+    /// connection was lost.
     pub fn failed(&self) -> bool {
         self.exchanges.iter().any(|x| !x.diffs.is_empty())
             || !self.new_findings.is_empty()
             || !self.orphan_replies.is_empty()
             || self.mutations.iter().any(|m| m.verdict == "fail")
+            || self.broker_lost.is_some()
     }
 
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// The report for people, without an expectation.
     pub fn to_table(&self) -> String {
+        self.to_table_with(None)
+    }
+
+    /// The report for people. With an expectation, a difference from the recording
+    /// that the expectation holds is shown as `known`, and the result line is the
+    /// expectation's verdict.
+    pub fn to_table_with(&self, expectation: Option<&Expectation>) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "replay of {} as {} (recorded edge {}, live edge {}), seed {}\n",
+            "replay of {} as {} (recorded edge {}, live edge {}), seed {}",
             self.source,
             self.role.as_str(),
             self.recorded_edge,
             self.live_edge,
             self.seed
         );
-        self.write_exchanges(&mut s);
+        if self.recorded_edges.len() > 1 {
+            let _ = writeln!(
+                s,
+                "the capture holds {}: {} (--edge ID picks another)",
+                count(self.recorded_edges.len(), "edge", "edges"),
+                self.recorded_edges.join(", ")
+            );
+        }
+        let _ = writeln!(s);
+        if let Some(lost) = &self.broker_lost {
+            let _ = writeln!(s, "BROKER CONNECTION LOST: {lost}\n");
+        }
+        self.write_exchanges(&mut s, expectation);
         if !self.orphan_replies.is_empty() {
             let _ = writeln!(s, "\nReplies to nothing the replayer sent:");
             for r in &self.orphan_replies {
@@ -307,7 +344,10 @@ impl Outcome {
                 }
             }
         }
-        let _ = writeln!(s, "\n{}", self.result_line());
+        if let Some(e) = expectation {
+            e.write(&mut s);
+        }
+        let _ = writeln!(s, "\n{}", self.result_line(expectation));
         s
     }
 
@@ -317,7 +357,7 @@ impl Outcome {
     }
 
     /// The exchange table: one line per exchange, its differences or why it was skipped.
-    fn write_exchanges(&self, s: &mut String) {
+    fn write_exchanges(&self, s: &mut String, expectation: Option<&Expectation>) {
         let skipped = self.skipped_exchanges().count();
         let different = self
             .exchanges
@@ -333,166 +373,284 @@ impl Outcome {
             skipped
         );
         for x in &self.exchanges {
-            let status = match (&x.skipped, x.diffs.is_empty()) {
-                (Some(_), _) => "SKIP",
-                (None, true) => "same",
-                (None, false) => "DIFF",
+            let status = match (&x.skipped, x.diffs.is_empty(), expectation) {
+                (Some(_), _, _) => "SKIP",
+                (None, true, _) => "same",
+                (None, false, Some(e)) if !e.exchanges.contains(&x.index) => "known",
+                (None, false, _) => "DIFF",
             };
             let _ = writeln!(
                 s,
-                "  {:>3} {:<4} {:<8} {:<18} {}",
+                "  {:>3} {:<5} {:<8} {:<18} {}",
                 x.index, status, x.from, x.request, x.topic
             );
             for d in x.skipped.iter().chain(&x.diffs) {
-                let _ = writeln!(s, "             - {d}");
+                let _ = writeln!(s, "              - {d}");
             }
         }
     }
 
-    /// The last line of the table.
-    fn result_line(&self) -> String {
-        let skipped = self.skipped_exchanges().count();
-        match (self.failed(), skipped) {
-            (true, _) => "RESULT: differences found".into(),
-            (false, 0) => "RESULT: as recorded".into(),
-            (false, n) => format!(
-                "RESULT: as recorded ({n} exchange(s) started by the edge not exercised, see SKIP above)"
-            ),
+    /// The last line of the table: the expectation's verdict when there is one.
+    fn result_line(&self, expectation: Option<&Expectation>) -> String {
+        if self.broker_lost.is_some() {
+            return "RESULT: broker connection lost, the replay did not finish (exit code 2)"
+                .into();
         }
-    }
-
-    /// One test case per exchange and per mutation.
-    pub fn to_junit(&self, expectation: Option<&Expectation>) -> String {
-        let xml = xml_escape;
-        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-        let xf = self
+        let skipped = self.skipped_exchanges().count();
+        let not_exercised = match skipped {
+            0 => String::new(),
+            n => format!(
+                " ({} started by the edge not exercised, see SKIP above)",
+                count(n, "exchange", "exchanges")
+            ),
+        };
+        let different = self
             .exchanges
             .iter()
             .filter(|x| !x.diffs.is_empty())
             .count();
-        let mf = self
-            .mutations
-            .iter()
-            .filter(|m| m.verdict == "fail")
-            .count();
-        let _ = writeln!(
-            out,
-            "<testsuites name=\"edgetap replay\" tests=\"{}\" failures=\"{}\">",
-            self.exchanges.len() + self.mutations.len(),
-            xf + mf
-        );
-        let _ = writeln!(
-            out,
-            "  <testsuite name=\"exchanges\" tests=\"{}\" failures=\"{xf}\" skipped=\"{}\">",
-            self.exchanges.len(),
-            self.skipped_exchanges().count()
-        );
+        match expectation {
+            Some(e) if e.divergences.is_empty() => format!(
+                "RESULT: as expected{}{not_exercised}",
+                match different {
+                    0 => String::new(),
+                    n => format!(
+                        " ({} from the recording, as the expectation holds)",
+                        count(n, "exchange differs", "exchanges differ")
+                    ),
+                }
+            ),
+            Some(e) => format!(
+                "RESULT: {} from the expectation",
+                count(e.divergences.len(), "divergence", "divergences")
+            ),
+            None if self.failed() => "RESULT: differences found".into(),
+            None => format!("RESULT: as recorded{not_exercised}"),
+        }
+    }
+
+    /// The JUnit cases: one per exchange, per mutation, the rules the replay raised,
+    /// the replies to nothing sent, the broker connection (when lost) and, with an
+    /// expectation, the outcome as saved. With an expectation, a case fails only where
+    /// the run diverges from it: a recorded difference the expectation holds passes
+    /// (its differences in `<system-out>`).
+    pub fn to_junit(&self, expectation: Option<&Expectation>) -> String {
+        use crate::report::junit::{render, Case, Suite, Verdict};
+        let failed = |message: String, text: String| Verdict::Failed { message, text };
+        let mut suites = vec![];
+        if let Some(lost) = &self.broker_lost {
+            let mut s = Suite::new("broker connection");
+            s.cases.push(Case::new(
+                "replay.broker",
+                "connection kept to the end",
+                Verdict::Error {
+                    message: "broker connection lost".into(),
+                    text: lost.clone(),
+                },
+            ));
+            suites.push(s);
+        }
+        let mut ex = Suite::new("exchanges");
         for x in &self.exchanges {
-            let _ = write!(
-                out,
-                "    <testcase classname=\"replay.exchange\" name=\"{:03} {} {}\">",
-                x.index,
-                xml(&x.request),
-                xml(&x.topic)
-            );
-            if let Some(why) = &x.skipped {
-                let _ = write!(out, "<skipped message=\"{}\"/>", xml(why));
-            } else if !x.diffs.is_empty() {
-                let _ = write!(
-                    out,
-                    "<failure message=\"{} difference(s)\">{}</failure>",
-                    x.diffs.len(),
-                    xml(&x.diffs.join("\n"))
-                );
-            }
-            out.push_str("</testcase>\n");
+            let name = format!("{:03} {} {}", x.index, x.request, x.topic);
+            let diffs = x.diffs.join("\n");
+            let (verdict, out) = match (&x.skipped, expectation) {
+                (Some(why), _) => (
+                    Verdict::Skipped {
+                        message: why.clone(),
+                    },
+                    None,
+                ),
+                (None, Some(e)) if e.exchanges.contains(&x.index) => {
+                    let mine = e.about(&format!("exchange {} ", x.index));
+                    (
+                        failed(
+                            count(
+                                mine.len(),
+                                "divergence from the expectation",
+                                "divergences from the expectation",
+                            ),
+                            mine.join("\n"),
+                        ),
+                        None,
+                    )
+                }
+                (None, Some(_)) => (
+                    Verdict::Passed,
+                    (!x.diffs.is_empty()).then(|| {
+                        format!("differs from the recording, as the expectation holds:\n{diffs}")
+                    }),
+                ),
+                (None, None) if x.diffs.is_empty() => (Verdict::Passed, None),
+                (None, None) => (
+                    failed(count(x.diffs.len(), "difference", "differences"), diffs),
+                    None,
+                ),
+            };
+            ex.cases
+                .push(Case::new("replay.exchange", &name, verdict).with_out(out));
         }
-        out.push_str("  </testsuite>\n");
-        let _ = writeln!(
-            out,
-            "  <testsuite name=\"mutations seed {}\" tests=\"{}\" failures=\"{mf}\" skipped=\"{}\">",
-            self.seed,
-            self.mutations.len(),
-            self.mutations
-                .iter()
-                .filter(|m| m.verdict == "not applicable")
-                .count()
+        suites.push(ex);
+        if !self.mutations.is_empty() {
+            let mut ms = Suite::new(&format!("mutations seed {}", self.seed));
+            for m in &self.mutations {
+                let text = format!("answers: {}; probe: {}", m.answers.join("; "), m.probe);
+                let verdict = match (m.verdict.as_str(), expectation) {
+                    ("not applicable", _) => Verdict::Skipped {
+                        message: m
+                            .skipped
+                            .clone()
+                            .unwrap_or_else(|| format!("not applicable: {}", m.detail)),
+                    },
+                    (_, Some(e)) if e.mutations.contains(&m.name) => {
+                        failed(e.about(&format!("mutation {}:", m.name)).join("\n"), text)
+                    }
+                    (_, Some(_)) => Verdict::Passed,
+                    ("fail", None) => failed(m.detail.clone(), text),
+                    _ => Verdict::Passed,
+                };
+                let out = (m.verdict == "fail" && expectation.is_some())
+                    .then(|| format!("failed, as the expectation holds: {}", m.detail));
+                ms.cases
+                    .push(Case::new("replay.mutation", &m.name, verdict).with_out(out));
+            }
+            suites.push(ms);
+        }
+        let mut rules = Suite::new("rules");
+        let lines = self
+            .new_findings
+            .iter()
+            .map(|f| f.line.clone())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let verdict = match expectation {
+            Some(e) if e.new_rules => failed(e.about("new rules:").join("\n"), lines.clone()),
+            Some(_) => Verdict::Passed,
+            None if self.new_findings.is_empty() => Verdict::Passed,
+            None => failed(
+                count(
+                    self.new_findings.len(),
+                    "rule raised by the replay and not by the recording",
+                    "rules raised by the replay and not by the recording",
+                ),
+                lines.clone(),
+            ),
+        };
+        let out = (expectation.is_some() && !self.new_findings.is_empty())
+            .then(|| format!("raised, as the expectation holds:\n{lines}"));
+        rules.cases.push(
+            Case::new("replay.rules", "no rule beyond the recording's", verdict).with_out(out),
         );
-        for m in &self.mutations {
-            let _ = write!(
-                out,
-                "    <testcase classname=\"replay.mutation\" name=\"{}\">",
-                xml(&m.name)
-            );
-            match m.verdict.as_str() {
-                "fail" => {
-                    let _ = write!(
-                        out,
-                        "<failure message=\"{}\">answers: {}; probe: {}</failure>",
-                        xml(&m.detail),
-                        xml(&m.answers.join("; ")),
-                        xml(&m.probe)
-                    );
-                }
-                "not applicable" => {
-                    let why = m.skipped.as_deref().unwrap_or("not applicable");
-                    let _ = write!(out, "<skipped message=\"{}\"/>", xml(why));
-                }
-                _ => {}
-            }
-            out.push_str("</testcase>\n");
-        }
-        out.push_str("  </testsuite>\n");
+        let orphans = self
+            .orphan_replies
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        let verdict = match expectation {
+            Some(e) if e.orphans => failed(e.about("replies to nothing sent:").join("\n"), orphans),
+            Some(_) => Verdict::Passed,
+            None if self.orphan_replies.is_empty() => Verdict::Passed,
+            None => failed(
+                count(
+                    self.orphan_replies.len(),
+                    "reply to nothing sent",
+                    "replies to nothing sent",
+                ),
+                orphans,
+            ),
+        };
+        rules.cases.push(Case::new(
+            "replay.replies",
+            "every reply answers a request sent",
+            verdict,
+        ));
+        suites.push(rules);
         if let Some(e) = expectation {
-            write_expectation_case(&mut out, e);
+            let mut s = Suite::new("expectation");
+            let verdict = match e.divergences.is_empty() {
+                true => Verdict::Passed,
+                false => failed(
+                    count(e.divergences.len(), "divergence", "divergences"),
+                    e.divergences.join("\n"),
+                ),
+            };
+            s.cases.push(
+                Case::new("replay.expect", "outcome as saved", verdict)
+                    .with_out(Some(e.notes.join("\n"))),
+            );
+            suites.push(s);
         }
-        out.push_str("</testsuites>\n");
-        out
+        render("edgetap replay", None, &suites)
+    }
+
+    /// The exit code: 2 when the broker connection was lost (the run proves nothing
+    /// beyond it); with an expectation, 1 on a divergence from it; with
+    /// `saved` (`--save-expect` wrote the outcome) 0; else 1 on any difference from
+    /// the recording.
+    pub fn exit_code(&self, expectation: Option<&Expectation>, saved: bool) -> u8 {
+        if self.broker_lost.is_some() {
+            return crate::report::EXIT_UNREADABLE;
+        }
+        match expectation {
+            Some(e) => u8::from(!e.divergences.is_empty()),
+            None if saved => 0,
+            None => u8::from(self.failed()),
+        }
     }
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// The JUnit suite of `--expect`: one case, failed on any divergence; the notes (what
-/// was not compared) in its system-out.
-fn write_expectation_case(out: &mut String, e: &Expectation) {
-    let d = &e.divergences;
-    let _ = write!(
-        out,
-        "  <testsuite name=\"expectation\" tests=\"1\" failures=\"{}\">\n    <testcase classname=\"replay.expect\" name=\"outcome as saved\">",
-        u8::from(!d.is_empty())
-    );
-    if !d.is_empty() {
-        let _ = write!(
-            out,
-            "<failure message=\"{} divergence(s)\">{}</failure>",
-            d.len(),
-            xml_escape(&d.join("\n"))
-        );
-    }
-    if !e.notes.is_empty() {
-        let _ = write!(
-            out,
-            "<system-out>{}</system-out>",
-            xml_escape(&e.notes.join("\n"))
-        );
-    }
-    out.push_str("</testcase>\n  </testsuite>\n");
+/// "1 exchange", "2 exchanges".
+fn count(n: usize, one: &str, many: &str) -> String {
+    crate::report::junit::count(n, one, many)
 }
 
 /// An outcome compared with a saved one (`--expect`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Expectation {
-    /// Differences beyond the noise rules: any one fails the run.
+    /// Differences beyond the noise rules: any one fails the run. Each starts with
+    /// what it concerns ("exchange 3 CMD_X: …", "mutation NAME: …", "new rules: …").
     pub divergences: Vec<String>,
     /// What was not compared and why (an exchange or mutation not exercised in one of
     /// the two runs): never a divergence.
     pub notes: Vec<String>,
+    /// Indices of the exchanges that diverge.
+    pub exchanges: BTreeSet<usize>,
+    /// Names of the mutations whose verdict diverges.
+    pub mutations: BTreeSet<String>,
+    /// The rules raised beyond the recording's diverge.
+    pub new_rules: bool,
+    /// The replies to nothing sent diverge.
+    pub orphans: bool,
+}
+
+impl Expectation {
+    /// The divergences that start with `prefix`.
+    fn about(&self, prefix: &str) -> Vec<String> {
+        self.divergences
+            .iter()
+            .filter(|d| d.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// The comparison as text: the divergences, then what was not compared.
+    pub fn write(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "\nExpectation: {}",
+            count(self.divergences.len(), "divergence", "divergences")
+        );
+        for x in &self.divergences {
+            let _ = writeln!(s, "  {x}");
+        }
+        if !self.notes.is_empty() {
+            let _ = writeln!(s, "Not compared with the expectation:");
+            for x in &self.notes {
+                let _ = writeln!(s, "  {x}");
+            }
+        }
+    }
 }
 
 /// Compares an outcome with a saved one, beyond the noise rules: each exchange's live
@@ -511,6 +669,7 @@ pub fn check_expected(expected: &Outcome, got: &Outcome) -> Expectation {
         compare_exchange(e, g, &mut x);
     }
     if expected.orphan_replies != got.orphan_replies {
+        x.orphans = true;
         x.divergences.push(format!(
             "replies to nothing sent: expected {}, got {}",
             expected.orphan_replies.len(),
@@ -522,6 +681,7 @@ pub fn check_expected(expected: &Outcome, got: &Outcome) -> Expectation {
         o.new_findings.iter().map(|f| f.rule.clone()).collect()
     };
     if rules(expected) != rules(got) {
+        x.new_rules = true;
         x.divergences.push(format!(
             "new rules: expected {:?}, got {:?}",
             rules(expected),
@@ -561,6 +721,7 @@ fn compare_exchange(e: &Exchange, g: &Exchange, x: &mut Expectation) {
                 "{name}: not exercised in the expectation, exercised in this run and as recorded"
             ));
         } else {
+            x.exchanges.insert(g.index);
             x.divergences.push(format!(
                 "{name}: not exercised in the expectation; in this run it differs from the recording: {}",
                 g.diffs.join("; ")
@@ -583,19 +744,15 @@ fn compare_exchange(e: &Exchange, g: &Exchange, x: &mut Expectation) {
             e.diffs, g.diffs
         ));
     }
+    if !v.is_empty() {
+        x.exchanges.insert(g.index);
+    }
     x.divergences
         .extend(v.into_iter().map(|d| format!("{name}: {d}")));
 }
 
 /// Each mutation's verdict; one not exercised in either run is a note.
 fn compare_mutations(expected: &Outcome, got: &Outcome, x: &mut Expectation) {
-    let exercised = |o: &Outcome| -> Vec<(String, String)> {
-        o.mutations
-            .iter()
-            .filter(|m| m.skipped.is_none())
-            .map(|m| (m.name.clone(), m.verdict.clone()))
-            .collect()
-    };
     let not_exercised: BTreeSet<&str> = expected
         .mutations
         .iter()
@@ -603,18 +760,26 @@ fn compare_mutations(expected: &Outcome, got: &Outcome, x: &mut Expectation) {
         .filter(|m| m.skipped.is_some())
         .map(|m| m.name.as_str())
         .collect();
-    let compared = |o: &Outcome| -> Vec<(String, String)> {
-        exercised(o)
-            .into_iter()
-            .filter(|(n, _)| !not_exercised.contains(n.as_str()))
+    let verdicts = |o: &Outcome| -> std::collections::BTreeMap<String, String> {
+        o.mutations
+            .iter()
+            .filter(|m| !not_exercised.contains(m.name.as_str()))
+            .map(|m| (m.name.clone(), m.verdict.clone()))
             .collect()
     };
-    if compared(expected) != compared(got) {
-        x.divergences.push(format!(
-            "mutations: expected {:?}, got {:?}",
-            compared(expected),
-            compared(got)
-        ));
+    let (e, g) = (verdicts(expected), verdicts(got));
+    let names: BTreeSet<&String> = e.keys().chain(g.keys()).collect();
+    for n in names {
+        let (a, b) = (e.get(n), g.get(n));
+        if a != b {
+            x.mutations.insert(n.clone());
+            let show = |v: Option<&String>| v.map_or("not run".to_string(), |v| v.clone());
+            x.divergences.push(format!(
+                "mutation {n}: expected {}, got {}",
+                show(a),
+                show(b)
+            ));
+        }
     }
     for m in got.mutations.iter().filter(|m| m.skipped.is_some()) {
         x.notes.push(format!(
@@ -673,7 +838,23 @@ pub async fn run_ready(
     ready: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<Outcome, ReplayError> {
     let rec = source::load(&s.source, rules.clone(), &s.ports)?;
-    let recorded_edge = rec.messages[0].topic.edge_id.clone();
+    let mut recorded_edges: Vec<String> = vec![];
+    for m in &rec.messages {
+        if !recorded_edges.contains(&m.topic.edge_id) {
+            recorded_edges.push(m.topic.edge_id.clone());
+        }
+    }
+    let recorded_edge = match &s.pick_edge {
+        None => recorded_edges[0].clone(),
+        Some(e) if recorded_edges.contains(e) => e.clone(),
+        Some(e) => {
+            return Err(ReplayError::Source(format!(
+                "{}: no edge {e:?}; the capture holds {}",
+                s.source.describe(),
+                recorded_edges.join(", ")
+            )))
+        }
+    };
     let msgs: Vec<Recorded> = rec
         .messages
         .iter()
@@ -729,15 +910,36 @@ pub async fn run_ready(
     sess.replay().await?;
     let baseline_end = sess.findings.len();
     let mut results = vec![];
-    if !sess.inline.is_empty() {
+    if !sess.inline.is_empty() && !sess.check_lost() {
         sess.watch = Some(vec![]);
         sess.inline_probe = Some(sess.probe().await?);
         sess.watch = None;
     }
     for (n, name, spec) in later {
-        results.push((n, sess.mutation(&name, spec).await?));
+        let r = sess.mutation(&name, spec).await?;
+        results.push((n, r));
     }
-    sess.finish(baseline_end, results, &rec.findings).await
+    if let Some(lost) = sess.lost.clone() {
+        // What ran after the loss proves nothing about the device.
+        for (_, r) in results
+            .iter_mut()
+            .filter(|(_, r)| r.verdict != "not applicable")
+        {
+            if r.probe.is_empty() || r.verdict == "fail" {
+                r.verdict = "not applicable".into();
+                r.skipped = Some(format!("not exercised: {lost}"));
+                r.detail = format!("not exercised: {lost}");
+            }
+        }
+        for run in sess.inline.iter_mut().filter(|r| r.skipped.is_none()) {
+            if sess.inline_probe.is_none() {
+                run.skipped = Some(format!("not exercised: {lost}"));
+            }
+        }
+    }
+    let mut outcome = sess.finish(baseline_end, results, &rec.findings).await?;
+    outcome.recorded_edges = recorded_edges;
+    Ok(outcome)
 }
 
 /// Who sent a live message.
@@ -847,6 +1049,15 @@ struct Session<'a> {
     inline_probe: Option<(bool, String)>,
     /// Recorded messages of ours already sent out of order.
     skip: HashSet<usize>,
+    /// Recorded answers of the counterpart waited for in vain (not waited for again).
+    gave_up: HashSet<usize>,
+    /// The broker connection, to learn when it is lost.
+    state: tokio::sync::watch::Receiver<LinkState>,
+    /// When the replay began.
+    began: Instant,
+    /// Why and when the broker connection was lost: nothing after it is the device's.
+    lost: Option<String>,
+    progress: Option<indicatif::ProgressBar>,
 }
 
 impl<'a> Session<'a> {
@@ -871,14 +1082,18 @@ impl<'a> Session<'a> {
             s.role.as_str(),
             std::process::id()
         );
-        let (link, rx) = Link::connect(
+        // A broker that refuses, closes or ignores the connection is an error with its
+        // cause at once (exit code 2), never a device that does not answer.
+        let (link, rx) = Link::connect_with(
             &s.broker,
             &id,
             s.protocol,
             &filters,
             Duration::from_secs(10),
+            true,
         )
         .await?;
+        let state = link.state();
         let noise = Noise::new(&s.noise);
         let mut exchanges = vec![];
         let (mut ex_of_request, mut ex_reply, mut ex_job) =
@@ -947,6 +1162,14 @@ impl<'a> Session<'a> {
             inline_at: HashMap::new(),
             inline_probe: None,
             skip: HashSet::new(),
+            gave_up: HashSet::new(),
+            state,
+            began: Instant::now(),
+            lost: None,
+            progress: progress_bar(
+                s.progress,
+                msgs.iter().filter(|m| m.publisher() == us).count(),
+            ),
         })
     }
 
@@ -956,6 +1179,22 @@ impl<'a> Session<'a> {
             findings: vec![],
             timeline: Some(std::mem::take(&mut self.chart)),
         }
+    }
+
+    /// True once the broker connection is lost; the first loss is described in
+    /// `lost` (cause, when, how far into the replay).
+    fn check_lost(&mut self) -> bool {
+        if self.lost.is_none() {
+            if let LinkState::Down { cause, at_us, .. } = &*self.state.borrow() {
+                self.lost = Some(format!(
+                    "the connection to the broker {} was lost {} into the replay, at {}: {cause}",
+                    self.s.broker,
+                    secs(self.began.elapsed()),
+                    rfc3339(*at_us)
+                ));
+            }
+        }
+        self.lost.is_some()
     }
 
     /// Every protocol message of the live session goes to the rule engine, in the
@@ -972,7 +1211,12 @@ impl<'a> Session<'a> {
         self.frames.push((t, b, false));
     }
 
+    /// Sends one message, unless the broker connection is lost (then nothing more
+    /// is sent: the replay stops and says so).
     async fn publish(&mut self, topic: &str, payload: Vec<u8>) -> Result<(), ReplayError> {
+        if self.check_lost() {
+            return Ok(());
+        }
         self.judge_live(topic, &payload);
         self.link.publish(topic, payload).await?;
         Ok(())
@@ -991,13 +1235,21 @@ impl<'a> Session<'a> {
             if done(self) {
                 return true;
             }
+            // Nothing more can come once the broker connection is lost.
+            if self.check_lost() {
+                return false;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
-            match tokio::time::timeout(left, self.rx.recv()).await {
-                Ok(Some(m)) => self.incoming(m),
-                Ok(None) | Err(_) => return done(self),
+            let mut state = self.state.clone();
+            tokio::select! {
+                got = tokio::time::timeout(left, self.rx.recv()) => match got {
+                    Ok(Some(m)) => self.incoming(m),
+                    Ok(None) | Err(_) => return done(self),
+                },
+                _ = state.changed() => {}
             }
         }
     }
@@ -1038,6 +1290,19 @@ impl<'a> Session<'a> {
                 let norm = self.norm(&json);
                 match mid.and_then(|m| self.sent.get(&m).copied()) {
                     Some(x) => {
+                        if t == "CMD_TOPO_ADD" {
+                            // The deviceIds the live platform assigned go into the
+                            // messages that follow.
+                            let rec = self
+                                .ex_reply
+                                .iter()
+                                .find(|(_, &e)| e == x)
+                                .and_then(|(&i, _)| self.msgs[i].json.as_ref());
+                            if let Some(rec) = rec {
+                                self.rw.learn_devices(rec, &json);
+                            }
+                        }
+                        let norm = self.norm(&json);
                         let ex = &mut self.exchanges[x];
                         if ex.live.reply.is_none() {
                             ex.live.reply = Some(norm);
@@ -1156,6 +1421,12 @@ impl<'a> Session<'a> {
                 continue;
             }
             self.await_answers(from, i).await;
+            if self.check_lost() {
+                return Ok(());
+            }
+            if let Some(p) = &self.progress {
+                p.inc(1);
+            }
             from = i + 1;
             if let Pacing::Speed(f) = self.s.pacing {
                 let at = t0
@@ -1194,7 +1465,17 @@ impl<'a> Session<'a> {
                         })
                         .and_then(|r| self.ex_of_request.get(&r.index).copied());
                     let Some(x) = x else { continue };
-                    let deadline = Instant::now() + self.request_wait();
+                    // A request already waited for in vain is not waited for again.
+                    let waited = self
+                        .ex_of_request
+                        .iter()
+                        .any(|(i, &e)| e == x && self.gave_up.contains(i));
+                    let wait = if waited {
+                        Duration::ZERO
+                    } else {
+                        self.request_wait()
+                    };
+                    let deadline = Instant::now() + wait;
                     self.wait_until(deadline, &|s| s.their_mid.contains_key(&x))
                         .await;
                     let Some(&live_mid) = self.their_mid.get(&x) else {
@@ -1212,6 +1493,13 @@ impl<'a> Session<'a> {
                 }
                 Class::Report => {
                     let t = m.msg_type().unwrap_or("").to_string();
+                    // As edge: a job result only for a job the live platform started.
+                    if t == "REP_JOB_RESULT"
+                        && self.us == Actor::Edge
+                        && m.job_id().is_some_and(|j| !self.rw.knows_job(j))
+                    {
+                        continue;
+                    }
                     if t != "REP_JOB_RESULT" {
                         if let Some((rec, at)) = last_report.get(&t) {
                             let gap = (m.time_us - rec).max(0) as f64 / factor;
@@ -1232,6 +1520,9 @@ impl<'a> Session<'a> {
             }
         }
         self.await_answers(from, msgs.len()).await;
+        if let Some(p) = self.progress.take() {
+            p.finish_and_clear();
+        }
         Ok(())
     }
 
@@ -1323,6 +1614,11 @@ impl<'a> Session<'a> {
         let deadline = Instant::now() + self.s.answer_timeout;
         self.wait_until(deadline, &|s| awaited.iter().all(|i| s.seen.contains(i)))
             .await;
+        let missed: Vec<usize> = awaited
+            .into_iter()
+            .filter(|i| !self.seen.contains(i))
+            .collect();
+        self.gave_up.extend(missed);
     }
 
     /// Recorded message `i` is the request of an exchange the edge starts by itself
@@ -1679,10 +1975,15 @@ impl<'a> Session<'a> {
         mutations: Vec<(usize, MutationResult)>,
         recorded: &[Finding],
     ) -> Result<Outcome, ReplayError> {
+        if let Some(p) = self.progress.take() {
+            p.finish_and_clear();
+        }
         // Late answers still count.
         let deadline = Instant::now() + Duration::from_millis(200);
         self.wait_until(deadline, &|_| false).await;
-        self.link.disconnect().await;
+        // A lost connection's client may be retrying: do not wait on it.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.link.disconnect()).await;
+        self.check_lost();
         let mut c = self.collector();
         self.analyzer.finish(&mut c);
         self.chart = c.timeline.unwrap_or_default();
@@ -1698,6 +1999,7 @@ impl<'a> Session<'a> {
         mutations.sort_by_key(|(n, _)| *n);
         let mutations: Vec<MutationResult> = mutations.into_iter().map(|(_, m)| m).collect();
         self.mark_not_exercised();
+        self.mark_cut_off();
         for x in &mut self.exchanges {
             judge::judge_exchange(x);
         }
@@ -1742,14 +2044,59 @@ impl<'a> Session<'a> {
             role: self.s.role,
             seed: self.s.seed,
             recorded_edge: self.rw.recorded_edge.clone(),
+            recorded_edges: vec![],
             live_edge: self.rw.live_edge.clone(),
             exchanges: self.exchanges,
             mutations,
             new_findings,
             orphan_replies: self.orphans,
             live_findings: self.findings.iter().map(FindingBrief::of).collect(),
+            broker_lost: self.lost,
         })
     }
+
+    /// After a lost broker connection: each exchange still waiting for the
+    /// counterpart is not exercised (the broker's fault, not the device's).
+    fn mark_cut_off(&mut self) {
+        let Some(lost) = &self.lost else { return };
+        for x in self.exchanges.iter_mut().filter(|x| x.skipped.is_none()) {
+            let r = &x.recorded;
+            let l = &x.live;
+            let waiting = (r.request.is_some() && l.request.is_none())
+                || (r.reply.is_some() && l.reply.is_none())
+                || (r.job_result.is_some() && l.job_result.is_none());
+            if waiting {
+                x.skipped = Some(format!("not exercised: {lost}"));
+            }
+        }
+    }
+}
+
+/// A progress bar of our messages sent, on a terminal only.
+fn progress_bar(enabled: bool, total: usize) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal as _;
+    if !enabled || !std::io::stderr().is_terminal() || total == 0 {
+        return None;
+    }
+    // indicatif draws and clears the bar itself and hides it when stderr is no
+    // terminal; the crate is already in the build for `analyze`.
+    let b = indicatif::ProgressBar::new(total as u64);
+    b.set_style(
+        indicatif::ProgressStyle::with_template("replay {bar:40} {pos}/{len} messages {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(b)
+}
+
+/// Microseconds since the epoch as RFC 3339 in the standard's clock (UTC+8).
+fn rfc3339(us: i64) -> String {
+    let cst = chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset");
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| {
+            t.with_timezone(&cst)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        })
+        .unwrap_or_else(|| us.to_string())
 }
 
 fn connect_bytes(id: &str) -> Vec<u8> {
@@ -1793,6 +2140,7 @@ mod tests {
             role: Role::Platform,
             seed: 1,
             recorded_edge: "E".into(),
+            recorded_edges: vec![],
             live_edge: "E".into(),
             exchanges,
             mutations: vec![],
@@ -1800,6 +2148,7 @@ mod tests {
             orphan_replies: vec![],
             live_findings: vec![],
             record: None,
+            broker_lost: None,
         }
     }
 
@@ -1838,13 +2187,16 @@ mod tests {
             table.contains("1 compared, 1 as recorded, 0 different, 1 not exercised"),
             "{table}"
         );
-        assert!(table.contains("SKIP edge"), "{table}");
+        assert!(table.contains("SKIP  edge"), "{table}");
         assert!(
-            table.contains("RESULT: as recorded (1 exchange(s) started by the edge not exercised"),
+            table.contains("RESULT: as recorded (1 exchange started by the edge not exercised"),
             "{table}"
         );
         let junit = o.to_junit(None);
-        assert!(junit.contains("failures=\"0\" skipped=\"1\""), "{junit}");
+        assert!(
+            junit.contains("failures=\"0\" errors=\"0\" skipped=\"1\""),
+            "{junit}"
+        );
         assert!(
             junit.contains(
                 "<skipped message=\"not exercised: the edge did not send EVENT_LINKUP within 10 s"
@@ -1883,6 +2235,123 @@ mod tests {
         let e = check_expected(&expected, &outcome(vec![differs]));
         assert_eq!(e.divergences.len(), 1, "{e:#?}");
         assert!(e.divergences[0].contains("request.param.dev: missing"));
+    }
+
+    fn differing(index: usize, request: &str, diff: &str) -> Exchange {
+        let mut x = exchange(index, "platform", request);
+        x.diffs = vec![diff.into()];
+        x
+    }
+
+    /// The issue's report: `--expect` matched, exit 0, yet the JUnit said
+    /// `failures="20"` and its `tests` disagreed with its cases.
+    #[test]
+    fn recorded_differences_the_expectation_holds_are_no_junit_failures() {
+        let o = outcome(vec![
+            differing(0, "CMD_SYS_STATUS", "reply code: recorded 200, live 400"),
+            exchange(1, "platform", "CMD_INFO_QUERY"),
+            differing(2, "CMD_CON_START", "missing job result"),
+        ]);
+        let e = check_expected(&o.clone(), &o);
+        assert!(e.divergences.is_empty(), "{e:#?}");
+        let junit = o.to_junit(Some(&e));
+        assert!(!junit.contains("<failure"), "{junit}");
+        assert!(junit.contains("failures=\"0\""), "{junit}");
+        let cases = junit.matches("<testcase ").count();
+        assert!(
+            junit.contains(&format!(
+                "<testsuites name=\"edgetap replay\" tests=\"{cases}\""
+            )),
+            "{junit}"
+        );
+        assert!(
+            junit.contains("as the expectation holds:\nreply code: recorded 200, live 400"),
+            "{junit}"
+        );
+        assert_eq!(o.exit_code(Some(&e), false), 0);
+        let table = o.to_table_with(Some(&e));
+        assert!(!table.contains("differences found"), "{table}");
+        assert!(table.contains("Expectation: 0 divergences"), "{table}");
+        assert!(
+            table.contains("RESULT: as expected (2 exchanges differ from the recording, as the expectation holds)"),
+            "{table}"
+        );
+        assert!(table.contains("known platform CMD_SYS_STATUS"), "{table}");
+    }
+
+    #[test]
+    fn only_the_exchange_that_diverges_from_the_expectation_fails() {
+        let expected = outcome(vec![
+            differing(0, "CMD_SYS_STATUS", "reply code: recorded 200, live 400"),
+            exchange(1, "platform", "CMD_INFO_QUERY"),
+        ]);
+        let got = outcome(vec![
+            differing(0, "CMD_SYS_STATUS", "reply code: recorded 200, live 400"),
+            differing(1, "CMD_INFO_QUERY", "missing reply"),
+        ]);
+        let e = check_expected(&expected, &got);
+        assert_eq!(e.exchanges, BTreeSet::from([1]), "{e:#?}");
+        let junit = got.to_junit(Some(&e));
+        // The diverging exchange and the whole-outcome case.
+        assert_eq!(junit.matches("<failure").count(), 2, "{junit}");
+        assert!(
+            junit.contains(
+                "<failure message=\"1 divergence from the expectation\">exchange 1 CMD_INFO_QUERY"
+            ),
+            "{junit}"
+        );
+        assert_eq!(got.exit_code(Some(&e), false), 1);
+        let table = got.to_table_with(Some(&e));
+        assert!(table.contains("Expectation: 1 divergence\n"), "{table}");
+        assert!(
+            table.contains("RESULT: 1 divergence from the expectation"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn without_an_expectation_differences_fail_and_save_expect_exits_0() {
+        let o = outcome(vec![differing(0, "CMD_SYS_STATUS", "missing reply")]);
+        let junit = o.to_junit(None);
+        assert!(
+            junit.contains("<failure message=\"1 difference\">missing reply</failure>"),
+            "{junit}"
+        );
+        assert_eq!(o.exit_code(None, false), 1);
+        assert_eq!(o.exit_code(None, true), 0);
+        assert!(o.to_table().contains("RESULT: differences found"));
+    }
+
+    #[test]
+    fn a_lost_broker_is_an_error_case_and_exit_code_2() {
+        let mut o = outcome(vec![exchange(0, "platform", "CMD_SYS_STATUS")]);
+        o.broker_lost = Some("the connection to the broker B was lost 3 s into the replay".into());
+        let junit = o.to_junit(None);
+        assert!(junit.contains("errors=\"1\""), "{junit}");
+        assert!(junit.contains("<error message=\"broker connection lost\">the connection to the broker B was lost 3 s"), "{junit}");
+        assert_eq!(o.exit_code(None, true), 2);
+        let e = check_expected(&o.clone(), &o);
+        assert_eq!(o.exit_code(Some(&e), false), 2);
+        let table = o.to_table();
+        assert!(
+            table.contains("BROKER CONNECTION LOST: the connection"),
+            "{table}"
+        );
+        assert!(table.contains("RESULT: broker connection lost"), "{table}");
+    }
+
+    #[test]
+    fn new_rules_are_a_test_case_of_their_own() {
+        let mut o = outcome(vec![exchange(0, "platform", "CMD_SYS_STATUS")]);
+        o.new_findings.push(FindingBrief {
+            rule: "envelope.request".into(),
+            severity: Severity::Error,
+            line: "error 5.3 [envelope.request]".into(),
+        });
+        let junit = o.to_junit(None);
+        assert!(junit.contains("name=\"no rule beyond the recording's\"><failure message=\"1 rule raised by the replay and not by the recording\""), "{junit}");
+        let e = check_expected(&o.clone(), &o);
+        assert!(!o.to_junit(Some(&e)).contains("<failure"));
     }
 
     #[test]

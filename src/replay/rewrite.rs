@@ -10,6 +10,10 @@
 //!   back again in what the counterpart sends.
 //! - `jobId` (when asked): each recorded job id maps to one fresh id, the same in the
 //!   command that starts the job and in every query of it; a job result's id maps back.
+//!   As edge, the live platform's job ids are learnt from its commands.
+//! - `deviceId`s the live platform assigns in its CMD_TOPO_ADD reply replace the
+//!   recorded ones in every later message (matched by `nodeId`), and map back in what
+//!   comes in.
 
 use std::collections::HashMap;
 
@@ -24,6 +28,9 @@ pub struct Rewriter {
     /// Recorded jobId → live jobId.
     jobs: HashMap<u64, u64>,
     next_job: u64,
+    /// Recorded deviceId → the live one, in the recording's terms (edge id swapped
+    /// back): assigned by the live platform.
+    devices: HashMap<String, String>,
 }
 
 impl Rewriter {
@@ -35,6 +42,7 @@ impl Rewriter {
             jobs: HashMap::new(),
             // Away from the sims' job numbers, and different in every run.
             next_job: 7_000_000 + (crate::sim::next_mid() % 1_000) * 1_000,
+            devices: HashMap::new(),
         }
     }
 
@@ -50,6 +58,7 @@ impl Rewriter {
         mid: Option<u64>,
     ) -> Map<String, Value> {
         let mut v = Value::Object(recorded.clone());
+        swap_values(&mut v, &self.devices);
         swap_strings(&mut v, &self.recorded_edge, &self.live_edge);
         let Value::Object(mut m) = v else {
             unreachable!("an object stays an object")
@@ -88,6 +97,14 @@ impl Rewriter {
     pub fn incoming(&self, live: &Map<String, Value>) -> Map<String, Value> {
         let mut v = Value::Object(live.clone());
         swap_strings(&mut v, &self.live_edge, &self.recorded_edge);
+        if !self.devices.is_empty() {
+            let back: HashMap<String, String> = self
+                .devices
+                .iter()
+                .map(|(r, l)| (l.clone(), r.clone()))
+                .collect();
+            swap_values(&mut v, &back);
+        }
         let Value::Object(mut m) = v else {
             unreachable!("an object stays an object")
         };
@@ -112,6 +129,46 @@ impl Rewriter {
     /// The counterpart chose `live` for the recorded job `recorded`.
     pub fn learn_job(&mut self, recorded: u64, live: u64) {
         self.jobs.insert(recorded, live);
+    }
+
+    /// The live platform started the recorded job `recorded` (as edge: a command
+    /// of it came), so its result may be sent.
+    pub fn knows_job(&self, recorded: u64) -> bool {
+        self.jobs.contains_key(&recorded)
+    }
+
+    /// Learns the deviceIds the live platform assigned: `recorded` and `live` are the
+    /// recorded and live replies to CMD_TOPO_ADD (`param.data[]` with `nodeId` and
+    /// `deviceId`); entries pair by `nodeId`, else by position.
+    pub fn learn_devices(&mut self, recorded: &Map<String, Value>, live: &Map<String, Value>) {
+        let data = |m: &Map<String, Value>| -> Vec<Value> {
+            m.get("param")
+                .and_then(|p| p.get("data"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        // The live reply in the recording's terms (edge id swapped back).
+        let live = self.incoming(live);
+        let (rec, live) = (data(recorded), data(&live));
+        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        for (n, r) in rec.iter().enumerate() {
+            let Some(rec_dev) = text(r, "deviceId") else {
+                continue;
+            };
+            let node = text(r, "nodeId");
+            let l = match &node {
+                Some(node) => live
+                    .iter()
+                    .find(|l| text(l, "nodeId").as_ref() == Some(node)),
+                None => live.get(n),
+            };
+            if let Some(live_dev) = l.and_then(|l| text(l, "deviceId")) {
+                if live_dev != rec_dev && !live_dev.is_empty() {
+                    self.devices.insert(rec_dev, live_dev);
+                }
+            }
+        }
     }
 
     /// A live job id in the recording's terms.
@@ -154,6 +211,23 @@ pub fn swap_token(s: &str, from: &str, to: &str) -> String {
     out
 }
 
+/// Replaces every string equal to a key of `map` by its value.
+fn swap_values(v: &mut Value, map: &HashMap<String, String>) {
+    if map.is_empty() {
+        return;
+    }
+    match v {
+        Value::String(s) => {
+            if let Some(to) = map.get(s.as_str()) {
+                *s = to.clone();
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| swap_values(x, map)),
+        Value::Object(o) => o.values_mut().for_each(|x| swap_values(x, map)),
+        _ => {}
+    }
+}
+
 fn swap_strings(v: &mut Value, from: &str, to: &str) {
     match v {
         Value::String(s) => *s = swap_token(s, from, to),
@@ -178,6 +252,37 @@ mod tests {
         assert_eq!(swap_token("SN-E1", "E1", "X9"), "SN-X9");
         assert_eq!(swap_token("E12", "E1", "X9"), "E12");
         assert_eq!(swap_token("E1E1", "E1", "X9"), "E1E1");
+    }
+
+    #[test]
+    fn device_ids_the_live_platform_assigns_replace_the_recorded_ones() {
+        let mut r = Rewriter::new("E1", "L1", true);
+        let rec = json!({"type": "CMD_TOPO_ADD", "code": 200, "param": {"data": [
+            {"nodeId": "n1", "deviceId": "E1.dev-100", "code": 200},
+            {"nodeId": "n2", "deviceId": "dev-200", "code": 200}]}});
+        // The live platform answers in another order, with ids of its own; one of
+        // them holds the live edge id.
+        let live = json!({"type": "CMD_TOPO_ADD", "code": 200, "param": {"data": [
+            {"nodeId": "n2", "deviceId": "L1-uuid-9", "code": 200},
+            {"nodeId": "n1", "deviceId": "x-77", "code": 200}]}});
+        r.learn_devices(rec.as_object().unwrap(), live.as_object().unwrap());
+        let update = json!({"type": "CMD_TOPO_UPDATE", "param": {"deviceStatuses": [
+            {"deviceId": "E1.dev-100", "status": "online"}, {"deviceId": "dev-200"}]}});
+        let out = r.outgoing(update.as_object().unwrap(), Some(1));
+        assert_eq!(out["param"]["deviceStatuses"][0]["deviceId"], json!("x-77"));
+        assert_eq!(
+            out["param"]["deviceStatuses"][1]["deviceId"],
+            json!("L1-uuid-9")
+        );
+        let back = r.incoming(&out);
+        assert_eq!(
+            back["param"]["deviceStatuses"][0]["deviceId"],
+            json!("E1.dev-100")
+        );
+        assert_eq!(
+            back["param"]["deviceStatuses"][1]["deviceId"],
+            json!("dev-200")
+        );
     }
 
     #[test]

@@ -171,3 +171,161 @@ pub fn load(source: &Source, rules: Arc<RuleSet>, ports: &[u16]) -> Result<Recor
         findings: c.findings,
     })
 }
+
+/// One protocol message of a stored capture, for `captures show --payloads`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredMessage {
+    pub conn: u64,
+    /// The client id of the connection's CONNECT, when it was seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    pub side: crate::finding::Side,
+    /// The store's chunk number the message ended in.
+    pub chunk: u64,
+    pub time_us: i64,
+    pub topic: String,
+    /// The payload as text (lossy UTF-8), credentials redacted unless asked for.
+    pub payload: String,
+}
+
+/// Every protocol message of stored capture `id`, decoded by the one pipeline, with
+/// its connection's client id; values of credential-like JSON keys (password,
+/// token, secret…) and the user info of URLs are redacted unless `show_secrets`.
+pub fn stored_messages(
+    store: &crate::store::Store,
+    id: u64,
+    rules: Arc<RuleSet>,
+    show_secrets: bool,
+) -> Result<Vec<StoredMessage>, ReplayError> {
+    #[derive(Default)]
+    struct Messages {
+        clients: std::collections::HashMap<u64, String>,
+        last_publish: Option<(String, Vec<u8>)>,
+        out: Vec<StoredMessage>,
+    }
+    impl Sink for Messages {
+        fn packet(&mut self, p: &PacketEvent<'_>) {
+            match p.mqtt {
+                Packet::Connect(c) => {
+                    self.clients.insert(p.conn, c.client_id.clone());
+                }
+                Packet::Publish(pb) => {
+                    self.last_publish = Some((pb.topic.clone(), pb.payload.to_vec()));
+                }
+                _ => {}
+            }
+        }
+        fn message(&mut self, m: &Message) {
+            let payload = match self.last_publish.take() {
+                Some((t, p)) if t == m.topic_name => p,
+                _ => vec![],
+            };
+            self.out.push(StoredMessage {
+                conn: m.conn,
+                client_id: self.clients.get(&m.conn).cloned(),
+                side: m.side,
+                chunk: m.packet,
+                time_us: m.time_us,
+                topic: m.topic_name.clone(),
+                payload: String::from_utf8_lossy(&payload).into_owned(),
+            });
+        }
+    }
+    let mut c = Messages::default();
+    let mut a = Analyzer::new(rules, Settings::default());
+    for ev in store.events(id) {
+        let ev = ev.map_err(|e| ReplayError::Source(e.to_string()))?;
+        crate::store::replay::feed(&mut a, &ev, &mut c);
+    }
+    a.finish(&mut c);
+    if !show_secrets {
+        for m in &mut c.out {
+            m.payload = redact_payload(&m.payload);
+        }
+    }
+    Ok(c.out)
+}
+
+/// JSON keys whose values are credentials.
+const SECRET_KEYS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "credential",
+    "apikey",
+    "api_key",
+];
+
+/// A payload with credential values replaced by `<redacted>`: JSON keys that name a
+/// credential (any depth, any case) and the `user:password@` of URLs.
+pub fn redact_payload(text: &str) -> String {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(o) => {
+                for (k, x) in o.iter_mut() {
+                    let key = k.to_ascii_lowercase();
+                    if SECRET_KEYS.iter().any(|s| key.contains(s)) {
+                        *x = Value::from(crate::store::REDACTED);
+                    } else {
+                        walk(x);
+                    }
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(walk),
+            Value::String(s) => *s = redact_url(s),
+            _ => {}
+        }
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(mut v) => {
+            walk(&mut v);
+            v.to_string()
+        }
+        Err(_) => redact_url(text),
+    }
+}
+
+/// `scheme://user:password@host` → `scheme://<redacted>@host`, anywhere in `s`.
+fn redact_url(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("://") {
+        out.push_str(&rest[..i + 3]);
+        rest = &rest[i + 3..];
+        let end = rest
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '"')
+            .unwrap_or(rest.len());
+        match rest[..end].rfind('@') {
+            Some(at) => {
+                out.push_str(crate::store::REDACTED);
+                rest = &rest[at..];
+            }
+            None => {}
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_payloads_are_redacted() {
+        let p = r#"{"type":"CMD_SYS_UPGRADE","param":{"file":{"url":"ftp://admin:s3cret@10.0.0.2/fw.bin","md5":"ab"},"Password":"x","auth":{"accessToken":"t"}}}"#;
+        let r = redact_payload(p);
+        assert!(!r.contains("s3cret") && !r.contains("admin:"), "{r}");
+        assert!(r.contains("ftp://<redacted>@10.0.0.2/fw.bin"), "{r}");
+        assert!(r.contains(r#""Password":"<redacted>""#), "{r}");
+        assert!(r.contains(r#""accessToken":"<redacted>""#), "{r}");
+        assert!(r.contains(r#""md5":"ab""#), "{r}");
+        assert_eq!(
+            redact_payload("not json http://a:b@h/x"),
+            "not json http://<redacted>@h/x"
+        );
+        assert_eq!(redact_payload("http://host/x"), "http://host/x");
+    }
+}

@@ -82,14 +82,14 @@ impl FilterNote {
     /// `filtered by --severity error: 3 warnings, 1 info not shown`
     pub fn line(&self) -> String {
         let hidden = [
-            (self.hidden_errors, "errors"),
-            (self.hidden_warnings, "warnings"),
-            (self.hidden_infos, "info"),
+            (self.hidden_errors, "error", "errors"),
+            (self.hidden_warnings, "warning", "warnings"),
+            (self.hidden_infos, "info", "info"),
         ];
         let parts: Vec<String> = hidden
             .iter()
-            .filter(|(n, _)| *n > 0)
-            .map(|(n, what)| format!("{n} {what}"))
+            .filter(|(n, _, _)| *n > 0)
+            .map(|(n, one, many)| super::junit::count(*n as usize, one, many))
             .collect();
         let left_out = if parts.is_empty() {
             "no finding left out".to_string()

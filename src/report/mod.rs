@@ -21,6 +21,7 @@ pub mod filter;
 pub mod group;
 pub mod html;
 pub mod timeline;
+pub mod junit;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -98,7 +99,9 @@ pub struct ClauseRow {
     pub not_exercised: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Serialized by hand (see the `Serialize` impl below): each finding carries the
+/// input file it came from and its time as RFC 3339 beside the microseconds.
+#[derive(Debug, Clone)]
 pub struct Report {
     pub summary: Summary,
     pub clauses: Vec<ClauseRow>,
@@ -109,15 +112,66 @@ pub struct Report {
     /// One row per edge.
     pub edges: Vec<EdgeRow>,
     /// Ids of the rules whose info findings are outcomes (refused commands, failed jobs).
-    #[serde(skip)]
     outcome_rules: BTreeSet<String>,
     /// Messages per edge, to count the edges again after a filter.
-    #[serde(skip)]
     traffic: BTreeMap<String, EdgeTraffic>,
     /// The message sequence per edge, for the HTML record's charts (when collected:
     /// [`Collector::charting`]).
-    #[serde(skip)]
     pub timeline: Option<std::sync::Arc<timeline::Timeline>>,
+    /// Seconds east of UTC of the RFC 3339 times in JSON (`--tz`).
+    tz_offset_s: i64,
+}
+
+impl Serialize for Report {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            summary: &'a Summary,
+            clauses: &'a [ClauseRow],
+            findings: Vec<Located<'a>>,
+            rules: &'a [String],
+            groups: &'a [Group],
+            edges: &'a [EdgeRow],
+        }
+        /// A finding with where it is: the input file (with several inputs) and the
+        /// time in RFC 3339 with the `--tz` offset.
+        #[derive(Serialize)]
+        struct Located<'a> {
+            #[serde(flatten)]
+            f: &'a Finding,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            file: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            time_rfc3339: Option<String>,
+        }
+        Out {
+            summary: &self.summary,
+            clauses: &self.clauses,
+            findings: self
+                .findings
+                .iter()
+                .map(|f| Located {
+                    f,
+                    file: self.file_of(f),
+                    time_rfc3339: f.time.and_then(|t| rfc3339(t, self.tz_offset_s)),
+                })
+                .collect(),
+            rules: &self.rules,
+            groups: &self.groups,
+            edges: &self.edges,
+        }
+        .serialize(s)
+    }
+}
+
+/// Microseconds since the epoch as RFC 3339 with the offset `tz_offset_s`.
+pub fn rfc3339(us: i64, tz_offset_s: i64) -> Option<String> {
+    let tz = chrono::FixedOffset::east_opt(i32::try_from(tz_offset_s).ok()?)?;
+    let t = chrono::DateTime::from_timestamp_micros(us)?;
+    Some(
+        t.with_timezone(&tz)
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    )
 }
 
 /// How the table lists findings.
@@ -127,6 +181,22 @@ pub enum Listing {
     Grouped,
     /// One line per finding (`--each`).
     Each,
+}
+
+/// What a report shows: its filter and how its table lists findings.
+#[derive(Debug, Clone)]
+pub struct Shown {
+    pub filter: Filter,
+    pub listing: Listing,
+}
+
+impl Default for Shown {
+    fn default() -> Shown {
+        Shown {
+            filter: Filter::default(),
+            listing: Listing::Grouped,
+        }
+    }
 }
 
 /// The table shows at most this many groups and edges; the JSON holds them all.
@@ -211,9 +281,31 @@ impl Report {
             outcome_rules,
             traffic: stats.edges.clone(),
             timeline: None,
+            tz_offset_s: rules.tz(),
         };
         report.recount();
         report
+    }
+
+    /// The input file a finding came from, when the run read several: the
+    /// connection ids of file `i` start at `i × CONN_STRIDE`.
+    pub fn file_of(&self, f: &Finding) -> Option<&str> {
+        if self.summary.inputs.len() < 2 {
+            return None;
+        }
+        let i = usize::try_from(f.conn? / crate::analyze::CONN_STRIDE).ok()?;
+        self.summary.inputs.get(i).map(String::as_str)
+    }
+
+    /// Renumbers the findings (`packet`) with `frame_of`, e.g. a stored capture's
+    /// chunk numbers as the frame numbers its pcapng export carries; groups follow.
+    pub fn renumber(&mut self, frame_of: impl Fn(&Finding) -> Option<u64>) {
+        for f in &mut self.findings {
+            if let Some(n) = frame_of(f) {
+                f.packet = Some(n);
+            }
+        }
+        self.recount();
     }
 
     /// Keeps only the findings `filter` shows, counts again, and notes what it left
@@ -348,9 +440,9 @@ impl Report {
         let s = &self.summary;
         let _ = writeln!(
             out,
-            "edgetap test record — {}\n{} connections, {} MQTT packets, {} PUBLISH ({} broker deliveries), {} protocol messages\n",
+            "edgetap test record — {}\n{}, {} MQTT packets, {} PUBLISH ({} broker deliveries), {} protocol messages\n",
             s.inputs.join(", "),
-            s.connections,
+            junit::count(s.connections as usize, "connection", "connections"),
             s.mqtt_packets,
             s.publishes,
             s.deliveries,
@@ -377,8 +469,10 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "\n{} errors, {} warnings, {} info",
-            s.errors, s.warnings, s.infos
+            "\n{}, {}, {} info",
+            junit::count(s.errors as usize, "error", "errors"),
+            junit::count(s.warnings as usize, "warning", "warnings"),
+            s.infos
         );
         if let Some(note) = &s.filtered {
             let _ = writeln!(out, "{}", note.line());
@@ -509,7 +603,14 @@ impl Report {
     fn write_each(&self, out: &mut String) {
         let _ = writeln!(out, "\nFindings:");
         for f in &self.findings {
-            let _ = writeln!(out, "  {}", one_line(f));
+            match self.file_of(f) {
+                Some(file) => {
+                    let _ = writeln!(out, "  {file}: {}", one_line(f));
+                }
+                None => {
+                    let _ = writeln!(out, "  {}", one_line(f));
+                }
+            }
         }
     }
 
@@ -538,6 +639,12 @@ impl Report {
     /// One test suite per clause, one test case per clause; a failing clause lists its
     /// groups of error findings, one line per group.
     pub fn to_junit(&self) -> String {
+        self.to_junit_with(&[])
+    }
+
+    /// [`Report::to_junit`] with more suites after the clauses (the detection items of
+    /// `sim platform`), counted in the totals.
+    pub fn to_junit_with(&self, extra: &[junit::Suite]) -> String {
         let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         if let Some(note) = &self.summary.filtered {
             // A comment cannot hold "--": the options are named without their dashes.
@@ -547,8 +654,10 @@ impl Report {
         let _ = writeln!(
             out,
             "<testsuites name=\"edgetap\" tests=\"{}\" failures=\"{}\">",
-            self.clauses.len() + input.len(),
-            self.clauses.iter().filter(|c| c.status == "fail").count() + input.len()
+            self.clauses.len() + input.len() + extra.iter().map(|s| s.cases.len()).sum::<usize>(),
+            self.clauses.iter().filter(|c| c.status == "fail").count()
+                + input.len()
+                + extra.iter().map(junit::Suite::failures).sum::<usize>()
         );
         for (name, message, text) in &input {
             let _ = writeln!(
@@ -593,8 +702,8 @@ impl Report {
                     let text: Vec<String> = failures.iter().map(|g| g.line()).collect();
                     let _ = write!(
                         out,
-                        "<failure message=\"{} error findings\">{}</failure>",
-                        c.errors,
+                        "<failure message=\"{}\">{}</failure>",
+                        junit::count(c.errors as usize, "error finding", "error findings"),
                         xml(&text.join("\n"))
                     );
                 }
@@ -607,6 +716,9 @@ impl Report {
                 }
             }
             out.push_str("</testcase>\n  </testsuite>\n");
+        }
+        for s in extra {
+            junit::write_suite(&mut out, s);
         }
         out.push_str("</testsuites>\n");
         out

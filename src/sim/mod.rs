@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -32,6 +32,13 @@ pub enum SimError {
         client: String,
         broker: String,
         waited_ms: u64,
+    },
+    /// The broker refused, closed or ignored the connection: `cause` says which.
+    #[error("MQTT client {client} could not connect to {broker}: {cause}")]
+    Connect {
+        client: String,
+        broker: String,
+        cause: String,
     },
     #[error("unknown fault {0:?}; known: {1}")]
     UnknownFault(String, String),
@@ -65,10 +72,121 @@ enum ClientKind {
 }
 
 /// One MQTT connection of a sim: publish with [`Link::publish`], receive from the
-/// channel returned by [`Link::connect`].
+/// channel returned by [`Link::connect`], learn of a lost connection from
+/// [`Link::state`].
 pub struct Link {
     client: ClientKind,
     pub id: String,
+    state: watch::Receiver<LinkState>,
+}
+
+/// Where a [`Link`]'s connection stands, as its event loop last saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkState {
+    /// No CONNACK yet.
+    Connecting,
+    /// The broker accepted the connection (CONNACK 0).
+    Up,
+    /// The connection failed or was lost; `was_up`: it had been accepted first.
+    Down {
+        cause: String,
+        at_us: i64,
+        was_up: bool,
+    },
+}
+
+/// The error kind inside a client error, if it is an I/O error.
+fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut cur = Some(e);
+    while let Some(x) = cur {
+        if let Some(io) = x.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        cur = x.source();
+    }
+    None
+}
+
+/// Why a connection to `broker` failed or ended, in words a tester acts on: refused
+/// (nothing listens), login refused (the CONNACK code), accepted and closed, accepted
+/// and silent (no CONNACK), or lost after it was up.
+fn connection_cause(
+    io: Option<std::io::ErrorKind>,
+    refused_code: Option<(u8, String)>,
+    timeout: bool,
+    was_up: bool,
+    text: &str,
+) -> String {
+    use std::io::ErrorKind as K;
+    if let Some((code, name)) = refused_code {
+        return format!(
+            "the broker refused the connection: CONNACK return code {code} ({name}); check the user name, password and client id the broker accepts"
+        );
+    }
+    match (io, was_up) {
+        (Some(K::ConnectionRefused), _) => {
+            "connection refused: nothing listens on that address (is the broker running?)".into()
+        }
+        (
+            Some(K::ConnectionAborted | K::ConnectionReset | K::UnexpectedEof | K::BrokenPipe),
+            false,
+        ) => "the broker accepted the TCP connection and closed it without a CONNACK".into(),
+        (
+            Some(K::ConnectionAborted | K::ConnectionReset | K::UnexpectedEof | K::BrokenPipe),
+            true,
+        ) => "the broker closed the connection".into(),
+        (_, false) if timeout => {
+            "the broker accepted the TCP connection but sent no CONNACK within 5 s".into()
+        }
+        (_, true) if timeout => "the broker stopped answering (network timeout)".into(),
+        (_, false) => format!("connection failed: {text}"),
+        (_, true) => format!("connection lost: {text}"),
+    }
+}
+
+/// A CONNACK return code of MQTT 3.1.1 (3.2.2.3), by name.
+fn v4_code(c: rumqttc::ConnectReturnCode) -> (u8, String) {
+    use rumqttc::ConnectReturnCode as C;
+    let name = match c {
+        C::Success => "accepted",
+        C::RefusedProtocolVersion => "unacceptable protocol version",
+        C::BadClientId => "identifier rejected",
+        C::ServiceUnavailable => "server unavailable",
+        C::BadUserNamePassword => "bad user name or password",
+        C::NotAuthorized => "not authorized",
+    };
+    (c as u8, name.into())
+}
+
+fn v4_cause(e: &rumqttc::ConnectionError, was_up: bool) -> String {
+    use rumqttc::ConnectionError as E;
+    let code = match e {
+        E::ConnectionRefused(c) => Some(v4_code(*c)),
+        _ => None,
+    };
+    let timeout = matches!(e, E::NetworkTimeout | E::FlushTimeout);
+    connection_cause(io_kind(e), code, timeout, was_up, &e.to_string())
+}
+
+fn v5_cause(e: &rumqttc::v5::ConnectionError, was_up: bool) -> String {
+    use rumqttc::v5::ConnectionError as E;
+    let code = match e {
+        E::ConnectionRefused(c) => {
+            // The wire code (table 3-1 of MQTT 5) is private to rumqttc; a CONNACK
+            // written with it carries it as its fourth byte.
+            let mut b = bytes::BytesMut::new();
+            let ack = rumqttc::v5::mqttbytes::v5::ConnAck {
+                session_present: false,
+                code: *c,
+                properties: None,
+            };
+            let wire = ack.write(&mut b).ok().and_then(|_| b.get(3).copied());
+            Some((wire.unwrap_or(0), format!("{c:?}")))
+        }
+        _ => None,
+    };
+    let timeout = matches!(e, E::Timeout(_));
+    connection_cause(io_kind(e), code, timeout, was_up, &e.to_string())
 }
 
 /// Splits `HOST:PORT`.
@@ -83,17 +201,21 @@ pub fn host_port(broker: &str) -> Result<(String, u16), SimError> {
 impl Link {
     /// Connects, subscribes to `filters` (QoS 1) and returns once the broker has
     /// acknowledged the connection and every subscription, so that nothing published
-    /// afterwards is missed.
-    pub async fn connect(
+    /// afterwards is missed. With `fail_fast`, the first failure (refused, login
+    /// refused, closed, no CONNACK) is the error, with its cause; without, the client
+    /// retries until `timeout` and the error names the last cause.
+    pub async fn connect_with(
         broker: &str,
         id: &str,
         proto: Protocol,
         filters: &[String],
         timeout: Duration,
+        fail_fast: bool,
     ) -> Result<(Link, mpsc::UnboundedReceiver<Incoming>), SimError> {
         let (host, port) = host_port(broker)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<()>();
+        let (state_tx, mut state_rx) = watch::channel(LinkState::Connecting);
         let client = match proto {
             Protocol::V4 => {
                 let mut o = rumqttc::MqttOptions::new(id, host, port);
@@ -102,8 +224,10 @@ impl Link {
                 o.set_inflight(200);
                 let (c, mut el) = rumqttc::AsyncClient::new(o, 256);
                 let cid = id.to_string();
+                let state = state_tx.clone();
                 tokio::spawn(async move {
                     use rumqttc::{Event, Packet};
+                    let mut up = false;
                     loop {
                         match el.poll().await {
                             Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -115,8 +239,12 @@ impl Link {
                                     break;
                                 }
                             }
-                            Ok(Event::Incoming(Packet::ConnAck(_)))
-                            | Ok(Event::Incoming(Packet::SubAck(_))) => {
+                            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                                up = true;
+                                let _ = state.send(LinkState::Up);
+                                let _ = ready_tx.send(());
+                            }
+                            Ok(Event::Incoming(Packet::SubAck(_))) => {
                                 let _ = ready_tx.send(());
                             }
                             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
@@ -126,6 +254,12 @@ impl Link {
                                     break;
                                 }
                                 tracing::debug!("{cid}: {e}");
+                                let _ = state.send(LinkState::Down {
+                                    cause: v4_cause(&e, up),
+                                    at_us: now_us(),
+                                    was_up: up,
+                                });
+                                up = false;
                                 tokio::time::sleep(Duration::from_millis(100)).await;
                             }
                         }
@@ -139,9 +273,11 @@ impl Link {
                 o.set_max_packet_size(Some(1 << 20));
                 let (c, mut el) = rumqttc::v5::AsyncClient::new(o, 256);
                 let cid = id.to_string();
+                let state = state_tx.clone();
                 tokio::spawn(async move {
                     use rumqttc::v5::mqttbytes::v5::Packet;
                     use rumqttc::v5::Event;
+                    let mut up = false;
                     loop {
                         match el.poll().await {
                             Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -153,8 +289,12 @@ impl Link {
                                     break;
                                 }
                             }
-                            Ok(Event::Incoming(Packet::ConnAck(_)))
-                            | Ok(Event::Incoming(Packet::SubAck(_))) => {
+                            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                                up = true;
+                                let _ = state.send(LinkState::Up);
+                                let _ = ready_tx.send(());
+                            }
+                            Ok(Event::Incoming(Packet::SubAck(_))) => {
                                 let _ = ready_tx.send(());
                             }
                             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
@@ -164,6 +304,12 @@ impl Link {
                                     break;
                                 }
                                 tracing::debug!("{cid}: {e}");
+                                let _ = state.send(LinkState::Down {
+                                    cause: v5_cause(&e, up),
+                                    at_us: now_us(),
+                                    was_up: up,
+                                });
+                                up = false;
                                 tokio::time::sleep(Duration::from_millis(100)).await;
                             }
                         }
@@ -175,6 +321,7 @@ impl Link {
         let link = Link {
             client,
             id: id.to_string(),
+            state: state_rx.clone(),
         };
         for f in filters {
             link.subscribe(f).await?;
@@ -187,14 +334,66 @@ impl Link {
                 }
             }
         };
-        if tokio::time::timeout(timeout, wait).await.is_err() {
-            return Err(SimError::ConnectTimeout {
+        // A failure before the CONNACK ends the wait at once when `fail_fast`;
+        // otherwise the client retries (a broker still starting) until `timeout`.
+        let failed = async {
+            loop {
+                if state_rx.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+                let st = state_rx.borrow_and_update().clone();
+                if let LinkState::Down { cause, .. } = st {
+                    if fail_fast {
+                        return cause;
+                    }
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(timeout, async {
+            tokio::select! {
+                _ = wait => None,
+                cause = failed => Some(cause),
+            }
+        })
+        .await;
+        let last_cause = || match &*link.state.borrow() {
+            LinkState::Down { cause, .. } => Some(cause.clone()),
+            _ => None,
+        };
+        let cause = match outcome {
+            Ok(None) => return Ok((link, rx)),
+            Ok(Some(cause)) => Some(cause),
+            Err(_) => last_cause(),
+        };
+        link.disconnect().await;
+        Err(match cause {
+            Some(cause) => SimError::Connect {
+                client: id.into(),
+                broker: broker.into(),
+                cause,
+            },
+            None => SimError::ConnectTimeout {
                 client: id.into(),
                 broker: broker.into(),
                 waited_ms: timeout.as_millis() as u64,
-            });
-        }
-        Ok((link, rx))
+            },
+        })
+    }
+
+    /// [`Link::connect_with`] retrying until `timeout` (a broker still starting).
+    pub async fn connect(
+        broker: &str,
+        id: &str,
+        proto: Protocol,
+        filters: &[String],
+        timeout: Duration,
+    ) -> Result<(Link, mpsc::UnboundedReceiver<Incoming>), SimError> {
+        Link::connect_with(broker, id, proto, filters, timeout, false).await
+    }
+
+    /// The connection's state, to learn when it is lost.
+    pub fn state(&self) -> watch::Receiver<LinkState> {
+        self.state.clone()
     }
 
     fn err(&self, e: impl std::fmt::Display) -> SimError {

@@ -204,6 +204,11 @@ impl PlanReport {
     }
 
     pub fn to_table(&self) -> String {
+        self.table(crate::report::Listing::Grouped)
+    }
+
+    /// The table, its findings listed as `listing` says.
+    pub fn table(&self, listing: crate::report::Listing) -> String {
         #[derive(tabled::Tabled)]
         struct Row<'a> {
             item: &'a str,
@@ -228,7 +233,7 @@ impl PlanReport {
             .unwrap_or_default();
         format!(
             "{}\nDetection items (test plan of clause 6):\n{}\n{package}",
-            self.report.to_table(),
+            self.report.table(listing),
             tabled::Table::new(rows).with(tabled::settings::Style::sharp())
         )
     }
@@ -251,8 +256,40 @@ impl PlanReport {
         serde_json::to_string_pretty(&v).unwrap_or_default()
     }
 
+    /// The clause suites of the report, then one suite of the detection items
+    /// (6.x.x.2), one case each: a failed item fails with its detail and steps, an
+    /// item not exercised is skipped with why.
     pub fn to_junit(&self) -> String {
-        self.report.to_junit()
+        use crate::report::junit::{Case, Suite, Verdict};
+        let mut suite = Suite::new("detection items (test plan of clause 6)");
+        for i in &self.items {
+            let steps: Vec<String> = i.steps.iter().map(Step::line).collect();
+            let mut text = steps.join("\n");
+            if !i.findings.is_empty() {
+                text.push_str("\nrules: ");
+                text.push_str(&i.findings.join("; "));
+            }
+            let verdict = match i.status.as_str() {
+                "fail" => Verdict::Failed {
+                    message: i.detail.clone(),
+                    text: text.clone(),
+                },
+                "not exercised" => Verdict::Skipped {
+                    message: format!("not exercised: {}", i.detail),
+                },
+                _ => Verdict::Passed,
+            };
+            let out = (i.status != "fail").then_some(text);
+            suite.cases.push(
+                Case::new(
+                    &format!("plan.{}", i.clause),
+                    &format!("{} {}", i.item, i.title),
+                    verdict,
+                )
+                .with_out(out),
+            );
+        }
+        self.report.to_junit_with(&[suite])
     }
 }
 
@@ -1218,7 +1255,10 @@ fn judge(steps: &HashMap<&'static str, Vec<Step>>, findings: &[Finding], edge: &
                     .filter(|s| s.status == "not exercised")
                     .map(|s| format!("{} not exercised ({})", s.what, s.detail))
                     .collect();
-                let mut d = format!("{passed} exchanges as expected");
+                let mut d = format!(
+                    "{} as expected",
+                    crate::report::junit::count(passed, "exchange", "exchanges")
+                );
                 if !skipped.is_empty() {
                     d = format!("{d}; {}", skipped.join("; "));
                 }

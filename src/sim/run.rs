@@ -50,8 +50,13 @@ fn ctrl_c() -> watch::Receiver<bool> {
 }
 
 pub fn render(r: &PlanReport, out: Output) -> String {
+    render_with(r, out, crate::report::Listing::Grouped)
+}
+
+/// [`render`], the table's findings listed as `listing` says.
+pub fn render_with(r: &PlanReport, out: Output, listing: crate::report::Listing) -> String {
     match out {
-        Output::Table => r.to_table(),
+        Output::Table => r.table(listing),
         Output::Json => r.to_json() + "\n",
         Output::Junit => r.to_junit(),
         Output::Html => r.to_html(),
@@ -95,6 +100,7 @@ pub fn platform(
     rules: Arc<RuleSet>,
     respond_only: bool,
     out: Output,
+    shown: &crate::report::Shown,
     w: &mut dyn Write,
 ) -> Result<u8, RunError> {
     let rt = runtime()?;
@@ -106,8 +112,10 @@ pub fn platform(
         writeln!(w, "answered requests of {n} messages")?;
         return Ok(0);
     }
-    let r = rt.block_on(super::platform::run_plan(s, rules, None, None))?;
-    w.write_all(render(&r, out).as_bytes())?;
+    let mut r = rt.block_on(super::platform::run_plan(s, rules, None, None))?;
+    // Filters shape the report; the detection items are the plan's, whole.
+    r.report.apply(&shown.filter);
+    w.write_all(render_with(&r, out, shown.listing).as_bytes())?;
     Ok(u8::from(!r.passed()))
 }
 

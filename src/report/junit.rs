@@ -1,0 +1,221 @@
+//! JUnit XML written from suites and cases, so that every count in the file
+//! (`tests`, `failures`, `errors`, `skipped`, per suite and in total) is the count of
+//! the cases it holds: a CI that reads only the totals sees what the cases say.
+
+use std::fmt::Write as _;
+
+/// How one test case ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Passed,
+    /// `<failure message="…">text</failure>`.
+    Failed {
+        message: String,
+        text: String,
+    },
+    /// `<error message="…">text</error>`: the test could not be run to its end
+    /// (a lost connection), which is neither the device's pass nor its fail.
+    Error {
+        message: String,
+        text: String,
+    },
+    /// `<skipped message="…"/>`: not exercised.
+    Skipped {
+        message: String,
+    },
+}
+
+/// One test case.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub classname: String,
+    pub name: String,
+    pub verdict: Verdict,
+    /// `<system-out>`: what a reader should know about a case that passed too.
+    pub out: Option<String>,
+}
+
+impl Case {
+    pub fn new(classname: &str, name: &str, verdict: Verdict) -> Case {
+        Case {
+            classname: classname.into(),
+            name: name.into(),
+            verdict,
+            out: None,
+        }
+    }
+
+    pub fn with_out(mut self, out: Option<String>) -> Case {
+        self.out = out.filter(|o| !o.is_empty());
+        self
+    }
+}
+
+/// One test suite.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    pub name: String,
+    pub cases: Vec<Case>,
+}
+
+impl Suite {
+    pub fn new(name: &str) -> Suite {
+        Suite {
+            name: name.into(),
+            cases: vec![],
+        }
+    }
+
+    fn count(&self, f: impl Fn(&Verdict) -> bool) -> usize {
+        self.cases.iter().filter(|c| f(&c.verdict)).count()
+    }
+    pub fn failures(&self) -> usize {
+        self.count(|v| matches!(v, Verdict::Failed { .. }))
+    }
+    pub fn errors(&self) -> usize {
+        self.count(|v| matches!(v, Verdict::Error { .. }))
+    }
+    pub fn skipped(&self) -> usize {
+        self.count(|v| matches!(v, Verdict::Skipped { .. }))
+    }
+}
+
+/// The document: `<testsuites name=…>` holding `suites`, after an optional comment.
+pub fn render(name: &str, comment: Option<&str>, suites: &[Suite]) -> String {
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    if let Some(c) = comment {
+        // A comment cannot hold "--".
+        let _ = writeln!(out, "<!-- {} -->", xml(&c.replace("--", "")));
+    }
+    let total = |f: fn(&Suite) -> usize| suites.iter().map(f).sum::<usize>();
+    let _ = writeln!(
+        out,
+        "<testsuites name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\">",
+        xml(name),
+        total(|s| s.cases.len()),
+        total(Suite::failures),
+        total(Suite::errors),
+        total(Suite::skipped)
+    );
+    for s in suites {
+        write_suite(&mut out, s);
+    }
+    out.push_str("</testsuites>\n");
+    out
+}
+
+/// One `<testsuite>` element with its cases.
+pub fn write_suite(out: &mut String, s: &Suite) {
+    let _ = writeln!(
+        out,
+        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\">",
+        xml(&s.name),
+        s.cases.len(),
+        s.failures(),
+        s.errors(),
+        s.skipped()
+    );
+    for c in &s.cases {
+        let _ = write!(
+            out,
+            "    <testcase classname=\"{}\" name=\"{}\">",
+            xml(&c.classname),
+            xml(&c.name)
+        );
+        match &c.verdict {
+            Verdict::Passed => {}
+            Verdict::Failed { message, text } => {
+                let _ = write!(
+                    out,
+                    "<failure message=\"{}\">{}</failure>",
+                    xml(message),
+                    xml(text)
+                );
+            }
+            Verdict::Error { message, text } => {
+                let _ = write!(
+                    out,
+                    "<error message=\"{}\">{}</error>",
+                    xml(message),
+                    xml(text)
+                );
+            }
+            Verdict::Skipped { message } => {
+                let _ = write!(out, "<skipped message=\"{}\"/>", xml(message));
+            }
+        }
+        if let Some(o) = &c.out {
+            let _ = write!(out, "<system-out>{}</system-out>", xml(o));
+        }
+        out.push_str("</testcase>\n");
+    }
+    out.push_str("  </testsuite>\n");
+}
+
+/// Text made safe for an XML attribute or element.
+pub fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// "1 exchange", "2 exchanges": a count and its noun, singular or plural.
+pub fn count(n: usize, singular: &str, plural: &str) -> String {
+    format!("{n} {}", if n == 1 { singular } else { plural })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_are_the_counts_of_the_cases_written() {
+        let mut a = Suite::new("a");
+        a.cases.push(Case::new("c", "one", Verdict::Passed));
+        a.cases.push(Case::new(
+            "c",
+            "two",
+            Verdict::Failed {
+                message: "m".into(),
+                text: "<t>".into(),
+            },
+        ));
+        let mut b = Suite::new("b");
+        b.cases.push(Case::new(
+            "c",
+            "three",
+            Verdict::Skipped {
+                message: "why".into(),
+            },
+        ));
+        b.cases.push(Case::new(
+            "c",
+            "four",
+            Verdict::Error {
+                message: "lost".into(),
+                text: String::new(),
+            },
+        ));
+        let x = render("n", None, &[a, b]);
+        assert!(
+            x.contains(
+                "<testsuites name=\"n\" tests=\"4\" failures=\"1\" errors=\"1\" skipped=\"1\">"
+            ),
+            "{x}"
+        );
+        assert!(
+            x.contains("tests=\"2\" failures=\"1\" errors=\"0\" skipped=\"0\""),
+            "{x}"
+        );
+        assert_eq!(x.matches("<testcase ").count(), 4);
+        assert!(x.contains("&lt;t&gt;"), "{x}");
+    }
+
+    #[test]
+    fn counts_read_in_the_singular_for_one() {
+        assert_eq!(count(1, "exchange", "exchanges"), "1 exchange");
+        assert_eq!(count(0, "warning", "warnings"), "0 warnings");
+        assert_eq!(count(2, "difference", "differences"), "2 differences");
+    }
+}

@@ -1,0 +1,111 @@
+//! The filters and listing of `analyze` (`--edge`, `--severity`, `--rule`,
+//! `--clause`, `--each`) shape the final reports of `proxy` and `sim platform` too;
+//! `--disable` switches a rule off there as everywhere.
+
+use std::io::Read as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+mod common;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_edgetap")
+}
+
+#[test]
+fn sim_platform_report_takes_the_filters_and_each() {
+    let m = common::Mosquitto::start();
+    let addr = format!("127.0.0.1:{}", m.port);
+    let plan = Command::new(bin())
+        .args(["sim", "platform", "--broker", &addr, "--edge-id", "SHOWN1"])
+        .args([
+            "--wait-ms",
+            "3000",
+            "--edge-wait-ms",
+            "3000",
+            "--job-timeout",
+            "10",
+        ])
+        .args(["--rule", "reply.code", "--each"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let mut edge = Command::new(bin())
+        .args(["sim", "edge", "--broker", &addr, "--edge-id", "SHOWN1"])
+        .args(["--fault", "wrong-code", "--fault", "missing-field"])
+        .args(["--job-ms", "300", "--policy-ms", "100"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = plan.wait_with_output().unwrap();
+    let _ = edge.kill();
+    let _ = edge.wait();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("filtered by --rule reply.code:"), "{table}");
+    assert!(table.contains("[reply.code]"), "{table}");
+    // --each: one line per finding under "Findings:", not the grouped heading; the
+    // table 13 finding of missing-field is left out (the plan's items keep it).
+    let findings = &table[table.find("\nFindings:\n").expect("--each lists findings")..];
+    let findings = &findings[..findings.find("\nBasis").unwrap()];
+    assert!(findings.contains("[reply.code]"), "{table}");
+    assert!(!findings.contains("[t13."), "{table}");
+    assert!(table.contains("1 exchange as expected"), "{table}");
+    assert!(table.contains("Detection items"), "{table}");
+}
+
+#[test]
+fn the_proxy_final_report_takes_the_filters() {
+    let m = common::Mosquitto::start();
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let store = common::temp_dir("shown-proxy").join("store");
+    let mut proxy = Command::new(bin())
+        .args(["proxy", "--listen", &listen])
+        .args(["--upstream", &format!("127.0.0.1:{}", m.port)])
+        .arg("--store")
+        .arg(&store)
+        .args(["--severity", "error", "--disable", "topic.missing_slash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the proxy listens");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ts = edgetap::sim::cst_now();
+    // An error (container a number, table 36), and a warning (no leading slash).
+    common::publish_lines(
+        port,
+        &["-i", "platform"],
+        "/v1/P1/container/command",
+        &format!(
+            "{{\"mid\":1000000000020035,\"type\":\"CMD_CON_START\",\"timestamp\":\"{ts}\",\"param\":{{\"container\":1}}}}\n"
+        ),
+    );
+    common::publish_lines(
+        port,
+        &["-i", "edge"],
+        "v1/P1/device/request",
+        &format!("{{\"mid\":1000000000020036,\"type\":\"EVENT_LINKUP\",\"timestamp\":\"{ts}\"}}\n"),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    unsafe { libc::kill(proxy.id() as i32, libc::SIGTERM) };
+    let mut out = String::new();
+    proxy
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let status = proxy.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{out}");
+    let report = &out[out.find("edgetap test record").expect("the final report")..];
+    assert!(report.contains("[t36.CMD_CON_START]"), "{report}");
+    assert!(report.contains("filtered by --severity error"), "{report}");
+    assert!(!report.contains("[topic.missing_slash]"), "{report}");
+}

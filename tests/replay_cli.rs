@@ -1,0 +1,322 @@
+//! `edgetap replay` through the binary, where the broker is the problem and where CI
+//! reads the report: a broker that refuses the connection, refuses the login, accepts
+//! and closes, accepts and stays silent, or dies during the replay is exit 2 with the
+//! cause, never the device's missing replies; the README's CI example runs as written
+//! against the golden files in `captures/replay/` and its JUnit is green.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+mod common;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_edgetap")
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn golden() -> PathBuf {
+    repo().join("captures/replay/golden.pcap")
+}
+
+/// `edgetap replay golden.pcap --as platform --broker ADDR EXTRA…`: (exit code,
+/// stdout, stderr).
+fn replay(addr: &str, extra: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(bin())
+        .arg("replay")
+        .arg(golden())
+        .args(["--as", "platform", "--broker", addr])
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_refused_connection_is_exit_2_with_its_cause() {
+    let port = common::free_port();
+    let (code, out, err) = replay(&format!("127.0.0.1:{port}"), &[]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("connection refused: nothing listens"), "{err}");
+    assert!(!out.contains("missing reply"), "{out}");
+}
+
+#[test]
+fn a_refused_login_names_the_connack_code() {
+    // mosquitto takes the last allow_anonymous: no anonymous client gets in.
+    let m = common::Mosquitto::with(common::free_port(), "allow_anonymous false\n");
+    let (code, out, err) = replay(&format!("127.0.0.1:{}", m.port), &[]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        err.contains("the broker refused the connection: CONNACK return code 5 (not authorized)"),
+        "{err}"
+    );
+}
+
+/// A TCP server that accepts and then closes (`hold` false) or keeps the connection
+/// open without a word (`hold` true).
+fn mute_server(hold: bool) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut kept = vec![];
+        for s in l.incoming().flatten() {
+            if hold {
+                kept.push(s);
+            } else {
+                drop(s);
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn a_broker_that_accepts_and_closes_is_named_so() {
+    let port = mute_server(false);
+    let (code, out, err) = replay(&format!("127.0.0.1:{port}"), &[]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        err.contains("accepted the TCP connection and closed it without a CONNACK"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_broker_that_accepts_and_stays_silent_is_named_so() {
+    let port = mute_server(true);
+    let (code, out, err) = replay(&format!("127.0.0.1:{port}"), &[]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        err.contains("accepted the TCP connection but sent no CONNACK"),
+        "{err}"
+    );
+}
+
+/// The issue's case: the broker killed during the replay gave 19 "missing reply" and
+/// "differences found". Now: exit 2, the loss with its time, an `<error>` case, and no
+/// exchange blamed on the device.
+#[test]
+fn a_broker_killed_during_the_replay_is_exit_2_and_says_when() {
+    let m = common::Mosquitto::start();
+    let addr = format!("127.0.0.1:{}", m.port);
+    let replay = Command::new(bin())
+        .arg("replay")
+        .arg(golden())
+        .args(["--as", "platform", "--broker", &addr, "--edge-id", "KILL1"])
+        .args(["--format", "junit"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let mut edge = Command::new(bin())
+        .args(["sim", "edge", "--broker", &addr, "--edge-id", "KILL1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The replay is paced as recorded (about 3 s of commands after the link-up).
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(m);
+    let out = replay.wait_with_output().unwrap();
+    let _ = edge.kill();
+    let _ = edge.wait();
+    let junit = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{junit}{err}");
+    assert!(
+        err.contains(&format!("the connection to the broker {addr} was lost")),
+        "{err}"
+    );
+    assert!(err.contains("s into the replay, at 20"), "{err}");
+    assert!(
+        junit.contains("<error message=\"broker connection lost\">"),
+        "{junit}"
+    );
+    assert!(!junit.contains("missing reply"), "{junit}");
+    assert!(!junit.contains("<failure"), "{junit}");
+    // Exchanges done before the loss passed; the ones it cut off are not exercised.
+    assert!(
+        junit.contains("<skipped message=\"not exercised: the connection to the broker"),
+        "{junit}"
+    );
+}
+
+/// The script of the README's CI example (the yaml block after "replay-regression:"),
+/// its items unfolded as YAML folds plain scalars, comments dropped.
+fn readme_ci_script() -> String {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let start = readme
+        .find("replay-regression:")
+        .expect("the README holds the CI example");
+    let block = &readme[start..readme[start..].find("```").unwrap() + start];
+    let mut items: Vec<String> = vec![];
+    let mut in_script = false;
+    for line in block.lines() {
+        let t = line.trim_start();
+        if t.starts_with("script:") {
+            in_script = true;
+            continue;
+        }
+        if !in_script {
+            continue;
+        }
+        let indent = line.len() - t.len();
+        if indent <= 2 {
+            break;
+        }
+        let text = match t.find(" #") {
+            Some(i) => &t[..i],
+            None => t,
+        }
+        .trim_end();
+        match text.strip_prefix("- ") {
+            Some(item) => items.push(item.to_string()),
+            None => {
+                let last = items.last_mut().expect("a continuation follows an item");
+                last.push(' ');
+                last.push_str(text);
+            }
+        }
+    }
+    assert!(items.len() >= 4, "{items:?}");
+    items.join("\n")
+}
+
+#[test]
+fn the_readme_ci_example_runs_as_written_and_its_junit_is_green() {
+    let script = readme_ci_script();
+    assert!(
+        script.contains("captures/replay/golden.expect.json"),
+        "{script}"
+    );
+    for f in [
+        "captures/replay/golden.pcap",
+        "captures/replay/golden.expect.json",
+    ] {
+        assert!(repo().join(f).is_file(), "{f} is committed");
+    }
+    // The one change: a free port, so that the test does not depend on 1883.
+    let port = common::free_port().to_string();
+    let script = script.replace("1883", &port);
+    let work = common::temp_dir("readme-ci");
+    std::os::unix::fs::symlink(repo().join("captures"), work.join("captures")).unwrap();
+    let bin_dir = Path::new(bin()).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    use std::os::unix::process::CommandExt as _;
+    // Its own process group, so that what the script leaves running (mosquitto, the
+    // edge) is ended by the group's id afterwards. Output to files: what stays
+    // running keeps a pipe open.
+    let log = work.join("script.log");
+    let mut child = Command::new("bash")
+        .args(["-e", "-c", &script])
+        .current_dir(&work)
+        .env("PATH", path)
+        .process_group(0)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(work.join("script.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let pgid = child.id() as i32;
+    let status = child.wait().unwrap();
+    unsafe { libc::kill(-pgid, libc::SIGTERM) };
+    let err = std::fs::read_to_string(work.join("script.err")).unwrap_or_default();
+    let err: String = err
+        .lines()
+        .filter(|l| l.contains("edgetap"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(status.success(), "the CI script failed: {status:?}\n{err}");
+    let junit = std::fs::read_to_string(work.join("replay.xml")).unwrap();
+    let cases = junit.matches("<testcase ").count();
+    assert!(cases >= 20, "{junit}");
+    assert!(
+        junit.contains(&format!(
+            "<testsuites name=\"edgetap replay\" tests=\"{cases}\" failures=\"0\" errors=\"0\""
+        )),
+        "{junit}"
+    );
+    assert!(!junit.contains("<failure"), "{junit}");
+    assert!(
+        junit.contains("name=\"outcome as saved\"></testcase>"),
+        "{junit}"
+    );
+    assert!(
+        junit.contains("classname=\"replay.mutation\" name=\"drop-field\""),
+        "{junit}"
+    );
+}
+
+/// `sim platform --format junit` holds one case per detection item (6.x.x.2) beside
+/// the clause suites; the item an edge fault breaks fails, and the totals are the
+/// counts of the cases written.
+#[test]
+fn the_plan_junit_holds_one_case_per_detection_item() {
+    let m = common::Mosquitto::start();
+    let addr = format!("127.0.0.1:{}", m.port);
+    let plan = Command::new(bin())
+        .args(["sim", "platform", "--broker", &addr, "--edge-id", "PLAN1"])
+        .args([
+            "--wait-ms",
+            "3000",
+            "--edge-wait-ms",
+            "3000",
+            "--job-timeout",
+            "10",
+        ])
+        .args(["--format", "junit"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let mut edge = Command::new(bin())
+        .args(["sim", "edge", "--broker", &addr, "--edge-id", "PLAN1"])
+        .args([
+            "--fault",
+            "wrong-code",
+            "--job-ms",
+            "300",
+            "--policy-ms",
+            "100",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = plan.wait_with_output().unwrap();
+    let _ = edge.kill();
+    let _ = edge.wait();
+    let junit = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{junit}");
+    for (item, _, title, _) in edgetap::sim::platform::ITEMS {
+        assert!(
+            junit.contains(&format!("name=\"{item} {title}\"")),
+            "{item}:\n{junit}"
+        );
+    }
+    let suite = &junit[junit.find("detection items").unwrap()..];
+    let upgrade = &suite[suite.find("6.1.2.2 Device upgrade test").unwrap()..];
+    let case = &upgrade[..upgrade.find("</testcase>").unwrap()];
+    assert!(case.contains("<failure"), "{case}");
+    let cases = junit.matches("<testcase ").count();
+    let failures = junit.matches("<failure").count();
+    assert!(
+        junit.contains(&format!(
+            "<testsuites name=\"edgetap\" tests=\"{cases}\" failures=\"{failures}\">"
+        )),
+        "{junit}"
+    );
+}
