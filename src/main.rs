@@ -24,6 +24,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "warn,rumqttd=off".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -393,6 +395,7 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
         max_packet: args.max_packet_size,
         websocket: args.websocket,
         tls,
+        idle_timeout: args.idle_timeout.map(std::time::Duration::from_secs),
         ..Default::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -416,11 +419,8 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
             args.upstream,
             args.store.dir.display()
         );
-        let live = Box::new(|f: &edgetap::Finding| {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{}", edgetap::report::one_line(f));
-            let _ = out.flush();
-        });
+        // First occurrence of each (edge, rule, field path), then "+N more" lines.
+        let live = Box::new(edgetap::proxy::console::Console::stdout());
         let outcome =
             edgetap::proxy::run(listener, settings, rules, Some(store), live, shutdown).await?;
         anyhow::Ok(outcome)

@@ -169,6 +169,11 @@ pub struct Unparsed {
 }
 
 impl Unparsed {
+    /// Bytes of payload it holds.
+    pub fn payload_len(&self) -> usize {
+        self.payload.len()
+    }
+
     pub fn parse(self) -> Message {
         Message {
             seq: self.seq,

@@ -1,0 +1,435 @@
+//! The judge: the rule engine of a running proxy, on a thread of its own, behind the
+//! recorder ([`super::tap`]).
+//!
+//! Why a thread of its own (profile of the proxy before this split, `perf record -g`,
+//! release build, 50,000 REP_SYS_STATUS of ~1 KB through `mosquitto_pub -l` at QoS 0,
+//! each lacking most table 10 fields: about 5.5 error findings per message): the
+//! proxy ran at 0.10 of direct. 40 % of the samples were the store writer putting one
+//! sled record per finding occurrence (`Tree::apply_batch`, `Vec::clone`, malloc),
+//! 26 % sled's I/O threads writing those 400 MB, 31 % the analysis thread, of which
+//! about a third was printing one console line per finding to stdout and a tenth the
+//! rule engine itself (`schema::object`, `engine::fill`, `Engine::on_message`). The
+//! analysis thread waited for the writer; the tap queue filled; forwarding waited.
+//! So: findings are printed in proportion (the console, [`super::console`]), and the
+//! judging no longer sits between a read and its recording:
+//!
+//! - the recorder frames and decodes each chunk (the packet records the store needs)
+//!   and writes it, then hands the decoded, unparsed messages ([`Staged`]) to the
+//!   judge through an unbounded queue whose size it watches; it never waits for the
+//!   judge, so the device never waits for it either;
+//! - the judge parses the payloads, runs the rules, drives the live console and hands
+//!   the findings back to the recorder, which stores them with its next batch;
+//! - judging may run behind: [`View`] says by how many messages and how long (also
+//!   printed by the console); a judge more than [`MAX_BACKLOG_BYTES`] behind makes
+//!   the recorder wait, as the last resort that keeps memory bounded (the recording
+//!   stays lossless and in order; this never happened in the benchmark).
+//!
+//! [`View`] is where the judge publishes its state (counts, lag, findings grouped by
+//! edge, rule and field path) for whoever wants to show it while the proxy runs.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::finding::{ConnId, Finding, Severity};
+use crate::pipeline::{Judge, Sink, Staged};
+use crate::rules::{Engine, RuleSet};
+
+/// Bytes of payload the judge may be behind before the recorder waits for it.
+pub const MAX_BACKLOG_BYTES: usize = 64 << 20;
+/// How often the judge wakes with nothing to do (console summaries, the view).
+pub const IDLE_TICK: Duration = Duration::from_millis(500);
+
+/// What the console is told about connections, in stream order with the findings.
+#[derive(Debug, Clone)]
+pub enum ConnNote {
+    Open {
+        conn: ConnId,
+        time_us: i64,
+        client: SocketAddr,
+        server: SocketAddr,
+    },
+    /// The client's CONNECT was decoded.
+    Connect {
+        conn: ConnId,
+        time_us: i64,
+        client_id: String,
+        version: &'static str,
+        keep_alive: u16,
+    },
+    Closed {
+        conn: ConnId,
+        time_us: i64,
+        how: String,
+    },
+}
+
+/// One item for the judge.
+pub(crate) enum Item {
+    Staged(Staged),
+    Note(ConnNote),
+}
+
+impl Item {
+    fn bytes(&self) -> usize {
+        match self {
+            Item::Staged(Staged::Unparsed(u)) => u.payload_len(),
+            _ => 0,
+        }
+    }
+}
+
+/// Findings of one (edge, rule, field path): the key of the console and the view.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupKey {
+    pub edge: Option<String>,
+    pub rule: String,
+    /// The finding's message with numbers and ids taken out
+    /// ([`crate::report::group::pattern`]): names the field path.
+    pub path: String,
+}
+
+impl GroupKey {
+    pub fn of(f: &Finding) -> GroupKey {
+        GroupKey {
+            edge: f.edge_id.clone(),
+            rule: f.rule.clone(),
+            path: crate::report::group::pattern(&f.message),
+        }
+    }
+}
+
+/// One group of findings as the view shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupCount {
+    pub edge: Option<String>,
+    pub rule: String,
+    pub path: String,
+    pub severity: Severity,
+    pub count: u64,
+    pub first_us: Option<i64>,
+    pub last_us: Option<i64>,
+    /// The first finding of the group, as printed.
+    pub example: String,
+}
+
+/// The judge's state, published after every batch it judges.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Snapshot {
+    /// Messages judged so far.
+    pub judged: u64,
+    /// Messages (and other items) handed over but not judged yet.
+    pub backlog: u64,
+    pub backlog_bytes: u64,
+    /// How far behind the judge is: now minus the time of the item it judged last,
+    /// when items wait; 0 when it has caught up.
+    pub lag_us: i64,
+    pub findings: u64,
+    pub errors: u64,
+    pub warnings: u64,
+    /// Grouped findings, in the order their first occurrence came.
+    pub groups: Vec<GroupCount>,
+    /// True once the proxy has stopped and the judge has judged everything.
+    pub finished: bool,
+}
+
+/// Where the judge publishes its [`Snapshot`]; clone it before starting the proxy
+/// and read it at any time.
+#[derive(Debug, Clone, Default)]
+pub struct View(Arc<Mutex<Snapshot>>);
+
+impl View {
+    pub fn snapshot(&self) -> Snapshot {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    fn update(&self, f: impl FnOnce(&mut Snapshot)) {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The live output of a proxy: findings as they are judged, connections opening and
+/// closing, and a tick now and then (for summaries). A plain `FnMut(&Finding)` is a
+/// `Live` that takes the findings only.
+pub trait Live: Send {
+    fn finding(&mut self, f: &Finding);
+    fn connection(&mut self, _n: &ConnNote) {}
+    /// Called after each batch and at least every [`IDLE_TICK`].
+    fn tick(&mut self, _s: &Snapshot) {}
+    /// The proxy stopped; everything was judged.
+    fn finish(&mut self, _s: &Snapshot) {}
+}
+
+impl<F: FnMut(&Finding) + Send> Live for F {
+    fn finding(&mut self, f: &Finding) {
+        self(f)
+    }
+}
+
+struct Queue {
+    items: VecDeque<(i64, Item)>,
+    bytes: usize,
+    closed: bool,
+    /// Findings judged, waiting for the recorder to store them.
+    judged: Vec<Finding>,
+}
+
+struct Shared {
+    q: Mutex<Queue>,
+    /// Wakes the judge.
+    work: Condvar,
+    /// Wakes a recorder waiting for the backlog to shrink.
+    room: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.q.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The recorder's end of the judge.
+pub(crate) struct JudgeHandle {
+    sh: Arc<Shared>,
+    thread: std::thread::JoinHandle<(Engine, Vec<Finding>)>,
+    /// Set once the recorder waited for the judge (logged once).
+    waited: bool,
+}
+
+pub(crate) fn spawn(rules: Arc<RuleSet>, live: Box<dyn Live>, view: View) -> JudgeHandle {
+    let sh = Arc::new(Shared {
+        q: Mutex::new(Queue {
+            items: VecDeque::new(),
+            bytes: 0,
+            closed: false,
+            judged: vec![],
+        }),
+        work: Condvar::new(),
+        room: Condvar::new(),
+    });
+    let s2 = sh.clone();
+    let thread = std::thread::Builder::new()
+        .name("edgetap-judge".into())
+        .spawn(move || run(s2, rules, live, view))
+        .expect("the judge thread starts");
+    JudgeHandle {
+        sh,
+        thread,
+        waited: false,
+    }
+}
+
+impl JudgeHandle {
+    /// Hands `items` (stamped with the time of the event they come from) to the
+    /// judge. Waits only when the judge is [`MAX_BACKLOG_BYTES`] behind.
+    pub(crate) fn send(&mut self, time_us: i64, items: impl Iterator<Item = Item>) {
+        let mut q = self.sh.lock();
+        let was_empty = q.items.is_empty();
+        for it in items {
+            q.bytes += it.bytes();
+            q.items.push_back((time_us, it));
+        }
+        if was_empty && !q.items.is_empty() {
+            self.sh.work.notify_one();
+        }
+        if q.bytes > MAX_BACKLOG_BYTES {
+            if !std::mem::replace(&mut self.waited, true) {
+                tracing::warn!(
+                    "the judge is {} MiB of messages behind; recording (and with it \
+                     forwarding) waits for it to catch up (memory stays bounded)",
+                    MAX_BACKLOG_BYTES >> 20
+                );
+            }
+            self.sh.work.notify_one();
+            while q.bytes > MAX_BACKLOG_BYTES / 2 {
+                q = self.sh.room.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+
+    /// The findings judged since the last call, for the store.
+    pub(crate) fn take_findings(&self, out: &mut Vec<Finding>) {
+        let mut q = self.sh.lock();
+        if out.is_empty() {
+            std::mem::swap(out, &mut q.judged);
+        } else {
+            out.append(&mut q.judged);
+        }
+    }
+
+    /// No more items: waits until everything is judged; returns the engine (for
+    /// the report's exercised clauses), every finding, and the findings not yet
+    /// taken for the store.
+    pub(crate) fn finish(self) -> (Engine, Vec<Finding>, Vec<Finding>) {
+        {
+            let mut q = self.sh.lock();
+            q.closed = true;
+        }
+        self.sh.work.notify_one();
+        let (engine, all) = self
+            .thread
+            .join()
+            .unwrap_or_else(|_| panic!("the judge thread panicked"));
+        let rest = std::mem::take(&mut self.sh.lock().judged);
+        (engine, all, rest)
+    }
+}
+
+/// Collects what the judge's engine emits.
+struct Out<'a> {
+    found: &'a mut Vec<Finding>,
+}
+
+impl Sink for Out<'_> {
+    fn finding(&mut self, f: &Finding) {
+        self.found.push(f.clone());
+    }
+}
+
+/// The view's groups, kept in first-seen order.
+#[derive(Default)]
+struct Groups {
+    index: HashMap<GroupKey, usize>,
+    list: Vec<GroupCount>,
+}
+
+/// Distinct groups the view keeps; more count in the totals only.
+const MAX_GROUPS: usize = 10_000;
+
+impl Groups {
+    fn add(&mut self, f: &Finding) {
+        let key = GroupKey::of(f);
+        match self.index.get(&key) {
+            Some(&i) => {
+                let g = &mut self.list[i];
+                g.count += 1;
+                if let Some(t) = f.time {
+                    g.first_us = Some(g.first_us.map_or(t, |x| x.min(t)));
+                    g.last_us = Some(g.last_us.map_or(t, |x| x.max(t)));
+                }
+            }
+            None if self.list.len() < MAX_GROUPS => {
+                self.index.insert(key.clone(), self.list.len());
+                self.list.push(GroupCount {
+                    edge: key.edge,
+                    rule: key.rule,
+                    path: key.path,
+                    severity: f.severity,
+                    count: 1,
+                    first_us: f.time,
+                    last_us: f.time,
+                    example: crate::report::one_line(f),
+                });
+            }
+            None => {}
+        }
+    }
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn run(
+    sh: Arc<Shared>,
+    rules: Arc<RuleSet>,
+    mut live: Box<dyn Live>,
+    view: View,
+) -> (Engine, Vec<Finding>) {
+    let mut judge = Judge::new(rules);
+    let mut all: Vec<Finding> = vec![];
+    let mut found: Vec<Finding> = vec![];
+    let mut to_store: Vec<Finding> = vec![];
+    let mut batch: VecDeque<(i64, Item)> = VecDeque::new();
+    let mut groups = Groups::default();
+    let mut snap = Snapshot::default();
+    let mut last_tick = Instant::now();
+    loop {
+        let closed = {
+            let mut q = sh.lock();
+            while q.items.is_empty() && !q.closed {
+                let (g, t) = sh
+                    .work
+                    .wait_timeout(q, IDLE_TICK)
+                    .unwrap_or_else(|e| e.into_inner());
+                q = g;
+                if t.timed_out() {
+                    break;
+                }
+            }
+            std::mem::swap(&mut batch, &mut q.items);
+            q.bytes = 0;
+            sh.room.notify_all();
+            q.closed && batch.is_empty()
+        };
+        if closed {
+            break;
+        }
+        let queued = batch.len() as u64;
+        for (i, (time_us, item)) in batch.drain(..).enumerate() {
+            if i % 4096 == 0 {
+                snap.backlog = queued - i as u64;
+                snap.lag_us = (now_us() - time_us).max(0);
+            }
+            match item {
+                Item::Note(n) => live.connection(&n),
+                Item::Staged(mut s) => {
+                    if matches!(s, Staged::Message(_) | Staged::Unparsed(_)) {
+                        snap.judged += 1;
+                    }
+                    judge.take(&mut s, &mut Out { found: &mut found });
+                    for f in &found {
+                        live.finding(f);
+                        count(&mut snap, f);
+                        groups.add(f);
+                    }
+                    all.extend(found.iter().cloned());
+                    to_store.append(&mut found);
+                }
+            }
+        }
+        {
+            let mut q = sh.lock();
+            q.judged.append(&mut to_store);
+            snap.backlog = q.items.len() as u64;
+            snap.backlog_bytes = q.bytes as u64;
+        }
+        if snap.backlog == 0 {
+            snap.lag_us = 0;
+        }
+        if last_tick.elapsed() >= IDLE_TICK || queued == 0 {
+            snap.groups = groups.list.clone();
+            view.update(|v| *v = snap.clone());
+            live.tick(&snap);
+            last_tick = Instant::now();
+        }
+    }
+    let engine = judge.finish(&mut Out { found: &mut found });
+    for f in &found {
+        live.finding(f);
+        count(&mut snap, f);
+        groups.add(f);
+    }
+    all.extend(found.iter().cloned());
+    sh.lock().judged.append(&mut found);
+    snap.backlog = 0;
+    snap.backlog_bytes = 0;
+    snap.lag_us = 0;
+    snap.finished = true;
+    snap.groups = groups.list;
+    view.update(|v| *v = snap.clone());
+    live.finish(&snap);
+    (engine, all)
+}
+
+fn count(s: &mut Snapshot, f: &Finding) {
+    s.findings += 1;
+    match f.severity {
+        Severity::Error => s.errors += 1,
+        Severity::Warning => s.warnings += 1,
+        Severity::Info => {}
+    }
+}
