@@ -21,7 +21,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EDGETAP_LOG")
-                .unwrap_or_else(|_| "warn,rumqttd=off".into()),
+                // rustls warns for each device that sends an IP address as SNI:
+                // accepted (as no SNI), not news.
+                .unwrap_or_else(|_| "warn,rumqttd=off,rustls=error".into()),
         )
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal, never into a log file.

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::judge::{ConnNote, GroupKey, Live, Snapshot};
+use super::judge::{ConnNote, Live, Snapshot};
 use crate::finding::{ConnId, Finding};
 
 /// How often grown groups are summarised.
@@ -39,9 +39,12 @@ struct Label {
 /// Writes the live console to `out` (stdout for `edgetap proxy`).
 pub struct Console {
     out: Box<dyn Write + Send>,
-    groups: HashMap<GroupKey, Group>,
+    /// By the judge's group index.
+    groups: Vec<Group>,
     /// Groups with pending occurrences, in the order they first grew.
-    grown: Vec<GroupKey>,
+    grown: Vec<usize>,
+    /// Findings past the judge's group limit, not yet summarised.
+    ungrouped: u64,
     conns: HashMap<ConnId, Label>,
     closed: VecDeque<(ConnId, Label)>,
     last_summary: Instant,
@@ -51,8 +54,9 @@ impl Console {
     pub fn new(out: Box<dyn Write + Send>) -> Console {
         Console {
             out,
-            groups: HashMap::new(),
+            groups: vec![],
             grown: vec![],
+            ungrouped: 0,
             conns: HashMap::new(),
             closed: VecDeque::new(),
             last_summary: Instant::now(),
@@ -94,7 +98,7 @@ impl Console {
         let mut lines = vec![];
         let mut rest = (0u64, 0usize);
         for (i, k) in grown.iter().enumerate() {
-            let Some(g) = self.groups.get_mut(k) else {
+            let Some(g) = self.groups.get_mut(*k) else {
                 continue;
             };
             let n = std::mem::take(&mut g.pending);
@@ -107,6 +111,10 @@ impl Console {
                 rest.0 += n;
                 rest.1 += 1;
             }
+        }
+        let ungrouped = std::mem::take(&mut self.ungrouped);
+        if ungrouped > 0 {
+            lines.push(format!("+{ungrouped} more findings in groups past the first {}", super::judge::MAX_GROUPS));
         }
         if rest.1 > 0 {
             lines.push(format!(
@@ -134,37 +142,73 @@ pub fn time(us: i64) -> String {
         .unwrap_or_else(|| us.to_string())
 }
 
-impl Live for Console {
-    fn finding(&mut self, f: &Finding) {
-        let key = GroupKey::of(f);
-        if let Some(g) = self.groups.get_mut(&key) {
-            g.total += 1;
-            if g.pending == 0 {
-                self.grown.push(key);
-            }
-            g.pending += 1;
-            return;
-        }
+impl Console {
+    fn finding_line(&self, f: &Finding) -> String {
         let mut text = String::new();
         if let Some(c) = f.conn {
             text.push_str(&self.label(c));
             text.push(' ');
         }
         text.push_str(&crate::report::one_line(f));
-        let mut label = format!("[{}]", f.rule);
-        if let Some(e) = &f.edge_id {
-            label.push_str(&format!(" edge {e}"));
-        }
-        label.push_str(&format!(": {}", key.path));
-        self.groups.insert(
-            key,
-            Group {
+        text
+    }
+}
+
+impl Live for Console {
+    fn finding(&mut self, f: &Finding) {
+        // Not grouped by the judge (only `grouped` is called by it): print it.
+        let text = self.finding_line(f);
+        self.line(f.time, &text);
+    }
+
+    fn grouped(&mut self, f: &Finding, group: Option<usize>, first: bool) {
+        let Some(i) = group else {
+            self.ungrouped += 1;
+            return;
+        };
+        if first {
+            let mut label = format!("[{}]", f.rule);
+            if let Some(e) = &f.edge_id {
+                label.push_str(&format!(" edge {e}"));
+            }
+            label.push_str(&format!(": {}", f.message));
+            if self.groups.len() <= i {
+                self.groups.resize_with(i + 1, || Group {
+                    pending: 0,
+                    total: 0,
+                    label: String::new(),
+                });
+            }
+            self.groups[i] = Group {
                 pending: 0,
                 total: 1,
                 label,
-            },
+            };
+            let text = self.finding_line(f);
+            self.line(f.time, &text);
+            return;
+        }
+        let Some(g) = self.groups.get_mut(i) else {
+            return;
+        };
+        g.total += 1;
+        if g.pending == 0 {
+            self.grown.push(i);
+        }
+        g.pending += 1;
+    }
+
+    fn skipped(&mut self, n: u64) {
+        self.line(
+            None,
+            &format!(
+                "judging skipped {n} messages: the judge had fallen more than {} MiB behind, \
+                 and forwarding and recording do not wait for it; live findings miss them \
+                 (and may misjudge replies to them); they are recorded, and the final report \
+                 re-judges the whole capture from the store",
+                super::judge::MAX_BACKLOG_BYTES >> 20
+            ),
         );
-        self.line(f.time, &text);
     }
 
     fn connection(&mut self, n: &ConnNote) {

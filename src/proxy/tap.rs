@@ -326,7 +326,7 @@ pub(crate) fn spawn(
         .spawn(move || {
             background_priority();
             let _consumer = Consumer(rx.clone());
-            let judge = judge::spawn(rules.clone(), live, view);
+            let judge = judge::spawn(rules.clone(), live, view, store.is_some());
             let out = analyze(
                 rx,
                 rules,
@@ -593,7 +593,7 @@ fn analyze(
     a.take_staged(&mut staged);
     judge.send(last_time, staged.drain(..).map(Item::Staged));
     judge.take_findings(&mut judged);
-    let (engine, all, mut rest) = judge.finish();
+    let (engine, all, mut rest, skipped) = judge.finish();
     judged.append(&mut rest);
     store_findings(&mut rec, cap, &mut judged);
     rec.meta.ended_us = Some(clock.now_us());
@@ -603,6 +603,19 @@ fn analyze(
     // Packets are noted where they are decoded (here), messages where judged.
     let mut exercised = a.engine().exercised().clone();
     exercised.merge(engine.exercised());
+    if skipped > 0 {
+        if let Some(s) = &store {
+            // The judge skipped messages: the whole capture, judged again from the
+            // store, is the report (complete, as `analyze --capture` gives it).
+            tracing::warn!(
+                "{skipped} messages were not judged live (the judge fell behind); \
+                 judging the whole capture {cap} again from the store for the final report"
+            );
+            let settings = Settings { max_packet };
+            let report = crate::store::replay::analyze_capture(s, cap, rules.clone(), settings)?;
+            return Ok((report, store, meta));
+        }
+    }
     let report = Report::build(
         vec![format!(
             "proxy {} → {}{}",
