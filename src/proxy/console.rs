@@ -114,7 +114,10 @@ impl Console {
         }
         let ungrouped = std::mem::take(&mut self.ungrouped);
         if ungrouped > 0 {
-            lines.push(format!("+{ungrouped} more findings in groups past the first {}", super::judge::MAX_GROUPS));
+            lines.push(format!(
+                "+{ungrouped} more findings in groups past the first {}",
+                super::judge::MAX_GROUPS
+            ));
         }
         if rest.1 > 0 {
             lines.push(format!(

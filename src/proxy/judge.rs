@@ -290,7 +290,8 @@ impl JudgeHandle {
             }
         }
         for it in items {
-            if self.skipping && matches!(it, Item::Staged(Staged::Unparsed(_) | Staged::Message(_))) {
+            if self.skipping && matches!(it, Item::Staged(Staged::Unparsed(_) | Staged::Message(_)))
+            {
                 self.skipped_now += 1;
                 self.skipped += 1;
                 continue;

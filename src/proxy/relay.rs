@@ -4,8 +4,8 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
-use std::time::Duration;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -514,7 +514,10 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     None
                 } else {
                     warned = true;
-                    sh.wait_warning.lock().unwrap_or_else(|e| e.into_inner()).hit()
+                    sh.wait_warning
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .hit()
                 };
                 if let Some(more) = hit {
                     tracing::warn!(
