@@ -49,6 +49,9 @@ use crate::rules::{Engine, RuleSet};
 
 /// Bytes of payload the judge may be behind before the recorder waits for it.
 pub const MAX_BACKLOG_BYTES: usize = 64 << 20;
+/// Findings the judge keeps for the final report; past it, the report is built by
+/// judging the capture again from the store (complete, and memory stays bounded).
+pub const MAX_KEPT_FINDINGS: usize = 20_000;
 /// How often the judge wakes with nothing to do (console summaries, the view).
 pub const IDLE_TICK: Duration = Duration::from_millis(500);
 
@@ -212,10 +215,19 @@ impl Shared {
     }
 }
 
+/// What the judge's own findings lack for a final report.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Incomplete {
+    /// Messages not judged live.
+    pub skipped: u64,
+    /// Findings past [`MAX_KEPT_FINDINGS`].
+    pub not_kept: u64,
+}
+
 /// The recorder's end of the judge.
 pub(crate) struct JudgeHandle {
     sh: Arc<Shared>,
-    thread: std::thread::JoinHandle<(Engine, Vec<Finding>)>,
+    thread: std::thread::JoinHandle<(Engine, Vec<Finding>, u64)>,
     /// Set once the recorder waited for the judge (logged once).
     waited: bool,
     /// Messages can be skipped when the judge falls behind: the final report then
@@ -315,9 +327,10 @@ impl JudgeHandle {
     }
 
     /// No more items: waits until everything is judged; returns the engine (for
-    /// the report's exercised clauses), every finding, the findings not yet taken
-    /// for the store, and how many messages were skipped.
-    pub(crate) fn finish(self) -> (Engine, Vec<Finding>, Vec<Finding>, u64) {
+    /// the report's exercised clauses), the findings kept for the report, the
+    /// findings not yet taken for the store, and whether the kept findings are
+    /// incomplete (messages skipped, or findings past [`MAX_KEPT_FINDINGS`]).
+    pub(crate) fn finish(self) -> (Engine, Vec<Finding>, Vec<Finding>, Incomplete) {
         {
             let mut q = self.sh.lock();
             if self.skipped_now > 0 {
@@ -326,12 +339,16 @@ impl JudgeHandle {
             q.closed = true;
         }
         self.sh.work.notify_one();
-        let (engine, all) = self
+        let (engine, all, dropped) = self
             .thread
             .join()
             .unwrap_or_else(|_| panic!("the judge thread panicked"));
         let rest = std::mem::take(&mut self.sh.lock().judged);
-        (engine, all, rest, self.skipped)
+        let incomplete = Incomplete {
+            skipped: self.skipped,
+            not_kept: dropped,
+        };
+        (engine, all, rest, incomplete)
     }
 }
 
@@ -421,11 +438,12 @@ fn run(
     rules: Arc<RuleSet>,
     mut live: Box<dyn Live>,
     view: View,
-) -> (Engine, Vec<Finding>) {
+) -> (Engine, Vec<Finding>, u64) {
     let mut judge = Judge::new(rules);
     let mut all: Vec<Finding> = vec![];
     let mut found: Vec<Finding> = vec![];
     let mut to_store: Vec<Finding> = vec![];
+    let mut dropped = 0u64;
     let mut batch: VecDeque<(i64, Item)> = VecDeque::new();
     let mut groups = Groups::default();
     let mut snap = Snapshot::default();
@@ -473,7 +491,7 @@ fn run(
                         live.grouped(f, g, first);
                         count(&mut snap, f);
                     }
-                    all.extend(found.iter().cloned());
+                    keep(&mut all, &found, &mut dropped);
                     to_store.append(&mut found);
                 }
             }
@@ -500,7 +518,7 @@ fn run(
         live.grouped(f, g, first);
         count(&mut snap, f);
     }
-    all.extend(found.iter().cloned());
+    keep(&mut all, &found, &mut dropped);
     sh.lock().judged.append(&mut found);
     snap.backlog = 0;
     snap.backlog_bytes = 0;
@@ -509,7 +527,14 @@ fn run(
     snap.groups = groups.list;
     view.update(|v| *v = snap.clone());
     live.finish(&snap);
-    (engine, all)
+    (engine, all, dropped)
+}
+
+/// Keeps `found` for the final report, up to [`MAX_KEPT_FINDINGS`]; counts the rest.
+fn keep(all: &mut Vec<Finding>, found: &[Finding], dropped: &mut u64) {
+    let room = MAX_KEPT_FINDINGS.saturating_sub(all.len()).min(found.len());
+    all.extend(found[..room].iter().cloned());
+    *dropped += (found.len() - room) as u64;
 }
 
 fn count(s: &mut Snapshot, f: &Finding) {

@@ -593,7 +593,7 @@ fn analyze(
     a.take_staged(&mut staged);
     judge.send(last_time, staged.drain(..).map(Item::Staged));
     judge.take_findings(&mut judged);
-    let (engine, all, mut rest, skipped) = judge.finish();
+    let (engine, all, mut rest, incomplete) = judge.finish();
     judged.append(&mut rest);
     store_findings(&mut rec, cap, &mut judged);
     rec.meta.ended_us = Some(clock.now_us());
@@ -603,18 +603,28 @@ fn analyze(
     // Packets are noted where they are decoded (here), messages where judged.
     let mut exercised = a.engine().exercised().clone();
     exercised.merge(engine.exercised());
-    if skipped > 0 {
+    if incomplete.skipped > 0 || incomplete.not_kept > 0 {
         if let Some(s) = &store {
-            // The judge skipped messages: the whole capture, judged again from the
-            // store, is the report (complete, as `analyze --capture` gives it).
-            tracing::warn!(
-                "{skipped} messages were not judged live (the judge fell behind); \
-                 judging the whole capture {cap} again from the store for the final report"
-            );
+            // The whole capture, judged again from the store, is the report
+            // (complete, as `analyze --capture` gives it).
+            if incomplete.skipped > 0 {
+                tracing::warn!(
+                    "{} messages were not judged live (the judge fell behind); judging \
+                     capture {cap} again from the store for the final report",
+                    incomplete.skipped
+                );
+            }
             let settings = Settings { max_packet };
             let report = crate::store::replay::analyze_capture(s, cap, rules.clone(), settings)?;
             return Ok((report, store, meta));
         }
+        tracing::warn!(
+            "the final report lists the first {} findings only ({} more, {} messages not \
+             judged): there is no store to judge the capture again from",
+            judge::MAX_KEPT_FINDINGS,
+            incomplete.not_kept,
+            incomplete.skipped
+        );
     }
     let report = Report::build(
         vec![format!(
