@@ -48,10 +48,12 @@ use crate::pipeline::{Judge, Sink, Staged};
 use crate::rules::{Engine, RuleSet};
 
 /// Bytes of payload the judge may be behind before the recorder waits for it.
-pub const MAX_BACKLOG_BYTES: usize = 64 << 20;
+pub const MAX_BACKLOG_BYTES: usize = 32 << 20;
 /// Findings the judge keeps for the final report; past it, the report is built by
 /// judging the capture again from the store (complete, and memory stays bounded).
 pub const MAX_KEPT_FINDINGS: usize = 20_000;
+/// Judged findings waiting for the recorder to store them before the judge waits.
+pub const MAX_UNSTORED_FINDINGS: usize = 20_000;
 /// How often the judge wakes with nothing to do (console summaries, the view).
 pub const IDLE_TICK: Duration = Duration::from_millis(500);
 
@@ -207,6 +209,8 @@ struct Shared {
     work: Condvar,
     /// Wakes a recorder waiting for the backlog to shrink.
     room: Condvar,
+    /// Wakes the judge waiting for the recorder to take its findings.
+    taken: Condvar,
 }
 
 impl Shared {
@@ -254,6 +258,7 @@ pub(crate) fn spawn(
         }),
         work: Condvar::new(),
         room: Condvar::new(),
+        taken: Condvar::new(),
     });
     let s2 = sh.clone();
     let thread = std::thread::Builder::new()
@@ -324,6 +329,8 @@ impl JudgeHandle {
         } else {
             out.append(&mut q.judged);
         }
+        drop(q);
+        self.sh.taken.notify_one();
     }
 
     /// No more items: waits until everything is judged; returns the engine (for
@@ -339,6 +346,7 @@ impl JudgeHandle {
             q.closed = true;
         }
         self.sh.work.notify_one();
+        self.sh.taken.notify_one();
         let (engine, all, dropped) = self
             .thread
             .join()
@@ -499,6 +507,11 @@ fn run(
         {
             let mut q = sh.lock();
             q.judged.append(&mut to_store);
+            // Findings the recorder has not stored yet are memory too: the judge waits
+            // for it (and falls behind, which the recorder handles by skipping).
+            while q.judged.len() > MAX_UNSTORED_FINDINGS && !q.closed {
+                q = sh.taken.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
             snap.backlog = q.items.len() as u64;
             snap.backlog_bytes = q.bytes as u64;
         }

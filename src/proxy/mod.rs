@@ -6,14 +6,26 @@
 //! - Each half-close (FIN) is mirrored as a half-close; a reset or I/O error on either
 //!   side resets both; an upstream that refuses or times out resets the client.
 //! - A copy of every chunk (a shared, immutable `Bytes`) goes through one bounded
-//!   queue to ONE analysis thread per proxy ([`tap`]), woken once per batch of
-//!   chunks rather than per chunk, which feeds the shared
-//!   [`crate::pipeline::Analyzer`] and batches store writes. When that task falls
-//!   behind, the channel fills and forwarding waits: recording is lossless, never
-//!   partial.
+//!   queue to ONE recording thread per proxy ([`tap`]), woken once per batch of
+//!   chunks rather than per chunk, which frames and decodes them with the shared
+//!   [`crate::pipeline::Analyzer`] (deferred: no rules) and batches store writes.
+//!   When it falls behind, the channel fills and forwarding waits: recording is
+//!   lossless, never partial.
+//! - The rules run on a thread of their own, the judge ([`judge`]), fed by the
+//!   recorder without ever making it wait: judging may lag (published in
+//!   [`judge::View`], said on the console), never the device. The judge's module
+//!   doc has the profile that led to this split.
+//! - The live output ([`console`]): connections opening, their CONNECT, closing (and
+//!   why); the first finding of each (edge, rule, field path), naming its
+//!   connection; "+N more" summaries.
 //! - Caps: `max_connections` (a semaphore; accept waits when reached) and
 //!   `max_buffered` bytes per connection not yet durable in the store (forwarding of
-//!   that connection waits). Each cap logs a warning when reached.
+//!   that connection waits), which also bounds the analysis buffer (a larger packet
+//!   is judged from its header). Each cap logs a rate-limited warning when reached.
+//! - Idle timeout: a connection with no byte either way for `idle_timeout` (default
+//!   from the CONNECT's keep-alive, [`idle_limit`]) is closed.
+//! - Memory freed by closed connections goes back to the system every
+//!   [`TRIM_EVERY`] closes (glibc `malloc_trim`).
 //!
 //! - What is analysed and recorded is the MQTT byte stream: with `websocket`, the
 //!   payloads of the binary frames (the WebSocket framing is forwarded, not stored);
@@ -362,7 +374,7 @@ pub async fn run(
 /// Connections closed since the allocator last gave memory back.
 static CLOSED_SINCE_TRIM: AtomicU64 = AtomicU64::new(0);
 /// Every this many closed connections, freed heap goes back to the system.
-const TRIM_EVERY: u64 = 256;
+pub const TRIM_EVERY: u64 = 256;
 
 /// Returns freed heap to the system now and then (glibc keeps what short
 /// connections freed in its arenas otherwise: RSS crept from 44 to 86 MB over
