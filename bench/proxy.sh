@@ -7,6 +7,7 @@
 #   BENCH_TURNS=3 BENCH_MESSAGES=20000 bench/proxy.sh
 #   BENCH_CLIENT=0 bench/proxy.sh        # skip the rumqttc client part (cargo test)
 #   BENCH_CHURN=24000 bench/proxy.sh     # short connections for the RSS-after-churn figure
+#   BENCH_EDGETAP=/path/to/edgetap bench/proxy.sh   # another edgetap binary
 #
 # 1. Throughput: `mosquitto_pub -l` of BENCH_MESSAGES (50,000) REP_SYS_STATUS reports
 #    of ~1 KB on /v1/BENCH1/device/data, QoS 0 and QoS 1, conforming (every table 10
@@ -33,7 +34,7 @@ for t in mosquitto mosquitto_pub haproxy python3; do
     command -v "$t" >/dev/null || { echo "bench/proxy.sh needs $t" >&2; exit 2; }
 done
 cargo build --release --quiet
-edgetap=$root/target/release/edgetap
+edgetap=${BENCH_EDGETAP:-$root/target/release/edgetap}   # another build to compare
 work=$(mktemp -d /tmp/edgetap-bench-proxy.XXXXXX)
 pids=()
 cleanup() {

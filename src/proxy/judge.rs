@@ -47,8 +47,13 @@ use crate::finding::{ConnId, Finding, Severity};
 use crate::pipeline::{Judge, Sink, Staged};
 use crate::rules::{Engine, RuleSet};
 
-/// Bytes of payload the judge may be behind before the recorder waits for it.
-pub const MAX_BACKLOG_BYTES: usize = 32 << 20;
+/// Bytes of messages (payload plus [`ITEM_OVERHEAD`] each) the judge may be behind
+/// before the recorder stops handing it messages.
+pub const MAX_BACKLOG_BYTES: usize = 16 << 20;
+/// What a queued message costs besides its payload (its topic, the queue slot, the
+/// read chunk it keeps alive), as measured: RSS grew about seven times the payload
+/// bytes queued when only payloads were counted.
+pub const ITEM_OVERHEAD: usize = 1024;
 /// Findings the judge keeps for the final report; past it, the report is built by
 /// judging the capture again from the store (complete, and memory stays bounded).
 pub const MAX_KEPT_FINDINGS: usize = 20_000;
@@ -92,7 +97,7 @@ pub(crate) enum Item {
 impl Item {
     fn bytes(&self) -> usize {
         match self {
-            Item::Staged(Staged::Unparsed(u)) => u.payload_len(),
+            Item::Staged(Staged::Unparsed(u)) => u.payload_len() + ITEM_OVERHEAD,
             _ => 0,
         }
     }
