@@ -183,12 +183,26 @@ for name, v in res.items():
           q(v, .5) - q(res["direct"], .5), q(v, .99) - q(res["direct"], .99)))
 EOF
 
-rss() { awk '/^VmRSS/ {printf "%.1f", $2/1024}' "/proc/$etp_pid/status"; }
-hwm() { awk '/^VmHWM/ {printf "%.1f", $2/1024}' "/proc/$etp_pid/status"; }
+rss() { awk '/^VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+hwm() { awk '/^VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 echo
 sleep 1
-echo "edgetap RSS after the throughput and latency runs: $(rss) MB (peak so far $(hwm) MB)"
-python3 - "$etp" "$churn" "$etp_pid" <<'EOF'
+echo "edgetap RSS after the throughput and latency runs: $(rss $etp_pid) MB (peak $(hwm $etp_pid) MB)"
+kill -TERM "$etp_pid"; wait "$etp_pid" || true
+sent=$(( turns * 2 * ($(stat -c %s "$work/conforming.txt") + $(stat -c %s "$work/finding-heavy.txt")) ))
+echo "store after the run: $(du -sb "$work/store" | cut -f1) bytes on disk for $sent payload bytes sent through edgetap in the throughput runs (plus the latency runs)"
+grep -c . "$work/edgetap.out" | xargs echo "edgetap console + report lines:"
+grep -E "WARN|ERROR" "$work/edgetap.err" | head -5 || true
+
+# Memory per connection, on a fresh proxy (a fresh store): idle, 1,000 open, churn.
+etp2=$(free_port)
+"$edgetap" proxy --listen "127.0.0.1:$etp2" --upstream "127.0.0.1:$broker" --name rss \
+    --store "$work/store-rss" >/dev/null 2>"$work/edgetap-rss.err" & rss_pid=$!; pids+=($rss_pid)
+wait_port "$etp2"
+sleep 1
+echo
+echo "edgetap (fresh) RSS idle: $(rss $rss_pid) MB"
+python3 - "$etp2" "$churn" "$rss_pid" <<'EOF'
 import socket, sys, time
 port, churn, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 def rss():
@@ -217,12 +231,8 @@ for i in range(churn):
 time.sleep(3)
 print("edgetap RSS after %d short connections (%.0f s), all closed: %.1f MB" % (churn, time.time() - t, rss()))
 EOF
-echo "edgetap peak RSS over the whole run: $(hwm) MB"
-kill -TERM "$etp_pid"; wait "$etp_pid" || true
-sent=$(( turns * 2 * ($(stat -c %s "$work/conforming.txt") + $(stat -c %s "$work/finding-heavy.txt")) ))
-echo "store after the run: $(du -sb "$work/store" | cut -f1) bytes on disk for $sent payload bytes sent through edgetap in the throughput runs (plus latency and churn traffic)"
-grep -c . "$work/edgetap.out" | xargs echo "edgetap console + report lines:"
-grep -E "WARN|ERROR" "$work/edgetap.err" | head -5 || true
+echo "edgetap (fresh) peak RSS: $(hwm $rss_pid) MB"
+kill -TERM "$rss_pid"; wait "$rss_pid" || true
 
 if [ "${BENCH_CLIENT:-1}" = 1 ]; then
     echo

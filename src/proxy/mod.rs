@@ -180,7 +180,7 @@ impl Default for ProxySettings {
             upstream: String::new(),
             name: "proxy".into(),
             max_connections: 2048,
-            max_buffered: 1 << 20,
+            max_buffered: 4 << 20,
             max_packet: crate::mqtt::MQTT_MAX_REMAINING,
             connect_timeout: Duration::from_secs(10),
             websocket: false,

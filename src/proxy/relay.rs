@@ -227,7 +227,9 @@ async fn relay<C: Duplex, U: Duplex>(
             if quiet >= limit {
                 return limit;
             }
-            tokio::time::sleep(limit - quiet).await;
+            // Looked at again at least every IDLE_RECHECK: the limit changes when
+            // the CONNECT's keep-alive becomes known.
+            tokio::time::sleep((limit - quiet).min(IDLE_RECHECK)).await;
         }
     };
     tokio::pin!(idle);
@@ -392,6 +394,9 @@ async fn tap(
         })
         .await;
 }
+
+/// How often an idle connection's limit is looked at again.
+const IDLE_RECHECK: Duration = Duration::from_secs(5);
 
 /// A write to a peer that takes this long means that peer is not reading.
 const SLOW_READER: Duration = Duration::from_secs(2);
