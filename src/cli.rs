@@ -223,13 +223,22 @@ pub struct ProxyArgs {
     /// Most connections served at once; more wait to be accepted.
     #[arg(long, default_value_t = 2048)]
     pub max_connections: usize,
-    /// Bytes per connection read but not yet analyzed and stored; when reached,
-    /// forwarding on that connection waits.
-    #[arg(long, default_value_t = 1 << 20)]
+    /// Bytes per connection read but not yet on disk; when reached, forwarding on
+    /// that connection waits. Also the analysis buffer: a larger packet is forwarded
+    /// and recorded whole but judged from its header. (4 MiB: with 1 MiB, a
+    /// connection at full speed waited for every fsync.)
+    #[arg(long, default_value_t = 4 << 20)]
     pub max_buffered: usize,
     /// Largest MQTT packet accepted, in bytes; larger ones are reported and skipped.
+    /// The proxy judges at most --max-buffered bytes of a packet: a larger one is
+    /// forwarded byte for byte and judged from its header (an mqtt.oversized finding).
     #[arg(long, default_value_t = edgetap::mqtt::MQTT_MAX_REMAINING)]
     pub max_packet_size: usize,
+    /// Close a connection after this many seconds without a byte either way
+    /// [default: 3 × the keep-alive of its CONNECT, at least 10 s; 300 s before a
+    /// CONNECT or with keep-alive 0].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: Option<u64>,
     /// MQTT over WebSocket (RFC 6455): the HTTP upgrade and the frames are forwarded
     /// untouched; MQTT is decoded from the binary frames.
     #[arg(long)]

@@ -3,8 +3,9 @@
 //! the views built from it on request (the HTML record, the JSON API, Prometheus
 //! metrics). No I/O here: the HTTP server is [`crate::proxy::http`].
 //!
-//! The analysis thread feeds it through [`LiveView::message`], [`LiveView::finding`]
-//! and [`LiveView::tick`] (after each batch); readers take a consistent snapshot
+//! The proxy's recorder feeds it through [`LiveView::recorded`] (after each batch),
+//! its judge through [`LiveView::message`], [`LiveView::finding`] and
+//! [`LiveView::judged`]; readers take a consistent snapshot
 //! under one short lock. Memory is bounded: the latest [`LIVE_FINDINGS`] findings are
 //! kept (the counters and the store hold them all) and the timeline has its own
 //! limits. It holds no credentials: CONNECT user names and passwords never reach it.
@@ -23,6 +24,7 @@ use crate::report::filter::Filter;
 use crate::report::timeline::Timeline;
 use crate::report::Report;
 use crate::rules::engine::Coverage;
+use crate::rules::Engine;
 use crate::rules::RuleSet;
 
 /// Findings the live view keeps (the latest).
@@ -69,8 +71,12 @@ struct State {
     findings: VecDeque<Finding>,
     timeline: Timeline,
     stats: Stats,
-    exercised: Coverage,
-    snapshot_at: Option<Instant>,
+    /// Clauses as the recorder's analyzer (packets) and the judge's engine
+    /// (messages) exercised them; the report merges both.
+    exercised_recorded: Coverage,
+    exercised_judged: Coverage,
+    recorded_at: Option<Instant>,
+    judged_at: Option<Instant>,
 }
 
 /// Shared between the proxy's analysis thread and the HTTP server.
@@ -95,8 +101,10 @@ impl LiveView {
                 findings: VecDeque::new(),
                 timeline: Timeline::new(),
                 stats: Stats::default(),
-                exercised: Coverage::default(),
-                snapshot_at: None,
+                exercised_recorded: Coverage::default(),
+                exercised_judged: Coverage::default(),
+                recorded_at: None,
+                judged_at: None,
             }),
         }
     }
@@ -141,31 +149,36 @@ impl LiveView {
         s.findings.push_back(f.clone());
     }
 
-    /// After a batch: the bytes read so far, the lag of the batch's oldest chunk,
-    /// and (at most every [`SNAPSHOT_EVERY`], or when `last`) the analyzer's counters.
-    pub fn tick(&self, a: &Analyzer, bytes: u64, lag_us: i64, last: bool) {
+    /// The recorder after a batch: the bytes read so far and the analyzer's
+    /// counters (copied at most every [`SNAPSHOT_EVERY`], unless `now`: when
+    /// traffic pauses, so readers never keep a stale copy).
+    pub fn recorded(&self, a: &Analyzer, bytes: u64, now: bool) {
         let mut s = self.lock();
         s.counters.bytes = bytes;
-        s.counters.judge_lag_us = lag_us.max(0);
-        s.counters.judge_lag_max_us = s.counters.judge_lag_max_us.max(lag_us);
-        if last {
-            s.capture.running = false;
-        }
-        if !last && s.snapshot_at.is_some_and(|t| t.elapsed() < SNAPSHOT_EVERY) {
+        if !now && s.recorded_at.is_some_and(|t| t.elapsed() < SNAPSHOT_EVERY) {
             return;
         }
-        s.snapshot_at = Some(Instant::now());
+        s.recorded_at = Some(Instant::now());
         s.stats = a.stats().clone();
-        s.exercised = a.engine().exercised().clone();
+        s.exercised_recorded = a.engine().exercised().clone();
     }
 
-    /// The analyzer's counters now, whatever the time since the last copy (the
-    /// analysis thread calls it when traffic pauses, so readers never keep a stale one).
-    pub fn settle(&self, a: &Analyzer) {
+    /// The judge (a thread of its own, behind the recorder) after a batch: the
+    /// clauses its engine exercised and how far behind the recording it is.
+    pub fn judged(&self, engine: &Engine, lag_us: i64) {
         let mut s = self.lock();
-        s.snapshot_at = Some(Instant::now());
-        s.stats = a.stats().clone();
-        s.exercised = a.engine().exercised().clone();
+        s.counters.judge_lag_us = lag_us.max(0);
+        s.counters.judge_lag_max_us = s.counters.judge_lag_max_us.max(lag_us);
+        if lag_us > 0 && s.judged_at.is_some_and(|t| t.elapsed() < SNAPSHOT_EVERY) {
+            return;
+        }
+        s.judged_at = Some(Instant::now());
+        s.exercised_judged = engine.exercised().clone();
+    }
+
+    /// The proxy stopped recording.
+    pub fn stopped(&self) {
+        self.lock().capture.running = false;
     }
 
     pub fn counters(&self) -> Counters {
@@ -207,8 +220,9 @@ impl LiveView {
         }
         // Copies under the lock; the report is built after it, off the analysis
         // thread's way.
-        let (timeline, stats, exercised) =
-            (s.timeline.clone(), s.stats.clone(), s.exercised.clone());
+        let (timeline, stats) = (s.timeline.clone(), s.stats.clone());
+        let mut exercised = s.exercised_recorded.clone();
+        exercised.merge(&s.exercised_judged);
         drop(s);
         let mut r = Report::build(vec![input], &stats, &exercised, &self.rules, findings)
             .with_timeline(Some(timeline));

@@ -21,9 +21,13 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EDGETAP_LOG")
-                .unwrap_or_else(|_| "warn,rumqttd=off".into()),
+                // rustls warns for each device that sends an IP address as SNI:
+                // accepted (as no SNI), not news.
+                .unwrap_or_else(|_| "warn,rumqttd=off,rustls=error".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -467,6 +471,7 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
         websocket: args.websocket,
         tls,
         live: None,
+        idle_timeout: args.idle_timeout.map(std::time::Duration::from_secs),
         ..Default::default()
     };
     let (settings, http) = live_view(settings, &args, &rules)?;
@@ -507,11 +512,8 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
             args.upstream,
             args.store.dir.display()
         );
-        let live = Box::new(|f: &edgetap::Finding| {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{}", edgetap::report::one_line(f));
-            let _ = out.flush();
-        });
+        // First occurrence of each (edge, rule, field path), then "+N more" lines.
+        let live = Box::new(edgetap::proxy::console::Console::stdout());
         let outcome =
             edgetap::proxy::run(listener, settings, rules, Some(store), live, shutdown).await?;
         let _ = http_stop.send(());

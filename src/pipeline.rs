@@ -169,6 +169,11 @@ pub struct Unparsed {
 }
 
 impl Unparsed {
+    /// Bytes of payload it holds.
+    pub fn payload_len(&self) -> usize {
+        self.payload.len()
+    }
+
     pub fn parse(self) -> Message {
         Message {
             seq: self.seq,
@@ -792,6 +797,11 @@ impl Judge {
                 }
             }
         }
+    }
+
+    /// The engine so far (its exercised clauses, for a live view).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// End of input: unanswered requests, unfinished jobs. Returns the engine, whose

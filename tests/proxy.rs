@@ -25,6 +25,8 @@ async fn proxy(upstream: String, store: Option<Store>) -> Proxy {
         upstream,
         name: "test".into(),
         max_connections: 1024,
+        // The 1 MiB payload below is judged whole (the analysis buffer is the budget).
+        max_buffered: 4 << 20,
         ..ProxySettings::default()
     };
     Proxy::start(settings, store).await

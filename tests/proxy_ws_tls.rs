@@ -674,3 +674,42 @@ async fn tls_peer_closing_without_close_notify_is_a_close() {
         .collect();
     assert_eq!(ends, ["closed"], "how the connection ended");
 }
+
+/// Field devices connect by IP address: `mosquitto_pub -h 127.0.0.1 --cafile` sends
+/// "127.0.0.1" as SNI (RFC 6066 does not allow it; OpenSSL clients do it anyway).
+/// The proxy terminating TLS accepts it, forwards and judges the plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_termination_accepts_a_client_connecting_by_ip_address() {
+    let certs = make_certs();
+    let broker = Mosquitto::start();
+    let dir = temp_dir("tls-ip");
+    let port = free_port();
+    let px = CliProxy::start(port, |c| {
+        c.args(["--upstream", &format!("127.0.0.1:{}", broker.port)])
+            .arg("--tls-cert")
+            .arg(&certs.cert)
+            .arg("--tls-key")
+            .arg(&certs.key)
+            .arg("--store")
+            .arg(dir.join("store"));
+    })
+    .await;
+    let out = tokio::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .arg("--cafile")
+        .arg(&certs.ca)
+        .args(["-q", "1", "-t", REQUEST_TOPIC, "-m"])
+        .arg(std::str::from_utf8(REQUEST).unwrap())
+        .output()
+        .await
+        .expect("mosquitto_pub must be installed (apt-get install mosquitto-clients)");
+    let o = px.stop();
+    assert!(
+        out.status.success(),
+        "mosquitto_pub by IP through the TLS proxy: {}\nproxy stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        o.stderr
+    );
+    assert!(!o.stderr.contains("SNI"), "{}", o.stderr);
+    o.judged_the_plaintext();
+}

@@ -340,7 +340,7 @@ async fn a_stored_capture_replays_like_a_pcap() {
         ps,
         Arc::new(RuleSet::builtin()),
         Some(store),
-        Box::new(|_| {}),
+        Box::new(|_: &edgetap::Finding| {}),
         async move {
             let _ = stop_rx.await;
         },

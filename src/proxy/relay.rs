@@ -3,8 +3,9 @@
 //! be TLS (terminated or re-originated here); the pumps see plaintext streams.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -15,7 +16,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::tap::{Tap, TapKind};
 use super::websocket::Deframer;
-use super::{upstream_guess, Shared, READ_BUF};
+use super::{idle_limit, more_times, upstream_guess, Shared, READ_BUF};
 use crate::finding::{ConnId, Side};
 use crate::mqtt::looks_like_tls;
 use crate::store::EventKind;
@@ -144,9 +145,11 @@ pub(super) async fn serve(client: TcpStream, peer: SocketAddr, conn: ConnId, sh:
     )
     .await;
 
-    let how = match handshakes(client, upstream, peer, server, conn, &sh).await {
+    let keep_alive = sh.keep_alives.register(conn);
+    let how = match handshakes(client, upstream, peer, server, conn, &sh, &keep_alive).await {
         Ok(how) | Err(how) => how,
     };
+    sh.keep_alives.remove(conn);
     let t = sh.clock.now_us();
     tap(&sh, conn, t, EventKind::End { how }, None).await;
 }
@@ -160,6 +163,7 @@ async fn handshakes(
     server: SocketAddr,
     conn: ConnId,
     sh: &Arc<Shared>,
+    keep_alive: &AtomicU32,
 ) -> Result<String, String> {
     let limit = sh.settings.connect_timeout;
     let tls = &sh.settings.tls;
@@ -194,10 +198,10 @@ async fn handshakes(
         }
     };
     let how = match (dev, up) {
-        (Err(d), Err(u)) => relay(d, u, peer, server, conn, sh).await,
-        (Ok(d), Err(u)) => relay(d, u, peer, server, conn, sh).await,
-        (Err(d), Ok(u)) => relay(d, u, peer, server, conn, sh).await,
-        (Ok(d), Ok(u)) => relay(d, u, peer, server, conn, sh).await,
+        (Err(d), Err(u)) => relay(d, u, peer, server, conn, sh, keep_alive).await,
+        (Ok(d), Err(u)) => relay(d, u, peer, server, conn, sh, keep_alive).await,
+        (Err(d), Ok(u)) => relay(d, u, peer, server, conn, sh, keep_alive).await,
+        (Ok(d), Ok(u)) => relay(d, u, peer, server, conn, sh, keep_alive).await,
     };
     Ok(how)
 }
@@ -210,16 +214,33 @@ async fn relay<C: Duplex, U: Duplex>(
     server: SocketAddr,
     conn: ConnId,
     sh: &Arc<Shared>,
+    keep_alive: &AtomicU32,
 ) -> String {
     let budget = Arc::new(Semaphore::new(sh.settings.max_buffered));
+    // When a byte last went either way (µs of the run's clock).
+    let activity = AtomicI64::new(sh.clock.now_us());
+    let idle = async {
+        loop {
+            let limit = idle_limit(sh.settings.idle_timeout, keep_alive.load(Ordering::Relaxed));
+            let quiet = (sh.clock.now_us() - activity.load(Ordering::Relaxed)).max(0) as u64;
+            let quiet = Duration::from_micros(quiet);
+            if quiet >= limit {
+                return limit;
+            }
+            // Looked at again at least every IDLE_RECHECK: the limit changes when
+            // the CONNECT's keep-alive becomes known.
+            tokio::time::sleep((limit - quiet).min(IDLE_RECHECK)).await;
+        }
+    };
+    tokio::pin!(idle);
     let opaque = AtomicBool::new(false);
     let (mut cr, mut cw) = client.halves();
     let (mut ur, mut uw) = upstream.halves();
-    let end: Result<&'static str, Broken> = {
+    let end: Result<String, Broken> = {
         let mut to_up = View::new(Side::Client, peer, server, &opaque, sh);
         let mut to_down = View::new(Side::Server, peer, server, &opaque, sh);
-        let to_upstream = pump(&mut cr, &mut uw, &mut to_up, conn, sh, &budget);
-        let to_client = pump(&mut ur, &mut cw, &mut to_down, conn, sh, &budget);
+        let to_upstream = pump(&mut cr, &mut uw, &mut to_up, conn, sh, &budget, &activity);
+        let to_client = pump(&mut ur, &mut cw, &mut to_down, conn, sh, &budget, &activity);
         tokio::pin!(to_upstream, to_client);
         let (mut up, mut down) = (None, None);
         loop {
@@ -232,10 +253,28 @@ async fn relay<C: Duplex, U: Duplex>(
                     Ok(e) => down = Some(e),
                     Err(b) => break Err(b),
                 },
+                limit = &mut idle => {
+                    let k = keep_alive.load(Ordering::Relaxed);
+                    let why = match (sh.settings.idle_timeout, k) {
+                        (Some(_), _) => "--idle-timeout".to_string(),
+                        (None, 0) => "no CONNECT keep-alive seen: the fallback".to_string(),
+                        (None, k) => format!("{} × the CONNECT keep-alive of {k} s", super::IDLE_KEEP_ALIVES),
+                    };
+                    let half = match (up, down) {
+                        (Some(_), None) => "; the client had half-closed",
+                        (None, Some(_)) => "; the upstream had half-closed",
+                        _ => "",
+                    };
+                    break Ok(format!(
+                        "idle timeout: no byte either way for {} s ({why}){half}",
+                        limit.as_secs_f64()
+                    ));
+                },
             }
             match (up, down) {
-                (Some(Ended::Eof), Some(Ended::Eof)) => break Ok("closed"),
-                (Some(_), Some(_)) => break Ok("shutdown"),
+                // (Stored as such; the console explains them.)
+                (Some(Ended::Eof), Some(Ended::Eof)) => break Ok("closed".to_string()),
+                (Some(_), Some(_)) => break Ok("shutdown".to_string()),
                 _ => {}
             }
         }
@@ -244,7 +283,7 @@ async fn relay<C: Duplex, U: Duplex>(
         Ok(how) => {
             // A normal close or the proxy stopping: FIN to both (dropping the halves).
             drop((cr, cw, ur, uw));
-            how.to_string()
+            how
         }
         Err(b) => {
             let how = b.describe();
@@ -356,6 +395,12 @@ async fn tap(
         .await;
 }
 
+/// How often an idle connection's limit is looked at again.
+const IDLE_RECHECK: Duration = Duration::from_secs(5);
+
+/// A write to a peer that takes this long means that peer is not reading.
+const SLOW_READER: Duration = Duration::from_secs(2);
+
 #[derive(Clone, Copy, PartialEq)]
 enum Ended {
     /// The sender half-closed; mirrored.
@@ -374,6 +419,7 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     conn: ConnId,
     sh: &Shared,
     budget: &Arc<Semaphore>,
+    activity: &AtomicI64,
 ) -> Result<Ended, Broken> {
     // One read buffer per direction, reused: what is read is forwarded from it, then
     // copied into an exact-size chunk for analysis. (Handing out slices of the read
@@ -397,6 +443,7 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             _ = stop.wait_for(|s| *s) => return Ok(Ended::Stopped),
         };
         let t = sh.clock.now_us();
+        activity.store(t, Ordering::Relaxed);
         if n == 0 {
             w.shutdown().await.map_err(|e| Broken::Write(side, e))?;
             tap(sh, conn, t, EventKind::Fin { side }, None).await;
@@ -409,9 +456,38 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             w.write_all(&buf).await?;
             w.flush().await
         };
-        tokio::select! {
-            r = forward => r.map_err(|e| Broken::Write(side, e))?,
-            _ = stop.wait_for(|s| *s) => stopped = true,
+        tokio::pin!(forward);
+        let mut waited = false;
+        loop {
+            tokio::select! {
+                r = &mut forward => {
+                    r.map_err(|e| Broken::Write(side, e))?;
+                    break;
+                }
+                _ = stop.wait_for(|s| *s) => {
+                    stopped = true;
+                    break;
+                }
+                // The receiver is not reading: say so (once per write), and keep waiting.
+                _ = tokio::time::sleep(SLOW_READER), if !waited => {
+                    waited = true;
+                    let who = match side {
+                        Side::Client => "the upstream",
+                        Side::Server => "the client",
+                    };
+                    let hit = sh.wait_warning.lock().unwrap_or_else(|e| e.into_inner()).hit();
+                    if let Some(more) = hit {
+                        tracing::warn!(
+                            "connection {conn} from {}: {who} has not read for {} s; \
+                             forwarding {} waits for it (not for edgetap){}",
+                            view.peer,
+                            SLOW_READER.as_secs(),
+                            side.arrow(),
+                            more_times(more)
+                        );
+                    }
+                }
+            }
         }
         let (chunk, opaque) = match view.copy(&buf) {
             Ok(Some(Copied::Mqtt(c))) => (c, false),
@@ -439,13 +515,24 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         let permit = match budget.clone().try_acquire_many_owned(want) {
             Ok(p) => p,
             Err(_) => {
-                if !warned {
+                let hit = if warned {
+                    None
+                } else {
                     warned = true;
+                    sh.wait_warning
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .hit()
+                };
+                if let Some(more) = hit {
                     tracing::warn!(
-                        "connection {conn}: {} bytes buffered for analysis and recording; \
-                         forwarding {} waits for the store (lossless recording)",
+                        "connection {conn} from {}: {} bytes read are not yet on disk \
+                         (--max-buffered); forwarding {} waits for the store to write them \
+                         (lossless recording){}",
+                        view.peer,
                         sh.settings.max_buffered,
-                        side.arrow()
+                        side.arrow(),
+                        more_times(more)
                     );
                 }
                 budget

@@ -28,10 +28,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit};
 
-use super::{Clock, LiveFindings, FLUSH_BYTES, FLUSH_INTERVAL, TAP_QUEUE};
-use crate::finding::{ConnId, Finding};
+use super::judge::{self, ConnNote, Item, JudgeHandle, View};
+use super::{Clock, KeepAlives, LiveFindings, FLUSH_BYTES, FLUSH_INTERVAL, TAP_QUEUE};
+use crate::finding::{ConnId, Finding, Side};
+use crate::mqtt::Packet;
 use crate::live::LiveView;
-use crate::pipeline::{Analyzer, PacketEvent, Settings, Sink};
+use crate::pipeline::{Analyzer, PacketEvent, Settings, Sink, Staged};
 use crate::report::Report;
 use crate::rules::RuleSet;
 use crate::store::replay::feed;
@@ -271,8 +273,9 @@ impl Handoff {
     }
 }
 
-/// The analyzer's output for one event, straight into the batch: packets encoded
-/// in place (no record built, no allocation per packet), findings collected.
+/// The recorder's analyzer output for one event, straight into the batch: packets
+/// encoded in place (no record built, no allocation per packet). Messages and
+/// findings are staged for the judge ([`super::judge`]), not seen here.
 struct Collect<'a> {
     /// None: packets are not recorded (not-decodable notices, the end of the run:
     /// no event of their own).
@@ -280,9 +283,10 @@ struct Collect<'a> {
     cap: u64,
     seq: u64,
     packets: u64,
-    findings: &'a mut Vec<Finding>,
-    live: &'a mut LiveFindings,
-    view: Option<&'a LiveView>,
+    /// CONNECTs seen, for the console.
+    notes: &'a mut Vec<ConnNote>,
+    /// Where the relays learn each connection's MQTT keep-alive (idle timeout).
+    keep_alives: &'a KeepAlives,
 }
 
 impl Sink for Collect<'_> {
@@ -291,18 +295,16 @@ impl Sink for Collect<'_> {
             b.packet_event(self.cap, self.seq, p);
             self.packets += 1;
         }
-    }
-    fn message(&mut self, m: &crate::protocol::Message) {
-        if let Some(v) = self.view {
-            v.message(m);
+        if let (Packet::Connect(c), Side::Client) = (p.mqtt, p.side) {
+            self.keep_alives.set(p.conn, c.keep_alive);
+            self.notes.push(ConnNote::Connect {
+                conn: p.conn,
+                time_us: p.time_us,
+                client_id: c.client_id.clone(),
+                version: c.version.as_str(),
+                keep_alive: c.keep_alive,
+            });
         }
-    }
-    fn finding(&mut self, f: &Finding) {
-        (self.live)(f);
-        if let Some(v) = self.view {
-            v.finding(f);
-        }
-        self.findings.push(f.clone());
     }
 }
 
@@ -316,7 +318,9 @@ pub(crate) fn spawn(
     meta: CaptureMeta,
     clock: Clock,
     live: LiveFindings,
-    view: Option<Arc<LiveView>>,
+    view: View,
+    keep_alives: KeepAlives,
+    live_view: Option<Arc<LiveView>>,
 ) -> oneshot::Receiver<Outcome> {
     let (done, result) = oneshot::channel();
     std::thread::Builder::new()
@@ -324,6 +328,13 @@ pub(crate) fn spawn(
         .spawn(move || {
             background_priority();
             let _consumer = Consumer(rx.clone());
+            let judge = judge::spawn(
+                rules.clone(),
+                live,
+                view,
+                live_view.clone(),
+                store.is_some(),
+            );
             let out = analyze(
                 rx,
                 rules,
@@ -332,8 +343,9 @@ pub(crate) fn spawn(
                 store,
                 meta,
                 clock,
-                live,
-                view.as_deref(),
+                judge,
+                &keep_alives,
+                live_view.as_deref(),
             );
             let _ = done.send(out);
         })
@@ -448,12 +460,15 @@ fn analyze(
     store: Option<Store>,
     meta: CaptureMeta,
     clock: Clock,
-    mut live: LiveFindings,
-    view: Option<&LiveView>,
+    mut judge: JudgeHandle,
+    keep_alives: &KeepAlives,
+    live_view: Option<&LiveView>,
 ) -> Outcome {
-    let mut a = Analyzer::new(rules.clone(), Settings { max_packet });
+    // Frames and decodes (the packet records); the judge parses and judges.
+    let mut a = Analyzer::deferred(rules.clone(), Settings { max_packet });
+    a.parse_payloads(false);
     let cap = meta.id;
-    if let Some(v) = view {
+    if let Some(v) = live_view {
         v.started(&meta);
     }
     let mut rec = Recorder {
@@ -463,8 +478,9 @@ fn analyze(
         permits: vec![],
         conns: HashMap::new(),
     };
-    let mut all: Vec<Finding> = vec![];
-    let mut findings: Vec<Finding> = vec![];
+    let mut staged: Vec<Staged> = vec![];
+    let mut notes: Vec<ConnNote> = vec![];
+    let mut judged: Vec<Finding> = vec![];
     let mut seq = 0u64;
     // Recorded times never go back: two connections' reads can reach this task in
     // the other order than their timestamps; the later one is recorded at the
@@ -477,16 +493,20 @@ fn analyze(
         match rx.take(&mut taps, &mut tick_until, deadline) {
             Took::Items => {}
             Took::Deadline => {
-                if let Some(v) = view {
-                    v.settle(&a);
+                if let Some(v) = live_view {
+                    v.recorded(&a, rec.meta.bytes, true);
                 }
+                judge.take_findings(&mut judged);
+                store_findings(&mut rec, cap, &mut judged);
                 rec.flush();
                 deadline = None;
                 continue;
             }
             Took::Closed => break,
         }
-        let oldest = taps.iter().map(|t| t.time_us).min();
+        if let Some(v) = live_view {
+            v.recorded(&a, rec.meta.bytes, false);
+        }
         for tap in taps.drain(..) {
             let kind = match tap.kind {
                 TapKind::Event(k) => k,
@@ -500,17 +520,13 @@ fn analyze(
                         cap,
                         seq,
                         packets: 0,
-                        findings: &mut findings,
-                        live: &mut live,
-                        view,
+                        notes: &mut notes,
+                        keep_alives,
                     };
                     let t = last_time.max(tap.time_us);
                     a.not_decodable(tap.conn, client, server, t, seq, &reason, &mut sink);
-                    for f in findings.drain(..) {
-                        rec.batch.finding(cap, rec.meta.findings, &f);
-                        rec.meta.findings += 1;
-                        all.push(f);
-                    }
+                    a.take_staged(&mut staged);
+                    judge.send(t, staged.drain(..).map(Item::Staged));
                     if deadline.is_none() {
                         deadline = Some(Instant::now() + FLUSH_INTERVAL);
                     }
@@ -532,29 +548,55 @@ fn analyze(
                 cap,
                 seq,
                 packets: 0,
-                findings: &mut findings,
-                live: &mut live,
-                view,
+                notes: &mut notes,
+                keep_alives,
             };
             feed(&mut a, &ev, &mut sink);
             rec.meta.packets += sink.packets;
-            for f in findings.drain(..) {
-                rec.batch.finding(cap, rec.meta.findings, &f);
-                rec.meta.findings += 1;
-                all.push(f);
+            a.take_staged(&mut staged);
+            // What the console says of the connection, in order with its findings.
+            let (before, after) = match &ev.kind {
+                EventKind::Open { client, server } => (
+                    Some(ConnNote::Open {
+                        conn: ev.conn,
+                        time_us: ev.time_us,
+                        client: *client,
+                        server: *server,
+                    }),
+                    None,
+                ),
+                EventKind::End { how } => (
+                    None,
+                    Some(ConnNote::Closed {
+                        conn: ev.conn,
+                        time_us: ev.time_us,
+                        how: how.clone(),
+                    }),
+                ),
+                _ => (None, None),
+            };
+            if before.is_some() || after.is_some() || !notes.is_empty() || !staged.is_empty() {
+                judge.send(
+                    ev.time_us,
+                    before
+                        .into_iter()
+                        .chain(notes.drain(..))
+                        .map(Item::Note)
+                        .chain(staged.drain(..).map(Item::Staged))
+                        .chain(after.into_iter().map(Item::Note)),
+                );
             }
             if let Some(p) = tap.permit {
                 rec.permits.push(p);
             }
             if rec.batch.data_bytes >= flush_bytes {
+                judge.take_findings(&mut judged);
+                store_findings(&mut rec, cap, &mut judged);
                 rec.flush();
                 deadline = None;
             } else if deadline.is_none() {
                 deadline = Some(Instant::now() + FLUSH_INTERVAL);
             }
-        }
-        if let (Some(v), Some(t)) = (view, oldest) {
-            v.tick(&a, rec.meta.bytes, clock.now_us() - t, false);
         }
     }
     // Every connection is closed; what the engine still holds are run-level findings.
@@ -563,23 +605,50 @@ fn analyze(
         cap,
         seq,
         packets: 0,
-        findings: &mut findings,
-        live: &mut live,
-        view,
+        notes: &mut notes,
+        keep_alives,
     };
     a.finish(&mut sink);
-    for f in findings.drain(..) {
-        rec.batch.finding(cap, rec.meta.findings, &f);
-        rec.meta.findings += 1;
-        all.push(f);
-    }
-    if let Some(v) = view {
-        v.tick(&a, rec.meta.bytes, 0, true);
-    }
+    a.take_staged(&mut staged);
+    judge.send(last_time, staged.drain(..).map(Item::Staged));
+    judge.take_findings(&mut judged);
+    let (engine, all, mut rest, incomplete) = judge.finish();
+    judged.append(&mut rest);
+    store_findings(&mut rec, cap, &mut judged);
     rec.meta.ended_us = Some(clock.now_us());
+    if let Some(v) = live_view {
+        v.recorded(&a, rec.meta.bytes, true);
+        v.stopped();
+    }
     rec.flush();
     let meta = rec.meta.clone();
     let store = rec.close();
+    // Packets are noted where they are decoded (here), messages where judged.
+    let mut exercised = a.engine().exercised().clone();
+    exercised.merge(engine.exercised());
+    if incomplete.skipped > 0 || incomplete.not_kept > 0 {
+        if let Some(s) = &store {
+            // The whole capture, judged again from the store, is the report
+            // (complete, as `analyze --capture` gives it).
+            if incomplete.skipped > 0 {
+                tracing::warn!(
+                    "{} messages were not judged live (the judge fell behind); judging \
+                     capture {cap} again from the store for the final report",
+                    incomplete.skipped
+                );
+            }
+            let settings = Settings { max_packet };
+            let report = crate::store::replay::analyze_capture(s, cap, rules.clone(), settings)?;
+            return Ok((report, store, meta));
+        }
+        tracing::warn!(
+            "the final report lists the first {} findings only ({} more, {} messages not \
+             judged): there is no store to judge the capture again from",
+            judge::MAX_KEPT_FINDINGS,
+            incomplete.not_kept,
+            incomplete.skipped
+        );
+    }
     let report = Report::build(
         vec![format!(
             "proxy {} → {}{}",
@@ -592,11 +661,19 @@ fn analyze(
             }
         )],
         a.stats(),
-        a.engine().exercised(),
+        &exercised,
         &rules,
         all,
     );
     Ok((report, store, meta))
+}
+
+/// The findings the judge has handed back, into the batch (stored with it).
+fn store_findings(rec: &mut Recorder, cap: u64, buf: &mut Vec<Finding>) {
+    for f in buf.drain(..) {
+        rec.batch.finding(cap, rec.meta.findings, &f);
+        rec.meta.findings += 1;
+    }
 }
 
 /// The event itself and what it changes in the capture's and connections' records.

@@ -82,6 +82,11 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// The crypto provider, named rather than left to the process default.
+fn provider() -> Arc<tokio_rustls::rustls::crypto::CryptoProvider> {
+    Arc::new(tokio_rustls::rustls::crypto::ring::default_provider())
+}
+
 /// The server side: the certificate chain in `cert` (leaf first) and its key in `key`.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = certs(cert)?;
@@ -95,7 +100,15 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
             path: key.into(),
             what: "private key",
         })?;
-    let config = ServerConfig::builder()
+    // A client that sends an IP address as SNI (not allowed by RFC 6066, yet what
+    // mosquitto_pub -h 127.0.0.1 and many devices do), or no SNI at all, gets the one
+    // certificate: rustls 0.23 treats an IP address as no SNI.
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Rejected {
+            path: cert.into(),
+            detail: e.to_string(),
+        })?
         .with_no_client_auth()
         .with_single_cert(chain, key_der)
         .map_err(|e| TlsError::Rejected {
@@ -125,7 +138,12 @@ pub fn upstream_config(upstream: &str, ca: Option<&Path>) -> Result<UpstreamTls,
             }
         }
     }
-    let config = ClientConfig::builder()
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::ServerName {
+            upstream: upstream.into(),
+            detail: e.to_string(),
+        })?
         .with_root_certificates(roots)
         .with_no_client_auth();
     let host = match upstream.rsplit_once(':') {

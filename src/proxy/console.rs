@@ -1,0 +1,306 @@
+//! The proxy's live console: one line per connection opening, CONNECT and close;
+//! the first finding of each (edge, rule, field path) in full, naming its
+//! connection; then, every [`SUMMARY_EVERY`], one "+N more" line per group that
+//! grew, and how far the judge runs behind when it does. Every line starts with its
+//! time (UTC). A device repeating the same fault 100,000 times gives one line and a
+//! few summaries, not 100,000 lines; `analyze --capture` lists every occurrence.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::judge::{ConnNote, Live, Snapshot};
+use crate::finding::{ConnId, Finding};
+
+/// How often grown groups are summarised.
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+/// Summary lines at most per summary; the rest are counted in one line.
+const SUMMARY_LINES: usize = 20;
+/// Closed connections whose labels are kept for findings judged after the close.
+const CLOSED_LABELS: usize = 4096;
+/// Lag of the judge worth a line.
+const LAG_WORTH_SAYING_US: i64 = 2_000_000;
+
+struct Group {
+    /// Occurrences not yet summarised.
+    pending: u64,
+    total: u64,
+    /// The group's first line, shortened, for its summaries.
+    label: String,
+}
+
+struct Label {
+    peer: SocketAddr,
+    client_id: Option<String>,
+    opened_us: i64,
+}
+
+/// Writes the live console to `out` (stdout for `edgetap proxy`).
+pub struct Console {
+    out: Box<dyn Write + Send>,
+    /// By the judge's group index.
+    groups: Vec<Group>,
+    /// Groups with pending occurrences, in the order they first grew.
+    grown: Vec<usize>,
+    /// Findings past the judge's group limit, not yet summarised.
+    ungrouped: u64,
+    conns: HashMap<ConnId, Label>,
+    closed: VecDeque<(ConnId, Label)>,
+    last_summary: Instant,
+}
+
+impl Console {
+    pub fn new(out: Box<dyn Write + Send>) -> Console {
+        Console {
+            out,
+            groups: vec![],
+            grown: vec![],
+            ungrouped: 0,
+            conns: HashMap::new(),
+            closed: VecDeque::new(),
+            last_summary: Instant::now(),
+        }
+    }
+
+    pub fn stdout() -> Console {
+        Console::new(Box::new(std::io::stdout()))
+    }
+
+    fn line(&mut self, time_us: Option<i64>, text: &str) {
+        let t = time_us.unwrap_or_else(now_us);
+        let _ = writeln!(self.out, "{} {text}", time(t));
+        let _ = self.out.flush();
+    }
+
+    fn label(&self, conn: ConnId) -> String {
+        let l = self
+            .conns
+            .get(&conn)
+            .or_else(|| self.closed.iter().find(|(c, _)| *c == conn).map(|(_, l)| l));
+        match l {
+            Some(Label {
+                peer,
+                client_id: Some(id),
+                ..
+            }) => format!("conn {conn} ({peer}, client {id:?})"),
+            Some(Label { peer, .. }) => format!("conn {conn} ({peer})"),
+            None => format!("conn {conn}"),
+        }
+    }
+
+    fn summarise(&mut self, force: bool) {
+        if !force && self.last_summary.elapsed() < SUMMARY_EVERY {
+            return;
+        }
+        self.last_summary = Instant::now();
+        let grown = std::mem::take(&mut self.grown);
+        let mut lines = vec![];
+        let mut rest = (0u64, 0usize);
+        for (i, k) in grown.iter().enumerate() {
+            let Some(g) = self.groups.get_mut(*k) else {
+                continue;
+            };
+            let n = std::mem::take(&mut g.pending);
+            if n == 0 {
+                continue;
+            }
+            if i < SUMMARY_LINES {
+                lines.push(format!("+{n} more ({} in all): {}", g.total, g.label));
+            } else {
+                rest.0 += n;
+                rest.1 += 1;
+            }
+        }
+        let ungrouped = std::mem::take(&mut self.ungrouped);
+        if ungrouped > 0 {
+            lines.push(format!(
+                "+{ungrouped} more findings in groups past the first {}",
+                super::judge::MAX_GROUPS
+            ));
+        }
+        if rest.1 > 0 {
+            lines.push(format!(
+                "+{} more findings in {} other groups (edgetap analyze --capture lists each)",
+                rest.0, rest.1
+            ));
+        }
+        for l in lines {
+            self.line(None, &l);
+        }
+    }
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// `2026-12-01T12:15:39.630Z`
+pub fn time(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| us.to_string())
+}
+
+impl Console {
+    fn finding_line(&self, f: &Finding) -> String {
+        let mut text = String::new();
+        if let Some(c) = f.conn {
+            text.push_str(&self.label(c));
+            text.push(' ');
+        }
+        text.push_str(&crate::report::one_line(f));
+        text
+    }
+}
+
+impl Live for Console {
+    fn finding(&mut self, f: &Finding) {
+        // Not grouped by the judge (only `grouped` is called by it): print it.
+        let text = self.finding_line(f);
+        self.line(f.time, &text);
+    }
+
+    fn grouped(&mut self, f: &Finding, group: Option<usize>, first: bool) {
+        let Some(i) = group else {
+            self.ungrouped += 1;
+            return;
+        };
+        if first {
+            let mut label = format!("[{}]", f.rule);
+            if let Some(e) = &f.edge_id {
+                label.push_str(&format!(" edge {e}"));
+            }
+            label.push_str(&format!(": {}", f.message));
+            if self.groups.len() <= i {
+                self.groups.resize_with(i + 1, || Group {
+                    pending: 0,
+                    total: 0,
+                    label: String::new(),
+                });
+            }
+            self.groups[i] = Group {
+                pending: 0,
+                total: 1,
+                label,
+            };
+            let text = self.finding_line(f);
+            self.line(f.time, &text);
+            return;
+        }
+        let Some(g) = self.groups.get_mut(i) else {
+            return;
+        };
+        g.total += 1;
+        if g.pending == 0 {
+            self.grown.push(i);
+        }
+        g.pending += 1;
+    }
+
+    fn skipped(&mut self, n: u64) {
+        self.line(
+            None,
+            &format!(
+                "judging skipped {n} messages: the judge had fallen more than {} MiB behind, \
+                 and forwarding and recording do not wait for it; live findings miss them \
+                 (and may misjudge replies to them); they are recorded, and the final report \
+                 re-judges the whole capture from the store",
+                super::judge::MAX_BACKLOG_BYTES >> 20
+            ),
+        );
+    }
+
+    fn connection(&mut self, n: &ConnNote) {
+        match n {
+            ConnNote::Open {
+                conn,
+                time_us,
+                client,
+                server,
+            } => {
+                self.conns.insert(
+                    *conn,
+                    Label {
+                        peer: *client,
+                        client_id: None,
+                        opened_us: *time_us,
+                    },
+                );
+                self.line(
+                    Some(*time_us),
+                    &format!("conn {conn} open: {client} → {server}"),
+                );
+            }
+            ConnNote::Connect {
+                conn,
+                time_us,
+                client_id,
+                version,
+                keep_alive,
+            } => {
+                if let Some(l) = self.conns.get_mut(conn) {
+                    l.client_id = Some(client_id.clone());
+                }
+                let who = self.label(*conn);
+                self.line(
+                    Some(*time_us),
+                    &format!("{who} CONNECT: MQTT {version}, keep-alive {keep_alive} s"),
+                );
+            }
+            ConnNote::Closed { conn, time_us, how } => {
+                let who = self.label(*conn);
+                let after = self
+                    .conns
+                    .get(conn)
+                    .map(|l| format!(" after {:.1} s", (time_us - l.opened_us) as f64 / 1e6))
+                    .unwrap_or_default();
+                let how = match how.as_str() {
+                    "closed" => "both sides closed (FIN)",
+                    "shutdown" => "the proxy stopped",
+                    h => h,
+                };
+                self.line(Some(*time_us), &format!("{who} closed{after}: {how}"));
+                if let Some(l) = self.conns.remove(conn) {
+                    if self.closed.len() >= CLOSED_LABELS {
+                        self.closed.pop_front();
+                    }
+                    self.closed.push_back((*conn, l));
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, s: &Snapshot) {
+        let due = self.last_summary.elapsed() >= SUMMARY_EVERY;
+        self.summarise(false);
+        if due && s.lag_us >= LAG_WORTH_SAYING_US {
+            self.line(
+                None,
+                &format!(
+                    "judging runs {:.1} s behind ({} items queued); forwarding and recording do not wait for it",
+                    s.lag_us as f64 / 1e6,
+                    s.backlog
+                ),
+            );
+        }
+    }
+
+    fn finish(&mut self, s: &Snapshot) {
+        self.summarise(true);
+        self.line(
+            None,
+            &format!(
+                "judged {} messages: {} findings ({} errors, {} warnings) in {} groups",
+                s.judged,
+                s.findings,
+                s.errors,
+                s.warnings,
+                s.groups.len()
+            ),
+        );
+    }
+}

@@ -1,0 +1,594 @@
+//! The judge: the rule engine of a running proxy, on a thread of its own, behind the
+//! recorder ([`super::tap`]).
+//!
+//! Why a thread of its own (profile of the proxy before this split, `perf record -g`,
+//! release build, 50,000 REP_SYS_STATUS of ~1 KB through `mosquitto_pub -l` at QoS 0,
+//! each lacking most table 10 fields: about 5.5 error findings per message): the
+//! proxy ran at 0.10 of direct. 40 % of the samples were the store writer putting one
+//! sled record per finding occurrence (`Tree::apply_batch`, `Vec::clone`, malloc),
+//! 26 % sled's I/O threads writing those 400 MB, 31 % the analysis thread, of which
+//! about a third was printing one console line per finding to stdout and a tenth the
+//! rule engine itself (`schema::object`, `engine::fill`, `Engine::on_message`). The
+//! analysis thread waited for the writer; the tap queue filled; forwarding waited.
+//! So: findings are printed in proportion (the console, [`super::console`]), and the
+//! judging no longer sits between a read and its recording:
+//!
+//! - the recorder frames and decodes each chunk (the packet records the store needs)
+//!   and writes it, then hands the decoded, unparsed messages ([`Staged`]) to the
+//!   judge through an unbounded queue whose size it watches; it never waits for the
+//!   judge, so the device never waits for it either;
+//! - the judge parses the payloads, runs the rules, drives the live console and hands
+//!   the findings back to the recorder, which stores them with its next batch;
+//! - judging may run behind: [`View`] says by how many messages and how long (also
+//!   printed by the console). Memory stays bounded: while the judge is more than
+//!   [`MAX_BACKLOG_BYTES`] of messages behind (until it is back to half of that),
+//!   the recorder stops handing it messages and counts them instead; the recording
+//!   stays lossless and in order, the console says what was skipped, and the final
+//!   report judges the whole capture again from the store (what `analyze --capture`
+//!   does), so it is complete. Without a store to re-judge from, the recorder waits
+//!   for the judge instead.
+//!
+//! After the split, the same run with finding records left out of the store showed
+//! the judge's thread at 81 % of the samples: the rule engine building finding
+//! messages (`engine::fill`, `format`), the grouping of findings (`group::pattern`,
+//! now computed once per new wording, not per finding), JSON parsing, malloc. On a
+//! machine where the judge gets a core of its own it keeps up with a
+//! `mosquitto_pub -l` of finding-heavy reports; where it does not, it skips, as above.
+//!
+//! [`View`] is where the judge publishes its state (counts, lag, findings grouped by
+//! edge, rule and field path) for whoever wants to show it while the proxy runs.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::finding::{ConnId, Finding, Severity};
+use crate::live::LiveView;
+use crate::pipeline::{Judge, Sink, Staged};
+use crate::rules::{Engine, RuleSet};
+
+/// Bytes of messages (payload plus [`ITEM_OVERHEAD`] each) the judge may be behind
+/// before the recorder stops handing it messages.
+pub const MAX_BACKLOG_BYTES: usize = 16 << 20;
+/// What a queued message costs besides its payload (its topic, the queue slot, the
+/// read chunk it keeps alive), as measured: RSS grew about seven times the payload
+/// bytes queued when only payloads were counted.
+pub const ITEM_OVERHEAD: usize = 1024;
+/// Findings the judge keeps for the final report; past it, the report is built by
+/// judging the capture again from the store (complete, and memory stays bounded).
+pub const MAX_KEPT_FINDINGS: usize = 20_000;
+/// Judged findings waiting for the recorder to store them before the judge waits.
+pub const MAX_UNSTORED_FINDINGS: usize = 20_000;
+/// How often the judge wakes with nothing to do (console summaries, the view).
+pub const IDLE_TICK: Duration = Duration::from_millis(500);
+
+/// What the console is told about connections, in stream order with the findings.
+#[derive(Debug, Clone)]
+pub enum ConnNote {
+    Open {
+        conn: ConnId,
+        time_us: i64,
+        client: SocketAddr,
+        server: SocketAddr,
+    },
+    /// The client's CONNECT was decoded.
+    Connect {
+        conn: ConnId,
+        time_us: i64,
+        client_id: String,
+        version: &'static str,
+        keep_alive: u16,
+    },
+    Closed {
+        conn: ConnId,
+        time_us: i64,
+        how: String,
+    },
+}
+
+/// One item for the judge.
+pub(crate) enum Item {
+    Staged(Staged),
+    Note(ConnNote),
+    /// This many messages were not handed over (the judge was too far behind).
+    Skipped(u64),
+}
+
+impl Item {
+    fn bytes(&self) -> usize {
+        match self {
+            Item::Staged(Staged::Unparsed(u)) => u.payload_len() + ITEM_OVERHEAD,
+            _ => 0,
+        }
+    }
+}
+
+/// Findings of one (edge, rule, field path): the key of the console and the view.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupKey {
+    pub edge: Option<String>,
+    pub rule: String,
+    /// The finding's message with numbers and ids taken out
+    /// ([`crate::report::group::pattern`]): names the field path.
+    pub path: String,
+}
+
+impl GroupKey {
+    pub fn of(f: &Finding) -> GroupKey {
+        GroupKey {
+            edge: f.edge_id.clone(),
+            rule: f.rule.clone(),
+            path: crate::report::group::pattern(&f.message),
+        }
+    }
+}
+
+/// One group of findings as the view shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupCount {
+    pub edge: Option<String>,
+    pub rule: String,
+    pub path: String,
+    pub severity: Severity,
+    pub count: u64,
+    pub first_us: Option<i64>,
+    pub last_us: Option<i64>,
+    /// The first finding of the group, as printed.
+    pub example: String,
+}
+
+/// The judge's state, published after every batch it judges.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Snapshot {
+    /// Messages judged so far.
+    pub judged: u64,
+    /// Messages (and other items) handed over but not judged yet.
+    pub backlog: u64,
+    pub backlog_bytes: u64,
+    /// How far behind the judge is: now minus the time of the item it judged last,
+    /// when items wait; 0 when it has caught up.
+    pub lag_us: i64,
+    /// Messages not judged live because the judge was too far behind (the final
+    /// report re-judges the capture from the store).
+    pub skipped: u64,
+    pub findings: u64,
+    pub errors: u64,
+    pub warnings: u64,
+    /// Grouped findings, in the order their first occurrence came.
+    pub groups: Vec<GroupCount>,
+    /// True once the proxy has stopped and the judge has judged everything.
+    pub finished: bool,
+}
+
+/// Where the judge publishes its [`Snapshot`]; clone it before starting the proxy
+/// and read it at any time.
+#[derive(Debug, Clone, Default)]
+pub struct View(Arc<Mutex<Snapshot>>);
+
+impl View {
+    pub fn snapshot(&self) -> Snapshot {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    fn update(&self, f: impl FnOnce(&mut Snapshot)) {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The live output of a proxy: findings as they are judged, connections opening and
+/// closing, and a tick now and then (for summaries). A plain `FnMut(&Finding)` is a
+/// `Live` that takes the findings only.
+pub trait Live: Send {
+    fn finding(&mut self, f: &Finding);
+    /// The finding with its group: the index of its (edge, rule, field path) in
+    /// [`Snapshot::groups`] (`None` past [`MAX_GROUPS`]) and whether it is the
+    /// group's first. By default, [`Live::finding`].
+    fn grouped(&mut self, f: &Finding, _group: Option<usize>, _first: bool) {
+        self.finding(f)
+    }
+    fn connection(&mut self, _n: &ConnNote) {}
+    /// Called after each batch and at least every [`IDLE_TICK`].
+    fn tick(&mut self, _s: &Snapshot) {}
+    /// Messages were not judged live: the judge had fallen too far behind.
+    fn skipped(&mut self, _messages: u64) {}
+    /// The proxy stopped; everything was judged.
+    fn finish(&mut self, _s: &Snapshot) {}
+}
+
+impl<F: FnMut(&Finding) + Send> Live for F {
+    fn finding(&mut self, f: &Finding) {
+        self(f)
+    }
+}
+
+struct Queue {
+    items: VecDeque<(i64, Item)>,
+    bytes: usize,
+    closed: bool,
+    /// Findings judged, waiting for the recorder to store them.
+    judged: Vec<Finding>,
+}
+
+struct Shared {
+    q: Mutex<Queue>,
+    /// Wakes the judge.
+    work: Condvar,
+    /// Wakes a recorder waiting for the backlog to shrink.
+    room: Condvar,
+    /// Wakes the judge waiting for the recorder to take its findings.
+    taken: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.q.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What the judge's own findings lack for a final report.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Incomplete {
+    /// Messages not judged live.
+    pub skipped: u64,
+    /// Findings past [`MAX_KEPT_FINDINGS`].
+    pub not_kept: u64,
+}
+
+/// The recorder's end of the judge.
+pub(crate) struct JudgeHandle {
+    sh: Arc<Shared>,
+    thread: std::thread::JoinHandle<(Engine, Vec<Finding>, u64)>,
+    /// Set once the recorder waited for the judge (logged once).
+    waited: bool,
+    /// Messages can be skipped when the judge falls behind: the final report then
+    /// re-judges the capture from the store. Without a store the recorder waits.
+    can_skip: bool,
+    /// Skipping now; how many skipped in this stretch, and in all.
+    skipping: bool,
+    skipped_now: u64,
+    skipped: u64,
+}
+
+pub(crate) fn spawn(
+    rules: Arc<RuleSet>,
+    live: Box<dyn Live>,
+    view: View,
+    live_view: Option<Arc<LiveView>>,
+    can_skip: bool,
+) -> JudgeHandle {
+    let sh = Arc::new(Shared {
+        q: Mutex::new(Queue {
+            items: VecDeque::new(),
+            bytes: 0,
+            closed: false,
+            judged: vec![],
+        }),
+        work: Condvar::new(),
+        room: Condvar::new(),
+        taken: Condvar::new(),
+    });
+    let s2 = sh.clone();
+    let thread = std::thread::Builder::new()
+        .name("edgetap-judge".into())
+        .spawn(move || run(s2, rules, live, view, live_view))
+        .expect("the judge thread starts");
+    JudgeHandle {
+        sh,
+        thread,
+        waited: false,
+        can_skip,
+        skipping: false,
+        skipped_now: 0,
+        skipped: 0,
+    }
+}
+
+impl JudgeHandle {
+    /// Hands `items` (stamped with the time of the event they come from) to the
+    /// judge. Never waits when messages can be skipped: while the judge is more
+    /// than [`MAX_BACKLOG_BYTES`] behind (until it is back to half of that), the
+    /// messages are not handed over but counted. Without a store, waits instead.
+    pub(crate) fn send(&mut self, time_us: i64, items: impl Iterator<Item = Item>) {
+        let mut q = self.sh.lock();
+        let was_empty = q.items.is_empty();
+        if self.skipping && q.bytes <= MAX_BACKLOG_BYTES / 2 {
+            self.skipping = false;
+            let n = std::mem::take(&mut self.skipped_now);
+            q.items.push_back((time_us, Item::Skipped(n)));
+        }
+        if !self.skipping && q.bytes > MAX_BACKLOG_BYTES {
+            if self.can_skip {
+                self.skipping = true;
+            } else {
+                if !std::mem::replace(&mut self.waited, true) {
+                    tracing::warn!(
+                        "the judge is {} MiB of messages behind; without a store to \
+                         re-judge from, recording (and with it forwarding) waits for it",
+                        MAX_BACKLOG_BYTES >> 20
+                    );
+                }
+                self.sh.work.notify_one();
+                while q.bytes > MAX_BACKLOG_BYTES / 2 {
+                    q = self.sh.room.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        }
+        for it in items {
+            if self.skipping && matches!(it, Item::Staged(Staged::Unparsed(_) | Staged::Message(_)))
+            {
+                self.skipped_now += 1;
+                self.skipped += 1;
+                continue;
+            }
+            q.bytes += it.bytes();
+            q.items.push_back((time_us, it));
+        }
+        if was_empty && !q.items.is_empty() {
+            self.sh.work.notify_one();
+        }
+    }
+
+    /// The findings judged since the last call, for the store.
+    pub(crate) fn take_findings(&self, out: &mut Vec<Finding>) {
+        let mut q = self.sh.lock();
+        if out.is_empty() {
+            std::mem::swap(out, &mut q.judged);
+        } else {
+            out.append(&mut q.judged);
+        }
+        drop(q);
+        self.sh.taken.notify_one();
+    }
+
+    /// No more items: waits until everything is judged; returns the engine (for
+    /// the report's exercised clauses), the findings kept for the report, the
+    /// findings not yet taken for the store, and whether the kept findings are
+    /// incomplete (messages skipped, or findings past [`MAX_KEPT_FINDINGS`]).
+    pub(crate) fn finish(self) -> (Engine, Vec<Finding>, Vec<Finding>, Incomplete) {
+        {
+            let mut q = self.sh.lock();
+            if self.skipped_now > 0 {
+                q.items.push_back((0, Item::Skipped(self.skipped_now)));
+            }
+            q.closed = true;
+        }
+        self.sh.work.notify_one();
+        self.sh.taken.notify_one();
+        let (engine, all, dropped) = self
+            .thread
+            .join()
+            .unwrap_or_else(|_| panic!("the judge thread panicked"));
+        let rest = std::mem::take(&mut self.sh.lock().judged);
+        let incomplete = Incomplete {
+            skipped: self.skipped,
+            not_kept: dropped,
+        };
+        (engine, all, rest, incomplete)
+    }
+}
+
+/// Collects what the judge's engine emits; the live view (`--http`) sees each
+/// message and finding too.
+struct Out<'a> {
+    found: &'a mut Vec<Finding>,
+    live_view: Option<&'a LiveView>,
+}
+
+impl Sink for Out<'_> {
+    fn message(&mut self, m: &crate::protocol::Message) {
+        if let Some(v) = self.live_view {
+            v.message(m);
+        }
+    }
+    fn finding(&mut self, f: &Finding) {
+        if let Some(v) = self.live_view {
+            v.finding(f);
+        }
+        self.found.push(f.clone());
+    }
+}
+
+/// The view's groups, kept in first-seen order. Most findings repeat one seen
+/// before word for word: they are found by a hash of edge, rule and message, and the
+/// message's pattern ([`GroupKey`]) is computed only for a new wording.
+#[derive(Default)]
+struct Groups {
+    exact: HashMap<u64, usize, ahash::RandomState>,
+    index: HashMap<GroupKey, usize>,
+    list: Vec<GroupCount>,
+}
+
+/// Distinct groups the view keeps; more count in the totals only.
+pub const MAX_GROUPS: usize = 10_000;
+/// Distinct wordings remembered (the cache is emptied when it is full).
+const MAX_WORDINGS: usize = 100_000;
+
+impl Groups {
+    /// Counts `f` in its group: `(index, first of its group)`.
+    fn add(&mut self, f: &Finding) -> (Option<usize>, bool) {
+        let h = {
+            use std::hash::{BuildHasher, Hash, Hasher};
+            let mut h = ahash::RandomState::with_seeds(5, 6, 7, 8).build_hasher();
+            (&f.edge_id, &f.rule, &f.message).hash(&mut h);
+            h.finish()
+        };
+        let (i, first) = match self.exact.get(&h) {
+            Some(&i) => (i, false),
+            None => {
+                let key = GroupKey::of(f);
+                let (i, first) = match self.index.get(&key) {
+                    Some(&i) => (i, false),
+                    None if self.list.len() < MAX_GROUPS => {
+                        self.index.insert(key.clone(), self.list.len());
+                        self.list.push(GroupCount {
+                            edge: key.edge,
+                            rule: key.rule,
+                            path: key.path,
+                            severity: f.severity,
+                            count: 0,
+                            first_us: f.time,
+                            last_us: f.time,
+                            example: crate::report::one_line(f),
+                        });
+                        (self.list.len() - 1, true)
+                    }
+                    None => return (None, false),
+                };
+                if self.exact.len() >= MAX_WORDINGS {
+                    self.exact.clear();
+                }
+                self.exact.insert(h, i);
+                (i, first)
+            }
+        };
+        let g = &mut self.list[i];
+        g.count += 1;
+        if let Some(t) = f.time {
+            g.first_us = Some(g.first_us.map_or(t, |x| x.min(t)));
+            g.last_us = Some(g.last_us.map_or(t, |x| x.max(t)));
+        }
+        (Some(i), first)
+    }
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn run(
+    sh: Arc<Shared>,
+    rules: Arc<RuleSet>,
+    mut live: Box<dyn Live>,
+    view: View,
+    live_view: Option<Arc<LiveView>>,
+) -> (Engine, Vec<Finding>, u64) {
+    let live_view = live_view.as_deref();
+    let mut judge = Judge::new(rules);
+    let mut all: Vec<Finding> = vec![];
+    let mut found: Vec<Finding> = vec![];
+    let mut to_store: Vec<Finding> = vec![];
+    let mut dropped = 0u64;
+    let mut batch: VecDeque<(i64, Item)> = VecDeque::new();
+    let mut groups = Groups::default();
+    let mut snap = Snapshot::default();
+    let mut last_tick = Instant::now();
+    loop {
+        let closed = {
+            let mut q = sh.lock();
+            while q.items.is_empty() && !q.closed {
+                let (g, t) = sh
+                    .work
+                    .wait_timeout(q, IDLE_TICK)
+                    .unwrap_or_else(|e| e.into_inner());
+                q = g;
+                if t.timed_out() {
+                    break;
+                }
+            }
+            std::mem::swap(&mut batch, &mut q.items);
+            q.bytes = 0;
+            sh.room.notify_all();
+            q.closed && batch.is_empty()
+        };
+        if closed {
+            break;
+        }
+        let queued = batch.len() as u64;
+        for (i, (time_us, item)) in batch.drain(..).enumerate() {
+            if i % 4096 == 0 {
+                snap.backlog = queued - i as u64;
+                snap.lag_us = (now_us() - time_us).max(0);
+            }
+            match item {
+                Item::Note(n) => live.connection(&n),
+                Item::Skipped(n) => {
+                    snap.skipped += n;
+                    live.skipped(n);
+                }
+                Item::Staged(mut s) => {
+                    if matches!(s, Staged::Message(_) | Staged::Unparsed(_)) {
+                        snap.judged += 1;
+                    }
+                    judge.take(
+                        &mut s,
+                        &mut Out {
+                            found: &mut found,
+                            live_view,
+                        },
+                    );
+                    for f in &found {
+                        let (g, first) = groups.add(f);
+                        live.grouped(f, g, first);
+                        count(&mut snap, f);
+                    }
+                    keep(&mut all, &found, &mut dropped);
+                    to_store.append(&mut found);
+                }
+            }
+        }
+        {
+            let mut q = sh.lock();
+            q.judged.append(&mut to_store);
+            // Findings the recorder has not stored yet are memory too: the judge waits
+            // for it (and falls behind, which the recorder handles by skipping).
+            while q.judged.len() > MAX_UNSTORED_FINDINGS && !q.closed {
+                q = sh.taken.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+            snap.backlog = q.items.len() as u64;
+            snap.backlog_bytes = q.bytes as u64;
+        }
+        if snap.backlog == 0 {
+            snap.lag_us = 0;
+        }
+        if last_tick.elapsed() >= IDLE_TICK || queued == 0 {
+            snap.groups = groups.list.clone();
+            view.update(|v| *v = snap.clone());
+            if let Some(v) = live_view {
+                v.judged(judge.engine(), snap.lag_us);
+            }
+            live.tick(&snap);
+            last_tick = Instant::now();
+        }
+    }
+    let engine = judge.finish(&mut Out {
+        found: &mut found,
+        live_view,
+    });
+    if let Some(v) = live_view {
+        v.judged(&engine, 0);
+    }
+    for f in &found {
+        let (g, first) = groups.add(f);
+        live.grouped(f, g, first);
+        count(&mut snap, f);
+    }
+    keep(&mut all, &found, &mut dropped);
+    sh.lock().judged.append(&mut found);
+    snap.backlog = 0;
+    snap.backlog_bytes = 0;
+    snap.lag_us = 0;
+    snap.finished = true;
+    snap.groups = groups.list;
+    view.update(|v| *v = snap.clone());
+    live.finish(&snap);
+    (engine, all, dropped)
+}
+
+/// Keeps `found` for the final report, up to [`MAX_KEPT_FINDINGS`]; counts the rest.
+fn keep(all: &mut Vec<Finding>, found: &[Finding], dropped: &mut u64) {
+    let room = MAX_KEPT_FINDINGS.saturating_sub(all.len()).min(found.len());
+    all.extend(found[..room].iter().cloned());
+    *dropped += (found.len() - room) as u64;
+}
+
+fn count(s: &mut Snapshot, f: &Finding) {
+    s.findings += 1;
+    match f.severity {
+        Severity::Error => s.errors += 1,
+        Severity::Warning => s.warnings += 1,
+        Severity::Info => {}
+    }
+}

@@ -1,0 +1,353 @@
+//! The proxy's runtime limits and live output, with real parts: mosquitto as the
+//! broker, mosquitto_pub / mosquitto_sub as clients, the `edgetap` binary where the
+//! console and logs are tested. No timed assertion: waits have generous deadlines
+//! that only catch a hang.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{free_port, publish_lines, temp_dir, Mosquitto, Proxy};
+use edgetap::pipeline::Settings;
+use edgetap::proxy::ProxySettings;
+use edgetap::rules::RuleSet;
+use edgetap::store::{EventKind, Store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn settings(upstream: u16) -> ProxySettings {
+    ProxySettings {
+        upstream: format!("127.0.0.1:{upstream}"),
+        name: "runtime".into(),
+        ..ProxySettings::default()
+    }
+}
+
+/// How each connection of the capture ended, as stored.
+fn ends(store: &Store, id: u64) -> Vec<String> {
+    store
+        .events(id)
+        .filter_map(|e| match e.unwrap().kind {
+            EventKind::End { how } => Some(how),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `mosquitto_sub` on the broker, stopping after `count` messages; its output.
+fn subscriber(port: u16, topic: &str, count: usize, extra: &[&str]) -> std::process::Child {
+    let child = Command::new("mosquitto_sub")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-t",
+            topic,
+            "-C",
+            &count.to_string(),
+        ])
+        .args(["-W", "60"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub must be installed (apt-get install mosquitto-clients)");
+    // Subscribed once mosquitto lists it: give it the time of a round trip.
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+/// A client that starts a CONNECT, then says nothing more: the broker waits for the
+/// rest of the packet, the proxy must not wait forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_closes_a_silent_half_open_connection() {
+    let broker = Mosquitto::start();
+    let dir = temp_dir("idle");
+    let px = Proxy::start(
+        ProxySettings {
+            idle_timeout: Some(Duration::from_secs(1)),
+            ..settings(broker.port)
+        },
+        Some(Store::open(&dir.join("store")).unwrap()),
+    )
+    .await;
+    let mut c = TcpStream::connect(px.addr).await.unwrap();
+    // CONNECT announcing 32 bytes, 6 sent; then nothing (a device that lost power,
+    // a half-open TCP connection).
+    c.write_all(&[0x10, 0x20, 0x00, 0x04, b'M', b'Q'])
+        .await
+        .unwrap();
+    let mut rest = vec![];
+    let closed = tokio::time::timeout(Duration::from_secs(60), c.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the proxy kept the silent connection open");
+    let (out, _) = px.finish().await;
+    let store = out.store.unwrap();
+    let how = ends(&store, out.capture.unwrap());
+    assert_eq!(how.len(), 1, "{how:?}");
+    assert!(
+        how[0].starts_with("idle timeout: no byte either way for 1 s (--idle-timeout)"),
+        "{how:?}"
+    );
+    // The unfinished CONNECT is a finding of that connection.
+    assert!(
+        out.report
+            .findings
+            .iter()
+            .any(|f| f.rule == "mqtt.malformed" && f.conn == Some(1)),
+        "{:?}",
+        out.report.findings
+    );
+}
+
+/// A PUBLISH larger than the analysis buffer (--max-buffered) still goes through
+/// byte for byte; it is judged from its header, with a finding that says so, and
+/// the connection's memory stays within the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_packet_is_forwarded_byte_for_byte_and_judged_from_its_header() {
+    let broker = Mosquitto::start();
+    let dir = temp_dir("oversize");
+    let budget = 64 << 10;
+    let px = Proxy::start(
+        ProxySettings {
+            max_buffered: budget,
+            ..settings(broker.port)
+        },
+        Some(Store::open(&dir.join("store")).unwrap()),
+    )
+    .await;
+    // 1 MiB that no framing bug can fake.
+    let mut x = 0x9e37_79b9u32;
+    let big: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (x >> 24) as u8
+        })
+        .collect();
+    let file = dir.join("big.bin");
+    std::fs::write(&file, &big).unwrap();
+    let sub = subscriber(broker.port, "data/big", 1, &["-N"]);
+    let port = px.addr.port();
+    let st = tokio::task::spawn_blocking(move || {
+        Command::new("mosquitto_pub")
+            .args(["-p", &port.to_string(), "-q", "1", "-t", "data/big", "-f"])
+            .arg(&file)
+            .status()
+            .expect("mosquitto_pub must be installed")
+    })
+    .await
+    .unwrap();
+    assert!(st.success());
+    let got = tokio::task::spawn_blocking(move || sub.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        got.stdout == big,
+        "payload differs ({} bytes arrived)",
+        got.stdout.len()
+    );
+    let (out, _) = px.finish().await;
+    let f = out
+        .report
+        .findings
+        .iter()
+        .find(|f| f.rule == "mqtt.oversized")
+        .unwrap_or_else(|| panic!("no mqtt.oversized: {:?}", out.report.findings));
+    assert!(
+        f.message.contains(&format!("over the {budget}-byte limit")),
+        "{}",
+        f.message
+    );
+    assert_eq!(f.conn, Some(1));
+    // Recorded whole: the bytes stored are the bytes forwarded.
+    let store = out.store.unwrap();
+    let id = out.capture.unwrap();
+    let client_bytes: u64 = store
+        .events(id)
+        .filter_map(|e| match e.unwrap().kind {
+            EventKind::Data {
+                side: edgetap::finding::Side::Client,
+                bytes,
+            } => Some(bytes.len() as u64),
+            _ => None,
+        })
+        .sum();
+    assert!(client_bytes > 1 << 20, "{client_bytes}");
+}
+
+/// REP_SYS_STATUS reports whose param lacks every required field of table 10.
+fn status_reports_lacking_fields(count: usize) -> String {
+    (1..=count)
+        .map(|mid| {
+            format!(
+                "{{\"type\":\"REP_SYS_STATUS\",\"mid\":{mid},\
+                 \"timestamp\":\"2026-11-26 10:00:00\",\"param\":{{}}}}\n"
+            )
+        })
+        .collect()
+}
+
+/// A burst of finding-heavy reports: every message reaches the broker, every one is
+/// recorded, and the final report (judging may have lagged) counts every finding,
+/// the same as `analyze --capture` of the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_heavy_burst_is_fully_forwarded_recorded_and_judged() {
+    let broker = Mosquitto::start();
+    let dir = temp_dir("burst");
+    let px = Proxy::start(
+        settings(broker.port),
+        Some(Store::open(&dir.join("store")).unwrap()),
+    )
+    .await;
+    let n = 5_000;
+    let topic = "/v1/BURST1/device/data";
+    let sub = subscriber(broker.port, topic, n, &[]);
+    let port = px.addr.port();
+    tokio::task::spawn_blocking(move || {
+        publish_lines(port, &["-q", "1"], topic, &status_reports_lacking_fields(n))
+    })
+    .await
+    .unwrap();
+    let got = tokio::task::spawn_blocking(move || sub.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).lines().count(),
+        n,
+        "messages delivered through the proxy"
+    );
+    let (out, live) = px.finish().await;
+    let r = &out.report;
+    assert_eq!(r.summary.messages, n as u64);
+    let t10 = r
+        .findings
+        .iter()
+        .filter(|f| f.rule == "t10.REP_SYS_STATUS")
+        .count();
+    // Each report lacks the required fields of table 10: the same number each.
+    assert!(
+        t10 >= n && t10 % n == 0,
+        "{t10} table 10 findings for {n} reports"
+    );
+    // Live output may have skipped messages had the judge fallen far behind; the
+    // final report never does.
+    assert!(live.len() <= r.findings.len());
+    let store = out.store.unwrap();
+    let id = out.capture.unwrap();
+    let publishes = store
+        .packets(id)
+        .filter(|p| p.as_ref().unwrap().packet_type == "PUBLISH")
+        .count();
+    assert_eq!(publishes, n, "PUBLISH packets recorded");
+    let again = edgetap::store::replay::analyze_capture(
+        &store,
+        id,
+        Arc::new(RuleSet::builtin()),
+        Settings::default(),
+    )
+    .unwrap();
+    assert_eq!(again.findings, r.findings);
+}
+
+/// The real binary with stdout and stderr redirected to files, as a service runs it.
+#[test]
+fn redirected_logs_have_no_colour_and_finding_lines_name_the_connection() {
+    let broker = Mosquitto::start();
+    let dir = temp_dir("logs");
+    let port = free_port();
+    let out_file = std::fs::File::create(dir.join("out.log")).unwrap();
+    let err_file = std::fs::File::create(dir.join("err.log")).unwrap();
+    let mut px = Command::new(env!("CARGO_BIN_EXE_edgetap"))
+        .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--upstream", &format!("127.0.0.1:{}", broker.port)])
+        .args(["--max-connections", "1"])
+        .arg("--store")
+        .arg(dir.join("store"))
+        .stdout(out_file)
+        .stderr(err_file)
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    // The readiness probe is a connection of its own: wait for it to be closed.
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "proxy not listening"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // One connection held open: the next ones wait (a warning, once).
+    let mut holder = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut connect = bytes::BytesMut::new();
+    rumqttc::mqttbytes::v4::Connect::new("holder")
+        .write(&mut connect)
+        .unwrap();
+    use std::io::Write;
+    holder.write_all(&connect).unwrap();
+    let mut ack = [0u8; 4];
+    holder.read_exact(&mut ack).unwrap();
+    let waiting: Vec<_> = (0..3)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(waiting);
+    holder.write_all(&[0xe0, 0x00]).unwrap();
+    drop(holder);
+    std::thread::sleep(Duration::from_millis(300));
+    // Findings: two reports lacking table 10 fields, from a known client id.
+    publish_lines(
+        port,
+        &["-i", "dev-logs"],
+        "/v1/LOG1/device/data",
+        &status_reports_lacking_fields(2),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(px.id() as i32, libc::SIGTERM) };
+    px.wait().unwrap();
+    let stdout = std::fs::read_to_string(dir.join("out.log")).unwrap();
+    let stderr = std::fs::read_to_string(dir.join("err.log")).unwrap();
+    let all = format!("{stdout}{stderr}");
+    assert!(
+        !all.contains('\x1b'),
+        "colour codes in a redirected log:\n{all}"
+    );
+    assert_eq!(
+        stderr.matches("connection limit reached").count(),
+        1,
+        "rate-limited:\n{stderr}"
+    );
+    // Live lines: each starts with its time; findings name the connection and peer.
+    let live: Vec<&str> = stdout.lines().take_while(|l| !l.is_empty()).collect();
+    assert!(!live.is_empty(), "{stdout}");
+    for l in &live {
+        let t = l.split(' ').next().unwrap();
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(t).is_ok(),
+            "line without its time: {l}"
+        );
+    }
+    let (summaries, findings): (Vec<&&str>, Vec<&&str>) = live
+        .iter()
+        .filter(|l| l.contains("[t10."))
+        .partition(|l| l.contains(" more ("));
+    // The second report's findings are counted in a summary, not printed again.
+    assert!(
+        !summaries.is_empty() && summaries.iter().all(|l| l.contains("+1 more (2 in all)")),
+        "{stdout}"
+    );
+    assert!(!findings.is_empty(), "{stdout}");
+    for l in &findings {
+        assert!(
+            l.contains("(127.0.0.1:") && l.contains("client \"dev-logs\")"),
+            "finding line without its connection: {l}"
+        );
+    }
+    assert!(live.iter().all(|l| !l.contains("mid 2:")), "{stdout}");
+    assert!(
+        live.iter()
+            .any(|l| l.contains("CONNECT: MQTT 3.1.1") && l.contains("\"dev-logs\"")),
+        "{stdout}"
+    );
+    assert!(live.iter().any(|l| l.contains("closed after")), "{stdout}");
+}
