@@ -320,3 +320,72 @@ fn the_plan_junit_holds_one_case_per_detection_item() {
         "{junit}"
     );
 }
+
+/// A stored capture of two edges (the proxy between `sim edge --count 2` and the
+/// broker, `sim platform --respond-only` answering): the report names both edges,
+/// `--edge` picks the second, and an edge the capture does not hold is exit 2 with the
+/// list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_picks_one_edge_of_a_multi_edge_capture() {
+    use edgetap::sim::Protocol;
+    let m = common::Mosquitto::start();
+    let upstream = format!("127.0.0.1:{}", m.port);
+    let dir = common::temp_dir("multi-edge").join("store");
+    let store = edgetap::store::Store::open(&dir).unwrap();
+    let px = common::Proxy::start(
+        edgetap::proxy::ProxySettings {
+            upstream: upstream.clone(),
+            name: "two edges".into(),
+            ..Default::default()
+        },
+        Some(store),
+    )
+    .await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let responder = tokio::spawn({
+        let upstream = upstream.clone();
+        let stop = stop_rx.clone();
+        async move { edgetap::sim::platform::respond(&upstream, Protocol::V4, stop).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut e = edgetap::sim::edge::EdgeSettings::new(&px.addr.to_string(), "MULTI");
+    e.count = 2;
+    e.run_for = Some(Duration::from_millis(1500));
+    edgetap::sim::edge::run(e, stop_rx).await;
+    let _ = stop_tx.send(true);
+    responder.await.unwrap().unwrap();
+    let (outcome, _) = px.finish().await;
+    let id = outcome.capture.unwrap().to_string();
+    drop(outcome);
+    let store_dir = dir.display().to_string();
+    let run = |pick: &'static str| {
+        let (id, store_dir, upstream) = (id.clone(), store_dir.clone(), upstream.clone());
+        async move {
+            let out = tokio::process::Command::new(bin())
+                .args(["replay", &id, "--store", &store_dir, "--as", "platform"])
+                .args(["--broker", &upstream, "--edge", pick, "--asap"])
+                .args(["--edge-wait-ms", "300", "--timeout-ms", "300"])
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (code, out, err) = run("MULTI-2").await;
+    assert!(code == Some(0) || code == Some(1), "{out}{err}");
+    assert!(out.contains("(recorded edge MULTI-2, live edge MULTI-2)"), "{out}");
+    // In the order they were first seen.
+    let held = |s: &str| {
+        s.contains("MULTI-1, MULTI-2") || s.contains("MULTI-2, MULTI-1")
+    };
+    assert!(out.contains("the capture holds 2 edges: MULTI-"), "{out}");
+    assert!(out.contains("(--edge ID picks another)") && held(&out), "{out}");
+    let (code, out, err) = run("NOPE").await;
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("no edge \"NOPE\"; the capture holds MULTI-"), "{err}");
+    assert!(held(&err), "{err}");
+}
