@@ -28,22 +28,14 @@
 //! engine judges only history it saw). The platform's commands and their job results are
 //! judged as always.
 //!
-//! A CI job (GitLab syntax; any CI runs the same two commands):
+//! A CI job: the README's example (`tests/replay_cli.rs` runs it as written) replays
+//! `captures/replay/golden.pcap` against the device and compares the outcome with
+//! `captures/replay/golden.expect.json`.
 //!
-//! ```yaml
-//! replay-regression:            # the device build under test runs as DUT1
-//!   script:
-//!     - mosquitto -d -p 1883
-//!     - edgetap replay captures/golden.pcap --as platform --broker 127.0.0.1:1883
-//!       --edge-id DUT1 --asap --seed 42 --mutate drop-field --mutate invalid-json
-//!       --expect captures/golden.expect.json --format junit > replay.xml & REPLAY=$!
-//!     - sleep 2; ./build/edge-agent --broker 127.0.0.1:1883 --id DUT1 &
-//!     - wait $REPLAY            # exit 1 on any divergence beyond the noise rules
-//!   artifacts:
-//!     when: always
-//!     reports:
-//!       junit: replay.xml
-//! ```
+//! Modules: [`settings`](ReplaySettings) what is asked; `session` the driver (connect,
+//! play, await, mutate; a broker that refuses or loses the connection ends the run
+//! with its cause); [`Outcome`] what was found, its table, JUnit and exit code, and
+//! [`Expectation`] its comparison with a saved one.
 //!
 //! The outcome serializes to JSON; `--save-expect` writes it and `--expect` compares a
 //! later run with it beyond the noise rules (regression mode).
