@@ -10,7 +10,7 @@
 //!   `answer_timeout`); with `Pacing::Speed(f)` the recorded offsets divided by `f`
 //!   are kept too.
 //! - [`judge`]: each exchange compared with its recorded counterpart, with noise rules;
-//!   the live session goes through a fresh [`Analyzer`] (the one rule engine) and its
+//!   the live session goes through a fresh [`Analyzer`](crate::pipeline::Analyzer) (the one rule engine) and its
 //!   rules are compared with the recording's.
 //! - [`mutate`]: a mutation of one of our requests is sent after the replay, watched
 //!   for `mutation_window`, then a liveness probe (a valid request of the recording)
@@ -22,7 +22,7 @@
 //! (re)start the device, so that its EVENT_LINKUP is part of the session. As platform,
 //! the first request the edge starts by itself (EVENT_LINKUP) is awaited up to
 //! `edge_wait`; when it does not come, the edge was already online: the exchanges the
-//! edge starts by itself that never come are *not exercised* ([`Exchange::skipped`],
+//! edge starts by itself that never come are *not exercised* ([`Exchange::skipped`](judge::Exchange::skipped),
 //! neither pass nor fail, JUnit `<skipped>`), its own later requests are not waited
 //! for, and rules that judge an edge's session from its start stay silent (the
 //! engine judges only history it saw). The platform's commands and their job results are
