@@ -320,3 +320,181 @@ fn the_plan_junit_holds_one_case_per_detection_item() {
         "{junit}"
     );
 }
+
+/// A stored capture of two edges (the proxy between `sim edge --count 2` and the
+/// broker, `sim platform --respond-only` answering): the report names both edges,
+/// `--edge` picks the second, and an edge the capture does not hold is exit 2 with the
+/// list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_picks_one_edge_of_a_multi_edge_capture() {
+    use edgetap::sim::Protocol;
+    let m = common::Mosquitto::start();
+    let upstream = format!("127.0.0.1:{}", m.port);
+    let dir = common::temp_dir("multi-edge").join("store");
+    let store = edgetap::store::Store::open(&dir).unwrap();
+    let px = common::Proxy::start(
+        edgetap::proxy::ProxySettings {
+            upstream: upstream.clone(),
+            name: "two edges".into(),
+            ..Default::default()
+        },
+        Some(store),
+    )
+    .await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let responder = tokio::spawn({
+        let upstream = upstream.clone();
+        let stop = stop_rx.clone();
+        async move { edgetap::sim::platform::respond(&upstream, Protocol::V4, stop).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut e = edgetap::sim::edge::EdgeSettings::new(&px.addr.to_string(), "MULTI");
+    e.count = 2;
+    e.run_for = Some(Duration::from_millis(1500));
+    edgetap::sim::edge::run(e, stop_rx).await;
+    let _ = stop_tx.send(true);
+    responder.await.unwrap().unwrap();
+    let (outcome, _) = px.finish().await;
+    let id = outcome.capture.unwrap().to_string();
+    drop(outcome);
+    let store_dir = dir.display().to_string();
+    let run = |pick: &'static str| {
+        let (id, store_dir, upstream) = (id.clone(), store_dir.clone(), upstream.clone());
+        async move {
+            let out = tokio::process::Command::new(bin())
+                .args(["replay", &id, "--store", &store_dir, "--as", "platform"])
+                .args(["--broker", &upstream, "--edge", pick, "--asap"])
+                .args(["--edge-wait-ms", "300", "--timeout-ms", "300"])
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (code, out, err) = run("MULTI-2").await;
+    assert!(code == Some(0) || code == Some(1), "{out}{err}");
+    assert!(
+        out.contains("(recorded edge MULTI-2, live edge MULTI-2)"),
+        "{out}"
+    );
+    // In the order they were first seen.
+    let held = |s: &str| s.contains("MULTI-1, MULTI-2") || s.contains("MULTI-2, MULTI-1");
+    assert!(out.contains("the capture holds 2 edges: MULTI-"), "{out}");
+    assert!(
+        out.contains("(--edge ID picks another)") && held(&out),
+        "{out}"
+    );
+    let (code, out, err) = run("NOPE").await;
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        err.contains("no edge \"NOPE\"; the capture holds MULTI-"),
+        "{err}"
+    );
+    assert!(held(&err), "{err}");
+}
+
+/// A platform that assigns deviceIds of its own (`uuid-N`, not the recorded ones) and
+/// answers 404 for a deviceId it never assigned: `replay --as edge` sends the ids
+/// the live CMD_TOPO_ADD reply assigned in CMD_TOPO_UPDATE and CMD_TOPO_DEL, so
+/// both are answered 200 and every topo exchange is as recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_edge_the_device_ids_the_live_platform_assigns_are_used() {
+    use edgetap::sim::{reply, topic, Link, Protocol};
+    use serde_json::{json, Value};
+    let b = edgetap::broker::start(&edgetap::broker::BrokerSettings::loopback().unwrap()).unwrap();
+    let addr = b.v4.to_string();
+    let filters = vec!["/v1/+/+/request".to_string()];
+    let (link, mut rx) = Link::connect(
+        &addr,
+        "uuid-platform",
+        Protocol::V4,
+        &filters,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let responder = tokio::spawn(async move {
+        // deviceId → nodeId, as this platform assigned them.
+        let mut assigned: std::collections::HashMap<String, String> = Default::default();
+        let mut next = 0;
+        while let Some(m) = rx.recv().await {
+            let t = edgetap::protocol::parse_topic(&m.topic).unwrap();
+            let env: Value = serde_json::from_slice(&m.payload).unwrap();
+            let (mid, ty) = (
+                env["mid"].as_u64().unwrap(),
+                env["type"].as_str().unwrap().to_string(),
+            );
+            let p = &env["param"];
+            let data: Vec<Value> = match ty.as_str() {
+                "EVENT_LINKUP" => vec![],
+                "CMD_TOPO_ADD" => p["deviceInfos"].as_array().unwrap().iter().map(|d| {
+                    next += 1;
+                    let node = d["nodeId"].as_str().unwrap().to_string();
+                    let dev = format!("uuid-{next}");
+                    assigned.insert(dev.clone(), node.clone());
+                    json!({"code": 200, "statusDesc": "added", "deviceId": dev, "nodeId": node})
+                }).collect(),
+                "CMD_TOPO_UPDATE" => p["deviceStatuses"].as_array().unwrap().iter().map(|d| {
+                    let dev = d["deviceId"].as_str().unwrap();
+                    let code = if assigned.contains_key(dev) { 200 } else { 404 };
+                    json!({"code": code, "statusDesc": "updated", "deviceId": dev})
+                }).collect(),
+                "CMD_TOPO_DEL" => p["deviceIds"].as_array().unwrap().iter().map(|d| {
+                    let dev = d.as_str().unwrap();
+                    match assigned.remove(dev) {
+                        Some(node) => json!({"code": 200, "statusDesc": "deleted", "nodeId": node, "deviceId": dev}),
+                        None => json!({"code": 404, "statusDesc": "unknown deviceId", "nodeId": "", "deviceId": dev}),
+                    }
+                }).collect(),
+                _ => continue,
+            };
+            let r = if ty == "EVENT_LINKUP" {
+                reply(mid, &ty, 200, None, None)
+            } else {
+                reply(mid, &ty, 200, None, Some(json!({"data": data})))
+            };
+            let to = topic(&t.edge_id, &t.channel, "response");
+            link.publish(&to, serde_json::to_vec(&r).unwrap())
+                .await
+                .unwrap();
+        }
+    });
+    let mut s = edgetap::replay::ReplaySettings::new(
+        edgetap::replay::source::Source::Pcap(golden()),
+        edgetap::replay::Role::Edge,
+        &addr,
+    );
+    s.edge_id = Some("UUID-EDGE".into());
+    s.pacing = edgetap::replay::Pacing::Asap;
+    s.answer_timeout = Duration::from_millis(300);
+    let o = edgetap::replay::run(s, std::sync::Arc::new(edgetap::rules::RuleSet::builtin()))
+        .await
+        .unwrap();
+    responder.abort();
+    let topo: Vec<_> = o
+        .exchanges
+        .iter()
+        .filter(|x| x.request.starts_with("CMD_TOPO_"))
+        .collect();
+    assert_eq!(topo.len(), 3, "{}", o.to_table());
+    for x in topo {
+        assert!(x.live.reply.is_some(), "{}", o.to_table());
+        assert!(
+            x.diffs.is_empty(),
+            "{} differs:\n{}",
+            x.request,
+            o.to_table()
+        );
+    }
+    assert!(
+        o.new_findings
+            .iter()
+            .all(|f| f.rule != "topo.unknown_device"),
+        "{}",
+        o.to_table()
+    );
+}

@@ -267,8 +267,10 @@ mod tests {
         let answer = |mid: u64, nested: u64| Answer {
             request: None,
             reply: Some(n.normalize(&json!({"mid": mid, "code": 202, "type": "CMD_APP_INSTALL"}))),
-            job_result: Some(n.normalize(&json!({"mid": mid + 1, "type": "REP_JOB_RESULT",
-                "param": {"jobId": 7, "result": {"mid": nested, "code": 200}}}))),
+            job_result: Some(
+                n.normalize(&json!({"mid": mid + 1, "type": "REP_JOB_RESULT",
+                "param": {"jobId": 7, "result": {"mid": nested, "code": 200}}})),
+            ),
             extra: vec![],
         };
         let mut x = Exchange {

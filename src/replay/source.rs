@@ -297,12 +297,9 @@ fn redact_url(s: &str) -> String {
         let end = rest
             .find(|c: char| c == '/' || c.is_whitespace() || c == '"')
             .unwrap_or(rest.len());
-        match rest[..end].rfind('@') {
-            Some(at) => {
-                out.push_str(crate::store::REDACTED);
-                rest = &rest[at..];
-            }
-            None => {}
+        if let Some(at) = rest[..end].rfind('@') {
+            out.push_str(crate::store::REDACTED);
+            rest = &rest[at..];
         }
     }
     out.push_str(rest);

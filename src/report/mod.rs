@@ -871,10 +871,7 @@ pub fn one_line(f: &Finding) -> String {
 }
 
 fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    junit::xml(s)
 }
 
 #[cfg(test)]

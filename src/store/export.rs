@@ -377,9 +377,11 @@ fn frame(
 /// checks it with tshark).
 #[derive(Debug, Default)]
 pub struct FrameIndex {
-    /// Event seq → (first frame, data frames as (side, start, end) stream offsets).
-    events: HashMap<u64, (u64, Vec<(Side, u64, u64)>)>,
+    events: HashMap<u64, EventFrames>,
 }
+
+/// An event's first frame and its data frames as (side, start, end) stream offsets.
+type EventFrames = (u64, Vec<(Side, u64, u64)>);
 
 impl FrameIndex {
     /// The export's frame holding what `f` is about: the frame with its byte
