@@ -247,8 +247,8 @@ pub struct ProxyArgs {
     #[arg(long, value_enum, default_value = "keep-forwarding", value_name = "WHAT")]
     pub on_store_error: OnStoreError,
     /// Store CONNECT passwords as sent. By default a password is overwritten before it
-    /// reaches the disk: in the raw bytes with as many '*' (the stream still decodes)
-    /// and in the decoded record with "<redacted>".
+    /// reaches the disk, in the raw bytes and in the decoded record, by as many '*'
+    /// (the stream still decodes).
     #[arg(long)]
     pub store_secrets: bool,
 }

@@ -40,8 +40,8 @@
 //! decides whether forwarding goes on (`--on-store-error`).
 //!
 //! **Secrets.** Unless [`WriteBatch::keep_secrets`] is set, a CONNECT password is
-//! overwritten before it reaches the disk: in the decoded packet record by
-//! [`REDACTED`], and in the raw chunk bytes in place by as many `*` (the password
+//! overwritten before it reaches the disk, in the decoded packet record and in
+//! the raw chunk bytes in place, by as many `*` as it had bytes (the password
 //! is the last field of CONNECT, so the stream's framing and lengths stay valid and
 //! the capture still decodes). The bytes are found by stream offset within the
 //! batch that holds the CONNECT's last byte; a CONNECT whose first bytes went to
@@ -287,8 +287,9 @@ pub struct PacketRecord {
 
 pub const REDACTED: &str = "<redacted>";
 
-/// The byte that overwrites a password in the stored chunk bytes.
+/// The byte that overwrites a password in the stored chunk bytes and records.
 pub const FILLER: u8 = b'*';
+const FILLER_STR: &str = "*";
 
 impl PacketRecord {
     /// The record with CONNECT credentials replaced, for output.
@@ -412,7 +413,9 @@ impl WriteBatch {
         self.packet_fields(cap, seq, replay::packet_fields(p));
     }
 
-    fn packet_fields(&mut self, cap: u64, seq: u64, mut f: PacketFields<'_>) {
+    fn packet_fields(&mut self, cap: u64, seq: u64, given: PacketFields<'_>) {
+        let filler: String;
+        let mut f = given;
         let pos = match self.log.last() {
             // The usual case: a packet of the event just added.
             Some(e) if e.cap == cap && e.seq == seq => self.log.len() - 1,
@@ -426,8 +429,12 @@ impl WriteBatch {
         if let (Some(pw), false) = (f.password, self.keep_secrets) {
             if f.packet_type == "CONNECT" && f.side == "client" {
                 let end = f.offset + f.len;
-                self.overwrite(f.conn, end.saturating_sub(pw.len() as u64), end);
-                f.password = Some(REDACTED);
+                let n = pw.len();
+                self.overwrite(f.conn, end.saturating_sub(n as u64), end);
+                // As many fillers as the password had bytes: the record still says
+                // where the password sat (the export relies on it), not what it was.
+                filler = FILLER_STR.repeat(n);
+                f.password = Some(&filler);
             }
         }
         let (start, end) = self.log[pos].pk;
@@ -980,7 +987,8 @@ impl Store {
         if !self.is_file_capture(id) {
             let r = match self.legacy() {
                 Ok(Some(l)) => l.read(id, want_events).map(pick),
-                Ok(None) => Err(StoreError::NoCapture(id)),
+                // No such capture: nothing to iterate (callers ask `capture` first).
+                Ok(None) => Ok(vec![]),
                 Err(e) => Err(e),
             };
             return match r {
@@ -1408,7 +1416,7 @@ mod tests {
                 let n = connect.len();
                 assert_eq!(&bytes[..n - 7], &connect[..n - 7]);
                 assert_eq!(&bytes[n - 7..], b"*******");
-                r.password = Some(REDACTED.into());
+                r.password = Some("*******".into());
                 assert_eq!(rec, r);
             }
         }
