@@ -450,3 +450,40 @@ fn a_store_that_fills_up_mid_capture_loses_no_forwarded_message_and_says_what_wa
         r["summary"]
     );
 }
+
+#[test]
+fn with_on_store_error_stop_the_proxy_shuts_down_at_the_first_failed_write() {
+    let dir = temp_dir("full-stop");
+    let mnt = dir.join("mnt");
+    let Some(_fs) = tmpfs(&mnt, "1m") else {
+        return;
+    };
+    let store = mnt.join("store");
+    let broker = Mosquitto::start();
+    let mut proxy = ProxyProc::start(broker.port, &store, &["--on-store-error", "stop"]);
+    fill(&mnt.join("other-file"));
+    let mut publisher = Command::new("mosquitto_pub")
+        .args(["-p", &proxy.port.to_string(), "-t", TOPIC, "-q", "1", "-l"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Fed from a thread: once the proxy is gone mosquitto_pub stops reading.
+    let mut stdin = publisher.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(status_reports(2000, 1000).as_bytes());
+    });
+    wait_for(30, "the proxy to stop by itself", || {
+        proxy.child.try_wait().unwrap().is_some()
+    });
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    feeder.join().unwrap();
+    let code = proxy.child.wait().unwrap().code();
+    let out = std::fs::read_to_string(&proxy.out).unwrap();
+    let err = std::fs::read_to_string(&proxy.err).unwrap();
+    assert_eq!(code, Some(4), "{out}\n{err}");
+    assert!(err.contains("--on-store-error stop"), "{err}");
+    assert!(out.contains("INCOMPLETE"), "{out}");
+}

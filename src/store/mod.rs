@@ -570,6 +570,17 @@ impl Store {
                 std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))
                     .map_err(|e| StoreError::io(&d, e))?;
             }
+            // Files an older edgetap wrote readable by all (best effort).
+            for f in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if let Ok(m) = f.metadata() {
+                    if m.is_file() && m.permissions().mode() & 0o077 != 0 {
+                        let _ = std::fs::set_permissions(
+                            f.path(),
+                            std::fs::Permissions::from_mode(0o600),
+                        );
+                    }
+                }
+            }
         }
         Ok(Store::new(dir))
     }
