@@ -153,9 +153,12 @@ fn captures_list_and_analyze_work_during_a_live_capture() {
     assert_eq!(o.status.code(), Some(1), "error findings: {}", text(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["summary"]["publishes"], 50, "{}", r["summary"]);
-    let show = run(&["captures", "show", "1"], &store);
-    assert_eq!(show.status.code(), Some(0), "{}", text(&show.stderr));
-    assert!(text(&show.stdout).contains("×50"), "{}", text(&show.stdout));
+    // The aggregated findings are rewritten at most once a second.
+    wait_for(10, "the 50 reports' findings in `captures show`", || {
+        let show = run(&["captures", "show", "1"], &store);
+        assert_eq!(show.status.code(), Some(0), "{}", text(&show.stderr));
+        text(&show.stdout).contains("×50")
+    });
     let (code, out, err) = proxy.stop();
     assert_eq!(code, Some(1), "error findings; {out}{err}");
 }

@@ -20,7 +20,7 @@ use crate::finding::{Finding, Severity};
 pub const EXAMPLES: usize = 5;
 /// Groups kept per capture; findings of further groups are only counted
 /// (`FindingsFile::ungrouped`).
-pub const MAX_GROUPS: usize = 10_000;
+pub const MAX_GROUPS: usize = 2_000;
 
 /// Where a finding occurred: the event (`packet`) number and the time.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]

@@ -14,8 +14,8 @@
 //!     CAP.meta.json            0600  CaptureMeta, replaced whole (write + rename)
 //!                                    after every batch
 //!     CAP.findings.json        0600  findings aggregated per (edge, rule, field
-//!                                    path), replaced whole when it changed
-//!                                    (see [`findings`])
+//!                                    path), replaced whole when it changed, at
+//!                                    most once a second (see [`findings`])
 //!   db, conf, blobs/ …               a sled database of older edgetap versions,
 //!                                    read only (see [`legacy`])
 //! ```
@@ -534,7 +534,11 @@ struct Recording {
     lost: Option<NotRecorded>,
     /// Lost spans not yet noted in the chunk file.
     unnoted: Vec<LostSpan>,
+    findings_written: Option<std::time::Instant>,
 }
+
+/// How often a recording capture's findings file is rewritten (when it changed).
+const FINDINGS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct Store {
     dir: PathBuf,
@@ -794,16 +798,24 @@ impl Store {
             let _ = self.put_meta(meta);
             return Err(e);
         }
-        self.put_findings(meta.id)?;
+        self.put_findings(meta.id, meta.ended_us.is_some())?;
         self.put_meta(meta)
     }
 
-    fn put_findings(&self, cap: u64) -> Result<(), StoreError> {
+    /// Rewrites the findings file when it changed, at most every
+    /// [`FINDINGS_EVERY`] (and at the end of the capture, `last`).
+    fn put_findings(&self, cap: u64, last: bool) -> Result<(), StoreError> {
         let json = {
             let mut rec = self.recording.lock().unwrap_or_else(|e| e.into_inner());
             match rec.get_mut(&cap) {
-                Some(r) if r.findings.dirty => {
+                Some(r)
+                    if r.findings.dirty
+                        && (last
+                            || r.findings_written
+                                .is_none_or(|t| t.elapsed() >= FINDINGS_EVERY)) =>
+                {
                     r.findings.dirty = false;
+                    r.findings_written = Some(std::time::Instant::now());
                     serde_json::to_vec(&r.findings.file).expect("findings serialise")
                 }
                 _ => return Ok(()),
@@ -907,6 +919,10 @@ impl Store {
                 Ok(m) => out.push(m),
                 // Deleted meanwhile.
                 Err(StoreError::NoCapture(_)) => {}
+                // One damaged meta file does not hide the other captures.
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    tracing::warn!("capture {id} left out: {e}");
+                }
                 Err(e) => return Err(e),
             }
         }
