@@ -244,7 +244,12 @@ pub struct ProxyArgs {
     /// final summary mark INCOMPLETE; every later batch is tried again, so recording
     /// resumes by itself when space returns. stop: the proxy shuts down at the first
     /// failed write. Either way the proxy exits 4 when something was not recorded.
-    #[arg(long, value_enum, default_value = "keep-forwarding", value_name = "WHAT")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "keep-forwarding",
+        value_name = "WHAT"
+    )]
     pub on_store_error: OnStoreError,
     /// Store CONNECT passwords as sent. By default a password is overwritten before it
     /// reaches the disk, in the raw bytes and in the decoded record, by as many '*'

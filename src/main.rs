@@ -357,7 +357,10 @@ fn analyze_capture(
     let settings = edgetap::pipeline::Settings { max_packet };
     let mut report = edgetap::store::replay::analyze_capture(&store, id, rules, settings)?;
     // What is not in the store: never recorded (disk full) or damaged since.
-    report.summary.incomplete.extend(edgetap::store::replay::gaps(&store, id)?);
+    report
+        .summary
+        .incomplete
+        .extend(edgetap::store::replay::gaps(&store, id)?);
     report.check_judged(vec![]);
     Ok(report)
 }
@@ -452,7 +455,10 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
     }
     if let Some(lost) = &lost {
         writeln!(stdout, "{}", lost.line())?;
-        eprintln!("edgetap proxy: capture incomplete: {} (exit code 4)", lost.line());
+        eprintln!(
+            "edgetap proxy: capture incomplete: {} (exit code 4)",
+            lost.line()
+        );
         return Ok(EXIT_NOT_RECORDED);
     }
     Ok(u8::from(outcome.report.has_errors()))
@@ -615,7 +621,11 @@ fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::R
                         writeln!(out, "  {}", g.line())?;
                     }
                     if groups.ungrouped > 0 {
-                        writeln!(out, "  … and {} findings of further groups (not kept)", groups.ungrouped)?;
+                        writeln!(
+                            out,
+                            "  … and {} findings of further groups (not kept)",
+                            groups.ungrouped
+                        )?;
                     }
                 }
             }

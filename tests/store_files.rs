@@ -150,7 +150,12 @@ fn captures_list_and_analyze_work_during_a_live_capture() {
     let table = run(&["captures", "list"], &store);
     assert!(text(&table.stdout).contains("(running or killed)"));
     let o = run(&["analyze", "--capture", "1", "--format", "json"], &store);
-    assert_eq!(o.status.code(), Some(1), "error findings: {}", text(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "error findings: {}",
+        text(&o.stderr)
+    );
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["summary"]["publishes"], 50, "{}", r["summary"]);
     // The aggregated findings are rewritten at most once a second.
@@ -262,18 +267,39 @@ fn a_truncated_chunk_file_still_shows_and_exports_the_intact_part() {
 
     let pcap = dir.join("cut.pcapng");
     let e = run(
-        &["captures", "export", &cap.to_string(), "--pcapng", pcap.to_str().unwrap()],
+        &[
+            "captures",
+            "export",
+            &cap.to_string(),
+            "--pcapng",
+            pcap.to_str().unwrap(),
+        ],
         &dir,
     );
     assert_eq!(e.status.code(), Some(0), "{}", text(&e.stderr));
     assert!(text(&e.stdout).contains("damaged"), "{}", text(&e.stdout));
     let tshark = Command::new("tshark")
-        .args(["-r", pcap.to_str().unwrap(), "-Y", "mqtt.msgtype == 3", "-T", "fields", "-e", "mqtt.topic"])
+        .args([
+            "-r",
+            pcap.to_str().unwrap(),
+            "-Y",
+            "mqtt.msgtype == 3",
+            "-T",
+            "fields",
+            "-e",
+            "mqtt.topic",
+        ])
         .output()
         .expect("tshark must be installed");
-    assert_eq!(text(&tshark.stdout).split_whitespace().collect::<Vec<_>>(), ["t/1", "t/2"]);
+    assert_eq!(
+        text(&tshark.stdout).split_whitespace().collect::<Vec<_>>(),
+        ["t/1", "t/2"]
+    );
 
-    let a = run(&["analyze", "--capture", &cap.to_string(), "--format", "json"], &dir);
+    let a = run(
+        &["analyze", "--capture", &cap.to_string(), "--format", "json"],
+        &dir,
+    );
     let r: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
     assert_eq!(r["summary"]["publishes"], 2, "{}", text(&a.stderr));
     assert!(
@@ -362,8 +388,7 @@ fn fill(path: &Path) {
 }
 
 #[test]
-fn a_store_that_fills_up_mid_capture_loses_no_forwarded_message_and_says_what_was_not_recorded(
-) {
+fn a_store_that_fills_up_mid_capture_loses_no_forwarded_message_and_says_what_was_not_recorded() {
     let dir = temp_dir("full");
     let mnt = dir.join("mnt");
     let Some(_fs) = tmpfs(&mnt, "2m") else {
@@ -377,7 +402,17 @@ fn a_store_that_fills_up_mid_capture_loses_no_forwarded_message_and_says_what_wa
     // stdbuf: mosquitto_sub's stdout is a pipe here, line buffering shows its
     // SUBACK at once.
     let mut sub = Command::new("stdbuf")
-        .args(["-oL", "mosquitto_sub", "-p", &broker.port.to_string(), "-t", "/v1/+/device/data", "-q", "1", "-d"])
+        .args([
+            "-oL",
+            "mosquitto_sub",
+            "-p",
+            &broker.port.to_string(),
+            "-t",
+            "/v1/+/device/data",
+            "-q",
+            "1",
+            "-d",
+        ])
         .args(["-C", &(first + second).to_string(), "-W", "120"])
         .stdout(Stdio::piped())
         .spawn()
@@ -389,7 +424,10 @@ fn a_store_that_fills_up_mid_capture_loses_no_forwarded_message_and_says_what_wa
     let reader = std::thread::spawn(move || {
         use std::io::BufRead;
         let mut messages = 0usize;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if line.starts_with('{') {
                 messages += 1;
             } else {
@@ -412,10 +450,20 @@ fn a_store_that_fills_up_mid_capture_loses_no_forwarded_message_and_says_what_wa
     let filler = mnt.join("other-file");
     std::fs::write(&filler, vec![0u8; 1 << 20]).unwrap();
     // ~3 MB of ~1 KB reports: more than the disk holds.
-    publish_lines(proxy.port, &["-q", "1"], TOPIC, &status_reports(first, 1000));
+    publish_lines(
+        proxy.port,
+        &["-q", "1"],
+        TOPIC,
+        &status_reports(first, 1000),
+    );
     // Space returns: recording resumes by itself, a new connection is recorded.
     std::fs::remove_file(&filler).unwrap();
-    publish_lines(proxy.port, &["-q", "1"], "/v1/E2/device/data", &status_reports(second, 10));
+    publish_lines(
+        proxy.port,
+        &["-q", "1"],
+        "/v1/E2/device/data",
+        &status_reports(second, 10),
+    );
     wait_for(10, "the second connection in the store", || {
         let o = run(&["captures", "show", "1"], &store);
         text(&o.stdout).contains("/v1/E2/device/data")
@@ -424,7 +472,11 @@ fn a_store_that_fills_up_mid_capture_loses_no_forwarded_message_and_says_what_wa
     let _ = sub.wait();
     let delivered = reader.join().unwrap();
     assert_eq!(delivered, first + second, "every message was forwarded");
-    assert_eq!(code, Some(4), "exit code 4: not everything recorded\n{out}\n{err}");
+    assert_eq!(
+        code,
+        Some(4),
+        "exit code 4: not everything recorded\n{out}\n{err}"
+    );
     assert!(out.contains("INCOMPLETE"), "final summary: {out}");
     assert!(err.contains("store write failed"), "{err}");
     assert!(err.contains("recording resumed"), "{err}");
@@ -444,11 +496,16 @@ fn a_store_that_fills_up_mid_capture_loses_no_forwarded_message_and_says_what_wa
     let show = run(&["captures", "show", "1"], &store);
     let s = text(&show.stdout);
     assert_eq!(show.status.code(), Some(0), "{}", text(&show.stderr));
-    assert!(s.contains("INCOMPLETE") && s.contains("not recorded"), "{s}");
+    assert!(
+        s.contains("INCOMPLETE") && s.contains("not recorded"),
+        "{s}"
+    );
     let a = run(&["analyze", "--capture", "1", "--format", "json"], &store);
     let r: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
     assert!(
-        r["summary"]["incomplete"].to_string().contains("not recorded"),
+        r["summary"]["incomplete"]
+            .to_string()
+            .contains("not recorded"),
         "{}",
         r["summary"]
     );

@@ -177,7 +177,12 @@ impl Aggregate {
 impl FindingGroup {
     /// `error   6.1.3 [t10.X] edge E1 ×2000, first packet 8 (time), last 2007: <example>`
     pub fn line(&self) -> String {
-        let mut s = format!("{:<7} {} [{}]", self.severity.as_str(), self.clause, self.rule);
+        let mut s = format!(
+            "{:<7} {} [{}]",
+            self.severity.as_str(),
+            self.clause,
+            self.rule
+        );
         if let Some(e) = &self.edge_id {
             s.push_str(&format!(" edge {e}"));
         }

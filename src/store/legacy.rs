@@ -79,7 +79,11 @@ impl Legacy {
 
     fn err(&self, e: sled::Error) -> StoreError {
         StoreError::Legacy {
-            dir: self.chunk_dir.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            dir: self
+                .chunk_dir
+                .parent()
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
             detail: e.to_string(),
         }
     }
@@ -121,7 +125,11 @@ impl Legacy {
     }
 
     pub fn capture(&self, id: u64) -> Result<Option<CaptureMeta>, StoreError> {
-        match self.captures.get(id.to_be_bytes()).map_err(|e| self.err(e))? {
+        match self
+            .captures
+            .get(id.to_be_bytes())
+            .map_err(|e| self.err(e))?
+        {
             Some(v) => Ok(Some(self.json("captures", &id.to_be_bytes(), &v)?)),
             None => Ok(None),
         }

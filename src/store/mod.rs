@@ -96,7 +96,9 @@ fn io_hint(e: &std::io::Error) -> &'static str {
 pub enum StoreError {
     #[error("store {0} does not exist: give --store the folder a proxy recorded into (`edgetap proxy --store DIR` creates one)")]
     Missing(PathBuf),
-    #[error("{0} is not an edgetap store (no chunks/ folder and no older sled database): check --store")]
+    #[error(
+        "{0} is not an edgetap store (no chunks/ folder and no older sled database): check --store"
+    )]
     NotAStore(PathBuf),
     /// The OS error is part of the message (not a source: it would print twice).
     #[error("{}: {err}{}", path.display(), io_hint(err))]
@@ -370,7 +372,10 @@ impl WriteBatch {
             }
             EventKind::Data { side, bytes } => {
                 self.data_bytes += bytes.len();
-                let at = self.offsets.entry((ev.conn, side.index() as u8)).or_default();
+                let at = self
+                    .offsets
+                    .entry((ev.conn, side.index() as u8))
+                    .or_default();
                 stream_at = *at;
                 *at += bytes.len() as u64;
                 (chunk::EV_DATA + side.index() as u8, bytes.clone())
@@ -519,6 +524,9 @@ impl WriteBatch {
         }
     }
 }
+
+/// The events and packets of one batch record.
+type Decoded = (Vec<Event>, Vec<PacketRecord>);
 
 /// A capture's chunk file, open for appending.
 struct ChunkFile {
@@ -791,7 +799,9 @@ impl Store {
             {
                 let mut rec = self.recording.lock().unwrap_or_else(|e| e.into_inner());
                 let r = rec.entry(meta.id).or_default();
-                r.lost.get_or_insert_with(NotRecorded::default).add(span.clone());
+                r.lost
+                    .get_or_insert_with(NotRecorded::default)
+                    .add(span.clone());
                 r.unnoted.push(span);
             }
             // Small files may still fit; best effort.
@@ -902,10 +912,7 @@ impl Store {
                 .and_then(|d| d.sync_all())
                 .map_err(|e| StoreError::io(&self.chunk_dir, e))?;
         }
-        let len = file
-            .metadata()
-            .map_err(|e| StoreError::io(&path, e))?
-            .len();
+        let len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
         Ok(ChunkFile { file, path, len })
     }
 
@@ -1009,7 +1016,7 @@ impl Store {
         &self,
         id: u64,
         want_events: bool,
-        pick: fn((Vec<Event>, Vec<PacketRecord>)) -> Vec<T>,
+        pick: fn(Decoded) -> Vec<T>,
     ) -> Box<dyn Iterator<Item = Result<T, StoreError>> + '_> {
         if !self.is_file_capture(id) {
             let r = match self.legacy() {
@@ -1029,16 +1036,13 @@ impl Store {
             Err(e) => return Box::new(std::iter::once(Err(e))),
         };
         let path = self.chunk_path(id);
-        Box::new(
-            rd.filter(|r| r.kind == REC_EVENTS)
-                .flat_map(move |r| {
-                    let at = format!("batch at byte {}", r.offset);
-                    match chunk::decode_batch(&path, &at, &r.body, want_events, !want_events) {
-                        Ok(x) => pick(x).into_iter().map(Ok).collect::<Vec<_>>(),
-                        Err(e) => vec![Err(e)],
-                    }
-                }),
-        )
+        Box::new(rd.filter(|r| r.kind == REC_EVENTS).flat_map(move |r| {
+            let at = format!("batch at byte {}", r.offset);
+            match chunk::decode_batch(&path, &at, &r.body, want_events, !want_events) {
+                Ok(x) => pick(x).into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            }
+        }))
     }
 
     /// The damaged spans of a capture's chunk file (empty when it reads whole). A
@@ -1296,7 +1300,8 @@ mod tests {
     }
 
     fn temp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("edgetap-store-unit-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("edgetap-store-unit-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
     }
