@@ -164,6 +164,19 @@ fn captures_list_and_analyze_work_during_a_live_capture() {
         assert_eq!(show.status.code(), Some(0), "{}", text(&show.stderr));
         text(&show.stdout).contains("×50")
     });
+    let pcap = dir.join("live.pcapng");
+    let e = run(
+        &[
+            "captures",
+            "export",
+            "1",
+            "--pcapng",
+            pcap.to_str().unwrap(),
+        ],
+        &store,
+    );
+    assert_eq!(e.status.code(), Some(0), "{}", text(&e.stderr));
+    assert!(std::fs::metadata(&pcap).unwrap().len() > 50 * 100);
     let (code, out, err) = proxy.stop();
     assert_eq!(code, Some(1), "error findings; {out}{err}");
 }

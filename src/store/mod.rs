@@ -560,6 +560,8 @@ pub struct Store {
     keep_secrets: AtomicBool,
     /// Notified at every failed write (for `--on-store-error stop`).
     failed: Arc<tokio::sync::Notify>,
+    /// The last summary files write failed (said once).
+    meta_failing: AtomicBool,
 }
 
 impl Store {
@@ -618,6 +620,7 @@ impl Store {
             recording: Mutex::new(HashMap::new()),
             keep_secrets: AtomicBool::new(false),
             failed: Arc::new(tokio::sync::Notify::new()),
+            meta_failing: AtomicBool::new(false),
         }
     }
 
@@ -808,8 +811,27 @@ impl Store {
             let _ = self.put_meta(meta);
             return Err(e);
         }
-        self.put_findings(meta.id, meta.ended_us.is_some())?;
-        self.put_meta(meta)
+        // The bytes are safe; the summary files are only rewritten at the next
+        // batch if this fails (said once, not at every batch).
+        match self
+            .put_findings(meta.id, meta.ended_us.is_some())
+            .and_then(|_| self.put_meta(meta))
+        {
+            Ok(()) => {
+                if self.meta_failing.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("capture {}: summary files written again", meta.id);
+                }
+            }
+            Err(e) => {
+                if !self.meta_failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "capture {}: {e}; the recorded bytes are safe, the capture's summary (meta, findings) is retried with every batch",
+                        meta.id
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Rewrites the findings file when it changed, at most every
