@@ -82,12 +82,17 @@ pub enum Command {
         The store is written and fsynced every 100 ms or every 1 MiB of traffic (a quarter \
         of --max-buffered when that is less), whichever comes first; a killed proxy keeps \
         everything up to that window. When the store \
-        falls behind, forwarding slows (recording is lossless).\n\n\
+        falls behind, forwarding slows (recording is lossless). When it cannot write \
+        (disk full), see --on-store-error. `captures list/show/export` and \
+        `analyze --capture` read the store while the proxy records.\n\n\
         Live view (--http 127.0.0.1:8080): open http://127.0.0.1:8080/ for the test record \
         so far (it reloads itself); scripts read /api/captures, /api/clauses, /api/edges, \
         /api/findings, /api/report (filters: ?edge=E1&severity=error&rule=t10.&clause=6.1.3) \
         and Prometheus reads /metrics. A non-loopback --http needs --http-token; clients \
-        then send `Authorization: Bearer TOKEN` or ?token=TOKEN.")]
+        then send `Authorization: Bearer TOKEN` or ?token=TOKEN.\n\n\
+        Exit codes: 0 no error findings, 1 error findings, 2 bad usage or a store that \
+        cannot be opened, 4 something forwarded was not recorded (store write errors; \
+        the capture and the summary say what).")]
     Proxy(ProxyArgs),
     /// List, show, delete and export the captures recorded by `edgetap proxy`.
     Captures {
@@ -266,6 +271,30 @@ pub struct ProxyArgs {
     /// --http). Note that other local users can read a process's arguments.
     #[arg(long, value_name = "TOKEN", requires = "http")]
     pub http_token: Option<String>,
+    /// What a store write error (a full disk above all) does. keep-forwarding: the
+    /// devices are served on; what could not be written is counted (bytes, events,
+    /// time span) in the capture, which `captures list/show`, every report and the
+    /// final summary mark INCOMPLETE; every later batch is tried again, so recording
+    /// resumes by itself when space returns. stop: the proxy shuts down at the first
+    /// failed write. Either way the proxy exits 4 when something was not recorded.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "keep-forwarding",
+        value_name = "WHAT"
+    )]
+    pub on_store_error: OnStoreError,
+    /// Store CONNECT passwords as sent. By default a password is overwritten before it
+    /// reaches the disk, in the raw bytes and in the decoded record, by as many '*'
+    /// (the stream still decodes).
+    #[arg(long)]
+    pub store_secrets: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnStoreError {
+    KeepForwarding,
+    Stop,
 }
 
 #[derive(Subcommand, Debug)]

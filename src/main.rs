@@ -393,13 +393,18 @@ fn analyze_capture(
     max_packet: usize,
     chart: bool,
 ) -> anyhow::Result<edgetap::report::Report> {
-    let store = edgetap::store::Store::open(dir)?;
+    let store = edgetap::store::Store::open_existing(dir)?;
     let settings = edgetap::pipeline::Settings { max_packet };
     let mut report =
         edgetap::store::replay::analyze_capture_charted(&store, id, rules, settings, chart)?;
     // Findings cite the frame numbers `captures export` gives, not the store's chunks.
     let frames = edgetap::store::export::frame_numbers(&store, id)?;
     report.renumber(|f| frames.frame_of(f));
+    // What is not in the store: never recorded (disk full) or damaged since.
+    report
+        .summary
+        .incomplete
+        .extend(edgetap::store::replay::gaps(&store, id)?);
     report.check_judged(vec![]);
     Ok(report)
 }
@@ -453,11 +458,17 @@ fn proxy_tls(args: &cli::ProxyArgs) -> anyhow::Result<edgetap::proxy::tls::TlsSe
     Ok(tls::TlsSettings { accept, upstream })
 }
 
+/// The proxy's exit code when something it forwarded was not recorded.
+const EXIT_NOT_RECORDED: u8 = 4;
+
 /// `edgetap proxy`: serves until Ctrl-C or SIGTERM, then prints the clause table.
 fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
     use anyhow::Context as _;
     let rules = Arc::new(load_rules(&args.rules)?);
     let store = edgetap::store::Store::open(&args.store.dir)?;
+    store.set_keep_secrets(args.store_secrets);
+    let stop_on_error = args.on_store_error == cli::OnStoreError::Stop;
+    let failures = store.failures();
     let tls = proxy_tls(&args)?;
     let settings = edgetap::proxy::ProxySettings {
         upstream: args.upstream.clone(),
@@ -504,6 +515,9 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = sigterm.recv() => {}
+                _ = failures.notified(), if stop_on_error => {
+                    eprintln!("edgetap proxy: store write failed; stopping (--on-store-error stop)");
+                }
             }
         };
         eprintln!(
@@ -525,12 +539,24 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
     let mut report = outcome.report;
     report.apply(&shown.filter);
     stdout.write_all(report.table(shown.listing).as_bytes())?;
+    let lost = outcome
+        .capture
+        .zip(outcome.store.as_ref())
+        .and_then(|(id, s)| s.not_recorded(id));
     if let Some(id) = outcome.capture {
         writeln!(
             stdout,
             "capture {id} stored in {}",
             args.store.dir.display()
         )?;
+    }
+    if let Some(lost) = &lost {
+        writeln!(stdout, "{}", lost.line())?;
+        eprintln!(
+            "edgetap proxy: capture incomplete: {} (exit code 4)",
+            lost.line()
+        );
+        return Ok(EXIT_NOT_RECORDED);
     }
     Ok(u8::from(report.has_errors()))
 }
@@ -545,7 +571,7 @@ fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::R
     };
     match command {
         C::List { store, format } => {
-            let store = Store::open(&store.dir)?;
+            let store = Store::open_existing(&store.dir)?;
             #[derive(serde::Serialize, tabled::Tabled)]
             struct Row {
                 id: u64,
@@ -557,6 +583,10 @@ fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::R
                 packets: u64,
                 findings: u64,
                 bytes: u64,
+                /// "complete", or what the proxy could not record.
+                recorded: String,
+                #[tabled(skip)]
+                not_recorded: Option<edgetap::store::NotRecorded>,
                 #[tabled(skip)]
                 listen: String,
                 #[tabled(skip)]
@@ -579,6 +609,11 @@ fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::R
                     packets: m.packets,
                     findings: m.findings,
                     bytes: m.bytes,
+                    recorded: match &m.not_recorded {
+                        None => "complete".into(),
+                        Some(n) => format!("INCOMPLETE: {} bytes not recorded", n.bytes),
+                    },
+                    not_recorded: m.not_recorded,
                     listen: m.listen,
                     upstream: m.upstream,
                     rules_version: m.rules_version,
@@ -594,14 +629,18 @@ fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::R
             show_secrets,
             payloads,
         } => {
-            let store = Store::open(&store.dir)?;
+            let store = Store::open_existing(&store.dir)?;
             let meta = store.capture(id)?;
             let conns = store.conns(id)?;
             let packets: Vec<edgetap::store::PacketRecord> = store
                 .packets(id)
                 .map(|p| p.map(|p| if show_secrets { p } else { p.redacted() }))
                 .collect::<Result<_, _>>()?;
-            let findings = store.findings(id)?;
+            let mut groups = store.finding_groups(id)?;
+            let gaps = edgetap::store::replay::gaps(&store, id)?;
+            // Findings cite the frame numbers of `captures export`.
+            let frames = edgetap::store::export::frame_numbers(&store, id)?;
+            groups.renumber(&frames);
             // The client id of each connection, from its CONNECT.
             let client_ids: std::collections::BTreeMap<u64, String> = packets
                 .iter()
@@ -619,11 +658,13 @@ fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::R
             match format {
                 ListFormat::Json => {
                     let mut v = serde_json::json!({
+                        "gaps": gaps,
+                        "finding_groups": groups,
                         "capture": meta,
                         "connections": conns,
                         "client_ids": client_ids,
                         "packets": packets,
-                        "findings": findings,
+                        "findings": groups.examples(),
                     });
                     if payloads {
                         v["messages"] = serde_json::to_value(&messages)?;
@@ -647,6 +688,12 @@ fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::R
                         meta.packets,
                         meta.findings
                     )?;
+                    for g in &gaps {
+                        writeln!(out, "{g}")?;
+                    }
+                    if !gaps.is_empty() {
+                        writeln!(out)?;
+                    }
                     for c in &conns {
                         writeln!(
                             out,
@@ -698,22 +745,30 @@ fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::R
                             )?;
                         }
                     }
-                    if !findings.is_empty() {
-                        writeln!(out, "\nFindings:")?;
+                    if !groups.groups.is_empty() {
+                        writeln!(
+                            out,
+                            "\nFindings: {} in {} groups by edge, rule and field path (every occurrence: edgetap analyze --capture {id}):",
+                            groups.total,
+                            groups.groups.len()
+                        )?;
                     }
-                    // Findings cite the frame numbers of `captures export`.
-                    let frames = edgetap::store::export::frame_numbers(&store, id)?;
-                    for f in &findings {
-                        let mut f = f.clone();
-                        f.packet = frames.frame_of(&f).or(f.packet);
-                        writeln!(out, "  {}", edgetap::report::one_line(&f))?;
+                    for g in &groups.groups {
+                        writeln!(out, "  {}", g.line())?;
+                    }
+                    if groups.ungrouped > 0 {
+                        writeln!(
+                            out,
+                            "  … and {} findings of further groups (not kept)",
+                            groups.ungrouped
+                        )?;
                     }
                 }
             }
             Ok(0)
         }
         C::Delete { id, store } => {
-            let store = Store::open(&store.dir)?;
+            let store = Store::open_existing(&store.dir)?;
             store.delete(id)?;
             writeln!(out, "capture {id} deleted")?;
             Ok(0)
@@ -725,7 +780,7 @@ fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::R
             show_secrets,
         } => {
             use anyhow::Context as _;
-            let store = Store::open(&store.dir)?;
+            let store = Store::open_existing(&store.dir)?;
             let file = std::fs::File::create(&pcapng)
                 .with_context(|| format!("create {}", pcapng.display()))?;
             let s = edgetap::store::export::export_pcapng(
@@ -741,6 +796,9 @@ fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::R
                 s.frames,
                 s.comments
             )?;
+            for g in edgetap::store::replay::gaps(&store, id)? {
+                writeln!(out, "{g}")?;
+            }
             Ok(0)
         }
     }

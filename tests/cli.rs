@@ -754,6 +754,7 @@ fn a_stored_capture_without_protocol_messages_exits_3() {
             bytes: 0,
             packets: 0,
             findings: 0,
+            not_recorded: None,
         };
         let id = store.begin_capture(&mut meta).unwrap();
         store.flush().unwrap();

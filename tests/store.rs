@@ -32,6 +32,7 @@ fn meta() -> CaptureMeta {
         bytes: 0,
         packets: 0,
         findings: 0,
+        not_recorded: None,
     }
 }
 

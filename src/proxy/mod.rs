@@ -284,6 +284,7 @@ pub async fn run(
         bytes: 0,
         packets: 0,
         findings: 0,
+        not_recorded: None,
     };
     let capture = match &store {
         Some(s) => Some(s.begin_capture(&mut meta)?),

@@ -398,27 +398,79 @@ impl Writer {
             .name("edgetap-store".into())
             .spawn(move || {
                 background_priority();
-                let mut store = Some(store);
+                let mut failing = StoreFailing::default();
                 while let Ok((mut batch, mut meta, mut permits)) = rx.recv() {
                     while let Ok((b, m, p)) = rx.try_recv() {
                         batch.append(b);
                         meta = m;
                         permits.extend(p);
                     }
-                    if let Some(s) = &store {
-                        if let Err(e) = s.write(batch, &meta) {
-                            tracing::error!(
-                                "store write failed, recording stops (forwarding goes on): {e}"
-                            );
-                            store = None;
+                    let bytes = batch.data_bytes;
+                    match store.write(batch, &meta) {
+                        Ok(()) => failing.recovered(),
+                        // The batch is counted as not recorded in the capture (the
+                        // store does it); the next batch is tried as usual, so
+                        // recording resumes by itself when space returns.
+                        Err(e) => {
+                            failing.failed(&e, bytes);
+                            store.signal_failure();
                         }
                     }
+                    // Released either way: a write error never stops forwarding
+                    // (with --on-store-error stop the proxy shuts down instead).
                     drop(permits);
                 }
-                store
+                Some(store)
             })
             .expect("the store writer thread starts");
         Writer { jobs, done }
+    }
+}
+
+/// Store write errors as the log shows them: the first one, then one line per
+/// [`FAILING_REPORT`] with the count, and the recovery.
+#[derive(Default)]
+struct StoreFailing {
+    since: Option<Instant>,
+    last_report: Option<Instant>,
+    batches: u64,
+    bytes: usize,
+}
+
+const FAILING_REPORT: Duration = Duration::from_secs(10);
+
+impl StoreFailing {
+    fn failed(&mut self, e: &StoreError, bytes: usize) {
+        self.batches += 1;
+        self.bytes += bytes;
+        let now = Instant::now();
+        if self.since.is_none() {
+            self.since = Some(now);
+            self.last_report = Some(now);
+            tracing::error!(
+                "store write failed: {e}; {bytes} bytes not recorded (forwarding goes on; recording is retried with every batch)"
+            );
+        } else if self.last_report.is_some_and(|t| now - t >= FAILING_REPORT) {
+            self.last_report = Some(now);
+            tracing::error!(
+                "store still failing: {} batches ({} bytes) not recorded so far: {e}",
+                self.batches,
+                self.bytes
+            );
+        }
+    }
+
+    fn recovered(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::warn!(
+                "store writable again after {:.1} s: recording resumed ({} batches, {} bytes were not recorded; the capture says so)",
+                since.elapsed().as_secs_f64(),
+                self.batches,
+                self.bytes
+            );
+            self.batches = 0;
+            self.bytes = 0;
+        }
     }
 }
 
@@ -432,10 +484,9 @@ struct Recorder {
 
 impl Recorder {
     /// Hands the batch to the writer, which releases the permits of its chunks once
-    /// they are on disk. A store that fails stops recording (logged) but never stops
-    /// forwarding.
+    /// they are on disk, or once writing them failed (counted as not recorded).
     fn flush(&mut self) {
-        let batch = std::mem::take(&mut self.batch);
+        let batch = self.batch.take();
         let permits = std::mem::take(&mut self.permits);
         if let Some(w) = &self.writer {
             // Fails only if the writer thread died; its permits are released then.
@@ -443,7 +494,7 @@ impl Recorder {
         }
     }
 
-    /// Waits for every batch to be written; hands back the store if it still works.
+    /// Waits for every batch to be written; hands back the store.
     fn close(self) -> Option<Store> {
         let w = self.writer?;
         drop(w.jobs);
@@ -471,10 +522,11 @@ fn analyze(
     if let Some(v) = live_view {
         v.started(&meta);
     }
+    let keep_secrets = store.as_ref().is_some_and(|s| s.keeps_secrets());
     let mut rec = Recorder {
         writer: store.map(Writer::spawn),
         meta,
-        batch: WriteBatch::default(),
+        batch: WriteBatch::with_secrets(keep_secrets),
         permits: vec![],
         conns: HashMap::new(),
     };
@@ -621,8 +673,9 @@ fn analyze(
         v.stopped();
     }
     rec.flush();
-    let meta = rec.meta.clone();
+    let mut meta = rec.meta.clone();
     let store = rec.close();
+    meta.not_recorded = store.as_ref().and_then(|s| s.not_recorded(cap));
     // Packets are noted where they are decoded (here), messages where judged.
     let mut exercised = a.engine().exercised().clone();
     exercised.merge(engine.exercised());

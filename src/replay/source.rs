@@ -151,7 +151,7 @@ pub fn load(source: &Source, rules: Arc<RuleSet>, ports: &[u16]) -> Result<Recor
         }
         Source::Stored { store, id } => {
             let st =
-                crate::store::Store::open(store).map_err(|e| ReplayError::Source(e.to_string()))?;
+                crate::store::Store::open_existing(store).map_err(|e| ReplayError::Source(e.to_string()))?;
             let mut a = Analyzer::new(rules, Settings::default());
             for ev in st.events(*id) {
                 let ev = ev.map_err(|e| ReplayError::Source(e.to_string()))?;

@@ -384,6 +384,11 @@ pub struct FrameIndex {
 type EventFrames = (u64, Vec<(Side, u64, u64)>);
 
 impl FrameIndex {
+    /// The export's first frame of stored event `seq`.
+    pub fn frame_of_event(&self, seq: u64) -> Option<u64> {
+        self.events.get(&seq).map(|(first, _)| *first)
+    }
+
     /// The export's frame holding what `f` is about: the frame with its byte
     /// offset, else its event's first frame.
     pub fn frame_of(&self, f: &Finding) -> Option<u64> {

@@ -1,67 +1,79 @@
-//! The capture store: the only module that imports sled.
+//! The capture store: a folder of plain files that one process records into and any
+//! number of processes read, during the recording too.
 //!
 //! Every proxy run is a capture. What the proxy forwarded is kept as a stream of
 //! [`Event`]s (connection opened, chunk of bytes, half-close, end), next to the MQTT
-//! packets decoded from them and the findings, so a capture can be analyzed again
+//! packets decoded from them, so a capture can be analyzed again
 //! ([`replay::analyze_capture`]) or exported ([`export::export_pcapng`]).
 //!
-//! Trees and keys (all integers big-endian, so sled iterates in order):
-//!
 //! ```text
-//! captures  cap:u64                                 → JSON CaptureMeta
-//! conns     cap:u64 conn:u64                        → JSON ConnMeta
-//! log       cap:u64 batch:u64                       → offset:u64 len:u64
-//! findings  cap:u64 n:u64                           → JSON Finding
+//! STORE/                       0700
+//!   chunks/                    0700
+//!     CAP.bin                  0600  append-only framed records (see [`chunk`]):
+//!                                    event batches, connection records, lost spans
+//!     CAP.meta.json            0600  CaptureMeta, replaced whole (write + rename)
+//!                                    after every batch
+//!     CAP.findings.json        0600  findings aggregated per (edge, rule, field
+//!                                    path), replaced whole when it changed, at
+//!                                    most once a second (see [`findings`])
+//!   db, conf, blobs/ …               a sled database of older edgetap versions,
+//!                                    read only (see [`legacy`])
 //! ```
 //!
-//! Events and packets are not one sled key each: every sled insert is a log
-//! reservation and a tree-node update (copy-on-write, splits, node rewrites that copy
-//! the values again), which for a busy proxy cost more than everything else together.
-//! Each written batch is instead one record appended to `chunks/CAP.bin` beside the
-//! sled files, holding its events (chunk bytes inline) in `(time_us, seq)` order,
-//! each with the MQTT packets decoded from it:
+//! **Reading while recording.** Nothing is locked: the recorder only appends to
+//! `CAP.bin` (each record with one `writev`, behind a checksum) and replaces the
+//! JSON files by rename, so a reader sees whole files and reads the chunk file up
+//! to the last whole record. `captures list/show/export` and `analyze --capture`
+//! work on a live capture and see what was synced so far (the last 100 ms may be
+//! missing). Readers create and write nothing: a store on a full disk still opens.
 //!
-//! ```text
-//! event   time_us:u64 seq:u64 conn:u64 kind:u8 len:u32 body[len] npackets:u32
-//!         (len:u32 packet)×npackets
-//! kind    0 open ("CLIENT SERVER") · 1/2 data client/server · 3/4 fin · 5 end (how)
-//!         · 6/7 opaque data client/server (forwarded, not analysed: untouched TLS)
-//! packet  1:u8 fields:u8 side:u8 conn:v chunk:v time_us:z offset:v len:v type:s
-//!         [client_id:s] [version:s] [username:s] [password:s] [topic:s]
-//!         [payload_len:v]       (present as bit 0…5 of `fields` says)
-//!         v: LEB128 u64 · z: zigzag LEB128 i64 · s: v length, UTF-8 bytes
-//! ```
+//! **Durability.** [`Store::write`] appends a batch and `fdatasync`s the chunk file
+//! before it returns (the proxy then releases the chunks' buffer budget). The
+//! meta and findings files are not synced each time: after a power cut they may be
+//! older than the chunk file, which holds everything.
 //!
-//! A packet record that starts with `{` is a JSON [`PacketRecord`] (chunk files
-//! written before the binary record; still read).
+//! **Write errors** (a full disk above all): a batch that cannot be written is cut
+//! back off the file (so the next record starts where it should) and counted as not
+//! recorded: bytes, events and time span, in [`CaptureMeta::not_recorded`] (and as
+//! an 'L' record in the chunk file once writing works again). The next batch is
+//! tried as usual, so recording resumes by itself when space returns. The caller
+//! decides whether forwarding goes on (`--on-store-error`).
 //!
-//! and the `log` tree indexes the records. [`Store::write`] appends and syncs the
-//! record before it applies the index entry (and the rest of the batch) to sled, so
-//! an indexed record is always whole; a record written but not indexed when the
-//! process died is ignored. Stores written before this layout (trees `events`,
-//! `packets`: one key per event and per packet) are still read.
+//! **Secrets.** Unless [`WriteBatch::keep_secrets`] is set, a CONNECT password is
+//! overwritten before it reaches the disk, in the decoded packet record and in
+//! the raw chunk bytes in place, by as many `*` as it had bytes (the password
+//! is the last field of CONNECT, so the stream's framing and lengths stay valid and
+//! the capture still decodes). The bytes are found by stream offset within the
+//! batch that holds the CONNECT's last byte; a CONNECT whose first bytes went to
+//! disk in an earlier batch (a client that sends it in pieces over more than
+//! 100 ms) has only the part in the later batch overwritten. Usernames are kept.
 //!
 //! `seq` numbers the events of a capture in the order the analysis task received
 //! them; it is the `packet` number findings carry. The proxy records `time_us` never
 //! below the previous event's, so seq order is time order across batches too, and
 //! within one direction of one connection both grow: stored order is stream order.
-//!
-//! Credentials from CONNECT are stored as sent; [`PacketRecord::redacted`] and the
-//! export hide them unless the caller asks for them.
 
+pub mod chunk;
 pub mod export;
+pub mod findings;
+mod legacy;
 pub mod replay;
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+
+pub use chunk::{Damage, LostSpan};
+use chunk::{PacketFields, REC_CONNS, REC_EVENTS, REC_LOST};
+pub use findings::{FindingGroup, FindingsFile};
 
 use crate::finding::{Finding, Severity, Side};
 use crate::pipeline::PacketEvent;
@@ -69,26 +81,113 @@ use crate::pipeline::PacketEvent;
 /// Where `--store` points when not given.
 pub const DEFAULT_DIR: &str = "edgetap-store";
 
+/// What a store error says to do, by OS error.
+fn io_hint(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(28) => " (the disk is full: free space; a proxy resumes recording by itself)",
+        Some(13) | Some(1) => " (permission denied: run as the store's owner or fix its mode)",
+        Some(2) => " (missing: the store folder is incomplete or the capture was deleted)",
+        Some(30) => " (read-only file system)",
+        _ => "",
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store {dir}: {source} (a store is open in one process at a time)")]
-    Open { dir: String, source: sled::Error },
-    #[error("store: {0}")]
-    Db(#[from] sled::Error),
-    #[error("capture {0} not found")]
+    #[error("store {0} does not exist: give --store the folder a proxy recorded into (`edgetap proxy --store DIR` creates one)")]
+    Missing(PathBuf),
+    #[error(
+        "{0} is not an edgetap store (no chunks/ folder and no older sled database): check --store"
+    )]
+    NotAStore(PathBuf),
+    /// The OS error is part of the message (not a source: it would print twice).
+    #[error("{}: {err}{}", path.display(), io_hint(err))]
+    File { path: PathBuf, err: std::io::Error },
+    #[error("store {}: the older captures' sled database cannot be opened: {detail} (an older edgetap may be recording into it: stop it, or copy the folder and read the copy)", dir.display())]
+    Legacy { dir: PathBuf, detail: String },
+    #[error("capture {0} not found (`edgetap captures list` shows the ids)")]
     NoCapture(u64),
-    #[error("store tree {tree}, key {key}: {detail}")]
+    #[error("{}, {at}: {detail}", file.display())]
     Corrupt {
-        tree: &'static str,
-        key: String,
+        file: PathBuf,
+        at: String,
         detail: String,
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
+impl StoreError {
+    pub(crate) fn io(path: &Path, err: std::io::Error) -> StoreError {
+        StoreError::File {
+            path: path.to_path_buf(),
+            err,
+        }
+    }
+
+    /// The disk (or quota) is full.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StoreError::File { err, .. } if err.raw_os_error() == Some(28) || err.raw_os_error() == Some(122))
+    }
+}
+
+/// What the recorder could not write into a capture (see the module docs).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct NotRecorded {
+    /// Chunk bytes forwarded but not recorded.
+    pub bytes: u64,
+    pub events: u64,
+    /// µs since the Unix epoch: the first and the last event not recorded.
+    pub from_us: i64,
+    pub to_us: i64,
+    /// Each failed write, oldest first (at most [`MAX_SPANS`]; later ones are
+    /// merged into the last).
+    pub spans: Vec<LostSpan>,
+}
+
+/// Lost spans listed one by one in a capture's meta.
+pub const MAX_SPANS: usize = 100;
+
+impl NotRecorded {
+    fn add(&mut self, s: LostSpan) {
+        if self.events == 0 && self.bytes == 0 && self.spans.is_empty() {
+            self.from_us = s.from_us;
+        }
+        self.from_us = self.from_us.min(s.from_us);
+        self.to_us = self.to_us.max(s.to_us);
+        self.bytes += s.bytes;
+        self.events += s.events;
+        if self.spans.len() < MAX_SPANS {
+            self.spans.push(s);
+        } else if let Some(last) = self.spans.last_mut() {
+            last.to_us = last.to_us.max(s.to_us);
+            last.bytes += s.bytes;
+            last.events += s.events;
+            last.error = s.error;
+        }
+    }
+
+    /// One line for people: "12345 bytes (67 events) not recorded between … and …: ENOSPC".
+    pub fn line(&self) -> String {
+        let time = |us: i64| {
+            chrono::DateTime::from_timestamp_micros(us)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_else(|| us.to_string())
+        };
+        format!(
+            "INCOMPLETE: {} bytes ({} events) forwarded but not recorded, between {} and {} ({} failed writes; last error: {})",
+            self.bytes,
+            self.events,
+            time(self.from_us),
+            time(self.to_us),
+            self.spans.len(),
+            self.spans.last().map_or("?", |s| s.error.as_str())
+        )
+    }
+}
+
 /// One proxy run.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct CaptureMeta {
     pub id: u64,
     pub name: String,
@@ -101,11 +200,17 @@ pub struct CaptureMeta {
     /// The rules the live analysis used: edgetap version and rule files.
     pub rules_version: String,
     pub connections: u64,
+    /// Events (chunks) forwarded, recorded or not.
     pub chunks: u64,
+    /// Bytes forwarded, recorded or not (`not_recorded` says what is missing).
     pub bytes: u64,
     /// MQTT control packets decoded.
     pub packets: u64,
     pub findings: u64,
+    /// Set when the capture is incomplete: what was forwarded but could not be
+    /// written (disk full, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_recorded: Option<NotRecorded>,
 }
 
 /// One proxied connection: the client's address and the upstream's.
@@ -184,6 +289,10 @@ pub struct PacketRecord {
 
 pub const REDACTED: &str = "<redacted>";
 
+/// The byte that overwrites a password in the stored chunk bytes and records.
+pub const FILLER: u8 = b'*';
+const FILLER_STR: &str = "*";
+
 impl PacketRecord {
     /// The record with CONNECT credentials replaced, for output.
     pub fn redacted(&self) -> PacketRecord {
@@ -198,18 +307,23 @@ impl PacketRecord {
     }
 }
 
-/// What a writer hands the store in one go; applied atomically per tree, then
-/// flushed to disk.
+/// What a writer hands the store in one go: appended as one record, then synced.
 #[derive(Default)]
 pub struct WriteBatch {
     /// Events with their packets, for the capture's chunk file.
     log: Vec<Pending>,
-    findings: Vec<([u8; 16], Vec<u8>)>,
+    findings: Vec<(u64, Finding)>,
     /// In order: a later record of a connection replaces an earlier one.
-    conns: Vec<([u8; 16], Vec<u8>)>,
+    conns: Vec<(u64, Vec<u8>)>,
     /// Encoded packet records of all events (see `Pending::pk`): one buffer per
     /// batch, not one allocation per packet.
     pk: Vec<u8>,
+    /// Next stream offset of each (connection, side): where an event's bytes sit
+    /// in the stream, to find a CONNECT's password among them. Carried from batch
+    /// to batch by [`WriteBatch::take`].
+    offsets: HashMap<(u64, u8), u64>,
+    /// Store CONNECT passwords as sent (`--store-secrets`).
+    pub keep_secrets: bool,
     /// Bytes of chunk data in the batch.
     pub data_bytes: usize,
     pub records: usize,
@@ -222,35 +336,60 @@ struct Pending {
     conn: u64,
     kind: u8,
     body: Bytes,
+    /// Stream offset of the body's first byte on its side (data events).
+    stream_at: u64,
     /// The event's packet records: `WriteBatch::pk[pk.0..pk.1]`, each with its
     /// length prefix, `npk` of them.
     pk: (usize, usize),
     npk: u32,
 }
 
-/// Event kinds as stored.
-const EV_OPEN: u8 = 0;
-const EV_DATA: u8 = 1;
-const EV_FIN: u8 = 3;
-const EV_END: u8 = 5;
-const EV_OPAQUE: u8 = 6;
-
 impl WriteBatch {
+    /// An empty batch; `keep_secrets` as [`WriteBatch::keep_secrets`].
+    pub fn with_secrets(keep_secrets: bool) -> WriteBatch {
+        WriteBatch {
+            keep_secrets,
+            ..WriteBatch::default()
+        }
+    }
+
+    /// The batch so far, leaving an empty one with the same settings and stream
+    /// offsets in its place.
+    pub fn take(&mut self) -> WriteBatch {
+        let fresh = WriteBatch {
+            offsets: std::mem::take(&mut self.offsets),
+            keep_secrets: self.keep_secrets,
+            ..WriteBatch::default()
+        };
+        std::mem::replace(self, fresh)
+    }
+
     pub fn event(&mut self, cap: u64, ev: &Event) {
+        let mut stream_at = 0;
         let (kind, body) = match &ev.kind {
             EventKind::Open { client, server } => {
-                (EV_OPEN, Bytes::from(format!("{client} {server}")))
+                (chunk::EV_OPEN, Bytes::from(format!("{client} {server}")))
             }
             EventKind::Data { side, bytes } => {
                 self.data_bytes += bytes.len();
-                (EV_DATA + side.index() as u8, bytes.clone())
+                let at = self
+                    .offsets
+                    .entry((ev.conn, side.index() as u8))
+                    .or_default();
+                stream_at = *at;
+                *at += bytes.len() as u64;
+                (chunk::EV_DATA + side.index() as u8, bytes.clone())
             }
             EventKind::Opaque { side, bytes } => {
                 self.data_bytes += bytes.len();
-                (EV_OPAQUE + side.index() as u8, bytes.clone())
+                (chunk::EV_OPAQUE + side.index() as u8, bytes.clone())
             }
-            EventKind::Fin { side } => (EV_FIN + side.index() as u8, Bytes::new()),
-            EventKind::End { how } => (EV_END, Bytes::from(how.clone())),
+            EventKind::Fin { side } => (chunk::EV_FIN + side.index() as u8, Bytes::new()),
+            EventKind::End { how } => {
+                self.offsets.remove(&(ev.conn, 0));
+                self.offsets.remove(&(ev.conn, 1));
+                (chunk::EV_END, Bytes::from(how.clone()))
+            }
         };
         self.log.push(Pending {
             cap,
@@ -259,6 +398,7 @@ impl WriteBatch {
             conn: ev.conn,
             kind,
             body,
+            stream_at,
             pk: (self.pk.len(), self.pk.len()),
             npk: 0,
         });
@@ -269,16 +409,18 @@ impl WriteBatch {
     /// before); packets of one event are kept in the order given (`idx`).
     pub fn packet(&mut self, cap: u64, seq: u64, idx: u32, p: &PacketRecord) {
         let _ = idx;
-        self.packet_fields(cap, seq, &p.fields());
+        self.packet_fields(cap, seq, p.fields());
     }
 
     /// [`Self::packet`] without building a [`PacketRecord`]: what the proxy's
     /// analysis task calls for each decoded packet.
     pub fn packet_event(&mut self, cap: u64, seq: u64, p: &PacketEvent<'_>) {
-        self.packet_fields(cap, seq, &replay::packet_fields(p));
+        self.packet_fields(cap, seq, replay::packet_fields(p));
     }
 
-    fn packet_fields(&mut self, cap: u64, seq: u64, f: &PacketFields<'_>) {
+    fn packet_fields(&mut self, cap: u64, seq: u64, given: PacketFields<'_>) {
+        let filler: String;
+        let mut f = given;
         let pos = match self.log.last() {
             // The usual case: a packet of the event just added.
             Some(e) if e.cap == cap && e.seq == seq => self.log.len() - 1,
@@ -289,6 +431,17 @@ impl WriteBatch {
                 }
             },
         };
+        if let (Some(pw), false) = (f.password, self.keep_secrets) {
+            if f.packet_type == "CONNECT" && f.side == "client" {
+                let end = f.offset + f.len;
+                let n = pw.len();
+                self.overwrite(f.conn, end.saturating_sub(n as u64), end);
+                // As many fillers as the password had bytes: the record still says
+                // where the password sat (the export relies on it), not what it was.
+                filler = FILLER_STR.repeat(n);
+                f.password = Some(&filler);
+            }
+        }
         let (start, end) = self.log[pos].pk;
         if end != self.pk.len() {
             // Not the last records of the buffer: move this event's records to the
@@ -299,7 +452,7 @@ impl WriteBatch {
         }
         let at = self.pk.len();
         self.pk.extend_from_slice(&[0; 4]);
-        encode_packet(f, &mut self.pk);
+        chunk::encode_packet(&f, &mut self.pk);
         let len = (self.pk.len() - at - 4) as u32;
         self.pk[at..at + 4].copy_from_slice(&len.to_be_bytes());
         let e = &mut self.log[pos];
@@ -308,19 +461,35 @@ impl WriteBatch {
         self.records += 1;
     }
 
+    /// Overwrites stream bytes `from..to` of `conn`'s client side with [`FILLER`],
+    /// in the data events of this batch that hold them.
+    fn overwrite(&mut self, conn: u64, from: u64, to: u64) {
+        for e in &mut self.log {
+            if e.conn != conn || e.kind != chunk::EV_DATA {
+                continue;
+            }
+            let (a, b) = (e.stream_at, e.stream_at + e.body.len() as u64);
+            let (lo, hi) = (from.max(a), to.min(b));
+            if lo < hi {
+                let mut v = e.body.to_vec();
+                v[(lo - a) as usize..(hi - a) as usize].fill(FILLER);
+                e.body = Bytes::from(v);
+            }
+        }
+    }
+
+    /// A finding of capture `cap`; `n` is its number in the capture (unused: the
+    /// store keeps findings aggregated, see [`findings`]).
     pub fn finding(&mut self, cap: u64, n: u64, f: &Finding) {
-        self.findings.push((
-            pair_key(cap, n),
-            serde_json::to_vec(f).expect("finding serialises"),
-        ));
+        let _ = n;
+        self.findings.push((cap, f.clone()));
         self.records += 1;
     }
 
     pub fn conn(&mut self, cap: u64, c: &ConnMeta) {
-        self.conns.push((
-            pair_key(cap, c.conn),
-            serde_json::to_vec(c).expect("record serialises"),
-        ));
+        let mut line = serde_json::to_vec(c).expect("record serialises");
+        line.push(b'\n');
+        self.conns.push((cap, line));
         self.records += 1;
     }
 
@@ -338,162 +507,416 @@ impl WriteBatch {
         }));
         self.findings.extend(later.findings);
         self.conns.extend(later.conns);
+        self.offsets = later.offsets;
         self.data_bytes += later.data_bytes;
         self.records += later.records;
     }
+
+    /// What is lost if this batch is not written.
+    fn lost_span(&self, error: String, fallback_us: i64) -> LostSpan {
+        let times = self.log.iter().map(|e| e.time_us);
+        LostSpan {
+            from_us: times.clone().min().unwrap_or(fallback_us),
+            to_us: times.max().unwrap_or(fallback_us),
+            bytes: self.data_bytes as u64,
+            events: self.log.len() as u64,
+            error,
+        }
+    }
 }
+
+/// The events and packets of one batch record.
+type Decoded = (Vec<Event>, Vec<PacketRecord>);
 
 /// A capture's chunk file, open for appending.
 struct ChunkFile {
     file: File,
+    path: PathBuf,
     len: u64,
-    next_batch: u64,
 }
+
+/// What the recording process keeps per capture.
+#[derive(Default)]
+struct Recording {
+    findings: findings::Aggregate,
+    lost: Option<NotRecorded>,
+    /// Lost spans not yet noted in the chunk file.
+    unnoted: Vec<LostSpan>,
+    findings_written: Option<std::time::Instant>,
+}
+
+/// How often a recording capture's findings file is rewritten (when it changed).
+const FINDINGS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct Store {
-    db: sled::Db,
-    /// `chunks/` beside the sled files: one `CAP.bin` per capture.
+    dir: PathBuf,
+    /// `chunks/`: the files of each capture.
     chunk_dir: PathBuf,
+    /// The sled database of older versions, opened on first use.
+    legacy: OnceLock<Option<Result<legacy::Legacy, String>>>,
     writers: Mutex<HashMap<u64, ChunkFile>>,
-    captures: sled::Tree,
-    log: sled::Tree,
-    conns: sled::Tree,
-    events: sled::Tree,
-    packets: sled::Tree,
-    findings: sled::Tree,
-}
-
-fn pair_key(a: u64, b: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&a.to_be_bytes());
-    k[8..].copy_from_slice(&b.to_be_bytes());
-    k
-}
-
-fn be_u64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_be_bytes(a)
+    recording: Mutex<HashMap<u64, Recording>>,
+    /// Store CONNECT passwords as sent (`--store-secrets`).
+    keep_secrets: AtomicBool,
+    /// Notified at every failed write (for `--on-store-error stop`).
+    failed: Arc<tokio::sync::Notify>,
+    /// The last summary files write failed (said once).
+    meta_failing: AtomicBool,
 }
 
 impl Store {
+    /// Opens the store in `dir` for recording, creating it (0700) when missing.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            // We flush ourselves at the end of every batch; sled's own timer is a
-            // second line of defence.
-            .flush_every_ms(Some(500))
-            // sled's default page cache is 1 GB; the proxy must stay small.
-            .cache_capacity(32 << 20)
-            .open()
-            .map_err(|source| StoreError::Open {
-                dir: dir.display().to_string(),
-                source,
-            })?;
-        let chunk_dir = dir.join("chunks");
-        std::fs::create_dir_all(&chunk_dir)?;
-        Ok(Store {
-            chunk_dir,
+        for d in [dir.to_path_buf(), dir.join("chunks")] {
+            if !d.is_dir() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&d)
+                    .map_err(|e| StoreError::io(&d, e))?;
+            }
+            // A store holds what devices sent: its folders are the owner's alone.
+            let mode = std::fs::metadata(&d)
+                .map_err(|e| StoreError::io(&d, e))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| StoreError::io(&d, e))?;
+            }
+            // Files an older edgetap wrote readable by all (best effort).
+            for f in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if let Ok(m) = f.metadata() {
+                    if m.is_file() && m.permissions().mode() & 0o077 != 0 {
+                        let _ = std::fs::set_permissions(
+                            f.path(),
+                            std::fs::Permissions::from_mode(0o600),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(Store::new(dir))
+    }
+
+    /// Opens an existing store for reading; creates and writes nothing. A missing
+    /// folder is an error (a typo must not look like an empty store).
+    pub fn open_existing(dir: &Path) -> Result<Store, StoreError> {
+        if !dir.exists() {
+            return Err(StoreError::Missing(dir.to_path_buf()));
+        }
+        if !dir.is_dir() || (!dir.join("chunks").is_dir() && !legacy::present(dir)) {
+            return Err(StoreError::NotAStore(dir.to_path_buf()));
+        }
+        Ok(Store::new(dir))
+    }
+
+    fn new(dir: &Path) -> Store {
+        Store {
+            dir: dir.to_path_buf(),
+            chunk_dir: dir.join("chunks"),
+            legacy: OnceLock::new(),
             writers: Mutex::new(HashMap::new()),
-            captures: db.open_tree("captures")?,
-            log: db.open_tree("log")?,
-            conns: db.open_tree("conns")?,
-            events: db.open_tree("events")?,
-            packets: db.open_tree("packets")?,
-            findings: db.open_tree("findings")?,
-            db,
-        })
+            recording: Mutex::new(HashMap::new()),
+            keep_secrets: AtomicBool::new(false),
+            failed: Arc::new(tokio::sync::Notify::new()),
+            meta_failing: AtomicBool::new(false),
+        }
+    }
+
+    /// Store CONNECT passwords as sent (`--store-secrets`); by default they are
+    /// overwritten before they reach the disk.
+    pub fn set_keep_secrets(&self, keep: bool) {
+        self.keep_secrets.store(keep, Ordering::Relaxed);
+    }
+
+    pub fn keeps_secrets(&self) -> bool {
+        self.keep_secrets.load(Ordering::Relaxed)
+    }
+
+    /// Completes (once per failure; a failure before the wait is kept) when a write
+    /// fails.
+    pub fn failures(&self) -> Arc<tokio::sync::Notify> {
+        self.failed.clone()
+    }
+
+    /// Called by the recorder when a write failed.
+    pub fn signal_failure(&self) {
+        self.failed.notify_one();
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn legacy(&self) -> Result<Option<&legacy::Legacy>, StoreError> {
+        let l = self.legacy.get_or_init(|| {
+            legacy::present(&self.dir)
+                .then(|| legacy::Legacy::open(&self.dir).map_err(|e| e.to_string()))
+        });
+        match l {
+            None => Ok(None),
+            Some(Ok(l)) => Ok(Some(l)),
+            Some(Err(e)) => Err(StoreError::Legacy {
+                dir: self.dir.clone(),
+                detail: e.clone(),
+            }),
+        }
+    }
+
+    fn meta_path(&self, cap: u64) -> PathBuf {
+        self.chunk_dir.join(format!("{cap}.meta.json"))
+    }
+
+    fn findings_path(&self, cap: u64) -> PathBuf {
+        self.chunk_dir.join(format!("{cap}.findings.json"))
+    }
+
+    pub fn chunk_path(&self, cap: u64) -> PathBuf {
+        self.chunk_dir.join(format!("{cap}.bin"))
+    }
+
+    /// Ids of the captures in the file layout.
+    fn file_ids(&self) -> Result<Vec<u64>, StoreError> {
+        let rd = match std::fs::read_dir(&self.chunk_dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(StoreError::io(&self.chunk_dir, e)),
+        };
+        let mut ids = vec![];
+        for ent in rd {
+            let ent = ent.map_err(|e| StoreError::io(&self.chunk_dir, e))?;
+            let name = ent.file_name();
+            if let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".meta.json"))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     /// Registers a new capture; `meta.id` is replaced by the new id, returned.
     pub fn begin_capture(&self, meta: &mut CaptureMeta) -> Result<u64, StoreError> {
-        let last = self.captures.last()?.map(|(k, _)| be_u64(&k)).unwrap_or(0);
-        meta.id = last + 1;
-        self.put_meta(meta)?;
-        self.db.flush()?;
-        Ok(meta.id)
+        // The older database is opened only to learn its last id, then closed: the
+        // recorder holds no lock that readers would wait for.
+        let legacy_last = if legacy::present(&self.dir) {
+            match self.legacy.get() {
+                Some(_) => self.legacy()?.map_or(Ok(0), |l| l.last_id())?,
+                None => legacy::Legacy::open(&self.dir)?.last_id()?,
+            }
+        } else {
+            0
+        };
+        let mut id = legacy_last.max(self.file_ids()?.last().copied().unwrap_or(0)) + 1;
+        loop {
+            meta.id = id;
+            let path = self.meta_path(id);
+            // create_new claims the id, even against another recorder.
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    f.write_all(&serde_json::to_vec_pretty(meta).expect("meta serialises"))
+                        .and_then(|_| f.sync_all())
+                        .map_err(|e| StoreError::io(&path, e))?;
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => id += 1,
+                Err(e) => return Err(StoreError::io(&path, e)),
+            }
+        }
+        File::open(&self.chunk_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StoreError::io(&self.chunk_dir, e))?;
+        self.recording
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Recording::default());
+        Ok(id)
     }
 
+    /// Replaces `path` with `bytes` whole (a reader sees the old or the new file).
+    fn replace(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let tmp = path.with_extension("tmp");
+        let r = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(bytes))
+            .and_then(|_| std::fs::rename(&tmp, path));
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(StoreError::io(path, e));
+        }
+        Ok(())
+    }
+
+    /// Writes the capture's meta, with what was not recorded.
     pub fn put_meta(&self, meta: &CaptureMeta) -> Result<(), StoreError> {
-        self.captures.insert(
-            meta.id.to_be_bytes(),
-            serde_json::to_vec(meta).expect("meta serialises"),
-        )?;
-        Ok(())
+        let mut m = meta.clone();
+        if let Some(r) = self
+            .recording
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&meta.id)
+        {
+            m.not_recorded = r.lost.clone();
+        }
+        self.replace(
+            &self.meta_path(meta.id),
+            &serde_json::to_vec_pretty(&m).expect("meta serialises"),
+        )
     }
 
-    /// Applies a batch and the capture's counters, then waits until they are on disk.
-    /// The batch's events go to the chunk file first (appended, synced), then its
-    /// index entry and the rest to sled.
+    /// What could not be recorded into capture `id` by this process.
+    pub fn not_recorded(&self, id: u64) -> Option<NotRecorded> {
+        self.recording
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .and_then(|r| r.lost.clone())
+    }
+
+    /// Appends a batch, syncs it, then writes the capture's meta and findings. A
+    /// batch that cannot be written is counted as not recorded (see the module
+    /// docs) and the error returned; the store stays usable for the next one.
     pub fn write(&self, mut batch: WriteBatch, meta: &CaptureMeta) -> Result<(), StoreError> {
-        if !batch.log.is_empty() {
-            batch
-                .log
-                .sort_by_key(|e| (e.cap, e.time_us.max(0) as u64, e.seq));
-            let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
-            let mut index = sled::Batch::default();
-            let mut touched: Vec<u64> = vec![];
-            let mut out: Vec<u8> = Vec::with_capacity(64 * batch.log.len());
-            let mut i = 0;
-            while i < batch.log.len() {
-                let cap = batch.log[i].cap;
-                let cf = match writers.entry(cap) {
-                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(self.open_chunk_file(cap)?)
-                    }
-                };
-                // Headers and packet records go to `out`; chunk bytes are written
-                // from where they are (one writev), not copied once more.
-                out.clear();
-                let start = i;
-                let mut cuts: Vec<usize> = vec![];
-                while i < batch.log.len() && batch.log[i].cap == cap {
-                    encode_event(&batch.log[i], &batch.pk, &mut out, &mut cuts);
-                    i += 1;
-                }
-                let mut slices = Vec::with_capacity(2 * (i - start) + 1);
-                let mut from = 0;
-                for (e, cut) in batch.log[start..i].iter().zip(&cuts) {
-                    if !e.body.is_empty() {
-                        slices.push(std::io::IoSlice::new(&out[from..*cut]));
-                        slices.push(std::io::IoSlice::new(&e.body));
-                        from = *cut;
-                    }
-                }
-                slices.push(std::io::IoSlice::new(&out[from..]));
-                let len = write_all_vectored(&mut cf.file, &mut slices)?;
-                let mut v = [0u8; 16];
-                v[..8].copy_from_slice(&cf.len.to_be_bytes());
-                v[8..].copy_from_slice(&len.to_be_bytes());
-                index.insert(&pair_key(cap, cf.next_batch)[..], &v[..]);
-                cf.len += len;
-                cf.next_batch += 1;
-                if !touched.contains(&cap) {
-                    touched.push(cap);
-                }
-            }
-            for cap in touched {
-                writers[&cap].file.sync_data()?;
-            }
-            self.log.apply_batch(index)?;
-        }
-        for (tree, records) in [(&self.findings, batch.findings), (&self.conns, batch.conns)] {
-            if !records.is_empty() {
-                let mut b = sled::Batch::default();
-                for (k, v) in records {
-                    b.insert(&k[..], v);
-                }
-                tree.apply_batch(b)?;
+        // Findings are kept in memory, so none is lost with a failed batch.
+        {
+            let mut rec = self.recording.lock().unwrap_or_else(|e| e.into_inner());
+            for (cap, f) in batch.findings.drain(..) {
+                rec.entry(cap).or_default().findings.add(&f);
             }
         }
-        self.put_meta(meta)?;
-        self.db.flush()?;
+        if let Err(e) = self.append(&mut batch) {
+            let span = batch.lost_span(e.to_string(), meta.ended_us.unwrap_or(meta.started_us));
+            {
+                let mut rec = self.recording.lock().unwrap_or_else(|e| e.into_inner());
+                let r = rec.entry(meta.id).or_default();
+                r.lost
+                    .get_or_insert_with(NotRecorded::default)
+                    .add(span.clone());
+                r.unnoted.push(span);
+            }
+            // Small files may still fit; best effort.
+            let _ = self.put_meta(meta);
+            return Err(e);
+        }
+        // The bytes are safe; the summary files are only rewritten at the next
+        // batch if this fails (said once, not at every batch).
+        match self
+            .put_findings(meta.id, meta.ended_us.is_some())
+            .and_then(|_| self.put_meta(meta))
+        {
+            Ok(()) => {
+                if self.meta_failing.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("capture {}: summary files written again", meta.id);
+                }
+            }
+            Err(e) => {
+                if !self.meta_failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "capture {}: {e}; the recorded bytes are safe, the capture's summary (meta, findings) is retried with every batch",
+                        meta.id
+                    );
+                }
+            }
+        }
         Ok(())
     }
 
-    fn chunk_path(&self, cap: u64) -> PathBuf {
-        self.chunk_dir.join(format!("{cap}.bin"))
+    /// Rewrites the findings file when it changed, at most every
+    /// [`FINDINGS_EVERY`] (and at the end of the capture, `last`).
+    fn put_findings(&self, cap: u64, last: bool) -> Result<(), StoreError> {
+        let json = {
+            let mut rec = self.recording.lock().unwrap_or_else(|e| e.into_inner());
+            match rec.get_mut(&cap) {
+                Some(r)
+                    if r.findings.dirty
+                        && (last
+                            || r.findings_written
+                                .is_none_or(|t| t.elapsed() >= FINDINGS_EVERY)) =>
+                {
+                    r.findings.dirty = false;
+                    r.findings_written = Some(std::time::Instant::now());
+                    serde_json::to_vec(&r.findings.file).expect("findings serialise")
+                }
+                _ => return Ok(()),
+            }
+        };
+        let r = self.replace(&self.findings_path(cap), &json);
+        if r.is_err() {
+            if let Some(r) = self
+                .recording
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&cap)
+            {
+                r.findings.dirty = true;
+            }
+        }
+        r
+    }
+
+    /// Appends the batch's records to the chunk files and syncs them.
+    fn append(&self, batch: &mut WriteBatch) -> Result<(), StoreError> {
+        batch
+            .log
+            .sort_by_key(|e| (e.cap, e.time_us.max(0) as u64, e.seq));
+        let mut caps: Vec<u64> = batch.log.iter().map(|e| e.cap).collect();
+        caps.extend(batch.conns.iter().map(|c| c.0));
+        caps.dedup();
+        caps.sort_unstable();
+        caps.dedup();
+        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        for cap in caps {
+            if let std::collections::hash_map::Entry::Vacant(v) = writers.entry(cap) {
+                v.insert(self.open_chunk_file(cap)?);
+            }
+            let cf = writers.get_mut(&cap).expect("just inserted");
+            let unnoted: Vec<LostSpan> = self
+                .recording
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&cap)
+                .map(|r| r.unnoted.clone())
+                .unwrap_or_default();
+            let r = append_records(cf, batch, cap, &unnoted).and_then(|n| {
+                cf.file
+                    .sync_data()
+                    .map(|_| n)
+                    .map_err(|e| StoreError::io(&cf.path, e))
+            });
+            match r {
+                Ok(n) => {
+                    cf.len += n;
+                    if let Some(r) = self
+                        .recording
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_mut(&cap)
+                    {
+                        r.unnoted.clear();
+                    }
+                }
+                Err(e) => {
+                    // Cut a partial record off, so the next one starts where it
+                    // should (a reader would skip it anyway: its checksum fails).
+                    let _ = cf.file.set_len(cf.len);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn open_chunk_file(&self, cap: u64) -> Result<ChunkFile, StoreError> {
@@ -502,178 +925,288 @@ impl Store {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&path)?;
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
         if !existed {
             // The new name itself must survive a crash.
-            File::open(&self.chunk_dir)?.sync_all()?;
+            File::open(&self.chunk_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| StoreError::io(&self.chunk_dir, e))?;
         }
-        let len = file.metadata()?.len();
-        let next_batch = match self.log.scan_prefix(cap.to_be_bytes()).next_back() {
-            Some(r) => be_u64(&r?.0[8..16]) + 1,
-            None => 0,
-        };
-        Ok(ChunkFile {
-            file,
-            len,
-            next_batch,
-        })
+        let len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
+        Ok(ChunkFile { file, path, len })
     }
 
     pub fn captures(&self) -> Result<Vec<CaptureMeta>, StoreError> {
-        self.captures
-            .iter()
-            .map(|r| {
-                let (k, v) = r?;
-                decode_json("captures", &k, &v)
-            })
-            .collect()
+        let mut out = match self.legacy()? {
+            Some(l) => l.captures()?,
+            None => vec![],
+        };
+        for id in self.file_ids()? {
+            match self.file_meta(id) {
+                Ok(m) => out.push(m),
+                // Deleted meanwhile.
+                Err(StoreError::NoCapture(_)) => {}
+                // One damaged meta file does not hide the other captures.
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    tracing::warn!("capture {id} left out: {e}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by_key(|m| m.id);
+        Ok(out)
+    }
+
+    fn file_meta(&self, id: u64) -> Result<CaptureMeta, StoreError> {
+        let path = self.meta_path(id);
+        let b = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NoCapture(id))
+            }
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        serde_json::from_slice(&b).map_err(|e| StoreError::Corrupt {
+            file: path,
+            at: "capture meta".into(),
+            detail: e.to_string(),
+        })
     }
 
     pub fn capture(&self, id: u64) -> Result<CaptureMeta, StoreError> {
-        match self.captures.get(id.to_be_bytes())? {
-            Some(v) => decode_json("captures", &id.to_be_bytes(), &v),
+        match self.file_meta(id) {
+            Err(StoreError::NoCapture(_)) => {}
+            r => return r,
+        }
+        match self.legacy()? {
+            Some(l) => l.capture(id)?.ok_or(StoreError::NoCapture(id)),
             None => Err(StoreError::NoCapture(id)),
         }
     }
 
+    /// Whether `id` is in the file layout (else in the older sled database).
+    fn is_file_capture(&self, id: u64) -> bool {
+        self.meta_path(id).exists()
+    }
+
+    fn reader(&self, id: u64, want: &'static [u8]) -> Result<Option<chunk::Reader>, StoreError> {
+        let meta = self.capture(id)?;
+        let path = self.chunk_path(id);
+        if !path.exists() {
+            return Ok(None);
+        }
+        chunk::Reader::open(&path, meta.ended_us.is_some(), want).map(Some)
+    }
+
     pub fn conns(&self, id: u64) -> Result<Vec<ConnMeta>, StoreError> {
-        self.conns
-            .scan_prefix(id.to_be_bytes())
-            .map(|r| {
-                let (k, v) = r?;
-                decode_json("conns", &k, &v)
-            })
-            .collect()
-    }
-
-    /// The capture's events in time order.
-    pub fn events(&self, id: u64) -> impl Iterator<Item = Result<Event, StoreError>> + '_ {
-        // Stores from before the chunk file: one key per event.
-        let old = self.events.scan_prefix(id.to_be_bytes()).map(|r| {
-            let (k, v) = r?;
-            decode_old_event(&k, &v)
-        });
-        let new = self.batches(id).flat_map(|b| {
-            let items: Vec<Result<Event, StoreError>> = match b {
-                Ok((k, buf)) => match decode_batch(&k, &buf, true, false) {
-                    Ok((evs, _)) => evs.into_iter().map(Ok).collect(),
-                    Err(e) => vec![Err(e)],
-                },
-                Err(e) => vec![Err(e)],
+        if !self.is_file_capture(id) {
+            return match self.legacy()? {
+                Some(l) => l.conns(id),
+                None => Err(StoreError::NoCapture(id)),
             };
-            items
-        });
-        old.chain(new)
+        }
+        let mut by_id: std::collections::BTreeMap<u64, ConnMeta> = Default::default();
+        if let Some(rd) = self.reader(id, &[REC_CONNS])? {
+            let path = self.chunk_path(id);
+            for r in rd {
+                if r.kind == REC_CONNS {
+                    for c in chunk::decode_conns(&path, &r)? {
+                        by_id.insert(c.conn, c);
+                    }
+                }
+            }
+        }
+        Ok(by_id.into_values().collect())
     }
 
-    pub fn packets(&self, id: u64) -> impl Iterator<Item = Result<PacketRecord, StoreError>> + '_ {
-        let old = self.packets.scan_prefix(id.to_be_bytes()).map(|r| {
-            let (k, v) = r?;
-            decode_json("packets", &k, &v)
-        });
-        let new = self.batches(id).flat_map(|b| {
-            let items: Vec<Result<PacketRecord, StoreError>> = match b {
-                Ok((k, buf)) => match decode_batch(&k, &buf, false, true) {
-                    Ok((_, ps)) => ps.into_iter().map(Ok).collect(),
-                    Err(e) => vec![Err(e)],
-                },
-                Err(e) => vec![Err(e)],
-            };
-            items
-        });
-        old.chain(new)
+    /// The capture's events in time order. Damaged spans of the chunk file are
+    /// skipped ([`Store::damage`] lists them).
+    pub fn events(&self, id: u64) -> Box<dyn Iterator<Item = Result<Event, StoreError>> + '_> {
+        self.batches(id, true, |(e, _)| e)
     }
 
-    /// The capture's batch records, read from its chunk file, in order.
-    fn batches(
+    pub fn packets(
         &self,
         id: u64,
-    ) -> impl Iterator<Item = Result<(sled::IVec, Bytes), StoreError>> + '_ {
-        let mut file: Option<File> = None;
-        self.log.scan_prefix(id.to_be_bytes()).map(move |r| {
-            let (k, v) = r?;
-            if v.len() != 16 {
-                return Err(StoreError::Corrupt {
-                    tree: "log",
-                    key: hex(&k),
-                    detail: "bad index entry".into(),
-                });
-            }
-            let (offset, len) = (be_u64(&v[..8]), be_u64(&v[8..]) as usize);
-            let f = match &mut file {
-                Some(f) => f,
-                None => file.insert(File::open(self.chunk_path(id))?),
-            };
-            let mut buf = vec![0u8; len];
-            f.read_exact_at(&mut buf, offset)
-                .map_err(|e| StoreError::Corrupt {
-                    tree: "log",
-                    key: hex(&k),
-                    detail: format!("chunk file at {offset}+{len}: {e}"),
-                })?;
-            Ok((k, Bytes::from(buf)))
-        })
+    ) -> Box<dyn Iterator<Item = Result<PacketRecord, StoreError>> + '_> {
+        self.batches(id, false, |(_, p)| p)
     }
 
+    fn batches<T: 'static>(
+        &self,
+        id: u64,
+        want_events: bool,
+        pick: fn(Decoded) -> Vec<T>,
+    ) -> Box<dyn Iterator<Item = Result<T, StoreError>> + '_> {
+        if !self.is_file_capture(id) {
+            let r = match self.legacy() {
+                Ok(Some(l)) => l.read(id, want_events).map(pick),
+                // No such capture: nothing to iterate (callers ask `capture` first).
+                Ok(None) => Ok(vec![]),
+                Err(e) => Err(e),
+            };
+            return match r {
+                Ok(v) => Box::new(v.into_iter().map(Ok)),
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            };
+        }
+        let rd = match self.reader(id, &[REC_EVENTS]) {
+            Ok(Some(rd)) => rd,
+            Ok(None) => return Box::new(std::iter::empty()),
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        let path = self.chunk_path(id);
+        Box::new(rd.filter(|r| r.kind == REC_EVENTS).flat_map(move |r| {
+            let at = format!("batch at byte {}", r.offset);
+            match chunk::decode_batch(&path, &at, &r.body, want_events, !want_events) {
+                Ok(x) => pick(x).into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            }
+        }))
+    }
+
+    /// The damaged spans of a capture's chunk file (empty when it reads whole). A
+    /// running capture's last record being written is not damage.
+    pub fn damage(&self, id: u64) -> Result<Vec<Damage>, StoreError> {
+        if !self.is_file_capture(id) {
+            return Ok(vec![]);
+        }
+        let Some(mut rd) = self.reader(id, &[REC_EVENTS, REC_CONNS, REC_LOST])? else {
+            return Ok(vec![]);
+        };
+        for _ in rd.by_ref() {}
+        Ok(rd.damage)
+    }
+
+    /// The findings of a capture: for a capture in the file layout the example
+    /// findings of each group ([`Store::finding_groups`] has the counts), for an
+    /// older one every finding.
     pub fn findings(&self, id: u64) -> Result<Vec<Finding>, StoreError> {
-        self.findings
-            .scan_prefix(id.to_be_bytes())
-            .map(|r| {
-                let (k, v) = r?;
-                let f: StoredFinding = decode_json("findings", &k, &v)?;
-                Ok(f.into_finding())
-            })
-            .collect()
+        if !self.is_file_capture(id) {
+            return match self.legacy()? {
+                Some(l) => l.findings(id),
+                None => Err(StoreError::NoCapture(id)),
+            };
+        }
+        Ok(self.finding_groups(id)?.examples())
+    }
+
+    /// The capture's findings aggregated per (edge, rule, field path).
+    pub fn finding_groups(&self, id: u64) -> Result<FindingsFile, StoreError> {
+        if !self.is_file_capture(id) {
+            let all = match self.legacy()? {
+                Some(l) => l.findings(id)?,
+                None => return Err(StoreError::NoCapture(id)),
+            };
+            let mut agg = findings::Aggregate::default();
+            for f in &all {
+                agg.add(f);
+            }
+            return Ok(agg.file);
+        }
+        let path = self.findings_path(id);
+        match std::fs::read(&path) {
+            Ok(b) => FindingsFile::parse(&b).map_err(|e| StoreError::Corrupt {
+                file: path,
+                at: "findings".into(),
+                detail: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FindingsFile::default()),
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
     }
 
     /// Removes a capture and everything recorded with it.
     pub fn delete(&self, id: u64) -> Result<(), StoreError> {
-        self.capture(id)?;
-        for tree in [
-            &self.conns,
-            &self.log,
-            &self.events,
-            &self.packets,
-            &self.findings,
-        ] {
-            let mut batch = sled::Batch::default();
-            for k in tree.scan_prefix(id.to_be_bytes()).keys() {
-                batch.remove(k?);
+        if self.is_file_capture(id) {
+            for p in [self.meta_path(id), self.findings_path(id)] {
+                match std::fs::remove_file(&p) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(StoreError::io(&p, e))
+                    }
+                    _ => {}
+                }
             }
-            tree.apply_batch(batch)?;
+        } else if !self.legacy()?.map_or(Ok(false), |l| l.delete(id))? {
+            return Err(StoreError::NoCapture(id));
         }
-        self.captures.remove(id.to_be_bytes())?;
-        self.db.flush()?;
         self.writers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
-        match std::fs::remove_file(self.chunk_path(id)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        let path = self.chunk_path(id);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::io(&path, e)),
             _ => Ok(()),
         }
     }
 
+    /// Every write is synced as it is made; kept for callers of the older API.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
         Ok(())
     }
 }
 
-fn decode_json<T: serde::de::DeserializeOwned>(
-    tree: &'static str,
-    k: &[u8],
-    v: &[u8],
-) -> Result<T, StoreError> {
-    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
-        tree,
-        key: hex(k),
-        detail: e.to_string(),
-    })
-}
+/// Appends capture `cap`'s records of `batch` (lost spans first, then events, then
+/// connection records) with one `writev`. Returns the bytes written.
+fn append_records(
+    cf: &mut ChunkFile,
+    batch: &WriteBatch,
+    cap: u64,
+    unnoted: &[LostSpan],
+) -> Result<u64, StoreError> {
+    let mut heads: Vec<Vec<u8>> = vec![];
+    // Lost spans, one 'L' record each.
+    let lost: Vec<Vec<u8>> = unnoted
+        .iter()
+        .map(|s| serde_json::to_vec(s).expect("span serialises"))
+        .collect();
+    for l in &lost {
+        heads.push(chunk::header(REC_LOST, l.len(), chunk::crc(REC_LOST, &[l])).to_vec());
+    }
+    // Events: headers and packet records in `out`, chunk bytes from where they are.
+    let evs: Vec<&Pending> = batch.log.iter().filter(|e| e.cap == cap).collect();
+    let mut out: Vec<u8> = Vec::with_capacity(64 * evs.len());
+    let mut cuts: Vec<usize> = vec![];
+    for e in &evs {
+        encode_event(e, &batch.pk, &mut out, &mut cuts);
+    }
+    let mut parts: Vec<&[u8]> = vec![];
+    let mut from = 0;
+    for (e, cut) in evs.iter().zip(&cuts) {
+        if !e.body.is_empty() {
+            parts.push(&out[from..*cut]);
+            parts.push(&e.body);
+            from = *cut;
+        }
+    }
+    parts.push(&out[from..]);
+    let ev_len: usize = parts.iter().map(|p| p.len()).sum();
+    let ev_head = chunk::header(REC_EVENTS, ev_len, chunk::crc(REC_EVENTS, &parts));
+    let conns: Vec<u8> = batch
+        .conns
+        .iter()
+        .filter(|c| c.0 == cap)
+        .flat_map(|c| c.1.iter().copied())
+        .collect();
+    let c_head = chunk::header(REC_CONNS, conns.len(), chunk::crc(REC_CONNS, &[&conns]));
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    let mut slices: Vec<std::io::IoSlice<'_>> = vec![];
+    for (h, l) in heads.iter().zip(&lost) {
+        slices.push(std::io::IoSlice::new(h));
+        slices.push(std::io::IoSlice::new(l));
+    }
+    if !evs.is_empty() {
+        slices.push(std::io::IoSlice::new(&ev_head));
+        slices.extend(parts.iter().map(|p| std::io::IoSlice::new(p)));
+    }
+    if !conns.is_empty() {
+        slices.push(std::io::IoSlice::new(&c_head));
+        slices.push(std::io::IoSlice::new(&conns));
+    }
+    write_all_vectored(&mut cf.file, &mut slices).map_err(|e| StoreError::io(&cf.path, e))
 }
 
 /// Encodes `e` without its body into `out`; `cuts` gets the position in `out`
@@ -687,184 +1220,6 @@ fn encode_event(e: &Pending, pk: &[u8], out: &mut Vec<u8>, cuts: &mut Vec<usize>
     cuts.push(out.len());
     out.extend_from_slice(&e.npk.to_be_bytes());
     out.extend_from_slice(&pk[e.pk.0..e.pk.1]);
-}
-
-/// A packet record's fields, borrowed: what [`encode_packet`] stores.
-pub(crate) struct PacketFields<'a> {
-    pub conn: u64,
-    pub side: &'a str,
-    pub chunk: u64,
-    pub time_us: i64,
-    pub offset: u64,
-    pub len: u64,
-    pub packet_type: &'a str,
-    pub client_id: Option<&'a str>,
-    pub version: Option<&'a str>,
-    pub username: Option<&'a str>,
-    pub password: Option<&'a str>,
-    pub topic: Option<&'a str>,
-    pub payload_len: Option<u64>,
-}
-
-impl PacketRecord {
-    pub(crate) fn fields(&self) -> PacketFields<'_> {
-        PacketFields {
-            conn: self.conn,
-            side: &self.side,
-            chunk: self.chunk,
-            time_us: self.time_us,
-            offset: self.offset,
-            len: self.len,
-            packet_type: &self.packet_type,
-            client_id: self.client_id.as_deref(),
-            version: self.version.as_deref(),
-            username: self.username.as_deref(),
-            password: self.password.as_deref(),
-            topic: self.topic.as_deref(),
-            payload_len: self.payload_len,
-        }
-    }
-}
-
-/// First byte of a binary packet record (a JSON one starts with `{`).
-const PACKET_V1: u8 = 1;
-/// The side byte of a packet record.
-const SIDE_CLIENT: u8 = 0;
-const SIDE_SERVER: u8 = 1;
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_varint(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
-}
-
-/// Appends the binary packet record of `f` (layout in the module docs).
-fn encode_packet(f: &PacketFields<'_>, out: &mut Vec<u8>) {
-    let opts = [f.client_id, f.version, f.username, f.password, f.topic];
-    let mut present = 0u8;
-    for (i, o) in opts.iter().enumerate() {
-        if o.is_some() {
-            present |= 1 << i;
-        }
-    }
-    if f.payload_len.is_some() {
-        present |= 1 << 5;
-    }
-    out.push(PACKET_V1);
-    out.push(present);
-    out.push(match f.side {
-        "client" => SIDE_CLIENT,
-        "server" => SIDE_SERVER,
-        // Not written by edgetap; kept anyway, as the type name is.
-        _ => 2,
-    });
-    put_varint(out, f.conn);
-    put_varint(out, f.chunk);
-    put_varint(out, ((f.time_us << 1) ^ (f.time_us >> 63)) as u64);
-    put_varint(out, f.offset);
-    put_varint(out, f.len);
-    put_str(out, f.packet_type);
-    for s in opts.into_iter().flatten() {
-        put_str(out, s);
-    }
-    if let Some(n) = f.payload_len {
-        put_varint(out, n);
-    }
-}
-
-/// Reads a packet record written by [`encode_packet`] or, older, as JSON.
-fn decode_packet(k: &[u8], b: &[u8]) -> Result<PacketRecord, StoreError> {
-    if b.first() == Some(&b'{') {
-        return decode_json("log", k, b);
-    }
-    let bad = |what: &str| StoreError::Corrupt {
-        tree: "log",
-        key: hex(k),
-        detail: format!("packet record: {what}"),
-    };
-    let mut pos = 0usize;
-    let byte = |pos: &mut usize| -> Result<u8, StoreError> {
-        let v = *b.get(*pos).ok_or_else(|| bad("truncated"))?;
-        *pos += 1;
-        Ok(v)
-    };
-    let varint = |pos: &mut usize| -> Result<u64, StoreError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let x = byte(pos)?;
-            v |= u64::from(x & 0x7f) << shift;
-            if x & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(bad("varint too long"))
-    };
-    let string = |pos: &mut usize| -> Result<String, StoreError> {
-        let n = varint(pos)? as usize;
-        let end = pos.checked_add(n).filter(|e| *e <= b.len());
-        let end = end.ok_or_else(|| bad("truncated"))?;
-        let s = std::str::from_utf8(&b[*pos..end]).map_err(|_| bad("not UTF-8"))?;
-        *pos = end;
-        Ok(s.to_string())
-    };
-    if byte(&mut pos)? != PACKET_V1 {
-        return Err(bad("unknown format"));
-    }
-    let present = byte(&mut pos)?;
-    let side = match byte(&mut pos)? {
-        SIDE_CLIENT => "client",
-        SIDE_SERVER => "server",
-        _ => "?",
-    };
-    let conn = varint(&mut pos)?;
-    let chunk = varint(&mut pos)?;
-    let z = varint(&mut pos)?;
-    let time_us = ((z >> 1) as i64) ^ -((z & 1) as i64);
-    let offset = varint(&mut pos)?;
-    let len = varint(&mut pos)?;
-    let packet_type = string(&mut pos)?;
-    let mut opt = |bit: u8| -> Result<Option<String>, StoreError> {
-        if present & (1 << bit) != 0 {
-            string(&mut pos).map(Some)
-        } else {
-            Ok(None)
-        }
-    };
-    let client_id = opt(0)?;
-    let version = opt(1)?;
-    let username = opt(2)?;
-    let password = opt(3)?;
-    let topic = opt(4)?;
-    let payload_len = if present & (1 << 5) != 0 {
-        Some(varint(&mut pos)?)
-    } else {
-        None
-    };
-    if pos != b.len() {
-        return Err(bad("trailing bytes"));
-    }
-    Ok(PacketRecord {
-        conn,
-        side: side.to_string(),
-        chunk,
-        time_us,
-        offset,
-        len,
-        packet_type,
-        client_id,
-        version,
-        username,
-        password,
-        topic,
-        payload_len,
-    })
 }
 
 /// Writes every slice, in order; returns the bytes written.
@@ -885,126 +1240,9 @@ fn write_all_vectored(f: &mut File, mut bufs: &mut [std::io::IoSlice<'_>]) -> st
     Ok(total as u64)
 }
 
-/// The events and/or packets of one batch record (`k` is its `log` key, for errors).
-fn decode_batch(
-    k: &[u8],
-    buf: &Bytes,
-    want_events: bool,
-    want_packets: bool,
-) -> Result<(Vec<Event>, Vec<PacketRecord>), StoreError> {
-    let bad = |detail: String| StoreError::Corrupt {
-        tree: "log",
-        key: hex(k),
-        detail,
-    };
-    let pos = std::cell::Cell::new(0usize);
-    let take = |n: usize| -> Result<std::ops::Range<usize>, StoreError> {
-        let p = pos.get();
-        if buf.len() - p < n {
-            return Err(bad(format!("record truncated at byte {p}")));
-        }
-        pos.set(p + n);
-        Ok(p..p + n)
-    };
-    let u32_at = |r: std::ops::Range<usize>| u32::from_be_bytes(buf[r].try_into().unwrap());
-    let (mut events, mut packets) = (vec![], vec![]);
-    while pos.get() < buf.len() {
-        let time_us = be_u64(&buf[take(8)?]) as i64;
-        let seq = be_u64(&buf[take(8)?]);
-        let conn = be_u64(&buf[take(8)?]);
-        let kind = buf[take(1)?][0];
-        let len = u32_at(take(4)?) as usize;
-        let body = take(len)?;
-        let n = u32_at(take(4)?);
-        for _ in 0..n {
-            let len = u32_at(take(4)?) as usize;
-            let r = take(len)?;
-            if want_packets {
-                packets.push(decode_packet(k, &buf[r])?);
-            }
-        }
-        if want_events {
-            let side = |i: u8| if i == 0 { Side::Client } else { Side::Server };
-            let kind = match kind {
-                EV_OPEN => {
-                    parse_open(&buf[body]).ok_or_else(|| bad("open: bad addresses".into()))?
-                }
-                1 | 2 => EventKind::Data {
-                    side: side(kind - EV_DATA),
-                    bytes: buf.slice(body),
-                },
-                3 | 4 => EventKind::Fin {
-                    side: side(kind - EV_FIN),
-                },
-                EV_END => EventKind::End {
-                    how: String::from_utf8_lossy(&buf[body]).into_owned(),
-                },
-                6 | 7 => EventKind::Opaque {
-                    side: side(kind - EV_OPAQUE),
-                    bytes: buf.slice(body),
-                },
-                _ => return Err(bad(format!("unknown event kind {kind}"))),
-            };
-            events.push(Event {
-                time_us,
-                seq,
-                conn,
-                kind,
-            });
-        }
-    }
-    Ok((events, packets))
-}
-
-fn parse_open(body: &[u8]) -> Option<EventKind> {
-    let text = std::str::from_utf8(body).ok()?;
-    let mut it = text.split(' ').map(|s| s.parse::<SocketAddr>());
-    match (it.next(), it.next()) {
-        (Some(Ok(client)), Some(Ok(server))) => Some(EventKind::Open { client, server }),
-        _ => None,
-    }
-}
-
-/// An event of the older layout (tree `events`, bytes inline).
-fn decode_old_event(k: &[u8], v: &[u8]) -> Result<Event, StoreError> {
-    let bad = |detail: &str| StoreError::Corrupt {
-        tree: "events",
-        key: hex(k),
-        detail: detail.into(),
-    };
-    if k.len() != 24 || v.len() < 9 {
-        return Err(bad("short record"));
-    }
-    let time_us = be_u64(&k[8..16]) as i64;
-    let seq = be_u64(&k[16..24]);
-    let conn = be_u64(&v[1..9]);
-    let body = &v[9..];
-    let side = |i: u8| if i == 0 { Side::Client } else { Side::Server };
-    let kind = match v[0] {
-        EV_OPEN => parse_open(body).ok_or_else(|| bad("open: bad addresses"))?,
-        1 | 2 => EventKind::Data {
-            side: side(v[0] - EV_DATA),
-            bytes: Bytes::copy_from_slice(body),
-        },
-        3 | 4 => EventKind::Fin {
-            side: side(v[0] - EV_FIN),
-        },
-        EV_END => EventKind::End {
-            how: String::from_utf8_lossy(body).into_owned(),
-        },
-        _ => return Err(bad("unknown event kind")),
-    };
-    Ok(Event {
-        time_us,
-        seq,
-        conn,
-        kind,
-    })
-}
-
 /// [`Finding`] as read back (the report type only serialises).
 #[derive(Deserialize)]
-struct StoredFinding {
+pub(crate) struct StoredFinding {
     rule: String,
     clause: String,
     table: Option<String>,
@@ -1025,7 +1263,7 @@ struct StoredFinding {
 }
 
 impl StoredFinding {
-    fn into_finding(self) -> Finding {
+    pub(crate) fn into_finding(self) -> Finding {
         Finding {
             rule: self.rule,
             clause: self.clause,
@@ -1083,42 +1321,31 @@ mod tests {
         }
     }
 
-    #[test]
-    fn binary_packet_records_round_trip_and_json_ones_still_read() {
-        for n in 0..5 {
-            let r = rec(n);
-            let mut b = vec![];
-            encode_packet(&r.fields(), &mut b);
-            assert_eq!(decode_packet(b"k", &b).unwrap(), r);
-            let json = serde_json::to_vec(&r).unwrap();
-            assert!(json.len() > b.len());
-            assert_eq!(decode_packet(b"k", &json).unwrap(), r);
-            // Truncated binary records are reported, not misread.
-            assert!(decode_packet(b"k", &b[..b.len() - 1]).is_err());
-        }
+    fn temp(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("edgetap-store-unit-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
     }
 
     #[test]
-    fn packets_given_out_of_event_order_stay_with_their_event() {
-        let dir = std::env::temp_dir().join(format!("edgetap-store-unit-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::open(&dir).unwrap();
-        let mut meta = CaptureMeta {
-            id: 0,
-            name: "u".into(),
-            started_us: 0,
-            ended_us: None,
-            listen: String::new(),
-            upstream: String::new(),
-            rules_version: String::new(),
-            connections: 0,
-            chunks: 0,
-            bytes: 0,
-            packets: 0,
-            findings: 0,
-        };
-        let cap = store.begin_capture(&mut meta).unwrap();
-        let ev = |seq: u64| Event {
+    fn binary_packet_records_round_trip_and_json_ones_still_read() {
+        let p = Path::new("x");
+        for n in 0..5 {
+            let r = rec(n);
+            let mut b = vec![];
+            chunk::encode_packet(&r.fields(), &mut b);
+            assert_eq!(chunk::decode_packet(p, "k", &b).unwrap(), r);
+            let json = serde_json::to_vec(&r).unwrap();
+            assert!(json.len() > b.len());
+            assert_eq!(chunk::decode_packet(p, "k", &json).unwrap(), r);
+            // Truncated binary records are reported, not misread.
+            assert!(chunk::decode_packet(p, "k", &b[..b.len() - 1]).is_err());
+        }
+    }
+
+    fn ev(seq: u64) -> Event {
+        Event {
             time_us: seq as i64,
             seq,
             conn: 7,
@@ -1126,7 +1353,15 @@ mod tests {
                 side: Side::Client,
                 bytes: Bytes::from(vec![seq as u8; 3]),
             },
-        };
+        }
+    }
+
+    #[test]
+    fn packets_given_out_of_event_order_stay_with_their_event() {
+        let dir = temp("order");
+        let store = Store::open(&dir).unwrap();
+        let mut meta = CaptureMeta::default();
+        let cap = store.begin_capture(&mut meta).unwrap();
         let mut first = WriteBatch::default();
         first.event(cap, &ev(1));
         first.event(cap, &ev(2));
@@ -1142,7 +1377,102 @@ mod tests {
         assert_eq!(got, vec![rec(1), rec(3), rec(2), rec(4)]);
         let evs: Vec<Event> = store.events(cap).map(|e| e.unwrap()).collect();
         assert_eq!(evs, vec![ev(1), ev(2), ev(4)]);
-        drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Three batches; the middle one's bytes are overwritten (or the file is cut in
+    /// the last one): the other batches are read, the damaged span is reported.
+    #[test]
+    fn a_damaged_record_loses_only_its_own_events() {
+        let dir = temp("damage");
+        let store = Store::open(&dir).unwrap();
+        let mut meta = CaptureMeta::default();
+        let cap = store.begin_capture(&mut meta).unwrap();
+        let mut ends = vec![];
+        for seq in 1..=3 {
+            let mut b = WriteBatch::default();
+            b.event(cap, &ev(seq));
+            store.write(b, &meta).unwrap();
+            ends.push(std::fs::metadata(store.chunk_path(cap)).unwrap().len());
+        }
+        meta.ended_us = Some(9);
+        store.put_meta(&meta).unwrap();
+        let path = store.chunk_path(cap);
+        let whole = std::fs::read(&path).unwrap();
+        // One byte of the second record's body flipped: checksum mismatch.
+        let mut bad = whole.clone();
+        bad[ends[0] as usize + chunk::HEADER + 2] ^= 0xff;
+        std::fs::write(&path, &bad).unwrap();
+        let reader = Store::open_existing(&dir).unwrap();
+        let seqs: Vec<u64> = reader.events(cap).map(|e| e.unwrap().seq).collect();
+        assert_eq!(seqs, [1, 3]);
+        let d = reader.damage(cap).unwrap();
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!((d[0].from, d[0].to), (ends[0], ends[1]));
+        // The file cut in the middle of its last record.
+        std::fs::write(&path, &whole[..ends[2] as usize - 3]).unwrap();
+        let seqs: Vec<u64> = reader.events(cap).map(|e| e.unwrap().seq).collect();
+        assert_eq!(seqs, [1, 2]);
+        let d = reader.damage(cap).unwrap();
+        assert_eq!((d[0].from, d[0].to), (ends[1], ends[2] - 3), "{d:?}");
+        // While the capture runs, a cut tail is the record being written: no damage.
+        meta.ended_us = None;
+        store.put_meta(&meta).unwrap();
+        assert!(reader.damage(cap).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_connect_password_is_overwritten_in_place_unless_secrets_are_kept() {
+        for keep in [false, true] {
+            let mut b = WriteBatch::with_secrets(keep);
+            // CONNECT 3.1.1, client id "c", username "u", password "hunter2", sent in
+            // two reads: the password spans both.
+            let mut connect = vec![0x10, 0];
+            connect.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0xc2, 0, 60]);
+            connect.extend_from_slice(&[0, 1, b'c', 0, 1, b'u', 0, 7]);
+            connect.extend_from_slice(b"hunter2");
+            connect[1] = (connect.len() - 2) as u8;
+            let (a, z) = connect.split_at(connect.len() - 3);
+            for (seq, part) in [(1, a), (2, z)] {
+                b.event(
+                    1,
+                    &Event {
+                        time_us: seq,
+                        seq: seq as u64,
+                        conn: 3,
+                        kind: EventKind::Data {
+                            side: Side::Client,
+                            bytes: Bytes::copy_from_slice(part),
+                        },
+                    },
+                );
+            }
+            let mut r = PacketRecord {
+                conn: 3,
+                side: "client".into(),
+                chunk: 2,
+                offset: 0,
+                len: connect.len() as u64,
+                packet_type: "CONNECT".into(),
+                username: Some("u".into()),
+                password: Some("hunter2".into()),
+                ..PacketRecord::default()
+            };
+            b.packet(1, 2, 0, &r);
+            let bytes: Vec<u8> = b.log.iter().flat_map(|e| e.body.to_vec()).collect();
+            let pk = &b.pk[4..];
+            let rec = chunk::decode_packet(Path::new("x"), "k", pk).unwrap();
+            if keep {
+                assert_eq!(bytes, connect);
+                assert_eq!(rec, r);
+            } else {
+                let n = connect.len();
+                assert_eq!(&bytes[..n - 7], &connect[..n - 7]);
+                assert_eq!(&bytes[n - 7..], b"*******");
+                r.password = Some("*******".into());
+                assert_eq!(rec, r);
+            }
+        }
     }
 }

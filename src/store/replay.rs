@@ -136,3 +136,18 @@ pub fn analyze_capture_charted(
 pub fn stored_findings(store: &Store, id: u64) -> Result<Vec<Finding>, StoreError> {
     store.findings(id)
 }
+
+/// What a stored capture lacks, one line each: what the proxy forwarded but could
+/// not record (disk full), and the damaged spans of its chunk file. Every report of
+/// a stored capture lists them (`summary.incomplete`).
+pub fn gaps(store: &Store, id: u64) -> Result<Vec<String>, StoreError> {
+    let meta = store.capture(id)?;
+    let mut out = vec![];
+    if let Some(n) = &meta.not_recorded {
+        out.push(format!("capture {id}: {}", n.line()));
+    }
+    for d in store.damage(id)? {
+        out.push(format!("capture {id}: {d}"));
+    }
+    Ok(out)
+}
