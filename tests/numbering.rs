@@ -215,7 +215,8 @@ async fn a_stored_finding_cites_the_frame_of_the_pcapng_export() {
         edgetap(&["captures", "show", &id, "--store", &store_dir, "--payloads"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(
-        table.contains(&format!("[t36.CMD_CON_START] packet {frame}")),
+        // The stored finding groups cite the export's frames too.
+        table.contains(&format!("[t36.CMD_CON_START] edge E7 packet {frame}")),
         "{table}"
     );
     assert!(table.contains("client id platform-7"), "{table}");
