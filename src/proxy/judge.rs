@@ -206,6 +206,8 @@ struct Queue {
     closed: bool,
     /// Findings judged, waiting for the recorder to store them.
     judged: Vec<Finding>,
+    /// The judge is judging a batch it took.
+    working: bool,
 }
 
 struct Shared {
@@ -260,6 +262,7 @@ pub(crate) fn spawn(
             bytes: 0,
             closed: false,
             judged: vec![],
+            working: false,
         }),
         work: Condvar::new(),
         room: Condvar::new(),
@@ -336,6 +339,13 @@ impl JudgeHandle {
         }
         drop(q);
         self.sh.taken.notify_one();
+    }
+
+    /// Whether findings may still come from what was handed over so far: the
+    /// recorder keeps looking for them.
+    pub(crate) fn busy(&self) -> bool {
+        let q = self.sh.lock();
+        q.working || !q.items.is_empty() || !q.judged.is_empty()
     }
 
     /// No more items: waits until everything is judged; returns the engine (for
@@ -476,6 +486,7 @@ fn run(
             }
             std::mem::swap(&mut batch, &mut q.items);
             q.bytes = 0;
+            q.working = !batch.is_empty();
             sh.room.notify_all();
             q.closed && batch.is_empty()
         };
@@ -512,6 +523,7 @@ fn run(
         {
             let mut q = sh.lock();
             q.judged.append(&mut to_store);
+            q.working = false;
             // Findings the recorder has not stored yet are memory too: the judge waits
             // for it (and falls behind, which the recorder handles by skipping).
             while q.judged.len() > MAX_UNSTORED_FINDINGS && !q.closed {

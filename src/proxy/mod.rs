@@ -211,9 +211,9 @@ pub struct ProxyOutcome {
     pub accepted: u64,
 }
 
-/// The live output: each finding as it is judged (a plain `FnMut(&Finding)` will do),
-/// connections, ticks; [`console::Console`] is the one `edgetap proxy` prints.
-pub type LiveFindings = Box<dyn judge::Live>;
+/// Called on the judge's thread for each finding, as it is judged. ([`run_live`]
+/// takes a full [`judge::Live`] instead: connections, ticks, grouping.)
+pub type LiveFindings = Box<dyn FnMut(&crate::finding::Finding) + Send>;
 
 /// Wall-clock microseconds that never go backwards within a run.
 #[derive(Clone, Copy)]
@@ -256,6 +256,18 @@ pub async fn run(
     rules: Arc<RuleSet>,
     store: Option<Store>,
     live: LiveFindings,
+    shutdown: impl Future,
+) -> Result<ProxyOutcome, ProxyError> {
+    run_live(listener, settings, rules, store, Box::new(live), shutdown).await
+}
+
+/// [`run`] with a full live output ([`console::Console`] for `edgetap proxy`).
+pub async fn run_live(
+    listener: TcpListener,
+    settings: ProxySettings,
+    rules: Arc<RuleSet>,
+    store: Option<Store>,
+    live: Box<dyn judge::Live>,
     shutdown: impl Future,
 ) -> Result<ProxyOutcome, ProxyError> {
     let clock = Clock::new();

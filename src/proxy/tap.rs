@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit};
 
 use super::judge::{self, ConnNote, Item, JudgeHandle, View};
-use super::{Clock, KeepAlives, LiveFindings, FLUSH_BYTES, FLUSH_INTERVAL, TAP_QUEUE};
+use super::{Clock, KeepAlives, FLUSH_BYTES, FLUSH_INTERVAL, TAP_QUEUE};
 use crate::finding::{ConnId, Finding, Side};
 use crate::mqtt::Packet;
 use crate::pipeline::{Analyzer, PacketEvent, Settings, Sink, Staged};
@@ -316,7 +316,7 @@ pub(crate) fn spawn(
     store: Option<Store>,
     meta: CaptureMeta,
     clock: Clock,
-    live: LiveFindings,
+    live: Box<dyn judge::Live>,
     view: View,
     keep_alives: KeepAlives,
 ) -> oneshot::Receiver<Outcome> {
@@ -482,8 +482,11 @@ fn analyze(
             Took::Deadline => {
                 judge.take_findings(&mut judged);
                 store_findings(&mut rec, cap, &mut judged);
-                rec.flush();
-                deadline = None;
+                if !rec.batch.is_empty() {
+                    rec.flush();
+                }
+                // The judge's findings come after the events: keep collecting them.
+                deadline = judge.busy().then(|| Instant::now() + FLUSH_INTERVAL);
                 continue;
             }
             Took::Closed => break,
