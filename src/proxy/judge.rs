@@ -86,7 +86,9 @@ pub enum ConnNote {
     },
 }
 
-/// One item for the judge.
+/// One item for the judge. (Nearly all are `Staged`: boxing it would cost an
+/// allocation per message to save memory on the rare notes.)
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Item {
     Staged(Staged),
     Note(ConnNote),
@@ -404,12 +406,8 @@ const MAX_WORDINGS: usize = 100_000;
 impl Groups {
     /// Counts `f` in its group: `(index, first of its group)`.
     fn add(&mut self, f: &Finding) -> (Option<usize>, bool) {
-        let h = {
-            use std::hash::{BuildHasher, Hash, Hasher};
-            let mut h = ahash::RandomState::with_seeds(5, 6, 7, 8).build_hasher();
-            (&f.edge_id, &f.rule, &f.message).hash(&mut h);
-            h.finish()
-        };
+        let h =
+            ahash::RandomState::with_seeds(5, 6, 7, 8).hash_one((&f.edge_id, &f.rule, &f.message));
         let (i, first) = match self.exact.get(&h) {
             Some(&i) => (i, false),
             None => {
