@@ -14,7 +14,8 @@
 #    field) and finding-heavy (param lacks six required fields: six error findings per
 #    message); wall time of mosquitto_pub, median of the turns; ratio = direct / target.
 # 2. Latency: QoS 1 PUBLISH → PUBACK one at a time (1 KB, 5,000 rounds, a raw socket
-#    client), p50 and p99 per target; "added" = target − direct.
+#    client), p50 and p99 per target; "added" = target − direct. Against a fresh
+#    edgetap (the one of part 3), not the one still writing part 1's backlog.
 # 3. Memory: edgetap's RSS idle, with 1,000 connections open (each CONNECTed and one
 #    PUBLISH), and after BENCH_CHURN (24,000) short connections (CONNECT, PUBLISH,
 #    DISCONNECT) once they are closed.
@@ -131,9 +132,28 @@ for kind in ("conforming", "finding-heavy"):
             kind, qos, m["direct"], m["haproxy"], m["edgetap"], rh, re, want, "met" if ok else "MISSED"))
 EOF
 
+rss() { awk '/^VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+hwm() { awk '/^VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 echo
-echo "latency: QoS 1 PUBLISH -> PUBACK, one at a time, 1 KB"
-python3 - "$broker" "$hap" "$etp" <<'EOF'
+sleep 1
+echo "edgetap RSS after the throughput runs: $(rss $etp_pid) MB (peak $(hwm $etp_pid) MB)"
+kill -TERM "$etp_pid"; wait "$etp_pid" || true
+sent=$(( turns * 2 * ($(stat -c %s "$work/conforming.txt") + $(stat -c %s "$work/finding-heavy.txt")) ))
+echo "store after the run: $(du -sb "$work/store" | cut -f1) bytes on disk for $sent payload bytes sent through edgetap in the throughput runs"
+grep -c . "$work/edgetap.out" | xargs echo "edgetap console + report lines:"
+grep -E "WARN|ERROR" "$work/edgetap.err" | head -5 || true
+
+# Memory per connection, on a fresh proxy (a fresh store): idle, 1,000 open, churn.
+etp2=$(free_port)
+"$edgetap" proxy --listen "127.0.0.1:$etp2" --upstream "127.0.0.1:$broker" --name rss \
+    --store "$work/store-rss" >/dev/null 2>"$work/edgetap-rss.err" & rss_pid=$!; pids+=($rss_pid)
+wait_port "$etp2"
+sleep 1
+echo
+echo "edgetap (fresh) RSS idle: $(rss $rss_pid) MB"
+echo
+echo "latency: QoS 1 PUBLISH -> PUBACK, one at a time, 1 KB (a report lacking every table 10 field), edgetap fresh"
+python3 - "$broker" "$hap" "$etp2" <<'EOF'
 import socket, struct, sys, time
 ports = dict(zip(("direct", "haproxy", "edgetap"), map(int, sys.argv[1:4])))
 def connect(port, cid):
@@ -183,25 +203,6 @@ for name, v in res.items():
           q(v, .5) - q(res["direct"], .5), q(v, .99) - q(res["direct"], .99)))
 EOF
 
-rss() { awk '/^VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
-hwm() { awk '/^VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
-echo
-sleep 1
-echo "edgetap RSS after the throughput and latency runs: $(rss $etp_pid) MB (peak $(hwm $etp_pid) MB)"
-kill -TERM "$etp_pid"; wait "$etp_pid" || true
-sent=$(( turns * 2 * ($(stat -c %s "$work/conforming.txt") + $(stat -c %s "$work/finding-heavy.txt")) ))
-echo "store after the run: $(du -sb "$work/store" | cut -f1) bytes on disk for $sent payload bytes sent through edgetap in the throughput runs (plus the latency runs)"
-grep -c . "$work/edgetap.out" | xargs echo "edgetap console + report lines:"
-grep -E "WARN|ERROR" "$work/edgetap.err" | head -5 || true
-
-# Memory per connection, on a fresh proxy (a fresh store): idle, 1,000 open, churn.
-etp2=$(free_port)
-"$edgetap" proxy --listen "127.0.0.1:$etp2" --upstream "127.0.0.1:$broker" --name rss \
-    --store "$work/store-rss" >/dev/null 2>"$work/edgetap-rss.err" & rss_pid=$!; pids+=($rss_pid)
-wait_port "$etp2"
-sleep 1
-echo
-echo "edgetap (fresh) RSS idle: $(rss $rss_pid) MB"
 python3 - "$etp2" "$churn" "$rss_pid" <<'EOF'
 import socket, sys, time
 port, churn, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]

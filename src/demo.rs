@@ -127,7 +127,7 @@ pub async fn run_proxied(
     };
     let live = Arc::new(AtomicU64::new(0));
     let counter = live.clone();
-    let on_finding: proxy::LiveFindings = Box::new(move |_f: &crate::finding::Finding| {
+    let on_finding: proxy::LiveFindings = Box::new(move |_f| {
         counter.fetch_add(1, Ordering::Relaxed);
     });
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

@@ -529,7 +529,7 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
         // First occurrence of each (edge, rule, field path), then "+N more" lines.
         let live = Box::new(edgetap::proxy::console::Console::stdout());
         let outcome =
-            edgetap::proxy::run(listener, settings, rules, Some(store), live, shutdown).await?;
+            edgetap::proxy::run_live(listener, settings, rules, Some(store), live, shutdown).await?;
         let _ = http_stop.send(());
         anyhow::Ok(outcome)
     })?;

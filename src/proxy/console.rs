@@ -304,3 +304,78 @@ impl Live for Console {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finding::Severity;
+    use std::sync::{Arc, Mutex};
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn finding(mid: u64) -> Finding {
+        Finding {
+            rule: "t10.REP_SYS_STATUS".into(),
+            clause: "6.1.3".into(),
+            table: Some("10".into()),
+            severity: Severity::Error,
+            edge_id: Some("E1".into()),
+            msg_type: Some("REP_SYS_STATUS".into()),
+            topic: None,
+            mid: Some(mid),
+            packet: Some(mid),
+            time: Some(1_764_590_000_000_000 + mid as i64),
+            message: "param.diskUsed: expected required number, seen absent".into(),
+            conn: Some(3),
+            side: None,
+            offset: None,
+            basis: None,
+        }
+    }
+
+    #[test]
+    fn first_finding_of_a_group_in_full_then_one_summary_line() {
+        let out = Shared::default();
+        let mut c = Console::new(Box::new(out.clone()));
+        c.connection(&ConnNote::Open {
+            conn: 3,
+            time_us: 1_764_590_000_000_000,
+            client: "10.0.0.7:5000".parse().unwrap(),
+            server: "10.0.0.1:1883".parse().unwrap(),
+        });
+        c.connection(&ConnNote::Connect {
+            conn: 3,
+            time_us: 1_764_590_000_000_001,
+            client_id: "dev1".into(),
+            version: "3.1.1",
+            keep_alive: 60,
+        });
+        c.grouped(&finding(1), Some(0), true);
+        for mid in 2..=1000 {
+            c.grouped(&finding(mid), Some(0), false);
+        }
+        c.finish(&Snapshot::default());
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(
+            lines[0].starts_with("2025-12-01T") && lines[0].contains("conn 3 open: 10.0.0.7:5000")
+        );
+        assert!(lines[1].contains("conn 3 (10.0.0.7:5000, client \"dev1\") CONNECT: MQTT 3.1.1"));
+        assert!(lines[2].contains("conn 3 (10.0.0.7:5000, client \"dev1\") error"));
+        assert!(lines[2].contains("mid 1:"));
+        assert!(lines[3].contains("+999 more (1000 in all): [t10.REP_SYS_STATUS] edge E1"));
+        assert!(lines[4].contains("judged 0 messages"));
+    }
+}

@@ -87,7 +87,9 @@ pub enum ConnNote {
     },
 }
 
-/// One item for the judge.
+/// One item for the judge. (Nearly all are `Staged`: boxing it would cost an
+/// allocation per message to save memory on the rare notes.)
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Item {
     Staged(Staged),
     Note(ConnNote),
@@ -207,6 +209,8 @@ struct Queue {
     closed: bool,
     /// Findings judged, waiting for the recorder to store them.
     judged: Vec<Finding>,
+    /// The judge is judging a batch it took.
+    working: bool,
 }
 
 struct Shared {
@@ -262,6 +266,7 @@ pub(crate) fn spawn(
             bytes: 0,
             closed: false,
             judged: vec![],
+            working: false,
         }),
         work: Condvar::new(),
         room: Condvar::new(),
@@ -340,6 +345,13 @@ impl JudgeHandle {
         self.sh.taken.notify_one();
     }
 
+    /// Whether findings may still come from what was handed over so far: the
+    /// recorder keeps looking for them.
+    pub(crate) fn busy(&self) -> bool {
+        let q = self.sh.lock();
+        q.working || !q.items.is_empty() || !q.judged.is_empty()
+    }
+
     /// No more items: waits until everything is judged; returns the engine (for
     /// the report's exercised clauses), the findings kept for the report, the
     /// findings not yet taken for the store, and whether the kept findings are
@@ -406,12 +418,8 @@ const MAX_WORDINGS: usize = 100_000;
 impl Groups {
     /// Counts `f` in its group: `(index, first of its group)`.
     fn add(&mut self, f: &Finding) -> (Option<usize>, bool) {
-        let h = {
-            use std::hash::{BuildHasher, Hash, Hasher};
-            let mut h = ahash::RandomState::with_seeds(5, 6, 7, 8).build_hasher();
-            (&f.edge_id, &f.rule, &f.message).hash(&mut h);
-            h.finish()
-        };
+        let h =
+            ahash::RandomState::with_seeds(5, 6, 7, 8).hash_one((&f.edge_id, &f.rule, &f.message));
         let (i, first) = match self.exact.get(&h) {
             Some(&i) => (i, false),
             None => {
@@ -490,6 +498,7 @@ fn run(
             }
             std::mem::swap(&mut batch, &mut q.items);
             q.bytes = 0;
+            q.working = !batch.is_empty();
             sh.room.notify_all();
             q.closed && batch.is_empty()
         };
@@ -532,6 +541,7 @@ fn run(
         {
             let mut q = sh.lock();
             q.judged.append(&mut to_store);
+            q.working = false;
             // Findings the recorder has not stored yet are memory too: the judge waits
             // for it (and falls behind, which the recorder handles by skipping).
             while q.judged.len() > MAX_UNSTORED_FINDINGS && !q.closed {

@@ -215,9 +215,9 @@ pub struct ProxyOutcome {
     pub accepted: u64,
 }
 
-/// The live output: each finding as it is judged (a plain `FnMut(&Finding)` will do),
-/// connections, ticks; [`console::Console`] is the one `edgetap proxy` prints.
-pub type LiveFindings = Box<dyn judge::Live>;
+/// Called on the judge's thread for each finding, as it is judged. ([`run_live`]
+/// takes a full [`judge::Live`] instead: connections, ticks, grouping.)
+pub type LiveFindings = Box<dyn FnMut(&crate::finding::Finding) + Send>;
 
 /// Wall-clock microseconds that never go backwards within a run.
 #[derive(Clone, Copy)]
@@ -260,6 +260,18 @@ pub async fn run(
     rules: Arc<RuleSet>,
     store: Option<Store>,
     live: LiveFindings,
+    shutdown: impl Future,
+) -> Result<ProxyOutcome, ProxyError> {
+    run_live(listener, settings, rules, store, Box::new(live), shutdown).await
+}
+
+/// [`run`] with a full live output ([`console::Console`] for `edgetap proxy`).
+pub async fn run_live(
+    listener: TcpListener,
+    settings: ProxySettings,
+    rules: Arc<RuleSet>,
+    store: Option<Store>,
+    live: Box<dyn judge::Live>,
     shutdown: impl Future,
 ) -> Result<ProxyOutcome, ProxyError> {
     let clock = Clock::new();
@@ -410,4 +422,34 @@ pub(crate) fn upstream_guess(upstream: &str) -> SocketAddr {
         .ok()
         .and_then(|mut a| a.next())
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_limit_follows_the_keep_alive_with_a_floor_and_a_fallback() {
+        let s = Duration::from_secs;
+        assert_eq!(idle_limit(None, 60), s(180));
+        assert_eq!(idle_limit(None, 1), IDLE_MIN);
+        assert_eq!(idle_limit(None, 0), IDLE_FALLBACK);
+        assert_eq!(idle_limit(Some(s(7)), 60), s(7));
+        // The largest keep-alive MQTT allows does not overflow.
+        assert_eq!(idle_limit(None, 65_535), s(3 * 65_535));
+    }
+
+    #[test]
+    fn a_repeated_warning_is_logged_once_then_counted() {
+        let mut w = RateLimited::new();
+        assert_eq!(w.hit(), Some(0));
+        assert_eq!(w.hit(), None);
+        assert_eq!(w.hit(), None);
+        assert_eq!(w.suppressed, 2);
+        // Once the period is over, the next one is logged with the count.
+        w.last = Some(Instant::now() - RateLimited::EVERY);
+        assert_eq!(w.hit(), Some(2));
+        assert_eq!(more_times(2), " (2 more times since the last such warning)");
+        assert_eq!(more_times(0), "");
+    }
 }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit};
 
 use super::judge::{self, ConnNote, Item, JudgeHandle, View};
-use super::{Clock, KeepAlives, LiveFindings, FLUSH_BYTES, FLUSH_INTERVAL, TAP_QUEUE};
+use super::{Clock, KeepAlives, FLUSH_BYTES, FLUSH_INTERVAL, TAP_QUEUE};
 use crate::finding::{ConnId, Finding, Side};
 use crate::mqtt::Packet;
 use crate::live::LiveView;
@@ -317,7 +317,7 @@ pub(crate) fn spawn(
     store: Option<Store>,
     meta: CaptureMeta,
     clock: Clock,
-    live: LiveFindings,
+    live: Box<dyn judge::Live>,
     view: View,
     keep_alives: KeepAlives,
     live_view: Option<Arc<LiveView>>,
@@ -550,8 +550,11 @@ fn analyze(
                 }
                 judge.take_findings(&mut judged);
                 store_findings(&mut rec, cap, &mut judged);
-                rec.flush();
-                deadline = None;
+                if !rec.batch.is_empty() {
+                    rec.flush();
+                }
+                // The judge's findings come after the events: keep collecting them.
+                deadline = judge.busy().then(|| Instant::now() + FLUSH_INTERVAL);
                 continue;
             }
             Took::Closed => break,

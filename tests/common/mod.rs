@@ -107,7 +107,7 @@ impl Proxy {
                 settings,
                 Arc::new(RuleSet::builtin()),
                 store,
-                Box::new(move |f: &Finding| l2.lock().unwrap().push(f.clone())),
+                Box::new(move |f| l2.lock().unwrap().push(f.clone())),
                 async {
                     let _ = rx.await;
                 },
