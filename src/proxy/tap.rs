@@ -399,7 +399,21 @@ impl Writer {
             .spawn(move || {
                 background_priority();
                 let mut failing = StoreFailing::default();
-                while let Ok((mut batch, mut meta, mut permits)) = rx.recv() {
+                loop {
+                    let (mut batch, mut meta, mut permits) =
+                        match rx.recv_timeout(Duration::from_secs(1)) {
+                            Ok(job) => job,
+                            // Quiet: what the store held back (the findings file is
+                            // rewritten at most once a second) is written now, so
+                            // readers of the live capture see every finding stored.
+                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                                if let Err(e) = store.catch_up() {
+                                    tracing::debug!("store summary not rewritten: {e}");
+                                }
+                                continue;
+                            }
+                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                        };
                     while let Ok((b, m, p)) = rx.try_recv() {
                         batch.append(b);
                         meta = m;
@@ -648,7 +662,9 @@ fn analyze(
                 judge.take_findings(&mut judged);
                 store_findings(&mut rec, cap, &mut judged);
                 rec.flush();
-                deadline = None;
+                // Findings of this batch's messages are still being judged: a
+                // deadline collects them even if no more traffic comes.
+                deadline = Some(Instant::now() + FLUSH_INTERVAL);
             } else if deadline.is_none() {
                 deadline = Some(Instant::now() + FLUSH_INTERVAL);
             }

@@ -834,6 +834,22 @@ impl Store {
         Ok(())
     }
 
+    /// Writes what the once-a-second limit held back (the findings files of the
+    /// captures being recorded), for a recorder that has gone quiet.
+    pub fn catch_up(&self) -> Result<(), StoreError> {
+        let caps: Vec<u64> = self
+            .recording
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        for cap in caps {
+            self.put_findings(cap, false)?;
+        }
+        Ok(())
+    }
+
     /// Rewrites the findings file when it changed, at most every
     /// [`FINDINGS_EVERY`] (and at the end of the capture, `last`).
     fn put_findings(&self, cap: u64, last: bool) -> Result<(), StoreError> {
