@@ -8,6 +8,7 @@
 #   BENCH_CLIENT=0 bench/proxy.sh        # skip the rumqttc client part (cargo test)
 #   BENCH_CHURN=24000 bench/proxy.sh     # short connections for the RSS-after-churn figure
 #   BENCH_EDGETAP=/path/to/edgetap bench/proxy.sh   # another edgetap binary
+#   BENCH_EDGETAP_ARGS="--max-buffered 16777216" bench/proxy.sh   # extra proxy flags
 #
 # 1. Throughput: `mosquitto_pub -l` of BENCH_MESSAGES (50,000) REP_SYS_STATUS reports
 #    of ~1 KB on /v1/BENCH1/device/data, QoS 0 and QoS 1, conforming (every table 10
@@ -70,7 +71,7 @@ listen mqtt
 EOF
 haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & pids+=($!)
 "$edgetap" proxy --listen "127.0.0.1:$etp" --upstream "127.0.0.1:$broker" --name bench \
-    --store "$work/store" >"$work/edgetap.out" 2>"$work/edgetap.err" & etp_pid=$!; pids+=($etp_pid)
+    --store "$work/store" ${BENCH_EDGETAP_ARGS:-} >"$work/edgetap.out" 2>"$work/edgetap.err" & etp_pid=$!; pids+=($etp_pid)
 wait_port "$broker"; wait_port "$hap"; wait_port "$etp"
 
 python3 - "$work" "$messages" <<'EOF'
