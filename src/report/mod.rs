@@ -487,7 +487,8 @@ impl Report {
             clause: &'a str,
             title: &'a str,
             status: String,
-            messages: u64,
+            /// Protocol messages; for 5.2 (the MQTT transport), MQTT packets.
+            messages: String,
             errors: u64,
             warnings: u64,
             outcomes: u64,
@@ -499,7 +500,10 @@ impl Report {
                 clause: &c.clause,
                 title: &c.title,
                 status: c.status.to_uppercase(),
-                messages: c.messages,
+                messages: match c.clause.as_str() {
+                    "5.2" => format!("{} packets", c.messages),
+                    _ => c.messages.to_string(),
+                },
                 errors: c.errors,
                 warnings: c.warnings,
                 outcomes: c.outcomes,
@@ -908,6 +912,34 @@ mod exit_tests {
             .unreadable
             .push("x.pcap: frame 1 at byte offset 24: corrupt".into());
         assert_eq!(r.exit_code(), EXIT_UNREADABLE);
+    }
+
+    #[test]
+    fn the_transport_row_counts_packets_and_says_so() {
+        let mut seen = Coverage::default();
+        seen.messages.insert("5.2".into(), 833);
+        seen.messages.insert("5.3".into(), 114);
+        let r = Report::build(
+            vec!["x.pcap".into()],
+            &Stats {
+                messages: 114,
+                ..Default::default()
+            },
+            &seen,
+            &RuleSet::builtin(),
+            vec![],
+        );
+        let table = r.to_table();
+        let row = |c: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(&format!("│ {c} ")))
+                .unwrap_or_else(|| panic!("{table}"))
+                .to_string()
+        };
+        assert!(row("5.2").contains("│ 833 packets "), "{table}");
+        assert!(row("5.3").contains("│ 114 "), "{table}");
+        assert!(!row("5.3").contains("packets"), "{table}");
     }
 
     #[test]

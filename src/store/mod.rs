@@ -20,6 +20,18 @@
 //!                                    read only (see [`legacy`])
 //! ```
 //!
+//! **Why no longer sled for new captures** (sled stays, read only, for stores of
+//! older versions: [`legacy`]). The bytes already lived in chunk files beside sled;
+//! sled held the index, the capture and connection records and one record per
+//! finding. Three things of issue 10 could not be had with it: sled takes an
+//! exclusive lock on the folder, so nothing could read a capture while the proxy
+//! recorded it; it writes on open (its log and config), so a store on a full disk
+//! could not even be opened to see what was recorded; and its per-key
+//! copy-on-write cost (with one record per finding) made the store 9.6 bytes on disk
+//! per byte forwarded on finding-heavy traffic, and the writer the proxy's
+//! bottleneck. What is left to index (a few records per capture) needs no database:
+//! checksummed append-only records and two small JSON files replaced by rename.
+//!
 //! **Reading while recording.** Nothing is locked: the recorder only appends to
 //! `CAP.bin` (each record with one `writev`, behind a checksum) and replaces the
 //! JSON files by rename, so a reader sees whole files and reads the chunk file up
