@@ -275,7 +275,10 @@ pub(crate) fn spawn(
     let s2 = sh.clone();
     let thread = std::thread::Builder::new()
         .name("edgetap-judge".into())
-        .spawn(move || run(s2, rules, live, view, live_view))
+        .spawn(move || {
+            super::tap::judge_priority();
+            run(s2, rules, live, view, live_view)
+        })
         .expect("the judge thread starts");
     JudgeHandle {
         sh,

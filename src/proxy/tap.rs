@@ -363,6 +363,18 @@ pub(crate) fn flush_bytes(max_buffered: usize) -> usize {
 /// forwarding threads should win every wakeup against them, so that a batch being
 /// encoded and written does not add latency to forwarded packets.
 fn background_priority() {
+    set_nice(10);
+}
+
+/// The judge's priority (nice +19, the lowest): it may fall behind by design (it
+/// skips and the report re-judges from the store), the recorder may not (the
+/// forwarding waits for it), so on a machine short of cores the judge yields to the
+/// recorder, the broker and the devices, not the other way round.
+pub(crate) fn judge_priority() {
+    set_nice(19);
+}
+
+fn set_nice(prio: i32) {
     extern "C" {
         fn setpriority(which: i32, who: u32, prio: i32) -> i32;
     }
@@ -371,7 +383,7 @@ fn background_priority() {
     // harmless: the thread keeps the normal priority.
     #[cfg(target_os = "linux")]
     unsafe {
-        setpriority(PRIO_PROCESS, 0, 10);
+        setpriority(PRIO_PROCESS, 0, prio);
     }
 }
 
