@@ -247,6 +247,15 @@ async fn finding_heavy_burst_is_fully_forwarded_recorded_and_judged() {
     )
     .unwrap();
     assert_eq!(again.findings, r.findings);
+    // The stored groups (what `captures show` lists) hold every finding of the
+    // final report, also when the live judge skipped and the report re-judged.
+    let groups = store.finding_groups(id).unwrap();
+    assert_eq!(
+        groups.total,
+        r.findings.len() as u64,
+        "stored finding groups"
+    );
+    assert_eq!(store.capture(id).unwrap().findings, r.findings.len() as u64);
 }
 
 /// The real binary with stdout and stderr redirected to files, as a service runs it.

@@ -723,6 +723,15 @@ fn analyze(
             }
             let settings = Settings { max_packet };
             let report = crate::store::replay::analyze_capture(s, cap, rules.clone(), settings)?;
+            // The stored groups get the whole capture's findings too, so that
+            // `captures show` is as complete as this report.
+            meta.findings = report.findings.len() as u64;
+            if let Err(e) = s
+                .replace_findings(cap, &report.findings)
+                .and_then(|()| s.put_meta(&meta))
+            {
+                tracing::warn!("capture {cap}: the re-judged findings were not stored: {e}");
+            }
             return Ok((report, store, meta));
         }
         tracing::warn!(

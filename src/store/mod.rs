@@ -846,6 +846,27 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces capture `cap`'s stored findings with `all`, grouped anew: the
+    /// proxy's final report judged the capture again from the store because its
+    /// live judge fell behind (skipped messages), so the live groups lack some.
+    pub fn replace_findings(&self, cap: u64, all: &[Finding]) -> Result<(), StoreError> {
+        let mut agg = findings::Aggregate::default();
+        for f in all {
+            agg.add(f);
+        }
+        let json = serde_json::to_vec(&agg.file).expect("findings serialise");
+        if let Some(r) = self
+            .recording
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&cap)
+        {
+            agg.dirty = false;
+            r.findings = agg;
+        }
+        self.replace(&self.findings_path(cap), &json)
+    }
+
     /// Writes what the once-a-second limit held back (the findings files of the
     /// captures being recorded), for a recorder that has gone quiet.
     pub fn catch_up(&self) -> Result<(), StoreError> {
