@@ -293,13 +293,13 @@ impl LiveView {
         metric(
             "edgetap_judge_lag_seconds",
             "gauge",
-            "From a chunk's arrival to its analysis, latest batch.",
+            "How far the judge is behind the recording, latest batch.",
             &[("", k.judge_lag_us as f64 / 1e6)],
         );
         metric(
             "edgetap_judge_lag_max_seconds",
             "gauge",
-            "From a chunk's arrival to its analysis, the most seen.",
+            "How far the judge is behind the recording, the most seen.",
             &[("", k.judge_lag_max_us as f64 / 1e6)],
         );
         out
