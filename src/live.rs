@@ -82,6 +82,9 @@ struct State {
 /// Shared between the proxy's analysis thread and the HTTP server.
 pub struct LiveView {
     rules: Arc<RuleSet>,
+    /// The store the proxy records into: its earlier captures are listed too
+    /// (read through the store's read-only path, which works while recording).
+    store_dir: Option<std::path::PathBuf>,
     state: Mutex<State>,
 }
 
@@ -95,6 +98,7 @@ impl LiveView {
     pub fn new(rules: Arc<RuleSet>) -> LiveView {
         LiveView {
             rules,
+            store_dir: None,
             state: Mutex::new(State {
                 capture: LiveCapture::default(),
                 counters: Counters::default(),
@@ -107,6 +111,32 @@ impl LiveView {
                 judged_at: None,
             }),
         }
+    }
+
+    /// Lists the earlier captures of the store in `dir` too ([`LiveView::captures`]).
+    pub fn with_store(mut self, dir: &std::path::Path) -> LiveView {
+        self.store_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// `/api/captures`: the capture being recorded (with its live counters), then
+    /// the store's other captures as `captures list --format json` gives them
+    /// (`"running": false`). A store that cannot be read lists the live one only,
+    /// with `"store_error"`.
+    pub fn captures(&self) -> serde_json::Value {
+        let live = self.capture();
+        let mut out = vec![serde_json::to_value(&live).unwrap_or_default()];
+        if let Some(dir) = &self.store_dir {
+            match crate::store::Store::open_existing(dir).and_then(|s| s.captures()) {
+                Ok(list) => out.extend(list.into_iter().filter(|m| m.id != live.id).map(|m| {
+                    let mut v = serde_json::to_value(&m).unwrap_or_default();
+                    v["running"] = serde_json::Value::Bool(false);
+                    v
+                })),
+                Err(e) => out[0]["store_error"] = serde_json::Value::String(e.to_string()),
+            }
+        }
+        serde_json::Value::Array(out)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -313,5 +343,43 @@ impl Sink for &LiveView {
     }
     fn finding(&mut self, f: &Finding) {
         LiveView::finding(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{CaptureMeta, Store};
+
+    #[test]
+    fn api_captures_lists_the_live_capture_then_the_stores_earlier_ones() {
+        let dir = std::env::temp_dir().join(format!("edgetap-live-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        let mut earlier = CaptureMeta {
+            name: "yesterday".into(),
+            ..Default::default()
+        };
+        store.begin_capture(&mut earlier).unwrap();
+        let mut now = CaptureMeta {
+            name: "today".into(),
+            ..Default::default()
+        };
+        store.begin_capture(&mut now).unwrap();
+        let view = LiveView::new(Arc::new(RuleSet::builtin())).with_store(&dir);
+        view.started(&now);
+        let v = view.captures();
+        let names: Vec<(&str, bool)> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["name"].as_str().unwrap(), c["running"].as_bool().unwrap()))
+            .collect();
+        assert_eq!(names, [("today", true), ("yesterday", false)], "{v}");
+        // Without a store: the live capture only.
+        let alone = LiveView::new(Arc::new(RuleSet::builtin()));
+        alone.started(&now);
+        assert_eq!(alone.captures().as_array().unwrap().len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -436,7 +436,7 @@ fn live_view(
     }
     let listener = std::net::TcpListener::bind(&addrs[..])
         .with_context(|| format!("--http {addr}: cannot listen"))?;
-    let view = Arc::new(edgetap::live::LiveView::new(rules.clone()));
+    let view = Arc::new(edgetap::live::LiveView::new(rules.clone()).with_store(&args.store.dir));
     settings.live = Some(view.clone());
     Ok((settings, Some((listener, view))))
 }

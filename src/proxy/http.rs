@@ -4,7 +4,8 @@
 //!
 //! Routes (GET only):
 //! - `/` the HTML record (reloads itself every [`REFRESH_S`] s);
-//! - `/api/captures` the capture being recorded, with its counters;
+//! - `/api/captures` the capture being recorded, with its counters, then the
+//!   store's earlier captures;
 //! - `/api/clauses`, `/api/edges`, `/api/findings` (`limit`, default 1000, the
 //!   latest), `/api/report` (what `analyze --format json` gives);
 //! - `/metrics` Prometheus text format.
@@ -201,7 +202,7 @@ fn answer(req: &Request<Body>, view: &LiveView, token: Option<&str>) -> Response
                           "/api/report", "/metrics"],
             "filters": ["edge", "severity", "rule", "clause"],
         })),
-        "/api/captures" => json(&[view.capture()]),
+        "/api/captures" => json(&view.captures()),
         "/api/clauses" => json(&view.report(&filter).clauses),
         "/api/edges" => json(&view.report(&filter).edges),
         "/api/report" => json(&view.report(&filter)),
