@@ -370,6 +370,14 @@ pub struct AnalyzeArgs {
     /// Do not show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    #[command(flatten)]
+    pub shown: ShownArgs,
+}
+
+/// The filters and listing of a report: `analyze` and the final reports of `proxy`
+/// and `sim platform`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ShownArgs {
     /// List every finding on its own line instead of grouping repeated ones (table
     /// format; JSON always holds every finding, JUnit lists groups).
     #[arg(long)]
@@ -386,28 +394,6 @@ pub struct AnalyzeArgs {
     pub rules_shown: Vec<String>,
     /// Show only the findings of this clause and its sub-clauses: `6.1` holds 6.1.3
     /// (repeatable).
-    #[arg(long = "clause", value_name = "C", help_heading = "Filters")]
-    pub clauses: Vec<String>,
-}
-
-/// The filters and listing of `analyze`, for the final reports of `proxy` and `sim
-/// platform`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ShownArgs {
-    /// List every finding on its own line instead of grouping repeated ones.
-    #[arg(long)]
-    pub each: bool,
-    /// Show only the findings of this edge id (repeatable).
-    #[arg(long = "edge", value_name = "ID", help_heading = "Filters")]
-    pub edges: Vec<String>,
-    /// Show only findings of this severity or above.
-    #[arg(long, value_enum, value_name = "LEVEL", help_heading = "Filters")]
-    pub severity: Option<SeverityArg>,
-    /// Show only the findings of this rule id, or of every rule an id prefix ending in
-    /// `.` names, such as `t10.` (repeatable).
-    #[arg(long = "rule", value_name = "ID", help_heading = "Filters")]
-    pub rules_shown: Vec<String>,
-    /// Show only the findings of this clause and its sub-clauses (repeatable).
     #[arg(long = "clause", value_name = "C", help_heading = "Filters")]
     pub clauses: Vec<String>,
 }

@@ -81,11 +81,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Analyze(args) => {
             let rules = Arc::new(load_rules(&args.rules)?);
-            let filter = report_filter(&args);
-            let listing = match args.each {
-                true => edgetap::report::Listing::Each,
-                false => edgetap::report::Listing::Grouped,
-            };
+            let edgetap::report::Shown { filter, listing } = shown(&args.shown);
             let settings = AnalyzeSettings {
                 files: args.files,
                 ports: args.ports,
@@ -223,8 +219,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-/// The findings a final report shows (`proxy`, `sim platform`): --edge, --severity,
-/// --rule, --clause, and --each.
+/// The findings a report shows (`analyze`, and the final reports of `proxy` and `sim
+/// platform`): --edge, --severity, --rule, --clause, and --each.
 fn shown(a: &cli::ShownArgs) -> edgetap::report::Shown {
     use edgetap::Severity;
     edgetap::report::Shown {
@@ -242,21 +238,6 @@ fn shown(a: &cli::ShownArgs) -> edgetap::report::Shown {
             true => edgetap::report::Listing::Each,
             false => edgetap::report::Listing::Grouped,
         },
-    }
-}
-
-/// The findings `analyze` shows: --edge, --severity, --rule, --clause.
-fn report_filter(args: &cli::AnalyzeArgs) -> edgetap::report::filter::Filter {
-    use edgetap::Severity;
-    edgetap::report::filter::Filter {
-        edges: args.edges.clone(),
-        min_severity: args.severity.map(|s| match s {
-            cli::SeverityArg::Info => Severity::Info,
-            cli::SeverityArg::Warning => Severity::Warning,
-            cli::SeverityArg::Error => Severity::Error,
-        }),
-        rules: args.rules_shown.clone(),
-        clauses: args.clauses.clone(),
     }
 }
 
