@@ -551,16 +551,33 @@ impl Analyzer {
                 offset,
                 announced,
                 limit,
+                header,
+                topic,
             } => {
+                let kind = crate::mqtt::packet::type_name(header >> 4);
+                let what = match &topic {
+                    Some(t) => format!("{kind} on {t}"),
+                    None => kind.to_string(),
+                };
+                let from = self.findings.len();
                 self.engine.emit_at(
                     |c| matches!(c, Check::MqttOversized),
                     &place(offset),
                     vec![
                         ("announced", announced.to_string()),
                         ("limit", limit.to_string()),
+                        ("packet", what),
                     ],
                     &mut self.findings,
                 );
+                // Who the packet concerns, from the topic read before the limit.
+                if let Some(t) = topic {
+                    let edge = crate::protocol::parse_topic(&t).map(|t| t.edge_id);
+                    for f in &mut self.findings[from..] {
+                        f.edge_id = f.edge_id.take().or_else(|| edge.clone());
+                        f.topic = Some(t.clone());
+                    }
+                }
             }
             Decoded::Skipped { .. } => {}
         }

@@ -126,11 +126,11 @@ async fn oversize_packet_is_forwarded_byte_for_byte_and_judged_from_its_header()
         .collect();
     let file = dir.join("big.bin");
     std::fs::write(&file, &big).unwrap();
-    let sub = subscriber(broker.port, "data/big", 1, &["-N"]);
+    let sub = subscriber(broker.port, "/v1/BIG1/device/data", 1, &["-N"]);
     let port = px.addr.port();
     let st = tokio::task::spawn_blocking(move || {
         Command::new("mosquitto_pub")
-            .args(["-p", &port.to_string(), "-q", "1", "-t", "data/big", "-f"])
+            .args(["-p", &port.to_string(), "-q", "1", "-t", "/v1/BIG1/device/data", "-f"])
             .arg(&file)
             .status()
             .expect("mosquitto_pub must be installed")
@@ -159,6 +159,13 @@ async fn oversize_packet_is_forwarded_byte_for_byte_and_judged_from_its_header()
         f.message
     );
     assert_eq!(f.conn, Some(1));
+    // Judged from its header and the prefix read: the topic names the edge.
+    assert!(
+        f.message.contains("PUBLISH on /v1/BIG1/device/data"),
+        "{}",
+        f.message
+    );
+    assert_eq!(f.edge_id.as_deref(), Some("BIG1"));
     // Recorded whole: the bytes stored are the bytes forwarded.
     let store = out.store.unwrap();
     let id = out.capture.unwrap();

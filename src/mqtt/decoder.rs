@@ -54,9 +54,21 @@ pub enum Decoded {
         offset: u64,
         announced: usize,
         limit: usize,
+        /// The first byte of the fixed header (type and flags).
+        header: u8,
+        /// A PUBLISH's topic, when the bytes read so far hold it: the packet is
+        /// not judged, but who it concerns is known.
+        topic: Option<String>,
     },
     /// Bytes skipped while looking for the next packet boundary.
     Skipped { offset: u64, len: u64 },
+}
+
+/// The topic at the start of a PUBLISH's variable header `b`, if `b` holds it whole.
+fn publish_topic(b: &[u8]) -> Option<String> {
+    let n = usize::from(u16::from_be_bytes([*b.first()?, *b.get(1)?]));
+    let t = b.get(2..2 + n)?;
+    std::str::from_utf8(t).ok().map(str::to_string)
 }
 
 #[derive(Debug)]
@@ -160,6 +172,10 @@ impl StreamDecoder {
             Err(v4codec::Error::InsufficientBytes(_)) => return None,
             Err(v4codec::Error::PayloadSizeLimitExceeded(announced)) => {
                 let (hlen, _) = remaining_length(&self.buf).unwrap_or((1, announced));
+                let topic = match header >> 4 {
+                    3 => publish_topic(self.buf.get(hlen..).unwrap_or_default()),
+                    _ => None,
+                };
                 let total = hlen + announced;
                 let now = total.min(self.buf.len());
                 self.advance(now);
@@ -168,6 +184,8 @@ impl StreamDecoder {
                     offset,
                     announced,
                     limit: self.max_packet,
+                    header,
+                    topic,
                 });
             }
             Err(e) => {
@@ -542,6 +560,29 @@ mod tests {
         assert!(matches!(
             d.next(None),
             Some(Decoded::Packet { offset: 203, .. })
+        ));
+    }
+
+    #[test]
+    fn an_oversized_publish_names_its_topic_when_the_bytes_read_hold_it() {
+        let mut d = StreamDecoder::new(100);
+        let mut big = vec![0x30, 0xc8, 0x01, 0, 5];
+        big.extend_from_slice(b"/v1/E");
+        big.extend_from_slice(&[b'x'; 20]);
+        d.feed(&big);
+        match d.next(None) {
+            Some(Decoded::Oversized { topic, header, .. }) => {
+                assert_eq!(topic.as_deref(), Some("/v1/E"));
+                assert_eq!(header >> 4, 3);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The header alone: no topic.
+        let mut d = StreamDecoder::new(100);
+        d.feed(&[0x30, 0xc8, 0x01, 0]);
+        assert!(matches!(
+            d.next(None),
+            Some(Decoded::Oversized { topic: None, .. })
         ));
     }
 
