@@ -322,11 +322,12 @@ fn a_truncated_chunk_file_still_shows_and_exports_the_intact_part() {
     );
 }
 
-/// mosquitto_pub -u/-P through the proxy: the password is nowhere in the store
+/// mosquitto_pub -u/-P through the proxy: the password and the user name are nowhere in the store
 /// folder (any file, any byte), unless --store-secrets; files 0600, folders 0700.
 #[test]
 fn a_connect_password_never_reaches_the_disk_unless_asked() {
     const PASSWORD: &str = "Zq7-distinctive-pw-31";
+    const USER: &str = "Kx4-distinctive-user";
     let broker = Mosquitto::start();
     for keep in [false, true] {
         let dir = temp_dir("secrets");
@@ -335,17 +336,20 @@ fn a_connect_password_never_reaches_the_disk_unless_asked() {
         let proxy = ProxyProc::start(broker.port, &store, extra);
         publish_lines(
             proxy.port,
-            &["-u", "edge-user", "-P", PASSWORD, "-q", "1"],
+            &["-u", USER, "-P", PASSWORD, "-q", "1"],
             TOPIC,
             &status_reports(3, 10),
         );
         let (code, out, err) = proxy.stop();
         assert!(matches!(code, Some(0 | 1)), "{out}{err}");
         let found = grep_store(&store, PASSWORD.as_bytes());
+        let user_found = grep_store(&store, USER.as_bytes());
         if keep {
             assert!(!found.is_empty(), "--store-secrets keeps the password");
+            assert!(!user_found.is_empty(), "--store-secrets keeps the user name");
         } else {
             assert!(found.is_empty(), "password at rest in {found:?}");
+            assert!(user_found.is_empty(), "user name at rest in {user_found:?}");
             // The capture still decodes: the CONNECT and the 3 reports are judged.
             let a = run(&["analyze", "--capture", "1", "--format", "json"], &store);
             let r: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();

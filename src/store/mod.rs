@@ -51,14 +51,15 @@
 //! tried as usual, so recording resumes by itself when space returns. The caller
 //! decides whether forwarding goes on (`--on-store-error`).
 //!
-//! **Secrets.** Unless [`WriteBatch::keep_secrets`] is set, a CONNECT password is
-//! overwritten before it reaches the disk, in the decoded packet record and in
-//! the raw chunk bytes in place, by as many `*` as it had bytes (the password
-//! is the last field of CONNECT, so the stream's framing and lengths stay valid and
-//! the capture still decodes). The bytes are found by stream offset within the
-//! batch that holds the CONNECT's last byte; a CONNECT whose first bytes went to
-//! disk in an earlier batch (a client that sends it in pieces over more than
-//! 100 ms) has only the part in the later batch overwritten. Usernames are kept.
+//! **Secrets.** Unless [`WriteBatch::keep_secrets`] is set, a CONNECT's password and
+//! user name are overwritten before they reach the disk, in the decoded packet
+//! record and in the raw chunk bytes in place, by as many `*` as they had bytes
+//! (the password is the last field of CONNECT and the user name comes right before
+//! it, so the stream's framing and lengths stay valid and the capture still
+//! decodes). The bytes are found by stream offset within the batch that holds the
+//! CONNECT's last byte; a CONNECT whose first bytes went to disk in an earlier batch
+//! (a client that sends it in pieces over more than 100 ms) has only the part in the
+//! later batch overwritten.
 //!
 //! `seq` numbers the events of a capture in the order the analysis task received
 //! them; it is the `packet` number findings carry. The proxy records `time_us` never
@@ -443,15 +444,27 @@ impl WriteBatch {
                 }
             },
         };
-        if let (Some(pw), false) = (f.password, self.keep_secrets) {
-            if f.packet_type == "CONNECT" && f.side == "client" {
-                let end = f.offset + f.len;
-                let n = pw.len();
-                self.overwrite(f.conn, end.saturating_sub(n as u64), end);
+        let user_filler: String;
+        if !self.keep_secrets && f.packet_type == "CONNECT" && f.side == "client" {
+            // The password is CONNECT's last field; the user name comes right before
+            // it, behind its 2-byte length (3.1, 3.1.1 and 5 alike).
+            let end = f.offset + f.len;
+            let pw = f.password.map_or(0, |p| p.len() as u64);
+            if let Some(p) = f.password {
+                self.overwrite(f.conn, end.saturating_sub(pw), end);
                 // As many fillers as the password had bytes: the record still says
                 // where the password sat (the export relies on it), not what it was.
-                filler = FILLER_STR.repeat(n);
+                filler = FILLER_STR.repeat(p.len());
                 f.password = Some(&filler);
+            }
+            if let Some(u) = f.username {
+                let un_end = match f.password {
+                    Some(_) => end.saturating_sub(pw + 2),
+                    None => end,
+                };
+                self.overwrite(f.conn, un_end.saturating_sub(u.len() as u64), un_end);
+                user_filler = FILLER_STR.repeat(u.len());
+                f.username = Some(&user_filler);
             }
         }
         let (start, end) = self.log[pos].pk;
@@ -1472,7 +1485,7 @@ mod tests {
     }
 
     #[test]
-    fn a_connect_password_is_overwritten_in_place_unless_secrets_are_kept() {
+    fn connect_credentials_are_overwritten_in_place_unless_secrets_are_kept() {
         for keep in [false, true] {
             let mut b = WriteBatch::with_secrets(keep);
             // CONNECT 3.1.1, client id "c", username "u", password "hunter2", sent in
@@ -1517,9 +1530,15 @@ mod tests {
                 assert_eq!(rec, r);
             } else {
                 let n = connect.len();
-                assert_eq!(&bytes[..n - 7], &connect[..n - 7]);
-                assert_eq!(&bytes[n - 7..], b"*******");
+                // The user name "u" (before the password's 2-byte length) and the
+                // password: each overwritten by as many '*'; the rest as sent.
+                let mut want = connect.clone();
+                want[n - 10] = b'*';
+                want[n - 7..].copy_from_slice(b"*******");
+                assert_eq!(connect[n - 10], b'u');
+                assert_eq!(bytes, want);
                 r.password = Some("*******".into());
+                r.username = Some("*".into());
                 assert_eq!(rec, r);
             }
         }
