@@ -130,7 +130,15 @@ async fn oversize_packet_is_forwarded_byte_for_byte_and_judged_from_its_header()
     let port = px.addr.port();
     let st = tokio::task::spawn_blocking(move || {
         Command::new("mosquitto_pub")
-            .args(["-p", &port.to_string(), "-q", "1", "-t", "/v1/BIG1/device/data", "-f"])
+            .args([
+                "-p",
+                &port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                "/v1/BIG1/device/data",
+                "-f",
+            ])
             .arg(&file)
             .status()
             .expect("mosquitto_pub must be installed")

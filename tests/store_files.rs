@@ -346,7 +346,10 @@ fn a_connect_password_never_reaches_the_disk_unless_asked() {
         let user_found = grep_store(&store, USER.as_bytes());
         if keep {
             assert!(!found.is_empty(), "--store-secrets keeps the password");
-            assert!(!user_found.is_empty(), "--store-secrets keeps the user name");
+            assert!(
+                !user_found.is_empty(),
+                "--store-secrets keeps the user name"
+            );
         } else {
             assert!(found.is_empty(), "password at rest in {found:?}");
             assert!(user_found.is_empty(), "user name at rest in {user_found:?}");

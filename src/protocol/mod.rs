@@ -258,7 +258,10 @@ pub enum PayloadError {
     /// otherwise malformed: `checked` when the whole document was validated as
     /// JSON (up to [`MAX_VALIDATED_DEPTH`] levels), false beyond. edgetap does not
     /// judge its fields.
-    TooDeep { depth: usize, checked: bool },
+    TooDeep {
+        depth: usize,
+        checked: bool,
+    },
 }
 
 /// serde_json's nesting limit, which the parser keeps: a payload nested deeper is
@@ -335,17 +338,12 @@ pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
     let (text, mut deviations) = tolerated_edges(&payload);
     let mut doc = match Doc::parse(text.clone()) {
         Ok(d) => d,
-        Err(e) if deviations.is_empty() || is_depth_error(&e) => {
-            return Err(json_error(&text, e))
-        }
+        Err(e) if deviations.is_empty() || is_depth_error(&e) => return Err(json_error(&text, e)),
         // Not JSON even without the tolerated edges: serde_json's message about
         // the payload as sent.
         Err(e) => {
             return Err(PayloadError::InvalidJson(
-                Doc::parse(payload)
-                    .err()
-                    .unwrap_or(e)
-                    .to_string(),
+                Doc::parse(payload).err().unwrap_or(e).to_string(),
             ))
         }
     };
@@ -577,8 +575,8 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
     use bytes::Bytes;
+    use serde_json::Value;
 
     #[test]
     fn topics_canonical_and_deviant() {

@@ -40,8 +40,8 @@
 //! killed with SIGKILL keeps everything read more than one window (plus the time of
 //! one fsync) before the kill.
 
-pub mod http;
 pub mod console;
+pub mod http;
 pub mod judge;
 mod relay;
 pub mod tap;

@@ -150,8 +150,8 @@ pub fn load(source: &Source, rules: Arc<RuleSet>, ports: &[u16]) -> Result<Recor
                 .map_err(|e| ReplayError::Source(format!("{}: {e}", path.display())))?;
         }
         Source::Stored { store, id } => {
-            let st =
-                crate::store::Store::open_existing(store).map_err(|e| ReplayError::Source(e.to_string()))?;
+            let st = crate::store::Store::open_existing(store)
+                .map_err(|e| ReplayError::Source(e.to_string()))?;
             let mut a = Analyzer::new(rules, Settings::default());
             for ev in st.events(*id) {
                 let ev = ev.map_err(|e| ReplayError::Source(e.to_string()))?;

@@ -20,8 +20,8 @@ pub mod edges;
 pub mod filter;
 pub mod group;
 pub mod html;
-pub mod timeline;
 pub mod junit;
+pub mod timeline;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
