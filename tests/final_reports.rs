@@ -15,34 +15,21 @@ fn bin() -> &'static str {
 #[test]
 fn sim_platform_report_takes_the_filters_and_each() {
     let m = common::Mosquitto::start();
-    let addr = format!("127.0.0.1:{}", m.port);
-    let plan = Command::new(bin())
-        .args(["sim", "platform", "--broker", &addr, "--edge-id", "SHOWN1"])
-        .args([
-            "--wait-ms",
-            "3000",
-            "--edge-wait-ms",
-            "3000",
-            "--job-timeout",
-            "10",
-        ])
-        .args(["--rule", "reply.code", "--each"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
-    let mut edge = Command::new(bin())
-        .args(["sim", "edge", "--broker", &addr, "--edge-id", "SHOWN1"])
-        .args(["--fault", "wrong-code", "--fault", "missing-field"])
-        .args(["--job-ms", "300", "--policy-ms", "100"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = plan.wait_with_output().unwrap();
-    let _ = edge.kill();
-    let _ = edge.wait();
+    let out = common::plan_against_sim_edge(
+        m.port,
+        "SHOWN1",
+        &["--rule", "reply.code", "--each"],
+        &[
+            "--fault",
+            "wrong-code",
+            "--fault",
+            "missing-field",
+            "--job-ms",
+            "300",
+            "--policy-ms",
+            "100",
+        ],
+    );
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("filtered by --rule reply.code:"), "{table}");
     assert!(table.contains("[reply.code]"), "{table}");

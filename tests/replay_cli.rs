@@ -265,40 +265,19 @@ fn the_readme_ci_example_runs_as_written_and_its_junit_is_green() {
 #[test]
 fn the_plan_junit_holds_one_case_per_detection_item() {
     let m = common::Mosquitto::start();
-    let addr = format!("127.0.0.1:{}", m.port);
-    let plan = Command::new(bin())
-        .args(["sim", "platform", "--broker", &addr, "--edge-id", "PLAN1"])
-        .args([
-            "--wait-ms",
-            "3000",
-            "--edge-wait-ms",
-            "3000",
-            "--job-timeout",
-            "10",
-        ])
-        .args(["--format", "junit"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
-    let mut edge = Command::new(bin())
-        .args(["sim", "edge", "--broker", &addr, "--edge-id", "PLAN1"])
-        .args([
+    let out = common::plan_against_sim_edge(
+        m.port,
+        "PLAN1",
+        &["--format", "junit"],
+        &[
             "--fault",
             "wrong-code",
             "--job-ms",
             "300",
             "--policy-ms",
             "100",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = plan.wait_with_output().unwrap();
-    let _ = edge.kill();
-    let _ = edge.wait();
+        ],
+    );
     let junit = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{junit}");
     for (item, _, title, _) in edgetap::sim::platform::ITEMS {

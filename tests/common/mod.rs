@@ -201,3 +201,44 @@ pub fn publish_lines(port: u16, extra: &[&str], topic: &str, lines: &str) {
         .unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// `edgetap sim platform --edge-id EDGE` (with the usual waits and `plan_args`)
+/// against `edgetap sim edge` with `edge_args` (faults, job timing), both through
+/// the broker on `port`: the plan's output once it ends.
+pub fn plan_against_sim_edge(
+    port: u16,
+    edge: &str,
+    plan_args: &[&str],
+    edge_args: &[&str],
+) -> std::process::Output {
+    let addr = format!("127.0.0.1:{port}");
+    let bin = env!("CARGO_BIN_EXE_edgetap");
+    let plan = Command::new(bin)
+        .args(["sim", "platform", "--broker", &addr, "--edge-id", edge])
+        .args([
+            "--wait-ms",
+            "3000",
+            "--edge-wait-ms",
+            "3000",
+            "--job-timeout",
+            "10",
+        ])
+        .args(plan_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The plan subscribes first; the edge then powers on.
+    std::thread::sleep(Duration::from_millis(800));
+    let mut sim_edge = Command::new(bin)
+        .args(["sim", "edge", "--broker", &addr, "--edge-id", edge])
+        .args(edge_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = plan.wait_with_output().unwrap();
+    let _ = sim_edge.kill();
+    let _ = sim_edge.wait();
+    out
+}
