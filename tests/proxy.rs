@@ -253,6 +253,10 @@ async fn connack(s: &mut TcpStream) -> [u8; 4] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_refusing_closes_the_client_and_the_proxy_keeps_serving() {
     let port = free_port();
+    // The port is held (bound, not listening: connections to it are refused) so that
+    // a test running beside this one cannot take it before the broker does.
+    let hold = tokio::net::TcpSocket::new_v4().unwrap();
+    hold.bind(([127, 0, 0, 1], port).into()).unwrap();
     let px = proxy(format!("127.0.0.1:{port}"), None).await;
     // Nobody listens upstream: the client's connection is closed (reset).
     let mut c = TcpStream::connect(px.addr).await.unwrap();
@@ -263,6 +267,7 @@ async fn upstream_refusing_closes_the_client_and_the_proxy_keeps_serving() {
         .expect("the proxy closes the client promptly");
     assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
     // The broker comes up: the same proxy serves the next client.
+    drop(hold);
     let _broker = Mosquitto::on(port);
     let mut c = TcpStream::connect(px.addr).await.unwrap();
     c.write_all(CONNECT).await.unwrap();
