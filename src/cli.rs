@@ -289,6 +289,16 @@ pub struct ProxyArgs {
     /// many '*' (the stream still decodes).
     #[arg(long)]
     pub store_secrets: bool,
+    /// The share of one CPU core, in percent, the live judge (the rule engine) may
+    /// take while the proxy records into a store, so that judging never slows the
+    /// devices on a machine short of cores. At the default, about 25,000 messages
+    /// of 1 KB a second are judged live; past what the share allows, judging falls
+    /// behind, skips (the console and live view say how many), and the final
+    /// report judges the whole capture again from the store. 100: no cap. Without
+    /// --store there is no cap: recording waits for the judge instead.
+    #[arg(long, value_name = "PERCENT", default_value_t = 10,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub judge_cpu: u8,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -464,6 +464,7 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
         tls,
         live: None,
         idle_timeout: args.idle_timeout.map(std::time::Duration::from_secs),
+        judge_cpu: (args.judge_cpu < 100).then(|| f64::from(args.judge_cpu) / 100.0),
         ..Default::default()
     };
     let (settings, http) = live_view(settings, &args, &rules)?;

@@ -205,10 +205,11 @@ impl Live for Console {
         self.line(
             None,
             &format!(
-                "judging skipped {n} messages: the judge had fallen more than {} MiB behind, \
-                 and forwarding and recording do not wait for it; live findings miss them \
-                 (and may misjudge replies to them); they are recorded, and the final report \
-                 re-judges the whole capture from the store",
+                "judging skipped {n} messages: the judge had fallen more than {} MiB behind \
+                 (it takes at most the --judge-cpu share of a core), and forwarding and \
+                 recording do not wait for it; live findings miss them (and may misjudge \
+                 replies to them); they are recorded, and the final report re-judges the \
+                 whole capture from the store",
                 super::judge::MAX_BACKLOG_BYTES >> 20
             ),
         );

@@ -97,6 +97,9 @@ pub struct ProxySettings {
     pub idle_timeout: Option<Duration>,
     /// Where the judge publishes its state while the proxy runs.
     pub view: judge::View,
+    /// The share of one core the live judge may take when recording into a store
+    /// ([`judge::Throttle`]); `None`: no cap.
+    pub judge_cpu: Option<f64>,
 }
 
 /// Idle timeout: this many times the client's MQTT keep-alive…
@@ -191,6 +194,7 @@ impl Default for ProxySettings {
             live: None,
             idle_timeout: None,
             view: judge::View::default(),
+            judge_cpu: None,
         }
     }
 }
@@ -320,6 +324,7 @@ pub async fn run_live(
         settings.view.clone(),
         keep_alives.clone(),
         settings.live.clone(),
+        settings.judge_cpu,
     );
     let shared = Arc::new(Shared {
         settings: settings.clone(),

@@ -321,6 +321,7 @@ pub(crate) fn spawn(
     view: View,
     keep_alives: KeepAlives,
     live_view: Option<Arc<LiveView>>,
+    judge_cpu: Option<f64>,
 ) -> oneshot::Receiver<Outcome> {
     let (done, result) = oneshot::channel();
     std::thread::Builder::new()
@@ -334,6 +335,7 @@ pub(crate) fn spawn(
                 view,
                 live_view.clone(),
                 store.is_some(),
+                judge_cpu,
             );
             let out = analyze(
                 rx,
