@@ -53,6 +53,36 @@ fn broker_capture_counts_each_message_once() {
 }
 
 #[test]
+fn legs_are_matched_before_and_after_the_first_delivery_and_expire() {
+    // The table of recent publisher legs is built at the first PUBLISH from a
+    // server (from the legs kept so far), then kept up to date: legs published
+    // before it, after it, and past the delivery window all count right.
+    let mut a = analyzer(1 << 20);
+    let mut s = Collector::default();
+    a.open(1, None, None, false);
+    a.open(2, None, None, false);
+    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
+    a.data(2, Side::Client, T0, 2, &connect("platform"), &mut s);
+    let p1 = publish("/v1/E1/device/request", LINKUP);
+    let p2 = publish("/v1/E1/device/data", LINKUP);
+    let p3 = publish("/v1/E1/device/reply", LINKUP);
+    a.data(1, Side::Client, T0 + 1_000, 3, &p1, &mut s);
+    a.data(1, Side::Client, T0 + 2_000, 4, &p2, &mut s);
+    // First delivery: p2, published before the table existed.
+    a.data(2, Side::Server, T0 + 3_000, 5, &p2, &mut s);
+    assert_eq!(a.stats().deliveries, 1);
+    // A leg published after the table was built.
+    a.data(1, Side::Client, T0 + 4_000, 6, &p3, &mut s);
+    a.data(2, Side::Server, T0 + 5_000, 7, &p3, &mut s);
+    assert_eq!(a.stats().deliveries, 2);
+    // p1's leg is past the window: its delivery now is a message of its own.
+    let late = T0 + 1_000 + edgetap::pipeline::DELIVERY_WINDOW_US + 1;
+    a.data(2, Side::Server, late, 8, &p1, &mut s);
+    let st = a.stats().clone();
+    assert_eq!((st.publishes, st.messages, st.deliveries), (6, 4, 2));
+}
+
+#[test]
 fn one_leg_capture_counts_deliveries_as_messages() {
     let mut a = analyzer(1 << 20);
     let mut s = Collector::default();
