@@ -97,12 +97,25 @@ EOF
 
 declare -A port=([direct]=$broker [haproxy]=$hap [edgetap]=$etp)
 targets=(direct haproxy edgetap)
+# Each run starts with edgetap idle: its judge (capped by --judge-cpu) may still be
+# working through the previous run's backlog, which would take CPU time from
+# whichever run comes next (direct or HAProxy as well as edgetap's own). Waits
+# until edgetap's CPU time stops growing (at most 60 s).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+settle() {
+    local before after
+    for _ in $(seq 200); do
+        before=$(cpu_ticks "$etp_pid"); sleep 0.3; after=$(cpu_ticks "$etp_pid")
+        [ $((after - before)) -le 1 ] && return 0
+    done
+}
 echo "throughput: $messages messages per run, $turns turns (seconds per run)"
 : >"$work/times"
 for turn in $(seq "$turns"); do
     for kind in conforming finding-heavy; do
         for qos in 0 1; do
             for t in "${targets[@]}"; do
+                settle
                 s=$(date +%s.%N)
                 mosquitto_pub -p "${port[$t]}" -q "$qos" -t /v1/BENCH1/device/data -l <"$work/$kind.txt"
                 e=$(date +%s.%N)

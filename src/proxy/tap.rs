@@ -40,8 +40,11 @@ use crate::store::replay::feed;
 use crate::store::{CaptureMeta, ConnMeta, Event, EventKind, Store, StoreError, WriteBatch};
 
 /// How long the analysis thread lets chunks queue before it takes them, unless
-/// the queue fills up meanwhile or it had nothing to do.
-pub const TICK: Duration = Duration::from_millis(2);
+/// the queue fills up meanwhile or it had nothing to do. (10 ms rather than 2: on
+/// 2 shared cores, `bench/proxy.sh`'s QoS 1 run went from 0.66 to 0.69 of direct
+/// and QoS 0 from 0.87 to 0.90, medians of 11 turns each; `perf` had shown a
+/// quarter of this thread's samples in futex waits and context switches.)
+pub const TICK: Duration = Duration::from_millis(10);
 
 /// One event from a forwarding task.
 pub struct Tap {
