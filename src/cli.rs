@@ -284,9 +284,9 @@ pub struct ProxyArgs {
         value_name = "WHAT"
     )]
     pub on_store_error: OnStoreError,
-    /// Store CONNECT passwords and user names as sent. By default they are overwritten
-    /// before they reach the disk, in the raw bytes and in the decoded record, by as
-    /// many '*' (the stream still decodes).
+    /// Store CONNECT passwords and user names (and MQTT 5 Authentication Data) as
+    /// sent. By default they are overwritten before they reach the disk, in the raw
+    /// bytes and in the decoded record, by as many '*' (the stream still decodes).
     #[arg(long)]
     pub store_secrets: bool,
     /// The share of one CPU core, in percent, the live judge (the rule engine) may

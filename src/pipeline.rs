@@ -784,6 +784,21 @@ impl Analyzer {
         }
     }
 
+    /// Each connection whose client side holds the first bytes of a packet not yet
+    /// complete: (connection, stream offset of its first byte, the bytes so far).
+    /// The proxy's recorder looks at these for credentials before a batch is stored.
+    pub fn pending_client_packets(&self) -> impl Iterator<Item = (ConnId, u64, &[u8])> + '_ {
+        self.conns.iter().filter_map(|(&id, c)| {
+            let (at, b) = c.decoders[Side::Client.index()].pending()?;
+            Some((id, at, b))
+        })
+    }
+
+    /// [`Self::pending_client_packets`] of one connection.
+    pub fn pending_client(&self, conn: ConnId) -> Option<(u64, &[u8])> {
+        self.conns.get(&conn)?.decoders[Side::Client.index()].pending()
+    }
+
     /// Client identifier and version of a connection, when its CONNECT was seen.
     pub fn connection_info(&self, conn: ConnId) -> Option<(Option<Version>, Option<&str>)> {
         self.conns

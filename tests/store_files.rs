@@ -2,6 +2,7 @@
 //! typo in --store, a damaged chunk file, passwords at rest, a disk that fills up
 //! mid-capture. Real proxy binary, real mosquitto and mosquitto clients.
 
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -369,6 +370,99 @@ fn a_connect_password_never_reaches_the_disk_unless_asked() {
             let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o700, "{}", d.display());
         }
+    }
+}
+
+/// An MQTT 5 CONNECT with Authentication Data, a user name and a password, sent in two
+/// pieces 400 ms apart (the first piece goes to disk in a batch of its own, while
+/// the CONNECT is still incomplete), then an AUTH packet: none of the three secrets
+/// is in the store folder, neither half of any of them, and the capture still
+/// decodes to the CONNECT with its client id.
+#[test]
+fn credentials_of_a_connect_sent_in_pieces_and_of_auth_never_reach_the_disk() {
+    const AUTH_DATA: &[u8] = b"Qa1-auth-data-PART-Rb2-auth-data-END";
+    const USER: &[u8] = b"Ux9-user-PART-Vy8-user-END";
+    const PASSWORD: &[u8] = b"Pw3-pass-PART-Sw4-pass-END";
+    const AUTH_AGAIN: &[u8] = b"Ta5-second-auth-data";
+    fn prefixed(out: &mut Vec<u8>, b: &[u8]) {
+        out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        out.extend_from_slice(b);
+    }
+    let mut props = vec![0x15];
+    prefixed(&mut props, b"SCRAM-SHA-1");
+    props.push(0x16);
+    prefixed(&mut props, AUTH_DATA);
+    let mut body = b"\x00\x04MQTT\x05\xc2\x00\x3c".to_vec();
+    body.push(props.len() as u8);
+    body.extend(props);
+    prefixed(&mut body, b"piecewise-dev");
+    prefixed(&mut body, USER);
+    prefixed(&mut body, PASSWORD);
+    // The remaining length (a variable byte integer: the body is over 127 bytes).
+    let mut connect = vec![0x10];
+    let mut n = body.len();
+    loop {
+        let b = (n % 128) as u8;
+        n /= 128;
+        connect.push(if n > 0 { b | 0x80 } else { b });
+        if n == 0 {
+            break;
+        }
+    }
+    connect.extend(body);
+    let mut auth_props = vec![0x15];
+    prefixed(&mut auth_props, b"SCRAM-SHA-1");
+    auth_props.push(0x16);
+    prefixed(&mut auth_props, AUTH_AGAIN);
+    let mut auth = vec![
+        0xF0,
+        (auth_props.len() + 2) as u8,
+        0x18,
+        auth_props.len() as u8,
+    ];
+    auth.extend(auth_props);
+    // Cut in the middle of the auth data, of the user name and of the password in turn.
+    let middle = |needle: &[u8]| {
+        connect
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap()
+            + needle.len() / 2
+    };
+    let broker = Mosquitto::start();
+    for cut in [middle(AUTH_DATA), middle(USER), middle(PASSWORD)] {
+        let dir = temp_dir("secrets-pieces");
+        let store = dir.join("store");
+        let proxy = ProxyProc::start(broker.port, &store, &[]);
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+        s.write_all(&connect[..cut]).unwrap();
+        // Longer than the recorder's flush interval (100 ms): the first piece is
+        // written before the rest arrives.
+        std::thread::sleep(Duration::from_millis(400));
+        s.write_all(&connect[cut..]).unwrap();
+        s.write_all(&auth).unwrap();
+        // The broker answers (a CONNACK refusing the unknown method) or closes.
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        let _ = s.read(&mut buf);
+        drop(s);
+        std::thread::sleep(Duration::from_millis(300));
+        let (code, out, err) = proxy.stop();
+        assert!(matches!(code, Some(0 | 1)), "{out}{err}");
+        for secret in [AUTH_DATA, USER, PASSWORD, AUTH_AGAIN] {
+            let (a, b) = secret.split_at(secret.len() / 2);
+            for part in [a, b] {
+                let found = grep_store(&store, part);
+                assert!(
+                    found.is_empty(),
+                    "cut at {cut}: {:?} at rest in {found:?}",
+                    String::from_utf8_lossy(part)
+                );
+            }
+        }
+        let show = run(&["captures", "show", "1", "--payloads"], &store);
+        let shown = text(&show.stdout) + &text(&show.stderr);
+        assert!(shown.contains("piecewise-dev"), "cut at {cut}: {shown}");
     }
 }
 

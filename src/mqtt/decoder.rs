@@ -111,6 +111,13 @@ impl StreamDecoder {
         self.buf.len()
     }
 
+    /// The first bytes of a packet still incomplete, with the stream offset of its
+    /// first byte; `None` when nothing is buffered or the buffer is not known to
+    /// start at a packet boundary.
+    pub fn pending(&self) -> Option<(u64, &[u8])> {
+        (!self.buf.is_empty() && !self.resync).then(|| (self.offset, &self.buf[..]))
+    }
+
     /// Adds bytes to the stream.
     pub fn feed(&mut self, mut data: &[u8]) {
         if self.skip > 0 {

@@ -57,9 +57,11 @@
 //! (the password is the last field of CONNECT and the user name comes right before
 //! it, so the stream's framing and lengths stay valid and the capture still
 //! decodes). The bytes are found by stream offset within the batch that holds the
-//! CONNECT's last byte; a CONNECT whose first bytes went to disk in an earlier batch
-//! (a client that sends it in pieces over more than 100 ms) has only the part in the
-//! later batch overwritten.
+//! CONNECT's last byte. An MQTT 5 CONNECT's or AUTH's Authentication Data is
+//! overwritten the same way ([`secrets`]). A CONNECT sent in pieces may have its
+//! first part in an earlier batch: before each batch goes to disk, the recorder has
+//! the credentials that an incomplete CONNECT or AUTH already holds overwritten
+//! ([`WriteBatch::mask_secrets`]), the rest when it comes.
 //!
 //! `seq` numbers the events of a capture in the order the analysis task received
 //! them; it is the `packet` number findings carry. The proxy records `time_us` never
@@ -71,6 +73,7 @@ pub mod export;
 pub mod findings;
 mod legacy;
 pub mod replay;
+mod secrets;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -467,6 +470,13 @@ impl WriteBatch {
                 f.username = Some(&user_filler);
             }
         }
+        if !self.keep_secrets && f.side == "client" && matches!(f.packet_type, "CONNECT" | "AUTH") {
+            // Everything else the packet holds that is a credential (MQTT 5
+            // Authentication Data), when this batch has the packet from its start.
+            if let Some(b) = self.client_bytes(f.conn, f.offset, f.offset + f.len) {
+                self.mask_secrets(f.conn, f.offset, &b);
+            }
+        }
         let (start, end) = self.log[pos].pk;
         if end != self.pk.len() {
             // Not the last records of the buffer: move this event's records to the
@@ -484,6 +494,43 @@ impl WriteBatch {
         e.pk.1 = self.pk.len();
         e.npk += 1;
         self.records += 1;
+    }
+
+    /// Overwrites the credentials of the client packet whose bytes (from its first
+    /// on, complete or not) are `packet`, starting at stream offset `at` of `conn`'s
+    /// client side, in the data events of this batch that hold them: the proxy's
+    /// recorder calls it before a batch goes to disk for each connection whose
+    /// CONNECT (or AUTH) is still incomplete, so that its first part is not stored
+    /// with the secrets it already holds. Nothing when secrets are kept.
+    pub fn mask_secrets(&mut self, conn: u64, at: u64, packet: &[u8]) {
+        if self.keep_secrets {
+            return;
+        }
+        for r in secrets::secret_ranges(packet) {
+            self.overwrite(conn, at + r.start as u64, at + r.end as u64);
+        }
+    }
+
+    /// The bytes `from..to` of `conn`'s client stream that this batch holds, when
+    /// it holds byte `from`.
+    fn client_bytes(&self, conn: u64, from: u64, to: u64) -> Option<Vec<u8>> {
+        let mut out = vec![];
+        let mut next = from;
+        for e in &self.log {
+            if e.conn != conn || e.kind != chunk::EV_DATA {
+                continue;
+            }
+            let (a, b) = (e.stream_at, e.stream_at + e.body.len() as u64);
+            if a <= next && next < b {
+                let hi = to.min(b);
+                out.extend_from_slice(&e.body[(next - a) as usize..(hi - a) as usize]);
+                next = hi;
+                if next >= to {
+                    break;
+                }
+            }
+        }
+        (!out.is_empty()).then_some(out)
     }
 
     /// Overwrites stream bytes `from..to` of `conn`'s client side with [`FILLER`],
