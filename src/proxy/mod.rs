@@ -45,6 +45,7 @@ pub mod http;
 pub mod judge;
 mod relay;
 pub mod tap;
+mod throttle;
 pub mod tls;
 pub mod websocket;
 
