@@ -408,15 +408,21 @@ fn release_memory() {
         return;
     }
     CLOSED_SINCE_TRIM.store(0, Ordering::Relaxed);
+    tokio::task::spawn_blocking(trim_heap);
+}
+
+/// Hands the heap's free memory back to the system (glibc's `malloc_trim`; nothing
+/// elsewhere). Blocking: call it off the forwarding threads.
+pub(crate) fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         extern "C" {
             fn malloc_trim(pad: usize) -> i32;
         }
         // SAFETY: glibc's malloc_trim only releases free memory; any thread may call it.
-        tokio::task::spawn_blocking(|| unsafe {
+        unsafe {
             malloc_trim(0);
-        });
+        }
     }
 }
 
