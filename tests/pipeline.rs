@@ -36,15 +36,21 @@ fn rules_of(f: &[Finding]) -> Vec<&str> {
     f.iter().map(|f| f.rule.as_str()).collect()
 }
 
+/// Connection 1, the edge, and 2, a subscriber (the platform), both CONNECTed at T0
+/// (packets 1 and 2).
+fn edge_and_subscriber(a: &mut Analyzer, s: &mut Collector) {
+    a.open(1, None, None, false);
+    a.open(2, None, None, false);
+    a.data(1, Side::Client, T0, 1, &connect("edge"), s);
+    a.data(2, Side::Client, T0, 2, &connect("platform"), s);
+}
+
 #[test]
 fn broker_capture_counts_each_message_once() {
     let mut a = analyzer(1 << 20);
     let mut s = Collector::default();
     // conn 1: the edge publishes; conn 2: a subscriber gets the broker's delivery.
-    a.open(1, None, None, false);
-    a.open(2, None, None, false);
-    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
-    a.data(2, Side::Client, T0, 2, &connect("platform"), &mut s);
+    edge_and_subscriber(&mut a, &mut s);
     let p = publish("/v1/E1/device/request", LINKUP);
     a.data(1, Side::Client, T0 + 1000, 3, &p, &mut s);
     a.data(2, Side::Server, T0 + 2000, 4, &p, &mut s);
@@ -59,10 +65,7 @@ fn legs_are_matched_before_and_after_the_first_delivery_and_expire() {
     // before it, after it, and past the delivery window all count right.
     let mut a = analyzer(1 << 20);
     let mut s = Collector::default();
-    a.open(1, None, None, false);
-    a.open(2, None, None, false);
-    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
-    a.data(2, Side::Client, T0, 2, &connect("platform"), &mut s);
+    edge_and_subscriber(&mut a, &mut s);
     let p1 = publish("/v1/E1/device/request", LINKUP);
     let p2 = publish("/v1/E1/device/data", LINKUP);
     let p3 = publish("/v1/E1/device/reply", LINKUP);

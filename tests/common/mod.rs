@@ -242,3 +242,32 @@ pub fn plan_against_sim_edge(
     let _ = sim_edge.wait();
     out
 }
+
+/// A proxy's outcome for `n` REP_SYS_STATUS reports that each lack the same table 10
+/// fields: every report judged in the final report (complete, however far the live
+/// judge fell behind), the same number of table 10 findings for each, and every one
+/// recorded as a PUBLISH. Hands back the report, the store and the capture id.
+pub fn assert_reports_complete(
+    out: ProxyOutcome,
+    n: usize,
+) -> (edgetap::report::Report, Store, u64) {
+    let r = out.report;
+    assert_eq!(r.summary.messages, n as u64);
+    let t10 = r
+        .findings
+        .iter()
+        .filter(|f| f.rule == "t10.REP_SYS_STATUS")
+        .count();
+    assert!(
+        t10 >= n && t10 % n == 0,
+        "{t10} table 10 findings for {n} reports"
+    );
+    let store = out.store.expect("the proxy recorded into a store");
+    let id = out.capture.expect("a capture id");
+    let publishes = store
+        .packets(id)
+        .filter(|p| p.as_ref().unwrap().packet_type == "PUBLISH")
+        .count();
+    assert_eq!(publishes, n, "PUBLISH packets recorded");
+    (r, store, id)
+}
