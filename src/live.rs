@@ -63,6 +63,9 @@ pub struct Counters {
     /// seen (µs).
     pub judge_lag_us: i64,
     pub judge_lag_max_us: i64,
+    /// Messages the live judge skipped (it fell behind; the final report judges the
+    /// capture again from the store).
+    pub judge_skipped: u64,
 }
 
 struct State {
@@ -195,8 +198,9 @@ impl LiveView {
 
     /// The judge (a thread of its own, behind the recorder) after a batch: the
     /// clauses its engine exercised and how far behind the recording it is.
-    pub fn judged(&self, engine: &Engine, lag_us: i64) {
+    pub fn judged(&self, engine: &Engine, lag_us: i64, skipped: u64) {
         let mut s = self.lock();
+        s.counters.judge_skipped = skipped;
         s.counters.judge_lag_us = lag_us.max(0);
         s.counters.judge_lag_max_us = s.counters.judge_lag_max_us.max(lag_us);
         if lag_us > 0 && s.judged_at.is_some_and(|t| t.elapsed() < SNAPSHOT_EVERY) {
@@ -331,6 +335,13 @@ impl LiveView {
             "gauge",
             "How far the judge is behind the recording, the most seen.",
             &[("", k.judge_lag_max_us as f64 / 1e6)],
+        );
+        metric(
+            "edgetap_judge_skipped_total",
+            "counter",
+            "Messages not judged live: the judge fell behind (--judge-cpu); they are \
+             recorded, and the final report judges the capture again from the store.",
+            &[("", k.judge_skipped as f64)],
         );
         out
     }

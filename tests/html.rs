@@ -459,6 +459,10 @@ fn the_proxy_serves_the_record_live_with_a_json_api_and_metrics() {
         .unwrap();
     assert!(bytes > 100, "{metrics}");
     assert!(metrics.contains("# TYPE edgetap_judge_lag_seconds gauge"));
+    assert!(
+        metrics.contains("edgetap_judge_skipped_total 0\n"),
+        "{metrics}"
+    );
 
     // Stop the proxy (SIGTERM): the store holds the capture; its record as HTML.
     unsafe { libc::kill(proxy.0.id() as i32, libc::SIGTERM) };

@@ -4,7 +4,10 @@
 mod common;
 
 use common::{assert_reports_complete, publish_lines, temp_dir, Mosquitto, Proxy};
+use std::sync::Arc;
+
 use edgetap::proxy::ProxySettings;
+use edgetap::rules::RuleSet;
 use edgetap::store::Store;
 
 /// CPU time of this process's judge thread (`edgetap-judge`), in ms.
@@ -43,11 +46,13 @@ async fn capped_judge_skips_live_and_the_final_report_is_complete() {
     let broker = Mosquitto::start();
     let dir = temp_dir("judge-cpu");
     let view = edgetap::proxy::judge::View::default();
+    let live = Arc::new(edgetap::live::LiveView::new(Arc::new(RuleSet::builtin())));
     let px = Proxy::start(
         ProxySettings {
             // 0.1 % of a core: after its first 20 ms the judge gets 1 µs a ms.
             judge_cpu: Some(0.001),
             view: view.clone(),
+            live: Some(live.clone()),
             upstream: format!("127.0.0.1:{}", broker.port),
             name: "judge-cpu".into(),
             ..ProxySettings::default()
@@ -86,5 +91,9 @@ async fn capped_judge_skips_live_and_the_final_report_is_complete() {
         snap.skipped > 0,
         "the capped judge skipped nothing: {snap:?}"
     );
+    // The live view's /metrics says so too.
+    let metrics = live.metrics();
+    let skipped = format!("edgetap_judge_skipped_total {}\n", snap.skipped);
+    assert!(metrics.contains(&skipped), "{metrics}");
     assert_reports_complete(out, n);
 }

@@ -590,7 +590,7 @@ fn run(
             snap.groups = groups.list.clone();
             view.update(|v| *v = snap.clone());
             if let Some(v) = live_view {
-                v.judged(judge.engine(), snap.lag_us);
+                v.judged(judge.engine(), snap.lag_us, snap.skipped);
             }
             live.tick(&snap);
             last_tick = Instant::now();
@@ -601,7 +601,7 @@ fn run(
         live_view,
     });
     if let Some(v) = live_view {
-        v.judged(&engine, 0);
+        v.judged(&engine, 0, snap.skipped);
     }
     for f in &found {
         let (g, first) = groups.add(f);
