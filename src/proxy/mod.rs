@@ -99,7 +99,7 @@ pub struct ProxySettings {
     /// Where the judge publishes its state while the proxy runs.
     pub view: judge::View,
     /// The share of one core the live judge may take when recording into a store
-    /// ([`judge::Throttle`]); `None`: no cap.
+    /// (`throttle::Throttle`); `None`: no cap.
     pub judge_cpu: Option<f64>,
 }
 
