@@ -358,3 +358,76 @@ fn redirected_logs_have_no_colour_and_finding_lines_name_the_connection() {
     );
     assert!(live.iter().any(|l| l.contains("closed after")), "{stdout}");
 }
+
+/// An upstream that accepts and never reads: once the socket buffers are full, the
+/// forwarding waits for it, the log says it is the upstream that does not read (not
+/// edgetap), and SIGTERM still stops the proxy at once: a write that cannot finish
+/// does not hold up stopping. Every byte it did forward is recorded.
+#[test]
+fn an_upstream_that_never_reads_is_named_and_does_not_hold_up_stopping() {
+    use std::io::Write;
+    let upstream = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let up_port = upstream.local_addr().unwrap().port();
+    // Accepts and keeps the socket, reading nothing.
+    let held = std::thread::spawn(move || upstream.accept().map(|(s, _)| s));
+    let dir = temp_dir("not-reading");
+    let port = free_port();
+    let err_path = dir.join("err.log");
+    let mut px = Command::new(env!("CARGO_BIN_EXE_edgetap"))
+        .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--upstream", &format!("127.0.0.1:{up_port}")])
+        .arg("--store")
+        .arg(dir.join("store"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let mut client = loop {
+        if let Ok(c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            break c;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "proxy not listening"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _held = held.join().unwrap().unwrap();
+    // Far more than the loopback socket buffers hold; the writer blocks for good.
+    client
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let block = vec![0x30u8; 1 << 16];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut warned = String::new();
+    while Instant::now() < deadline {
+        let _ = client.write(&block);
+        warned = std::fs::read_to_string(&err_path).unwrap();
+        if warned.contains("has not read") {
+            break;
+        }
+    }
+    assert!(
+        warned.contains("the upstream has not read for 2 s")
+            && warned.contains("waits for it (not for edgetap)"),
+        "no wait warning naming the upstream:\n{warned}"
+    );
+    let stopping = Instant::now();
+    unsafe { libc::kill(px.id() as i32, libc::SIGTERM) };
+    let status = loop {
+        if let Some(s) = px.try_wait().unwrap() {
+            break s;
+        }
+        if stopping.elapsed() > Duration::from_secs(10) {
+            let _ = px.kill();
+            panic!("the proxy did not stop within 10 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.code().is_some(), "{status:?}");
+    let store = Store::open(&dir.join("store")).unwrap();
+    let meta = store.capture(1).unwrap();
+    assert!(meta.bytes > 0, "{meta:?}");
+    assert!(meta.not_recorded.is_none(), "{meta:?}");
+}

@@ -2,6 +2,7 @@
 //! forward each read at once, then hand a copy to the analysis task. Either side may
 //! be TLS (terminated or re-originated here); the pumps see plaintext streams.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -454,6 +455,12 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let mut buf = BytesMut::with_capacity(READ_BUF);
     let mut warned = false;
     let mut stop = sh.stop.clone();
+    // One wait for the proxy to stop, for the pump's whole life: made once, not at
+    // every read and write (each would register with the watch and drop out again).
+    let stopping = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopping);
     let mut stopped = false;
     while !stopped {
         buf.clear();
@@ -465,7 +472,7 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
                 Err(e) => return Err(Broken::Read(side, e)),
             },
-            _ = stop.wait_for(|s| *s) => return Ok(Ended::Stopped),
+            _ = &mut stopping => return Ok(Ended::Stopped),
         };
         let t = sh.clock.now_us();
         activity.store(t, Ordering::Relaxed);
@@ -482,34 +489,48 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             w.flush().await
         };
         tokio::pin!(forward);
-        let mut waited = false;
-        loop {
-            tokio::select! {
-                r = &mut forward => {
-                    r.map_err(|e| Broken::Write(side, e))?;
-                    break;
-                }
-                _ = stop.wait_for(|s| *s) => {
-                    stopped = true;
-                    break;
-                }
-                // The receiver is not reading: say so (once per write), and keep waiting.
-                _ = tokio::time::sleep(SLOW_READER), if !waited => {
-                    waited = true;
-                    let who = match side {
-                        Side::Client => "the upstream",
-                        Side::Server => "the client",
-                    };
-                    let hit = sh.wait_warning.lock().unwrap_or_else(|e| e.into_inner()).hit();
-                    if let Some(more) = hit {
-                        tracing::warn!(
-                            "connection {conn} from {}: {who} has not read for {} s; \
-                             forwarding {} waits for it (not for edgetap){}",
-                            view.peer,
-                            SLOW_READER.as_secs(),
-                            side.arrow(),
-                            more_times(more)
-                        );
+        // Nearly always the socket takes the bytes at once: then no timer is set
+        // and no wait is registered.
+        let at_once = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match forward.as_mut().poll(cx) {
+                std::task::Poll::Ready(r) => Some(r),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await;
+        match at_once {
+            Some(r) => r.map_err(|e| Broken::Write(side, e))?,
+            None => {
+                let mut waited = false;
+                loop {
+                    tokio::select! {
+                        r = &mut forward => {
+                            r.map_err(|e| Broken::Write(side, e))?;
+                            break;
+                        }
+                        _ = &mut stopping => {
+                            stopped = true;
+                            break;
+                        }
+                        // The receiver is not reading: say so (once per write), and keep waiting.
+                        _ = tokio::time::sleep(SLOW_READER), if !waited => {
+                            waited = true;
+                            let who = match side {
+                                Side::Client => "the upstream",
+                                Side::Server => "the client",
+                            };
+                            let hit = sh.wait_warning.lock().unwrap_or_else(|e| e.into_inner()).hit();
+                            if let Some(more) = hit {
+                                tracing::warn!(
+                                    "connection {conn} from {}: {who} has not read for {} s; \
+                                     forwarding {} waits for it (not for edgetap){}",
+                                    view.peer,
+                                    SLOW_READER.as_secs(),
+                                    side.arrow(),
+                                    more_times(more)
+                                );
+                            }
+                        }
                     }
                 }
             }
