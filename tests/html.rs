@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{free_port, tcpdump, temp_dir, Mosquitto};
+use common::{free_port, sim_edge_command, tcpdump, temp_dir, Mosquitto};
 use serde_json::Value;
 
 fn edgetap() -> Command {
@@ -136,22 +136,8 @@ fn analyze_and_sim_platform_html_render_in_chromium_with_a_chart_per_edge() {
     let addr = format!("127.0.0.1:{}", broker.port);
     let dump = tcpdump(broker.port, dir.join("run.pcap"));
     let sim_edge = |id: &str, fault: Option<&str>| {
-        let mut c = edgetap();
-        c.args(["sim", "edge", "--broker", &addr, "--edge-id", id])
-            .args([
-                "--period-ms",
-                "500",
-                "--job-ms",
-                "300",
-                "--policy-ms",
-                "100",
-            ])
-            .args(["--duration-ms", "30000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(f) = fault {
-            c.args(["--fault", f]);
-        }
+        let mut c = sim_edge_command(&addr, id, fault.as_slice());
+        c.args(["--duration-ms", "30000"]);
         Killed(c.spawn().expect("start sim edge"))
     };
     let e1 = sim_edge("HT1", Some("wrong-code"));
@@ -548,22 +534,8 @@ fn a_replay_record_shows_its_exchanges_and_the_live_sessions_chart() {
     let addr = format!("127.0.0.1:{}", broker.port);
     let rec = dir.join("rec.pcap");
     let sim_edge = |id: &str, fault: Option<&str>| {
-        let mut c = edgetap();
-        c.args(["sim", "edge", "--broker", &addr, "--edge-id", id])
-            .args([
-                "--period-ms",
-                "500",
-                "--job-ms",
-                "300",
-                "--policy-ms",
-                "100",
-            ])
-            .args(["--alarm-ms", "300", "--duration-ms", "30000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(f) = fault {
-            c.args(["--fault", f]);
-        }
+        let mut c = sim_edge_command(&addr, id, fault.as_slice());
+        c.args(["--alarm-ms", "300", "--duration-ms", "30000"]);
         Killed(c.spawn().expect("start sim edge"))
     };
     let recorded = sim_edge("RP1", None);

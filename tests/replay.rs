@@ -785,30 +785,10 @@ async fn sim_edge_process(broker: &str, edge_id: &str, faults: &[&str]) -> tokio
     .await
     .unwrap();
     // The timings of the recording (`quick_settings`).
-    let mut args: Vec<String> = [
-        "sim",
-        "edge",
-        "--broker",
-        broker,
-        "--edge-id",
-        edge_id,
-        "--period-ms",
-        "500",
-        "--job-ms",
-        "300",
-        "--policy-ms",
-        "100",
-        "--alarm-ms",
-        "300",
-    ]
-    .map(String::from)
-    .to_vec();
-    for f in faults {
-        args.extend(["--fault".to_string(), f.to_string()]);
-    }
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_edgetap"))
-        .args(&args)
-        .stdout(std::process::Stdio::null())
+    let mut c = common::sim_edge_command(broker, edge_id, faults);
+    c.args(["--alarm-ms", "300"])
+        .stderr(std::process::Stdio::inherit());
+    let child = tokio::process::Command::from(c)
         .kill_on_drop(true)
         .spawn()
         .unwrap();

@@ -532,22 +532,8 @@ struct EdgeProcess(std::process::Child);
 
 impl EdgeProcess {
     fn start(broker: &str, edge_id: &str, fault: Option<&str>) -> EdgeProcess {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_edgetap"));
-        c.args(["sim", "edge", "--broker", broker, "--edge-id", edge_id])
-            .args([
-                "--period-ms",
-                "500",
-                "--job-ms",
-                "300",
-                "--policy-ms",
-                "100",
-            ])
-            .args(["--alarm-ms", "300"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        if let Some(f) = fault {
-            c.args(["--fault", f]);
-        }
+        let mut c = common::sim_edge_command(broker, edge_id, fault.as_slice());
+        c.args(["--alarm-ms", "300"]);
         EdgeProcess(c.spawn().unwrap())
     }
 }

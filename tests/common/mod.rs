@@ -271,3 +271,25 @@ pub fn assert_reports_complete(
     assert_eq!(publishes, n, "PUBLISH packets recorded");
     (r, store, id)
 }
+
+/// `edgetap sim edge` against `broker` with the short timings the tests record with
+/// (a report every 500 ms, jobs of 300 ms, policies of 100 ms), output discarded,
+/// and a `--fault` for each of `faults`. Callers add what else they need.
+pub fn sim_edge_command(broker: &str, edge_id: &str, faults: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_edgetap"));
+    c.args(["sim", "edge", "--broker", broker, "--edge-id", edge_id])
+        .args([
+            "--period-ms",
+            "500",
+            "--job-ms",
+            "300",
+            "--policy-ms",
+            "100",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for f in faults {
+        c.args(["--fault", f]);
+    }
+    c
+}
