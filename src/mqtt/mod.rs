@@ -1,6 +1,7 @@
 //! MQTT framing and decoding over a byte stream: [`StreamDecoder`] per connection
 //! direction, [`Packet`] as the version-independent result.
 pub mod decoder;
+pub mod encode;
 pub mod packet;
 pub mod sniff;
 

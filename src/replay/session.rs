@@ -315,7 +315,7 @@ impl<'a> Session<'a> {
         let mut analyzer = Analyzer::new(rules, Settings::default());
         let mut c = Collector::charting(true);
         let t = crate::sim::now_us();
-        let connect = connect_bytes(&id);
+        let connect = crate::mqtt::encode::connect(&id);
         analyzer.open(1, None, None, false);
         analyzer.data(1, Side::Client, t, 1, &connect, &mut c);
         let mut rw = rewrite::Rewriter::new(recorded_edge, live_edge, s.fresh_jobs);
@@ -393,7 +393,7 @@ impl<'a> Session<'a> {
     fn judge_live(&mut self, topic: &str, payload: &[u8]) {
         self.packet += 1;
         let t = crate::sim::now_us();
-        let b = publish_bytes(topic, payload);
+        let b = crate::mqtt::encode::publish(topic, payload);
         let mut c = self.collector();
         self.analyzer
             .data(1, Side::Server, t, self.packet, &b, &mut c);
@@ -1288,22 +1288,4 @@ fn rfc3339(us: i64) -> String {
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         })
         .unwrap_or_else(|| us.to_string())
-}
-
-fn connect_bytes(id: &str) -> Vec<u8> {
-    let mut b = bytes::BytesMut::new();
-    // A CONNECT this crate writes itself cannot fail to encode.
-    let _ = rumqttc::mqttbytes::v4::Connect::new(id).write(&mut b);
-    b.to_vec()
-}
-
-fn publish_bytes(topic: &str, payload: &[u8]) -> Vec<u8> {
-    let mut b = bytes::BytesMut::new();
-    let p = rumqttc::mqttbytes::v4::Publish::new(
-        topic,
-        rumqttc::mqttbytes::QoS::AtMostOnce,
-        payload.to_vec(),
-    );
-    let _ = p.write(&mut b);
-    b.to_vec()
 }

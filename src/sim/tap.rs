@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -40,24 +39,6 @@ pub struct Tap {
     task: JoinHandle<TapResult>,
 }
 
-fn connect_bytes(id: &str) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    // A CONNECT this crate writes itself cannot fail to encode.
-    let _ = rumqttc::mqttbytes::v4::Connect::new(id).write(&mut b);
-    b.to_vec()
-}
-
-fn publish_bytes(topic: &str, payload: &[u8]) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    let p = rumqttc::mqttbytes::v4::Publish::new(
-        topic,
-        rumqttc::mqttbytes::QoS::AtMostOnce,
-        payload.to_vec(),
-    );
-    let _ = p.write(&mut b);
-    b.to_vec()
-}
-
 impl Tap {
     /// Subscribes to `filter` and starts judging; returns once the subscription holds.
     pub async fn start(
@@ -80,7 +61,7 @@ impl Tap {
             let mut sink = Collector::charting(true);
             let mut frames = vec![];
             let t = now_us();
-            let c = connect_bytes(&id);
+            let c = crate::mqtt::encode::connect(&id);
             analyzer.open(TAP_CONN, None, None, false);
             analyzer.data(TAP_CONN, Side::Client, t, 1, &c, &mut sink);
             frames.push((t, c, true));
@@ -93,7 +74,7 @@ impl Tap {
                 let Some(m) = m else { break };
                 n += 1;
                 let t = now_us();
-                let b = publish_bytes(&m.topic, &m.payload);
+                let b = crate::mqtt::encode::publish(&m.topic, &m.payload);
                 analyzer.data(TAP_CONN, Side::Server, t, n, &b, &mut sink);
                 frames.push((t, b, false));
                 seen2.fetch_add(1, Ordering::Relaxed);
@@ -102,7 +83,7 @@ impl Tap {
             while let Ok(m) = rx.try_recv() {
                 n += 1;
                 let t = now_us();
-                let b = publish_bytes(&m.topic, &m.payload);
+                let b = crate::mqtt::encode::publish(&m.topic, &m.payload);
                 analyzer.data(TAP_CONN, Side::Server, t, n, &b, &mut sink);
                 frames.push((t, b, false));
             }
