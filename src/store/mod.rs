@@ -334,6 +334,43 @@ struct ChunkFile {
     file: File,
     path: PathBuf,
     len: u64,
+    /// The file's pages before this offset are synced and were handed back to the
+    /// kernel ([`ChunkFile::release_synced`]).
+    released: u64,
+}
+
+impl ChunkFile {
+    /// Tells the kernel that the synced pages of the file will not be read soon
+    /// (`POSIX_FADV_DONTNEED`), so it frees them rather than keeping them cached.
+    ///
+    /// A recorder writes hundreds of megabytes that nobody reads back for a while;
+    /// cached, they evict what the machine's other programs use, and every new write
+    /// lands on a page the kernel has never touched. Freed at once, the next batch
+    /// reuses the same warm pages: the store writer's CPU time for 3 × 50,000 reports
+    /// of 1 KB fell from 16-24 to 9-11 ticks (`bench/proxy.sh`'s payload, 2 shared
+    /// cores), most of it `copy_folio_from_iter_atomic`. Readers of the capture read
+    /// from the disk instead. Only advice: failure changes nothing but the cost.
+    fn release_synced(&mut self) {
+        const PAGE: u64 = 4096;
+        let end = self.len / PAGE * PAGE;
+        if end <= self.released {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: plain system call on a descriptor this struct owns.
+            unsafe {
+                libc::posix_fadvise(
+                    self.file.as_raw_fd(),
+                    self.released as libc::off_t,
+                    (end - self.released) as libc::off_t,
+                    libc::POSIX_FADV_DONTNEED,
+                );
+            }
+        }
+        self.released = end;
+    }
 }
 
 /// What the recording process keeps per capture.
@@ -737,6 +774,7 @@ impl Store {
             match r {
                 Ok(n) => {
                     cf.len += n;
+                    cf.release_synced();
                     if let Some(r) = self
                         .recording
                         .lock()
@@ -773,7 +811,12 @@ impl Store {
                 .map_err(|e| StoreError::io(&self.chunk_dir, e))?;
         }
         let len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
-        Ok(ChunkFile { file, path, len })
+        Ok(ChunkFile {
+            file,
+            path,
+            len,
+            released: 0,
+        })
     }
 
     pub fn captures(&self) -> Result<Vec<CaptureMeta>, StoreError> {
@@ -1318,5 +1361,73 @@ mod tests {
                 assert_eq!(rec, r);
             }
         }
+    }
+
+    /// Pages of `f`'s first `len` bytes the kernel holds in its cache.
+    #[cfg(target_os = "linux")]
+    fn cached_pages(path: &Path, len: usize) -> usize {
+        use std::os::fd::AsRawFd;
+        let f = File::open(path).unwrap();
+        let pages = len.div_ceil(4096);
+        let mut vec = vec![0u8; pages];
+        // SAFETY: a read-only shared mapping of `len` bytes of an open file, unmapped
+        // before returning; mincore writes one byte per page into `vec`.
+        unsafe {
+            let at = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            );
+            assert_ne!(at, libc::MAP_FAILED);
+            assert_eq!(libc::mincore(at, len, vec.as_mut_ptr()), 0);
+            libc::munmap(at, len);
+        }
+        vec.iter().filter(|&&b| b & 1 == 1).count()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn synced_chunk_pages_are_handed_back_to_the_kernel_but_the_partial_last_one() {
+        let dir = temp("release");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("0.bin");
+        let mut file = File::create(&path).unwrap();
+        // SAFETY: statfs fills the struct it is given.
+        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        let c = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut fs) }, 0);
+        if fs.f_type == libc::TMPFS_MAGIC {
+            // tmpfs pages are the file itself: there is nothing to hand back.
+            eprintln!("skipped: {} is on tmpfs", dir.display());
+            return;
+        }
+        let len = 64 * 4096 + 100;
+        file.write_all(&vec![7u8; len]).unwrap();
+        file.sync_data().unwrap();
+        assert_eq!(cached_pages(&path, len), 65, "written pages are cached");
+        let mut cf = ChunkFile {
+            file,
+            path,
+            len: len as u64,
+            released: 0,
+        };
+        cf.release_synced();
+        assert_eq!(
+            cached_pages(&cf.path, len),
+            1,
+            "only the partial last page stays"
+        );
+        assert_eq!(cf.released, 64 * 4096);
+        // The next batch completes that page: it goes too.
+        cf.file.write_all(&vec![8u8; 4096]).unwrap();
+        cf.file.sync_data().unwrap();
+        cf.len += 4096;
+        cf.release_synced();
+        assert_eq!(cached_pages(&cf.path, cf.len as usize), 1);
+        assert_eq!(cf.released, 65 * 4096);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
