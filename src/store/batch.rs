@@ -7,9 +7,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use super::chunk::{self, LostSpan};
-use super::{
-    replay, secrets, ConnMeta, Event, EventKind, PacketFields, PacketRecord, FILLER, FILLER_STR,
-};
+use super::record::FILLER_STR;
+use super::{replay, secrets, ConnMeta, Event, EventKind, PacketFields, PacketRecord, FILLER};
 use crate::finding::Finding;
 use crate::pipeline::PacketEvent;
 

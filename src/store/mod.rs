@@ -73,23 +73,25 @@ pub mod chunk;
 pub mod export;
 pub mod findings;
 mod legacy;
+mod record;
 pub mod replay;
 mod secrets;
 
 use batch::Pending;
 pub use batch::WriteBatch;
+pub use record::{
+    CaptureMeta, ConnMeta, Event, EventKind, NotRecorded, PacketRecord, FILLER, MAX_SPANS, REDACTED,
+};
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 pub use chunk::{Damage, LostSpan};
 use chunk::{PacketFields, REC_CONNS, REC_EVENTS, REC_LOST};
@@ -147,182 +149,6 @@ impl StoreError {
     /// The disk (or quota) is full.
     pub fn is_no_space(&self) -> bool {
         matches!(self, StoreError::File { err, .. } if err.raw_os_error() == Some(28) || err.raw_os_error() == Some(122))
-    }
-}
-
-/// What the recorder could not write into a capture (see the module docs).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct NotRecorded {
-    /// Chunk bytes forwarded but not recorded.
-    pub bytes: u64,
-    pub events: u64,
-    /// µs since the Unix epoch: the first and the last event not recorded.
-    pub from_us: i64,
-    pub to_us: i64,
-    /// Each failed write, oldest first (at most [`MAX_SPANS`]; later ones are
-    /// merged into the last).
-    pub spans: Vec<LostSpan>,
-}
-
-/// Lost spans listed one by one in a capture's meta.
-pub const MAX_SPANS: usize = 100;
-
-impl NotRecorded {
-    fn add(&mut self, s: LostSpan) {
-        if self.events == 0 && self.bytes == 0 && self.spans.is_empty() {
-            self.from_us = s.from_us;
-        }
-        self.from_us = self.from_us.min(s.from_us);
-        self.to_us = self.to_us.max(s.to_us);
-        self.bytes += s.bytes;
-        self.events += s.events;
-        if self.spans.len() < MAX_SPANS {
-            self.spans.push(s);
-        } else if let Some(last) = self.spans.last_mut() {
-            last.to_us = last.to_us.max(s.to_us);
-            last.bytes += s.bytes;
-            last.events += s.events;
-            last.error = s.error;
-        }
-    }
-
-    /// One line for people: "12345 bytes (67 events) not recorded between … and …: ENOSPC".
-    pub fn line(&self) -> String {
-        let time = |us: i64| {
-            chrono::DateTime::from_timestamp_micros(us)
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-                .unwrap_or_else(|| us.to_string())
-        };
-        format!(
-            "INCOMPLETE: {} bytes ({} events) forwarded but not recorded, between {} and {} ({} failed writes; last error: {})",
-            self.bytes,
-            self.events,
-            time(self.from_us),
-            time(self.to_us),
-            self.spans.len(),
-            self.spans.last().map_or("?", |s| s.error.as_str())
-        )
-    }
-}
-
-/// One proxy run.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct CaptureMeta {
-    pub id: u64,
-    pub name: String,
-    /// Microseconds since the Unix epoch.
-    pub started_us: i64,
-    /// None while running, or when the proxy was killed.
-    pub ended_us: Option<i64>,
-    pub listen: String,
-    pub upstream: String,
-    /// The rules the live analysis used: edgetap version and rule files.
-    pub rules_version: String,
-    pub connections: u64,
-    /// Events (chunks) forwarded, recorded or not.
-    pub chunks: u64,
-    /// Bytes forwarded, recorded or not (`not_recorded` says what is missing).
-    pub bytes: u64,
-    /// MQTT control packets decoded.
-    pub packets: u64,
-    pub findings: u64,
-    /// Set when the capture is incomplete: what was forwarded but could not be
-    /// written (disk full, …).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_recorded: Option<NotRecorded>,
-}
-
-/// One proxied connection: the client's address and the upstream's.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ConnMeta {
-    pub conn: u64,
-    pub client: String,
-    pub server: String,
-    pub opened_us: i64,
-    pub ended_us: Option<i64>,
-    /// "closed", "reset by client", "upstream refused: …", …
-    pub end: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum EventKind {
-    Open {
-        client: SocketAddr,
-        server: SocketAddr,
-    },
-    Data {
-        side: Side,
-        bytes: Bytes,
-    },
-    /// Bytes forwarded but not analysed: a TLS flow the proxy does not terminate. Kept
-    /// so that the store holds everything forwarded (and the export shows it).
-    Opaque {
-        side: Side,
-        bytes: Bytes,
-    },
-    /// That side finished sending (FIN), mirrored to the other.
-    Fin {
-        side: Side,
-    },
-    /// The connection is over; `how` says why.
-    End {
-        how: String,
-    },
-}
-
-/// One recorded event of a capture.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Event {
-    pub time_us: i64,
-    pub seq: u64,
-    pub conn: u64,
-    pub kind: EventKind,
-}
-
-/// One decoded MQTT packet, as stored.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct PacketRecord {
-    pub conn: u64,
-    pub side: String,
-    /// The event (chunk) `seq` in which the packet ended.
-    pub chunk: u64,
-    pub time_us: i64,
-    /// Stream offset of the packet's first byte on its side.
-    pub offset: u64,
-    pub len: u64,
-    #[serde(rename = "type")]
-    pub packet_type: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub client_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub version: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub username: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub password: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub topic: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub payload_len: Option<u64>,
-}
-
-pub const REDACTED: &str = "<redacted>";
-
-/// The byte that overwrites a password in the stored chunk bytes and records.
-pub const FILLER: u8 = b'*';
-const FILLER_STR: &str = "*";
-
-impl PacketRecord {
-    /// The record with CONNECT credentials replaced, for output.
-    pub fn redacted(&self) -> PacketRecord {
-        let mut r = self.clone();
-        if r.username.is_some() {
-            r.username = Some(REDACTED.into());
-        }
-        if r.password.is_some() {
-            r.password = Some(REDACTED.into());
-        }
-        r
     }
 }
 
@@ -1174,6 +1000,7 @@ impl StoredFinding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn rec(n: u64) -> PacketRecord {
         PacketRecord {
