@@ -158,6 +158,10 @@ hwm() { awk '/^VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 echo
 sleep 1
 echo "edgetap RSS after the throughput runs: $(rss $etp_pid) MB (peak $(hwm $etp_pid) MB)"
+# The judge hands freed heap back to the system once it has caught up, at most every
+# 10 s (TRIM_EVERY in src/proxy/judge.rs): the figure a proxy left running settles at.
+sleep 11
+echo "edgetap RSS 11 s later: $(rss $etp_pid) MB"
 kill -TERM "$etp_pid"; wait "$etp_pid" || true
 sent=$(( turns * 2 * ($(stat -c %s "$work/conforming.txt") + $(stat -c %s "$work/finding-heavy.txt")) ))
 echo "store after the run: $(du -sb "$work/store" | cut -f1) bytes on disk for $sent payload bytes sent through edgetap in the throughput runs"
