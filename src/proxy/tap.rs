@@ -832,6 +832,9 @@ fn store_findings(rec: &mut Recorder, cap: u64, buf: &mut Vec<Finding>) {
         rec.batch.finding(cap, rec.meta.findings, &f);
         rec.meta.findings += 1;
     }
+    // The buffer goes back to the judge at the next take (they are swapped): a
+    // burst's capacity is not kept on either side.
+    buf.shrink_to(judge::KEEP_CAPACITY);
 }
 
 /// The event itself and what it changes in the capture's and connections' records.
