@@ -445,6 +445,7 @@ const EXIT_NOT_RECORDED: u8 = 4;
 /// `edgetap proxy`: serves until Ctrl-C or SIGTERM, then prints the clause table.
 fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
     use anyhow::Context as _;
+    edgetap::proxy::limit_malloc_arenas();
     let rules = Arc::new(load_rules(&args.rules)?);
     let store = edgetap::store::Store::open(&args.store.dir)?;
     store.set_keep_secrets(args.store_secrets);

@@ -411,6 +411,34 @@ fn release_memory() {
     tokio::task::spawn_blocking(trim_heap);
 }
 
+/// At most two glibc malloc arenas for the proxy's threads (unless the user set
+/// `MALLOC_ARENA_MAX`). Call before any thread starts.
+///
+/// glibc gives each thread that meets contention an arena of its own, up to eight
+/// per core, and memory freed into one arena serves only that arena: the chunks the
+/// forwarding threads allocate are freed by the store writer, the findings the judge
+/// makes by the recorder. After five bursts of 50,000 finding-heavy reports (1 KB)
+/// the proxy's RSS settled at 111 MB with the default, 81 MB with two arenas, 74 MB
+/// with one, with the heap trimmed each time; throughput through the proxy was the
+/// same with two (A/B, medians of 7 turns: QoS 0 0.89 vs 0.92 of direct, QoS 1
+/// 0.71 vs 0.71).
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+            return;
+        }
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_ARENA_MAX: i32 = -8;
+        // SAFETY: a glibc tunable, set before the proxy's threads start.
+        unsafe {
+            mallopt(M_ARENA_MAX, 2);
+        }
+    }
+}
+
 /// Hands the heap's free memory back to the system (glibc's `malloc_trim`; nothing
 /// elsewhere). Blocking: call it off the forwarding threads.
 pub(crate) fn trim_heap() {
