@@ -610,7 +610,7 @@ impl LinePublisher {
 /// `mosquitto_sub` printing what it receives, to know a message went through.
 struct Subscriber {
     child: std::process::Child,
-    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Subscriber {
@@ -622,17 +622,36 @@ impl Subscriber {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("mosquitto_sub must be installed");
-        let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
         Subscriber { child, lines }
     }
-    /// Waits until `text` is received (mosquitto_sub ends with the test if it never is).
-    fn wait_for(&mut self, text: &str) {
-        for line in self.lines.by_ref() {
-            if line.unwrap().contains(text) {
-                return;
+    /// Whether `text` is received within `within`.
+    fn saw(&mut self, text: &str, within: std::time::Duration) -> bool {
+        let until = std::time::Instant::now() + within;
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
             }
         }
-        panic!("mosquitto_sub ended before receiving {text}");
+    }
+    /// Waits until `text` is received: a minute at most, then the test fails
+    /// naming it (a lost message must not hang the test run).
+    fn wait_for(&mut self, text: &str) {
+        assert!(
+            self.saw(text, std::time::Duration::from_secs(60)),
+            "mosquitto_sub did not receive {text} within 60 s"
+        );
     }
 }
 
@@ -658,8 +677,17 @@ fn a_capture_started_after_the_devices_connected_on_an_odd_port_exits_3_naming_p
     let mut sub = Subscriber::start(port, "/v1/#");
     let mut edge = LinePublisher::connect(port, topic);
     // The first message proves both clients connected; only then the capture starts.
-    edge.send(&linkdown(0));
-    sub.wait_for("19:00:00");
+    // It is sent again until the subscriber has it: one published before the
+    // subscription was in place never arrives (that hung a CI run).
+    let mut tries = 0;
+    loop {
+        edge.send(&linkdown(0));
+        if sub.saw("19:00:00", std::time::Duration::from_secs(1)) {
+            break;
+        }
+        tries += 1;
+        assert!(tries < 30, "mosquitto_sub never received the first message");
+    }
     let dir = common::temp_dir("late-capture");
     let dump = common::tcpdump(port, dir.join("late.pcap"));
     edge.send(&linkdown(1));
