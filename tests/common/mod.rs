@@ -126,9 +126,11 @@ impl Proxy {
     /// Stops the proxy (as on SIGTERM) and returns its outcome and live findings.
     pub async fn finish(self) -> (ProxyOutcome, Vec<Finding>) {
         let _ = self.stop.send(());
-        let out = tokio::time::timeout(Duration::from_secs(10), self.done)
+        // A hang guard, not a speed target: a stop whose live judge skipped judges
+        // the capture again from the store, 8-9 s for 30,000 reports in a debug build.
+        let out = tokio::time::timeout(Duration::from_secs(60), self.done)
             .await
-            .expect("proxy stops within 10 s")
+            .expect("proxy stops within 60 s")
             .unwrap();
         let live = self.live.lock().unwrap().clone();
         (out, live)
