@@ -46,6 +46,7 @@ use std::time::{Duration, Instant};
 use crate::finding::{ConnId, Finding, Severity};
 use crate::live::LiveView;
 use crate::pipeline::{Judge, Sink, Staged};
+use crate::report::Collector;
 use crate::rules::{Engine, RuleSet};
 
 use super::throttle::Throttle;
@@ -57,8 +58,9 @@ pub const MAX_BACKLOG_BYTES: usize = 16 << 20;
 /// read chunk it keeps alive), as measured: RSS grew about seven times the payload
 /// bytes queued when only payloads were counted.
 pub const ITEM_OVERHEAD: usize = 1024;
-/// Findings the judge keeps for the final report; past it, the report is built by
-/// judging the capture again from the store (complete, and memory stays bounded).
+/// Findings the final report lists one by one (and the first of each later group);
+/// it counts every finding in its group, so memory stays bounded however long the
+/// proxy runs (`analyze --capture ID --each` lists them all).
 pub const MAX_KEPT_FINDINGS: usize = 20_000;
 /// Judged findings waiting for the recorder to store them before the judge waits.
 pub const MAX_UNSTORED_FINDINGS: usize = 20_000;
@@ -231,19 +233,10 @@ impl Shared {
     }
 }
 
-/// What the judge's own findings lack for a final report.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Incomplete {
-    /// Messages not judged live.
-    pub skipped: u64,
-    /// Findings past [`MAX_KEPT_FINDINGS`].
-    pub not_kept: u64,
-}
-
 /// The recorder's end of the judge.
 pub(crate) struct JudgeHandle {
     sh: Arc<Shared>,
-    thread: std::thread::JoinHandle<(Engine, Vec<Finding>, u64)>,
+    thread: std::thread::JoinHandle<(Engine, Collector)>,
     /// Set once the recorder waited for the judge (logged once).
     waited: bool,
     /// Messages can be skipped when the judge falls behind: the final report then
@@ -365,10 +358,10 @@ impl JudgeHandle {
     }
 
     /// No more items: waits until everything is judged; returns the engine (for
-    /// the report's exercised clauses), the findings kept for the report, the
-    /// findings not yet taken for the store, and whether the kept findings are
-    /// incomplete (messages skipped, or findings past [`MAX_KEPT_FINDINGS`]).
-    pub(crate) fn finish(self) -> (Engine, Vec<Finding>, Vec<Finding>, Incomplete) {
+    /// the report's exercised clauses), the findings for the report (every one
+    /// counted, the first [`MAX_KEPT_FINDINGS`] kept), the findings not yet taken
+    /// for the store, and how many messages were skipped (not judged live).
+    pub(crate) fn finish(self) -> (Engine, Collector, Vec<Finding>, u64) {
         {
             let mut q = self.sh.lock();
             if self.skipped_now > 0 {
@@ -378,16 +371,12 @@ impl JudgeHandle {
         }
         self.sh.work.notify_one();
         self.sh.taken.notify_one();
-        let (engine, all, dropped) = self
+        let (engine, all) = self
             .thread
             .join()
             .unwrap_or_else(|_| panic!("the judge thread panicked"));
         let rest = std::mem::take(&mut self.sh.lock().judged);
-        let incomplete = Incomplete {
-            skipped: self.skipped,
-            not_kept: dropped,
-        };
-        (engine, all, rest, incomplete)
+        (engine, all, rest, self.skipped)
     }
 }
 
@@ -485,13 +474,13 @@ fn run(
     view: View,
     live_view: Option<Arc<LiveView>>,
     mut throttle: Option<Throttle>,
-) -> (Engine, Vec<Finding>, u64) {
+) -> (Engine, Collector) {
     let live_view = live_view.as_deref();
     let mut judge = Judge::new(rules);
-    let mut all: Vec<Finding> = vec![];
+    // For the final report: the first findings whole, every one counted.
+    let mut all = Collector::bounded(MAX_KEPT_FINDINGS);
     let mut found: Vec<Finding> = vec![];
     let mut to_store: Vec<Finding> = vec![];
-    let mut dropped = 0u64;
     let mut batch: VecDeque<(i64, Item)> = VecDeque::new();
     let mut groups = Groups::default();
     let mut snap = Snapshot::default();
@@ -559,7 +548,7 @@ fn run(
                         live.grouped(f, g, first);
                         count(&mut snap, f);
                     }
-                    keep(&mut all, &found, &mut dropped);
+                    keep(&mut all, &found);
                     to_store.append(&mut found);
                 }
             }
@@ -612,7 +601,7 @@ fn run(
         live.grouped(f, g, first);
         count(&mut snap, f);
     }
-    keep(&mut all, &found, &mut dropped);
+    keep(&mut all, &found);
     sh.lock().judged.append(&mut found);
     snap.backlog = 0;
     snap.backlog_bytes = 0;
@@ -621,7 +610,7 @@ fn run(
     snap.groups = groups.list;
     view.update(|v| *v = snap.clone());
     live.finish(&snap);
-    (engine, all, dropped)
+    (engine, all)
 }
 
 /// Once the judge has taken a batch of more items than this (a backlog) and has
@@ -651,11 +640,11 @@ fn release_burst(
 /// Items judged between two looks at the judge's CPU time (a system call).
 const THROTTLE_EVERY: usize = 64;
 
-/// Keeps `found` for the final report, up to [`MAX_KEPT_FINDINGS`]; counts the rest.
-fn keep(all: &mut Vec<Finding>, found: &[Finding], dropped: &mut u64) {
-    let room = MAX_KEPT_FINDINGS.saturating_sub(all.len()).min(found.len());
-    all.extend(found[..room].iter().cloned());
-    *dropped += (found.len() - room) as u64;
+/// Counts `found` for the final report, keeping the first [`MAX_KEPT_FINDINGS`].
+fn keep(all: &mut Collector, found: &[Finding]) {
+    for f in found {
+        all.finding(f);
+    }
 }
 
 fn count(s: &mut Snapshot, f: &Finding) {

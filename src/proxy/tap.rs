@@ -760,7 +760,7 @@ fn analyze(
     a.take_staged(&mut staged);
     judge.send(last_time, staged.drain(..).map(Item::Staged));
     judge.take_findings(&mut judged);
-    let (engine, all, mut rest, incomplete) = judge.finish();
+    let (engine, all, mut rest, skipped) = judge.finish();
     judged.append(&mut rest);
     store_findings(&mut rec, cap, &mut judged);
     rec.meta.ended_us = Some(clock.now_us());
@@ -775,39 +775,53 @@ fn analyze(
     // Packets are noted where they are decoded (here), messages where judged.
     let mut exercised = a.engine().exercised().clone();
     exercised.merge(engine.exercised());
-    if incomplete.skipped > 0 || incomplete.not_kept > 0 {
+    // What lists every finding when the report keeps only the first ones.
+    let each = |store: Option<&Store>| match store {
+        Some(s) => format!(
+            "`edgetap analyze --capture {cap} --store {} --each` lists every one",
+            s.dir().display()
+        ),
+        None => "run the proxy with --store to list every one (`edgetap analyze --capture \
+                 ID --each`)"
+            .into(),
+    };
+    if skipped > 0 {
         if let Some(s) = &store {
             // The whole capture, judged again from the store, is the report
             // (complete, as `analyze --capture` gives it).
-            if incomplete.skipped > 0 {
-                tracing::warn!(
-                    "{} messages were not judged live (the judge fell behind); judging \
-                     capture {cap} again from the store for the final report",
-                    incomplete.skipped
-                );
-            }
+            tracing::warn!(
+                "{skipped} messages were not judged live (the judge fell behind); judging \
+                 capture {cap} again from the store for the final report"
+            );
             let settings = Settings { max_packet };
-            let report = crate::store::replay::analyze_capture(s, cap, rules.clone(), settings)?;
+            let (mut report, groups) = crate::store::replay::rejudge_capture(
+                s,
+                cap,
+                rules.clone(),
+                settings,
+                judge::MAX_KEPT_FINDINGS,
+            )?;
+            if let Some(n) = &mut report.summary.not_listed {
+                n.hint = each(Some(s));
+            }
             // The stored groups get the whole capture's findings too, so that
             // `captures show` is as complete as this report.
-            meta.findings = report.findings.len() as u64;
+            meta.findings = report.total_findings();
             if let Err(e) = s
-                .replace_findings(cap, &report.findings)
+                .replace_findings(cap, groups)
                 .and_then(|()| s.put_meta(&meta))
             {
                 tracing::warn!("capture {cap}: the re-judged findings were not stored: {e}");
             }
             return Ok((report, store, meta));
         }
+        // Without a store the recorder waits for the judge: nothing is skipped.
         tracing::warn!(
-            "the final report lists the first {} findings only ({} more, {} messages not \
-             judged): there is no store to judge the capture again from",
-            judge::MAX_KEPT_FINDINGS,
-            incomplete.not_kept,
-            incomplete.skipped
+            "{skipped} messages were not judged live and there is no store to judge them \
+             again from: the final report covers the others only"
         );
     }
-    let report = Report::build(
+    let report = Report::collected(
         vec![format!(
             "proxy {} → {}{}",
             meta.listen,
@@ -822,6 +836,7 @@ fn analyze(
         &exercised,
         &rules,
         all,
+        || each(store.as_ref()),
     );
     Ok((report, store, meta))
 }

@@ -364,16 +364,13 @@ impl<'a> Session<'a> {
         })
     }
 
-    /// True once the broker connection is lost; the first loss is described in
-    /// `lost` (cause, when, how far into the replay).
     /// The sink of the live session: its findings, and its message sequence.
     fn collector(&mut self) -> Collector {
-        Collector {
-            findings: vec![],
-            timeline: Some(std::mem::take(&mut self.chart)),
-        }
+        Collector::charting_into(std::mem::take(&mut self.chart))
     }
 
+    /// True once the broker connection is lost; the first loss is described in
+    /// `lost` (cause, when, how far into the replay).
     fn check_lost(&mut self) -> bool {
         if self.lost.is_none() {
             if let LinkState::Down { cause, at_us, .. } = &*self.state.borrow() {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::finding::Finding;
+use super::group::Group;
 use crate::pipeline::EdgeTraffic;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -31,32 +31,35 @@ impl EdgeRow {
         }
     }
 
-    fn count(&mut self, f: &Finding, outcome: bool) {
-        self.counts.count(f, outcome);
-        if let Some(t) = f.time {
+    fn count(&mut self, g: &Group, outcome: bool) {
+        self.counts.count(g.severity, outcome, g.count);
+        if let Some(t) = g.first_time {
             self.first_time = Some(self.first_time.map_or(t, |x| x.min(t)));
+        }
+        if let Some(t) = g.last_time {
             self.last_time = Some(self.last_time.map_or(t, |x| x.max(t)));
         }
     }
 }
 
-/// One row per edge that sent or received a message or has a finding, by edge id.
+/// One row per edge that sent or received a message or has a finding (`groups` of
+/// findings), by edge id.
 pub fn edge_rows(
     traffic: &BTreeMap<String, EdgeTraffic>,
-    findings: &[Finding],
-    is_outcome: impl Fn(&Finding) -> bool,
+    groups: &[Group],
+    is_outcome: impl Fn(&Group) -> bool,
 ) -> Vec<EdgeRow> {
     let mut rows: BTreeMap<&str, EdgeRow> = traffic
         .iter()
         .map(|(id, t)| (id.as_str(), EdgeRow::new(id, *t)))
         .collect();
-    for f in findings {
-        let Some(id) = f.edge_id.as_deref() else {
+    for g in groups {
+        let Some(id) = g.edge_id.as_deref() else {
             continue;
         };
         rows.entry(id)
             .or_insert_with(|| EdgeRow::new(id, EdgeTraffic::default()))
-            .count(f, is_outcome(f));
+            .count(g, is_outcome(g));
     }
     rows.into_values().collect()
 }

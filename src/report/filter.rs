@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use super::group::Group;
 use crate::finding::{Finding, Severity};
 use crate::rules::id_matches;
 
@@ -38,10 +39,19 @@ impl Filter {
 
     /// The finding is shown.
     pub fn keeps(&self, f: &Finding) -> bool {
-        self.min_severity.is_none_or(|s| f.severity >= s)
-            && any_or_none(&self.edges, |e| f.edge_id.as_deref() == Some(e))
-            && any_or_none(&self.rules, |r| id_matches(r, &f.rule))
-            && any_or_none(&self.clauses, |c| within(&f.clause, c))
+        self.keeps_kind(f.severity, f.edge_id.as_deref(), &f.rule, &f.clause)
+    }
+
+    /// The group's findings are shown (a filter looks only at what a group shares).
+    pub fn keeps_group(&self, g: &Group) -> bool {
+        self.keeps_kind(g.severity, g.edge_id.as_deref(), &g.rule, &g.clause)
+    }
+
+    fn keeps_kind(&self, severity: Severity, edge: Option<&str>, rule: &str, clause: &str) -> bool {
+        self.min_severity.is_none_or(|s| severity >= s)
+            && any_or_none(&self.edges, |e| edge == Some(e))
+            && any_or_none(&self.rules, |r| id_matches(r, rule))
+            && any_or_none(&self.clauses, |c| within(clause, c))
     }
 
     /// The clause table row of `clause` is shown: it is inside a `--clause`, or holds
@@ -66,9 +76,15 @@ impl Filter {
         out
     }
 
-    /// The note on `hidden`, the findings this filter left out.
-    pub fn note(&self, hidden: &[Finding]) -> FilterNote {
-        let count = |s: Severity| hidden.iter().filter(|f| f.severity == s).count() as u64;
+    /// The note on `hidden`, the groups of the findings this filter left out.
+    pub fn note(&self, hidden: &[Group]) -> FilterNote {
+        let count = |s: Severity| {
+            hidden
+                .iter()
+                .filter(|g| g.severity == s)
+                .map(|g| g.count)
+                .sum()
+        };
         FilterNote {
             applied: self.describe(),
             hidden_errors: count(Severity::Error),
@@ -199,7 +215,7 @@ mod tests {
             finding("b", "5.3", Severity::Info, None),
             finding("c", "5.3", Severity::Warning, None),
         ];
-        let note = filter.note(&hidden);
+        let note = filter.note(&crate::report::group::group(&hidden));
         assert_eq!(
             (note.hidden_errors, note.hidden_warnings, note.hidden_infos),
             (0, 2, 1)

@@ -45,9 +45,25 @@ struct Key {
 
 /// Groups `findings`, in the order of each group's first finding.
 pub fn group(findings: &[Finding]) -> Vec<Group> {
-    let mut index: HashMap<Key, usize> = HashMap::new();
-    let mut groups: Vec<Group> = vec![];
+    let mut g = Grouper::default();
     for f in findings {
+        g.add(f);
+    }
+    g.groups
+}
+
+/// Groups findings one at a time, for a run that counts every finding but does not
+/// keep every one (the proxy's final report of a long capture): memory grows with
+/// the groups, not with the findings.
+#[derive(Default)]
+pub struct Grouper {
+    index: HashMap<Key, usize>,
+    groups: Vec<Group>,
+}
+
+impl Grouper {
+    /// Counts `f` in its group; true when it opened a new one.
+    pub fn add(&mut self, f: &Finding) -> bool {
         let key = Key {
             rule: f.rule.clone(),
             clause: f.clause.clone(),
@@ -55,15 +71,22 @@ pub fn group(findings: &[Finding]) -> Vec<Group> {
             edge_id: f.edge_id.clone(),
             pattern: pattern(&f.message),
         };
-        match index.get(&key) {
-            Some(&i) => groups[i].add(f),
+        match self.index.get(&key) {
+            Some(&i) => {
+                self.groups[i].add(f);
+                false
+            }
             None => {
-                index.insert(key, groups.len());
-                groups.push(Group::start(f));
+                self.index.insert(key, self.groups.len());
+                self.groups.push(Group::start(f));
+                true
             }
         }
     }
-    groups
+
+    pub fn into_groups(self) -> Vec<Group> {
+        self.groups
+    }
 }
 
 impl Group {

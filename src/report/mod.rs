@@ -72,6 +72,19 @@ pub struct Summary {
     /// end of the file, or not a single frame read): exit code 2.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<String>,
+    /// Findings counted above and in the groups but not listed one by one: a long
+    /// capture's final report keeps the first findings and the first of each group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_listed: Option<NotListed>,
+}
+
+/// Findings a report counts but does not list ([`Collector::bounded`]).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NotListed {
+    pub findings: u64,
+    /// How to list every one (e.g. "`edgetap analyze --capture 3 --each` lists
+    /// every one").
+    pub hint: String,
 }
 
 /// Exit code of a run that read its input but judged no protocol message.
@@ -209,15 +222,51 @@ const TABLE_EDGES: usize = 40;
 pub struct Collector {
     pub findings: Vec<Finding>,
     pub timeline: Option<timeline::Timeline>,
+    /// When bounded: every finding counted in its group, and how many were not kept.
+    bounded: Option<Bounded>,
+}
+
+struct Bounded {
+    keep: usize,
+    groups: group::Grouper,
+    not_kept: u64,
 }
 
 impl Collector {
     /// A collector that also keeps the message sequence (for `--format html`).
     pub fn charting(chart: bool) -> Collector {
         Collector {
-            findings: vec![],
             timeline: chart.then(timeline::Timeline::new),
+            ..Collector::default()
         }
+    }
+
+    /// A collector that adds to the message sequence `timeline`.
+    pub fn charting_into(timeline: timeline::Timeline) -> Collector {
+        Collector {
+            timeline: Some(timeline),
+            ..Collector::default()
+        }
+    }
+
+    /// A collector that keeps the first `keep` findings and the first finding of
+    /// each later group, and counts the others in their groups: its memory grows
+    /// with the groups, not with the findings (a proxy stopped after days in front of
+    /// a device that breaks a rule in every message).
+    pub fn bounded(keep: usize) -> Collector {
+        Collector {
+            bounded: Some(Bounded {
+                keep,
+                groups: group::Grouper::default(),
+                not_kept: 0,
+            }),
+            ..Collector::default()
+        }
+    }
+
+    /// Findings counted but not kept (bounded collectors only).
+    pub fn not_kept(&self) -> u64 {
+        self.bounded.as_ref().map_or(0, |b| b.not_kept)
     }
 }
 
@@ -231,6 +280,13 @@ impl Sink for Collector {
         if let Some(t) = &mut self.timeline {
             t.finding(f);
         }
+        if let Some(b) = &mut self.bounded {
+            let new_group = b.groups.add(f);
+            if self.findings.len() >= b.keep && !new_group {
+                b.not_kept += 1;
+                return;
+            }
+        }
         self.findings.push(f.clone());
     }
 }
@@ -242,6 +298,48 @@ impl Report {
         exercised: &Coverage,
         rules: &RuleSet,
         findings: Vec<Finding>,
+    ) -> Report {
+        let groups = group::group(&findings);
+        Report::build_grouped(inputs, stats, exercised, rules, findings, groups, None)
+    }
+
+    /// The report of what `c` collected; when it is bounded and did not keep every
+    /// finding, `hint` says how to list every one (the summary's `not_listed`).
+    pub fn collected(
+        inputs: Vec<String>,
+        stats: &Stats,
+        exercised: &Coverage,
+        rules: &RuleSet,
+        c: Collector,
+        hint: impl FnOnce() -> String,
+    ) -> Report {
+        let (findings, timeline) = (c.findings, c.timeline);
+        let report = match c.bounded {
+            Some(b) => {
+                let not_listed = (b.not_kept > 0).then(|| NotListed {
+                    findings: b.not_kept,
+                    hint: hint(),
+                });
+                let groups = b.groups.into_groups();
+                Report::build_grouped(
+                    inputs, stats, exercised, rules, findings, groups, not_listed,
+                )
+            }
+            None => Report::build(inputs, stats, exercised, rules, findings),
+        };
+        report.with_timeline(timeline)
+    }
+
+    /// `groups` are of every finding, `findings` of those listed (all of them unless
+    /// `not_listed`).
+    fn build_grouped(
+        inputs: Vec<String>,
+        stats: &Stats,
+        exercised: &Coverage,
+        rules: &RuleSet,
+        findings: Vec<Finding>,
+        groups: Vec<Group>,
+        not_listed: Option<NotListed>,
     ) -> Report {
         let summary = Summary {
             inputs,
@@ -259,6 +357,7 @@ impl Report {
             not_judged_because: vec![],
             incomplete: vec![],
             unreadable: vec![],
+            not_listed,
         };
         let clauses = rules
             .clauses
@@ -276,7 +375,7 @@ impl Report {
             clauses,
             findings,
             rules: rules.files.clone(),
-            groups: vec![],
+            groups,
             edges: vec![],
             outcome_rules,
             traffic: stats.edges.clone(),
@@ -298,12 +397,17 @@ impl Report {
     }
 
     /// Renumbers the findings (`packet`) with `frame_of`, e.g. a stored capture's
-    /// chunk numbers as the frame numbers its pcapng export carries; groups follow.
+    /// chunk numbers as the frame numbers its pcapng export carries; groups follow
+    /// when the report lists every finding (a bounded one's groups keep the numbers
+    /// they were counted with).
     pub fn renumber(&mut self, frame_of: impl Fn(&Finding) -> Option<u64>) {
         for f in &mut self.findings {
             if let Some(n) = frame_of(f) {
                 f.packet = Some(n);
             }
+        }
+        if self.summary.not_listed.is_none() {
+            self.groups = group::group(&self.findings);
         }
         self.recount();
     }
@@ -315,10 +419,11 @@ impl Report {
         if filter.is_empty() {
             return;
         }
-        let (shown, hidden): (Vec<Finding>, Vec<Finding>) = std::mem::take(&mut self.findings)
+        self.findings.retain(|f| filter.keeps(f));
+        let (shown, hidden): (Vec<Group>, Vec<Group>) = std::mem::take(&mut self.groups)
             .into_iter()
-            .partition(|f| filter.keeps(f));
-        self.findings = shown;
+            .partition(|g| filter.keeps_group(g));
+        self.groups = shown;
         self.recount();
         self.summary.filtered = Some(filter.note(&hidden));
         self.clauses.retain(|c| filter.shows_clause(&c.clause));
@@ -334,25 +439,36 @@ impl Report {
         self
     }
 
-    /// Counts, clause verdicts, edges and groups from the findings.
+    /// Counts, clause verdicts and edges from the groups (which count every
+    /// finding, listed or not).
     fn recount(&mut self) {
-        let count = |s: Severity| self.findings.iter().filter(|f| f.severity == s).count() as u64;
+        let count = |s: Severity| {
+            self.groups
+                .iter()
+                .filter(|g| g.severity == s)
+                .map(|g| g.count)
+                .sum()
+        };
         self.summary.errors = count(Severity::Error);
         self.summary.warnings = count(Severity::Warning);
         self.summary.infos = count(Severity::Info);
         let listed: Vec<String> = self.clauses.iter().map(|c| c.clause.clone()).collect();
         let mut tallies = vec![Tally::default(); listed.len()];
-        for f in &self.findings {
-            if let Some(i) = owner(&f.clause, &listed) {
-                tallies[i].count(f, is_outcome(&self.outcome_rules, f));
+        for g in &self.groups {
+            if let Some(i) = owner(&g.clause, &listed) {
+                tallies[i].count(g.severity, self.outcome_rules.contains(&g.rule), g.count);
             }
         }
         for (row, t) in self.clauses.iter_mut().zip(tallies) {
             t.set(row);
         }
         let outcomes = &self.outcome_rules;
-        self.edges = edge_rows(&self.traffic, &self.findings, |f| is_outcome(outcomes, f));
-        self.groups = group::group(&self.findings);
+        self.edges = edge_rows(&self.traffic, &self.groups, |g| outcomes.contains(&g.rule));
+    }
+
+    /// Findings counted, listed or not.
+    pub fn total_findings(&self) -> u64 {
+        self.groups.iter().map(|g| g.count).sum()
     }
 
     pub fn has_errors(&self) -> bool {
@@ -451,7 +567,7 @@ impl Report {
         self.write_clause_table(&mut out);
         self.write_gaps(&mut out);
         self.write_edges(&mut out);
-        if self.findings.is_empty() {
+        if self.groups.is_empty() {
             let _ = writeln!(out, "\nNo findings.");
         } else {
             match listing {
@@ -585,9 +701,13 @@ impl Report {
         groups.sort_by_key(|g| std::cmp::Reverse((g.severity, g.count)));
         let _ = writeln!(
             out,
-            "\nFindings ({} in {} groups; --each lists every one):",
-            self.findings.len(),
-            groups.len()
+            "\nFindings ({} in {} groups; {}):",
+            self.total_findings(),
+            groups.len(),
+            match &self.summary.not_listed {
+                Some(n) => n.hint.as_str(),
+                None => "--each lists every one",
+            }
         );
         for g in groups.iter().take(TABLE_GROUPS) {
             let _ = writeln!(out, "  {}", g.line());
@@ -615,6 +735,13 @@ impl Report {
                     let _ = writeln!(out, "  {}", one_line(f));
                 }
             }
+        }
+        if let Some(n) = &self.summary.not_listed {
+            let _ = writeln!(
+                out,
+                "  … {} more findings, counted above but not kept: {}",
+                n.findings, n.hint
+            );
         }
     }
 
@@ -781,11 +908,12 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub(crate) fn count(&mut self, f: &Finding, outcome: bool) {
-        match f.severity {
-            Severity::Error => self.errors += 1,
-            Severity::Warning => self.warnings += 1,
-            Severity::Info if outcome => self.outcomes += 1,
+    /// Counts `n` findings of `severity` (`outcome`: of an outcome rule).
+    pub(crate) fn count(&mut self, severity: Severity, outcome: bool, n: u64) {
+        match severity {
+            Severity::Error => self.errors += n,
+            Severity::Warning => self.warnings += n,
+            Severity::Info if outcome => self.outcomes += n,
             Severity::Info => {}
         }
     }
@@ -842,10 +970,6 @@ fn is_outcome_check(check: &Check) -> bool {
         check,
         Check::ReplyErrorToValid { .. } | Check::JobFailed { .. }
     )
-}
-
-fn is_outcome(outcome_rules: &BTreeSet<String>, f: &Finding) -> bool {
-    outcome_rules.contains(&f.rule)
 }
 
 /// `error 6.1.2 t6 [t6.CMD_SYS_UPGRADE] packet 17 E1 CMD_SYS_UPGRADE mid 7: …`
@@ -962,5 +1086,150 @@ mod exit_tests {
             .unwrap()
             .contains("2 PUBLISH packets"));
         assert!(r.to_table().contains("nothing judged"));
+    }
+}
+
+#[cfg(test)]
+mod bounded_tests {
+    use super::*;
+
+    fn finding(rule: &str, clause: &str, severity: Severity, edge: &str, i: u64) -> Finding {
+        Finding {
+            rule: rule.into(),
+            clause: clause.into(),
+            table: None,
+            severity,
+            edge_id: Some(edge.into()),
+            msg_type: None,
+            topic: None,
+            mid: Some(i),
+            packet: Some(i + 1),
+            time: Some(1_800_000_000_000_000 + i as i64 * 1_000),
+            message: format!("{rule}: param lacks a field (mid {i})"),
+            conn: None,
+            side: None,
+            offset: None,
+            basis: Some(format!("basis of {rule}").into()),
+        }
+    }
+
+    /// 60 messages: two groups from the start, a third from message 45 on.
+    fn findings() -> Vec<Finding> {
+        let mut out = vec![];
+        for i in 0..60 {
+            out.push(finding(
+                "t10.REP_SYS_STATUS",
+                "6.1.3",
+                Severity::Error,
+                "E1",
+                i,
+            ));
+            out.push(finding(
+                "t9.REP_SYS_INFO",
+                "6.1.3",
+                Severity::Warning,
+                "E2",
+                i,
+            ));
+            if i >= 45 {
+                out.push(finding("seq.late", "6.1.2", Severity::Warning, "E3", i));
+            }
+        }
+        out
+    }
+
+    fn report(c: Collector) -> Report {
+        Report::collected(
+            vec!["capture 1".into()],
+            &Stats::default(),
+            &Coverage::default(),
+            &RuleSet::builtin(),
+            c,
+            || "`edgetap analyze --capture 1 --each` lists every one".into(),
+        )
+    }
+
+    fn collect(keep: Option<usize>) -> Report {
+        let mut c = keep.map_or_else(Collector::default, Collector::bounded);
+        for f in findings() {
+            c.finding(&f);
+        }
+        report(c)
+    }
+
+    #[test]
+    fn a_bounded_report_counts_every_finding_and_lists_the_first() {
+        let all = collect(None);
+        let bounded = collect(Some(10));
+        assert_eq!(all.findings.len(), 135);
+        // The same groups, counts, clause verdicts and edges.
+        assert_eq!(bounded.groups, all.groups);
+        assert_eq!(bounded.clauses, all.clauses);
+        assert_eq!(bounded.edges, all.edges);
+        let counts = |r: &Report| (r.summary.errors, r.summary.warnings, r.summary.infos);
+        assert_eq!(counts(&bounded), (60, 75, 0));
+        assert_eq!(counts(&bounded), counts(&all));
+        assert_eq!(bounded.total_findings(), 135);
+        // The first 10, and the first of the group that began later.
+        assert_eq!(bounded.findings[..10], all.findings[..10]);
+        assert_eq!(bounded.findings.len(), 11);
+        assert_eq!(bounded.findings[10].rule, "seq.late");
+        let not_listed = bounded.summary.not_listed.as_ref().expect("not listed");
+        assert_eq!(not_listed.findings, 124);
+        assert!(all.summary.not_listed.is_none());
+        // Every output says so.
+        let grouped = bounded.table(Listing::Grouped);
+        assert!(
+            grouped.contains(
+                "Findings (135 in 3 groups; `edgetap analyze --capture 1 --each` lists every one)"
+            ),
+            "{grouped}"
+        );
+        // The standard's words of a rule whose findings began after the first 10.
+        assert!(
+            grouped.contains("[seq.late] basis of seq.late"),
+            "{grouped}"
+        );
+        let each = bounded.table(Listing::Each);
+        assert!(
+            each.contains("… 124 more findings, counted above but not kept: `edgetap analyze"),
+            "{each}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&bounded.to_json()).unwrap();
+        assert_eq!(json["summary"]["not_listed"]["findings"], 124);
+        assert_eq!(json["findings"].as_array().unwrap().len(), 11);
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&all.to_json()).unwrap()["summary"]
+                .get("not_listed")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_filter_counts_a_bounded_report_as_a_whole_one() {
+        let filter = Filter {
+            min_severity: Some(Severity::Warning),
+            edges: vec!["E2".into(), "E3".into()],
+            ..Filter::default()
+        };
+        let mut all = collect(None);
+        let mut bounded = collect(Some(10));
+        all.apply(&filter);
+        bounded.apply(&filter);
+        assert_eq!(bounded.groups, all.groups);
+        assert_eq!(bounded.summary.filtered, all.summary.filtered);
+        let note = bounded.summary.filtered.as_ref().unwrap();
+        assert_eq!((note.hidden_errors, note.hidden_warnings), (60, 0));
+        assert_eq!(bounded.summary.warnings, 75);
+        assert_eq!(bounded.summary.errors, 0);
+        assert!(bounded.findings.iter().all(|f| filter.keeps(f)));
+    }
+
+    #[test]
+    fn a_bounded_collector_with_room_keeps_every_finding() {
+        let all = collect(None);
+        let roomy = collect(Some(1_000));
+        assert_eq!(roomy.findings, all.findings);
+        assert!(roomy.summary.not_listed.is_none());
     }
 }

@@ -138,13 +138,14 @@ struct Key {
     pattern: String,
 }
 
-/// A capture's groups, kept in memory by the recording process.
+/// A capture's groups as findings come, kept in memory by the recording process
+/// (and by the proxy's final re-judging, [`super::replay::rejudge_capture`]).
 #[derive(Default)]
-pub(crate) struct Aggregate {
-    pub file: FindingsFile,
+pub struct Aggregate {
+    pub(crate) file: FindingsFile,
     index: HashMap<Key, usize>,
     /// Changed since last written.
-    pub dirty: bool,
+    pub(crate) dirty: bool,
 }
 
 impl Aggregate {

@@ -508,14 +508,14 @@ impl Store {
         Ok(())
     }
 
-    /// Replaces capture `cap`'s stored findings with `all`, grouped anew: the
-    /// proxy's final report judged the capture again from the store because its
-    /// live judge fell behind (skipped messages), so the live groups lack some.
-    pub fn replace_findings(&self, cap: u64, all: &[Finding]) -> Result<(), StoreError> {
-        let mut agg = findings::Aggregate::default();
-        for f in all {
-            agg.add(f);
-        }
+    /// Replaces capture `cap`'s stored findings with the groups `agg`: the proxy's
+    /// final report judged the capture again from the store because its live judge
+    /// fell behind (skipped messages), so the live groups lack some.
+    pub fn replace_findings(
+        &self,
+        cap: u64,
+        mut agg: findings::Aggregate,
+    ) -> Result<(), StoreError> {
         let json = serde_json::to_vec(&agg.file).expect("findings serialise");
         if let Some(r) = self
             .recording

@@ -132,6 +132,53 @@ pub fn analyze_capture_charted(
     .with_timeline(c.timeline))
 }
 
+/// The proxy's final report of capture `id`, judged again from the store (its live
+/// judge fell behind), and the capture's findings groups for the store: both built
+/// as the findings come, so memory grows with the groups, not with the findings of
+/// a capture that ran for days. The report lists the first `keep` findings and the
+/// first of each group, and counts every one (`analyze --capture ID --each` lists
+/// them all).
+pub fn rejudge_capture(
+    store: &Store,
+    id: u64,
+    rules: Arc<RuleSet>,
+    settings: Settings,
+    keep: usize,
+) -> Result<(Report, super::findings::Aggregate), StoreError> {
+    struct Both {
+        report: Collector,
+        stored: super::findings::Aggregate,
+    }
+    impl Sink for Both {
+        fn message(&mut self, m: &crate::protocol::Message) {
+            self.report.message(m);
+        }
+        fn finding(&mut self, f: &Finding) {
+            self.report.finding(f);
+            self.stored.add(f);
+        }
+    }
+    let meta = store.capture(id)?;
+    let mut a = Analyzer::new(rules.clone(), settings);
+    let mut sink = Both {
+        report: Collector::bounded(keep),
+        stored: Default::default(),
+    };
+    for ev in store.events(id) {
+        feed(&mut a, &ev?, &mut sink);
+    }
+    a.finish(&mut sink);
+    let report = Report::collected(
+        vec![format!("capture {} ({})", meta.id, meta.name)],
+        a.stats(),
+        a.engine().exercised(),
+        &rules,
+        sink.report,
+        || format!("`edgetap analyze --capture {id} --each` lists every one"),
+    );
+    Ok((report, sink.stored))
+}
+
 /// Findings of a capture as stored live, in emission order.
 pub fn stored_findings(store: &Store, id: u64) -> Result<Vec<Finding>, StoreError> {
     store.findings(id)
