@@ -126,6 +126,14 @@ struct Conn {
     username: Option<String>,
     /// Reported as not decodable ([`Analyzer::opaque`]).
     opaque: bool,
+    /// The client's first bytes, until they show a CONNECT or not; `None` when the
+    /// input did not see the connection start (or lost bytes before it could tell).
+    opening: Option<crate::mqtt::Opening>,
+    /// The client did not open with a CONNECT: what it opened with, until its first
+    /// packet says whether it speaks MQTT without a CONNECT or not MQTT at all.
+    unopened: Option<crate::mqtt::NotConnect>,
+    /// Not MQTT (`mqtt.connect_first`): neither direction is decoded any further.
+    not_mqtt: bool,
     /// MQTT 5 topic aliases per direction (client→server, server→client).
     aliases: [HashMap<u16, String>; 2],
     /// Topics already reported as unattributed on this connection (bounded).
@@ -298,6 +306,9 @@ impl Analyzer {
                 client_id: None,
                 username: None,
                 opaque: false,
+                opening: (!midstream).then(Default::default),
+                unopened: None,
+                not_mqtt: false,
                 aliases: [HashMap::new(), HashMap::new()],
                 unattributed: vec![],
                 pkids: [HashSet::new(), HashSet::new()],
@@ -322,6 +333,20 @@ impl Analyzer {
             self.open(conn, None, None, true);
         }
         let c = self.conns.get_mut(&conn).expect("opened above");
+        if c.not_mqtt {
+            return;
+        }
+        if side == Side::Client {
+            if let Some(nc) = c.opening.as_mut().and_then(|o| o.feed(bytes)) {
+                if let Some(other) = nc.other_protocol {
+                    let what = format!("its first bytes are {}{other}", nc.shown);
+                    self.not_mqtt(conn, time_us, packet, what, sink);
+                    return;
+                }
+                c.unopened = Some(nc);
+            }
+        }
+        let c = self.conns.get_mut(&conn).expect("present");
         c.decoders[side.index()].feed(bytes);
         loop {
             let c = self.conns.get_mut(&conn).expect("present");
@@ -329,8 +354,57 @@ impl Analyzer {
             let Some(d) = c.decoders[side.index()].next(version) else {
                 break;
             };
+            if side == Side::Client {
+                if let Some(nc) = c.unopened.take() {
+                    // The first thing the client sent that is not a CONNECT: an MQTT
+                    // packet (judged on), or bytes that are not MQTT at all.
+                    match &d {
+                        Decoded::Packet { packet: p, .. } => {
+                            let what = format!("its first packet is a {} ({})", p.name(), nc.shown);
+                            self.opened_without_connect(conn, time_us, packet, what);
+                        }
+                        Decoded::Malformed { .. } | Decoded::Oversized { .. } => {
+                            let what = format!("its first bytes are {}", nc.shown);
+                            self.not_mqtt(conn, time_us, packet, what, sink);
+                            return;
+                        }
+                        Decoded::Skipped { .. } => c.unopened = Some(nc),
+                    }
+                }
+            }
             self.decoded(conn, side, time_us, packet, d, sink);
         }
+        self.flush(sink);
+    }
+
+    /// `mqtt.connect_first`: the client opened with `what` instead of a CONNECT.
+    fn opened_without_connect(&mut self, conn: ConnId, time_us: i64, packet: u64, what: String) {
+        // The opening is the start of the client's stream.
+        let place = Place::frame(packet, time_us).on(conn, Some(Side::Client), Some(0));
+        self.engine.emit_at(
+            |c| matches!(c, Check::MqttConnectFirst),
+            &place,
+            vec![("what", what)],
+            &mut self.findings,
+        );
+    }
+
+    /// The client opened with `what`, which is not MQTT: said once, and neither
+    /// direction is decoded any further (its bytes would only make noise).
+    fn not_mqtt(
+        &mut self,
+        conn: ConnId,
+        time_us: i64,
+        packet: u64,
+        what: String,
+        sink: &mut dyn Sink,
+    ) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.not_mqtt = true;
+            c.unopened = None;
+        }
+        let what = format!("{what}: the connection is not MQTT and was not decoded further");
+        self.opened_without_connect(conn, time_us, packet, what);
         self.flush(sink);
     }
 
@@ -348,6 +422,11 @@ impl Analyzer {
             return;
         };
         let offset = c.decoders[side.index()].stream_offset();
+        if side == Side::Client {
+            // Bytes lost before the opening could tell: it is not seen (a CONNECT the
+            // capture missed is no fault of the client's).
+            c.opening = None;
+        }
         c.decoders[side.index()].gap(lost);
         let place = Place::frame(packet, time_us).on(conn, Some(side), Some(offset));
         self.engine.emit_at(
@@ -423,7 +502,15 @@ impl Analyzer {
 
     /// The connection ended; bytes left in its buffers are an unfinished packet.
     pub fn close(&mut self, conn: ConnId, time_us: i64, packet: u64, sink: &mut dyn Sink) {
-        if let Some(c) = self.conns.remove(&conn) {
+        // A client that opened with bytes that are no CONNECT and ended before they
+        // made a packet: not MQTT (an HTTP request is shorter than the length its
+        // first bytes would announce).
+        let unopened = self.conns.get_mut(&conn).and_then(|c| c.unopened.take());
+        if let Some(nc) = unopened {
+            let what = format!("its first bytes are {}", nc.shown);
+            self.not_mqtt(conn, time_us, packet, what, sink);
+        }
+        if let Some(c) = self.conns.remove(&conn).filter(|c| !c.not_mqtt) {
             for side in [Side::Client, Side::Server] {
                 let d = &c.decoders[side.index()];
                 if d.buffered() > 0 {

@@ -133,6 +133,61 @@ fn capture_gap_is_a_finding_and_decoding_resumes() {
     assert_eq!(a.stats().messages, 1, "the packet after the gap is decoded");
 }
 
+/// A CONNECT the capture lost (its start seen, then a gap: suricata-verify's
+/// "missing connect" capture) is no fault of the client's: no `mqtt.connect_first`,
+/// and what follows is decoded. Without the gap the same bytes are one.
+#[test]
+fn a_connect_the_capture_lost_is_not_the_clients_fault() {
+    let sub = {
+        let mut b = BytesMut::new();
+        rumqttc::mqttbytes::v4::Subscribe::new(
+            "/v1/E1/device/request",
+            rumqttc::mqttbytes::QoS::AtMostOnce,
+        )
+        .write(&mut b)
+        .unwrap();
+        b.to_vec()
+    };
+    for lost in [true, false] {
+        let mut a = analyzer(1 << 20);
+        let mut s = Collector::default();
+        a.open(1, None, None, false);
+        if lost {
+            a.gap(1, Side::Client, T0, 1, connect("edge").len() as u64, &mut s);
+        }
+        a.data(1, Side::Client, T0, 2, &sub, &mut s);
+        a.data(
+            1,
+            Side::Client,
+            T0,
+            3,
+            &publish("/v1/E1/device/request", LINKUP),
+            &mut s,
+        );
+        a.finish(&mut s);
+        let found = rules_of(&s.findings);
+        assert_eq!(
+            found.contains(&"mqtt.connect_first"),
+            !lost,
+            "lost {lost}: {found:?}"
+        );
+        assert_eq!(a.stats().messages, 1, "lost {lost}: the PUBLISH is judged");
+        if !lost {
+            let f = s
+                .findings
+                .iter()
+                .find(|f| f.rule == "mqtt.connect_first")
+                .unwrap();
+            assert!(
+                f.message.contains("its first packet is a SUBSCRIBE"),
+                "{}",
+                f.message
+            );
+            assert_eq!((f.conn, f.offset), (Some(1), Some(0)));
+        }
+    }
+}
+
 #[test]
 fn no_gap_no_gap_finding() {
     let mut a = analyzer(1 << 20);

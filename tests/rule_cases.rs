@@ -38,6 +38,10 @@ struct Case {
     /// The capture joined both connections after they opened: no CONNECT seen.
     #[serde(default)]
     joined: bool,
+    /// The connections' start is seen, but the usual CONNECT is not sent: the first
+    /// message's bytes open the connection.
+    #[serde(default)]
+    no_connect: bool,
     /// Seconds after t0 at which the input ends (a PINGREQ then), when later than
     /// the last message.
     #[serde(default)]
@@ -111,7 +115,7 @@ fn run(rules: &Arc<RuleSet>, case: &Case) -> (BTreeMap<String, usize>, Vec<Strin
     let t0 = t0_us();
     a.open(1, None, None, case.joined);
     a.open(2, None, None, case.joined);
-    if !case.joined {
+    if !case.joined && !case.no_connect {
         a.data(1, Side::Client, t0, 0, &connect("edge"), &mut sink);
         a.data(2, Side::Client, t0, 0, &connect("platform"), &mut sink);
     }

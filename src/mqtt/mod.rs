@@ -7,4 +7,4 @@ pub mod sniff;
 
 pub use decoder::{Decoded, StreamDecoder, MQTT_MAX_REMAINING};
 pub use packet::{Connect, Packet, Publish, Version};
-pub use sniff::{looks_like_connect, looks_like_tls};
+pub use sniff::{looks_like_connect, looks_like_tls, NotConnect, Opening};

@@ -40,9 +40,110 @@ pub fn looks_like_tls(first: &[u8]) -> bool {
     first.len() >= 6 && first[0] == 0x16 && first[1] == 0x03 && first[5] == 0x01
 }
 
+/// The client's first bytes of a connection whose start was seen, until they tell
+/// whether it opens with a CONNECT, as MQTT requires of a client's first packet.
+#[derive(Debug, Default)]
+pub struct Opening {
+    seen: Vec<u8>,
+    decided: bool,
+}
+
+/// Bytes of a client's opening kept to describe it.
+const OPENING_SHOWN: usize = 16;
+
+/// A connection that does not open with a CONNECT: what it opened with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotConnect {
+    /// Its first bytes, as text when they are text (`"GET /mqtt HTTP/1"`), else hex.
+    pub shown: String,
+    /// The protocol they are, when they are a known one other than MQTT
+    /// (` (an HTTP request; …)`): the connection is then not MQTT at all.
+    pub other_protocol: Option<&'static str>,
+}
+
+impl Opening {
+    /// The next client bytes: `Some` once they prove the connection does not open
+    /// with a CONNECT (said once); `None` while they may still, or do.
+    pub fn feed(&mut self, bytes: &[u8]) -> Option<NotConnect> {
+        if self.decided {
+            return None;
+        }
+        let room = OPENING_SHOWN.saturating_sub(self.seen.len());
+        self.seen.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        let verdict = looks_like_connect(&self.seen);
+        // Undecided only while the bytes are a prefix of a CONNECT's first 11.
+        if verdict.is_some() || self.seen.len() >= OPENING_SHOWN {
+            self.decided = true;
+            let seen = std::mem::take(&mut self.seen);
+            if verdict == Some(false) {
+                return Some(NotConnect::of(&seen));
+            }
+        }
+        None
+    }
+}
+
+impl NotConnect {
+    pub fn of(first: &[u8]) -> NotConnect {
+        let text = first
+            .iter()
+            .take_while(|b| b.is_ascii_graphic() || **b == b' ')
+            .count();
+        let shown = if text >= 4 {
+            format!("\"{}\"", String::from_utf8_lossy(&first[..text]))
+        } else {
+            let hex: Vec<String> = first.iter().map(|b| format!("{b:02x}")).collect();
+            hex.join(" ")
+        };
+        let http = ["GET ", "POST ", "PUT ", "HEAD ", "OPTIONS ", "HTTP/"];
+        let other_protocol = if http.iter().any(|m| first.starts_with(m.as_bytes())) {
+            Some(" (an HTTP request; a WebSocket client needs the proxy's --websocket)")
+        } else if first.starts_with(b"PROXY ") || first.starts_with(b"\r\n\r\n\0\r\nQUIT\n") {
+            Some(" (a PROXY protocol header from a load balancer)")
+        } else if first.starts_with(b"SSH-") {
+            Some(" (SSH)")
+        } else if looks_like_tls(first) {
+            Some(" (TLS)")
+        } else {
+            None
+        };
+        NotConnect {
+            shown,
+            other_protocol,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_opening_is_judged_once_from_its_first_bytes() {
+        let mut o = Opening::default();
+        // A CONNECT split after its first byte, and after its protocol name.
+        assert_eq!(o.feed(b"\x10"), None);
+        assert_eq!(o.feed(b"\x0c\x00\x04MQ"), None);
+        assert_eq!(o.feed(b"TT\x04\x02\x00\x3c"), None);
+        assert_eq!(o.feed(b"GET /"), None, "decided: a CONNECT");
+
+        let mut o = Opening::default();
+        let http = o.feed(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n").unwrap();
+        assert_eq!(http.shown, "\"GET /mqtt HTTP/1\"");
+        assert!(http.other_protocol.unwrap().contains("--websocket"));
+        assert_eq!(o.feed(b"GET /"), None, "said once");
+
+        let mut o = Opening::default();
+        let publish = o.feed(b"\x30\x02\x00").unwrap();
+        assert_eq!(
+            (publish.shown.as_str(), publish.other_protocol),
+            ("30 02 00", None)
+        );
+        let mut o = Opening::default();
+        assert_eq!(o.feed(b"\xc0\x00").unwrap().shown, "c0 00");
+        let proxy = NotConnect::of(b"PROXY TCP4 10.0.0.1 10.0.0.2 1 2\r\n");
+        assert!(proxy.other_protocol.unwrap().contains("PROXY protocol"));
+    }
 
     #[test]
     fn connect_v311_v31_and_not() {

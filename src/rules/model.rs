@@ -162,6 +162,9 @@ pub enum Check {
     },
     // --- transport and payload ---
     MqttMalformed,
+    /// A connection whose start the input saw, whose client did not open with a
+    /// CONNECT: not MQTT (an HTTP request, a PROXY header, random bytes…).
+    MqttConnectFirst,
     MqttOversized,
     CaptureGap,
     /// A capture frame that could not be read (truncated headers, link type…).
