@@ -314,6 +314,75 @@ async fn client_vanishing_mid_packet_is_a_finding_and_others_go_on() {
     assert_eq!(out.report.summary.connections, 2);
 }
 
+/// Traffic that is not MQTT on the MQTT port: a WebSocket client's HTTP upgrade (a
+/// device configured for MQTT over WebSocket, a proxy without --websocket) and
+/// random bytes. Each is forwarded as is and said once to be not MQTT, never as
+/// malformed or oversized MQTT; an MQTT client beside them is not accused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_that_is_not_mqtt_is_named_once_and_forwarded() {
+    let port = free_port();
+    let _broker = Mosquitto::on(port);
+    let px = proxy(format!("127.0.0.1:{port}"), None).await;
+    let upgrade = "GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+                   Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                   Sec-WebSocket-Protocol: mqtt\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    // Bytes no MQTT packet starts with: type 0 is reserved.
+    let mut noise = vec![0x0f, 0x00];
+    noise.extend((0..3000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    for bytes in [upgrade.as_bytes(), &noise] {
+        let mut c = TcpStream::connect(px.addr).await.unwrap();
+        c.write_all(bytes).await.unwrap();
+        // mosquitto drops the connection; what it answers (nothing) comes back.
+        let mut rest = vec![];
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest)).await;
+    }
+    let out = Command::new("mosquitto_pub")
+        .args([
+            "-p",
+            &px.addr.port().to_string(),
+            "-t",
+            "/v1/E1/device/data",
+            "-m",
+            "{}",
+        ])
+        .output()
+        .expect("mosquitto_pub (apt-get install mosquitto-clients)");
+    assert!(out.status.success(), "{out:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (out, _live) = px.finish().await;
+    let r = out.report;
+    assert_eq!(r.summary.connections, 3);
+    let rules: Vec<&str> = r.findings.iter().map(|f| f.rule.as_str()).collect();
+    assert!(
+        !rules.contains(&"mqtt.malformed") && !rules.contains(&"mqtt.oversized"),
+        "{rules:?}"
+    );
+    let opened: Vec<&Finding> = r
+        .findings
+        .iter()
+        .filter(|f| f.rule == "mqtt.connect_first")
+        .collect();
+    assert_eq!(opened.len(), 2, "{:#?}", r.findings);
+    assert!(
+        opened[0]
+            .message
+            .contains("\"GET /mqtt HTTP/1\" (an HTTP request; a WebSocket")
+            && opened[0].message.contains("not MQTT"),
+        "{}",
+        opened[0].message
+    );
+    assert!(
+        opened[1].message.contains("its first bytes are 0f 00 ")
+            && opened[1].message.contains("not MQTT"),
+        "{}",
+        opened[1].message
+    );
+    assert_eq!(opened[0].conn, Some(1));
+    assert_eq!(opened[1].conn, Some(2));
+    // The MQTT client's message was judged.
+    assert_eq!(r.summary.messages, 1);
+}
+
 fn raise_fd_limit() {
     unsafe {
         let mut l = libc::rlimit {
