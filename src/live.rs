@@ -7,8 +7,8 @@
 //! its judge through [`LiveView::message`], [`LiveView::finding`] and
 //! [`LiveView::judged`]; readers take a consistent snapshot
 //! under one short lock. Memory is bounded: the latest [`LIVE_FINDINGS`] findings are
-//! kept (the counters and the store hold them all) and the timeline has its own
-//! limits. It holds no credentials: CONNECT user names and passwords never reach it.
+//! kept, every finding is counted in its group (so the record's counts and clause
+//! verdicts are of them all), and the timeline has its own limits. It holds no credentials: CONNECT user names and passwords never reach it.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -21,8 +21,9 @@ use crate::finding::{Finding, Severity};
 use crate::pipeline::{Analyzer, Sink, Stats};
 use crate::protocol::Message;
 use crate::report::filter::Filter;
+use crate::report::group::Grouper;
 use crate::report::timeline::Timeline;
-use crate::report::Report;
+use crate::report::{NotListed, Report};
 use crate::rules::engine::Coverage;
 use crate::rules::Engine;
 use crate::rules::RuleSet;
@@ -72,6 +73,8 @@ struct State {
     capture: LiveCapture,
     counters: Counters,
     findings: VecDeque<Finding>,
+    /// Every finding so far, grouped: what the record counts and judges by.
+    groups: Grouper,
     timeline: Timeline,
     stats: Stats,
     /// Clauses as the recorder's analyzer (packets) and the judge's engine
@@ -106,6 +109,7 @@ impl LiveView {
                 capture: LiveCapture::default(),
                 counters: Counters::default(),
                 findings: VecDeque::new(),
+                groups: Grouper::default(),
                 timeline: Timeline::new(),
                 stats: Stats::default(),
                 exercised_recorded: Coverage::default(),
@@ -176,6 +180,7 @@ impl LiveView {
             Severity::Info => s.counters.infos += 1,
         }
         s.timeline.finding(f);
+        s.groups.add(f);
         if s.findings.len() >= LIVE_FINDINGS {
             s.findings.pop_front();
         }
@@ -245,21 +250,37 @@ impl LiveView {
             }
         );
         let seen = s.counters.errors + s.counters.warnings + s.counters.infos;
-        if seen > findings.len() as u64 {
+        let not_listed = (seen > findings.len() as u64).then(|| {
             let _ = write!(
                 input,
                 " (the latest {} of {seen} findings; `analyze --capture` has them all)",
                 findings.len()
             );
-        }
+            NotListed {
+                findings: seen - findings.len() as u64,
+                hint: match s.capture.id {
+                    0 => "a proxy run with --store keeps every one".to_string(),
+                    id => format!("`edgetap analyze --capture {id} --each` lists every one"),
+                },
+            }
+        });
         // Copies under the lock; the report is built after it, off the analysis
         // thread's way.
         let (timeline, stats) = (s.timeline.clone(), s.stats.clone());
+        let groups = s.groups.groups().to_vec();
         let mut exercised = s.exercised_recorded.clone();
         exercised.merge(&s.exercised_judged);
         drop(s);
-        let mut r = Report::build(vec![input], &stats, &exercised, &self.rules, findings)
-            .with_timeline(Some(timeline));
+        let mut r = Report::build_grouped(
+            vec![input],
+            &stats,
+            &exercised,
+            &self.rules,
+            findings,
+            groups,
+            not_listed,
+        )
+        .with_timeline(Some(timeline));
         r.apply(filter);
         r
     }
@@ -361,6 +382,54 @@ impl Sink for &LiveView {
 mod tests {
     use super::*;
     use crate::store::{CaptureMeta, Store};
+
+    fn finding(rule: &str, clause: &str, severity: Severity, i: u64) -> Finding {
+        Finding {
+            rule: rule.into(),
+            clause: clause.into(),
+            table: None,
+            severity,
+            edge_id: Some("E1".into()),
+            msg_type: None,
+            topic: None,
+            mid: Some(i),
+            packet: Some(i),
+            time: Some(i as i64),
+            message: format!("{rule}: mid {i}"),
+            conn: None,
+            side: None,
+            offset: None,
+            basis: None,
+        }
+    }
+
+    /// Errors early in a long capture, then only warnings: the record keeps the
+    /// latest findings, and still counts and judges by every one (6.1.3 fails).
+    #[test]
+    fn the_record_judges_by_every_finding_not_the_latest_kept() {
+        let view = LiveView::new(Arc::new(RuleSet::builtin()));
+        for i in 0..10 {
+            view.finding(&finding("t10.REP_SYS_STATUS", "6.1.3", Severity::Error, i));
+        }
+        for i in 10..LIVE_FINDINGS as u64 + 10 {
+            view.finding(&finding("naming.key", "5.3", Severity::Warning, i));
+        }
+        let r = view.report(&Filter::default());
+        assert_eq!(r.findings.len(), LIVE_FINDINGS);
+        assert!(r.findings.iter().all(|f| f.severity == Severity::Warning));
+        assert_eq!(r.summary.errors, 10);
+        assert_eq!(r.summary.warnings, LIVE_FINDINGS as u64);
+        let row = r.clauses.iter().find(|c| c.clause == "6.1.3").unwrap();
+        assert_eq!((row.status.as_str(), row.errors), ("fail", 10));
+        assert_eq!(r.summary.not_listed.as_ref().map(|n| n.findings), Some(10));
+        let only_errors = Filter {
+            min_severity: Some(Severity::Error),
+            ..Filter::default()
+        };
+        let r = view.report(&only_errors);
+        assert_eq!((r.summary.errors, r.summary.warnings), (10, 0));
+        assert_eq!(r.groups.len(), 1);
+    }
 
     #[test]
     fn api_captures_lists_the_live_capture_then_the_stores_earlier_ones() {

@@ -53,35 +53,53 @@ pub fn group(findings: &[Finding]) -> Vec<Group> {
 }
 
 /// Groups findings one at a time, for a run that counts every finding but does not
-/// keep every one (the proxy's final report of a long capture): memory grows with
-/// the groups, not with the findings.
+/// keep every one (the proxy's final report of a long capture, its live view):
+/// memory grows with the groups, not with the findings, and the groups stop at
+/// [`MAX_GROUPS`].
 #[derive(Default)]
 pub struct Grouper {
     index: HashMap<Key, usize>,
     groups: Vec<Group>,
 }
 
+/// Groups a [`Grouper`] opens; past them, findings of a new message pattern are
+/// counted in one group per rule, clause, severity and edge ([`OTHER_PATTERNS`]),
+/// so counts and verdicts stay exact.
+pub const MAX_GROUPS: usize = 10_000;
+/// The pattern of the groups past [`MAX_GROUPS`].
+pub const OTHER_PATTERNS: &str = "(other messages: more than 10,000 groups)";
+
 impl Grouper {
     /// Counts `f` in its group; true when it opened a new one.
     pub fn add(&mut self, f: &Finding) -> bool {
-        let key = Key {
+        let mut key = Key {
             rule: f.rule.clone(),
             clause: f.clause.clone(),
             severity: f.severity,
             edge_id: f.edge_id.clone(),
             pattern: pattern(&f.message),
         };
+        if self.groups.len() >= MAX_GROUPS && !self.index.contains_key(&key) {
+            key.pattern = OTHER_PATTERNS.into();
+        }
         match self.index.get(&key) {
             Some(&i) => {
                 self.groups[i].add(f);
                 false
             }
             None => {
+                let mut g = Group::start(f);
+                g.pattern.clone_from(&key.pattern);
                 self.index.insert(key, self.groups.len());
-                self.groups.push(Group::start(f));
+                self.groups.push(g);
                 true
             }
         }
+    }
+
+    /// The groups so far, in the order of their first finding.
+    pub fn groups(&self) -> &[Group] {
+        &self.groups
     }
 
     pub fn into_groups(self) -> Vec<Group> {
@@ -289,6 +307,45 @@ mod tests {
             groups[3].line().contains("packet 9: mid 9"),
             "{}",
             groups[3].line()
+        );
+    }
+
+    #[test]
+    fn groups_stop_at_the_limit_and_still_count_every_finding() {
+        // A device that puts a new word in every message: each its own pattern.
+        let words = |i: usize| -> String {
+            let mut n = i;
+            let mut w = String::from("field ");
+            loop {
+                w.push((b'a' + (n % 26) as u8) as char);
+                n /= 26;
+                if n == 0 {
+                    break;
+                }
+            }
+            w
+        };
+        let mut g = Grouper::default();
+        for i in 0..MAX_GROUPS + 500 {
+            g.add(&finding("t10.X", "E1", i as u64, &words(i)));
+            g.add(&finding("t10.X", "E2", i as u64, &words(i)));
+        }
+        let groups = g.into_groups();
+        // The first findings opened groups up to the limit; those of new patterns
+        // after it count in one group per edge.
+        assert_eq!(groups.len(), MAX_GROUPS + 2);
+        let other: Vec<&Group> = groups
+            .iter()
+            .filter(|g| g.pattern == OTHER_PATTERNS)
+            .collect();
+        assert_eq!(other.len(), 2);
+        assert_eq!(
+            groups.iter().map(|g| g.count).sum::<u64>(),
+            2 * (MAX_GROUPS as u64 + 500)
+        );
+        assert_eq!(
+            other[0].count + other[1].count,
+            2 * (MAX_GROUPS as u64 + 500) - MAX_GROUPS as u64
         );
     }
 }

@@ -332,7 +332,7 @@ impl Report {
 
     /// `groups` are of every finding, `findings` of those listed (all of them unless
     /// `not_listed`).
-    fn build_grouped(
+    pub(crate) fn build_grouped(
         inputs: Vec<String>,
         stats: &Stats,
         exercised: &Coverage,
