@@ -15,12 +15,21 @@ use edgetap::store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+/// A port free now, below Linux's ephemeral range (32768-60999): a port the kernel
+/// handed out for `bind(0)` can be handed out again, before the test's server binds
+/// it, as the source port of some connection of a test running beside it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(7919);
+    for _ in 0..1000 {
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (base.wrapping_add(n.wrapping_mul(104_729)) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-31999")
 }
 
 /// A fresh, empty folder under the system temp folder.
@@ -193,15 +202,19 @@ pub fn publish_lines(port: u16, extra: &[&str], topic: &str, lines: &str) {
         .args(["-p", &port.to_string(), "-t", topic, "-l"])
         .args(extra)
         .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("mosquitto_pub must be installed (apt-get install mosquitto-clients)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    // mosquitto_pub says why it failed on stderr; a broken pipe here is the same
+    // failure, seen earlier.
+    let _ = child.stdin.take().unwrap().write_all(lines.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "mosquitto_pub to port {port} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `edgetap sim platform --edge-id EDGE` (with the usual waits and `plan_args`)
