@@ -55,15 +55,11 @@ fn the_proxy_final_report_takes_the_filters() {
         .arg(&store)
         .args(["--severity", "error", "--disable", "topic.missing_slash"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "the proxy listens");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_proxy_listening(&mut proxy, port);
     let ts = edgetap::sim::cst_now();
     // An error (container a number, table 36), and a warning (no leading slash).
     common::publish_lines(

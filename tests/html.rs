@@ -347,7 +347,7 @@ fn the_proxy_serves_the_record_live_with_a_json_api_and_metrics() {
     let dir = temp_dir("html-live");
     let (listen, http) = (free_port(), free_port());
     let store = dir.join("store");
-    let proxy = Killed(
+    let mut proxy = Killed(
         edgetap()
             .args(["proxy", "--listen", &format!("127.0.0.1:{listen}")])
             .args(["--upstream", &format!("127.0.0.1:{}", broker.port)])
@@ -355,12 +355,11 @@ fn the_proxy_serves_the_record_live_with_a_json_api_and_metrics() {
             .arg("--store")
             .arg(&store)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start edgetap proxy"),
     );
-    wait_for_port(http);
-    wait_for_port(listen);
+    common::wait_proxy_listening(&mut proxy.0, listen);
     // Two edges through the proxy: one conforming report, one request without
     // type and timestamp.
     common::publish_lines(

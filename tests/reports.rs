@@ -134,24 +134,20 @@ fn a_finding_heavy_capture_reads_in_a_short_table_and_groups_add_up() {
 /// filters and groups as a pcap.
 #[test]
 fn a_stored_capture_is_filtered_and_grouped_like_a_pcap() {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let broker = Mosquitto::start();
     let store = temp_dir("reports-store");
     let store = store.to_str().unwrap();
     let port = common::free_port();
-    let proxy = edgetap()
+    let mut proxy = edgetap()
         .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--upstream", &format!("127.0.0.1:{}", broker.port)])
         .args(["--store", store])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start edgetap proxy");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the proxy did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_proxy_listening(&mut proxy, port);
     publish_lines(
         port,
         &[],

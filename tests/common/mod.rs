@@ -195,6 +195,36 @@ impl Tcpdump {
     }
 }
 
+/// Waits until an `edgetap proxy` child (spawned with stderr piped) says it listens
+/// on 127.0.0.1:`port`, the line it prints once bound; its stderr is drained from
+/// then on. A connect() that succeeds is no such proof: a test's proxy once took a
+/// connection check that no proxy saw, and the publish after it was refused.
+pub fn wait_proxy_listening(child: &mut Child, port: u16) {
+    use std::io::BufRead;
+    let err = child.stderr.take().expect("the proxy's stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let want = format!("edgetap proxy: 127.0.0.1:{port} ");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = vec![];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.starts_with(&want) => return,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!(
+                "the proxy did not say it listens on port {port} within 30 s; its stderr:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+}
+
 /// `mosquitto_pub -l`: each line of `lines` one PUBLISH on `topic`, one connection.
 pub fn publish_lines(port: u16, extra: &[&str], topic: &str, lines: &str) {
     use std::io::Write;
