@@ -339,8 +339,11 @@ impl Analyzer {
         if side == Side::Client {
             if let Some(nc) = c.opening.as_mut().and_then(|o| o.feed(bytes)) {
                 if let Some(other) = nc.other_protocol {
-                    let what = format!("its first bytes are {}{other}", nc.shown);
-                    self.not_mqtt(conn, time_us, packet, what, sink);
+                    // Another protocol: nothing edgetap judges (info), not a fault of
+                    // the client's it could prove.
+                    c.not_mqtt = true;
+                    let reason = format!("{}, {other}", nc.shown);
+                    self.opaque(conn, time_us, packet, &reason, sink);
                     return;
                 }
                 c.unopened = Some(nc);

@@ -56,8 +56,9 @@ const OPENING_SHOWN: usize = 16;
 pub struct NotConnect {
     /// Its first bytes, as text when they are text (`"GET /mqtt HTTP/1"`), else hex.
     pub shown: String,
-    /// The protocol they are, when they are a known one other than MQTT
-    /// (` (an HTTP request; …)`): the connection is then not MQTT at all.
+    /// The protocol they are, when they are a known one other than MQTT ("an HTTP
+    /// request …"): the connection is then not MQTT, and not for edgetap to judge
+    /// (MQTT over WebSocket, a load balancer's header, TLS).
     pub other_protocol: Option<&'static str>,
 }
 
@@ -97,13 +98,16 @@ impl NotConnect {
         };
         let http = ["GET ", "POST ", "PUT ", "HEAD ", "OPTIONS ", "HTTP/"];
         let other_protocol = if http.iter().any(|m| first.starts_with(m.as_bytes())) {
-            Some(" (an HTTP request; a WebSocket client needs the proxy's --websocket)")
+            Some(
+                "an HTTP request (MQTT over WebSocket is decoded by `edgetap proxy \
+                 --websocket`, not from captures)",
+            )
         } else if first.starts_with(b"PROXY ") || first.starts_with(b"\r\n\r\n\0\r\nQUIT\n") {
-            Some(" (a PROXY protocol header from a load balancer)")
+            Some("a PROXY protocol header from a load balancer")
         } else if first.starts_with(b"SSH-") {
-            Some(" (SSH)")
+            Some("SSH")
         } else if looks_like_tls(first) {
-            Some(" (TLS)")
+            Some("TLS")
         } else {
             None
         };
@@ -130,7 +134,7 @@ mod tests {
         let mut o = Opening::default();
         let http = o.feed(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n").unwrap();
         assert_eq!(http.shown, "\"GET /mqtt HTTP/1\"");
-        assert!(http.other_protocol.unwrap().contains("--websocket"));
+        assert!(http.other_protocol.unwrap().starts_with("an HTTP request"));
         assert_eq!(o.feed(b"GET /"), None, "said once");
 
         let mut o = Opening::default();
