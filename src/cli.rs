@@ -90,9 +90,11 @@ pub enum Command {
         /api/findings, /api/report (filters: ?edge=E1&severity=error&rule=t10.&clause=6.1.3) \
         and Prometheus reads /metrics. A non-loopback --http needs --http-token; clients \
         then send `Authorization: Bearer TOKEN` or ?token=TOKEN.\n\n\
-        Exit codes: 0 no error findings, 1 error findings, 2 bad usage or a store that \
-        cannot be opened, 4 something forwarded was not recorded (store write errors; \
-        the capture and the summary say what).")]
+        Exit codes (the first that applies): 4 something forwarded was not recorded (store \
+        write errors; the capture and the summary say what), 2 bad usage or a store that \
+        cannot be opened, 1 error findings, 3 nothing judged (no protocol message came \
+        through: the run proves nothing; stderr says why), 0 messages judged, no error \
+        finding.")]
     Proxy(ProxyArgs),
     /// List, show, delete and export the captures recorded by `edgetap proxy`.
     Captures {

@@ -1,5 +1,6 @@
 //! edgetap: CLI → settings → run → exit code (0 clean, 1 error findings, 2 bad usage
-//! or unreadable input; `analyze` also 3: nothing judged).
+//! or unreadable input; `analyze` and `proxy` also 3: nothing judged; `proxy` 4:
+//! something forwarded was not recorded).
 
 mod cli;
 
@@ -347,9 +348,9 @@ fn sim_output(f: Format) -> edgetap::sim::run::Output {
     }
 }
 
-/// The exit code of `analyze` (2 unreadable input, 1 error findings, 3 nothing
-/// judged, 0), with the reason on stderr when it is not 0: the report on stdout may
-/// be going to a file CI does not show.
+/// The exit code of `analyze` and `proxy` (2 unreadable input, 1 error findings, 3
+/// nothing judged, 0), with the reason on stderr when it is not 0: the report on
+/// stdout may be going to a file CI does not show.
 fn analyze_exit_code(report: &edgetap::report::Report) -> u8 {
     let s = &report.summary;
     for m in &s.unreadable {
@@ -521,6 +522,15 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
     let shown = shown(&args.shown);
     let mut report = outcome.report;
     report.apply(&shown.filter);
+    // A run that judged no protocol message proves nothing (exit 3, as `analyze`).
+    let hint = (report.summary.connections == 0).then(|| {
+        format!(
+            "no connection came through the proxy: devices (or the platform) connect to \
+             --listen {}, the proxy to --upstream {}",
+            args.listen, args.upstream
+        )
+    });
+    report.check_judged(hint.into_iter().collect());
     stdout.write_all(report.table(shown.listing).as_bytes())?;
     let lost = outcome
         .capture
@@ -541,7 +551,7 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
         );
         return Ok(EXIT_NOT_RECORDED);
     }
-    Ok(u8::from(report.has_errors()))
+    Ok(analyze_exit_code(&report))
 }
 
 fn run_captures(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::Result<u8> {

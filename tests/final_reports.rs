@@ -92,3 +92,46 @@ fn the_proxy_final_report_takes_the_filters() {
     assert!(report.contains("filtered by --severity error"), "{report}");
     assert!(!report.contains("[topic.missing_slash]"), "{report}");
 }
+
+/// A proxy stopped before any protocol message came through proves nothing: exit 3
+/// as `analyze`, the reason on stderr and in the report (here: no connection at all).
+#[test]
+fn a_proxy_that_judged_nothing_exits_3_saying_why() {
+    use std::io::BufRead as _;
+    let m = common::Mosquitto::start();
+    let port = common::free_port();
+    let mut proxy = Command::new(bin())
+        .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--upstream", &format!("127.0.0.1:{}", m.port)])
+        .arg("--store")
+        .arg(common::temp_dir("judged-nothing").join("store"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(proxy.stderr.take().unwrap());
+    let mut first = String::new();
+    err.read_line(&mut first).unwrap();
+    assert!(
+        first.starts_with(&format!("edgetap proxy: 127.0.0.1:{port} ")),
+        "{first}"
+    );
+    unsafe { libc::kill(proxy.id() as i32, libc::SIGTERM) };
+    let mut out = String::new();
+    proxy
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    let status = proxy.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "{out}\n{rest}");
+    assert!(!rest.contains("panicked"), "{rest}");
+    assert!(
+        rest.contains("nothing judged") && rest.contains("no connection came through the proxy"),
+        "{rest}"
+    );
+    assert!(out.contains("nothing judged"), "{out}");
+}

@@ -448,7 +448,8 @@ fn credentials_of_a_connect_sent_in_pieces_and_of_auth_never_reach_the_disk() {
         drop(s);
         std::thread::sleep(Duration::from_millis(300));
         let (code, out, err) = proxy.stop();
-        assert!(matches!(code, Some(0 | 1)), "{out}{err}");
+        // No PUBLISH came through: nothing judged.
+        assert_eq!(code, Some(3), "{out}{err}");
         for secret in [AUTH_DATA, USER, PASSWORD, AUTH_AGAIN] {
             let (a, b) = secret.split_at(secret.len() / 2);
             for part in [a, b] {

@@ -514,7 +514,8 @@ fn run(
         for (i, (time_us, item)) in batch.drain(..).enumerate() {
             if i % 4096 == 0 {
                 snap.backlog = queued - i as u64;
-                snap.lag_us = (now_us() - time_us).max(0);
+                // (Saturating: the items of a run that saw no event carry i64::MIN.)
+                snap.lag_us = now_us().saturating_sub(time_us).max(0);
             }
             if i % THROTTLE_EVERY == THROTTLE_EVERY - 1 {
                 if let Some(t) = &mut throttle {
