@@ -425,12 +425,20 @@ impl Analyzer {
             return;
         };
         let offset = c.decoders[side.index()].stream_offset();
+        let mut unopened = None;
         if side == Side::Client {
             // Bytes lost before the opening could tell: it is not seen (a CONNECT the
             // capture missed is no fault of the client's).
             c.opening = None;
+            // Its first bytes were seen and were no CONNECT; what comes after the gap
+            // is not its first packet, so only the bytes are named.
+            unopened = c.unopened.take();
         }
         c.decoders[side.index()].gap(lost);
+        if let Some(nc) = unopened {
+            let what = format!("its first bytes are {}", nc.shown);
+            self.opened_without_connect(conn, time_us, packet, what);
+        }
         let place = Place::frame(packet, time_us).on(conn, Some(side), Some(offset));
         self.engine.emit_at(
             |c| matches!(c, Check::CaptureGap),

@@ -188,6 +188,39 @@ fn a_connect_the_capture_lost_is_not_the_clients_fault() {
     }
 }
 
+/// First bytes that are no CONNECT, then a capture gap: the opening is named by its
+/// bytes, never by the packet after the gap, and nothing after it is "not MQTT".
+#[test]
+fn an_opening_cut_by_a_gap_is_named_by_its_bytes() {
+    let mut a = analyzer(1 << 20);
+    let mut s = Collector::default();
+    a.open(1, None, None, false);
+    // A PUBLISH header announcing 16 bytes, 3 of them seen.
+    a.data(1, Side::Client, T0, 1, &[0x30, 0x10, 0x00], &mut s);
+    a.gap(1, Side::Client, T0, 2, 15, &mut s);
+    a.data(
+        1,
+        Side::Client,
+        T0,
+        3,
+        &publish("/v1/E1/device/request", LINKUP),
+        &mut s,
+    );
+    a.finish(&mut s);
+    let opened: Vec<&Finding> = s
+        .findings
+        .iter()
+        .filter(|f| f.rule == "mqtt.connect_first")
+        .collect();
+    assert_eq!(opened.len(), 1, "{:#?}", s.findings);
+    assert!(
+        opened[0].message.ends_with("its first bytes are 30 10 00"),
+        "{}",
+        opened[0].message
+    );
+    assert_eq!(a.stats().messages, 1, "the PUBLISH after the gap is judged");
+}
+
 #[test]
 fn no_gap_no_gap_finding() {
     let mut a = analyzer(1 << 20);
