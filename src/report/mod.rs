@@ -263,11 +263,6 @@ impl Collector {
             ..Collector::default()
         }
     }
-
-    /// Findings counted but not kept (bounded collectors only).
-    pub fn not_kept(&self) -> u64 {
-        self.bounded.as_ref().map_or(0, |b| b.not_kept)
-    }
 }
 
 impl Sink for Collector {
