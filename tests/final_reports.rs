@@ -12,6 +12,20 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_edgetap")
 }
 
+/// Stops a spawned `edgetap proxy` as a service manager does (SIGTERM): its exit
+/// status and what it printed on stdout (the final report).
+fn stop(proxy: &mut std::process::Child) -> (std::process::ExitStatus, String) {
+    unsafe { libc::kill(proxy.id() as i32, libc::SIGTERM) };
+    let mut out = String::new();
+    proxy
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    (proxy.wait().unwrap(), out)
+}
+
 #[test]
 fn sim_platform_report_takes_the_filters_and_each() {
     let m = common::Mosquitto::start();
@@ -77,15 +91,7 @@ fn the_proxy_final_report_takes_the_filters() {
         &format!("{{\"mid\":1000000000020036,\"type\":\"EVENT_LINKUP\",\"timestamp\":\"{ts}\"}}\n"),
     );
     std::thread::sleep(Duration::from_millis(500));
-    unsafe { libc::kill(proxy.id() as i32, libc::SIGTERM) };
-    let mut out = String::new();
-    proxy
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let status = proxy.wait().unwrap();
+    let (status, out) = stop(&mut proxy);
     assert_eq!(status.code(), Some(1), "{out}");
     let report = &out[out.find("edgetap test record").expect("the final report")..];
     assert!(report.contains("[t36.CMD_CON_START]"), "{report}");
@@ -116,17 +122,9 @@ fn a_proxy_that_judged_nothing_exits_3_saying_why() {
         first.starts_with(&format!("edgetap proxy: 127.0.0.1:{port} ")),
         "{first}"
     );
-    unsafe { libc::kill(proxy.id() as i32, libc::SIGTERM) };
-    let mut out = String::new();
-    proxy
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let (status, out) = stop(&mut proxy);
     let mut rest = String::new();
     err.read_to_string(&mut rest).unwrap();
-    let status = proxy.wait().unwrap();
     assert_eq!(status.code(), Some(3), "{out}\n{rest}");
     assert!(!rest.contains("panicked"), "{rest}");
     assert!(
