@@ -420,6 +420,20 @@ impl Report {
             .partition(|g| filter.keeps_group(g));
         self.groups = shown;
         self.recount();
+        // What is not listed is what the groups count beyond the listed findings:
+        // derived again, so it covers only what the filter shows.
+        if let Some(n) = &mut self.summary.not_listed {
+            n.findings =
+                self.groups.iter().map(|g| g.count).sum::<u64>() - self.findings.len() as u64;
+        }
+        if self
+            .summary
+            .not_listed
+            .as_ref()
+            .is_some_and(|n| n.findings == 0)
+        {
+            self.summary.not_listed = None;
+        }
         self.summary.filtered = Some(filter.note(&hidden));
         self.clauses.retain(|c| filter.shows_clause(&c.clause));
         self.edges.retain(|e| filter.shows_edge(&e.edge_id));
@@ -1217,6 +1231,13 @@ mod bounded_tests {
         assert_eq!((note.hidden_errors, note.hidden_warnings), (60, 0));
         assert_eq!(bounded.summary.warnings, 75);
         assert_eq!(bounded.summary.errors, 0);
+        // Not listed: the shown warnings beyond those listed (E2's among the first 10,
+        // and E3's first), not the hidden errors too.
+        let listed = bounded.findings.len() as u64;
+        assert_eq!(
+            bounded.summary.not_listed.as_ref().map(|n| n.findings),
+            Some(75 - listed)
+        );
         assert!(bounded.findings.iter().all(|f| filter.keeps(f)));
     }
 
