@@ -794,16 +794,14 @@ fn analyze(
                  capture {cap} again from the store for the final report"
             );
             let settings = Settings { max_packet };
-            let (mut report, groups) = crate::store::replay::rejudge_capture(
+            let (report, groups) = crate::store::replay::rejudge_capture(
                 s,
                 cap,
                 rules.clone(),
                 settings,
                 judge::MAX_KEPT_FINDINGS,
+                || each(Some(s)),
             )?;
-            if let Some(n) = &mut report.summary.not_listed {
-                n.hint = each(Some(s));
-            }
             // The stored groups get the whole capture's findings too, so that
             // `captures show` is as complete as this report.
             meta.findings = report.total_findings();

@@ -115,13 +115,8 @@ pub fn analyze_capture_charted(
     settings: Settings,
     chart: bool,
 ) -> Result<Report, StoreError> {
-    let meta = store.capture(id)?;
-    let mut a = Analyzer::new(rules.clone(), settings);
     let mut c = Collector::charting(chart);
-    for ev in store.events(id) {
-        feed(&mut a, &ev?, &mut c);
-    }
-    a.finish(&mut c);
+    let (meta, a) = run_capture(store, id, &rules, settings, &mut c)?;
     Ok(Report::build(
         vec![format!("capture {} ({})", meta.id, meta.name)],
         a.stats(),
@@ -132,18 +127,36 @@ pub fn analyze_capture_charted(
     .with_timeline(c.timeline))
 }
 
+/// Runs capture `id`'s stored events through a fresh analyzer into `sink`: the
+/// capture's meta and the analyzer (its stats and exercised clauses).
+fn run_capture(
+    store: &Store,
+    id: u64,
+    rules: &Arc<RuleSet>,
+    settings: Settings,
+    sink: &mut dyn Sink,
+) -> Result<(super::CaptureMeta, Analyzer), StoreError> {
+    let meta = store.capture(id)?;
+    let mut a = Analyzer::new(rules.clone(), settings);
+    for ev in store.events(id) {
+        feed(&mut a, &ev?, sink);
+    }
+    a.finish(sink);
+    Ok((meta, a))
+}
+
 /// The proxy's final report of capture `id`, judged again from the store (its live
 /// judge fell behind), and the capture's findings groups for the store: both built
 /// as the findings come, so memory grows with the groups, not with the findings of
 /// a capture that ran for days. The report lists the first `keep` findings and the
-/// first of each group, and counts every one (`analyze --capture ID --each` lists
-/// them all).
+/// first of each group, and counts every one; `hint` says how to list them all.
 pub fn rejudge_capture(
     store: &Store,
     id: u64,
     rules: Arc<RuleSet>,
     settings: Settings,
     keep: usize,
+    hint: impl FnOnce() -> String,
 ) -> Result<(Report, super::findings::Aggregate), StoreError> {
     struct Both {
         report: Collector,
@@ -158,23 +171,18 @@ pub fn rejudge_capture(
             self.stored.add(f);
         }
     }
-    let meta = store.capture(id)?;
-    let mut a = Analyzer::new(rules.clone(), settings);
     let mut sink = Both {
         report: Collector::bounded(keep),
         stored: Default::default(),
     };
-    for ev in store.events(id) {
-        feed(&mut a, &ev?, &mut sink);
-    }
-    a.finish(&mut sink);
+    let (meta, a) = run_capture(store, id, &rules, settings, &mut sink)?;
     let report = Report::collected(
         vec![format!("capture {} ({})", meta.id, meta.name)],
         a.stats(),
         a.engine().exercised(),
         &rules,
         sink.report,
-        || format!("`edgetap analyze --capture {id} --each` lists every one"),
+        hint,
     );
     Ok((report, sink.stored))
 }
