@@ -8,7 +8,8 @@
 //! [`LiveView::judged`]; readers take a consistent snapshot
 //! under one short lock. Memory is bounded: the latest [`LIVE_FINDINGS`] findings are
 //! kept, every finding is counted in its group (so the record's counts and clause
-//! verdicts are of them all), and the timeline has its own limits. It holds no credentials: CONNECT user names and passwords never reach it.
+//! verdicts are of them all), and the timeline has its own limits. It holds no
+//! credentials: CONNECT user names and passwords never reach it.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
