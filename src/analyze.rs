@@ -74,15 +74,20 @@ pub fn analyze_files_parallel(
     rules: Arc<RuleSet>,
     settings: &AnalyzeSettings,
 ) -> Result<Report, AnalyzeError> {
-    analyze_files_parallel_charted(rules, settings, false)
+    analyze_files_parallel_charted(rules, settings, false, None)
 }
 
 /// [`analyze_files_parallel`], the report holding the message sequence per edge
-/// (its `timeline`, for the HTML record) when `chart`.
+/// (its `timeline`, for the HTML record) when `chart`. With `keep`, the report
+/// counts every finding in its group but keeps only the first `keep` (and the first
+/// of each later group: [`Collector::bounded`]), so that memory does not grow with
+/// the findings of a long capture from a device that breaks a rule in every
+/// message; its summary's `not_listed` says how many it left out.
 pub fn analyze_files_parallel_charted(
     rules: Arc<RuleSet>,
     settings: &AnalyzeSettings,
     chart: bool,
+    keep: Option<usize>,
 ) -> Result<Report, AnalyzeError> {
     let mut analyzer = Analyzer::deferred(
         rules.clone(),
@@ -106,7 +111,10 @@ pub fn analyze_files_parallel_charted(
             .name("judge".into())
             .spawn(move || {
                 let mut judge = Judge::new(rules);
-                let mut collector = Collector::charting(chart);
+                let mut collector = match keep {
+                    Some(keep) => Collector::bounded(keep),
+                    None => Collector::charting(chart),
+                };
                 for mut batch in rx {
                     for s in &mut batch {
                         judge.take(s, &mut collector);
@@ -115,8 +123,7 @@ pub fn analyze_files_parallel_charted(
                     let _ = back_tx.send(batch);
                 }
                 let engine = judge.finish(&mut collector);
-                let exercised = engine.exercised().clone();
-                (exercised, collector.findings, collector.timeline)
+                (engine.exercised().clone(), collector)
             })
             .expect("spawn the judging thread")
     };
@@ -139,7 +146,7 @@ pub fn analyze_files_parallel_charted(
     analyzer.finish(&mut Quiet);
     send(&mut analyzer, 1);
     drop(tx);
-    let (judged, findings, timeline) = match judging.join() {
+    let (judged, collector) = match judging.join() {
         Ok(r) => r,
         Err(panic) => std::panic::resume_unwind(panic),
     };
@@ -147,14 +154,14 @@ pub fn analyze_files_parallel_charted(
     // Transport clauses (5.2) were counted while reading, message clauses by the judge.
     let mut exercised = analyzer.engine().exercised().clone();
     exercised.merge(&judged);
-    let mut report = Report::build(
+    let mut report = Report::collected(
         inputs(settings),
         analyzer.stats(),
         &exercised,
         &rules,
-        findings,
-    )
-    .with_timeline(timeline);
+        collector,
+        || "--each lists every one".into(),
+    );
     account_for_reading(&mut report, &reads, &settings.ports);
     Ok(report)
 }

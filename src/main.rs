@@ -105,7 +105,16 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     let report = analyze_files(rules, &settings, sink)?;
                     report.with_timeline(chart.then_some(timeline))
                 }
-                None => edgetap::analyze::analyze_files_parallel_charted(rules, &settings, chart)?,
+                None => {
+                    // Every finding is listed only where the output lists them: the
+                    // JSON, --each, and the HTML record's charts. The table and JUnit
+                    // show groups, so they keep the first findings and count the rest
+                    // (memory flat however many findings a capture holds).
+                    let lists_all = matches!(args.format, Format::Json | Format::Html)
+                        || listing == edgetap::report::Listing::Each;
+                    let keep = (!lists_all).then_some(edgetap::report::LISTED_FINDINGS);
+                    edgetap::analyze::analyze_files_parallel_charted(rules, &settings, chart, keep)?
+                }
             };
             report.apply(&filter);
             let text = match args.format {

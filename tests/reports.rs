@@ -6,6 +6,7 @@
 //! The test FAILS when one of them is missing.
 
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 mod common;
 
@@ -128,6 +129,48 @@ fn a_finding_heavy_capture_reads_in_a_short_table_and_groups_add_up() {
         each > findings,
         "--each printed {each} lines for {findings} findings"
     );
+
+    // The table and JUnit are built from a report that keeps the first findings
+    // and counts the rest in their groups (memory flat with the findings): the
+    // same counts, clauses, groups and edges as the report that keeps them all.
+    let settings = edgetap::analyze::AnalyzeSettings {
+        files: vec![pcap.into()],
+        ports: vec![broker.port],
+        max_packet: 1 << 20,
+        progress: false,
+    };
+    let rules = Arc::new(edgetap::rules::RuleSet::builtin());
+    let run = |keep| {
+        edgetap::analyze::analyze_files_parallel_charted(rules.clone(), &settings, false, keep)
+            .expect("analyze the capture")
+    };
+    let (all, kept) = (run(None), run(Some(100)));
+    assert_eq!(all.findings.len() as u64, findings);
+    assert!(all.summary.not_listed.is_none());
+    let listed = kept.findings.len() as u64;
+    assert!(listed < 100 + groups.len() as u64, "{listed} findings kept");
+    let not_listed = kept
+        .summary
+        .not_listed
+        .as_ref()
+        .expect("says what it left out");
+    assert_eq!(listed + not_listed.findings, findings);
+    assert_eq!(not_listed.hint, "--each lists every one");
+    assert_eq!(kept.total_findings(), all.total_findings());
+    assert_eq!(
+        serde_json::to_value(&kept.groups).unwrap(),
+        serde_json::to_value(&all.groups).unwrap()
+    );
+    assert_eq!(
+        serde_json::to_value(&kept.clauses).unwrap(),
+        serde_json::to_value(&all.clauses).unwrap()
+    );
+    assert_eq!(
+        serde_json::to_value(&kept.edges).unwrap(),
+        serde_json::to_value(&all.edges).unwrap()
+    );
+    assert_eq!(kept.summary.errors, all.summary.errors);
+    assert_eq!(kept.exit_code(), all.exit_code());
 }
 
 /// `analyze --capture ID` (a capture recorded by `edgetap proxy`) takes the same

@@ -61,7 +61,7 @@ pub const ITEM_OVERHEAD: usize = 1024;
 /// Findings the final report lists one by one (and the first of each later group);
 /// it counts every finding in its group, so memory stays bounded however long the
 /// proxy runs (`analyze --capture ID --each` lists them all).
-pub const MAX_KEPT_FINDINGS: usize = 20_000;
+pub const MAX_KEPT_FINDINGS: usize = crate::report::LISTED_FINDINGS;
 /// Judged findings waiting for the recorder to store them before the judge waits.
 pub const MAX_UNSTORED_FINDINGS: usize = 20_000;
 /// How often the judge wakes with nothing to do (console summaries, the view).

@@ -216,6 +216,11 @@ impl Default for Shown {
 const TABLE_GROUPS: usize = 60;
 const TABLE_EDGES: usize = 40;
 
+/// Findings a report built by a bounded [`Collector`] lists one by one (and the
+/// first of each later group): the proxy's final report, and `analyze` when it shows
+/// groups. Every finding is counted in its group either way.
+pub const LISTED_FINDINGS: usize = 20_000;
+
 /// Collects findings as the pipeline emits them, and the message sequence per edge
 /// when charting.
 #[derive(Default)]
