@@ -217,13 +217,13 @@ async fn every_fault_is_caught_by_plan_and_by_analyze() {
             f.name()
         );
         // Offline, with the severity the standard's words give the rule: an error
-        // for a broken 应 or table, a warning or info (an outcome) otherwise.
+        // for a broken 应 or table, a warning for an example, info for an outcome
+        // or a heuristic (a second job result: no sentence forbids it).
         let offline = analyze(&cap);
         let severity = RuleSet::builtin().rule(f.caught_by()).unwrap().def.severity;
-        assert_eq!(
-            severity == Severity::Info,
-            f.outcome(),
-            "fault {}: outcomes and only outcomes are info",
+        assert!(
+            !f.outcome() || severity == Severity::Info,
+            "fault {}: an outcome is info, not {severity:?}",
             f.name()
         );
         assert!(

@@ -424,6 +424,7 @@ pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
 pub trait Scalar {
     fn u64(&self) -> Option<u64>;
     fn i64(&self) -> Option<i64>;
+    fn f64(&self) -> Option<f64>;
     fn str(&self) -> Option<&str>;
     fn type_name(&self) -> &'static str;
 }
@@ -434,6 +435,9 @@ impl Scalar for serde_json::Value {
     }
     fn i64(&self) -> Option<i64> {
         self.as_i64()
+    }
+    fn f64(&self) -> Option<f64> {
+        self.as_f64()
     }
     fn str(&self) -> Option<&str> {
         self.as_str()
@@ -458,6 +462,9 @@ impl Scalar for Val<'_> {
     fn i64(&self) -> Option<i64> {
         self.as_i64()
     }
+    fn f64(&self) -> Option<f64> {
+        self.as_f64()
+    }
     fn str(&self) -> Option<&str> {
         self.as_str()
     }
@@ -466,12 +473,24 @@ impl Scalar for Val<'_> {
     }
 }
 
+/// An id (mid, jobId) as an integer: tables 1, 2 and the job tables type them
+/// "number", so `5.0` is the id 5, and a string of digits is read too (its type is
+/// envelope.string_number's finding).
 pub fn as_u64_lenient<V: Scalar>(v: &V) -> Option<u64> {
-    v.u64().or_else(|| v.str()?.trim().parse().ok())
+    v.u64()
+        .or_else(|| whole(v.f64()?).and_then(|x| u64::try_from(x).ok()))
+        .or_else(|| v.str()?.trim().parse().ok())
 }
 
 pub fn as_i64_lenient<V: Scalar>(v: &V) -> Option<i64> {
-    v.i64().or_else(|| v.str()?.trim().parse().ok())
+    v.i64()
+        .or_else(|| whole(v.f64()?))
+        .or_else(|| v.str()?.trim().parse().ok())
+}
+
+/// A float that is a whole number JSON doubles hold exactly (|x| < 2^53).
+fn whole(x: f64) -> Option<i64> {
+    (x.fract() == 0.0 && x.abs() < 9_007_199_254_740_992.0).then_some(x as i64)
 }
 
 pub fn json_type_name<V: Scalar>(v: &V) -> &'static str {

@@ -97,6 +97,11 @@ pub struct JobDef {
     /// 命令做出应答"): a result without a reply before it is no finding.
     #[serde(default)]
     pub reply_optional: bool,
+    /// The reply precedes the result only when the command carries this `param`
+    /// member; without it the result may come first (6.2.1.2: without `withAPP` the
+    /// edge "直接安装一个空容器，并对容器安装命令进行应答", installs, then answers).
+    #[serde(default)]
+    pub reply_first_if_param: Option<String>,
 }
 
 fn default_result_fields() -> Vec<String> {

@@ -87,7 +87,10 @@ impl Engine {
                         policy_s,
                         result_channel: job.result_channel.clone(),
                         result_after: job.result_after.clone(),
-                        reply_optional: job.reply_optional,
+                        reply_optional: job.reply_optional
+                            || job.reply_first_if_param.as_ref().is_some_and(|f| {
+                                param.and_then(|p| p.get(f)).map_or(true, |v| v.is_null())
+                            }),
                         reply_code: None,
                         results: 0,
                         last: BTreeMap::new(),
@@ -244,7 +247,8 @@ impl Engine {
             }
         }
         // Status queries: the reply's job and monotonic fields.
-        if let (Some(q), Some(200)) = (def.as_ref().and_then(|d| d.queries_job.clone()), code) {
+        if let (Some(q), Some(200 | 202)) = (def.as_ref().and_then(|d| d.queries_job.clone()), code)
+        {
             self.status_reply(m, &rctx, &req, &q.monotonic, out);
         }
         // Sequences that read replies (assigned ids, announced periods).
@@ -445,7 +449,14 @@ impl Engine {
         pending.sort_by_key(|(_, p)| p.packet);
         for (key, p) in pending {
             let waited_s = (end - p.time_us).max(0) as f64 / 1e6;
-            let overdue = |after: &Option<f64>| after.is_some_and(|a| waited_s > a);
+            // A reply the standard makes optional (可以: device and app upgrades, the
+            // type catalog's reply_optional) is never missing, only pending.
+            let optional = rules
+                .types
+                .get(&p.msg_type)
+                .and_then(|d| d.job.as_ref())
+                .is_some_and(|j| j.reply_optional);
+            let overdue = |after: &Option<f64>| !optional && after.is_some_and(|a| waited_s > a);
             let fired = rules.rules.iter().any(
                 |r| matches!(&r.def.check, Check::ReplyMissing { after_s } if overdue(after_s)),
             );
@@ -610,7 +621,10 @@ pub(super) fn code_verdict(
         })
     });
     let expected = entry.map(|rc| rc.codes.clone()).unwrap_or_default();
-    if expected.is_empty() || expected.contains(&code) {
+    // A code outside table 3 is envelope.reply's error; reply.code judges only a
+    // success-class code other than the clause's.
+    let judged = success.contains(&code) || errors.contains(&code);
+    if expected.is_empty() || expected.contains(&code) || !judged {
         CodeVerdict::Fine
     } else if errors.contains(&code) {
         CodeVerdict::ErrorToValid
