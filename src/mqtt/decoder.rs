@@ -81,6 +81,12 @@ pub struct StreamDecoder {
     skip: u64,
     /// True after a gap: the buffer may not start at a packet boundary.
     resync: bool,
+    /// The boundary a resync chose is a guess (payload bytes can look like packet
+    /// headers) until a packet decodes there: a packet that does not decode while
+    /// the guess stands is skipped, and the search goes on from the next byte, so
+    /// that a capture joined late or cut by a gap never blames the sender for its
+    /// own payload read as headers.
+    tentative: bool,
 }
 
 impl StreamDecoder {
@@ -91,6 +97,7 @@ impl StreamDecoder {
             max_packet: max_packet.min(MQTT_MAX_REMAINING),
             skip: 0,
             resync: false,
+            tentative: false,
         }
     }
 
@@ -98,6 +105,7 @@ impl StreamDecoder {
     pub fn mid_stream(max_packet: usize) -> Self {
         let mut d = Self::new(max_packet);
         d.resync = true;
+        d.tentative = true;
         d
     }
 
@@ -137,6 +145,7 @@ impl StreamDecoder {
         self.skip = self.skip.saturating_sub(lost);
         self.buf.clear();
         self.resync = self.skip == 0;
+        self.tentative = self.resync;
         dropped
     }
 
@@ -177,6 +186,9 @@ impl StreamDecoder {
         let fixed = match v4codec::check(self.buf.iter(), self.max_packet) {
             Ok(f) => f,
             Err(v4codec::Error::InsufficientBytes(_)) => return None,
+            Err(v4codec::Error::PayloadSizeLimitExceeded(_)) if self.tentative => {
+                return Some(self.guess_failed());
+            }
             Err(v4codec::Error::PayloadSizeLimitExceeded(announced)) => {
                 let (hlen, _) = remaining_length(&self.buf).unwrap_or((1, announced));
                 let topic = match header >> 4 {
@@ -195,10 +207,12 @@ impl StreamDecoder {
                     topic,
                 });
             }
+            Err(_) if self.tentative => return Some(self.guess_failed()),
             Err(e) => {
                 // The fixed header itself is broken: the frame length is unknown.
                 self.advance(1);
                 self.resync = true;
+                self.tentative = true;
                 return Some(Decoded::Malformed {
                     offset,
                     len: 1,
@@ -208,6 +222,23 @@ impl StreamDecoder {
             }
         };
         let len = fixed.frame_length();
+        if self.tentative {
+            // Decoded from a copy: when it fails, the search resumes one byte on.
+            return Some(
+                match decode_frame(BytesMut::from(&self.buf[..len]), version) {
+                    Ok(packet) => {
+                        self.tentative = false;
+                        self.advance(len);
+                        Decoded::Packet {
+                            offset,
+                            len,
+                            packet,
+                        }
+                    }
+                    Err(_) => self.guess_failed(),
+                },
+            );
+        }
         let frame = self.buf.split_to(len);
         self.offset += len as u64;
         Some(match decode_frame(frame, version) {
@@ -223,6 +254,15 @@ impl StreamDecoder {
                 error,
             },
         })
+    }
+
+    /// The packet at a guessed boundary does not decode: not the sender's error but
+    /// a wrong guess. Skips one byte and looks for the next boundary.
+    fn guess_failed(&mut self) -> Decoded {
+        let offset = self.offset;
+        self.advance(1);
+        self.resync = true;
+        Decoded::Skipped { offset, len: 1 }
     }
 
     fn advance(&mut self, n: usize) {
@@ -651,6 +691,97 @@ mod tests {
         assert!(d.next(None).is_none());
         assert_eq!(d.buffered(), data.len());
         assert!(d.buf.capacity() < 64 << 10, "{} bytes", d.buf.capacity());
+    }
+
+    /// A PUBLISH QoS 1 of `payload` on a protocol topic.
+    fn publish_json(pkid: u16, payload: &[u8]) -> Vec<u8> {
+        let topic = b"/v1/E1/device/data";
+        let rem = 2 + topic.len() + 2 + payload.len();
+        let mut out = vec![0x32];
+        let mut n = rem;
+        loop {
+            let b = (n % 128) as u8;
+            n /= 128;
+            out.push(if n > 0 { b | 0x80 } else { b });
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+        out.extend_from_slice(topic);
+        out.extend_from_slice(&pkid.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn a_stream_joined_inside_a_payload_is_never_called_malformed() {
+        // JSON whose text holds bytes that read as packet headers (' ' is a CONNACK,
+        // '{' a remaining length of 123, '"' and 'n' invalid return codes): a capture
+        // that starts inside it, or resumes there after a gap, must skip to the next
+        // real packet, not blame the sender for payload read as headers.
+        let json = br#"{"type":"REP_SYS_STATUS","mid":1,"timestamp":"2026-11-26 10:00:00", "param": {"cpuRate": 12.5, "linkState": [{"name": "eth0", "status": "up"}, {"name": "eth1", "status": "down"}], "note": "n n n { { {"}}"#;
+        let mut stream = vec![];
+        for pkid in 1..=8 {
+            stream.extend(publish_json(pkid, json));
+        }
+        let first = publish_json(1, json).len();
+        for cut in 1..first {
+            let mut d = StreamDecoder::mid_stream(MQTT_MAX_REMAINING);
+            d.feed(&stream[cut..]);
+            let mut publishes = vec![];
+            while let Some(x) = d.next(None) {
+                match x {
+                    Decoded::Malformed { .. } | Decoded::Oversized { .. } => {
+                        panic!("cut at {cut}: {x:?}")
+                    }
+                    Decoded::Packet {
+                        offset,
+                        packet: Packet::Publish(p),
+                        ..
+                    } if p.topic == "/v1/E1/device/data" => publishes.push(offset),
+                    _ => {}
+                }
+            }
+            // Every packet after the cut's is read at its real place.
+            let want: Vec<u64> = (1..8u64).map(|k| k * first as u64 - cut as u64).collect();
+            assert!(
+                want.iter().all(|o| publishes.contains(o)),
+                "cut at {cut}: publishes at {publishes:?}, want {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_guessed_boundary_that_does_not_decode_is_skipped_not_malformed() {
+        // ` {"n`: a CONNACK of 123 bytes (return code 'n' = 110, invalid) that chains
+        // to a real PUBLISH right after it: the resync's first guess. (Old behaviour:
+        // "malformed CONNACK … Invalid Connect return code: 110", an error finding.)
+        let mut data = br#" {"n"#.to_vec();
+        data.extend_from_slice(&[0u8; 121]);
+        data.extend_from_slice(PUBLISH_QOS0);
+        data.extend_from_slice(PUBLISH_QOS0);
+        let mut d = StreamDecoder::mid_stream(MQTT_MAX_REMAINING);
+        d.feed(&data);
+        let mut out = vec![];
+        while let Some(x) = d.next(None) {
+            out.push(x);
+        }
+        assert!(
+            !out.iter().any(|x| matches!(x, Decoded::Malformed { .. })),
+            "{out:?}"
+        );
+        for at in [125, 134] {
+            assert!(
+                out.iter()
+                    .any(|x| matches!(x, Decoded::Packet { offset, .. } if *offset == at)),
+                "no packet at {at}: {out:?}"
+            );
+        }
+        // Once a packet decoded, the stream is in step again: a broken packet after
+        // it is the sender's.
+        d.feed(&[0x20, 0x02, 0x00, 0x09]);
+        assert!(matches!(d.next(None), Some(Decoded::Malformed { .. })));
     }
 
     #[test]
