@@ -435,6 +435,7 @@ impl Analyzer {
             unopened = c.unopened.take();
         }
         c.decoders[side.index()].gap(lost);
+        self.engine.note_lost();
         if let Some(nc) = unopened {
             let what = format!("its first bytes are {}", nc.shown);
             self.opened_without_connect(conn, time_us, packet, what);
@@ -452,6 +453,7 @@ impl Analyzer {
     /// A capture frame that could not be read; reading went on after it.
     pub fn bad_frame(&mut self, time_us: i64, packet: u64, detail: &str, sink: &mut dyn Sink) {
         let place = Place::frame(packet, time_us);
+        self.engine.note_lost();
         self.engine.emit_at(
             |c| matches!(c, Check::BadFrame),
             &place,
@@ -937,7 +939,10 @@ impl Judge {
         match s {
             Staged::Taken | Staged::Unparsed(_) => {}
             Staged::End(t) => self.engine.input_ends(*t),
-            Staged::Finding(f) => sink.finding(f),
+            Staged::Finding(f) => {
+                self.engine.note_transport(f);
+                sink.finding(f)
+            }
             Staged::Message(m) => {
                 self.engine.on_message(m, &mut self.findings);
                 sink.message(m);

@@ -618,3 +618,64 @@ fn a_device_clock_on_utc_is_named_and_tz_reads_it() {
         "read on UTC, the report is on time"
     );
 }
+
+/// `reply.orphan` judges a reply only when the edge's session is in the input from
+/// its EVENT_LINKUP and no byte was lost since: a reply on a connection seen from its
+/// CONNECT may answer what the device received on an earlier one (a reconnect, one
+/// connection per message, a proxy inserted before a device already online), and a
+/// gap may have held the request. Direct and deferred judging alike.
+#[test]
+fn an_orphan_reply_is_judged_only_on_a_session_seen_from_its_linkup_with_nothing_lost() {
+    use edgetap::pipeline::{Judge, Staged};
+    let reply = r#"{"mid":5,"type":"CMD_SYS_STATUS","timestamp":"2026-11-26 18:00:02","code":200,"param":{"cpuRate":5,"memUsed":{"phy":40},"diskUsed":30,"tempValue":41,"devDateTime":"2026-11-26 18:00:02","devStDateTime":"2026-11-26 08:00:00","devRunTime":7200,"linkState":[]}}"#;
+    // linkup: the edge's EVENT_LINKUP opens the input; gap: bytes lost before the reply.
+    let feed = |a: &mut Analyzer, s: &mut dyn edgetap::pipeline::Sink, linkup: bool, gap: bool| {
+        a.open(1, None, None, false);
+        a.data(1, Side::Client, T0, 1, &connect("edge"), s);
+        if linkup {
+            let p = publish("/v1/E1/device/request", LINKUP);
+            a.data(1, Side::Client, T0 + 1, 2, &p, s);
+        }
+        if gap {
+            a.gap(1, Side::Client, T0 + 2, 3, 100, s);
+        }
+        let p = publish("/v1/E1/device/reply", reply);
+        a.data(1, Side::Client, T0 + 3, 4, &p, s);
+        a.finish(s);
+    };
+    let rules = Arc::new(RuleSet::builtin());
+    for (linkup, gap, orphan) in [
+        (true, false, true),
+        (false, false, false),
+        (true, true, false),
+    ] {
+        let mut direct = Collector::default();
+        feed(&mut analyzer(1 << 20), &mut direct, linkup, gap);
+        let mut a = Analyzer::deferred(
+            rules.clone(),
+            Settings {
+                max_packet: 1 << 20,
+            },
+        );
+        feed(&mut a, &mut Collector::default(), linkup, gap);
+        let mut staged: Vec<Staged> = vec![];
+        a.take_staged(&mut staged);
+        let mut judge = Judge::new(rules.clone());
+        let mut deferred = Collector::default();
+        for s in &mut staged {
+            judge.take(s, &mut deferred);
+        }
+        judge.finish(&mut deferred);
+        for (how, found) in [
+            ("direct", &direct.findings),
+            ("deferred", &deferred.findings),
+        ] {
+            assert_eq!(
+                rules_of(found).contains(&"reply.orphan"),
+                orphan,
+                "{how}, linkup {linkup}, gap {gap}: {:?}",
+                rules_of(found)
+            );
+        }
+    }
+}

@@ -73,13 +73,6 @@ fn other(a: Actor) -> Actor {
     }
 }
 
-fn actor_index(a: Actor) -> usize {
-    match a {
-        Actor::Edge => 0,
-        Actor::Platform => 1,
-    }
-}
-
 pub struct Engine {
     rules: Arc<RuleSet>,
     content: ContentIndex,
@@ -95,6 +88,9 @@ pub struct Engine {
     last_prune_us: i64,
     /// Per key-naming rule: keys already found to conform.
     good_keys: HashMap<String, KeyCache>,
+    /// Bytes were lost from the input (a capture gap, a frame cut or unreadable):
+    /// a request may have been among them, so orphans are no longer judged.
+    lost: bool,
 }
 
 /// The message that starts an edge's session (6.1.1: the access request a device
@@ -120,6 +116,7 @@ impl Engine {
             last_time_us: i64::MIN,
             last_prune_us: 0,
             good_keys: HashMap::new(),
+            lost: false,
         }
     }
 
@@ -145,6 +142,21 @@ impl Engine {
     /// The input ends at `t` (µs) at the latest: pending work is judged against it.
     pub fn input_ends(&mut self, t: i64) {
         self.last_time_us = self.last_time_us.max(t);
+    }
+
+    /// A transport finding passed by (the judge of a deferred pipeline sees them
+    /// staged): a capture gap or an unreadable frame means bytes were lost.
+    pub fn note_transport(&mut self, f: &Finding) {
+        if let Some(r) = self.rules.rule(&f.rule) {
+            if matches!(r.def.check, Check::CaptureGap | Check::BadFrame) {
+                self.lost = true;
+            }
+        }
+    }
+
+    /// Bytes of the input were lost (see [`Engine::note_transport`]).
+    pub fn note_lost(&mut self) {
+        self.lost = true;
     }
 
     /// A check of `clause` that needed history outside the input.

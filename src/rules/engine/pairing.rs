@@ -132,12 +132,15 @@ impl Engine {
         let Some(req) = self.pending.remove(&key) else {
             let dup = self.answered.get(&key).copied();
             // An orphan is certain only when edgetap saw every request this reply
-            // could answer: the replier's or the requester's session from its
-            // start, or the edge's link-up.
+            // could answer: the edge's session from its EVENT_LINKUP, its first
+            // message in the input, and no byte lost since. A connection seen from
+            // its CONNECT is not enough: a device answers on a new connection what
+            // it received on an earlier one (a reconnect, one connection per
+            // message, a proxy inserted before a device already online).
+            let lost = self.lost;
             let edge = edge_state(&mut self.edges, &m.topic.edge_id);
             // A retained reply replayed at subscription answers a request of the past.
-            let history = !m.retained
-                && (m.origin_seen || edge.session_seen[actor_index(requester)] || edge.linked_up);
+            let history = !m.retained && !lost && edge.began_with_linkup == Some(true);
             for rule in &rules.rules {
                 match (&rule.def.check, dup) {
                     (Check::ReplyDuplicate, Some((packet, _))) => {
@@ -150,14 +153,17 @@ impl Engine {
                     }
                     (Check::ReplyOrphan, None) => {
                         let clause = ctx.clause.clone().unwrap_or_else(|| "5.3".into());
+                        let why = if lost {
+                            "may answer a request in the bytes the capture lost".to_string()
+                        } else {
+                            "may answer a request sent before the input began; start the \
+                             capture before the device powers on (its EVENT_LINKUP) to judge \
+                             every pairing"
+                                .to_string()
+                        };
                         self.unseen(
                             &clause,
-                            format!(
-                                "edge {}: a reply (mid {mid}) may answer a request sent before \
-                                 the input began; start the capture before the device connects \
-                                 to judge every pairing",
-                                m.topic.edge_id
-                            ),
+                            format!("edge {}: a reply (mid {mid}) {why}", m.topic.edge_id),
                         );
                     }
                     _ => {}
@@ -347,10 +353,13 @@ impl Engine {
                 .cloned()
                 .unwrap_or(key)
         };
-        let platform_seen = self
-            .edges
-            .get(&edge)
-            .is_some_and(|e| e.session_seen[actor_index(Actor::Platform)]);
+        // Every job of the edge is known only when its session began inside the
+        // input (its EVENT_LINKUP first) and no byte was lost since.
+        let platform_seen = !self.lost
+            && self
+                .edges
+                .get(&edge)
+                .is_some_and(|e| e.began_with_linkup == Some(true));
         let clause = ctx.clause.clone().unwrap_or_else(|| "5.3".into());
         if !self.jobs.contains_key(&key) && !platform_seen {
             self.unseen(

@@ -9,9 +9,10 @@ pub(super) struct EdgeState {
     pub(super) first_judged: HashSet<(usize, ConnId)>,
     /// An EVENT_LINKUP of this edge was seen: its session began inside the input.
     pub(super) linked_up: bool,
-    /// Per actor (edge, platform): a message it published on a connection whose
-    /// start edgetap saw; everything it sent since is in the input.
-    pub(super) session_seen: [bool; 2],
+    /// The first message of this edge in the input (from either side) was its
+    /// EVENT_LINKUP: every request and job of its session since is in the input
+    /// (unless bytes were lost: [`Engine::lost`]). Set at its first message.
+    pub(super) began_with_linkup: Option<bool>,
     /// Rule ids of `silent_after` rules currently in force.
     pub(super) silenced: HashSet<String>,
     /// Per rule id: ids assigned so far.
@@ -30,10 +31,10 @@ impl Engine {
             return;
         };
         let edge = edge_state(&mut self.edges, &m.topic.edge_id);
-        if m.origin_seen {
-            edge.session_seen[actor_index(m.topic.publisher)] = true;
-        }
         let by_edge = m.topic.publisher == Actor::Edge;
+        if edge.began_with_linkup.is_none() {
+            edge.began_with_linkup = Some(by_edge && t == SESSION_START && !m.retained);
+        }
         let clause = ctx.clause.as_deref().unwrap_or("5.3");
         let mut unseen: Vec<(String, String)> = vec![];
         for (index, rule) in rules.rules.iter().enumerate() {
