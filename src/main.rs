@@ -368,13 +368,21 @@ fn analyze_exit_code(report: &edgetap::report::Report) -> u8 {
     for m in s.incomplete.iter().filter(|m| !s.unreadable.contains(m)) {
         eprintln!("edgetap: warning: capture not read in full: {m}");
     }
+    let code = report.exit_code();
     if !s.judged {
-        eprintln!("edgetap: nothing judged: no protocol message in the input (exit code 3)");
+        // The code said is the code returned: errors (1) or an unreadable input (2)
+        // come first.
+        let said = match code {
+            1 => "exit code 1: error findings come first",
+            2 => "exit code 2: an unreadable input comes first",
+            _ => "exit code 3",
+        };
+        eprintln!("edgetap: nothing judged: no protocol message in the input ({said})");
         for r in &s.not_judged_because {
             eprintln!("  {r}");
         }
     }
-    report.exit_code()
+    code
 }
 
 fn analyze_capture(

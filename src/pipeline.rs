@@ -515,6 +515,19 @@ impl Analyzer {
 
     /// The connection ended; bytes left in its buffers are an unfinished packet.
     pub fn close(&mut self, conn: ConnId, time_us: i64, packet: u64, sink: &mut dyn Sink) {
+        self.end_conn(conn, time_us, packet, true, sink);
+    }
+
+    /// `closed`: the connection ended (FIN, RST, the proxy's end of it); else the
+    /// input ended with the connection still open.
+    fn end_conn(
+        &mut self,
+        conn: ConnId,
+        time_us: i64,
+        packet: u64,
+        closed: bool,
+        sink: &mut dyn Sink,
+    ) {
         // A client that opened with bytes that are no CONNECT and ended before they
         // made a packet: not MQTT (an HTTP request is shorter than the length its
         // first bytes would announce).
@@ -526,7 +539,19 @@ impl Analyzer {
         if let Some(c) = self.conns.remove(&conn).filter(|c| !c.not_mqtt) {
             for side in [Side::Client, Side::Server] {
                 let d = &c.decoders[side.index()];
-                if d.buffered() > 0 {
+                if d.buffered() > 0 && !closed {
+                    let offset = d.stream_offset() - d.buffered() as u64;
+                    let place = Place::frame(packet, time_us).on(conn, Some(side), Some(offset));
+                    self.engine.emit_at(
+                        |c| matches!(c, Check::CaptureEnded),
+                        &place,
+                        vec![
+                            ("len", d.buffered().to_string()),
+                            ("side", side.arrow().into()),
+                        ],
+                        &mut self.findings,
+                    );
+                } else if d.buffered() > 0 {
                     let offset = d.stream_offset() - d.buffered() as u64;
                     let place = Place::frame(packet, time_us).on(conn, Some(side), Some(offset));
                     self.engine.emit_at(
@@ -553,7 +578,7 @@ impl Analyzer {
         let open: Vec<ConnId> = self.conns.keys().copied().collect();
         let t = self.last_time_us;
         for c in open {
-            self.close(c, t, 0, sink);
+            self.end_conn(c, t, 0, false, sink);
         }
         if self.defer {
             self.flush(sink);

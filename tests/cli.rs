@@ -578,6 +578,7 @@ fn an_empty_capture_exits_3_with_a_junit_failure() {
         r.out
     );
     assert!(r.err.contains("no packets"), "{}", r.err);
+    assert!(r.err.contains("(exit code 3)"), "{}", r.err);
 }
 
 /// `mosquitto_pub -l` publishing each line written to it, on one connection.

@@ -679,3 +679,22 @@ fn an_orphan_reply_is_judged_only_on_a_session_seen_from_its_linkup_with_nothing
         }
     }
 }
+
+/// A capture that stops while a packet is on the wire (Ctrl-C, `tcpdump -c`, the
+/// first file of a rotation) holds no FIN or RST: the input ended, not the
+/// connection. That is the capture's fact (`capture.ended`, info), never the
+/// sender's `mqtt.malformed`; a connection that closes inside a packet still is.
+#[test]
+fn an_input_that_ends_inside_a_packet_is_the_captures_fact_not_malformed() {
+    let mut a = analyzer(1 << 20);
+    let mut s = Collector::default();
+    a.open(1, None, None, false);
+    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
+    let p = publish("/v1/E1/device/request", LINKUP);
+    a.data(1, Side::Client, T0, 2, &p[..20], &mut s);
+    a.finish(&mut s);
+    assert_eq!(rules_of(&s.findings), ["capture.ended"], "{:?}", s.findings);
+    let f = &s.findings[0];
+    assert_eq!(f.severity, edgetap::finding::Severity::Info);
+    assert_eq!(f.offset, Some(connect("edge").len() as u64));
+}

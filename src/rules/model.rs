@@ -172,6 +172,9 @@ pub enum Check {
     MqttConnectFirst,
     MqttOversized,
     CaptureGap,
+    /// The input ended (the capture stopped, not the connection: no FIN or RST
+    /// seen) inside a packet: its bytes were not all captured.
+    CaptureEnded,
     /// A capture frame that could not be read (truncated headers, link type…).
     BadFrame,
     NotDecodable,
