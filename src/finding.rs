@@ -84,3 +84,54 @@ pub struct Finding {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub basis: Option<std::sync::Arc<str>>,
 }
+
+/// `s` with every control character written as a `\u{..}` escape: device-chosen
+/// text (a `type`, a `msg`, a topic) reaches terminals, logs and JUnit XML, where
+/// an ESC could rewrite the operator's screen and a NUL makes the XML unreadable.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// [`printable`] of a piece of text ending with the newline or tab it keeps.
+pub fn printable_line(piece: &str) -> std::borrow::Cow<'_, str> {
+    match piece.char_indices().last() {
+        Some((i, c @ ('\n' | '\r' | '\t'))) => {
+            std::borrow::Cow::Owned(format!("{}{c}", printable(&piece[..i])))
+        }
+        _ => printable(piece),
+    }
+}
+
+/// [`printable`] of a text of several lines: newlines and tabs are kept.
+pub fn printable_text(s: &str) -> String {
+    s.split_inclusive(['\n', '\r', '\t'])
+        .map(printable_line)
+        .collect()
+}
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(
+            super::printable("type \u{1b}[2J 电\0"),
+            "type \\u{1b}[2J 电\\u{0}"
+        );
+        assert!(matches!(
+            super::printable("plain"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(super::printable_line("a\u{7}b\n"), "a\\u{7}b\n");
+    }
+}

@@ -69,7 +69,7 @@ impl Console {
 
     fn line(&mut self, time_us: Option<i64>, text: &str) {
         let t = time_us.unwrap_or_else(now_us);
-        let _ = writeln!(self.out, "{} {text}", time(t));
+        let _ = writeln!(self.out, "{} {}", time(t), crate::finding::printable(text));
         let _ = self.out.flush();
     }
 

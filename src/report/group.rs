@@ -183,7 +183,7 @@ impl Group {
             _ => {}
         }
         let _ = write!(s, ": {}", self.example);
-        s
+        crate::finding::printable(&s).into_owned()
     }
 }
 

@@ -154,7 +154,9 @@ pub fn write_suite(out: &mut String, s: &Suite) {
 
 /// Text made safe for an XML attribute or element.
 pub fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
+    // XML 1.0 admits no control character but tab and newlines, not even escaped.
+    crate::finding::printable_text(s)
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")

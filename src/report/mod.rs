@@ -566,6 +566,11 @@ impl Report {
     /// The table for people: the clause table, the edges, the findings as `listing`
     /// says, the standard's words, the totals.
     pub fn table(&self, listing: Listing) -> String {
+        // Device-chosen text (edge ids, types, messages) never reaches a terminal raw.
+        crate::finding::printable_text(&self.table_raw(listing))
+    }
+
+    fn table_raw(&self, listing: Listing) -> String {
         let mut out = String::new();
         let s = &self.summary;
         let _ = writeln!(
@@ -1009,7 +1014,7 @@ pub fn one_line(f: &Finding) -> String {
         let _ = write!(s, " mid {m}");
     }
     let _ = write!(s, ": {}", f.message);
-    s
+    crate::finding::printable(&s).into_owned()
 }
 
 fn xml(s: &str) -> String {
@@ -1169,6 +1174,37 @@ mod bounded_tests {
             c.finding(&f);
         }
         report(c)
+    }
+
+    /// A device's type or msg holding ESC, BEL or NUL reaches no terminal and no
+    /// JUnit XML raw: the table, `--each` and JUnit write them as escapes.
+    #[test]
+    fn control_characters_a_device_sent_are_written_as_escapes() {
+        let mut f = finding(
+            "t19.EVENT_SYS_ALARM",
+            "6.1.3",
+            Severity::Error,
+            "E\u{1b}1",
+            1,
+        );
+        f.msg_type = Some("EVENT_\u{1b}[2J".into());
+        f.message = "msg \u{1b}]0;owned\u{7} and \u{0}".into();
+        let mut c = Collector::default();
+        c.finding(&f);
+        let r = report(c);
+        for (what, text) in [
+            ("table", r.table(Listing::Grouped)),
+            ("--each", r.table(Listing::Each)),
+            ("junit", r.to_junit()),
+        ] {
+            assert!(
+                !text
+                    .chars()
+                    .any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r')),
+                "{what}: {text:?}"
+            );
+            assert!(text.contains("\\u{1b}"), "{what}: {text}");
+        }
     }
 
     #[test]

@@ -387,7 +387,7 @@ pub fn fill(template: &str, vars: &Vars) -> String {
     for (k, v) in vars {
         let pat = format!("{{{k}}}");
         if out.contains(&pat) {
-            out = out.replace(&pat, v);
+            out = out.replace(&pat, &crate::finding::printable(v));
         }
     }
     out
