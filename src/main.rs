@@ -83,6 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Analyze(args) => {
             let rules = Arc::new(load_rules(&args.rules)?);
             let edgetap::report::Shown { filter, listing } = shown(&args.shown);
+            filter.check(&rules).map_err(anyhow::Error::msg)?;
             let settings = AnalyzeSettings {
                 files: args.files,
                 ports: args.ports,
@@ -153,6 +154,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
                 cli::SimCommand::Platform(a) => {
                     let rules = Arc::new(load_rules(&a.rules)?);
+                    shown(&a.shown)
+                        .filter
+                        .check(&rules)
+                        .map_err(anyhow::Error::msg)?;
                     let edge = a.edge_id.clone().unwrap_or_default();
                     let mut s = edgetap::sim::platform::PlatformSettings::new(&a.broker, &edge);
                     s.protocol = protocol(a.mqtt5);
@@ -465,6 +470,10 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
     use anyhow::Context as _;
     edgetap::proxy::limit_malloc_arenas();
     let rules = Arc::new(load_rules(&args.rules)?);
+    shown(&args.shown)
+        .filter
+        .check(&rules)
+        .map_err(anyhow::Error::msg)?;
     let store = edgetap::store::Store::open(&args.store.dir)?;
     store.set_keep_secrets(args.store_secrets);
     let stop_on_error = args.on_store_error == cli::OnStoreError::Stop;

@@ -804,3 +804,39 @@ fn a_stored_capture_without_protocol_messages_exits_3() {
         r.out
     );
 }
+
+/// A filter that names nothing must not turn a failing capture into a pass: an
+/// unknown --rule or a --clause no rule judges is refused (exit 2, saying what
+/// exists); an --edge absent from the input judged nothing (exit 3, naming the
+/// edges there are).
+#[test]
+fn a_filter_that_names_nothing_is_refused_or_judges_nothing() {
+    let bad = capture("bad-envelope.pcap");
+    let r = analyze(&["--rule", "t10.REP_SYS_STATU", &bad]);
+    assert_eq!(r.code, Some(2), "{}", r.err);
+    assert!(
+        r.err.contains("--rule t10.REP_SYS_STATU: no rule"),
+        "{}",
+        r.err
+    );
+    let r = analyze(&["--clause", "6.1.3.1", &bad]);
+    assert_eq!(r.code, Some(2), "{}", r.err);
+    assert!(r.err.contains("6.1.1, 6.1.2"), "{}", r.err);
+    // A parent clause and a rule prefix are fine.
+    let r = analyze(&["--clause", "6.1", "--rule", "t10.", &bad]);
+    assert_ne!(r.code, Some(2), "{}", r.err);
+    let (code, all) = analyze_json(&[&bad]);
+    assert_eq!(code, Some(1));
+    let edge = all["edges"][0]["edge_id"].as_str().unwrap().to_string();
+    let (code, r) = analyze_json(&["--edge", &edge.to_lowercase(), &bad]);
+    assert_eq!(code, Some(3), "{}", r["summary"]);
+    assert!(
+        r["summary"]["not_judged_because"]
+            .to_string()
+            .contains(&format!("its edges are: {edge}")),
+        "{}",
+        r["summary"]
+    );
+    let (code, _) = analyze_json(&["--edge", &edge, &bad]);
+    assert_eq!(code, Some(1));
+}

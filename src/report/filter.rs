@@ -65,6 +65,34 @@ impl Filter {
         any_or_none(&self.edges, |e| e == edge)
     }
 
+    /// A `--rule` that names no rule, or a `--clause` inside which no rule judges,
+    /// would show nothing and pass a CI gate: refused, with what exists.
+    pub fn check(&self, rules: &crate::rules::RuleSet) -> Result<(), String> {
+        let all = || rules.rules.iter().chain(&rules.disabled);
+        for r in &self.rules {
+            if !all().any(|x| id_matches(r, &x.def.id)) {
+                return Err(format!(
+                    "--rule {r}: no rule has this id{}; `edgetap rules list` shows them \
+                     (a prefix ends with '.', e.g. --rule t10.)",
+                    if r.ends_with('.') { " prefix" } else { "" }
+                ));
+            }
+        }
+        for c in &self.clauses {
+            let judged = rules.clauses.iter().any(|k| within(&k.clause, c))
+                || all().any(|x| x.def.clause.as_deref().is_some_and(|k| within(k, c)));
+            if !judged {
+                let known: Vec<&str> = rules.clauses.iter().map(|k| k.clause.as_str()).collect();
+                return Err(format!(
+                    "--clause {c}: no rule judges this clause or one inside it; the clauses \
+                     are {}",
+                    known.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The filter as the options that set it.
     pub fn describe(&self) -> Vec<String> {
         let mut out: Vec<String> = self.edges.iter().map(|e| format!("--edge {e}")).collect();

@@ -419,6 +419,26 @@ impl Report {
         if filter.is_empty() {
             return;
         }
+        // An --edge that names no edge of the input (a typo, a device that never
+        // showed up) judged nothing: said so, and the exit code is 3, not a pass.
+        if !filter.edges.is_empty()
+            && filter
+                .edges
+                .iter()
+                .all(|e| !self.edges.iter().any(|r| &r.edge_id == e))
+        {
+            let seen: Vec<&str> = self.edges.iter().map(|r| r.edge_id.as_str()).collect();
+            self.summary.judged = false;
+            self.summary.not_judged_because.push(format!(
+                "no message of edge {} in the input; its edges are: {}",
+                filter.edges.join(", "),
+                if seen.is_empty() {
+                    "none".to_string()
+                } else {
+                    seen.join(", ")
+                }
+            ));
+        }
         self.findings.retain(|f| filter.keeps(f));
         let (shown, hidden): (Vec<Group>, Vec<Group>) = std::mem::take(&mut self.groups)
             .into_iter()
