@@ -391,7 +391,7 @@ fn compile_rule(def: &RuleDef, set: &RuleSet) -> Result<BTreeMap<String, Regex>,
             Err(e) => errors.push(format!("pattern: {e}")),
         },
         Check::FirstMessage { msg_type } => known_type(msg_type, &mut errors),
-        Check::Dialect { deviations } => {
+        Check::Dialect { deviations, .. } => {
             for d in deviations {
                 if !DIALECT_KINDS.contains(&d.as_str()) {
                     errors.push(format!("deviation \"{d}\" is not one of {DIALECT_KINDS:?}"));

@@ -188,6 +188,12 @@ pub enum Check {
     /// connection and kind, then the message is judged as the sender meant it.
     Dialect {
         deviations: Vec<String>,
+        /// Only deviations of these envelope members (empty: any)…
+        #[serde(default)]
+        keys: Vec<String>,
+        /// …and none of these.
+        #[serde(default)]
+        except_keys: Vec<String>,
     },
     /// A PUBLISH that is no protocol message (a topic outside the standard, an
     /// unknown MQTT 5 topic alias): counted and reported, never dropped silently.

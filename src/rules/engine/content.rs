@@ -188,16 +188,28 @@ impl Engine {
         }
         let rules = Arc::clone(&self.rules);
         for rule in &rules.rules {
-            let kinds: &[String] = match &rule.def.check {
-                Check::Dialect { deviations } => deviations,
-                Check::KeyWhitespace => &[],
+            let none: &[String] = &[];
+            let (kinds, keys, except) = match &rule.def.check {
+                Check::Dialect {
+                    deviations,
+                    keys,
+                    except_keys,
+                } => (
+                    deviations.as_slice(),
+                    keys.as_slice(),
+                    except_keys.as_slice(),
+                ),
+                Check::KeyWhitespace => (none, none, none),
                 _ => continue,
             };
             for d in &env.deviations {
                 let listed = kinds.iter().any(|k| k == d.kind())
                     || (matches!(rule.def.check, Check::KeyWhitespace)
                         && matches!(d, Deviation::KeyWhitespace { .. }));
-                if !listed {
+                let member = d.field().unwrap_or("");
+                let keyed = (keys.is_empty() || keys.iter().any(|k| k == member))
+                    && !except.iter().any(|k| k == member);
+                if !listed || !keyed {
                     continue;
                 }
                 // Once per kind and envelope member: a string mid and a string
