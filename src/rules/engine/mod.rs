@@ -335,8 +335,17 @@ impl Engine {
                 }
             }
         }
+        // A standard type on a topic of the wrong role (REP_SYS_STATUS on
+        // device/request) is topic.mismatch's error; the other rules judge it as
+        // what its type says it is, so that one fault is not reported as three
+        // (a request type without mid, a request type not named CMD_/EVENT_).
+        let class = match (typedef.as_ref().map(|d| d.role.as_str()), m.topic.class) {
+            (Some("data"), Class::Request) => Class::Report,
+            (Some("request" | "command"), Class::Report) => Class::Request,
+            (_, c) => c,
+        };
         Ctx {
-            class: m.topic.class,
+            class,
             msg_type,
             typedef,
             clause,
