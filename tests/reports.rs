@@ -225,8 +225,16 @@ fn a_stored_capture_is_filtered_and_grouped_like_a_pcap() {
     assert_eq!(all["edges"][0]["edge_id"], "CAP1");
     assert_eq!(all["edges"][0]["messages"], 50);
 
+    // An edge the capture does not hold judged nothing: exit 3, not a pass.
     let (code, r) = json(&["--edge", "NOT-THERE"]);
-    assert_eq!(code, Some(0), "no error shown: {}", r["summary"]);
+    assert_eq!(code, Some(3), "nothing judged: {}", r["summary"]);
+    assert!(
+        r["summary"]["not_judged_because"]
+            .to_string()
+            .contains("no message of edge NOT-THERE in the input; its edges are: CAP1"),
+        "{}",
+        r["summary"]
+    );
     assert!(r["findings"].as_array().unwrap().is_empty());
     assert_eq!(
         r["summary"]["filtered"]["hidden_errors"],
