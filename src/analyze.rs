@@ -340,8 +340,16 @@ pub fn feed(a: &mut Analyzer, base: ConnId, ev: FlowEvent<'_>, sink: &mut dyn Si
             conn,
             time_us,
             frame,
+            input_ended: false,
             ..
         } => a.close(base + conn, time_us, frame, sink),
+        FlowEvent::Close {
+            conn,
+            time_us,
+            frame,
+            input_ended: true,
+            ..
+        } => a.input_ended(base + conn, time_us, frame, sink),
         FlowEvent::NotDecodable {
             conn,
             client,

@@ -518,6 +518,12 @@ impl Analyzer {
         self.end_conn(conn, time_us, packet, true, sink);
     }
 
+    /// The input ended with the connection still open (a capture that stopped):
+    /// a packet cut by it is the capture's fact ([`Check::CaptureEnded`]).
+    pub fn input_ended(&mut self, conn: ConnId, time_us: i64, packet: u64, sink: &mut dyn Sink) {
+        self.end_conn(conn, time_us, packet, false, sink);
+    }
+
     /// `closed`: the connection ended (FIN, RST, the proxy's end of it); else the
     /// input ended with the connection still open.
     fn end_conn(

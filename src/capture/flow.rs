@@ -216,7 +216,7 @@ impl FlowTable {
         };
         if start_new {
             if let Some(mut old) = flows.remove(&key) {
-                old.finish(at, false, &mut emit);
+                old.finish(at, false, false, &mut emit);
             }
             let flow = Flow::new(seg, at, opts);
             emit.stats.flows += 1;
@@ -260,7 +260,7 @@ impl FlowTable {
         };
         for (key, _) in open {
             if let Some(mut flow) = flows.remove(&key) {
-                flow.finish(at, false, &mut emit);
+                flow.finish(at, false, true, &mut emit);
             }
         }
         flows.clear();
@@ -413,15 +413,15 @@ impl Flow {
             dirs[0].clear();
             dirs[1].clear();
         } else if seg.flag_rst {
-            self.finish(at, true, emit);
+            self.finish(at, true, false, emit);
         } else if dirs[0].is_finished() && dirs[1].is_finished() {
-            self.finish(at, false, emit);
+            self.finish(at, false, false, emit);
         }
     }
 
     /// The flow ends: deliver what is held, emit `Close` if it was opened, and keep
     /// only a tombstone.
-    fn finish(&mut self, at: At, reset: bool, emit: &mut Emit<'_, '_>) {
+    fn finish(&mut self, at: At, reset: bool, input_ended: bool, emit: &mut Emit<'_, '_>) {
         let Flow { meta, dirs } = self;
         if matches!(meta.state, State::Undecided | State::Mqtt) {
             for side in [Side::Client, Side::Server] {
@@ -443,6 +443,7 @@ impl Flow {
                         time_us: at.time_us,
                         frame: at.frame,
                         reset,
+                        input_ended,
                     },
                 );
             }

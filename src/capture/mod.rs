@@ -123,6 +123,9 @@ pub enum FlowEvent<'a> {
         time_us: i64,
         frame: u64,
         reset: bool,
+        /// The capture ended with the connection still open (no FIN or RST seen):
+        /// the input stopped, not the connection.
+        input_ended: bool,
     },
     /// A flow that will not be decoded: TLS (server port 8883, or the first client
     /// bytes are a TLS ClientHello). The flow's only event; its bytes are not emitted.

@@ -1824,3 +1824,34 @@ fn busiest_ports_of_a_late_capture_off_the_mqtt_ports_put_the_shared_server_port
         "{busiest:?}"
     );
 }
+
+/// A flow closed by its FINs and one still open when the capture ends are told apart:
+/// the second's Close says the input ended (a packet cut there is the capture's).
+#[test]
+fn a_flow_open_at_the_end_of_the_capture_closes_with_input_ended() {
+    let run = |fins: bool| {
+        let mut conv = Conv::new("10.0.0.2:50000", "10.0.0.1:1883");
+        conv.handshake().c(0, b"abc");
+        if fins {
+            conv.fins();
+        }
+        let bytes = pcap(DataLink::ETHERNET, &conv.frames(Link::Ethernet));
+        let mut reader = CaptureReader::from_reader(
+            Cursor::new(bytes),
+            "test.pcap".to_string(),
+            Default::default(),
+        )
+        .expect("readable capture");
+        let mut ended = vec![];
+        reader
+            .run(&mut |e| {
+                if let FlowEvent::Close { input_ended, .. } = e {
+                    ended.push(input_ended);
+                }
+            })
+            .expect("run");
+        ended
+    };
+    assert_eq!(run(true), [false]);
+    assert_eq!(run(false), [true]);
+}
