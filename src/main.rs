@@ -547,6 +547,19 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
     writeln!(stdout)?;
     let shown = shown(&args.shown);
     let mut report = outcome.report;
+    // One numbering: findings cite the frames of the capture's `captures export`,
+    // as `captures show` and `analyze --capture` do (the judge counted events).
+    if let (Some(id), Some(store)) = (outcome.capture, outcome.store.as_ref()) {
+        match edgetap::store::export::frame_numbers(store, id) {
+            Ok(frames) => {
+                report.renumber(|f| frames.frame_of(f));
+                report.renumber_groups(|p| frames.frame_of_event(p));
+            }
+            Err(e) => eprintln!(
+                "edgetap proxy: findings cite stored event numbers, not export frames: {e}"
+            ),
+        }
+    }
     report.apply(&shown.filter);
     // A run that judged no protocol message proves nothing (exit 3, as `analyze`).
     let hint = (report.summary.connections == 0).then(|| {

@@ -249,13 +249,14 @@ fn filters_change_what_is_shown_and_the_exit_code_follows_it() {
         "a prefix ending in . names every reply rule"
     );
 
-    // Another edge: nothing shown, exit 0, the table says what was left out.
+    // An edge the capture does not hold: nothing shown, nothing judged (exit 3, not
+    // a pass), the table says what was left out.
     let (code, r) = analyze_json(&["--edge", "E2", &bad]);
-    assert_eq!(code, Some(0));
+    assert_eq!(code, Some(3));
     assert!(rules_of(&r).is_empty());
     assert!(r["edges"].as_array().unwrap().is_empty(), "{}", r["edges"]);
     let out = edgetap(&["analyze", "--edge", "E2", &bad]);
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(3));
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("No findings."), "{table}");
     assert!(

@@ -133,3 +133,60 @@ fn a_proxy_that_judged_nothing_exits_3_saying_why() {
     );
     assert!(out.contains("nothing judged"), "{out}");
 }
+
+/// One numbering: the proxy's final report cites the frame numbers of the capture's
+/// `captures export`, as `analyze --capture` and `captures show` do (it counted
+/// stored events, which are fewer: an opening is three frames of the export).
+#[test]
+fn the_proxy_final_report_cites_the_frames_analyze_capture_cites() {
+    let m = common::Mosquitto::start();
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let store = common::temp_dir("numbering-proxy").join("store");
+    let mut proxy = Command::new(bin())
+        .args(["proxy", "--listen", &listen])
+        .args(["--upstream", &format!("127.0.0.1:{}", m.port)])
+        .arg("--store")
+        .arg(&store)
+        .args(["--each", "--rule", "t36.CMD_CON_START"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
+    common::wait_proxy_listening(&mut proxy, port);
+    let ts = edgetap::sim::cst_now();
+    common::publish_lines(
+        port,
+        &["-i", "platform"],
+        "/v1/P2/container/command",
+        &format!(
+            "{{\"mid\":1000000000020035,\"type\":\"CMD_CON_START\",\"timestamp\":\"{ts}\",\"param\":{{\"container\":1}}}}\n"
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, out) = stop(&mut proxy);
+    let report = &out[out.find("edgetap test record").expect("the final report")..];
+    let at = report
+        .find("[t36.CMD_CON_START] packet ")
+        .expect("the finding")
+        + 27;
+    let proxy_packet: u64 = report[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let analyzed = Command::new(bin())
+        .args(["analyze", "--capture", "1", "--format", "json", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&analyzed.stdout).unwrap();
+    let f = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "t36.CMD_CON_START")
+        .expect("analyze --capture finds it too");
+    assert_eq!(f["packet"], proxy_packet, "{out}");
+}

@@ -399,7 +399,7 @@ impl Report {
     /// Renumbers the findings (`packet`) with `frame_of`, e.g. a stored capture's
     /// chunk numbers as the frame numbers its pcapng export carries; groups follow
     /// when the report lists every finding (a bounded one's groups keep the numbers
-    /// they were counted with).
+    /// they were counted with: see [`Report::renumber_groups`]).
     pub fn renumber(&mut self, frame_of: impl Fn(&Finding) -> Option<u64>) {
         for f in &mut self.findings {
             if let Some(n) = frame_of(f) {
@@ -410,6 +410,19 @@ impl Report {
             self.groups = group::group(&self.findings);
         }
         self.recount();
+    }
+
+    /// For a bounded report (whose groups count findings it did not keep): the
+    /// groups' first and last packet numbers through `frame_of_packet`.
+    pub fn renumber_groups(&mut self, frame_of_packet: impl Fn(u64) -> Option<u64>) {
+        if self.summary.not_listed.is_none() {
+            return;
+        }
+        for g in &mut self.groups {
+            for p in [&mut g.first_packet, &mut g.last_packet] {
+                *p = p.map(|n| frame_of_packet(n).unwrap_or(n));
+            }
+        }
     }
 
     /// Keeps only the findings `filter` shows, counts again, and notes what it left
