@@ -271,6 +271,10 @@ fn read_files(
     after: &mut dyn FnMut(&mut Analyzer),
 ) -> Result<Vec<CaptureStats>, AnalyzeError> {
     let mut reads = vec![];
+    // The files are one session (a rotation: tcpdump -C/-G): the flows still open at
+    // the end of one go on in the next.
+    let mut previous: Option<CaptureReader> = None;
+    let last = settings.files.len().saturating_sub(1);
     for (i, file) in settings.files.iter().enumerate() {
         let mut reader = CaptureReader::open(
             file,
@@ -280,10 +284,13 @@ fn read_files(
             },
         )?;
         let base = CONN_STRIDE * i as ConnId;
+        if let Some(prev) = previous.take() {
+            reader.continue_from(prev, &mut |ev| feed(analyzer, base, ev, sink));
+        }
         let bar = progress_bar(settings.progress, reader.total_bytes());
         let progress = reader.progress();
         let mut n = 0u64;
-        let stats = reader.run(&mut |ev| {
+        let stats = reader.run_until(i == last, &mut |ev| {
             feed(analyzer, base, ev, sink);
             after(analyzer);
             n += 1;
@@ -297,6 +304,7 @@ fn read_files(
             b.finish_and_clear();
         }
         reads.push(stats);
+        previous = Some(reader);
     }
     Ok(reads)
 }
@@ -363,6 +371,10 @@ pub fn feed(a: &mut Analyzer, base: ConnId, ev: FlowEvent<'_>, sink: &mut dyn Si
             time_us,
             message,
         } => a.bad_frame(time_us, frame, &message, sink),
+        // Only from the second file on: `from` is of the file before.
+        FlowEvent::Continued { from, conn } => {
+            a.continued(base.saturating_sub(CONN_STRIDE) + from, base + conn)
+        }
     }
 }
 

@@ -280,6 +280,14 @@ impl Analyzer {
         self.engine.rules()
     }
 
+    /// Connection `from` goes on as `conn` (the next file of a rotated capture):
+    /// its decoders, CONNECT and state carry on.
+    pub fn continued(&mut self, from: ConnId, conn: ConnId) {
+        if let Some(c) = self.conns.remove(&from) {
+            self.conns.insert(conn, c);
+        }
+    }
+
     /// A new connection. `midstream`: the capture did not see its start, so both
     /// directions may begin inside a packet.
     pub fn open(

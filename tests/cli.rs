@@ -841,3 +841,48 @@ fn a_filter_that_names_nothing_is_refused_or_judges_nothing() {
     let (code, _) = analyze_json(&["--edge", &edge, &bad]);
     assert_eq!(code, Some(1));
 }
+
+/// Files given together are one session (a rotation, tcpdump -C/-G): a capture cut
+/// in two at any frame gives the report of the whole, whichever packet the cut
+/// falls in (connections carry on from one file into the next).
+#[test]
+fn a_capture_split_in_two_at_any_frame_is_judged_as_the_whole() {
+    let whole = std::fs::read(capture("clean-session.pcap")).unwrap();
+    let (code, all) = analyze_json(&[&capture("clean-session.pcap")]);
+    assert_eq!(code, Some(0));
+    let messages = all["summary"]["messages"].clone();
+    // Record boundaries of the little-endian pcap.
+    let mut cuts = vec![];
+    let mut at = 24;
+    while at + 16 <= whole.len() {
+        let incl = u32::from_le_bytes(whole[at + 8..at + 12].try_into().unwrap()) as usize;
+        at += 16 + incl;
+        cuts.push(at);
+    }
+    assert!(cuts.len() > 10, "{} frames", cuts.len());
+    let dir = common::temp_dir("split");
+    for (i, &cut) in cuts[..cuts.len() - 1].iter().enumerate().step_by(3) {
+        let (a, b) = (
+            dir.join(format!("a{i}.pcap")),
+            dir.join(format!("b{i}.pcap")),
+        );
+        std::fs::write(&a, &whole[..cut]).unwrap();
+        let mut second = whole[..24].to_vec();
+        second.extend_from_slice(&whole[cut..]);
+        std::fs::write(&b, second).unwrap();
+        let (code, r) = analyze_json(&[a.to_str().unwrap(), b.to_str().unwrap()]);
+        assert_eq!(
+            code,
+            Some(0),
+            "cut after frame {}: {}",
+            i + 1,
+            r["findings"]
+        );
+        assert_eq!(
+            r["summary"]["messages"],
+            messages,
+            "cut after frame {}",
+            i + 1
+        );
+    }
+}

@@ -266,6 +266,31 @@ impl FlowTable {
         flows.clear();
     }
 
+    /// Takes over the flows of the previous file of a rotation: the open ones get
+    /// this file's connection ids (a `Continued` event each, so that findings name
+    /// this file), their reassembly goes on where it stopped.
+    pub(crate) fn continue_from(&mut self, prev: FlowTable, f: &mut EventSink<'_>) {
+        let mut flows: Vec<(FlowKey, Flow)> = prev.flows.into_iter().collect();
+        flows.sort_by_key(|(_, fl)| fl.meta.first.frame);
+        for (key, mut flow) in flows {
+            match flow.meta.state {
+                State::Mqtt => {
+                    let from = flow.meta.conn;
+                    flow.meta.conn = self.next_conn;
+                    self.next_conn += 1;
+                    f(FlowEvent::Continued {
+                        from,
+                        conn: flow.meta.conn,
+                    });
+                }
+                // Not yet classified, not decodable, or a tombstone: carried as is
+                // (a TLS flow is not reported again, a finished one not reopened).
+                _ => {}
+            }
+            self.flows.insert(key, flow);
+        }
+    }
+
     /// Forgets tombstones and long-idle flows that will never emit anything.
     fn sweep(&mut self, now_us: i64) {
         if now_us.saturating_sub(self.last_sweep_us) < SWEEP_EVERY_US {

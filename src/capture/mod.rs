@@ -115,6 +115,10 @@ pub enum FlowEvent<'a> {
         frame: u64,
         lost: u64,
     },
+    /// The next file of a rotation (`tcpdump -C/-G`) continues flow `from` of the
+    /// previous file: from now on it is `conn` of this file; its reassembly and
+    /// MQTT state carry on ([`CaptureReader::continue_from`]).
+    Continued { from: ConnId, conn: ConnId },
     /// The flow is finished: both FINs seen (with all bytes before them), a RST, a new
     /// connection on the same addresses and ports, or the end of the capture (then
     /// `frame` is the last frame number and `reset` is false).
@@ -327,6 +331,23 @@ impl CaptureReader {
     /// Streams the whole capture, calling `f` for each event. Returns the counters of
     /// the run. A second call returns the same counters without events.
     pub fn run(&mut self, f: &mut dyn FnMut(FlowEvent<'_>)) -> Result<Stats, CaptureError> {
+        self.run_until(true, f)
+    }
+
+    /// The flows still open at the end of the previous file of a rotation carry on in
+    /// this one (a `Continued` event each, before this file's first frame), instead
+    /// of being cut at the file boundary. Call before [`Self::run_until`].
+    pub fn continue_from(&mut self, prev: CaptureReader, f: &mut dyn FnMut(FlowEvent<'_>)) {
+        self.flows.continue_from(prev.flows, f);
+    }
+
+    /// [`Self::run`]; with `last` false, the flows still open at the end stay open
+    /// for the next file ([`Self::continue_from`]) instead of being closed.
+    pub fn run_until(
+        &mut self,
+        last: bool,
+        f: &mut dyn FnMut(FlowEvent<'_>),
+    ) -> Result<Stats, CaptureError> {
         if self.done {
             return Ok(self.flows.stats.clone());
         }
@@ -373,7 +394,9 @@ impl CaptureReader {
             }
         }
         flows.stats.bytes = source.offset();
-        flows.finish(source.frame(), source.last_time_us(), f);
+        if last {
+            flows.finish(source.frame(), source.last_time_us(), f);
+        }
         self.done = true;
         Ok(self.flows.stats.clone())
     }

@@ -56,6 +56,10 @@ enum Ev {
         frame: u64,
         message: String,
     },
+    Continued {
+        from: ConnId,
+        conn: ConnId,
+    },
 }
 
 fn own(e: FlowEvent<'_>) -> Ev {
@@ -112,6 +116,7 @@ fn own(e: FlowEvent<'_>) -> Ev {
             reason,
         },
         FlowEvent::BadFrame { frame, message, .. } => Ev::Bad { frame, message },
+        FlowEvent::Continued { from, conn } => Ev::Continued { from, conn },
     }
 }
 
