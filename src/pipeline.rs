@@ -217,6 +217,12 @@ pub struct Analyzer {
     /// 125,000 messages a second through the proxy, 1.25 million entries: the
     /// recorder's most costly line in `perf`, cache misses).
     recent_count: Option<HashMap<u64, u32, ahash::RandomState>>,
+    /// Deliveries judged as messages for want of their publisher's leg (the
+    /// publisher on a listener the capture does not see, a will): by hash, the
+    /// connection and time of the first, so that the broker's copy of it to
+    /// another subscriber is not a second message. Expired with `lone_order`.
+    lone: HashMap<u64, (ConnId, i64), ahash::RandomState>,
+    lone_order: VecDeque<(u64, i64)>,
     stats: Stats,
     seq: u64,
     findings: Vec<Finding>,
@@ -234,6 +240,8 @@ impl Analyzer {
             conns: HashMap::default(),
             recent: VecDeque::new(),
             recent_count: None,
+            lone: HashMap::default(),
+            lone_order: VecDeque::new(),
             stats: Stats::default(),
             seq: 0,
             findings: vec![],
@@ -785,7 +793,17 @@ impl Analyzer {
                     }
                     m
                 });
-                if counts.get(&key).copied().unwrap_or(0) > 0 {
+                let copy = counts.get(&key).copied().unwrap_or(0) > 0
+                    || match self.lone.get(&key) {
+                        // The same message delivered to another subscriber.
+                        Some(&(first, _)) => first != conn,
+                        None => {
+                            self.lone.insert(key, (conn, time_us));
+                            self.lone_order.push_back((key, time_us));
+                            false
+                        }
+                    };
+                if copy {
                     if topic.is_some() {
                         self.stats.deliveries += 1;
                     }
@@ -906,6 +924,15 @@ impl Analyzer {
     }
 
     fn expire_legs(&mut self, now: i64) {
+        while let Some(&(k, t)) = self.lone_order.front() {
+            if now - t <= DELIVERY_WINDOW_US {
+                break;
+            }
+            self.lone_order.pop_front();
+            if self.lone.get(&k).is_some_and(|&(_, first)| first == t) {
+                self.lone.remove(&k);
+            }
+        }
         while let Some(&(k, t)) = self.recent.front() {
             if now - t <= DELIVERY_WINDOW_US {
                 break;

@@ -698,3 +698,32 @@ fn an_input_that_ends_inside_a_packet_is_the_captures_fact_not_malformed() {
     assert_eq!(f.severity, edgetap::finding::Severity::Info);
     assert_eq!(f.offset, Some(connect("edge").len() as u64));
 }
+
+/// A capture that holds the broker's deliveries of a message but not its
+/// publisher's leg (the publisher on a listener not captured, a will message): the
+/// copies to several subscribers are one message; a second sending on the same
+/// connection is another.
+#[test]
+fn deliveries_to_several_subscribers_without_their_publisher_are_one_message() {
+    let mut a = analyzer(1 << 20);
+    let mut s = Collector::default();
+    for c in [1, 2, 3] {
+        a.open(c, None, None, false);
+        a.data(c, Side::Client, T0, c, &connect(&format!("sub{c}")), &mut s);
+    }
+    let reply = r#"{"mid":2,"type":"CMD_SYS_STATUS","timestamp":"2026-11-26 18:00:01","code":400,"msg":"busy"}"#;
+    let p = publish("/v1/E1/device/reply", reply);
+    a.data(1, Side::Server, T0 + 10, 4, &p, &mut s);
+    a.data(2, Side::Server, T0 + 11, 5, &p, &mut s);
+    a.data(3, Side::Server, T0 + 12, 6, &p, &mut s);
+    let st = a.stats().clone();
+    assert_eq!((st.messages, st.deliveries), (1, 2));
+    assert!(
+        !rules_of(&s.findings).contains(&"reply.duplicate"),
+        "{:?}",
+        rules_of(&s.findings)
+    );
+    // Sent again later on a subscriber's connection: a message of its own.
+    a.data(1, Side::Server, T0 + 20, 7, &p, &mut s);
+    assert_eq!(a.stats().messages, 2);
+}
