@@ -727,3 +727,33 @@ fn deliveries_to_several_subscribers_without_their_publisher_are_one_message() {
     a.data(1, Side::Server, T0 + 20, 7, &p, &mut s);
     assert_eq!(a.stats().messages, 2);
 }
+
+/// `seq.linkup_first` judges the edge's first message in the input only: the same
+/// device reconnecting (a new connection, its CONNECT seen) is no power-on.
+#[test]
+fn linkup_first_is_judged_once_per_edge_not_per_reconnect() {
+    let report = r#"{"type":"REP_SYS_STATUS","timestamp":"2026-11-26 18:00:00","param":{"cpuRate":5,"memUsed":{"phy":40},"diskUsed":30,"tempValue":41,"devDateTime":"2026-11-26 18:00:02","devStDateTime":"2026-11-26 08:00:00","devRunTime":7200,"linkState":[]}}"#;
+    let mut a = analyzer(1 << 20);
+    let mut s = Collector::default();
+    for c in [1, 2, 3] {
+        a.open(c, None, None, false);
+        a.data(
+            c,
+            Side::Client,
+            T0 + c as i64,
+            c * 2,
+            &connect("edge"),
+            &mut s,
+        );
+        let p = publish("/v1/E1/device/data", report);
+        a.data(c, Side::Client, T0 + c as i64 + 1, c * 2 + 1, &p, &mut s);
+        a.close(c, T0 + c as i64 + 2, c * 2 + 1, &mut s);
+    }
+    a.finish(&mut s);
+    let n = s
+        .findings
+        .iter()
+        .filter(|f| f.rule == "seq.linkup_first")
+        .count();
+    assert_eq!(n, 1, "{:?}", rules_of(&s.findings));
+}

@@ -240,11 +240,18 @@ fn type_matches(ty: JsonType, v: &View<'_>) -> bool {
 
 /// `a` from a rule file, `b` from a message. Numbers compare by value
 /// (200 == 200.0); everything else structurally.
+/// An enumeration judges the value, the field's type check its type: `1001` and
+/// `"1001"` are the same value here (one fault, one finding).
 fn json_eq(a: &serde_json::Value, b: Val<'_>) -> bool {
     use serde_json::Value;
+    let number = |b: Val<'_>| b.as_f64().or_else(|| b.as_str()?.trim().parse().ok());
     match a {
-        Value::Number(_) => b.as_f64().is_some_and(|y| a.as_f64() == Some(y)),
-        Value::String(x) => b.as_str() == Some(x.as_str()),
+        Value::Number(_) => number(b).is_some_and(|y| a.as_f64() == Some(y)),
+        Value::String(x) => {
+            b.as_str() == Some(x.as_str())
+                || b.as_f64()
+                    .is_some_and(|y| x.trim().parse::<f64>().ok() == Some(y))
+        }
         Value::Bool(x) => matches!(b.view(), View::Bool(y) if y == *x),
         Value::Null => b.is_null(),
         Value::Array(_) | Value::Object(_) => *a == b.to_serde(),

@@ -5,8 +5,8 @@ use super::*;
 
 #[derive(Debug, Default)]
 pub(super) struct EdgeState {
-    /// (rule index, connection) of `first_message` rules already judged.
-    pub(super) first_judged: HashSet<(usize, ConnId)>,
+    /// Rule indexes of `first_message` rules already judged for this edge.
+    pub(super) first_judged: HashSet<usize>,
     /// An EVENT_LINKUP of this edge was seen: its session began inside the input.
     pub(super) linked_up: bool,
     /// The first message of this edge in the input (from either side) was its
@@ -41,7 +41,9 @@ impl Engine {
             let id = &rule.def.id;
             match &rule.def.check {
                 Check::FirstMessage { msg_type } if by_edge => {
-                    let first = edge.first_judged.insert((index, m.conn));
+                    // The edge's first message in the input only: a later connection
+                    // is a reconnect, not a power-on.
+                    let first = edge.first_judged.insert(index);
                     if !first || t == msg_type {
                         continue;
                     }
