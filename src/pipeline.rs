@@ -25,6 +25,9 @@ use crate::rules::{Engine, RuleSet};
 /// How long after a publisher's leg a broker delivery is recognised as its copy.
 pub const DELIVERY_WINDOW_US: i64 = 10 * 1_000_000;
 
+/// The newest publisher legs a DUP resend is looked up among.
+const DUP_SCAN: usize = 100_000;
+
 /// What the pipeline emits. Every method has a default so a sink takes only what it
 /// needs.
 pub trait Sink {
@@ -777,6 +780,21 @@ impl Analyzer {
         let topic = protocol::parse_topic(&p.topic);
         let key = leg_key(&p.topic, &p.payload);
         self.expire_legs(time_us);
+        // A client's DUP resend on a new connection (its link dropped before the
+        // PUBACK) of a PUBLISH seen within the delivery window: the same message,
+        // sent again as MQTT's at-least-once requires, not a second one. (Rare: the
+        // recent legs are scanned, newest first, only for a DUP.)
+        if p.dup
+            && side == Side::Client
+            && self
+                .recent
+                .iter()
+                .rev()
+                .take(DUP_SCAN)
+                .any(|&(k, _)| k == key)
+        {
+            return;
+        }
         match side {
             Side::Client => {
                 self.recent.push_back((key, time_us));

@@ -757,3 +757,36 @@ fn linkup_first_is_judged_once_per_edge_not_per_reconnect() {
         .count();
     assert_eq!(n, 1, "{:?}", rules_of(&s.findings));
 }
+
+/// A QoS 1 reply whose PUBACK was lost with the link is sent again with DUP on the
+/// device's next connection: the same message (MQTT's at-least-once), not a second
+/// reply. Without DUP, the same bytes are a message of their own.
+#[test]
+fn a_dup_resend_after_a_reconnect_is_the_same_message() {
+    let reply = r#"{"mid":5,"type":"CMD_CON_START","timestamp":"2026-11-26 18:00:02","code":200}"#;
+    for (dup, messages) in [(true, 1), (false, 2)] {
+        let mut a = analyzer(1 << 20);
+        let mut s = Collector::default();
+        for c in [1, 2] {
+            a.open(c, None, None, false);
+            a.data(
+                c,
+                Side::Client,
+                T0 + c as i64 * 10,
+                c * 3,
+                &connect("edge"),
+                &mut s,
+            );
+            let p = publish_qos1("/v1/E1/container/reply", reply, 77, c == 2 && dup);
+            a.data(
+                c,
+                Side::Client,
+                T0 + c as i64 * 10 + 1,
+                c * 3 + 1,
+                &p,
+                &mut s,
+            );
+        }
+        assert_eq!(a.stats().messages, messages, "dup {dup}");
+    }
+}
