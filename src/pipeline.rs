@@ -564,35 +564,24 @@ impl Analyzer {
         if let Some(c) = self.conns.remove(&conn).filter(|c| !c.not_mqtt) {
             for side in [Side::Client, Side::Server] {
                 let d = &c.decoders[side.index()];
-                if d.buffered() > 0 && !closed {
-                    let offset = d.stream_offset() - d.buffered() as u64;
-                    let place = Place::frame(packet, time_us).on(conn, Some(side), Some(offset));
-                    self.engine.emit_at(
-                        |c| matches!(c, Check::CaptureEnded),
-                        &place,
-                        vec![
-                            ("len", d.buffered().to_string()),
-                            ("side", side.arrow().into()),
-                        ],
-                        &mut self.findings,
-                    );
-                } else if d.buffered() > 0 {
-                    let offset = d.stream_offset() - d.buffered() as u64;
-                    let place = Place::frame(packet, time_us).on(conn, Some(side), Some(offset));
-                    self.engine.emit_at(
-                        |c| matches!(c, Check::MqttMalformed),
-                        &place,
-                        vec![
-                            ("packet_type", "unfinished".into()),
-                            ("len", d.buffered().to_string()),
-                            (
-                                "detail",
-                                "the connection ended inside this packet".to_string(),
-                            ),
-                        ],
-                        &mut self.findings,
-                    );
+                if d.buffered() == 0 {
+                    continue;
                 }
+                let offset = d.stream_offset() - d.buffered() as u64;
+                let place = Place::frame(packet, time_us).on(conn, Some(side), Some(offset));
+                let len = ("len", d.buffered().to_string());
+                let (check, vars): (fn(&Check) -> bool, _) = if closed {
+                    let detail = "the connection ended inside this packet".to_string();
+                    let kind = ("packet_type", "unfinished".to_string());
+                    (
+                        |c| matches!(c, Check::MqttMalformed),
+                        vec![kind, len, ("detail", detail)],
+                    )
+                } else {
+                    let side = ("side", side.arrow().to_string());
+                    (|c| matches!(c, Check::CaptureEnded), vec![len, side])
+                };
+                self.engine.emit_at(check, &place, vars, &mut self.findings);
             }
         }
         self.flush(sink);

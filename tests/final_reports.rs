@@ -26,6 +26,24 @@ fn stop(proxy: &mut std::process::Child) -> (std::process::ExitStatus, String) {
     (proxy.wait().unwrap(), out)
 }
 
+/// `edgetap proxy` toward `broker`, recording into `store`, with `extra` flags,
+/// listening: the child and its port.
+fn proxy_into(broker: u16, store: &std::path::Path, extra: &[&str]) -> (std::process::Child, u16) {
+    let port = common::free_port();
+    let mut proxy = Command::new(bin())
+        .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--upstream", &format!("127.0.0.1:{broker}")])
+        .arg("--store")
+        .arg(store)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_proxy_listening(&mut proxy, port);
+    (proxy, port)
+}
+
 #[test]
 fn sim_platform_report_takes_the_filters_and_each() {
     let m = common::Mosquitto::start();
@@ -60,20 +78,9 @@ fn sim_platform_report_takes_the_filters_and_each() {
 #[test]
 fn the_proxy_final_report_takes_the_filters() {
     let m = common::Mosquitto::start();
-    let listen = format!("127.0.0.1:{}", common::free_port());
     let store = common::temp_dir("shown-proxy").join("store");
-    let mut proxy = Command::new(bin())
-        .args(["proxy", "--listen", &listen])
-        .args(["--upstream", &format!("127.0.0.1:{}", m.port)])
-        .arg("--store")
-        .arg(&store)
-        .args(["--severity", "error", "--disable", "topic.missing_slash"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
-    common::wait_proxy_listening(&mut proxy, port);
+    let extra = ["--severity", "error", "--disable", "topic.missing_slash"];
+    let (mut proxy, port) = proxy_into(m.port, &store, &extra);
     let ts = edgetap::sim::cst_now();
     // An error (container a number, table 36), and a warning (no leading slash).
     common::publish_lines(
@@ -140,20 +147,8 @@ fn a_proxy_that_judged_nothing_exits_3_saying_why() {
 #[test]
 fn the_proxy_final_report_cites_the_frames_analyze_capture_cites() {
     let m = common::Mosquitto::start();
-    let listen = format!("127.0.0.1:{}", common::free_port());
     let store = common::temp_dir("numbering-proxy").join("store");
-    let mut proxy = Command::new(bin())
-        .args(["proxy", "--listen", &listen])
-        .args(["--upstream", &format!("127.0.0.1:{}", m.port)])
-        .arg("--store")
-        .arg(&store)
-        .args(["--each", "--rule", "t36.CMD_CON_START"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
-    common::wait_proxy_listening(&mut proxy, port);
+    let (mut proxy, port) = proxy_into(m.port, &store, &["--each", "--rule", "t36.CMD_CON_START"]);
     let ts = edgetap::sim::cst_now();
     common::publish_lines(
         port,
