@@ -341,9 +341,17 @@ impl Engine {
         };
         let edge = m.topic.edge_id.clone();
         let key = (edge.clone(), m.topic.channel.clone(), job_id);
+        // Every job of the edge is known only when its session began inside the
+        // input (its EVENT_LINKUP first) and no byte was lost since.
+        let platform_seen = !self.lost
+            && self
+                .edges
+                .get(&edge)
+                .is_some_and(|e| e.began_with_linkup == Some(true));
         // A result on another channel's data topic than its job's: found by jobId
-        // among the edge's jobs of other channels.
-        let key = if self.jobs.contains_key(&key) {
+        // among the edge's jobs of other channels, when every job is known (else a
+        // job of this channel begun before the input may share the jobId).
+        let key = if self.jobs.contains_key(&key) || !platform_seen {
             key
         } else {
             self.jobs
@@ -353,13 +361,6 @@ impl Engine {
                 .cloned()
                 .unwrap_or(key)
         };
-        // Every job of the edge is known only when its session began inside the
-        // input (its EVENT_LINKUP first) and no byte was lost since.
-        let platform_seen = !self.lost
-            && self
-                .edges
-                .get(&edge)
-                .is_some_and(|e| e.began_with_linkup == Some(true));
         let clause = ctx.clause.clone().unwrap_or_else(|| "5.3".into());
         if !self.jobs.contains_key(&key) && !platform_seen {
             self.unseen(
