@@ -28,6 +28,10 @@ pub const DELIVERY_WINDOW_US: i64 = 10 * 1_000_000;
 /// The newest publisher legs a DUP resend is looked up among.
 const DUP_SCAN: usize = 100_000;
 
+/// Payloads on a topic outside the standard are read for a standard `type` up to
+/// this size.
+const STANDARD_TYPE_SNIFF_MAX: usize = 64 << 10;
+
 /// What the pipeline emits. Every method has a default so a sink takes only what it
 /// needs.
 pub trait Sink {
@@ -836,6 +840,26 @@ impl Analyzer {
         }
         let Some(topic) = topic else {
             let name = p.topic.clone();
+            let near = name.trim_start().trim_start_matches('/').get(..3);
+            let in_tree = near.is_some_and(|v| v.eq_ignore_ascii_case("v1/"));
+            if let Some((t, expected)) =
+                in_tree.then(|| self.standard_type_of(&p.payload)).flatten()
+            {
+                // A message of the standard on a topic of its tree (/v1/…) that is
+                // none of its topics (wrong case, a trailing slash, an unknown role):
+                // the counterpart subscribed to the standard's topic never receives
+                // it. (Outside /v1/, a copy on a system's own topic accuses no one.)
+                self.stats.unattributed += 1;
+                let mut place = Place::frame(packet, time_us).on(conn, Some(side), None);
+                place.topic = Some(name.clone());
+                self.engine.emit_at(
+                    |c| matches!(c, Check::TopicShape),
+                    &place,
+                    vec![("type", t), ("topic", name), ("expected", expected)],
+                    &mut self.findings,
+                );
+                return;
+            }
             self.unattributed(
                 conn,
                 side,
@@ -899,6 +923,21 @@ impl Analyzer {
             map.insert(alias, p.topic.clone());
         }
         Ok(())
+    }
+
+    /// The standard's message type a payload names (a JSON object whose `type` the
+    /// catalog defines), with the topic the standard puts it on. Only asked for a
+    /// PUBLISH whose topic is none of the standard's.
+    fn standard_type_of(&self, payload: &[u8]) -> Option<(String, String)> {
+        let text = payload.trim_ascii_start();
+        if !text.starts_with(b"{") || text.len() > STANDARD_TYPE_SNIFF_MAX {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(text).ok()?;
+        let t = v.get("type")?.as_str()?;
+        let def = self.engine.rules().types.get(t)?;
+        let expected = format!("/v1/{{edgeId}}/{}/{}", def.channels.join("|"), def.role);
+        Some((t.to_string(), expected))
     }
 
     /// A PUBLISH that is no protocol message: counted, and reported once per

@@ -198,6 +198,9 @@ pub enum Check {
     /// A PUBLISH that is no protocol message (a topic outside the standard, an
     /// unknown MQTT 5 topic alias): counted and reported, never dropped silently.
     TopicUnattributed,
+    /// A message of the standard (its `type` in the catalog) on a topic outside
+    /// `/v1/{edgeId}/{channel}/{role}`.
+    TopicShape,
     // --- topics and naming (5.3.3) ---
     TopicMissingSlash,
     TopicPlaceholder,
