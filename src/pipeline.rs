@@ -928,16 +928,17 @@ impl Analyzer {
     /// The standard's message type a payload names (a JSON object whose `type` the
     /// catalog defines), with the topic the standard puts it on. Only asked for a
     /// PUBLISH whose topic is none of the standard's.
-    fn standard_type_of(&self, payload: &[u8]) -> Option<(String, String)> {
-        let text = payload.trim_ascii_start();
-        if !text.starts_with(b"{") || text.len() > STANDARD_TYPE_SNIFF_MAX {
+    /// (Read by [`protocol::parse_envelope`], so with the same tolerance as any
+    /// message: a BOM, a trailing NUL, a spaced key.)
+    fn standard_type_of(&self, payload: &bytes::Bytes) -> Option<(String, String)> {
+        if payload.len() > STANDARD_TYPE_SNIFF_MAX {
             return None;
         }
-        let v: serde_json::Value = serde_json::from_slice(text).ok()?;
-        let t = v.get("type")?.as_str()?;
-        let def = self.engine.rules().types.get(t)?;
+        let env = protocol::parse_envelope(payload.clone()).ok()?;
+        let t = env.msg_type?;
+        let def = self.engine.rules().types.get(&t)?;
         let expected = format!("/v1/{{edgeId}}/{}/{}", def.channels.join("|"), def.role);
-        Some((t.to_string(), expected))
+        Some((t, expected))
     }
 
     /// A PUBLISH that is no protocol message: counted, and reported once per
