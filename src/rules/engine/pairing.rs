@@ -138,9 +138,8 @@ impl Engine {
             // it received on an earlier one (a reconnect, one connection per
             // message, a proxy inserted before a device already online).
             let lost = self.lost;
-            let edge = edge_state(&mut self.edges, &m.topic.edge_id);
             // A retained reply replayed at subscription answers a request of the past.
-            let history = !m.retained && !lost && edge.began_with_linkup == Some(true);
+            let history = !m.retained && self.whole_session(&m.topic.edge_id);
             for rule in &rules.rules {
                 match (&rule.def.check, dup) {
                     (Check::ReplyDuplicate, Some((packet, _))) => {
@@ -341,17 +340,11 @@ impl Engine {
         };
         let edge = m.topic.edge_id.clone();
         let key = (edge.clone(), m.topic.channel.clone(), job_id);
-        // Every job of the edge is known only when its session began inside the
-        // input (its EVENT_LINKUP first) and no byte was lost since.
-        let platform_seen = !self.lost
-            && self
-                .edges
-                .get(&edge)
-                .is_some_and(|e| e.began_with_linkup == Some(true));
+        let every_job_known = self.whole_session(&edge);
         // A result on another channel's data topic than its job's: found by jobId
         // among the edge's jobs of other channels, when every job is known (else a
         // job of this channel begun before the input may share the jobId).
-        let key = if self.jobs.contains_key(&key) || !platform_seen {
+        let key = if self.jobs.contains_key(&key) || !every_job_known {
             key
         } else {
             self.jobs
@@ -362,7 +355,7 @@ impl Engine {
                 .unwrap_or(key)
         };
         let clause = ctx.clause.clone().unwrap_or_else(|| "5.3".into());
-        if !self.jobs.contains_key(&key) && !platform_seen {
+        if !self.jobs.contains_key(&key) && !every_job_known {
             self.unseen(
                 &clause,
                 format!(
@@ -382,7 +375,7 @@ impl Engine {
             }
         };
         let Some(job) = job else {
-            if platform_seen {
+            if every_job_known {
                 fire(|c| matches!(c, Check::JobResultOrphan), vec![]);
             }
             return;

@@ -24,6 +24,17 @@ pub(super) struct EdgeState {
 }
 
 impl Engine {
+    /// Every request and job of `edge`'s session is in the input: its EVENT_LINKUP
+    /// was its first message here, and no byte was lost since. What history rules
+    /// (orphans) need before they judge.
+    pub(super) fn whole_session(&self, edge: &str) -> bool {
+        !self.lost
+            && self
+                .edges
+                .get(edge)
+                .is_some_and(|e| e.began_with_linkup == Some(true))
+    }
+
     /// Per-edge sequences: link up/down, assigned ids, alarms, report spacing.
     pub(super) fn sequences(&mut self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
         let rules = Arc::clone(&self.rules);
