@@ -82,8 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Analyze(args) => {
             let rules = Arc::new(load_rules(&args.rules)?);
-            let edgetap::report::Shown { filter, listing } = shown(&args.shown);
-            filter.check(&rules).map_err(anyhow::Error::msg)?;
+            let edgetap::report::Shown { filter, listing } = shown(&args.shown, &rules)?;
             let settings = AnalyzeSettings {
                 files: args.files,
                 ports: args.ports,
@@ -154,10 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
                 cli::SimCommand::Platform(a) => {
                     let rules = Arc::new(load_rules(&a.rules)?);
-                    shown(&a.shown)
-                        .filter
-                        .check(&rules)
-                        .map_err(anyhow::Error::msg)?;
+                    let shown = shown(&a.shown, &rules)?;
                     let edge = a.edge_id.clone().unwrap_or_default();
                     let mut s = edgetap::sim::platform::PlatformSettings::new(&a.broker, &edge);
                     s.protocol = protocol(a.mqtt5);
@@ -175,7 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                         rules,
                         a.respond_only,
                         out,
-                        &shown(&a.shown),
+                        &shown,
                         &mut stdout,
                     )?)
                 }
@@ -235,10 +231,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
 }
 
 /// The findings a report shows (`analyze`, and the final reports of `proxy` and `sim
-/// platform`): --edge, --severity, --rule, --clause, and --each.
-fn shown(a: &cli::ShownArgs) -> edgetap::report::Shown {
+/// platform`): --edge, --severity, --rule, --clause, and --each. A --rule or
+/// --clause that names nothing of `rules` is refused (it would pass a CI gate).
+fn shown(a: &cli::ShownArgs, rules: &RuleSet) -> anyhow::Result<edgetap::report::Shown> {
     use edgetap::Severity;
-    edgetap::report::Shown {
+    let shown = edgetap::report::Shown {
         filter: edgetap::report::filter::Filter {
             edges: a.edges.clone(),
             min_severity: a.severity.map(|s| match s {
@@ -253,7 +250,9 @@ fn shown(a: &cli::ShownArgs) -> edgetap::report::Shown {
             true => edgetap::report::Listing::Each,
             false => edgetap::report::Listing::Grouped,
         },
-    }
+    };
+    shown.filter.check(rules).map_err(anyhow::Error::msg)?;
+    Ok(shown)
 }
 
 fn list_rules(set: &RuleSet, format: ListFormat, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -470,10 +469,7 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
     use anyhow::Context as _;
     edgetap::proxy::limit_malloc_arenas();
     let rules = Arc::new(load_rules(&args.rules)?);
-    shown(&args.shown)
-        .filter
-        .check(&rules)
-        .map_err(anyhow::Error::msg)?;
+    let shown = shown(&args.shown, &rules)?;
     let store = edgetap::store::Store::open(&args.store.dir)?;
     store.set_keep_secrets(args.store_secrets);
     let stop_on_error = args.on_store_error == cli::OnStoreError::Stop;
@@ -545,7 +541,6 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<u8> {
     })?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout)?;
-    let shown = shown(&args.shown);
     let mut report = outcome.report;
     // One numbering: findings cite the frames of the capture's `captures export`,
     // as `captures show` and `analyze --capture` do (the judge counted events).
