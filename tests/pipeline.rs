@@ -38,6 +38,25 @@ fn rules_of(f: &[Finding]) -> Vec<&str> {
 
 /// Connection 1, the edge, and 2, a subscriber (the platform), both CONNECTed at T0
 /// (packets 1 and 2).
+/// What a deferred pipeline staged, judged as `analyze` and the proxy judge it.
+fn judge_staged(staged: &mut [edgetap::pipeline::Staged], rules: &Arc<RuleSet>) -> Collector {
+    let mut judge = edgetap::pipeline::Judge::new(rules.clone());
+    let mut judged = Collector::default();
+    for s in staged {
+        judge.take(s, &mut judged);
+    }
+    judge.finish(&mut judged);
+    judged
+}
+
+/// The first finding of `rule`.
+fn finding<'a>(s: &'a Collector, rule: &str) -> &'a Finding {
+    s.findings
+        .iter()
+        .find(|f| f.rule == rule)
+        .unwrap_or_else(|| panic!("no {rule} finding: {:?}", rules_of(&s.findings)))
+}
+
 fn edge_and_subscriber(a: &mut Analyzer, s: &mut Collector) {
     a.open(1, None, None, false);
     a.open(2, None, None, false);
@@ -128,7 +147,7 @@ fn capture_gap_is_a_finding_and_decoding_resumes() {
         "{:?}",
         s.findings
     );
-    let gap = s.findings.iter().find(|f| f.rule == "capture.gap").unwrap();
+    let gap = finding(&s, "capture.gap");
     assert_eq!(gap.offset, Some(connect("edge").len() as u64 + 10));
     assert_eq!(a.stats().messages, 1, "the packet after the gap is decoded");
 }
@@ -173,11 +192,7 @@ fn a_connect_the_capture_lost_is_not_the_clients_fault() {
         );
         assert_eq!(a.stats().messages, 1, "lost {lost}: the PUBLISH is judged");
         if !lost {
-            let f = s
-                .findings
-                .iter()
-                .find(|f| f.rule == "mqtt.connect_first")
-                .unwrap();
+            let f = finding(&s, "mqtt.connect_first");
             assert!(
                 f.message.contains("its first packet is a SUBSCRIBE"),
                 "{}",
@@ -289,11 +304,7 @@ fn connection_ending_inside_a_packet_is_malformed() {
     let p = publish("/v1/E1/device/request", LINKUP);
     a.data(1, Side::Client, T0, 2, &p[..20], &mut s);
     a.close(1, T0, 3, &mut s);
-    let f = s
-        .findings
-        .iter()
-        .find(|f| f.rule == "mqtt.malformed")
-        .expect("finding");
+    let f = finding(&s, "mqtt.malformed");
     assert_eq!(f.offset, Some(connect("edge").len() as u64));
     assert_eq!(f.side, Some(Side::Client));
 }
@@ -319,7 +330,7 @@ fn unreadable_frame_is_a_finding_naming_the_frame() {
 /// the same order, whether the payloads are parsed by the reader or by the judge.
 #[test]
 fn deferred_judging_finds_what_direct_judging_finds() {
-    use edgetap::pipeline::{Judge, Staged};
+    use edgetap::pipeline::Staged;
     let rules = Arc::new(RuleSet::builtin());
     // A session with findings of several kinds: a request without linkup first, a
     // bad payload, an unanswered request, and a malformed packet at the end.
@@ -379,12 +390,7 @@ fn deferred_judging_finds_what_direct_judging_finds() {
         });
         a.take_staged(&mut staged);
         assert!(staged.iter().any(|s| matches!(s, Staged::Unparsed(_))) != parse_at_reader);
-        let mut judge = Judge::new(rules.clone());
-        let mut judged = Collector::default();
-        for s in &mut staged {
-            judge.take(s, &mut judged);
-        }
-        judge.finish(&mut judged);
+        let judged = judge_staged(&mut staged, &rules);
         let key = |f: &Vec<Finding>| -> Vec<String> {
             f.iter()
                 .map(|f| format!("{} {:?} {}", f.rule, f.packet, f.message))
@@ -472,11 +478,7 @@ fn mqtt5_topic_aliases_resolve_per_connection_and_unknown_ones_are_reported() {
         "an alias of connection 1 is not connection 2's"
     );
     assert_eq!(a.stats().unattributed, 1);
-    let f = s
-        .findings
-        .iter()
-        .find(|f| f.rule == "topic.unattributed")
-        .expect("the unknown alias is reported");
+    let f = finding(&s, "topic.unattributed");
     assert!(f.message.contains("alias 2"), "{}", f.message);
     assert_eq!((f.conn, f.packet), (Some(2), Some(7)));
 }
@@ -485,10 +487,7 @@ fn mqtt5_topic_aliases_resolve_per_connection_and_unknown_ones_are_reported() {
 fn a_wrong_reply_code_quotes_the_sentence_that_sets_it() {
     let mut a = analyzer(1 << 20);
     let mut s = Collector::default();
-    a.open(1, None, None, false);
-    a.open(2, None, None, false);
-    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
-    a.data(2, Side::Client, T0, 2, &connect("platform"), &mut s);
+    edge_and_subscriber(&mut a, &mut s);
     a.data(
         1,
         Side::Client,
@@ -516,11 +515,7 @@ fn a_wrong_reply_code_quotes_the_sentence_that_sets_it() {
         &publish("/v1/E1/device/reply", reply),
         &mut s,
     );
-    let f = s
-        .findings
-        .iter()
-        .find(|f| f.rule == "reply.code")
-        .expect("200 instead of 202");
+    let f = finding(&s, "reply.code");
     let basis = f.basis.as_deref().unwrap();
     assert!(
         basis.starts_with("6.1.2.2") && basis.contains("202"),
@@ -626,7 +621,7 @@ fn a_device_clock_on_utc_is_named_and_tz_reads_it() {
 /// gap may have held the request. Direct and deferred judging alike.
 #[test]
 fn an_orphan_reply_is_judged_only_on_a_session_seen_from_its_linkup_with_nothing_lost() {
-    use edgetap::pipeline::{Judge, Staged};
+    use edgetap::pipeline::Staged;
     let reply = r#"{"mid":5,"type":"CMD_SYS_STATUS","timestamp":"2026-11-26 18:00:02","code":200,"param":{"cpuRate":5,"memUsed":{"phy":40},"diskUsed":30,"tempValue":41,"devDateTime":"2026-11-26 18:00:02","devStDateTime":"2026-11-26 08:00:00","devRunTime":7200,"linkState":[]}}"#;
     // linkup: the edge's EVENT_LINKUP opens the input; gap: bytes lost before the reply.
     let feed = |a: &mut Analyzer, s: &mut dyn edgetap::pipeline::Sink, linkup: bool, gap: bool| {
@@ -660,12 +655,7 @@ fn an_orphan_reply_is_judged_only_on_a_session_seen_from_its_linkup_with_nothing
         feed(&mut a, &mut Collector::default(), linkup, gap);
         let mut staged: Vec<Staged> = vec![];
         a.take_staged(&mut staged);
-        let mut judge = Judge::new(rules.clone());
-        let mut deferred = Collector::default();
-        for s in &mut staged {
-            judge.take(s, &mut deferred);
-        }
-        judge.finish(&mut deferred);
+        let deferred = judge_staged(&mut staged, &rules);
         for (how, found) in [
             ("direct", &direct.findings),
             ("deferred", &deferred.findings),
