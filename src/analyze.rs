@@ -193,6 +193,7 @@ fn sum_stats(reads: &[CaptureStats]) -> CaptureStats {
         total.mqtt_flows += s.mqtt_flows;
         total.not_decodable_flows += s.not_decodable_flows;
         total.midstream_flows += s.midstream_flows;
+        total.unsupported_frames += s.unsupported_frames;
         for (port, t) in &s.ports {
             let sum = total.ports.entry(*port).or_default();
             sum.flows += t.flows;
@@ -214,6 +215,13 @@ fn capture_hints(total: &CaptureStats, ports: &[u16]) -> Vec<String> {
     }
     if total.frames == 0 {
         hints.push("the capture holds no packets".to_string());
+        return hints;
+    }
+    if total.unsupported_frames == total.frames {
+        hints.push(format!(
+            "none of the {} frame(s) has a link type edgetap reads (named in the warning above): it reads Ethernet, Linux cooked (`tcpdump -i any`), raw IP and BSD loopback; capture on such an interface",
+            total.frames
+        ));
         return hints;
     }
     if total.not_decodable_flows > 0 {
@@ -241,12 +249,7 @@ fn no_mqtt_flow_hint(total: &CaptureStats, ports: &[u16]) -> String {
         "no TCP flow on port {} and no flow starting with an MQTT CONNECT (a capture started after the devices connected holds none): if the broker listens on another port, name it with --port PORT",
         listed.join(", ")
     );
-    let busiest: Vec<String> = total
-        .busiest_ports(5)
-        .into_iter()
-        .filter(|(_, t)| t.bytes > 0)
-        .map(|(port, t)| format!("{port} ({} bytes, {} flows)", t.bytes, t.flows))
-        .collect();
+    let busiest = busiest_server_ports(total);
     if busiest.is_empty() {
         let _ = write!(
             hint,
@@ -256,11 +259,33 @@ fn no_mqtt_flow_hint(total: &CaptureStats, ports: &[u16]) -> String {
     } else {
         let _ = write!(
             hint,
-            "; TCP server ports with the most traffic: {}",
+            "; TCP ports with the most traffic: {}",
             busiest.join(", ")
         );
     }
     hint
+}
+
+/// The ports that carried the most payload, for the `--port` hint. Which end of a
+/// flow serves is unknown without its SYN, so both ends are counted; a port shared by
+/// several flows is a server's, so when there is one, the ports of a single flow (the
+/// clients' ephemeral ones) are left out.
+fn busiest_server_ports(total: &CaptureStats) -> Vec<String> {
+    let busiest: Vec<_> = total
+        .busiest_ports(usize::MAX)
+        .into_iter()
+        .filter(|(_, t)| t.bytes > 0)
+        .collect();
+    let shared = busiest.iter().any(|(_, t)| t.flows > 1);
+    busiest
+        .into_iter()
+        .filter(|(_, t)| !shared || t.flows > 1)
+        .take(5)
+        .map(|(port, t)| {
+            let flows = if t.flows == 1 { "flow" } else { "flows" };
+            format!("{port} ({} bytes, {} {flows})", t.bytes, t.flows)
+        })
+        .collect()
 }
 
 /// Feeds every file to `analyzer`; `after` runs after each capture event.
@@ -437,7 +462,33 @@ mod tests {
             "{h}"
         );
         let at = |p: &str| h.find(p).unwrap_or_else(|| panic!("{p} missing: {h}"));
-        assert!(at("18830 (5000 bytes, 3 flows)") < at("443 (") && at("443 (") < at("22 ("));
+        assert!(at("18830 (5000 bytes, 3 flows)") < at("443 ("));
+        // A port of a single flow is a client's ephemeral port when servers are known.
+        assert!(!h.contains("22 ("), "{h}");
+    }
+
+    #[test]
+    fn the_port_hint_leaves_out_clients_ephemeral_ports() {
+        // A late capture: each client flow counted on its server's port and its own.
+        let s = traffic(&[(24002, 3, 6056), (35958, 1, 2032), (35972, 1, 2026)]);
+        let h = capture_hints(&s, &[1883]).join("; ");
+        assert!(h.contains("24002 (6056 bytes, 3 flows)"), "{h}");
+        assert!(!h.contains("35958") && !h.contains("35972"), "{h}");
+        // With one flow, both ends are listed: either may serve.
+        let s = traffic(&[(24002, 1, 600), (35958, 1, 600)]);
+        let h = capture_hints(&s, &[1883]).join("; ");
+        assert!(
+            h.contains("24002 (600 bytes, 1 flow)") && h.contains("35958 (600 bytes, 1 flow)"),
+            "{h}"
+        );
+    }
+
+    #[test]
+    fn a_capture_of_an_unread_link_type_says_so_not_port() {
+        let mut s = traffic(&[]);
+        s.unsupported_frames = s.frames;
+        let h = capture_hints(&s, &[1883]).join("; ");
+        assert!(h.contains("link type") && !h.contains("--port"), "{h}");
     }
 
     #[test]

@@ -145,7 +145,23 @@ fn unreadable_input_exits_2_naming_the_file() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.pcap"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/x.pcap"), "{stderr}");
+    // The OS's reason once, not once per level of the error chain.
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+    // A directory is named as such, not as a read error of frame 0.
+    let out = Command::new(env!("CARGO_BIN_EXE_edgetap"))
+        .args(["analyze", env!("CARGO_MANIFEST_DIR")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("a directory"), "{stderr}");
+    assert!(!stderr.contains("frame 0"), "{stderr}");
     let junk = std::env::temp_dir().join(format!("edgetap-junk-{}.pcap", std::process::id()));
     std::fs::write(&junk, b"this is not a capture at all").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_edgetap"))

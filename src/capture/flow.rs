@@ -163,9 +163,8 @@ impl FlowTable {
         if !linktype::is_supported(link) {
             // One report per link type, not one per frame: a whole capture of an
             // unsupported type would drown everything else.
-            if self.reported_links.contains(&link) {
-                self.stats.unsupported_frames += 1;
-            } else {
+            self.stats.unsupported_frames += 1;
+            if !self.reported_links.contains(&link) {
                 let message = format!("{file}: frame {frame} at byte offset {offset}: unsupported link type {link}; frames of this link type are skipped");
                 self.reported_links.push(link);
                 self.bad_frame(frame, time_us, message, f);

@@ -166,8 +166,8 @@ pub struct Stats {
     pub not_decodable_flows: u64,
     /// `BadFrame` events.
     pub bad_frames: u64,
-    /// Frames skipped silently because their link type is unsupported (one `BadFrame`
-    /// per interface names the link type).
+    /// Frames skipped because their link type is unsupported (only the first of each
+    /// link type is a `BadFrame`, naming it).
     pub unsupported_frames: u64,
     /// IP fragments (not reassembled; a fragmented TCP segment shows up as a `Gap`).
     pub ip_fragments: u64,
@@ -287,6 +287,12 @@ impl CaptureReader {
     /// Opens a capture file; pcap or pcapng is told by its magic number.
     pub fn open(path: &Path, opts: CaptureOptions) -> Result<CaptureReader, CaptureError> {
         let name = path.display().to_string();
+        if path.is_dir() {
+            return Err(CaptureError::NotACapture {
+                file: name,
+                detail: "a directory; name the capture files in it (e.g. DIR/*.pcap)".into(),
+            });
+        }
         let file = File::open(path).map_err(|source| CaptureError::Open {
             file: name.clone(),
             source,
