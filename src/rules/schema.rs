@@ -95,12 +95,29 @@ fn object(
             None if spec.required => out.push(Violation {
                 path: p.render(),
                 expected: format!("required {}", spec.ty.map_or("field", |t| t.as_str())),
-                seen: "absent".into(),
+                seen: absent(member, obj, name),
             }),
             None => {}
             Some(v) => value(&p, v, spec, regexes, &sp, out),
         }
     }
+}
+
+/// How a required member is missing: null, absent, or absent but present under a key
+/// with whitespace around the name (a reader looking the name up does not find it).
+fn absent(member: Option<Val<'_>>, obj: Members<'_>, name: &str) -> String {
+    if member.is_some() {
+        return "null".into();
+    }
+    for (k, _) in obj {
+        if k != name && k.trim() == name {
+            return format!(
+                "absent (a key {:?} is present: whitespace around the name)",
+                crate::finding::printable(k)
+            );
+        }
+    }
+    "absent".into()
 }
 
 fn value(
@@ -428,6 +445,22 @@ mod tests {
                 "param.rep: expected at least one of a, b, seen none",
                 "param.state: expected one of \"1\", \"2\", seen string \"9\"",
                 "param.when: expected a date-time \"yyyy-MM-dd HH:mm:ss\", seen \"2026-02-30 00:00:00\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_member_says_whether_it_is_null_or_spaced() {
+        let fields = json!({"cpuRate": {"type": "number", "required": true},
+            "diskUsed": {"type": "number", "required": true},
+            "tempValue": {"type": "number", "required": true}});
+        let v = json!({"cpuRate ": 5, "diskUsed": null});
+        assert_eq!(
+            check(fields, v),
+            vec![
+                "param.cpuRate: expected required number, seen absent (a key \"cpuRate \" is present: whitespace around the name)",
+                "param.diskUsed: expected required number, seen null",
+                "param.tempValue: expected required number, seen absent",
             ]
         );
     }
