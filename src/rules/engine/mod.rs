@@ -259,10 +259,22 @@ impl Engine {
                         }
                     }
                     Check::TypeWordLength { max } => {
-                        for w in t.split('_').filter(|w| w.chars().count() > *max) {
+                        // One finding per message, naming the first long word: a type
+                        // of 500 long words is one recommendation missed, not 500.
+                        let mut long = t.split('_').filter(|w| w.chars().count() > *max);
+                        if let Some(w) = long.next() {
+                            let more = long.count();
                             let mut v = ctx.vars(m);
                             v.push(("seen", w.to_string()));
                             v.push(("expected", max.to_string()));
+                            v.push((
+                                "detail",
+                                match more {
+                                    0 => String::new(),
+                                    1 => " (and 1 more word)".into(),
+                                    n => format!(" (and {n} more words)"),
+                                },
+                            ));
                             out.push(ctx.finding(rule, m, v));
                         }
                     }
