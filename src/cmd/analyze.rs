@@ -1,0 +1,81 @@
+//! `edgetap analyze`: captures (or a stored capture) → report → exit code.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use super::{analyze_exit_code, load_rules, shown};
+use crate::cli::{self, Format};
+use edgetap::analyze::{analyze_files, AnalyzeSettings};
+use edgetap::pipeline::Sink;
+use edgetap::rules::RuleSet;
+
+struct NoSink;
+impl Sink for NoSink {}
+
+pub fn run(args: cli::AnalyzeArgs, stdout: &mut dyn Write) -> anyhow::Result<u8> {
+    let rules = Arc::new(load_rules(&args.rules)?);
+    let edgetap::report::Shown { filter, listing } = shown(&args.shown, &rules)?;
+    let settings = AnalyzeSettings {
+        files: args.files,
+        ports: args.ports,
+        max_packet: args.max_packet_size,
+        progress: !args.no_progress,
+    };
+    // The HTML record charts the message sequence of each edge.
+    let chart = args.format == Format::Html;
+    let mut report = match args.capture {
+        Some(id) => analyze_capture(&args.store_dir, id, rules, args.max_packet_size, chart)?,
+        // EDGETAP_THREADS=1: one thread (the benchmark compares both).
+        None if std::env::var("EDGETAP_THREADS").as_deref() == Ok("1") => {
+            let mut timeline = edgetap::report::timeline::Timeline::new();
+            let sink: &mut dyn Sink = match chart {
+                true => &mut timeline,
+                false => &mut NoSink,
+            };
+            let report = analyze_files(rules, &settings, sink)?;
+            report.with_timeline(chart.then_some(timeline))
+        }
+        None => {
+            // Every finding is listed only where the output lists them: the
+            // JSON, --each, and the HTML record's charts. The table and JUnit
+            // show groups, so they keep the first findings and count the rest
+            // (memory flat however many findings a capture holds).
+            let lists_all = matches!(args.format, Format::Json | Format::Html)
+                || listing == edgetap::report::Listing::Each;
+            let keep = (!lists_all).then_some(edgetap::report::LISTED_FINDINGS);
+            edgetap::analyze::analyze_files_parallel_charted(rules, &settings, chart, keep)?
+        }
+    };
+    report.apply(&filter);
+    let text = match args.format {
+        Format::Table => report.table(listing),
+        Format::Json => report.to_json() + "\n",
+        Format::Junit => report.to_junit(),
+        Format::Html => report.to_html(),
+    };
+    stdout.write_all(text.as_bytes())?;
+    Ok(analyze_exit_code(&report))
+}
+
+fn analyze_capture(
+    dir: &std::path::Path,
+    id: u64,
+    rules: Arc<RuleSet>,
+    max_packet: usize,
+    chart: bool,
+) -> anyhow::Result<edgetap::report::Report> {
+    let store = edgetap::store::Store::open_existing(dir)?;
+    let settings = edgetap::pipeline::Settings { max_packet };
+    let mut report =
+        edgetap::store::replay::analyze_capture_charted(&store, id, rules, settings, chart)?;
+    // Findings cite the frame numbers `captures export` gives, not the store's chunks.
+    let frames = edgetap::store::export::frame_numbers(&store, id)?;
+    report.renumber(|f| frames.frame_of(f));
+    // What is not in the store: never recorded (disk full) or damaged since.
+    report
+        .summary
+        .incomplete
+        .extend(edgetap::store::replay::gaps(&store, id)?);
+    report.check_judged(vec![]);
+    Ok(report)
+}

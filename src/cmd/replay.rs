@@ -1,0 +1,68 @@
+//! `edgetap replay`.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use super::load_rules;
+use crate::cli::{self, Format};
+
+/// `edgetap replay`: settings, run, report, exit code (1 on differences).
+pub fn run(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
+    use edgetap::replay::{self, Pacing, ReplaySettings, Role};
+    if a.list_mutations {
+        out.write_all(replay::list_mutations().as_bytes())?;
+        return Ok(0);
+    }
+    let (Some(src), Some(role), Some(broker)) = (a.source, a.role, a.broker) else {
+        anyhow::bail!("SOURCE, --as and --broker are required");
+    };
+    let rules = Arc::new(load_rules(&a.rules)?);
+    let role = match role {
+        cli::ReplayRole::Platform => Role::Platform,
+        cli::ReplayRole::Edge => Role::Edge,
+    };
+    let source = replay::source::Source::parse(&src, &a.store_dir)?;
+    let mut s = ReplaySettings::new(source, role, &broker);
+    s.edge_id = a.edge_id;
+    s.pick_edge = a.edge;
+    s.progress = true;
+    s.pacing = if a.asap {
+        Pacing::Asap
+    } else {
+        Pacing::Speed(a.speed)
+    };
+    s.mutations = a.mutations;
+    s.seed = a.seed.unwrap_or_else(|| edgetap::sim::now_us() as u64);
+    s.noise = a.noise;
+    s.fresh_jobs = !a.keep_job_ids;
+    s.protocol = edgetap::sim::run::protocol(a.mqtt5);
+    s.answer_timeout = std::time::Duration::from_millis(a.timeout_ms);
+    s.mutation_window = std::time::Duration::from_millis(a.mutation_window_ms);
+    s.edge_wait = std::time::Duration::from_millis(a.edge_wait_ms);
+    s.ports = a.ports;
+    s.capture = a.capture;
+    let expected = a.expect.as_deref().map(replay::load_expected).transpose()?;
+    let outcome = replay::run_blocking(s, rules)?;
+    if let Some(lost) = &outcome.broker_lost {
+        eprintln!("edgetap: {lost} (exit code 2)");
+    }
+    // An outcome cut short by the broker is no expectation to keep.
+    let saved = match (&a.save_expect, &outcome.broker_lost) {
+        (Some(p), None) => {
+            use anyhow::Context as _;
+            std::fs::write(p, outcome.to_json())
+                .with_context(|| format!("--save-expect {}", p.display()))?;
+            eprintln!("edgetap: expectation saved to {}", p.display());
+            true
+        }
+        _ => false,
+    };
+    let expectation = expected.map(|e| replay::check_expected(&e, &outcome));
+    match a.format {
+        Format::Table => out.write_all(outcome.to_table_with(expectation.as_ref()).as_bytes())?,
+        Format::Json => writeln!(out, "{}", outcome.to_json())?,
+        Format::Junit => out.write_all(outcome.to_junit(expectation.as_ref()).as_bytes())?,
+        Format::Html => out.write_all(outcome.to_html(expectation.as_ref()).as_bytes())?,
+    }
+    Ok(outcome.exit_code(expectation.as_ref(), saved))
+}
