@@ -97,7 +97,7 @@ pub fn parse_topic(topic: &str) -> Option<Topic> {
         "data" => (Class::Report, Actor::Edge),
         _ => return None,
     };
-    let placeholder = edge_id.contains('{') || edge_id.contains('$');
+    let placeholder = is_placeholder(edge_id);
     Some(Topic {
         edge_id: edge_id.to_string(),
         channel: channel.to_string(),
@@ -107,6 +107,23 @@ pub fn parse_topic(topic: &str) -> Option<Topic> {
         missing_slash,
         placeholder,
     })
+}
+
+/// The edge id is the standard's placeholder left unexpanded: `{edgeId}`, `${edgeId}`
+/// or `\${edgeId}` as the text prints it, or the same form around another name
+/// (`${deviceId}`). An id that merely contains `$` or braces (`E$1`, `ZB{01}`) is an
+/// id: the standard does not restrict its characters.
+fn is_placeholder(edge_id: &str) -> bool {
+    let s = edge_id.trim_start_matches('\\');
+    let s = s.strip_prefix('$').unwrap_or(s);
+    let Some(name) = s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) else {
+        return false;
+    };
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// A deviation of the payload that the parser tolerated: the message is judged as
@@ -605,8 +622,15 @@ mod tests {
         let t = parse_topic("v1/E1/device/reply").unwrap();
         assert!(t.missing_slash);
         assert_eq!(t.class, Class::Reply);
-        let t = parse_topic("/v1/${edgeId}/device/data").unwrap();
-        assert!(t.placeholder);
+        for placeholder in ["${edgeId}", "{edgeId}", "\\${edgeId}", "${deviceId}"] {
+            let t = parse_topic(&format!("/v1/{placeholder}/device/data")).unwrap();
+            assert!(t.placeholder, "{placeholder}");
+        }
+        // Ids with `$` or braces are ids: the standard does not restrict them.
+        for id in ["E$1", "$E1", "ZB{01}", "edge{1}", "{01}", "{}"] {
+            let t = parse_topic(&format!("/v1/{id}/device/data")).unwrap();
+            assert!(!t.placeholder, "{id}");
+        }
         assert_eq!(parse_topic("/v1/E1/device"), None);
         assert_eq!(parse_topic("/v2/E1/device/data"), None);
         assert_eq!(parse_topic("sensors/temp"), None);
