@@ -215,7 +215,7 @@ scenario_bad-schema() {
     linkdown
 }
 
-# Pairing: a command never answered, a reply with the wrong code, a reply to nothing.
+# Pairing: a command never answered, a reply with the wrong code, a reply with a wrong mid.
 scenario_bad-pairing() {
     linkup
     edge device/data "$(req REP_SYS_STATUS "" "$(status_param)")"
@@ -225,9 +225,12 @@ scenario_bad-pairing() {
     edge container/reply "$(rep CMD_CON_START 1000000000020035 202 "starting")"
     # CMD_CON_STOP never answered.
     platform container/command "$(cmd CMD_CON_STOP 1000000000020036 '{"container":"c1"}')"
-    # A CMD_SYS_STATUS reply to a mid nobody asked about.
+    # A CMD_SYS_STATUS answered with a wrong mid: the reply matches no request, and
+    # the request none (a reply to a mid never asked, with nothing open that it could
+    # answer, may answer a command sent before the capture: not judged).
+    platform device/command "$(cmd CMD_SYS_STATUS 1000000000020037)"
     edge device/reply "$(rep CMD_SYS_STATUS 1000000000029999 200 SUCCESS "$(status_param)")"
-    app_start 1000000000020037
+    app_start 1000000000020038
     linkdown
 }
 

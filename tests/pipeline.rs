@@ -614,22 +614,28 @@ fn a_device_clock_on_utc_is_named_and_tz_reads_it() {
     );
 }
 
-/// `reply.orphan` judges a reply only when the edge's session is in the input from
-/// its EVENT_LINKUP and no byte was lost since: a reply on a connection seen from its
-/// CONNECT may answer what the device received on an earlier one (a reconnect, one
-/// connection per message, a proxy inserted before a device already online), and a
-/// gap may have held the request. Direct and deferred judging alike.
+/// `reply.orphan` judges a reply that matches no request only when a request of its
+/// type, sent before it, is never answered (a wrong mid), and no byte was lost: the
+/// edge's EVENT_LINKUP in the input does not make it one (a device re-links without
+/// the optional EVENT_LINKDOWN and answers what it held), and a gap may have held
+/// the answer. Direct and deferred judging alike.
 #[test]
-fn an_orphan_reply_is_judged_only_on_a_session_seen_from_its_linkup_with_nothing_lost() {
+fn an_orphan_reply_is_judged_only_when_a_request_of_its_type_stays_unanswered_and_nothing_was_lost()
+{
     use edgetap::pipeline::Staged;
     let reply = r#"{"mid":5,"type":"CMD_SYS_STATUS","timestamp":"2026-11-26 18:00:02","code":200,"param":{"cpuRate":5,"memUsed":{"phy":40},"diskUsed":30,"tempValue":41,"devDateTime":"2026-11-26 18:00:02","devStDateTime":"2026-11-26 08:00:00","devRunTime":7200,"linkState":[]}}"#;
-    // linkup: the edge's EVENT_LINKUP opens the input; gap: bytes lost before the reply.
-    let feed = |a: &mut Analyzer, s: &mut dyn edgetap::pipeline::Sink, linkup: bool, gap: bool| {
+    // open: the platform's CMD_SYS_STATUS mid 4 reaches the edge and is never
+    // answered; gap: bytes lost before the reply. The edge's EVENT_LINKUP opens the
+    // input every time.
+    let command = r#"{"mid":4,"type":"CMD_SYS_STATUS","timestamp":"2026-11-26 18:00:01"}"#;
+    let feed = |a: &mut Analyzer, s: &mut dyn edgetap::pipeline::Sink, open: bool, gap: bool| {
         a.open(1, None, None, false);
         a.data(1, Side::Client, T0, 1, &connect("edge"), s);
-        if linkup {
-            let p = publish("/v1/E1/device/request", LINKUP);
-            a.data(1, Side::Client, T0 + 1, 2, &p, s);
+        let p = publish("/v1/E1/device/request", LINKUP);
+        a.data(1, Side::Client, T0 + 1, 2, &p, s);
+        if open {
+            let p = publish("/v1/E1/device/command", command);
+            a.data(1, Side::Server, T0 + 1, 2, &p, s);
         }
         if gap {
             a.gap(1, Side::Client, T0 + 2, 3, 100, s);
@@ -639,20 +645,20 @@ fn an_orphan_reply_is_judged_only_on_a_session_seen_from_its_linkup_with_nothing
         a.finish(s);
     };
     let rules = Arc::new(RuleSet::builtin());
-    for (linkup, gap, orphan) in [
+    for (open, gap, orphan) in [
         (true, false, true),
         (false, false, false),
         (true, true, false),
     ] {
         let mut direct = Collector::default();
-        feed(&mut analyzer(1 << 20), &mut direct, linkup, gap);
+        feed(&mut analyzer(1 << 20), &mut direct, open, gap);
         let mut a = Analyzer::deferred(
             rules.clone(),
             Settings {
                 max_packet: 1 << 20,
             },
         );
-        feed(&mut a, &mut Collector::default(), linkup, gap);
+        feed(&mut a, &mut Collector::default(), open, gap);
         let mut staged: Vec<Staged> = vec![];
         a.take_staged(&mut staged);
         let deferred = judge_staged(&mut staged, &rules);
@@ -663,7 +669,7 @@ fn an_orphan_reply_is_judged_only_on_a_session_seen_from_its_linkup_with_nothing
             assert_eq!(
                 rules_of(found).contains(&"reply.orphan"),
                 orphan,
-                "{how}, linkup {linkup}, gap {gap}: {:?}",
+                "{how}, open {open}, gap {gap}: {:?}",
                 rules_of(found)
             );
         }

@@ -76,7 +76,12 @@ fn other(a: Actor) -> Actor {
 pub struct Engine {
     rules: Arc<RuleSet>,
     content: ContentIndex,
-    pending: HashMap<PairKey, Pending>,
+    /// Open requests; several under one key when a requester reuses a mid while
+    /// its first request is still open (a mid counter per command type).
+    pending: HashMap<PairKey, Vec<Pending>>,
+    /// Replies and job results that matched nothing, until the end of input says
+    /// whether they are orphans.
+    suspects: Vec<Suspect>,
     answered: HashMap<PairKey, (u64, i64)>,
     jobs: HashMap<JobKey, Job>,
     edges: HashMap<String, EdgeState>,
@@ -89,7 +94,7 @@ pub struct Engine {
     /// Per key-naming rule: keys already found to conform.
     good_keys: HashMap<String, KeyCache>,
     /// Bytes were lost from the input (a capture gap, a frame cut or unreadable):
-    /// a request may have been among them, so orphans are no longer judged.
+    /// a request or an answer may have been among them, so orphans are not judged.
     lost: bool,
 }
 
@@ -108,6 +113,7 @@ impl Engine {
             content: ContentIndex::of(&rules),
             rules,
             pending: HashMap::new(),
+            suspects: vec![],
             answered: HashMap::new(),
             jobs: HashMap::new(),
             edges: HashMap::new(),

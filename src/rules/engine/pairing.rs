@@ -46,6 +46,51 @@ pub(super) struct Job {
     pub(super) mid: Option<u64>,
 }
 
+impl Job {
+    /// The job still owes its result: none came yet, and its command was not
+    /// refused (no reply yet, or one whose code starts the job).
+    pub(super) fn awaits_result(&self) -> bool {
+        self.results == 0
+            && self
+                .reply_code
+                .map_or(true, |c| self.result_after.contains(&c))
+    }
+}
+
+/// A reply or job result that matched no request or job seen. It may answer one
+/// sent before the input began (the edge's own EVENT_LINKUP in the input does not
+/// rule that out: a device re-links without EVENT_LINKDOWN, which is optional, and
+/// answers what it held), so it is judged only at the end of input, and only when
+/// something it could have been meant for is still open then: a request of its type
+/// on its channel sent before it and never answered (a wrong mid), or a job that
+/// never got its result (a wrong jobId or channel).
+pub(super) struct Suspect {
+    pub(super) wants: Wants,
+    pub(super) time_us: i64,
+    pub(super) findings: Vec<Finding>,
+    /// Noted as not exercised, with this reason, when it is not judged.
+    pub(super) clause: String,
+    pub(super) note: String,
+}
+
+pub(super) enum Wants {
+    /// A request of this type, sent by `requester` on this channel, unanswered.
+    Request {
+        edge: String,
+        channel: String,
+        requester: Actor,
+        msg_type: String,
+    },
+    /// A job whose result comes on this channel, still without one.
+    Job { edge: String, channel: String },
+    /// This job of another channel, still without its result: the result was
+    /// published on the wrong channel.
+    JobOf(JobKey),
+}
+
+/// Suspects held at most; past this, an unmatched reply is noted as not judged.
+const MAX_SUSPECTS: usize = 4096;
+
 /// What the code of a reply means for its request.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum CodeVerdict {
@@ -101,22 +146,124 @@ impl Engine {
                 );
             }
         }
-        self.pending.insert(
-            PairKey {
+        self.pending
+            .entry(PairKey {
                 edge: m.topic.edge_id.clone(),
                 channel: m.topic.channel.clone(),
                 requester: m.topic.publisher,
                 mid,
-            },
-            Pending {
+            })
+            .or_default()
+            .push(Pending {
                 msg_type: t,
                 time_us: m.time_us,
                 packet: m.packet,
                 invalid,
                 env: m.envelope().cloned(),
                 topic: m.topic_name.clone(),
-            },
-        );
+            });
+    }
+
+    /// The open request `key` answers: of several with its mid, the oldest of the
+    /// reply's type, else the oldest.
+    fn take_pending(&mut self, key: &PairKey, reply_type: Option<&str>) -> Option<Pending> {
+        let open = self.pending.get_mut(key)?;
+        let at = open
+            .iter()
+            .position(|p| Some(p.msg_type.as_str()) == reply_type)
+            .unwrap_or(0);
+        let req = open.remove(at);
+        if open.is_empty() {
+            self.pending.remove(key);
+        }
+        Some(req)
+    }
+
+    /// A request of `msg_type` that `requester` sent on `edge`'s `channel` at or
+    /// before `time_us` is still unanswered.
+    fn request_open(
+        &self,
+        edge: &str,
+        channel: &str,
+        requester: Actor,
+        msg_type: &str,
+        time_us: i64,
+    ) -> bool {
+        self.pending.iter().any(|(k, open)| {
+            k.edge == edge
+                && k.channel == channel
+                && k.requester == requester
+                && open
+                    .iter()
+                    .any(|p| p.msg_type == msg_type && p.time_us <= time_us)
+        })
+    }
+
+    /// A job whose result comes on `edge`'s `channel`, begun at or before
+    /// `time_us`, still awaits it.
+    fn job_open(&self, edge: &str, channel: &str, time_us: i64) -> bool {
+        self.jobs.iter().any(|((e, c, _), j)| {
+            e == edge && c == channel && j.awaits_result() && j.time_us <= time_us
+        })
+    }
+
+    fn still_wanted(&self, s: &Suspect) -> bool {
+        match &s.wants {
+            Wants::Request {
+                edge,
+                channel,
+                requester,
+                msg_type,
+            } => self.request_open(edge, channel, *requester, msg_type, s.time_us),
+            Wants::Job { edge, channel } => self.job_open(edge, channel, s.time_us),
+            Wants::JobOf(k) => self.jobs.get(k).is_some_and(Job::awaits_result),
+        }
+    }
+
+    /// Holds a suspect, or notes it as not judged when nothing it could be meant for
+    /// is open (or too many are held).
+    fn suspect(&mut self, s: Suspect) {
+        if self.suspects.len() < MAX_SUSPECTS && self.still_wanted(&s) {
+            self.suspects.push(s);
+        } else {
+            self.unseen(&s.clause, s.note);
+        }
+    }
+
+    /// Drops the suspects nothing open can explain any more (a request of their
+    /// type was answered, a job got its result): they answer something from before
+    /// the input.
+    fn prune_suspects(&mut self) {
+        if self.suspects.is_empty() {
+            return;
+        }
+        let suspects = std::mem::take(&mut self.suspects);
+        for s in suspects {
+            if self.still_wanted(&s) {
+                self.suspects.push(s);
+            } else {
+                self.unseen(&s.clause, s.note);
+            }
+        }
+    }
+
+    /// End of input: a suspect that something open still explains is an orphan
+    /// (unless bytes were lost: the answer may have been among them).
+    fn judge_suspects(&mut self, out: &mut Vec<Finding>) {
+        let suspects = std::mem::take(&mut self.suspects);
+        for s in suspects {
+            if !self.lost && self.still_wanted(&s) {
+                if let Wants::JobOf(k) = &s.wants {
+                    // Its result came, on the wrong channel: not also pending.
+                    if let Some(job) = self.jobs.get_mut(k) {
+                        job.results += 1;
+                    }
+                }
+                out.extend(s.findings);
+            } else {
+                self.unseen(&s.clause, s.note);
+            }
+        }
     }
 
     pub(super) fn on_reply(&mut self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
@@ -129,48 +276,54 @@ impl Engine {
             requester,
             mid,
         };
-        let Some(req) = self.pending.remove(&key) else {
+        let Some(req) = self.take_pending(&key, ctx.msg_type.as_deref()) else {
             let dup = self.answered.get(&key).copied();
-            // An orphan is certain only when edgetap saw every request this reply
-            // could answer: the edge's session from its EVENT_LINKUP, its first
-            // message in the input, and no byte lost since. A connection seen from
-            // its CONNECT is not enough: a device answers on a new connection what
-            // it received on an earlier one (a reconnect, one connection per
-            // message, a proxy inserted before a device already online).
-            let lost = self.lost;
-            // A retained reply replayed at subscription answers a request of the past.
-            let history = !m.retained && self.whole_session(&m.topic.edge_id);
             for rule in &rules.rules {
-                match (&rule.def.check, dup) {
-                    (Check::ReplyDuplicate, Some((packet, _))) => {
-                        let mut v = ctx.vars(m);
-                        v.push(("detail", packet.to_string()));
-                        out.push(ctx.finding(rule, m, v));
-                    }
-                    (Check::ReplyOrphan, None) if history => {
-                        out.push(ctx.finding(rule, m, ctx.vars(m)))
-                    }
-                    (Check::ReplyOrphan, None) => {
-                        let clause = ctx.clause.clone().unwrap_or_else(|| "5.3".into());
-                        let why = if lost {
-                            "may answer a request in the bytes the capture lost".to_string()
-                        } else {
-                            "may answer a request sent before the input began; start the \
-                             capture before the device powers on (its EVENT_LINKUP) to judge \
-                             every pairing"
-                                .to_string()
-                        };
-                        self.unseen(
-                            &clause,
-                            format!("edge {}: a reply (mid {mid}) {why}", m.topic.edge_id),
-                        );
-                    }
-                    _ => {}
+                if let (Check::ReplyDuplicate, Some((packet, _))) = (&rule.def.check, dup) {
+                    let mut v = ctx.vars(m);
+                    v.push(("detail", packet.to_string()));
+                    out.push(ctx.finding(rule, m, v));
                 }
+            }
+            if dup.is_some() {
+                return;
+            }
+            // No request seen has its mid. It may answer one sent before the input
+            // (whatever the input holds of the edge's session), so it is an orphan
+            // only if a request of its type, sent before it, is never answered: see
+            // [`Suspect`]. A retained reply replayed at subscription answers a
+            // request of the past.
+            let findings: Vec<Finding> = rules
+                .rules
+                .iter()
+                .filter(|r| matches!(r.def.check, Check::ReplyOrphan))
+                .map(|r| ctx.finding(r, m, ctx.vars(m)))
+                .collect();
+            let note = format!(
+                "edge {}: a reply (mid {mid}) matched no request in the input; it may answer \
+                 one sent before the input began or lost by the capture",
+                m.topic.edge_id
+            );
+            let clause = ctx.clause.clone().unwrap_or_else(|| "5.3".into());
+            match (&ctx.msg_type, m.retained) {
+                (Some(t), false) => self.suspect(Suspect {
+                    wants: Wants::Request {
+                        edge: m.topic.edge_id.clone(),
+                        channel: m.topic.channel.clone(),
+                        requester,
+                        msg_type: t.clone(),
+                    },
+                    time_us: m.time_us,
+                    findings,
+                    clause,
+                    note,
+                }),
+                _ => self.unseen(&clause, note),
             }
             return;
         };
         self.answered.insert(key, (m.packet, m.time_us));
+        self.prune_suspects();
         // Judge the reply as an answer to the request's type.
         let rctx = Ctx {
             msg_type: Some(req.msg_type.clone()),
@@ -340,32 +493,14 @@ impl Engine {
         };
         let edge = m.topic.edge_id.clone();
         let key = (edge.clone(), m.topic.channel.clone(), job_id);
-        let every_job_known = self.whole_session(&edge);
-        // A result on another channel's data topic than its job's: found by jobId
-        // among the edge's jobs of other channels, when every job is known (else a
-        // job of this channel begun before the input may share the jobId).
-        let key = if self.jobs.contains_key(&key) || !every_job_known {
-            key
-        } else {
-            self.jobs
-                .keys()
-                .filter(|(e, _, id)| *e == edge && *id == job_id)
-                .min_by_key(|k| self.jobs[*k].packet)
-                .cloned()
-                .unwrap_or(key)
-        };
-        let clause = ctx.clause.clone().unwrap_or_else(|| "5.3".into());
-        if !self.jobs.contains_key(&key) && !every_job_known {
-            self.unseen(
-                &clause,
-                format!(
-                    "edge {edge}: job {job_id} was started before the input began; its command \
-                     and reply are not known"
-                ),
-            );
-        }
         self.job_outcome(m, ctx, job_id, out);
-        let job = self.jobs.get_mut(&key);
+        if !self.jobs.contains_key(&key) {
+            self.unmatched_result(m, ctx, &key);
+            return;
+        }
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
         let mut fire = |pick: fn(&Check) -> bool, extra: Vars| {
             for rule in rules.rules.iter().filter(|r| pick(&r.def.check)) {
                 let mut v = ctx.vars(m);
@@ -373,12 +508,6 @@ impl Engine {
                 v.extend(extra.iter().cloned());
                 out.push(ctx.finding(rule, m, v));
             }
-        };
-        let Some(job) = job else {
-            if every_job_known {
-                fire(|c| matches!(c, Check::JobResultOrphan), vec![]);
-            }
-            return;
         };
         if job.reply_code.is_none() && !job.reply_optional {
             fire(
@@ -389,17 +518,71 @@ impl Engine {
         if job.results >= 1 {
             fire(|c| matches!(c, Check::JobResultDuplicate), vec![]);
         }
-        if m.topic.channel != job.result_channel {
-            fire(
-                |c| matches!(c, Check::JobResultChannel),
-                vec![
-                    ("seen", m.topic.channel.clone()),
-                    ("expected", job.result_channel.clone()),
-                    ("type", job.kind.clone()),
-                ],
-            );
-        }
         job.results += 1;
+        self.prune_suspects();
+    }
+
+    /// A job result whose jobId no job of its channel has: a suspect (see
+    /// [`Suspect`]) of the wrong channel when another channel's job with that jobId
+    /// awaits its result, else of a wrong jobId when a job of its channel does.
+    fn unmatched_result(&mut self, m: &Message, ctx: &Ctx, key: &JobKey) {
+        let rules = Arc::clone(&self.rules);
+        let (edge, channel, job_id) = key.clone();
+        let finding = |pick: fn(&Check) -> bool, extra: Vars| -> Vec<Finding> {
+            rules
+                .rules
+                .iter()
+                .filter(|r| pick(&r.def.check))
+                .map(|r| {
+                    let mut v = ctx.vars(m);
+                    v.push(("detail", job_id.to_string()));
+                    v.extend(extra.iter().cloned());
+                    ctx.finding(r, m, v)
+                })
+                .collect()
+        };
+        // Another channel's job is a candidate only when the edge's session is in
+        // the input: otherwise a job of this channel begun before may own the jobId.
+        let whole = self.whole_session(&edge);
+        let elsewhere = self
+            .jobs
+            .iter()
+            .filter(|_| whole)
+            .filter(|((e, c, id), j)| {
+                *e == edge && *c != channel && *id == job_id && j.awaits_result()
+            })
+            .min_by_key(|(_, j)| j.packet)
+            .map(|(k, j)| (k.clone(), j.kind.clone(), j.result_channel.clone()));
+        let (wants, findings) = match elsewhere {
+            Some((k, kind, expected)) => (
+                Wants::JobOf(k),
+                finding(
+                    |c| matches!(c, Check::JobResultChannel),
+                    vec![
+                        ("seen", channel.clone()),
+                        ("expected", expected),
+                        ("type", kind),
+                    ],
+                ),
+            ),
+            None => (
+                Wants::Job {
+                    edge: edge.clone(),
+                    channel: channel.clone(),
+                },
+                finding(|c| matches!(c, Check::JobResultOrphan), vec![]),
+            ),
+        };
+        self.suspect(Suspect {
+            wants,
+            time_us: m.time_us,
+            findings,
+            clause: ctx.clause.clone().unwrap_or_else(|| "5.3".into()),
+            note: format!(
+                "edge {edge}: job {job_id} was started before the input began; its command \
+                 and reply are not known"
+            ),
+        });
     }
 
     /// A job result that reports failure: an outcome of the job, reported as such
@@ -448,7 +631,12 @@ impl Engine {
     pub fn finish(&mut self, out: &mut Vec<Finding>) {
         let rules = Arc::clone(&self.rules);
         let end = self.last_time_us;
-        let mut pending: Vec<(PairKey, Pending)> = self.pending.drain().collect();
+        self.judge_suspects(out);
+        let mut pending: Vec<(PairKey, Pending)> = self
+            .pending
+            .drain()
+            .flat_map(|(k, open)| open.into_iter().map(move |p| (k.clone(), p)))
+            .collect();
         pending.sort_by_key(|(_, p)| p.packet);
         for (key, p) in pending {
             let waited_s = (end - p.time_us).max(0) as f64 / 1e6;

@@ -24,9 +24,11 @@ pub(super) struct EdgeState {
 }
 
 impl Engine {
-    /// Every request and job of `edge`'s session is in the input: its EVENT_LINKUP
-    /// was its first message here, and no byte was lost since. What history rules
-    /// (orphans) need before they judge.
+    /// `edge`'s session is in the input from its EVENT_LINKUP (its first message
+    /// here) with no byte lost since. Not proof that no request or job came before
+    /// (a device re-links without the optional EVENT_LINKDOWN): what a job result on
+    /// another channel's topic needs besides its job still awaiting it, before it is
+    /// called that job's result (see `Wants::JobOf`).
     pub(super) fn whole_session(&self, edge: &str) -> bool {
         !self.lost
             && self
