@@ -134,6 +134,9 @@ fn is_placeholder(edge_id: &str) -> bool {
 pub enum Deviation {
     /// A key with surrounding whitespace, e.g. `"type "`; read as the trimmed key.
     KeyWhitespace { seen: String, key: String },
+    /// The `type` value with surrounding whitespace (`" REP_SYS_STATUS "`, a
+    /// trailing newline); read as the trimmed type.
+    TypeWhitespace { seen: String },
     /// Bytes after the JSON text that JSON does not allow there (a C string's
     /// terminating NUL, other control characters); the JSON before them was read.
     TrailingBytes { seen: String },
@@ -152,6 +155,7 @@ impl Deviation {
     pub fn kind(&self) -> &'static str {
         match self {
             Deviation::KeyWhitespace { .. } => "key_whitespace",
+            Deviation::TypeWhitespace { .. } => "type_whitespace",
             Deviation::TrailingBytes { .. } => "trailing_bytes",
             Deviation::Bom => "bom",
             Deviation::StringNumber { .. } => "string_number",
@@ -164,6 +168,7 @@ impl Deviation {
     pub fn field(&self) -> Option<&str> {
         match self {
             Deviation::KeyWhitespace { key, .. } => Some(key),
+            Deviation::TypeWhitespace { .. } => Some("type"),
             Deviation::StringNumber { field, .. } => Some(field),
             Deviation::TimestampForm { .. } => Some("timestamp"),
             Deviation::TrailingBytes { .. } | Deviation::Bom => None,
@@ -174,6 +179,7 @@ impl Deviation {
     pub fn seen(&self) -> String {
         match self {
             Deviation::KeyWhitespace { seen, .. } => format!("key \"{seen}\""),
+            Deviation::TypeWhitespace { seen } => format!("type {seen:?}"),
             Deviation::TrailingBytes { seen } => format!("{seen} after the JSON text"),
             Deviation::Bom => "a UTF-8 byte order mark (EF BB BF) before the JSON text".into(),
             Deviation::StringNumber { field, seen } => format!("{field} {seen} (a string)"),
@@ -185,6 +191,7 @@ impl Deviation {
     pub fn read_as(&self) -> String {
         match self {
             Deviation::KeyWhitespace { key, .. } => format!("the key \"{key}\""),
+            Deviation::TypeWhitespace { seen } => format!("{:?}", seen.trim()),
             Deviation::TrailingBytes { .. } => "the JSON text before them".into(),
             Deviation::Bom => "the JSON text after it".into(),
             Deviation::StringNumber { field, .. } => format!("the number in {field}"),
@@ -404,9 +411,15 @@ pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
             key: key.to_string(),
         });
     }
-    let msg_type = msg_type
-        .and_then(|v| v.as_str())
-        .map(|s| s.trim().to_string());
+    let msg_type = msg_type.and_then(|v| v.as_str()).map(|s| {
+        let t = s.trim();
+        if t.len() != s.len() {
+            deviations.push(Deviation::TypeWhitespace {
+                seen: s.to_string(),
+            });
+        }
+        t.to_string()
+    });
     for (field, v) in [("mid", mid), ("code", code)] {
         if let Some(s) = v.and_then(|v| v.as_str()) {
             if s.trim().parse::<i64>().is_ok() || s.trim().parse::<u64>().is_ok() {

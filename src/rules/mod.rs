@@ -295,6 +295,7 @@ const DIALECT_KINDS: &[&str] = &[
     "string_number",
     "timestamp_form",
     "key_whitespace",
+    "type_whitespace",
 ];
 const ROLES: &[&str] = &["request", "command", "data"];
 
