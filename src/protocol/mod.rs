@@ -134,6 +134,10 @@ fn is_placeholder(edge_id: &str) -> bool {
 pub enum Deviation {
     /// A key with surrounding whitespace, e.g. `"type "`; read as the trimmed key.
     KeyWhitespace { seen: String, key: String },
+    /// A member name repeated in the envelope or its `param` (`{"mid":7,"mid":8}`):
+    /// read as the last, as serde_json does; a reader that keeps the first sees
+    /// another message (RFC 8259 §4: names "SHOULD be unique").
+    DuplicateKey { path: String },
     /// The `type` value with surrounding whitespace (`" REP_SYS_STATUS "`, a
     /// trailing newline); read as the trimmed type.
     TypeWhitespace { seen: String },
@@ -156,6 +160,7 @@ impl Deviation {
         match self {
             Deviation::KeyWhitespace { .. } => "key_whitespace",
             Deviation::TypeWhitespace { .. } => "type_whitespace",
+            Deviation::DuplicateKey { .. } => "duplicate_key",
             Deviation::TrailingBytes { .. } => "trailing_bytes",
             Deviation::Bom => "bom",
             Deviation::StringNumber { .. } => "string_number",
@@ -171,7 +176,9 @@ impl Deviation {
             Deviation::TypeWhitespace { .. } => Some("type"),
             Deviation::StringNumber { field, .. } => Some(field),
             Deviation::TimestampForm { .. } => Some("timestamp"),
-            Deviation::TrailingBytes { .. } | Deviation::Bom => None,
+            Deviation::TrailingBytes { .. } | Deviation::Bom | Deviation::DuplicateKey { .. } => {
+                None
+            }
         }
     }
 
@@ -180,6 +187,7 @@ impl Deviation {
         match self {
             Deviation::KeyWhitespace { seen, .. } => format!("key \"{seen}\""),
             Deviation::TypeWhitespace { seen } => format!("type {seen:?}"),
+            Deviation::DuplicateKey { path } => format!("member \"{path}\" given more than once"),
             Deviation::TrailingBytes { seen } => format!("{seen} after the JSON text"),
             Deviation::Bom => "a UTF-8 byte order mark (EF BB BF) before the JSON text".into(),
             Deviation::StringNumber { field, seen } => format!("{field} {seen} (a string)"),
@@ -192,6 +200,7 @@ impl Deviation {
         match self {
             Deviation::KeyWhitespace { key, .. } => format!("the key \"{key}\""),
             Deviation::TypeWhitespace { seen } => format!("{:?}", seen.trim()),
+            Deviation::DuplicateKey { .. } => "the last of them".into(),
             Deviation::TrailingBytes { .. } => "the JSON text before them".into(),
             Deviation::Bom => "the JSON text after it".into(),
             Deviation::StringNumber { field, .. } => format!("the number in {field}"),
@@ -379,13 +388,22 @@ pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
     // surrounding whitespace ("type ", read as "type" unless a "type" is there too).
     let (mut msg_type, mut mid, mut code, mut timestamp) = (None, None, None, None);
     let (mut spaced, mut exact) = (vec![], vec![]);
+    let mut param = None;
     for (k, v) in members {
         let key = k.trim();
         if key.len() != k.len() {
             spaced.push((k, v));
             continue;
         }
+        if exact.contains(&k) {
+            deviations.push(Deviation::DuplicateKey {
+                path: k.to_string(),
+            });
+        }
         exact.push(k);
+        if k == "param" {
+            param = Some(v);
+        }
         match k {
             "type" => msg_type = Some(v),
             "mid" => mid = Some(v),
@@ -410,6 +428,9 @@ pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
             seen: seen.to_string(),
             key: key.to_string(),
         });
+    }
+    if let Some(p) = param.and_then(|v| v.as_object()) {
+        duplicate_keys("param", p, &mut deviations);
     }
     let msg_type = msg_type.and_then(|v| v.as_str()).map(|s| {
         let t = s.trim();
@@ -447,6 +468,25 @@ pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
         code,
         deviations,
     })
+}
+
+/// Names given more than once among `members` (`param.x`), each reported once.
+fn duplicate_keys(prefix: &str, members: json::Members<'_>, out: &mut Vec<Deviation>) {
+    if members.len() < 2 {
+        return;
+    }
+    // Sorted names side by side: one allocation per object, no hashing.
+    let mut names: Vec<&str> = members.map(|(k, _)| k).collect();
+    names.sort_unstable();
+    let mut last_reported = None;
+    for pair in names.windows(2) {
+        if pair[0] == pair[1] && last_reported != Some(pair[0]) {
+            last_reported = Some(pair[0]);
+            out.push(Deviation::DuplicateKey {
+                path: format!("{prefix}.{}", pair[0]),
+            });
+        }
+    }
 }
 
 /// What the lenient readers need of a JSON value, from either tree: the messages'

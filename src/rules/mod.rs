@@ -296,6 +296,7 @@ const DIALECT_KINDS: &[&str] = &[
     "timestamp_form",
     "key_whitespace",
     "type_whitespace",
+    "duplicate_key",
 ];
 const ROLES: &[&str] = &["request", "command", "data"];
 
