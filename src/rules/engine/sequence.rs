@@ -60,7 +60,21 @@ impl Engine {
                     if !first || t == msg_type {
                         continue;
                     }
-                    if !m.origin_seen {
+                    if ctx.class == Class::Reply {
+                        // Its first message answers a command: the edge was online,
+                        // so it linked up before the input began.
+                        unseen.push((
+                            rule.def
+                                .clause
+                                .clone()
+                                .unwrap_or_else(|| clause.to_string()),
+                            format!(
+                                "edge {}: its first message in the input is a reply to \
+                                 {t}: it was online, linked up before the input began",
+                                m.topic.edge_id
+                            ),
+                        ));
+                    } else if !m.origin_seen {
                         // The connection began before the input: what the edge
                         // sent first is not known.
                         if !edge.linked_up {
