@@ -322,6 +322,10 @@ pub struct Selector {
     /// For job results: the request type of the job the result ends.
     #[serde(default)]
     pub job_of: Option<OneOrMany>,
+    /// Param members and the value each must have (as text: `{"event": "3010"}`
+    /// matches the string "3010" and the number 3010): a rule for one value.
+    #[serde(default)]
+    pub param: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

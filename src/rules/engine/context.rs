@@ -72,6 +72,15 @@ impl Ctx {
             && when.job_of.as_ref().map_or(true, |x| {
                 self.job_of.as_deref().is_some_and(|j| x.contains(j))
             })
+            && when.param.as_ref().map_or(true, |want| {
+                let param = m.envelope().and_then(|e| e.param());
+                want.iter().all(|(k, v)| {
+                    param.and_then(|p| p.get(k)).is_some_and(|x| {
+                        x.as_str() == Some(v.as_str())
+                            || protocol::as_i64_lenient(&x).is_some_and(|n| n.to_string() == *v)
+                    })
+                })
+            })
     }
 
     /// The expected "channel/role" when the message travels elsewhere.
