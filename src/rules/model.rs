@@ -102,6 +102,10 @@ pub struct JobDef {
     /// edge "直接安装一个空容器，并对容器安装命令进行应答", installs, then answers).
     #[serde(default)]
     pub reply_first_if_param: Option<String>,
+    /// The table of the job's result (9, 35, 40, 43): what a finding about the
+    /// result cites, rather than the result type's own table.
+    #[serde(default)]
+    pub result_table: Option<String>,
 }
 
 fn default_result_fields() -> Vec<String> {

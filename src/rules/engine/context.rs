@@ -9,6 +9,9 @@ pub(super) struct Ctx {
     pub(super) typedef: Option<Arc<TypeDef>>,
     pub(super) clause: Option<String>,
     pub(super) job_of: Option<String>,
+    /// The table the message's content is defined in: its type's, or for a job
+    /// result the table of its job's result.
+    pub(super) table: Option<String>,
 }
 
 impl Ctx {
@@ -38,11 +41,15 @@ impl Ctx {
                 .clone()
                 .or_else(|| self.clause.clone())
                 .unwrap_or_else(|| "5.3".into()),
-            table: rule
-                .def
-                .table
-                .clone()
-                .or_else(|| self.typedef.as_ref().and_then(|d| d.table.clone())),
+            // A rule of its own clause (an envelope, payload or topic rule) cites
+            // its own table or none; one judged in the type's clause, the type's.
+            table: rule.def.table.clone().or_else(|| {
+                rule.def
+                    .clause
+                    .is_none()
+                    .then(|| self.table.clone())
+                    .flatten()
+            }),
             severity: rule.def.severity,
             edge_id: Some(m.topic.edge_id.clone()),
             msg_type,

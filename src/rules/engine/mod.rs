@@ -345,11 +345,14 @@ impl Engine {
             .cloned();
         let mut clause = msg_type.as_deref().map(|t| self.clause_of_type(t));
         let mut job_of = None;
+        let mut table = typedef.as_ref().and_then(|d| d.table.clone());
         if let Some(def) = &typedef {
             if !def.ends_jobs.is_empty() {
                 job_of = self.job_kind(m, def);
                 if let Some(k) = &job_of {
                     clause = Some(self.clause_of_type(k));
+                    let job = self.rules.types.get(k).and_then(|d| d.job.as_ref());
+                    table = job.and_then(|j| j.result_table.clone()).or(table);
                 }
             }
         }
@@ -368,6 +371,7 @@ impl Engine {
             typedef,
             clause,
             job_of,
+            table,
         }
     }
 
