@@ -131,6 +131,26 @@ fn analyze_exit_codes_and_formats() {
         xml.starts_with("<?xml") && xml.contains("<failure"),
         "{xml}"
     );
+    // A warning fails no clause, and is in the JUnit all the same: a CI page shows
+    // the report, not the exit code.
+    let out = edgetap(&[
+        "analyze",
+        "--format",
+        "junit",
+        &capture("bad-envelope.pcap"),
+    ]);
+    let xml = String::from_utf8_lossy(&out.stdout);
+    let out_lines: Vec<&str> = xml
+        .split("<system-out>")
+        .skip(1)
+        .filter_map(|s| s.split("</system-out>").next())
+        .collect();
+    assert!(
+        out_lines
+            .iter()
+            .any(|s| s.contains("warning") && s.contains("[topic.missing_slash]")),
+        "{xml}"
+    );
 
     let out = edgetap(&["analyze", "--format", "json", &bad]);
     assert_eq!(out.status.code(), Some(1));

@@ -890,12 +890,19 @@ impl Report {
                         xml(&text.join("\n"))
                     );
                 }
+                // What a reader should know of a clause that passes too: its
+                // warnings (a CI page shows no exit code), and what was not judged.
+                let mut said: Vec<String> = self
+                    .groups
+                    .iter()
+                    .filter(|g| g.severity == Severity::Warning && within(&g.clause, &c.clause))
+                    .map(|g| g.line())
+                    .collect();
                 if !c.not_exercised.is_empty() {
-                    let _ = write!(
-                        out,
-                        "<system-out>{}</system-out>",
-                        xml(&format!("partly exercised: {}", c.not_exercised.join("; ")))
-                    );
+                    said.push(format!("partly exercised: {}", c.not_exercised.join("; ")));
+                }
+                if !said.is_empty() {
+                    let _ = write!(out, "<system-out>{}</system-out>", xml(&said.join("\n")));
                 }
             }
             out.push_str("</testcase>\n  </testsuite>\n");
