@@ -705,12 +705,14 @@ impl Report {
         }
     }
 
-    /// The per-edge table, the edges with the most errors first.
+    /// The per-edge table, the edges with the most errors first. An edge id longer
+    /// than [`CELL_CHARS`] is cut in its cell (whole in the finding lines and JSON):
+    /// one 1,000-character id would widen every row.
     fn write_edges(&self, out: &mut String) {
         use tabled::settings::Style;
         #[derive(tabled::Tabled)]
-        struct Row<'a> {
-            edge: &'a str,
+        struct Row {
+            edge: String,
             messages: u64,
             errors: u64,
             warnings: u64,
@@ -727,7 +729,7 @@ impl Report {
             .iter()
             .take(TABLE_EDGES)
             .map(|e| Row {
-                edge: &e.edge_id,
+                edge: cell(&e.edge_id),
                 messages: e.messages,
                 errors: e.counts.errors,
                 warnings: e.counts.warnings,
@@ -913,6 +915,20 @@ impl Report {
         out.push_str("</testsuites>\n");
         out
     }
+}
+
+/// The widest an edge id is shown in a table cell, in characters.
+const CELL_CHARS: usize = 40;
+
+/// `s` for a table cell: printable, and cut to [`CELL_CHARS`] with an ellipsis.
+fn cell(s: &str) -> String {
+    let s = crate::finding::printable(s);
+    if s.chars().count() <= CELL_CHARS {
+        return s.into_owned();
+    }
+    let mut cut: String = s.chars().take(CELL_CHARS - 1).collect();
+    cut.push('…');
+    cut
 }
 
 /// A clause row before the findings are counted: its messages and what could not
