@@ -1093,6 +1093,15 @@ mod exit_tests {
     }
 
     #[test]
+    fn a_long_edge_id_is_cut_in_its_table_cell_only() {
+        let long = "E".repeat(1000);
+        let c = cell(&long);
+        assert_eq!(c.chars().count(), CELL_CHARS);
+        assert!(c.ends_with('…'));
+        assert_eq!(cell("边设备01"), "边设备01");
+    }
+
+    #[test]
     fn exit_codes_in_order_unreadable_errors_nothing_judged() {
         let judged = empty_report(Stats {
             messages: 3,
