@@ -83,6 +83,38 @@ pub struct Finding {
     /// feature serialises it as a plain string).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub basis: Option<std::sync::Arc<str>>,
+    /// Who published the message the finding cites: the edge or the platform (by
+    /// its topic's role). With the platform under test, its faults are named as
+    /// its own, not as the edge's whose topic carried them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<Sender>,
+}
+
+/// The publisher of a protocol message, by its topic's role.
+#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Sender {
+    Edge,
+    Platform,
+}
+
+impl Sender {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sender::Edge => "edge",
+            Sender::Platform => "platform",
+        }
+    }
+}
+
+/// ` edge E1` in a finding's line, and ` edge E1 (platform's message)` when the
+/// platform published the message it cites: the platform's faults are not read as
+/// the edge's.
+pub fn edge_label(edge: &str, from: Option<Sender>) -> String {
+    match from {
+        Some(Sender::Platform) => format!(" edge {edge} (platform's message)"),
+        _ => format!(" edge {edge}"),
+    }
 }
 
 /// `s` with every control character written as a `\u{..}` escape: device-chosen

@@ -401,6 +401,7 @@ mod tests {
             side: None,
             offset: None,
             basis: None,
+            from: None,
         }
     }
 

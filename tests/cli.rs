@@ -210,6 +210,33 @@ fn rules_of(r: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// Each finding says who published the message it cites (by its topic's role): the
+/// edge's reply with the wrong code, the platform's request that got no reply.
+#[test]
+fn findings_name_the_sender_of_the_message_they_cite() {
+    let bad = capture("bad-pairing.pcap");
+    let (_, r) = analyze_json(&[&bad]);
+    let from = |rule: &str| -> Vec<String> {
+        r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["rule"] == rule)
+            .map(|f| f["from"].as_str().unwrap_or("absent").to_string())
+            .collect()
+    };
+    assert_eq!(from("reply.code"), ["edge"]);
+    assert_eq!(from("reply.orphan"), ["edge"]);
+    assert_eq!(from("reply.pending"), ["platform", "platform"]);
+    let out = edgetap(&["analyze", &bad]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("[reply.pending] edge E1 (platform's message) packet"),
+        "{table}"
+    );
+    assert!(table.contains("[reply.code] edge E1 packet"), "{table}");
+}
+
 /// bad-pairing.pcap: reply.code (6.2.2, error), reply.orphan (6.1.3, error) and
 /// reply.pending (6.2.3 and 6.1.3, info), all of edge E1.
 #[test]

@@ -172,7 +172,7 @@ impl Live for Console {
         if first {
             let mut label = format!("[{}]", f.rule);
             if let Some(e) = &f.edge_id {
-                label.push_str(&format!(" edge {e}"));
+                label.push_str(&crate::finding::edge_label(e, f.from));
             }
             label.push_str(&format!(": {}", f.message));
             if self.groups.len() <= i {
@@ -342,6 +342,7 @@ mod tests {
             side: None,
             offset: None,
             basis: None,
+            from: None,
         }
     }
 

@@ -178,6 +178,7 @@ mod tests {
             side: None,
             offset: None,
             basis: None,
+            from: None,
         }
     }
 

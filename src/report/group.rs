@@ -19,6 +19,9 @@ pub struct Group {
     pub table: Option<String>,
     pub severity: Severity,
     pub edge_id: Option<String>,
+    /// Who published the messages its findings cite.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<crate::finding::Sender>,
     /// The message with numbers and ids replaced by `#`: what the findings share.
     pub pattern: String,
     /// How many findings the group holds.
@@ -40,6 +43,7 @@ struct Key {
     clause: String,
     severity: Severity,
     edge_id: Option<String>,
+    from: Option<crate::finding::Sender>,
     pattern: String,
 }
 
@@ -80,8 +84,9 @@ pub const OTHER_PATTERNS: &str = "(other messages: more than 10,000 groups)";
 impl Grouper {
     /// Counts `f` in its group; true when it opened a new one.
     pub fn add(&mut self, f: &Finding) -> bool {
-        let h = ahash::RandomState::with_seeds(1, 2, 3, 4)
-            .hash_one((&f.rule, &f.clause, f.severity, &f.edge_id, &f.message));
+        let h = ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one((
+            &f.rule, &f.clause, f.severity, &f.edge_id, f.from, &f.message,
+        ));
         if let Some((i, message)) = self.wordings.get(&h) {
             let g = &self.groups[*i];
             if **message == *f.message
@@ -89,6 +94,7 @@ impl Grouper {
                 && g.clause == f.clause
                 && g.severity == f.severity
                 && g.edge_id == f.edge_id
+                && g.from == f.from
             {
                 self.groups[*i].add(f);
                 return false;
@@ -99,6 +105,7 @@ impl Grouper {
             clause: f.clause.clone(),
             severity: f.severity,
             edge_id: f.edge_id.clone(),
+            from: f.from,
             pattern: pattern(&f.message),
         };
         if self.groups.len() >= MAX_GROUPS && !self.index.contains_key(&key) {
@@ -142,6 +149,7 @@ impl Group {
             table: f.table.clone(),
             severity: f.severity,
             edge_id: f.edge_id.clone(),
+            from: f.from,
             pattern: pattern(&f.message),
             count: 1,
             first_packet: f.packet,
@@ -168,7 +176,7 @@ impl Group {
         }
         let _ = write!(s, " [{}]", self.rule);
         if let Some(e) = &self.edge_id {
-            let _ = write!(s, " edge {e}");
+            s.push_str(&crate::finding::edge_label(e, self.from));
         }
         match (self.count, self.first_packet, self.last_packet) {
             (1, Some(p), _) => {
@@ -267,6 +275,7 @@ mod tests {
             side: None,
             offset: None,
             basis: None,
+            from: None,
         }
     }
 

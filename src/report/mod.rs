@@ -1061,7 +1061,7 @@ pub fn one_line(f: &Finding) -> String {
         let _ = write!(s, " offset {o}");
     }
     if let Some(e) = &f.edge_id {
-        let _ = write!(s, " edge {e}");
+        s.push_str(&crate::finding::edge_label(e, f.from));
     }
     if let Some(t) = &f.msg_type {
         let _ = write!(s, " {t}");
@@ -1194,6 +1194,7 @@ mod bounded_tests {
             side: None,
             offset: None,
             basis: Some(format!("basis of {rule}").into()),
+            from: None,
         }
     }
 

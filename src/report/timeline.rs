@@ -340,6 +340,7 @@ mod tests {
             side: None,
             offset: None,
             basis: None,
+            from: None,
         }
     }
 

@@ -1206,6 +1206,7 @@ fn plan_finding(edge: &str, i: &Item, severity: Severity, message: String) -> Fi
         side: None,
         offset: None,
         basis: None,
+        from: None,
     }
 }
 

@@ -977,6 +977,8 @@ pub(crate) struct StoredFinding {
     offset: Option<u64>,
     #[serde(default)]
     basis: Option<String>,
+    #[serde(default)]
+    from: Option<crate::finding::Sender>,
 }
 
 impl StoredFinding {
@@ -1003,6 +1005,7 @@ impl StoredFinding {
             }),
             offset: self.offset,
             basis: self.basis.map(Into::into),
+            from: self.from,
         }
     }
 }

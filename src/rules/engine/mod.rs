@@ -195,6 +195,7 @@ impl Engine {
                 side: place.side,
                 offset: place.offset,
                 basis: rule.def.basis.clone(),
+                from: None,
             });
         }
     }

@@ -667,7 +667,7 @@ impl Engine {
                 if let Some(l) = limit {
                     vars.push(("expected", format!("{l}")));
                 }
-                out.push(self.end_finding(
+                let mut f = self.end_finding(
                     rule,
                     clause,
                     &key.edge,
@@ -677,7 +677,10 @@ impl Engine {
                     p.packet,
                     p.time_us,
                     &vars,
-                ));
+                );
+                // It cites the request: sent by the requester.
+                f.from = Some(sender(key.requester));
+                out.push(f);
             }
         }
         let mut jobs: Vec<(JobKey, Job)> = self.jobs.drain().collect();
@@ -721,7 +724,7 @@ impl Engine {
                 if let Some(l) = limit {
                     vars.push(("expected", format!("{l}")));
                 }
-                out.push(self.end_finding(
+                let mut f = self.end_finding(
                     rule,
                     clause,
                     &edge,
@@ -731,7 +734,10 @@ impl Engine {
                     job.packet,
                     job.time_us,
                     &vars,
-                ));
+                );
+                // It cites the platform's command that started the job.
+                f.from = Some(crate::finding::Sender::Platform);
+                out.push(f);
             }
         }
     }
@@ -766,6 +772,7 @@ impl Engine {
             side: None,
             offset: None,
             basis: rule.def.basis.clone(),
+            from: None,
         }
     }
 }
