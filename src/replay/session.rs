@@ -431,13 +431,27 @@ impl<'a> Session<'a> {
             if left.is_zero() {
                 return false;
             }
-            let mut state = self.state.clone();
-            tokio::select! {
-                got = tokio::time::timeout(left, self.rx.recv()) => match got {
-                    Ok(Some(m)) => self.incoming(m),
-                    Ok(None) | Err(_) => return done(self),
-                },
-                _ = state.changed() => {}
+            // Waits on `self.state` itself: `changed` marks the new state seen. (A
+            // clone made here kept the version of the first state, so its `changed`
+            // was ready at once after any change, and this loop spun a core until
+            // the deadline. A closed link, `Err`, is seen by `check_lost`.)
+            let state = &mut self.state;
+            let got = tokio::select! {
+                got = tokio::time::timeout(left, self.rx.recv()) => Some(got),
+                changed = state.changed() => {
+                    if changed.is_err() {
+                        // The link's task ended: nothing will change again; wait for
+                        // messages alone.
+                        Some(tokio::time::timeout(left, self.rx.recv()).await)
+                    } else {
+                        None
+                    }
+                }
+            };
+            match got {
+                Some(Ok(Some(m))) => self.incoming(m),
+                Some(Ok(None) | Err(_)) => return done(self),
+                None => {}
             }
         }
     }
