@@ -143,8 +143,8 @@ pub struct ReplayArgs {
     /// first one seen; the report lists them all).
     #[arg(long, value_name = "ID")]
     pub edge: Option<String>,
-    /// Pace as recorded, scaled by this factor (2 = twice as fast).
-    #[arg(long, default_value_t = 1.0, conflicts_with = "asap")]
+    /// Pace as recorded, scaled by this factor (2 = twice as fast; more than 0).
+    #[arg(long, default_value_t = 1.0, conflicts_with = "asap", value_parser = parse_speed)]
     pub speed: f64,
     /// As fast as the answers allow.
     #[arg(long)]
@@ -204,7 +204,8 @@ pub struct ReplayArgs {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct StoreArgs {
-    /// The capture store (a folder: a sled index and chunk files). Only one process can open it at a time.
+    /// The capture store (a folder of plain files). `captures`, `analyze --capture` and
+    /// `replay` read it while a proxy records into it.
     #[arg(long = "store", id = "store_dir", value_name = "DIR", default_value = edgetap::store::DEFAULT_DIR)]
     pub dir: PathBuf,
 }
@@ -636,6 +637,17 @@ pub struct DemoArgs {
 }
 
 /// `+08:00`, `-0530`, `+8`, `Z` or `UTC` → seconds east of UTC.
+/// `--speed`: a factor above 0 (0 would wait forever; `--asap` is the fastest).
+pub fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        Ok(_) => Err(format!(
+            "{s}: the speed is a factor above 0 (2 = twice as fast); for no pauses at all use --asap"
+        )),
+        Err(_) => Err(format!("{s}: not a number (e.g. 1, 2, 0.5)")),
+    }
+}
+
 pub fn parse_tz(s: &str) -> Result<i64, String> {
     let bad = || format!("{s:?} is not a UTC offset: use +08:00, -05:00, Z or UTC");
     let t = s.trim();
@@ -668,7 +680,16 @@ pub fn parse_tz(s: &str) -> Result<i64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_tz;
+    use super::{parse_speed, parse_tz};
+
+    #[test]
+    fn a_speed_is_a_factor_above_zero() {
+        assert_eq!(parse_speed("2"), Ok(2.0));
+        assert_eq!(parse_speed("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "inf", "NaN", "fast"] {
+            assert!(parse_speed(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn utc_offsets_in_the_usual_spellings() {
