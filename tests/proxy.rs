@@ -243,7 +243,8 @@ const CONNECT: &[u8] = &[
 
 async fn connack(s: &mut TcpStream) -> [u8; 4] {
     let mut b = [0u8; 4];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut b))
+    // Generous: 500 connections at once on a loaded 2-core machine.
+    tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut b))
         .await
         .expect("CONNACK in time")
         .expect("CONNACK");
@@ -423,8 +424,11 @@ async fn five_hundred_concurrent_connections() {
                 .unwrap();
             c.write_all(&pkt).await.unwrap();
             let ack = connack(&mut c).await;
-            // All 500 are open at once before any leaves.
-            barrier.wait().await;
+            // All 500 are open at once before any leaves. Bounded: a connection
+            // that failed would otherwise leave the other 499 waiting for ever.
+            tokio::time::timeout(Duration::from_secs(60), barrier.wait())
+                .await
+                .expect("all 500 connections open within 60 s");
             c.write_all(&[0xe0, 0x00]).await.unwrap(); // DISCONNECT
             ack
         }));
