@@ -15,6 +15,7 @@ pub mod mqtt;
 pub mod pipeline;
 pub mod protocol;
 pub mod proxy;
+pub mod redact;
 pub mod replay;
 pub mod report;
 pub mod rules;

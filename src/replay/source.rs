@@ -15,6 +15,7 @@ use crate::finding::Finding;
 use crate::mqtt::Packet;
 use crate::pipeline::{Analyzer, PacketEvent, Settings, Sink};
 use crate::protocol::{Actor, Class, Message, Topic};
+use crate::redact::redact_payload;
 use crate::rules::RuleSet;
 
 /// Where the recorded session is.
@@ -244,85 +245,4 @@ pub fn stored_messages(
         }
     }
     Ok(c.out)
-}
-
-/// JSON keys whose values are credentials.
-const SECRET_KEYS: &[&str] = &[
-    "password",
-    "passwd",
-    "pwd",
-    "secret",
-    "token",
-    "credential",
-    "apikey",
-    "api_key",
-];
-
-/// A payload with credential values replaced by `<redacted>`: JSON keys that name a
-/// credential (any depth, any case) and the `user:password@` of URLs.
-pub fn redact_payload(text: &str) -> String {
-    fn walk(v: &mut Value) {
-        match v {
-            Value::Object(o) => {
-                for (k, x) in o.iter_mut() {
-                    let key = k.to_ascii_lowercase();
-                    if SECRET_KEYS.iter().any(|s| key.contains(s)) {
-                        *x = Value::from(crate::store::REDACTED);
-                    } else {
-                        walk(x);
-                    }
-                }
-            }
-            Value::Array(a) => a.iter_mut().for_each(walk),
-            Value::String(s) => *s = redact_url(s),
-            _ => {}
-        }
-    }
-    match serde_json::from_str::<Value>(text) {
-        Ok(mut v) => {
-            walk(&mut v);
-            v.to_string()
-        }
-        Err(_) => redact_url(text),
-    }
-}
-
-/// `scheme://user:password@host` → `scheme://<redacted>@host`, anywhere in `s`.
-fn redact_url(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find("://") {
-        out.push_str(&rest[..i + 3]);
-        rest = &rest[i + 3..];
-        let end = rest
-            .find(|c: char| c == '/' || c.is_whitespace() || c == '"')
-            .unwrap_or(rest.len());
-        if let Some(at) = rest[..end].rfind('@') {
-            out.push_str(crate::store::REDACTED);
-            rest = &rest[at..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_in_payloads_are_redacted() {
-        let p = r#"{"type":"CMD_SYS_UPGRADE","param":{"file":{"url":"ftp://admin:s3cret@10.0.0.2/fw.bin","md5":"ab"},"Password":"x","auth":{"accessToken":"t"}}}"#;
-        let r = redact_payload(p);
-        assert!(!r.contains("s3cret") && !r.contains("admin:"), "{r}");
-        assert!(r.contains("ftp://<redacted>@10.0.0.2/fw.bin"), "{r}");
-        assert!(r.contains(r#""Password":"<redacted>""#), "{r}");
-        assert!(r.contains(r#""accessToken":"<redacted>""#), "{r}");
-        assert!(r.contains(r#""md5":"ab""#), "{r}");
-        assert_eq!(
-            redact_payload("not json http://a:b@h/x"),
-            "not json http://<redacted>@h/x"
-        );
-        assert_eq!(redact_payload("http://host/x"), "http://host/x");
-    }
 }

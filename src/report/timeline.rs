@@ -121,7 +121,8 @@ impl Timeline {
         let (payload, payload_len) = match &m.body {
             Ok(env) => {
                 let text = env.doc.text();
-                (excerpt(text), text.len())
+                // The chart is the record handed to a vendor: no credential in it.
+                (excerpt(&crate::redact::redact_payload(text)), text.len())
             }
             Err(PayloadError::InvalidJson(e)) => (format!("(not JSON: {e})"), 0),
             Err(PayloadError::NotObject(what)) => (format!("(not a JSON object: {what})"), 0),
@@ -395,6 +396,19 @@ mod tests {
         // Kept messages carry every finding about them.
         let at = lane.kept.iter().find(|e| e.n == 4000).unwrap();
         assert_eq!(at.findings.len(), 2);
+    }
+
+    #[test]
+    fn charted_payloads_carry_no_credential() {
+        let mut t = Timeline::new();
+        t.message(&msg(
+            0,
+            "/v1/E1/device/command",
+            r#"{"mid":7,"type":"CMD_SYS_UPGRADE","param":{"jobId":42,"file":{"url":"ftp://admin:Url-S3cret@10.0.0.2/fw.bin","password":"Fld-S3cret"}}}"#,
+        ));
+        let p = &t.edges["E1"].kept[0].payload;
+        assert!(!p.contains("S3cret") && !p.contains("admin:"), "{p}");
+        assert!(p.contains("ftp://<redacted>@10.0.0.2/fw.bin"), "{p}");
     }
 
     #[test]
