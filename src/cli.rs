@@ -342,6 +342,10 @@ pub enum CapturesCommand {
         id: u64,
         #[command(flatten)]
         store: StoreArgs,
+        /// Delete a capture that has no end time: one a proxy is still recording
+        /// (its recording is lost), or one whose proxy was killed.
+        #[arg(long)]
+        force: bool,
     },
     /// Write a capture as pcapng (synthesized Ethernet/IP/TCP headers, findings as
     /// packet comments).

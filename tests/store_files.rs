@@ -178,8 +178,20 @@ fn captures_list_and_analyze_work_during_a_live_capture() {
     );
     assert_eq!(e.status.code(), Some(0), "{}", text(&e.stderr));
     assert!(std::fs::metadata(&pcap).unwrap().len() > 50 * 100);
+    // Deleting the capture being recorded is refused (it would lose the recording
+    // while the proxy reports it stored).
+    let d = run(&["captures", "delete", "1"], &store);
+    assert_eq!(d.status.code(), Some(2), "{}", text(&d.stdout));
+    assert!(
+        text(&d.stderr).contains("still be recording") && text(&d.stderr).contains("--force"),
+        "{}",
+        text(&d.stderr)
+    );
     let (code, out, err) = proxy.stop();
     assert_eq!(code, Some(1), "error findings; {out}{err}");
+    // Once the proxy has ended it, the capture is deleted as any other.
+    let d = run(&["captures", "delete", "1"], &store);
+    assert_eq!(d.status.code(), Some(0), "{}", text(&d.stderr));
 }
 
 #[test]

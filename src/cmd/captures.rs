@@ -213,8 +213,15 @@ pub fn run(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::Result
             }
             Ok(0)
         }
-        C::Delete { id, store } => {
+        C::Delete { id, store, force } => {
             let store = Store::open_existing(&store.dir)?;
+            // A capture without an end may be recording now: deleting it would lose
+            // what the proxy records, while the proxy reports it stored.
+            if !force && store.capture(id)?.ended_us.is_none() {
+                anyhow::bail!(
+                    "capture {id} has no end time: a proxy may still be recording it (stop                      it first), or its proxy was killed; --force deletes it anyway"
+                );
+            }
             store.delete(id)?;
             writeln!(out, "capture {id} deleted")?;
             Ok(0)
