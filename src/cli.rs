@@ -115,7 +115,7 @@ pub enum Command {
         (SKIP, JUnit <skipped>), which neither passes nor fails the run.\n\n\
         Exit codes: 0 as recorded (as --expect with --expect; saved with --save-expect), \
         1 differences, 2 bad usage, unreadable input, or a broker that refused the \
-        connection (refused, login refused, closed, no CONNACK) or lost it during the replay.")]
+        connection (refused, login refused, closed, no CONNACK) or lost it during the replay,         3 nothing exercised (no exchange of the edge to play in that role: the run proves         nothing).")]
     Replay(ReplayArgs),
 }
 

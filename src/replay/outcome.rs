@@ -184,6 +184,13 @@ impl Outcome {
     }
 
     /// Exchanges not exercised (skipped).
+    /// No exchange compared and no mutation exercised: nothing of the recording was
+    /// played to the counterpart (an edge that only reported, a wrong --edge).
+    pub fn nothing_exercised(&self) -> bool {
+        self.exchanges.iter().all(|x| x.skipped.is_some())
+            && self.mutations.iter().all(|m| m.verdict == "not applicable")
+    }
+
     pub fn skipped_exchanges(&self) -> impl Iterator<Item = &Exchange> {
         self.exchanges.iter().filter(|x| x.skipped.is_some())
     }
@@ -257,6 +264,13 @@ impl Outcome {
                 count(e.divergences.len(), "divergence", "divergences")
             ),
             None if self.failed() => "RESULT: differences found".into(),
+            None if self.nothing_exercised() => format!(
+                "RESULT: nothing exercised: the recording holds no exchange of edge {} to \
+                 play as {} (exit code 3); pick another edge with --edge, or the other role \
+                 with --as",
+                self.recorded_edge,
+                self.role.as_str()
+            ),
             None => format!("RESULT: as recorded{not_exercised}"),
         }
     }
@@ -423,6 +437,11 @@ impl Outcome {
     pub fn exit_code(&self, expectation: Option<&Expectation>, saved: bool) -> u8 {
         if self.broker_lost.is_some() {
             return crate::report::EXIT_UNREADABLE;
+        }
+        // A replay that compared nothing proves nothing (3, as `analyze`), unless
+        // its expectation diverges (an expected exchange that did not happen).
+        if self.nothing_exercised() && expectation.map_or(true, |e| e.divergences.is_empty()) {
+            return crate::report::EXIT_NOTHING_JUDGED;
         }
         match expectation {
             Some(e) => u8::from(!e.divergences.is_empty()),
@@ -718,6 +737,23 @@ mod tests {
             "{junit}"
         );
         assert!(!junit.contains("<failure"), "{junit}");
+    }
+
+    #[test]
+    fn a_replay_that_exercised_nothing_exits_3_not_0() {
+        let none = outcome(vec![]);
+        assert_eq!(
+            none.exit_code(None, false),
+            crate::report::EXIT_NOTHING_JUDGED
+        );
+        assert!(none.to_table().contains("RESULT: nothing exercised"));
+        let skipped = outcome(vec![skipped_linkup()]);
+        assert_eq!(
+            skipped.exit_code(None, false),
+            crate::report::EXIT_NOTHING_JUDGED
+        );
+        let one = outcome(vec![exchange(0, "platform", "CMD_SYS_STATUS")]);
+        assert_eq!(one.exit_code(None, false), 0);
     }
 
     #[test]
