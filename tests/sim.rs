@@ -599,3 +599,31 @@ fn cli_platform_started_after_the_edge_exits_0_and_a_refusal_exits_1() {
         .unwrap();
     assert_eq!(control["status"], "fail");
 }
+
+/// `sim edge` that never reaches its broker exits 2 (an unreachable broker, as
+/// `replay` and `sim platform` say it; 1 would read as findings), says why on
+/// stderr, and gives up within --duration-ms.
+#[test]
+fn sim_edge_without_its_broker_exits_2_within_its_duration() {
+    // A port bound and closed: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let t0 = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgetap"))
+        .args(["sim", "edge", "--broker", &format!("127.0.0.1:{port}")])
+        .args(["--edge-id", "NOBROKER", "--duration-ms", "1500"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("could not connect"), "{err}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("could not connect"),
+        "the error goes to stderr"
+    );
+    // Not a timing target: a bound far above 1.5 s, far below the 10 s it took.
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+}

@@ -231,6 +231,10 @@ pub async fn run(settings: EdgeSettings, shutdown: watch::Receiver<bool>) -> Edg
             s.connect_timeout = s.connect_timeout.max(Duration::from_secs(60));
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+        // Trying to connect is part of the run: --duration-ms bounds it too.
+        if let Some(d) = s.run_for {
+            s.connect_timeout = s.connect_timeout.min(d);
+        }
         let sd = shutdown.clone();
         tasks.push(tokio::spawn(async move { run_one(s, id, sd).await }));
     }

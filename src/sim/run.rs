@@ -88,10 +88,16 @@ pub fn edge(s: EdgeSettings, w: &mut dyn Write) -> Result<u8, RunError> {
     if let Some(kib) = super::peak_rss_kib() {
         writeln!(w, "peak RSS {:.1} MiB", kib as f64 / 1024.0)?;
     }
+    // Errors on stderr, as every command's; an edge that never connected is an
+    // unreachable broker (2, as `replay` and `sim platform` say it), not findings (1).
     for e in stats.errors.iter().take(5) {
-        writeln!(w, "error: {e}")?;
+        eprintln!("edgetap: {e}");
     }
-    Ok(u8::from(stats.connected < stats.edges))
+    Ok(if stats.connected < stats.edges {
+        crate::report::EXIT_UNREADABLE
+    } else {
+        0
+    })
 }
 
 /// `edgetap sim platform`: the plan against one edge, or `respond_only` for any edge.
