@@ -78,12 +78,23 @@ impl Noise {
 
 /// Differences between two normalized values, one line each, with the path.
 pub fn diff_values(path: &str, recorded: &Value, live: &Value, out: &mut Vec<String>) {
+    diff_values_by(path, recorded, live, &|a, b| a == b, out)
+}
+
+/// [`diff_values`] with the test of equal leaf values given.
+fn diff_values_by(
+    path: &str,
+    recorded: &Value,
+    live: &Value,
+    same: &dyn Fn(&Value, &Value) -> bool,
+    out: &mut Vec<String>,
+) {
     match (recorded, live) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, x) in a {
                 let p = join(path, k);
                 match b.get(k) {
-                    Some(y) => diff_values(&p, x, y, out),
+                    Some(y) => diff_values_by(&p, x, y, same, out),
                     None => out.push(format!("{p}: missing (recorded {})", short(x))),
                 }
             }
@@ -95,11 +106,29 @@ pub fn diff_values(path: &str, recorded: &Value, live: &Value, out: &mut Vec<Str
         }
         (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
             for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                diff_values(&format!("{path}[{i}]"), x, y, out);
+                diff_values_by(&format!("{path}[{i}]"), x, y, same, out);
             }
         }
-        (x, y) if x == y => {}
+        (x, y) if same(x, y) => {}
         (x, y) => out.push(format!("{path}: recorded {}, live {}", short(x), short(y))),
+    }
+}
+
+/// Leaf values equal once the edge ids are mapped: the live answer comes back in the
+/// recording's form (its live edge id replaced by the recorded one), which also
+/// rewrites a value that merely equals the live id (a device model "M1" when the
+/// live edge is M1). Two strings are the same when they are in the live form too.
+pub fn same_across_edges<'a>(
+    recorded_edge: &'a str,
+    live_edge: &'a str,
+) -> impl Fn(&Value, &Value) -> bool + 'a {
+    move |a, b| match (a, b) {
+        (Value::String(x), Value::String(y)) => {
+            x == y
+                || crate::replay::rewrite::swap_token(x, recorded_edge, live_edge)
+                    == crate::replay::rewrite::swap_token(y, recorded_edge, live_edge)
+        }
+        _ => a == b,
     }
 }
 
@@ -214,6 +243,14 @@ pub fn recorded_exchanges(
 /// Fills `diffs` from the recorded and live answers.
 /// A skipped exchange gets no differences: it was not exercised.
 pub fn judge_exchange(x: &mut Exchange) {
+    judge_exchange_by(x, &|a, b| a == b)
+}
+
+/// [`judge_exchange`] with the test of equal leaf values given (see
+/// [`same_across_edges`]).
+pub fn judge_exchange_by(x: &mut Exchange, same: &dyn Fn(&Value, &Value) -> bool) {
+    let diff_values =
+        |p: &str, r: &Value, l: &Value, out: &mut Vec<String>| diff_values_by(p, r, l, same, out);
     if x.skipped.is_some() {
         x.diffs.clear();
         return;
@@ -261,6 +298,22 @@ mod tests {
     use serde_json::json;
 
     /// `mid` is noise everywhere: in the reply, in the job result, and nested.
+    #[test]
+    fn a_value_equal_to_the_live_edge_id_is_no_difference() {
+        // Live edge M1, recorded GOLD1: the live answer comes back with "M1" read as
+        // the edge id everywhere, also in a model named "M1".
+        let same = same_across_edges("GOLD1", "M1");
+        let recorded = serde_json::json!({"model": "M1", "deviceId": "GOLD1-d1"});
+        let live_back = serde_json::json!({"model": "GOLD1", "deviceId": "GOLD1-d1"});
+        let mut d = vec![];
+        diff_values_by("", &recorded, &live_back, &same, &mut d);
+        assert!(d.is_empty(), "{d:?}");
+        // A real difference stays one.
+        let live_back = serde_json::json!({"model": "M2", "deviceId": "GOLD1-d2"});
+        diff_values_by("", &recorded, &live_back, &same, &mut d);
+        assert_eq!(d.len(), 2, "{d:?}");
+    }
+
     #[test]
     fn mid_is_noise_in_replies_and_job_results() {
         let n = Noise::new(&[]);

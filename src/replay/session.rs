@@ -1202,8 +1202,9 @@ impl<'a> Session<'a> {
         let mutations: Vec<MutationResult> = mutations.into_iter().map(|(_, m)| m).collect();
         self.mark_not_exercised();
         self.mark_cut_off();
+        let same = judge::same_across_edges(&self.rw.recorded_edge, &self.rw.live_edge);
         for x in &mut self.exchanges {
-            judge::judge_exchange(x);
+            judge::judge_exchange_by(x, &same);
         }
         let in_baseline = |n: usize, f: &Finding| {
             (n < baseline_end || n >= finish_start)
