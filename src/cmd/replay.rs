@@ -60,7 +60,7 @@ pub fn run(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     let expectation = expected.map(|e| replay::check_expected(&e, &outcome));
     match a.format {
         Format::Table => out.write_all(outcome.to_table_with(expectation.as_ref()).as_bytes())?,
-        Format::Json => writeln!(out, "{}", outcome.to_json())?,
+        Format::Json => writeln!(out, "{}", outcome.to_json_with(expectation.as_ref()))?,
         Format::Junit => out.write_all(outcome.to_junit(expectation.as_ref()).as_bytes())?,
         Format::Html => out.write_all(outcome.to_html(expectation.as_ref()).as_bytes())?,
     }

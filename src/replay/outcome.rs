@@ -101,6 +101,30 @@ impl Outcome {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// The report for scripts: the outcome (the form `--save-expect` writes), with
+    /// `result`, the table's last line, and with an expectation its comparison
+    /// (`expectation.divergences`, `notes`, the exchanges and mutations that diverge).
+    pub fn to_json_with(&self, expectation: Option<&Expectation>) -> String {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Value::Object(o) = &mut v {
+            o.insert(
+                "result".into(),
+                Value::from(
+                    self.result_line(expectation)
+                        .trim_start_matches("RESULT: ")
+                        .to_string(),
+                ),
+            );
+            if let Some(e) = expectation {
+                o.insert(
+                    "expectation".into(),
+                    serde_json::to_value(e).unwrap_or_default(),
+                );
+            }
+        }
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    }
+
     /// The report for people, without an expectation.
     pub fn to_table(&self) -> String {
         self.to_table_with(None)
@@ -457,7 +481,7 @@ fn count(n: usize, one: &str, many: &str) -> String {
 }
 
 /// An outcome compared with a saved one (`--expect`).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Expectation {
     /// Differences beyond the noise rules: any one fails the run. Each starts with
     /// what it concerns ("exchange 3 CMD_X: …", "mutation NAME: …", "new rules: …").
@@ -737,6 +761,26 @@ mod tests {
             "{junit}"
         );
         assert!(!junit.contains("<failure"), "{junit}");
+    }
+
+    #[test]
+    fn the_json_report_carries_the_result_and_the_expectation() {
+        let o = outcome(vec![exchange(0, "platform", "CMD_SYS_STATUS")]);
+        let e = Expectation {
+            divergences: vec!["exchange 0 CMD_SYS_STATUS: reply.code: expected 200, got 404".into()],
+            ..Expectation::default()
+        };
+        let v: Value = serde_json::from_str(&o.to_json_with(Some(&e))).unwrap();
+        assert_eq!(v["result"], "1 divergence from the expectation", "{v}");
+        assert_eq!(
+            v["expectation"]["divergences"][0],
+            "exchange 0 CMD_SYS_STATUS: reply.code: expected 200, got 404"
+        );
+        let v: Value = serde_json::from_str(&o.to_json_with(None)).unwrap();
+        assert_eq!(v["result"], "as recorded", "{v}");
+        assert!(v.get("expectation").is_none());
+        // What --save-expect writes reads back as an outcome.
+        let _: Outcome = serde_json::from_str(&o.to_json()).unwrap();
     }
 
     #[test]
