@@ -767,7 +767,9 @@ mod tests {
     fn the_json_report_carries_the_result_and_the_expectation() {
         let o = outcome(vec![exchange(0, "platform", "CMD_SYS_STATUS")]);
         let e = Expectation {
-            divergences: vec!["exchange 0 CMD_SYS_STATUS: reply.code: expected 200, got 404".into()],
+            divergences: vec![
+                "exchange 0 CMD_SYS_STATUS: reply.code: expected 200, got 404".into(),
+            ],
             ..Expectation::default()
         };
         let v: Value = serde_json::from_str(&o.to_json_with(Some(&e))).unwrap();

@@ -219,6 +219,8 @@ struct Session<'a> {
     ex_job: HashMap<usize, usize>,
     /// Recorded message indices matched by a live message.
     seen: HashSet<usize>,
+    /// The counterpart published something during the replay (it is online).
+    heard: bool,
     /// Live mid of a request we sent → exchange.
     sent: HashMap<u64, usize>,
     /// Live mid of each counterpart request matched to an exchange.
@@ -342,6 +344,7 @@ impl<'a> Session<'a> {
             ex_reply,
             ex_job,
             seen: HashSet::new(),
+            heard: false,
             sent: HashMap::new(),
             their_mid: HashMap::new(),
             watch: None,
@@ -464,6 +467,7 @@ impl<'a> Session<'a> {
         if sender(&topic) == self.us {
             return;
         }
+        self.heard = true;
         let json = match serde_json::from_slice::<Value>(&m.payload) {
             Ok(Value::Object(o)) => o,
             _ => {
@@ -618,6 +622,30 @@ impl<'a> Session<'a> {
             Pacing::Speed(f) => f.max(1e-6),
             Pacing::Asap => 1.0,
         };
+        // Playing the platform from a recording in which one of our commands comes
+        // before any request of the edge's (taken after the edge came online): no
+        // link-up to wait for, so before the first command wait, up to --edge-wait-ms, for the live
+        // edge to publish anything: a command sent before it is online answers
+        // nothing and would read as its missing reply.
+        let ours_first = msgs.iter().position(|m| m.publisher() == self.us);
+        let edge_first = (0..msgs.len()).find(|&i| self.edge_started(i));
+        let unannounced = match (ours_first, edge_first) {
+            (Some(o), Some(e)) => o < e,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if self.us == Actor::Platform && unannounced {
+            let deadline = Instant::now() + self.s.edge_wait;
+            if !self.wait_until(deadline, &|s| s.heard).await && !self.check_lost() {
+                eprintln!(
+                    "edgetap: replay: edge {} published nothing within {} (--edge-wait-ms); \
+                     the first command goes out anyway: if the device is not online yet, its \
+                     exchange reads as a missing reply",
+                    self.rw.live_edge,
+                    secs(self.s.edge_wait)
+                );
+            }
+        }
         for (i, m) in msgs.iter().enumerate() {
             if m.publisher() != self.us || self.skip.contains(&i) {
                 continue;
