@@ -355,7 +355,9 @@ async fn edge_picks_one_edge_of_a_multi_edge_capture() {
         }
     };
     let (code, out, err) = run("MULTI-2").await;
-    assert!(code == Some(0) || code == Some(1), "{out}{err}");
+    // No live edge answers here: its exchanges are not exercised (3), never a
+    // usage error (2).
+    assert!(matches!(code, Some(0 | 1 | 3)), "{out}{err}");
     assert!(
         out.contains("(recorded edge MULTI-2, live edge MULTI-2)"),
         "{out}"

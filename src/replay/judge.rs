@@ -180,6 +180,10 @@ pub struct Exchange {
     /// edge sends by itself, sent before the replayer joined.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// Answers that came after the replay had stopped waiting for them
+    /// (--timeout-ms): a difference, whether or not the replay still ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub late: Vec<String>,
 }
 
 /// Recorded exchanges: each request with the first reply of the same mid on the
@@ -234,6 +238,7 @@ pub fn recorded_exchanges(
                 live: Answer::default(),
                 diffs: vec![],
                 skipped: None,
+                late: vec![],
             },
         ));
     }
@@ -289,6 +294,7 @@ pub fn judge_exchange_by(x: &mut Exchange, same: &dyn Fn(&Value, &Value) -> bool
     for e in &x.live.extra {
         d.push(format!("extra answer (live {})", short(e)));
     }
+    d.extend(x.late.iter().cloned());
     x.diffs = d;
 }
 
@@ -298,6 +304,35 @@ mod tests {
     use serde_json::json;
 
     /// `mid` is noise everywhere: in the reply, in the job result, and nested.
+    #[test]
+    fn a_late_answer_is_a_difference_even_when_it_matches() {
+        let mut x = Exchange {
+            index: 0,
+            from: "platform".into(),
+            request: "CMD_SYS_STATUS".into(),
+            topic: "/v1/E1/device/command".into(),
+            recorded: Answer {
+                reply: Some(json!({"code": 200})),
+                ..Answer::default()
+            },
+            live: Answer {
+                reply: Some(json!({"code": 200})),
+                ..Answer::default()
+            },
+            diffs: vec![],
+            skipped: None,
+            late: vec![],
+        };
+        judge_exchange(&mut x);
+        assert!(x.diffs.is_empty(), "{:?}", x.diffs);
+        x.late.push(
+            "late reply: it came after the replay stopped waiting (2000 ms, --timeout-ms)".into(),
+        );
+        judge_exchange(&mut x);
+        assert_eq!(x.diffs.len(), 1, "{:?}", x.diffs);
+        assert!(x.diffs[0].starts_with("late reply"));
+    }
+
     #[test]
     fn a_value_equal_to_the_live_edge_id_is_no_difference() {
         // Live edge M1, recorded GOLD1: the live answer comes back with "M1" read as
@@ -335,6 +370,7 @@ mod tests {
             live: answer(1_000_000_000_020_000, 9),
             diffs: vec![],
             skipped: None,
+            late: vec![],
         };
         judge_exchange(&mut x);
         assert!(x.diffs.is_empty(), "{:?}", x.diffs);

@@ -688,6 +688,7 @@ mod tests {
             live: judge::Answer::default(),
             diffs: vec![],
             skipped: None,
+            late: vec![],
         }
     }
 

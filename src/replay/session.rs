@@ -509,11 +509,21 @@ impl<'a> Session<'a> {
                             }
                         }
                         let norm = self.norm(&json);
+                        let timeout = self.s.answer_timeout;
                         let ex = &mut self.exchanges[x];
                         if ex.live.reply.is_none() {
                             ex.live.reply = Some(norm);
                             if let Some((&i, _)) = self.ex_reply.iter().find(|(_, &e)| e == x) {
                                 self.seen.insert(i);
+                                // The replay gave up on it: late, wherever it sits
+                                // in the recording.
+                                if self.gave_up.contains(&i) {
+                                    ex.late.push(format!(
+                                        "late reply: it came after the replay stopped \
+                                         waiting ({} ms, --timeout-ms)",
+                                        timeout.as_millis()
+                                    ));
+                                }
                             }
                         } else {
                             ex.live.extra.push(norm);
@@ -554,11 +564,19 @@ impl<'a> Session<'a> {
                     })
                 });
                 if let Some(x) = x {
+                    let timeout = self.s.answer_timeout;
                     let ex = &mut self.exchanges[x];
                     if ex.live.job_result.is_none() {
                         ex.live.job_result = Some(norm);
                         if let Some((&i, _)) = self.ex_job.iter().find(|(_, &e)| e == x) {
                             self.seen.insert(i);
+                            if self.gave_up.contains(&i) {
+                                ex.late.push(format!(
+                                    "late job result: it came after the replay stopped \
+                                     waiting ({} ms, --timeout-ms)",
+                                    timeout.as_millis()
+                                ));
+                            }
                         }
                     } else {
                         ex.live.extra.push(norm);
