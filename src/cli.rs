@@ -133,7 +133,8 @@ pub struct ReplayArgs {
     /// The side edgetap plays.
     #[arg(long = "as", value_enum, required_unless_present = "list_mutations")]
     pub role: Option<ReplayRole>,
-    /// Broker, HOST:PORT.
+    /// Broker, HOST:PORT, or USER@HOST:PORT to log in (the password from the
+    /// environment variable EDGETAP_MQTT_PASSWORD, never on the command line).
     #[arg(long, required_unless_present = "list_mutations")]
     pub broker: Option<String>,
     /// Live edge id (default: the recorded one); replaced in topics and fields.
@@ -538,7 +539,8 @@ pub enum SimCommand {
 
 #[derive(clap::Args, Debug)]
 pub struct SimEdgeArgs {
-    /// Broker, HOST:PORT.
+    /// Broker, HOST:PORT, or USER@HOST:PORT to log in (the password from the
+    /// environment variable EDGETAP_MQTT_PASSWORD, never on the command line).
     #[arg(long)]
     pub broker: String,
     /// Edge id; with --count N the edges are ID-1 … ID-N.
@@ -578,7 +580,8 @@ pub struct SimPlatformArgs {
     /// The report's filters and listing.
     #[command(flatten)]
     pub shown: ShownArgs,
-    /// Broker, HOST:PORT.
+    /// Broker, HOST:PORT, or USER@HOST:PORT to log in (the password from the
+    /// environment variable EDGETAP_MQTT_PASSWORD, never on the command line).
     #[arg(long)]
     pub broker: String,
     /// The edge under test.

@@ -627,3 +627,54 @@ fn sim_edge_without_its_broker_exits_2_within_its_duration() {
     // Not a timing target: a bound far above 1.5 s, far below the 10 s it took.
     assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
 }
+
+/// The sims (and replay, through the same client) log in to a broker that requires
+/// it: `--broker USER@HOST:PORT` with the password in EDGETAP_MQTT_PASSWORD. A
+/// password written into the address is refused without being echoed.
+#[test]
+fn sims_log_in_with_user_at_host_and_the_password_from_the_environment() {
+    let dir = common::temp_dir("login");
+    let passwd = dir.join("passwd");
+    let st = std::process::Command::new("mosquitto_passwd")
+        .arg("-c")
+        .arg("-b")
+        .arg(&passwd)
+        .args(["lab", "Pw-Lab-1"])
+        .status()
+        .expect("mosquitto_passwd (Debian's mosquitto package)");
+    assert!(st.success());
+    // mosquitto reads it after dropping to its own user.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let port = common::free_port();
+    let _broker = Mosquitto::with(
+        port,
+        &format!(
+            "allow_anonymous false\npassword_file {}\n",
+            passwd.display()
+        ),
+    );
+    let edge = |broker: String, password: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_edgetap"));
+        c.args(["sim", "edge", "--broker", &broker])
+            .args(["--edge-id", "LOGIN1", "--duration-ms", "1500"])
+            .env_remove("EDGETAP_MQTT_PASSWORD");
+        if let Some(p) = password {
+            c.env("EDGETAP_MQTT_PASSWORD", p);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = edge(format!("lab@127.0.0.1:{port}"), Some("Pw-Lab-1"));
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = edge(format!("lab@127.0.0.1:{port}"), Some("wrong"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not authorized"), "{err}");
+    let (code, err) = edge(format!("lab:Pw-Lab-1@127.0.0.1:{port}"), None);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("EDGETAP_MQTT_PASSWORD"), "{err}");
+    assert!(!err.contains("Pw-Lab-1"), "the password is echoed: {err}");
+}

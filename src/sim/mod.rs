@@ -190,6 +190,28 @@ fn v5_cause(e: &rumqttc::v5::ConnectionError, was_up: bool) -> String {
 }
 
 /// Splits `HOST:PORT`.
+/// The environment variable that holds the password of a broker given as
+/// `USER@HOST:PORT` (`--broker` of `replay` and the sims).
+pub const PASSWORD_ENV: &str = "EDGETAP_MQTT_PASSWORD";
+
+/// A broker address `[USER@]HOST:PORT`: the login (the password from
+/// [`PASSWORD_ENV`], never from the address, where `ps`, the shell's history and
+/// every message naming the broker would show it) and the address.
+pub fn broker_login(broker: &str) -> Result<(Option<(String, String)>, &str), SimError> {
+    let Some((user, addr)) = broker.rsplit_once('@') else {
+        return Ok((None, broker));
+    };
+    if user.contains(':') {
+        // Not echoed: it holds a password.
+        return Err(SimError::Usage(format!(
+            "the broker address holds a password (USER:PASSWORD@HOST:PORT): give \
+             USER@HOST:PORT and the password in the environment variable {PASSWORD_ENV}"
+        )));
+    }
+    let password = std::env::var(PASSWORD_ENV).unwrap_or_default();
+    Ok((Some((user.to_string(), password)), addr))
+}
+
 pub fn host_port(broker: &str) -> Result<(String, u16), SimError> {
     let (h, p) = broker
         .rsplit_once(':')
@@ -212,13 +234,17 @@ impl Link {
         timeout: Duration,
         fail_fast: bool,
     ) -> Result<(Link, mpsc::UnboundedReceiver<Incoming>), SimError> {
-        let (host, port) = host_port(broker)?;
+        let (login, addr) = broker_login(broker)?;
+        let (host, port) = host_port(addr)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<()>();
         let (state_tx, mut state_rx) = watch::channel(LinkState::Connecting);
         let client = match proto {
             Protocol::V4 => {
                 let mut o = rumqttc::MqttOptions::new(id, host, port);
+                if let Some((user, password)) = &login {
+                    o.set_credentials(user, password);
+                }
                 o.set_keep_alive(Duration::from_secs(30));
                 o.set_max_packet_size(1 << 20, 1 << 20);
                 o.set_inflight(200);
@@ -269,6 +295,9 @@ impl Link {
             }
             Protocol::V5 => {
                 let mut o = rumqttc::v5::MqttOptions::new(id, host, port);
+                if let Some((user, password)) = &login {
+                    o.set_credentials(user, password);
+                }
                 o.set_keep_alive(Duration::from_secs(30));
                 o.set_max_packet_size(Some(1 << 20));
                 let (c, mut el) = rumqttc::v5::AsyncClient::new(o, 256);
