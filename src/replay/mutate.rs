@@ -75,7 +75,9 @@ impl Expect {
     pub fn describe(self) -> &'static str {
         match self {
             Expect::Reject => "error code or no action; never 200/202",
-            Expect::ActOnce => "first answered; the repeat not acted on (no second 200/202)",
+            Expect::ActOnce => {
+                "first answered; the repeat not acted on (its job reports once; answering the repeat is no action)"
+            }
             Expect::Survive => "still answers the liveness probe",
         }
     }
