@@ -414,6 +414,9 @@ async fn as_edge_request_mutations_against_the_reference_responder() {
         ("other-edge-id", "pass"),
         ("expired", "pass"),
         ("out-of-range", "not applicable"),
+        // The reference platform acknowledges the repeated EVENT_LINKUP again: an
+        // answer, no action (the standard says nothing of a repeated mid).
+        ("duplicate-mid", "pass"),
     ];
     s.mutations = expected.iter().map(|(n, _)| n.to_string()).collect();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
