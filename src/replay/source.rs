@@ -153,6 +153,19 @@ pub fn load(source: &Source, rules: Arc<RuleSet>, ports: &[u16]) -> Result<Recor
         Source::Stored { store, id } => {
             let st = crate::store::Store::open_existing(store)
                 .map_err(|e| ReplayError::Source(e.to_string()))?;
+            // A capture id the store does not hold is named as such, with the ids
+            // it holds (not "no protocol messages").
+            st.capture(*id).map_err(|e| {
+                let ids: Vec<String> = st
+                    .captures()
+                    .map(|c| c.iter().map(|m| m.id.to_string()).collect())
+                    .unwrap_or_default();
+                let held = match ids.is_empty() {
+                    true => "no capture".to_string(),
+                    false => format!("capture ids {}", ids.join(", ")),
+                };
+                ReplayError::Source(format!("{e}: the store {} holds {held}", store.display()))
+            })?;
             let mut a = Analyzer::new(rules, Settings::default());
             for ev in st.events(*id) {
                 let ev = ev.map_err(|e| ReplayError::Source(e.to_string()))?;
