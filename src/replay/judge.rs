@@ -81,6 +81,19 @@ pub fn diff_values(path: &str, recorded: &Value, live: &Value, out: &mut Vec<Str
     diff_values_by(path, recorded, live, &|a, b| a == b, out)
 }
 
+/// [`diff_values`] of an expectation's value and this run's: "expected …, live …"
+/// (the expectation may hold other values than the recording).
+pub fn diff_expected(path: &str, expected: &Value, live: &Value, out: &mut Vec<String>) {
+    diff_labelled(
+        path,
+        expected,
+        live,
+        &|a, b| a == b,
+        ("expected", "live"),
+        out,
+    )
+}
+
 /// [`diff_values`] with the test of equal leaf values given.
 fn diff_values_by(
     path: &str,
@@ -89,28 +102,39 @@ fn diff_values_by(
     same: &dyn Fn(&Value, &Value) -> bool,
     out: &mut Vec<String>,
 ) {
-    match (recorded, live) {
+    diff_labelled(path, recorded, live, same, ("recorded", "live"), out)
+}
+
+fn diff_labelled(
+    path: &str,
+    before: &Value,
+    after: &Value,
+    same: &dyn Fn(&Value, &Value) -> bool,
+    (was, now): (&str, &str),
+    out: &mut Vec<String>,
+) {
+    match (before, after) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, x) in a {
                 let p = join(path, k);
                 match b.get(k) {
-                    Some(y) => diff_values_by(&p, x, y, same, out),
-                    None => out.push(format!("{p}: missing (recorded {})", short(x))),
+                    Some(y) => diff_labelled(&p, x, y, same, (was, now), out),
+                    None => out.push(format!("{p}: missing ({was} {})", short(x))),
                 }
             }
             for (k, y) in b {
                 if !a.contains_key(k) {
-                    out.push(format!("{}: extra (live {})", join(path, k), short(y)));
+                    out.push(format!("{}: extra ({now} {})", join(path, k), short(y)));
                 }
             }
         }
         (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
             for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                diff_values_by(&format!("{path}[{i}]"), x, y, same, out);
+                diff_labelled(&format!("{path}[{i}]"), x, y, same, (was, now), out);
             }
         }
         (x, y) if same(x, y) => {}
-        (x, y) => out.push(format!("{path}: recorded {}, live {}", short(x), short(y))),
+        (x, y) => out.push(format!("{path}: {was} {}, {now} {}", short(x), short(y))),
     }
 }
 
@@ -304,6 +328,13 @@ mod tests {
     use serde_json::json;
 
     /// `mid` is noise everywhere: in the reply, in the job result, and nested.
+    #[test]
+    fn a_divergence_from_an_expectation_says_expected_not_recorded() {
+        let mut d = vec![];
+        diff_expected("live", &json!({"code": 404}), &json!({"code": 200}), &mut d);
+        assert_eq!(d, ["live.code: expected 404, live 200"]);
+    }
+
     #[test]
     fn a_late_answer_is_a_difference_even_when_it_matches() {
         let mut x = Exchange {
