@@ -80,6 +80,10 @@ pub struct Outcome {
     /// are not exercised, never the device's missing replies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker_lost: Option<String>,
+    /// The counterpart published nothing at all during the replay: the differences
+    /// are one cause (not online, another broker, another edge id), not many.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub counterpart_silent: bool,
     /// The live session's test record (clauses, findings, message sequence), for
     /// `--format html`; not part of the saved expectation.
     #[serde(skip)]
@@ -202,6 +206,17 @@ impl Outcome {
         }
         if let Some(e) = expectation {
             e.write(&mut s);
+        }
+        if self.counterpart_silent && self.broker_lost.is_none() {
+            let (who, id) = match self.role {
+                Role::Platform => ("edge", format!(" (--edge-id {})", self.live_edge)),
+                Role::Edge => ("platform", String::new()),
+            };
+            let _ = writeln!(
+                s,
+                "\nThe {who}{id} published nothing during the replay: is it online, on this \
+                 broker, under this id? Its missing answers have that one cause."
+            );
         }
         let _ = writeln!(s, "\n{}", self.result_line(expectation));
         s
@@ -606,7 +621,7 @@ fn compare_exchange(e: &Exchange, g: &Exchange, x: &mut Expectation) {
     }
     let mut v = vec![];
     let to = |a: &judge::Answer| serde_json::to_value(a).unwrap_or(Value::Null);
-    judge::diff_values("live", &to(&e.live), &to(&g.live), &mut v);
+    judge::diff_expected("live", &to(&e.live), &to(&g.live), &mut v);
     if e.request != g.request {
         v.push(format!(
             "request: expected {}, got {}",
@@ -706,6 +721,7 @@ mod tests {
             orphan_replies: vec![],
             live_findings: vec![],
             broker_lost: None,
+            counterpart_silent: false,
             record: None,
         }
     }
@@ -784,6 +800,18 @@ mod tests {
         assert!(v.get("expectation").is_none());
         // What --save-expect writes reads back as an outcome.
         let _: Outcome = serde_json::from_str(&o.to_json()).unwrap();
+    }
+
+    #[test]
+    fn a_silent_counterpart_is_named_as_the_one_cause() {
+        let mut o = outcome(vec![exchange(0, "platform", "CMD_SYS_STATUS")]);
+        assert!(!o.to_table().contains("published nothing"));
+        o.counterpart_silent = true;
+        let t = o.to_table();
+        assert!(
+            t.contains("The edge (--edge-id E) published nothing during the replay"),
+            "{t}"
+        );
     }
 
     #[test]

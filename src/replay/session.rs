@@ -1308,6 +1308,7 @@ impl<'a> Session<'a> {
             orphan_replies: self.orphans,
             live_findings: self.findings.iter().map(FindingBrief::of).collect(),
             broker_lost: self.lost,
+            counterpart_silent: !self.heard,
         })
     }
 
