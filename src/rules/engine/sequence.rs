@@ -60,14 +60,17 @@ impl Engine {
                     if !first || t == msg_type {
                         continue;
                     }
+                    let rule_clause = || {
+                        rule.def
+                            .clause
+                            .clone()
+                            .unwrap_or_else(|| clause.to_string())
+                    };
                     if ctx.class == Class::Reply {
                         // Its first message answers a command: the edge was online,
                         // so it linked up before the input began.
                         unseen.push((
-                            rule.def
-                                .clause
-                                .clone()
-                                .unwrap_or_else(|| clause.to_string()),
+                            rule_clause(),
                             format!(
                                 "edge {}: its first message in the input is a reply to \
                                  {t}: it was online, linked up before the input began",
@@ -79,10 +82,7 @@ impl Engine {
                         // sent first is not known.
                         if !edge.linked_up {
                             unseen.push((
-                                rule.def
-                                    .clause
-                                    .clone()
-                                    .unwrap_or_else(|| clause.to_string()),
+                                rule_clause(),
                                 format!(
                                     "edge {}: the input starts after its connection opened \
                                      (no CONNECT seen), so whether it sent {msg_type} first is \
