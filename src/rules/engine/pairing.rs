@@ -89,7 +89,7 @@ pub(super) enum Wants {
 }
 
 /// Suspects held at most; past this, an unmatched reply is noted as not judged.
-const MAX_SUSPECTS: usize = 4096;
+const MAX_SUSPECTS: usize = 1024;
 
 /// What the code of a reply means for its request.
 #[derive(Debug, Clone, PartialEq)]
@@ -230,16 +230,18 @@ impl Engine {
         }
     }
 
-    /// Drops the suspects nothing open can explain any more (a request of their
-    /// type was answered, a job got its result): they answer something from before
-    /// the input.
-    fn prune_suspects(&mut self) {
-        if self.suspects.is_empty() {
+    /// Drops the suspects nothing open can explain any more, among those `touched`
+    /// selects (what a request of their type being answered, or a job reporting,
+    /// may have changed): they answer something from before the input. Only those
+    /// are looked at again, so an answered request costs nothing when no suspect
+    /// waits on its kind.
+    fn prune_suspects(&mut self, touched: impl Fn(&Wants) -> bool) {
+        if !self.suspects.iter().any(|s| touched(&s.wants)) {
             return;
         }
         let suspects = std::mem::take(&mut self.suspects);
         for s in suspects {
-            if self.still_wanted(&s) {
+            if !touched(&s.wants) || self.still_wanted(&s) {
                 self.suspects.push(s);
             } else {
                 self.unseen(&s.clause, s.note);
@@ -322,8 +324,12 @@ impl Engine {
             }
             return;
         };
+        self.prune_suspects(|w| {
+            matches!(w, Wants::Request { edge, channel, requester: r, msg_type }
+                if *edge == key.edge && *channel == key.channel && *r == key.requester
+                    && *msg_type == req.msg_type)
+        });
         self.answered.insert(key, (m.packet, m.time_us));
-        self.prune_suspects();
         // Judge the reply as an answer to the request's type.
         let rctx = Ctx {
             msg_type: Some(req.msg_type.clone()),
@@ -519,7 +525,11 @@ impl Engine {
             fire(|c| matches!(c, Check::JobResultDuplicate), vec![]);
         }
         job.results += 1;
-        self.prune_suspects();
+        self.prune_suspects(|w| match w {
+            Wants::Job { edge, channel } => *edge == key.0 && *channel == key.1,
+            Wants::JobOf(k) => *k == key,
+            Wants::Request { .. } => false,
+        });
     }
 
     /// A job result whose jobId no job of its channel has: a suspect (see
