@@ -84,6 +84,10 @@ pub struct Outcome {
     /// are one cause (not online, another broker, another edge id), not many.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub counterpart_silent: bool,
+    /// Requests the counterpart sent beyond the recording's (not answered: the
+    /// recording holds no answer), e.g. EVENT_LINKUP again after a restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unexpected_requests: Vec<String>,
     /// The live session's test record (clauses, findings, message sequence), for
     /// `--format html`; not part of the saved expectation.
     #[serde(skip)]
@@ -206,6 +210,20 @@ impl Outcome {
         }
         if let Some(e) = expectation {
             e.write(&mut s);
+        }
+        if !self.unexpected_requests.is_empty() {
+            let who = match self.role {
+                Role::Platform => "edge",
+                Role::Edge => "platform",
+            };
+            let _ = writeln!(
+                s,
+                "\nRequests of the {who} the recording does not hold (not answered; a restart \
+                 loses the device's state, so differences after one may have that cause):"
+            );
+            for r in &self.unexpected_requests {
+                let _ = writeln!(s, "  {r}");
+            }
         }
         if self.counterpart_silent && self.broker_lost.is_none() {
             let (who, id) = match self.role {
@@ -722,6 +740,7 @@ mod tests {
             live_findings: vec![],
             broker_lost: None,
             counterpart_silent: false,
+            unexpected_requests: vec![],
             record: None,
         }
     }
@@ -800,6 +819,26 @@ mod tests {
         assert!(v.get("expectation").is_none());
         // What --save-expect writes reads back as an outcome.
         let _: Outcome = serde_json::from_str(&o.to_json()).unwrap();
+    }
+
+    #[test]
+    fn requests_beyond_the_recording_are_listed() {
+        let mut o = outcome(vec![exchange(0, "platform", "CMD_SYS_STATUS")]);
+        o.unexpected_requests = vec!["EVENT_LINKUP at 6.5 s into the replay (mid 9)".into()];
+        let t = o.to_table();
+        assert!(
+            t.contains("Requests of the edge the recording does not hold"),
+            "{t}"
+        );
+        assert!(
+            t.contains("  EVENT_LINKUP at 6.5 s into the replay (mid 9)"),
+            "{t}"
+        );
+        let v: Value = serde_json::from_str(&o.to_json()).unwrap();
+        assert_eq!(
+            v["unexpected_requests"][0],
+            "EVENT_LINKUP at 6.5 s into the replay (mid 9)"
+        );
     }
 
     #[test]

@@ -235,6 +235,9 @@ struct Session<'a> {
     mutation_results: Vec<u64>,
     /// Replies that answer nothing we sent, normalized.
     orphans: Vec<Value>,
+    /// Requests of the counterpart beyond the recording's (a device that restarted
+    /// and sent EVENT_LINKUP again): when and what, for the report.
+    unexpected: Vec<String>,
     inline: Vec<InlineRun>,
     /// Recorded message index → its in-place mutation.
     inline_at: HashMap<usize, usize>,
@@ -352,6 +355,7 @@ impl<'a> Session<'a> {
             mutation_jobs: HashSet::new(),
             mutation_results: vec![],
             orphans: vec![],
+            unexpected: vec![],
             inline: vec![],
             inline_at: HashMap::new(),
             inline_probe: None,
@@ -599,6 +603,16 @@ impl<'a> Session<'a> {
                     .map(|(&i, &x)| (i, x))
                     .min();
                 let Some((i, x)) = next else {
+                    // Not in the recording, so not answered: said in the report, as
+                    // the likely cause of the differences that follow (a restart
+                    // loses the device's state).
+                    if self.watch.is_none() && self.unexpected.len() < 100 {
+                        self.unexpected.push(format!(
+                            "{t} at {} into the replay (mid {})",
+                            secs(self.began.elapsed()),
+                            mid.map_or("none".into(), |m| m.to_string())
+                        ));
+                    }
                     return;
                 };
                 if let (Some(rec), Some(live)) = (
@@ -1309,6 +1323,7 @@ impl<'a> Session<'a> {
             live_findings: self.findings.iter().map(FindingBrief::of).collect(),
             broker_lost: self.lost,
             counterpart_silent: !self.heard,
+            unexpected_requests: self.unexpected,
         })
     }
 
