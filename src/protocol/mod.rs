@@ -475,6 +475,20 @@ fn duplicate_keys(prefix: &str, members: json::Members<'_>, out: &mut Vec<Deviat
     if members.len() < 2 {
         return;
     }
+    // A param of a few members (most): each name against those after it, nothing
+    // allocated. A name repeated more than once is reported at its first repeat.
+    if members.len() <= 16 {
+        for (i, (k, _)) in members.enumerate() {
+            let mut later = members.skip(i + 1).map(|(n, _)| n);
+            let earlier = members.take(i).any(|(n, _)| n == k);
+            if !earlier && later.any(|n| n == k) {
+                out.push(Deviation::DuplicateKey {
+                    path: format!("{prefix}.{k}"),
+                });
+            }
+        }
+        return;
+    }
     // Sorted names side by side: one allocation per object, no hashing.
     let mut names: Vec<&str> = members.map(|(k, _)| k).collect();
     names.sort_unstable();
