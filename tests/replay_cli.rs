@@ -150,6 +150,54 @@ fn a_broker_killed_during_the_replay_is_exit_2_and_says_when() {
     );
 }
 
+/// Exchanges whose answer window closed before the broker was lost keep their
+/// verdict: no device answers here, so the first commands are missing replies (the
+/// counterpart's), and only the ones the loss cut off are not exercised.
+#[test]
+fn exchanges_unanswered_before_a_broker_loss_keep_their_missing_reply() {
+    let m = common::Mosquitto::start();
+    let addr = format!("127.0.0.1:{}", m.port);
+    let replay = Command::new(bin())
+        .arg("replay")
+        .arg(golden())
+        .args([
+            "--as",
+            "platform",
+            "--broker",
+            &addr,
+            "--edge-id",
+            "NOBODY1",
+        ])
+        .args(["--asap", "--timeout-ms", "300", "--edge-wait-ms", "300"])
+        .args(["--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // About 20 exchanges of 300 ms each: the loss comes part way through.
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(m);
+    let out = replay.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let xs = v["exchanges"].as_array().unwrap();
+    let missing = xs
+        .iter()
+        .filter(|x| x["diffs"].to_string().contains("missing reply"))
+        .count();
+    let cut = xs
+        .iter()
+        .filter(|x| {
+            x["skipped"]
+                .as_str()
+                .is_some_and(|s| s.contains("connection to the broker"))
+        })
+        .count();
+    assert!(missing > 0, "timed out before the loss: {}", v["exchanges"]);
+    assert!(cut > 0, "cut off by the loss: {}", v["exchanges"]);
+}
+
 /// The script of the README's CI example (the yaml block after "replay-regression:"),
 /// its items unfolded as YAML folds plain scalars, comments dropped.
 fn readme_ci_script() -> String {

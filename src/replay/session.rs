@@ -876,6 +876,11 @@ impl<'a> Session<'a> {
         let deadline = Instant::now() + self.s.answer_timeout;
         self.wait_until(deadline, &|s| awaited.iter().all(|i| s.seen.contains(i)))
             .await;
+        // Given up only when the answer window closed: a wait the lost broker cut
+        // short is the loss's, not the counterpart's missing answer.
+        if self.check_lost() {
+            return;
+        }
         let missed: Vec<usize> = awaited
             .into_iter()
             .filter(|i| !self.seen.contains(i))
@@ -1331,7 +1336,20 @@ impl<'a> Session<'a> {
     /// counterpart is not exercised (the broker's fault, not the device's).
     fn mark_cut_off(&mut self) {
         let Some(lost) = &self.lost else { return };
-        for x in self.exchanges.iter_mut().filter(|x| x.skipped.is_none()) {
+        // Exchanges whose answer window had closed before the loss were exercised:
+        // they keep their verdict (a missing reply is the counterpart's).
+        let closed: HashSet<usize> = self
+            .ex_of_request
+            .iter()
+            .chain(&self.ex_reply)
+            .chain(&self.ex_job)
+            .filter(|(i, _)| self.gave_up.contains(i))
+            .map(|(_, &x)| x)
+            .collect();
+        for (n, x) in self.exchanges.iter_mut().enumerate() {
+            if x.skipped.is_some() || closed.contains(&n) {
+                continue;
+            }
             let r = &x.recorded;
             let l = &x.live;
             let waiting = (r.request.is_some() && l.request.is_none())
