@@ -87,32 +87,15 @@ pub struct Finding {
     /// its topic's role). With the platform under test, its faults are named as
     /// its own, not as the edge's whose topic carried them.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<Sender>,
-}
-
-/// The publisher of a protocol message, by its topic's role.
-#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum Sender {
-    Edge,
-    Platform,
-}
-
-impl Sender {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Sender::Edge => "edge",
-            Sender::Platform => "platform",
-        }
-    }
+    pub from: Option<crate::protocol::Actor>,
 }
 
 /// ` edge E1` in a finding's line, and ` edge E1 (platform's message)` when the
 /// platform published the message it cites: the platform's faults are not read as
 /// the edge's.
-pub fn edge_label(edge: &str, from: Option<Sender>) -> String {
+pub fn edge_label(edge: &str, from: Option<crate::protocol::Actor>) -> String {
     match from {
-        Some(Sender::Platform) => format!(" edge {edge} (platform's message)"),
+        Some(crate::protocol::Actor::Platform) => format!(" edge {edge} (platform's message)"),
         _ => format!(" edge {edge}"),
     }
 }

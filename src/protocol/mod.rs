@@ -13,8 +13,8 @@ pub use json::{Doc, Members, Val, View};
 
 use crate::finding::{ConnId, Side};
 
-/// Who publishes on a topic role.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+/// Who publishes on a topic role (also a finding's `from`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Actor {
     Edge,

@@ -21,7 +21,7 @@ pub struct Group {
     pub edge_id: Option<String>,
     /// Who published the messages its findings cite.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<crate::finding::Sender>,
+    pub from: Option<crate::protocol::Actor>,
     /// The message with numbers and ids replaced by `#`: what the findings share.
     pub pattern: String,
     /// How many findings the group holds.
@@ -43,7 +43,7 @@ struct Key {
     clause: String,
     severity: Severity,
     edge_id: Option<String>,
-    from: Option<crate::finding::Sender>,
+    from: Option<crate::protocol::Actor>,
     pattern: String,
 }
 

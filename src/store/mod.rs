@@ -978,7 +978,7 @@ pub(crate) struct StoredFinding {
     #[serde(default)]
     basis: Option<String>,
     #[serde(default)]
-    from: Option<crate::finding::Sender>,
+    from: Option<crate::protocol::Actor>,
 }
 
 impl StoredFinding {

@@ -62,7 +62,7 @@ impl Ctx {
             side: Some(m.side),
             offset: None,
             basis: rule.def.basis.clone(),
-            from: Some(sender(m.topic.publisher)),
+            from: Some(m.topic.publisher),
         }
     }
 
@@ -100,13 +100,5 @@ impl Ctx {
         };
         let ok = def.channels.iter().any(|c| *c == m.topic.channel) && m.topic.role == role;
         (!ok).then(|| format!("{}/{}", def.channels.join("|"), role))
-    }
-}
-
-/// The finding's [`crate::finding::Sender`] of a message's publisher.
-pub(super) fn sender(a: Actor) -> crate::finding::Sender {
-    match a {
-        Actor::Edge => crate::finding::Sender::Edge,
-        Actor::Platform => crate::finding::Sender::Platform,
     }
 }

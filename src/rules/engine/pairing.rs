@@ -689,7 +689,7 @@ impl Engine {
                     &vars,
                 );
                 // It cites the request: sent by the requester.
-                f.from = Some(sender(key.requester));
+                f.from = Some(key.requester);
                 out.push(f);
             }
         }
@@ -746,7 +746,7 @@ impl Engine {
                     &vars,
                 );
                 // It cites the platform's command that started the job.
-                f.from = Some(crate::finding::Sender::Platform);
+                f.from = Some(Actor::Platform);
                 out.push(f);
             }
         }
