@@ -395,11 +395,6 @@ pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
             spaced.push((k, v));
             continue;
         }
-        if exact.contains(&k) {
-            deviations.push(Deviation::DuplicateKey {
-                path: k.to_string(),
-            });
-        }
         exact.push(k);
         if k == "param" {
             param = Some(v);
@@ -429,8 +424,9 @@ pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
             key: key.to_string(),
         });
     }
+    duplicate_keys(None, members, &mut deviations);
     if let Some(p) = param.and_then(|v| v.as_object()) {
-        duplicate_keys("param", p, &mut deviations);
+        duplicate_keys(Some("param"), p, &mut deviations);
     }
     let msg_type = msg_type.and_then(|v| v.as_str()).map(|s| {
         let t = s.trim();
@@ -470,8 +466,13 @@ pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
     })
 }
 
-/// Names given more than once among `members` (`param.x`), each reported once.
-fn duplicate_keys(prefix: &str, members: json::Members<'_>, out: &mut Vec<Deviation>) {
+/// Names given more than once among `members` (the envelope's, or `param.x`),
+/// each reported once.
+fn duplicate_keys(prefix: Option<&str>, members: json::Members<'_>, out: &mut Vec<Deviation>) {
+    let path = |k: &str| match prefix {
+        Some(p) => format!("{p}.{k}"),
+        None => k.to_string(),
+    };
     if members.len() < 2 {
         return;
     }
@@ -482,9 +483,7 @@ fn duplicate_keys(prefix: &str, members: json::Members<'_>, out: &mut Vec<Deviat
             let mut later = members.skip(i + 1).map(|(n, _)| n);
             let earlier = members.take(i).any(|(n, _)| n == k);
             if !earlier && later.any(|n| n == k) {
-                out.push(Deviation::DuplicateKey {
-                    path: format!("{prefix}.{k}"),
-                });
+                out.push(Deviation::DuplicateKey { path: path(k) });
             }
         }
         return;
@@ -497,7 +496,7 @@ fn duplicate_keys(prefix: &str, members: json::Members<'_>, out: &mut Vec<Deviat
         if pair[0] == pair[1] && last_reported != Some(pair[0]) {
             last_reported = Some(pair[0]);
             out.push(Deviation::DuplicateKey {
-                path: format!("{prefix}.{}", pair[0]),
+                path: path(pair[0]),
             });
         }
     }
