@@ -32,6 +32,15 @@ fn analyzer(max_packet: usize) -> Analyzer {
     Analyzer::new(Arc::new(RuleSet::builtin()), Settings { max_packet })
 }
 
+/// An analyzer with connection 1 open and its client's CONNECT (frame 1) read.
+fn edge_connected() -> (Analyzer, Collector) {
+    let mut a = analyzer(1 << 20);
+    let mut s = Collector::default();
+    a.open(1, None, None, false);
+    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
+    (a, s)
+}
+
 fn rules_of(f: &[Finding]) -> Vec<&str> {
     f.iter().map(|f| f.rule.as_str()).collect()
 }
@@ -133,10 +142,7 @@ fn one_leg_capture_counts_deliveries_as_messages() {
 
 #[test]
 fn capture_gap_is_a_finding_and_decoding_resumes() {
-    let mut a = analyzer(1 << 20);
-    let mut s = Collector::default();
-    a.open(1, None, None, false);
-    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
+    let (mut a, mut s) = edge_connected();
     let p = publish("/v1/E1/device/request", LINKUP);
     a.data(1, Side::Client, T0, 2, &p[..10], &mut s);
     a.gap(1, Side::Client, T0, 3, 50, &mut s);
@@ -238,10 +244,7 @@ fn an_opening_cut_by_a_gap_is_named_by_its_bytes() {
 
 #[test]
 fn no_gap_no_gap_finding() {
-    let mut a = analyzer(1 << 20);
-    let mut s = Collector::default();
-    a.open(1, None, None, false);
-    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
+    let (mut a, mut s) = edge_connected();
     let p = publish("/v1/E1/device/request", LINKUP);
     for (i, c) in p.chunks(7).enumerate() {
         a.data(1, Side::Client, T0, 2 + i as u64, c, &mut s);
@@ -287,20 +290,14 @@ fn oversized_packet_is_reported_and_skipped() {
     assert_eq!(a.stats().publishes, 1, "the next packet is decoded");
 
     // Under the limit: silent.
-    let mut a = analyzer(1 << 20);
-    let mut s = Collector::default();
-    a.open(1, None, None, false);
-    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
+    let (mut a, mut s) = edge_connected();
     a.data(1, Side::Client, T0, 2, &small, &mut s);
     assert!(!rules_of(&s.findings).contains(&"mqtt.oversized"));
 }
 
 #[test]
 fn connection_ending_inside_a_packet_is_malformed() {
-    let mut a = analyzer(1 << 20);
-    let mut s = Collector::default();
-    a.open(1, None, None, false);
-    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
+    let (mut a, mut s) = edge_connected();
     let p = publish("/v1/E1/device/request", LINKUP);
     a.data(1, Side::Client, T0, 2, &p[..20], &mut s);
     a.close(1, T0, 3, &mut s);
@@ -318,10 +315,7 @@ fn unreadable_frame_is_a_finding_naming_the_frame() {
     assert_eq!(s.findings[0].packet, Some(12));
     assert!(s.findings[0].message.contains("truncated IPv4 header"));
     // A readable session has none.
-    let mut a = analyzer(1 << 20);
-    let mut s = Collector::default();
-    a.open(1, None, None, false);
-    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
+    let (mut a, mut s) = edge_connected();
     a.finish(&mut s);
     assert!(s.findings.is_empty(), "{:?}", s.findings);
 }
@@ -537,10 +531,7 @@ fn publish_qos1(topic: &str, payload: &str, pkid: u16, dup: bool) -> Vec<u8> {
 #[test]
 fn a_redelivery_whose_first_sending_was_not_seen_is_judged_once() {
     let cmd = r#"{"mid":9,"type":"CMD_SYS_STATUS","timestamp":"2026-11-26 18:00:01"}"#;
-    let mut a = analyzer(1 << 20);
-    let mut s = Collector::default();
-    a.open(1, None, None, false);
-    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
+    let (mut a, mut s) = edge_connected();
     // The broker redelivers, on the edge's new connection, a command it sent before.
     let redelivered = publish_qos1("/v1/E1/device/command", cmd, 7, true);
     a.data(1, Side::Server, T0, 2, &redelivered, &mut s);
@@ -682,10 +673,7 @@ fn an_orphan_reply_is_judged_only_when_a_request_of_its_type_stays_unanswered_an
 /// sender's `mqtt.malformed`; a connection that closes inside a packet still is.
 #[test]
 fn an_input_that_ends_inside_a_packet_is_the_captures_fact_not_malformed() {
-    let mut a = analyzer(1 << 20);
-    let mut s = Collector::default();
-    a.open(1, None, None, false);
-    a.data(1, Side::Client, T0, 1, &connect("edge"), &mut s);
+    let (mut a, mut s) = edge_connected();
     let p = publish("/v1/E1/device/request", LINKUP);
     a.data(1, Side::Client, T0, 2, &p[..20], &mut s);
     a.finish(&mut s);

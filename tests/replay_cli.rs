@@ -22,16 +22,21 @@ fn golden() -> PathBuf {
     repo().join("captures/replay/golden.pcap")
 }
 
-/// `edgetap replay golden.pcap --as platform --broker ADDR EXTRA…`: (exit code,
-/// stdout, stderr).
-fn replay(addr: &str, extra: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(bin())
-        .arg("replay")
+/// `edgetap replay golden.pcap --as platform --broker ADDR EXTRA…`, its output piped.
+fn replay_command(addr: &str, extra: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.arg("replay")
         .arg(golden())
         .args(["--as", "platform", "--broker", addr])
         .args(extra)
-        .output()
-        .unwrap();
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// [`replay_command`] run to its end: (exit code, stdout, stderr).
+fn replay(addr: &str, extra: &[&str]) -> (Option<i32>, String, String) {
+    let out = replay_command(addr, extra).output().unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -107,13 +112,7 @@ fn a_broker_that_accepts_and_stays_silent_is_named_so() {
 fn a_broker_killed_during_the_replay_is_exit_2_and_says_when() {
     let m = common::Mosquitto::start();
     let addr = format!("127.0.0.1:{}", m.port);
-    let replay = Command::new(bin())
-        .arg("replay")
-        .arg(golden())
-        .args(["--as", "platform", "--broker", &addr, "--edge-id", "KILL1"])
-        .args(["--format", "junit"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let replay = replay_command(&addr, &["--edge-id", "KILL1", "--format", "junit"])
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(800));
@@ -157,23 +156,13 @@ fn a_broker_killed_during_the_replay_is_exit_2_and_says_when() {
 fn exchanges_unanswered_before_a_broker_loss_keep_their_missing_reply() {
     let m = common::Mosquitto::start();
     let addr = format!("127.0.0.1:{}", m.port);
-    let replay = Command::new(bin())
-        .arg("replay")
-        .arg(golden())
-        .args([
-            "--as",
-            "platform",
-            "--broker",
-            &addr,
-            "--edge-id",
-            "NOBODY1",
-        ])
-        .args(["--asap", "--timeout-ms", "300", "--edge-wait-ms", "300"])
-        .args(["--format", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let replay = replay_command(
+        &addr,
+        &["--edge-id", "NOBODY1", "--asap", "--timeout-ms", "300"],
+    )
+    .args(["--edge-wait-ms", "300", "--format", "json"])
+    .spawn()
+    .unwrap();
     // About 20 exchanges of 300 ms each: the loss comes part way through.
     std::thread::sleep(Duration::from_millis(2500));
     drop(m);
