@@ -76,13 +76,9 @@ impl Noise {
     }
 }
 
-/// Differences between two normalized values, one line each, with the path.
-pub fn diff_values(path: &str, recorded: &Value, live: &Value, out: &mut Vec<String>) {
-    diff_values_by(path, recorded, live, &|a, b| a == b, out)
-}
-
-/// [`diff_values`] of an expectation's value and this run's: "expected …, live …"
-/// (the expectation may hold other values than the recording).
+/// The differences between an expectation's value and this run's, one line per
+/// path: "expected …, live …" (the expectation may hold other values than the
+/// recording).
 pub fn diff_expected(path: &str, expected: &Value, live: &Value, out: &mut Vec<String>) {
     diff_labelled(
         path,
@@ -94,8 +90,9 @@ pub fn diff_expected(path: &str, expected: &Value, live: &Value, out: &mut Vec<S
     )
 }
 
-/// [`diff_values`] with the test of equal leaf values given.
-fn diff_values_by(
+/// The differences between a recorded value and a live one, leaf values compared
+/// by `same`: one line per path ("reply.code: recorded 200, live 404").
+fn diff_values(
     path: &str,
     recorded: &Value,
     live: &Value,
@@ -269,17 +266,12 @@ pub fn recorded_exchanges(
     out
 }
 
-/// Fills `diffs` from the recorded and live answers.
-/// A skipped exchange gets no differences: it was not exercised.
-pub fn judge_exchange(x: &mut Exchange) {
-    judge_exchange_by(x, &|a, b| a == b)
-}
-
-/// [`judge_exchange`] with the test of equal leaf values given (see
-/// [`same_across_edges`]).
-pub fn judge_exchange_by(x: &mut Exchange, same: &dyn Fn(&Value, &Value) -> bool) {
-    let diff_values =
-        |p: &str, r: &Value, l: &Value, out: &mut Vec<String>| diff_values_by(p, r, l, same, out);
+/// Fills `diffs` from the recorded and live answers, leaf values compared by `same`
+/// (see [`same_across_edges`]). A skipped exchange gets no differences: it was not
+/// exercised.
+pub fn judge_exchange(x: &mut Exchange, same: &dyn Fn(&Value, &Value) -> bool) {
+    let diff =
+        |p: &str, r: &Value, l: &Value, out: &mut Vec<String>| diff_values(p, r, l, same, out);
     if x.skipped.is_some() {
         x.diffs.clear();
         return;
@@ -288,7 +280,7 @@ pub fn judge_exchange_by(x: &mut Exchange, same: &dyn Fn(&Value, &Value) -> bool
     if let Some(r) = &x.recorded.request {
         match &x.live.request {
             None => d.push("missing request of the counterpart".to_string()),
-            Some(l) => diff_values("request", r, l, &mut d),
+            Some(l) => diff("request", r, l, &mut d),
         }
     }
     match (&x.recorded.reply, &x.live.reply) {
@@ -304,7 +296,7 @@ pub fn judge_exchange_by(x: &mut Exchange, same: &dyn Fn(&Value, &Value) -> bool
                 ));
             }
             let mut rest = vec![];
-            diff_values("reply", r, l, &mut rest);
+            diff("reply", r, l, &mut rest);
             d.extend(rest.into_iter().filter(|s| !s.starts_with("reply.code:")));
         }
         (None, None) => {}
@@ -312,7 +304,7 @@ pub fn judge_exchange_by(x: &mut Exchange, same: &dyn Fn(&Value, &Value) -> bool
     match (&x.recorded.job_result, &x.live.job_result) {
         (Some(_), None) => d.push("missing job result".to_string()),
         (None, Some(l)) => d.push(format!("extra job result (live {})", short(l))),
-        (Some(r), Some(l)) => diff_values("job_result", r, l, &mut d),
+        (Some(r), Some(l)) => diff("job_result", r, l, &mut d),
         (None, None) => {}
     }
     for e in &x.live.extra {
@@ -354,12 +346,12 @@ mod tests {
             skipped: None,
             late: vec![],
         };
-        judge_exchange(&mut x);
+        judge_exchange(&mut x, &|a, b| a == b);
         assert!(x.diffs.is_empty(), "{:?}", x.diffs);
         x.late.push(
             "late reply: it came after the replay stopped waiting (2000 ms, --timeout-ms)".into(),
         );
-        judge_exchange(&mut x);
+        judge_exchange(&mut x, &|a, b| a == b);
         assert_eq!(x.diffs.len(), 1, "{:?}", x.diffs);
         assert!(x.diffs[0].starts_with("late reply"));
     }
@@ -372,11 +364,11 @@ mod tests {
         let recorded = serde_json::json!({"model": "M1", "deviceId": "GOLD1-d1"});
         let live_back = serde_json::json!({"model": "GOLD1", "deviceId": "GOLD1-d1"});
         let mut d = vec![];
-        diff_values_by("", &recorded, &live_back, &same, &mut d);
+        diff_values("", &recorded, &live_back, &same, &mut d);
         assert!(d.is_empty(), "{d:?}");
         // A real difference stays one.
         let live_back = serde_json::json!({"model": "M2", "deviceId": "GOLD1-d2"});
-        diff_values_by("", &recorded, &live_back, &same, &mut d);
+        diff_values("", &recorded, &live_back, &same, &mut d);
         assert_eq!(d.len(), 2, "{d:?}");
     }
 
@@ -403,7 +395,7 @@ mod tests {
             skipped: None,
             late: vec![],
         };
-        judge_exchange(&mut x);
+        judge_exchange(&mut x, &|a, b| a == b);
         assert!(x.diffs.is_empty(), "{:?}", x.diffs);
     }
 
@@ -413,11 +405,11 @@ mod tests {
         let a = n.normalize(&json!({"mid": 1, "code": 200, "param": {"cpuRate": 12.5, "tempValue": 40, "info": "x"}}));
         let b = n.normalize(&json!({"mid": 2, "code": 200, "param": {"cpuRate": 99.0, "tempValue": 41, "info": "y"}}));
         let mut d = vec![];
-        diff_values("", &a, &b, &mut d);
+        diff_values("", &a, &b, &|x, y| x == y, &mut d);
         assert!(d.is_empty(), "{d:?}");
         let c =
             n.normalize(&json!({"mid": 2, "code": 200, "param": {"cpuRate": 99.0, "info": "y"}}));
-        diff_values("", &a, &c, &mut d);
+        diff_values("", &a, &c, &|x, y| x == y, &mut d);
         assert_eq!(d, vec!["param.tempValue: missing (recorded \"<number>\")"]);
     }
 }

@@ -1276,7 +1276,7 @@ impl<'a> Session<'a> {
         self.mark_cut_off();
         let same = judge::same_across_edges(&self.rw.recorded_edge, &self.rw.live_edge);
         for x in &mut self.exchanges {
-            judge::judge_exchange_by(x, &same);
+            judge::judge_exchange(x, &same);
         }
         let in_baseline = |n: usize, f: &Finding| {
             (n < baseline_end || n >= finish_start)
