@@ -87,15 +87,15 @@ pub struct Finding {
     /// its topic's role). With the platform under test, its faults are named as
     /// its own, not as the edge's whose topic carried them.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<crate::protocol::Actor>,
+    pub from: Option<Actor>,
 }
 
 /// ` edge E1` in a finding's line, and ` edge E1 (platform's message)` when the
 /// platform published the message it cites: the platform's faults are not read as
 /// the edge's.
-pub fn edge_label(edge: &str, from: Option<crate::protocol::Actor>) -> String {
+pub fn edge_label(edge: &str, from: Option<Actor>) -> String {
     match from {
-        Some(crate::protocol::Actor::Platform) => format!(" edge {edge} (platform's message)"),
+        Some(Actor::Platform) => format!(" edge {edge} (platform's message)"),
         _ => format!(" edge {edge}"),
     }
 }
@@ -134,6 +134,18 @@ pub fn printable_text(s: &str) -> String {
         .map(printable_line)
         .collect()
 }
+
+/// Who publishes on a topic role (also a finding's `from`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Actor {
+    Edge,
+    Platform,
+}
+
+/// Connection ids restart in every capture file; the analyzer sees them as distinct:
+/// the ids of file `i` start at `i × CONN_STRIDE`.
+pub const CONN_STRIDE: ConnId = 1 << 40;
 
 #[cfg(test)]
 mod printable_tests {

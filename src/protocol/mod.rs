@@ -13,13 +13,7 @@ pub use json::{Doc, Members, Val, View};
 
 use crate::finding::{ConnId, Side};
 
-/// Who publishes on a topic role (also a finding's `from`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Actor {
-    Edge,
-    Platform,
-}
+pub use crate::finding::Actor;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -392,7 +392,7 @@ impl Report {
         if self.summary.inputs.len() < 2 {
             return None;
         }
-        let i = usize::try_from(f.conn? / crate::analyze::CONN_STRIDE).ok()?;
+        let i = usize::try_from(f.conn? / crate::finding::CONN_STRIDE).ok()?;
         self.summary.inputs.get(i).map(String::as_str)
     }
 

@@ -29,8 +29,7 @@ pub enum AnalyzeError {
     Capture(#[from] crate::capture::CaptureError),
 }
 
-/// Connection ids restart in every file; the analyzer sees them as distinct.
-pub const CONN_STRIDE: ConnId = 1 << 40;
+pub use crate::finding::CONN_STRIDE;
 
 /// Analyzes the files in order, as one run (one engine, so pairing and sequences
 /// carry across files split by a capture tool's rotation). `sink` sees every packet,
