@@ -104,6 +104,14 @@ impl Doc {
         Val { doc: self, i: 0 }
     }
 
+    /// The value at token `i`, an index [`Val::index`] gave for this document.
+    pub(crate) fn at(&self, i: u32) -> Val<'_> {
+        Val {
+            doc: self,
+            i: i as usize,
+        }
+    }
+
     pub(crate) fn set_trim_root_keys(&mut self, on: bool) {
         self.trim_root_keys = on;
     }
@@ -164,6 +172,11 @@ pub enum View<'a> {
 }
 
 impl<'a> Val<'a> {
+    /// Its token's index in the document, for [`Doc::at`].
+    pub(crate) fn index(self) -> u32 {
+        self.i as u32
+    }
+
     pub fn view(self) -> View<'a> {
         match self.doc.toks[self.i] {
             Tok::Null => View::Null,

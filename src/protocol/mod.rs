@@ -250,6 +250,12 @@ pub struct Envelope {
     pub mid: Option<u64>,
     pub code: Option<i64>,
     pub deviations: Vec<Deviation>,
+    /// Where `param`, `expire` and `timestamp` are in `doc` (the members
+    /// [`Envelope::get`] would find), found in the one pass over the envelope that
+    /// reads `type`, `mid` and `code`: the rules ask for them on every message.
+    param: Option<u32>,
+    expire: Option<u32>,
+    timestamp: Option<u32>,
 }
 
 impl Envelope {
@@ -263,7 +269,15 @@ impl Envelope {
     }
 
     pub fn param(&self) -> Option<Val<'_>> {
-        self.get("param")
+        self.param.map(|i| self.doc.at(i))
+    }
+
+    pub fn expire(&self) -> Option<Val<'_>> {
+        self.expire.map(|i| self.doc.at(i))
+    }
+
+    pub fn timestamp(&self) -> Option<Val<'_>> {
+        self.timestamp.map(|i| self.doc.at(i))
     }
 
     /// The envelope as an editable serde_json document (replay, exports).
@@ -382,7 +396,7 @@ pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
     // surrounding whitespace ("type ", read as "type" unless a "type" is there too).
     let (mut msg_type, mut mid, mut code, mut timestamp) = (None, None, None, None);
     let (mut spaced, mut exact) = (vec![], vec![]);
-    let mut param = None;
+    let (mut param, mut expire) = (None, None);
     for (k, v) in members {
         let key = k.trim();
         if key.len() != k.len() {
@@ -390,14 +404,14 @@ pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
             continue;
         }
         exact.push(k);
-        if k == "param" {
-            param = Some(v);
-        }
+        // The last of repeated names counts, as in serde_json (and `Members::get`).
         match k {
             "type" => msg_type = Some(v),
             "mid" => mid = Some(v),
             "code" => code = Some(v),
             "timestamp" => timestamp = Some(v),
+            "param" => param = Some(v),
+            "expire" => expire = Some(v),
             _ => {}
         }
     }
@@ -450,13 +464,29 @@ pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
             });
         }
     }
+    let (mut param, mut expire, mut timestamp) = (
+        param.map(Val::index),
+        expire.map(Val::index),
+        timestamp.map(Val::index),
+    );
     doc.set_trim_root_keys(trim);
+    if trim {
+        // Root names are read trimmed: a spaced name is found under its trimmed name
+        // (the last member of each name counts).
+        let root = doc.root();
+        param = root.get("param").map(Val::index);
+        expire = root.get("expire").map(Val::index);
+        timestamp = root.get("timestamp").map(Val::index);
+    }
     Ok(Envelope {
         doc,
         msg_type,
         mid,
         code,
         deviations,
+        param,
+        expire,
+        timestamp,
     })
 }
 
@@ -470,13 +500,18 @@ fn duplicate_keys(prefix: Option<&str>, members: json::Members<'_>, out: &mut Ve
     if members.len() < 2 {
         return;
     }
-    // A param of a few members (most): each name against those after it, nothing
-    // allocated. A name repeated more than once is reported at its first repeat.
+    // A param of a few members (most): the names side by side on the stack, each
+    // against the others, nothing allocated. Each repeated name is reported once, in
+    // the order of its first appearance.
     if members.len() <= 16 {
-        for (i, (k, _)) in members.enumerate() {
-            let mut later = members.skip(i + 1).map(|(n, _)| n);
-            let earlier = members.take(i).any(|(n, _)| n == k);
-            if !earlier && later.any(|n| n == k) {
+        let mut names = [""; 16];
+        for (slot, (k, _)) in names.iter_mut().zip(members) {
+            *slot = k;
+        }
+        let names = &names[..members.len().min(16)];
+        for (i, &k) in names.iter().enumerate() {
+            let same = |x: &&str| json::same_name(x, k);
+            if !names[..i].iter().any(same) && names[i + 1..].iter().any(same) {
                 out.push(Deviation::DuplicateKey { path: path(k) });
             }
         }

@@ -291,11 +291,11 @@ pub(super) fn schema_violations(
 
 pub(super) fn expired(m: &Message, tz_offset_s: i64) -> Option<String> {
     let env = m.envelope()?;
-    let expire = env.get("expire")?.as_i64()?;
+    let expire = env.expire()?.as_i64()?;
     if expire < 0 {
         return None;
     }
-    let ts = env.get("timestamp")?;
+    let ts = env.timestamp()?;
     let at = protocol::timestamp_us_in(&ts, tz_offset_s)?;
     let deadline = at + expire * 1_000_000;
     (deadline < m.time_us).then(|| {
