@@ -187,7 +187,7 @@ impl Engine {
             return;
         }
         let rules = Arc::clone(&self.rules);
-        for rule in &rules.rules {
+        for rule in self.plan.dialect.iter().map(|&i| &rules.rules[i]) {
             let none: &[String] = &[];
             let (kinds, keys, except) = match &rule.def.check {
                 Check::Dialect {

@@ -22,6 +22,7 @@ mod context;
 mod coverage;
 mod pairing;
 mod paths;
+mod plan;
 mod sequence;
 
 use content::*;
@@ -29,6 +30,7 @@ use context::*;
 pub use coverage::Coverage;
 use pairing::*;
 use paths::*;
+use plan::Plan;
 use sequence::*;
 
 /// Where a transport-level finding happened.
@@ -76,6 +78,7 @@ fn other(a: Actor) -> Actor {
 pub struct Engine {
     rules: Arc<RuleSet>,
     content: ContentIndex,
+    plan: Plan,
     /// Open requests; several under one key when a requester reuses a mid while
     /// its first request is still open (a mid counter per command type).
     pending: HashMap<PairKey, Vec<Pending>>,
@@ -111,6 +114,7 @@ impl Engine {
     pub fn new(rules: Arc<RuleSet>) -> Engine {
         Engine {
             content: ContentIndex::of(&rules),
+            plan: Plan::of(&rules),
             rules,
             pending: HashMap::new(),
             suspects: vec![],
@@ -223,7 +227,7 @@ impl Engine {
         self.dialect(m, &ctx, out);
 
         // Naming, topic and time checks: they report, but do not make a request invalid.
-        for rule in &rules.rules {
+        for rule in self.plan.topic.iter().map(|&i| &rules.rules[i]) {
             match &rule.def.check {
                 Check::TopicMissingSlash if m.topic.missing_slash => {
                     out.push(ctx.finding(rule, m, ctx.vars(m)));
@@ -237,7 +241,7 @@ impl Engine {
             }
         }
         if let Some(t) = ctx.msg_type.as_deref() {
-            for rule in &rules.rules {
+            for rule in self.plan.typed.iter().map(|&i| &rules.rules[i]) {
                 match &rule.def.check {
                     Check::TypeUnknown if ctx.typedef.is_none() => {
                         out.push(ctx.finding(rule, m, ctx.vars(m)));

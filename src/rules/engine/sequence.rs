@@ -50,7 +50,7 @@ impl Engine {
         }
         let clause = ctx.clause.as_deref().unwrap_or("5.3");
         let mut unseen: Vec<(String, String)> = vec![];
-        for (index, rule) in rules.rules.iter().enumerate() {
+        for (index, rule) in self.plan.sequence.iter().map(|&i| (i, &rules.rules[i])) {
             let id = &rule.def.id;
             match &rule.def.check {
                 Check::FirstMessage { msg_type } if by_edge => {
