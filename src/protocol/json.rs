@@ -106,6 +106,7 @@ impl Doc {
 
     /// The value at token `i`, an index [`Val::index`] gave for this document.
     pub(crate) fn at(&self, i: u32) -> Val<'_> {
+        debug_assert!((i as usize) < self.toks.len());
         Val {
             doc: self,
             i: i as usize,
@@ -313,6 +314,11 @@ impl<'a> Members<'a> {
         self.filter(|(k, _)| same_name(k, key))
             .last()
             .map(|(_, v)| v)
+    }
+
+    /// The value at token `i` of their document ([`Val::index`]).
+    pub(crate) fn at(&self, i: u32) -> Val<'a> {
+        self.doc.at(i)
     }
 }
 

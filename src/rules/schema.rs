@@ -76,21 +76,28 @@ fn object(
     out: &mut Vec<Violation>,
 ) {
     // One pass over the members, each matched to its field spec; then the specs in
-    // order, so that violations come out in the rule file's field order.
+    // order, so that violations come out in the rule file's field order. What was
+    // found is kept as token indices (a few bytes each: this runs for every object
+    // of every message, the items of arrays too).
     const INLINE: usize = 32;
-    let mut found: [Option<Val<'_>>; INLINE] = [None; INLINE];
+    const NONE: u32 = u32::MAX;
+    let mut found = [NONE; INLINE];
     let inline = fields.len() <= INLINE;
     if inline {
         for (k, v) in obj {
             if let Some(i) = fields.position(k) {
-                found[i] = Some(v); // the last of duplicate keys counts, as in serde_json
+                found[i] = v.index(); // the last of duplicate keys counts, as in serde_json
             }
         }
     }
     for (i, (name, spec)) in fields.iter().enumerate() {
         let p = PathRef::Field(path, name);
         let sp = PathRef::Field(spec_path, name);
-        let member = if inline { found[i] } else { obj.get(name) };
+        let member = if inline {
+            (found[i] != NONE).then(|| obj.at(found[i]))
+        } else {
+            obj.get(name)
+        };
         match member.filter(|v| !v.is_null()) {
             None if spec.required => out.push(Violation {
                 path: p.render(),
