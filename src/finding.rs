@@ -1,5 +1,7 @@
 //! Findings: the product of every stage. A decode failure is a finding too.
 
+use std::fmt::Write as _;
+
 use serde::Serialize;
 
 /// Identifies one TCP connection inside one analysis run.
@@ -133,6 +135,32 @@ pub fn printable_text(s: &str) -> String {
     s.split_inclusive(['\n', '\r', '\t'])
         .map(printable_line)
         .collect()
+}
+
+/// `error 6.1.2 t6 [t6.CMD_SYS_UPGRADE] packet 17 E1 CMD_SYS_UPGRADE mid 7: …`
+pub fn one_line(f: &Finding) -> String {
+    let mut s = format!("{:<7} {}", f.severity.as_str(), f.clause);
+    if let Some(t) = &f.table {
+        let _ = write!(s, " table {t}");
+    }
+    let _ = write!(s, " [{}]", f.rule);
+    if let Some(p) = f.packet {
+        let _ = write!(s, " packet {p}");
+    }
+    if let Some(o) = f.offset {
+        let _ = write!(s, " offset {o}");
+    }
+    if let Some(e) = &f.edge_id {
+        s.push_str(&edge_label(e, f.from));
+    }
+    if let Some(t) = &f.msg_type {
+        let _ = write!(s, " {t}");
+    }
+    if let Some(m) = f.mid {
+        let _ = write!(s, " mid {m}");
+    }
+    let _ = write!(s, ": {}", f.message);
+    printable(&s).into_owned()
 }
 
 /// Who publishes on a topic role (also a finding's `from`).

@@ -37,6 +37,8 @@ use edges::{edge_rows, show_time, EdgeRow};
 use filter::{within, Filter, FilterNote};
 use group::Group;
 
+pub use crate::finding::one_line;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub inputs: Vec<String>,
@@ -1045,32 +1047,6 @@ fn is_outcome_check(check: &Check) -> bool {
         check,
         Check::ReplyErrorToValid { .. } | Check::JobFailed { .. }
     )
-}
-
-/// `error 6.1.2 t6 [t6.CMD_SYS_UPGRADE] packet 17 E1 CMD_SYS_UPGRADE mid 7: …`
-pub fn one_line(f: &Finding) -> String {
-    let mut s = format!("{:<7} {}", f.severity.as_str(), f.clause);
-    if let Some(t) = &f.table {
-        let _ = write!(s, " table {t}");
-    }
-    let _ = write!(s, " [{}]", f.rule);
-    if let Some(p) = f.packet {
-        let _ = write!(s, " packet {p}");
-    }
-    if let Some(o) = f.offset {
-        let _ = write!(s, " offset {o}");
-    }
-    if let Some(e) = &f.edge_id {
-        s.push_str(&crate::finding::edge_label(e, f.from));
-    }
-    if let Some(t) = &f.msg_type {
-        let _ = write!(s, " {t}");
-    }
-    if let Some(m) = f.mid {
-        let _ = write!(s, " mid {m}");
-    }
-    let _ = write!(s, ": {}", f.message);
-    crate::finding::printable(&s).into_owned()
 }
 
 fn xml(s: &str) -> String {

@@ -23,8 +23,7 @@ use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::DataLink;
 
 use super::{EventKind, Store, StoreError};
-use crate::finding::{Finding, Side};
-use crate::report::one_line;
+use crate::finding::{one_line, Finding, Side};
 
 /// Largest TCP payload in one synthesized frame (fits an IPv4 total length).
 const MAX_SEGMENT: usize = 65_000;
