@@ -6,7 +6,7 @@
 //! `edgetap analyze --capture ID` runs them through the pipeline again.
 //!
 //! The field path is part of the finding's message; the key is the message with its
-//! numbers and ids replaced by `#` ([`crate::report::group::pattern`]), so each
+//! numbers and ids replaced by `#` ([`crate::finding::pattern`]), so each
 //! missing field is its own group and mids, dates and job ids do not split them.
 
 use std::collections::HashMap;
@@ -156,7 +156,7 @@ impl Aggregate {
             rule: f.rule.clone(),
             edge_id: f.edge_id.clone(),
             severity: f.severity,
-            pattern: crate::report::group::pattern(&f.message),
+            pattern: crate::finding::pattern(&f.message),
         };
         let at = Occurrence {
             packet: f.packet,
