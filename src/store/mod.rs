@@ -80,7 +80,7 @@ mod secrets;
 use batch::Pending;
 pub use batch::WriteBatch;
 pub use record::{
-    CaptureMeta, ConnMeta, Event, EventKind, NotRecorded, PacketRecord, FILLER, MAX_SPANS, REDACTED,
+    CaptureMeta, ConnMeta, Event, EventKind, NotRecorded, PacketRecord, FILLER, MAX_SPANS,
 };
 
 use std::collections::HashMap;
@@ -98,6 +98,7 @@ use chunk::{PacketFields, REC_CONNS, REC_EVENTS, REC_LOST};
 pub use findings::{FindingGroup, FindingsFile};
 
 use crate::finding::{Finding, Severity, Side};
+pub use crate::redact::REDACTED;
 
 /// Where `--store` points when not given.
 pub const DEFAULT_DIR: &str = "edgetap-store";

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::chunk::LostSpan;
 use crate::finding::Side;
+use crate::redact::REDACTED;
 
 /// What the recorder could not write into a capture (see the module docs).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -165,8 +166,6 @@ pub struct PacketRecord {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub payload_len: Option<u64>,
 }
-
-pub const REDACTED: &str = "<redacted>";
 
 /// The byte that overwrites a password in the stored chunk bytes and records.
 pub const FILLER: u8 = b'*';
