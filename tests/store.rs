@@ -14,7 +14,8 @@ use common::{free_port, temp_dir};
 use edgetap::finding::Side;
 use edgetap::pipeline::{Analyzer, PacketEvent, Settings, Sink};
 use edgetap::rules::RuleSet;
-use edgetap::store::replay::{feed, packet_record};
+use edgetap::store::packet_record;
+use edgetap::store::replay::feed;
 use edgetap::store::{CaptureMeta, Event, EventKind, PacketRecord, Store, WriteBatch};
 use edgetap::Finding;
 

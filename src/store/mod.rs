@@ -80,7 +80,8 @@ mod secrets;
 use batch::Pending;
 pub use batch::WriteBatch;
 pub use record::{
-    CaptureMeta, ConnMeta, Event, EventKind, NotRecorded, PacketRecord, FILLER, MAX_SPANS,
+    packet_record, CaptureMeta, ConnMeta, Event, EventKind, NotRecorded, PacketRecord, FILLER,
+    MAX_SPANS,
 };
 
 use std::collections::HashMap;

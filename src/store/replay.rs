@@ -4,10 +4,9 @@
 
 use std::sync::Arc;
 
-use super::{Event, EventKind, PacketFields, PacketRecord, Store, StoreError};
-use crate::finding::{Finding, Side};
-use crate::mqtt::Packet;
-use crate::pipeline::{Analyzer, PacketEvent, Settings, Sink};
+use super::{Event, EventKind, Store, StoreError};
+use crate::finding::Finding;
+use crate::pipeline::{Analyzer, Settings, Sink};
 use crate::report::{Collector, Report};
 use crate::rules::RuleSet;
 
@@ -25,74 +24,6 @@ pub fn feed(a: &mut Analyzer, ev: &Event, sink: &mut dyn Sink) {
         EventKind::Fin { .. } => {}
         EventKind::End { .. } => a.close(ev.conn, ev.time_us, ev.seq, sink),
     }
-}
-
-/// The fields of a decoded packet as stored, borrowed from it.
-pub(crate) fn packet_fields<'a>(p: &'a PacketEvent<'a>) -> PacketFields<'a> {
-    let mut f = PacketFields {
-        conn: p.conn,
-        side: match p.side {
-            Side::Client => "client",
-            Side::Server => "server",
-        },
-        chunk: p.packet,
-        time_us: p.time_us,
-        offset: p.offset,
-        len: p.len as u64,
-        packet_type: p.mqtt.name(),
-        client_id: None,
-        version: None,
-        username: None,
-        password: None,
-        topic: None,
-        payload_len: None,
-    };
-    match p.mqtt {
-        Packet::Connect(c) => {
-            f.client_id = Some(&c.client_id);
-            f.version = Some(c.version.as_str());
-            f.username = c.username.as_deref();
-            f.password = c.password.as_deref();
-        }
-        Packet::Publish(p) => {
-            f.topic = Some(&p.topic);
-            f.payload_len = Some(p.payload.len() as u64);
-        }
-        _ => {}
-    }
-    f
-}
-
-/// The stored form of a decoded packet.
-pub fn packet_record(p: &PacketEvent<'_>) -> PacketRecord {
-    let mut r = PacketRecord {
-        conn: p.conn,
-        side: match p.side {
-            Side::Client => "client",
-            Side::Server => "server",
-        }
-        .to_string(),
-        chunk: p.packet,
-        time_us: p.time_us,
-        offset: p.offset,
-        len: p.len as u64,
-        packet_type: p.mqtt.name().to_string(),
-        ..PacketRecord::default()
-    };
-    match p.mqtt {
-        Packet::Connect(c) => {
-            r.client_id = Some(c.client_id.clone());
-            r.version = Some(c.version.as_str().into());
-            r.username = c.username.clone();
-            r.password = c.password.clone();
-        }
-        Packet::Publish(p) => {
-            r.topic = Some(p.topic.clone());
-            r.payload_len = Some(p.payload.len() as u64);
-        }
-        _ => {}
-    }
-    r
 }
 
 /// Runs a stored capture through the pipeline: the same report `analyze` gives for a
