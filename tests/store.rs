@@ -369,7 +369,7 @@ fn sigkill_mid_traffic_keeps_everything_up_to_the_flush_window() {
         &missing[..missing.len().min(10)]
     );
     // `analyze --capture` works on the killed capture.
-    let r = edgetap::store::replay::analyze_capture(
+    let r = edgetap::analyze::stored::analyze_capture(
         &store,
         caps[0].id,
         Arc::new(RuleSet::builtin()),

@@ -794,7 +794,7 @@ fn analyze(
                  capture {cap} again from the store for the final report"
             );
             let settings = Settings { max_packet };
-            let (report, groups) = crate::store::replay::rejudge_capture(
+            let (report, groups) = crate::analyze::stored::rejudge_capture(
                 s,
                 cap,
                 rules.clone(),

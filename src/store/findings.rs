@@ -139,7 +139,7 @@ struct Key {
 }
 
 /// A capture's groups as findings come, kept in memory by the recording process
-/// (and by the proxy's final re-judging, [`super::replay::rejudge_capture`]).
+/// (and by the proxy's final re-judging, `analyze::stored::rejudge_capture`).
 #[derive(Default)]
 pub struct Aggregate {
     pub(crate) file: FindingsFile,

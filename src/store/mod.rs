@@ -4,7 +4,7 @@
 //! Every proxy run is a capture. What the proxy forwarded is kept as a stream of
 //! [`Event`]s (connection opened, chunk of bytes, half-close, end), next to the MQTT
 //! packets decoded from them, so a capture can be analyzed again
-//! ([`replay::analyze_capture`]) or exported ([`export::export_pcapng`]).
+//! (`analyze::stored::analyze_capture`) or exported ([`export::export_pcapng`]).
 //!
 //! ```text
 //! STORE/                       0700
