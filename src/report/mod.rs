@@ -26,7 +26,6 @@ mod table;
 pub mod timeline;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 
 use serde::Serialize;
 
@@ -489,101 +488,6 @@ impl Report {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("report serialises")
     }
-
-    /// One test suite per clause, one test case per clause; a failing clause lists its
-    /// groups of error findings, one line per group.
-    pub fn to_junit(&self) -> String {
-        self.to_junit_with(&[])
-    }
-
-    /// [`Report::to_junit`] with more suites after the clauses (the detection items of
-    /// `sim platform`), counted in the totals.
-    pub fn to_junit_with(&self, extra: &[junit::Suite]) -> String {
-        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-        if let Some(note) = &self.summary.filtered {
-            // A comment cannot hold "--": the options are named without their dashes.
-            let _ = writeln!(out, "<!-- {} -->", xml(&note.line().replace("--", "")));
-        }
-        let input = self.input_failures();
-        let _ = writeln!(
-            out,
-            "<testsuites name=\"edgetap\" tests=\"{}\" failures=\"{}\">",
-            self.clauses.len() + input.len() + extra.iter().map(|s| s.cases.len()).sum::<usize>(),
-            self.clauses.iter().filter(|c| c.status == "fail").count()
-                + input.len()
-                + extra.iter().map(junit::Suite::failures).sum::<usize>()
-        );
-        for (name, message, text) in &input {
-            let _ = writeln!(
-                out,
-                "  <testsuite name=\"input\" tests=\"1\" failures=\"1\" skipped=\"0\">\n    \
-                 <testcase classname=\"input\" name=\"{}\"><failure message=\"{}\">{}</failure></testcase>\n  \
-                 </testsuite>",
-                xml(name),
-                xml(message),
-                xml(text)
-            );
-        }
-        for c in &self.clauses {
-            let failures: Vec<&Group> = self
-                .groups
-                .iter()
-                .filter(|g| g.severity == Severity::Error && within(&g.clause, &c.clause))
-                .collect();
-            let _ = writeln!(
-                out,
-                "  <testsuite name=\"{} {}\" tests=\"1\" failures=\"{}\" skipped=\"{}\">",
-                xml(&c.clause),
-                xml(&c.title),
-                u8::from(c.status == "fail"),
-                u8::from(c.status == "not exercised")
-            );
-            let _ = write!(
-                out,
-                "    <testcase classname=\"clause {}\" name=\"{}\">",
-                xml(&c.clause),
-                xml(&c.title)
-            );
-            if c.status == "not exercised" {
-                let why = if c.not_exercised.is_empty() {
-                    "not exercised".to_string()
-                } else {
-                    format!("not exercised: {}", c.not_exercised.join("; "))
-                };
-                let _ = write!(out, "<skipped message=\"{}\"/>", xml(&why));
-            } else {
-                if c.status == "fail" {
-                    let text: Vec<String> = failures.iter().map(|g| g.line()).collect();
-                    let _ = write!(
-                        out,
-                        "<failure message=\"{}\">{}</failure>",
-                        junit::count(c.errors as usize, "error finding", "error findings"),
-                        xml(&text.join("\n"))
-                    );
-                }
-                // What a reader should know of a clause that passes too: its
-                // warnings (a CI page shows no exit code), and what was not judged.
-                let mut said: Vec<String> = self
-                    .groups
-                    .iter()
-                    .filter(|g| g.severity == Severity::Warning && within(&g.clause, &c.clause))
-                    .map(|g| g.line())
-                    .collect();
-                if !c.not_exercised.is_empty() {
-                    said.push(format!("partly exercised: {}", c.not_exercised.join("; ")));
-                }
-                if !said.is_empty() {
-                    let _ = write!(out, "<system-out>{}</system-out>", xml(&said.join("\n")));
-                }
-            }
-            out.push_str("</testcase>\n  </testsuite>\n");
-        }
-        for s in extra {
-            junit::write_suite(&mut out, s);
-        }
-        out.push_str("</testsuites>\n");
-        out
-    }
 }
 
 /// A clause row before the findings are counted: its messages and what could not
@@ -669,30 +573,6 @@ fn status(errors: u64, messages: u64, not_exercised: &[String]) -> &'static str 
     }
 }
 
-impl Report {
-    /// JUnit failures about the input itself, so that CI goes red on a run that read
-    /// nothing or judged nothing: (test case name, failure message, text).
-    fn input_failures(&self) -> Vec<(&'static str, String, String)> {
-        let s = &self.summary;
-        let mut out = vec![];
-        if !s.unreadable.is_empty() {
-            out.push((
-                "capture readable",
-                "capture unreadable".to_string(),
-                s.unreadable.join("\n"),
-            ));
-        }
-        if !s.judged {
-            out.push((
-                "protocol messages judged",
-                "nothing judged: no protocol message in the input".to_string(),
-                s.not_judged_because.join("\n"),
-            ));
-        }
-        out
-    }
-}
-
 /// A refused command or a failed job: conforming protocol whose meaning the test
 /// plan decides.
 fn is_outcome_check(check: &Check) -> bool {
@@ -700,10 +580,6 @@ fn is_outcome_check(check: &Check) -> bool {
         check,
         Check::ReplyErrorToValid { .. } | Check::JobFailed { .. }
     )
-}
-
-fn xml(s: &str) -> String {
-    junit::xml(s)
 }
 
 #[cfg(test)]
