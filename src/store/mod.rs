@@ -92,13 +92,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use serde::Deserialize;
-
 pub use chunk::{Damage, LostSpan};
 use chunk::{PacketFields, REC_CONNS, REC_EVENTS, REC_LOST};
 pub use findings::{FindingGroup, FindingsFile};
 
-use crate::finding::{Finding, Severity, Side};
+use crate::finding::Finding;
 pub use crate::redact::REDACTED;
 
 /// Where `--store` points when not given.
@@ -959,62 +957,10 @@ fn write_all_vectored(f: &mut File, mut bufs: &mut [std::io::IoSlice<'_>]) -> st
     Ok(total as u64)
 }
 
-/// [`Finding`] as read back (the report type only serialises).
-#[derive(Deserialize)]
-pub(crate) struct StoredFinding {
-    rule: String,
-    clause: String,
-    table: Option<String>,
-    severity: Severity,
-    edge_id: Option<String>,
-    #[serde(rename = "type")]
-    msg_type: Option<String>,
-    topic: Option<String>,
-    mid: Option<u64>,
-    packet: Option<u64>,
-    time: Option<i64>,
-    message: String,
-    conn: Option<u64>,
-    side: Option<String>,
-    offset: Option<u64>,
-    #[serde(default)]
-    basis: Option<String>,
-    #[serde(default)]
-    from: Option<crate::protocol::Actor>,
-}
-
-impl StoredFinding {
-    pub(crate) fn into_finding(self) -> Finding {
-        Finding {
-            rule: self.rule,
-            clause: self.clause,
-            table: self.table,
-            severity: self.severity,
-            edge_id: self.edge_id,
-            msg_type: self.msg_type,
-            topic: self.topic,
-            mid: self.mid,
-            packet: self.packet,
-            time: self.time,
-            message: self.message,
-            conn: self.conn,
-            side: self.side.map(|s| {
-                if s == "server" {
-                    Side::Server
-                } else {
-                    Side::Client
-                }
-            }),
-            offset: self.offset,
-            basis: self.basis.map(Into::into),
-            from: self.from,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::finding::Side;
     use bytes::Bytes;
 
     fn rec(n: u64) -> PacketRecord {
