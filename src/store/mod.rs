@@ -67,6 +67,13 @@
 //! them; it is the `packet` number findings carry. The proxy records `time_us` never
 //! below the previous event's, so seq order is time order across batches too, and
 //! within one direction of one connection both grow: stored order is stream order.
+//!
+//! Layout: this file opens a store and names its files; `meta` registers, lists and
+//! describes captures, `write` appends batches ([`WriteBatch`], built in `batch`)
+//! and `read` reads them back; `record` holds what the rest of edgetap sees
+//! ([`CaptureMeta`], [`Event`], [`PacketRecord`]), [`chunk`] the binary format,
+//! [`findings`] the aggregated findings file, `legacy` the older sled stores;
+//! [`export`] writes pcapng and [`replay`] feeds stored events to the pipeline.
 
 mod batch;
 pub mod chunk;
