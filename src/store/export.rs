@@ -46,6 +46,9 @@ struct Flow {
     hide: Vec<(u64, u64)>,
 }
 
+/// The stream bytes a data frame carries: its side and (start, end) offsets.
+type Carried = (Side, u64, u64);
+
 struct Frame {
     time_us: i64,
     data: Vec<u8>,
@@ -120,7 +123,7 @@ pub fn export_pcapng<W: Write>(
     for ev in store.events(id) {
         let ev = ev?;
         let findings = by_seq.remove(&ev.seq).unwrap_or_default();
-        let mut frames: Vec<(Frame, Option<(Side, u64, u64)>)> = vec![];
+        let mut frames: Vec<(Frame, Option<Carried>)> = vec![];
         let t = ev.time_us;
         match &ev.kind {
             EventKind::Open { client, server } => {
