@@ -1,5 +1,7 @@
 //! Findings: the product of every stage. A decode failure is a finding too.
 
+use std::fmt::Write as _;
+
 use serde::Serialize;
 
 /// Identifies one TCP connection inside one analysis run.
@@ -135,6 +137,77 @@ pub fn printable_text(s: &str) -> String {
         .collect()
 }
 
+/// `error 6.1.2 t6 [t6.CMD_SYS_UPGRADE] packet 17 E1 CMD_SYS_UPGRADE mid 7: …`
+pub fn one_line(f: &Finding) -> String {
+    let mut s = format!("{:<7} {}", f.severity.as_str(), f.clause);
+    if let Some(t) = &f.table {
+        let _ = write!(s, " table {t}");
+    }
+    let _ = write!(s, " [{}]", f.rule);
+    if let Some(p) = f.packet {
+        let _ = write!(s, " packet {p}");
+    }
+    if let Some(o) = f.offset {
+        let _ = write!(s, " offset {o}");
+    }
+    if let Some(e) = &f.edge_id {
+        s.push_str(&edge_label(e, f.from));
+    }
+    if let Some(t) = &f.msg_type {
+        let _ = write!(s, " {t}");
+    }
+    if let Some(m) = f.mid {
+        let _ = write!(s, " mid {m}");
+    }
+    let _ = write!(s, ": {}", f.message);
+    printable(&s).into_owned()
+}
+
+/// Ids of 8 characters or more that hold a digit (job ids, dates, hashes) become `#`.
+const ID_LEN: usize = 8;
+
+/// `message` with its numbers and ids replaced by `#`: "mid 17" and "mid 18", or
+/// job "a1b2c3d4e5" and job "f6a7b8c9d0", read the same. Words without digits (field
+/// names, message types) stay, so "param.cpuRate" and "param.diskUsed" differ.
+pub fn pattern(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut word = String::new();
+    for ch in message.chars() {
+        if ch.is_ascii_alphanumeric() || ch == '_' || ch == '-' {
+            word.push(ch);
+        } else {
+            push_word(&mut out, &word);
+            word.clear();
+            out.push(ch);
+        }
+    }
+    push_word(&mut out, &word);
+    out
+}
+
+/// Appends `word` with its digits stripped: an id-like word becomes one `#`, each run
+/// of digits in a shorter word becomes `#` (`E12` → `E#`, `10-12` → `#-#`).
+fn push_word(out: &mut String, word: &str) {
+    if !word.chars().any(|c| c.is_ascii_digit()) {
+        out.push_str(word);
+    } else if word.len() >= ID_LEN {
+        out.push('#');
+    } else {
+        let mut in_digits = false;
+        for c in word.chars() {
+            if c.is_ascii_digit() {
+                if !in_digits {
+                    out.push('#');
+                }
+                in_digits = true;
+            } else {
+                out.push(c);
+                in_digits = false;
+            }
+        }
+    }
+}
+
 /// Who publishes on a topic role (also a finding's `from`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -160,5 +233,27 @@ mod printable_tests {
             std::borrow::Cow::Borrowed(_)
         ));
         assert_eq!(super::printable_line("a\u{7}b\n"), "a\\u{7}b\n");
+    }
+}
+
+#[cfg(test)]
+mod pattern_tests {
+    use super::pattern;
+
+    #[test]
+    fn numbers_and_ids_are_stripped_field_names_stay() {
+        assert_eq!(
+            pattern("param.cpuRate: expected number, seen 17 at mid 4 (tables 10-12)"),
+            "param.cpuRate: expected number, seen # at mid # (tables #-#)"
+        );
+        assert_eq!(
+            pattern("job 3f2a9c11-77 of E12 at 2026-11-26 10:00:01"),
+            "job # of E# at # #:#:#"
+        );
+        assert_ne!(
+            pattern("param.cpuRate missing"),
+            pattern("param.diskUsed missing")
+        );
+        assert_eq!(pattern("linkState[0].ip"), pattern("linkState[12].ip"));
     }
 }

@@ -10,7 +10,6 @@ pub mod broker;
 pub mod capture;
 pub mod demo;
 pub mod finding;
-pub mod live;
 pub mod mqtt;
 pub mod pipeline;
 pub mod protocol;

@@ -1,9 +1,13 @@
 //! Credentials inside message payloads (a package server's password, an
 //! `ftp://user:password@host` URL): what every output shows in their place unless
 //! the user asks for them (`captures show --show-secrets`). The CONNECT's own
-//! credentials are overwritten before they reach the store: [`crate::store`].
+//! credentials are overwritten before they reach the store (`store::WriteBatch`).
 
 use serde_json::Value;
+
+/// What every output shows in place of a credential: in payloads here, in a
+/// CONNECT's packet record (`store::PacketRecord::redacted`).
+pub const REDACTED: &str = "<redacted>";
 
 /// JSON keys whose values are credentials.
 const SECRET_KEYS: &[&str] = &[
@@ -29,7 +33,7 @@ pub fn redact_payload(text: &str) -> String {
                 for (k, x) in o.iter_mut() {
                     let key = k.to_ascii_lowercase();
                     if SECRET_KEYS.iter().any(|s| key.contains(s)) {
-                        *x = Value::from(crate::store::REDACTED);
+                        *x = Value::from(REDACTED);
                     } else {
                         walk(x);
                     }
@@ -60,7 +64,7 @@ fn redact_url(s: &str) -> String {
             .find(|c: char| c == '/' || c.is_whitespace() || c == '"')
             .unwrap_or(rest.len());
         if let Some(at) = rest[..end].rfind('@') {
-            out.push_str(crate::store::REDACTED);
+            out.push_str(REDACTED);
             rest = &rest[at..];
         }
     }

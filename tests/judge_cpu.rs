@@ -46,7 +46,9 @@ async fn capped_judge_skips_live_and_the_final_report_is_complete() {
     let broker = Mosquitto::start();
     let dir = temp_dir("judge-cpu");
     let view = edgetap::proxy::judge::View::default();
-    let live = Arc::new(edgetap::live::LiveView::new(Arc::new(RuleSet::builtin())));
+    let live = Arc::new(edgetap::proxy::live::LiveView::new(Arc::new(
+        RuleSet::builtin(),
+    )));
     let px = Proxy::start(
         ProxySettings {
             // 0.1 % of a core: after its first 20 ms the judge gets 1 µs a ms.

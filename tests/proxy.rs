@@ -196,7 +196,7 @@ async fn payloads_arrive_byte_identical_and_store_matches_analyze() {
     );
 
     // `analyze --capture` gives the live report.
-    let again = edgetap::store::replay::analyze_capture(
+    let again = edgetap::analyze::stored::analyze_capture(
         &store,
         id,
         Arc::new(RuleSet::builtin()),

@@ -238,7 +238,7 @@ async fn finding_heavy_burst_is_fully_forwarded_recorded_and_judged() {
     // Live output may have skipped messages had the judge fallen far behind; the
     // final report never does.
     assert!(live.len() as u64 <= r.total_findings());
-    let again = edgetap::store::replay::analyze_capture(
+    let again = edgetap::analyze::stored::analyze_capture(
         &store,
         id,
         Arc::new(RuleSet::builtin()),

@@ -270,7 +270,7 @@ async fn tls_not_terminated_is_forwarded_untouched_and_not_decodable() {
     // The client sent the 70,000-byte payload encrypted; the broker sent it back.
     assert!(up > 70_000 && down > 70_000, "stored {up} up, {down} down");
     // ... a stored capture analysed again reports the flow as the live run did, ...
-    let again = edgetap::store::replay::analyze_capture(
+    let again = edgetap::analyze::stored::analyze_capture(
         &store,
         id,
         std::sync::Arc::new(edgetap::rules::RuleSet::builtin()),

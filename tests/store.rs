@@ -14,7 +14,8 @@ use common::{free_port, temp_dir};
 use edgetap::finding::Side;
 use edgetap::pipeline::{Analyzer, PacketEvent, Settings, Sink};
 use edgetap::rules::RuleSet;
-use edgetap::store::replay::{feed, packet_record};
+use edgetap::store::packet_record;
+use edgetap::store::replay::feed;
 use edgetap::store::{CaptureMeta, Event, EventKind, PacketRecord, Store, WriteBatch};
 use edgetap::Finding;
 
@@ -368,7 +369,7 @@ fn sigkill_mid_traffic_keeps_everything_up_to_the_flush_window() {
         &missing[..missing.len().min(10)]
     );
     // `analyze --capture` works on the killed capture.
-    let r = edgetap::store::replay::analyze_capture(
+    let r = edgetap::analyze::stored::analyze_capture(
         &store,
         caps[0].id,
         Arc::new(RuleSet::builtin()),

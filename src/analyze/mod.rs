@@ -1,5 +1,7 @@
 //! The offline front end: capture files → [`CaptureReader`] → [`Analyzer`] → [`Report`].
 
+pub mod stored;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};

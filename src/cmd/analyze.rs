@@ -67,7 +67,7 @@ fn analyze_capture(
     let store = edgetap::store::Store::open_existing(dir)?;
     let settings = edgetap::pipeline::Settings { max_packet };
     let mut report =
-        edgetap::store::replay::analyze_capture_charted(&store, id, rules, settings, chart)?;
+        edgetap::analyze::stored::analyze_capture_charted(&store, id, rules, settings, chart)?;
     // Findings cite the frame numbers `captures export` gives, not the store's chunks.
     let frames = edgetap::store::export::frame_numbers(&store, id)?;
     report.renumber(|f| frames.frame_of(f));
@@ -75,7 +75,7 @@ fn analyze_capture(
     report
         .summary
         .incomplete
-        .extend(edgetap::store::replay::gaps(&store, id)?);
+        .extend(edgetap::analyze::stored::gaps(&store, id)?);
     report.check_judged(vec![]);
     Ok(report)
 }

@@ -83,7 +83,7 @@ pub fn run(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::Result
                 .map(|p| p.map(|p| if show_secrets { p } else { p.redacted() }))
                 .collect::<Result<_, _>>()?;
             let mut groups = store.finding_groups(id)?;
-            let gaps = edgetap::store::replay::gaps(&store, id)?;
+            let gaps = edgetap::analyze::stored::gaps(&store, id)?;
             // Findings cite the frame numbers of `captures export`.
             let frames = edgetap::store::export::frame_numbers(&store, id)?;
             groups.renumber(&frames);
@@ -249,7 +249,7 @@ pub fn run(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::Result
                 s.frames,
                 s.comments
             )?;
-            for g in edgetap::store::replay::gaps(&store, id)? {
+            for g in edgetap::analyze::stored::gaps(&store, id)? {
                 writeln!(out, "{g}")?;
             }
             Ok(0)

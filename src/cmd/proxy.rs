@@ -9,7 +9,7 @@ use crate::cli;
 use edgetap::rules::RuleSet;
 
 /// A listening live-view server.
-type LiveHttp = Option<(std::net::TcpListener, Arc<edgetap::live::LiveView>)>;
+type LiveHttp = Option<(std::net::TcpListener, Arc<edgetap::proxy::live::LiveView>)>;
 
 /// `--http`: checks the address (loopback, or a token), binds it, and gives the
 /// proxy the live view to keep up to date.
@@ -35,7 +35,8 @@ fn live_view(
     }
     let listener = std::net::TcpListener::bind(&addrs[..])
         .with_context(|| format!("--http {addr}: cannot listen"))?;
-    let view = Arc::new(edgetap::live::LiveView::new(rules.clone()).with_store(&args.store.dir));
+    let view =
+        Arc::new(edgetap::proxy::live::LiveView::new(rules.clone()).with_store(&args.store.dir));
     settings.live = Some(view.clone());
     Ok((settings, Some((listener, view))))
 }

@@ -27,14 +27,14 @@ use std::sync::Arc;
 use hyper::{Body, Method, Request, Response, StatusCode};
 
 use crate::finding::Severity;
-use crate::live::LiveView;
+use crate::proxy::live::LiveView;
 use crate::report::filter::Filter;
 use crate::report::html::{self, LiveLinks};
 
 /// Seconds between reloads of the live page.
 pub const REFRESH_S: u32 = 5;
 /// Findings `/api/findings` returns at most.
-pub const MAX_FINDINGS: usize = crate::live::LIVE_FINDINGS;
+pub const MAX_FINDINGS: usize = crate::proxy::live::LIVE_FINDINGS;
 
 /// Refuses a non-loopback address without a token, with what to do instead.
 pub fn check_bind(addr: &SocketAddr, token: Option<&str>) -> Result<(), String> {

@@ -44,8 +44,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::finding::{ConnId, Finding, Severity};
-use crate::live::LiveView;
 use crate::pipeline::{Judge, Sink, Staged};
+use crate::proxy::live::LiveView;
 use crate::report::Collector;
 use crate::rules::{Engine, RuleSet};
 

@@ -43,6 +43,7 @@
 pub mod console;
 pub mod http;
 pub mod judge;
+pub mod live;
 mod relay;
 pub mod tap;
 mod throttle;
@@ -90,7 +91,7 @@ pub struct ProxySettings {
     /// TLS termination toward devices and re-origination toward the upstream.
     pub tls: tls::TlsSettings,
     /// The live view (`--http`) the analysis thread keeps up to date.
-    pub live: Option<Arc<crate::live::LiveView>>,
+    pub live: Option<Arc<crate::proxy::live::LiveView>>,
     /// A connection with no byte in either direction for this long is closed.
     /// `None`: [`IDLE_KEEP_ALIVES`] times the keep-alive of the client's CONNECT
     /// (at least [`IDLE_MIN`]), or [`IDLE_FALLBACK`] before a CONNECT or with a

@@ -31,9 +31,9 @@ use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit};
 use super::judge::{self, ConnNote, Item, JudgeHandle, View};
 use super::{Clock, KeepAlives, FLUSH_BYTES, FLUSH_INTERVAL, TAP_QUEUE};
 use crate::finding::{ConnId, Finding, Side};
-use crate::live::LiveView;
 use crate::mqtt::Packet;
 use crate::pipeline::{Analyzer, PacketEvent, Settings, Sink, Staged};
+use crate::proxy::live::LiveView;
 use crate::report::Report;
 use crate::rules::RuleSet;
 use crate::store::replay::feed;
@@ -794,7 +794,7 @@ fn analyze(
                  capture {cap} again from the store for the final report"
             );
             let settings = Settings { max_packet };
-            let (report, groups) = crate::store::replay::rejudge_capture(
+            let (report, groups) = crate::analyze::stored::rejudge_capture(
                 s,
                 cap,
                 rules.clone(),

@@ -1,8 +1,15 @@
 //! JUnit XML written from suites and cases, so that every count in the file
 //! (`tests`, `failures`, `errors`, `skipped`, per suite and in total) is the count of
 //! the cases it holds: a CI that reads only the totals sees what the cases say.
+//! [`Report::to_junit`] writes a report this way: one suite per clause, and one for
+//! an input that could not be read or judged.
 
 use std::fmt::Write as _;
+
+use super::filter::within;
+use super::group::Group;
+use super::Report;
+use crate::finding::Severity;
 
 /// How one test case ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +172,127 @@ pub fn xml(s: &str) -> String {
 /// "1 exchange", "2 exchanges": a count and its noun, singular or plural.
 pub fn count(n: usize, singular: &str, plural: &str) -> String {
     format!("{n} {}", if n == 1 { singular } else { plural })
+}
+
+impl Report {
+    /// One test suite per clause, one test case per clause; a failing clause lists its
+    /// groups of error findings, one line per group.
+    pub fn to_junit(&self) -> String {
+        self.to_junit_with(&[])
+    }
+
+    /// [`Report::to_junit`] with more suites after the clauses (the detection items of
+    /// `sim platform`), counted in the totals.
+    pub fn to_junit_with(&self, extra: &[Suite]) -> String {
+        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        if let Some(note) = &self.summary.filtered {
+            // A comment cannot hold "--": the options are named without their dashes.
+            let _ = writeln!(out, "<!-- {} -->", xml(&note.line().replace("--", "")));
+        }
+        let input = self.input_failures();
+        let _ = writeln!(
+            out,
+            "<testsuites name=\"edgetap\" tests=\"{}\" failures=\"{}\">",
+            self.clauses.len() + input.len() + extra.iter().map(|s| s.cases.len()).sum::<usize>(),
+            self.clauses.iter().filter(|c| c.status == "fail").count()
+                + input.len()
+                + extra.iter().map(Suite::failures).sum::<usize>()
+        );
+        for (name, message, text) in &input {
+            let _ = writeln!(
+                out,
+                "  <testsuite name=\"input\" tests=\"1\" failures=\"1\" skipped=\"0\">\n    \
+                 <testcase classname=\"input\" name=\"{}\"><failure message=\"{}\">{}</failure></testcase>\n  \
+                 </testsuite>",
+                xml(name),
+                xml(message),
+                xml(text)
+            );
+        }
+        for c in &self.clauses {
+            let failures: Vec<&Group> = self
+                .groups
+                .iter()
+                .filter(|g| g.severity == Severity::Error && within(&g.clause, &c.clause))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  <testsuite name=\"{} {}\" tests=\"1\" failures=\"{}\" skipped=\"{}\">",
+                xml(&c.clause),
+                xml(&c.title),
+                u8::from(c.status == "fail"),
+                u8::from(c.status == "not exercised")
+            );
+            let _ = write!(
+                out,
+                "    <testcase classname=\"clause {}\" name=\"{}\">",
+                xml(&c.clause),
+                xml(&c.title)
+            );
+            if c.status == "not exercised" {
+                let why = if c.not_exercised.is_empty() {
+                    "not exercised".to_string()
+                } else {
+                    format!("not exercised: {}", c.not_exercised.join("; "))
+                };
+                let _ = write!(out, "<skipped message=\"{}\"/>", xml(&why));
+            } else {
+                if c.status == "fail" {
+                    let text: Vec<String> = failures.iter().map(|g| g.line()).collect();
+                    let _ = write!(
+                        out,
+                        "<failure message=\"{}\">{}</failure>",
+                        count(c.errors as usize, "error finding", "error findings"),
+                        xml(&text.join("\n"))
+                    );
+                }
+                // What a reader should know of a clause that passes too: its
+                // warnings (a CI page shows no exit code), and what was not judged.
+                let mut said: Vec<String> = self
+                    .groups
+                    .iter()
+                    .filter(|g| g.severity == Severity::Warning && within(&g.clause, &c.clause))
+                    .map(|g| g.line())
+                    .collect();
+                if !c.not_exercised.is_empty() {
+                    said.push(format!("partly exercised: {}", c.not_exercised.join("; ")));
+                }
+                if !said.is_empty() {
+                    let _ = write!(out, "<system-out>{}</system-out>", xml(&said.join("\n")));
+                }
+            }
+            out.push_str("</testcase>\n  </testsuite>\n");
+        }
+        for s in extra {
+            write_suite(&mut out, s);
+        }
+        out.push_str("</testsuites>\n");
+        out
+    }
+}
+
+impl Report {
+    /// JUnit failures about the input itself, so that CI goes red on a run that read
+    /// nothing or judged nothing: (test case name, failure message, text).
+    fn input_failures(&self) -> Vec<(&'static str, String, String)> {
+        let s = &self.summary;
+        let mut out = vec![];
+        if !s.unreadable.is_empty() {
+            out.push((
+                "capture readable",
+                "capture unreadable".to_string(),
+                s.unreadable.join("\n"),
+            ));
+        }
+        if !s.judged {
+            out.push((
+                "protocol messages judged",
+                "nothing judged: no protocol message in the input".to_string(),
+                s.not_judged_because.join("\n"),
+            ));
+        }
+        out
+    }
 }
 
 #[cfg(test)]

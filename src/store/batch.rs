@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use super::chunk::{self, LostSpan};
-use super::record::FILLER_STR;
-use super::{replay, secrets, ConnMeta, Event, EventKind, PacketFields, PacketRecord, FILLER};
+use super::record::{packet_fields, FILLER_STR};
+use super::{secrets, ConnMeta, Event, EventKind, PacketFields, PacketRecord, FILLER};
 use crate::finding::Finding;
 use crate::pipeline::PacketEvent;
 
@@ -120,7 +120,7 @@ impl WriteBatch {
     /// [`Self::packet`] without building a [`PacketRecord`]: what the proxy's
     /// analysis task calls for each decoded packet.
     pub fn packet_event(&mut self, cap: u64, seq: u64, p: &PacketEvent<'_>) {
-        self.packet_fields(cap, seq, replay::packet_fields(p));
+        self.packet_fields(cap, seq, packet_fields(p));
     }
 
     fn packet_fields(&mut self, cap: u64, seq: u64, given: PacketFields<'_>) {

@@ -23,8 +23,7 @@ use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::DataLink;
 
 use super::{EventKind, Store, StoreError};
-use crate::finding::{Finding, Side};
-use crate::report::one_line;
+use crate::finding::{one_line, Finding, Side};
 
 /// Largest TCP payload in one synthesized frame (fits an IPv4 total length).
 const MAX_SEGMENT: usize = 65_000;
@@ -46,6 +45,9 @@ struct Flow {
     /// Client-stream byte ranges to blank out (credentials).
     hide: Vec<(u64, u64)>,
 }
+
+/// The stream bytes a data frame carries: its side and (start, end) offsets.
+type Carried = (Side, u64, u64);
 
 struct Frame {
     time_us: i64,
@@ -121,7 +123,7 @@ pub fn export_pcapng<W: Write>(
     for ev in store.events(id) {
         let ev = ev?;
         let findings = by_seq.remove(&ev.seq).unwrap_or_default();
-        let mut frames: Vec<(Frame, Option<(Side, u64, u64)>)> = vec![];
+        let mut frames: Vec<(Frame, Option<Carried>)> = vec![];
         let t = ev.time_us;
         match &ev.kind {
             EventKind::Open { client, server } => {

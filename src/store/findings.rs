@@ -6,15 +6,14 @@
 //! `edgetap analyze --capture ID` runs them through the pipeline again.
 //!
 //! The field path is part of the finding's message; the key is the message with its
-//! numbers and ids replaced by `#` ([`crate::report::group::pattern`]), so each
+//! numbers and ids replaced by `#` ([`crate::finding::pattern`]), so each
 //! missing field is its own group and mids, dates and job ids do not split them.
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::StoredFinding;
-use crate::finding::{Finding, Severity};
+use crate::finding::{Finding, Severity, Side};
 
 /// Example findings kept per group.
 pub const EXAMPLES: usize = 5;
@@ -139,7 +138,7 @@ struct Key {
 }
 
 /// A capture's groups as findings come, kept in memory by the recording process
-/// (and by the proxy's final re-judging, [`super::replay::rejudge_capture`]).
+/// (and by the proxy's final re-judging, `analyze::stored::rejudge_capture`).
 #[derive(Default)]
 pub struct Aggregate {
     pub(crate) file: FindingsFile,
@@ -156,7 +155,7 @@ impl Aggregate {
             rule: f.rule.clone(),
             edge_id: f.edge_id.clone(),
             severity: f.severity,
-            pattern: crate::report::group::pattern(&f.message),
+            pattern: crate::finding::pattern(&f.message),
         };
         let at = Occurrence {
             packet: f.packet,
@@ -220,5 +219,58 @@ impl FindingGroup {
             .map_or(self.pattern.as_str(), |f| f.message.as_str());
         s.push_str(&format!(": {example}"));
         s
+    }
+}
+
+/// [`Finding`] as read back (the report type only serialises).
+#[derive(Deserialize)]
+pub(crate) struct StoredFinding {
+    rule: String,
+    clause: String,
+    table: Option<String>,
+    severity: Severity,
+    edge_id: Option<String>,
+    #[serde(rename = "type")]
+    msg_type: Option<String>,
+    topic: Option<String>,
+    mid: Option<u64>,
+    packet: Option<u64>,
+    time: Option<i64>,
+    message: String,
+    conn: Option<u64>,
+    side: Option<String>,
+    offset: Option<u64>,
+    #[serde(default)]
+    basis: Option<String>,
+    #[serde(default)]
+    from: Option<crate::protocol::Actor>,
+}
+
+impl StoredFinding {
+    pub(crate) fn into_finding(self) -> Finding {
+        Finding {
+            rule: self.rule,
+            clause: self.clause,
+            table: self.table,
+            severity: self.severity,
+            edge_id: self.edge_id,
+            msg_type: self.msg_type,
+            topic: self.topic,
+            mid: self.mid,
+            packet: self.packet,
+            time: self.time,
+            message: self.message,
+            conn: self.conn,
+            side: self.side.map(|s| {
+                if s == "server" {
+                    Side::Server
+                } else {
+                    Side::Client
+                }
+            }),
+            offset: self.offset,
+            basis: self.basis.map(Into::into),
+            from: self.from,
+        }
     }
 }

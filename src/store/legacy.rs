@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::chunk::{decode_batch, parse_open, EV_DATA, EV_END, EV_FIN, EV_OPEN};
-use super::{CaptureMeta, ConnMeta, Event, EventKind, PacketRecord, StoreError, StoredFinding};
+use super::findings::StoredFinding;
+use super::{CaptureMeta, ConnMeta, Event, EventKind, PacketRecord, StoreError};
 use crate::finding::{Finding, Side};
 
 pub(crate) struct Legacy {

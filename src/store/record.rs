@@ -7,8 +7,11 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::chunk::LostSpan;
+use super::chunk::{LostSpan, PacketFields};
 use crate::finding::Side;
+use crate::mqtt::Packet;
+use crate::pipeline::PacketEvent;
+use crate::redact::REDACTED;
 
 /// What the recorder could not write into a capture (see the module docs).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -166,8 +169,6 @@ pub struct PacketRecord {
     pub payload_len: Option<u64>,
 }
 
-pub const REDACTED: &str = "<redacted>";
-
 /// The byte that overwrites a password in the stored chunk bytes and records.
 pub const FILLER: u8 = b'*';
 pub(super) const FILLER_STR: &str = "*";
@@ -184,4 +185,72 @@ impl PacketRecord {
         }
         r
     }
+}
+
+/// The fields of a decoded packet as stored, borrowed from it.
+pub(crate) fn packet_fields<'a>(p: &'a PacketEvent<'a>) -> PacketFields<'a> {
+    let mut f = PacketFields {
+        conn: p.conn,
+        side: match p.side {
+            Side::Client => "client",
+            Side::Server => "server",
+        },
+        chunk: p.packet,
+        time_us: p.time_us,
+        offset: p.offset,
+        len: p.len as u64,
+        packet_type: p.mqtt.name(),
+        client_id: None,
+        version: None,
+        username: None,
+        password: None,
+        topic: None,
+        payload_len: None,
+    };
+    match p.mqtt {
+        Packet::Connect(c) => {
+            f.client_id = Some(&c.client_id);
+            f.version = Some(c.version.as_str());
+            f.username = c.username.as_deref();
+            f.password = c.password.as_deref();
+        }
+        Packet::Publish(p) => {
+            f.topic = Some(&p.topic);
+            f.payload_len = Some(p.payload.len() as u64);
+        }
+        _ => {}
+    }
+    f
+}
+
+/// The stored form of a decoded packet.
+pub fn packet_record(p: &PacketEvent<'_>) -> PacketRecord {
+    let mut r = PacketRecord {
+        conn: p.conn,
+        side: match p.side {
+            Side::Client => "client",
+            Side::Server => "server",
+        }
+        .to_string(),
+        chunk: p.packet,
+        time_us: p.time_us,
+        offset: p.offset,
+        len: p.len as u64,
+        packet_type: p.mqtt.name().to_string(),
+        ..PacketRecord::default()
+    };
+    match p.mqtt {
+        Packet::Connect(c) => {
+            r.client_id = Some(c.client_id.clone());
+            r.version = Some(c.version.as_str().into());
+            r.username = c.username.clone();
+            r.password = c.password.clone();
+        }
+        Packet::Publish(p) => {
+            r.topic = Some(p.topic.clone());
+            r.payload_len = Some(p.payload.len() as u64);
+        }
+        _ => {}
+    }
+    r
 }
