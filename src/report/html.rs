@@ -63,6 +63,11 @@ impl ExtraRow {
     }
 }
 
+/// The header cells of an [`Extra`] table.
+pub fn headers<const N: usize>(names: [&str; N]) -> Vec<String> {
+    names.iter().map(|c| c.to_string()).collect()
+}
+
 /// What the live view adds: how often the page reloads and where the API is.
 #[derive(Debug, Clone, Serialize)]
 pub struct LiveLinks {

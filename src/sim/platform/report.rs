@@ -1,9 +1,10 @@
 //! The test record of a plan run ([`PlanReport`]): the analyzer's report plus the
-//! detection items, as a table, JSON and JUnit.
+//! detection items, as a table, JSON, JUnit and HTML.
 
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::report::html::{headers, render, Extra, ExtraRow};
 use crate::report::Report;
 use crate::sim::package::PackageNote;
 
@@ -115,5 +116,45 @@ impl PlanReport {
             );
         }
         self.report.to_junit_with(&[suite])
+    }
+
+    /// The plan's record: the detection items (6.x.x.2) first, then the analysis.
+    pub fn to_html(&self) -> String {
+        let items = Extra {
+            id: "items".into(),
+            title: "Detection items (test plan of clause 6)".into(),
+            note: self.package.as_ref().map(|p| p.line()),
+            headers: headers(["Item", "Clause", "Title", "Status", "Detail"]),
+            rows: self
+                .items
+                .iter()
+                .map(|i| {
+                    let mut more: Vec<String> = i
+                        .steps
+                        .iter()
+                        .map(|s| format!("{}: {}", s.status, s.line()))
+                        .collect();
+                    more.extend(i.findings.iter().cloned());
+                    ExtraRow::new(
+                        &i.status,
+                        vec![
+                            i.item.clone(),
+                            i.clause.clone(),
+                            i.title.clone(),
+                            i.status.clone(),
+                            i.detail.clone(),
+                        ],
+                        more,
+                    )
+                })
+                .collect(),
+            status_col: Some(3),
+        };
+        render(
+            &self.report,
+            "edgetap sim platform — test plan record",
+            &[items],
+            None,
+        )
     }
 }
