@@ -14,8 +14,6 @@
 //! `.html` templates, and it renders any `serde::Serialize` value, which the report
 //! already is.
 
-mod fronts;
-
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 

@@ -2,10 +2,11 @@
 //! JUnit, exit code), and its comparison with a saved one ([`Expectation`]).
 //!
 //! This file holds the outcome and its verdict (failed, nothing exercised, exit
-//! code); `text` renders it as a table and as JSON, `junit` as JUnit, and `expect`
-//! compares it with a saved one.
+//! code); `text` renders it as a table and as JSON, `junit` as JUnit, `html` as the
+//! HTML record, and `expect` compares it with a saved one.
 
 mod expect;
+mod html;
 mod junit;
 #[cfg(test)]
 mod tests;

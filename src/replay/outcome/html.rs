@@ -1,8 +1,10 @@
-//! The HTML record of `replay`, which adds tables of its own to the clause table
-//! (the exchanges and mutations, with the live session's record).
+//! The outcome as the HTML record: its result, the exchanges, mutations and rules the
+//! replay raised, and the comparison with an expectation, above the live session
+//! judged as `analyze` judges a capture (with its charts).
 
-use super::{headers, render, Extra, ExtraRow};
-use crate::replay::{Expectation, Outcome};
+use crate::report::html::{headers, render, Extra, ExtraRow};
+
+use super::{Expectation, Outcome};
 
 impl Outcome {
     /// The replay's record: its result, the exchanges and mutations, then the live
