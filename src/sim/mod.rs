@@ -11,7 +11,6 @@
 pub mod edge;
 pub mod package;
 pub mod platform;
-pub mod run;
 pub mod tap;
 
 use std::sync::atomic::{AtomicU64, Ordering};
