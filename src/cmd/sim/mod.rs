@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use super::{load_rules, shown};
-use crate::cli::{self, Format};
+use crate::cli;
 
 pub fn broker(a: cli::BrokerArgs, stdout: &mut dyn Write) -> anyhow::Result<u8> {
     let mut s = edgetap::broker::BrokerSettings::on(a.listen);
@@ -48,12 +48,11 @@ pub fn platform(a: cli::SimPlatformArgs, stdout: &mut dyn Write) -> anyhow::Resu
     s.job_timeout = std::time::Duration::from_secs_f64(a.rules.job_timeout.unwrap_or(60.0));
     s.package = package_source(&a);
     s.capture = a.capture;
-    let out = sim_output(a.format);
     Ok(run::platform(
         s,
         rules,
         a.respond_only,
-        out,
+        a.format,
         &shown,
         stdout,
     )?)
@@ -64,7 +63,7 @@ pub fn demo(a: cli::DemoArgs, stdout: &mut dyn Write) -> anyhow::Result<u8> {
         fault: edgetap::sim::edge::Fault::parse(&a.fault)?,
         protocol: run::protocol(a.mqtt5),
     };
-    Ok(run::demo(s, sim_output(a.format), stdout)?)
+    Ok(run::demo(s, a.format, stdout)?)
 }
 
 /// `--package` / `--package-url` of `sim platform`.
@@ -87,14 +86,5 @@ fn package_source(a: &cli::SimPlatformArgs) -> edgetap::sim::package::PackageSou
         }
     } else {
         PackageSource::Placeholder
-    }
-}
-
-fn sim_output(f: Format) -> run::Output {
-    match f {
-        Format::Table => run::Output::Table,
-        Format::Json => run::Output::Json,
-        Format::Junit => run::Output::Junit,
-        Format::Html => run::Output::Html,
     }
 }

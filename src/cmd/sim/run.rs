@@ -8,20 +8,13 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::cli::Format;
 use edgetap::broker::{BrokerError, BrokerSettings};
 use edgetap::demo::{DemoError, DemoRun, DemoSettings};
 use edgetap::rules::RuleSet;
 use edgetap::sim::edge::{EdgeSettings, EdgeStats};
 use edgetap::sim::platform::{PlanReport, PlatformSettings};
 use edgetap::sim::{Protocol, SimError};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
-    Table,
-    Json,
-    Junit,
-    Html,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -51,25 +44,25 @@ fn ctrl_c() -> watch::Receiver<bool> {
     rx
 }
 
-pub fn render(r: &PlanReport, out: Output) -> String {
+pub fn render(r: &PlanReport, out: Format) -> String {
     render_with(r, out, edgetap::report::Listing::Grouped)
 }
 
 /// [`render`], the table's findings listed as `listing` says.
-pub fn render_with(r: &PlanReport, out: Output, listing: edgetap::report::Listing) -> String {
+pub fn render_with(r: &PlanReport, out: Format, listing: edgetap::report::Listing) -> String {
     match out {
-        Output::Table => r.table(listing),
-        Output::Json => r.to_json() + "\n",
-        Output::Junit => r.to_junit(),
-        Output::Html => r.to_html(),
+        Format::Table => r.table(listing),
+        Format::Json => r.to_json() + "\n",
+        Format::Junit => r.to_junit(),
+        Format::Html => r.to_html(),
     }
 }
 
 /// One run as text: the platform's test record, then the proxy's.
-fn render_demo(r: &DemoRun, out: Output) -> String {
+fn render_demo(r: &DemoRun, out: Format) -> String {
     let mut s = render(&r.plan, out);
     match out {
-        Output::Table => {
+        Format::Table => {
             let _ = write!(
                 s,
                 "\n--- What the edgetap proxy ({} → broker) judged on the edge's connection: {} live finding(s) ---\n\n{}",
@@ -78,13 +71,13 @@ fn render_demo(r: &DemoRun, out: Output) -> String {
                 r.proxy.to_table()
             );
         }
-        Output::Json => {
+        Format::Json => {
             s.push_str(&r.proxy.to_json());
             s.push('\n');
         }
-        Output::Junit => s.push_str(&r.proxy.to_junit()),
+        Format::Junit => s.push_str(&r.proxy.to_junit()),
         // One page: the platform's record (the proxy's is `analyze --capture` away).
-        Output::Html => {}
+        Format::Html => {}
     }
     s
 }
@@ -131,7 +124,7 @@ pub fn platform(
     s: PlatformSettings,
     rules: Arc<RuleSet>,
     respond_only: bool,
-    out: Output,
+    out: Format,
     shown: &edgetap::report::Shown,
     w: &mut dyn Write,
 ) -> Result<u8, RunError> {
@@ -152,7 +145,7 @@ pub fn platform(
 }
 
 /// `edgetap demo`.
-pub fn demo(s: DemoSettings, out: Output, w: &mut dyn Write) -> Result<u8, RunError> {
+pub fn demo(s: DemoSettings, out: Format, w: &mut dyn Write) -> Result<u8, RunError> {
     let t0 = std::time::Instant::now();
     let (clean, faulty) = runtime()?.block_on(edgetap::demo::run(&s))?;
     writeln!(
