@@ -119,7 +119,6 @@ impl Outcome {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
-    /// Exchanges not exercised (skipped).
     /// No exchange compared and no mutation exercised: nothing of the recording was
     /// played to the counterpart (an edge that only reported, a wrong --edge).
     pub fn nothing_exercised(&self) -> bool {
@@ -127,6 +126,7 @@ impl Outcome {
             && self.mutations.iter().all(|m| m.verdict == "not applicable")
     }
 
+    /// Exchanges not exercised (skipped).
     pub fn skipped_exchanges(&self) -> impl Iterator<Item = &Exchange> {
         self.exchanges.iter().filter(|x| x.skipped.is_some())
     }
@@ -141,7 +141,7 @@ impl Outcome {
         }
         // A replay that compared nothing proves nothing (3, as `analyze`), unless
         // its expectation diverges (an expected exchange that did not happen).
-        if self.nothing_exercised() && expectation.map_or(true, |e| e.divergences.is_empty()) {
+        if self.nothing_exercised() && expectation.is_none_or(|e| e.divergences.is_empty()) {
             return crate::report::EXIT_NOTHING_JUDGED;
         }
         match expectation {
