@@ -11,7 +11,6 @@
 //! nothing (no store). Timings are shortened (report period, job time, waits) so that
 //! both runs finish well under 30 seconds.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,7 +25,6 @@ use crate::report::Report;
 use crate::rules::RuleSet;
 use crate::sim::edge::{self, EdgeSettings, EdgeStats, Fault};
 use crate::sim::platform::{self, PlanReport, PlatformSettings};
-use crate::sim::run::Output;
 use crate::sim::{Protocol, SimError};
 
 #[derive(Debug, Clone)]
@@ -171,28 +169,4 @@ pub async fn run(s: &DemoSettings) -> Result<(DemoRun, DemoRun), DemoError> {
     let clean = run_proxied(&addr, "EDGE-DEMO-1", s.protocol, vec![], rules.clone()).await?;
     let faulty = run_proxied(&addr, "EDGE-DEMO-2", s.protocol, vec![s.fault], rules).await?;
     Ok((clean, faulty))
-}
-
-/// One run as text: the platform's test record, then the proxy's.
-pub fn render(r: &DemoRun, out: Output) -> String {
-    let mut s = crate::sim::run::render(&r.plan, out);
-    match out {
-        Output::Table => {
-            let _ = write!(
-                s,
-                "\n--- What the edgetap proxy ({} → broker) judged on the edge's connection: {} live finding(s) ---\n\n{}",
-                r.proxy_addr,
-                r.live_findings,
-                r.proxy.to_table()
-            );
-        }
-        Output::Json => {
-            s.push_str(&r.proxy.to_json());
-            s.push('\n');
-        }
-        Output::Junit => s.push_str(&r.proxy.to_junit()),
-        // One page: the platform's record (the proxy's is `analyze --capture` away).
-        Output::Html => {}
-    }
-    s
 }

@@ -35,7 +35,7 @@ pub fn run(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     s.seed = a.seed.unwrap_or_else(|| edgetap::sim::now_us() as u64);
     s.noise = a.noise;
     s.fresh_jobs = !a.keep_job_ids;
-    s.protocol = edgetap::sim::run::protocol(a.mqtt5);
+    s.protocol = super::sim::run::protocol(a.mqtt5);
     s.answer_timeout = std::time::Duration::from_millis(a.timeout_ms);
     s.mutation_window = std::time::Duration::from_millis(a.mutation_window_ms);
     s.edge_wait = std::time::Duration::from_millis(a.edge_wait_ms);

@@ -14,8 +14,6 @@
 //! `.html` templates, and it renders any `serde::Serialize` value, which the report
 //! already is.
 
-mod fronts;
-
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
@@ -61,6 +59,11 @@ impl ExtraRow {
             more,
         }
     }
+}
+
+/// The header cells of an [`Extra`] table.
+pub fn headers<const N: usize>(names: [&str; N]) -> Vec<String> {
+    names.iter().map(|c| c.to_string()).collect()
 }
 
 /// What the live view adds: how often the page reloads and where the API is.

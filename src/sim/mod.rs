@@ -11,7 +11,6 @@
 pub mod edge;
 pub mod package;
 pub mod platform;
-pub mod run;
 pub mod tap;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -189,15 +188,17 @@ fn v5_cause(e: &rumqttc::v5::ConnectionError, was_up: bool) -> String {
     connection_cause(io_kind(e), code, timeout, was_up, &e.to_string())
 }
 
-/// Splits `HOST:PORT`.
 /// The environment variable that holds the password of a broker given as
 /// `USER@HOST:PORT` (`--broker` of `replay` and the sims).
 pub const PASSWORD_ENV: &str = "EDGETAP_MQTT_PASSWORD";
 
+/// A user name and its password.
+pub type Login = (String, String);
+
 /// A broker address `[USER@]HOST:PORT`: the login (the password from
 /// [`PASSWORD_ENV`], never from the address, where `ps`, the shell's history and
 /// every message naming the broker would show it) and the address.
-pub fn broker_login(broker: &str) -> Result<(Option<(String, String)>, &str), SimError> {
+pub fn broker_login(broker: &str) -> Result<(Option<Login>, &str), SimError> {
     let Some((user, addr)) = broker.rsplit_once('@') else {
         return Ok((None, broker));
     };
@@ -212,6 +213,7 @@ pub fn broker_login(broker: &str) -> Result<(Option<(String, String)>, &str), Si
     Ok((Some((user.to_string(), password)), addr))
 }
 
+/// Splits `HOST:PORT`.
 pub fn host_port(broker: &str) -> Result<(String, u16), SimError> {
     let (h, p) = broker
         .rsplit_once(':')

@@ -1,21 +1,24 @@
-//! `edgetap broker`, `sim edge`, `sim platform` and `demo`.
+//! `edgetap broker`, `sim edge`, `sim platform` and `demo`: arguments to settings
+//! here, the runs and their output in [`run`].
+
+pub mod run;
 
 use std::io::Write;
 use std::sync::Arc;
 
 use super::{load_rules, shown};
-use crate::cli::{self, Format};
+use crate::cli;
 
 pub fn broker(a: cli::BrokerArgs, stdout: &mut dyn Write) -> anyhow::Result<u8> {
     let mut s = edgetap::broker::BrokerSettings::on(a.listen);
     if let Some(v5) = a.listen_v5 {
         s.v5 = v5;
     }
-    Ok(edgetap::sim::run::broker(s, stdout)?)
+    Ok(run::broker(s, stdout)?)
 }
 
 pub fn edge(a: cli::SimEdgeArgs, stdout: &mut dyn Write) -> anyhow::Result<u8> {
-    use edgetap::sim::run::{ms, protocol};
+    use run::{ms, protocol};
     let mut s = edgetap::sim::edge::EdgeSettings::new(&a.broker, &a.edge_id);
     s.count = a.count;
     s.protocol = protocol(a.mqtt5);
@@ -28,11 +31,11 @@ pub fn edge(a: cli::SimEdgeArgs, stdout: &mut dyn Write) -> anyhow::Result<u8> {
     for f in &a.faults {
         s.faults.push(edgetap::sim::edge::Fault::parse(f)?);
     }
-    Ok(edgetap::sim::run::edge(s, stdout)?)
+    Ok(run::edge(s, stdout)?)
 }
 
 pub fn platform(a: cli::SimPlatformArgs, stdout: &mut dyn Write) -> anyhow::Result<u8> {
-    use edgetap::sim::run::{ms, protocol};
+    use run::{ms, protocol};
     let rules = Arc::new(load_rules(&a.rules)?);
     let shown = shown(&a.shown, &rules)?;
     let edge = a.edge_id.clone().unwrap_or_default();
@@ -45,12 +48,11 @@ pub fn platform(a: cli::SimPlatformArgs, stdout: &mut dyn Write) -> anyhow::Resu
     s.job_timeout = std::time::Duration::from_secs_f64(a.rules.job_timeout.unwrap_or(60.0));
     s.package = package_source(&a);
     s.capture = a.capture;
-    let out = sim_output(a.format);
-    Ok(edgetap::sim::run::platform(
+    Ok(run::platform(
         s,
         rules,
         a.respond_only,
-        out,
+        a.format,
         &shown,
         stdout,
     )?)
@@ -59,9 +61,9 @@ pub fn platform(a: cli::SimPlatformArgs, stdout: &mut dyn Write) -> anyhow::Resu
 pub fn demo(a: cli::DemoArgs, stdout: &mut dyn Write) -> anyhow::Result<u8> {
     let s = edgetap::demo::DemoSettings {
         fault: edgetap::sim::edge::Fault::parse(&a.fault)?,
-        protocol: edgetap::sim::run::protocol(a.mqtt5),
+        protocol: run::protocol(a.mqtt5),
     };
-    Ok(edgetap::sim::run::demo(s, sim_output(a.format), stdout)?)
+    Ok(run::demo(s, a.format, stdout)?)
 }
 
 /// `--package` / `--package-url` of `sim platform`.
@@ -84,14 +86,5 @@ fn package_source(a: &cli::SimPlatformArgs) -> edgetap::sim::package::PackageSou
         }
     } else {
         PackageSource::Placeholder
-    }
-}
-
-fn sim_output(f: Format) -> edgetap::sim::run::Output {
-    match f {
-        Format::Table => edgetap::sim::run::Output::Table,
-        Format::Json => edgetap::sim::run::Output::Json,
-        Format::Junit => edgetap::sim::run::Output::Junit,
-        Format::Html => edgetap::sim::run::Output::Html,
     }
 }

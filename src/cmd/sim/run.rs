@@ -1,25 +1,20 @@
 //! The sims' front ends for the CLI: settings in, text out, an exit code back
 //! (0 conforming, 1 a failed item or error finding). Each builds its own tokio runtime.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::edge::{EdgeSettings, EdgeStats};
-use super::platform::{PlanReport, PlatformSettings};
-use super::{Protocol, SimError};
-use crate::broker::{BrokerError, BrokerSettings};
-use crate::rules::RuleSet;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
-    Table,
-    Json,
-    Junit,
-    Html,
-}
+use crate::cli::Format;
+use edgetap::broker::{BrokerError, BrokerSettings};
+use edgetap::demo::{DemoError, DemoRun, DemoSettings};
+use edgetap::rules::RuleSet;
+use edgetap::sim::edge::{EdgeSettings, EdgeStats};
+use edgetap::sim::platform::{PlanReport, PlatformSettings};
+use edgetap::sim::{Protocol, SimError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -28,7 +23,7 @@ pub enum RunError {
     #[error(transparent)]
     Sim(#[from] SimError),
     #[error(transparent)]
-    Demo(#[from] crate::demo::DemoError),
+    Demo(#[from] DemoError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -49,23 +44,47 @@ fn ctrl_c() -> watch::Receiver<bool> {
     rx
 }
 
-pub fn render(r: &PlanReport, out: Output) -> String {
-    render_with(r, out, crate::report::Listing::Grouped)
+pub fn render(r: &PlanReport, out: Format) -> String {
+    render_with(r, out, edgetap::report::Listing::Grouped)
 }
 
 /// [`render`], the table's findings listed as `listing` says.
-pub fn render_with(r: &PlanReport, out: Output, listing: crate::report::Listing) -> String {
+pub fn render_with(r: &PlanReport, out: Format, listing: edgetap::report::Listing) -> String {
     match out {
-        Output::Table => r.table(listing),
-        Output::Json => r.to_json() + "\n",
-        Output::Junit => r.to_junit(),
-        Output::Html => r.to_html(),
+        Format::Table => r.table(listing),
+        Format::Json => r.to_json() + "\n",
+        Format::Junit => r.to_junit(),
+        Format::Html => r.to_html(),
     }
+}
+
+/// One run as text: the platform's test record, then the proxy's.
+fn render_demo(r: &DemoRun, out: Format) -> String {
+    let mut s = render(&r.plan, out);
+    match out {
+        Format::Table => {
+            let _ = write!(
+                s,
+                "\n--- What the edgetap proxy ({} → broker) judged on the edge's connection: {} live finding(s) ---\n\n{}",
+                r.proxy_addr,
+                r.live_findings,
+                r.proxy.to_table()
+            );
+        }
+        Format::Json => {
+            s.push_str(&r.proxy.to_json());
+            s.push('\n');
+        }
+        Format::Junit => s.push_str(&r.proxy.to_junit()),
+        // One page: the platform's record (the proxy's is `analyze --capture` away).
+        Format::Html => {}
+    }
+    s
 }
 
 /// `edgetap broker`: runs until Ctrl-C.
 pub fn broker(s: BrokerSettings, w: &mut dyn Write) -> Result<u8, RunError> {
-    let b = crate::broker::start(&s)?;
+    let b = edgetap::broker::start(&s)?;
     writeln!(
         w,
         "edgetap broker: MQTT 3.1.1 on {}, MQTT 5 on {} (Ctrl-C stops)",
@@ -82,10 +101,10 @@ pub fn broker(s: BrokerSettings, w: &mut dyn Write) -> Result<u8, RunError> {
 pub fn edge(s: EdgeSettings, w: &mut dyn Write) -> Result<u8, RunError> {
     let stats: EdgeStats = runtime()?.block_on(async {
         let stop = ctrl_c();
-        super::edge::run(s, stop).await
+        edgetap::sim::edge::run(s, stop).await
     });
     writeln!(w, "{}", stats.summary())?;
-    if let Some(kib) = super::peak_rss_kib() {
+    if let Some(kib) = edgetap::sim::peak_rss_kib() {
         writeln!(w, "peak RSS {:.1} MiB", kib as f64 / 1024.0)?;
     }
     // Errors on stderr, as every command's; an edge that never connected is an
@@ -94,7 +113,7 @@ pub fn edge(s: EdgeSettings, w: &mut dyn Write) -> Result<u8, RunError> {
         eprintln!("edgetap: {e}");
     }
     Ok(if stats.connected < stats.edges {
-        crate::report::EXIT_UNREADABLE
+        edgetap::report::EXIT_UNREADABLE
     } else {
         0
     })
@@ -105,20 +124,20 @@ pub fn platform(
     s: PlatformSettings,
     rules: Arc<RuleSet>,
     respond_only: bool,
-    out: Output,
-    shown: &crate::report::Shown,
+    out: Format,
+    shown: &edgetap::report::Shown,
     w: &mut dyn Write,
 ) -> Result<u8, RunError> {
     let rt = runtime()?;
     if respond_only {
         let n = rt.block_on(async {
             let stop = ctrl_c();
-            super::platform::respond(&s.broker, s.protocol, stop).await
+            edgetap::sim::platform::respond(&s.broker, s.protocol, stop).await
         })?;
         writeln!(w, "answered requests of {n} messages")?;
         return Ok(0);
     }
-    let mut r = rt.block_on(super::platform::run_plan(s, rules, None, None))?;
+    let mut r = rt.block_on(edgetap::sim::platform::run_plan(s, rules, None, None))?;
     // Filters shape the report; the detection items are the plan's, whole.
     r.report.apply(&shown.filter);
     w.write_all(render_with(&r, out, shown.listing).as_bytes())?;
@@ -126,14 +145,14 @@ pub fn platform(
 }
 
 /// `edgetap demo`.
-pub fn demo(s: crate::demo::DemoSettings, out: Output, w: &mut dyn Write) -> Result<u8, RunError> {
+pub fn demo(s: DemoSettings, out: Format, w: &mut dyn Write) -> Result<u8, RunError> {
     let t0 = std::time::Instant::now();
-    let (clean, faulty) = runtime()?.block_on(crate::demo::run(&s))?;
+    let (clean, faulty) = runtime()?.block_on(edgetap::demo::run(&s))?;
     writeln!(
         w,
         "=== Run 1: reference platform vs reference edge behind the edgetap proxy (conforming) ===\n"
     )?;
-    w.write_all(crate::demo::render(&clean, out).as_bytes())?;
+    w.write_all(render_demo(&clean, out).as_bytes())?;
     writeln!(
         w,
         "\n=== Run 2: the same edge with fault \"{}\" (breaks {}, item {}) ===\n",
@@ -141,7 +160,7 @@ pub fn demo(s: crate::demo::DemoSettings, out: Output, w: &mut dyn Write) -> Res
         s.fault.caught_by(),
         s.fault.item()
     )?;
-    w.write_all(crate::demo::render(&faulty, out).as_bytes())?;
+    w.write_all(render_demo(&faulty, out).as_bytes())?;
     let caught = !faulty.plan.passed();
     // An outcome fault (a refusal, a missing job result) is conforming protocol: the
     // proxy reports it (info), the plan decides the item.

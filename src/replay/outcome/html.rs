@@ -1,56 +1,10 @@
-//! The HTML record of the front ends that add tables of their own to the clause
-//! table: `sim platform` (the detection items of the test plan) and `replay` (the
-//! exchanges and mutations, with the live session's record).
+//! The outcome as the HTML record: its result, the exchanges, mutations and rules the
+//! replay raised, and the comparison with an expectation, above the live session
+//! judged as `analyze` judges a capture (with its charts).
 
-use super::{render, Extra, ExtraRow};
-use crate::replay::{Expectation, Outcome};
-use crate::sim::platform::PlanReport;
+use crate::report::html::{headers, render, Extra, ExtraRow};
 
-fn strings<const N: usize>(cells: [&str; N]) -> Vec<String> {
-    cells.iter().map(|c| c.to_string()).collect()
-}
-
-impl PlanReport {
-    /// The plan's record: the detection items (6.x.x.2) first, then the analysis.
-    pub fn to_html(&self) -> String {
-        let items = Extra {
-            id: "items".into(),
-            title: "Detection items (test plan of clause 6)".into(),
-            note: self.package.as_ref().map(|p| p.line()),
-            headers: strings(["Item", "Clause", "Title", "Status", "Detail"]),
-            rows: self
-                .items
-                .iter()
-                .map(|i| {
-                    let mut more: Vec<String> = i
-                        .steps
-                        .iter()
-                        .map(|s| format!("{}: {}", s.status, s.line()))
-                        .collect();
-                    more.extend(i.findings.iter().cloned());
-                    ExtraRow::new(
-                        &i.status,
-                        vec![
-                            i.item.clone(),
-                            i.clause.clone(),
-                            i.title.clone(),
-                            i.status.clone(),
-                            i.detail.clone(),
-                        ],
-                        more,
-                    )
-                })
-                .collect(),
-            status_col: Some(3),
-        };
-        render(
-            &self.report,
-            "edgetap sim platform — test plan record",
-            &[items],
-            None,
-        )
-    }
-}
+use super::{Expectation, Outcome};
 
 impl Outcome {
     /// The replay's record: its result, the exchanges and mutations, then the live
@@ -72,7 +26,7 @@ impl Outcome {
                     "as recorded"
                 }
             )),
-            headers: strings(["#", "Status", "From", "Request", "Topic"]),
+            headers: headers(["#", "Status", "From", "Request", "Topic"]),
             rows: self
                 .exchanges
                 .iter()
@@ -123,7 +77,7 @@ impl Outcome {
                     e.divergences.len()
                 ),
                 note: None,
-                headers: strings(["", "What"]),
+                headers: headers(["", "What"]),
                 rows,
                 status_col: None,
             });
@@ -134,7 +88,7 @@ impl Outcome {
                 id: "mutations".into(),
                 title: "Replay: mutations".into(),
                 note: None,
-                headers: strings(["Mutation", "Target", "Expected", "Verdict", "Detail"]),
+                headers: headers(["Mutation", "Target", "Expected", "Verdict", "Detail"]),
                 rows: self
                     .mutations
                     .iter()
@@ -163,7 +117,7 @@ impl Outcome {
                 id: "new-findings".into(),
                 title: "Rules raised by the replay and not by the recording".into(),
                 note: None,
-                headers: strings(["Severity", "Rule", "Finding"]),
+                headers: headers(["Severity", "Rule", "Finding"]),
                 rows: self
                     .new_findings
                     .iter()

@@ -1,0 +1,158 @@
+//! What a replay found ([`Outcome`], the `--save-expect` file), how it reads (table,
+//! JUnit, exit code), and its comparison with a saved one ([`Expectation`]).
+//!
+//! This file holds the outcome and its verdict (failed, nothing exercised, exit
+//! code); `text` renders it as a table and as JSON, `junit` as JUnit, `html` as the
+//! HTML record, and `expect` compares it with a saved one.
+
+mod expect;
+mod html;
+mod junit;
+#[cfg(test)]
+mod tests;
+mod text;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::finding::{Finding, Severity};
+use crate::replay::judge::Exchange;
+use crate::replay::mutate::Expect;
+use crate::replay::Role;
+
+pub use expect::{check_expected, compare_expected, load_expected, Expectation};
+
+/// A rule finding, short.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FindingBrief {
+    pub rule: String,
+    pub severity: Severity,
+    pub line: String,
+}
+
+impl FindingBrief {
+    pub(super) fn of(f: &Finding) -> FindingBrief {
+        FindingBrief {
+            rule: f.rule.clone(),
+            severity: f.severity,
+            line: crate::report::one_line(f),
+        }
+    }
+}
+
+/// One mutation's result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MutationResult {
+    pub name: String,
+    pub about: String,
+    /// The message mutated: type and topic, or why none.
+    pub target: String,
+    pub expect: Expect,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// What came back for the mutated message: "code 400 (msg)", or nothing.
+    pub answers: Vec<String>,
+    /// Rules the engine raised on the mutated message.
+    pub engine: Vec<String>,
+    /// The liveness probe: "answered 200" or what went wrong.
+    pub probe: String,
+    /// "pass", "fail" or "not applicable".
+    pub verdict: String,
+    pub detail: String,
+    /// Why the mutation was not exercised: the message it changes was never sent,
+    /// because the request it answers never came (verdict "not applicable").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+/// What a replay found. Serialized, it is the `--save-expect` file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    pub source: String,
+    pub role: Role,
+    pub seed: u64,
+    pub recorded_edge: String,
+    /// Every edge the recording holds (the replay plays `recorded_edge`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recorded_edges: Vec<String>,
+    pub live_edge: String,
+    pub exchanges: Vec<Exchange>,
+    pub mutations: Vec<MutationResult>,
+    /// Rules (warning or error) the live replay raised that the recording did not.
+    pub new_findings: Vec<FindingBrief>,
+    /// Replies of the counterpart that answer nothing the replayer sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphan_replies: Vec<Value>,
+    /// Every finding of the live session (baseline and mutations).
+    pub live_findings: Vec<FindingBrief>,
+    /// The broker connection was lost during the replay: why and when. The run
+    /// proves nothing beyond that point (exit code 2), and the exchanges it cut off
+    /// are not exercised, never the device's missing replies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_lost: Option<String>,
+    /// The counterpart published nothing at all during the replay: the differences
+    /// are one cause (not online, another broker, another edge id), not many.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub counterpart_silent: bool,
+    /// Requests the counterpart sent beyond the recording's (not answered: the
+    /// recording holds no answer), e.g. EVENT_LINKUP again after a restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unexpected_requests: Vec<String>,
+    /// The live session's test record (clauses, findings, message sequence), for
+    /// `--format html`; not part of the saved expectation.
+    #[serde(skip)]
+    pub record: Option<crate::report::Report>,
+}
+
+impl Outcome {
+    /// The replay diverged from its recording, a mutation failed, or the broker
+    /// connection was lost.
+    pub fn failed(&self) -> bool {
+        self.exchanges.iter().any(|x| !x.diffs.is_empty())
+            || !self.new_findings.is_empty()
+            || !self.orphan_replies.is_empty()
+            || self.mutations.iter().any(|m| m.verdict == "fail")
+            || self.broker_lost.is_some()
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// No exchange compared and no mutation exercised: nothing of the recording was
+    /// played to the counterpart (an edge that only reported, a wrong --edge).
+    pub fn nothing_exercised(&self) -> bool {
+        self.exchanges.iter().all(|x| x.skipped.is_some())
+            && self.mutations.iter().all(|m| m.verdict == "not applicable")
+    }
+
+    /// Exchanges not exercised (skipped).
+    pub fn skipped_exchanges(&self) -> impl Iterator<Item = &Exchange> {
+        self.exchanges.iter().filter(|x| x.skipped.is_some())
+    }
+
+    /// The exit code: 2 when the broker connection was lost (the run proves nothing
+    /// beyond it); with an expectation, 1 on a divergence from it; with
+    /// `saved` (`--save-expect` wrote the outcome) 0; else 1 on any difference from
+    /// the recording.
+    pub fn exit_code(&self, expectation: Option<&Expectation>, saved: bool) -> u8 {
+        if self.broker_lost.is_some() {
+            return crate::report::EXIT_UNREADABLE;
+        }
+        // A replay that compared nothing proves nothing (3, as `analyze`), unless
+        // its expectation diverges (an expected exchange that did not happen).
+        if self.nothing_exercised() && expectation.is_none_or(|e| e.divergences.is_empty()) {
+            return crate::report::EXIT_NOTHING_JUDGED;
+        }
+        match expectation {
+            Some(e) => u8::from(!e.divergences.is_empty()),
+            None if saved => 0,
+            None => u8::from(self.failed()),
+        }
+    }
+}
+
+/// "1 exchange", "2 exchanges".
+fn count(n: usize, one: &str, many: &str) -> String {
+    crate::report::junit::count(n, one, many)
+}

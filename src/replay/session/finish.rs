@@ -1,0 +1,132 @@
+//! The end of a session: late answers, the live session's last findings, each
+//! exchange judged (or marked not exercised, with why), the rules the replay raised
+//! that the recording did not, and the [`Outcome`].
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use crate::finding::{Finding, Severity};
+use crate::replay::judge;
+use crate::replay::{FindingBrief, MutationResult, Outcome, ReplayError};
+
+use super::Session;
+
+impl Session<'_> {
+    pub(super) async fn finish(
+        mut self,
+        baseline_end: usize,
+        mutations: Vec<(usize, MutationResult)>,
+        recorded: &[Finding],
+    ) -> Result<Outcome, ReplayError> {
+        if let Some(p) = self.progress.take() {
+            p.finish_and_clear();
+        }
+        // Late answers still count.
+        let deadline = Instant::now() + Duration::from_millis(200);
+        self.wait_until(deadline, &|_| false).await;
+        // A lost connection's client may be retrying: do not wait on it.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.link.disconnect()).await;
+        self.check_lost();
+        let mut c = self.collector();
+        self.analyzer.finish(&mut c);
+        self.chart = c.timeline.unwrap_or_default();
+        let finish_start = self.findings.len();
+        self.findings.extend(c.findings);
+        let mut mutations = mutations;
+        for run in &self.inline {
+            self.mutation_mids.extend(run.mids.iter().copied());
+        }
+        for run in &self.inline {
+            mutations.push((run.order, self.inline_result(run)));
+        }
+        mutations.sort_by_key(|(n, _)| *n);
+        let mutations: Vec<MutationResult> = mutations.into_iter().map(|(_, m)| m).collect();
+        self.mark_not_exercised();
+        self.mark_cut_off();
+        let same = judge::same_across_edges(&self.rw.recorded_edge, &self.rw.live_edge);
+        for x in &mut self.exchanges {
+            judge::judge_exchange(x, &same);
+        }
+        let in_baseline = |n: usize, f: &Finding| {
+            (n < baseline_end || n >= finish_start)
+                && !f.mid.is_some_and(|m| self.mutation_mids.contains(&m))
+        };
+        let recorded_rules: HashSet<&str> = recorded
+            .iter()
+            .filter(|f| f.severity >= Severity::Warning)
+            .map(|f| f.rule.as_str())
+            .collect();
+        let mut seen_new = HashSet::new();
+        // Rules that need the session's start stay silent in the engine when the
+        // replay joined an edge already online (history-aware rules).
+        let new_findings: Vec<FindingBrief> = self
+            .findings
+            .iter()
+            .enumerate()
+            .filter(|(n, f)| in_baseline(*n, f) && f.severity >= Severity::Warning)
+            .filter(|(_, f)| !recorded_rules.contains(f.rule.as_str()))
+            .filter(|(_, f)| seen_new.insert(f.rule.clone()))
+            .map(|(_, f)| FindingBrief::of(f))
+            .collect();
+        if let Some(p) = &self.s.capture {
+            crate::sim::tap::write_pcap(p, &self.frames)?;
+        }
+        let record = crate::report::Report::build(
+            vec![format!(
+                "replay of {} (live session)",
+                self.s.source.describe()
+            )],
+            self.analyzer.stats(),
+            self.analyzer.engine().exercised(),
+            self.analyzer.rules(),
+            self.findings.clone(),
+        )
+        .with_timeline(Some(std::mem::take(&mut self.chart)));
+        Ok(Outcome {
+            record: Some(record),
+            source: self.s.source.describe(),
+            role: self.s.role,
+            seed: self.s.seed,
+            recorded_edge: self.rw.recorded_edge.clone(),
+            recorded_edges: vec![],
+            live_edge: self.rw.live_edge.clone(),
+            exchanges: self.exchanges,
+            mutations,
+            new_findings,
+            orphan_replies: self.orphans,
+            live_findings: self.findings.iter().map(FindingBrief::of).collect(),
+            broker_lost: self.lost,
+            counterpart_silent: !self.heard,
+            unexpected_requests: self.unexpected,
+        })
+    }
+
+    /// After a lost broker connection: each exchange still waiting for the
+    /// counterpart is not exercised (the broker's fault, not the device's).
+    fn mark_cut_off(&mut self) {
+        let Some(lost) = &self.lost else { return };
+        // Exchanges whose answer window had closed before the loss were exercised:
+        // they keep their verdict (a missing reply is the counterpart's).
+        let closed: HashSet<usize> = self
+            .ex_of_request
+            .iter()
+            .chain(&self.ex_reply)
+            .chain(&self.ex_job)
+            .filter(|(i, _)| self.gave_up.contains(i))
+            .map(|(_, &x)| x)
+            .collect();
+        for (n, x) in self.exchanges.iter_mut().enumerate() {
+            if x.skipped.is_some() || closed.contains(&n) {
+                continue;
+            }
+            let r = &x.recorded;
+            let l = &x.live;
+            let waiting = (r.request.is_some() && l.request.is_none())
+                || (r.reply.is_some() && l.reply.is_none())
+                || (r.job_result.is_some() && l.job_result.is_none());
+            if waiting {
+                x.skipped = Some(format!("not exercised: {lost}"));
+            }
+        }
+    }
+}
