@@ -4,7 +4,6 @@ pub mod stored;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use std::fmt::Write as _;
@@ -13,7 +12,7 @@ use crate::capture::{
     CaptureOptions, CaptureReader, FlowEvent, Stats as CaptureStats, MQTT_TLS_PORT,
 };
 use crate::finding::{ConnId, Finding};
-use crate::pipeline::{Analyzer, Judge, Settings, Sink, Staged};
+use crate::pipeline::{Analyzer, At, Framer, Input, Judge, Push, Settings, Sink, Staged};
 use crate::report::{Collector, Report};
 use crate::rules::RuleSet;
 
@@ -52,11 +51,11 @@ pub fn analyze_files(
         inner: sink,
     };
     let reads = read_files(settings, &mut analyzer, &mut collector, &mut |_| {})?;
-    analyzer.finish(&mut collector);
+    let summary = analyzer.finish(&mut collector);
     let mut report = Report::build(
         inputs(settings),
-        analyzer.stats(),
-        analyzer.engine().exercised(),
+        &summary.stats,
+        &summary.coverage,
         &rules,
         collector.collector.findings,
     );
@@ -68,8 +67,8 @@ pub fn analyze_files(
 const BATCH: usize = 256;
 
 /// [`analyze_files`] on two threads, for a caller that wants the report only: one
-/// reads the captures, reassembles TCP, decodes MQTT and parses payloads (a deferred
-/// [`Analyzer`]); the other runs the rule engine (a [`Judge`]) over what the first
+/// reads the captures, reassembles TCP, decodes MQTT and parses payloads (the
+/// [`Framer`]); the other runs the rule engine (the [`Judge`]) over what the first
 /// staged, in order. Same report, findings in the same order.
 pub fn analyze_files_parallel(
     rules: Arc<RuleSet>,
@@ -90,7 +89,7 @@ pub fn analyze_files_parallel_charted(
     chart: bool,
     keep: Option<usize>,
 ) -> Result<Report, AnalyzeError> {
-    let mut analyzer = Analyzer::deferred(
+    let mut framer = Framer::new(
         rules.clone(),
         Settings {
             max_packet: settings.max_packet,
@@ -101,13 +100,8 @@ pub fn analyze_files_parallel_charted(
     // allocator frees far faster on the allocating thread than on another (freeing
     // on the judging thread cost more than the parallelism gained).
     let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Staged>>();
-    // Batches sent and not yet judged. Parsing a payload costs about what judging it
-    // does, so it goes to whichever thread is behind: the reader parses while the
-    // judge has work queued and leaves payloads raw for it when it has little.
-    let in_flight = Arc::new(AtomicUsize::new(0));
     let judging = {
         let rules = rules.clone();
-        let in_flight = in_flight.clone();
         std::thread::Builder::new()
             .name("judge".into())
             .spawn(move || {
@@ -120,45 +114,39 @@ pub fn analyze_files_parallel_charted(
                     for s in &mut batch {
                         judge.take(s, &mut collector);
                     }
-                    in_flight.fetch_sub(1, Ordering::Relaxed);
                     let _ = back_tx.send(batch);
                 }
-                let engine = judge.finish(&mut collector);
-                (engine.exercised().clone(), collector)
+                let summary = judge.finish(&mut collector);
+                (summary, collector)
             })
             .expect("spawn the judging thread")
     };
-    let send = |a: &mut Analyzer, at_least: usize| {
-        if a.staged_len() >= at_least {
+    let send = |f: &mut Framer, at_least: usize| {
+        if f.staged_len() >= at_least {
             let mut recycled = None;
             for mut done in back_rx.try_iter() {
                 done.clear();
                 recycled = Some(done);
             }
             let mut batch = recycled.unwrap_or_else(|| Vec::with_capacity(BATCH));
-            a.take_staged(&mut batch);
-            in_flight.fetch_add(1, Ordering::Relaxed);
+            f.take_staged(&mut batch);
             // The judge only stops early by panicking; its join below reports that.
             let _ = tx.send(batch);
-            a.parse_payloads(in_flight.load(Ordering::Relaxed) >= 3);
         }
     };
-    let read = read_files(settings, &mut analyzer, &mut Quiet, &mut |a| send(a, BATCH));
-    analyzer.finish(&mut Quiet);
-    send(&mut analyzer, 1);
+    let read = read_files(settings, &mut framer, &mut Quiet, &mut |f| send(f, BATCH));
+    framer.finish(&mut Quiet);
+    send(&mut framer, 1);
     drop(tx);
-    let (judged, collector) = match judging.join() {
+    let (summary, collector) = match judging.join() {
         Ok(r) => r,
         Err(panic) => std::panic::resume_unwind(panic),
     };
     let reads = read?;
-    // Transport clauses (5.2) were counted while reading, message clauses by the judge.
-    let mut exercised = analyzer.engine().exercised().clone();
-    exercised.merge(&judged);
     let mut report = Report::collected(
         inputs(settings),
-        analyzer.stats(),
-        &exercised,
+        &summary.stats,
+        &summary.coverage,
         &rules,
         collector,
         || "--each lists every one".into(),
@@ -290,11 +278,11 @@ fn busiest_server_ports(total: &CaptureStats) -> Vec<String> {
 }
 
 /// Feeds every file to `analyzer`; `after` runs after each capture event.
-fn read_files(
+fn read_files<P: Push>(
     settings: &AnalyzeSettings,
-    analyzer: &mut Analyzer,
+    analyzer: &mut P,
     sink: &mut dyn Sink,
-    after: &mut dyn FnMut(&mut Analyzer),
+    after: &mut dyn FnMut(&mut P),
 ) -> Result<Vec<CaptureStats>, AnalyzeError> {
     let mut reads = vec![];
     // The files are one session (a rotation: tcpdump -C/-G): the flows still open at
@@ -346,62 +334,94 @@ fn inputs(settings: &AnalyzeSettings) -> Vec<String> {
 struct Quiet;
 impl Sink for Quiet {}
 
-/// Hands one capture event to the pipeline.
-pub fn feed(a: &mut Analyzer, base: ConnId, ev: FlowEvent<'_>, sink: &mut dyn Sink) {
-    match ev {
+/// Hands one capture event to the pipeline (connection ids of file `i` start at
+/// `base`, `i × CONN_STRIDE`).
+pub fn feed(a: &mut dyn Push, base: ConnId, ev: FlowEvent<'_>, sink: &mut dyn Sink) {
+    let (at, input) = match ev {
         FlowEvent::Open {
             conn,
             client,
             server,
             midstream,
             ..
-        } => a.open(base + conn, Some(client), Some(server), midstream),
+        } => (
+            At::new(base + conn, 0, 0),
+            Input::Open {
+                client: Some(client),
+                server: Some(server),
+                midstream,
+            },
+        ),
         FlowEvent::Data {
             conn,
             side,
             time_us,
             frame,
             data,
-        } => a.data(base + conn, side, time_us, frame, data, sink),
+        } => (
+            At::new(base + conn, time_us, frame),
+            Input::Data { side, bytes: data },
+        ),
         FlowEvent::Gap {
             conn,
             side,
             time_us,
             frame,
             lost,
-        } => a.gap(base + conn, side, time_us, frame, lost, sink),
+        } => (
+            At::new(base + conn, time_us, frame),
+            Input::Gap { side, lost },
+        ),
         FlowEvent::Close {
             conn,
             time_us,
             frame,
-            input_ended: false,
+            input_ended,
             ..
-        } => a.close(base + conn, time_us, frame, sink),
-        FlowEvent::Close {
-            conn,
-            time_us,
-            frame,
-            input_ended: true,
-            ..
-        } => a.input_ended(base + conn, time_us, frame, sink),
+        } => (
+            At::new(base + conn, time_us, frame),
+            if input_ended {
+                Input::InputEnded
+            } else {
+                Input::Close
+            },
+        ),
         FlowEvent::NotDecodable {
             conn,
             client,
             server,
             time_us,
             frame,
-            reason,
-        } => a.not_decodable(base + conn, client, server, time_us, frame, &reason, sink),
+            ref reason,
+        } => {
+            let at = At::new(base + conn, time_us, frame);
+            let reason = reason.as_ref();
+            let input = Input::NotDecodable {
+                client,
+                server,
+                reason,
+            };
+            a.push(at, input, sink);
+            return;
+        }
         FlowEvent::BadFrame {
             frame,
             time_us,
-            message,
-        } => a.bad_frame(time_us, frame, &message, sink),
-        // Only from the second file on: `from` is of the file before.
-        FlowEvent::Continued { from, conn } => {
-            a.continued(base.saturating_sub(CONN_STRIDE) + from, base + conn)
+            ref message,
+        } => {
+            let detail = message.as_ref();
+            a.push(At::new(0, time_us, frame), Input::BadFrame { detail }, sink);
+            return;
         }
-    }
+        // Only from the second file on: `from` is of the file before.
+        FlowEvent::Continued { from, conn } => (
+            At::new(base + conn, 0, 0),
+            Input::Continued {
+                from: base.saturating_sub(CONN_STRIDE) + from,
+            },
+        ),
+    };
+    a.push(at, input, sink);
 }
 
 struct Tee<'a> {

@@ -1,16 +1,16 @@
 //! The front end of a stored capture: its recorded events through the one pipeline
-//! ([`feed`]) into a report. `edgetap analyze --capture ID` and the proxy's final
+//! ([`input`]) into a report. `edgetap analyze --capture ID` and the proxy's final
 //! report (when its live judge fell behind) are built here, so a stored capture
 //! yields the findings the proxy printed while it ran.
 
 use std::sync::Arc;
 
 use crate::finding::Finding;
-use crate::pipeline::{Analyzer, Settings, Sink};
+use crate::pipeline::{Analyzer, Settings, Sink, Summary};
 use crate::report::{Collector, Report};
 use crate::rules::RuleSet;
 use crate::store::findings::Aggregate;
-use crate::store::replay::feed;
+use crate::store::replay::input;
 use crate::store::{CaptureMeta, Store, StoreError};
 
 /// Runs a stored capture through the pipeline: the same report `analyze` gives for a
@@ -37,8 +37,8 @@ pub fn analyze_capture_charted(
     let (meta, a) = run_capture(store, id, &rules, settings, &mut c)?;
     Ok(Report::build(
         vec![format!("capture {} ({})", meta.id, meta.name)],
-        a.stats(),
-        a.engine().exercised(),
+        &a.stats,
+        &a.coverage,
         &rules,
         c.findings,
     )
@@ -46,21 +46,23 @@ pub fn analyze_capture_charted(
 }
 
 /// Runs capture `id`'s stored events through a fresh analyzer into `sink`: the
-/// capture's meta and the analyzer (its stats and exercised clauses).
+/// capture's meta and the run's summary (its stats and exercised clauses).
 fn run_capture(
     store: &Store,
     id: u64,
     rules: &Arc<RuleSet>,
     settings: Settings,
     sink: &mut dyn Sink,
-) -> Result<(CaptureMeta, Analyzer), StoreError> {
+) -> Result<(CaptureMeta, Summary), StoreError> {
     let meta = store.capture(id)?;
     let mut a = Analyzer::new(rules.clone(), settings);
     for ev in store.events(id) {
-        feed(&mut a, &ev?, sink);
+        let ev = ev?;
+        if let Some((at, input)) = input(&ev) {
+            a.push(at, input, sink);
+        }
     }
-    a.finish(sink);
-    Ok((meta, a))
+    Ok((meta, a.finish(sink)))
 }
 
 /// The proxy's final report of capture `id`, judged again from the store (its live
@@ -96,8 +98,8 @@ pub fn rejudge_capture(
     let (meta, a) = run_capture(store, id, &rules, settings, &mut sink)?;
     let report = Report::collected(
         vec![format!("capture {} ({})", meta.id, meta.name)],
-        a.stats(),
-        a.engine().exercised(),
+        &a.stats,
+        &a.coverage,
         &rules,
         sink.report,
         hint,

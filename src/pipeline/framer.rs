@@ -1,26 +1,20 @@
-//! The one pipeline: TCP bytes → MQTT packets → protocol messages → rule engine →
-//! findings, with no I/O inside. Front ends (capture reader, proxy, replayer) call
-//! [`Analyzer::open`], [`Analyzer::data`], [`Analyzer::gap`], [`Analyzer::close`] and
-//! [`Analyzer::finish`] with timestamps, and receive events through a [`Sink`].
-//!
-//! Broker captures hold each message more than once: the publisher's PUBLISH to the
-//! broker, then the broker's PUBLISH to each subscriber. The publisher's leg (client →
-//! server) is the message; a broker delivery (server → client) whose topic and payload
-//! match a message seen within [`DELIVERY_WINDOW_US`] is a delivery of it and is not
-//! judged again. A capture holding one leg only (taken at the device or through the
-//! proxy) has no match, so each delivery there is a message of its own.
+//! The framing stage: connections, MQTT decoding, broker copies, and each payload
+//! parsed once. It judges transport faults itself (malformed packets, gaps, topics
+//! outside the standard) and stages them, in order, with the protocol messages, for
+//! the [`Judge`](super::Judge).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::{At, Ended, Input, PacketEvent, Settings, Sink, Staged, Stats};
 use crate::finding::{ConnId, Finding, Side};
-use crate::mqtt::{Decoded, Packet, StreamDecoder, Version, MQTT_MAX_REMAINING};
+use crate::mqtt::{Decoded, Packet, StreamDecoder, Version};
 use crate::protocol::{self, Message};
-use crate::rules::engine::Place;
+use crate::rules::engine::{transport_findings, Coverage, Place};
 use crate::rules::model::Check;
-use crate::rules::{Engine, RuleSet};
+use crate::rules::RuleSet;
 
 /// How long after a publisher's leg a broker delivery is recognised as its copy.
 pub const DELIVERY_WINDOW_US: i64 = 10 * 1_000_000;
@@ -32,106 +26,13 @@ const DUP_SCAN: usize = 100_000;
 /// this size.
 const STANDARD_TYPE_SNIFF_MAX: usize = 64 << 10;
 
-/// What the pipeline emits. Every method has a default so a sink takes only what it
-/// needs.
-pub trait Sink {
-    fn packet(&mut self, _p: &PacketEvent<'_>) {}
-    fn message(&mut self, _m: &Message) {}
-    fn finding(&mut self, _f: &Finding) {}
-}
-
-/// One decoded MQTT control packet.
-#[derive(Debug)]
-pub struct PacketEvent<'a> {
-    pub conn: ConnId,
-    pub side: Side,
-    pub packet: u64,
-    pub time_us: i64,
-    pub offset: u64,
-    pub len: usize,
-    pub mqtt: &'a Packet,
-}
-
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Stats {
-    pub connections: u64,
-    pub mqtt_packets: u64,
-    pub publishes: u64,
-    pub messages: u64,
-    pub deliveries: u64,
-    pub malformed: u64,
-    /// PUBLISH packets that could not be attributed to a protocol message: a topic
-    /// outside `/v1/{edgeId}/{channel}/{role}`, or an MQTT 5 topic alias never set.
-    pub unattributed: u64,
-    /// Protocol messages per edge id (of the topic), with the first and last time.
-    #[serde(skip)]
-    pub edges: std::collections::BTreeMap<String, EdgeTraffic>,
-}
-
-/// The messages of one edge: how many, and when the first and the last came (µs).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct EdgeTraffic {
-    pub messages: u64,
-    pub first_us: Option<i64>,
-    pub last_us: Option<i64>,
-}
-
-impl EdgeTraffic {
-    /// Counts one message at `time_us`.
-    pub fn note(&mut self, time_us: i64) {
-        self.messages += 1;
-        self.first_us = Some(self.first_us.map_or(time_us, |t| t.min(time_us)));
-        self.last_us = Some(self.last_us.map_or(time_us, |t| t.max(time_us)));
-    }
-}
-
-/// Edges counted one by one; the messages of any further edge count under
-/// [`OTHER_EDGES`], so a capture of random edge ids cannot grow memory without end.
-pub const MAX_COUNTED_EDGES: usize = 100_000;
-pub const OTHER_EDGES: &str = "(other edges)";
-
-impl Stats {
-    /// Counts one protocol message of `edge` at `time_us`.
-    fn note_message(&mut self, edge: &str, time_us: i64) {
-        self.messages += 1;
-        let edge = if self.edges.len() >= MAX_COUNTED_EDGES && !self.edges.contains_key(edge) {
-            OTHER_EDGES
-        } else {
-            edge
-        };
-        match self.edges.get_mut(edge) {
-            Some(e) => e.note(time_us),
-            None => {
-                let mut e = EdgeTraffic::default();
-                e.note(time_us);
-                self.edges.insert(edge.to_string(), e);
-            }
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub max_packet: usize,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            max_packet: MQTT_MAX_REMAINING,
-        }
-    }
-}
-
 struct Conn {
     client: Option<SocketAddr>,
     server: Option<SocketAddr>,
     decoders: [StreamDecoder; 2],
     version: Option<Version>,
     client_id: Option<String>,
-    /// The client's CONNECT credentials; kept for the store, never printed unredacted.
-    username: Option<String>,
-    /// Reported as not decodable ([`Analyzer::opaque`]).
+    /// Reported as not decodable ([`Input::Opaque`]).
     opaque: bool,
     /// The client's first bytes, until they show a CONNECT or not; `None` when the
     /// input did not see the connection start (or lost bytes before it could tell).
@@ -152,21 +53,6 @@ struct Conn {
 
 /// How many distinct unattributed topics a connection reports; the count goes on.
 const UNATTRIBUTED_REPORTED_MAX: usize = 16;
-
-/// What an analyzer that defers judging ([`Analyzer::deferred`]) hands to a
-/// [`Judge`], in order.
-#[derive(Debug)]
-pub enum Staged {
-    Message(Message),
-    /// A message whose payload the judge parses (see [`Analyzer::parse_payloads`]).
-    Unparsed(Unparsed),
-    /// A transport finding (gap, malformed packet, bad frame…): already judged.
-    Finding(Finding),
-    /// Left behind by [`Judge::take`] while it parses an `Unparsed` in place.
-    Taken,
-    /// The input ended at this time (µs): what is still open is judged against it.
-    End(i64),
-}
 
 /// A message before its payload is parsed.
 #[derive(Debug)]
@@ -205,15 +91,15 @@ impl Unparsed {
     }
 }
 
-pub struct Analyzer {
+pub struct Framer {
     settings: Settings,
-    /// Messages and findings wait in `staged` for a [`Judge`] instead of going to the
-    /// engine and the sink.
-    defer: bool,
-    /// Deferred only: parse payloads here (true) or leave them to the judge.
-    parse_here: bool,
+    rules: Arc<RuleSet>,
+    /// Messages and findings, in order, until the judge takes them.
     staged: Vec<Staged>,
-    engine: Engine,
+    /// Messages are staged with their payload for the judge to parse.
+    leave_payloads: bool,
+    /// The clauses framing exercised (5.2: MQTT packets decoded).
+    coverage: Coverage,
     conns: HashMap<ConnId, Conn, ahash::RandomState>,
     /// Publisher legs recently seen: (topic+payload hash, time), oldest first.
     recent: VecDeque<(u64, i64)>,
@@ -236,14 +122,14 @@ pub struct Analyzer {
     last_time_us: i64,
 }
 
-impl Analyzer {
-    pub fn new(rules: Arc<RuleSet>, settings: Settings) -> Analyzer {
-        Analyzer {
+impl Framer {
+    pub fn new(rules: Arc<RuleSet>, settings: Settings) -> Framer {
+        Framer {
             settings,
-            defer: false,
-            parse_here: true,
+            rules,
             staged: vec![],
-            engine: Engine::new(rules),
+            leave_payloads: false,
+            coverage: Coverage::default(),
             conns: HashMap::default(),
             recent: VecDeque::new(),
             recent_count: None,
@@ -256,22 +142,44 @@ impl Analyzer {
         }
     }
 
-    /// An analyzer that frames, decodes and parses, but leaves the judging of
-    /// messages to a [`Judge`], which may run on another thread: messages and
-    /// findings are staged in order and taken with [`Analyzer::take_staged`]. The
-    /// sink then sees packets only.
-    pub fn deferred(rules: Arc<RuleSet>, settings: Settings) -> Analyzer {
-        Analyzer {
-            defer: true,
-            ..Analyzer::new(rules, settings)
+    /// A framer that stages each message with its payload unparsed, for the judge
+    /// to parse: for a front end whose framing thread must stay light (the proxy's
+    /// recorder, which forwards and stores every byte and may fall behind the
+    /// device otherwise; its judge may skip messages when it falls behind, unparsed).
+    pub fn leaving_payloads(rules: Arc<RuleSet>, settings: Settings) -> Framer {
+        Framer {
+            leave_payloads: true,
+            ..Framer::new(rules, settings)
         }
     }
 
-    /// Deferred only: whether messages staged from now on carry their payload
-    /// parsed (the default) or raw, for the judge to parse. A front end running the
-    /// judge on another thread balances the two threads' work with it.
-    pub fn parse_payloads(&mut self, here: bool) {
-        self.parse_here = here;
+    /// The one way in (see [`Input`]).
+    pub fn push(&mut self, at: At, input: Input<'_>, sink: &mut dyn Sink) {
+        let At {
+            conn,
+            time_us,
+            frame,
+        } = at;
+        match input {
+            Input::Open {
+                client,
+                server,
+                midstream,
+            } => self.open(conn, client, server, midstream),
+            Input::Data { side, bytes } => self.data(conn, side, time_us, frame, bytes, sink),
+            Input::Packet { side, packet } => self.packet(conn, side, time_us, frame, packet, sink),
+            Input::Gap { side, lost } => self.gap(conn, side, time_us, frame, lost, sink),
+            Input::Close => self.end_conn(conn, time_us, frame, true, sink),
+            Input::InputEnded => self.end_conn(conn, time_us, frame, false, sink),
+            Input::NotDecodable {
+                client,
+                server,
+                reason,
+            } => self.not_decodable(conn, client, server, time_us, frame, reason, sink),
+            Input::Opaque { reason } => self.opaque(conn, time_us, frame, reason, sink),
+            Input::BadFrame { detail } => self.bad_frame(time_us, frame, detail, sink),
+            Input::Continued { from } => self.continued(from, conn),
+        }
     }
 
     /// Moves what is staged so far to the end of `out`.
@@ -287,17 +195,18 @@ impl Analyzer {
         &self.stats
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
     }
 
-    pub fn rules(&self) -> &RuleSet {
-        self.engine.rules()
+    /// The clauses framing exercised so far.
+    pub fn coverage(&self) -> &Coverage {
+        &self.coverage
     }
 
     /// Connection `from` goes on as `conn` (the next file of a rotated capture):
     /// its decoders, CONNECT and state carry on.
-    pub fn continued(&mut self, from: ConnId, conn: ConnId) {
+    fn continued(&mut self, from: ConnId, conn: ConnId) {
         if let Some(c) = self.conns.remove(&from) {
             self.conns.insert(conn, c);
         }
@@ -305,7 +214,7 @@ impl Analyzer {
 
     /// A new connection. `midstream`: the capture did not see its start, so both
     /// directions may begin inside a packet.
-    pub fn open(
+    fn open(
         &mut self,
         conn: ConnId,
         client: Option<SocketAddr>,
@@ -327,7 +236,6 @@ impl Analyzer {
                 decoders: [mk(), mk()],
                 version: None,
                 client_id: None,
-                username: None,
                 opaque: false,
                 opening: (!midstream).then(Default::default),
                 unopened: None,
@@ -342,7 +250,7 @@ impl Analyzer {
 
     /// Bytes of one direction, in stream order. `packet` is the front end's unit
     /// number (capture frame, store chunk) given to findings.
-    pub fn data(
+    fn data(
         &mut self,
         conn: ConnId,
         side: Side,
@@ -407,7 +315,8 @@ impl Analyzer {
     fn opened_without_connect(&mut self, conn: ConnId, time_us: i64, packet: u64, what: String) {
         // The opening is the start of the client's stream.
         let place = Place::frame(packet, time_us).on(conn, Some(Side::Client), Some(0));
-        self.engine.emit_at(
+        transport_findings(
+            &self.rules,
             |c| matches!(c, Check::MqttConnectFirst),
             &place,
             vec![("what", what)],
@@ -435,7 +344,7 @@ impl Analyzer {
     }
 
     /// `lost` bytes of one direction never arrived.
-    pub fn gap(
+    fn gap(
         &mut self,
         conn: ConnId,
         side: Side,
@@ -458,13 +367,14 @@ impl Analyzer {
             unopened = c.unopened.take();
         }
         c.decoders[side.index()].gap(lost);
-        self.engine.note_lost();
+        self.staged.push(Staged::Lost);
         if let Some(nc) = unopened {
             let what = format!("its first bytes are {}", nc.shown);
             self.opened_without_connect(conn, time_us, packet, what);
         }
         let place = Place::frame(packet, time_us).on(conn, Some(side), Some(offset));
-        self.engine.emit_at(
+        transport_findings(
+            &self.rules,
             |c| matches!(c, Check::CaptureGap),
             &place,
             vec![("lost", lost.to_string()), ("side", side.arrow().into())],
@@ -474,10 +384,11 @@ impl Analyzer {
     }
 
     /// A capture frame that could not be read; reading went on after it.
-    pub fn bad_frame(&mut self, time_us: i64, packet: u64, detail: &str, sink: &mut dyn Sink) {
+    fn bad_frame(&mut self, time_us: i64, packet: u64, detail: &str, sink: &mut dyn Sink) {
         let place = Place::frame(packet, time_us);
-        self.engine.note_lost();
-        self.engine.emit_at(
+        self.staged.push(Staged::Lost);
+        transport_findings(
+            &self.rules,
             |c| matches!(c, Check::BadFrame),
             &place,
             vec![("detail", detail.to_string())],
@@ -487,7 +398,7 @@ impl Analyzer {
     }
 
     /// A flow that cannot be decoded (TLS).
-    pub fn not_decodable(
+    fn not_decodable(
         &mut self,
         conn: ConnId,
         client: SocketAddr,
@@ -498,7 +409,8 @@ impl Analyzer {
         sink: &mut dyn Sink,
     ) {
         let place = Place::frame(packet, time_us).on(conn, None, None);
-        self.engine.emit_at(
+        transport_findings(
+            &self.rules,
             |c| matches!(c, Check::NotDecodable),
             &place,
             vec![
@@ -514,7 +426,7 @@ impl Analyzer {
     /// Bytes of a connection that the front end forwarded without being able to
     /// read them (TLS it does not terminate): the first of a connection reports the
     /// flow as not decodable; the bytes are not decoded.
-    pub fn opaque(
+    fn opaque(
         &mut self,
         conn: ConnId,
         time_us: i64,
@@ -534,17 +446,6 @@ impl Analyzer {
             c.server.unwrap_or_else(unknown),
         );
         self.not_decodable(conn, client, server, time_us, packet, reason, sink);
-    }
-
-    /// The connection ended; bytes left in its buffers are an unfinished packet.
-    pub fn close(&mut self, conn: ConnId, time_us: i64, packet: u64, sink: &mut dyn Sink) {
-        self.end_conn(conn, time_us, packet, true, sink);
-    }
-
-    /// The input ended with the connection still open (a capture that stopped):
-    /// a packet cut by it is the capture's fact ([`Check::CaptureEnded`]).
-    pub fn input_ended(&mut self, conn: ConnId, time_us: i64, packet: u64, sink: &mut dyn Sink) {
-        self.end_conn(conn, time_us, packet, false, sink);
     }
 
     /// `closed`: the connection ended (FIN, RST, the proxy's end of it); else the
@@ -585,38 +486,57 @@ impl Analyzer {
                     let side = ("side", side.arrow().to_string());
                     (|c| matches!(c, Check::CaptureEnded), vec![len, side])
                 };
-                self.engine.emit_at(check, &place, vars, &mut self.findings);
+                transport_findings(
+            &self.rules,check, &place, vars, &mut self.findings);
             }
         }
         self.flush(sink);
     }
 
     /// End of input: unanswered requests, unfinished jobs.
+    /// End of input: connections still open end with it; the judge is told (an
+    /// `End` item, staged last, with the counters and the clauses exercised).
     pub fn finish(&mut self, sink: &mut dyn Sink) {
         let open: Vec<ConnId> = self.conns.keys().copied().collect();
         let t = self.last_time_us;
         for c in open {
             self.end_conn(c, t, 0, false, sink);
         }
-        if self.defer {
-            self.flush(sink);
-            self.staged.push(Staged::End(t));
-        } else {
-            self.engine.input_ends(t);
-            self.engine.finish(&mut self.findings);
-        }
         self.flush(sink);
+        self.staged.push(Staged::End(Box::new(Ended {
+            time_us: t,
+            stats: self.stats.clone(),
+            coverage: self.coverage.clone(),
+        })));
     }
 
-    fn flush(&mut self, sink: &mut dyn Sink) {
-        if self.defer {
-            self.staged
-                .extend(self.findings.drain(..).map(Staged::Finding));
-            return;
+    /// Stages the transport findings made so far, in their place among the messages.
+    fn flush(&mut self, _sink: &mut dyn Sink) {
+        self.staged
+            .extend(self.findings.drain(..).map(Staged::Finding));
+    }
+
+    /// An MQTT packet decoded by a client library: judged as its bytes would be.
+    fn packet(
+        &mut self,
+        conn: ConnId,
+        side: Side,
+        time_us: i64,
+        frame: u64,
+        packet: Packet,
+        sink: &mut dyn Sink,
+    ) {
+        self.last_time_us = self.last_time_us.max(time_us);
+        if !self.conns.contains_key(&conn) {
+            self.open(conn, None, None, true);
         }
-        for f in self.findings.drain(..) {
-            sink.finding(&f);
-        }
+        let d = Decoded::Packet {
+            offset: 0,
+            len: 0,
+            packet,
+        };
+        self.decoded(conn, side, time_us, frame, d, sink);
+        self.flush(sink);
     }
 
     fn decoded(
@@ -636,7 +556,7 @@ impl Analyzer {
                 packet: p,
             } => {
                 self.stats.mqtt_packets += 1;
-                self.engine.note_exercised("5.2");
+                note(&mut self.coverage, "5.2");
                 sink.packet(&PacketEvent {
                     conn,
                     side,
@@ -651,7 +571,6 @@ impl Analyzer {
                         let st = self.conns.get_mut(&conn).expect("present");
                         st.version = Some(c.version);
                         st.client_id = Some(c.client_id);
-                        st.username = c.username;
                     }
                     Packet::Publish(p) => {
                         self.stats.publishes += 1;
@@ -682,7 +601,8 @@ impl Analyzer {
                 if header >> 4 == 3 {
                     self.stats.publishes += 1;
                 }
-                self.engine.emit_at(
+                transport_findings(
+            &self.rules,
                     |c| matches!(c, Check::MqttMalformed),
                     &place(offset),
                     vec![
@@ -709,7 +629,8 @@ impl Analyzer {
                     None => kind.to_string(),
                 };
                 let from = self.findings.len();
-                self.engine.emit_at(
+                transport_findings(
+            &self.rules,
                     |c| matches!(c, Check::MqttOversized),
                     &place(offset),
                     vec![
@@ -852,7 +773,8 @@ impl Analyzer {
                 self.stats.unattributed += 1;
                 let mut place = Place::frame(packet, time_us).on(conn, Some(side), None);
                 place.topic = Some(name.clone());
-                self.engine.emit_at(
+                transport_findings(
+            &self.rules,
                     |c| matches!(c, Check::TopicShape),
                     &place,
                     vec![("type", t), ("topic", name), ("expected", expected)],
@@ -884,19 +806,13 @@ impl Analyzer {
             origin_seen,
         };
         self.seq += 1;
-        if self.defer {
-            self.flush(sink);
-            self.staged.push(if self.parse_here {
-                Staged::Message(raw.parse())
-            } else {
-                Staged::Unparsed(raw)
-            });
-            return;
-        }
-        let m = raw.parse();
-        self.engine.on_message(&m, &mut self.findings);
-        sink.message(&m);
         self.flush(sink);
+        // The one parse of the payload (classification, the rules, the store and the
+        // reports all read it): here, or on the judge's thread.
+        self.staged.push(match self.leave_payloads {
+            false => Staged::Message(raw.parse()),
+            true => Staged::Unparsed(raw),
+        });
     }
 
     /// Resolves an MQTT 5 topic alias: a PUBLISH with a topic and an alias sets it,
@@ -936,7 +852,7 @@ impl Analyzer {
         }
         let env = protocol::parse_envelope(payload.clone()).ok()?;
         let t = env.msg_type?;
-        let def = self.engine.rules().types.get(&t)?;
+        let def = self.rules.types.get(&t)?;
         let expected = format!("/v1/{{edgeId}}/{}/{}", def.channels.join("|"), def.role);
         Some((t, expected))
     }
@@ -962,7 +878,8 @@ impl Analyzer {
         c.unattributed.push(topic.clone());
         let mut place = Place::frame(packet, time_us).on(conn, Some(side), None);
         place.topic = Some(topic.clone());
-        self.engine.emit_at(
+        transport_findings(
+            &self.rules,
             |c| matches!(c, Check::TopicUnattributed),
             &place,
             vec![("topic", topic), ("detail", why)],
@@ -1011,80 +928,23 @@ impl Analyzer {
     pub fn pending_client(&self, conn: ConnId) -> Option<(u64, &[u8])> {
         self.conns.get(&conn)?.decoders[Side::Client.index()].pending()
     }
-
-    /// Client identifier and version of a connection, when its CONNECT was seen.
-    pub fn connection_info(&self, conn: ConnId) -> Option<(Option<Version>, Option<&str>)> {
-        self.conns
-            .get(&conn)
-            .map(|c| (c.version, c.client_id.as_deref()))
-    }
-
-    /// Addresses of a connection, for reports.
-    pub fn addresses(&self, conn: ConnId) -> Option<(Option<SocketAddr>, Option<SocketAddr>)> {
-        self.conns.get(&conn).map(|c| (c.client, c.server))
-    }
 }
 
 /// Hash of a leg: every payload byte goes through it, so a fast hash (SipHash took
 /// 5 % of `analyze` on 900-byte reports); fixed keys, as a run must be reproducible.
-/// The judging half of a deferred analyzer: the rule engine over staged messages.
-pub struct Judge {
-    engine: Engine,
-    findings: Vec<Finding>,
-}
-
-impl Judge {
-    pub fn new(rules: Arc<RuleSet>) -> Judge {
-        Judge {
-            engine: Engine::new(rules),
-            findings: vec![],
-        }
-    }
-
-    /// Judges one staged item; an `Unparsed` one is parsed and left in `s` as a
-    /// `Message`, to be dropped with its batch.
-    pub fn take(&mut self, s: &mut Staged, sink: &mut dyn Sink) {
-        if let Staged::Unparsed(_) = s {
-            if let Staged::Unparsed(raw) = std::mem::replace(s, Staged::Taken) {
-                *s = Staged::Message(raw.parse());
-            }
-        }
-        match s {
-            Staged::Taken | Staged::Unparsed(_) => {}
-            Staged::End(t) => self.engine.input_ends(*t),
-            Staged::Finding(f) => {
-                self.engine.note_transport(f);
-                sink.finding(f)
-            }
-            Staged::Message(m) => {
-                self.engine.on_message(m, &mut self.findings);
-                sink.message(m);
-                for f in self.findings.drain(..) {
-                    sink.finding(&f);
-                }
-            }
-        }
-    }
-
-    /// The engine so far (its exercised clauses, for a live view).
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
-    /// End of input: unanswered requests, unfinished jobs. Returns the engine, whose
-    /// exercised clauses the report needs.
-    pub fn finish(mut self, sink: &mut dyn Sink) -> Engine {
-        self.engine.finish(&mut self.findings);
-        for f in self.findings.drain(..) {
-            sink.finding(&f);
-        }
-        self.engine
-    }
-}
-
 fn leg_key(topic: &str, payload: &[u8]) -> u64 {
     let mut h = ahash::RandomState::with_seeds(1, 2, 3, 4).build_hasher();
     topic.hash(&mut h);
     payload.hash(&mut h);
     h.finish()
+}
+
+/// Counts one more message of `clause` in `coverage`.
+fn note(coverage: &mut Coverage, clause: &str) {
+    match coverage.messages.get_mut(clause) {
+        Some(n) => *n += 1,
+        None => {
+            coverage.messages.insert(clause.to_string(), 1);
+        }
+    }
 }

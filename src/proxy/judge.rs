@@ -44,10 +44,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::finding::{ConnId, Finding, Severity};
-use crate::pipeline::{Judge, Sink, Staged};
+use crate::pipeline::{Judge, Sink, Staged, Summary};
 use crate::proxy::live::LiveView;
 use crate::report::Collector;
-use crate::rules::{Engine, RuleSet};
+use crate::rules::RuleSet;
 
 use super::throttle::Throttle;
 
@@ -236,7 +236,7 @@ impl Shared {
 /// The recorder's end of the judge.
 pub(crate) struct JudgeHandle {
     sh: Arc<Shared>,
-    thread: std::thread::JoinHandle<(Engine, Collector)>,
+    thread: std::thread::JoinHandle<(Summary, Collector)>,
     /// Set once the recorder waited for the judge (logged once).
     waited: bool,
     /// Messages can be skipped when the judge falls behind: the final report then
@@ -357,11 +357,11 @@ impl JudgeHandle {
         q.working || !q.items.is_empty() || !q.judged.is_empty()
     }
 
-    /// No more items: waits until everything is judged; returns the engine (for
-    /// the report's exercised clauses), the findings for the report (every one
+    /// No more items: waits until everything is judged; returns the summary (the
+    /// report's counters and exercised clauses, framing's and judging's), the findings for the report (every one
     /// counted, the first [`MAX_KEPT_FINDINGS`] kept), the findings not yet taken
     /// for the store, and how many messages were skipped (not judged live).
-    pub(crate) fn finish(self) -> (Engine, Collector, Vec<Finding>, u64) {
+    pub(crate) fn finish(self) -> (Summary, Collector, Vec<Finding>, u64) {
         {
             let mut q = self.sh.lock();
             if self.skipped_now > 0 {
@@ -371,12 +371,12 @@ impl JudgeHandle {
         }
         self.sh.work.notify_one();
         self.sh.taken.notify_one();
-        let (engine, all) = self
+        let (summary, all) = self
             .thread
             .join()
             .unwrap_or_else(|_| panic!("the judge thread panicked"));
         let rest = std::mem::take(&mut self.sh.lock().judged);
-        (engine, all, rest, self.skipped)
+        (summary, all, rest, self.skipped)
     }
 }
 
@@ -474,7 +474,7 @@ fn run(
     view: View,
     live_view: Option<Arc<LiveView>>,
     mut throttle: Option<Throttle>,
-) -> (Engine, Collector) {
+) -> (Summary, Collector) {
     let live_view = live_view.as_deref();
     let mut judge = Judge::new(rules);
     // For the final report: the first findings whole, every one counted.
@@ -584,18 +584,18 @@ fn run(
             snap.groups = groups.list.clone();
             view.update(|v| *v = snap.clone());
             if let Some(v) = live_view {
-                v.judged(judge.engine(), snap.lag_us, snap.skipped);
+                v.judged(judge.exercised(), snap.lag_us, snap.skipped);
             }
             live.tick(&snap);
             last_tick = Instant::now();
         }
     }
-    let engine = judge.finish(&mut Out {
+    let summary = judge.finish(&mut Out {
         found: &mut found,
         live_view,
     });
     if let Some(v) = live_view {
-        v.judged(&engine, 0, snap.skipped);
+        v.judged_all(&summary.coverage, snap.skipped);
     }
     for f in &found {
         let (g, first) = groups.add(f);
@@ -611,7 +611,7 @@ fn run(
     snap.groups = groups.list;
     view.update(|v| *v = snap.clone());
     live.finish(&snap);
-    (engine, all)
+    (summary, all)
 }
 
 /// Once the judge has taken a batch of more items than this (a backlog) and has

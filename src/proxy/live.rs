@@ -19,14 +19,13 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::finding::{Finding, Severity};
-use crate::pipeline::{Analyzer, Sink, Stats};
+use crate::pipeline::{Framer, Sink, Stats};
 use crate::protocol::Message;
 use crate::report::filter::Filter;
 use crate::report::group::Grouper;
 use crate::report::timeline::Timeline;
 use crate::report::{NotListed, Report};
 use crate::rules::engine::Coverage;
-use crate::rules::Engine;
 use crate::rules::RuleSet;
 
 /// Findings the live view keeps (the latest).
@@ -81,6 +80,8 @@ struct State {
     /// Clauses as the recorder's analyzer (packets) and the judge's engine
     /// (messages) exercised them; the report merges both.
     exercised_recorded: Coverage,
+    /// The judge finished: `exercised_judged` holds every clause of the run.
+    judging_done: bool,
     exercised_judged: Coverage,
     recorded_at: Option<Instant>,
     judged_at: Option<Instant>,
@@ -114,6 +115,7 @@ impl LiveView {
                 timeline: Timeline::new(),
                 stats: Stats::default(),
                 exercised_recorded: Coverage::default(),
+                judging_done: false,
                 exercised_judged: Coverage::default(),
                 recorded_at: None,
                 judged_at: None,
@@ -191,7 +193,7 @@ impl LiveView {
     /// The recorder after a batch: the bytes read so far and the analyzer's
     /// counters (copied at most every [`SNAPSHOT_EVERY`], unless `now`: when
     /// traffic pauses, so readers never keep a stale copy).
-    pub fn recorded(&self, a: &Analyzer, bytes: u64, now: bool) {
+    pub fn recorded(&self, a: &Framer, bytes: u64, now: bool) {
         let mut s = self.lock();
         s.counters.bytes = bytes;
         if !now && s.recorded_at.is_some_and(|t| t.elapsed() < SNAPSHOT_EVERY) {
@@ -199,12 +201,14 @@ impl LiveView {
         }
         s.recorded_at = Some(Instant::now());
         s.stats = a.stats().clone();
-        s.exercised_recorded = a.engine().exercised().clone();
+        if !s.judging_done {
+            s.exercised_recorded = a.coverage().clone();
+        }
     }
 
     /// The judge (a thread of its own, behind the recorder) after a batch: the
     /// clauses its engine exercised and how far behind the recording it is.
-    pub fn judged(&self, engine: &Engine, lag_us: i64, skipped: u64) {
+    pub fn judged(&self, exercised: &Coverage, lag_us: i64, skipped: u64) {
         let mut s = self.lock();
         s.counters.judge_skipped = skipped;
         s.counters.judge_lag_us = lag_us.max(0);
@@ -213,7 +217,19 @@ impl LiveView {
             return;
         }
         s.judged_at = Some(Instant::now());
-        s.exercised_judged = engine.exercised().clone();
+        s.exercised_judged = exercised.clone();
+    }
+
+    /// The judge finished: `exercised` is every clause of the run, the recorder's
+    /// (framing) included.
+    pub fn judged_all(&self, exercised: &Coverage, skipped: u64) {
+        let mut s = self.lock();
+        s.counters.judge_skipped = skipped;
+        s.counters.judge_lag_us = 0;
+        s.judged_at = Some(Instant::now());
+        s.exercised_judged = exercised.clone();
+        s.exercised_recorded = Coverage::default();
+        s.judging_done = true;
     }
 
     /// The proxy stopped recording.

@@ -1,6 +1,6 @@
 //! The analysis and recording task: one per proxy, on its own thread, off the
 //! forwarding path. It numbers the chunks (`seq`), feeds them to the shared
-//! [`Analyzer`] through [`crate::store::replay::feed`] (the path `analyze --capture`
+//! [`Framer`] through [`crate::store::replay::input`] (the path `analyze --capture`
 //! takes too), reports findings live, and writes the store in batches.
 //!
 //! Writing and syncing a batch happens on a second thread (the writer), so analysis
@@ -32,11 +32,11 @@ use super::judge::{self, ConnNote, Item, JudgeHandle, View};
 use super::{Clock, KeepAlives, FLUSH_BYTES, FLUSH_INTERVAL, TAP_QUEUE};
 use crate::finding::{ConnId, Finding, Side};
 use crate::mqtt::Packet;
-use crate::pipeline::{Analyzer, PacketEvent, Settings, Sink, Staged};
+use crate::pipeline::{At, Framer, Input, PacketEvent, Settings, Sink, Staged};
 use crate::proxy::live::LiveView;
 use crate::report::Report;
 use crate::rules::RuleSet;
-use crate::store::replay::feed;
+use crate::store::replay::input;
 use crate::store::{CaptureMeta, ConnMeta, Event, EventKind, Store, StoreError, WriteBatch};
 
 /// How long the analysis thread lets chunks queue before it takes them, unless
@@ -540,7 +540,7 @@ impl Recorder {
     /// they are on disk, or once writing them failed (counted as not recorded).
     /// First, the credentials that a CONNECT or AUTH still incomplete already holds
     /// are overwritten in the batch (the rest are when it completes, in a later one).
-    fn flush(&mut self, a: &Analyzer) {
+    fn flush(&mut self, a: &Framer) {
         if !self.batch.keep_secrets {
             for (conn, at, bytes) in a.pending_client_packets() {
                 if !matches!(bytes.first().map(|b| b >> 4), Some(1 | 15)) {
@@ -563,7 +563,7 @@ impl Recorder {
     /// `bytes` just came from `conn`'s client and were fed to the analyzer: when
     /// that connection's CONNECT (or AUTH) straddles batches, the credentials among
     /// them are overwritten in this batch, and the packet is forgotten once complete.
-    fn straddle(&mut self, a: &Analyzer, conn: ConnId, bytes: &[u8]) {
+    fn straddle(&mut self, a: &Framer, conn: ConnId, bytes: &[u8]) {
         let Some((at, so_far)) = self.straddling.get_mut(&conn) else {
             return;
         };
@@ -596,8 +596,7 @@ fn analyze(
     live_view: Option<&LiveView>,
 ) -> Outcome {
     // Frames and decodes (the packet records); the judge parses and judges.
-    let mut a = Analyzer::deferred(rules.clone(), Settings { max_packet });
-    a.parse_payloads(false);
+    let mut a = Framer::leaving_payloads(rules.clone(), Settings { max_packet });
     let cap = meta.id;
     if let Some(v) = live_view {
         v.started(&meta);
@@ -660,7 +659,13 @@ fn analyze(
                         keep_alives,
                     };
                     let t = last_time.max(tap.time_us);
-                    a.not_decodable(tap.conn, client, server, t, seq, &reason, &mut sink);
+                    let reason = reason.as_str();
+                    let input = Input::NotDecodable {
+                        client,
+                        server,
+                        reason,
+                    };
+                    a.push(At::new(tap.conn, t, seq), input, &mut sink);
                     a.take_staged(&mut staged);
                     judge.send(t, staged.drain(..).map(Item::Staged));
                     if deadline.is_none() {
@@ -687,7 +692,9 @@ fn analyze(
                 notes: &mut notes,
                 keep_alives,
             };
-            feed(&mut a, &ev, &mut sink);
+            if let Some((at, input)) = input(&ev) {
+                a.push(at, input, &mut sink);
+            }
             rec.meta.packets += sink.packets;
             match &ev.kind {
                 EventKind::Data {
@@ -760,7 +767,7 @@ fn analyze(
     a.take_staged(&mut staged);
     judge.send(last_time, staged.drain(..).map(Item::Staged));
     judge.take_findings(&mut judged);
-    let (engine, all, mut rest, skipped) = judge.finish();
+    let (summary, all, mut rest, skipped) = judge.finish();
     judged.append(&mut rest);
     store_findings(&mut rec, cap, &mut judged);
     rec.meta.ended_us = Some(clock.now_us());
@@ -772,9 +779,8 @@ fn analyze(
     let mut meta = rec.meta.clone();
     let store = rec.close();
     meta.not_recorded = store.as_ref().and_then(|s| s.not_recorded(cap));
-    // Packets are noted where they are decoded (here), messages where judged.
-    let mut exercised = a.engine().exercised().clone();
-    exercised.merge(engine.exercised());
+    // Packets noted where they were decoded (here), messages where judged: both.
+    let exercised = summary.coverage;
     // What lists every finding when the report keeps only the first ones.
     let each = |store: Option<&Store>| match store {
         Some(s) => format!(

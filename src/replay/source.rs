@@ -169,7 +169,9 @@ pub fn load(source: &Source, rules: Arc<RuleSet>, ports: &[u16]) -> Result<Recor
             let mut a = Analyzer::new(rules, Settings::default());
             for ev in st.events(*id) {
                 let ev = ev.map_err(|e| ReplayError::Source(e.to_string()))?;
-                crate::store::replay::feed(&mut a, &ev, &mut c);
+                if let Some((at, input)) = crate::store::replay::input(&ev) {
+                    a.push(at, input, &mut c);
+                }
             }
             a.finish(&mut c);
         }
@@ -249,7 +251,9 @@ pub fn stored_messages(
     let mut a = Analyzer::new(rules, Settings::default());
     for ev in store.events(id) {
         let ev = ev.map_err(|e| ReplayError::Source(e.to_string()))?;
-        crate::store::replay::feed(&mut a, &ev, &mut c);
+        if let Some((at, input)) = crate::store::replay::input(&ev) {
+            a.push(at, input, &mut c);
+        }
     }
     a.finish(&mut c);
     if !show_secrets {

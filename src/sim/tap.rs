@@ -2,10 +2,10 @@
 //! deliveries go to the shared [`Analyzer`] as one broker → client stream, so the
 //! sims are judged by exactly the rules `edgetap analyze` runs.
 //!
-//! Every delivery is re-encoded as an MQTT 3.1.1 PUBLISH after a CONNECT of the same
-//! version, whatever version the tap spoke to the broker: the analyzer judges the
-//! protocol messages, and the tap is not the device under test. The same bytes can be
-//! written as a pcap ([`write_pcap`]) for `edgetap analyze`.
+//! Every delivery goes to the analyzer as the PUBLISH its client decoded, after a
+//! CONNECT of the tap's own: the analyzer judges the protocol messages, and the tap
+//! is not the device under test. The stream can be written as a pcap ([`write_pcap`],
+//! MQTT 3.1.1 whatever the tap spoke to the broker) for `edgetap analyze`.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::{now_us, Link, Protocol, SimError};
 use crate::finding::{ConnId, Side};
-use crate::pipeline::{Analyzer, Settings};
+use crate::pipeline::{Analyzer, At, Input, Settings, Summary};
 use crate::report::Collector;
 use crate::rules::RuleSet;
 
@@ -25,12 +25,30 @@ const TAP_CONN: ConnId = 1;
 
 /// What the tap saw and judged.
 pub struct TapResult {
-    pub analyzer: Analyzer,
+    /// The tap's counters and the clauses exercised.
+    pub summary: Summary,
     pub findings: Vec<crate::Finding>,
     /// The message sequence per edge, for the HTML record's charts.
     pub timeline: Option<crate::report::timeline::Timeline>,
     /// (time µs, bytes, client → server?) in stream order: the CONNECT then each PUBLISH.
     pub frames: Vec<(i64, Vec<u8>, bool)>,
+}
+
+/// A delivery as the broker sent it, decoded already by the tap's client: the
+/// pipeline takes the packet itself (its bytes are written only for `write_pcap`).
+fn delivery(m: super::Incoming) -> Input<'static> {
+    Input::Packet {
+        side: Side::Server,
+        packet: crate::mqtt::Packet::Publish(crate::mqtt::Publish {
+            topic: m.topic,
+            payload: m.payload,
+            qos: 0,
+            pkid: 0,
+            retain: false,
+            dup: false,
+            topic_alias: None,
+        }),
+    }
 }
 
 pub struct Tap {
@@ -62,8 +80,20 @@ impl Tap {
             let mut frames = vec![];
             let t = now_us();
             let c = crate::mqtt::encode::connect(&id);
-            analyzer.open(TAP_CONN, None, None, false);
-            analyzer.data(TAP_CONN, Side::Client, t, 1, &c, &mut sink);
+            let open = Input::Open {
+                client: None,
+                server: None,
+                midstream: false,
+            };
+            analyzer.push(At::new(TAP_CONN, t, 1), open, &mut sink);
+            analyzer.push(
+                At::new(TAP_CONN, t, 1),
+                Input::Data {
+                    side: Side::Client,
+                    bytes: &c,
+                },
+                &mut sink,
+            );
             frames.push((t, c, true));
             let mut n = 1;
             loop {
@@ -74,23 +104,21 @@ impl Tap {
                 let Some(m) = m else { break };
                 n += 1;
                 let t = now_us();
-                let b = crate::mqtt::encode::publish(&m.topic, &m.payload);
-                analyzer.data(TAP_CONN, Side::Server, t, n, &b, &mut sink);
-                frames.push((t, b, false));
+                frames.push((t, crate::mqtt::encode::publish(&m.topic, &m.payload), false));
+                analyzer.push(At::new(TAP_CONN, t, n), delivery(m), &mut sink);
                 seen2.fetch_add(1, Ordering::Relaxed);
             }
             // Deliveries already queued belong to the run.
             while let Ok(m) = rx.try_recv() {
                 n += 1;
                 let t = now_us();
-                let b = crate::mqtt::encode::publish(&m.topic, &m.payload);
-                analyzer.data(TAP_CONN, Side::Server, t, n, &b, &mut sink);
-                frames.push((t, b, false));
+                frames.push((t, crate::mqtt::encode::publish(&m.topic, &m.payload), false));
+                analyzer.push(At::new(TAP_CONN, t, n), delivery(m), &mut sink);
             }
             _link.disconnect().await;
-            analyzer.finish(&mut sink);
+            let summary = analyzer.finish(&mut sink);
             TapResult {
-                analyzer,
+                summary,
                 findings: sink.findings,
                 timeline: sink.timeline,
                 frames,

@@ -28,7 +28,7 @@ impl Session<'_> {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.link.disconnect()).await;
         self.check_lost();
         let mut c = self.collector();
-        self.analyzer.finish(&mut c);
+        let summary = self.analyzer.finish(&mut c);
         self.chart = c.timeline.unwrap_or_default();
         let finish_start = self.findings.len();
         self.findings.extend(c.findings);
@@ -76,8 +76,8 @@ impl Session<'_> {
                 "replay of {} (live session)",
                 self.s.source.describe()
             )],
-            self.analyzer.stats(),
-            self.analyzer.engine().exercised(),
+            &summary.stats,
+            &summary.coverage,
             self.analyzer.rules(),
             self.findings.clone(),
         )

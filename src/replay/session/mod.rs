@@ -29,7 +29,7 @@ use super::rewrite;
 use super::source::{self, Recorded};
 use super::{Outcome, ReplayError, ReplaySettings};
 use crate::finding::{Finding, Side};
-use crate::pipeline::{Analyzer, Settings};
+use crate::pipeline::{Analyzer, At, Input, Settings};
 use crate::protocol::{Actor, Class};
 use crate::report::Collector;
 use crate::rules::RuleSet;
@@ -330,8 +330,14 @@ impl<'a> Session<'a> {
         let mut c = Collector::charting(true);
         let t = crate::sim::now_us();
         let connect = crate::mqtt::encode::connect(&id);
-        analyzer.open(1, None, None, false);
-        analyzer.data(1, Side::Client, t, 1, &connect, &mut c);
+        let open = Input::Open {
+            client: None,
+            server: None,
+            midstream: false,
+        };
+        analyzer.push(At::new(1, t, 1), open, &mut c);
+        let bytes = &connect;
+        analyzer.push(At::new(1, t, 1), Input::Data { side: Side::Client, bytes }, &mut c);
         let mut rw = rewrite::Rewriter::new(recorded_edge, live_edge, s.fresh_jobs);
         if us == Actor::Edge {
             // The platform picks the job ids; they are learnt from its commands.
@@ -406,13 +412,24 @@ impl<'a> Session<'a> {
     fn judge_live(&mut self, topic: &str, payload: &[u8]) {
         self.packet += 1;
         let t = crate::sim::now_us();
-        let b = crate::mqtt::encode::publish(topic, payload);
         let mut c = self.collector();
-        self.analyzer
-            .data(1, Side::Server, t, self.packet, &b, &mut c);
+        // The PUBLISH as this client decoded it; its bytes only for `--capture`.
+        let packet = crate::mqtt::Packet::Publish(crate::mqtt::Publish {
+            topic: topic.to_string(),
+            payload: bytes::Bytes::copy_from_slice(payload),
+            qos: 0,
+            pkid: 0,
+            retain: false,
+            dup: false,
+            topic_alias: None,
+        });
+        let at = At::new(1, t, self.packet);
+        let side = Side::Server;
+        self.analyzer.push(at, Input::Packet { side, packet }, &mut c);
         self.chart = c.timeline.unwrap_or_default();
         self.findings.extend(c.findings);
-        self.frames.push((t, b, false));
+        self.frames
+            .push((t, crate::mqtt::encode::publish(topic, payload), false));
     }
 
     /// Sends one message, unless the broker connection is lost (then nothing more

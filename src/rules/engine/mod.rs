@@ -66,7 +66,7 @@ impl Place {
     }
 }
 
-type Vars = Vec<(&'static str, String)>;
+pub type Vars = Vec<(&'static str, String)>;
 
 fn other(a: Actor) -> Actor {
     match a {
@@ -154,17 +154,7 @@ impl Engine {
         self.last_time_us = self.last_time_us.max(t);
     }
 
-    /// A transport finding passed by (the judge of a deferred pipeline sees them
-    /// staged): a capture gap or an unreadable frame means bytes were lost.
-    pub fn note_transport(&mut self, f: &Finding) {
-        if let Some(r) = self.rules.rule(&f.rule) {
-            if matches!(r.def.check, Check::CaptureGap | Check::BadFrame) {
-                self.lost = true;
-            }
-        }
-    }
-
-    /// Bytes of the input were lost (see [`Engine::note_transport`]).
+    /// Bytes of the input were lost (a capture gap, an unreadable frame).
     pub fn note_lost(&mut self) {
         self.lost = true;
     }
@@ -172,36 +162,6 @@ impl Engine {
     /// A check of `clause` that needed history outside the input.
     fn unseen(&mut self, clause: &str, reason: String) {
         self.exercised.note(clause, reason);
-    }
-
-    /// Emits a finding of every rule whose check `pick` selects, at a transport place.
-    pub fn emit_at(
-        &self,
-        pick: impl Fn(&Check) -> bool,
-        place: &Place,
-        vars: Vars,
-        out: &mut Vec<Finding>,
-    ) {
-        for rule in self.rules.rules.iter().filter(|r| pick(&r.def.check)) {
-            out.push(Finding {
-                rule: rule.def.id.clone(),
-                clause: rule.def.clause.clone().unwrap_or_else(|| "5.2".into()),
-                table: rule.def.table.clone(),
-                severity: rule.def.severity,
-                edge_id: place.edge_id.clone(),
-                msg_type: None,
-                topic: place.topic.clone(),
-                mid: None,
-                packet: place.packet,
-                time: place.time_us,
-                message: fill(&rule.def.message, &vars),
-                conn: place.conn,
-                side: place.side,
-                offset: place.offset,
-                basis: rule.def.basis.clone(),
-                from: None,
-            });
-        }
     }
 
     /// Judges one message and updates the state.
@@ -414,6 +374,37 @@ impl Engine {
                     .sum::<usize>()
             })
             .cloned()
+    }
+}
+
+/// The findings of every rule whose check `pick` selects, at a transport place (the
+/// framer's: a malformed packet, a gap, a topic outside the standard).
+pub fn transport_findings(
+    rules: &RuleSet,
+    pick: impl Fn(&Check) -> bool,
+    place: &Place,
+    vars: Vars,
+    out: &mut Vec<Finding>,
+) {
+    for rule in rules.rules.iter().filter(|r| pick(&r.def.check)) {
+        out.push(Finding {
+            rule: rule.def.id.clone(),
+            clause: rule.def.clause.clone().unwrap_or_else(|| "5.2".into()),
+            table: rule.def.table.clone(),
+            severity: rule.def.severity,
+            edge_id: place.edge_id.clone(),
+            msg_type: None,
+            topic: place.topic.clone(),
+            mid: None,
+            packet: place.packet,
+            time: place.time_us,
+            message: fill(&rule.def.message, &vars),
+            conn: place.conn,
+            side: place.side,
+            offset: place.offset,
+            basis: rule.def.basis.clone(),
+            from: None,
+        });
     }
 }
 

@@ -182,8 +182,8 @@ pub async fn run_plan(
             "sim platform: edge {e} via {} ({:?})",
             s.broker, s.protocol
         )],
-        tr.analyzer.stats(),
-        tr.analyzer.engine().exercised(),
+        &tr.summary.stats,
+        &tr.summary.coverage,
         &rules,
         findings,
     )
