@@ -6,7 +6,7 @@ use std::io::Read as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-mod common;
+use crate::common;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_edgetap")

@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 
 use common::{free_port, sim_edge_command, tcpdump, temp_dir, Mosquitto};
 use serde_json::Value;

@@ -1,7 +1,7 @@
 //! `proxy --judge-cpu`: the live judge's CPU cap. A test binary of its own, so that
 //! the only judge thread in the process is this test's.
 
-mod common;
+use crate::common;
 
 use common::{assert_reports_complete, publish_lines, temp_dir, Mosquitto, Proxy};
 use std::sync::Arc;

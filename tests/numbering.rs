@@ -11,7 +11,7 @@ use edgetap::proxy::ProxySettings;
 use edgetap::store::Store;
 use serde_json::Value;
 
-mod common;
+use crate::common;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_edgetap")

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 
 use bytes::BytesMut;
 use common::{free_port, tcpdump, temp_dir, Mosquitto, Proxy};

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 
 use common::{assert_reports_complete, free_port, publish_lines, temp_dir, Mosquitto, Proxy};
 use edgetap::pipeline::Settings;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 
 use bytes::BytesMut;
 use common::{free_port, temp_dir, Mosquitto, Proxy};

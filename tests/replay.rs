@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-mod common;
+use crate::common;
 
 use edgetap::broker::{self, BrokerSettings};
 use edgetap::demo::{quick_settings, run_pair};

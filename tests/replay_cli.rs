@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-mod common;
+use crate::common;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_edgetap")

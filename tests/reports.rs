@@ -8,7 +8,7 @@
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-mod common;
+use crate::common;
 
 use common::{publish_lines, tcpdump, temp_dir, Mosquitto};
 use serde_json::Value;

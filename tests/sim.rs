@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-mod common;
+use crate::common;
 
 use common::Mosquitto;
 use edgetap::analyze::{analyze_files, AnalyzeSettings};

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::{free_port, publish_lines, temp_dir, Mosquitto};

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-mod common;
+use crate::common;
 
 use common::{publish_lines, tcpdump, temp_dir, Mosquitto};
 use serde_json::Value;
