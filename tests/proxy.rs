@@ -386,6 +386,8 @@ async fn traffic_that_is_not_mqtt_is_named_once_and_forwarded() {
     assert_eq!(r.summary.messages, 1);
 }
 
+/// Raises the open-file limit to 8192 (or the hard limit): for the whole test
+/// process, so it never lowers a higher limit the other tests run with.
 fn raise_fd_limit() {
     unsafe {
         let mut l = libc::rlimit {
@@ -393,7 +395,7 @@ fn raise_fd_limit() {
             rlim_max: 0,
         };
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
-        l.rlim_cur = l.rlim_max.min(8192);
+        l.rlim_cur = l.rlim_cur.max(l.rlim_max.min(8192));
         libc::setrlimit(libc::RLIMIT_NOFILE, &l);
     }
 }

@@ -37,7 +37,7 @@ fn addr(b: &EmbeddedBroker, p: Protocol) -> String {
 }
 
 fn capture_path(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("edgetap-sim-{}-{tag}.pcap", std::process::id()))
+    common::temp_dir("sim").join(format!("{tag}.pcap"))
 }
 
 async fn plan(
@@ -451,7 +451,7 @@ async fn a_refused_command_fails_its_item_with_the_device_code_and_msg() {
 }
 
 fn package_file(tag: &str, bytes: &[u8]) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("edgetap-pkg-{}-{tag}.bin", std::process::id()));
+    let path = common::temp_dir("pkg").join(format!("{tag}.bin"));
     std::fs::write(&path, bytes).unwrap();
     path
 }
