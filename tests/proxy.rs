@@ -538,9 +538,12 @@ async fn bench_direct_vs_proxy() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    while std::net::TcpStream::connect(("127.0.0.1", pport)).is_err() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_until_async(
+        Duration::from_secs(10),
+        &format!("the proxy to listen on {pport}"),
+        || std::net::TcpStream::connect(("127.0.0.1", pport)).is_ok(),
+    )
+    .await;
     let payload = vec![0x5au8; 1024];
     let mut results = vec![];
     // BENCH_PAIRS direct/proxied pairs, taking turns: on shared cores one run varies

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use crate::common;
 
-use common::{assert_reports_complete, free_port, publish_lines, temp_dir, Mosquitto, Proxy};
+use common::{
+    assert_reports_complete, free_port, publish_lines, temp_dir, wait_exit, wait_until, Mosquitto,
+    Proxy,
+};
 use edgetap::pipeline::Settings;
 use edgetap::proxy::judge::MAX_KEPT_FINDINGS;
 use edgetap::proxy::ProxySettings;
@@ -400,17 +403,12 @@ fn an_upstream_that_never_reads_is_named_and_does_not_hold_up_stopping() {
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    let mut client = loop {
-        if let Ok(c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            break c;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "proxy not listening"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut client = None;
+    wait_until(Duration::from_secs(10), "the proxy to listen", || {
+        client = std::net::TcpStream::connect(("127.0.0.1", port)).ok();
+        client.is_some()
+    });
+    let mut client = client.unwrap();
     let _held = held.join().unwrap().unwrap();
     // Far more than the loopback socket buffers hold; the writer blocks for good.
     client
@@ -431,18 +429,12 @@ fn an_upstream_that_never_reads_is_named_and_does_not_hold_up_stopping() {
             && warned.contains("waits for it (not for edgetap)"),
         "no wait warning naming the upstream:\n{warned}"
     );
-    let stopping = Instant::now();
     unsafe { libc::kill(px.id() as i32, libc::SIGTERM) };
-    let status = loop {
-        if let Some(s) = px.try_wait().unwrap() {
-            break s;
-        }
-        if stopping.elapsed() > Duration::from_secs(10) {
-            let _ = px.kill();
-            panic!("the proxy did not stop within 10 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(
+        &mut px,
+        Duration::from_secs(10),
+        "the proxy to stop after SIGTERM",
+    );
     assert!(status.code().is_some(), "{status:?}");
     let store = Store::open(&dir.join("store")).unwrap();
     let meta = store.capture(1).unwrap();

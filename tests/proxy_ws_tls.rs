@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::common;
 
 use bytes::BytesMut;
-use common::{free_port, temp_dir, Mosquitto, Proxy};
+use common::{free_port, temp_dir, wait_until, Mosquitto, Proxy};
 use edgetap::finding::Finding;
 use edgetap::proxy::tls::{server_config, upstream_config, TlsSettings};
 use edgetap::proxy::ProxySettings;
@@ -369,11 +369,11 @@ fn rumqttd_ws() -> SocketAddr {
     std::thread::spawn(move || {
         let _ = rumqttd::Broker::new(cfg).start();
     });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(ws).is_err() {
-        assert!(Instant::now() < deadline, "rumqttd did not listen on {ws}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        &format!("rumqttd to listen on {ws}"),
+        || std::net::TcpStream::connect(ws).is_ok(),
+    );
     ws
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::common;
 
 use bytes::{Bytes, BytesMut};
-use common::{free_port, temp_dir};
+use common::{free_port, temp_dir, wait_until};
 use edgetap::finding::Side;
 use edgetap::pipeline::{Analyzer, PacketEvent, Settings, Sink};
 use edgetap::rules::RuleSet;
@@ -271,12 +271,12 @@ fn sigkill_mid_traffic_keeps_everything_up_to_the_flush_window() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
     for port in [mport, pport] {
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "port {port} not listening");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            Duration::from_secs(5),
+            &format!("port {port} to listen"),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
     }
 
     let acked: Arc<Mutex<Vec<(u32, Instant)>>> = Arc::default();

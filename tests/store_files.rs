@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::common;
 
 use bytes::Bytes;
-use common::{free_port, publish_lines, temp_dir, Mosquitto};
+use common::{free_port, publish_lines, temp_dir, wait_exit, wait_until, Mosquitto};
 use edgetap::finding::Side;
 use edgetap::store::{CaptureMeta, Event, EventKind, Store, WriteBatch};
 
@@ -56,11 +56,11 @@ impl ProxyProc {
             .stderr(std::fs::File::create(&err).unwrap())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "proxy not listening on {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            Duration::from_secs(10),
+            &format!("the proxy to listen on {port}"),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
         ProxyProc {
             child,
             port,
@@ -83,15 +83,6 @@ impl Drop for ProxyProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Waits until `f` holds (a condition, not a fixed sleep), at most `secs`.
-fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -142,12 +133,18 @@ fn captures_list_and_analyze_work_during_a_live_capture() {
     let proxy = ProxyProc::start(broker.port, &store, &["--name", "live"]);
     publish_lines(proxy.port, &["-q", "1"], TOPIC, &status_reports(50, 10));
     // The proxy still runs: its store is read from outside.
-    wait_for(10, "the capture's packets in `captures list`", || {
-        let o = run(&["captures", "list", "--format", "json"], &store);
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        v[0]["name"] == "live" && v[0]["ended"].is_null() && v[0]["packets"].as_u64() >= Some(50)
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the capture's packets in `captures list`",
+        || {
+            let o = run(&["captures", "list", "--format", "json"], &store);
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            v[0]["name"] == "live"
+                && v[0]["ended"].is_null()
+                && v[0]["packets"].as_u64() >= Some(50)
+        },
+    );
     let table = run(&["captures", "list"], &store);
     assert!(text(&table.stdout).contains("(running or killed)"));
     let o = run(&["analyze", "--capture", "1", "--format", "json"], &store);
@@ -160,11 +157,15 @@ fn captures_list_and_analyze_work_during_a_live_capture() {
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["summary"]["publishes"], 50, "{}", r["summary"]);
     // The aggregated findings are rewritten at most once a second.
-    wait_for(10, "the 50 reports' findings in `captures show`", || {
-        let show = run(&["captures", "show", "1"], &store);
-        assert_eq!(show.status.code(), Some(0), "{}", text(&show.stderr));
-        text(&show.stdout).contains("×50")
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the 50 reports' findings in `captures show`",
+        || {
+            let show = run(&["captures", "show", "1"], &store);
+            assert_eq!(show.status.code(), Some(0), "{}", text(&show.stderr));
+            text(&show.stdout).contains("×50")
+        },
+    );
     let pcap = dir.join("live.pcapng");
     let e = run(
         &[
@@ -591,10 +592,14 @@ fn a_store_that_fills_up_mid_capture_loses_no_forwarded_message_and_says_what_wa
         "/v1/E2/device/data",
         &status_reports(second, 10),
     );
-    wait_for(10, "the second connection in the store", || {
-        let o = run(&["captures", "show", "1"], &store);
-        text(&o.stdout).contains("/v1/E2/device/data")
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the second connection in the store",
+        || {
+            let o = run(&["captures", "show", "1"], &store);
+            text(&o.stdout).contains("/v1/E2/device/data")
+        },
+    );
     let (code, out, err) = proxy.stop();
     let _ = sub.wait();
     let delivered = reader.join().unwrap();
@@ -661,13 +666,15 @@ fn with_on_store_error_stop_the_proxy_shuts_down_at_the_first_failed_write() {
         use std::io::Write;
         let _ = stdin.write_all(status_reports(2000, 1000).as_bytes());
     });
-    wait_for(30, "the proxy to stop by itself", || {
-        proxy.child.try_wait().unwrap().is_some()
-    });
+    let code = wait_exit(
+        &mut proxy.child,
+        Duration::from_secs(30),
+        "the proxy to stop by itself",
+    )
+    .code();
     let _ = publisher.kill();
     let _ = publisher.wait();
     feeder.join().unwrap();
-    let code = proxy.child.wait().unwrap().code();
     let out = std::fs::read_to_string(&proxy.out).unwrap();
     let err = std::fs::read_to_string(&proxy.err).unwrap();
     assert_eq!(code, Some(4), "{out}\n{err}");

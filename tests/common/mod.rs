@@ -1,5 +1,6 @@
-//! Helpers shared by the integration tests: free ports, scratch folders, and a
-//! private Debian mosquitto (required: a test that needs it fails when it is missing).
+//! Helpers shared by the integration tests: free ports, scratch folders, waits for a
+//! condition, and a private Debian mosquitto (required: a test that needs it fails
+//! when it is missing).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -14,6 +15,59 @@ use edgetap::rules::RuleSet;
 use edgetap::store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+
+/// How often [`wait_until`] looks again.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Waits until `cond` holds, looking every [`POLL`]; panics naming `what` (the
+/// thing that did not happen) once `limit` has passed. Tests wait for what they
+/// need, not for a fixed time.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        // The poll interval: the wait is for `cond`.
+        std::thread::sleep(POLL);
+    }
+}
+
+/// [`wait_until`] in an async test: the runtime's tasks go on while it waits.
+pub async fn wait_until_async(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        // The poll interval: the wait is for `cond`.
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until `child` exits (see [`wait_until`]); kills it when it does not.
+pub fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    /// Kills the child unless it exited: a panicking wait leaves no process behind.
+    struct Guard<'a>(&'a mut Child, bool);
+    impl Drop for Guard<'_> {
+        fn drop(&mut self) {
+            if !self.1 {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+    let mut g = Guard(child, false);
+    let mut status = None;
+    wait_until(limit, what, || {
+        status = g.0.try_wait().unwrap();
+        status.is_some()
+    });
+    g.1 = true;
+    status.unwrap()
+}
 
 /// A port free now, below Linux's ephemeral range (32768-60999): a port the kernel
 /// handed out for `bind(0)` can be handed out again, before the test's server binds
@@ -76,14 +130,11 @@ impl Mosquitto {
             .spawn()
             .expect("mosquitto must be installed (apt-get install mosquitto)");
         let m = Mosquitto { child, port };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            Duration::from_secs(5),
+            &format!("mosquitto to listen on {port}"),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
         m
     }
 
