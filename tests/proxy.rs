@@ -20,16 +20,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-async fn proxy(upstream: String, store: Option<Store>) -> Proxy {
-    let settings = ProxySettings {
+fn settings(upstream: String) -> ProxySettings {
+    ProxySettings {
         upstream,
         name: "test".into(),
         max_connections: 1024,
         // The 1 MiB payload below is judged whole (the analysis buffer is the budget).
         max_buffered: 4 << 20,
         ..ProxySettings::default()
-    };
-    Proxy::start(settings, store).await
+    }
+}
+
+async fn proxy(upstream: String, store: Option<Store>) -> Proxy {
+    Proxy::start(settings(upstream), store).await
 }
 
 /// A rumqttc client whose events arrive on a channel.
@@ -148,7 +151,7 @@ async fn payloads_arrive_byte_identical_and_store_matches_analyze() {
         wait_for(&mut erx, "PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
     }
     edge.disconnect().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    px.wait_closed(1).await;
     let (out, live) = px.finish().await;
     platform.disconnect().await.ok();
     let pcap = dump.stop();
@@ -288,7 +291,16 @@ async fn upstream_refusing_closes_the_client_and_the_proxy_keeps_serving() {
 async fn client_vanishing_mid_packet_is_a_finding_and_others_go_on() {
     let port = free_port();
     let _broker = Mosquitto::on(port);
-    let px = proxy(format!("127.0.0.1:{port}"), None).await;
+    // The live view's byte counter tells when the proxy has read what was sent.
+    let view = Arc::new(edgetap::live::LiveView::new(Arc::new(RuleSet::builtin())));
+    let px = Proxy::start(
+        ProxySettings {
+            live: Some(view.clone()),
+            ..settings(format!("127.0.0.1:{port}"))
+        },
+        None,
+    )
+    .await;
     let mut c = TcpStream::connect(px.addr).await.unwrap();
     c.write_all(CONNECT).await.unwrap();
     connack(&mut c).await;
@@ -296,16 +308,22 @@ async fn client_vanishing_mid_packet_is_a_finding_and_others_go_on() {
     rumqttc::mqttbytes::v4::Publish::new("data/x", QoS::AtMostOnce, vec![7u8; 200])
         .write(&mut p)
         .unwrap();
-    // Half a PUBLISH, then a reset.
+    // Half a PUBLISH, read by the proxy, then a reset.
     c.write_all(&p[..60]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let read = (CONNECT.len() + 4 + 60) as u64;
+    common::wait_until_async(
+        Duration::from_secs(20),
+        "the proxy to read the CONNECT, the CONNACK and half a PUBLISH",
+        || view.counters().bytes >= read,
+    )
+    .await;
     c.set_zero_linger().unwrap();
     drop(c);
     let mut c2 = TcpStream::connect(px.addr).await.unwrap();
     c2.write_all(CONNECT).await.unwrap();
     assert_eq!(connack(&mut c2).await, [0x20, 0x02, 0x00, 0x00]);
     drop(c2);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    px.wait_closed(2).await;
     let (out, live) = px.finish().await;
     assert!(
         live.iter()
@@ -350,7 +368,7 @@ async fn traffic_that_is_not_mqtt_is_named_once_and_forwarded() {
         .output()
         .expect("mosquitto_pub (apt-get install mosquitto-clients)");
     assert!(out.status.success(), "{out:?}");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    px.wait_closed(3).await;
     let (out, _live) = px.finish().await;
     let r = out.report;
     assert_eq!(r.summary.connections, 3);
@@ -438,7 +456,7 @@ async fn five_hundred_concurrent_connections() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), [0x20, 0x02, 0x00, 0x00]);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    px.wait_closed(n).await;
     let (out, _) = px.finish().await;
     assert_eq!(out.report.summary.connections, n as u64);
     // CONNECT, CONNACK, DISCONNECT each.
@@ -468,7 +486,7 @@ async fn mqtt_31_311_and_5_clients_pass_through() {
             .expect("mosquitto_pub must be installed (apt-get install mosquitto-clients)");
         assert!(st.success(), "mosquitto_pub -V {v} through the proxy");
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    px.wait_closed(3).await;
     let (out, _) = px.finish().await;
     let store = out.store.unwrap();
     let packets: Vec<_> = store

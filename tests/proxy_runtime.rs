@@ -295,16 +295,15 @@ fn redirected_logs_have_no_colour_and_finding_lines_name_the_connection() {
         .stderr(err_file)
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    // The readiness probe is a connection of its own: wait for it to be closed.
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "proxy not listening"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(200));
+    let log = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    // The line it prints once bound (a connection to check would take the one
+    // connection allowed).
+    let listening = format!("edgetap proxy: 127.0.0.1:{port} ");
+    wait_until(
+        Duration::from_secs(10),
+        "the proxy to say it listens",
+        || log("err.log").contains(&listening),
+    );
     // One connection held open: the next ones wait (a warning, once).
     let mut holder = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let mut connect = bytes::BytesMut::new();
@@ -318,11 +317,20 @@ fn redirected_logs_have_no_colour_and_finding_lines_name_the_connection() {
     let waiting: Vec<_> = (0..3)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(
+        Duration::from_secs(10),
+        "the proxy to warn that it reached its connection limit",
+        || log("err.log").contains("connection limit reached"),
+    );
     drop(waiting);
     holder.write_all(&[0xe0, 0x00]).unwrap();
     drop(holder);
-    std::thread::sleep(Duration::from_millis(300));
+    // The holder's connection, then the three that waited, accepted and closed.
+    wait_until(
+        Duration::from_secs(10),
+        "the proxy to see the held and the waiting connections close",
+        || common::closed_lines(&log("out.log")) >= 4,
+    );
     // Findings: two reports lacking table 10 fields, from a known client id.
     publish_lines(
         port,
@@ -330,7 +338,11 @@ fn redirected_logs_have_no_colour_and_finding_lines_name_the_connection() {
         "/v1/LOG1/device/data",
         &status_reports_lacking_fields(2),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(
+        Duration::from_secs(10),
+        "the proxy to see the publisher's connection close",
+        || common::closed_lines(&log("out.log")) >= 5,
+    );
     unsafe { libc::kill(px.id() as i32, libc::SIGTERM) };
     px.wait().unwrap();
     let stdout = std::fs::read_to_string(dir.join("out.log")).unwrap();

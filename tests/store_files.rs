@@ -56,10 +56,13 @@ impl ProxyProc {
             .stderr(std::fs::File::create(&err).unwrap())
             .spawn()
             .unwrap();
+        // The line it prints once bound (a connection to check would be one of the
+        // capture).
+        let listening = format!("edgetap proxy: 127.0.0.1:{port} ");
         wait_until(
             Duration::from_secs(10),
-            &format!("the proxy to listen on {port}"),
-            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            &format!("the proxy to say it listens on {port}"),
+            || std::fs::read_to_string(&err).is_ok_and(|e| e.contains(&listening)),
         );
         ProxyProc {
             child,
@@ -67,6 +70,15 @@ impl ProxyProc {
             out,
             err,
         }
+    }
+
+    /// Waits until its live lines say `n` connections closed.
+    fn wait_closed(&self, n: usize) {
+        wait_until(
+            Duration::from_secs(30),
+            &format!("the proxy to see {n} connection(s) close"),
+            || common::closed_lines(&std::fs::read_to_string(&self.out).unwrap()) >= n,
+        );
     }
 
     /// SIGTERM, then (exit code, stdout, stderr).
@@ -449,9 +461,13 @@ fn credentials_of_a_connect_sent_in_pieces_and_of_auth_never_reach_the_disk() {
         let proxy = ProxyProc::start(broker.port, &store, &[]);
         let mut s = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
         s.write_all(&connect[..cut]).unwrap();
-        // Longer than the recorder's flush interval (100 ms): the first piece is
-        // written before the rest arrives.
-        std::thread::sleep(Duration::from_millis(400));
+        // The first piece is written (its protocol name is in the store) before the
+        // rest is sent.
+        wait_until(
+            Duration::from_secs(10),
+            &format!("the first piece (cut at {cut}) in the store"),
+            || !grep_store(&store, b"\x00\x04MQTT\x05").is_empty(),
+        );
         s.write_all(&connect[cut..]).unwrap();
         s.write_all(&auth).unwrap();
         // The broker answers (a CONNACK refusing the unknown method) or closes.
@@ -459,7 +475,7 @@ fn credentials_of_a_connect_sent_in_pieces_and_of_auth_never_reach_the_disk() {
         let mut buf = [0u8; 64];
         let _ = s.read(&mut buf);
         drop(s);
-        std::thread::sleep(Duration::from_millis(300));
+        proxy.wait_closed(1);
         let (code, out, err) = proxy.stop();
         // No PUBLISH came through: nothing judged.
         assert_eq!(code, Some(3), "{out}{err}");
