@@ -40,7 +40,7 @@ fn proxy_into(broker: u16, store: &std::path::Path, extra: &[&str]) -> common::P
 fn sim_platform_report_takes_the_filters_and_each() {
     let m = common::Mosquitto::start();
     let out = common::plan_against_sim_edge(
-        m.port,
+        &m,
         "SHOWN1",
         &["--rule", "reply.code", "--each"],
         &[

@@ -548,8 +548,10 @@ fn a_replay_record_shows_its_exchanges_and_the_live_sessions_chart() {
         .arg(&rec));
     assert_eq!(plan.status.code(), Some(0), "the recorded plan passes");
     drop(recorded);
+    // The live edge is online (linked up) before the replay starts.
+    let linkup = common::Watcher::start(broker.port, "/v1/RP2/device/request");
     let _live = sim_edge("RP2", Some("wrong-code"));
-    std::thread::sleep(Duration::from_millis(1500));
+    linkup.wait_for_type("EVENT_LINKUP");
     let out = run(edgetap()
         .arg("replay")
         .arg(&rec)

@@ -624,7 +624,15 @@ async fn bench_direct_vs_proxy() {
         results.push((label, rate, p50, p99));
         publ.disconnect().await.ok();
         sub.disconnect().await.ok();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The next turn starts once both clients' connections ended (their event
+        // streams end with them).
+        for rx in [&mut prx, &mut srx] {
+            tokio::time::timeout(Duration::from_secs(20), async {
+                while rx.recv().await.is_some() {}
+            })
+            .await
+            .expect("the bench clients' connections end");
+        }
     }
     let best = |l: &str, f: fn(&(&str, f64, u64, u64)) -> f64| {
         results
@@ -656,6 +664,13 @@ async fn bench_direct_vs_proxy() {
         min("proxy", |r| r.3 as f64) - min("direct", |r| r.3 as f64)
     );
     // Peak RSS with 1,000 connections open through the proxy, each with a PUBLISH.
+    let (rss_sub, mut rss_rx) = client("sub-rss", port);
+    wait_for(&mut rss_rx, "CONNACK", |p| matches!(p, Packet::ConnAck(_))).await;
+    rss_sub
+        .subscribe("bench/rss", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    wait_for(&mut rss_rx, "SUBACK", |p| matches!(p, Packet::SubAck(_))).await;
     let mut conns = vec![];
     for i in 0..1000 {
         let mut c = TcpStream::connect(("127.0.0.1", pport)).await.unwrap();
@@ -672,7 +687,13 @@ async fn bench_direct_vs_proxy() {
     for c in conns.iter_mut() {
         connack(c).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The peak is read once every PUBLISH went through the proxy.
+    for _ in 0..1000 {
+        wait_for(&mut rss_rx, "a bench/rss PUBLISH", |p| {
+            matches!(p, Packet::Publish(_))
+        })
+        .await;
+    }
     let status = std::fs::read_to_string(format!("/proc/{}/status", px.id())).unwrap();
     let hwm = status
         .lines()

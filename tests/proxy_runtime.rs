@@ -41,12 +41,17 @@ fn ends(store: &Store, id: u64) -> Vec<String> {
         .collect()
 }
 
-/// `mosquitto_sub` on the broker, stopping after `count` messages; its output.
-fn subscriber(port: u16, topic: &str, count: usize, extra: &[&str]) -> std::process::Child {
+/// `mosquitto_sub` on `broker`, stopping after `count` messages, once subscribed.
+fn subscriber(
+    broker: &Mosquitto,
+    topic: &str,
+    count: usize,
+    extra: &[&str],
+) -> std::process::Child {
     let child = Command::new("mosquitto_sub")
         .args([
             "-p",
-            &port.to_string(),
+            &broker.port.to_string(),
             "-t",
             topic,
             "-C",
@@ -57,8 +62,7 @@ fn subscriber(port: u16, topic: &str, count: usize, extra: &[&str]) -> std::proc
         .stdout(Stdio::piped())
         .spawn()
         .expect("mosquitto_sub must be installed (apt-get install mosquitto-clients)");
-    // Subscribed once mosquitto lists it: give it the time of a round trip.
-    std::thread::sleep(Duration::from_millis(300));
+    broker.wait_subscribed(topic);
     child
 }
 
@@ -130,7 +134,8 @@ async fn oversize_packet_is_forwarded_byte_for_byte_and_judged_from_its_header()
         .collect();
     let file = dir.join("big.bin");
     std::fs::write(&file, &big).unwrap();
-    let sub = subscriber(broker.port, "/v1/BIG1/device/data", 1, &["-N"]);
+    let sub =
+        tokio::task::block_in_place(|| subscriber(&broker, "/v1/BIG1/device/data", 1, &["-N"]));
     let port = px.addr.port();
     let st = tokio::task::spawn_blocking(move || {
         Command::new("mosquitto_pub")
@@ -220,7 +225,7 @@ async fn finding_heavy_burst_is_fully_forwarded_recorded_and_judged() {
     .await;
     let n = 5_000;
     let topic = "/v1/BURST1/device/data";
-    let sub = subscriber(broker.port, topic, n, &[]);
+    let sub = tokio::task::block_in_place(|| subscriber(&broker, topic, n, &[]));
     let port = px.addr.port();
     tokio::task::spawn_blocking(move || {
         publish_lines(port, &["-q", "1"], topic, &status_reports_lacking_fields(n))

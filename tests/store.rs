@@ -318,7 +318,19 @@ fn sigkill_mid_traffic_keeps_everything_up_to_the_flush_window() {
             }
         }
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    // The flush window plus the time of a sync and of the writer thread (nice +10)
+    // getting a core: a CI run with two tests at once once took longer than 150 ms.
+    let window = edgetap::proxy::FLUSH_INTERVAL + Duration::from_millis(600);
+    // Traffic goes on until more than 20 messages were acknowledged longer than a
+    // window ago (the store must hold those after the kill), then the kill.
+    wait_until(
+        Duration::from_secs(30),
+        "more than 20 messages acknowledged longer than the flush window ago",
+        || {
+            let acked = acked.lock().unwrap();
+            acked.iter().filter(|(_, t)| t.elapsed() > window).count() > 20
+        },
+    );
     unsafe { libc::kill(proxy.id() as i32, libc::SIGKILL) };
     let killed = Instant::now();
     let _ = proxy.wait();
@@ -333,9 +345,6 @@ fn sigkill_mid_traffic_keeps_everything_up_to_the_flush_window() {
         "only {} messages went through",
         acked.len()
     );
-    // The flush window plus the time of a sync and of the writer thread (nice +10)
-    // getting a core: a CI run with two tests at once once took longer than 150 ms.
-    let window = edgetap::proxy::FLUSH_INTERVAL + Duration::from_millis(600);
     let must: Vec<u32> = acked
         .iter()
         .filter(|(_, t)| killed.duration_since(*t) > window)

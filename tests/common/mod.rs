@@ -97,10 +97,12 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
-/// mosquitto on 127.0.0.1:`port`, killed on drop.
+/// mosquitto on 127.0.0.1:`port`, killed on drop. It logs the subscriptions it
+/// takes, so that a test can wait for a client to subscribe.
 pub struct Mosquitto {
     child: Child,
     pub port: u16,
+    log: PathBuf,
 }
 
 impl Mosquitto {
@@ -111,7 +113,13 @@ impl Mosquitto {
 
     /// Starts mosquitto on `port` with extra listener configuration lines (TLS files…).
     pub fn with(port: u16, extra: &str) -> Mosquitto {
-        let conf = temp_dir("mosquitto").join("mosquitto.conf");
+        let dir = temp_dir("mosquitto");
+        let conf = dir.join("mosquitto.conf");
+        // Written by mosquitto, which started as root runs as user "mosquitto".
+        let log = dir.join("mosquitto.log");
+        std::fs::write(&log, "").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
         std::fs::write(
             &conf,
             // max_queued_messages 0: mosquitto drops a QoS 1 subscriber's messages
@@ -119,7 +127,10 @@ impl Mosquitto {
             // machine falls that far behind (a run counted 2,960 of 3,020 forwarded).
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 0\n{extra}"
+                 max_queued_messages 0\nlog_dest file {}\nlog_type error\n\
+                 log_type warning\nlog_type notice\nlog_type information\n\
+                 log_type subscribe\nlog_type unsubscribe\n{extra}",
+                log.display()
             ),
         )
         .unwrap();
@@ -130,7 +141,7 @@ impl Mosquitto {
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto must be installed (apt-get install mosquitto)");
-        let m = Mosquitto { child, port };
+        let m = Mosquitto { child, port, log };
         wait_until(
             Duration::from_secs(5),
             &format!("mosquitto to listen on {port}"),
@@ -143,6 +154,174 @@ impl Mosquitto {
     pub fn start() -> Mosquitto {
         Self::on(free_port())
     }
+
+    /// The topic filters clients subscribed to so far, as mosquitto logged them
+    /// ("1796631485: CLIENT QOS FILTER").
+    pub fn subscriptions(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                let (_, rest) = l.split_once(": ")?;
+                let f: Vec<&str> = rest.split(' ').collect();
+                (f.len() == 3 && ["0", "1", "2"].contains(&f[1])).then(|| f[2].to_string())
+            })
+            .collect()
+    }
+
+    /// Waits until some client has subscribed to a filter `topic` matches: a
+    /// message published on `topic` from then on reaches it.
+    pub fn wait_subscribed(&self, topic: &str) {
+        wait_until(
+            Duration::from_secs(20),
+            &format!("a client to subscribe to {topic} on mosquitto"),
+            || self.subscriptions().iter().any(|f| topic_matches(f, topic)),
+        );
+    }
+}
+
+/// Whether MQTT topic filter `filter` (with `+` and `#`) matches `topic`.
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    let mut t = topic.split('/');
+    for f in filter.split('/') {
+        match (f, t.next()) {
+            ("#", _) => return true,
+            ("+", Some(_)) => {}
+            (f, Some(level)) if f == level => {}
+            _ => return false,
+        }
+    }
+    t.next().is_none()
+}
+
+/// An MQTT client (3.1.1) subscribed to `filter` on 127.0.0.1:`port`, receiving on a
+/// thread of its own: it sees what a device or a sim publishes, so that a test can
+/// wait for that message.
+pub struct Watcher {
+    client: rumqttc::Client,
+    rx: std::sync::mpsc::Receiver<(String, Vec<u8>)>,
+}
+
+impl Watcher {
+    /// Returns once the broker acknowledged the subscription.
+    pub fn start(port: u16, filter: &str) -> Watcher {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let id = format!(
+            "edgetap-test-watch-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut o = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut connection) = rumqttc::Client::new(o, 64);
+        client
+            .subscribe(filter, rumqttc::QoS::AtLeastOnce)
+            .expect("the watcher's SUBSCRIBE is queued");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (sub_tx, sub_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use rumqttc::{Event, Packet};
+            for e in connection.iter() {
+                match e {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if tx.send((p.topic, p.payload.to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = sub_tx.send(());
+                    }
+                    Ok(_) => {}
+                    // Disconnected (by drop) or the broker gone: no reconnection.
+                    Err(_) => break,
+                }
+            }
+        });
+        sub_rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("the watcher did not subscribe to {filter} on {port}"));
+        Watcher { client, rx }
+    }
+
+    /// Waits until a message for which `want(topic, payload)` holds arrives; panics
+    /// naming `what` after `limit`.
+    pub fn wait_for(&self, limit: Duration, what: &str, mut want: impl FnMut(&str, &[u8]) -> bool) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok((topic, payload)) if want(&topic, &payload) => return,
+                Ok(_) => {}
+                Err(e) => panic!("waiting for {what}: {e} after {limit:?}"),
+            }
+        }
+    }
+
+    /// Waits for a message of type `msg_type` (the envelope's "type").
+    pub fn wait_for_type(&self, msg_type: &str) {
+        self.wait_for(
+            Duration::from_secs(20),
+            &format!("a {msg_type} message"),
+            |_, payload| {
+                serde_json::from_slice::<serde_json::Value>(payload)
+                    .is_ok_and(|v| v["type"] == msg_type)
+            },
+        );
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.client.disconnect();
+    }
+}
+
+/// Waits until the reference responder (`edgetap::sim::platform::respond`) on
+/// `broker` answers: it has subscribed. Asks with an EVENT_LINKUP of an edge of its
+/// own, again every 200 ms until the answer comes.
+pub async fn responder_ready(broker: &str) {
+    use edgetap::sim::{next_mid, request, topic, Link, Protocol};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let probe = format!(
+        "PROBE-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let (link, mut rx) = Link::connect(
+        broker,
+        &format!("{probe}-watch"),
+        Protocol::V4,
+        &[topic(&probe, "device", "response")],
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let linkup = request(
+        Some(next_mid()),
+        "EVENT_LINKUP",
+        Some(serde_json::json!({})),
+    );
+    let linkup = serde_json::to_vec(&linkup).unwrap();
+    let limit = Duration::from_secs(20);
+    let deadline = Instant::now() + limit;
+    loop {
+        link.publish(&topic(&probe, "device", "request"), linkup.clone())
+            .await
+            .unwrap();
+        // Before the responder subscribed, the link-up reached no one: ask again.
+        if let Ok(m) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+            m.expect("the probe's link is up");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for the reference responder to answer"
+        );
+    }
+    link.disconnect().await;
 }
 
 impl Drop for Mosquitto {
@@ -499,14 +678,14 @@ pub fn publish_lines(port: u16, extra: &[&str], topic: &str, lines: &str) {
 
 /// `edgetap sim platform --edge-id EDGE` (with the usual waits and `plan_args`)
 /// against `edgetap sim edge` with `edge_args` (faults, job timing), both through
-/// the broker on `port`: the plan's output once it ends.
+/// `broker`: the plan's output once it ends.
 pub fn plan_against_sim_edge(
-    port: u16,
+    broker: &Mosquitto,
     edge: &str,
     plan_args: &[&str],
     edge_args: &[&str],
 ) -> std::process::Output {
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", broker.port);
     let bin = env!("CARGO_BIN_EXE_edgetap");
     let plan = Command::new(bin)
         .args(["sim", "platform", "--broker", &addr, "--edge-id", edge])
@@ -523,8 +702,8 @@ pub fn plan_against_sim_edge(
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // The plan subscribes first; the edge then powers on.
-    std::thread::sleep(Duration::from_millis(800));
+    // The plan subscribes first (to its link-up among others); the edge then powers on.
+    broker.wait_subscribed(&format!("/v1/{edge}/device/request"));
     let mut sim_edge = Command::new(bin)
         .args(["sim", "edge", "--broker", &addr, "--edge-id", edge])
         .args(edge_args)
