@@ -154,7 +154,14 @@ async fn payloads_arrive_byte_identical_and_store_matches_analyze() {
     px.wait_closed(1).await;
     let (out, live) = px.finish().await;
     platform.disconnect().await.ok();
-    let pcap = dump.stop();
+    // The platform's connection ended (its event stream with it) before the
+    // reference capture stops.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while prx.recv().await.is_some() {}
+    })
+    .await
+    .expect("the platform's connection ends");
+    let pcap = tokio::task::block_in_place(|| dump.stop());
 
     let report = &out.report;
     assert_eq!(live, report.findings, "live findings are the report's");

@@ -575,14 +575,18 @@ impl Drop for ProxyProcess {
     }
 }
 
-/// tcpdump on loopback (`tcp port PORT`), for reference captures; stopped with SIGINT.
+/// tcpdump on loopback (`tcp port PORT`), for reference captures; stopped with SIGINT
+/// once it has written what the test sent ([`Tcpdump::stop`]).
 pub struct Tcpdump {
     child: Child,
     file: PathBuf,
+    /// Where [`Tcpdump::stop`] sends its markers (UDP, captured too).
+    marker_port: u16,
 }
 
 pub fn tcpdump(port: u16, file: PathBuf) -> Tcpdump {
     use std::io::BufRead;
+    let marker_port = free_port();
     let mut child = Command::new("tcpdump")
         .args([
             "-i",
@@ -596,7 +600,9 @@ pub fn tcpdump(port: u16, file: PathBuf) -> Tcpdump {
             "-w",
         ])
         .arg(&file)
-        .arg(format!("tcp port {port}"))
+        .arg(format!(
+            "tcp port {port} or (udp and dst host 127.0.0.1 and dst port {marker_port})"
+        ))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -612,16 +618,77 @@ pub fn tcpdump(port: u16, file: PathBuf) -> Tcpdump {
         }
     }
     std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-    Tcpdump { child, file }
+    Tcpdump {
+        child,
+        file,
+        marker_port,
+    }
 }
 
 impl Tcpdump {
+    /// Stops tcpdump once it has written every packet sent before: a UDP datagram
+    /// sent now (a marker; edgetap skips frames that are not TCP) is in the file
+    /// after them. A connection of the capture closed on one side only has packets
+    /// still to come (the other side's FIN): then another marker, until none is.
     pub fn stop(mut self) -> PathBuf {
-        std::thread::sleep(Duration::from_millis(300));
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut n = 0u32;
+        wait_until(
+            Duration::from_secs(30),
+            "the capture's half-closed connections to close",
+            || {
+                n += 1;
+                let marker = format!("edgetap-test-marker-{}-{n}", std::process::id());
+                udp.send_to(marker.as_bytes(), ("127.0.0.1", self.marker_port))
+                    .unwrap();
+                wait_until(
+                    Duration::from_secs(10),
+                    &format!("tcpdump to write marker {n} to {}", self.file.display()),
+                    || {
+                        std::fs::read(&self.file)
+                            .is_ok_and(|b| b.windows(marker.len()).any(|w| w == marker.as_bytes()))
+                    },
+                );
+                half_closed(&self.file) == Some(false)
+            },
+        );
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let _ = self.child.wait();
         self.file
     }
+}
+
+/// Whether a TCP connection of the pcap `file` (Ethernet frames, as tcpdump writes
+/// for lo) has a FIN from one side only, and no reset; `None` when the file does
+/// not read to its end (a packet being written).
+fn half_closed(file: &std::path::Path) -> Option<bool> {
+    use std::collections::{HashMap, HashSet};
+    let f = std::fs::File::open(file).ok()?;
+    let mut r = pcap_file::pcap::PcapReader::new(std::io::BufReader::new(f)).ok()?;
+    // Per connection (its two ports): the ports that sent a FIN; reset or not.
+    let mut fins: HashMap<(u16, u16), HashSet<u16>> = HashMap::new();
+    let mut reset: HashSet<(u16, u16)> = HashSet::new();
+    while let Some(p) = r.next_packet() {
+        let p = p.ok()?;
+        let Ok(s) = etherparse::SlicedPacket::from_ethernet(&p.data) else {
+            continue;
+        };
+        let Some(etherparse::TransportSlice::Tcp(t)) = s.transport else {
+            continue;
+        };
+        let (a, b) = (t.source_port(), t.destination_port());
+        let key = (a.min(b), a.max(b));
+        if t.rst() {
+            reset.insert(key);
+        }
+        if t.fin() {
+            fins.entry(key).or_default().insert(a);
+        }
+    }
+    Some(
+        fins.iter()
+            .any(|(key, sides)| sides.len() == 1 && !reset.contains(key)),
+    )
 }
 
 /// Waits until an `edgetap proxy` child (spawned with stderr piped) says it listens
