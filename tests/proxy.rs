@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::common;
 
-use bytes::BytesMut;
 use common::{free_port, tcpdump, temp_dir, Mosquitto, Proxy};
 use edgetap::finding::Finding;
+use edgetap::mqtt::encode;
 use edgetap::pipeline::Settings;
 use edgetap::proxy::ProxySettings;
 use edgetap::rules::RuleSet;
@@ -242,23 +242,15 @@ async fn payloads_arrive_byte_identical_and_store_matches_analyze() {
     assert_eq!(reference.summary.messages, report.summary.messages);
 }
 
-const CONNECT: &[u8] = &[
-    0x10, 0x10, // CONNECT, remaining length 16
-    0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name
-    0x04, // level 4 (3.1.1)
-    0x02, // clean session
-    0x00, 0x3c, // keep alive 60
-    0x00, 0x04, b'e', b'd', b'g', b'e', // client id "edge"
-];
-
-async fn connack(s: &mut TcpStream) -> [u8; 4] {
+/// The CONNACK a client reads (4 bytes), as read.
+async fn connack(s: &mut TcpStream) -> Vec<u8> {
     let mut b = [0u8; 4];
     // Generous: 500 connections at once on a loaded 2-core machine.
     tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut b))
         .await
         .expect("CONNACK in time")
         .expect("CONNACK");
-    b
+    b.to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,7 +267,7 @@ async fn upstream_refusing_closes_the_client_and_the_proxy_keeps_serving() {
     match TcpStream::connect(px.addr).await {
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
         Ok(mut c) => {
-            let _ = c.write_all(CONNECT).await;
+            let _ = c.write_all(&encode::connect("edge")).await;
             let mut b = [0u8; 16];
             let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b))
                 .await
@@ -287,8 +279,8 @@ async fn upstream_refusing_closes_the_client_and_the_proxy_keeps_serving() {
     drop(hold);
     let _broker = Mosquitto::on(port);
     let mut c = TcpStream::connect(px.addr).await.unwrap();
-    c.write_all(CONNECT).await.unwrap();
-    assert_eq!(connack(&mut c).await, [0x20, 0x02, 0x00, 0x00]);
+    c.write_all(&encode::connect("edge")).await.unwrap();
+    assert_eq!(connack(&mut c).await, encode::connack(false));
     drop(c);
     let (out, _) = px.finish().await;
     assert_eq!(out.accepted, 2);
@@ -309,15 +301,12 @@ async fn client_vanishing_mid_packet_is_a_finding_and_others_go_on() {
     )
     .await;
     let mut c = TcpStream::connect(px.addr).await.unwrap();
-    c.write_all(CONNECT).await.unwrap();
+    c.write_all(&encode::connect("edge")).await.unwrap();
     connack(&mut c).await;
-    let mut p = BytesMut::new();
-    rumqttc::mqttbytes::v4::Publish::new("data/x", QoS::AtMostOnce, vec![7u8; 200])
-        .write(&mut p)
-        .unwrap();
+    let p = encode::publish("data/x", &[7u8; 200]);
     // Half a PUBLISH, read by the proxy, then a reset.
     c.write_all(&p[..60]).await.unwrap();
-    let read = (CONNECT.len() + 4 + 60) as u64;
+    let read = (encode::connect("edge").len() + 4 + 60) as u64;
     common::wait_until_async(
         Duration::from_secs(20),
         "the proxy to read the CONNECT, the CONNACK and half a PUBLISH",
@@ -327,8 +316,8 @@ async fn client_vanishing_mid_packet_is_a_finding_and_others_go_on() {
     c.set_zero_linger().unwrap();
     drop(c);
     let mut c2 = TcpStream::connect(px.addr).await.unwrap();
-    c2.write_all(CONNECT).await.unwrap();
-    assert_eq!(connack(&mut c2).await, [0x20, 0x02, 0x00, 0x00]);
+    c2.write_all(&encode::connect("edge")).await.unwrap();
+    assert_eq!(connack(&mut c2).await, encode::connack(false));
     drop(c2);
     px.wait_closed(2).await;
     let (out, live) = px.finish().await;
@@ -353,7 +342,8 @@ async fn traffic_that_is_not_mqtt_is_named_once_and_forwarded() {
     let upgrade = "GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
                    Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
                    Sec-WebSocket-Protocol: mqtt\r\nSec-WebSocket-Version: 13\r\n\r\n";
-    // Bytes no MQTT packet starts with: type 0 is reserved.
+    // Bytes no MQTT packet starts with (type 0 is reserved): not a packet, on
+    // purpose, so written by hand.
     let mut noise = vec![0x0f, 0x00];
     noise.extend((0..3000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
     for bytes in [upgrade.as_bytes(), &noise] {
@@ -444,24 +434,21 @@ async fn five_hundred_concurrent_connections() {
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             let mut c = TcpStream::connect(addr).await.unwrap();
-            let id = format!("c{i:04}");
-            let mut pkt = BytesMut::new();
-            rumqttc::mqttbytes::v4::Connect::new(id)
-                .write(&mut pkt)
+            c.write_all(&encode::connect(&format!("c{i:04}")))
+                .await
                 .unwrap();
-            c.write_all(&pkt).await.unwrap();
             let ack = connack(&mut c).await;
             // All 500 are open at once before any leaves. Bounded: a connection
             // that failed would otherwise leave the other 499 waiting for ever.
             tokio::time::timeout(Duration::from_secs(60), barrier.wait())
                 .await
                 .expect("all 500 connections open within 60 s");
-            c.write_all(&[0xe0, 0x00]).await.unwrap(); // DISCONNECT
+            c.write_all(&encode::disconnect()).await.unwrap();
             ack
         }));
     }
     for t in tasks {
-        assert_eq!(t.await.unwrap(), [0x20, 0x02, 0x00, 0x00]);
+        assert_eq!(t.await.unwrap(), encode::connack(false));
     }
     px.wait_closed(n).await;
     let (out, _) = px.finish().await;
@@ -681,13 +668,8 @@ async fn bench_direct_vs_proxy() {
     let mut conns = vec![];
     for i in 0..1000 {
         let mut c = TcpStream::connect(("127.0.0.1", pport)).await.unwrap();
-        let mut b = BytesMut::new();
-        rumqttc::mqttbytes::v4::Connect::new(format!("rss{i}"))
-            .write(&mut b)
-            .unwrap();
-        rumqttc::mqttbytes::v4::Publish::new("bench/rss", QoS::AtMostOnce, payload.clone())
-            .write(&mut b)
-            .unwrap();
+        let mut b = encode::connect(&format!("rss{i}"));
+        b.extend(encode::publish("bench/rss", &payload));
         c.write_all(&b).await.unwrap();
         conns.push(c);
     }

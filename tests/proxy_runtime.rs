@@ -14,6 +14,7 @@ use common::{
     assert_reports_complete, free_port, publish_lines, temp_dir, wait_exit, wait_until, Mosquitto,
     Proxy,
 };
+use edgetap::mqtt::encode;
 use edgetap::pipeline::Settings;
 use edgetap::proxy::judge::MAX_KEPT_FINDINGS;
 use edgetap::proxy::ProxySettings;
@@ -82,7 +83,7 @@ async fn idle_timeout_closes_a_silent_half_open_connection() {
     .await;
     let mut c = TcpStream::connect(px.addr).await.unwrap();
     // CONNECT announcing 32 bytes, 6 sent; then nothing (a device that lost power,
-    // a half-open TCP connection).
+    // a half-open TCP connection). Unfinished on purpose, so written by hand.
     c.write_all(&[0x10, 0x20, 0x00, 0x04, b'M', b'Q'])
         .await
         .unwrap();
@@ -311,12 +312,8 @@ fn redirected_logs_have_no_colour_and_finding_lines_name_the_connection() {
     );
     // One connection held open: the next ones wait (a warning, once).
     let mut holder = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut connect = bytes::BytesMut::new();
-    rumqttc::mqttbytes::v4::Connect::new("holder")
-        .write(&mut connect)
-        .unwrap();
     use std::io::Write;
-    holder.write_all(&connect).unwrap();
+    holder.write_all(&encode::connect("holder")).unwrap();
     let mut ack = [0u8; 4];
     holder.read_exact(&mut ack).unwrap();
     let waiting: Vec<_> = (0..3)
@@ -328,7 +325,7 @@ fn redirected_logs_have_no_colour_and_finding_lines_name_the_connection() {
         || log("err.log").contains("connection limit reached"),
     );
     drop(waiting);
-    holder.write_all(&[0xe0, 0x00]).unwrap();
+    holder.write_all(&encode::disconnect()).unwrap();
     drop(holder);
     // The holder's connection, then the three that waited, accepted and closed.
     wait_until(
@@ -428,6 +425,7 @@ fn an_upstream_that_never_reads_is_named_and_does_not_hold_up_stopping() {
     let mut client = client.unwrap();
     let _held = held.join().unwrap().unwrap();
     // Far more than the loopback socket buffers hold; the writer blocks for good.
+    // (Filler bytes, not packets: the upstream reads none of them.)
     client
         .set_write_timeout(Some(Duration::from_millis(200)))
         .unwrap();

@@ -636,11 +636,9 @@ async fn tls_peer_closing_without_close_notify_is_a_close() {
         .connect(client.name, tcp)
         .await
         .expect("TLS handshake with the proxy");
-    let mut b = BytesMut::new();
-    rumqttc::mqttbytes::v4::Connect::new("no-notify")
-        .write(&mut b)
+    tls.write_all(&edgetap::mqtt::encode::connect("no-notify"))
+        .await
         .unwrap();
-    tls.write_all(&b).await.unwrap();
     let mut connack = [0u8; 4];
     tls.read_exact(&mut connack).await.unwrap();
     assert_eq!(connack[0], 0x20, "CONNACK");

@@ -12,6 +12,7 @@ use crate::common;
 use bytes::{Bytes, BytesMut};
 use common::{free_port, temp_dir, wait_until};
 use edgetap::finding::Side;
+use edgetap::mqtt::encode;
 use edgetap::pipeline::{Analyzer, PacketEvent, Settings, Sink};
 use edgetap::rules::RuleSet;
 use edgetap::store::replay::{feed, packet_record};
@@ -98,18 +99,6 @@ fn connect_with_login(id: &str, user: &str, pass: &str) -> Vec<u8> {
     b.to_vec()
 }
 
-fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    rumqttc::mqttbytes::v4::Publish::new(
-        topic,
-        rumqttc::mqttbytes::QoS::AtMostOnce,
-        payload.to_vec(),
-    )
-    .write(&mut b)
-    .unwrap();
-    b.to_vec()
-}
-
 fn data(side: Side, b: Vec<u8>) -> EventKind {
     EventKind::Data {
         side,
@@ -161,12 +150,12 @@ fn export_pcapng_tshark_counts_what_edgetap_counts_and_shows_findings() {
     let store = Store::open(&dir.join("store")).unwrap();
     let client: SocketAddr = "10.0.0.2:40000".parse().unwrap();
     let server: SocketAddr = "10.0.0.1:1883".parse().unwrap();
-    let mut connack = vec![0x20, 0x02, 0x00, 0x00];
+    let mut connack = encode::connack(false);
     let big: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
     // Two packets in one chunk, and one packet split over chunks.
-    let mut two = publish("data/a", b"one");
-    two.extend(publish("/v1/E1/device/request", br#"{"mid":1}"#));
-    let bigp = publish("data/big", &big);
+    let mut two = encode::publish("data/a", b"one");
+    two.extend(encode::publish("/v1/E1/device/request", br#"{"mid":1}"#));
+    let bigp = encode::publish("data/big", &big);
     let (head, tail) = bigp.split_at(70_000);
     let events = vec![
         (T0, 1, EventKind::Open { client, server }),
@@ -179,7 +168,7 @@ fn export_pcapng_tshark_counts_what_edgetap_counts_and_shows_findings() {
         (T0 + 30, 1, data(Side::Client, two)),
         (T0 + 40, 1, data(Side::Client, head.to_vec())),
         (T0 + 50, 1, data(Side::Client, tail.to_vec())),
-        (T0 + 60, 1, data(Side::Client, vec![0xe0, 0x00])),
+        (T0 + 60, 1, data(Side::Client, encode::disconnect())),
         (T0 + 70, 1, EventKind::Fin { side: Side::Client }),
         (T0 + 80, 1, EventKind::Fin { side: Side::Server }),
         (

@@ -13,6 +13,7 @@ use crate::common;
 use bytes::Bytes;
 use common::{free_port, publish_lines, temp_dir, wait_exit, wait_until, Mosquitto};
 use edgetap::finding::Side;
+use edgetap::mqtt::encode;
 use edgetap::store::{CaptureMeta, Event, EventKind, Store, WriteBatch};
 
 fn edgetap() -> Command {
@@ -241,18 +242,6 @@ fn data(seq: u64, bytes: Vec<u8>) -> Event {
     }
 }
 
-fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
-    let mut b = bytes::BytesMut::new();
-    rumqttc::mqttbytes::v4::Publish::new(
-        topic,
-        rumqttc::mqttbytes::QoS::AtMostOnce,
-        payload.to_vec(),
-    )
-    .write(&mut b)
-    .unwrap();
-    b.to_vec()
-}
-
 #[test]
 fn a_truncated_chunk_file_still_shows_and_exports_the_intact_part() {
     let dir = temp_dir("truncated");
@@ -262,10 +251,7 @@ fn a_truncated_chunk_file_still_shows_and_exports_the_intact_part() {
         ..CaptureMeta::default()
     };
     let cap = store.begin_capture(&mut meta).unwrap();
-    let mut connect = bytes::BytesMut::new();
-    rumqttc::mqttbytes::v4::Connect::new("E1")
-        .write(&mut connect)
-        .unwrap();
+    let connect = encode::connect("E1");
     let open = Event {
         time_us: 1_795_687_200_000_000,
         seq: 1,
@@ -281,9 +267,9 @@ fn a_truncated_chunk_file_still_shows_and_exports_the_intact_part() {
         let mut b = WriteBatch::default();
         if n == 0 {
             b.event(cap, &open);
-            b.event(cap, &data(2, connect.to_vec()));
+            b.event(cap, &data(2, connect.clone()));
         } else {
-            b.event(cap, &data(2 + n, publish(&format!("t/{n}"), b"{}")));
+            b.event(cap, &data(2 + n, encode::publish(&format!("t/{n}"), b"{}")));
         }
         store.write(b, &meta).unwrap();
         ends.push(std::fs::metadata(store.chunk_path(cap)).unwrap().len());
@@ -399,10 +385,11 @@ fn a_connect_password_never_reaches_the_disk_unless_asked() {
 }
 
 /// An MQTT 5 CONNECT with Authentication Data, a user name and a password, sent in two
-/// pieces 400 ms apart (the first piece goes to disk in a batch of its own, while
-/// the CONNECT is still incomplete), then an AUTH packet: none of the three secrets
-/// is in the store folder, neither half of any of them, and the capture still
-/// decodes to the CONNECT with its client id.
+/// pieces (the first piece goes to disk in a batch of its own, while the CONNECT is
+/// still incomplete), then an AUTH packet: none of the three secrets is in the store
+/// folder, neither half of any of them, and the capture still decodes to the CONNECT
+/// with its client id. Both packets are written by hand: `edgetap::mqtt::encode`
+/// writes MQTT 3.1.1, which has neither authentication properties nor AUTH.
 #[test]
 fn credentials_of_a_connect_sent_in_pieces_and_of_auth_never_reach_the_disk() {
     const AUTH_DATA: &[u8] = b"Qa1-auth-data-PART-Rb2-auth-data-END";
