@@ -424,7 +424,10 @@ impl Proxy {
 
 /// What a child process writes on a pipe, read by a thread as it comes, so that a
 /// test can wait for a line (and a pipe nobody reads never stalls the child).
-pub struct Output(Arc<(Mutex<(Vec<u8>, bool)>, std::sync::Condvar)>);
+pub struct Output(Arc<Pipe>);
+
+/// What came so far and whether the pipe closed; the condvar tells of each read.
+type Pipe = (Mutex<(Vec<u8>, bool)>, std::sync::Condvar);
 
 impl Output {
     pub fn read(mut pipe: impl std::io::Read + Send + 'static) -> Output {
