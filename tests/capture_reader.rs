@@ -292,7 +292,7 @@ fn midstream_capture_starts_with_the_server_direction() {
 }
 
 /// Throughput on a big capture: `EDGETAP_BENCH_PCAP=big.pcap cargo test --release
-/// --test capture_reader -- --ignored --nocapture`.
+/// --test tests capture_reader::bench -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn bench_capture_from_env() {

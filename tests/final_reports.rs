@@ -4,9 +4,8 @@
 
 use std::io::Read as _;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-mod common;
+use crate::common;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_edgetap")
@@ -27,28 +26,21 @@ fn stop(proxy: &mut std::process::Child) -> (std::process::ExitStatus, String) {
 }
 
 /// `edgetap proxy` toward `broker`, recording into `store`, with `extra` flags,
-/// listening: the child and its port.
-fn proxy_into(broker: u16, store: &std::path::Path, extra: &[&str]) -> (std::process::Child, u16) {
-    let port = common::free_port();
-    let mut proxy = Command::new(bin())
-        .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--upstream", &format!("127.0.0.1:{broker}")])
-        .arg("--store")
-        .arg(store)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    common::wait_proxy_listening(&mut proxy, port);
-    (proxy, port)
+/// listening.
+fn proxy_into(broker: u16, store: &std::path::Path, extra: &[&str]) -> common::ProxyProcess {
+    common::ProxyProcess::start(|c| {
+        c.args(["--upstream", &format!("127.0.0.1:{broker}")])
+            .arg("--store")
+            .arg(store)
+            .args(extra);
+    })
 }
 
 #[test]
 fn sim_platform_report_takes_the_filters_and_each() {
     let m = common::Mosquitto::start();
     let out = common::plan_against_sim_edge(
-        m.port,
+        &m,
         "SHOWN1",
         &["--rule", "reply.code", "--each"],
         &[
@@ -80,7 +72,8 @@ fn the_proxy_final_report_takes_the_filters() {
     let m = common::Mosquitto::start();
     let store = common::temp_dir("shown-proxy").join("store");
     let extra = ["--severity", "error", "--disable", "topic.missing_slash"];
-    let (mut proxy, port) = proxy_into(m.port, &store, &extra);
+    let proxy = proxy_into(m.port, &store, &extra);
+    let port = proxy.port;
     let ts = edgetap::sim::cst_now();
     // An error (container a number, table 36), and a warning (no leading slash).
     common::publish_lines(
@@ -97,8 +90,8 @@ fn the_proxy_final_report_takes_the_filters() {
         "v1/P1/device/request",
         &format!("{{\"mid\":1000000000020036,\"type\":\"EVENT_LINKUP\",\"timestamp\":\"{ts}\"}}\n"),
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let (status, out) = stop(&mut proxy);
+    proxy.wait_closed(2);
+    let (status, out, _) = proxy.stop();
     assert_eq!(status.code(), Some(1), "{out}");
     let report = &out[out.find("edgetap test record").expect("the final report")..];
     assert!(report.contains("[t36.CMD_CON_START]"), "{report}");
@@ -148,7 +141,8 @@ fn a_proxy_that_judged_nothing_exits_3_saying_why() {
 fn the_proxy_final_report_cites_the_frames_analyze_capture_cites() {
     let m = common::Mosquitto::start();
     let store = common::temp_dir("numbering-proxy").join("store");
-    let (mut proxy, port) = proxy_into(m.port, &store, &["--each", "--rule", "t36.CMD_CON_START"]);
+    let proxy = proxy_into(m.port, &store, &["--each", "--rule", "t36.CMD_CON_START"]);
+    let port = proxy.port;
     let ts = edgetap::sim::cst_now();
     common::publish_lines(
         port,
@@ -158,8 +152,8 @@ fn the_proxy_final_report_cites_the_frames_analyze_capture_cites() {
             "{{\"mid\":1000000000020035,\"type\":\"CMD_CON_START\",\"timestamp\":\"{ts}\",\"param\":{{\"container\":1}}}}\n"
         ),
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let (_, out) = stop(&mut proxy);
+    proxy.wait_closed(1);
+    let (_, out, _) = proxy.stop();
     let report = &out[out.find("edgetap test record").expect("the final report")..];
     let at = report
         .find("[t36.CMD_CON_START] packet ")

@@ -14,11 +14,11 @@
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-mod common;
+use crate::common;
 
-use common::{free_port, sim_edge_command, tcpdump, temp_dir, Mosquitto};
+use common::{free_port, sim_edge_command, tcpdump, temp_dir, wait_until, Mosquitto};
 use serde_json::Value;
 
 fn edgetap() -> Command {
@@ -332,11 +332,11 @@ fn dechunk(mut s: &str) -> String {
 }
 
 fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        &format!("something to listen on {port}"),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
 }
 
 /// `edgetap proxy --http`: the live page in Chromium, the API with a filter, the
@@ -370,21 +370,17 @@ fn the_proxy_serves_the_record_live_with_a_json_api_and_metrics() {
     );
     common::publish_lines(listen, &[], "/v1/LV2/device/request", "{\"mid\":9}\n");
     // The analysis thread publishes its counters within a flush interval.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let captures: Value = loop {
-        let (code, _, body) = get(http, "/api/captures", None);
-        assert_eq!(code, 200, "{body}");
-        let v: Value = serde_json::from_str(&body).unwrap();
-        // (A third connection was the check that the proxy listens.)
-        if v[0]["messages"] == 2 && v[0]["connections"].as_u64().unwrap() >= 2 {
-            break v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the live view did not catch up: {v}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let mut captures = Value::Null;
+    wait_until(
+        Duration::from_secs(10),
+        "the live view to count both connections' messages",
+        || {
+            let (code, _, body) = get(http, "/api/captures", None);
+            assert_eq!(code, 200, "{body}");
+            captures = serde_json::from_str(&body).unwrap();
+            captures[0]["messages"] == 2 && captures[0]["connections"].as_u64().unwrap() >= 2
+        },
+    );
     assert_eq!(captures[0]["running"], true);
     let capture_id = captures[0]["id"].as_u64().unwrap();
 
@@ -552,8 +548,10 @@ fn a_replay_record_shows_its_exchanges_and_the_live_sessions_chart() {
         .arg(&rec));
     assert_eq!(plan.status.code(), Some(0), "the recorded plan passes");
     drop(recorded);
+    // The live edge is online (linked up) before the replay starts.
+    let linkup = common::Watcher::start(broker.port, "/v1/RP2/device/request");
     let _live = sim_edge("RP2", Some("wrong-code"));
-    std::thread::sleep(Duration::from_millis(1500));
+    linkup.wait_for_type("EVENT_LINKUP");
     let out = run(edgetap()
         .arg("replay")
         .arg(&rec)

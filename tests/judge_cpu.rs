@@ -1,7 +1,9 @@
-//! `proxy --judge-cpu`: the live judge's CPU cap. A test binary of its own, so that
-//! the only judge thread in the process is this test's.
+//! `proxy --judge-cpu`: the live judge's CPU cap. The test measures the CPU time of
+//! the judge thread of its process, so that thread must be the only one: the test
+//! binary runs other tests' proxies beside it, so the test runs itself again in a
+//! process of its own (the test binary, only this test selected).
 
-mod common;
+use crate::common;
 
 use common::{assert_reports_complete, publish_lines, temp_dir, Mosquitto, Proxy};
 use std::sync::Arc;
@@ -38,11 +40,42 @@ fn judge_cpu_ms() -> u64 {
     ms.expect("the judge thread is running")
 }
 
+/// Set in the process that runs the test alone.
+const ALONE: &str = "EDGETAP_TEST_JUDGE_CPU_ALONE";
+
+/// Runs `test` (a test of this module) in a process of its own, the test binary with
+/// only it selected; fails with that process's output when it fails.
+async fn in_a_process_of_its_own(test: &str) {
+    let name = format!("{}::{test}", module_path!());
+    // The test harness names tests by their path inside the crate.
+    let name = name.split_once("::").map_or(name.as_str(), |(_, n)| n);
+    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--test-threads=1"])
+        .env(ALONE, "1")
+        .output()
+        .await
+        .expect("run the test binary");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{name} alone:\n{text}");
+    assert!(
+        text.contains("1 passed"),
+        "{name} did not run alone:\n{text}"
+    );
+}
+
 /// A judge held to a tiny CPU share (`--judge-cpu`) falls behind a burst and skips
 /// (the live view says how many); recording and forwarding are not held back, and
 /// the final report, judged again from the store, still has every finding.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capped_judge_skips_live_and_the_final_report_is_complete() {
+    if std::env::var_os(ALONE).is_none() {
+        in_a_process_of_its_own("capped_judge_skips_live_and_the_final_report_is_complete").await;
+        return;
+    }
     let broker = Mosquitto::start();
     let dir = temp_dir("judge-cpu");
     let view = edgetap::proxy::judge::View::default();

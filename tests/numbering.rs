@@ -11,7 +11,7 @@ use edgetap::proxy::ProxySettings;
 use edgetap::store::Store;
 use serde_json::Value;
 
-mod common;
+use crate::common;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_edgetap")
@@ -160,7 +160,7 @@ async fn a_stored_finding_cites_the_frame_of_the_pcapng_export() {
     })
     .await
     .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    px.wait_closed(2).await;
     let (outcome, _) = px.finish().await;
     let id = outcome.capture.unwrap().to_string();
     drop(outcome);

@@ -216,7 +216,8 @@ fn an_opening_cut_by_a_gap_is_named_by_its_bytes() {
     let mut a = analyzer(1 << 20);
     let mut s = Collector::default();
     a.open(1, None, None, false);
-    // A PUBLISH header announcing 16 bytes, 3 of them seen.
+    // A PUBLISH header announcing 16 bytes, 3 of them seen (cut on purpose, so
+    // written by hand).
     a.data(1, Side::Client, T0, 1, &[0x30, 0x10, 0x00], &mut s);
     a.gap(1, Side::Client, T0, 2, 15, &mut s);
     a.data(
@@ -360,6 +361,7 @@ fn deferred_judging_finds_what_direct_judging_finds() {
             );
             mid(a, i);
         }
+        // A PUBLISH the input ends inside (cut on purpose, so written by hand).
         a.data(1, Side::Client, T0 + 9000, 9, &[0x30, 0x05, 0x00], s);
         a.finish(s);
     };
@@ -545,7 +547,8 @@ fn a_redelivery_whose_first_sending_was_not_seen_is_judged_once() {
     assert_eq!(a.stats().messages, 1);
     // The edge acknowledges it; id 7 is free again, and a command the broker sends
     // with it later is a new message (in flight ids only: the set stays small).
-    a.data(1, Side::Client, T0, 3, &[0x40, 0x02, 0x00, 0x07], &mut s);
+    let puback = edgetap::mqtt::encode::puback(7);
+    a.data(1, Side::Client, T0, 3, &puback, &mut s);
     let cmd2 = r#"{"mid":10,"type":"CMD_SYS_STATUS","timestamp":"2026-11-26 18:00:01"}"#;
     let next = publish_qos1("/v1/E1/device/command", cmd2, 7, true);
     a.data(1, Side::Server, T0, 3, &next, &mut s);

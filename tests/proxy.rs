@@ -6,11 +6,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 
-use bytes::BytesMut;
 use common::{free_port, tcpdump, temp_dir, Mosquitto, Proxy};
 use edgetap::finding::Finding;
+use edgetap::mqtt::encode;
 use edgetap::pipeline::Settings;
 use edgetap::proxy::ProxySettings;
 use edgetap::rules::RuleSet;
@@ -20,16 +20,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-async fn proxy(upstream: String, store: Option<Store>) -> Proxy {
-    let settings = ProxySettings {
+fn settings(upstream: String) -> ProxySettings {
+    ProxySettings {
         upstream,
         name: "test".into(),
         max_connections: 1024,
         // The 1 MiB payload below is judged whole (the analysis buffer is the budget).
         max_buffered: 4 << 20,
         ..ProxySettings::default()
-    };
-    Proxy::start(settings, store).await
+    }
+}
+
+async fn proxy(upstream: String, store: Option<Store>) -> Proxy {
+    Proxy::start(settings(upstream), store).await
 }
 
 /// A rumqttc client whose events arrive on a channel.
@@ -148,10 +151,17 @@ async fn payloads_arrive_byte_identical_and_store_matches_analyze() {
         wait_for(&mut erx, "PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
     }
     edge.disconnect().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    px.wait_closed(1).await;
     let (out, live) = px.finish().await;
     platform.disconnect().await.ok();
-    let pcap = dump.stop();
+    // The platform's connection ended (its event stream with it) before the
+    // reference capture stops.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while prx.recv().await.is_some() {}
+    })
+    .await
+    .expect("the platform's connection ends");
+    let pcap = tokio::task::block_in_place(|| dump.stop());
 
     let report = &out.report;
     assert_eq!(live, report.findings, "live findings are the report's");
@@ -232,23 +242,15 @@ async fn payloads_arrive_byte_identical_and_store_matches_analyze() {
     assert_eq!(reference.summary.messages, report.summary.messages);
 }
 
-const CONNECT: &[u8] = &[
-    0x10, 0x10, // CONNECT, remaining length 16
-    0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name
-    0x04, // level 4 (3.1.1)
-    0x02, // clean session
-    0x00, 0x3c, // keep alive 60
-    0x00, 0x04, b'e', b'd', b'g', b'e', // client id "edge"
-];
-
-async fn connack(s: &mut TcpStream) -> [u8; 4] {
+/// The CONNACK a client reads (4 bytes), as read.
+async fn connack(s: &mut TcpStream) -> Vec<u8> {
     let mut b = [0u8; 4];
     // Generous: 500 connections at once on a loaded 2-core machine.
     tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut b))
         .await
         .expect("CONNACK in time")
         .expect("CONNACK");
-    b
+    b.to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,7 +267,7 @@ async fn upstream_refusing_closes_the_client_and_the_proxy_keeps_serving() {
     match TcpStream::connect(px.addr).await {
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
         Ok(mut c) => {
-            let _ = c.write_all(CONNECT).await;
+            let _ = c.write_all(&encode::connect("edge")).await;
             let mut b = [0u8; 16];
             let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b))
                 .await
@@ -277,8 +279,8 @@ async fn upstream_refusing_closes_the_client_and_the_proxy_keeps_serving() {
     drop(hold);
     let _broker = Mosquitto::on(port);
     let mut c = TcpStream::connect(px.addr).await.unwrap();
-    c.write_all(CONNECT).await.unwrap();
-    assert_eq!(connack(&mut c).await, [0x20, 0x02, 0x00, 0x00]);
+    c.write_all(&encode::connect("edge")).await.unwrap();
+    assert_eq!(connack(&mut c).await, encode::connack(false));
     drop(c);
     let (out, _) = px.finish().await;
     assert_eq!(out.accepted, 2);
@@ -288,24 +290,36 @@ async fn upstream_refusing_closes_the_client_and_the_proxy_keeps_serving() {
 async fn client_vanishing_mid_packet_is_a_finding_and_others_go_on() {
     let port = free_port();
     let _broker = Mosquitto::on(port);
-    let px = proxy(format!("127.0.0.1:{port}"), None).await;
+    // The live view's byte counter tells when the proxy has read what was sent.
+    let view = Arc::new(edgetap::live::LiveView::new(Arc::new(RuleSet::builtin())));
+    let px = Proxy::start(
+        ProxySettings {
+            live: Some(view.clone()),
+            ..settings(format!("127.0.0.1:{port}"))
+        },
+        None,
+    )
+    .await;
     let mut c = TcpStream::connect(px.addr).await.unwrap();
-    c.write_all(CONNECT).await.unwrap();
+    c.write_all(&encode::connect("edge")).await.unwrap();
     connack(&mut c).await;
-    let mut p = BytesMut::new();
-    rumqttc::mqttbytes::v4::Publish::new("data/x", QoS::AtMostOnce, vec![7u8; 200])
-        .write(&mut p)
-        .unwrap();
-    // Half a PUBLISH, then a reset.
+    let p = encode::publish("data/x", &[7u8; 200]);
+    // Half a PUBLISH, read by the proxy, then a reset.
     c.write_all(&p[..60]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let read = (encode::connect("edge").len() + 4 + 60) as u64;
+    common::wait_until_async(
+        Duration::from_secs(20),
+        "the proxy to read the CONNECT, the CONNACK and half a PUBLISH",
+        || view.counters().bytes >= read,
+    )
+    .await;
     c.set_zero_linger().unwrap();
     drop(c);
     let mut c2 = TcpStream::connect(px.addr).await.unwrap();
-    c2.write_all(CONNECT).await.unwrap();
-    assert_eq!(connack(&mut c2).await, [0x20, 0x02, 0x00, 0x00]);
+    c2.write_all(&encode::connect("edge")).await.unwrap();
+    assert_eq!(connack(&mut c2).await, encode::connack(false));
     drop(c2);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    px.wait_closed(2).await;
     let (out, live) = px.finish().await;
     assert!(
         live.iter()
@@ -328,7 +342,8 @@ async fn traffic_that_is_not_mqtt_is_named_once_and_forwarded() {
     let upgrade = "GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
                    Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
                    Sec-WebSocket-Protocol: mqtt\r\nSec-WebSocket-Version: 13\r\n\r\n";
-    // Bytes no MQTT packet starts with: type 0 is reserved.
+    // Bytes no MQTT packet starts with (type 0 is reserved): not a packet, on
+    // purpose, so written by hand.
     let mut noise = vec![0x0f, 0x00];
     noise.extend((0..3000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
     for bytes in [upgrade.as_bytes(), &noise] {
@@ -350,7 +365,7 @@ async fn traffic_that_is_not_mqtt_is_named_once_and_forwarded() {
         .output()
         .expect("mosquitto_pub (apt-get install mosquitto-clients)");
     assert!(out.status.success(), "{out:?}");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    px.wait_closed(3).await;
     let (out, _live) = px.finish().await;
     let r = out.report;
     assert_eq!(r.summary.connections, 3);
@@ -386,6 +401,8 @@ async fn traffic_that_is_not_mqtt_is_named_once_and_forwarded() {
     assert_eq!(r.summary.messages, 1);
 }
 
+/// Raises the open-file limit to 8192 (or the hard limit): for the whole test
+/// process, so it never lowers a higher limit the other tests run with.
 fn raise_fd_limit() {
     unsafe {
         let mut l = libc::rlimit {
@@ -393,7 +410,7 @@ fn raise_fd_limit() {
             rlim_max: 0,
         };
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
-        l.rlim_cur = l.rlim_max.min(8192);
+        l.rlim_cur = l.rlim_cur.max(l.rlim_max.min(8192));
         libc::setrlimit(libc::RLIMIT_NOFILE, &l);
     }
 }
@@ -417,26 +434,23 @@ async fn five_hundred_concurrent_connections() {
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             let mut c = TcpStream::connect(addr).await.unwrap();
-            let id = format!("c{i:04}");
-            let mut pkt = BytesMut::new();
-            rumqttc::mqttbytes::v4::Connect::new(id)
-                .write(&mut pkt)
+            c.write_all(&encode::connect(&format!("c{i:04}")))
+                .await
                 .unwrap();
-            c.write_all(&pkt).await.unwrap();
             let ack = connack(&mut c).await;
             // All 500 are open at once before any leaves. Bounded: a connection
             // that failed would otherwise leave the other 499 waiting for ever.
             tokio::time::timeout(Duration::from_secs(60), barrier.wait())
                 .await
                 .expect("all 500 connections open within 60 s");
-            c.write_all(&[0xe0, 0x00]).await.unwrap(); // DISCONNECT
+            c.write_all(&encode::disconnect()).await.unwrap();
             ack
         }));
     }
     for t in tasks {
-        assert_eq!(t.await.unwrap(), [0x20, 0x02, 0x00, 0x00]);
+        assert_eq!(t.await.unwrap(), encode::connack(false));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    px.wait_closed(n).await;
     let (out, _) = px.finish().await;
     assert_eq!(out.report.summary.connections, n as u64);
     // CONNECT, CONNACK, DISCONNECT each.
@@ -466,7 +480,7 @@ async fn mqtt_31_311_and_5_clients_pass_through() {
             .expect("mosquitto_pub must be installed (apt-get install mosquitto-clients)");
         assert!(st.success(), "mosquitto_pub -V {v} through the proxy");
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    px.wait_closed(3).await;
     let (out, _) = px.finish().await;
     let store = out.store.unwrap();
     let packets: Vec<_> = store
@@ -536,9 +550,12 @@ async fn bench_direct_vs_proxy() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    while std::net::TcpStream::connect(("127.0.0.1", pport)).is_err() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_until_async(
+        Duration::from_secs(10),
+        &format!("the proxy to listen on {pport}"),
+        || std::net::TcpStream::connect(("127.0.0.1", pport)).is_ok(),
+    )
+    .await;
     let payload = vec![0x5au8; 1024];
     let mut results = vec![];
     // BENCH_PAIRS direct/proxied pairs, taking turns: on shared cores one run varies
@@ -601,7 +618,15 @@ async fn bench_direct_vs_proxy() {
         results.push((label, rate, p50, p99));
         publ.disconnect().await.ok();
         sub.disconnect().await.ok();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The next turn starts once both clients' connections ended (their event
+        // streams end with them).
+        for rx in [&mut prx, &mut srx] {
+            tokio::time::timeout(Duration::from_secs(20), async {
+                while rx.recv().await.is_some() {}
+            })
+            .await
+            .expect("the bench clients' connections end");
+        }
     }
     let best = |l: &str, f: fn(&(&str, f64, u64, u64)) -> f64| {
         results
@@ -633,23 +658,31 @@ async fn bench_direct_vs_proxy() {
         min("proxy", |r| r.3 as f64) - min("direct", |r| r.3 as f64)
     );
     // Peak RSS with 1,000 connections open through the proxy, each with a PUBLISH.
+    let (rss_sub, mut rss_rx) = client("sub-rss", port);
+    wait_for(&mut rss_rx, "CONNACK", |p| matches!(p, Packet::ConnAck(_))).await;
+    rss_sub
+        .subscribe("bench/rss", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    wait_for(&mut rss_rx, "SUBACK", |p| matches!(p, Packet::SubAck(_))).await;
     let mut conns = vec![];
     for i in 0..1000 {
         let mut c = TcpStream::connect(("127.0.0.1", pport)).await.unwrap();
-        let mut b = BytesMut::new();
-        rumqttc::mqttbytes::v4::Connect::new(format!("rss{i}"))
-            .write(&mut b)
-            .unwrap();
-        rumqttc::mqttbytes::v4::Publish::new("bench/rss", QoS::AtMostOnce, payload.clone())
-            .write(&mut b)
-            .unwrap();
+        let mut b = encode::connect(&format!("rss{i}"));
+        b.extend(encode::publish("bench/rss", &payload));
         c.write_all(&b).await.unwrap();
         conns.push(c);
     }
     for c in conns.iter_mut() {
         connack(c).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The peak is read once every PUBLISH went through the proxy.
+    for _ in 0..1000 {
+        wait_for(&mut rss_rx, "a bench/rss PUBLISH", |p| {
+            matches!(p, Packet::Publish(_))
+        })
+        .await;
+    }
     let status = std::fs::read_to_string(format!("/proc/{}/status", px.id())).unwrap();
     let hwm = status
         .lines()

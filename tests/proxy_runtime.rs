@@ -8,9 +8,13 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 
-use common::{assert_reports_complete, free_port, publish_lines, temp_dir, Mosquitto, Proxy};
+use common::{
+    assert_reports_complete, free_port, publish_lines, temp_dir, wait_exit, wait_until, Mosquitto,
+    Proxy,
+};
+use edgetap::mqtt::encode;
 use edgetap::pipeline::Settings;
 use edgetap::proxy::judge::MAX_KEPT_FINDINGS;
 use edgetap::proxy::ProxySettings;
@@ -38,12 +42,17 @@ fn ends(store: &Store, id: u64) -> Vec<String> {
         .collect()
 }
 
-/// `mosquitto_sub` on the broker, stopping after `count` messages; its output.
-fn subscriber(port: u16, topic: &str, count: usize, extra: &[&str]) -> std::process::Child {
+/// `mosquitto_sub` on `broker`, stopping after `count` messages, once subscribed.
+fn subscriber(
+    broker: &Mosquitto,
+    topic: &str,
+    count: usize,
+    extra: &[&str],
+) -> std::process::Child {
     let child = Command::new("mosquitto_sub")
         .args([
             "-p",
-            &port.to_string(),
+            &broker.port.to_string(),
             "-t",
             topic,
             "-C",
@@ -54,8 +63,7 @@ fn subscriber(port: u16, topic: &str, count: usize, extra: &[&str]) -> std::proc
         .stdout(Stdio::piped())
         .spawn()
         .expect("mosquitto_sub must be installed (apt-get install mosquitto-clients)");
-    // Subscribed once mosquitto lists it: give it the time of a round trip.
-    std::thread::sleep(Duration::from_millis(300));
+    broker.wait_subscribed(topic);
     child
 }
 
@@ -75,7 +83,7 @@ async fn idle_timeout_closes_a_silent_half_open_connection() {
     .await;
     let mut c = TcpStream::connect(px.addr).await.unwrap();
     // CONNECT announcing 32 bytes, 6 sent; then nothing (a device that lost power,
-    // a half-open TCP connection).
+    // a half-open TCP connection). Unfinished on purpose, so written by hand.
     c.write_all(&[0x10, 0x20, 0x00, 0x04, b'M', b'Q'])
         .await
         .unwrap();
@@ -127,7 +135,8 @@ async fn oversize_packet_is_forwarded_byte_for_byte_and_judged_from_its_header()
         .collect();
     let file = dir.join("big.bin");
     std::fs::write(&file, &big).unwrap();
-    let sub = subscriber(broker.port, "/v1/BIG1/device/data", 1, &["-N"]);
+    let sub =
+        tokio::task::block_in_place(|| subscriber(&broker, "/v1/BIG1/device/data", 1, &["-N"]));
     let port = px.addr.port();
     let st = tokio::task::spawn_blocking(move || {
         Command::new("mosquitto_pub")
@@ -217,7 +226,7 @@ async fn finding_heavy_burst_is_fully_forwarded_recorded_and_judged() {
     .await;
     let n = 5_000;
     let topic = "/v1/BURST1/device/data";
-    let sub = subscriber(broker.port, topic, n, &[]);
+    let sub = tokio::task::block_in_place(|| subscriber(&broker, topic, n, &[]));
     let port = px.addr.port();
     tokio::task::spawn_blocking(move || {
         publish_lines(port, &["-q", "1"], topic, &status_reports_lacking_fields(n))
@@ -292,34 +301,38 @@ fn redirected_logs_have_no_colour_and_finding_lines_name_the_connection() {
         .stderr(err_file)
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    // The readiness probe is a connection of its own: wait for it to be closed.
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "proxy not listening"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(200));
+    let log = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    // The line it prints once bound (a connection to check would take the one
+    // connection allowed).
+    let listening = format!("edgetap proxy: 127.0.0.1:{port} ");
+    wait_until(
+        Duration::from_secs(10),
+        "the proxy to say it listens",
+        || log("err.log").contains(&listening),
+    );
     // One connection held open: the next ones wait (a warning, once).
     let mut holder = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut connect = bytes::BytesMut::new();
-    rumqttc::mqttbytes::v4::Connect::new("holder")
-        .write(&mut connect)
-        .unwrap();
     use std::io::Write;
-    holder.write_all(&connect).unwrap();
+    holder.write_all(&encode::connect("holder")).unwrap();
     let mut ack = [0u8; 4];
     holder.read_exact(&mut ack).unwrap();
     let waiting: Vec<_> = (0..3)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(
+        Duration::from_secs(10),
+        "the proxy to warn that it reached its connection limit",
+        || log("err.log").contains("connection limit reached"),
+    );
     drop(waiting);
-    holder.write_all(&[0xe0, 0x00]).unwrap();
+    holder.write_all(&encode::disconnect()).unwrap();
     drop(holder);
-    std::thread::sleep(Duration::from_millis(300));
+    // The holder's connection, then the three that waited, accepted and closed.
+    wait_until(
+        Duration::from_secs(10),
+        "the proxy to see the held and the waiting connections close",
+        || common::closed_lines(&log("out.log")) >= 4,
+    );
     // Findings: two reports lacking table 10 fields, from a known client id.
     publish_lines(
         port,
@@ -327,7 +340,11 @@ fn redirected_logs_have_no_colour_and_finding_lines_name_the_connection() {
         "/v1/LOG1/device/data",
         &status_reports_lacking_fields(2),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(
+        Duration::from_secs(10),
+        "the proxy to see the publisher's connection close",
+        || common::closed_lines(&log("out.log")) >= 5,
+    );
     unsafe { libc::kill(px.id() as i32, libc::SIGTERM) };
     px.wait().unwrap();
     let stdout = std::fs::read_to_string(dir.join("out.log")).unwrap();
@@ -400,19 +417,15 @@ fn an_upstream_that_never_reads_is_named_and_does_not_hold_up_stopping() {
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    let mut client = loop {
-        if let Ok(c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            break c;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "proxy not listening"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut client = None;
+    wait_until(Duration::from_secs(10), "the proxy to listen", || {
+        client = std::net::TcpStream::connect(("127.0.0.1", port)).ok();
+        client.is_some()
+    });
+    let mut client = client.unwrap();
     let _held = held.join().unwrap().unwrap();
     // Far more than the loopback socket buffers hold; the writer blocks for good.
+    // (Filler bytes, not packets: the upstream reads none of them.)
     client
         .set_write_timeout(Some(Duration::from_millis(200)))
         .unwrap();
@@ -431,18 +444,12 @@ fn an_upstream_that_never_reads_is_named_and_does_not_hold_up_stopping() {
             && warned.contains("waits for it (not for edgetap)"),
         "no wait warning naming the upstream:\n{warned}"
     );
-    let stopping = Instant::now();
     unsafe { libc::kill(px.id() as i32, libc::SIGTERM) };
-    let status = loop {
-        if let Some(s) = px.try_wait().unwrap() {
-            break s;
-        }
-        if stopping.elapsed() > Duration::from_secs(10) {
-            let _ = px.kill();
-            panic!("the proxy did not stop within 10 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(
+        &mut px,
+        Duration::from_secs(10),
+        "the proxy to stop after SIGTERM",
+    );
     assert!(status.code().is_some(), "{status:?}");
     let store = Store::open(&dir.join("store")).unwrap();
     let meta = store.capture(1).unwrap();

@@ -12,12 +12,12 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-mod common;
+use crate::common;
 
 use bytes::BytesMut;
-use common::{free_port, temp_dir, Mosquitto, Proxy};
+use common::{free_port, temp_dir, wait_until, Mosquitto, Proxy};
 use edgetap::finding::Finding;
 use edgetap::proxy::tls::{server_config, upstream_config, TlsSettings};
 use edgetap::proxy::ProxySettings;
@@ -214,8 +214,6 @@ async fn round_trip_over_tls(port: u16, ca: &Path) {
         .unwrap();
     assert_eq!(wait_publish(&mut rx, "data/binary").await, binary);
     c.disconnect().await.unwrap();
-    // Let the DISCONNECT through before the proxy stops.
-    tokio::time::sleep(Duration::from_millis(200)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,6 +225,8 @@ async fn tls_not_terminated_is_forwarded_untouched_and_not_decodable() {
     let p = Proxy::start(settings(format!("127.0.0.1:{}", broker.port)), Some(store)).await;
     // The client's TLS goes through to mosquitto: the proxy only forwards.
     round_trip_over_tls(p.addr.port(), &certs.ca).await;
+    // The DISCONNECT through before the proxy stops.
+    p.wait_closed(1).await;
     let (out, live) = p.finish().await;
     let rules = rules_of(&live);
     assert_eq!(
@@ -322,6 +322,7 @@ async fn tls_terminated_and_reoriginated_is_decoded() {
     };
     let p = proxy(s).await;
     round_trip_over_tls(p.addr.port(), &certs.ca).await;
+    p.wait_closed(1).await;
     let (out, live) = p.finish().await;
     let rules = rules_of(&live);
     assert!(
@@ -369,11 +370,11 @@ fn rumqttd_ws() -> SocketAddr {
     std::thread::spawn(move || {
         let _ = rumqttd::Broker::new(cfg).start();
     });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(ws).is_err() {
-        assert!(Instant::now() < deadline, "rumqttd did not listen on {ws}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        &format!("rumqttd to listen on {ws}"),
+        || std::net::TcpStream::connect(ws).is_ok(),
+    );
     ws
 }
 
@@ -425,7 +426,7 @@ async fn websocket_mqtt_is_forwarded_and_decoded() {
     s.websocket = true;
     let p = proxy(s).await;
     ws_round_trip(p.addr).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    p.wait_closed(1).await;
     let (out, live) = p.finish().await;
     let rules = rules_of(&live);
     assert!(!rules.iter().any(|r| r.starts_with("mqtt.")), "{rules:?}");
@@ -525,16 +526,14 @@ async fn ws_round_trip(addr: SocketAddr) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_websocket_flag_relays_and_decodes() {
     let upstream = rumqttd_ws();
-    let port = free_port();
     let dir = temp_dir("cli-ws");
-    let px = CliProxy::start(port, |c| {
+    let px = CliProxy::start(|c| {
         c.arg("--websocket")
             .args(["--upstream", &upstream.to_string(), "--store"])
             .arg(dir.join("store"));
-    })
-    .await;
-    ws_round_trip(SocketAddr::from(([127, 0, 0, 1], port))).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    });
+    ws_round_trip(SocketAddr::from(([127, 0, 0, 1], px.port()))).await;
+    px.wait_closed(1).await;
     px.stop().judged_the_plaintext();
 }
 
@@ -547,8 +546,7 @@ async fn cli_tls_flags_terminate_and_reoriginate() {
     let certs = make_certs();
     let broker = tls_mosquitto(&certs);
     let dir = temp_dir("cli-tls");
-    let port = free_port();
-    let px = CliProxy::start(port, |c| {
+    let px = CliProxy::start(|c| {
         c.args(["--upstream", &format!("127.0.0.1:{}", broker.port)])
             .arg("--tls-cert")
             .arg(&certs.cert)
@@ -559,49 +557,37 @@ async fn cli_tls_flags_terminate_and_reoriginate() {
             .arg(&certs.ca)
             .arg("--store")
             .arg(dir.join("store"));
-    })
-    .await;
-    round_trip_over_tls(port, &certs.ca).await;
+    });
+    round_trip_over_tls(px.port(), &certs.ca).await;
+    px.wait_closed(1).await;
     px.stop().judged_the_plaintext();
 }
 
 /// `edgetap proxy --listen 127.0.0.1:PORT …`, the real binary, for the CLI tests.
-struct CliProxy(std::process::Child);
+struct CliProxy(common::ProxyProcess);
 
 impl CliProxy {
     /// Starts it with the arguments `args` adds, and waits until it listens.
-    async fn start(port: u16, args: impl FnOnce(&mut Command)) -> CliProxy {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_edgetap"));
-        c.args(["proxy", "--listen", &format!("127.0.0.1:{port}")]);
-        args(&mut c);
-        let px = c
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start edgetap proxy");
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "proxy not listening"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        CliProxy(px)
+    fn start(args: impl FnOnce(&mut Command)) -> CliProxy {
+        CliProxy(common::ProxyProcess::start(args))
+    }
+
+    fn port(&self) -> u16 {
+        self.0.port
+    }
+
+    /// Waits until it has seen `n` connections close.
+    async fn wait_closed(&self, n: usize) {
+        tokio::task::block_in_place(|| self.0.wait_closed(n))
     }
 
     /// SIGTERM, as an operator stops it; its exit code must say "findings" or "none".
     fn stop(self) -> CliOutput {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let out = self.0.wait_with_output().expect("proxy ends");
-        let o = CliOutput {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
+        let (status, stdout, stderr) = self.0.stop();
+        let o = CliOutput { stdout, stderr };
         assert!(
-            matches!(out.status.code(), Some(0) | Some(1)),
-            "exit {:?}\n{}",
-            out.status,
+            matches!(status.code(), Some(0) | Some(1)),
+            "exit {status:?}\n{}",
             o.stderr
         );
         o
@@ -650,11 +636,9 @@ async fn tls_peer_closing_without_close_notify_is_a_close() {
         .connect(client.name, tcp)
         .await
         .expect("TLS handshake with the proxy");
-    let mut b = BytesMut::new();
-    rumqttc::mqttbytes::v4::Connect::new("no-notify")
-        .write(&mut b)
+    tls.write_all(&edgetap::mqtt::encode::connect("no-notify"))
+        .await
         .unwrap();
-    tls.write_all(&b).await.unwrap();
     let mut connack = [0u8; 4];
     tls.read_exact(&mut connack).await.unwrap();
     assert_eq!(connack[0], 0x20, "CONNACK");
@@ -683,8 +667,7 @@ async fn tls_termination_accepts_a_client_connecting_by_ip_address() {
     let certs = make_certs();
     let broker = Mosquitto::start();
     let dir = temp_dir("tls-ip");
-    let port = free_port();
-    let px = CliProxy::start(port, |c| {
+    let px = CliProxy::start(|c| {
         c.args(["--upstream", &format!("127.0.0.1:{}", broker.port)])
             .arg("--tls-cert")
             .arg(&certs.cert)
@@ -692,10 +675,9 @@ async fn tls_termination_accepts_a_client_connecting_by_ip_address() {
             .arg(&certs.key)
             .arg("--store")
             .arg(dir.join("store"));
-    })
-    .await;
+    });
     let out = tokio::process::Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-h", "127.0.0.1", "-p", &px.port().to_string()])
         .arg("--cafile")
         .arg(&certs.ca)
         .args(["-q", "1", "-t", REQUEST_TOPIC, "-m"])
@@ -703,6 +685,9 @@ async fn tls_termination_accepts_a_client_connecting_by_ip_address() {
         .output()
         .await
         .expect("mosquitto_pub must be installed (apt-get install mosquitto-clients)");
+    if out.status.success() {
+        px.wait_closed(1).await;
+    }
     let o = px.stop();
     assert!(
         out.status.success(),

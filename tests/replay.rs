@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-mod common;
+use crate::common;
 
 use edgetap::broker::{self, BrokerSettings};
 use edgetap::demo::{quick_settings, run_pair};
@@ -424,7 +424,7 @@ async fn as_edge_request_mutations_against_the_reference_responder() {
         let addr = addr.clone();
         async move { edgetap::sim::platform::respond(&addr, Protocol::V4, stop_rx).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    common::responder_ready(&addr).await;
     let o = replay::run(s, Arc::new(RuleSet::builtin())).await.unwrap();
     let _ = stop_tx.send(true);
     responder.await.unwrap().unwrap();
@@ -439,11 +439,13 @@ async fn as_edge_request_mutations_against_the_reference_responder() {
 /// the divergence).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_expect_exit_codes() {
-    let b = broker::start(&BrokerSettings::loopback().unwrap()).unwrap();
-    let addr = b.v4.to_string();
+    // mosquitto: its log says when the replayer has subscribed.
+    let m = common::Mosquitto::start();
+    let addr = format!("127.0.0.1:{}", m.port);
     let dir = common::temp_dir("replay-cli");
     let expect = dir.join("expect.json");
     let rec = recording();
+    let m = &m;
     let run = |edge: &'static str, faults: Vec<Fault>, extra: Vec<String>| {
         let addr = addr.clone();
         let rec = rec.clone();
@@ -472,8 +474,11 @@ async fn cli_expect_exit_codes() {
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();
-            // The replayer subscribes well within this; the edge links up after it.
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            // The replayer subscribes (to the link-up among others); the edge links
+            // up after it.
+            tokio::task::block_in_place(|| {
+                m.wait_subscribed(&format!("/v1/{edge}/device/request"))
+            });
             let (mut e, _) = quick_settings(&addr, edge, Protocol::V4);
             e.faults = faults;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-mod common;
+use crate::common;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_edgetap")
@@ -112,18 +112,23 @@ fn a_broker_that_accepts_and_stays_silent_is_named_so() {
 fn a_broker_killed_during_the_replay_is_exit_2_and_says_when() {
     let m = common::Mosquitto::start();
     let addr = format!("127.0.0.1:{}", m.port);
+    let replies = common::Watcher::start(m.port, "/v1/KILL1/+/reply");
     let replay = replay_command(&addr, &["--edge-id", "KILL1", "--format", "junit"])
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    // The replay listens for the edge's link-up before the edge powers on.
+    m.wait_subscribed("/v1/KILL1/device/request");
     let mut edge = Command::new(bin())
         .args(["sim", "edge", "--broker", &addr, "--edge-id", "KILL1"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // The replay is paced as recorded (about 3 s of commands after the link-up).
-    std::thread::sleep(Duration::from_millis(1500));
+    // The replay is paced as recorded (about 3 s of commands after the link-up): the
+    // broker dies once the edge answered the first.
+    replies.wait_for(Duration::from_secs(20), "the edge's first reply", |_, _| {
+        true
+    });
     drop(m);
     let out = replay.wait_with_output().unwrap();
     let _ = edge.kill();
@@ -156,6 +161,7 @@ fn a_broker_killed_during_the_replay_is_exit_2_and_says_when() {
 fn exchanges_unanswered_before_a_broker_loss_keep_their_missing_reply() {
     let m = common::Mosquitto::start();
     let addr = format!("127.0.0.1:{}", m.port);
+    let commands = common::Watcher::start(m.port, "/v1/NOBODY1/+/command");
     let replay = replay_command(
         &addr,
         &["--edge-id", "NOBODY1", "--asap", "--timeout-ms", "300"],
@@ -163,8 +169,17 @@ fn exchanges_unanswered_before_a_broker_loss_keep_their_missing_reply() {
     .args(["--edge-wait-ms", "300", "--format", "json"])
     .spawn()
     .unwrap();
-    // About 20 exchanges of 300 ms each: the loss comes part way through.
-    std::thread::sleep(Duration::from_millis(2500));
+    // About 20 exchanges of 300 ms each, one after the other: the loss comes once
+    // the second command is out (the first one's answer window closed).
+    let mut sent = 0;
+    commands.wait_for(
+        Duration::from_secs(20),
+        "the replay's second command",
+        |_, _| {
+            sent += 1;
+            sent == 2
+        },
+    );
     drop(m);
     let out = replay.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -303,7 +318,7 @@ fn the_readme_ci_example_runs_as_written_and_its_junit_is_green() {
 fn the_plan_junit_holds_one_case_per_detection_item() {
     let m = common::Mosquitto::start();
     let out = common::plan_against_sim_edge(
-        m.port,
+        &m,
         "PLAN1",
         &["--format", "junit"],
         &[
@@ -363,7 +378,7 @@ async fn edge_picks_one_edge_of_a_multi_edge_capture() {
         let stop = stop_rx.clone();
         async move { edgetap::sim::platform::respond(&upstream, Protocol::V4, stop).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    common::responder_ready(&upstream).await;
     let mut e = edgetap::sim::edge::EdgeSettings::new(&px.addr.to_string(), "MULTI");
     e.count = 2;
     e.run_for = Some(Duration::from_millis(1500));

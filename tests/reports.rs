@@ -5,10 +5,10 @@
 //! Made with real tools: mosquitto on a free port, `mosquitto_pub -l`, tcpdump on lo.
 //! The test FAILS when one of them is missing.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 
-mod common;
+use crate::common;
 
 use common::{publish_lines, tcpdump, temp_dir, Mosquitto};
 use serde_json::Value;
@@ -177,30 +177,21 @@ fn a_finding_heavy_capture_reads_in_a_short_table_and_groups_add_up() {
 /// filters and groups as a pcap.
 #[test]
 fn a_stored_capture_is_filtered_and_grouped_like_a_pcap() {
-    use std::time::Duration;
     let broker = Mosquitto::start();
     let store = temp_dir("reports-store");
     let store = store.to_str().unwrap();
-    let port = common::free_port();
-    let mut proxy = edgetap()
-        .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--upstream", &format!("127.0.0.1:{}", broker.port)])
-        .args(["--store", store])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start edgetap proxy");
-    common::wait_proxy_listening(&mut proxy, port);
+    let proxy = common::ProxyProcess::start(|c| {
+        c.args(["--upstream", &format!("127.0.0.1:{}", broker.port)])
+            .args(["--store", store]);
+    });
     publish_lines(
-        port,
+        proxy.port,
         &[],
         "/v1/CAP1/device/data",
         &status_reports_lacking_fields(50),
     );
-    std::thread::sleep(Duration::from_millis(300));
-    unsafe { libc::kill(proxy.id() as i32, libc::SIGTERM) };
-    let out = proxy.wait_with_output().expect("the proxy stops");
-    let text = String::from_utf8_lossy(&out.stdout);
+    proxy.wait_closed(1);
+    let (_, text, _) = proxy.stop();
     assert!(text.contains("capture 1 stored"), "{text}");
 
     let json = |extra: &[&str]| {

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common;
+
 /// `../shared/pcaps` beside the checkout, or `/work/shared/pcaps` for a clone elsewhere
 /// (CI clones main into a fresh folder), or `$EDGETAP_SHARED_PCAPS`.
 fn pcap_dir() -> PathBuf {
@@ -162,7 +164,7 @@ fn unreadable_input_exits_2_naming_the_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("a directory"), "{stderr}");
     assert!(!stderr.contains("frame 0"), "{stderr}");
-    let junk = std::env::temp_dir().join(format!("edgetap-junk-{}.pcap", std::process::id()));
+    let junk = common::temp_dir("junk").join("edgetap-junk.pcap");
     std::fs::write(&junk, b"this is not a capture at all").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_edgetap"))
         .args(["analyze"])

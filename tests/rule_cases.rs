@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use edgetap::finding::{Severity, Side};
+use edgetap::mqtt::encode;
 use edgetap::pipeline::{Analyzer, Settings};
 use edgetap::report::Collector;
 use edgetap::rules::RuleSet;
@@ -73,24 +73,6 @@ fn t0_us() -> i64 {
     edgetap::protocol::timestamp_us(&Value::from("2026-11-26 10:00:00")).unwrap()
 }
 
-fn connect(client_id: &str) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    let c = rumqttc::mqttbytes::v4::Connect::new(client_id);
-    c.write(&mut b).unwrap();
-    b.to_vec()
-}
-
-fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    let p = rumqttc::mqttbytes::v4::Publish::new(
-        topic,
-        rumqttc::mqttbytes::QoS::AtMostOnce,
-        payload.to_vec(),
-    );
-    p.write(&mut b).unwrap();
-    b.to_vec()
-}
-
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
     (0..s.len() / 2)
@@ -116,8 +98,15 @@ fn run(rules: &Arc<RuleSet>, case: &Case) -> (BTreeMap<String, usize>, Vec<Strin
     a.open(1, None, None, case.joined);
     a.open(2, None, None, case.joined);
     if !case.joined && !case.no_connect {
-        a.data(1, Side::Client, t0, 0, &connect("edge"), &mut sink);
-        a.data(2, Side::Client, t0, 0, &connect("platform"), &mut sink);
+        a.data(1, Side::Client, t0, 0, &encode::connect("edge"), &mut sink);
+        a.data(
+            2,
+            Side::Client,
+            t0,
+            0,
+            &encode::connect("platform"),
+            &mut sink,
+        );
     }
     for (i, m) in case.messages.iter().enumerate() {
         let conn = match m.from.as_str() {
@@ -134,7 +123,7 @@ fn run(rules: &Arc<RuleSet>, case: &Case) -> (BTreeMap<String, usize>, Vec<Strin
                 (None, Some(raw)) => raw.as_bytes().to_vec(),
                 (None, None) => vec![],
             };
-            publish(topic, &payload)
+            encode::publish(topic, &payload)
         };
         let t = t0 + (m.t * 1e6) as i64;
         a.data(conn, Side::Client, t, i as u64 + 1, &bytes, &mut sink);
@@ -146,7 +135,7 @@ fn run(rules: &Arc<RuleSet>, case: &Case) -> (BTreeMap<String, usize>, Vec<Strin
             Side::Client,
             t0 + (end * 1e6) as i64,
             n,
-            &[0xc0, 0x00],
+            &encode::pingreq(),
             &mut sink,
         );
     }

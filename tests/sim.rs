@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-mod common;
+use crate::common;
 
 use common::Mosquitto;
 use edgetap::analyze::{analyze_files, AnalyzeSettings};
@@ -37,7 +37,7 @@ fn addr(b: &EmbeddedBroker, p: Protocol) -> String {
 }
 
 fn capture_path(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("edgetap-sim-{}-{tag}.pcap", std::process::id()))
+    common::temp_dir("sim").join(format!("{tag}.pcap"))
 }
 
 async fn plan(
@@ -276,12 +276,25 @@ async fn edge_answers_bad_commands_with_400_or_404_and_a_msg() {
     let a = addr(&b, Protocol::V4);
     let (e, _) = quick_settings(&a, "E-BAD", Protocol::V4);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let filters = vec!["/v1/E-BAD/+/reply".to_string()];
+    let filters = vec![
+        "/v1/E-BAD/+/reply".to_string(),
+        "/v1/E-BAD/device/request".to_string(),
+    ];
     let (link, mut rx) = Link::connect(&a, "probe", Protocol::V4, &filters, Duration::from_secs(5))
         .await
         .unwrap();
     let edge = tokio::spawn(edgetap::sim::edge::run(e, stop_rx));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The edge publishes its link-up once subscribed to its commands.
+    let linked = async {
+        while let Some(m) = rx.recv().await {
+            if m.topic.ends_with("/device/request") {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), linked)
+        .await
+        .expect("the edge links up");
     let cases = [
         ("device", "CMD_SYS_UPGRADE", json!({"version": "1"}), 400),
         ("device", "CMD_STATUS_QUERY", json!({"jobId": 424242}), 404),
@@ -341,7 +354,7 @@ async fn many_edges_report_replies_and_latency() {
     let (a2, rx2) = (a.clone(), stop_rx.clone());
     let resp =
         tokio::spawn(async move { edgetap::sim::platform::respond(&a2, Protocol::V4, rx2).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    common::responder_ready(&a).await;
     let (mut e, _) = quick_settings(&a, "E-MANY", Protocol::V4);
     e.count = 50;
     e.run_for = Some(Duration::from_millis(1500));
@@ -366,7 +379,7 @@ async fn plan_against_an_edge_already_online_fails_nothing_and_gives_the_hint() 
         tokio::spawn(
             async move { edgetap::sim::platform::respond(&a2, Protocol::V4, resp_rx).await },
         );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    common::responder_ready(&a).await;
     let data = vec![format!("/v1/{edge_id}/device/data")];
     let (probe, mut seen) = Link::connect(
         &a,
@@ -451,7 +464,7 @@ async fn a_refused_command_fails_its_item_with_the_device_code_and_msg() {
 }
 
 fn package_file(tag: &str, bytes: &[u8]) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("edgetap-pkg-{}-{tag}.bin", std::process::id()));
+    let path = common::temp_dir("pkg").join(format!("{tag}.bin"));
     std::fs::write(&path, bytes).unwrap();
     path
 }
@@ -572,8 +585,9 @@ fn cli_platform_started_after_the_edge_exits_0_and_a_refusal_exits_1() {
     let a = addr(&b, Protocol::V4);
     // The edge runs alone first: its EVENT_LINKUP goes unanswered, as in the field when
     // `sim platform` starts after the device.
+    let linkup = common::Watcher::start(b.v4.port(), "/v1/E-CLI-LATE/device/request");
     let _edge = EdgeProcess::start(&a, "E-CLI-LATE", None);
-    std::thread::sleep(Duration::from_millis(1000));
+    linkup.wait_for_type("EVENT_LINKUP");
     let (code, v) = platform_cli(&a, "E-CLI-LATE");
     let plan = v["plan"].as_array().unwrap();
     let failed: Vec<&serde_json::Value> = plan.iter().filter(|i| i["status"] == "fail").collect();
@@ -587,8 +601,9 @@ fn cli_platform_started_after_the_edge_exits_0_and_a_refusal_exits_1() {
     );
     assert_eq!(v["package"]["source"], "placeholder");
 
+    let linkup = common::Watcher::start(b.v4.port(), "/v1/E-CLI-REFUSE/device/request");
     let _faulty = EdgeProcess::start(&a, "E-CLI-REFUSE", Some("error-to-valid"));
-    std::thread::sleep(Duration::from_millis(1000));
+    linkup.wait_for_type("EVENT_LINKUP");
     let (code, v) = platform_cli(&a, "E-CLI-REFUSE");
     assert_eq!(code, 1, "{v}");
     let control = v["plan"]

@@ -7,11 +7,12 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 
 use bytes::{Bytes, BytesMut};
-use common::{free_port, temp_dir};
+use common::{free_port, temp_dir, wait_until};
 use edgetap::finding::Side;
+use edgetap::mqtt::encode;
 use edgetap::pipeline::{Analyzer, PacketEvent, Settings, Sink};
 use edgetap::rules::RuleSet;
 use edgetap::store::packet_record;
@@ -99,18 +100,6 @@ fn connect_with_login(id: &str, user: &str, pass: &str) -> Vec<u8> {
     b.to_vec()
 }
 
-fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    rumqttc::mqttbytes::v4::Publish::new(
-        topic,
-        rumqttc::mqttbytes::QoS::AtMostOnce,
-        payload.to_vec(),
-    )
-    .write(&mut b)
-    .unwrap();
-    b.to_vec()
-}
-
 fn data(side: Side, b: Vec<u8>) -> EventKind {
     EventKind::Data {
         side,
@@ -162,12 +151,12 @@ fn export_pcapng_tshark_counts_what_edgetap_counts_and_shows_findings() {
     let store = Store::open(&dir.join("store")).unwrap();
     let client: SocketAddr = "10.0.0.2:40000".parse().unwrap();
     let server: SocketAddr = "10.0.0.1:1883".parse().unwrap();
-    let mut connack = vec![0x20, 0x02, 0x00, 0x00];
+    let mut connack = encode::connack(false);
     let big: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
     // Two packets in one chunk, and one packet split over chunks.
-    let mut two = publish("data/a", b"one");
-    two.extend(publish("/v1/E1/device/request", br#"{"mid":1}"#));
-    let bigp = publish("data/big", &big);
+    let mut two = encode::publish("data/a", b"one");
+    two.extend(encode::publish("/v1/E1/device/request", br#"{"mid":1}"#));
+    let bigp = encode::publish("data/big", &big);
     let (head, tail) = bigp.split_at(70_000);
     let events = vec![
         (T0, 1, EventKind::Open { client, server }),
@@ -180,7 +169,7 @@ fn export_pcapng_tshark_counts_what_edgetap_counts_and_shows_findings() {
         (T0 + 30, 1, data(Side::Client, two)),
         (T0 + 40, 1, data(Side::Client, head.to_vec())),
         (T0 + 50, 1, data(Side::Client, tail.to_vec())),
-        (T0 + 60, 1, data(Side::Client, vec![0xe0, 0x00])),
+        (T0 + 60, 1, data(Side::Client, encode::disconnect())),
         (T0 + 70, 1, EventKind::Fin { side: Side::Client }),
         (T0 + 80, 1, EventKind::Fin { side: Side::Server }),
         (
@@ -272,12 +261,12 @@ fn sigkill_mid_traffic_keeps_everything_up_to_the_flush_window() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
     for port in [mport, pport] {
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "port {port} not listening");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            Duration::from_secs(5),
+            &format!("port {port} to listen"),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
     }
 
     let acked: Arc<Mutex<Vec<(u32, Instant)>>> = Arc::default();
@@ -319,7 +308,19 @@ fn sigkill_mid_traffic_keeps_everything_up_to_the_flush_window() {
             }
         }
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    // The flush window plus the time of a sync and of the writer thread (nice +10)
+    // getting a core: a CI run with two tests at once once took longer than 150 ms.
+    let window = edgetap::proxy::FLUSH_INTERVAL + Duration::from_millis(600);
+    // Traffic goes on until more than 20 messages were acknowledged longer than a
+    // window ago (the store must hold those after the kill), then the kill.
+    wait_until(
+        Duration::from_secs(30),
+        "more than 20 messages acknowledged longer than the flush window ago",
+        || {
+            let acked = acked.lock().unwrap();
+            acked.iter().filter(|(_, t)| t.elapsed() > window).count() > 20
+        },
+    );
     unsafe { libc::kill(proxy.id() as i32, libc::SIGKILL) };
     let killed = Instant::now();
     let _ = proxy.wait();
@@ -334,9 +335,6 @@ fn sigkill_mid_traffic_keeps_everything_up_to_the_flush_window() {
         "only {} messages went through",
         acked.len()
     );
-    // The flush window plus the time of a sync and of the writer thread (nice +10)
-    // getting a core: a CI run with two tests at once once took longer than 150 ms.
-    let window = edgetap::proxy::FLUSH_INTERVAL + Duration::from_millis(600);
     let must: Vec<u32> = acked
         .iter()
         .filter(|(_, t)| killed.duration_since(*t) > window)

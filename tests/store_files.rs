@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
-use common::{free_port, publish_lines, temp_dir, Mosquitto};
+use common::{free_port, publish_lines, temp_dir, wait_exit, wait_until, Mosquitto};
 use edgetap::finding::Side;
+use edgetap::mqtt::encode;
 use edgetap::store::{CaptureMeta, Event, EventKind, Store, WriteBatch};
 
 fn edgetap() -> Command {
@@ -56,17 +57,29 @@ impl ProxyProc {
             .stderr(std::fs::File::create(&err).unwrap())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "proxy not listening on {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // The line it prints once bound (a connection to check would be one of the
+        // capture).
+        let listening = format!("edgetap proxy: 127.0.0.1:{port} ");
+        wait_until(
+            Duration::from_secs(10),
+            &format!("the proxy to say it listens on {port}"),
+            || std::fs::read_to_string(&err).is_ok_and(|e| e.contains(&listening)),
+        );
         ProxyProc {
             child,
             port,
             out,
             err,
         }
+    }
+
+    /// Waits until its live lines say `n` connections closed.
+    fn wait_closed(&self, n: usize) {
+        wait_until(
+            Duration::from_secs(30),
+            &format!("the proxy to see {n} connection(s) close"),
+            || common::closed_lines(&std::fs::read_to_string(&self.out).unwrap()) >= n,
+        );
     }
 
     /// SIGTERM, then (exit code, stdout, stderr).
@@ -83,15 +96,6 @@ impl Drop for ProxyProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Waits until `f` holds (a condition, not a fixed sleep), at most `secs`.
-fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -142,12 +146,18 @@ fn captures_list_and_analyze_work_during_a_live_capture() {
     let proxy = ProxyProc::start(broker.port, &store, &["--name", "live"]);
     publish_lines(proxy.port, &["-q", "1"], TOPIC, &status_reports(50, 10));
     // The proxy still runs: its store is read from outside.
-    wait_for(10, "the capture's packets in `captures list`", || {
-        let o = run(&["captures", "list", "--format", "json"], &store);
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        v[0]["name"] == "live" && v[0]["ended"].is_null() && v[0]["packets"].as_u64() >= Some(50)
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the capture's packets in `captures list`",
+        || {
+            let o = run(&["captures", "list", "--format", "json"], &store);
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            v[0]["name"] == "live"
+                && v[0]["ended"].is_null()
+                && v[0]["packets"].as_u64() >= Some(50)
+        },
+    );
     let table = run(&["captures", "list"], &store);
     assert!(text(&table.stdout).contains("(running or killed)"));
     let o = run(&["analyze", "--capture", "1", "--format", "json"], &store);
@@ -160,11 +170,15 @@ fn captures_list_and_analyze_work_during_a_live_capture() {
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["summary"]["publishes"], 50, "{}", r["summary"]);
     // The aggregated findings are rewritten at most once a second.
-    wait_for(10, "the 50 reports' findings in `captures show`", || {
-        let show = run(&["captures", "show", "1"], &store);
-        assert_eq!(show.status.code(), Some(0), "{}", text(&show.stderr));
-        text(&show.stdout).contains("×50")
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the 50 reports' findings in `captures show`",
+        || {
+            let show = run(&["captures", "show", "1"], &store);
+            assert_eq!(show.status.code(), Some(0), "{}", text(&show.stderr));
+            text(&show.stdout).contains("×50")
+        },
+    );
     let pcap = dir.join("live.pcapng");
     let e = run(
         &[
@@ -228,18 +242,6 @@ fn data(seq: u64, bytes: Vec<u8>) -> Event {
     }
 }
 
-fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
-    let mut b = bytes::BytesMut::new();
-    rumqttc::mqttbytes::v4::Publish::new(
-        topic,
-        rumqttc::mqttbytes::QoS::AtMostOnce,
-        payload.to_vec(),
-    )
-    .write(&mut b)
-    .unwrap();
-    b.to_vec()
-}
-
 #[test]
 fn a_truncated_chunk_file_still_shows_and_exports_the_intact_part() {
     let dir = temp_dir("truncated");
@@ -249,10 +251,7 @@ fn a_truncated_chunk_file_still_shows_and_exports_the_intact_part() {
         ..CaptureMeta::default()
     };
     let cap = store.begin_capture(&mut meta).unwrap();
-    let mut connect = bytes::BytesMut::new();
-    rumqttc::mqttbytes::v4::Connect::new("E1")
-        .write(&mut connect)
-        .unwrap();
+    let connect = encode::connect("E1");
     let open = Event {
         time_us: 1_795_687_200_000_000,
         seq: 1,
@@ -268,9 +267,9 @@ fn a_truncated_chunk_file_still_shows_and_exports_the_intact_part() {
         let mut b = WriteBatch::default();
         if n == 0 {
             b.event(cap, &open);
-            b.event(cap, &data(2, connect.to_vec()));
+            b.event(cap, &data(2, connect.clone()));
         } else {
-            b.event(cap, &data(2 + n, publish(&format!("t/{n}"), b"{}")));
+            b.event(cap, &data(2 + n, encode::publish(&format!("t/{n}"), b"{}")));
         }
         store.write(b, &meta).unwrap();
         ends.push(std::fs::metadata(store.chunk_path(cap)).unwrap().len());
@@ -386,10 +385,11 @@ fn a_connect_password_never_reaches_the_disk_unless_asked() {
 }
 
 /// An MQTT 5 CONNECT with Authentication Data, a user name and a password, sent in two
-/// pieces 400 ms apart (the first piece goes to disk in a batch of its own, while
-/// the CONNECT is still incomplete), then an AUTH packet: none of the three secrets
-/// is in the store folder, neither half of any of them, and the capture still
-/// decodes to the CONNECT with its client id.
+/// pieces (the first piece goes to disk in a batch of its own, while the CONNECT is
+/// still incomplete), then an AUTH packet: none of the three secrets is in the store
+/// folder, neither half of any of them, and the capture still decodes to the CONNECT
+/// with its client id. Both packets are written by hand: `edgetap::mqtt::encode`
+/// writes MQTT 3.1.1, which has neither authentication properties nor AUTH.
 #[test]
 fn credentials_of_a_connect_sent_in_pieces_and_of_auth_never_reach_the_disk() {
     const AUTH_DATA: &[u8] = b"Qa1-auth-data-PART-Rb2-auth-data-END";
@@ -448,9 +448,13 @@ fn credentials_of_a_connect_sent_in_pieces_and_of_auth_never_reach_the_disk() {
         let proxy = ProxyProc::start(broker.port, &store, &[]);
         let mut s = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
         s.write_all(&connect[..cut]).unwrap();
-        // Longer than the recorder's flush interval (100 ms): the first piece is
-        // written before the rest arrives.
-        std::thread::sleep(Duration::from_millis(400));
+        // The first piece is written (its protocol name is in the store) before the
+        // rest is sent.
+        wait_until(
+            Duration::from_secs(10),
+            &format!("the first piece (cut at {cut}) in the store"),
+            || !grep_store(&store, b"\x00\x04MQTT\x05").is_empty(),
+        );
         s.write_all(&connect[cut..]).unwrap();
         s.write_all(&auth).unwrap();
         // The broker answers (a CONNACK refusing the unknown method) or closes.
@@ -458,7 +462,7 @@ fn credentials_of_a_connect_sent_in_pieces_and_of_auth_never_reach_the_disk() {
         let mut buf = [0u8; 64];
         let _ = s.read(&mut buf);
         drop(s);
-        std::thread::sleep(Duration::from_millis(300));
+        proxy.wait_closed(1);
         let (code, out, err) = proxy.stop();
         // No PUBLISH came through: nothing judged.
         assert_eq!(code, Some(3), "{out}{err}");
@@ -591,10 +595,14 @@ fn a_store_that_fills_up_mid_capture_loses_no_forwarded_message_and_says_what_wa
         "/v1/E2/device/data",
         &status_reports(second, 10),
     );
-    wait_for(10, "the second connection in the store", || {
-        let o = run(&["captures", "show", "1"], &store);
-        text(&o.stdout).contains("/v1/E2/device/data")
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the second connection in the store",
+        || {
+            let o = run(&["captures", "show", "1"], &store);
+            text(&o.stdout).contains("/v1/E2/device/data")
+        },
+    );
     let (code, out, err) = proxy.stop();
     let _ = sub.wait();
     let delivered = reader.join().unwrap();
@@ -661,13 +669,15 @@ fn with_on_store_error_stop_the_proxy_shuts_down_at_the_first_failed_write() {
         use std::io::Write;
         let _ = stdin.write_all(status_reports(2000, 1000).as_bytes());
     });
-    wait_for(30, "the proxy to stop by itself", || {
-        proxy.child.try_wait().unwrap().is_some()
-    });
+    let code = wait_exit(
+        &mut proxy.child,
+        Duration::from_secs(30),
+        "the proxy to stop by itself",
+    )
+    .code();
     let _ = publisher.kill();
     let _ = publisher.wait();
     feeder.join().unwrap();
-    let code = proxy.child.wait().unwrap().code();
     let out = std::fs::read_to_string(&proxy.out).unwrap();
     let err = std::fs::read_to_string(&proxy.err).unwrap();
     assert_eq!(code, Some(4), "{out}\n{err}");

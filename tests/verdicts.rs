@@ -12,9 +12,8 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-mod common;
+use crate::common;
 
 use common::{publish_lines, tcpdump, temp_dir, Mosquitto};
 use serde_json::Value;
@@ -87,6 +86,7 @@ fn a_capture_that_joins_an_online_edge_accuses_no_one() {
     let broker = Mosquitto::start();
     let dir = temp_dir("verdict-joined");
     let addr = format!("127.0.0.1:{}", broker.port);
+    let linkup = common::Watcher::start(broker.port, "/v1/JOIN1/device/request");
     let _edge = Killed(
         edgetap()
             .args(["sim", "edge", "--broker", &addr, "--edge-id", "JOIN1"])
@@ -96,8 +96,8 @@ fn a_capture_that_joins_an_online_edge_accuses_no_one() {
             .spawn()
             .expect("start sim edge"),
     );
-    // The edge links up, registers its end devices and raises an alarm first.
-    std::thread::sleep(Duration::from_millis(2500));
+    // The edge links up first (no platform answers it yet).
+    linkup.wait_for_type("EVENT_LINKUP");
     let dump = tcpdump(broker.port, dir.join("joined.pcap"));
     let plan = edgetap()
         .args(["sim", "platform", "--broker", &addr, "--edge-id", "JOIN1"])

@@ -1,5 +1,6 @@
 //! The MQTT 3.1.1 packets edgetap writes itself (the sims' and the replayer's
-//! recording taps), in one place, with rumqttc's codec.
+//! recording taps), and the few more its tests write, in one place, with rumqttc's
+//! codec.
 
 use bytes::BytesMut;
 
@@ -21,6 +22,36 @@ pub fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
     );
     // Nor can a PUBLISH within the codec's limits.
     let _ = p.write(&mut b);
+    b.to_vec()
+}
+
+/// A CONNACK accepting the connection (return code 0).
+pub fn connack(session_present: bool) -> Vec<u8> {
+    use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode};
+    let mut b = BytesMut::new();
+    // Fixed-size packets cannot fail to encode.
+    let _ = ConnAck::new(ConnectReturnCode::Success, session_present).write(&mut b);
+    b.to_vec()
+}
+
+/// A PUBACK of packet id `pkid`.
+pub fn puback(pkid: u16) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    let _ = rumqttc::mqttbytes::v4::PubAck::new(pkid).write(&mut b);
+    b.to_vec()
+}
+
+/// A PINGREQ.
+pub fn pingreq() -> Vec<u8> {
+    let mut b = BytesMut::new();
+    let _ = rumqttc::mqttbytes::v4::PingReq.write(&mut b);
+    b.to_vec()
+}
+
+/// A DISCONNECT.
+pub fn disconnect() -> Vec<u8> {
+    let mut b = BytesMut::new();
+    let _ = rumqttc::mqttbytes::v4::Disconnect.write(&mut b);
     b.to_vec()
 }
 
@@ -46,5 +77,35 @@ mod tests {
             matches!(&got[1], Decoded::Packet { packet: Packet::Publish(p), .. } if p.topic == "/v1/E1/device/data" && &p.payload[..] == b"{}"),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn the_small_packets_decode_back() {
+        let mut d = StreamDecoder::new(1 << 20);
+        for p in [connack(false), puback(7), pingreq(), disconnect()] {
+            d.feed(&p);
+        }
+        let mut got = vec![];
+        while let Some(Decoded::Packet { packet, .. }) = d.next(None) {
+            got.push(packet);
+        }
+        assert!(
+            matches!(
+                &got[..],
+                [
+                    Packet::ConnAck { code: 0 },
+                    Packet::PubAck(7),
+                    Packet::PingReq,
+                    Packet::Disconnect
+                ]
+            ),
+            "{got:?}"
+        );
+        // As MQTT 3.1.1 §3.2, §3.4, §3.12 and §3.14 spell them.
+        assert_eq!(connack(false), [0x20, 0x02, 0x00, 0x00]);
+        assert_eq!(connack(true), [0x20, 0x02, 0x01, 0x00]);
+        assert_eq!(puback(7), [0x40, 0x02, 0x00, 0x07]);
+        assert_eq!(pingreq(), [0xc0, 0x00]);
+        assert_eq!(disconnect(), [0xe0, 0x00]);
     }
 }

@@ -1,5 +1,6 @@
-//! Helpers shared by the integration tests: free ports, scratch folders, and a
-//! private Debian mosquitto (required: a test that needs it fails when it is missing).
+//! Helpers shared by the integration tests: free ports, scratch folders, waits for a
+//! condition, and a private Debian mosquitto (required: a test that needs it fails
+//! when it is missing).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -9,11 +10,65 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edgetap::finding::Finding;
+use edgetap::proxy::judge::{ConnNote, Live};
 use edgetap::proxy::{ProxyOutcome, ProxySettings};
 use edgetap::rules::RuleSet;
 use edgetap::store::Store;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+
+/// How often [`wait_until`] looks again.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Waits until `cond` holds, looking every [`POLL`]; panics naming `what` (the
+/// thing that did not happen) once `limit` has passed. Tests wait for what they
+/// need, not for a fixed time.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        // The poll interval: the wait is for `cond`.
+        std::thread::sleep(POLL);
+    }
+}
+
+/// [`wait_until`] in an async test: the runtime's tasks go on while it waits.
+pub async fn wait_until_async(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        // The poll interval: the wait is for `cond`.
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until `child` exits (see [`wait_until`]); kills it when it does not.
+pub fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    /// Kills the child unless it exited: a panicking wait leaves no process behind.
+    struct Guard<'a>(&'a mut Child, bool);
+    impl Drop for Guard<'_> {
+        fn drop(&mut self) {
+            if !self.1 {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+    let mut g = Guard(child, false);
+    let mut status = None;
+    wait_until(limit, what, || {
+        status = g.0.try_wait().unwrap();
+        status.is_some()
+    });
+    g.1 = true;
+    status.unwrap()
+}
 
 /// A port free now, below Linux's ephemeral range (32768-60999): a port the kernel
 /// handed out for `bind(0)` can be handed out again, before the test's server binds
@@ -42,10 +97,12 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
-/// mosquitto on 127.0.0.1:`port`, killed on drop.
+/// mosquitto on 127.0.0.1:`port`, killed on drop. It logs the subscriptions it
+/// takes, so that a test can wait for a client to subscribe.
 pub struct Mosquitto {
     child: Child,
     pub port: u16,
+    log: PathBuf,
 }
 
 impl Mosquitto {
@@ -56,7 +113,13 @@ impl Mosquitto {
 
     /// Starts mosquitto on `port` with extra listener configuration lines (TLS files…).
     pub fn with(port: u16, extra: &str) -> Mosquitto {
-        let conf = temp_dir("mosquitto").join("mosquitto.conf");
+        let dir = temp_dir("mosquitto");
+        let conf = dir.join("mosquitto.conf");
+        // Written by mosquitto, which started as root runs as user "mosquitto".
+        let log = dir.join("mosquitto.log");
+        std::fs::write(&log, "").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
         std::fs::write(
             &conf,
             // max_queued_messages 0: mosquitto drops a QoS 1 subscriber's messages
@@ -64,7 +127,10 @@ impl Mosquitto {
             // machine falls that far behind (a run counted 2,960 of 3,020 forwarded).
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 0\n{extra}"
+                 max_queued_messages 0\nlog_dest file {}\nlog_type error\n\
+                 log_type warning\nlog_type notice\nlog_type information\n\
+                 log_type subscribe\nlog_type unsubscribe\n{extra}",
+                log.display()
             ),
         )
         .unwrap();
@@ -75,15 +141,12 @@ impl Mosquitto {
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto must be installed (apt-get install mosquitto)");
-        let m = Mosquitto { child, port };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let m = Mosquitto { child, port, log };
+        wait_until(
+            Duration::from_secs(5),
+            &format!("mosquitto to listen on {port}"),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
         m
     }
 
@@ -91,6 +154,174 @@ impl Mosquitto {
     pub fn start() -> Mosquitto {
         Self::on(free_port())
     }
+
+    /// The topic filters clients subscribed to so far, as mosquitto logged them
+    /// ("1796631485: CLIENT QOS FILTER").
+    pub fn subscriptions(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                let (_, rest) = l.split_once(": ")?;
+                let f: Vec<&str> = rest.split(' ').collect();
+                (f.len() == 3 && ["0", "1", "2"].contains(&f[1])).then(|| f[2].to_string())
+            })
+            .collect()
+    }
+
+    /// Waits until some client has subscribed to a filter `topic` matches: a
+    /// message published on `topic` from then on reaches it.
+    pub fn wait_subscribed(&self, topic: &str) {
+        wait_until(
+            Duration::from_secs(20),
+            &format!("a client to subscribe to {topic} on mosquitto"),
+            || self.subscriptions().iter().any(|f| topic_matches(f, topic)),
+        );
+    }
+}
+
+/// Whether MQTT topic filter `filter` (with `+` and `#`) matches `topic`.
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    let mut t = topic.split('/');
+    for f in filter.split('/') {
+        match (f, t.next()) {
+            ("#", _) => return true,
+            ("+", Some(_)) => {}
+            (f, Some(level)) if f == level => {}
+            _ => return false,
+        }
+    }
+    t.next().is_none()
+}
+
+/// An MQTT client (3.1.1) subscribed to `filter` on 127.0.0.1:`port`, receiving on a
+/// thread of its own: it sees what a device or a sim publishes, so that a test can
+/// wait for that message.
+pub struct Watcher {
+    client: rumqttc::Client,
+    rx: std::sync::mpsc::Receiver<(String, Vec<u8>)>,
+}
+
+impl Watcher {
+    /// Returns once the broker acknowledged the subscription.
+    pub fn start(port: u16, filter: &str) -> Watcher {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let id = format!(
+            "edgetap-test-watch-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut o = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut connection) = rumqttc::Client::new(o, 64);
+        client
+            .subscribe(filter, rumqttc::QoS::AtLeastOnce)
+            .expect("the watcher's SUBSCRIBE is queued");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (sub_tx, sub_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use rumqttc::{Event, Packet};
+            for e in connection.iter() {
+                match e {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if tx.send((p.topic, p.payload.to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = sub_tx.send(());
+                    }
+                    Ok(_) => {}
+                    // Disconnected (by drop) or the broker gone: no reconnection.
+                    Err(_) => break,
+                }
+            }
+        });
+        sub_rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("the watcher did not subscribe to {filter} on {port}"));
+        Watcher { client, rx }
+    }
+
+    /// Waits until a message for which `want(topic, payload)` holds arrives; panics
+    /// naming `what` after `limit`.
+    pub fn wait_for(&self, limit: Duration, what: &str, mut want: impl FnMut(&str, &[u8]) -> bool) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok((topic, payload)) if want(&topic, &payload) => return,
+                Ok(_) => {}
+                Err(e) => panic!("waiting for {what}: {e} after {limit:?}"),
+            }
+        }
+    }
+
+    /// Waits for a message of type `msg_type` (the envelope's "type").
+    pub fn wait_for_type(&self, msg_type: &str) {
+        self.wait_for(
+            Duration::from_secs(20),
+            &format!("a {msg_type} message"),
+            |_, payload| {
+                serde_json::from_slice::<serde_json::Value>(payload)
+                    .is_ok_and(|v| v["type"] == msg_type)
+            },
+        );
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.client.disconnect();
+    }
+}
+
+/// Waits until the reference responder (`edgetap::sim::platform::respond`) on
+/// `broker` answers: it has subscribed. Asks with an EVENT_LINKUP of an edge of its
+/// own, again every 200 ms until the answer comes.
+pub async fn responder_ready(broker: &str) {
+    use edgetap::sim::{next_mid, request, topic, Link, Protocol};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let probe = format!(
+        "PROBE-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let (link, mut rx) = Link::connect(
+        broker,
+        &format!("{probe}-watch"),
+        Protocol::V4,
+        &[topic(&probe, "device", "response")],
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let linkup = request(
+        Some(next_mid()),
+        "EVENT_LINKUP",
+        Some(serde_json::json!({})),
+    );
+    let linkup = serde_json::to_vec(&linkup).unwrap();
+    let limit = Duration::from_secs(20);
+    let deadline = Instant::now() + limit;
+    loop {
+        link.publish(&topic(&probe, "device", "request"), linkup.clone())
+            .await
+            .unwrap();
+        // Before the responder subscribed, the link-up reached no one: ask again.
+        if let Ok(m) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+            m.expect("the probe's link is up");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for the reference responder to answer"
+        );
+    }
+    link.disconnect().await;
 }
 
 impl Drop for Mosquitto {
@@ -101,12 +332,31 @@ impl Drop for Mosquitto {
 }
 
 /// An `edgetap proxy` running in this process on 127.0.0.1:0, collecting its live
-/// findings.
+/// findings and counting the connections it saw close.
 pub struct Proxy {
     pub addr: SocketAddr,
     stop: oneshot::Sender<()>,
     done: tokio::task::JoinHandle<ProxyOutcome>,
     live: Arc<Mutex<Vec<Finding>>>,
+    closed: watch::Receiver<usize>,
+}
+
+/// The proxy's live output as the tests see it: the findings, and each connection's
+/// close (told after everything the connection carried).
+struct Observed {
+    live: Arc<Mutex<Vec<Finding>>>,
+    closed: watch::Sender<usize>,
+}
+
+impl Live for Observed {
+    fn finding(&mut self, f: &Finding) {
+        self.live.lock().unwrap().push(f.clone())
+    }
+    fn connection(&mut self, n: &ConnNote) {
+        if let ConnNote::Closed { .. } = n {
+            self.closed.send_modify(|c| *c += 1);
+        }
+    }
 }
 
 impl Proxy {
@@ -115,14 +365,18 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let (stop, rx) = oneshot::channel::<()>();
         let live = Arc::new(Mutex::new(vec![]));
-        let l2 = live.clone();
+        let (closed_tx, closed) = watch::channel(0);
+        let observed = Observed {
+            live: live.clone(),
+            closed: closed_tx,
+        };
         let done = tokio::spawn(async move {
-            edgetap::proxy::run(
+            edgetap::proxy::run_live(
                 listener,
                 settings,
                 Arc::new(RuleSet::builtin()),
                 store,
-                Box::new(move |f| l2.lock().unwrap().push(f.clone())),
+                Box::new(observed),
                 async {
                     let _ = rx.await;
                 },
@@ -135,7 +389,23 @@ impl Proxy {
             stop,
             done,
             live,
+            closed,
         }
+    }
+
+    /// Waits until the proxy has seen `n` connections close: everything they carried
+    /// has been forwarded, recorded and judged. (Stopping the proxy closes the
+    /// connections still open: a test waits for this first when their ends count.)
+    pub async fn wait_closed(&self, n: usize) {
+        let mut closed = self.closed.clone();
+        let limit = Duration::from_secs(30);
+        let seen = tokio::time::timeout(limit, closed.wait_for(|c| *c >= n)).await;
+        assert!(
+            seen.is_ok(),
+            "timed out after {limit:?} waiting for the proxy to see {n} connection(s) close \
+             ({} did)",
+            *self.closed.borrow()
+        );
     }
 
     /// Stops the proxy (as on SIGTERM) and returns its outcome and live findings.
@@ -152,14 +422,174 @@ impl Proxy {
     }
 }
 
-/// tcpdump on loopback (`tcp port PORT`), for reference captures; stopped with SIGINT.
+/// What a child process writes on a pipe, read by a thread as it comes, so that a
+/// test can wait for a line (and a pipe nobody reads never stalls the child).
+pub struct Output(Arc<Pipe>);
+
+/// What came so far and whether the pipe closed; the condvar tells of each read.
+type Pipe = (Mutex<(Vec<u8>, bool)>, std::sync::Condvar);
+
+impl Output {
+    pub fn read(mut pipe: impl std::io::Read + Send + 'static) -> Output {
+        let shared = Arc::new((Mutex::new((vec![], false)), std::sync::Condvar::new()));
+        let s2 = shared.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                let n = pipe.read(&mut buf).unwrap_or(0);
+                let mut g = s2.0.lock().unwrap();
+                g.0.extend_from_slice(&buf[..n]);
+                g.1 = n == 0;
+                s2.1.notify_all();
+                if n == 0 {
+                    return;
+                }
+            }
+        });
+        Output(shared)
+    }
+
+    /// What came so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0 .0.lock().unwrap().0).into_owned()
+    }
+
+    /// Waits until `cond` holds for what came so far; panics naming `what`, with
+    /// the text, after `limit` or when the pipe closed without it.
+    pub fn wait_for(&self, limit: Duration, what: &str, mut cond: impl FnMut(&str) -> bool) {
+        let deadline = Instant::now() + limit;
+        let mut g = self.0 .0.lock().unwrap();
+        loop {
+            let text = String::from_utf8_lossy(&g.0);
+            if cond(&text) {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !g.1 && !left.is_zero(),
+                "{} waiting for {what}; the output:\n{text}",
+                if g.1 {
+                    "the pipe closed".to_string()
+                } else {
+                    format!("timed out after {limit:?}")
+                }
+            );
+            g = self.0 .1.wait_timeout(g, left).unwrap().0;
+        }
+    }
+
+    /// Everything, once the writer closed the pipe.
+    pub fn all(&self) -> String {
+        let (lock, cv) = &*self.0;
+        let limit = Duration::from_secs(60);
+        let deadline = Instant::now() + limit;
+        let mut g = lock.lock().unwrap();
+        while !g.1 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out after {limit:?} waiting for the pipe to close"
+            );
+            g = cv.wait_timeout(g, left).unwrap().0;
+        }
+        String::from_utf8_lossy(&g.0).into_owned()
+    }
+}
+
+/// The number of connections the live lines of `edgetap proxy` say closed
+/// ("… conn 3 (127.0.0.1:40000, client \"x\") closed after 0.2 s: …").
+pub fn closed_lines(live: &str) -> usize {
+    live.lines()
+        .filter(|l| {
+            l.split_once(' ').is_some_and(|(_, l)| {
+                l.starts_with("conn ") && (l.contains(" closed after ") || l.contains(" closed: "))
+            })
+        })
+        .count()
+}
+
+/// `edgetap proxy --listen 127.0.0.1:PORT` and the arguments `args` adds, the real
+/// binary, once it says it listens; its stdout (the live lines, then the final
+/// report) and stderr are read as they come. Killed on drop.
+pub struct ProxyProcess {
+    child: Child,
+    pub port: u16,
+    pub stdout: Output,
+    pub stderr: Output,
+}
+
+impl ProxyProcess {
+    pub fn start(args: impl FnOnce(&mut Command)) -> ProxyProcess {
+        let port = free_port();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_edgetap"));
+        c.args(["proxy", "--listen", &format!("127.0.0.1:{port}")]);
+        args(&mut c);
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start edgetap proxy");
+        let stdout = Output::read(child.stdout.take().unwrap());
+        let stderr = Output::read(child.stderr.take().unwrap());
+        let p = ProxyProcess {
+            child,
+            port,
+            stdout,
+            stderr,
+        };
+        // The line it prints once bound. (A connect() that succeeds is no such
+        // proof, and would be a connection of the capture.)
+        let listening = format!("edgetap proxy: 127.0.0.1:{port} ");
+        p.stderr.wait_for(
+            Duration::from_secs(30),
+            &format!("the proxy to say it listens on {port}"),
+            |t| t.lines().any(|l| l.starts_with(&listening)),
+        );
+        p
+    }
+
+    /// Waits until its live lines say `n` connections closed: everything they
+    /// carried is forwarded, recorded and judged. (SIGTERM closes the connections
+    /// still open: a test waits for this first when their ends count.)
+    pub fn wait_closed(&self, n: usize) {
+        self.stdout.wait_for(
+            Duration::from_secs(30),
+            &format!("the proxy to see {n} connection(s) close"),
+            |t| closed_lines(t) >= n,
+        );
+    }
+
+    /// SIGTERM, as a service manager stops it: its exit status, stdout and stderr.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String, String) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = wait_exit(
+            &mut self.child,
+            Duration::from_secs(60),
+            "the proxy to stop after SIGTERM",
+        );
+        (status, self.stdout.all(), self.stderr.all())
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// tcpdump on loopback (`tcp port PORT`), for reference captures; stopped with SIGINT
+/// once it has written what the test sent ([`Tcpdump::stop`]).
 pub struct Tcpdump {
     child: Child,
     file: PathBuf,
+    /// Where [`Tcpdump::stop`] sends its markers (UDP, captured too).
+    marker_port: u16,
 }
 
 pub fn tcpdump(port: u16, file: PathBuf) -> Tcpdump {
     use std::io::BufRead;
+    let marker_port = free_port();
     let mut child = Command::new("tcpdump")
         .args([
             "-i",
@@ -173,7 +603,9 @@ pub fn tcpdump(port: u16, file: PathBuf) -> Tcpdump {
             "-w",
         ])
         .arg(&file)
-        .arg(format!("tcp port {port}"))
+        .arg(format!(
+            "tcp port {port} or (udp and dst host 127.0.0.1 and dst port {marker_port})"
+        ))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -189,16 +621,77 @@ pub fn tcpdump(port: u16, file: PathBuf) -> Tcpdump {
         }
     }
     std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-    Tcpdump { child, file }
+    Tcpdump {
+        child,
+        file,
+        marker_port,
+    }
 }
 
 impl Tcpdump {
+    /// Stops tcpdump once it has written every packet sent before: a UDP datagram
+    /// sent now (a marker; edgetap skips frames that are not TCP) is in the file
+    /// after them. A connection of the capture closed on one side only has packets
+    /// still to come (the other side's FIN): then another marker, until none is.
     pub fn stop(mut self) -> PathBuf {
-        std::thread::sleep(Duration::from_millis(300));
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut n = 0u32;
+        wait_until(
+            Duration::from_secs(30),
+            "the capture's half-closed connections to close",
+            || {
+                n += 1;
+                let marker = format!("edgetap-test-marker-{}-{n}", std::process::id());
+                udp.send_to(marker.as_bytes(), ("127.0.0.1", self.marker_port))
+                    .unwrap();
+                wait_until(
+                    Duration::from_secs(10),
+                    &format!("tcpdump to write marker {n} to {}", self.file.display()),
+                    || {
+                        std::fs::read(&self.file)
+                            .is_ok_and(|b| b.windows(marker.len()).any(|w| w == marker.as_bytes()))
+                    },
+                );
+                half_closed(&self.file) == Some(false)
+            },
+        );
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let _ = self.child.wait();
         self.file
     }
+}
+
+/// Whether a TCP connection of the pcap `file` (Ethernet frames, as tcpdump writes
+/// for lo) has a FIN from one side only, and no reset; `None` when the file does
+/// not read to its end (a packet being written).
+fn half_closed(file: &std::path::Path) -> Option<bool> {
+    use std::collections::{HashMap, HashSet};
+    let f = std::fs::File::open(file).ok()?;
+    let mut r = pcap_file::pcap::PcapReader::new(std::io::BufReader::new(f)).ok()?;
+    // Per connection (its two ports): the ports that sent a FIN; reset or not.
+    let mut fins: HashMap<(u16, u16), HashSet<u16>> = HashMap::new();
+    let mut reset: HashSet<(u16, u16)> = HashSet::new();
+    while let Some(p) = r.next_packet() {
+        let p = p.ok()?;
+        let Ok(s) = etherparse::SlicedPacket::from_ethernet(&p.data) else {
+            continue;
+        };
+        let Some(etherparse::TransportSlice::Tcp(t)) = s.transport else {
+            continue;
+        };
+        let (a, b) = (t.source_port(), t.destination_port());
+        let key = (a.min(b), a.max(b));
+        if t.rst() {
+            reset.insert(key);
+        }
+        if t.fin() {
+            fins.entry(key).or_default().insert(a);
+        }
+    }
+    Some(
+        fins.iter()
+            .any(|(key, sides)| sides.len() == 1 && !reset.contains(key)),
+    )
 }
 
 /// Waits until an `edgetap proxy` child (spawned with stderr piped) says it listens
@@ -255,14 +748,14 @@ pub fn publish_lines(port: u16, extra: &[&str], topic: &str, lines: &str) {
 
 /// `edgetap sim platform --edge-id EDGE` (with the usual waits and `plan_args`)
 /// against `edgetap sim edge` with `edge_args` (faults, job timing), both through
-/// the broker on `port`: the plan's output once it ends.
+/// `broker`: the plan's output once it ends.
 pub fn plan_against_sim_edge(
-    port: u16,
+    broker: &Mosquitto,
     edge: &str,
     plan_args: &[&str],
     edge_args: &[&str],
 ) -> std::process::Output {
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", broker.port);
     let bin = env!("CARGO_BIN_EXE_edgetap");
     let plan = Command::new(bin)
         .args(["sim", "platform", "--broker", &addr, "--edge-id", edge])
@@ -279,8 +772,8 @@ pub fn plan_against_sim_edge(
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // The plan subscribes first; the edge then powers on.
-    std::thread::sleep(Duration::from_millis(800));
+    // The plan subscribes first (to its link-up among others); the edge then powers on.
+    broker.wait_subscribed(&format!("/v1/{edge}/device/request"));
     let mut sim_edge = Command::new(bin)
         .args(["sim", "edge", "--broker", &addr, "--edge-id", edge])
         .args(edge_args)

@@ -1,0 +1,27 @@
+//! The integration tests, one binary: each file of `tests/` is a module of it, so the
+//! crate is linked once for all of them (ripgrep's layout). `common` holds the
+//! helpers they share. Run one file's tests with `cargo test --test tests proxy::`.
+
+mod common;
+
+mod capture_reader;
+mod cli;
+mod decode_roundtrip;
+mod final_reports;
+mod golden;
+mod html;
+mod judge_cpu;
+mod numbering;
+mod pipeline;
+mod proxy;
+mod proxy_runtime;
+mod proxy_ws_tls;
+mod replay;
+mod replay_cli;
+mod reports;
+mod robustness;
+mod rule_cases;
+mod sim;
+mod store;
+mod store_files;
+mod verdicts;
