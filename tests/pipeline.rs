@@ -1,11 +1,12 @@
 //! The pipeline end to end without a capture file: broker legs, transport findings,
 //! and the rules that need capture-level events.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use edgetap::finding::{Finding, Side};
-use edgetap::pipeline::{Analyzer, Settings};
+use edgetap::pipeline::{Analyzer, At, Framer, Input, Push, Settings, Sink};
 use edgetap::report::Collector;
 use edgetap::rules::RuleSet;
 
@@ -26,6 +27,69 @@ fn connect(id: &str) -> Vec<u8> {
 }
 
 const T0: i64 = 1_795_687_200_000_000;
+
+/// The pipeline's one way in, spelled as the events these tests send: each call is
+/// one `push`.
+pub(crate) trait Drive: Push {
+    fn open(
+        &mut self,
+        conn: u64,
+        client: Option<SocketAddr>,
+        server: Option<SocketAddr>,
+        midstream: bool,
+    ) {
+        let input = Input::Open {
+            client,
+            server,
+            midstream,
+        };
+        self.push(At::new(conn, 0, 0), input, &mut Collector::default());
+    }
+    fn data(&mut self, conn: u64, side: Side, t: i64, frame: u64, bytes: &[u8], s: &mut dyn Sink) {
+        self.push(At::new(conn, t, frame), Input::Data { side, bytes }, s);
+    }
+    fn gap(&mut self, conn: u64, side: Side, t: i64, frame: u64, lost: u64, s: &mut dyn Sink) {
+        self.push(At::new(conn, t, frame), Input::Gap { side, lost }, s);
+    }
+    fn close(&mut self, conn: u64, t: i64, frame: u64, s: &mut dyn Sink) {
+        self.push(At::new(conn, t, frame), Input::Close, s);
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn not_decodable(
+        &mut self,
+        conn: u64,
+        client: SocketAddr,
+        server: SocketAddr,
+        t: i64,
+        frame: u64,
+        reason: &str,
+        s: &mut dyn Sink,
+    ) {
+        let input = Input::NotDecodable {
+            client,
+            server,
+            reason,
+        };
+        self.push(At::new(conn, t, frame), input, s);
+    }
+    fn bad_frame(&mut self, t: i64, frame: u64, detail: &str, s: &mut dyn Sink) {
+        self.push(At::new(0, t, frame), Input::BadFrame { detail }, s);
+    }
+    /// The end of input (an `Analyzer` judges it; a `Framer` stages it).
+    fn end(&mut self, s: &mut dyn Sink);
+}
+
+impl Drive for Analyzer {
+    fn end(&mut self, s: &mut dyn Sink) {
+        self.finish(s);
+    }
+}
+
+impl Drive for Framer {
+    fn end(&mut self, s: &mut dyn Sink) {
+        self.finish(s);
+    }
+}
 const LINKUP: &str = r#"{"mid":1,"type":"EVENT_LINKUP","timestamp":"2026-11-26 18:00:00","param":{"dev":{"devSN":"1","devType":"t","devName":"n","mfgInfo":"m","devStatus":"ok"},"cpu":{},"mem":{},"disk":{},"os":{},"links":[]}}"#;
 
 fn analyzer(max_packet: usize) -> Analyzer {
@@ -107,7 +171,7 @@ fn legs_are_matched_before_and_after_the_first_delivery_and_expire() {
     a.data(2, Side::Server, T0 + 5_000, 7, &p3, &mut s);
     assert_eq!(a.stats().deliveries, 2);
     // p1's leg is past the window: its delivery now is a message of its own.
-    let late = T0 + 1_000 + edgetap::pipeline::DELIVERY_WINDOW_US + 1;
+    let late = T0 + 1_000 + edgetap::pipeline::framer::DELIVERY_WINDOW_US + 1;
     a.data(2, Side::Server, late, 8, &p1, &mut s);
     let st = a.stats().clone();
     assert_eq!((st.publishes, st.messages, st.deliveries), (6, 4, 2));
@@ -329,9 +393,7 @@ fn deferred_judging_finds_what_direct_judging_finds() {
     let rules = Arc::new(RuleSet::builtin());
     // A session with findings of several kinds: a request without linkup first, a
     // bad payload, an unanswered request, and a malformed packet at the end.
-    let feed = |a: &mut Analyzer,
-                s: &mut dyn edgetap::pipeline::Sink,
-                mid: &mut dyn FnMut(&mut Analyzer, usize)| {
+    let feed = |a: &mut dyn Drive, s: &mut dyn edgetap::pipeline::Sink| {
         a.open(1, None, None, false);
         a.data(1, Side::Client, T0, 1, &connect("edge"), s);
         let msgs = [
@@ -359,31 +421,28 @@ fn deferred_judging_finds_what_direct_judging_finds() {
                 &publish(t, p),
                 s,
             );
-            mid(a, i);
         }
         // A PUBLISH the input ends inside (cut on purpose, so written by hand).
         a.data(1, Side::Client, T0 + 9000, 9, &[0x30, 0x05, 0x00], s);
-        a.finish(s);
+        a.end(s);
     };
     let mut direct = Collector::default();
-    feed(&mut analyzer(1 << 20), &mut direct, &mut |_, _| {});
+    feed(&mut analyzer(1 << 20), &mut direct);
     assert!(
         direct.findings.len() >= 5,
         "{:?}",
         rules_of(&direct.findings)
     );
     for parse_at_reader in [true, false] {
-        let mut a = Analyzer::deferred(
-            rules.clone(),
-            Settings {
-                max_packet: 1 << 20,
-            },
-        );
+        let settings = Settings {
+            max_packet: 1 << 20,
+        };
+        let mut a = match parse_at_reader {
+            true => Framer::new(rules.clone(), settings),
+            false => Framer::leaving_payloads(rules.clone(), settings),
+        };
         let mut staged: Vec<Staged> = vec![];
-        // Alternate who parses, message by message, when asked to.
-        feed(&mut a, &mut Collector::default(), &mut |a, i| {
-            a.parse_payloads(parse_at_reader || i % 2 == 0);
-        });
+        feed(&mut a, &mut Collector::default());
         a.take_staged(&mut staged);
         assert!(staged.iter().any(|s| matches!(s, Staged::Unparsed(_))) != parse_at_reader);
         let judged = judge_staged(&mut staged, &rules);
@@ -622,7 +681,7 @@ fn an_orphan_reply_is_judged_only_when_a_request_of_its_type_stays_unanswered_an
     // answered; gap: bytes lost before the reply. The edge's EVENT_LINKUP opens the
     // input every time.
     let command = r#"{"mid":4,"type":"CMD_SYS_STATUS","timestamp":"2026-11-26 18:00:01"}"#;
-    let feed = |a: &mut Analyzer, s: &mut dyn edgetap::pipeline::Sink, open: bool, gap: bool| {
+    let feed = |a: &mut dyn Drive, s: &mut dyn edgetap::pipeline::Sink, open: bool, gap: bool| {
         a.open(1, None, None, false);
         a.data(1, Side::Client, T0, 1, &connect("edge"), s);
         let p = publish("/v1/E1/device/request", LINKUP);
@@ -636,7 +695,7 @@ fn an_orphan_reply_is_judged_only_when_a_request_of_its_type_stays_unanswered_an
         }
         let p = publish("/v1/E1/device/reply", reply);
         a.data(1, Side::Client, T0 + 3, 4, &p, s);
-        a.finish(s);
+        a.end(s);
     };
     let rules = Arc::new(RuleSet::builtin());
     for (open, gap, orphan) in [
@@ -646,7 +705,7 @@ fn an_orphan_reply_is_judged_only_when_a_request_of_its_type_stays_unanswered_an
     ] {
         let mut direct = Collector::default();
         feed(&mut analyzer(1 << 20), &mut direct, open, gap);
-        let mut a = Analyzer::deferred(
+        let mut a = Framer::new(
             rules.clone(),
             Settings {
                 max_packet: 1 << 20,

@@ -291,7 +291,9 @@ async fn client_vanishing_mid_packet_is_a_finding_and_others_go_on() {
     let port = free_port();
     let _broker = Mosquitto::on(port);
     // The live view's byte counter tells when the proxy has read what was sent.
-    let view = Arc::new(edgetap::live::LiveView::new(Arc::new(RuleSet::builtin())));
+    let view = Arc::new(edgetap::proxy::live::LiveView::new(Arc::new(
+        RuleSet::builtin(),
+    )));
     let px = Proxy::start(
         ProxySettings {
             live: Some(view.clone()),

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use edgetap::finding::{Severity, Side};
 use edgetap::mqtt::encode;
 use edgetap::pipeline::{Analyzer, Settings};
+
+use crate::pipeline::Drive;
 use edgetap::report::Collector;
 use edgetap::rules::RuleSet;
 use serde::Deserialize;

@@ -16,7 +16,7 @@ use edgetap::mqtt::encode;
 use edgetap::pipeline::{Analyzer, PacketEvent, Settings, Sink};
 use edgetap::rules::RuleSet;
 use edgetap::store::packet_record;
-use edgetap::store::replay::feed;
+use edgetap::store::replay::input;
 use edgetap::store::{CaptureMeta, Event, EventKind, PacketRecord, Store, WriteBatch};
 use edgetap::Finding;
 
@@ -69,7 +69,9 @@ fn record(store: &Store, events: Vec<(i64, u64, EventKind)>) -> (u64, Vec<Findin
             kind,
         };
         let mut g = Grab::default();
-        feed(&mut a, &ev, &mut g);
+        if let Some((at, inp)) = input(&ev) {
+            a.push(at, inp, &mut g);
+        }
         batch.event(cap, &ev);
         for (i, p) in g.packets.iter().enumerate() {
             batch.packet(cap, ev.seq, i as u32, p);

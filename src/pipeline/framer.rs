@@ -486,8 +486,7 @@ impl Framer {
                     let side = ("side", side.arrow().to_string());
                     (|c| matches!(c, Check::CaptureEnded), vec![len, side])
                 };
-                transport_findings(
-            &self.rules,check, &place, vars, &mut self.findings);
+                transport_findings(&self.rules, check, &place, vars, &mut self.findings);
             }
         }
         self.flush(sink);
@@ -602,7 +601,7 @@ impl Framer {
                     self.stats.publishes += 1;
                 }
                 transport_findings(
-            &self.rules,
+                    &self.rules,
                     |c| matches!(c, Check::MqttMalformed),
                     &place(offset),
                     vec![
@@ -630,7 +629,7 @@ impl Framer {
                 };
                 let from = self.findings.len();
                 transport_findings(
-            &self.rules,
+                    &self.rules,
                     |c| matches!(c, Check::MqttOversized),
                     &place(offset),
                     vec![
@@ -774,7 +773,7 @@ impl Framer {
                 let mut place = Place::frame(packet, time_us).on(conn, Some(side), None);
                 place.topic = Some(name.clone());
                 transport_findings(
-            &self.rules,
+                    &self.rules,
                     |c| matches!(c, Check::TopicShape),
                     &place,
                     vec![("type", t), ("topic", name), ("expected", expected)],

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use super::{Sink, Stats, Summary};
 pub use super::framer::Unparsed;
+use super::{Sink, Stats, Summary};
 use crate::finding::Finding;
 use crate::protocol::Message;
 use crate::rules::engine::Coverage;

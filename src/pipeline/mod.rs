@@ -28,7 +28,7 @@ use crate::protocol::Message;
 use crate::rules::engine::Coverage;
 use crate::rules::RuleSet;
 
-mod framer;
+pub mod framer;
 mod judge;
 
 pub use framer::Framer;

@@ -337,7 +337,14 @@ impl<'a> Session<'a> {
         };
         analyzer.push(At::new(1, t, 1), open, &mut c);
         let bytes = &connect;
-        analyzer.push(At::new(1, t, 1), Input::Data { side: Side::Client, bytes }, &mut c);
+        analyzer.push(
+            At::new(1, t, 1),
+            Input::Data {
+                side: Side::Client,
+                bytes,
+            },
+            &mut c,
+        );
         let mut rw = rewrite::Rewriter::new(recorded_edge, live_edge, s.fresh_jobs);
         if us == Actor::Edge {
             // The platform picks the job ids; they are learnt from its commands.
@@ -425,7 +432,8 @@ impl<'a> Session<'a> {
         });
         let at = At::new(1, t, self.packet);
         let side = Side::Server;
-        self.analyzer.push(at, Input::Packet { side, packet }, &mut c);
+        self.analyzer
+            .push(at, Input::Packet { side, packet }, &mut c);
         self.chart = c.timeline.unwrap_or_default();
         self.findings.extend(c.findings);
         self.frames
