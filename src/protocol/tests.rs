@@ -1,3 +1,4 @@
+use super::envelope::nesting_depth;
 use super::*;
 use bytes::Bytes;
 use serde_json::Value;
