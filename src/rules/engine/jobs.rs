@@ -32,7 +32,7 @@ impl Job {
         self.results == 0
             && self
                 .reply_code
-                .map_or(true, |c| self.result_after.contains(&c))
+                .is_none_or(|c| self.result_after.contains(&c))
     }
 }
 
@@ -58,7 +58,7 @@ impl Engine {
                         result_after: job.result_after.clone(),
                         reply_optional: job.reply_optional
                             || job.reply_first_if_param.as_ref().is_some_and(|f| {
-                                param.and_then(|p| p.get(f)).map_or(true, |v| v.is_null())
+                                param.and_then(|p| p.get(f)).is_none_or(|v| v.is_null())
                             }),
                         reply_code: None,
                         results: 0,

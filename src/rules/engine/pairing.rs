@@ -80,7 +80,7 @@ impl Engine {
         let expects_reply = ctx
             .typedef
             .as_ref()
-            .map_or(true, |d| !d.reply_codes.is_empty());
+            .is_none_or(|d| !d.reply_codes.is_empty());
         if !expects_reply {
             return;
         }
@@ -473,7 +473,7 @@ pub(super) fn code_verdict(
         return CodeVerdict::Fine;
     };
     let entry = def.reply_codes.iter().find(|rc| {
-        rc.if_param.as_ref().map_or(true, |f| {
+        rc.if_param.as_ref().is_none_or(|f| {
             req.env
                 .as_ref()
                 .and_then(|e| e.param())
