@@ -4,7 +4,10 @@
 #
 #   bench/analyze.sh [N_MESSAGES]    (default 200000 REP_SYS_STATUS of ~900 bytes)
 #   KEEP=1 keeps the work folder; PCAP=FILE times that capture instead of making one;
-#   ROUNDS=N runs each timed command N times (default 5), taking turns.
+#   ROUNDS=N runs each timed command N times (default 5), taking turns;
+#   BASE=BINARY times another edgetap (e.g. a build of main) in the same turns, and
+#   prints the CPU ratio (wall time on 2 shared cores is noisy; CPU is not);
+#   SKIP_JSON=1 skips the slow `tshark -T json` run.
 #
 # Needs mosquitto, mosquitto-clients, tcpdump, tshark, ethtool, /usr/bin/time; run as root.
 set -euo pipefail
@@ -65,11 +68,15 @@ fi
 #    (default 5), and each one's best run counts.
 cat "$work/bench.pcap" > /dev/null
 rounds=${ROUNDS:-5}
-declare -A best_s best_line
+declare -A best_s best_line best_cpu
 run() { # key, command...: one timed run, kept if it is the key's best
   local key=$1; shift
-  /usr/bin/time -f "%e s, peak RSS %M KB" "$@" > "$work/out.$key" 2> "$work/time" || true
+  /usr/bin/time -f "%e s, cpu %U+%S s, peak RSS %M KB" "$@" > "$work/out.$key" 2> "$work/time" || true
   local r; r=$(tail -1 "$work/time")
+  local cpu; cpu=$(echo "$r" | sed -E 's/.*cpu ([0-9.]+)\+([0-9.]+) s.*/\1 \2/' | awk '{ print $1 + $2 }')
+  if [ -z "${best_cpu[$key]:-}" ] || awk -v a="$cpu" -v b="${best_cpu[$key]}" 'BEGIN { exit !(a < b) }'; then
+    best_cpu[$key]=$cpu
+  fi
   if [ -z "${best_s[$key]:-}" ] || awk -v a="${r%% *}" -v b="${best_s[$key]}" 'BEGIN { exit !(a < b) }'; then
     best_s[$key]=${r%% *}; best_line[$key]=$r
   fi
@@ -77,18 +84,23 @@ run() { # key, command...: one timed run, kept if it is the key's best
 for _ in $(seq "$rounds"); do
   run e "$bin" analyze --no-progress --port "$port" --format json "$work/bench.pcap"
   EDGETAP_THREADS=1 run e1 "$bin" analyze --no-progress --port "$port" --format json "$work/bench.pcap"
+  [ -z "${BASE:-}" ] || run b "$BASE" analyze --no-progress --port "$port" --format json "$work/bench.pcap"
   run f tshark -r "$work/bench.pcap" -d "tcp.port==$port,mqtt" -T fields -e mqtt.topic -e mqtt.msg
 done
-run j tshark -r "$work/bench.pcap" -d "tcp.port==$port,mqtt" -T json
+[ -n "${SKIP_JSON:-}" ] || run j tshark -r "$work/bench.pcap" -d "tcp.port==$port,mqtt" -T json
 echo "edgetap analyze --format json (reading | judging threads): ${best_line[e]}"
 python3 -c "import json; s=json.load(open('$work/out.e'))['summary']; print('  ', {k: s[k] for k in ('mqtt_packets','publishes','messages','errors','warnings')})"
 echo "edgetap analyze, one thread (EDGETAP_THREADS=1): ${best_line[e1]}"
 echo "tshark -T fields -e mqtt.topic -e mqtt.msg: ${best_line[f]}"
 echo "  lines: $(wc -l < "$work/out.f")"
-echo "tshark -T json (once): ${best_line[j]}"
-e=${best_s[e]}; e1=${best_s[e1]}; f=${best_s[f]}; j=${best_s[j]}
+echo "tshark -T json (once): ${best_line[j]:-skipped}"
+if [ -n "${BASE:-}" ]; then
+  echo "$BASE analyze --format json: ${best_line[b]}"
+  python3 -c "print(f'CPU against $BASE: {${best_cpu[e]} / ${best_cpu[b]}:.2f}x (best of each), wall: {${best_s[e]} / ${best_s[b]}:.2f}x')"
+fi
+e=${best_s[e]}; e1=${best_s[e1]}; f=${best_s[f]}; j=${best_s[j]:-0}
 python3 - "$e" "$e1" "$f" "$j" <<'PY'
 import sys
 e, e1, f, j = (float(x) for x in sys.argv[1:])
-print(f"speed ratio vs tshark fields: {f/e:.1f}x (one thread: {f/e1:.1f}x), vs tshark json: {j/e:.1f}x")
+print(f"speed ratio vs tshark fields: {f/e:.1f}x (one thread: {f/e1:.1f}x)" + (f", vs tshark json: {j/e:.1f}x" if j else ""))
 PY

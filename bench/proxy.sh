@@ -263,6 +263,6 @@ kill -TERM "$rss_pid"; wait "$rss_pid" || true
 if [ "${BENCH_CLIENT:-1}" = 1 ]; then
     echo
     echo "the project's own client (rumqttc), direct vs edgetap:"
-    cargo test --release --test proxy bench_direct_vs_proxy -- --ignored --nocapture 2>&1 |
+    cargo test --release --test tests proxy::bench_direct_vs_proxy -- --ignored --nocapture 2>&1 |
         grep -E "^(direct|proxy|throughput|added|proxy peak)" || true
 fi
