@@ -2,8 +2,9 @@
 //!
 //! One sans-IO pipeline serves every front end (pcap reader, proxy, replayer):
 //! TCP bytes → [`mqtt`] packets → [`protocol`] messages → [`rules`] engine → findings.
-//! [`pipeline::Analyzer`] ties the stages together; the front ends only feed it
-//! bytes with timestamps and collect what it emits through a [`pipeline::Sink`].
+//! [`pipeline::Analyzer`] ties the stages together: a front end hands it every input
+//! through [`pipeline::Analyzer::push`], collects what it emits through a
+//! [`pipeline::Sink`], and takes the summary from [`pipeline::Analyzer::finish`].
 
 pub mod analyze;
 pub mod broker;
