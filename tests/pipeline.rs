@@ -86,8 +86,8 @@ impl Drive for Analyzer {
 }
 
 impl Drive for Framer {
-    fn end(&mut self, s: &mut dyn Sink) {
-        self.finish(s);
+    fn end(&mut self, _s: &mut dyn Sink) {
+        self.finish();
     }
 }
 const LINKUP: &str = r#"{"mid":1,"type":"EVENT_LINKUP","timestamp":"2026-11-26 18:00:00","param":{"dev":{"devSN":"1","devType":"t","devName":"n","mfgInfo":"m","devStatus":"ok"},"cpu":{},"mem":{},"disk":{},"os":{},"links":[]}}"#;

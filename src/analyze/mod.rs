@@ -135,7 +135,7 @@ pub fn analyze_files_parallel_charted(
         }
     };
     let read = read_files(settings, &mut framer, &mut Quiet, &mut |f| send(f, BATCH));
-    framer.finish(&mut Quiet);
+    framer.finish();
     send(&mut framer, 1);
     drop(tx);
     let (summary, collector) = match judging.join() {

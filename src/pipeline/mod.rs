@@ -237,13 +237,11 @@ impl Analyzer {
     /// The one way out: the end of input is judged (unanswered requests, unfinished
     /// jobs, packets cut by the end). Asked again, the same summary.
     pub fn finish(&mut self, sink: &mut dyn Sink) -> Summary {
+        if self.judge.is_some() {
+            self.framer.finish();
+            self.judge_staged(sink);
+        }
         if let Some(judge) = self.judge.take() {
-            self.framer.finish(sink);
-            self.framer.take_staged(&mut self.staged);
-            let mut judge = judge;
-            for mut s in self.staged.drain(..) {
-                judge.take(&mut s, sink);
-            }
             self.summary = Some(judge.finish(sink));
         }
         self.summary.clone().unwrap_or_default()

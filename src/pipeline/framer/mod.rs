@@ -170,16 +170,16 @@ impl Framer {
             } => self.open(conn, client, server, midstream),
             Input::Data { side, bytes } => self.data(conn, side, time_us, frame, bytes, sink),
             Input::Packet { side, packet } => self.packet(conn, side, time_us, frame, packet, sink),
-            Input::Gap { side, lost } => self.gap(conn, side, time_us, frame, lost, sink),
-            Input::Close => self.end_conn(conn, time_us, frame, true, sink),
-            Input::InputEnded => self.end_conn(conn, time_us, frame, false, sink),
+            Input::Gap { side, lost } => self.gap(conn, side, time_us, frame, lost),
+            Input::Close => self.end_conn(conn, time_us, frame, true),
+            Input::InputEnded => self.end_conn(conn, time_us, frame, false),
             Input::NotDecodable {
                 client,
                 server,
                 reason,
-            } => self.not_decodable(conn, client, server, time_us, frame, reason, sink),
-            Input::Opaque { reason } => self.opaque(conn, time_us, frame, reason, sink),
-            Input::BadFrame { detail } => self.bad_frame(time_us, frame, detail, sink),
+            } => self.not_decodable(conn, client, server, time_us, frame, reason),
+            Input::Opaque { reason } => self.opaque(conn, time_us, frame, reason),
+            Input::BadFrame { detail } => self.bad_frame(time_us, frame, detail),
             Input::Continued { from } => self.continued(from, conn),
         }
     }
@@ -276,7 +276,7 @@ impl Framer {
                     // the client's it could prove.
                     c.not_mqtt = true;
                     let reason = format!("{}, {other}", nc.shown);
-                    self.opaque(conn, time_us, packet, &reason, sink);
+                    self.opaque(conn, time_us, packet, &reason);
                     return;
                 }
                 c.unopened = Some(nc);
@@ -301,7 +301,7 @@ impl Framer {
                         }
                         Decoded::Malformed { .. } | Decoded::Oversized { .. } => {
                             let what = format!("its first bytes are {}", nc.shown);
-                            self.not_mqtt(conn, time_us, packet, what, sink);
+                            self.not_mqtt(conn, time_us, packet, what);
                             return;
                         }
                         Decoded::Skipped { .. } => c.unopened = Some(nc),
@@ -310,11 +310,11 @@ impl Framer {
             }
             self.decoded(conn, side, time_us, packet, d, sink);
         }
-        self.flush(sink);
+        self.flush();
     }
 
     /// Stages the transport findings made so far, in their place among the messages.
-    fn flush(&mut self, _sink: &mut dyn Sink) {
+    fn flush(&mut self) {
         self.staged
             .extend(self.findings.drain(..).map(Staged::Finding));
     }
@@ -339,7 +339,7 @@ impl Framer {
             packet,
         };
         self.decoded(conn, side, time_us, frame, d, sink);
-        self.flush(sink);
+        self.flush();
     }
 
     fn decoded(
@@ -359,7 +359,7 @@ impl Framer {
                 packet: p,
             } => {
                 self.stats.mqtt_packets += 1;
-                note(&mut self.coverage, "5.2");
+                self.coverage.count("5.2");
                 sink.packet(&PacketEvent {
                     conn,
                     side,
@@ -377,7 +377,7 @@ impl Framer {
                     }
                     Packet::Publish(p) => {
                         self.stats.publishes += 1;
-                        self.publish(conn, side, time_us, packet, p, sink);
+                        self.publish(conn, side, time_us, packet, p);
                     }
                     // Acknowledged: the other side's PUBLISH with this id is no longer
                     // in flight, and the id may come again for a new message.
@@ -463,7 +463,6 @@ impl Framer {
         time_us: i64,
         packet: u64,
         p: crate::mqtt::Publish,
-        sink: &mut dyn Sink,
     ) {
         let mut p = p;
         let origin_seen =
@@ -609,7 +608,7 @@ impl Framer {
             origin_seen,
         };
         self.seq += 1;
-        self.flush(sink);
+        self.flush();
         // The one parse of the payload (classification, the rules, the store and the
         // reports all read it): here, or on the judge's thread.
         self.staged.push(match self.leave_payloads {
@@ -740,14 +739,4 @@ fn leg_key(topic: &str, payload: &[u8]) -> u64 {
     topic.hash(&mut h);
     payload.hash(&mut h);
     h.finish()
-}
-
-/// Counts one more message of `clause` in `coverage`.
-fn note(coverage: &mut Coverage, clause: &str) {
-    match coverage.messages.get_mut(clause) {
-        Some(n) => *n += 1,
-        None => {
-            coverage.messages.insert(clause.to_string(), 1);
-        }
-    }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use super::Framer;
 use crate::finding::{ConnId, Side};
-use crate::pipeline::{Ended, Sink, Staged};
+use crate::pipeline::{Ended, Staged};
 use crate::rules::engine::{transport_findings, Place};
 use crate::rules::model::Check;
 
@@ -32,33 +32,18 @@ impl Framer {
 
     /// The client opened with `what`, which is not MQTT: said once, and neither
     /// direction is decoded any further (its bytes would only make noise).
-    pub(super) fn not_mqtt(
-        &mut self,
-        conn: ConnId,
-        time_us: i64,
-        packet: u64,
-        what: String,
-        sink: &mut dyn Sink,
-    ) {
+    pub(super) fn not_mqtt(&mut self, conn: ConnId, time_us: i64, packet: u64, what: String) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.not_mqtt = true;
             c.unopened = None;
         }
         let what = format!("{what}: the connection is not MQTT and was not decoded further");
         self.opened_without_connect(conn, time_us, packet, what);
-        self.flush(sink);
+        self.flush();
     }
 
     /// `lost` bytes of one direction never arrived.
-    pub(super) fn gap(
-        &mut self,
-        conn: ConnId,
-        side: Side,
-        time_us: i64,
-        packet: u64,
-        lost: u64,
-        sink: &mut dyn Sink,
-    ) {
+    pub(super) fn gap(&mut self, conn: ConnId, side: Side, time_us: i64, packet: u64, lost: u64) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -86,17 +71,11 @@ impl Framer {
             vec![("lost", lost.to_string()), ("side", side.arrow().into())],
             &mut self.findings,
         );
-        self.flush(sink);
+        self.flush();
     }
 
     /// A capture frame that could not be read; reading went on after it.
-    pub(super) fn bad_frame(
-        &mut self,
-        time_us: i64,
-        packet: u64,
-        detail: &str,
-        sink: &mut dyn Sink,
-    ) {
+    pub(super) fn bad_frame(&mut self, time_us: i64, packet: u64, detail: &str) {
         let place = Place::frame(packet, time_us);
         self.staged.push(Staged::Lost);
         transport_findings(
@@ -106,7 +85,7 @@ impl Framer {
             vec![("detail", detail.to_string())],
             &mut self.findings,
         );
-        self.flush(sink);
+        self.flush();
     }
 
     /// A flow that cannot be decoded (TLS).
@@ -118,7 +97,6 @@ impl Framer {
         time_us: i64,
         packet: u64,
         reason: &str,
-        sink: &mut dyn Sink,
     ) {
         let place = Place::frame(packet, time_us).on(conn, None, None);
         transport_findings(
@@ -132,20 +110,13 @@ impl Framer {
             ],
             &mut self.findings,
         );
-        self.flush(sink);
+        self.flush();
     }
 
     /// Bytes of a connection that the front end forwarded without being able to
     /// read them (TLS it does not terminate): the first of a connection reports the
     /// flow as not decodable; the bytes are not decoded.
-    pub(super) fn opaque(
-        &mut self,
-        conn: ConnId,
-        time_us: i64,
-        packet: u64,
-        reason: &str,
-        sink: &mut dyn Sink,
-    ) {
+    pub(super) fn opaque(&mut self, conn: ConnId, time_us: i64, packet: u64, reason: &str) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -157,26 +128,19 @@ impl Framer {
             c.client.unwrap_or_else(unknown),
             c.server.unwrap_or_else(unknown),
         );
-        self.not_decodable(conn, client, server, time_us, packet, reason, sink);
+        self.not_decodable(conn, client, server, time_us, packet, reason);
     }
 
     /// `closed`: the connection ended (FIN, RST, the proxy's end of it); else the
     /// input ended with the connection still open.
-    pub(super) fn end_conn(
-        &mut self,
-        conn: ConnId,
-        time_us: i64,
-        packet: u64,
-        closed: bool,
-        sink: &mut dyn Sink,
-    ) {
+    pub(super) fn end_conn(&mut self, conn: ConnId, time_us: i64, packet: u64, closed: bool) {
         // A client that opened with bytes that are no CONNECT and ended before they
         // made a packet: not MQTT (an HTTP request is shorter than the length its
         // first bytes would announce).
         let unopened = self.conns.get_mut(&conn).and_then(|c| c.unopened.take());
         if let Some(nc) = unopened {
             let what = format!("its first bytes are {}", nc.shown);
-            self.not_mqtt(conn, time_us, packet, what, sink);
+            self.not_mqtt(conn, time_us, packet, what);
         }
         if let Some(c) = self.conns.remove(&conn).filter(|c| !c.not_mqtt) {
             for side in [Side::Client, Side::Server] {
@@ -201,19 +165,19 @@ impl Framer {
                 transport_findings(&self.rules, check, &place, vars, &mut self.findings);
             }
         }
-        self.flush(sink);
+        self.flush();
     }
 
     /// End of input: unanswered requests, unfinished jobs.
     /// End of input: connections still open end with it; the judge is told (an
     /// `End` item, staged last, with the counters and the clauses exercised).
-    pub fn finish(&mut self, sink: &mut dyn Sink) {
+    pub fn finish(&mut self) {
         let open: Vec<ConnId> = self.conns.keys().copied().collect();
         let t = self.last_time_us;
         for c in open {
-            self.end_conn(c, t, 0, false, sink);
+            self.end_conn(c, t, 0, false);
         }
-        self.flush(sink);
+        self.flush();
         self.staged.push(Staged::End(Box::new(Ended {
             time_us: t,
             stats: self.stats.clone(),

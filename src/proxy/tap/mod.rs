@@ -645,15 +645,7 @@ fn analyze(
         }
     }
     // Every connection is closed; what the engine still holds are run-level findings.
-    let mut sink = Collect {
-        batch: None,
-        cap,
-        seq,
-        packets: 0,
-        notes: &mut notes,
-        keep_alives,
-    };
-    a.finish(&mut sink);
+    a.finish();
     a.take_staged(&mut staged);
     judge.send(last_time, staged.drain(..).map(Item::Staged));
     judge.take_findings(&mut judged);

@@ -20,6 +20,16 @@ impl Coverage {
         self.messages.get(clause)
     }
 
+    /// One more message of `clause`.
+    pub fn count(&mut self, clause: &str) {
+        match self.messages.get_mut(clause) {
+            Some(n) => *n += 1,
+            None => {
+                self.messages.insert(clause.to_string(), 1);
+            }
+        }
+    }
+
     pub fn note(&mut self, clause: &str, reason: String) {
         let reasons = self.unseen.entry(clause.to_string()).or_default();
         let key = if reasons.len() >= UNSEEN_REASONS_MAX && !reasons.contains_key(&reason) {

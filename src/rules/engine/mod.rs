@@ -143,12 +143,7 @@ impl Engine {
     }
 
     pub fn note_exercised(&mut self, clause: &str) {
-        match self.exercised.messages.get_mut(clause) {
-            Some(n) => *n += 1,
-            None => {
-                self.exercised.messages.insert(clause.to_string(), 1);
-            }
-        }
+        self.exercised.count(clause);
     }
 
     /// The input ends at `t` (µs) at the latest: pending work is judged against it.
