@@ -10,7 +10,7 @@ use super::*;
 pub(super) struct ContentIndex {
     /// Payload and envelope rules, and schema rules for any type, in rule order.
     pub(super) always: Vec<usize>,
-    /// Schema rules naming their types, per type, in rule order.
+    /// Per type: the schema rules naming it and the rules of `always`, in rule order.
     pub(super) by_type: HashMap<String, Vec<usize>>,
 }
 
@@ -34,24 +34,19 @@ impl ContentIndex {
                 _ => {}
             }
         }
+        // Each type's list holds the rules for any type too, in rule order: a
+        // message's rules are one lookup, nothing merged or allocated per message.
+        for v in ix.by_type.values_mut() {
+            v.extend_from_slice(&ix.always);
+            v.sort_unstable();
+            v.dedup();
+        }
         ix
     }
 
     /// Indices of the rules for a message of type `t`, in rule order.
-    pub(super) fn rules_for(&self, t: Option<&str>) -> Vec<usize> {
-        let typed = t.and_then(|t| self.by_type.get(t)).map_or(&[][..], |v| v);
-        let mut out = Vec::with_capacity(self.always.len() + typed.len());
-        let (mut a, mut b) = (self.always.iter().peekable(), typed.iter().peekable());
-        loop {
-            let next = match (a.peek(), b.peek()) {
-                (Some(&&x), Some(&&y)) if x < y => a.next(),
-                (Some(_), Some(_)) | (None, Some(_)) => b.next(),
-                (Some(_), None) => a.next(),
-                (None, None) => break,
-            };
-            out.extend(next.copied());
-        }
-        out
+    pub(super) fn rules_for(&self, t: Option<&str>) -> &[usize] {
+        t.and_then(|t| self.by_type.get(t)).unwrap_or(&self.always)
     }
 }
 
@@ -101,7 +96,7 @@ impl Engine {
     pub(super) fn content_checks(&self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
         let rules = Arc::clone(&self.rules);
         let env = m.envelope();
-        for i in self.content.rules_for(ctx.msg_type.as_deref()) {
+        for &i in self.content.rules_for(ctx.msg_type.as_deref()) {
             let rule = &rules.rules[i];
             let vars_base = || ctx.vars(m);
             match &rule.def.check {

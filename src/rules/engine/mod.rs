@@ -427,8 +427,8 @@ mod tests {
         let ix = ContentIndex::of(&rules);
         let ids = |t: Option<&str>| -> Vec<&str> {
             ix.rules_for(t)
-                .into_iter()
-                .map(|i| rules.rules[i].def.id.as_str())
+                .iter()
+                .map(|&i| rules.rules[i].def.id.as_str())
                 .collect()
         };
         let all = ids(Some("REP_SYS_STATUS"));
