@@ -836,3 +836,63 @@ fn a_dup_resend_after_a_reconnect_is_the_same_message() {
         assert_eq!(a.stats().messages, messages, "dup {dup}");
     }
 }
+
+/// A PUBLISH a client library already decoded (the sims' tap, replay) is judged as
+/// its bytes would be: the same findings, counters and clauses.
+#[test]
+fn a_decoded_publish_is_judged_as_its_bytes_are() {
+    let bad = r#"{"mid":6,"type":"REP_SYS_STATUS","timestamp":"2026-11-26 18:00:00","param":{"cpuRate":"x"}}"#;
+    let run = |decoded: bool| {
+        let (mut a, mut s) = edge_connected();
+        for (i, p) in [LINKUP, bad].iter().enumerate() {
+            let topic = ["/v1/E1/device/request", "/v1/E1/device/data"][i];
+            let at = At::new(1, T0 + 1000 * (i as i64 + 1), 2 + i as u64);
+            if decoded {
+                let packet = edgetap::mqtt::Packet::Publish(edgetap::mqtt::Publish {
+                    topic: topic.into(),
+                    payload: bytes::Bytes::from(p.to_string()),
+                    qos: 0,
+                    pkid: 0,
+                    retain: false,
+                    dup: false,
+                    topic_alias: None,
+                });
+                let side = Side::Client;
+                a.push(at, Input::Packet { side, packet }, &mut s);
+            } else {
+                let bytes = &publish(topic, p);
+                a.push(
+                    at,
+                    Input::Data {
+                        side: Side::Client,
+                        bytes,
+                    },
+                    &mut s,
+                );
+            }
+        }
+        let summary = a.finish(&mut s);
+        let found: Vec<String> = s
+            .findings
+            .iter()
+            .map(|f| format!("{} {:?} {}", f.rule, f.packet, f.message))
+            .collect();
+        (
+            found,
+            summary.stats.messages,
+            summary.stats.mqtt_packets,
+            summary.coverage,
+        )
+    };
+    let (from_bytes, from_packet) = (run(false), run(true));
+    assert!(
+        from_bytes
+            .0
+            .iter()
+            .any(|f| f.starts_with("t10.REP_SYS_STATUS")),
+        "{:?}",
+        from_bytes.0
+    );
+    assert_eq!(from_bytes.1, 2);
+    assert_eq!(from_packet, from_bytes);
+}
