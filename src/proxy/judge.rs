@@ -358,9 +358,10 @@ impl JudgeHandle {
     }
 
     /// No more items: waits until everything is judged; returns the summary (the
-    /// report's counters and exercised clauses, framing's and judging's), the findings for the report (every one
-    /// counted, the first [`MAX_KEPT_FINDINGS`] kept), the findings not yet taken
-    /// for the store, and how many messages were skipped (not judged live).
+    /// report's counters and exercised clauses, framing's and judging's), the
+    /// findings for the report (every one counted, the first [`MAX_KEPT_FINDINGS`]
+    /// kept), the findings not yet taken for the store, and how many messages were
+    /// skipped (not judged live).
     pub(crate) fn finish(self) -> (Summary, Collector, Vec<Finding>, u64) {
         {
             let mut q = self.sh.lock();
