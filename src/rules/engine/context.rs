@@ -1,4 +1,4 @@
-//! The context a message is judged in, and the one builder of its findings.
+//! The context a message is judged in, and the one builder of the engine's findings.
 
 use super::*;
 
@@ -33,8 +33,7 @@ impl Ctx {
             .find(|(k, _)| *k == "type")
             .map(|(_, v)| v.clone())
             .filter(|v| v != "?");
-        Finding {
-            rule: rule.def.id.clone(),
+        let cites = Cites {
             clause: rule
                 .def
                 .clause
@@ -50,20 +49,20 @@ impl Ctx {
                     .then(|| self.table.clone())
                     .flatten()
             }),
-            severity: rule.def.severity,
-            edge_id: Some(m.topic.edge_id.clone()),
             msg_type,
-            topic: Some(m.topic_name.clone()),
             mid: m.mid(),
-            packet: Some(m.packet),
-            time: Some(m.time_us),
-            message: fill(&rule.def.message, &vars),
+            from: Some(m.topic.publisher),
+        };
+        let place = Place {
             conn: Some(m.conn),
             side: Some(m.side),
+            packet: Some(m.packet),
+            time_us: Some(m.time_us),
             offset: None,
-            basis: rule.def.basis.clone(),
-            from: Some(m.topic.publisher),
-        }
+            edge_id: Some(m.topic.edge_id.clone()),
+            topic: Some(m.topic_name.clone()),
+        };
+        build(rule, cites, place, &vars)
     }
 
     pub(super) fn selects(&self, when: &Selector, m: &Message) -> bool {
@@ -100,5 +99,37 @@ impl Ctx {
         };
         let ok = def.channels.iter().any(|c| *c == m.topic.channel) && m.topic.role == role;
         (!ok).then(|| format!("{}/{}", def.channels.join("|"), role))
+    }
+}
+
+/// What a finding cites besides its rule and its place.
+pub(super) struct Cites {
+    pub(super) clause: String,
+    pub(super) table: Option<String>,
+    pub(super) msg_type: Option<String>,
+    pub(super) mid: Option<u64>,
+    pub(super) from: Option<Actor>,
+}
+
+/// The one builder of the engine's findings: the rule's id, severity, basis and
+/// message (its template filled with `vars`), what it cites, and where.
+pub(super) fn build(rule: &Rule, cites: Cites, place: Place, vars: &Vars) -> Finding {
+    Finding {
+        rule: rule.def.id.clone(),
+        clause: cites.clause,
+        table: cites.table,
+        severity: rule.def.severity,
+        edge_id: place.edge_id,
+        msg_type: cites.msg_type,
+        topic: place.topic,
+        mid: cites.mid,
+        packet: place.packet,
+        time: place.time_us,
+        message: fill(&rule.def.message, vars),
+        conn: place.conn,
+        side: place.side,
+        offset: place.offset,
+        basis: rule.def.basis.clone(),
+        from: cites.from,
     }
 }

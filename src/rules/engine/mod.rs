@@ -384,24 +384,14 @@ pub fn transport_findings(
     out: &mut Vec<Finding>,
 ) {
     for rule in rules.rules.iter().filter(|r| pick(&r.def.check)) {
-        out.push(Finding {
-            rule: rule.def.id.clone(),
+        let cites = Cites {
             clause: rule.def.clause.clone().unwrap_or_else(|| "5.2".into()),
             table: rule.def.table.clone(),
-            severity: rule.def.severity,
-            edge_id: place.edge_id.clone(),
             msg_type: None,
-            topic: place.topic.clone(),
             mid: None,
-            packet: place.packet,
-            time: place.time_us,
-            message: fill(&rule.def.message, &vars),
-            conn: place.conn,
-            side: place.side,
-            offset: place.offset,
-            basis: rule.def.basis.clone(),
             from: None,
-        });
+        };
+        out.push(build(rule, cites, place.clone(), &vars));
     }
 }
 

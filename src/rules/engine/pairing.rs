@@ -419,24 +419,19 @@ impl Engine {
         time_us: i64,
         vars: &Vars,
     ) -> Finding {
-        Finding {
-            rule: rule.def.id.clone(),
+        let cites = Cites {
             clause: rule.def.clause.clone().unwrap_or(clause),
             table: rule.def.table.clone(),
-            severity: rule.def.severity,
-            edge_id: Some(edge.to_string()),
             msg_type: Some(msg_type.to_string()),
-            topic: topic.map(str::to_string),
             mid,
-            packet: Some(packet),
-            time: Some(time_us),
-            message: fill(&rule.def.message, vars),
-            conn: None,
-            side: None,
-            offset: None,
-            basis: rule.def.basis.clone(),
             from: None,
-        }
+        };
+        let place = Place {
+            edge_id: Some(edge.to_string()),
+            topic: topic.map(str::to_string),
+            ..Place::frame(packet, time_us)
+        };
+        build(rule, cites, place, vars)
     }
 }
 
