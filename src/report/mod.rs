@@ -18,9 +18,9 @@
 //!
 //! Layout: this file holds the report's data and its JSON form; [`Collector`] is the
 //! sink a report is built from, `build` builds and counts it, `clauses` gives each
-//! clause its verdict, `exit` says what the run proves (its exit code); `table`,
-//! [`junit`] and [`html`] render it, from the [`group`]s, [`edges`] and
-//! [`timeline`] it holds.
+//! clause its verdict, `exit` says what the run proves (its exit code); [`render`]
+//! holds its renderers (`render/{table,junit,html}.rs`), which read the [`group`]s,
+//! [`edges`] and [`timeline`] it holds.
 
 mod build;
 mod clauses;
@@ -29,9 +29,7 @@ pub mod edges;
 mod exit;
 pub mod filter;
 pub mod group;
-pub mod html;
-pub mod junit;
-mod table;
+pub mod render;
 pub mod timeline;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,6 +46,7 @@ pub use crate::finding::one_line;
 pub use clauses::{ClauseRow, Tally};
 pub use collector::{Collector, LISTED_FINDINGS};
 pub use exit::{EXIT_ERRORS, EXIT_NOTHING_JUDGED, EXIT_UNREADABLE};
+pub use render::{html, junit};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {

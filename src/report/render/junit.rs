@@ -6,10 +6,10 @@
 
 use std::fmt::Write as _;
 
-use super::filter::within;
-use super::group::Group;
-use super::Report;
 use crate::finding::Severity;
+use crate::report::filter::within;
+use crate::report::group::Group;
+use crate::report::Report;
 
 /// How one test case ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,11 +19,11 @@ use std::sync::OnceLock;
 
 use serde::Serialize;
 
-use super::edges::show_time;
-use super::timeline::{self, Entry, Lane, Timeline};
-use super::{ClauseRow, Report};
 use crate::finding::{Finding, Severity, Side};
 use crate::protocol::Actor;
+use crate::report::edges::show_time;
+use crate::report::timeline::{self, Entry, Lane, Timeline};
+use crate::report::{ClauseRow, Report};
 
 /// Groups shown; the JSON holds them all.
 pub const MAX_GROUPS: usize = 400;
@@ -88,8 +88,11 @@ fn env() -> &'static minijinja::Environment<'static> {
     static ENV: OnceLock<minijinja::Environment<'static>> = OnceLock::new();
     ENV.get_or_init(|| {
         let mut env = minijinja::Environment::new();
-        env.add_template("report.html", include_str!("../../templates/report.html"))
-            .expect("the report template parses (a test renders it)");
+        env.add_template(
+            "report.html",
+            include_str!("../../../templates/report.html"),
+        )
+        .expect("the report template parses (a test renders it)");
         env
     })
 }
@@ -123,7 +126,7 @@ struct Page<'a> {
     generated: String,
     version: &'static str,
     rules: String,
-    s: &'a super::Summary,
+    s: &'a crate::report::Summary,
     verdict: Verdict,
     filtered: Option<String>,
     problems: Vec<String>,
@@ -299,7 +302,7 @@ impl<'a> Page<'a> {
         live: Option<&'a LiveLinks>,
     ) -> Page<'a> {
         let s = &report.summary;
-        let verdict = if report.exit_code() == super::EXIT_UNREADABLE {
+        let verdict = if report.exit_code() == crate::report::EXIT_UNREADABLE {
             Verdict {
                 class: "fail",
                 text: "UNREADABLE INPUT",
@@ -406,7 +409,7 @@ impl<'a> Page<'a> {
 
 /// The groups by rule, errors first, the largest first; with the standard's words.
 fn rule_sections(report: &Report) -> (Vec<RuleSection>, usize) {
-    let mut groups: Vec<&super::group::Group> = report.groups.iter().collect();
+    let mut groups: Vec<&crate::report::group::Group> = report.groups.iter().collect();
     groups.sort_by_key(|g| std::cmp::Reverse((g.severity, g.count)));
     let left = groups.len().saturating_sub(MAX_GROUPS);
     groups.truncate(MAX_GROUPS);

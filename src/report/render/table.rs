@@ -4,10 +4,11 @@
 
 use std::fmt::Write as _;
 
-use super::edges::{show_time, EdgeRow};
-use super::group::Group;
-use super::{junit, one_line, ClauseRow, Listing, Report};
+use super::junit;
 use crate::finding::Severity;
+use crate::report::edges::{show_time, EdgeRow};
+use crate::report::group::Group;
+use crate::report::{one_line, ClauseRow, Listing, Report};
 
 /// The table shows at most this many groups and edges; the JSON holds them all.
 const TABLE_GROUPS: usize = 60;
