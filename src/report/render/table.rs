@@ -1,6 +1,7 @@
 //! The test record for people: the clause table, what could not be judged, the
 //! edges, the findings (grouped, or one line each with `--each`), the standard's
-//! words and the totals. Device-chosen text is written printable.
+//! words and the totals, then the sections of the front end. Device-chosen text in the
+//! report is written printable.
 
 use std::fmt::Write as _;
 
