@@ -481,15 +481,8 @@ pub enum RulesCommand {
     Print,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Table,
-    Json,
-    Junit,
-    /// One self-contained HTML page (loads nothing): the clause table, the edges, the
-    /// findings by rule and a message sequence chart per edge.
-    Html,
-}
+/// The report formats are the renderers' (`report::render`): a new one is a file there.
+pub use edgetap::report::Format;
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ListFormat {

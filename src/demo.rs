@@ -21,7 +21,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::broker::{self, BrokerSettings};
 use crate::proxy::{self, ProxyError, ProxySettings};
-use crate::report::Report;
+use crate::report::{Appended, Document, Report};
 use crate::rules::RuleSet;
 use crate::sim::edge::{self, EdgeSettings, EdgeStats, Fault};
 use crate::sim::platform::{self, PlanReport, PlatformSettings};
@@ -103,6 +103,20 @@ impl DemoRun {
     /// The run conforms by both judgements.
     pub fn passed(&self) -> bool {
         self.plan.passed() && !self.proxy.has_errors()
+    }
+
+    /// The run for the renderers: the platform's record, then the proxy's (not on
+    /// the page: one page, the platform's; the proxy's is `analyze --capture` away).
+    pub fn document(&self) -> Document<'_> {
+        let mut doc = self.plan.document();
+        doc.appended.push(Appended {
+            heading: format!(
+                "What the edgetap proxy ({} → broker) judged on the edge's connection: {} live finding(s)",
+                self.proxy_addr, self.live_findings
+            ),
+            doc: Document::of(&self.proxy),
+        });
+        doc
     }
 }
 

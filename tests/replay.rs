@@ -34,7 +34,11 @@ fn recording() -> PathBuf {
                 let (e, mut p) = quick_settings(&b.v4.to_string(), "REC-E1", Protocol::V4);
                 p.capture = Some(path.clone());
                 let (r, _) = run_pair(e, p, Arc::new(RuleSet::builtin())).await.unwrap();
-                assert!(r.passed(), "the recorded plan must pass:\n{}", r.to_table());
+                assert!(
+                    r.passed(),
+                    "the recorded plan must pass:\n{}",
+                    common::table(&r.document())
+                );
             });
             path
         })
@@ -78,8 +82,12 @@ async fn against_edge(s: ReplaySettings, faults: Vec<Fault>) -> Outcome {
 }
 
 fn assert_as_recorded(o: &Outcome) {
-    assert!(!o.failed(), "{}", o.to_table());
-    assert!(o.exchanges.len() >= 15, "{}", o.to_table());
+    assert!(!o.failed(), "{}", common::table(&o.document(None)));
+    assert!(
+        o.exchanges.len() >= 15,
+        "{}",
+        common::table(&o.document(None))
+    );
     assert!(o
         .exchanges
         .iter()
@@ -142,7 +150,7 @@ async fn every_fault_of_the_reference_edge_is_found() {
             o.failed(),
             "fault {} not found:\n{}",
             f.name(),
-            o.to_table()
+            common::table(&o.document(None))
         );
         let (request, text) = expected_difference(f);
         let found = if request == "rule" {
@@ -157,7 +165,7 @@ async fn every_fault_of_the_reference_edge_is_found() {
             found,
             "fault {}: no {text:?} on {request}:\n{}",
             f.name(),
-            o.to_table()
+            common::table(&o.document(None))
         );
     }
 }
@@ -196,11 +204,16 @@ async fn each_builtin_mutation_gets_its_judgement_and_the_edge_stays_alive() {
     assert!(
         o.exchanges.iter().all(|x| x.diffs.is_empty()),
         "{}",
-        o.to_table()
+        common::table(&o.document(None))
     );
     for (name, verdict) in MUTATION_VERDICTS {
         let m = o.mutations.iter().find(|m| m.name == *name).unwrap();
-        assert_eq!(m.verdict, *verdict, "{name}:\n{}", o.to_table());
+        assert_eq!(
+            m.verdict,
+            *verdict,
+            "{name}:\n{}",
+            common::table(&o.document(None))
+        );
         if *verdict != "not applicable" {
             assert!(
                 m.probe.ends_with("answered 200"),
@@ -217,8 +230,8 @@ async fn each_builtin_mutation_gets_its_judgement_and_the_edge_stays_alive() {
         drop.answers
     );
     // The seed is in the report, and the same seed picks the same targets.
-    assert!(o.to_table().contains("seed 7"));
-    let junit = o.to_junit(None);
+    assert!(common::table(&o.document(None)).contains("seed 7"));
+    let junit = common::junit(&o.document(None));
     assert_eq!(
         junit.matches("classname=\"replay.mutation\"").count(),
         MUTATION_VERDICTS.len()
@@ -246,7 +259,7 @@ async fn mutation_file_and_regression_expectations() {
     let mut s = settings(&addr, "LIVE-EXP-1");
     s.mutations = vec![file.display().to_string()];
     let saved = against_edge(s.clone(), vec![]).await;
-    assert!(!saved.failed(), "{}", saved.to_table());
+    assert!(!saved.failed(), "{}", common::table(&saved.document(None)));
     assert_eq!(saved.mutations.len(), 2);
     // The saved outcome round-trips and a like run matches it beyond the noise.
     let path = dir.join("expect.json");
@@ -309,14 +322,14 @@ async fn replay_as_edge_passes_the_reference_platform_plan() {
     ));
     ready_rx.await.unwrap();
     let o = replay::run(s, Arc::new(RuleSet::builtin())).await.unwrap();
-    assert!(!o.failed(), "{}", o.to_table());
+    assert!(!o.failed(), "{}", common::table(&o.document(None)));
     assert!(o
         .exchanges
         .iter()
         .filter(|x| x.from == "platform")
         .all(|x| x.live.request.is_some()));
     let r = plan.await.unwrap().unwrap();
-    assert!(r.passed(), "{}", r.to_table());
+    assert!(r.passed(), "{}", common::table(&r.document()));
 }
 
 /// A session recorded by `edgetap proxy` in the store (the edge behind the proxy, the
@@ -348,7 +361,7 @@ async fn a_stored_capture_replays_like_a_pcap() {
     let (mut e, p) = quick_settings(&addr, "STORE-E1", Protocol::V4);
     e.broker = proxy_addr.to_string();
     let (r, _) = run_pair(e, p, Arc::new(RuleSet::builtin())).await.unwrap();
-    assert!(r.passed(), "{}", r.to_table());
+    assert!(r.passed(), "{}", common::table(&r.document()));
     let _ = stop_tx.send(());
     let outcome = px.await.unwrap().unwrap();
     let id = outcome.capture.unwrap();
@@ -389,11 +402,16 @@ async fn as_edge_in_place_mutations_against_the_reference_platform() {
     let r = plan.await.unwrap().unwrap();
     for name in ["job-result-before-reply", "long-msg", "missing-reply"] {
         let m = o.mutations.iter().find(|m| m.name == name).unwrap();
-        assert_eq!(m.verdict, "pass", "{name}:\n{}", o.to_table());
+        assert_eq!(
+            m.verdict,
+            "pass",
+            "{name}:\n{}",
+            common::table(&o.document(None))
+        );
         assert!(m.target.contains("during the replay"), "{}", m.target);
     }
     // The platform's own record shows the unanswered command.
-    assert!(!r.passed(), "{}", r.to_table());
+    assert!(!r.passed(), "{}", common::table(&r.document()));
 }
 
 /// As edge, our requests mutated against the reference platform's responder, which
@@ -430,7 +448,12 @@ async fn as_edge_request_mutations_against_the_reference_responder() {
     responder.await.unwrap().unwrap();
     for (name, verdict) in expected {
         let m = o.mutations.iter().find(|m| m.name == name).unwrap();
-        assert_eq!(m.verdict, verdict, "{name}:\n{}", o.to_table());
+        assert_eq!(
+            m.verdict,
+            verdict,
+            "{name}:\n{}",
+            common::table(&o.document(None))
+        );
     }
 }
 
@@ -649,7 +672,7 @@ fn assert_edge_exchanges_skipped(o: &Outcome) {
     let why = linkup
         .skipped
         .as_deref()
-        .unwrap_or_else(|| panic!("{}", o.to_table()));
+        .unwrap_or_else(|| panic!("{}", common::table(&o.document(None))));
     assert!(
         why.contains("did not send EVENT_LINKUP within 1 s") && why.contains("already online"),
         "{why}"
@@ -660,13 +683,13 @@ fn assert_edge_exchanges_skipped(o: &Outcome) {
                 x.skipped.is_some(),
                 "{} not skipped:\n{}",
                 x.request,
-                o.to_table()
+                common::table(&o.document(None))
             ),
             _ => assert!(
                 x.skipped.is_none() && x.live.reply.is_some(),
                 "{} not exercised:\n{}",
                 x.request,
-                o.to_table()
+                common::table(&o.document(None))
             ),
         }
     }
@@ -688,23 +711,23 @@ async fn an_edge_already_online_has_its_own_exchanges_skipped_not_failed() {
     let mut s = online_settings(&addr, "LIVE-ONLINE");
     s.mutations = vec!["missing-reply".into()];
     let o = against_online_edge(s, vec![]).await;
-    assert!(!o.failed(), "{}", o.to_table());
+    assert!(!o.failed(), "{}", common::table(&o.document(None)));
     assert_edge_exchanges_skipped(&o);
     assert!(
         o.exchanges.iter().all(|x| x.diffs.is_empty()),
         "{}",
-        o.to_table()
+        common::table(&o.document(None))
     );
     // Joining late is no rule violation of the edge.
     assert!(
         o.new_findings.iter().all(|f| f.rule != "seq.linkup_first"),
         "{}",
-        o.to_table()
+        common::table(&o.document(None))
     );
-    let table = o.to_table();
+    let table = common::table(&o.document(None));
     assert!(table.contains(" SKIP  edge"), "{table}");
     assert!(table.contains("not exercised"), "{table}");
-    let junit = o.to_junit(None);
+    let junit = common::junit(&o.document(None));
     assert!(
         junit.contains("<skipped message=\"not exercised: the edge did not send EVENT_LINKUP"),
         "{junit}"
@@ -713,7 +736,12 @@ async fn an_edge_already_online_has_its_own_exchanges_skipped_not_failed() {
     // The in-place mutation of a reply to a request the edge never sent is not
     // exercised either.
     let m = &o.mutations[0];
-    assert_eq!(m.verdict, "not applicable", "{}", o.to_table());
+    assert_eq!(
+        m.verdict,
+        "not applicable",
+        "{}",
+        common::table(&o.document(None))
+    );
     assert!(
         m.skipped
             .as_deref()
@@ -741,7 +769,7 @@ async fn an_edge_already_online_with_a_wrong_code_still_diverges() {
         vec![Fault::WrongCode],
     )
     .await;
-    assert!(o.failed(), "{}", o.to_table());
+    assert!(o.failed(), "{}", common::table(&o.document(None)));
     assert_edge_exchanges_skipped(&o);
     let upgrade = o
         .exchanges
@@ -754,7 +782,7 @@ async fn an_edge_already_online_with_a_wrong_code_still_diverges() {
             .iter()
             .any(|d| d.contains("reply code: recorded 202, live 200")),
         "{}",
-        o.to_table()
+        common::table(&o.document(None))
     );
 }
 
@@ -769,7 +797,12 @@ async fn an_edge_restarted_after_the_replay_began_has_its_linkup_exercised() {
     first_run.await.unwrap();
     let o = against_edge(online_settings(&addr, "LIVE-RESTART"), vec![]).await;
     assert_as_recorded(&o);
-    assert_eq!(o.skipped_exchanges().count(), 0, "{}", o.to_table());
+    assert_eq!(
+        o.skipped_exchanges().count(),
+        0,
+        "{}",
+        common::table(&o.document(None))
+    );
     let linkup = o
         .exchanges
         .iter()

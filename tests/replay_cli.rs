@@ -513,14 +513,18 @@ async fn as_edge_the_device_ids_the_live_platform_assigns_are_used() {
         .iter()
         .filter(|x| x.request.starts_with("CMD_TOPO_"))
         .collect();
-    assert_eq!(topo.len(), 3, "{}", o.to_table());
+    assert_eq!(topo.len(), 3, "{}", common::table(&o.document(None)));
     for x in topo {
-        assert!(x.live.reply.is_some(), "{}", o.to_table());
+        assert!(
+            x.live.reply.is_some(),
+            "{}",
+            common::table(&o.document(None))
+        );
         assert!(
             x.diffs.is_empty(),
             "{} differs:\n{}",
             x.request,
-            o.to_table()
+            common::table(&o.document(None))
         );
     }
     assert!(
@@ -528,6 +532,6 @@ async fn as_edge_the_device_ids_the_live_platform_assigns_are_used() {
             .iter()
             .all(|f| f.rule != "topo.unknown_device"),
         "{}",
-        o.to_table()
+        common::table(&o.document(None))
     );
 }

@@ -134,7 +134,12 @@ async fn reference_edge_passes_plan_embedded_broker_mqtt311() {
     }
     // The capture of the run, read by `analyze`, is clean too.
     let a = analyze(&cap);
-    assert_eq!(a.summary.errors + a.summary.warnings, 0, "{}", a.to_table());
+    assert_eq!(
+        a.summary.errors + a.summary.warnings,
+        0,
+        "{}",
+        common::table(&edgetap::report::Document::of(&a))
+    );
     assert!(a.summary.messages > 30);
     let _ = std::fs::remove_file(cap);
 }
@@ -203,7 +208,7 @@ async fn every_fault_is_caught_by_plan_and_by_analyze() {
             "fault {}: the tap's analyzer should raise {}:\n{}",
             f.name(),
             f.caught_by(),
-            r.report.to_table()
+            common::table(&edgetap::report::Document::of(&r.report))
         );
         let other: Vec<&str> = r
             .items
@@ -234,7 +239,7 @@ async fn every_fault_is_caught_by_plan_and_by_analyze() {
             "fault {}: analyze on the capture should raise {}:\n{}",
             f.name(),
             f.caught_by(),
-            offline.to_table()
+            common::table(&edgetap::report::Document::of(&offline))
         );
         let _ = std::fs::remove_file(cap);
     }
@@ -422,7 +427,7 @@ async fn plan_against_an_edge_already_online_fails_nothing_and_gives_the_hint() 
         .map(|i| format!("{}: {}", i.item, i.detail))
         .collect();
     assert!(failed.is_empty(), "{failed:?}");
-    assert!(r.passed(), "{}", r.to_table());
+    assert!(r.passed(), "{}", common::table(&r.document()));
     for id in ["6.1.1.2", "6.1.4.2"] {
         let i = r.item(id).unwrap();
         assert_eq!(i.status, "not exercised", "{id}: {}", i.detail);

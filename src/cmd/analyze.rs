@@ -4,9 +4,10 @@ use std::io::Write;
 use std::sync::Arc;
 
 use super::{analyze_exit_code, load_rules, shown};
-use crate::cli::{self, Format};
+use crate::cli;
 use edgetap::analyze::{analyze_files, AnalyzeSettings};
 use edgetap::pipeline::Sink;
+use edgetap::report::{render, Document, Options};
 use edgetap::rules::RuleSet;
 
 struct NoSink;
@@ -22,7 +23,7 @@ pub fn run(args: cli::AnalyzeArgs, stdout: &mut dyn Write) -> anyhow::Result<u8>
         progress: !args.no_progress,
     };
     // The HTML record charts the message sequence of each edge.
-    let chart = args.format == Format::Html;
+    let chart = args.format.charts();
     let mut report = match args.capture {
         Some(id) => analyze_capture(&args.store_dir, id, rules, args.max_packet_size, chart)?,
         // EDGETAP_THREADS=1: one thread (the benchmark compares both).
@@ -40,19 +41,18 @@ pub fn run(args: cli::AnalyzeArgs, stdout: &mut dyn Write) -> anyhow::Result<u8>
             // JSON, --each, and the HTML record's charts. The table and JUnit
             // show groups, so they keep the first findings and count the rest
             // (memory flat however many findings a capture holds).
-            let lists_all = matches!(args.format, Format::Json | Format::Html)
-                || listing == edgetap::report::Listing::Each;
+            let lists_all =
+                args.format.lists_every_finding() || listing == edgetap::report::Listing::Each;
             let keep = (!lists_all).then_some(edgetap::report::LISTED_FINDINGS);
             edgetap::analyze::analyze_files_parallel_charted(rules, &settings, chart, keep)?
         }
     };
     report.apply(&filter);
-    let text = match args.format {
-        Format::Table => report.table(listing),
-        Format::Json => report.to_json() + "\n",
-        Format::Junit => report.to_junit(),
-        Format::Html => report.to_html(),
-    };
+    let text = render(
+        &Document::of(&report),
+        args.format,
+        &Options::listing(listing),
+    );
     stdout.write_all(text.as_bytes())?;
     Ok(analyze_exit_code(&report))
 }

@@ -162,7 +162,12 @@ pub fn run(args: cli::ProxyArgs) -> anyhow::Result<u8> {
         )
     });
     report.check_judged(hint.into_iter().collect());
-    stdout.write_all(report.table(shown.listing).as_bytes())?;
+    let text = edgetap::report::render(
+        &edgetap::report::Document::of(&report),
+        edgetap::report::Format::Table,
+        &edgetap::report::Options::listing(shown.listing),
+    );
+    stdout.write_all(text.as_bytes())?;
     let lost = outcome
         .capture
         .zip(outcome.store.as_ref())

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use super::load_rules;
-use crate::cli::{self, Format};
+use crate::cli;
 
 /// `edgetap replay`: settings, run, report, exit code (1 on differences).
 pub fn run(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
@@ -58,11 +58,7 @@ pub fn run(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
         _ => false,
     };
     let expectation = expected.map(|e| replay::check_expected(&e, &outcome));
-    match a.format {
-        Format::Table => out.write_all(outcome.to_table_with(expectation.as_ref()).as_bytes())?,
-        Format::Json => writeln!(out, "{}", outcome.to_json_with(expectation.as_ref()))?,
-        Format::Junit => out.write_all(outcome.to_junit(expectation.as_ref()).as_bytes())?,
-        Format::Html => out.write_all(outcome.to_html(expectation.as_ref()).as_bytes())?,
-    }
+    let doc = outcome.document(expectation.as_ref());
+    out.write_all(edgetap::report::render(&doc, a.format, &Default::default()).as_bytes())?;
     Ok(outcome.exit_code(expectation.as_ref(), saved))
 }

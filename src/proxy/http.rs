@@ -29,7 +29,8 @@ use hyper::{Body, Method, Request, Response, StatusCode};
 use crate::finding::Severity;
 use crate::proxy::live::LiveView;
 use crate::report::filter::Filter;
-use crate::report::html::{self, LiveLinks};
+use crate::report::html::LiveLinks;
+use crate::report::{self, Document, Format, Options};
 
 /// Seconds between reloads of the live page.
 pub const REFRESH_S: u32 = 5;
@@ -194,7 +195,14 @@ fn answer(req: &Request<Body>, view: &LiveView, token: Option<&str>) -> Response
                 metrics: format!("/metrics{suffix}"),
             };
             let report = view.report(&filter);
-            let page = html::render(&report, "edgetap live view", &[], Some(&links));
+            let page = report::render(
+                &Document::of(&report).titled("edgetap live view"),
+                Format::Html,
+                &Options {
+                    live: Some(&links),
+                    ..Options::default()
+                },
+            );
             respond(StatusCode::OK, "text/html; charset=utf-8", page)
         }
         "/api" => json(&serde_json::json!({

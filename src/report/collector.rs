@@ -119,7 +119,8 @@ mod tests {
     use super::*;
     use crate::finding::Severity;
     use crate::report::filter::Filter;
-    use crate::report::Listing;
+    use crate::report::render::rendered;
+    use crate::report::{Format, Listing};
     use crate::rules::engine::Coverage;
 
     fn finding(rule: &str, clause: &str, severity: Severity, edge: &str, i: u64) -> Finding {
@@ -204,9 +205,9 @@ mod tests {
         c.finding(&f);
         let r = report(c);
         for (what, text) in [
-            ("table", r.table(Listing::Grouped)),
-            ("--each", r.table(Listing::Each)),
-            ("junit", r.to_junit()),
+            ("table", rendered(&r, Format::Table, Listing::Grouped)),
+            ("--each", rendered(&r, Format::Table, Listing::Each)),
+            ("junit", rendered(&r, Format::Junit, Listing::Grouped)),
         ] {
             assert!(
                 !text
@@ -239,7 +240,7 @@ mod tests {
         assert_eq!(not_listed.findings, 124);
         assert!(all.summary.not_listed.is_none());
         // Every output says so.
-        let grouped = bounded.table(Listing::Grouped);
+        let grouped = rendered(&bounded, Format::Table, Listing::Grouped);
         assert!(
             grouped.contains(
                 "Findings (135 in 3 groups; `edgetap analyze --capture 1 --each` lists every one)"
@@ -251,19 +252,23 @@ mod tests {
             grouped.contains("[seq.late] basis of seq.late"),
             "{grouped}"
         );
-        let each = bounded.table(Listing::Each);
+        let each = rendered(&bounded, Format::Table, Listing::Each);
         assert!(
             each.contains("… 124 more findings, counted above but not kept: `edgetap analyze"),
             "{each}"
         );
-        let json: serde_json::Value = serde_json::from_str(&bounded.to_json()).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&rendered(&bounded, Format::Json, Listing::Grouped)).unwrap();
         assert_eq!(json["summary"]["not_listed"]["findings"], 124);
         assert_eq!(json["findings"].as_array().unwrap().len(), 11);
-        assert!(
-            serde_json::from_str::<serde_json::Value>(&all.to_json()).unwrap()["summary"]
-                .get("not_listed")
-                .is_none()
-        );
+        assert!(serde_json::from_str::<serde_json::Value>(&rendered(
+            &all,
+            Format::Json,
+            Listing::Grouped
+        ))
+        .unwrap()["summary"]
+            .get("not_listed")
+            .is_none());
     }
 
     #[test]

@@ -85,6 +85,8 @@ impl Report {
 mod tests {
     use super::*;
     use crate::pipeline::Stats;
+    use crate::report::render::rendered;
+    use crate::report::{Format, Listing};
     use crate::rules::engine::Coverage;
     use crate::rules::RuleSet;
 
@@ -130,15 +132,16 @@ mod tests {
             ..Default::default()
         });
         r.check_judged(vec![]);
-        let xml = r.to_junit();
+        let xml = rendered(&r, Format::Junit, Listing::Grouped);
         assert!(xml.contains("<failure message=\"nothing judged"), "{xml}");
         assert!(xml.contains("none on a protocol topic"), "{xml}");
-        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&rendered(&r, Format::Json, Listing::Grouped)).unwrap();
         assert_eq!(json["summary"]["judged"], false);
         assert!(json["summary"]["not_judged_because"][0]
             .as_str()
             .unwrap()
             .contains("2 PUBLISH packets"));
-        assert!(r.to_table().contains("nothing judged"));
+        assert!(rendered(&r, Format::Table, Listing::Grouped).contains("nothing judged"));
     }
 }

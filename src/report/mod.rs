@@ -16,22 +16,22 @@
 //! `last_time`}]. A filtered report ([`filter`]) holds only the findings it shows and
 //! says in `summary.filtered` what it left out.
 //!
-//! Layout: this file holds the report's data and its JSON form; [`Collector`] is the
-//! sink a report is built from, `build` builds and counts it, `clauses` gives each
-//! clause its verdict, `exit` says what the run proves (its exit code); `table`,
-//! [`junit`] and [`html`] render it, from the [`group`]s, [`edges`] and
-//! [`timeline`] it holds.
+//! Layout: this file holds the report's data and how it serialises; [`Collector`] is
+//! the sink a report is built from, `build` builds and counts it, `clauses` gives each
+//! clause its verdict, `exit` says what the run proves (its exit code). Front ends
+//! hand back a [`Document`] (`document`: the report plus their tables, suites and
+//! JSON members as data); [`render()`] writes it in any [`Format`], one file per
+//! format under `render/`, from the [`group`]s, [`edges`] and [`timeline`] it holds.
 
 mod build;
 mod clauses;
 mod collector;
+mod document;
 pub mod edges;
 mod exit;
 pub mod filter;
 pub mod group;
-pub mod html;
-pub mod junit;
-mod table;
+pub mod render;
 pub mod timeline;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,7 +47,9 @@ use group::Group;
 pub use crate::finding::one_line;
 pub use clauses::{ClauseRow, Tally};
 pub use collector::{Collector, LISTED_FINDINGS};
+pub use document::{Appended, Column, Document, Section, SectionRow, Standalone};
 pub use exit::{EXIT_ERRORS, EXIT_NOTHING_JUDGED, EXIT_UNREADABLE};
+pub use render::{html, junit, render, Format, Options};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -175,32 +177,19 @@ pub fn rfc3339(us: i64, tz_offset_s: i64) -> Option<String> {
 }
 
 /// How the table lists findings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Listing {
     /// One line per group of repeated findings.
+    #[default]
     Grouped,
     /// One line per finding (`--each`).
     Each,
 }
 
 /// What a report shows: its filter and how its table lists findings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Shown {
     pub filter: Filter,
     pub listing: Listing,
 }
 
-impl Default for Shown {
-    fn default() -> Shown {
-        Shown {
-            filter: Filter::default(),
-            listing: Listing::Grouped,
-        }
-    }
-}
-
-impl Report {
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("report serialises")
-    }
-}

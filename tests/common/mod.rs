@@ -840,3 +840,13 @@ pub fn sim_edge_command(broker: &str, edge_id: &str, faults: &[&str]) -> Command
     }
     c
 }
+
+/// A document as the terminal table (assertion messages, text checks).
+pub fn table(doc: &edgetap::report::Document) -> String {
+    edgetap::report::render(doc, edgetap::report::Format::Table, &Default::default())
+}
+
+/// A document as JUnit.
+pub fn junit(doc: &edgetap::report::Document) -> String {
+    edgetap::report::render(doc, edgetap::report::Format::Junit, &Default::default())
+}

@@ -1,7 +1,6 @@
 //! The sims' front ends for the CLI: settings in, text out, an exit code back
 //! (0 conforming, 1 a failed item or error finding). Each builds its own tokio runtime.
 
-use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +9,11 @@ use tokio::sync::watch;
 
 use crate::cli::Format;
 use edgetap::broker::{BrokerError, BrokerSettings};
-use edgetap::demo::{DemoError, DemoRun, DemoSettings};
+use edgetap::demo::{DemoError, DemoSettings};
+use edgetap::report::{render, Options};
 use edgetap::rules::RuleSet;
 use edgetap::sim::edge::{EdgeSettings, EdgeStats};
-use edgetap::sim::platform::{PlanReport, PlatformSettings};
+use edgetap::sim::platform::PlatformSettings;
 use edgetap::sim::{Protocol, SimError};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,44 +42,6 @@ fn ctrl_c() -> watch::Receiver<bool> {
         let _ = tx.send(true);
     });
     rx
-}
-
-pub fn render(r: &PlanReport, out: Format) -> String {
-    render_with(r, out, edgetap::report::Listing::Grouped)
-}
-
-/// [`render`], the table's findings listed as `listing` says.
-pub fn render_with(r: &PlanReport, out: Format, listing: edgetap::report::Listing) -> String {
-    match out {
-        Format::Table => r.table(listing),
-        Format::Json => r.to_json() + "\n",
-        Format::Junit => r.to_junit(),
-        Format::Html => r.to_html(),
-    }
-}
-
-/// One run as text: the platform's test record, then the proxy's.
-fn render_demo(r: &DemoRun, out: Format) -> String {
-    let mut s = render(&r.plan, out);
-    match out {
-        Format::Table => {
-            let _ = write!(
-                s,
-                "\n--- What the edgetap proxy ({} → broker) judged on the edge's connection: {} live finding(s) ---\n\n{}",
-                r.proxy_addr,
-                r.live_findings,
-                r.proxy.to_table()
-            );
-        }
-        Format::Json => {
-            s.push_str(&r.proxy.to_json());
-            s.push('\n');
-        }
-        Format::Junit => s.push_str(&r.proxy.to_junit()),
-        // One page: the platform's record (the proxy's is `analyze --capture` away).
-        Format::Html => {}
-    }
-    s
 }
 
 /// `edgetap broker`: runs until Ctrl-C.
@@ -140,7 +102,7 @@ pub fn platform(
     let mut r = rt.block_on(edgetap::sim::platform::run_plan(s, rules, None, None))?;
     // Filters shape the report; the detection items are the plan's, whole.
     r.report.apply(&shown.filter);
-    w.write_all(render_with(&r, out, shown.listing).as_bytes())?;
+    w.write_all(render(&r.document(), out, &Options::listing(shown.listing)).as_bytes())?;
     Ok(u8::from(!r.passed()))
 }
 
@@ -152,7 +114,7 @@ pub fn demo(s: DemoSettings, out: Format, w: &mut dyn Write) -> Result<u8, RunEr
         w,
         "=== Run 1: reference platform vs reference edge behind the edgetap proxy (conforming) ===\n"
     )?;
-    w.write_all(render_demo(&clean, out).as_bytes())?;
+    w.write_all(render(&clean.document(), out, &Options::default()).as_bytes())?;
     writeln!(
         w,
         "\n=== Run 2: the same edge with fault \"{}\" (breaks {}, item {}) ===\n",
@@ -160,7 +122,7 @@ pub fn demo(s: DemoSettings, out: Format, w: &mut dyn Write) -> Result<u8, RunEr
         s.fault.caught_by(),
         s.fault.item()
     )?;
-    w.write_all(render_demo(&faulty, out).as_bytes())?;
+    w.write_all(render(&faulty.document(), out, &Options::default()).as_bytes())?;
     let caught = !faulty.plan.passed();
     // An outcome fault (a refusal, a missing job result) is conforming protocol: the
     // proxy reports it (info), the plan decides the item.

@@ -1,16 +1,16 @@
-//! The outcome as the HTML record: its result, the exchanges, mutations and rules the
-//! replay raised, and the comparison with an expectation, above the live session
-//! judged as `analyze` judges a capture (with its charts).
+//! The outcome's sections of the HTML record: its result, the exchanges, mutations and
+//! rules the replay raised, and the comparison with an expectation, above the live
+//! session judged as `analyze` judges a capture (with its charts).
 
-use crate::report::html::{headers, render, Extra, ExtraRow};
+use crate::report::{Column, Section, SectionRow};
 
 use super::{Expectation, Outcome};
 
 impl Outcome {
-    /// The replay's record: its result, the exchanges and mutations, then the live
-    /// session judged as `analyze` judges a capture, with its charts.
-    pub fn to_html(&self, expectation: Option<&Expectation>) -> String {
-        let exchanges = Extra {
+    /// The sections of the replay's record: the comparison with an expectation, the
+    /// exchanges, the mutations, the rules the replay raised.
+    pub(super) fn sections(&self, expectation: Option<&Expectation>) -> Vec<Section> {
+        let exchanges = Section {
             id: "exchanges".into(),
             title: "Replay: exchanges".into(),
             note: Some(format!(
@@ -26,7 +26,7 @@ impl Outcome {
                     "as recorded"
                 }
             )),
-            headers: headers(["#", "Status", "From", "Request", "Topic"]),
+            columns: Column::all(["#", "Status", "From", "Request", "Topic"]),
             rows: self
                 .exchanges
                 .iter()
@@ -41,7 +41,7 @@ impl Outcome {
                         "fail" => "different",
                         s => s,
                     };
-                    ExtraRow::new(
+                    SectionRow::new(
                         status,
                         vec![
                             x.index.to_string(),
@@ -58,37 +58,37 @@ impl Outcome {
         };
         let mut extras = vec![];
         if let Some(e) = expectation {
-            let mut rows: Vec<ExtraRow> = e
+            let mut rows: Vec<SectionRow> = e
                 .divergences
                 .iter()
-                .map(|d| ExtraRow::new("fail", vec!["divergence".into(), d.clone()], vec![]))
+                .map(|d| SectionRow::new("fail", vec!["divergence".into(), d.clone()], vec![]))
                 .collect();
             rows.extend(e.notes.iter().map(|n| {
-                ExtraRow::new(
+                SectionRow::new(
                     "not exercised",
                     vec!["not compared".into(), n.clone()],
                     vec![],
                 )
             }));
-            extras.push(Extra {
+            extras.push(Section {
                 id: "expectation".into(),
                 title: format!(
                     "Expectation (--expect): {} divergence(s)",
                     e.divergences.len()
                 ),
                 note: None,
-                headers: headers(["", "What"]),
+                columns: Column::all(["", "What"]),
                 rows,
                 status_col: None,
             });
         }
         extras.push(exchanges);
         if !self.mutations.is_empty() {
-            extras.push(Extra {
+            extras.push(Section {
                 id: "mutations".into(),
                 title: "Replay: mutations".into(),
                 note: None,
-                headers: headers(["Mutation", "Target", "Expected", "Verdict", "Detail"]),
+                columns: Column::all(["Mutation", "Target", "Expected", "Verdict", "Detail"]),
                 rows: self
                     .mutations
                     .iter()
@@ -96,7 +96,7 @@ impl Outcome {
                         let mut more = m.answers.clone();
                         more.extend(m.engine.iter().map(|r| format!("rule raised: {r}")));
                         more.push(format!("probe: {}", m.probe));
-                        ExtraRow::new(
+                        SectionRow::new(
                             &m.verdict,
                             vec![
                                 m.name.clone(),
@@ -113,16 +113,16 @@ impl Outcome {
             });
         }
         if !self.new_findings.is_empty() {
-            extras.push(Extra {
+            extras.push(Section {
                 id: "new-findings".into(),
                 title: "Rules raised by the replay and not by the recording".into(),
                 note: None,
-                headers: headers(["Severity", "Rule", "Finding"]),
+                columns: Column::all(["Severity", "Rule", "Finding"]),
                 rows: self
                     .new_findings
                     .iter()
                     .map(|f| {
-                        ExtraRow::new(
+                        SectionRow::new(
                             "fail",
                             vec![f.severity.as_str().into(), f.rule.clone(), f.line.clone()],
                             vec![],
@@ -132,19 +132,6 @@ impl Outcome {
                 status_col: None,
             });
         }
-        match &self.record {
-            Some(r) => render(r, "edgetap replay record", &extras, None),
-            // An outcome read back from a file has no live record: the tables alone.
-            None => {
-                let empty = crate::report::Report::build(
-                    vec![self.source.clone()],
-                    &Default::default(),
-                    &Default::default(),
-                    &crate::rules::RuleSet::builtin(),
-                    vec![],
-                );
-                render(&empty, "edgetap replay record", &extras, None)
-            }
-        }
+        extras
     }
 }

@@ -1,8 +1,10 @@
-//! The outcome as JUnit: one case per exchange and per mutation, the rules the
+//! The outcome as JUnit suites: one case per exchange and per mutation, the rules the
 //! replay raised, the replies to nothing sent, the broker connection, and the
 //! comparison with an expectation.
 
 use serde_json::Value;
+
+use crate::report::junit::{Case, Suite, Verdict};
 
 use super::{count, Expectation, Outcome};
 
@@ -12,8 +14,7 @@ impl Outcome {
     /// expectation, the outcome as saved. With an expectation, a case fails only where
     /// the run diverges from it: a recorded difference the expectation holds passes
     /// (its differences in `<system-out>`).
-    pub fn to_junit(&self, expectation: Option<&Expectation>) -> String {
-        use crate::report::junit::{render, Case, Suite, Verdict};
+    pub(super) fn suites(&self, expectation: Option<&Expectation>) -> Vec<Suite> {
         let failed = |message: String, text: String| Verdict::Failed { message, text };
         let mut suites = vec![];
         if let Some(lost) = &self.broker_lost {
@@ -159,6 +160,6 @@ impl Outcome {
             );
             suites.push(s);
         }
-        render("edgetap replay", None, &suites)
+        suites
     }
 }

@@ -1,9 +1,10 @@
 //! What a replay found ([`Outcome`], the `--save-expect` file), how it reads (table,
 //! JUnit, exit code), and its comparison with a saved one ([`Expectation`]).
 //!
-//! This file holds the outcome and its verdict (failed, nothing exercised, exit
-//! code); `text` renders it as a table and as JSON, `junit` as JUnit, `html` as the
-//! HTML record, and `expect` compares it with a saved one.
+//! This file holds the outcome, its verdict (failed, nothing exercised, exit code) and
+//! its [`Document`] for the renderers, made of: `text` (its table's text and its JSON
+//! members), `junit` (its suites), `html` (its sections of the page); `expect`
+//! compares it with a saved one.
 
 mod expect;
 mod html;
@@ -12,6 +13,8 @@ mod junit;
 mod tests;
 mod text;
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -19,6 +22,7 @@ use crate::finding::{Finding, Severity};
 use crate::replay::judge::Exchange;
 use crate::replay::mutate::Expect;
 use crate::replay::Role;
+use crate::report::{Document, Report, Standalone};
 
 pub use expect::{check_expected, compare_expected, load_expected, Expectation};
 
@@ -115,8 +119,36 @@ impl Outcome {
             || self.broker_lost.is_some()
     }
 
+    /// The outcome as saved (`--save-expect`), the file `--expect` reads.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The replay's record for the renderers. Its table, JSON and JUnit are the
+    /// replay's own verdict ([`Standalone`]: the text `text` lays out, the members of
+    /// `members`, the suites of `junit`); its page is the live session's report (or,
+    /// for an outcome read back from a file, an empty one) under the sections of
+    /// `html`. With an expectation, every form says how the run compares with it.
+    pub fn document(&self, expectation: Option<&Expectation>) -> Document<'_> {
+        let report = match &self.record {
+            Some(r) => Cow::Borrowed(r),
+            None => Cow::Owned(Report::build(
+                vec![self.source.clone()],
+                &Default::default(),
+                &Default::default(),
+                &crate::rules::RuleSet::builtin(),
+                vec![],
+            )),
+        };
+        let mut doc = Document::owning(report).titled("edgetap replay record");
+        doc.sections = self.sections(expectation);
+        doc.suites = self.suites(expectation);
+        doc.members = self.members(expectation);
+        doc.standalone = Some(Standalone {
+            junit_name: "edgetap replay".into(),
+            text: self.text(expectation),
+        });
+        doc
     }
 
     /// No exchange compared and no mutation exercised: nothing of the recording was

@@ -11,6 +11,11 @@ use crate::finding::Severity;
 use crate::replay::judge::{self, Exchange};
 use crate::replay::session::not_exercised_reason;
 use crate::replay::Role;
+use crate::report::Format;
+
+fn show(o: &Outcome, e: Option<&Expectation>, format: Format) -> String {
+    crate::report::render(&o.document(e), format, &Default::default())
+}
 
 fn exchange(index: usize, from: &str, request: &str) -> Exchange {
     Exchange {
@@ -75,7 +80,7 @@ fn a_skipped_exchange_is_neither_pass_nor_fail() {
         exchange(1, "platform", "CMD_SYS_STATUS"),
     ]);
     assert!(!o.failed());
-    let table = o.to_table();
+    let table = show(&o, None, Format::Table);
     assert!(
         table.contains("1 compared, 1 as recorded, 0 different, 1 not exercised"),
         "{table}"
@@ -85,7 +90,7 @@ fn a_skipped_exchange_is_neither_pass_nor_fail() {
         table.contains("RESULT: as recorded (1 exchange started by the edge not exercised"),
         "{table}"
     );
-    let junit = o.to_junit(None);
+    let junit = show(&o, None, Format::Junit);
     assert!(
         junit.contains("failures=\"0\" errors=\"0\" skipped=\"1\""),
         "{junit}"
@@ -106,13 +111,13 @@ fn the_json_report_carries_the_result_and_the_expectation() {
         divergences: vec!["exchange 0 CMD_SYS_STATUS: reply.code: expected 200, got 404".into()],
         ..Expectation::default()
     };
-    let v: Value = serde_json::from_str(&o.to_json_with(Some(&e))).unwrap();
+    let v: Value = serde_json::from_str(&show(&o, Some(&e), Format::Json)).unwrap();
     assert_eq!(v["result"], "1 divergence from the expectation", "{v}");
     assert_eq!(
         v["expectation"]["divergences"][0],
         "exchange 0 CMD_SYS_STATUS: reply.code: expected 200, got 404"
     );
-    let v: Value = serde_json::from_str(&o.to_json_with(None)).unwrap();
+    let v: Value = serde_json::from_str(&show(&o, None, Format::Json)).unwrap();
     assert_eq!(v["result"], "as recorded", "{v}");
     assert!(v.get("expectation").is_none());
     // What --save-expect writes reads back as an outcome.
@@ -123,7 +128,7 @@ fn the_json_report_carries_the_result_and_the_expectation() {
 fn requests_beyond_the_recording_are_listed() {
     let mut o = outcome(vec![exchange(0, "platform", "CMD_SYS_STATUS")]);
     o.unexpected_requests = vec!["EVENT_LINKUP at 6.5 s into the replay (mid 9)".into()];
-    let t = o.to_table();
+    let t = show(&o, None, Format::Table);
     assert!(
         t.contains("Requests of the edge the recording does not hold"),
         "{t}"
@@ -142,9 +147,9 @@ fn requests_beyond_the_recording_are_listed() {
 #[test]
 fn a_silent_counterpart_is_named_as_the_one_cause() {
     let mut o = outcome(vec![exchange(0, "platform", "CMD_SYS_STATUS")]);
-    assert!(!o.to_table().contains("published nothing"));
+    assert!(!show(&o, None, Format::Table).contains("published nothing"));
     o.counterpart_silent = true;
-    let t = o.to_table();
+    let t = show(&o, None, Format::Table);
     assert!(
         t.contains("The edge (--edge-id E) published nothing during the replay"),
         "{t}"
@@ -158,7 +163,7 @@ fn a_replay_that_exercised_nothing_exits_3_not_0() {
         none.exit_code(None, false),
         crate::report::EXIT_NOTHING_JUDGED
     );
-    assert!(none.to_table().contains("RESULT: nothing exercised"));
+    assert!(show(&none, None, Format::Table).contains("RESULT: nothing exercised"));
     let skipped = outcome(vec![skipped_linkup()]);
     assert_eq!(
         skipped.exit_code(None, false),
@@ -179,7 +184,7 @@ fn a_skipped_exchange_is_no_divergence_from_an_expectation_that_passed_it() {
         e.notes[0].contains("has it passed: not counted as a divergence"),
         "{e:#?}"
     );
-    let junit = got.to_junit(Some(&e));
+    let junit = show(&got, Some(&e), Format::Junit);
     assert!(
         junit.contains("<system-out>exchange 0 EVENT_LINKUP: not exercised"),
         "{junit}"
@@ -216,7 +221,7 @@ fn recorded_differences_the_expectation_holds_are_no_junit_failures() {
     ]);
     let e = check_expected(&o.clone(), &o);
     assert!(e.divergences.is_empty(), "{e:#?}");
-    let junit = o.to_junit(Some(&e));
+    let junit = show(&o, Some(&e), Format::Junit);
     assert!(!junit.contains("<failure"), "{junit}");
     assert!(junit.contains("failures=\"0\""), "{junit}");
     let cases = junit.matches("<testcase ").count();
@@ -231,7 +236,7 @@ fn recorded_differences_the_expectation_holds_are_no_junit_failures() {
         "{junit}"
     );
     assert_eq!(o.exit_code(Some(&e), false), 0);
-    let table = o.to_table_with(Some(&e));
+    let table = show(&o, Some(&e), Format::Table);
     assert!(!table.contains("differences found"), "{table}");
     assert!(table.contains("Expectation: 0 divergences"), "{table}");
     assert!(
@@ -255,7 +260,7 @@ fn only_the_exchange_that_diverges_from_the_expectation_fails() {
     ]);
     let e = check_expected(&expected, &got);
     assert_eq!(e.exchanges, BTreeSet::from([1]), "{e:#?}");
-    let junit = got.to_junit(Some(&e));
+    let junit = show(&got, Some(&e), Format::Junit);
     // The diverging exchange and the whole-outcome case.
     assert_eq!(junit.matches("<failure").count(), 2, "{junit}");
     assert!(
@@ -265,7 +270,7 @@ fn only_the_exchange_that_diverges_from_the_expectation_fails() {
         "{junit}"
     );
     assert_eq!(got.exit_code(Some(&e), false), 1);
-    let table = got.to_table_with(Some(&e));
+    let table = show(&got, Some(&e), Format::Table);
     assert!(table.contains("Expectation: 1 divergence\n"), "{table}");
     assert!(
         table.contains("RESULT: 1 divergence from the expectation"),
@@ -276,21 +281,21 @@ fn only_the_exchange_that_diverges_from_the_expectation_fails() {
 #[test]
 fn without_an_expectation_differences_fail_and_save_expect_exits_0() {
     let o = outcome(vec![differing(0, "CMD_SYS_STATUS", "missing reply")]);
-    let junit = o.to_junit(None);
+    let junit = show(&o, None, Format::Junit);
     assert!(
         junit.contains("<failure message=\"1 difference\">missing reply</failure>"),
         "{junit}"
     );
     assert_eq!(o.exit_code(None, false), 1);
     assert_eq!(o.exit_code(None, true), 0);
-    assert!(o.to_table().contains("RESULT: differences found"));
+    assert!(show(&o, None, Format::Table).contains("RESULT: differences found"));
 }
 
 #[test]
 fn a_lost_broker_is_an_error_case_and_exit_code_2() {
     let mut o = outcome(vec![exchange(0, "platform", "CMD_SYS_STATUS")]);
     o.broker_lost = Some("the connection to the broker B was lost 3 s into the replay".into());
-    let junit = o.to_junit(None);
+    let junit = show(&o, None, Format::Junit);
     assert!(junit.contains("errors=\"1\""), "{junit}");
     assert!(
         junit.contains(
@@ -301,7 +306,7 @@ fn a_lost_broker_is_an_error_case_and_exit_code_2() {
     assert_eq!(o.exit_code(None, true), 2);
     let e = check_expected(&o.clone(), &o);
     assert_eq!(o.exit_code(Some(&e), false), 2);
-    let table = o.to_table();
+    let table = show(&o, None, Format::Table);
     assert!(
         table.contains("BROKER CONNECTION LOST: the connection"),
         "{table}"
@@ -317,10 +322,10 @@ fn new_rules_are_a_test_case_of_their_own() {
         severity: Severity::Error,
         line: "error 5.3 [envelope.request]".into(),
     });
-    let junit = o.to_junit(None);
+    let junit = show(&o, None, Format::Junit);
     assert!(junit.contains("name=\"no rule beyond the recording's\"><failure message=\"1 rule raised by the replay and not by the recording\""), "{junit}");
     let e = check_expected(&o.clone(), &o);
-    assert!(!o.to_junit(Some(&e)).contains("<failure"));
+    assert!(!show(&o, Some(&e), Format::Junit).contains("<failure"));
 }
 
 #[test]

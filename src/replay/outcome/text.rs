@@ -1,48 +1,44 @@
-//! The outcome for people (the table, its last line the result) and for scripts
-//! (the JSON, with the result and the comparison with an expectation).
+//! The outcome for people (the text of the table, its last line the result) and for
+//! scripts (the JSON members, with the result and the comparison with an expectation).
 
 use std::fmt::Write as _;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::replay::Role;
 
 use super::{count, Expectation, Outcome};
 
 impl Outcome {
-    /// The report for scripts: the outcome (the form `--save-expect` writes), with
+    /// The JSON members: the outcome (the form `--save-expect` writes), with
     /// `result`, the table's last line, and with an expectation its comparison
     /// (`expectation.divergences`, `notes`, the exchanges and mutations that diverge).
-    pub fn to_json_with(&self, expectation: Option<&Expectation>) -> String {
-        let mut v = serde_json::to_value(self).unwrap_or_default();
-        if let Value::Object(o) = &mut v {
+    pub(super) fn members(&self, expectation: Option<&Expectation>) -> Map<String, Value> {
+        let mut o = match serde_json::to_value(self) {
+            Ok(Value::Object(o)) => o,
+            _ => Map::new(),
+        };
+        o.insert(
+            "result".into(),
+            Value::from(
+                self.result_line(expectation)
+                    .trim_start_matches("RESULT: ")
+                    .to_string(),
+            ),
+        );
+        if let Some(e) = expectation {
             o.insert(
-                "result".into(),
-                Value::from(
-                    self.result_line(expectation)
-                        .trim_start_matches("RESULT: ")
-                        .to_string(),
-                ),
+                "expectation".into(),
+                serde_json::to_value(e).unwrap_or_default(),
             );
-            if let Some(e) = expectation {
-                o.insert(
-                    "expectation".into(),
-                    serde_json::to_value(e).unwrap_or_default(),
-                );
-            }
         }
-        serde_json::to_string_pretty(&v).unwrap_or_default()
-    }
-
-    /// The report for people, without an expectation.
-    pub fn to_table(&self) -> String {
-        self.to_table_with(None)
+        o
     }
 
     /// The report for people. With an expectation, a difference from the recording
     /// that the expectation holds is shown as `known`, and the result line is the
     /// expectation's verdict.
-    pub fn to_table_with(&self, expectation: Option<&Expectation>) -> String {
+    pub(super) fn text(&self, expectation: Option<&Expectation>) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,

@@ -1,11 +1,11 @@
 //! The test record of a plan run ([`PlanReport`]): the analyzer's report plus the
-//! detection items, as a table, JSON, JUnit and HTML.
+//! detection items, handed to the renderers as a [`Document`].
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::report::html::{headers, render, Extra, ExtraRow};
-use crate::report::Report;
+use crate::report::junit::{Case, Suite, Verdict};
+use crate::report::{Column, Document, Report, Section, SectionRow};
 use crate::sim::package::PackageNote;
 
 use super::items::{Item, Step};
@@ -29,64 +29,29 @@ impl PlanReport {
         self.items.iter().find(|i| i.item == id)
     }
 
-    pub fn to_table(&self) -> String {
-        self.table(crate::report::Listing::Grouped)
-    }
-
-    /// The table, its findings listed as `listing` says.
-    pub fn table(&self, listing: crate::report::Listing) -> String {
-        #[derive(tabled::Tabled)]
-        struct Row<'a> {
-            item: &'a str,
-            title: &'a str,
-            status: String,
-            detail: &'a str,
-        }
-        let rows: Vec<Row> = self
-            .items
-            .iter()
-            .map(|i| Row {
-                item: &i.item,
-                title: &i.title,
-                status: i.status.to_uppercase(),
-                detail: &i.detail,
-            })
-            .collect();
-        let package = self
-            .package
-            .as_ref()
-            .map(|p| format!("{}\n", p.line()))
-            .unwrap_or_default();
-        format!(
-            "{}\nDetection items (test plan of clause 6):\n{}\n{package}",
-            self.report.table(listing),
-            tabled::Table::new(rows).with(tabled::settings::Style::sharp())
-        )
-    }
-
-    /// The `analyze` JSON (summary, clauses, findings, rules) with `plan` added.
-    pub fn to_json(&self) -> String {
-        let mut v = serde_json::to_value(&self.report).unwrap_or(Value::Null);
-        if let Value::Object(o) = &mut v {
-            o.insert(
-                "plan".into(),
-                serde_json::to_value(&self.items).unwrap_or(Value::Null),
+    /// The plan's record: the report, the detection items (6.x.x.2) as a section
+    /// (first on the page), as a JUnit suite and as the JSON member `plan`, the
+    /// package as the section's note and the member `package`.
+    pub fn document(&self) -> Document<'_> {
+        let mut doc = Document::of(&self.report).titled("edgetap sim platform — test plan record");
+        doc.sections.push(self.items_section());
+        doc.suites.push(self.items_suite());
+        doc.members.insert(
+            "plan".into(),
+            serde_json::to_value(&self.items).unwrap_or(Value::Null),
+        );
+        if let Some(p) = &self.package {
+            doc.members.insert(
+                "package".into(),
+                serde_json::to_value(p).unwrap_or(Value::Null),
             );
-            if let Some(p) = &self.package {
-                o.insert(
-                    "package".into(),
-                    serde_json::to_value(p).unwrap_or(Value::Null),
-                );
-            }
         }
-        serde_json::to_string_pretty(&v).unwrap_or_default()
+        doc
     }
 
-    /// The clause suites of the report, then one suite of the detection items
-    /// (6.x.x.2), one case each: a failed item fails with its detail and steps, an
-    /// item not exercised is skipped with why.
-    pub fn to_junit(&self) -> String {
-        use crate::report::junit::{Case, Suite, Verdict};
+    /// One suite of the detection items, one case each: a failed item fails with its
+    /// detail and steps, an item not exercised is skipped with why.
+    fn items_suite(&self) -> Suite {
         let mut suite = Suite::new("detection items (test plan of clause 6)");
         for i in &self.items {
             let steps: Vec<String> = i.steps.iter().map(Step::line).collect();
@@ -115,16 +80,23 @@ impl PlanReport {
                 .with_out(out),
             );
         }
-        self.report.to_junit_with(&[suite])
+        suite
     }
 
-    /// The plan's record: the detection items (6.x.x.2) first, then the analysis.
-    pub fn to_html(&self) -> String {
-        let items = Extra {
+    /// The detection items as a table (the clause is on the page only), their steps
+    /// and findings under each row, the package as its note.
+    fn items_section(&self) -> Section {
+        Section {
             id: "items".into(),
             title: "Detection items (test plan of clause 6)".into(),
             note: self.package.as_ref().map(|p| p.line()),
-            headers: headers(["Item", "Clause", "Title", "Status", "Detail"]),
+            columns: vec![
+                column("Item", false),
+                column("Clause", true),
+                column("Title", false),
+                column("Status", false),
+                column("Detail", false),
+            ],
             rows: self
                 .items
                 .iter()
@@ -135,7 +107,7 @@ impl PlanReport {
                         .map(|s| format!("{}: {}", s.status, s.line()))
                         .collect();
                     more.extend(i.findings.iter().cloned());
-                    ExtraRow::new(
+                    SectionRow::new(
                         &i.status,
                         vec![
                             i.item.clone(),
@@ -149,12 +121,13 @@ impl PlanReport {
                 })
                 .collect(),
             status_col: Some(3),
-        };
-        render(
-            &self.report,
-            "edgetap sim platform — test plan record",
-            &[items],
-            None,
-        )
+        }
+    }
+}
+
+fn column(name: &str, page_only: bool) -> Column {
+    Column {
+        name: name.into(),
+        page_only,
     }
 }

@@ -1,15 +1,15 @@
 //! JUnit XML written from suites and cases, so that every count in the file
 //! (`tests`, `failures`, `errors`, `skipped`, per suite and in total) is the count of
 //! the cases it holds: a CI that reads only the totals sees what the cases say.
-//! [`Report::to_junit`] writes a report this way: one suite per clause, and one for
-//! an input that could not be read or judged.
+//! [`render`] writes a document this way: one suite per clause of its report, one for
+//! an input that could not be read or judged, then the suites its front end adds.
 
 use std::fmt::Write as _;
 
-use super::filter::within;
-use super::group::Group;
-use super::Report;
 use crate::finding::Severity;
+use crate::report::filter::within;
+use crate::report::group::Group;
+use crate::report::{Document, Report};
 
 /// How one test case ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,8 +87,22 @@ impl Suite {
     }
 }
 
-/// The document: `<testsuites name=…>` holding `suites`, after an optional comment.
-pub fn render(name: &str, comment: Option<&str>, suites: &[Suite]) -> String {
+/// The JUnit of a document: the report's clause suites, then the front end's suites
+/// (or those alone, for a [`crate::report::Standalone`] document); appended documents
+/// follow, one XML document after the other.
+pub fn render(doc: &Document) -> String {
+    let mut out = match &doc.standalone {
+        Some(s) => testsuites(&s.junit_name, None, &doc.suites),
+        None => doc.report.junit_with(&doc.suites),
+    };
+    for a in &doc.appended {
+        out.push_str(&render(&a.doc));
+    }
+    out
+}
+
+/// `<testsuites name=…>` holding `suites`, after an optional comment.
+pub fn testsuites(name: &str, comment: Option<&str>, suites: &[Suite]) -> String {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     if let Some(c) = comment {
         // A comment cannot hold "--".
@@ -175,15 +189,10 @@ pub fn count(n: usize, singular: &str, plural: &str) -> String {
 }
 
 impl Report {
-    /// One test suite per clause, one test case per clause; a failing clause lists its
-    /// groups of error findings, one line per group.
-    pub fn to_junit(&self) -> String {
-        self.to_junit_with(&[])
-    }
-
-    /// [`Report::to_junit`] with more suites after the clauses (the detection items of
-    /// `sim platform`), counted in the totals.
-    pub fn to_junit_with(&self, extra: &[Suite]) -> String {
+    /// One test suite per clause, one test case per clause (a failing clause lists its
+    /// groups of error findings, one line per group), then the suites of `extra` (the
+    /// detection items of `sim platform`), counted in the totals.
+    fn junit_with(&self, extra: &[Suite]) -> String {
         let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         if let Some(note) = &self.summary.filtered {
             // A comment cannot hold "--": the options are named without their dashes.
@@ -327,7 +336,7 @@ mod tests {
                 text: String::new(),
             },
         ));
-        let x = render("n", None, &[a, b]);
+        let x = testsuites("n", None, &[a, b]);
         assert!(
             x.contains(
                 "<testsuites name=\"n\" tests=\"4\" failures=\"1\" errors=\"1\" skipped=\"1\">"

@@ -1,27 +1,76 @@
 //! The test record for people: the clause table, what could not be judged, the
 //! edges, the findings (grouped, or one line each with `--each`), the standard's
-//! words and the totals. Device-chosen text is written printable.
+//! words and the totals, then the sections of the front end. Device-chosen text in the
+//! report is written printable.
 
 use std::fmt::Write as _;
 
-use super::edges::{show_time, EdgeRow};
-use super::group::Group;
-use super::{junit, one_line, ClauseRow, Listing, Report};
+use super::{junit, Options};
 use crate::finding::Severity;
+use crate::report::edges::{show_time, EdgeRow};
+use crate::report::group::Group;
+use crate::report::{one_line, ClauseRow, Document, Listing, Report, Section};
 
 /// The table shows at most this many groups and edges; the JSON holds them all.
 const TABLE_GROUPS: usize = 60;
 const TABLE_EDGES: usize = 40;
 
-impl Report {
-    /// The table for people, repeated findings grouped.
-    pub fn to_table(&self) -> String {
-        self.table(Listing::Grouped)
+/// The document for people: the report's table and the front end's sections (or its
+/// own text), then each appended document under its heading.
+pub fn render(doc: &Document, options: &Options) -> String {
+    let mut out = match &doc.standalone {
+        Some(s) => s.text.clone(),
+        None => {
+            let mut out = doc.report.table(options.listing);
+            for s in &doc.sections {
+                write_section(&mut out, s);
+            }
+            out
+        }
+    };
+    for a in &doc.appended {
+        let _ = write!(
+            out,
+            "\n--- {} ---\n\n{}",
+            a.heading,
+            render(&a.doc, options)
+        );
     }
+    out
+}
 
+/// A section: its title, its table (headers in lower case, statuses in capitals,
+/// without the page's own columns), its note.
+fn write_section(out: &mut String, s: &Section) {
+    let shown: Vec<usize> = (0..s.columns.len())
+        .filter(|&i| !s.columns[i].page_only)
+        .collect();
+    let mut table = tabled::builder::Builder::new();
+    table.push_record(shown.iter().map(|&i| s.columns[i].name.to_lowercase()));
+    for row in &s.rows {
+        table.push_record(shown.iter().map(|&i| {
+            let cell = row.cells.get(i).map(String::as_str).unwrap_or("");
+            match s.status_col == Some(i) {
+                true => cell.to_uppercase(),
+                false => cell.to_string(),
+            }
+        }));
+    }
+    let _ = writeln!(
+        out,
+        "\n{}:\n{}",
+        s.title,
+        table.build().with(tabled::settings::Style::sharp())
+    );
+    if let Some(note) = &s.note {
+        let _ = writeln!(out, "{note}");
+    }
+}
+
+impl Report {
     /// The table for people: the clause table, the edges, the findings as `listing`
     /// says, the standard's words, the totals.
-    pub fn table(&self, listing: Listing) -> String {
+    fn table(&self, listing: Listing) -> String {
         // Device-chosen text (edge ids, types, messages) never reaches a terminal raw.
         crate::finding::printable_text(&self.table_raw(listing))
     }
@@ -290,7 +339,7 @@ mod tests {
             &RuleSet::builtin(),
             vec![],
         );
-        let table = r.to_table();
+        let table = r.table(Listing::Grouped);
         let row = |c: &str| {
             table
                 .lines()

@@ -1,5 +1,5 @@
 //! The test record as one self-contained HTML page (`--format html`, and the live
-//! view of `edgetap proxy --http`): the clause table, extra tables of a front end
+//! view of `edgetap proxy --http`): the clause table, the sections of a front end
 //! (detection items, replay exchanges), the edges, the findings grouped by rule, and
 //! a message sequence chart per edge from the report's [`Timeline`].
 //!
@@ -19,51 +19,58 @@ use std::sync::OnceLock;
 
 use serde::Serialize;
 
-use super::edges::show_time;
-use super::timeline::{self, Entry, Lane, Timeline};
-use super::{ClauseRow, Report};
+use super::Options;
 use crate::finding::{Finding, Severity, Side};
 use crate::protocol::Actor;
+use crate::report::edges::show_time;
+use crate::report::timeline::{self, Entry, Lane, Timeline};
+use crate::report::{ClauseRow, Document, Report, Section};
 
 /// Groups shown; the JSON holds them all.
 pub const MAX_GROUPS: usize = 400;
 /// Rows (messages and gaps) per page of a chart.
 pub const PAGE_ROWS: usize = 100;
 
-/// A table a front end adds to the record (detection items, replay exchanges).
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct Extra {
-    pub id: String,
-    pub title: String,
-    pub note: Option<String>,
-    pub headers: Vec<String>,
-    pub rows: Vec<ExtraRow>,
+/// A [`Section`] as the page shows it.
+#[derive(Serialize)]
+struct Extra<'a> {
+    id: &'a str,
+    title: &'a str,
+    note: Option<&'a str>,
+    headers: Vec<&'a str>,
+    rows: Vec<ExtraRow<'a>>,
     /// The column holding a status (coloured).
-    pub status_col: Option<usize>,
+    status_col: Option<usize>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct ExtraRow {
+#[derive(Serialize)]
+struct ExtraRow<'a> {
     /// CSS class from the status: pass, fail, partly, none.
-    pub class: &'static str,
-    pub cells: Vec<String>,
+    class: &'static str,
+    cells: &'a [String],
     /// Lines shown on demand under the row.
-    pub more: Vec<String>,
+    more: &'a [String],
 }
 
-impl ExtraRow {
-    pub fn new(status: &str, cells: Vec<String>, more: Vec<String>) -> ExtraRow {
-        ExtraRow {
-            class: status_class(status),
-            cells,
-            more,
+impl<'a> Extra<'a> {
+    fn of(s: &'a Section) -> Extra<'a> {
+        Extra {
+            id: &s.id,
+            title: &s.title,
+            note: s.note.as_deref(),
+            headers: s.columns.iter().map(|c| c.name.as_str()).collect(),
+            rows: s
+                .rows
+                .iter()
+                .map(|r| ExtraRow {
+                    class: status_class(&r.status),
+                    cells: &r.cells,
+                    more: &r.more,
+                })
+                .collect(),
+            status_col: s.status_col,
         }
     }
-}
-
-/// The header cells of an [`Extra`] table.
-pub fn headers<const N: usize>(names: [&str; N]) -> Vec<String> {
-    names.iter().map(|c| c.to_string()).collect()
 }
 
 /// What the live view adds: how often the page reloads and where the API is.
@@ -88,15 +95,20 @@ fn env() -> &'static minijinja::Environment<'static> {
     static ENV: OnceLock<minijinja::Environment<'static>> = OnceLock::new();
     ENV.get_or_init(|| {
         let mut env = minijinja::Environment::new();
-        env.add_template("report.html", include_str!("../../templates/report.html"))
-            .expect("the report template parses (a test renders it)");
+        env.add_template(
+            "report.html",
+            include_str!("../../../templates/report.html"),
+        )
+        .expect("the report template parses (a test renders it)");
         env
     })
 }
 
-/// Renders the record. `title` heads it ("edgetap test record", "sim platform…").
-pub fn render(report: &Report, title: &str, extras: &[Extra], live: Option<&LiveLinks>) -> String {
-    let page = Page::of(report, title, extras, live);
+/// The document as one page: its report under its title, its sections after the
+/// clause table (appended documents are not on it: one page, one record).
+pub fn render(doc: &Document, options: &Options) -> String {
+    let extras: Vec<Extra> = doc.sections.iter().map(Extra::of).collect();
+    let page = Page::of(&doc.report, &doc.title, &extras, options.live);
     env()
         .get_template("report.html")
         .and_then(|t| t.render(&page))
@@ -123,12 +135,12 @@ struct Page<'a> {
     generated: String,
     version: &'static str,
     rules: String,
-    s: &'a super::Summary,
+    s: &'a crate::report::Summary,
     verdict: Verdict,
     filtered: Option<String>,
     problems: Vec<String>,
     clauses: Vec<ClauseView<'a>>,
-    extras: &'a [Extra],
+    extras: &'a [Extra<'a>],
     edges: Vec<EdgeView<'a>>,
     findings_total: u64,
     rules_fired: usize,
@@ -295,11 +307,11 @@ impl<'a> Page<'a> {
     fn of(
         report: &'a Report,
         title: &'a str,
-        extras: &'a [Extra],
+        extras: &'a [Extra<'a>],
         live: Option<&'a LiveLinks>,
     ) -> Page<'a> {
         let s = &report.summary;
-        let verdict = if report.exit_code() == super::EXIT_UNREADABLE {
+        let verdict = if report.exit_code() == crate::report::EXIT_UNREADABLE {
             Verdict {
                 class: "fail",
                 text: "UNREADABLE INPUT",
@@ -406,7 +418,7 @@ impl<'a> Page<'a> {
 
 /// The groups by rule, errors first, the largest first; with the standard's words.
 fn rule_sections(report: &Report) -> (Vec<RuleSection>, usize) {
-    let mut groups: Vec<&super::group::Group> = report.groups.iter().collect();
+    let mut groups: Vec<&crate::report::group::Group> = report.groups.iter().collect();
     groups.sort_by_key(|g| std::cmp::Reverse((g.severity, g.count)));
     let left = groups.len().saturating_sub(MAX_GROUPS);
     groups.truncate(MAX_GROUPS);
@@ -681,13 +693,6 @@ impl Timeline {
     }
 }
 
-impl Report {
-    /// The record as a self-contained HTML page.
-    pub fn to_html(&self) -> String {
-        render(self, "edgetap test record", &[], None)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -727,7 +732,7 @@ mod tests {
             vec![],
         )
         .with_timeline(Some(t));
-        let page = report.to_html();
+        let page = render(&Document::of(&report), &Options::default());
         assert!(!page.contains("<script"), "{page}");
         assert!(!page.contains("<b>in</b>"));
         assert!(page.contains("&lt;&#x2f;pre&gt;&lt;script&gt;"), "{page}");
