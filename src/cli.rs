@@ -229,7 +229,9 @@ pub struct ProxyArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub rules: RulesArgs,
-    /// Most connections served at once; more wait to be accepted.
+    /// Most connections served at once; more wait to be accepted. Lowered (with a
+    /// warning) to what the open-file limit leaves, two descriptors a connection;
+    /// the proxy first raises its soft limit to the hard one.
     #[arg(long, default_value_t = 2048)]
     pub max_connections: usize,
     /// Bytes per connection read but not yet on disk; when reached, forwarding on
@@ -244,8 +246,8 @@ pub struct ProxyArgs {
     #[arg(long, default_value_t = edgetap::mqtt::MQTT_MAX_REMAINING)]
     pub max_packet_size: usize,
     /// Close a connection after this many seconds without a byte either way
-    /// [default: 3 × the keep-alive of its CONNECT, at least 10 s; 300 s before a
-    /// CONNECT or with keep-alive 0].
+    /// [default: 3 × the keep-alive of its CONNECT, at least 10 s, at most 1800 s;
+    /// 300 s before a CONNECT or with keep-alive 0].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout: Option<u64>,
     /// MQTT over WebSocket (RFC 6455): the HTTP upgrade and the frames are forwarded
@@ -275,6 +277,12 @@ pub struct ProxyArgs {
     /// --http). Note that other local users can read a process's arguments.
     #[arg(long, value_name = "TOKEN", requires = "http")]
     pub http_token: Option<String>,
+    /// Live-view connections held at once; when all are taken, the oldest one that
+    /// has not sent its request yet gives way. A request head must be complete
+    /// within 5 s, an answer within 30 s.
+    #[arg(long, value_name = "N", default_value_t = 64, requires = "http",
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub http_max_connections: u64,
     /// What a store write error (a full disk above all) does. keep-forwarding: the
     /// devices are served on; what could not be written is counted (bytes, events,
     /// time span) in the capture, which `captures list/show`, every report and the

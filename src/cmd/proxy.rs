@@ -58,6 +58,27 @@ fn proxy_tls(args: &cli::ProxyArgs) -> anyhow::Result<edgetap::proxy::tls::TlsSe
     Ok(tls::TlsSettings { accept, upstream })
 }
 
+/// Raises the soft open-file limit to the hard one and lowers `--max-connections`
+/// to what it leaves (`http`: the live view's connections), saying so once.
+fn fit_open_files(wanted: usize, http: u64) -> usize {
+    use edgetap::proxy::fds;
+    let limits = match fds::raise_nofile() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("cannot read or raise the open-file limit: {e}");
+            return wanted;
+        }
+    };
+    if limits.soft > limits.was {
+        tracing::info!("open-file limit raised from {} to {}", limits.was, limits.soft);
+    }
+    let (cap, warning) = fds::fit_connections(wanted, &limits, http);
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
+    cap
+}
+
 /// The proxy's exit code when something it forwarded was not recorded.
 const EXIT_NOT_RECORDED: u8 = 4;
 
@@ -65,6 +86,14 @@ const EXIT_NOT_RECORDED: u8 = 4;
 pub fn run(args: cli::ProxyArgs) -> anyhow::Result<u8> {
     use anyhow::Context as _;
     edgetap::proxy::limit_malloc_arenas();
+    let http_limits = edgetap::proxy::http::HttpLimits {
+        max_connections: args.http_max_connections as usize,
+        ..Default::default()
+    };
+    let max_connections = fit_open_files(
+        args.max_connections,
+        if args.http.is_some() { args.http_max_connections } else { 0 },
+    );
     let rules = Arc::new(load_rules(&args.rules)?);
     let shown = shown(&args.shown, &rules)?;
     let store = edgetap::store::Store::open(&args.store.dir)?;
@@ -78,7 +107,7 @@ pub fn run(args: cli::ProxyArgs) -> anyhow::Result<u8> {
             .name
             .clone()
             .unwrap_or_else(|| format!("{} → {}", args.listen, args.upstream)),
-        max_connections: args.max_connections,
+        max_connections,
         max_buffered: args.max_buffered,
         max_packet: args.max_packet_size,
         websocket: args.websocket,
@@ -104,7 +133,7 @@ pub fn run(args: cli::ProxyArgs) -> anyhow::Result<u8> {
                 let stop = async {
                     let _ = http_stopped.await;
                 };
-                if let Err(e) = edgetap::proxy::http::serve(listener, view, token, stop).await {
+                if let Err(e) = edgetap::proxy::http::serve(listener, view, token, http_limits, stop).await {
                     eprintln!("edgetap proxy: live view stopped: {e}");
                 }
             });

@@ -23,8 +23,12 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::{Body, Method, Request, Response, StatusCode};
+use tokio::sync::Semaphore;
+
+use super::admission::{Admission, Dropped, HttpLog, Slots, Ticket};
 
 use crate::finding::Severity;
 use crate::proxy::live::LiveView;
@@ -49,29 +53,183 @@ pub fn check_bind(addr: &SocketAddr, token: Option<&str>) -> Result<(), String> 
     ))
 }
 
+/// The live view's own limits: what its clients may hold (see [`serve`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Connections held at once (`--http-max-connections`).
+    pub max_connections: usize,
+    /// From accepting a connection to having read its request head; a half-sent
+    /// request is dropped then.
+    pub header_timeout: Duration,
+    /// From accepting a connection to the end of its response (slow bodies, slow
+    /// readers).
+    pub deadline: Duration,
+    /// Pages and API answers built at once (each on a blocking thread).
+    pub renders: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 64,
+            header_timeout: Duration::from_secs(5),
+            deadline: Duration::from_secs(30),
+            renders: 2,
+        }
+    }
+}
+
+/// Request heads larger than this are refused (hyper answers 431).
+const MAX_HEAD: usize = 16 * 1024;
+/// Written to a connection refused at the cap, without waiting for it.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n\
+    Content-Length: 0\r\nConnection: close\r\n\r\n";
+
 /// Serves `listener` until `shutdown` completes.
+///
+/// The HTTP is hyper's (in the build already through rumqttd; axum would add routing
+/// this handful of GET paths does not need): parsing, `431` for huge heads,
+/// `Connection: close`. The accept loop is ours, because hyper 0.14's `Server`
+/// accepts without a cap and holds a connection as long as the client likes, which
+/// is what let 1,100 half-sent requests starve the MQTT side of descriptors:
+///
+/// - at most [`HttpLimits::max_connections`]; when they are all taken the oldest one
+///   that has not sent its request gives way ([`super::admission`]), and when all
+///   are answering requests a newcomer gets `503` at once;
+/// - a request head not complete within [`HttpLimits::header_timeout`] closes the
+///   connection; the whole exchange ends by [`HttpLimits::deadline`]; no body is
+///   ever read (GET only) and there is no keep-alive, so one connection is one
+///   request: a reloading page reconnects, which costs nothing on a LAN;
+/// - the token is the first thing checked once the head is read: a request without
+///   it gets `401` and the connection closes; it takes no render slot and no lock of
+///   the live view;
+/// - pages are built on blocking threads, [`HttpLimits::renders`] at a time, never
+///   on the runtime threads that forward MQTT;
+/// - refusals are counted and logged as one summary line per 10 s.
 pub async fn serve(
     listener: std::net::TcpListener,
     view: Arc<LiveView>,
     token: Option<String>,
+    limits: HttpLimits,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), hyper::Error> {
-    // Set here: hyper takes the listener as it is.
-    let _ = listener.set_nonblocking(true);
-    let token = Arc::new(token.filter(|t| !t.is_empty()));
-    let make = hyper::service::make_service_fn(move |_conn| {
-        let (view, token) = (view.clone(), token.clone());
-        async move {
-            Ok::<_, Infallible>(hyper::service::service_fn(move |req| {
-                let r = answer(&req, &view, token.as_deref());
-                async move { Ok::<_, Infallible>(r) }
-            }))
-        }
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let shared = Arc::new(Served {
+        view,
+        token: token.filter(|t| !t.is_empty()),
+        limits,
+        slots: Slots::new(limits.max_connections),
+        renders: Arc::new(Semaphore::new(limits.renders.max(1))),
+        log: HttpLog::new(limits.header_timeout),
     });
-    hyper::Server::from_tcp(listener)?
-        .serve(make)
-        .with_graceful_shutdown(shutdown)
+    let mut summary = tokio::time::interval(HttpLog::EVERY);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((sock, _peer)) => match shared.slots.admit() {
+                    Admission::Admitted(t) => {
+                        tokio::spawn(one_connection(sock, t, shared.clone()));
+                    }
+                    Admission::Evicting(t) => {
+                        shared.log.note(Dropped::Evicted);
+                        tokio::spawn(one_connection(sock, t, shared.clone()));
+                    }
+                    Admission::Full => {
+                        let _ = sock.try_write(BUSY);
+                        shared.log.note(Dropped::Full);
+                    }
+                },
+                Err(_) => {
+                    shared.log.note(Dropped::Accept);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = summary.tick() => shared.log.flush(),
+            _ = &mut shutdown => break,
+        }
+    }
+    shared.log.flush();
+    Ok(())
+}
+
+/// What every connection of the live view shares.
+struct Served {
+    view: Arc<LiveView>,
+    token: Option<String>,
+    limits: HttpLimits,
+    slots: Arc<Slots>,
+    renders: Arc<Semaphore>,
+    log: HttpLog,
+}
+
+/// Serves one connection (one request) within the limits.
+async fn one_connection(sock: tokio::net::TcpStream, ticket: Ticket, sh: Arc<Served>) {
+    let (seen_tx, mut seen_rx) = tokio::sync::oneshot::channel::<bool>();
+    let mut seen_tx = Some(seen_tx);
+    let ticket = Arc::new(ticket);
+    let t = ticket.clone();
+    let sh2 = sh.clone();
+    let service = hyper::service::service_fn(move |req: Request<Body>| {
+        // The head is read: this connection can no longer be given up for a newer one.
+        let served = t.requested();
+        if let Some(tx) = seen_tx.take() {
+            let _ = tx.send(served);
+        }
+        let sh = sh2.clone();
+        async move { Ok::<_, Infallible>(respond_to(req, &sh).await) }
+    });
+    let mut http = hyper::server::conn::Http::new();
+    http.http1_only(true)
+        .http1_keep_alive(false)
+        .max_buf_size(MAX_HEAD);
+    let conn = http.serve_connection(sock, service);
+    tokio::pin!(conn);
+    let head = tokio::time::sleep(sh.limits.header_timeout);
+    tokio::pin!(head);
+    let deadline = tokio::time::sleep(sh.limits.deadline);
+    tokio::pin!(deadline);
+    let mut requested = false;
+    loop {
+        tokio::select! {
+            _ = &mut conn => return,
+            r = &mut seen_rx, if !requested => match r {
+                Ok(true) => requested = true,
+                // Evicted while its head was read: closed unanswered.
+                Ok(false) | Err(_) => return,
+            },
+            _ = &mut head, if !requested => {
+                sh.log.note(Dropped::HeaderTimeout);
+                return;
+            }
+            _ = ticket.evicted(), if !requested => return,
+            _ = &mut deadline => {
+                sh.log.note(Dropped::Deadline);
+                return;
+            }
+        }
+    }
+}
+
+/// The token first: a request without it is answered at once, holding nothing.
+async fn respond_to(req: Request<Body>, sh: &Served) -> Response<Body> {
+    let q = query(&req);
+    if !authorized(&req, &q, sh.token.as_deref()) {
+        sh.log.note(Dropped::Unauthorized);
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "this live view needs its token: send `Authorization: Bearer TOKEN` or add ?token=TOKEN",
+        );
+    }
+    let Ok(_render) = sh.renders.clone().acquire_owned().await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the live view is stopping");
+    };
+    let view = sh.view.clone();
+    let (parts, _body) = req.into_parts();
+    tokio::task::spawn_blocking(move || answer(&parts.method, &parts.uri, &q, &view))
         .await
+        .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))
 }
 
 /// The query parameters, decoded.
@@ -159,22 +317,16 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
     respond(status, "application/json", body)
 }
 
-fn answer(req: &Request<Body>, view: &LiveView, token: Option<&str>) -> Response<Body> {
-    let q = query(req);
-    if !authorized(req, &q, token) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "this live view needs its token: send `Authorization: Bearer TOKEN` or add ?token=TOKEN",
-        );
-    }
-    if req.method() != Method::GET && req.method() != Method::HEAD {
+/// The answer to an authorized request.
+fn answer(method: &Method, uri: &hyper::Uri, q: &[(String, String)], view: &LiveView) -> Response<Body> {
+    if method != Method::GET && method != Method::HEAD {
         return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is served");
     }
-    let filter = match filter_of(&q) {
+    let filter = match filter_of(q) {
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
-    match req.uri().path() {
+    match uri.path() {
         "/" | "/index.html" => {
             // Links keep the token the page was opened with.
             let suffix = q

@@ -40,7 +40,9 @@
 //! killed with SIGKILL keeps everything read more than one window (plus the time of
 //! one fsync) before the kill.
 
+mod admission;
 pub mod console;
+pub mod fds;
 pub mod http;
 pub mod judge;
 pub mod live;
@@ -94,8 +96,8 @@ pub struct ProxySettings {
     pub live: Option<Arc<crate::proxy::live::LiveView>>,
     /// A connection with no byte in either direction for this long is closed.
     /// `None`: [`IDLE_KEEP_ALIVES`] times the keep-alive of the client's CONNECT
-    /// (at least [`IDLE_MIN`]), or [`IDLE_FALLBACK`] before a CONNECT or with a
-    /// keep-alive of 0.
+    /// (at least [`IDLE_MIN`], at most [`IDLE_MAX`]), or [`IDLE_FALLBACK`] before a
+    /// CONNECT or with a keep-alive of 0.
     pub idle_timeout: Option<Duration>,
     /// Where the judge publishes its state while the proxy runs.
     pub view: judge::View,
@@ -108,6 +110,17 @@ pub struct ProxySettings {
 pub const IDLE_KEEP_ALIVES: u32 = 3;
 /// …but not less than this…
 pub const IDLE_MIN: Duration = Duration::from_secs(10);
+/// …nor more than this (unless `--idle-timeout` says otherwise)…
+///
+/// Why 30 minutes: MQTT (3.1.1 §3.1.2.10, 5.0 §3.1.2.10) has the server close a
+/// connection that sent nothing for 1.5 × its keep-alive, so a margin above that lets
+/// the broker's own close be seen; but a keep-alive of 65535 s would hold a silent
+/// (half-open) connection, two descriptors and its buffers, for 54.6 h at 3 ×. The
+/// T/YQDEIF 003 text sets no keep-alive; the platforms devices meet cap theirs at
+/// about 1200 s (1.5 × 1200 s = 1800 s), so a device inside that range is never
+/// closed by the proxy before its broker would close it. A longer keep-alive is
+/// named in the close reason ("capped at 1800 s"); `--idle-timeout` overrides.
+pub const IDLE_MAX: Duration = Duration::from_secs(1800);
 /// …and this without a CONNECT (a half-open or silent connection) or keep-alive 0.
 pub const IDLE_FALLBACK: Duration = Duration::from_secs(300);
 
@@ -117,8 +130,15 @@ pub fn idle_limit(explicit: Option<Duration>, keep_alive: u32) -> Duration {
     match (explicit, keep_alive) {
         (Some(d), _) => d,
         (None, 0) => IDLE_FALLBACK,
-        (None, k) => Duration::from_secs(u64::from(k) * u64::from(IDLE_KEEP_ALIVES)).max(IDLE_MIN),
+        (None, k) => Duration::from_secs(u64::from(k) * u64::from(IDLE_KEEP_ALIVES))
+            .clamp(IDLE_MIN, IDLE_MAX),
     }
+}
+
+/// Whether [`IDLE_MAX`] cut the idle limit of keep-alive `keep_alive`.
+pub fn idle_capped(explicit: Option<Duration>, keep_alive: u32) -> bool {
+    explicit.is_none()
+        && Duration::from_secs(u64::from(keep_alive) * u64::from(IDLE_KEEP_ALIVES)) > IDLE_MAX
 }
 
 /// Each open connection's MQTT keep-alive as its CONNECT announced it: written by
@@ -341,6 +361,7 @@ pub async fn run_live(
     let next_conn = AtomicU64::new(1);
     let mut accepted = 0u64;
     let mut limit_warning = RateLimited::new();
+    let mut accept_warning = RateLimited::new();
     tokio::pin!(shutdown);
     loop {
         let permit = match limit.clone().try_acquire_owned() {
@@ -364,8 +385,15 @@ pub async fn run_live(
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    // Out of descriptors and the like: keep serving the others.
-                    tracing::warn!("accept: {e}");
+                    // Out of descriptors and the like: keep serving the others, and
+                    // say so once per period with a count (1,875 lines under a
+                    // flood before).
+                    if let Some(n) = accept_warning.hit() {
+                        tracing::warn!(
+                            "accept: {e}; new connections wait in the listen backlog{}",
+                            more_times(n)
+                        );
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -470,14 +498,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn idle_limit_follows_the_keep_alive_with_a_floor_and_a_fallback() {
+    fn idle_limit_follows_the_keep_alive_with_a_floor_a_cap_and_a_fallback() {
         let s = Duration::from_secs;
         assert_eq!(idle_limit(None, 60), s(180));
         assert_eq!(idle_limit(None, 1), IDLE_MIN);
         assert_eq!(idle_limit(None, 0), IDLE_FALLBACK);
         assert_eq!(idle_limit(Some(s(7)), 60), s(7));
-        // The largest keep-alive MQTT allows does not overflow.
-        assert_eq!(idle_limit(None, 65_535), s(3 * 65_535));
+        // The largest keep-alive MQTT allows is capped (it was 54.6 h), and says so.
+        assert_eq!(idle_limit(None, 65_535), IDLE_MAX);
+        assert!(idle_capped(None, 65_535));
+        // Up to the platforms' usual maximum keep-alive (1200 s), the broker's own
+        // 1.5 × close comes first.
+        assert!(idle_limit(None, 1200) >= s(1800));
+        assert!(!idle_capped(None, 600) && !idle_capped(Some(s(9)), 65_535));
+        assert_eq!(idle_limit(None, 601), IDLE_MAX);
     }
 
     #[test]

@@ -259,6 +259,11 @@ async fn relay<C: Duplex, U: Duplex>(
                     let why = match (sh.settings.idle_timeout, k) {
                         (Some(_), _) => "--idle-timeout".to_string(),
                         (None, 0) => "no CONNECT keep-alive seen: the fallback".to_string(),
+                        (None, k) if super::idle_capped(None, k) => format!(
+                            "{} × the CONNECT keep-alive of {k} s, capped at {} s",
+                            super::IDLE_KEEP_ALIVES,
+                            super::IDLE_MAX.as_secs()
+                        ),
                         (None, k) => format!("{} × the CONNECT keep-alive of {k} s", super::IDLE_KEEP_ALIVES),
                     };
                     let half = match (up, down) {
