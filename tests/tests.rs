@@ -11,6 +11,7 @@ mod final_reports;
 mod golden;
 mod html;
 mod judge_cpu;
+mod live_limits;
 mod numbering;
 mod pipeline;
 mod proxy;

@@ -520,8 +520,20 @@ pub struct ProxyProcess {
 
 impl ProxyProcess {
     pub fn start(args: impl FnOnce(&mut Command)) -> ProxyProcess {
+        Self::start_in(Command::new(env!("CARGO_BIN_EXE_edgetap")), args)
+    }
+
+    /// [`ProxyProcess::start`] after the shell command `setup` (e.g. `ulimit -n
+    /// 1024`): `sh -c 'SETUP; exec edgetap proxy …'`, so the proxy is the child.
+    pub fn start_after(setup: &str, args: impl FnOnce(&mut Command)) -> ProxyProcess {
+        let mut c = Command::new("sh");
+        c.args(["-c", &format!("{setup}; exec \"$0\" \"$@\"")])
+            .arg(env!("CARGO_BIN_EXE_edgetap"));
+        Self::start_in(c, args)
+    }
+
+    fn start_in(mut c: Command, args: impl FnOnce(&mut Command)) -> ProxyProcess {
         let port = free_port();
-        let mut c = Command::new(env!("CARGO_BIN_EXE_edgetap"));
         c.args(["proxy", "--listen", &format!("127.0.0.1:{port}")]);
         args(&mut c);
         let mut child = c
@@ -546,6 +558,11 @@ impl ProxyProcess {
             |t| t.lines().any(|l| l.starts_with(&listening)),
         );
         p
+    }
+
+    /// The proxy's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Waits until its live lines say `n` connections closed: everything they
