@@ -11,6 +11,7 @@ pub mod broker;
 pub mod capture;
 pub mod demo;
 pub mod finding;
+pub mod fuzzcheck;
 pub mod mqtt;
 pub mod pipeline;
 pub mod protocol;
