@@ -132,7 +132,10 @@ fn a_request_without_the_token_is_refused_at_once_and_holds_nothing() {
     assert_eq!(code, 200, "{raw}");
     let (sent, took) = read_until_closed(&mut silent1, Duration::from_secs(20));
     assert_eq!(sent, "");
-    assert!(took < Duration::from_secs(4), "given way, not timed out: {took:?}");
+    assert!(
+        took < Duration::from_secs(4),
+        "given way, not timed out: {took:?}"
+    );
 }
 
 /// The attack: 2,000 half-sent requests against `--http` while the proxy
@@ -207,7 +210,10 @@ fn two_thousand_half_open_http_connections_under_ulimit_1024_do_not_stop_a_devic
     );
     // Still refused in bulk, not line by line.
     let said = proxy.stderr.text();
-    let lines = said.lines().filter(|l| l.contains("live view (--http)")).count();
+    let lines = said
+        .lines()
+        .filter(|l| l.contains("live view (--http)"))
+        .count();
     assert!(lines <= 5, "{lines} live-view warning lines:\n{said}");
     assert!(!said.contains("Too many open files"), "{said}");
     drop(held);
@@ -232,7 +238,11 @@ fn the_soft_open_file_limit_is_raised_to_the_hard_one_at_start() {
         .find(|l| l.starts_with("Max open files"))
         .unwrap();
     let nums: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
-    let hard_s = if hard == u64::MAX { "unlimited".to_string() } else { hard.to_string() };
+    let hard_s = if hard == u64::MAX {
+        "unlimited".to_string()
+    } else {
+        hard.to_string()
+    };
     assert_eq!(nums, [hard_s.as_str(), hard_s.as_str()], "{line}");
     // Enough for the default --max-connections, or said.
     let said = proxy.stderr.text();

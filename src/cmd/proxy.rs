@@ -70,7 +70,11 @@ fn fit_open_files(wanted: usize, http: u64) -> usize {
         }
     };
     if limits.soft > limits.was {
-        tracing::info!("open-file limit raised from {} to {}", limits.was, limits.soft);
+        tracing::info!(
+            "open-file limit raised from {} to {}",
+            limits.was,
+            limits.soft
+        );
     }
     let (cap, warning) = fds::fit_connections(wanted, &limits, http);
     if let Some(w) = warning {
@@ -92,7 +96,11 @@ pub fn run(args: cli::ProxyArgs) -> anyhow::Result<u8> {
     };
     let max_connections = fit_open_files(
         args.max_connections,
-        if args.http.is_some() { args.http_max_connections } else { 0 },
+        if args.http.is_some() {
+            args.http_max_connections
+        } else {
+            0
+        },
     );
     let rules = Arc::new(load_rules(&args.rules)?);
     let shown = shown(&args.shown, &rules)?;

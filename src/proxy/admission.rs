@@ -212,11 +212,26 @@ impl HttpLog {
             .collect();
         let t = self.header_timeout.as_secs_f64();
         let parts: Vec<String> = [
-            (Dropped::HeaderTimeout, format!("closed without a complete request within {t} s")),
-            (Dropped::Evicted, "given up for newer ones before sending a request".to_string()),
-            (Dropped::Full, "refused (503: every slot answering a request)".to_string()),
-            (Dropped::Unauthorized, "refused without the token (401)".to_string()),
-            (Dropped::Deadline, "closed at the request deadline".to_string()),
+            (
+                Dropped::HeaderTimeout,
+                format!("closed without a complete request within {t} s"),
+            ),
+            (
+                Dropped::Evicted,
+                "given up for newer ones before sending a request".to_string(),
+            ),
+            (
+                Dropped::Full,
+                "refused (503: every slot answering a request)".to_string(),
+            ),
+            (
+                Dropped::Unauthorized,
+                "refused without the token (401)".to_string(),
+            ),
+            (
+                Dropped::Deadline,
+                "closed at the request deadline".to_string(),
+            ),
             (Dropped::Accept, "accept failures".to_string()),
         ]
         .into_iter()
@@ -240,11 +255,17 @@ mod tests {
     #[test]
     fn at_the_cap_the_oldest_connection_without_a_request_gives_way() {
         let slots = Slots::new(2);
-        let Admission::Admitted(a) = slots.admit() else { panic!() };
-        let Admission::Admitted(b) = slots.admit() else { panic!() };
+        let Admission::Admitted(a) = slots.admit() else {
+            panic!()
+        };
+        let Admission::Admitted(b) = slots.admit() else {
+            panic!()
+        };
         // b has sent its request: it cannot be given up any more.
         assert!(b.requested());
-        let Admission::Evicting(c) = slots.admit() else { panic!("a is evicted") };
+        let Admission::Evicting(c) = slots.admit() else {
+            panic!("a is evicted")
+        };
         assert!(a.evicted.0.load(Ordering::Acquire));
         assert!(!a.requested(), "an evicted connection is not served");
         drop(a);

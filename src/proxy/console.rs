@@ -4,6 +4,13 @@
 //! grew, and how far the judge runs behind when it does. Every line starts with its
 //! time (UTC). A device repeating the same fault 100,000 times gives one line and a
 //! few summaries, not 100,000 lines; `analyze --capture` lists every occurrence.
+//!
+//! The console is never what the judge waits on: lines go through a bounded queue
+//! ([`CONSOLE_QUEUE`]) to a writer thread of their own ([`LineSink`]); when the
+//! reader of stdout does not keep up (a terminal over a slow link, a pipe nobody
+//! reads), lines are dropped and counted, and one line says how many once the queue
+//! has room again. (24,000 short connections once had the judge print 72,028 lines,
+//! each a write and a flush on its own thread, minutes behind the traffic.)
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
@@ -36,9 +43,114 @@ struct Label {
     opened_us: i64,
 }
 
+/// Lines queued for the writer thread at most; more are dropped and counted.
+pub const CONSOLE_QUEUE: usize = 4096;
+/// How long [`Console`]'s end waits for the writer to write what is queued.
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
+
+/// Lines written by a thread of their own, so that a slow reader never holds up the
+/// caller: [`LineSink::send`] never waits; past [`CONSOLE_QUEUE`] queued lines it
+/// drops and counts them.
+pub struct LineSink {
+    tx: Option<std::sync::mpsc::SyncSender<String>>,
+    done: std::sync::mpsc::Receiver<()>,
+    /// Lines dropped since the last notice.
+    dropped: u64,
+    dropped_total: u64,
+}
+
+impl LineSink {
+    pub fn new(out: Box<dyn Write + Send>) -> LineSink {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(CONSOLE_QUEUE);
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("edgetap-console".into())
+            .spawn(move || {
+                // Buffered, flushed whenever the queue is empty: one write for a
+                // burst of lines instead of one per line.
+                let mut out = std::io::BufWriter::new(out);
+                while let Ok(line) = rx.recv() {
+                    let _ = out.write_all(line.as_bytes());
+                    while let Ok(more) = rx.try_recv() {
+                        let _ = out.write_all(more.as_bytes());
+                    }
+                    let _ = out.flush();
+                }
+                let _ = out.flush();
+                let _ = done_tx.send(());
+            })
+            .expect("the console thread starts");
+        LineSink {
+            tx: Some(tx),
+            done,
+            dropped: 0,
+            dropped_total: 0,
+        }
+    }
+
+    fn notice(&self) -> String {
+        format!(
+            "{} {} console lines dropped: stdout did not keep up, and the proxy does \
+             not wait for it (`edgetap analyze --capture ID` lists every finding)\n",
+            time(now_us()),
+            self.dropped
+        )
+    }
+
+    /// Queues `line` (with its newline), or counts it when the queue is full.
+    pub fn send(&mut self, line: String) {
+        let Some(tx) = &self.tx else { return };
+        if self.dropped > 0 {
+            if tx.try_send(self.notice()).is_err() {
+                self.dropped += 1;
+                self.dropped_total += 1;
+                return;
+            }
+            self.dropped = 0;
+        }
+        if tx.try_send(line).is_err() {
+            self.dropped += 1;
+            self.dropped_total += 1;
+        }
+    }
+
+    /// Lines dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_total
+    }
+
+    /// Writes what is queued and the count of lines dropped last (waiting at most
+    /// [`DRAIN_WAIT`] for the reader).
+    pub fn close(&mut self) {
+        let Some(tx) = self.tx.take() else { return };
+        let deadline = Instant::now() + DRAIN_WAIT;
+        let mut notice = (self.dropped > 0).then(|| self.notice());
+        while let Some(n) = notice.take() {
+            match tx.try_send(n) {
+                Err(std::sync::mpsc::TrySendError::Full(n)) if Instant::now() < deadline => {
+                    notice = Some(n);
+                    // Polled: std's bounded channel has no send with a timeout.
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => self.dropped = 0,
+            }
+        }
+        drop(tx);
+        let _ = self
+            .done
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()));
+    }
+}
+
+impl Drop for LineSink {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 /// Writes the live console to `out` (stdout for `edgetap proxy`).
 pub struct Console {
-    out: Box<dyn Write + Send>,
+    out: LineSink,
     /// By the judge's group index.
     groups: Vec<Group>,
     /// Groups with pending occurrences, in the order they first grew.
@@ -53,7 +165,7 @@ pub struct Console {
 impl Console {
     pub fn new(out: Box<dyn Write + Send>) -> Console {
         Console {
-            out,
+            out: LineSink::new(out),
             groups: vec![],
             grown: vec![],
             ungrouped: 0,
@@ -69,8 +181,8 @@ impl Console {
 
     fn line(&mut self, time_us: Option<i64>, text: &str) {
         let t = time_us.unwrap_or_else(now_us);
-        let _ = writeln!(self.out, "{} {}", time(t), crate::finding::printable(text));
-        let _ = self.out.flush();
+        self.out
+            .send(format!("{} {}\n", time(t), crate::finding::printable(text)));
     }
 
     fn label(&self, conn: ConnId) -> String {
@@ -205,12 +317,24 @@ impl Live for Console {
         self.line(
             None,
             &format!(
-                "judging skipped {n} messages: the judge had fallen more than {} MiB behind \
-                 (it takes at most the --judge-cpu share of a core), and forwarding and \
-                 recording do not wait for it; live findings miss them (and may misjudge \
-                 replies to them); they are recorded, and the final report re-judges the \
-                 whole capture from the store",
-                super::judge::MAX_BACKLOG_BYTES >> 20
+                "judging skipped {n} messages: the judge had fallen more than {} MiB or {} s \
+                 behind (it takes at most the --judge-cpu share of a core), and forwarding \
+                 and recording do not wait for it; live findings miss them (and may \
+                 misjudge replies to them); they are recorded, and the final report \
+                 re-judges the whole capture from the store",
+                super::judge::MAX_BACKLOG_BYTES >> 20,
+                super::judge::MAX_BACKLOG_AGE.as_secs()
+            ),
+        );
+    }
+
+    fn hidden(&mut self, n: u64) {
+        self.line(
+            None,
+            &format!(
+                "{n} connections opened while judging was behind are not shown (their \
+                 open, CONNECT and close lines); they are recorded (`edgetap captures \
+                 show ID`)"
             ),
         );
     }
@@ -303,6 +427,7 @@ impl Live for Console {
                 s.groups.len()
             ),
         );
+        self.out.close();
     }
 }
 
@@ -344,6 +469,71 @@ mod tests {
             basis: None,
             from: None,
         }
+    }
+
+    /// A writer that takes nothing until `open` is set: stdout nobody reads.
+    #[derive(Clone, Default)]
+    struct Stuck {
+        open: Arc<std::sync::atomic::AtomicBool>,
+        got: Shared,
+    }
+    impl Write for Stuck {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            while !self.open.load(std::sync::atomic::Ordering::Acquire) {
+                // (The test's reader, stuck until it is let go.)
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            self.got.write(b)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stdout_that_does_not_read_never_holds_up_the_judge_lines_are_counted() {
+        let out = Stuck::default();
+        let mut c = Console::new(Box::new(out.clone()));
+        let n = 3 * CONSOLE_QUEUE as u64;
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            for conn in 0..n {
+                c.connection(&ConnNote::Open {
+                    conn,
+                    time_us: 1_764_590_000_000_000,
+                    client: "10.0.0.7:5000".parse().unwrap(),
+                    server: "10.0.0.1:1883".parse().unwrap(),
+                });
+            }
+            let _ = done_tx.send(());
+            c
+        });
+        // (With a write per line on the caller's thread, this waits for ever.)
+        done.recv_timeout(Duration::from_secs(20))
+            .expect("the console's callers never wait for stdout");
+        let mut c = t.join().unwrap();
+        // (The writer holds what its buffer took before the reader stuck.)
+        assert!(c.out.dropped() >= n - 2 * CONSOLE_QUEUE as u64);
+        out.open.store(true, std::sync::atomic::Ordering::Release);
+        c.finish(&Snapshot::default());
+        let text = String::from_utf8(out.got.0.lock().unwrap().clone()).unwrap();
+        // Every line (n opens, then "judged …") is written or counted in a notice.
+        let counted: u64 = text
+            .lines()
+            .filter_map(|l| l.split_once(" console lines dropped: stdout did not keep up"))
+            .map(|(head, _)| head.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum();
+        let written = text
+            .lines()
+            .filter(|l| l.contains(" open: ") || l.contains("judged 0 messages"))
+            .count() as u64;
+        assert!(counted > 0, "the drop is said");
+        assert_eq!(
+            written + counted,
+            n + 1,
+            "{written} written, {counted} counted"
+        );
+        assert_eq!(counted, c.out.dropped());
     }
 
     #[test]

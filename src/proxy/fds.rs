@@ -135,8 +135,14 @@ mod tests {
         let (cap, warning) = fit_connections(2048, &tight, 64);
         assert_eq!(cap, 448);
         let w = warning.unwrap();
-        assert!(w.contains("--max-connections 2048") && w.contains("at most 448"), "{w}");
-        assert!(w.contains("open-file limit is 1024 (hard limit 1024)"), "{w}");
+        assert!(
+            w.contains("--max-connections 2048") && w.contains("at most 448"),
+            "{w}"
+        );
+        assert!(
+            w.contains("open-file limit is 1024 (hard limit 1024)"),
+            "{w}"
+        );
         // Within the limit: unchanged, nothing said.
         let roomy = NoFile {
             was: 1024,
@@ -145,7 +151,19 @@ mod tests {
         };
         assert_eq!(fit_connections(2048, &roomy, 64), (2048, None));
         // A limit too small for even the reserve still serves one.
-        assert_eq!(fit_connections(10, &NoFile { was: 8, soft: 8, hard: 8 }, 0).0, 1);
+        assert_eq!(
+            fit_connections(
+                10,
+                &NoFile {
+                    was: 8,
+                    soft: 8,
+                    hard: 8
+                },
+                0
+            )
+            .0,
+            1
+        );
     }
 
     #[test]

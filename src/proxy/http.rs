@@ -18,6 +18,11 @@
 //! set ([`check_bind`]); with a token every request must carry it, as
 //! `Authorization: Bearer TOKEN` or `?token=TOKEN`. It never serves credentials: the
 //! live view holds none.
+//!
+//! It cannot hurt the MQTT side ([`serve`] says how): a connection cap of its own,
+//! header timeout and request deadline, the token checked before anything is held,
+//! pages built off the runtime threads, refusals counted rather than logged one by
+//! one.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -318,7 +323,12 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
 }
 
 /// The answer to an authorized request.
-fn answer(method: &Method, uri: &hyper::Uri, q: &[(String, String)], view: &LiveView) -> Response<Body> {
+fn answer(
+    method: &Method,
+    uri: &hyper::Uri,
+    q: &[(String, String)],
+    view: &LiveView,
+) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
         return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is served");
     }

@@ -54,6 +54,10 @@ use super::throttle::Throttle;
 /// Bytes of messages (payload plus [`ITEM_OVERHEAD`] each) the judge may be behind
 /// before the recorder stops handing it messages.
 pub const MAX_BACKLOG_BYTES: usize = 16 << 20;
+/// …and how long (the oldest item waiting), when messages can be skipped: a judge
+/// minutes behind is no live judge (churn of 24,000 short connections left it
+/// five minutes behind within 16 MiB, the memory of its queue held all along).
+pub const MAX_BACKLOG_AGE: Duration = Duration::from_secs(10);
 /// What a queued message costs besides its payload (its topic, the queue slot, the
 /// read chunk it keeps alive), as measured: RSS grew about seven times the payload
 /// bytes queued when only payloads were counted.
@@ -97,15 +101,25 @@ pub enum ConnNote {
 pub(crate) enum Item {
     Staged(Staged),
     Note(ConnNote),
-    /// This many messages were not handed over (the judge was too far behind).
-    Skipped(u64),
+    /// This many messages were not handed over (the judge was too far behind),
+    /// and this many connections were opened meanwhile and not shown.
+    Skipped {
+        messages: u64,
+        connections: u64,
+    },
 }
+
+/// What one queued item costs at least: its slot in the queue. (Counted for every
+/// item: connection notes and transport findings too. 24,000 short connections
+/// queued about 100,000 of them, counted as nothing, and the queue's 45 MB
+/// outlived the churn.)
+const ITEM_SLOT: usize = std::mem::size_of::<(i64, Item)>();
 
 impl Item {
     fn bytes(&self) -> usize {
         match self {
-            Item::Staged(Staged::Unparsed(u)) => u.payload_len() + ITEM_OVERHEAD,
-            _ => 0,
+            Item::Staged(Staged::Unparsed(u)) => ITEM_SLOT + u.payload_len() + ITEM_OVERHEAD,
+            _ => ITEM_SLOT,
         }
     }
 }
@@ -197,6 +211,9 @@ pub trait Live: Send {
     fn tick(&mut self, _s: &Snapshot) {}
     /// Messages were not judged live: the judge had fallen too far behind.
     fn skipped(&mut self, _messages: u64) {}
+    /// Connections opened while the judge was too far behind: their notes (open,
+    /// CONNECT, close) were not handed over.
+    fn hidden(&mut self, _connections: u64) {}
     /// The proxy stopped; everything was judged.
     fn finish(&mut self, _s: &Snapshot) {}
 }
@@ -245,6 +262,10 @@ pub(crate) struct JudgeHandle {
     /// Skipping now; how many skipped in this stretch, and in all.
     skipping: bool,
     skipped_now: u64,
+    /// Connections whose opening was not handed over (opened while skipping): their
+    /// CONNECT and close are not either. How many since the last notice.
+    hidden: std::collections::HashSet<ConnId>,
+    hidden_now: u64,
     skipped: u64,
 }
 
@@ -289,6 +310,8 @@ pub(crate) fn spawn(
         can_skip,
         skipping: false,
         skipped_now: 0,
+        hidden: Default::default(),
+        hidden_now: 0,
         skipped: 0,
     }
 }
@@ -301,12 +324,23 @@ impl JudgeHandle {
     pub(crate) fn send(&mut self, time_us: i64, items: impl Iterator<Item = Item>) {
         let mut q = self.sh.lock();
         let was_empty = q.items.is_empty();
-        if self.skipping && q.bytes <= MAX_BACKLOG_BYTES / 2 {
+        // How long the oldest item has waited (items of no event carry i64::MIN).
+        let age_us = q
+            .items
+            .front()
+            .filter(|(t, _)| *t > 0)
+            .map_or(0, |(t, _)| time_us.saturating_sub(*t));
+        let too_old = self.can_skip && age_us > MAX_BACKLOG_AGE.as_micros() as i64;
+        let young = age_us <= MAX_BACKLOG_AGE.as_micros() as i64 / 2;
+        if self.skipping && q.bytes <= MAX_BACKLOG_BYTES / 2 && young {
             self.skipping = false;
-            let n = std::mem::take(&mut self.skipped_now);
-            q.items.push_back((time_us, Item::Skipped(n)));
+            let skipped = Item::Skipped {
+                messages: std::mem::take(&mut self.skipped_now),
+                connections: std::mem::take(&mut self.hidden_now),
+            };
+            q.items.push_back((time_us, skipped));
         }
-        if !self.skipping && q.bytes > MAX_BACKLOG_BYTES {
+        if !self.skipping && (q.bytes > MAX_BACKLOG_BYTES || too_old) {
             if self.can_skip {
                 self.skipping = true;
             } else {
@@ -329,6 +363,20 @@ impl JudgeHandle {
                 self.skipped_now += 1;
                 self.skipped += 1;
                 continue;
+            }
+            // While skipping, connections opening are not shown either (a churn of
+            // short connections is otherwise three notes each, queued for ever).
+            if let Item::Note(n) = &it {
+                match n {
+                    ConnNote::Open { conn, .. } if self.skipping => {
+                        self.hidden.insert(*conn);
+                        self.hidden_now += 1;
+                        continue;
+                    }
+                    ConnNote::Connect { conn, .. } if self.hidden.contains(conn) => continue,
+                    ConnNote::Closed { conn, .. } if self.hidden.remove(conn) => continue,
+                    _ => {}
+                }
             }
             q.bytes += it.bytes();
             q.items.push_back((time_us, it));
@@ -365,8 +413,12 @@ impl JudgeHandle {
     pub(crate) fn finish(self) -> (Summary, Collector, Vec<Finding>, u64) {
         {
             let mut q = self.sh.lock();
-            if self.skipped_now > 0 {
-                q.items.push_back((0, Item::Skipped(self.skipped_now)));
+            if self.skipped_now > 0 || self.hidden_now > 0 {
+                let skipped = Item::Skipped {
+                    messages: self.skipped_now,
+                    connections: self.hidden_now,
+                };
+                q.items.push_back((0, skipped));
             }
             q.closed = true;
         }
@@ -530,9 +582,17 @@ fn run(
             }
             match item {
                 Item::Note(n) => live.connection(&n),
-                Item::Skipped(n) => {
-                    snap.skipped += n;
-                    live.skipped(n);
+                Item::Skipped {
+                    messages,
+                    connections,
+                } => {
+                    snap.skipped += messages;
+                    if messages > 0 {
+                        live.skipped(messages);
+                    }
+                    if connections > 0 {
+                        live.hidden(connections);
+                    }
                 }
                 Item::Staged(mut s) => {
                     if matches!(s, Staged::Message(_) | Staged::Unparsed(_)) {
@@ -661,6 +721,90 @@ fn count(s: &mut Snapshot, f: &Finding) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A live output whose first connection note waits for the test: the judge is
+    /// held there, behind, while the recorder goes on.
+    struct Gate {
+        hold: Option<std::sync::mpsc::Receiver<()>>,
+        seen: Arc<Mutex<Vec<String>>>,
+    }
+    impl Live for Gate {
+        fn finding(&mut self, _: &Finding) {}
+        fn connection(&mut self, n: &ConnNote) {
+            if let Some(rx) = self.hold.take() {
+                let _ = rx.recv();
+            }
+            let s = match n {
+                ConnNote::Open { conn, .. } => format!("open {conn}"),
+                ConnNote::Connect { conn, .. } => format!("connect {conn}"),
+                ConnNote::Closed { conn, .. } => format!("closed {conn}"),
+            };
+            self.seen.lock().unwrap().push(s);
+        }
+        fn hidden(&mut self, n: u64) {
+            self.seen.lock().unwrap().push(format!("hidden {n}"));
+        }
+    }
+
+    fn open(conn: ConnId, time_us: i64) -> Item {
+        Item::Note(ConnNote::Open {
+            conn,
+            time_us,
+            client: "10.0.0.7:5000".parse().unwrap(),
+            server: "10.0.0.1:1883".parse().unwrap(),
+        })
+    }
+
+    fn closed(conn: ConnId, time_us: i64) -> Item {
+        Item::Note(ConnNote::Closed {
+            conn,
+            time_us,
+            how: "closed".into(),
+        })
+    }
+
+    #[test]
+    fn a_judge_more_than_the_age_limit_behind_hides_connections_opened_meanwhile() {
+        let (release, hold) = std::sync::mpsc::channel();
+        let seen = Arc::new(Mutex::new(vec![]));
+        let gate = Gate {
+            hold: Some(hold),
+            seen: seen.clone(),
+        };
+        let rules = Arc::new(RuleSet::builtin());
+        let mut h = spawn(rules, Box::new(gate), View::default(), None, true, None);
+        let t0 = 1_764_590_000_000_000;
+        h.send(t0, std::iter::once(open(1, t0)));
+        // The judge took it and is held.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !h.sh.lock().items.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the judge did not take its first item"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        h.send(t0 + 1, std::iter::once(open(2, t0 + 1)));
+        // Past the age limit (the oldest queued item waited longer): skipping.
+        let late = t0 + MAX_BACKLOG_AGE.as_micros() as i64 + 1_000_000;
+        let connect = Item::Note(ConnNote::Connect {
+            conn: 3,
+            time_us: late,
+            client_id: "c3".into(),
+            version: "3.1.1",
+            keep_alive: 60,
+        });
+        let items = [open(3, late), connect, closed(3, late), closed(2, late)];
+        h.send(late, items.into_iter());
+        assert!(h.skipping);
+        // Connection 2 was shown open: its close is handed over; 3 is hidden whole.
+        release.send(()).unwrap();
+        let _ = h.finish();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["open 1", "open 2", "closed 2", "hidden 1"]
+        );
+    }
 
     #[test]
     fn a_burst_s_capacity_is_given_back_once_caught_up() {
