@@ -307,7 +307,8 @@ pub struct ProxyArgs {
     /// of 1 KB a second are judged live; past what the share allows, judging falls
     /// behind, skips (the console and live view say how many), and the final
     /// report judges the whole capture again from the store. 100: no cap. Without
-    /// --store there is no cap: recording waits for the judge instead.
+    /// --store there is no cap: recording waits for the judge instead. With no
+    /// traffic for 0.5 s, the judge works through its backlog at full speed.
     #[arg(long, value_name = "PERCENT", default_value_t = 5,
           value_parser = clap::value_parser!(u8).range(1..=100))]
     // 5 rather than 10: bench/proxy.sh's conforming QoS 1 run went from 0.65 to 0.69

@@ -232,7 +232,19 @@ struct Queue {
     judged: Vec<Finding>,
     /// The judge is judging a batch it took.
     working: bool,
+    /// When the recorder last handed over anything (skipped messages included):
+    /// traffic is flowing.
+    last_input: Instant,
+    /// Messages were skipped: the final report is the capture judged again from
+    /// the store, and what the judge keeps for it is of no more use.
+    skipped_any: bool,
 }
+
+/// With no traffic for this long, the judge works through its backlog at full
+/// speed: the `--judge-cpu` cap keeps it from taking CPU time from forwarding, and
+/// there is none to take. (After a churn of 24,000 short connections the capped
+/// judge held its backlog, and the memory of its queue, for minutes.)
+pub const QUIET: Duration = Duration::from_millis(500);
 
 struct Shared {
     q: Mutex<Queue>,
@@ -287,6 +299,8 @@ pub(crate) fn spawn(
             closed: false,
             judged: vec![],
             working: false,
+            last_input: Instant::now(),
+            skipped_any: false,
         }),
         work: Condvar::new(),
         room: Condvar::new(),
@@ -323,6 +337,7 @@ impl JudgeHandle {
     /// messages are not handed over but counted. Without a store, waits instead.
     pub(crate) fn send(&mut self, time_us: i64, items: impl Iterator<Item = Item>) {
         let mut q = self.sh.lock();
+        q.last_input = Instant::now();
         let was_empty = q.items.is_empty();
         // How long the oldest item has waited (items of no event carry i64::MIN).
         let age_us = q
@@ -343,6 +358,7 @@ impl JudgeHandle {
         if !self.skipping && (q.bytes > MAX_BACKLOG_BYTES || too_old) {
             if self.can_skip {
                 self.skipping = true;
+                q.skipped_any = true;
             } else {
                 if !std::mem::replace(&mut self.waited, true) {
                     tracing::warn!(
@@ -540,7 +556,9 @@ fn run(
     let mut last_tick = Instant::now();
     let mut last_trim = Instant::now();
     let mut had_backlog = false;
+    let mut all_dropped = false;
     loop {
+        let skipped_any;
         let closed = {
             let mut q = sh.lock();
             while q.items.is_empty() && !q.closed {
@@ -554,6 +572,7 @@ fn run(
                 }
             }
             std::mem::swap(&mut batch, &mut q.items);
+            skipped_any = q.skipped_any;
             q.bytes = 0;
             q.working = !batch.is_empty();
             sh.room.notify_all();
@@ -561,6 +580,13 @@ fn run(
         };
         if closed {
             break;
+        }
+        if skipped_any && !all_dropped {
+            // The final report will be the capture judged again from the store
+            // (proxy::tap): the findings kept for it (up to MAX_KEPT_FINDINGS, about
+            // 12 MB, scattered through the heap by a churn) are given back.
+            all = Collector::bounded(0);
+            all_dropped = true;
         }
         let queued = batch.len() as u64;
         had_backlog |= queued > TRIM_AFTER_BACKLOG;
@@ -572,12 +598,18 @@ fn run(
             }
             if i % THROTTLE_EVERY == THROTTLE_EVERY - 1 {
                 if let Some(t) = &mut throttle {
-                    // Woken early only by the recorder closing the queue (or handing
-                    // items to an empty queue: the throttle then looks again).
-                    t.pause(&|d| {
-                        let q = sh.lock();
-                        q.closed || sh.work.wait_timeout(q, d).is_ok_and(|(q, _)| q.closed)
-                    });
+                    if sh.lock().last_input.elapsed() >= QUIET {
+                        // No traffic: full speed, and no debt carried into the next.
+                        t.forgive();
+                    } else {
+                        // Woken early only by the recorder closing the queue (or
+                        // handing items to an empty queue: the throttle then looks
+                        // again).
+                        t.pause(&|d| {
+                            let q = sh.lock();
+                            q.closed || sh.work.wait_timeout(q, d).is_ok_and(|(q, _)| q.closed)
+                        });
+                    }
                 }
             }
             match item {
@@ -817,6 +849,8 @@ mod tests {
             closed: false,
             working: false,
             judged: Vec::with_capacity(50_000),
+            last_input: Instant::now(),
+            skipped_any: false,
         };
         release_burst(&mut batch, &mut found, &mut to_store, &mut q);
         for cap in [

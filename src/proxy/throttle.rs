@@ -62,6 +62,14 @@ impl Throttle {
         Duration::from_micros((-self.tokens_us / self.share) as u64)
     }
 
+    /// Starts afresh from now, with nothing banked and nothing owed (the judge ran
+    /// uncapped meanwhile: no traffic to take CPU time from).
+    pub(super) fn forgive(&mut self) {
+        self.tokens_us = 0.0;
+        self.wall = Instant::now();
+        self.cpu_us = thread_cpu_us();
+    }
+
     /// Pauses while over the cap, unless the proxy is stopping (then everything
     /// left is judged at full speed: forwarding is over). `closing(d)` waits at most
     /// `d` and says whether the proxy is stopping.
