@@ -43,6 +43,7 @@
 mod admission;
 pub mod console;
 pub mod fds;
+mod groups;
 pub mod http;
 pub mod judge;
 pub mod live;
