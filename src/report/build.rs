@@ -2,7 +2,7 @@
 //! clause of the rules, the findings grouped; then the counts, clause verdicts and
 //! edges from the groups, again after a filter or a renumbering.
 
-use super::clauses::{is_outcome_check, owner, unjudged_row, Tally};
+use super::clauses::{is_outcome_check, owner, unfinished_kind, unjudged_row, Tally};
 use super::edges::edge_rows;
 use super::filter::Filter;
 use super::group::{self, Group};
@@ -64,6 +64,11 @@ impl Report {
             .filter(|r| is_outcome_check(&r.def.check))
             .map(|r| r.def.id.clone())
             .collect();
+        let unfinished_rules = rules
+            .rules
+            .iter()
+            .filter_map(|r| Some((r.def.id.clone(), unfinished_kind(&r.def.check)?)))
+            .collect();
         let mut report = Report {
             summary,
             clauses,
@@ -72,6 +77,7 @@ impl Report {
             groups,
             edges: vec![],
             outcome_rules,
+            unfinished_rules,
             traffic: stats.edges.clone(),
             timeline: None,
             tz_offset_s: rules.tz(),
@@ -199,6 +205,9 @@ impl Report {
         for g in &self.groups {
             if let Some(i) = owner(&g.clause, &listed) {
                 tallies[i].count(g.severity, self.outcome_rules.contains(&g.rule), g.count);
+                if let Some(kind) = self.unfinished_rules.get(&g.rule) {
+                    tallies[i].count_unfinished(*kind, g.count);
+                }
             }
         }
         for (row, t) in self.clauses.iter_mut().zip(tallies) {

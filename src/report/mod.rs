@@ -115,6 +115,9 @@ pub struct Report {
     pub edges: Vec<EdgeRow>,
     /// Ids of the rules whose info findings are outcomes (refused commands, failed jobs).
     outcome_rules: BTreeSet<String>,
+    /// Ids of the rules whose findings are work the input did not show finish
+    /// (pending requests and jobs): their clause is partly exercised.
+    unfinished_rules: BTreeMap<String, clauses::Unfinished>,
     /// Messages per edge, to count the edges again after a filter.
     traffic: BTreeMap<String, EdgeTraffic>,
     /// The message sequence per edge, for the HTML record's charts (when collected:

@@ -1,0 +1,123 @@
+//! Records that never pass what was not shown (issue 20): a clause whose job or
+//! request was still open when the input ended is "partly exercised" in every
+//! format, …
+//!
+//! Each test has a case that fires and one that holds.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn edgetap() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_edgetap"))
+}
+
+fn capture(name: &str) -> String {
+    format!("{}/captures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn analyze(args: &[&str]) -> Output {
+    edgetap()
+        .arg("analyze")
+        .args(args)
+        .output()
+        .expect("run edgetap analyze")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The status of `clause` in each format: (table line, JSON status and reasons,
+/// JUnit test case, HTML row).
+fn clause_in_every_format(pcap: &str, clause: &str) -> (String, Value, String, String) {
+    let pcap = capture(pcap);
+    let table = stdout(&analyze(&[&pcap]));
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&format!("│ {clause} ")))
+        .unwrap_or_else(|| panic!("no row {clause}:\n{table}"))
+        .to_string();
+    let json: Value = serde_json::from_slice(&analyze(&["--format", "json", &pcap]).stdout)
+        .expect("one JSON document");
+    let c = json["clauses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["clause"] == clause)
+        .unwrap()
+        .clone();
+    let junit = stdout(&analyze(&["--format", "junit", &pcap]));
+    let case = junit
+        .split("<testsuite ")
+        .find(|s| s.starts_with(&format!("name=\"{clause} ")))
+        .unwrap_or_else(|| panic!("no suite {clause}:\n{junit}"))
+        .to_string();
+    let html = stdout(&analyze(&["--format", "html", &pcap]));
+    let tr = html
+        .split("<tr ")
+        .find(|s| s.contains(&format!("data-clause=\"{clause}\"")))
+        .unwrap_or_else(|| panic!("no HTML row {clause}"))
+        .to_string();
+    (row, c, case, tr)
+}
+
+#[test]
+fn a_clause_whose_only_job_is_pending_is_partly_exercised_in_every_format() {
+    // bad-sequence.pcap: CMD_SYS_UPGRADE accepted with 202, no REP_JOB_RESULT.
+    let (row, json, junit, html) = clause_in_every_format("bad-sequence.pcap", "6.1.2");
+    assert!(row.contains("PARTLY EXERCISED"), "{row}");
+    assert_eq!(json["status"], "partly exercised", "{json}");
+    let why = json["not_exercised"].to_string();
+    assert!(why.contains("1 job had no REP_JOB_RESULT"), "{why}");
+    assert!(junit.contains("skipped=\"1\""), "{junit}");
+    assert!(
+        junit.contains("<skipped message=\"partly exercised: 1 job had no REP_JOB_RESULT"),
+        "{junit}"
+    );
+    assert!(html.contains("class=\"clause partly\""), "{html}");
+    assert!(html.contains("1 job had no REP_JOB_RESULT"), "{html}");
+}
+
+#[test]
+fn an_unanswered_request_makes_its_clause_partly_exercised_not_pass() {
+    // bad-pairing.pcap: CMD_CON_STOP is never answered (reply.pending).
+    let (row, json, junit, _) = clause_in_every_format("bad-pairing.pcap", "6.2.3");
+    assert!(row.contains("PARTLY EXERCISED"), "{row}");
+    assert_eq!(json["status"], "partly exercised", "{json}");
+    assert!(
+        json["not_exercised"].to_string().contains("1 request had no reply"),
+        "{json}"
+    );
+    assert!(junit.contains("<skipped message=\"partly exercised"), "{junit}");
+    // An error still fails the clause that also holds a pending request.
+    let (row, json, _, _) = clause_in_every_format("bad-pairing.pcap", "6.1.3");
+    assert!(row.contains("FAIL"), "{row}");
+    assert_eq!(json["status"], "fail");
+}
+
+#[test]
+fn a_clause_whose_job_finished_passes() {
+    let (row, json, junit, html) = clause_in_every_format("clean-session.pcap", "6.1.2");
+    assert!(row.contains("PASS"), "{row}");
+    assert_eq!(json["status"], "pass");
+    assert!(json.get("not_exercised").is_none(), "{json}");
+    assert!(junit.contains("skipped=\"0\"") && !junit.contains("<skipped"), "{junit}");
+    assert!(html.contains("class=\"clause pass\""), "{html}");
+}
+
+#[test]
+fn an_edge_filter_keeps_the_edges_pending_work() {
+    // The pending job is edge E1's: another edge's view of 6.1.2 holds nothing open.
+    let pcap = capture("bad-sequence.pcap");
+    let json: Value =
+        serde_json::from_slice(&analyze(&["--format", "json", "--edge", "E1", &pcap]).stdout)
+            .unwrap();
+    let c = json["clauses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["clause"] == "6.1.2")
+        .unwrap();
+    assert_eq!(c["status"], "partly exercised", "{c}");
+}
