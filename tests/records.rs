@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+use crate::common;
+
 fn edgetap() -> Command {
     Command::new(env!("CARGO_BIN_EXE_edgetap"))
 }
@@ -120,4 +122,75 @@ fn an_edge_filter_keeps_the_edges_pending_work() {
         .find(|c| c["clause"] == "6.1.2")
         .unwrap();
     assert_eq!(c["status"], "partly exercised", "{c}");
+}
+
+/// Runs `edgetap ARGS` until it exits (it must, within 20 s): (code, stderr).
+fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = edgetap()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run edgetap");
+    let status = common::wait_exit(
+        &mut child,
+        std::time::Duration::from_secs(20),
+        "edgetap to exit",
+    );
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (status.code(), err)
+}
+
+#[test]
+fn a_broker_on_a_port_in_use_exits_2_naming_the_port() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap().to_string();
+    let v5 = format!("127.0.0.1:{}", common::free_port());
+    let (code, err) = run_to_exit(&["broker", "--listen", &addr, "--listen-v5", &v5]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+
+    // The MQTT 5 listener's port too.
+    let v4 = format!("127.0.0.1:{}", common::free_port());
+    let (code, err) = run_to_exit(&["broker", "--listen", &v4, "--listen-v5", &addr]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
+
+#[test]
+fn a_broker_on_free_ports_listens_and_says_so() {
+    let v4 = format!("127.0.0.1:{}", common::free_port());
+    let v5 = format!("127.0.0.1:{}", common::free_port());
+    let mut child = edgetap()
+        .args(["broker", "--listen", &v4, "--listen-v5", &v5])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = common::Output::read(child.stdout.take().unwrap());
+    out.wait_for(std::time::Duration::from_secs(20), "the broker's line", |t| {
+        t.contains(&format!("MQTT 3.1.1 on {v4}"))
+    });
+    assert!(child.try_wait().unwrap().is_none(), "the broker exited");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_proxy_on_a_port_in_use_exits_2_naming_it() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap().to_string();
+    let store = common::temp_dir("records-proxy-bind");
+    let upstream = format!("127.0.0.1:{}", common::free_port());
+    let (code, err) = run_to_exit(&[
+        "proxy",
+        "--listen",
+        &addr,
+        "--upstream",
+        &upstream,
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&addr) && err.contains("in use"), "{err}");
 }
