@@ -194,3 +194,62 @@ fn a_proxy_on_a_port_in_use_exits_2_naming_it() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains(&addr) && err.contains("in use"), "{err}");
 }
+
+#[test]
+fn demo_writes_one_document_per_format_and_its_lines_to_stderr() {
+    let out = edgetap()
+        .args(["demo", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    // The whole of stdout is one JSON document: the first run, the second appended.
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("not one JSON document ({e}):\n{}", stdout(&out));
+    });
+    let labels: Vec<&str> = doc["appended"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["run 1 proxy", "run 2"]);
+    assert_eq!(
+        doc["appended"][1]["document"]["appended"][0]["label"],
+        "run 2 proxy"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the plan catches the fault"), "{err}");
+
+    let out = edgetap()
+        .args(["demo", "--format", "junit"])
+        .output()
+        .unwrap();
+    let xml = stdout(&out);
+    assert_eq!(xml.matches("<?xml").count(), 1, "{xml}");
+    assert_eq!(xml.matches("<testsuites ").count(), 1, "{xml}");
+    assert!(xml.contains("<testsuite name=\"run 2: "), "{xml}");
+    // The totals count every suite of the one document.
+    let suites = xml.matches("<testsuite ").count();
+    assert!(suites > 13 * 2, "{xml}");
+    let failures: usize = xml
+        .lines()
+        .filter(|l| l.starts_with("  <testsuite "))
+        .map(|l| {
+            let i = l.find(" failures=\"").unwrap() + 11;
+            l[i..i + l[i..].find('"').unwrap()].parse::<usize>().unwrap()
+        })
+        .sum();
+    assert!(failures > 0, "the fault run fails something:\n{xml}");
+    assert!(
+        xml.contains(&format!(" failures=\"{failures}\"")),
+        "the header counts {failures} failures:\n{xml}"
+    );
+}
+
+#[test]
+fn demo_table_keeps_both_runs_and_its_result_line_on_stdout() {
+    let out = edgetap().arg("demo").output().unwrap();
+    let text = stdout(&out);
+    assert!(text.contains("=== Run 1:") && text.contains("=== Run 2:"), "{text}");
+    assert!(text.contains("\nrun 1: every clause passes"), "{text}");
+}
