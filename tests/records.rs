@@ -253,3 +253,58 @@ fn demo_table_keeps_both_runs_and_its_result_line_on_stdout() {
     assert!(text.contains("=== Run 1:") && text.contains("=== Run 2:"), "{text}");
     assert!(text.contains("\nrun 1: every clause passes"), "{text}");
 }
+
+/// A report of `messages` (topic, payload) published by one edge connection.
+fn report_of(messages: &[(&str, &str)]) -> edgetap::report::Report {
+    use crate::pipeline::Drive;
+    use edgetap::finding::Side;
+    use edgetap::mqtt::encode;
+    use edgetap::pipeline::{Analyzer, Settings};
+    use edgetap::report::{Collector, Report};
+    use edgetap::rules::RuleSet;
+    use std::sync::Arc;
+    let rules = Arc::new(RuleSet::builtin());
+    let mut a = Analyzer::new(rules.clone(), Settings::default());
+    let mut sink = Collector::default();
+    let t0 = 1_764_122_400_000_000;
+    a.open(1, None, None, false);
+    a.data(1, Side::Client, t0, 1, &encode::connect("E7"), &mut sink);
+    for (i, (topic, payload)) in messages.iter().enumerate() {
+        let bytes = encode::publish(topic, payload.as_bytes());
+        a.data(1, Side::Client, t0 + i as i64 * 1000, i as u64 + 2, &bytes, &mut sink);
+    }
+    let s = a.finish(&mut sink);
+    Report::collected(vec!["t".into()], &s.stats, &s.coverage, &rules, sink, String::new)
+}
+
+const STATUS: &str = r#"{"type":"REP_SYS_STATUS","timestamp":"2026-11-26 10:00:01","param":{"cpuRate":35.5}}"#;
+
+#[test]
+fn a_finding_on_a_topic_in_the_wrong_case_keeps_its_edge_through_an_edge_filter() {
+    let mut r = report_of(&[("/v1/E7/Device/Data", STATUS)]);
+    let shape: Vec<_> = r.findings.iter().filter(|f| f.rule == "topic.shape").collect();
+    assert_eq!(shape.len(), 1, "{:?}", r.findings);
+    assert_eq!(shape[0].edge_id.as_deref(), Some("E7"));
+    r.apply(&edgetap::report::filter::Filter {
+        edges: vec!["E7".into()],
+        ..Default::default()
+    });
+    assert!(r.summary.judged, "{:?}", r.summary.not_judged_because);
+    assert!(r.findings.iter().any(|f| f.rule == "topic.shape"));
+    assert!(r.has_errors(), "the per-edge gate fails");
+}
+
+#[test]
+fn a_finding_on_a_topic_outside_the_tree_names_no_edge() {
+    assert_eq!(edgetap::protocol::edge_id_named("/V1/E7/device/data/"), Some("E7"));
+    assert_eq!(edgetap::protocol::edge_id_named("v1/E7"), Some("E7"));
+    assert_eq!(edgetap::protocol::edge_id_named("/v1//device/data"), None);
+    assert_eq!(edgetap::protocol::edge_id_named("/vendor/E7/status"), None);
+    // Another edge's filter leaves the finding out.
+    let mut r = report_of(&[("/v1/E7/Device/Data", STATUS)]);
+    r.apply(&edgetap::report::filter::Filter {
+        edges: vec!["E8".into()],
+        ..Default::default()
+    });
+    assert!(!r.findings.iter().any(|f| f.rule == "topic.shape"));
+}

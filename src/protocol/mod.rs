@@ -107,6 +107,20 @@ pub fn parse_topic(topic: &str) -> Option<Topic> {
     })
 }
 
+/// The edge id a topic of the standard's tree names even when the topic is none of
+/// its topics (`/V1/E7/Device/Data`, a trailing slash, an unknown role): the
+/// second level after `v1` in any case. A finding on such a topic belongs to that
+/// edge, so a per-edge filter keeps it.
+pub fn edge_id_named(topic: &str) -> Option<&str> {
+    let rest = topic.trim_start();
+    let rest = rest.strip_prefix('/').unwrap_or(rest);
+    let mut parts = rest.split('/');
+    if !parts.next()?.eq_ignore_ascii_case("v1") {
+        return None;
+    }
+    Some(parts.next()?).filter(|e| !e.is_empty())
+}
+
 /// The edge id is the standard's placeholder left unexpanded: `{edgeId}`, `${edgeId}`
 /// or `\${edgeId}` as the text prints it, or the same form around another name
 /// (`${deviceId}`). An id that merely contains `$` or braces (`E$1`, `ZB{01}`) is an

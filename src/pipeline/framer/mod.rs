@@ -575,6 +575,7 @@ impl Framer {
                 self.stats.unattributed += 1;
                 let mut place = Place::frame(packet, time_us).on(conn, Some(side), None);
                 place.topic = Some(name.clone());
+                place.edge_id = crate::protocol::edge_id_named(&name).map(str::to_string);
                 transport_findings(
                     &self.rules,
                     |c| matches!(c, Check::TopicShape),
