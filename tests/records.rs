@@ -254,8 +254,8 @@ fn demo_table_keeps_both_runs_and_its_result_line_on_stdout() {
     assert!(text.contains("\nrun 1: every clause passes"), "{text}");
 }
 
-/// A report of `messages` (topic, payload) published by one edge connection.
-fn report_of(messages: &[(&str, &str)]) -> edgetap::report::Report {
+/// A report (charted) of `messages` (topic, payload) published by one edge connection.
+fn report_of(messages: &[(&str, &[u8])]) -> edgetap::report::Report {
     use crate::pipeline::Drive;
     use edgetap::finding::Side;
     use edgetap::mqtt::encode;
@@ -265,12 +265,12 @@ fn report_of(messages: &[(&str, &str)]) -> edgetap::report::Report {
     use std::sync::Arc;
     let rules = Arc::new(RuleSet::builtin());
     let mut a = Analyzer::new(rules.clone(), Settings::default());
-    let mut sink = Collector::default();
+    let mut sink = Collector::charting(true);
     let t0 = 1_764_122_400_000_000;
     a.open(1, None, None, false);
     a.data(1, Side::Client, t0, 1, &encode::connect("E7"), &mut sink);
     for (i, (topic, payload)) in messages.iter().enumerate() {
-        let bytes = encode::publish(topic, payload.as_bytes());
+        let bytes = encode::publish(topic, payload);
         a.data(1, Side::Client, t0 + i as i64 * 1000, i as u64 + 2, &bytes, &mut sink);
     }
     let s = a.finish(&mut sink);
@@ -281,7 +281,7 @@ const STATUS: &str = r#"{"type":"REP_SYS_STATUS","timestamp":"2026-11-26 10:00:0
 
 #[test]
 fn a_finding_on_a_topic_in_the_wrong_case_keeps_its_edge_through_an_edge_filter() {
-    let mut r = report_of(&[("/v1/E7/Device/Data", STATUS)]);
+    let mut r = report_of(&[("/v1/E7/Device/Data", STATUS.as_bytes())]);
     let shape: Vec<_> = r.findings.iter().filter(|f| f.rule == "topic.shape").collect();
     assert_eq!(shape.len(), 1, "{:?}", r.findings);
     assert_eq!(shape[0].edge_id.as_deref(), Some("E7"));
@@ -301,10 +301,47 @@ fn a_finding_on_a_topic_outside_the_tree_names_no_edge() {
     assert_eq!(edgetap::protocol::edge_id_named("/v1//device/data"), None);
     assert_eq!(edgetap::protocol::edge_id_named("/vendor/E7/status"), None);
     // Another edge's filter leaves the finding out.
-    let mut r = report_of(&[("/v1/E7/Device/Data", STATUS)]);
+    let mut r = report_of(&[("/v1/E7/Device/Data", STATUS.as_bytes())]);
     r.apply(&edgetap::report::filter::Filter {
         edges: vec!["E8".into()],
         ..Default::default()
     });
     assert!(!r.findings.iter().any(|f| f.rule == "topic.shape"));
+}
+
+fn html_of(r: &edgetap::report::Report) -> String {
+    use edgetap::report::{render, Document, Format, Options};
+    render(&Document::of(r), Format::Html, &Options::default())
+}
+
+#[test]
+fn an_invalid_json_payload_shows_its_bytes_escaped_and_bounded_in_the_html() {
+    // A missing comma, a control byte, a byte that is no UTF-8, a credential, and
+    // more than the excerpt holds.
+    let tail = "x".repeat(600);
+    let payload = format!(
+        "{{\"type\":\"REP_SYS_STATUS\" \"param\":{{\"password\":\"hunter2\",\"v\":\"<b>\u{1}\"}},\"pad\":\"{tail}\"}}"
+    );
+    let mut bytes = payload.into_bytes();
+    bytes.insert(60, 0xff);
+    let r = report_of(&[("/v1/E7/device/data", &bytes)]);
+    assert!(r.findings.iter().any(|f| f.rule == "payload.invalid_json"), "{:?}", r.findings);
+    let html = html_of(&r);
+    let len = bytes.len();
+    assert!(html.contains(&format!("{len} bytes")), "the length is shown");
+    assert!(html.contains("(not JSON: "), "why");
+    assert!(html.contains("REP_SYS_STATUS&quot; &quot;param"), "the bytes are shown");
+    assert!(html.contains("\\xff") && html.contains("\\u{1}"), "escaped");
+    assert!(html.contains("\\xff&lt;b&gt;"), "HTML-escaped");
+    assert!(!html.contains("hunter2"), "no credential");
+    assert!(html.contains(&format!("… ({len} bytes in all)")), "bounded");
+    assert!(!html.contains(&"x".repeat(300)), "bounded");
+}
+
+#[test]
+fn a_valid_payload_shows_as_json_without_an_excerpt_note() {
+    let r = report_of(&[("/v1/E7/device/data", STATUS.as_bytes())]);
+    let html = html_of(&r);
+    assert!(!html.contains("not JSON"));
+    assert!(html.contains(&format!("{} bytes", STATUS.len())));
 }

@@ -270,6 +270,9 @@ pub struct Message {
     pub topic_name: String,
     pub topic: Topic,
     pub body: Result<Envelope, PayloadError>,
+    /// When `body` is an error: the payload's first [`RAW_EXCERPT`] bytes and its
+    /// length, so a record can show what was sent.
+    pub raw: Option<RawPayload>,
     /// edgetap saw the publisher's session begin: the message is the publisher's
     /// own leg (client → server) on a connection whose CONNECT was seen. A broker
     /// delivery, or a connection joined mid-stream, tells nothing of what the
@@ -278,6 +281,43 @@ pub struct Message {
     /// A broker delivery of a retained message (retain flag on a server → client
     /// PUBLISH): history replayed at subscription, not something happening now.
     pub retained: bool,
+}
+
+/// Bytes of an unreadable payload a [`Message`] keeps.
+pub const RAW_EXCERPT: usize = 256;
+
+/// The start of a payload that is no JSON object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawPayload {
+    /// The first [`RAW_EXCERPT`] bytes (a copy: the payload itself is freed).
+    pub head: bytes::Bytes,
+    pub len: usize,
+}
+
+impl RawPayload {
+    /// The start of `payload`.
+    pub fn of(payload: &[u8]) -> RawPayload {
+        RawPayload {
+            head: bytes::Bytes::copy_from_slice(&payload[..payload.len().min(RAW_EXCERPT)]),
+            len: payload.len(),
+        }
+    }
+
+    /// The bytes kept as text: valid UTF-8 as it is (control characters escaped),
+    /// other bytes as `\xNN`, and how many bytes follow.
+    pub fn escaped(&self) -> String {
+        let mut out = String::new();
+        for chunk in self.head.utf8_chunks() {
+            out.push_str(&crate::finding::printable(chunk.valid()));
+            for b in chunk.invalid() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        }
+        if self.len > self.head.len() {
+            out.push_str(&format!("… ({} bytes in all)", self.len));
+        }
+        out
+    }
 }
 
 impl Message {

@@ -124,10 +124,25 @@ impl Timeline {
                 // The chart is the record handed to a vendor: no credential in it.
                 (excerpt(&crate::redact::redact_payload(text)), text.len())
             }
-            Err(PayloadError::InvalidJson(e)) => (format!("(not JSON: {e})"), 0),
-            Err(PayloadError::NotObject(what)) => (format!("(not a JSON object: {what})"), 0),
-            Err(PayloadError::TooDeep { depth, .. }) => {
-                (format!("(JSON nested {depth} levels deep: not parsed)"), 0)
+            Err(e) => {
+                let why = match e {
+                    PayloadError::InvalidJson(e) => format!("not JSON: {e}"),
+                    PayloadError::NotObject(what) => format!("not a JSON object: {what}"),
+                    PayloadError::TooDeep { depth, .. } => {
+                        format!("JSON nested {depth} levels deep: not parsed")
+                    }
+                };
+                // What was sent, escaped and cut: the vendor sees the bytes.
+                match &m.raw {
+                    Some(raw) => (
+                        format!(
+                            "({why})\n{}",
+                            crate::redact::redact_payload(&raw.escaped())
+                        ),
+                        raw.len,
+                    ),
+                    None => (format!("({why})"), 0),
+                }
             }
         };
         let job = m
@@ -319,6 +334,7 @@ mod tests {
             topic_name: topic.into(),
             topic: parse_topic(topic).unwrap(),
             body: parse_envelope(bytes::Bytes::from(payload.to_string())),
+            raw: None,
             origin_seen: true,
             retained: false,
         }

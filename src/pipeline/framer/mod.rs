@@ -78,13 +78,18 @@ impl Unparsed {
     }
 
     pub fn parse(self) -> Message {
+        // A cheap handle on the bytes: their start is copied only when unreadable.
+        let payload = self.payload.clone();
+        let body = protocol::parse_envelope(self.payload);
+        let raw = body.is_err().then(|| protocol::RawPayload::of(&payload));
         Message {
             seq: self.seq,
             conn: self.conn,
             side: self.side,
             packet: self.packet,
             time_us: self.time_us,
-            body: protocol::parse_envelope(self.payload),
+            body,
+            raw,
             topic_name: self.topic_name,
             topic: self.topic,
             origin_seen: self.origin_seen,

@@ -719,6 +719,7 @@ mod tests {
             topic_name: topic.into(),
             topic: parse_topic(topic).unwrap(),
             body: parse_envelope(bytes::Bytes::from(payload.to_string())),
+            raw: None,
             origin_seen: true,
             retained: false,
         }
