@@ -88,10 +88,15 @@ fn an_unanswered_request_makes_its_clause_partly_exercised_not_pass() {
     assert!(row.contains("PARTLY EXERCISED"), "{row}");
     assert_eq!(json["status"], "partly exercised", "{json}");
     assert!(
-        json["not_exercised"].to_string().contains("1 request had no reply"),
+        json["not_exercised"]
+            .to_string()
+            .contains("1 request had no reply"),
         "{json}"
     );
-    assert!(junit.contains("<skipped message=\"partly exercised"), "{junit}");
+    assert!(
+        junit.contains("<skipped message=\"partly exercised"),
+        "{junit}"
+    );
     // An error still fails the clause that also holds a pending request.
     let (row, json, _, _) = clause_in_every_format("bad-pairing.pcap", "6.1.3");
     assert!(row.contains("FAIL"), "{row}");
@@ -104,7 +109,10 @@ fn a_clause_whose_job_finished_passes() {
     assert!(row.contains("PASS"), "{row}");
     assert_eq!(json["status"], "pass");
     assert!(json.get("not_exercised").is_none(), "{json}");
-    assert!(junit.contains("skipped=\"0\"") && !junit.contains("<skipped"), "{junit}");
+    assert!(
+        junit.contains("skipped=\"0\"") && !junit.contains("<skipped"),
+        "{junit}"
+    );
     assert!(html.contains("class=\"clause pass\""), "{html}");
 }
 
@@ -168,9 +176,11 @@ fn a_broker_on_free_ports_listens_and_says_so() {
         .spawn()
         .unwrap();
     let out = common::Output::read(child.stdout.take().unwrap());
-    out.wait_for(std::time::Duration::from_secs(20), "the broker's line", |t| {
-        t.contains(&format!("MQTT 3.1.1 on {v4}"))
-    });
+    out.wait_for(
+        std::time::Duration::from_secs(20),
+        "the broker's line",
+        |t| t.contains(&format!("MQTT 3.1.1 on {v4}")),
+    );
     assert!(child.try_wait().unwrap().is_none(), "the broker exited");
     child.kill().unwrap();
     child.wait().unwrap();
@@ -236,7 +246,9 @@ fn demo_writes_one_document_per_format_and_its_lines_to_stderr() {
         .filter(|l| l.starts_with("  <testsuite "))
         .map(|l| {
             let i = l.find(" failures=\"").unwrap() + 11;
-            l[i..i + l[i..].find('"').unwrap()].parse::<usize>().unwrap()
+            l[i..i + l[i..].find('"').unwrap()]
+                .parse::<usize>()
+                .unwrap()
         })
         .sum();
     assert!(failures > 0, "the fault run fails something:\n{xml}");
@@ -250,7 +262,10 @@ fn demo_writes_one_document_per_format_and_its_lines_to_stderr() {
 fn demo_table_keeps_both_runs_and_its_result_line_on_stdout() {
     let out = edgetap().arg("demo").output().unwrap();
     let text = stdout(&out);
-    assert!(text.contains("=== Run 1:") && text.contains("=== Run 2:"), "{text}");
+    assert!(
+        text.contains("=== Run 1:") && text.contains("=== Run 2:"),
+        "{text}"
+    );
     assert!(text.contains("\nrun 1: every clause passes"), "{text}");
 }
 
@@ -271,18 +286,37 @@ fn report_of(messages: &[(&str, &[u8])]) -> edgetap::report::Report {
     a.data(1, Side::Client, t0, 1, &encode::connect("E7"), &mut sink);
     for (i, (topic, payload)) in messages.iter().enumerate() {
         let bytes = encode::publish(topic, payload);
-        a.data(1, Side::Client, t0 + i as i64 * 1000, i as u64 + 2, &bytes, &mut sink);
+        a.data(
+            1,
+            Side::Client,
+            t0 + i as i64 * 1000,
+            i as u64 + 2,
+            &bytes,
+            &mut sink,
+        );
     }
     let s = a.finish(&mut sink);
-    Report::collected(vec!["t".into()], &s.stats, &s.coverage, &rules, sink, String::new)
+    Report::collected(
+        vec!["t".into()],
+        &s.stats,
+        &s.coverage,
+        &rules,
+        sink,
+        String::new,
+    )
 }
 
-const STATUS: &str = r#"{"type":"REP_SYS_STATUS","timestamp":"2026-11-26 10:00:01","param":{"cpuRate":35.5}}"#;
+const STATUS: &str =
+    r#"{"type":"REP_SYS_STATUS","timestamp":"2026-11-26 10:00:01","param":{"cpuRate":35.5}}"#;
 
 #[test]
 fn a_finding_on_a_topic_in_the_wrong_case_keeps_its_edge_through_an_edge_filter() {
     let mut r = report_of(&[("/v1/E7/Device/Data", STATUS.as_bytes())]);
-    let shape: Vec<_> = r.findings.iter().filter(|f| f.rule == "topic.shape").collect();
+    let shape: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.rule == "topic.shape")
+        .collect();
     assert_eq!(shape.len(), 1, "{:?}", r.findings);
     assert_eq!(shape[0].edge_id.as_deref(), Some("E7"));
     r.apply(&edgetap::report::filter::Filter {
@@ -296,7 +330,10 @@ fn a_finding_on_a_topic_in_the_wrong_case_keeps_its_edge_through_an_edge_filter(
 
 #[test]
 fn a_finding_on_a_topic_outside_the_tree_names_no_edge() {
-    assert_eq!(edgetap::protocol::edge_id_named("/V1/E7/device/data/"), Some("E7"));
+    assert_eq!(
+        edgetap::protocol::edge_id_named("/V1/E7/device/data/"),
+        Some("E7")
+    );
     assert_eq!(edgetap::protocol::edge_id_named("v1/E7"), Some("E7"));
     assert_eq!(edgetap::protocol::edge_id_named("/v1//device/data"), None);
     assert_eq!(edgetap::protocol::edge_id_named("/vendor/E7/status"), None);
@@ -325,12 +362,22 @@ fn an_invalid_json_payload_shows_its_bytes_escaped_and_bounded_in_the_html() {
     let mut bytes = payload.into_bytes();
     bytes.insert(60, 0xff);
     let r = report_of(&[("/v1/E7/device/data", &bytes)]);
-    assert!(r.findings.iter().any(|f| f.rule == "payload.invalid_json"), "{:?}", r.findings);
+    assert!(
+        r.findings.iter().any(|f| f.rule == "payload.invalid_json"),
+        "{:?}",
+        r.findings
+    );
     let html = html_of(&r);
     let len = bytes.len();
-    assert!(html.contains(&format!("{len} bytes")), "the length is shown");
+    assert!(
+        html.contains(&format!("{len} bytes")),
+        "the length is shown"
+    );
     assert!(html.contains("(not JSON: "), "why");
-    assert!(html.contains("REP_SYS_STATUS&quot; &quot;param"), "the bytes are shown");
+    assert!(
+        html.contains("REP_SYS_STATUS&quot; &quot;param"),
+        "the bytes are shown"
+    );
     assert!(html.contains("\\xff") && html.contains("\\u{1}"), "escaped");
     assert!(html.contains("\\xff&lt;b&gt;"), "HTML-escaped");
     assert!(!html.contains("hunter2"), "no credential");
@@ -344,4 +391,63 @@ fn a_valid_payload_shows_as_json_without_an_excerpt_note() {
     let html = html_of(&r);
     assert!(!html.contains("not JSON"));
     assert!(html.contains(&format!("{} bytes", STATUS.len())));
+}
+
+/// clean-session.pcap split by editcap into rotated files of 80 packets.
+fn rotated(tag: &str) -> Vec<String> {
+    let dir = common::temp_dir(tag);
+    let status = Command::new("editcap")
+        .args(["-c", "80", &capture("clean-session.pcap")])
+        .arg(dir.join("rot.pcap"))
+        .status()
+        .expect("editcap (wireshark-common) is required");
+    assert!(status.success());
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    files
+}
+
+fn messages_of(files: &[String]) -> (u64, Value, String) {
+    let out = analyze(
+        &[
+            &["--format", "json"],
+            &files.iter().map(String::as_str).collect::<Vec<_>>()[..],
+        ]
+        .concat(),
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        v["summary"]["messages"].as_u64().unwrap(),
+        v["summary"]["inputs"].clone(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn rotated_captures_given_out_of_order_are_read_in_the_order_of_their_first_packet() {
+    let files = rotated("records-rot-shuffled");
+    let mut shuffled = files.clone();
+    shuffled.swap(0, 1);
+    let last = shuffled.len() - 1;
+    shuffled.swap(2, last);
+    let (n, inputs, err) = messages_of(&shuffled);
+    assert_eq!(n, 49, "every message of the session: {err}");
+    assert_eq!(inputs, serde_json::json!(files), "inputs in time order");
+    assert!(
+        err.contains("in the order of their first packet's time"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rotated_captures_in_order_are_read_as_given_without_a_note() {
+    let files = rotated("records-rot-ordered");
+    let (n, inputs, err) = messages_of(&files);
+    assert_eq!(n, 49);
+    assert_eq!(inputs, serde_json::json!(files));
+    assert!(!err.contains("first packet"), "{err}");
 }

@@ -74,7 +74,10 @@ impl<'a> Document<'a> {
 /// The clause table and sections of every document appended to `doc`, depth first.
 fn appended_sections(doc: &Document, out: &mut Vec<Section>) {
     for a in &doc.appended {
-        let id = format!("appended-{}", a.label.replace(|c: char| !c.is_alphanumeric(), "-"));
+        let id = format!(
+            "appended-{}",
+            a.label.replace(|c: char| !c.is_alphanumeric(), "-")
+        );
         out.push(Section {
             id: id.clone(),
             title: a.heading.clone(),

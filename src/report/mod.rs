@@ -195,4 +195,3 @@ pub struct Shown {
     pub filter: Filter,
     pub listing: Listing,
 }
-

@@ -135,10 +135,7 @@ impl Timeline {
                 // What was sent, escaped and cut: the vendor sees the bytes.
                 match &m.raw {
                     Some(raw) => (
-                        format!(
-                            "({why})\n{}",
-                            crate::redact::redact_payload(&raw.escaped())
-                        ),
+                        format!("({why})\n{}", crate::redact::redact_payload(&raw.escaped())),
                         raw.len,
                     ),
                     None => (format!("({why})"), 0),

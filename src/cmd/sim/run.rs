@@ -110,7 +110,8 @@ pub fn platform(
 pub fn demo(s: DemoSettings, out: Format, w: &mut dyn Write) -> Result<u8, RunError> {
     let t0 = std::time::Instant::now();
     let (clean, faulty) = runtime()?.block_on(edgetap::demo::run(&s))?;
-    let run1 = "=== Run 1: reference platform vs reference edge behind the edgetap proxy (conforming) ===";
+    let run1 =
+        "=== Run 1: reference platform vs reference edge behind the edgetap proxy (conforming) ===";
     let run2 = format!(
         "=== Run 2: the same edge with fault \"{}\" (breaks {}, item {}) ===",
         s.fault.name(),

@@ -189,7 +189,10 @@ impl Parts {
             }
         }
         // A report's `<testsuites>` counts no skipped cases: its suites do.
-        if !xml_doc.lines().any(|l| l.starts_with("<testsuites ") && l.contains(" skipped=\"")) {
+        if !xml_doc
+            .lines()
+            .any(|l| l.starts_with("<testsuites ") && l.contains(" skipped=\""))
+        {
             p.skipped = p
                 .suites
                 .lines()
