@@ -451,3 +451,70 @@ fn rotated_captures_in_order_are_read_as_given_without_a_note() {
     assert_eq!(inputs, serde_json::json!(files));
     assert!(!err.contains("first packet"), "{err}");
 }
+
+/// The chart of `pcap`: per edge (messages, kept message types).
+fn chart_of(files: &[&str]) -> std::collections::BTreeMap<String, (u64, Vec<String>)> {
+    let settings = edgetap::analyze::AnalyzeSettings {
+        files: files.iter().map(std::path::PathBuf::from).collect(),
+        ports: vec![],
+        max_packet: 1 << 20,
+        progress: false,
+    };
+    let rules = std::sync::Arc::new(edgetap::rules::RuleSet::builtin());
+    let r = edgetap::analyze::analyze_files_parallel_charted(rules, &settings, true, None).unwrap();
+    let t = r.timeline.expect("charted");
+    t.edges
+        .iter()
+        .map(|(e, lane)| {
+            let types = lane
+                .kept
+                .iter()
+                .map(|x| format!("{} {}", x.msg_type.as_deref().unwrap_or("?"), x.class))
+                .collect();
+            (e.clone(), (lane.messages, types))
+        })
+        .collect()
+}
+
+#[test]
+fn the_chart_keeps_the_exchanges_of_every_clause_past_its_first_40_messages() {
+    // clean-session: 49 messages on one edge; 6.3.3's CMD_APP_UPGRADE, its 202 and
+    // its REP_JOB_RESULT come after the 40th.
+    let chart = chart_of(&[&capture("clean-session.pcap")]);
+    let (messages, kept) = &chart["E1"];
+    assert_eq!(*messages, 49);
+    for want in [
+        "CMD_APP_UPGRADE request",
+        "CMD_APP_UPGRADE reply",
+        "EVENT_LINKDOWN report",
+    ] {
+        assert!(kept.iter().any(|k| k == want), "{want} missing: {kept:?}");
+    }
+    let results = kept.iter().filter(|k| *k == "REP_JOB_RESULT report").count();
+    assert_eq!(results, 4, "every job's result (upgrade, container, app install, app upgrade): {kept:?}");
+    // Each message of this session is the first of its exchange: all are charted.
+    assert_eq!(kept.len(), 49);
+}
+
+#[test]
+fn the_chart_still_leaves_out_repeats_of_a_kind_past_its_head() {
+    // 120 status reports of one edge: the first 40 and nothing of the same kind after.
+    let mut msgs: Vec<(String, Vec<u8>)> = vec![];
+    for i in 0..120 {
+        msgs.push((
+            "/v1/E7/device/data".into(),
+            format!(
+                r#"{{"type":"REP_SYS_STATUS","timestamp":"2026-11-26 10:00:{:02}","param":{{}}}}"#,
+                i % 60
+            )
+            .into_bytes(),
+        ));
+    }
+    let borrowed: Vec<(&str, &[u8])> = msgs.iter().map(|(t, p)| (t.as_str(), &p[..])).collect();
+    let r = report_of(&borrowed);
+    let lane = &r.timeline.as_ref().unwrap().edges["E7"];
+    assert_eq!(lane.messages, 120);
+    // The findings on every report pin their neighbourhoods (PINS_PER_RULE each
+    // rule): the chart is bounded, not the whole run.
+    assert!(lane.kept.len() < 120, "{}", lane.kept.len());
+}

@@ -2,14 +2,17 @@
 //! live view: a [`Sink`] that every front end feeds from the one pipeline (it decodes
 //! nothing itself; it keeps what the pipeline already parsed).
 //!
-//! Bounded whatever the input: per edge it keeps the first [`HEAD`] messages, then
+//! Bounded whatever the input: per edge it keeps the first [`HEAD`] messages and the
+//! first exchange of each kind of message after them (the first message of its
+//! channel, type and class, the reply to a kept request, the messages of a kept
+//! job: every exchange a clause verdict rests on is on the chart), then
 //! only the neighbourhood of each finding ([`CONTEXT`] messages before and after the
 //! message it concerns; for a rule that fires again and again, of its first
 //! [`PINS_PER_RULE`] findings per edge, of its first only for info), up to [`MAX_PER_EDGE`] messages per edge, [`MAX_KEPT`] in
 //! all and [`MAX_EDGES`] edges; payloads are cut to [`PAYLOAD_EXCERPT`] bytes. What it
 //! leaves out it counts, so a chart can say "1,234 messages not shown".
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use serde::Serialize;
 
@@ -39,6 +42,9 @@ pub const PINS_PER_RULE: u32 = 20;
 pub const UNPLACED_PER_EDGE: usize = 50;
 /// Requests remembered per edge to link their replies.
 const OPEN_REQUESTS: usize = 4096;
+/// Kinds of message (channel, type, class) and jobs remembered per edge to keep the
+/// first exchange of each past [`HEAD`].
+const KINDS_PER_EDGE: usize = 256;
 
 /// One protocol message on an edge's chart.
 #[derive(Debug, Clone, Serialize)]
@@ -96,6 +102,16 @@ pub struct Lane {
     /// Findings per rule that kept their neighbourhood.
     #[serde(skip)]
     pins: HashMap<String, u32>,
+    /// Kinds of message seen (channel, type, class): the first of each is kept,
+    /// so every clause the edge exercised has an exchange on the chart.
+    #[serde(skip)]
+    kinds: HashSet<(String, Option<String>, &'static str)>,
+    /// `n` of the kept requests: their replies are kept too.
+    #[serde(skip)]
+    kept_requests: HashSet<u64>,
+    /// jobIds of kept messages: their status queries and results are kept too.
+    #[serde(skip)]
+    kept_jobs: HashSet<String>,
 }
 
 /// The message sequences of every charted edge.
@@ -200,7 +216,28 @@ impl Lane {
             return;
         }
         *kept += 1;
+        if e.class == "request" && self.kept_requests.len() < MAX_PER_EDGE {
+            self.kept_requests.insert(e.n);
+        }
+        if let Some(j) = &e.job {
+            if self.kept_jobs.len() < KINDS_PER_EDGE {
+                self.kept_jobs.insert(j.clone());
+            }
+        }
         self.kept.push(e);
+    }
+
+    /// The exchange `e` belongs to is one a clause verdict rests on and the chart
+    /// does not show yet: the first message of its kind (channel, type, class) on
+    /// the edge, the reply to a kept request, a message of a kept job.
+    fn first_of_kind(&mut self, e: &Entry) -> bool {
+        let new_kind = self.kinds.len() < KINDS_PER_EDGE
+            && self
+                .kinds
+                .insert((e.channel.clone(), e.msg_type.clone(), e.class));
+        new_kind
+            || e.reply_to.is_some_and(|r| self.kept_requests.contains(&r))
+            || e.job.as_ref().is_some_and(|j| self.kept_jobs.contains(j))
     }
 
     /// Where the message `f` concerns is: (in `recent`, index). The same frame, and
@@ -265,8 +302,12 @@ impl Sink for Timeline {
                 crate::protocol::Class::Report => {}
             }
         }
-        if n < HEAD || lane.keep_next > 0 {
+        let first_of_kind = lane.first_of_kind(&e);
+        if n < HEAD || lane.keep_next > 0 || first_of_kind {
             lane.keep_next = lane.keep_next.saturating_sub(1);
+            // The messages before it join too, in order: a finding on this message
+            // (the first of its kind is often the odd one) has its context.
+            lane.pin_recent(kept);
             lane.keep(e, kept);
         } else {
             lane.recent.push_back(e);
