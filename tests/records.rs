@@ -490,8 +490,14 @@ fn the_chart_keeps_the_exchanges_of_every_clause_past_its_first_40_messages() {
     ] {
         assert!(kept.iter().any(|k| k == want), "{want} missing: {kept:?}");
     }
-    let results = kept.iter().filter(|k| *k == "REP_JOB_RESULT report").count();
-    assert_eq!(results, 4, "every job's result (upgrade, container, app install, app upgrade): {kept:?}");
+    let results = kept
+        .iter()
+        .filter(|k| *k == "REP_JOB_RESULT report")
+        .count();
+    assert_eq!(
+        results, 4,
+        "every job's result (upgrade, container, app install, app upgrade): {kept:?}"
+    );
     // Each message of this session is the first of its exchange: all are charted.
     assert_eq!(kept.len(), 49);
 }

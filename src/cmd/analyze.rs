@@ -75,6 +75,7 @@ fn analyze_capture(
     // Findings cite the frame numbers `captures export` gives, not the store's chunks.
     let frames = edgetap::store::export::frame_numbers(&store, id)?;
     report.renumber(|f| frames.frame_of(f));
+    report.renumber_chart(|f| frames.frame_of(f), |p| frames.frame_of_event(p));
     // What is not in the store: never recorded (disk full) or damaged since.
     report
         .summary

@@ -112,6 +112,19 @@ impl Report {
         self.recount();
     }
 
+    /// [`Report::renumber`] of the chart: its messages through `frame_of_packet`
+    /// (the frame a stored event starts), its findings through `frame_of`, so a
+    /// message's "pkt" label is the frame number its findings cite.
+    pub fn renumber_chart(
+        &mut self,
+        frame_of: impl Fn(&Finding) -> Option<u64>,
+        frame_of_packet: impl Fn(u64) -> Option<u64>,
+    ) {
+        if let Some(t) = &mut self.timeline {
+            std::sync::Arc::make_mut(t).renumber(&frame_of, &frame_of_packet);
+        }
+    }
+
     /// For a bounded report (whose groups count findings it did not keep): the
     /// groups' first and last packet numbers through `frame_of_packet`.
     pub fn renumber_groups(&mut self, frame_of_packet: impl Fn(u64) -> Option<u64>) {

@@ -128,6 +128,28 @@ impl Timeline {
         Timeline::default()
     }
 
+    /// Renumbers what the chart cites (a stored capture's event numbers → the
+    /// frames of its pcapng export): each message by `frame_of_packet`, each
+    /// finding by `frame_of`, as [`crate::report::Report::renumber`] does the list.
+    pub fn renumber(
+        &mut self,
+        frame_of: &dyn Fn(&Finding) -> Option<u64>,
+        frame_of_packet: &dyn Fn(u64) -> Option<u64>,
+    ) {
+        let finding = |f: &mut Finding| {
+            if let Some(n) = frame_of(f) {
+                f.packet = Some(n);
+            }
+        };
+        for lane in self.edges.values_mut() {
+            for e in &mut lane.kept {
+                e.packet = frame_of_packet(e.packet).unwrap_or(e.packet);
+                e.findings.iter_mut().for_each(finding);
+            }
+            lane.unplaced.iter_mut().for_each(finding);
+        }
+    }
+
     /// Messages kept over all edges.
     pub fn kept(&self) -> usize {
         self.kept

@@ -111,7 +111,11 @@ pub fn export_pcapng<W: Write>(
 
     let mut flows: HashMap<u64, Flow> = HashMap::new();
     let mut pending: Option<Frame> = None;
-    let mut carry: Vec<String> = vec![];
+    // Findings of an event without frames, for the next frame written.
+    let mut carry: Vec<Finding> = vec![];
+    // The number (1-based, as Wireshark shows it) of the next frame: a comment
+    // cites the frame it is on, as `analyze --capture` does (one numbering).
+    let mut next_frame = 1u64;
     let mut summary = ExportSummary::default();
     let mut emit = |frame: Frame, w: &mut PcapNgWriter<W>| -> Result<(), StoreError> {
         if let Some(prev) = pending.replace(frame) {
@@ -227,7 +231,7 @@ pub fn export_pcapng<W: Write>(
         }
         // Each finding goes on the frame holding its offset, else the event's first.
         let mut notes: Vec<Vec<String>> = vec![vec![]; frames.len()];
-        for f in &findings {
+        for f in findings {
             let at = frames
                 .iter()
                 .position(|(_, r)| match (r, f.side, f.offset) {
@@ -236,14 +240,16 @@ pub fn export_pcapng<W: Write>(
                 })
                 .unwrap_or(0);
             if frames.is_empty() {
-                carry.push(comment(f));
+                carry.push(f);
             } else {
-                notes[at].push(comment(f));
+                notes[at].push(comment_at(&f, next_frame + at as u64));
             }
         }
         for ((mut f, _), n) in frames.into_iter().zip(notes) {
-            f.comments.append(&mut carry);
+            f.comments
+                .extend(carry.drain(..).map(|c| comment_at(&c, next_frame)));
             f.comments.extend(n);
+            next_frame += 1;
             emit(f, &mut w)?;
         }
     }
@@ -252,7 +258,9 @@ pub fn export_pcapng<W: Write>(
         loose.extend(fs.iter().map(comment));
     }
     if let Some(mut last) = pending.take() {
-        last.comments.append(&mut carry);
+        let at = next_frame - 1;
+        last.comments
+            .extend(carry.drain(..).map(|c| comment_at(&c, at)));
         last.comments.append(&mut loose);
         write_frame(&mut w, last, &mut summary).map_err(map)?;
     }
@@ -262,6 +270,13 @@ pub fn export_pcapng<W: Write>(
 
 fn comment(f: &Finding) -> String {
     format!("edgetap: {}", one_line(f))
+}
+
+/// The comment of `f` on frame `frame`: it cites that frame, not the store's event.
+fn comment_at(f: &Finding, frame: u64) -> String {
+    let mut f = f.clone();
+    f.packet = Some(frame);
+    comment(&f)
 }
 
 fn write_frame<W: Write>(
