@@ -78,6 +78,7 @@
 mod batch;
 pub mod chunk;
 pub mod export;
+pub mod frames;
 pub mod findings;
 mod legacy;
 mod meta;
