@@ -22,8 +22,8 @@ use pcap_file::pcapng::blocks::interface_description::{
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::DataLink;
 
-pub use super::frames::{frame_numbers, FrameIndex};
 use super::frames::MAX_SEGMENT;
+pub use super::frames::{frame_numbers, FrameIndex};
 use super::{EventKind, Store, StoreError};
 use crate::finding::{one_line, Finding, Side};
 
@@ -385,4 +385,3 @@ fn frame(
         comments: vec![],
     }
 }
-

@@ -78,8 +78,8 @@
 mod batch;
 pub mod chunk;
 pub mod export;
-pub mod frames;
 pub mod findings;
+pub mod frames;
 mod legacy;
 mod meta;
 mod read;
