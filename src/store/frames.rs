@@ -23,7 +23,7 @@ pub(super) const MAX_SEGMENT: usize = 65_000;
 /// changes at connection opens and ends and at events of several frames; those
 /// changes are kept ([`MAX_STEPS`] at most, the oldest dropped), and the ranges of
 /// events of several frames ([`MAX_SPLIT`] at most).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct FrameIndex {
     /// (first event, its first frame − its number), ascending.
     steps: Vec<(u64, i64)>,
