@@ -124,15 +124,6 @@ pub fn permissive_words(basis: &str) -> Option<&str> {
     permissive().find(basis).map(|m| m.as_str())
 }
 
-/// The reading a rule is judged by: declared, or the one its severity implies.
-pub fn reading_of(def: &RuleDef) -> Reading {
-    def.reading.unwrap_or(match def.severity {
-        Severity::Error => Reading::Shall,
-        Severity::Warning => Reading::Example,
-        Severity::Info => Reading::Heuristic,
-    })
-}
-
 /// The policy's complaints about one rule (empty: it follows the policy).
 pub fn check(def: &RuleDef) -> Vec<String> {
     let mut e = vec![];
