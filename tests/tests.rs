@@ -21,6 +21,7 @@ mod replay_cli;
 mod reports;
 mod robustness;
 mod rule_cases;
+mod rules_page;
 mod sim;
 mod store;
 mod store_files;
