@@ -12,6 +12,7 @@ mod golden;
 mod html;
 mod judge_cpu;
 mod numbering;
+mod orders;
 mod pipeline;
 mod proxy;
 mod proxy_runtime;
