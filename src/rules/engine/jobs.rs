@@ -102,9 +102,8 @@ impl Engine {
     }
 
     /// A reply to a request that opens a job: its code decides whether a result must
-    /// follow.
-    /// A reply that comes after its job's result breaks the order the text sets:
-    /// the findings held at the result (see [`Engine::on_report`]) are out.
+    /// follow. A reply that comes after its job's result breaks the order the text
+    /// sets: the findings held at the result (see [`Engine::on_report`]) are out.
     pub(super) fn job_replied(
         &mut self,
         m: &Message,

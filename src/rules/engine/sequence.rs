@@ -244,9 +244,9 @@ impl Engine {
     /// End of input: the edges that published first on a connection with no link-up
     /// following on it.
     pub(super) fn finish_sequences(&mut self, out: &mut Vec<Finding>) {
-        let mut edges: Vec<&mut EdgeState> = self.edges.values_mut().collect();
-        let mut held: Vec<Finding> = edges
-            .iter_mut()
+        let mut held: Vec<Finding> = self
+            .edges
+            .values_mut()
             .filter_map(|e| e.pre_access.take())
             .flat_map(|h| h.first)
             .collect();
