@@ -83,9 +83,10 @@ fn normative() -> &'static Regex {
     static R: OnceLock<Regex> = OnceLock::new();
     R.get_or_init(|| {
         // 应 (compounds such as 应答 removed first, see [`plain`]), 须, 不得, a 是 column after a JSON type, 先…之后/然后, a
-        // figure, a code the detection item names ("CODE字段为202", "code 值为 202").
+        // figure, a code the text names ("CODE字段为202", "code 值为 202", "code 代码返回
+        // 202").
         Regex::new(
-            r"(?i)应|须|不得|(number|string|object|array)\s*是|先.*(之后|然后|再)|图\s*\d|字段\s*为|code\s*值为",
+            r"(?i)应|须|不得|(number|string|object|array)\s*是|先.*(之后|然后|再)|图\s*\d|code\s*(字段|代码|值)\s*(为|返回)?\s*\d{3}",
         )
         .expect("valid regex")
     })
@@ -193,6 +194,8 @@ mod tests {
         assert!(normative_words("表9 \"jobId number 是\"").is_some());
         assert!(normative_words("6.2.1.2 \"先对容器安装命令应答，之后进行应用下载与安装\"").is_some());
         assert!(normative_words("6.1.2.2 \"返回结果CODE字段为202\"").is_some());
+        assert!(normative_words("6.3.1.1.2 c) \"code 代码返回 202 或其他错误信息\"").is_some());
+        assert_eq!(normative_words("\"type 字段为自定义字段\""), None);
         assert!(permissive_words("断开原因，如“Power Off”等").is_some());
         assert_eq!(permissive_words("param 字段定义如表 4 所示"), None);
         assert!(permissive_words("可以对升级命令做出应答").is_some());
