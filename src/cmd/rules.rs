@@ -54,6 +54,10 @@ fn list_rules(set: &RuleSet, format: ListFormat, out: &mut dyn Write) -> anyhow:
         clause: String,
         table: String,
         severity: String,
+        /// The declared reading of the basis (severity policy), when it has one.
+        #[tabled(skip)]
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reading: Option<&'static str>,
         check: String,
         file: String,
         /// The sentence of the standard the rule enforces.
@@ -74,6 +78,7 @@ fn list_rules(set: &RuleSet, format: ListFormat, out: &mut dyn Write) -> anyhow:
             clause: r.def.clause.clone().unwrap_or_else(|| "(type's)".into()),
             table: r.def.table.clone().unwrap_or_default(),
             severity: r.def.severity.as_str().into(),
+            reading: r.def.reading.map(policy::Reading::as_str),
             check: check_name(&r.def.check),
             file: r.file.clone(),
             basis: match (&r.def.basis, table) {
