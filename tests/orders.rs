@@ -60,7 +60,11 @@ fn a_stray_reply_on_a_session_seen_from_its_linkup_is_not_said_to_predate_the_in
     // Without the link-up in the input, the reply may answer an earlier request.
     let (_, summary) = run(&[(2, "/v1/E1/topo/response", reply)]);
     let said = notes(&summary, "6.1.4");
-    assert!(said.iter().any(|n| n.contains("sent before the input began")), "{said:?}");
+    assert!(
+        said.iter()
+            .any(|n| n.contains("sent before the input began")),
+        "{said:?}"
+    );
 }
 
 #[test]
@@ -76,7 +80,8 @@ fn a_result_held_across_a_relink_is_noted_when_no_reply_follows() {
     assert!(sink.findings.iter().all(|f| f.rule != "job.result_early"));
     let said = notes(&summary, "6.3.1");
     assert!(
-        said.iter().any(|n| n.contains("linked up again, with no reply seen")),
+        said.iter()
+            .any(|n| n.contains("linked up again, with no reply seen")),
         "{said:?}"
     );
 }
@@ -101,9 +106,8 @@ fn analyze_rules(pcap: &std::path::Path) -> Vec<String> {
         .arg(pcap)
         .output()
         .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr))
-    });
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
     report["findings"]
         .as_array()
         .unwrap()
@@ -117,10 +121,12 @@ fn analyze_rules(pcap: &std::path::Path) -> Vec<String> {
 fn a_reply_and_its_job_result_in_one_tcp_segment_keep_their_order_in_a_capture() {
     let dir = crate::common::temp_dir("orders-segment");
     let install = r#"{"mid":5,"type":"CMD_APP_INSTALL","timestamp":"2026-11-26 18:00:01","param":{"jobId":300,"container":"c1","version":"1","file":{"name":"p","fileType":"tar","url":"https://x/p","size":1,"md5":"d41d8cd98f00b204e9800998ecf8427e"},"enable":"1","app":"a"}}"#;
-    let reply = r#"{"mid":5,"type":"CMD_APP_INSTALL","timestamp":"2026-11-26 18:00:01","code":202}"#;
+    let reply =
+        r#"{"mid":5,"type":"CMD_APP_INSTALL","timestamp":"2026-11-26 18:00:01","code":202}"#;
     let result = r#"{"type":"REP_JOB_RESULT","timestamp":"2026-11-26 18:00:01","param":{"jobId":300,"code":200}}"#;
     let linkup = [("/v1/E1/device/request", LINKUP)];
-    let linkup_reply = r#"{"mid":1,"type":"EVENT_LINKUP","timestamp":"2026-11-26 18:00:00","code":200}"#;
+    let linkup_reply =
+        r#"{"mid":1,"type":"EVENT_LINKUP","timestamp":"2026-11-26 18:00:00","code":200}"#;
     let head = vec![
         linkup.to_vec(),
         vec![("/v1/E1/device/response", linkup_reply)],
@@ -128,14 +134,20 @@ fn a_reply_and_its_job_result_in_one_tcp_segment_keep_their_order_in_a_capture()
     ];
     // The 202, then the result, one segment, one timestamp: in order.
     let mut segs = head.clone();
-    segs.push(vec![("/v1/E1/app/reply", reply), ("/v1/E1/app/data", result)]);
+    segs.push(vec![
+        ("/v1/E1/app/reply", reply),
+        ("/v1/E1/app/data", result),
+    ]);
     let pcap = dir.join("reply-first.pcap");
     one_leg_pcap(&pcap, &segs);
     let seen = analyze_rules(&pcap);
     assert!(seen.is_empty(), "{seen:?}");
     // The same two the other way round: the result came first.
     let mut segs = head;
-    segs.push(vec![("/v1/E1/app/data", result), ("/v1/E1/app/reply", reply)]);
+    segs.push(vec![
+        ("/v1/E1/app/data", result),
+        ("/v1/E1/app/reply", reply),
+    ]);
     let pcap = dir.join("result-first.pcap");
     one_leg_pcap(&pcap, &segs);
     assert_eq!(analyze_rules(&pcap), vec!["job.result_early".to_string()]);

@@ -51,7 +51,13 @@ fn lint_holds_rules_to_the_severity_policy() {
     let out = edgetap(&["rules", "lint", dir.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("rule vendor.order: the basis has normative wording"), "{err}");
-    assert!(err.contains("rule vendor.example: an error rule whose basis only gives an example"), "{err}");
+    assert!(
+        err.contains("rule vendor.order: the basis has normative wording"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rule vendor.example: an error rule whose basis only gives an example"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -189,10 +189,18 @@ mod tests {
 
     #[test]
     fn the_words_are_read_as_the_house_reads_them() {
-        assert_eq!(normative_words("所有应答报文应与请求报文的 type 字段相同"), Some("应".into()));
-        assert_eq!(normative_words("边设备在收到应用安装命令后，向平台回发应答"), None);
+        assert_eq!(
+            normative_words("所有应答报文应与请求报文的 type 字段相同"),
+            Some("应".into())
+        );
+        assert_eq!(
+            normative_words("边设备在收到应用安装命令后，向平台回发应答"),
+            None
+        );
         assert!(normative_words("表9 \"jobId number 是\"").is_some());
-        assert!(normative_words("6.2.1.2 \"先对容器安装命令应答，之后进行应用下载与安装\"").is_some());
+        assert!(
+            normative_words("6.2.1.2 \"先对容器安装命令应答，之后进行应用下载与安装\"").is_some()
+        );
         assert!(normative_words("6.1.2.2 \"返回结果CODE字段为202\"").is_some());
         assert!(normative_words("6.3.1.1.2 c) \"code 代码返回 202 或其他错误信息\"").is_some());
         assert_eq!(normative_words("\"type 字段为自定义字段\""), None);
@@ -205,7 +213,12 @@ mod tests {
     fn an_example_is_no_error_and_a_shall_is_no_info_unless_the_rule_says_why() {
         assert!(check(&rule("error", "表4 \"dev object 是\"", "")).is_empty());
         assert!(!check(&rule("error", "表10 \"CPU 负载（例如 50 表示 50%）\"", "")).is_empty());
-        assert!(!check(&rule("warning", "6.2.1.2 \"先对容器安装命令应答，之后进行\"", "")).is_empty());
+        assert!(!check(&rule(
+            "warning",
+            "6.2.1.2 \"先对容器安装命令应答，之后进行\"",
+            ""
+        ))
+        .is_empty());
         assert!(!check(&rule("info", "表9 \"jobId number 是\"", "")).is_empty());
         // A declared reading needs its review, and fixes the severity.
         let info = r#""reading": "heuristic","#;
@@ -215,6 +228,11 @@ mod tests {
         assert!(!check(&rule("warning", "表9 \"jobId number 是\"", why)).is_empty());
         // Words of both kinds: the rule's severity stands.
         assert!(check(&rule("error", "表5 \"reason string 是 如“Power Off”\"", "")).is_empty());
-        assert!(check(&rule("warning", "表10 \"cpuRate number 是（例如 50）\"", "")).is_empty());
+        assert!(check(&rule(
+            "warning",
+            "表10 \"cpuRate number 是（例如 50）\"",
+            ""
+        ))
+        .is_empty());
     }
 }

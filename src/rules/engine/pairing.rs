@@ -144,7 +144,12 @@ impl Engine {
     /// The open request of another edge that a reply under `key` would answer: same
     /// channel, requester, mid and type, sent at or before `time_us` (the earliest),
     /// with the packet it came in.
-    fn open_elsewhere(&self, key: &PairKey, msg_type: &str, time_us: i64) -> Option<(PairKey, u64)> {
+    fn open_elsewhere(
+        &self,
+        key: &PairKey,
+        msg_type: &str,
+        time_us: i64,
+    ) -> Option<(PairKey, u64)> {
         self.pending
             .iter()
             .filter(|(k, _)| {
