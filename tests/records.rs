@@ -524,3 +524,24 @@ fn the_chart_still_leaves_out_repeats_of_a_kind_past_its_head() {
     // rule): the chart is bounded, not the whole run.
     assert!(lane.kept.len() < 120, "{}", lane.kept.len());
 }
+
+#[test]
+fn a_severity_filter_keeps_a_pending_clause_partly_exercised_and_another_edge_drops_it() {
+    let pcap = capture("bad-sequence.pcap");
+    let status = |args: &[&str]| -> Value {
+        let out = analyze(&[&["--format", "json"], args, &[&pcap]].concat());
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["clauses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["clause"] == "6.1.2")
+            .map(|c| c["status"].clone())
+            .unwrap()
+    };
+    // --severity error hides the info job.pending, not the fact it was pending.
+    assert_eq!(status(&["--severity", "error"]), "partly exercised");
+    assert_eq!(status(&["--edge", "E1"]), "partly exercised");
+    // An edge without the pending job: its view of 6.1.2 holds no open work.
+    assert_ne!(status(&["--edge", "E9"]), "partly exercised");
+}

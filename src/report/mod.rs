@@ -118,6 +118,10 @@ pub struct Report {
     /// Ids of the rules whose findings are work the input did not show finish
     /// (pending requests and jobs): their clause is partly exercised.
     unfinished_rules: BTreeMap<String, clauses::Unfinished>,
+    /// The groups of those rules, of the edges a filter shows: a clause's work left
+    /// open stays "partly exercised" under `--severity` or `--rule` (they choose
+    /// the findings listed, not what the input showed).
+    open_work: Vec<Group>,
     /// Messages per edge, to count the edges again after a filter.
     traffic: BTreeMap<String, EdgeTraffic>,
     /// The message sequence per edge, for the HTML record's charts (when collected:
