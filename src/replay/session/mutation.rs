@@ -26,7 +26,7 @@ impl<'a> Session<'a> {
     /// Sends one recorded request fresh and returns its mid.
     async fn send_fresh(&mut self, m: &Recorded) -> Result<Option<u64>, ReplayError> {
         let Some(json) = &m.json else { return Ok(None) };
-        let mid = crate::sim::next_mid();
+        let mid = self.rw.next_mid();
         self.mutation_mids.insert(mid);
         let out = self.rw.outgoing(json, Some(mid));
         let topic = self.rw.topic(&m.topic_name);
@@ -109,7 +109,7 @@ impl<'a> Session<'a> {
             r.detail = "the selected message is no JSON object".into();
             return Ok(r);
         };
-        let mid = crate::sim::next_mid();
+        let mid = self.rw.next_mid();
         self.mutation_mids.insert(mid);
         if let Some(j) = target.job_id() {
             if target.msg_type() != Some("CMD_STATUS_QUERY") {

@@ -81,7 +81,7 @@ impl Session<'_> {
             let topic = self.rw.topic(&m.topic_name);
             match m.class() {
                 Class::Request => {
-                    let mid = crate::sim::next_mid();
+                    let mid = self.rw.next_mid();
                     let out = self.rw.outgoing(&json, m.mid().map(|_| mid));
                     if let Some(&x) = self.ex_of_request.get(&i) {
                         self.sent.insert(mid, x);
@@ -145,7 +145,7 @@ impl Session<'_> {
                         }
                         last_report.insert(t, (m.time_us, Instant::now()));
                     }
-                    let mid = crate::sim::next_mid();
+                    let mid = self.rw.next_mid();
                     let out = self.rw.outgoing(&json, m.mid().map(|_| mid));
                     if self.inline_at.contains_key(&i) {
                         self.send_inline(i, topic, out, None, None).await?;
@@ -195,7 +195,7 @@ impl Session<'_> {
             if let Some(j) = x.and_then(|x| self.job_result_of(x)) {
                 let rec = &self.msgs[j];
                 if let Some(json) = &rec.json {
-                    let jm = crate::sim::next_mid();
+                    let jm = self.rw.next_mid();
                     let early = self.rw.outgoing(json, rec.mid().map(|_| jm));
                     let t = self.rw.topic(&rec.topic_name);
                     self.publish(&t, serde_json::to_vec(&early).unwrap_or_default())
