@@ -32,6 +32,10 @@ pub struct FindingBrief {
     pub rule: String,
     pub severity: Severity,
     pub line: String,
+    /// The mutation that made the message it concerns: the test's doing, not the
+    /// counterpart's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutation: Option<String>,
 }
 
 impl FindingBrief {
@@ -40,6 +44,15 @@ impl FindingBrief {
             rule: f.rule.clone(),
             severity: f.severity,
             line: crate::report::one_line(f),
+            mutation: None,
+        }
+    }
+
+    /// A finding on a message the mutation `name` made.
+    pub(super) fn injected(f: &Finding, name: &str) -> FindingBrief {
+        FindingBrief {
+            mutation: Some(name.to_string()),
+            ..FindingBrief::of(f)
         }
     }
 }
@@ -87,8 +100,14 @@ pub struct Outcome {
     /// Replies of the counterpart that answer nothing the replayer sent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub orphan_replies: Vec<Value>,
-    /// Every finding of the live session (baseline and mutations).
+    /// Every finding of the live session (baseline and mutations) but those of
+    /// `injected_findings`.
     pub live_findings: Vec<FindingBrief>,
+    /// Findings on the messages the mutations made (and on the answers to them that
+    /// are no error of the counterpart's): what the test injected, never charged to
+    /// the counterpart; each names its mutation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub injected_findings: Vec<FindingBrief>,
     /// The broker connection was lost during the replay: why and when. The run
     /// proves nothing beyond that point (exit code 2), and the exchanges it cut off
     /// are not exercised, never the device's missing replies.

@@ -242,6 +242,11 @@ struct Session<'a> {
     mutation_jobs: HashSet<u64>,
     /// Job results that came for those jobs: the counterpart acted.
     mutation_results: Vec<u64>,
+    /// Packets of the live session that a mutation made (the test's own doing, never
+    /// the counterpart's): packet number → the mutation's name.
+    injected_packets: HashMap<u64, String>,
+    /// Mids of the messages a mutation made or answered → the mutation's name.
+    injected_mids: HashMap<u64, String>,
     /// Replies that answer nothing we sent, normalized.
     orphans: Vec<Value>,
     /// Requests of the counterpart beyond the recording's (a device that restarted
@@ -376,6 +381,8 @@ impl<'a> Session<'a> {
             mutation_mids: HashSet::new(),
             mutation_jobs: HashSet::new(),
             mutation_results: vec![],
+            injected_packets: HashMap::new(),
+            injected_mids: HashMap::new(),
             orphans: vec![],
             unexpected: vec![],
             inline: vec![],
@@ -449,6 +456,23 @@ impl<'a> Session<'a> {
         self.judge_live(topic, &payload);
         self.link.publish(topic, payload).await?;
         Ok(())
+    }
+
+    /// Sends one message a mutation made: what the rule engine finds in it is the
+    /// test's doing (the report shows it as injected), not the counterpart's.
+    async fn publish_injected(
+        &mut self,
+        topic: &str,
+        payload: Vec<u8>,
+        mutation: &str,
+    ) -> Result<(), ReplayError> {
+        if self.check_lost() {
+            return Ok(());
+        }
+        // `judge_live` numbers it next.
+        self.injected_packets
+            .insert(self.packet + 1, mutation.to_string());
+        self.publish(topic, payload).await
     }
 }
 

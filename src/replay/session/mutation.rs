@@ -111,6 +111,7 @@ impl<'a> Session<'a> {
         };
         let mid = self.rw.next_mid();
         self.mutation_mids.insert(mid);
+        self.injected_mids.insert(mid, name.to_string());
         if let Some(j) = target.job_id() {
             if target.msg_type() != Some("CMD_STATUS_QUERY") {
                 self.rw.renew_job(j);
@@ -144,7 +145,7 @@ impl<'a> Session<'a> {
             }
             tokio::time::sleep(Duration::from_millis(d.delay_ms)).await;
             for _ in 0..d.copies {
-                self.publish(&d.topic, d.payload()).await?;
+                self.publish_injected(&d.topic, d.payload(), name).await?;
             }
             copies = d.copies as usize;
         }

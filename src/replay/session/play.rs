@@ -198,8 +198,8 @@ impl Session<'_> {
                     let jm = self.rw.next_mid();
                     let early = self.rw.outgoing(json, rec.mid().map(|_| jm));
                     let t = self.rw.topic(&rec.topic_name);
-                    self.publish(&t, serde_json::to_vec(&early).unwrap_or_default())
-                        .await?;
+                    let payload = serde_json::to_vec(&early).unwrap_or_default();
+                    self.publish_injected(&t, payload, &spec.name).await?;
                     self.inline[k].mids.push(jm);
                     self.skip.insert(j);
                 }
@@ -207,7 +207,8 @@ impl Session<'_> {
         }
         tokio::time::sleep(Duration::from_millis(d.delay_ms)).await;
         for _ in 0..d.copies {
-            self.publish(&d.topic, d.payload()).await?;
+            self.publish_injected(&d.topic, d.payload(), &spec.name)
+                .await?;
         }
         Ok(())
     }
