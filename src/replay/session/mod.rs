@@ -103,7 +103,11 @@ pub async fn run_ready(
                 sess.inline_at.insert(t.index, sess.inline.len());
                 sess.inline.push(InlineRun {
                     order: n,
-                    target: format!("{} on {}", t.msg_type().unwrap_or("?"), t.topic_name),
+                    target: format!(
+                        "{} on {}",
+                        t.msg_type().unwrap_or("?"),
+                        sess.rw.topic(&t.topic_name)
+                    ),
                     spec: m,
                     mids: vec![],
                     skipped: None,
@@ -354,6 +358,10 @@ impl<'a> Session<'a> {
         if us == Actor::Edge {
             // The platform picks the job ids; they are learnt from its commands.
             rw.fresh_jobs = false;
+        }
+        // The report names the topics this run used: the live edge's.
+        for x in &mut exchanges {
+            x.topic = rw.topic(&x.topic);
         }
         Ok(Session {
             s: s.clone(),
