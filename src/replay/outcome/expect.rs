@@ -87,6 +87,15 @@ impl Expectation {
 /// mutation not exercised in either run is not compared; a note says so.
 pub fn check_expected(expected: &Outcome, got: &Outcome) -> Expectation {
     let mut x = Expectation::default();
+    if expected.answered_nothing() {
+        // Saved by an older edgetap, which kept an outcome of silence: it proves
+        // nothing, and a run with no device at all would match it.
+        x.divergences.push(format!(
+            "expectation: saved while the {} answered nothing (no reply, request or job \
+             result): it proves nothing; save it again against a counterpart that answers",
+            counterpart(expected)
+        ));
+    }
     if expected.exchanges.len() != got.exchanges.len() {
         x.divergences.push(format!(
             "exchanges: expected {}, got {}",
@@ -142,6 +151,14 @@ pub fn check_expected(expected: &Outcome, got: &Outcome) -> Expectation {
         ));
     }
     x
+}
+
+/// "edge DUT1" or "platform": who answers a replay of this outcome's role.
+pub(super) fn counterpart(o: &Outcome) -> String {
+    match o.role {
+        crate::replay::Role::Platform => format!("edge {}", o.live_edge),
+        crate::replay::Role::Edge => "platform".into(),
+    }
 }
 
 /// [`check_expected`]'s divergences only.

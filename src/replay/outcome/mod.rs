@@ -177,6 +177,25 @@ impl Outcome {
             && self.mutations.iter().all(|m| m.verdict == "not applicable")
     }
 
+    /// The counterpart answered nothing: no live request, reply or job result in
+    /// any exchange, no answer to any mutation (or it published nothing at all).
+    /// Such an outcome is no expectation: it would pass with no device at all.
+    pub fn answered_nothing(&self) -> bool {
+        self.counterpart_silent
+            || (self.exchanges.iter().all(|x| {
+                let l = &x.live;
+                l.request.is_none()
+                    && l.reply.is_none()
+                    && l.job_result.is_none()
+                    && l.extra.is_empty()
+            }) && self.mutations.iter().all(|m| m.answers.is_empty()))
+    }
+
+    /// Who answers this replay: "edge DUT1" or "platform".
+    pub fn counterpart(&self) -> String {
+        expect::counterpart(self)
+    }
+
     /// Exchanges not exercised (skipped).
     pub fn skipped_exchanges(&self) -> impl Iterator<Item = &Exchange> {
         self.exchanges.iter().filter(|x| x.skipped.is_some())
