@@ -42,7 +42,17 @@ pub fn run(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     s.ports = a.ports;
     s.capture = a.capture;
     let expected = a.expect.as_deref().map(replay::load_expected).transpose()?;
-    let outcome = replay::run_blocking(s, rules)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let outcome = rt.block_on(async {
+        s.interrupt = Some(interrupt());
+        replay::run(s, rules).await
+    })?;
+    if let Some(why) = &outcome.interrupted {
+        eprintln!("edgetap: replay {why}; the report covers what ran (exit code 130)");
+    }
     if let Some(lost) = &outcome.broker_lost {
         eprintln!("edgetap: {lost} (exit code 2)");
     }
@@ -50,6 +60,13 @@ pub fn run(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     // a counterpart that answered nothing (it would pass with no device at all).
     let mut refused = false;
     let saved = match (&a.save_expect, &outcome.broker_lost) {
+        (Some(p), None) if outcome.interrupted.is_some() => {
+            eprintln!(
+                "edgetap: --save-expect {}: not saved: the replay was interrupted",
+                p.display()
+            );
+            false
+        }
         (Some(p), None) if outcome.answered_nothing() => {
             eprintln!(
                 "edgetap: --save-expect {}: not saved: the {} answered nothing during the \
@@ -78,4 +95,31 @@ pub fn run(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
         return Ok(edgetap::report::EXIT_UNREADABLE);
     }
     Ok(outcome.exit_code(expectation.as_ref(), saved))
+}
+
+/// A watch that turns to the signal's name on the first SIGINT (Ctrl-C) or SIGTERM:
+/// the replay stops and its report is written. A second signal exits at once.
+fn interrupt() -> tokio::sync::watch::Receiver<Option<String>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        for n in 0.. {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            if n > 0 {
+                eprintln!("edgetap: {name} again: exiting without a report");
+                std::process::exit(edgetap::replay::EXIT_INTERRUPTED.into());
+            }
+            let _ = tx.send(Some(name.to_string()));
+        }
+    });
+    rx
 }

@@ -56,7 +56,7 @@ use crate::sim::SimError;
 
 pub use outcome::{
     check_expected, compare_expected, load_expected, Expectation, FindingBrief, MutationResult,
-    Outcome,
+    Outcome, EXIT_INTERRUPTED,
 };
 pub use session::run_ready;
 pub use settings::{Pacing, ReplaySettings, Role, DEFAULT_EDGE_WAIT};

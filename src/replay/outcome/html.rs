@@ -20,10 +20,10 @@ impl Outcome {
                 self.recorded_edge,
                 self.live_edge,
                 self.seed,
-                if self.failed() {
-                    "differences found"
-                } else {
-                    "as recorded"
+                match (&self.interrupted, self.failed()) {
+                    (Some(why), _) => format!("{why}: the replay did not finish"),
+                    (None, true) => "differences found".into(),
+                    (None, false) => "as recorded".into(),
                 }
             )),
             columns: Column::all(["#", "Status", "From", "Request", "Topic"]),

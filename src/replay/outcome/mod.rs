@@ -113,6 +113,11 @@ pub struct Outcome {
     /// are not exercised, never the device's missing replies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker_lost: Option<String>,
+    /// The run was interrupted (Ctrl-C, SIGTERM): which signal and when. The
+    /// outcome covers what ran (exit code 130); the exchanges it cut off are not
+    /// exercised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<String>,
     /// The counterpart published nothing at all during the replay: the differences
     /// are one cause (not online, another broker, another edge id), not many.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -206,6 +211,9 @@ impl Outcome {
     /// `saved` (`--save-expect` wrote the outcome) 0; else 1 on any difference from
     /// the recording.
     pub fn exit_code(&self, expectation: Option<&Expectation>, saved: bool) -> u8 {
+        if self.interrupted.is_some() {
+            return EXIT_INTERRUPTED;
+        }
         if self.broker_lost.is_some() {
             return crate::report::EXIT_UNREADABLE;
         }
@@ -221,6 +229,9 @@ impl Outcome {
         }
     }
 }
+
+/// Exit code of an interrupted replay: 130, as a shell reports a Ctrl-C.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// "1 exchange", "2 exchanges".
 fn count(n: usize, one: &str, many: &str) -> String {

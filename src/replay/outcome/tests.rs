@@ -45,6 +45,8 @@ fn outcome(exchanges: Vec<Exchange>) -> Outcome {
         orphan_replies: vec![],
         live_findings: vec![],
         broker_lost: None,
+        interrupted: None,
+        injected_findings: vec![],
         counterpart_silent: false,
         unexpected_requests: vec![],
         record: None,
@@ -321,6 +323,7 @@ fn new_rules_are_a_test_case_of_their_own() {
         rule: "envelope.request".into(),
         severity: Severity::Error,
         line: "error 5.3 [envelope.request]".into(),
+        mutation: None,
     });
     let junit = show(&o, None, Format::Junit);
     assert!(junit.contains("name=\"no rule beyond the recording's\"><failure message=\"1 rule raised by the replay and not by the recording\""), "{junit}");

@@ -61,6 +61,13 @@ impl Outcome {
         if let Some(lost) = &self.broker_lost {
             let _ = writeln!(s, "BROKER CONNECTION LOST: {lost}\n");
         }
+        if let Some(why) = &self.interrupted {
+            let _ = writeln!(
+                s,
+                "INTERRUPTED {}; what follows is what ran\n",
+                why.trim_start_matches("interrupted ")
+            );
+        }
         self.write_exchanges(&mut s, expectation);
         if !self.orphan_replies.is_empty() {
             let _ = writeln!(s, "\nReplies to nothing the replayer sent:");
@@ -173,6 +180,9 @@ impl Outcome {
 
     /// The last line of the table: the expectation's verdict when there is one.
     fn result_line(&self, expectation: Option<&Expectation>) -> String {
+        if self.interrupted.is_some() {
+            return "RESULT: interrupted, the replay did not finish (exit code 130)".into();
+        }
         if self.broker_lost.is_some() {
             return "RESULT: broker connection lost, the replay did not finish (exit code 2)"
                 .into();

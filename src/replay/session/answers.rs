@@ -17,6 +17,18 @@ fn sender(topic: &crate::protocol::Topic) -> Actor {
     topic.publisher
 }
 
+/// Resolves when the run is interrupted (never without an interrupt to watch).
+async fn interrupted(r: &mut Option<tokio::sync::watch::Receiver<Option<String>>>) {
+    match r {
+        Some(r) => {
+            if r.wait_for(Option::is_some).await.is_err() {
+                std::future::pending::<()>().await
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
 impl Session<'_> {
     /// Handles what arrived, until `done` holds or `deadline` passes; true when done.
     pub(super) async fn wait_until(
@@ -44,7 +56,10 @@ impl Session<'_> {
             // was ready at once after any change, and this loop spun a core until
             // the deadline. A closed link, `Err`, is seen by `check_lost`.)
             let state = &mut self.state;
+            let interrupt = &mut self.interrupt;
             let got = tokio::select! {
+                // An interruption ends the wait; `check_lost` then sees it.
+                _ = interrupted(interrupt) => None,
                 got = tokio::time::timeout(left, self.rx.recv()) => Some(got),
                 changed = state.changed() => {
                     if changed.is_err() {
@@ -301,6 +316,10 @@ impl Session<'_> {
         let seen = self
             .wait_until(deadline, &|s| s.seen.contains(&first))
             .await;
+        // A wait cut short (broker lost, run interrupted) tells nothing of the edge.
+        if !seen && self.check_lost() {
+            return;
+        }
         self.edge_start = if seen {
             EdgeStart::Seen
         } else {

@@ -139,6 +139,7 @@ impl Session<'_> {
             live_findings: device.iter().map(FindingBrief::of).collect(),
             injected_findings,
             broker_lost: self.lost,
+            interrupted: self.interrupted,
             counterpart_silent: !self.heard,
             unexpected_requests: self.unexpected,
         })
@@ -147,7 +148,8 @@ impl Session<'_> {
     /// After a lost broker connection: each exchange still waiting for the
     /// counterpart is not exercised (the broker's fault, not the device's).
     fn mark_cut_off(&mut self) {
-        let Some(lost) = &self.lost else { return };
+        let Some(lost) = self.stopped() else { return };
+        let lost = lost.clone();
         // Exchanges whose answer window had closed before the loss were exercised:
         // they keep their verdict (a missing reply is the counterpart's).
         let closed: HashSet<usize> = self

@@ -128,7 +128,7 @@ pub async fn run_ready(
         let r = sess.mutation(&name, spec).await?;
         results.push((n, r));
     }
-    if let Some(lost) = sess.lost.clone() {
+    if let Some(lost) = sess.stopped().cloned() {
         // What ran after the loss proves nothing about the device.
         for (_, r) in results
             .iter_mut()
@@ -271,6 +271,10 @@ struct Session<'a> {
     began: Instant,
     /// Why and when the broker connection was lost: nothing after it is the device's.
     lost: Option<String>,
+    /// The run's interruption, when asked for (`ReplaySettings::interrupt`).
+    interrupt: Option<tokio::sync::watch::Receiver<Option<String>>>,
+    /// Which signal interrupted the run, and when: nothing after it was played.
+    interrupted: Option<String>,
     progress: Option<indicatif::ProgressBar>,
 }
 
@@ -401,6 +405,8 @@ impl<'a> Session<'a> {
             state,
             began: Instant::now(),
             lost: None,
+            interrupt: s.interrupt.clone(),
+            interrupted: None,
             progress: progress_bar(
                 s.progress,
                 msgs.iter().filter(|m| m.publisher() == us).count(),
@@ -413,10 +419,11 @@ impl<'a> Session<'a> {
         Collector::charting_into(std::mem::take(&mut self.chart))
     }
 
-    /// True once the broker connection is lost; the first loss is described in
-    /// `lost` (cause, when, how far into the replay).
+    /// True once the broker connection is lost or the run interrupted: nothing more
+    /// is sent or awaited. The first loss is described in `lost` (cause, when, how
+    /// far into the replay), an interruption in `interrupted`.
     fn check_lost(&mut self) -> bool {
-        if self.lost.is_none() {
+        if self.lost.is_none() && self.interrupted.is_none() {
             if let LinkState::Down { cause, at_us, .. } = &*self.state.borrow() {
                 self.lost = Some(format!(
                     "the connection to the broker {} was lost {} into the replay, at {}: {cause}",
@@ -424,9 +431,22 @@ impl<'a> Session<'a> {
                     secs(self.began.elapsed()),
                     rfc3339(*at_us)
                 ));
+            } else if let Some(signal) = self.interrupt.as_ref().and_then(|r| r.borrow().clone())
+            {
+                self.interrupted = Some(format!(
+                    "interrupted by {signal} {} into the replay, at {}",
+                    secs(self.began.elapsed()),
+                    rfc3339(crate::sim::now_us())
+                ));
             }
         }
-        self.lost.is_some()
+        self.stopped().is_some()
+    }
+
+    /// Why the replay stopped before its end: the broker connection lost, or the
+    /// run interrupted.
+    fn stopped(&self) -> Option<&String> {
+        self.lost.as_ref().or(self.interrupted.as_ref())
     }
 
     /// Every protocol message of the live session goes to the rule engine, in the

@@ -70,7 +70,11 @@ impl Session<'_> {
                     + Duration::from_micros(
                         ((m.time_us - first_us).max(0) as f64 / f.max(1e-6)) as u64,
                     );
-                tokio::time::sleep_until(at.into()).await;
+                // Waits as the others do: an interruption ends it.
+                self.wait_until(at, &|_| false).await;
+                if self.check_lost() {
+                    return Ok(());
+                }
             }
             let Some(json) = m.json.clone() else {
                 // A recorded payload that is no JSON object goes out as it was.
