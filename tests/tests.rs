@@ -17,6 +17,7 @@ mod proxy;
 mod proxy_runtime;
 mod proxy_ws_tls;
 mod replay;
+mod replay_again;
 mod replay_cli;
 mod reports;
 mod robustness;

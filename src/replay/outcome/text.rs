@@ -122,8 +122,8 @@ impl Outcome {
             };
             let _ = writeln!(
                 s,
-                "\nRequests of the {who} the recording does not hold (not answered; a restart \
-                 loses the device's state, so differences after one may have that cause):"
+                "\nRequests of the {who} the recording does not hold (a restart loses the \
+                 device's state, so differences after one may have that cause):"
             );
             for r in &self.unexpected_requests {
                 let _ = writeln!(s, "  {r}");

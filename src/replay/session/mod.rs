@@ -256,6 +256,11 @@ struct Session<'a> {
     /// Requests of the counterpart beyond the recording's (a device that restarted
     /// and sent EVENT_LINKUP again): when and what, for the report.
     unexpected: Vec<String>,
+    /// Answers to send at the next wait: (topic, payload), our recorded replies to
+    /// requests that came beyond the recording or after their answer was played.
+    due: Vec<(String, Vec<u8>)>,
+    /// The recorded message of ours being played (all of them once the replay ended).
+    played: usize,
     inline: Vec<InlineRun>,
     /// Recorded message index → its in-place mutation.
     inline_at: HashMap<usize, usize>,
@@ -397,6 +402,8 @@ impl<'a> Session<'a> {
             injected_mids: HashMap::new(),
             orphans: vec![],
             unexpected: vec![],
+            due: vec![],
+            played: 0,
             inline: vec![],
             inline_at: HashMap::new(),
             inline_probe: None,

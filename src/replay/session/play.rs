@@ -57,6 +57,7 @@ impl Session<'_> {
             if m.publisher() != self.us || self.skip.contains(&i) {
                 continue;
             }
+            self.played = i;
             self.await_answers(from, i).await;
             if self.check_lost() {
                 return Ok(());
@@ -160,6 +161,7 @@ impl Session<'_> {
                 }
             }
         }
+        self.played = msgs.len();
         self.await_answers(from, msgs.len()).await;
         if let Some(p) = self.progress.take() {
             p.finish_and_clear();
