@@ -167,7 +167,7 @@ fn sigint_mid_replay_writes_the_report_of_what_ran() {
     let m = common::Mosquitto::start();
     let addr = format!("127.0.0.1:{}", m.port);
     let _edge = sim_edge(&addr, "INT1");
-    let watch = common::Watcher::start(m.port, "/v1/INT1/device/reply");
+    let watch = common::Watcher::start(m.port, "/v1/INT1/device/command");
     // Paced as recorded (no --asap): the plan takes seconds between its commands.
     let mut c = Command::new(bin());
     c.arg("replay")
@@ -177,9 +177,10 @@ fn sigint_mid_replay_writes_the_report_of_what_ran() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = c.spawn().unwrap();
-    // The edge answered the first command: the replay is under way.
-    watch.wait_for(Duration::from_secs(20), "CMD_SYS_STATUS answered", |_, p| {
-        serde_json::from_slice::<serde_json::Value>(p).is_ok_and(|v| v["type"] == "CMD_SYS_STATUS")
+    // The replay sent its second command, so it has judged the first (it waits for
+    // the answers recorded before each message it sends): under way.
+    watch.wait_for(Duration::from_secs(20), "CMD_INFO_QUERY sent", |_, p| {
+        serde_json::from_slice::<serde_json::Value>(p).is_ok_and(|v| v["type"] == "CMD_INFO_QUERY")
     });
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let (code, out, err) = finished(child);
