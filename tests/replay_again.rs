@@ -2,8 +2,8 @@
 //! against one running reference edge (the second run assigns job ids of its own, so
 //! the edge, which keeps the jobs it ran, accepts them); an expectation saved against
 //! silence is refused and an old one of silence fails; Ctrl-C writes the report of
-//! what ran; a device restarted mid-replay has its second EVENT_LINKUP answered; the
-//! report names the live topics.
+//! what ran (and `sim platform`'s too); a device restarted mid-replay has its second
+//! EVENT_LINKUP answered; the report names the live topics.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -199,6 +199,36 @@ fn sigint_mid_replay_writes_the_report_of_what_ran() {
     assert!(line("CMD_SYS_STATUS").contains(" same "), "{out}");
     assert!(line("CMD_CON_REMOVE").contains(" SKIP "), "{out}");
     assert!(out.contains("not exercised: interrupted by SIGINT"), "{out}");
+    assert!(err.contains("the report covers what ran"), "{err}");
+}
+
+/// Ctrl-C in the middle of `sim platform`: the plan's record of what ran, the
+/// commands not sent not exercised, exit 130.
+#[test]
+fn sigint_mid_plan_writes_the_plan_record_of_what_ran() {
+    let m = common::Mosquitto::start();
+    let addr = format!("127.0.0.1:{}", m.port);
+    let _edge = sim_edge(&addr, "PLANINT1");
+    let watch = common::Watcher::start(m.port, "/v1/PLANINT1/device/command");
+    let mut c = Command::new(bin());
+    c.args(["sim", "platform", "--broker", &addr, "--edge-id", "PLANINT1"])
+        .args(["--edge-wait-ms", "500"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    // The upgrade was sent; its job takes seconds with the default timings.
+    watch.wait_for(Duration::from_secs(20), "CMD_SYS_UPGRADE sent", |_, p| {
+        serde_json::from_slice::<serde_json::Value>(p).is_ok_and(|v| v["type"] == "CMD_SYS_UPGRADE")
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let (code, out, err) = finished(child);
+    assert_eq!(code, Some(130), "{out}\n{err}");
+    assert!(out.contains("INTERRUPTED by SIGINT"), "{out}");
+    assert!(out.contains("the record covers what ran"), "{out}");
+    assert!(
+        out.contains("CMD_APP_INSTALL → 202: not sent: interrupted by SIGINT"),
+        "{out}"
+    );
     assert!(err.contains("the report covers what ran"), "{err}");
 }
 

@@ -47,7 +47,7 @@ pub fn run(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
         .enable_all()
         .build()?;
     let outcome = rt.block_on(async {
-        s.interrupt = Some(interrupt());
+        s.interrupt = Some(super::interrupt());
         replay::run(s, rules).await
     })?;
     if let Some(why) = &outcome.interrupted {
@@ -97,29 +97,3 @@ pub fn run(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     Ok(outcome.exit_code(expectation.as_ref(), saved))
 }
 
-/// A watch that turns to the signal's name on the first SIGINT (Ctrl-C) or SIGTERM:
-/// the replay stops and its report is written. A second signal exits at once.
-fn interrupt() -> tokio::sync::watch::Receiver<Option<String>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (tx, rx) = tokio::sync::watch::channel(None);
-    tokio::spawn(async move {
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        for n in 0.. {
-            let name = tokio::select! {
-                _ = int.recv() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            };
-            if n > 0 {
-                eprintln!("edgetap: {name} again: exiting without a report");
-                std::process::exit(edgetap::replay::EXIT_INTERRUPTED.into());
-            }
-            let _ = tx.send(Some(name.to_string()));
-        }
-    });
-    rx
-}
