@@ -111,6 +111,17 @@ impl Outcome {
                     let _ = writeln!(s, "        {}", m.detail);
                 }
             }
+            if !self.injected_findings.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "  (rules: what the engine found in the messages the mutations made on \
+                     purpose: the test's doing, never charged to the {})",
+                    match self.role {
+                        Role::Platform => "edge",
+                        Role::Edge => "platform",
+                    }
+                );
+            }
         }
         if let Some(e) = expectation {
             e.write(&mut s);
