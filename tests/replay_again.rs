@@ -198,7 +198,10 @@ fn sigint_mid_replay_writes_the_report_of_what_ran() {
     };
     assert!(line("CMD_SYS_STATUS").contains(" same "), "{out}");
     assert!(line("CMD_CON_REMOVE").contains(" SKIP "), "{out}");
-    assert!(out.contains("not exercised: interrupted by SIGINT"), "{out}");
+    assert!(
+        out.contains("not exercised: interrupted by SIGINT"),
+        "{out}"
+    );
     assert!(err.contains("the report covers what ran"), "{err}");
 }
 
@@ -211,10 +214,17 @@ fn sigint_mid_plan_writes_the_plan_record_of_what_ran() {
     let _edge = sim_edge(&addr, "PLANINT1");
     let watch = common::Watcher::start(m.port, "/v1/PLANINT1/device/command");
     let mut c = Command::new(bin());
-    c.args(["sim", "platform", "--broker", &addr, "--edge-id", "PLANINT1"])
-        .args(["--edge-wait-ms", "500"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    c.args([
+        "sim",
+        "platform",
+        "--broker",
+        &addr,
+        "--edge-id",
+        "PLANINT1",
+    ])
+    .args(["--edge-wait-ms", "500"])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let child = c.spawn().unwrap();
     // The upgrade was sent; its job takes seconds with the default timings.
     watch.wait_for(Duration::from_secs(20), "CMD_SYS_UPGRADE sent", |_, p| {
@@ -284,8 +294,10 @@ async fn a_restarted_device_has_its_second_linkup_answered() {
         "the restarted edge got no answer:\n{table}"
     );
     assert!(
-        o.unexpected_requests.iter().any(|r| r.starts_with("EVENT_LINKUP")
-            && r.ends_with("answered as the recording answered the first")),
+        o.unexpected_requests
+            .iter()
+            .any(|r| r.starts_with("EVENT_LINKUP")
+                && r.ends_with("answered as the recording answered the first")),
         "{table}"
     );
     assert!(

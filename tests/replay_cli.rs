@@ -340,7 +340,9 @@ fn the_readme_ci_example_as_html_charges_the_device_with_nothing_injected() {
     );
     assert!(!html.contains(">FAIL<"), "a FAIL headline or status");
     // What the test injected, with its mutation and the rule it raised.
-    let injected = &html[html.find("Injected by the test").expect("the injected section")..];
+    let injected = &html[html
+        .find("Injected by the test")
+        .expect("the injected section")..];
     assert!(injected.contains("t34.CMD_CON_INSTALL"), "{injected}");
     assert!(injected.contains("payload.invalid_json"), "{injected}");
     assert!(injected.contains("drop-field"), "{injected}");

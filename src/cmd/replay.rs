@@ -96,4 +96,3 @@ pub fn run(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     }
     Ok(outcome.exit_code(expectation.as_ref(), saved))
 }
-

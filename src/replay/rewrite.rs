@@ -332,7 +332,10 @@ mod tests {
     #[test]
     fn each_run_draws_its_own_job_ids_and_mids_and_maps_them_back_in_strings() {
         let cmd = json!({"mid": 5, "type": "CMD_SYS_UPGRADE", "param": {"jobId": 42}});
-        let (mut a, mut b) = (Rewriter::new("E1", "L1", true), Rewriter::new("E1", "L1", true));
+        let (mut a, mut b) = (
+            Rewriter::new("E1", "L1", true),
+            Rewriter::new("E1", "L1", true),
+        );
         let ja = a.outgoing(cmd.as_object().unwrap(), None)["param"]["jobId"].clone();
         let jb = b.outgoing(cmd.as_object().unwrap(), None)["param"]["jobId"].clone();
         // Two runs: two job ids (a device not restarted between them refuses a

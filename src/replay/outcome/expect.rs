@@ -140,7 +140,12 @@ pub fn check_expected(expected: &Outcome, got: &Outcome) -> Expectation {
         what: "rules raised beyond the recording's".into(),
         expected: show(rules(expected)),
         found: show(rules(got)),
-        status: if rules(expected) == rules(got) { "matched" } else { "diverges" }.into(),
+        status: if rules(expected) == rules(got) {
+            "matched"
+        } else {
+            "diverges"
+        }
+        .into(),
     });
     if rules(expected) != rules(got) {
         x.new_rules = true;

@@ -364,7 +364,9 @@ fn an_expectation_of_silence_never_passes() {
     assert_eq!(silent.exit_code(Some(&e), false), 1);
     let heard = outcome(vec![answered(0)]);
     assert!(!heard.answered_nothing());
-    assert!(check_expected(&heard, &heard.clone()).divergences.is_empty());
+    assert!(check_expected(&heard, &heard.clone())
+        .divergences
+        .is_empty());
 }
 
 #[test]
@@ -379,7 +381,10 @@ fn the_html_expectation_section_is_never_an_empty_table() {
     let section = &section[..section.find("</table>").unwrap()];
     assert!(section.contains("exchange 0 CMD_SYS_STATUS"), "{section}");
     assert!(section.contains("as recorded"), "{section}");
-    assert!(section.contains("rules raised beyond the recording"), "{section}");
+    assert!(
+        section.contains("rules raised beyond the recording"),
+        "{section}"
+    );
 }
 
 #[test]
@@ -412,5 +417,8 @@ fn an_interrupted_replay_says_so_in_every_format() {
     let j = show(&o, None, Format::Junit);
     assert!(j.contains("<error message=\"replay interrupted\""), "{j}");
     let v: Value = serde_json::from_str(&show(&o, None, Format::Json)).unwrap();
-    assert_eq!(v["interrupted"], "interrupted by SIGINT 1.2 s into the replay");
+    assert_eq!(
+        v["interrupted"],
+        "interrupted by SIGINT 1.2 s into the replay"
+    );
 }

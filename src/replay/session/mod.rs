@@ -438,8 +438,7 @@ impl<'a> Session<'a> {
                     secs(self.began.elapsed()),
                     rfc3339(*at_us)
                 ));
-            } else if let Some(signal) = self.interrupt.as_ref().and_then(|r| r.borrow().clone())
-            {
+            } else if let Some(signal) = self.interrupt.as_ref().and_then(|r| r.borrow().clone()) {
                 self.interrupted = Some(format!(
                     "interrupted by {signal} {} into the replay, at {}",
                     secs(self.began.elapsed()),

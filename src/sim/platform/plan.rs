@@ -86,7 +86,13 @@ impl Plan {
             .join("/");
         let what = format!("{t}{label} → {expected}");
         if let Some(why) = self.log.stopped() {
-            self.add(item, "not exercised", &what, format!("not sent: {why}"), None);
+            self.add(
+                item,
+                "not exercised",
+                &what,
+                format!("not sent: {why}"),
+                None,
+            );
             return None;
         }
         if let Err(e) = self

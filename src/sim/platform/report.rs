@@ -101,7 +101,8 @@ impl PlanReport {
                 (Some(why), p) => Some(format!(
                     "INTERRUPTED {}; the record covers what ran{}",
                     why.trim_start_matches("interrupted "),
-                    p.as_ref().map_or(String::new(), |p| format!(" — {}", p.line()))
+                    p.as_ref()
+                        .map_or(String::new(), |p| format!(" — {}", p.line()))
                 )),
                 (None, p) => p.as_ref().map(|p| p.line()),
             },
