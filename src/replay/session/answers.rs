@@ -287,7 +287,14 @@ impl Session<'_> {
     /// Queues our recorded reply to the counterpart's recorded request `i` as the
     /// answer to a live request (on `live_topic`, with `mid`); false when the
     /// recording holds none. Sent by the next wait ([`Session::send_due`]).
+    ///
+    /// As platform only: the edge's own requests (EVENT_LINKUP, topo) are answered
+    /// alike whenever they come; as edge, a command beyond the recording may start
+    /// a job whose result the recording cannot give, and stays unanswered.
     fn answer_again(&mut self, i: usize, live_topic: &str, mid: Option<u64>) -> bool {
+        if self.us != Actor::Platform {
+            return false;
+        }
         let Some(r) = self.answer_of(i) else {
             return false;
         };
