@@ -19,6 +19,7 @@ mod proxy_runtime;
 mod proxy_ws_tls;
 mod records;
 mod replay;
+mod replay_again;
 mod replay_cli;
 mod reports;
 mod robustness;
