@@ -52,16 +52,15 @@
 //! decides whether forwarding goes on (`--on-store-error`).
 //!
 //! **Secrets.** Unless [`WriteBatch::keep_secrets`] is set, a CONNECT's password and
-//! user name are overwritten before they reach the disk, in the decoded packet
-//! record and in the raw chunk bytes in place, by as many `*` as they had bytes
-//! (the password is the last field of CONNECT and the user name comes right before
-//! it, so the stream's framing and lengths stay valid and the capture still
-//! decodes). The bytes are found by stream offset within the batch that holds the
-//! CONNECT's last byte. An MQTT 5 CONNECT's or AUTH's Authentication Data is
-//! overwritten the same way ([`secrets`]). A CONNECT sent in pieces may have its
-//! first part in an earlier batch: before each batch goes to disk, the recorder has
-//! the credentials that an incomplete CONNECT or AUTH already holds overwritten
-//! ([`WriteBatch::mask_secrets`]), the rest when it comes.
+//! user name, and the Authentication Data of an MQTT 5 CONNECT or AUTH (either
+//! side), are overwritten by as many `*` before they reach the disk: in the raw
+//! chunk bytes, found by the packets' framing alone as each read is added to a
+//! batch ([`scrub`]: any encoding, any size, any split across reads, after a PROXY
+//! header or garbage), and in the decoded packet record. Only data bytes are
+//! overwritten, so the stream's framing stays valid and the capture still decodes.
+//! Where the scanner cannot tell where the credentials are (an unknown MQTT 5
+//! property, …), the rest of that packet is overwritten too and counted as not
+//! recorded, with why ([`CaptureMeta::not_recorded`]).
 //!
 //! `seq` numbers the events of a capture in the order the analysis task received
 //! them; it is the `packet` number findings carry. The proxy records `time_us` never
@@ -84,7 +83,7 @@ mod meta;
 mod read;
 mod record;
 pub mod replay;
-mod secrets;
+mod scrub;
 mod write;
 
 pub use batch::WriteBatch;

@@ -99,6 +99,15 @@ impl Store {
             for (cap, f) in batch.findings.drain(..) {
                 rec.entry(cap).or_default().findings.add(&f);
             }
+            // Bytes overwritten because their credentials could not be located: not
+            // recorded, said in the meta and in an 'L' record with this batch.
+            let r = rec.entry(meta.id).or_default();
+            for span in batch.withheld.drain(..) {
+                r.lost
+                    .get_or_insert_with(NotRecorded::default)
+                    .add(span.clone());
+                r.unnoted.push(span);
+            }
         }
         if let Err(e) = self.append(&mut batch) {
             let span = batch.lost_span(e.to_string(), meta.ended_us.unwrap_or(meta.started_us));
