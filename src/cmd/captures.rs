@@ -234,7 +234,19 @@ pub fn run(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::Result
         } => {
             use anyhow::Context as _;
             let store = Store::open_existing(&store.dir)?;
-            let file = std::fs::File::create(&pcapng)
+            // What devices sent is the owner's alone, like the store it comes from:
+            // created 0600, and an older file written over is made 0600 first.
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&pcapng)
+                .and_then(|f| {
+                    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                    Ok(f)
+                })
                 .with_context(|| format!("create {}", pcapng.display()))?;
             let s = edgetap::store::export::export_pcapng(
                 &store,
