@@ -24,4 +24,5 @@ mod rule_cases;
 mod sim;
 mod store;
 mod store_files;
+mod store_secrets;
 mod verdicts;
