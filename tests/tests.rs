@@ -24,5 +24,6 @@ mod rule_cases;
 mod sim;
 mod store;
 mod store_files;
+mod store_loss;
 mod store_secrets;
 mod verdicts;

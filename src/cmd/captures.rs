@@ -41,24 +41,21 @@ pub fn run(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::Result
                 rules_version: String,
             }
             fn show_ended(e: &Option<String>) -> String {
-                e.clone().unwrap_or_else(|| "(running or killed)".into())
+                e.clone().unwrap_or_else(|| "(none)".into())
             }
             let rows: Vec<Row> = store
                 .captures()?
                 .into_iter()
                 .map(|m| Row {
                     id: m.id,
-                    name: m.name,
+                    name: m.name.clone(),
                     started: time(m.started_us),
                     ended: m.ended_us.map(time),
                     connections: m.connections,
                     packets: m.packets,
                     findings: m.findings,
                     bytes: m.bytes,
-                    recorded: match &m.not_recorded {
-                        None => "complete".into(),
-                        Some(n) => format!("INCOMPLETE: {} bytes not recorded", n.bytes),
-                    },
+                    recorded: recorded(&store, &m),
                     not_recorded: m.not_recorded,
                     listen: m.listen,
                     upstream: m.upstream,
@@ -126,7 +123,10 @@ pub fn run(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::Result
                         meta.listen,
                         meta.upstream,
                         time(meta.started_us),
-                        meta.ended_us.map(time).unwrap_or_else(|| "(running or killed)".into()),
+                        meta.ended_us.map(time).unwrap_or_else(|| match store.recorder(&meta) {
+                            edgetap::store::Recorder::Recording => "(not yet: being recorded)".into(),
+                            _ => "(never: the recorder stopped without closing it)".into(),
+                        }),
                         meta.rules_version,
                         meta.connections,
                         meta.chunks,
@@ -266,5 +266,28 @@ pub fn run(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::Result
             }
             Ok(0)
         }
+    }
+}
+
+/// The `recorded` column of `captures list`: whether the capture is whole, and if
+/// not what is missing (its recorder gone without closing it, bytes and packets
+/// not recorded).
+fn recorded(store: &edgetap::store::Store, m: &edgetap::store::CaptureMeta) -> String {
+    use edgetap::store::Recorder;
+    let lost = m.not_recorded.as_ref().map(|n| {
+        format!(
+            "{} bytes ({} MQTT packets) not recorded",
+            n.bytes, n.packets
+        )
+    });
+    match (store.recorder(m), lost) {
+        (Recorder::Gone, None) => "INCOMPLETE: the recorder stopped without closing it".into(),
+        (Recorder::Gone, Some(l)) => {
+            format!("INCOMPLETE: the recorder stopped without closing it; {l}")
+        }
+        (Recorder::Recording, None) => "being recorded".into(),
+        (Recorder::Recording, Some(l)) => format!("being recorded; INCOMPLETE: {l}"),
+        (Recorder::Closed, None) => "complete".into(),
+        (Recorder::Closed, Some(l)) => format!("INCOMPLETE: {l}"),
     }
 }

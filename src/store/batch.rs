@@ -198,6 +198,7 @@ impl WriteBatch {
                     to_us: ev.time_us,
                     bytes: w.bytes,
                     events: 0,
+                    packets: 0,
                     error,
                 }),
             }
@@ -255,6 +256,7 @@ impl WriteBatch {
             to_us: times.max().unwrap_or(fallback_us),
             bytes: self.data_bytes as u64,
             events: self.log.len() as u64,
+            packets: self.log.iter().map(|e| u64::from(e.npk)).sum(),
             error,
         }
     }

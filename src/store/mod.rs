@@ -13,6 +13,8 @@
 //!                                    event batches, connection records, lost spans
 //!     CAP.meta.json            0600  CaptureMeta, replaced whole (write + rename)
 //!                                    after every batch
+//!     CAP.recording            0600  while a recorder has the capture open: a
+//!                                    reserve of disk space, locked (see below)
 //!     CAP.findings.json        0600  findings aggregated per (edge, rule, field
 //!                                    path), replaced whole when it changed, at
 //!                                    most once a second (see [`findings`])
@@ -62,6 +64,15 @@
 //! property, …), the rest of that packet is overwritten too and counted as not
 //! recorded, with why ([`CaptureMeta::not_recorded`]).
 //!
+//! **Closing, and what readers believe.** A recorder creates `CAP.recording` with
+//! the capture, fills it with [`meta::RESERVE`] bytes and holds a lock on it. After
+//! the last batch it empties it, so that the lost spans, the findings and the meta
+//! (its end, everything not recorded) are written even when the disk stayed full to
+//! the end, then removes it. Readers believe the files ([`Store::recorder`]): a
+//! capture with an end is closed; without one, it is being recorded while the lock
+//! is held, and otherwise its recorder stopped without closing it (killed, or the
+//! machine went down): incomplete, whatever else the files say.
+//!
 //! `seq` numbers the events of a capture in the order the analysis task received
 //! them; it is the `packet` number findings carry. The proxy records `time_us` never
 //! below the previous event's, so seq order is time order across batches too, and
@@ -87,6 +98,7 @@ mod scrub;
 mod write;
 
 pub use batch::WriteBatch;
+pub use meta::Recorder;
 pub use record::{
     packet_record, CaptureMeta, ConnMeta, Event, EventKind, NotRecorded, PacketRecord, FILLER,
     MAX_SPANS,
@@ -176,6 +188,9 @@ pub struct Store {
     legacy: OnceLock<Option<Result<legacy::Legacy, String>>>,
     writers: Mutex<HashMap<u64, ChunkFile>>,
     recording: Mutex<HashMap<u64, Recording>>,
+    /// The reserve file of each capture this process records (see
+    /// [`Store::begin_capture`]), open and locked until the capture is closed.
+    reserves: Mutex<HashMap<u64, std::fs::File>>,
     /// Store CONNECT passwords as sent (`--store-secrets`).
     keep_secrets: AtomicBool,
     /// Notified at every failed write (for `--on-store-error stop`).
@@ -238,6 +253,7 @@ impl Store {
             legacy: OnceLock::new(),
             writers: Mutex::new(HashMap::new()),
             recording: Mutex::new(HashMap::new()),
+            reserves: Mutex::new(HashMap::new()),
             keep_secrets: AtomicBool::new(false),
             failed: Arc::new(tokio::sync::Notify::new()),
             meta_failing: AtomicBool::new(false),
@@ -292,6 +308,12 @@ impl Store {
         self.chunk_dir.join(format!("{cap}.findings.json"))
     }
 
+    /// `CAP.recording`: exists, holding [`meta::RESERVE`] bytes and locked, while a
+    /// recorder has capture `cap` open.
+    fn reserve_path(&self, cap: u64) -> PathBuf {
+        self.chunk_dir.join(format!("{cap}.recording"))
+    }
+
     pub fn chunk_path(&self, cap: u64) -> PathBuf {
         self.chunk_dir.join(format!("{cap}.bin"))
     }
@@ -327,7 +349,11 @@ impl Store {
     /// Removes a capture and everything recorded with it.
     pub fn delete(&self, id: u64) -> Result<(), StoreError> {
         if self.is_file_capture(id) {
-            for p in [self.meta_path(id), self.findings_path(id)] {
+            for p in [
+                self.meta_path(id),
+                self.findings_path(id),
+                self.reserve_path(id),
+            ] {
                 match std::fs::remove_file(&p) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                         return Err(StoreError::io(&p, e))
