@@ -159,7 +159,11 @@ fn captures_list_and_analyze_work_during_a_live_capture() {
         },
     );
     let table = run(&["captures", "list"], &store);
-    assert!(text(&table.stdout).contains("being recorded"), "{}", text(&table.stdout));
+    assert!(
+        text(&table.stdout).contains("being recorded"),
+        "{}",
+        text(&table.stdout)
+    );
     let o = run(&["analyze", "--capture", "1", "--format", "json"], &store);
     assert_eq!(
         o.status.code(),

@@ -9,9 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{publish_lines, temp_dir, wait_exit, wait_until, Mosquitto};
-use crate::store_files::{
-    edgetap, fill, run, status_reports, text, tmpfs, ProxyProc, TOPIC,
-};
+use crate::store_files::{edgetap, fill, run, status_reports, text, tmpfs, ProxyProc, TOPIC};
 use edgetap::store::Store;
 
 /// The number right after `INCOMPLETE: ` in `s` (the bytes not recorded).
@@ -40,8 +38,8 @@ fn readers(store: &Path) -> Readers {
     let show = run(&["captures", "show", "1"], store);
     assert_eq!(show.status.code(), Some(0), "{}", text(&show.stderr));
     let a = run(&["analyze", "--capture", "1", "--format", "json"], store);
-    let r: serde_json::Value = serde_json::from_slice(&a.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", text(&a.stderr)));
+    let r: serde_json::Value =
+        serde_json::from_slice(&a.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&a.stderr)));
     let out = store.parent().unwrap().join("export.pcapng");
     let e = edgetap()
         .args(["captures", "export", "1", "--pcapng"])
@@ -77,11 +75,20 @@ fn a_disk_full_until_the_proxy_stops_reads_the_same_loss_everywhere() {
     fill(&mnt.join("other-file"));
     publish_lines(proxy.port, &["-q", "1"], TOPIC, &status_reports(500, 1000));
     let (code, out, err) = proxy.stop();
-    assert_eq!(code, Some(4), "exit code 4: not everything recorded\n{out}\n{err}");
+    assert_eq!(
+        code,
+        Some(4),
+        "exit code 4: not everything recorded\n{out}\n{err}"
+    );
     let said = lost_bytes(&err).unwrap_or_else(|| panic!("no loss in the exit message: {err}"));
     assert!(said > 500 * 1000, "every report lost: {said}");
     let r = readers(&store);
-    assert_eq!(r.row["not_recorded"]["bytes"].as_u64(), Some(said), "{}", r.row);
+    assert_eq!(
+        r.row["not_recorded"]["bytes"].as_u64(),
+        Some(said),
+        "{}",
+        r.row
+    );
     assert!(r.row["ended"].is_string(), "the end is recorded: {}", r.row);
     let recorded = r.row["recorded"].as_str().unwrap();
     assert_eq!(lost_bytes(recorded), Some(said), "{recorded}");
@@ -92,8 +99,15 @@ fn a_disk_full_until_the_proxy_stops_reads_the_same_loss_everywhere() {
     let packets = r.row["packets"].as_u64().unwrap();
     assert_eq!(packets, stored_packets(&store), "{}", r.row);
     let lost = r.row["not_recorded"]["packets"].as_u64().unwrap();
-    assert!(lost >= 500, "the reports' PUBLISH packets are counted lost: {}", r.row);
-    assert!(recorded.contains(&format!("{lost} MQTT packets")), "{recorded}");
+    assert!(
+        lost >= 500,
+        "the reports' PUBLISH packets are counted lost: {}",
+        r.row
+    );
+    assert!(
+        recorded.contains(&format!("{lost} MQTT packets")),
+        "{recorded}"
+    );
     // The reserve is gone with the capture closed.
     assert!(!store.join("chunks/1.recording").exists());
 }
@@ -117,7 +131,10 @@ fn a_capture_whose_proxy_was_killed_reads_incomplete_everywhere() {
     let r = readers(&store);
     let gone = "the recorder stopped without closing it";
     let recorded = r.row["recorded"].as_str().unwrap();
-    assert!(recorded.starts_with("INCOMPLETE") && recorded.contains(gone), "{recorded}");
+    assert!(
+        recorded.starts_with("INCOMPLETE") && recorded.contains(gone),
+        "{recorded}"
+    );
     assert!(r.show.contains(gone), "{}", r.show);
     assert!(r.analyze.contains(gone), "{}", r.analyze);
     assert!(r.export.contains(gone), "{}", r.export);
@@ -163,5 +180,10 @@ fn a_proxy_stopped_by_on_store_error_stop_leaves_an_incomplete_capture() {
     assert_eq!(lost_bytes(recorded), Some(said), "{recorded}");
     assert_eq!(lost_bytes(&r.show), Some(said), "{}", r.show);
     assert_eq!(lost_bytes(&r.analyze), Some(said), "{}", r.analyze);
-    assert_eq!(r.row["packets"].as_u64(), Some(stored_packets(&store)), "{}", r.row);
+    assert_eq!(
+        r.row["packets"].as_u64(),
+        Some(stored_packets(&store)),
+        "{}",
+        r.row
+    );
 }

@@ -66,32 +66,74 @@ fn forms() -> Vec<Form> {
     let mut b = encode::connect_login("cid-binary-pw", &user(1), &pass(1));
     b.extend(encode::publish("/v1/E1/device/data", b"{}"));
     b.extend(encode::disconnect());
-    add("binary password", b, false, vec![user(1), pass(1)], Some("cid-binary-pw"));
+    add(
+        "binary password",
+        b,
+        false,
+        vec![user(1), pass(1)],
+        Some("cid-binary-pw"),
+    );
     // A user name that is not UTF-8.
     let mut u = user(2);
     u.extend_from_slice(b"\xff\xfe");
     let b = encode::connect_login("cid-bad-user", &u, &pass(2));
-    add("non-UTF-8 user name", b, false, vec![u, pass(2)], Some("cid-bad-user"));
+    add(
+        "non-UTF-8 user name",
+        b,
+        false,
+        vec![u, pass(2)],
+        Some("cid-bad-user"),
+    );
     // Larger than --max-buffered (65536): 95 KB, and 5 MB, of properties.
     let b = encode::connect_v5("cid-95k", &big_props(95_000), &user(3), &pass(3));
-    add("95 KB CONNECT", b, false, vec![user(3), pass(3)], Some("cid-95k"));
+    add(
+        "95 KB CONNECT",
+        b,
+        false,
+        vec![user(3), pass(3)],
+        Some("cid-95k"),
+    );
     let b = encode::connect_v5("cid-5mb", &big_props(5_000_000), &user(4), &pass(4));
-    add("5 MB CONNECT", b, false, vec![user(4), pass(4)], Some("cid-5mb"));
+    add(
+        "5 MB CONNECT",
+        b,
+        false,
+        vec![user(4), pass(4)],
+        Some("cid-5mb"),
+    );
     // An unknown MQTT 5 property (0x7f): where the fields after it are cannot be told.
     let b = encode::connect_v5("cid-unknown", b"\x7f\x00\x01", &user(5), &pass(5));
     add("unknown property", b, false, vec![user(5), pass(5)], None);
     // One garbage byte before the CONNECT.
     let mut b = vec![0x00];
     b.extend(encode::connect_login("cid-garbage", &user(6), &pass(6)));
-    add("leading garbage byte", b, false, vec![user(6), pass(6)], Some("cid-garbage"));
+    add(
+        "leading garbage byte",
+        b,
+        false,
+        vec![user(6), pass(6)],
+        Some("cid-garbage"),
+    );
     // PROXY protocol v1 and v2 headers before the CONNECT.
     let mut b = b"PROXY TCP4 10.0.0.1 10.0.0.2 40000 1883\r\n".to_vec();
     b.extend(encode::connect_login("cid-proxy-v1", &user(7), &pass(7)));
-    add("PROXY v1 header", b, false, vec![user(7), pass(7)], Some("cid-proxy-v1"));
+    add(
+        "PROXY v1 header",
+        b,
+        false,
+        vec![user(7), pass(7)],
+        Some("cid-proxy-v1"),
+    );
     let mut b = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
     b.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2, 0x9c, 0x40, 0x07, 0x5b]);
     b.extend(encode::connect_login("cid-proxy-v2", &user(8), &pass(8)));
-    add("PROXY v2 header", b, false, vec![user(8), pass(8)], Some("cid-proxy-v2"));
+    add(
+        "PROXY v2 header",
+        b,
+        false,
+        vec![user(8), pass(8)],
+        Some("cid-proxy-v2"),
+    );
     // An MQTT 5 CONNECT with authentication data, one byte per write.
     let auth_data = b"Ad9-distinct-auth-data".to_vec();
     let mut props = vec![0x15];
@@ -99,7 +141,13 @@ fn forms() -> Vec<Form> {
     props.push(0x16);
     prefixed(&mut props, &auth_data);
     let b = encode::connect_v5("cid-bytewise", &props, &user(9), &pass(9));
-    add("one byte per read", b, true, vec![user(9), pass(9), auth_data], Some("cid-bytewise"));
+    add(
+        "one byte per read",
+        b,
+        true,
+        vec![user(9), pass(9), auth_data],
+        Some("cid-bytewise"),
+    );
     // An enhanced authentication exchange: CONNECT with method and data, AUTH.
     let first = b"Ad10-distinct-client-first".to_vec();
     let again = b"Ad10-distinct-client-final".to_vec();
@@ -116,7 +164,13 @@ fn forms() -> Vec<Form> {
     auth.extend(encode::varint(ap.len()));
     auth.extend(ap);
     b.extend(encode::frame(0xF0, &auth));
-    add("AUTH exchange", b, false, vec![user(10), pass(10), first, again], Some("cid-auth"));
+    add(
+        "AUTH exchange",
+        b,
+        false,
+        vec![user(10), pass(10), first, again],
+        Some("cid-auth"),
+    );
     forms
 }
 
@@ -193,14 +247,22 @@ fn no_connect_form_puts_credentials_on_disk_or_in_an_export() {
             for part in [&secret[..], a, b] {
                 let found = grep_store(&store, part);
                 let shown = String::from_utf8_lossy(part);
-                assert!(found.is_empty(), "{}: {shown:?} at rest in {found:?}", f.name);
+                assert!(
+                    found.is_empty(),
+                    "{}: {shown:?} at rest in {found:?}",
+                    f.name
+                );
                 assert!(!has(&all, part), "{}: {shown:?} in a stored stream", f.name);
                 assert!(!has(&exported, part), "{}: {shown:?} exported", f.name);
             }
         }
         // What is not secret is there: the grep would have found them.
         if let Some(id) = &f.client_id {
-            assert!(has(&all, id.as_bytes()), "{}: client id {id} not stored", f.name);
+            assert!(
+                has(&all, id.as_bytes()),
+                "{}: client id {id} not stored",
+                f.name
+            );
         }
     }
     // Every file the store wrote is 0600.
@@ -215,7 +277,11 @@ fn no_connect_form_puts_credentials_on_disk_or_in_an_export() {
     assert!(spans.contains("unknown MQTT 5 property 0x7f"), "{v}");
     // Nothing else was withheld: the garbage byte (before anything that could be a
     // credential), the PROXY headers and the rest are stored as they came.
-    assert_eq!(v[0]["not_recorded"]["spans"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(
+        v[0]["not_recorded"]["spans"].as_array().unwrap().len(),
+        1,
+        "{v}"
+    );
     // Where the credentials were found, only their bytes were overwritten: the
     // stream keeps its framing (connections are numbered in the order sent).
     for (f, stored) in forms.iter().zip(streams.values()) {

@@ -69,11 +69,7 @@ enum St {
     /// starts; the last bytes seen, to find one across reads.
     Hunt(Vec<u8>),
     /// Between packets: the fixed header so far (type byte, remaining length).
-    Header {
-        first: Option<u8>,
-        len: u64,
-        n: u32,
-    },
+    Header { first: Option<u8>, len: u64, n: u32 },
     /// Inside a packet without credentials: bytes left.
     Skip(u64),
     /// Inside a CONNECT or AUTH.
@@ -102,7 +98,10 @@ enum Op {
     Two(Tag),
     Var(Tag),
     /// Data bytes: skipped, or overwritten when secret.
-    Data { n: u64, secret: bool },
+    Data {
+        n: u64,
+        secret: bool,
+    },
     /// Properties until this many bytes of the packet are left.
     PropsUntil(u64),
 }
@@ -279,10 +278,8 @@ impl Scrub {
                     // refuses it; nothing of them is here).
                     Next::Go | Next::Done => {
                         if w.left > 0 {
-                            let why = format!(
-                                "{} bytes after the last field of a {}",
-                                w.left, w.what
-                            );
+                            let why =
+                                format!("{} bytes after the last field of a {}", w.left, w.what);
                             let left = w.left;
                             out.withhold(left, why);
                             self.st = St::Withhold(left);
@@ -406,7 +403,12 @@ impl Walk {
     fn new(connect: bool, len: u64) -> Walk {
         let ops = if connect {
             // Protocol name, level, flags (the rest follows from them).
-            [Op::Two(Tag::Len(false)), Op::Byte(Tag::Level), Op::Byte(Tag::ConnectFlags)].into()
+            [
+                Op::Two(Tag::Len(false)),
+                Op::Byte(Tag::Level),
+                Op::Byte(Tag::ConnectFlags),
+            ]
+            .into()
         } else {
             [Op::Byte(Tag::AuthReason)].into()
         };

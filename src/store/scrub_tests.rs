@@ -12,7 +12,10 @@ fn run(mut s: Scrub, stream: &[u8], split: usize) -> (Vec<u8>, Vec<Withheld>) {
         let mut b = read.to_vec();
         let mut last = 0;
         for r in mask {
-            assert!(r.start >= last && r.end <= b.len(), "masks in order, in the read");
+            assert!(
+                r.start >= last && r.end <= b.len(),
+                "masks in order, in the read"
+            );
             last = r.end;
             b[r].fill(b'*');
         }
@@ -32,7 +35,11 @@ fn client(stream: &[u8]) -> (Vec<u8>, Vec<Withheld>) {
         let (b, w) = run(Scrub::client(), stream, split);
         assert_eq!(b, whole.0, "split {split}");
         let n: u64 = w.iter().map(|w| w.bytes).sum();
-        assert_eq!(n, whole.1.iter().map(|w| w.bytes).sum::<u64>(), "split {split}");
+        assert_eq!(
+            n,
+            whole.1.iter().map(|w| w.bytes).sum::<u64>(),
+            "split {split}"
+        );
     }
     whole
 }
@@ -70,16 +77,24 @@ fn no_secret(stored: &[u8]) {
 #[test]
 fn binary_credentials_are_overwritten_and_the_framing_kept() {
     let mut stream = connect_v4(USER, PASS);
-    let publish = publish("/v1/dev1/device/data", br#"{"password-like":"x","a":"s3cre"}"#);
+    let publish = publish(
+        "/v1/dev1/device/data",
+        br#"{"password-like":"x","a":"s3cre"}"#,
+    );
     stream.extend(&publish);
     let (stored, withheld) = client(&stream);
     no_secret(&stored);
     assert!(withheld.is_empty(), "{withheld:?}");
     assert_eq!(stored.len(), stream.len());
     // Only the data: lengths and everything else as sent.
-    let diff: Vec<usize> = (0..stream.len()).filter(|&i| stored[i] != stream[i]).collect();
+    let diff: Vec<usize> = (0..stream.len())
+        .filter(|&i| stored[i] != stream[i])
+        .collect();
     let star = |b: &[u8]| b.iter().filter(|&&x| x == b'*').count();
-    assert_eq!(diff.len(), USER.len() + PASS.len() - star(USER) - star(PASS));
+    assert_eq!(
+        diff.len(),
+        USER.len() + PASS.len() - star(USER) - star(PASS)
+    );
     assert!(stored.ends_with(&publish));
 }
 
@@ -135,8 +150,14 @@ fn an_unknown_property_withholds_the_rest_of_the_connect_only() {
     no_secret(&stored);
     assert!(stored.ends_with(&publish), "the next packet is stored");
     assert_eq!(withheld.len(), 1, "{withheld:?}");
-    assert!(withheld[0].why.contains("unknown MQTT 5 property 0x7f"), "{withheld:?}");
-    let at = stream.windows(3).position(|w| w == b"\x7f\x00\x01").unwrap();
+    assert!(
+        withheld[0].why.contains("unknown MQTT 5 property 0x7f"),
+        "{withheld:?}"
+    );
+    let at = stream
+        .windows(3)
+        .position(|w| w == b"\x7f\x00\x01")
+        .unwrap();
     assert_eq!(withheld[0].bytes, (rest_at - at - 1) as u64);
 }
 
@@ -158,13 +179,24 @@ fn the_connect_is_found_after_garbage_and_after_proxy_headers() {
         for split in [1, 2, 7, usize::MAX] {
             let (stored, withheld) = run(Scrub::client(), &stream, split);
             no_secret(&stored);
-            assert_eq!(stored[lead.len()..], whole[lead.len()..], "{lead:?} split {split}");
+            assert_eq!(
+                stored[lead.len()..],
+                whole[lead.len()..],
+                "{lead:?} split {split}"
+            );
             let n: u64 = withheld.iter().map(|w| w.bytes).sum();
             assert!(n <= lead.len() as u64, "{withheld:?}");
         }
-        assert!(contains(&whole, b"dev1"), "the CONNECT is walked, not withheld");
+        assert!(
+            contains(&whole, b"dev1"),
+            "the CONNECT is walked, not withheld"
+        );
         let head = &connect[..8];
-        assert_eq!(whole[lead.len()..lead.len() + 8], *head, "its header stored");
+        assert_eq!(
+            whole[lead.len()..lead.len() + 8],
+            *head,
+            "its header stored"
+        );
     }
     let v1 = b"PROXY TCP4 10.0.0.1 10.0.0.2 40000 1883\r\n";
     let mut v2 = PROXY_V2.to_vec();
@@ -193,5 +225,11 @@ fn payloads_and_other_packets_are_left_alone() {
     stream.extend(&p);
     let (stored, _) = client(&stream);
     assert!(stored.ends_with(&p));
-    assert_eq!(stored[..stream.len() - p.len()].iter().filter(|&&b| b == b'*').count(), 2);
+    assert_eq!(
+        stored[..stream.len() - p.len()]
+            .iter()
+            .filter(|&&b| b == b'*')
+            .count(),
+        2
+    );
 }
