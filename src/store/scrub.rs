@@ -651,7 +651,7 @@ fn connect_at(b: &[u8], at: usize) -> Option<bool> {
     }
     let mut i = 1;
     loop {
-        let Some(&x) = b.get(i) else { return None };
+        let &x = b.get(i)?;
         i += 1;
         if x & 0x80 == 0 {
             break;
