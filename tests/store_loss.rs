@@ -138,6 +138,10 @@ fn a_capture_whose_proxy_was_killed_reads_incomplete_everywhere() {
     assert!(r.show.contains(gone), "{}", r.show);
     assert!(r.analyze.contains(gone), "{}", r.analyze);
     assert!(r.export.contains(gone), "{}", r.export);
+    // Nothing records it any more: it is deleted without --force, reserve and all.
+    let d = run(&["captures", "delete", "1"], &store);
+    assert_eq!(d.status.code(), Some(0), "{}", text(&d.stderr));
+    assert!(!store.join("chunks/1.recording").exists());
 }
 
 #[test]

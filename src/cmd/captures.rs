@@ -215,11 +215,15 @@ pub fn run(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::Result
         }
         C::Delete { id, store, force } => {
             let store = Store::open_existing(&store.dir)?;
-            // A capture without an end may be recording now: deleting it would lose
-            // what the proxy records, while the proxy reports it stored.
-            if !force && store.capture(id)?.ended_us.is_none() {
+            // A capture being recorded: deleting it would lose what the proxy
+            // records, while the proxy reports it stored. One whose recorder is gone
+            // (killed) goes without --force.
+            let meta = store.capture(id)?;
+            if !force && store.recorder(&meta) == edgetap::store::Recorder::Recording {
                 anyhow::bail!(
-                    "capture {id} has no end time: a proxy may still be recording it (stop                      it first), or its proxy was killed; --force deletes it anyway"
+                    "capture {id} is being recorded: a proxy may still be recording it (it \
+                     holds chunks/{id}.recording locked); stop it first, or --force deletes \
+                     it anyway"
                 );
             }
             store.delete(id)?;
