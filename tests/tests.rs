@@ -28,4 +28,6 @@ mod rules_page;
 mod sim;
 mod store;
 mod store_files;
+mod store_loss;
+mod store_secrets;
 mod verdicts;
