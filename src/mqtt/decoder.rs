@@ -289,6 +289,28 @@ pub fn decode_frame(frame: BytesMut, version: Option<Version>) -> Result<Packet,
 }
 
 fn decode_connect(frame: BytesMut) -> Result<Packet, String> {
+    let (hlen, _) = remaining_length(&frame).ok_or("bad remaining length")?;
+    let first = decode_connect_as_sent(frame.clone());
+    let Err(e) = first else { return first };
+    // A password that is not UTF-8 is still conforming (Binary Data); the codec
+    // reads it as a string, so it decodes a copy with the password stood in for.
+    let Some(r) = super::connect::password_range(&frame, hlen) else { return Err(e) };
+    if std::str::from_utf8(&frame[r.clone()]).is_ok() {
+        return Err(e);
+    }
+    let shown = String::from_utf8_lossy(&frame[r.clone()]).into_owned();
+    let mut copy = frame;
+    copy[r].fill(b'*');
+    match decode_connect_as_sent(copy) {
+        Ok(Packet::Connect(mut c)) => {
+            c.password = Some(shown);
+            Ok(Packet::Connect(c))
+        }
+        _ => Err(e),
+    }
+}
+
+fn decode_connect_as_sent(frame: BytesMut) -> Result<Packet, String> {
     // Protocol level sits after the protocol name, which sits after the fixed header.
     let (hlen, _) = remaining_length(&frame).ok_or("bad remaining length")?;
     let name = frame.get(hlen + 2..hlen + 8);

@@ -313,3 +313,31 @@ fn bad_remaining_length_resyncs() {
         .any(|d| matches!(d, Decoded::Packet { offset: 6, .. })));
 }
 
+#[test]
+fn a_binary_password_is_conforming_and_decodes() {
+    for frame in [
+        crate::mqtt::encode::connect_login("c1", b"user", b"\xff\xfe\x00pw"),
+        crate::mqtt::encode::connect_v5("c1", &[], b"user", b"\xff\xfe\x00pw"),
+    ] {
+        let out = decode_chunks(&frame, 3);
+        match &out[..] {
+            [Decoded::Packet {
+                packet: Packet::Connect(c),
+                ..
+            }] => {
+                assert_eq!(c.username.as_deref(), Some("user"));
+                assert_eq!(c.password.as_deref(), Some("\u{fffd}\u{fffd}\0pw"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_user_name_that_is_not_utf8_stays_malformed() {
+    let frame = crate::mqtt::encode::connect_login("c1", b"\xffuser", b"pw");
+    assert!(matches!(
+        decode_chunks(&frame, 64)[..],
+        [Decoded::Malformed { .. }]
+    ));
+}
