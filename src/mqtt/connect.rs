@@ -35,7 +35,6 @@ pub(super) fn rewrite_v31_connect(frame: &[u8], hlen: usize) -> Result<BytesMut,
     Ok(out)
 }
 
-
 /// The byte range of the password's data in a whole CONNECT `frame` whose fixed
 /// header is `hlen` bytes long, or `None` when it has no password or its fields do not add up.
 pub(super) fn password_range(frame: &[u8], hlen: usize) -> Option<Range<usize>> {

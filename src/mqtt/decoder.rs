@@ -294,7 +294,9 @@ fn decode_connect(frame: BytesMut) -> Result<Packet, String> {
     let Err(e) = first else { return first };
     // A password that is not UTF-8 is still conforming (Binary Data); the codec
     // reads it as a string, so it decodes a copy with the password stood in for.
-    let Some(r) = super::connect::password_range(&frame, hlen) else { return Err(e) };
+    let Some(r) = super::connect::password_range(&frame, hlen) else {
+        return Err(e);
+    };
     if std::str::from_utf8(&frame[r.clone()]).is_ok() {
         return Err(e);
     }

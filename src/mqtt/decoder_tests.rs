@@ -22,7 +22,6 @@ fn decode_chunks(data: &[u8], chunk: usize) -> Vec<Decoded> {
     out
 }
 
-
 use crate::mqtt::packet::Connect;
 
 /// MQTT 3.1 CONNECT from mosquitto_pub -V mqttv31.
@@ -50,10 +49,9 @@ fn mqtt31_connect_is_decoded_and_the_connection_continues() {
     assert_eq!(out.len(), 2, "{out:?}");
     match &out[0] {
         Decoded::Packet {
-            packet:
-                Packet::Connect(Connect {
-                    version, client_id, ..
-                }),
+            packet: Packet::Connect(Connect {
+                version, client_id, ..
+            }),
             ..
         } => {
             assert_eq!(*version, Version::V31);
