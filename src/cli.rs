@@ -126,8 +126,9 @@ pub enum Command {
         edgetap watch --broker 127.0.0.1:1883 --findings findings.eve.json --duration-ms 60000 --format json > report.json\n\n\
         What a subscriber cannot see (the devices' CONNECT and client ids, the QoS they\n\
         published with, what the broker dropped) is reported once, as clause 5.2 not\n\
-        exercised. With --findings -, stdout carries only the finding lines; the live\n\
-        console and the final report go to stderr.\n\n\
+        exercised. The live console shares stdout with the table; with another --format\n\
+        it goes to stderr. With --findings -, stdout carries only the finding lines; the\n\
+        live console and the final report go to stderr.\n\n\
         Exit codes: as `analyze`: 2 bad usage or the broker refused the first connection,\n\
         1 error findings, 3 nothing judged (no protocol message came), 0 otherwise.")]
     Watch(WatchArgs),

@@ -34,7 +34,9 @@ pub fn run(args: cli::WatchArgs) -> anyhow::Result<u8> {
         ),
         None => None,
     };
-    let live = match lines_on_stdout {
+    // The live console shares stdout with the table only: a JSON, JUnit or HTML
+    // report (or the finding lines) on stdout stays whole.
+    let live = match lines_on_stdout || args.format != cli::Format::Table {
         true => edgetap::proxy::console::Console::new(Box::new(std::io::stderr())),
         false => edgetap::proxy::console::Console::stdout(),
     };
@@ -71,7 +73,9 @@ pub fn run(args: cli::WatchArgs) -> anyhow::Result<u8> {
         true => Box::new(std::io::stderr().lock()),
         false => Box::new(std::io::stdout().lock()),
     };
-    writeln!(out)?;
+    if args.format == cli::Format::Table {
+        writeln!(out)?;
+    }
     let mut report = outcome.report;
     report.apply(&shown.filter);
     report.check_judged(vec![format!(
