@@ -530,6 +530,26 @@ pub enum RulesCommand {
     },
     /// Print the built-in rule files (a starting point for your own).
     Print,
+    /// Print the tables' error rules as JSON Schema (draft-06), one per protocol
+    /// topic, dispatching on `type`; with --emqx, the EMQX 5.7+ Schema Validation
+    /// configuration that uses them (failure_action = ignore).
+    #[command(after_help = "Examples:\n  \
+        edgetap rules schema > schemas.json\n  \
+        edgetap rules schema --topic /v1/+/device/data > device-data.schema.json\n  \
+        edgetap rules schema --emqx > edgetap-validation.conf\n\n\
+        A schema sees one message at a time: pairing, jobs, sequences and timing are not\n\
+        in it (the output lists what it cannot check); `edgetap watch` judges those.")]
+    Schema {
+        #[command(flatten)]
+        rules: RulesArgs,
+        /// Only the schema of this topic filter (e.g. /v1/+/device/data), as a bare
+        /// JSON Schema.
+        #[arg(long, value_name = "FILTER", conflicts_with = "emqx")]
+        topic: Option<String>,
+        /// The EMQX configuration (HOCON) instead of the schemas.
+        #[arg(long)]
+        emqx: bool,
+    },
 }
 
 /// The report formats are the renderers' (`report::render`): a new one is a file there.

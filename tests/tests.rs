@@ -21,6 +21,7 @@ mod replay_cli;
 mod reports;
 mod robustness;
 mod rule_cases;
+mod rule_schema;
 mod sim;
 mod store;
 mod store_files;
