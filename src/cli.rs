@@ -344,6 +344,10 @@ pub struct ProxyArgs {
     /// bytes and in the decoded record, by as many '*' (the stream still decodes).
     #[arg(long)]
     pub store_secrets: bool,
+    /// Write each finding as it is judged as one JSON line (EVE style) to FILE, or -
+    /// for stdout (the live console then goes to stderr).
+    #[arg(long, value_name = "FILE|-")]
+    pub findings: Option<PathBuf>,
     /// The share of one CPU core, in percent, the live judge (the rule engine) may
     /// take while the proxy records into a store, so that judging never slows the
     /// devices on a machine short of cores. At the default, about 12,000 messages
@@ -441,6 +445,10 @@ pub struct AnalyzeArgs {
     /// Do not show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Also write each finding shown as one JSON line (EVE style) to FILE, or - for
+    /// stdout (the report then goes to stderr).
+    #[arg(long, value_name = "FILE|-")]
+    pub findings: Option<PathBuf>,
     #[command(flatten)]
     pub shown: ShownArgs,
 }

@@ -32,8 +32,8 @@ impl Schemas {
                 "{}: not a draft-06 schema",
                 t.filter
             );
-            let v = jsonschema::draft6::new(&t.schema)
-                .unwrap_or_else(|e| panic!("{}: {e}", t.filter));
+            let v =
+                jsonschema::draft6::new(&t.schema).unwrap_or_else(|e| panic!("{}: {e}", t.filter));
             validators.insert(t.filter.clone(), v);
         }
         let text: String = export.topics.iter().map(|t| t.schema.to_string()).collect();
@@ -77,7 +77,8 @@ fn judged(s: &Schemas, m: &Message) -> (Vec<String>, Vec<String>) {
     // catalog type on a topic that is not its own.
     if let Some(t) = m.msg_type().filter(|t| s.rules.types.contains_key(*t)) {
         let own = s.export.topics.iter().any(|x| {
-            x.types.iter().any(|y| y == t) && s.of(&m.topic_name).is_some()
+            x.types.iter().any(|y| y == t)
+                && s.of(&m.topic_name).is_some()
                 && m.topic_name.ends_with(x.filter.trim_start_matches("/v1/+"))
         });
         if !own {
@@ -200,12 +201,16 @@ fn the_schemas_reject_each_table_violation_of_the_rule_cases() {
                 let Ok(payload) = serde_json::from_slice::<Value>(&bytes) else {
                     continue;
                 };
-                let (Some(v), Some(m)) = (s.of(topic), message(topic, &bytes, msg["t"].as_f64().unwrap_or(0.0))) else {
+                let (Some(v), Some(m)) = (
+                    s.of(topic),
+                    message(topic, &bytes, msg["t"].as_f64().unwrap_or(0.0)),
+                ) else {
                     continue;
                 };
                 let (errors, carried) = judged(&s, &m);
                 let valid = v.is_valid(&payload);
-                let why = || -> Vec<String> { v.iter_errors(&payload).map(|e| e.to_string()).collect() };
+                let why =
+                    || -> Vec<String> { v.iter_errors(&payload).map(|e| e.to_string()).collect() };
                 if errors.is_empty() {
                     assert!(
                         valid,
@@ -237,8 +242,16 @@ fn the_schemas_reject_each_table_violation_of_the_rule_cases() {
     }
     assert!(accepted_conforming >= 50, "{accepted_conforming}");
     // Every rule the schemas carry that has a firing case saw a rejection.
-    for id in ["envelope.request", "envelope.reply", "t10.REP_SYS_STATUS", "t19.EVENT_SYS_ALARM"] {
-        assert!(rejected.get(id).is_some_and(|n| *n > 0), "{id}: {rejected:?}");
+    for id in [
+        "envelope.request",
+        "envelope.reply",
+        "t10.REP_SYS_STATUS",
+        "t19.EVENT_SYS_ALARM",
+    ] {
+        assert!(
+            rejected.get(id).is_some_and(|n| *n > 0),
+            "{id}: {rejected:?}"
+        );
     }
     assert!(rejected.len() >= 15, "{rejected:?}");
     assert!(s.export.cannot_check.iter().any(|c| c.contains("pairing")));

@@ -8,6 +8,7 @@ mod capture_reader;
 mod cli;
 mod decode_roundtrip;
 mod final_reports;
+mod findings_stream;
 mod golden;
 mod html;
 mod judge_cpu;

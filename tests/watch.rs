@@ -101,8 +101,8 @@ fn sim_edges(port: u16, id: &str, count: usize, extra: &[&str]) -> std::process:
 }
 
 #[test]
-fn watch_reports_the_error_findings_and_message_counts_analyze_finds_in_a_capture_of_the_same_run(
-) {
+fn watch_reports_the_error_findings_and_message_counts_analyze_finds_in_a_capture_of_the_same_run()
+{
     let broker = Mosquitto::start();
     let port = broker.port;
     let dir = common::temp_dir("watch-fleet");
@@ -166,7 +166,8 @@ fn watch_reports_the_error_findings_and_message_counts_analyze_finds_in_a_captur
         assert!(errs.get(&key).is_some_and(|n| *n > 0), "F-{i}: {errs:?}");
     }
     assert!(
-        errs.keys().all(|(e, _)| e.starts_with("F-") || e == "ZZMARKER"),
+        errs.keys()
+            .all(|(e, _)| e.starts_with("F-") || e == "ZZMARKER"),
         "{errs:?}"
     );
     // Every message the edges (and the platform) published was judged.
@@ -174,9 +175,7 @@ fn watch_reports_the_error_findings_and_message_counts_analyze_finds_in_a_captur
     assert_eq!(counts, messages(&analyzed));
     assert_eq!(counts.len(), 8 + 4 + 1, "{counts:?}");
     assert!(
-        counts
-            .iter()
-            .all(|(e, n)| e == "ZZMARKER" || *n >= 3),
+        counts.iter().all(|(e, n)| e == "ZZMARKER" || *n >= 3),
         "{counts:?}"
     );
     assert_eq!(
@@ -211,7 +210,15 @@ fn watch_reports_the_error_findings_and_message_counts_analyze_finds_in_a_captur
         .iter()
         .find(|l| l["rule"] == "envelope.request")
         .expect("a bad timestamp in the stream");
-    for k in ["timestamp", "edge", "severity", "clause", "basis", "type", "topic"] {
+    for k in [
+        "timestamp",
+        "edge",
+        "severity",
+        "clause",
+        "basis",
+        "type",
+        "topic",
+    ] {
         assert!(bad_ts.get(k).is_some_and(|v| !v.is_null()), "{k}: {bad_ts}");
     }
     assert_eq!(bad_ts["event_type"], "finding");
@@ -233,7 +240,10 @@ fn watch_over_mqtt5_that_sees_no_protocol_message_exits_3_saying_why() {
     assert_eq!(code, Some(3), "{out}\n{err}");
     // stdout holds the finding lines only (none here); the report went to stderr.
     assert!(out.trim().is_empty(), "{out}");
-    assert!(err.contains("do the edges publish to this broker?"), "{err}");
+    assert!(
+        err.contains("do the edges publish to this broker?"),
+        "{err}"
+    );
 }
 
 #[test]

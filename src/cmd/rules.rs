@@ -62,7 +62,10 @@ fn schema(
     if let Some(f) = topic {
         let Some(t) = e.topics.iter().find(|t| t.filter == f) else {
             let known: Vec<&str> = e.topics.iter().map(|t| t.filter.as_str()).collect();
-            anyhow::bail!("--topic {f}: no message type travels there; topics: {}", known.join(", "));
+            anyhow::bail!(
+                "--topic {f}: no message type travels there; topics: {}",
+                known.join(", ")
+            );
         };
         writeln!(out, "{}", serde_json::to_string_pretty(&t.schema)?)?;
         return Ok(0);

@@ -66,7 +66,12 @@ pub fn run(args: cli::WatchArgs) -> anyhow::Result<u8> {
                 _ = timer => {}
             }
         };
-        let up = || eprintln!("edgetap watch: subscribed to {source} as {}", settings.client_id);
+        let up = || {
+            eprintln!(
+                "edgetap watch: subscribed to {source} as {}",
+                settings.client_id
+            )
+        };
         anyhow::Ok(edgetap::watch::run(&settings, rules, outputs, up, shutdown).await?)
     })?;
     let mut out: Box<dyn Write> = match lines_on_stdout {

@@ -192,4 +192,3 @@ pub struct Shown {
     pub filter: Filter,
     pub listing: Listing,
 }
-

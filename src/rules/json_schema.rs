@@ -97,7 +97,10 @@ impl SchemaRule<'_> {
             .is_none_or(|c| c.contains(class.as_str()))
     }
     fn channel_ok(&self, channel: &str) -> bool {
-        self.when.channel.as_ref().is_none_or(|c| c.contains(channel))
+        self.when
+            .channel
+            .as_ref()
+            .is_none_or(|c| c.contains(channel))
     }
     fn type_ok(&self, t: &str) -> bool {
         self.when.types.as_ref().is_none_or(|x| x.contains(t))
@@ -279,7 +282,11 @@ fn rule_schema(r: &SchemaRule<'_>, class: Class) -> Value {
     if let Value::Object(m) = &mut s {
         m.insert(
             "description".into(),
-            Value::String(format!("{}: {}", r.def.id, r.def.basis.as_deref().unwrap_or(""))),
+            Value::String(format!(
+                "{}: {}",
+                r.def.id,
+                r.def.basis.as_deref().unwrap_or("")
+            )),
         );
     }
     s
@@ -323,7 +330,10 @@ fn field(spec: &FieldSpec) -> Value {
         o.insert("not".into(), json!({"type": "null"}));
     }
     if let Some(allowed) = &spec.allowed {
-        o.insert("enum".into(), Value::Array(enum_values(allowed, ty.is_some())));
+        o.insert(
+            "enum".into(),
+            Value::Array(enum_values(allowed, ty.is_some())),
+        );
     }
     if let Some(x) = spec.min {
         o.insert("minimum".into(), json!(x));
@@ -463,7 +473,11 @@ mod tests {
         assert!(text.contains("\"const\":\"REP_SYS_STATUS\""));
         for word in ["$defs", "\"if\"", "\"then\"", "$dynamicRef"] {
             for t in &e.topics {
-                assert!(!t.schema.to_string().contains(word), "{word} in {}", t.filter);
+                assert!(
+                    !t.schema.to_string().contains(word),
+                    "{word} in {}",
+                    t.filter
+                );
             }
         }
         assert_eq!(data.schema["$schema"], DRAFT);

@@ -208,7 +208,10 @@ impl Judging {
             collector,
             || "`edgetap watch --findings FILE` writes every one".to_string(),
         );
-        report.summary.incomplete.extend(self.outages.iter().cloned());
+        report
+            .summary
+            .incomplete
+            .extend(self.outages.iter().cloned());
         self.out.snap.groups = self.out.groups.list().to_vec();
         self.out.snap.finished = true;
         self.out.snap.lag_us = 0;

@@ -94,9 +94,14 @@ pub struct Delivery {
 pub enum Event {
     Delivery(Delivery),
     /// The watcher's connection was lost (it retries).
-    Down { at_us: i64, cause: String },
+    Down {
+        at_us: i64,
+        cause: String,
+    },
     /// …and is back, subscribed again.
-    Up { at_us: i64 },
+    Up {
+        at_us: i64,
+    },
     /// Time passes (every [`TICK`]), for summaries and flushing.
     Tick,
 }
