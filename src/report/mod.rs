@@ -192,3 +192,4 @@ pub struct Shown {
     pub filter: Filter,
     pub listing: Listing,
 }
+
