@@ -158,6 +158,13 @@ pub struct WatchArgs {
     /// Write each finding as one JSON line (EVE style) to FILE, or - for stdout.
     #[arg(long, value_name = "FILE|-")]
     pub findings: Option<PathBuf>,
+    /// Record what was received as a capture of this store (`analyze --capture ID`,
+    /// `captures show/export` read it).
+    #[arg(long = "store", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Name of the capture in the store [default: watch BROKER].
+    #[arg(long, requires = "store")]
+    pub name: Option<String>,
     /// Largest MQTT packet taken, in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     pub max_packet_size: usize,

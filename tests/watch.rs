@@ -108,9 +108,17 @@ fn watch_reports_the_error_findings_and_message_counts_analyze_finds_in_a_captur
     let dir = common::temp_dir("watch-fleet");
     let dump = common::tcpdump(port, dir.join("run.pcap"));
     let log = dir.join("findings.jsonl");
+    let store = dir.join("store");
     let watch = WatchProcess::start(
         port,
-        &["--format", "json", "--findings", log.to_str().unwrap()],
+        &[
+            "--format",
+            "json",
+            "--findings",
+            log.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+        ],
     );
     // Answers every edge's EVENT_LINKUP and topo requests.
     let mut platform = Command::new(BIN)
@@ -182,6 +190,20 @@ fn watch_reports_the_error_findings_and_message_counts_analyze_finds_in_a_captur
         watched["summary"]["messages"],
         analyzed["summary"]["messages"]
     );
+    // --store: the capture it recorded judges the same.
+    let id = err
+        .split("recorded as capture ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no capture id in {err}"));
+    let stored = Command::new(BIN)
+        .args(["analyze", "--format", "json", "--capture", id, "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let stored: serde_json::Value = serde_json::from_slice(&stored.stdout).unwrap();
+    assert_eq!(errors(&stored), errs, "analyze --capture {id}");
+    assert_eq!(messages(&stored), counts);
     // Said once: what a subscriber cannot see.
     let c52 = watched["clauses"]
         .as_array()

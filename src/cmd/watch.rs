@@ -40,10 +40,36 @@ pub fn run(args: cli::WatchArgs) -> anyhow::Result<u8> {
         true => edgetap::proxy::console::Console::new(Box::new(std::io::stderr())),
         false => edgetap::proxy::console::Console::stdout(),
     };
+    let store = match &args.store {
+        Some(dir) => {
+            let addr = args
+                .broker
+                .rsplit_once('@')
+                .map_or(args.broker.as_str(), |(_, a)| a);
+            let name = args.name.clone().unwrap_or_else(|| format!("watch {addr}"));
+            let version = format!(
+                "edgetap {} ({})",
+                env!("CARGO_PKG_VERSION"),
+                rules.files.join(", ")
+            );
+            Some(
+                edgetap::watch::record::Recorder::start(
+                    dir,
+                    &name,
+                    addr,
+                    &settings.client_id,
+                    &version,
+                )
+                .with_context(|| format!("--store {}", dir.display()))?,
+            )
+        }
+        None => None,
+    };
     let outputs = Outputs {
         live: Box::new(live),
         log,
         chart: args.format.charts(),
+        store,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -101,6 +127,17 @@ pub fn run(args: cli::WatchArgs) -> anyhow::Result<u8> {
         outcome.lag_mean_us as f64 / 1e3,
         outcome.lag_max_us as f64 / 1e3
     );
+    if let Some((id, error)) = &outcome.capture {
+        let dir = args
+            .store
+            .as_deref()
+            .unwrap_or(std::path::Path::new("."))
+            .display();
+        eprintln!("edgetap watch: recorded as capture {id} in {dir} (edgetap analyze --capture {id} --store {dir})");
+        if let Some(e) = error {
+            eprintln!("edgetap watch: the capture is incomplete: {e}");
+        }
+    }
     for o in &outcome.outages {
         eprintln!("edgetap watch: {o}");
     }

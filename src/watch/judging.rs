@@ -33,6 +33,8 @@ pub struct Outputs {
     pub log: Option<FindingLog>,
     /// Keep the message sequence per edge for the HTML record's charts.
     pub chart: bool,
+    /// `--store DIR`: record what was received.
+    pub store: Option<super::record::Recorder>,
 }
 
 /// What a watch comes to.
@@ -48,6 +50,8 @@ pub struct WatchOutcome {
     /// Lines written to `--findings`, and its first write error.
     pub logged: u64,
     pub log_error: Option<std::io::Error>,
+    /// `--store`: the capture's id, and the first write error.
+    pub capture: Option<(u64, Option<String>)>,
 }
 
 /// What the pipeline emits, fanned out.
@@ -57,6 +61,7 @@ struct Out {
     groups: Groups,
     snap: Snapshot,
     log: Option<FindingLog>,
+    store: Option<super::record::Recorder>,
     /// The delivery being judged (its number and payload), for excerpts.
     current: Option<(u64, bytes::Bytes)>,
 }
@@ -80,6 +85,9 @@ impl Sink for Out {
             Severity::Error => self.snap.errors += 1,
             Severity::Warning => self.snap.warnings += 1,
             Severity::Info => {}
+        }
+        if let Some(r) = &mut self.store {
+            r.finding(&f);
         }
         if let Some(log) = &mut self.log {
             let excerpt = self
@@ -123,6 +131,7 @@ impl Judging {
             groups: Groups::default(),
             snap: Snapshot::default(),
             log: outputs.log,
+            store: outputs.store,
             current: None,
         };
         let t = now_us();
@@ -155,6 +164,9 @@ impl Judging {
 
     fn judge(&mut self, d: Delivery) {
         self.deliveries += 1;
+        if let Some(r) = &mut self.out.store {
+            r.delivery(&d);
+        }
         let publish = crate::mqtt::Packet::Publish(crate::mqtt::Publish {
             topic: d.topic,
             payload: d.payload.clone(),
@@ -216,6 +228,13 @@ impl Judging {
         self.out.snap.finished = true;
         self.out.snap.lag_us = 0;
         self.out.live.finish(&self.out.snap);
+        let capture = self.out.store.take().map(|r| r.finish());
+        if let Some((id, _)) = &capture {
+            report
+                .summary
+                .inputs
+                .push(format!("recorded as capture {id}"));
+        }
         let (logged, log_error) = match self.out.log.as_mut() {
             Some(l) => {
                 l.flush();
@@ -234,6 +253,7 @@ impl Judging {
             outages: self.outages,
             logged,
             log_error,
+            capture,
         }
     }
 }
@@ -267,7 +287,12 @@ impl Outlet for Judging {
                     self.outages.push(outage(from, Some(at_us), &cause));
                 }
             }
-            Event::Tick => self.out.live.tick(&self.out.snap),
+            Event::Tick => {
+                self.out.live.tick(&self.out.snap);
+                if let Some(r) = &mut self.out.store {
+                    r.tick();
+                }
+            }
         }
     }
 

@@ -21,6 +21,7 @@
 //! report (`summary.incomplete`): what was published meanwhile was not seen.
 
 pub mod judging;
+pub mod record;
 mod run;
 pub mod subscriber;
 
