@@ -165,6 +165,14 @@ pub struct WatchArgs {
     /// Name of the capture in the store [default: watch BROKER].
     #[arg(long, requires = "store")]
     pub name: Option<String>,
+    /// Serve the live view (the HTML record so far, a JSON API, /metrics) on this
+    /// address, e.g. 127.0.0.1:8080. Loopback unless --http-token is given.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    /// The token every live-view request must carry (required for a non-loopback
+    /// --http).
+    #[arg(long, value_name = "TOKEN", requires = "http")]
+    pub http_token: Option<String>,
     /// Largest MQTT packet taken, in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     pub max_packet_size: usize,

@@ -279,3 +279,38 @@ fn watch_that_cannot_connect_exits_2_naming_the_cause() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("connection refused"), "{err}");
 }
+
+/// A GET over plain TCP, the body (a small one, as /metrics is).
+fn get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = vec![];
+    s.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    raw.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(raw)
+}
+
+#[test]
+fn watch_http_live_view_counts_the_findings_while_it_runs() {
+    let broker = Mosquitto::start();
+    let http = common::free_port();
+    let watch = WatchProcess::start(broker.port, &["--http", &format!("127.0.0.1:{http}")]);
+    common::publish_lines(broker.port, &[], "/v1/H1/device/data", "not json\n");
+    common::wait_until(
+        Duration::from_secs(30),
+        "the live view to count the invalid JSON",
+        || get(http, "/metrics").contains("edgetap_findings_total{severity=\"error\"} 1"),
+    );
+    let report = get(http, "/api/report");
+    assert!(report.contains("payload.invalid_json"), "{report}");
+    let (code, out, _) = watch.stop();
+    assert_eq!(code, Some(1), "{out}");
+}

@@ -20,23 +20,10 @@ fn live_view(
     args: &cli::ProxyArgs,
     rules: &Arc<RuleSet>,
 ) -> anyhow::Result<(edgetap::proxy::ProxySettings, LiveHttp)> {
-    use anyhow::Context as _;
-    use std::net::ToSocketAddrs as _;
     let Some(addr) = &args.http else {
         return Ok((settings, None));
     };
-    let addrs: Vec<std::net::SocketAddr> = addr
-        .to_socket_addrs()
-        .with_context(|| {
-            format!("--http {addr}: not an address (use HOST:PORT, e.g. 127.0.0.1:8080)")
-        })?
-        .collect();
-    for a in &addrs {
-        edgetap::proxy::http::check_bind(a, args.http_token.as_deref())
-            .map_err(anyhow::Error::msg)?;
-    }
-    let listener = std::net::TcpListener::bind(&addrs[..])
-        .with_context(|| format!("--http {addr}: cannot listen"))?;
+    let listener = super::bind_http(addr, args.http_token.as_deref())?;
     let view =
         Arc::new(edgetap::proxy::live::LiveView::new(rules.clone()).with_store(&args.store.dir));
     settings.live = Some(view.clone());

@@ -65,11 +65,24 @@ pub fn run(args: cli::WatchArgs) -> anyhow::Result<u8> {
         }
         None => None,
     };
+    // --http: the proxy's live view, kept up to date by the judge.
+    let http = match &args.http {
+        Some(addr) => {
+            let listener = super::bind_http(addr, args.http_token.as_deref())?;
+            let mut view = edgetap::proxy::live::LiveView::new(rules.clone());
+            if let Some(dir) = &args.store {
+                view = view.with_store(dir);
+            }
+            Some((listener, Arc::new(view)))
+        }
+        None => None,
+    };
     let outputs = Outputs {
         live: Box::new(live),
         log,
         chart: args.format.charts(),
         store,
+        view: http.as_ref().map(|(_, v)| v.clone()),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -92,13 +105,31 @@ pub fn run(args: cli::WatchArgs) -> anyhow::Result<u8> {
                 _ = timer => {}
             }
         };
+        let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some((listener, view)) = http {
+            eprintln!(
+                "edgetap watch: live view on http://{}/ (JSON under /api, /metrics)",
+                listener.local_addr()?
+            );
+            let token = args.http_token.clone();
+            tokio::spawn(async move {
+                let stop = async {
+                    let _ = http_stopped.await;
+                };
+                if let Err(e) = edgetap::proxy::http::serve(listener, view, token, stop).await {
+                    eprintln!("edgetap watch: live view stopped: {e}");
+                }
+            });
+        }
         let up = || {
             eprintln!(
                 "edgetap watch: subscribed to {source} as {}",
                 settings.client_id
             )
         };
-        anyhow::Ok(edgetap::watch::run(&settings, rules, outputs, up, shutdown).await?)
+        let outcome = edgetap::watch::run(&settings, rules, outputs, up, shutdown).await?;
+        let _ = http_stop.send(());
+        anyhow::Ok(outcome)
     })?;
     let mut out: Box<dyn Write> = match lines_on_stdout {
         true => Box::new(std::io::stderr().lock()),
