@@ -536,12 +536,13 @@ pub struct RulesArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum RulesCommand {
-    /// List every rule: id, clause, table, severity, check.
+    /// List every rule: id, clause, table, severity, check; `--format md` prints
+    /// every rule with its reading and its whole basis on one page (docs/rules.md).
     List {
         #[command(flatten)]
         rules: RulesArgs,
-        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
-        format: ListFormat,
+        #[arg(long, value_enum, default_value_t = RulesListFormat::Table)]
+        format: RulesListFormat,
     },
     /// Check a folder of rule files; errors name the file and the rule id.
     Lint {
@@ -582,6 +583,14 @@ pub use edgetap::report::Format;
 pub enum ListFormat {
     Table,
     Json,
+}
+
+/// `rules list` formats: a list's, or one Markdown page for a reviewer.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RulesListFormat {
+    Table,
+    Json,
+    Md,
 }
 
 #[derive(clap::Args, Debug)]
