@@ -314,3 +314,75 @@ fn watch_http_live_view_counts_the_findings_while_it_runs() {
     let (code, out, _) = watch.stop();
     assert_eq!(code, Some(1), "{out}");
 }
+
+/// TLS (`--tls-ca`) and a login (`USER@HOST:PORT`, the password from the
+/// environment): the watcher connects as the sims and `replay` do; a wrong password
+/// is refused at once, naming the CONNACK code.
+#[test]
+fn watch_over_tls_with_a_login_judges_and_a_wrong_password_exits_2() {
+    let certs = crate::proxy_ws_tls::make_certs();
+    let dir = common::temp_dir("watch-login");
+    let pw = dir.join("passwd");
+    let st = Command::new("mosquitto_passwd")
+        .args(["-c", "-b"])
+        .arg(&pw)
+        .args(["ops", "s3cret"])
+        .status()
+        .expect("mosquitto_passwd (mosquitto)");
+    assert!(st.success());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let port = common::free_port();
+    let broker = Mosquitto::with(
+        port,
+        &format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\npassword_file {}\nallow_anonymous false\n",
+            certs.ca.display(),
+            certs.cert.display(),
+            certs.key.display(),
+            pw.display()
+        ),
+    );
+    let addr = format!("ops@127.0.0.1:{}", broker.port);
+    let ca = certs.ca.to_str().unwrap();
+    let refused = Command::new(BIN)
+        .args(["watch", "--broker", &addr, "--tls-ca", ca])
+        .env("EDGETAP_MQTT_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("CONNACK return code"), "{err}");
+    assert!(!err.contains("wrong"), "the password is never shown: {err}");
+
+    let mut child = Command::new(BIN)
+        .args([
+            "watch", "--broker", &addr, "--tls-ca", ca, "--format", "json",
+        ])
+        .env("EDGETAP_MQTT_PASSWORD", "s3cret")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = Output::read(child.stdout.take().unwrap());
+    let stderr = Output::read(child.stderr.take().unwrap());
+    stderr.wait_for(Duration::from_secs(30), "watch to subscribe", |t| {
+        t.contains("subscribed to")
+    });
+    // A device publishing over TLS with its own login.
+    let st = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["--cafile", ca, "-u", "ops", "-P", "s3cret"])
+        .args(["-t", "/v1/T1/device/data", "-m", "not json"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    stderr.wait_for(Duration::from_secs(30), "the finding on the console", |t| {
+        t.contains("payload.invalid_json")
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = common::wait_exit(&mut child, Duration::from_secs(60), "watch to stop");
+    assert_eq!(status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_str(&stdout.all()).unwrap();
+    assert_eq!(report["summary"]["messages"], 1);
+}
