@@ -386,3 +386,42 @@ fn watch_over_tls_with_a_login_judges_and_a_wrong_password_exits_2() {
     let report: serde_json::Value = serde_json::from_str(&stdout.all()).unwrap();
     assert_eq!(report["summary"]["messages"], 1);
 }
+
+/// The broker restarts under the watcher: it connects again, subscribes again,
+/// judges what comes after, and the report names the outage (what was published
+/// meanwhile was not seen) rather than passing over it.
+#[test]
+fn a_broker_restart_is_reported_as_an_outage_and_watching_goes_on() {
+    let port = common::free_port();
+    let broker = Mosquitto::on(port);
+    let watch = WatchProcess::start(port, &["--format", "json"]);
+    drop(broker);
+    watch
+        .stderr
+        .wait_for(Duration::from_secs(30), "the outage on stderr", |t| {
+            t.contains("connection to the broker was lost")
+        });
+    let broker = Mosquitto::on(port);
+    watch
+        .stderr
+        .wait_for(Duration::from_secs(30), "watch to connect again", |t| {
+            t.contains("connected to the broker again")
+        });
+    common::wait_until(Duration::from_secs(20), "watch to subscribe again", || {
+        broker.subscriptions().iter().any(|f| f == "/v1/#")
+    });
+    common::publish_lines(port, &[], "/v1/R1/device/data", "not json\n");
+    watch.stderr.wait_for(
+        Duration::from_secs(30),
+        "the finding after the restart",
+        |t| t.contains("payload.invalid_json"),
+    );
+    let (code, out, err) = watch.stop();
+    assert_eq!(code, Some(1), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let incomplete = report["summary"]["incomplete"].to_string();
+    assert!(
+        incomplete.contains("the watcher's connection was down from"),
+        "{incomplete}"
+    );
+}
