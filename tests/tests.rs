@@ -18,6 +18,7 @@ mod pipeline;
 mod proxy;
 mod proxy_runtime;
 mod proxy_ws_tls;
+mod records;
 mod replay;
 mod replay_cli;
 mod reports;

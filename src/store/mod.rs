@@ -79,6 +79,7 @@ mod batch;
 pub mod chunk;
 pub mod export;
 pub mod findings;
+pub mod frames;
 mod legacy;
 mod meta;
 mod read;

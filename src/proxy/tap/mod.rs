@@ -574,6 +574,10 @@ fn analyze(
             };
             // The event first: its packets are encoded right after it.
             record(&mut rec, cap, &ev);
+            // The live view numbers by the export's frames, as the final report.
+            if let Some(v) = live_view {
+                v.event(&ev);
+            }
             let mut sink = Collect {
                 batch: Some(&mut rec.batch),
                 cap,
