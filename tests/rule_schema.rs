@@ -168,6 +168,7 @@ fn message(topic: &str, payload: &[u8], t: f64) -> Option<Message> {
         topic_name: topic.to_string(),
         topic: edgetap::protocol::parse_topic(topic)?,
         body: edgetap::protocol::parse_envelope(bytes::Bytes::copy_from_slice(payload)),
+        raw: None,
         origin_seen: true,
         retained: false,
     })
