@@ -99,10 +99,20 @@ pub fn platform(
         writeln!(w, "answered requests of {n} messages")?;
         return Ok(0);
     }
-    let mut r = rt.block_on(edgetap::sim::platform::run_plan(s, rules, None, None))?;
+    let mut s = s;
+    let mut r = rt.block_on(async {
+        s.interrupt = Some(crate::cmd::interrupt());
+        edgetap::sim::platform::run_plan(s, rules, None, None).await
+    })?;
+    if let Some(why) = &r.interrupted {
+        eprintln!("edgetap: sim platform {why}; the report covers what ran (exit code 130)");
+    }
     // Filters shape the report; the detection items are the plan's, whole.
     r.report.apply(&shown.filter);
     w.write_all(render(&r.document(), out, &Options::listing(shown.listing)).as_bytes())?;
+    if r.interrupted.is_some() {
+        return Ok(edgetap::replay::EXIT_INTERRUPTED);
+    }
     Ok(u8::from(!r.passed()))
 }
 

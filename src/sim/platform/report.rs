@@ -18,6 +18,10 @@ pub struct PlanReport {
     pub items: Vec<Item>,
     /// The file the upgrade and install commands pointed at.
     pub package: Option<PackageNote>,
+    /// The run was interrupted (Ctrl-C, SIGTERM): which signal and when. The
+    /// record covers what ran; the steps it cut off are not exercised.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<String>,
 }
 
 impl PlanReport {
@@ -40,6 +44,10 @@ impl PlanReport {
             "plan".into(),
             serde_json::to_value(&self.items).unwrap_or(Value::Null),
         );
+        if let Some(why) = &self.interrupted {
+            doc.members
+                .insert("interrupted".into(), Value::from(why.clone()));
+        }
         if let Some(p) = &self.package {
             doc.members.insert(
                 "package".into(),
@@ -89,7 +97,15 @@ impl PlanReport {
         Section {
             id: "items".into(),
             title: "Detection items (test plan of clause 6)".into(),
-            note: self.package.as_ref().map(|p| p.line()),
+            note: match (&self.interrupted, &self.package) {
+                (Some(why), p) => Some(format!(
+                    "INTERRUPTED {}; the record covers what ran{}",
+                    why.trim_start_matches("interrupted "),
+                    p.as_ref()
+                        .map_or(String::new(), |p| format!(" — {}", p.line()))
+                )),
+                (None, p) => p.as_ref().map(|p| p.line()),
+            },
             columns: vec![
                 column("Item", false),
                 column("Clause", true),
