@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod watch_args;
+pub use watch_args::WatchArgs;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "edgetap",
@@ -115,8 +118,26 @@ pub enum Command {
         (SKIP, JUnit <skipped>), which neither passes nor fails the run.\n\n\
         Exit codes: 0 as recorded (as --expect with --expect; saved with --save-expect), \
         1 differences, 2 bad usage, unreadable input, or a broker that refused the \
-        connection (refused, login refused, closed, no CONNACK) or lost it during the replay,         3 nothing exercised (no exchange of the edge to play in that role: the run proves         nothing).")]
+        connection (refused, login refused, closed, no CONNACK) or lost it during the replay, \
+        or --save-expect refused (the counterpart answered nothing), 3 nothing exercised (no \
+        exchange of the edge to play in that role: the run proves nothing), 130 interrupted \
+        (Ctrl-C or SIGTERM: the report covers what ran).")]
     Replay(ReplayArgs),
+    /// Judge a whole fleet from one ordinary MQTT subscription to /v1/#: no proxy,
+    /// no insertion; the live console, then the clause table per edge on Ctrl-C,
+    /// SIGTERM or --duration-ms.
+    #[command(after_help = "Examples:\n  \
+        edgetap watch --broker 127.0.0.1:1883\n  \
+        EDGETAP_MQTT_PASSWORD=secret edgetap watch --broker ops@broker.example:8883 --tls-ca ca.pem\n  \
+        edgetap watch --broker 127.0.0.1:1883 --findings findings.eve.json --duration-ms 60000 --format json > report.json\n\n\
+        What a subscriber cannot see (the devices' CONNECT and client ids, the QoS they\n\
+        published with, what the broker dropped) is reported once, as clause 5.2 not\n\
+        exercised. The live console shares stdout with the table; with another --format\n\
+        it goes to stderr. With --findings -, stdout carries only the finding lines; the\n\
+        live console and the final report go to stderr.\n\n\
+        Exit codes: as `analyze`: 2 bad usage or the broker refused the first connection,\n\
+        1 error findings, 3 nothing judged (no protocol message came), 0 otherwise.")]
+    Watch(WatchArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,7 +187,8 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "FILE")]
     pub expect: Option<PathBuf>,
     /// Save the outcome for --expect (exit code 0 once saved, whatever the
-    /// differences from the recording: they are what later runs must match).
+    /// differences from the recording: they are what later runs must match; refused,
+    /// exit 2, when the counterpart answered nothing).
     #[arg(long, value_name = "FILE")]
     pub save_expect: Option<PathBuf>,
     /// How long to wait for each answer, in ms.
@@ -301,6 +323,10 @@ pub struct ProxyArgs {
     /// bytes and in the decoded record, by as many '*' (the stream still decodes).
     #[arg(long)]
     pub store_secrets: bool,
+    /// Write each finding as it is judged as one JSON line (EVE style) to FILE, or -
+    /// for stdout (the live console then goes to stderr).
+    #[arg(long, value_name = "FILE|-")]
+    pub findings: Option<PathBuf>,
     /// The share of one CPU core, in percent, the live judge (the rule engine) may
     /// take while the proxy records into a store, so that judging never slows the
     /// devices on a machine short of cores. At the default, about 12,000 messages
@@ -399,6 +425,10 @@ pub struct AnalyzeArgs {
     /// Do not show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Also write each finding shown as one JSON line (EVE style) to FILE, or - for
+    /// stdout (the report then goes to stderr).
+    #[arg(long, value_name = "FILE|-")]
+    pub findings: Option<PathBuf>,
     #[command(flatten)]
     pub shown: ShownArgs,
 }
@@ -471,12 +501,13 @@ pub struct RulesArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum RulesCommand {
-    /// List every rule: id, clause, table, severity, check.
+    /// List every rule: id, clause, table, severity, check; `--format md` prints
+    /// every rule with its reading and its whole basis on one page (docs/rules.md).
     List {
         #[command(flatten)]
         rules: RulesArgs,
-        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
-        format: ListFormat,
+        #[arg(long, value_enum, default_value_t = RulesListFormat::Table)]
+        format: RulesListFormat,
     },
     /// Check a folder of rule files; errors name the file and the rule id.
     Lint {
@@ -488,6 +519,26 @@ pub enum RulesCommand {
     },
     /// Print the built-in rule files (a starting point for your own).
     Print,
+    /// Print the tables' error rules as JSON Schema (draft-06), one per protocol
+    /// topic, dispatching on `type`; with --emqx, the EMQX 5.7+ Schema Validation
+    /// configuration that uses them (failure_action = ignore).
+    #[command(after_help = "Examples:\n  \
+        edgetap rules schema > schemas.json\n  \
+        edgetap rules schema --topic /v1/+/device/data > device-data.schema.json\n  \
+        edgetap rules schema --emqx > edgetap-validation.conf\n\n\
+        A schema sees one message at a time: pairing, jobs, sequences and timing are not\n\
+        in it (the output lists what it cannot check); `edgetap watch` judges those.")]
+    Schema {
+        #[command(flatten)]
+        rules: RulesArgs,
+        /// Only the schema of this topic filter (e.g. /v1/+/device/data), as a bare
+        /// JSON Schema.
+        #[arg(long, value_name = "FILTER", conflicts_with = "emqx")]
+        topic: Option<String>,
+        /// The EMQX configuration (HOCON) instead of the schemas.
+        #[arg(long)]
+        emqx: bool,
+    },
 }
 
 /// The report formats are the renderers' (`report::render`): a new one is a file there.
@@ -497,6 +548,14 @@ pub use edgetap::report::Format;
 pub enum ListFormat {
     Table,
     Json,
+}
+
+/// `rules list` formats: a list's, or one Markdown page for a reviewer.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RulesListFormat {
+    Table,
+    Json,
+    Md,
 }
 
 #[derive(clap::Args, Debug)]

@@ -10,6 +10,7 @@ pub mod analyze;
 pub mod broker;
 pub mod capture;
 pub mod demo;
+pub mod eve;
 pub mod finding;
 pub mod fuzzcheck;
 pub mod mqtt;
@@ -22,5 +23,6 @@ pub mod report;
 pub mod rules;
 pub mod sim;
 pub mod store;
+pub mod watch;
 
 pub use finding::{Finding, Severity};

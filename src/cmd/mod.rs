@@ -7,6 +7,7 @@ pub mod proxy;
 pub mod replay;
 pub mod rules;
 pub mod sim;
+pub mod watch;
 
 use std::io::Write;
 
@@ -62,6 +63,23 @@ pub fn shown(a: &cli::ShownArgs, rules: &RuleSet) -> anyhow::Result<edgetap::rep
     Ok(shown)
 }
 
+/// `--http ADDR` of `proxy` and `watch`: checks the address (loopback, or a token)
+/// and binds it.
+pub fn bind_http(addr: &str, token: Option<&str>) -> anyhow::Result<std::net::TcpListener> {
+    use anyhow::Context as _;
+    use std::net::ToSocketAddrs as _;
+    let addrs: Vec<std::net::SocketAddr> = addr
+        .to_socket_addrs()
+        .with_context(|| {
+            format!("--http {addr}: not an address (use HOST:PORT, e.g. 127.0.0.1:8080)")
+        })?
+        .collect();
+    for a in &addrs {
+        edgetap::proxy::http::check_bind(a, token).map_err(anyhow::Error::msg)?;
+    }
+    std::net::TcpListener::bind(&addrs[..]).with_context(|| format!("--http {addr}: cannot listen"))
+}
+
 /// A listing as a table for people or a JSON array for scripts.
 pub fn print_rows<T: tabled::Tabled + serde::Serialize>(
     rows: Vec<T>,
@@ -105,4 +123,31 @@ pub fn analyze_exit_code(report: &edgetap::report::Report) -> u8 {
         }
     }
     code
+}
+
+/// A watch that turns to the signal's name on the first SIGINT (Ctrl-C) or SIGTERM:
+/// the run stops and the report of what ran is written. A second signal exits at once (`replay`, `sim platform`).
+pub fn interrupt() -> tokio::sync::watch::Receiver<Option<String>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        for n in 0.. {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            if n > 0 {
+                eprintln!("edgetap: {name} again: exiting without a report");
+                std::process::exit(edgetap::replay::EXIT_INTERRUPTED.into());
+            }
+            let _ = tx.send(Some(name.to_string()));
+        }
+    });
+    rx
 }

@@ -49,8 +49,7 @@ use crate::proxy::live::LiveView;
 use crate::report::Collector;
 use crate::rules::RuleSet;
 
-pub use super::groups::{GroupCount, GroupKey, MAX_GROUPS};
-use super::groups::Groups;
+pub use super::groups::{GroupCount, GroupKey, Groups, MAX_GROUPS};
 use super::throttle::Throttle;
 
 /// Bytes of messages (payload plus [`ITEM_OVERHEAD`] each) the judge may be behind
