@@ -18,8 +18,7 @@
 # with the console on a thread of its own, the backlog bounded in time and in queue
 # slots, the judge uncapped once traffic stops and the final report's kept findings
 # given back once it re-judges from the store: 2.00x 10 s and 30 s later (what is
-# left is heap the churn's allocations fragmented; heaptrack shows about 3 MB live
-# above the idle proxy). Needs mosquitto and python3.
+# left was not analysed further). Needs mosquitto and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
