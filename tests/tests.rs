@@ -6,6 +6,7 @@ mod common;
 
 mod capture_reader;
 mod cli;
+mod exit_codes;
 mod decode_roundtrip;
 mod final_reports;
 mod findings_stream;
