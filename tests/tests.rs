@@ -6,8 +6,8 @@ mod common;
 
 mod capture_reader;
 mod cli;
-mod exit_codes;
 mod decode_roundtrip;
+mod exit_codes;
 mod final_reports;
 mod findings_stream;
 mod golden;
@@ -23,6 +23,7 @@ mod records;
 mod replay;
 mod replay_again;
 mod replay_cli;
+mod replay_online;
 mod reports;
 mod robustness;
 mod rule_cases;
