@@ -16,6 +16,7 @@ mod judge_cpu;
 mod numbering;
 mod orders;
 mod pipeline;
+mod pipeline_messages;
 mod proxy;
 mod proxy_runtime;
 mod proxy_ws_tls;
