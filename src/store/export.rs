@@ -147,7 +147,10 @@ pub fn export_pcapng<W: Write>(
                 };
                 let i = side.index();
                 let mut data = bytes.to_vec();
-                if let Some(scrub) = &mut fl.scrub {
+                // Opaque bytes (TLS the proxy did not terminate) hold no MQTT the
+                // scanner could read; the recorder stores them as they are, too.
+                let opaque = matches!(ev.kind, EventKind::Opaque { .. });
+                if let Some(scrub) = fl.scrub.as_mut().filter(|_| !opaque) {
                     let (mut mask, mut withheld) = (vec![], vec![]);
                     scrub[i].feed(&data, &mut mask, &mut withheld);
                     for r in mask {
