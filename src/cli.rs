@@ -117,6 +117,57 @@ pub enum Command {
         1 differences, 2 bad usage, unreadable input, or a broker that refused the \
         connection (refused, login refused, closed, no CONNACK) or lost it during the replay,         3 nothing exercised (no exchange of the edge to play in that role: the run proves         nothing).")]
     Replay(ReplayArgs),
+    /// Judge a whole fleet from one ordinary MQTT subscription to /v1/#: no proxy,
+    /// no insertion; the live console, then the clause table per edge on Ctrl-C,
+    /// SIGTERM or --duration-ms.
+    #[command(after_help = "Examples:\n  \
+        edgetap watch --broker 127.0.0.1:1883\n  \
+        EDGETAP_MQTT_PASSWORD=secret edgetap watch --broker ops@broker.example:8883 --tls-ca ca.pem\n  \
+        edgetap watch --broker 127.0.0.1:1883 --findings findings.eve.json --duration-ms 60000 --format json > report.json\n\n\
+        What a subscriber cannot see (the devices' CONNECT and client ids, the QoS they\n\
+        published with, what the broker dropped) is reported once, as clause 5.2 not\n\
+        exercised. The live console shares stdout with the table; with another --format\n\
+        it goes to stderr. With --findings -, stdout carries only the finding lines; the\n\
+        live console and the final report go to stderr.\n\n\
+        Exit codes: as `analyze`: 2 bad usage or the broker refused the first connection,\n\
+        1 error findings, 3 nothing judged (no protocol message came), 0 otherwise.")]
+    Watch(WatchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WatchArgs {
+    /// Broker, HOST:PORT, or USER@HOST:PORT to log in (the password from the
+    /// environment variable EDGETAP_MQTT_PASSWORD, never on the command line).
+    #[arg(long)]
+    pub broker: String,
+    /// Topic filter to subscribe to (repeatable).
+    #[arg(long = "topic", value_name = "FILTER", default_value = edgetap::watch::ALL_TOPICS)]
+    pub topics: Vec<String>,
+    /// Speak MQTT 5 instead of 3.1.1.
+    #[arg(long)]
+    pub mqtt5: bool,
+    /// TLS toward the broker, trusting the CA certificates (PEM) in FILE.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// The watcher's client id [default: edgetap-watch-PID].
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// Stop after this long (default: at Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "MS")]
+    pub duration_ms: Option<u64>,
+    /// Write each finding as one JSON line (EVE style) to FILE, or - for stdout.
+    #[arg(long, value_name = "FILE|-")]
+    pub findings: Option<PathBuf>,
+    /// Largest MQTT packet taken, in bytes.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_packet_size: usize,
+    #[command(flatten)]
+    pub rules: RulesArgs,
+    /// Format of the final report.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    #[command(flatten)]
+    pub shown: ShownArgs,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,6 +11,7 @@ pub mod broker;
 pub mod bus;
 pub mod capture;
 pub mod demo;
+pub mod eve;
 pub mod finding;
 pub mod mqtt;
 pub mod pipeline;
@@ -22,5 +23,6 @@ pub mod report;
 pub mod rules;
 pub mod sim;
 pub mod store;
+pub mod watch;
 
 pub use finding::{Finding, Severity};

@@ -78,5 +78,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Captures { command } => cmd::captures::run(command, &mut stdout),
         Command::Replay(a) => cmd::replay::run(a, &mut stdout),
         Command::Rules { command } => cmd::rules::run(command, &mut stdout),
+        Command::Watch(a) => {
+            // The live console prints from the judge's thread.
+            drop(stdout);
+            cmd::watch::run(a)
+        }
     }
 }

@@ -25,3 +25,4 @@ mod sim;
 mod store;
 mod store_files;
 mod verdicts;
+mod watch;

@@ -7,6 +7,7 @@ pub mod proxy;
 pub mod replay;
 pub mod rules;
 pub mod sim;
+pub mod watch;
 
 use std::io::Write;
 

@@ -404,9 +404,10 @@ impl Sink for Out<'_> {
 
 /// The view's groups, kept in first-seen order. Most findings repeat one seen
 /// before word for word: they are found by a hash of edge, rule and message, and the
-/// message's pattern ([`GroupKey`]) is computed only for a new wording.
+/// message's pattern ([`GroupKey`]) is computed only for a new wording. (`watch`
+/// groups its live findings with it too.)
 #[derive(Default)]
-struct Groups {
+pub struct Groups {
     exact: HashMap<u64, usize, ahash::RandomState>,
     index: HashMap<GroupKey, usize>,
     list: Vec<GroupCount>,
@@ -418,8 +419,13 @@ pub const MAX_GROUPS: usize = 10_000;
 const MAX_WORDINGS: usize = 100_000;
 
 impl Groups {
+    /// The groups so far, in the order their first finding came.
+    pub fn list(&self) -> &[GroupCount] {
+        &self.list
+    }
+
     /// Counts `f` in its group: `(index, first of its group)`.
-    fn add(&mut self, f: &Finding) -> (Option<usize>, bool) {
+    pub fn add(&mut self, f: &Finding) -> (Option<usize>, bool) {
         let h =
             ahash::RandomState::with_seeds(5, 6, 7, 8).hash_one((&f.edge_id, &f.rule, &f.message));
         let (i, first) = match self.exact.get(&h) {

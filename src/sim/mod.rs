@@ -157,7 +157,7 @@ fn v4_code(c: rumqttc::ConnectReturnCode) -> (u8, String) {
     (c as u8, name.into())
 }
 
-fn v4_cause(e: &rumqttc::ConnectionError, was_up: bool) -> String {
+pub(crate) fn v4_cause(e: &rumqttc::ConnectionError, was_up: bool) -> String {
     use rumqttc::ConnectionError as E;
     let code = match e {
         E::ConnectionRefused(c) => Some(v4_code(*c)),
@@ -167,7 +167,7 @@ fn v4_cause(e: &rumqttc::ConnectionError, was_up: bool) -> String {
     connection_cause(io_kind(e), code, timeout, was_up, &e.to_string())
 }
 
-fn v5_cause(e: &rumqttc::v5::ConnectionError, was_up: bool) -> String {
+pub(crate) fn v5_cause(e: &rumqttc::v5::ConnectionError, was_up: bool) -> String {
     use rumqttc::v5::ConnectionError as E;
     let code = match e {
         E::ConnectionRefused(c) => {

@@ -1,0 +1,110 @@
+//! `edgetap watch`: settings, subscribe, judge until Ctrl-C, SIGTERM or
+//! --duration-ms, then the final report and exit code (as `analyze`).
+
+use std::io::Write;
+use std::sync::Arc;
+
+use super::{analyze_exit_code, load_rules, shown};
+use crate::cli;
+use edgetap::watch::judging::Outputs;
+use edgetap::watch::WatchSettings;
+
+pub fn run(args: cli::WatchArgs) -> anyhow::Result<u8> {
+    use anyhow::Context as _;
+    let rules = Arc::new(load_rules(&args.rules)?);
+    let shown = shown(&args.shown, &rules)?;
+    let mut settings = WatchSettings::new(&args.broker);
+    settings.filters = args.topics.clone();
+    settings.protocol = match args.mqtt5 {
+        true => edgetap::sim::Protocol::V5,
+        false => edgetap::sim::Protocol::V4,
+    };
+    settings.tls_ca = args.tls_ca.clone();
+    settings.max_packet = args.max_packet_size;
+    if let Some(id) = &args.client_id {
+        settings.client_id = id.clone();
+    }
+    let source = settings.source();
+    // With --findings -, stdout carries the finding lines only.
+    let lines_on_stdout = args.findings.as_deref() == Some(std::path::Path::new("-"));
+    let log = match &args.findings {
+        Some(p) => Some(
+            edgetap::eve::FindingLog::open(p, "watch", &source)
+                .with_context(|| format!("--findings {}", p.display()))?,
+        ),
+        None => None,
+    };
+    // The live console shares stdout with the table only: a JSON, JUnit or HTML
+    // report (or the finding lines) on stdout stays whole.
+    let live = match lines_on_stdout || args.format != cli::Format::Table {
+        true => edgetap::proxy::console::Console::new(Box::new(std::io::stderr())),
+        false => edgetap::proxy::console::Console::stdout(),
+    };
+    let outputs = Outputs {
+        live: Box::new(live),
+        log,
+        chart: args.format.charts(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let duration = args.duration_ms.map(std::time::Duration::from_millis);
+    let outcome = rt.block_on(async {
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        // The duration counts from the subscription (the future is first polled then).
+        let shutdown = async move {
+            let timer = async {
+                match duration {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = sigterm.recv() => {}
+                _ = timer => {}
+            }
+        };
+        let up = || eprintln!("edgetap watch: subscribed to {source} as {}", settings.client_id);
+        anyhow::Ok(edgetap::watch::run(&settings, rules, outputs, up, shutdown).await?)
+    })?;
+    let mut out: Box<dyn Write> = match lines_on_stdout {
+        true => Box::new(std::io::stderr().lock()),
+        false => Box::new(std::io::stdout().lock()),
+    };
+    if args.format == cli::Format::Table {
+        writeln!(out)?;
+    }
+    let mut report = outcome.report;
+    report.apply(&shown.filter);
+    report.check_judged(vec![format!(
+        "the broker delivered no message on a protocol topic (/v1/{{edgeId}}/{{channel}}/{{role}}) \
+         to the subscription {}: do the edges publish to this broker?",
+        args.topics.join(", ")
+    )]);
+    let text = edgetap::report::render(
+        &edgetap::report::Document::of(&report),
+        args.format,
+        &edgetap::report::Options::listing(shown.listing),
+    );
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    eprintln!(
+        "edgetap watch: judged {} deliveries; lag from arrival to judging: mean {:.1} ms, max {:.1} ms",
+        outcome.deliveries,
+        outcome.lag_mean_us as f64 / 1e3,
+        outcome.lag_max_us as f64 / 1e3
+    );
+    for o in &outcome.outages {
+        eprintln!("edgetap watch: {o}");
+    }
+    if let Some(e) = &outcome.log_error {
+        eprintln!(
+            "edgetap watch: --findings: writing failed after {} lines: {e}",
+            outcome.logged
+        );
+        return Ok(edgetap::report::EXIT_UNREADABLE);
+    }
+    Ok(analyze_exit_code(&report))
+}
