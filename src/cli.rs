@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod bus;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "edgetap",
@@ -132,6 +134,17 @@ pub enum Command {
         Exit codes: as `analyze`: 2 bad usage or the broker refused the first connection,\n\
         1 error findings, 3 nothing judged (no protocol message came), 0 otherwise.")]
     Watch(WatchArgs),
+    /// The scale-out bus on NATS JetStream: the server configuration it expects.
+    Bus {
+        #[command(subcommand)]
+        command: bus::BusCommand,
+    },
+    /// Judge partitions of the bus (what `watch --bus` publishes), publish the findings.
+    #[command(after_help = bus::JUDGE_HELP)]
+    Judge(bus::JudgeArgs),
+    /// One report of the whole fleet from what the judges published.
+    #[command(after_help = bus::FLEET_HELP)]
+    Fleet(bus::FleetArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -140,6 +153,10 @@ pub struct WatchArgs {
     /// environment variable EDGETAP_MQTT_PASSWORD, never on the command line).
     #[arg(long)]
     pub broker: String,
+    /// Publish each delivery to the NATS JetStream bus at URL (nats://HOST:PORT) for
+    /// `edgetap judge`, and judge nothing here.
+    #[arg(long, value_name = "URL")]
+    pub bus: Option<String>,
     /// Topic filter to subscribe to (repeatable).
     #[arg(long = "topic", value_name = "FILTER", default_value = edgetap::watch::ALL_TOPICS)]
     pub topics: Vec<String>,

@@ -18,8 +18,9 @@ pub const MAX_PARTITIONS: u32 = 1024;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub partitions: u32,
-    /// JetStream's store directory.
-    pub store_dir: String,
+    /// JetStream's store directory; `None` leaves it to the server's `-sd DIR`
+    /// (nats-server refuses both).
+    pub store_dir: Option<String>,
     /// Client port (the server's `-p` overrides it).
     pub port: u16,
     /// Largest message the server takes, in bytes (a record is the MQTT payload
@@ -36,7 +37,7 @@ impl ServerConfig {
         }
         Ok(ServerConfig {
             partitions,
-            store_dir: "/var/lib/nats".into(),
+            store_dir: Some("/var/lib/nats".into()),
             port: 4222,
             max_payload: 8 << 20,
         })
@@ -50,7 +51,13 @@ impl ServerConfig {
             port,
             max_payload,
         } = self;
-        let store_dir = store_dir.replace('\\', "\\\\").replace('"', "\\\"");
+        let jetstream = match store_dir {
+            Some(d) => format!(
+                "jetstream {{\n  store_dir: \"{}\"\n}}\n",
+                d.replace('\\', "\\\\").replace('"', "\\\"")
+            ),
+            None => "# JetStream's store directory: the server's -js -sd DIR.\njetstream {}\n".into(),
+        };
         format!(
             "# nats-server configuration for the edgetap bus (nats-server 2.8 or later;\n\
              # written for Debian 12's 2.9.10): `nats-server -c THIS_FILE`.\n\
@@ -61,7 +68,7 @@ impl ServerConfig {
              # The partition count is part of the data: change it only on an empty bus.\n\
              port: {port}\n\
              max_payload: {max_payload}\n\
-             jetstream {{\n  store_dir: \"{store_dir}\"\n}}\n\
+             {jetstream}\
              mappings = {{\n  \"edgetap.msg.*.*\": \"edgetap.p.{{{{partition({n},1)}}}}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}\"\n}}\n",
             last = n - 1,
         )
@@ -82,6 +89,9 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("store_dir: \"/var/lib/nats\""), "{t}");
+        let mut c = ServerConfig::new(2).unwrap();
+        c.store_dir = None;
+        assert!(!c.text().contains("store_dir"), "{}", c.text());
         assert!(ServerConfig::new(0).is_err());
         assert!(ServerConfig::new(MAX_PARTITIONS + 1).is_err());
     }

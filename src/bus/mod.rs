@@ -8,6 +8,7 @@
 //!                 ├─► EDGETAP_FINDINGS: edgetap.finding.<edge>   (one JSON finding each)
 //!                 └─► EDGETAP_COUNTS:   edgetap.count.<edge>, edgetap.coverage.p<k>
 //!                                        (latest value per subject)
+//!                 └─► EDGETAP_CURSORS:  edgetap.cursor.p<k>      (the last record applied)
 //!                                              └─► fleet: one report, edges labelled
 //! ```
 //!
@@ -17,7 +18,7 @@
 //! edge's messages together and in order, are judged as one process would.
 //! How a judge survives being killed is in [`judge`].
 //!
-//! The commands create the streams, the consumers and the judges' state bucket
+//! The commands create the streams, the consumers and the judges' cursors
 //! when missing ([`open`]); the mapping is the server's configuration
 //! ([`config`]).
 
@@ -25,6 +26,7 @@ pub mod config;
 pub mod fleet;
 pub mod judge;
 pub mod labels;
+pub mod outlet;
 pub mod publish;
 pub mod record;
 pub mod subject;
@@ -40,8 +42,11 @@ pub const MSG_STREAM: &str = "EDGETAP_MSG";
 pub const FINDING_STREAM: &str = "EDGETAP_FINDINGS";
 /// The judges' counts and coverage, the latest per subject.
 pub const COUNT_STREAM: &str = "EDGETAP_COUNTS";
-/// The judges' state: the last stream sequence each partition applied.
-pub const STATE_BUCKET: &str = "edgetap_judge";
+/// The judges' cursors: the last stream sequence each partition applied, one
+/// message per subject `edgetap.cursor.p<k>` (what a JetStream KV bucket is; the
+/// client's KV create asks the server for account details in a form 2.9 does not
+/// answer, so the bus keeps its own stream).
+pub const CURSOR_STREAM: &str = "EDGETAP_CURSORS";
 
 /// A publish repeated within this window (same `Nats-Msg-Id`) is stored once.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -99,6 +104,13 @@ pub async fn open(url: &str, retention: Duration) -> Result<jetstream::Context, 
                 format!("{}.>", subject::COUNT_PREFIX),
                 format!("{}.>", subject::COVERAGE_PREFIX),
             ],
+            max_messages_per_subject: 1,
+            ..Default::default()
+        },
+        stream::Config {
+            name: CURSOR_STREAM.into(),
+            description: Some("edgetap: the last record each partition's judge applied".into()),
+            subjects: vec![format!("{}.>", subject::CURSOR_PREFIX)],
             max_messages_per_subject: 1,
             ..Default::default()
         },

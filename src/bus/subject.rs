@@ -21,6 +21,8 @@ pub const FINDING_PREFIX: &str = "edgetap.finding";
 pub const COUNT_PREFIX: &str = "edgetap.count";
 /// What a partition's judge exercised: `edgetap.coverage.p<partition>`.
 pub const COVERAGE_PREFIX: &str = "edgetap.coverage";
+/// The last record a partition's judge applied: `edgetap.cursor.p<partition>`.
+pub const CURSOR_PREFIX: &str = "edgetap.cursor";
 
 /// The token of a record or finding without an edge id (a topic outside
 /// `/v1/{edgeId}/…`, a finding about no edge). [`escape`] never yields it: a `%`

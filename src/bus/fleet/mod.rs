@@ -92,9 +92,7 @@ impl Fleet {
                 unseen: s.unseen.clone(),
             });
         }
-        if self.partitions.is_empty() {
-            coverage.note("5.2", super::judge::NOT_SEEN.to_string());
-        }
+        coverage.note("5.2", super::judge::NOT_SEEN.to_string());
         for (edge, c) in &self.counts {
             stats.edges.insert(
                 edge.clone(),

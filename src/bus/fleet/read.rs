@@ -20,15 +20,16 @@ pub async fn read(
     on_caught_up: impl FnOnce(&Fleet),
 ) -> Result<Fleet, BusError> {
     let js = crate::bus::open(url, crate::bus::DEFAULT_RETENTION).await?;
-    let findings = reader(&js, FINDING_STREAM).await?;
-    let counts = reader(&js, COUNT_STREAM).await?;
+    let mut findings = reader(&js, FINDING_STREAM).await?;
+    let mut counts = reader(&js, COUNT_STREAM).await?;
     let mut fleet = Fleet::default();
-    // Caught up: both readers came back empty once.
-    loop {
-        let a = fetch(&findings, &mut fleet).await?;
-        let b = fetch(&counts, &mut fleet).await?;
-        if a == 0 && b == 0 {
-            break;
+    // Caught up: each reader is past what its stream held at the start (the judges
+    // keep publishing; an empty read is not the test).
+    for r in [&mut findings, &mut counts] {
+        while r.seen < r.last_at_start {
+            if fetch(r, &mut fleet).await? == 0 {
+                break;
+            }
         }
     }
     on_caught_up(&fleet);
@@ -37,8 +38,8 @@ pub async fn read(
     };
     tokio::pin!(until);
     loop {
-        let a = fetch(&findings, &mut fleet).await?;
-        let b = fetch(&counts, &mut fleet).await?;
+        let a = fetch(&mut findings, &mut fleet).await?;
+        let b = fetch(&mut counts, &mut fleet).await?;
         if a == 0 && b == 0 {
             // Nothing new: look again shortly.
             tokio::select! {
@@ -50,18 +51,48 @@ pub async fn read(
         }
     }
     // What came meanwhile belongs to the report.
-    while fetch(&findings, &mut fleet).await? + fetch(&counts, &mut fleet).await? > 0 {}
+    for r in [&mut findings, &mut counts] {
+        let last = r.last_now().await;
+        while r.seen < last {
+            if fetch(r, &mut fleet).await? == 0 {
+                break;
+            }
+        }
+    }
     Ok(fleet)
 }
 
-type Reader = consumer::Consumer<consumer::pull::Config>;
+/// One stream read from its start.
+struct Reader {
+    stream: jetstream::stream::Stream,
+    consumer: consumer::Consumer<consumer::pull::Config>,
+    /// The stream's last sequence when reading began.
+    last_at_start: u64,
+    /// The last stream sequence read.
+    seen: u64,
+}
+
+impl Reader {
+    async fn last_now(&self) -> u64 {
+        self.stream
+            .get_info()
+            .await
+            .map_or(self.seen, |i| i.state.last_sequence)
+    }
+}
 
 async fn reader(js: &jetstream::Context, name: &str) -> Result<Reader, BusError> {
     let stream = js
         .get_stream(name)
         .await
         .map_err(|e| BusError::new(format!("opening the stream {name}"), e))?;
-    stream
+    let last_at_start = stream
+        .get_info()
+        .await
+        .map_err(|e| BusError::new(format!("reading the stream {name}"), e))?
+        .state
+        .last_sequence;
+    let consumer = stream
         .create_consumer(consumer::pull::Config {
             ack_policy: consumer::AckPolicy::None,
             deliver_policy: consumer::DeliverPolicy::All,
@@ -69,12 +100,19 @@ async fn reader(js: &jetstream::Context, name: &str) -> Result<Reader, BusError>
             ..Default::default()
         })
         .await
-        .map_err(|e| BusError::new(format!("reading the stream {name}"), e))
+        .map_err(|e| BusError::new(format!("reading the stream {name}"), e))?;
+    Ok(Reader {
+        stream,
+        consumer,
+        last_at_start,
+        seen: 0,
+    })
 }
 
 /// Takes what is there now (up to a batch); how many.
-async fn fetch(r: &Reader, fleet: &mut Fleet) -> Result<usize, BusError> {
+async fn fetch(r: &mut Reader, fleet: &mut Fleet) -> Result<usize, BusError> {
     let mut batch = r
+        .consumer
         .fetch()
         .max_messages(1000)
         .messages()
@@ -84,6 +122,9 @@ async fn fetch(r: &Reader, fleet: &mut Fleet) -> Result<usize, BusError> {
     while let Some(m) = batch.next().await {
         let m = m.map_err(|e| BusError::new("reading the judges' output", e))?;
         n += 1;
+        if let Ok(i) = m.info() {
+            r.seen = r.seen.max(i.stream_sequence);
+        }
         take(fleet, m.subject.as_str(), &m.payload);
     }
     Ok(n)

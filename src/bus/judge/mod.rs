@@ -4,8 +4,9 @@
 //!
 //! ## Nothing judged twice, nothing lost, across a SIGKILL
 //!
-//! The cursor of a partition is the last stream sequence it applied, kept in the
-//! JetStream KV bucket [`super::STATE_BUCKET`] (key `p<k>`). A batch of records is
+//! The cursor of a partition is the last stream sequence it applied, kept on the
+//! bus itself ([`super::CURSOR_STREAM`], subject `edgetap.cursor.p<k>`, the latest
+//! message only, as a KV bucket keeps a key). A batch of records is
 //! judged, then its findings are published (each with the `Nats-Msg-Id`
 //! `p<k>.<stream sequence>.<n>`) and their acks awaited, then the cursor is put,
 //! then the records are acked. A judge killed anywhere in between leaves either
@@ -37,14 +38,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, kv, Context};
+use async_nats::jetstream::{self, consumer, Context};
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
 use super::record::Record;
-use super::subject::{count_subject, finding_subject, partition_filter, COVERAGE_PREFIX};
+use super::subject::{count_subject, finding_subject, partition_filter, COVERAGE_PREFIX, CURSOR_PREFIX};
 use super::wire::PartitionState;
-use super::{BusError, MSG_STREAM, STATE_BUCKET};
+use super::{BusError, CURSOR_STREAM, MSG_STREAM};
 use crate::rules::RuleSet;
 
 /// How a judge runs.
@@ -104,27 +105,20 @@ pub async fn run(
     stop: watch::Receiver<bool>,
 ) -> Result<JudgeOutcome, BusError> {
     let js = super::open(&settings.url, settings.retention).await?;
-    let kv = match js.get_key_value(STATE_BUCKET).await {
-        Ok(kv) => kv,
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: STATE_BUCKET.into(),
-                description: "edgetap: the last stream sequence each partition applied".into(),
-                history: 1,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| BusError::new(format!("creating the KV bucket {STATE_BUCKET}"), e))?,
-    };
+    let cursors = js
+        .get_stream(CURSOR_STREAM)
+        .await
+        .map_err(|e| BusError::new(format!("opening the stream {CURSOR_STREAM}"), e))?;
     let mut tasks = vec![];
     for k in settings.partitions.clone() {
         let task = Partition {
             k,
             js: js.clone(),
-            kv: kv.clone(),
+            cursors: cursors.clone(),
             judge: PartitionJudge::new(rules.clone(), k),
             settings: settings.clone(),
             progress: progress.clone(),
+            reported: None,
         };
         tasks.push(tokio::spawn(task.run(stop.clone())));
     }
@@ -141,33 +135,37 @@ pub async fn run(
 struct Partition {
     k: u32,
     js: Context,
-    kv: kv::Store,
+    cursors: jetstream::stream::Stream,
     judge: PartitionJudge,
     settings: JudgeSettings,
     progress: Arc<Progress>,
+    /// The cursor when counts and coverage were last published.
+    reported: Option<u64>,
 }
 
 impl Partition {
-    fn key(&self) -> String {
-        format!("p{}", self.k)
+    fn cursor_subject(&self) -> String {
+        format!("{CURSOR_PREFIX}.p{}", self.k)
+    }
+
+    /// The last stream sequence applied, 0 for none.
+    async fn read_cursor(&self) -> Result<u64, BusError> {
+        use jetstream::stream::LastRawMessageErrorKind as Kind;
+        let doing = || format!("partition {}: reading its cursor", self.k);
+        match self.cursors.get_last_raw_message_by_subject(&self.cursor_subject()).await {
+            Ok(m) => std::str::from_utf8(&m.payload)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| BusError::new(doing(), "not a number")),
+            Err(e) if e.kind() == Kind::NoMessageFound => Ok(0),
+            Err(e) => Err(BusError::new(doing(), e)),
+        }
     }
 
     async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<PartitionState, BusError> {
         let k = self.k;
         let doing = |what: &str| format!("partition {k}: {what}");
-        let cursor = self
-            .kv
-            .get(self.key())
-            .await
-            .map_err(|e| BusError::new(doing("reading its cursor"), e))?
-            .map(|b| {
-                std::str::from_utf8(&b)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u64>().ok())
-                    .ok_or_else(|| BusError::new(doing("reading its cursor"), "not a number"))
-            })
-            .transpose()?
-            .unwrap_or(0);
+        let cursor = self.read_cursor().await?;
         let stream = self
             .js
             .get_stream(MSG_STREAM)
@@ -321,9 +319,12 @@ impl Partition {
                 .map_err(|e| BusError::new(format!("partition {k}: publishing a finding"), e))?;
         }
         if judged > 0 {
-            self.kv
-                .put(self.key(), self.judge.applied().to_string().into())
+            let ack = self
+                .js
+                .publish(self.cursor_subject(), self.judge.applied().to_string().into())
                 .await
+                .map_err(|e| BusError::new(format!("partition {k}: writing its cursor"), e))?;
+            ack.await
                 .map_err(|e| BusError::new(format!("partition {k}: writing its cursor"), e))?;
         }
         for m in &batch {
@@ -362,6 +363,12 @@ impl Partition {
         for c in &counts {
             acks.push(self.publish_json(count_subject(&c.edge), None, c).await?);
         }
+        // The coverage when something was applied since the last time (or never
+        // published): an idle judge publishes nothing.
+        if counts.is_empty() && self.reported == Some(self.judge.applied()) {
+            return Ok(());
+        }
+        self.reported = Some(self.judge.applied());
         let state = self.judge.state();
         let subject = format!("{COVERAGE_PREFIX}.p{}", self.k);
         acks.push(self.publish_json(subject, None, &state).await?);
