@@ -199,8 +199,13 @@ struct JudgeProcess {
 
 impl JudgeProcess {
     fn start(url: &str, partitions: &str) -> JudgeProcess {
+        JudgeProcess::with(url, partitions, &[])
+    }
+
+    fn with(url: &str, partitions: &str, args: &[&str]) -> JudgeProcess {
         let mut child = Command::new(BIN)
             .args(["judge", "--bus", url, "--partitions", partitions, "--report-ms", "100"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -471,4 +476,109 @@ fn fleet_shows_every_edge_with_its_labels() {
     let rest = rows.iter().find(|r| r["value"] == "(unlabelled)").unwrap();
     assert_eq!(rest["edges"].as_u64().unwrap() as usize, report["edges"].as_array().unwrap().len() - 1);
     drop(judge);
+}
+
+/// `edgetap watch --broker 127.0.0.1:PORT ARGS`, once subscribed.
+struct Watcher {
+    child: Child,
+    stdout: Output,
+    stderr: Output,
+}
+
+impl Watcher {
+    fn start(port: u16, args: &[&str]) -> Watcher {
+        let mut child = Command::new(BIN)
+            .args(["watch", "--broker", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = Output::read(child.stdout.take().unwrap());
+        let stderr = Output::read(child.stderr.take().unwrap());
+        stderr.wait_for(Duration::from_secs(30), "watch to subscribe", |t| {
+            t.contains("edgetap watch: subscribed to ")
+        });
+        Watcher {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// SIGTERM: stdout and stderr.
+    fn stop(mut self) -> (String, String) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        common::wait_exit(&mut self.child, Duration::from_secs(60), "watch to stop");
+        (self.stdout.all(), self.stderr.all())
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Publishes `msgs` to mosquitto at QoS 0 on one connection, in order, and waits
+/// for the PINGRESP after the last (mosquitto handled every PUBLISH before it).
+fn publish_mqtt(port: u16, msgs: &[Msg]) {
+    use std::io::{Read, Write};
+    use edgetap::mqtt::encode;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(&encode::connect("bus-test-publisher")).unwrap();
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).unwrap();
+    assert_eq!(connack[0], 0x20, "CONNACK");
+    let mut out = std::io::BufWriter::new(s.try_clone().unwrap());
+    for m in msgs {
+        out.write_all(&encode::publish(&m.topic, &m.payload)).unwrap();
+    }
+    out.write_all(&encode::pingreq()).unwrap();
+    out.flush().unwrap();
+    let mut pingresp = [0u8; 2];
+    s.read_exact(&mut pingresp).unwrap();
+    assert_eq!(pingresp, [0xD0, 0x00], "PINGRESP");
+}
+
+#[test]
+fn watch_onto_the_bus_and_three_judges_report_what_a_plain_watch_reports() {
+    let nats = Nats::start(8);
+    let url = nats.url();
+    let broker = common::Mosquitto::start();
+    // The protocol's topics: what a subscription to /v1/# receives.
+    let msgs: Vec<Msg> = fleet_messages("")
+        .into_iter()
+        .filter(|m| m.topic.starts_with("/v1/"))
+        .collect();
+    let (_, counts) = judge_directly(&msgs);
+    // Stopped with the watchers, the judges judge the end of input as `watch` does.
+    let judges = [
+        JudgeProcess::with(&url, "0..2", &["--finish"]),
+        JudgeProcess::with(&url, "3..5", &["--finish"]),
+        JudgeProcess::with(&url, "6..7", &["--finish"]),
+    ];
+    let plain = Watcher::start(broker.port, &["--format", "json"]);
+    let onto_bus = Watcher::start(broker.port, &["--bus", &url, "--client-id", "watcher-1"]);
+    publish_mqtt(broker.port, &msgs);
+    wait_counts(&url, &counts, "the judges to count every message");
+    let (report, _) = plain.stop();
+    let (_, said) = onto_bus.stop();
+    let n = msgs.len();
+    assert!(
+        said.contains(&format!("{n} deliveries received, {n} records stored on the bus")),
+        "{said}"
+    );
+    let plain: Value = serde_json::from_str(&report).unwrap();
+    for j in judges {
+        j.stop();
+    }
+    let fleet = fleet_json(&url, &[]);
+    assert_eq!(counts_of(&fleet), counts_of(&plain), "messages per edge");
+    let (bus, bus_dialect) = split_dialect(findings_of(&fleet));
+    let (plain, plain_dialect) = split_dialect(findings_of(&plain));
+    assert_eq!(errors(&bus), errors(&plain), "error findings");
+    assert_eq!(bus, plain, "every finding");
+    assert_dialect(&bus_dialect, &plain_dialect);
 }

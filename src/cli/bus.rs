@@ -41,7 +41,8 @@ pub const JUDGE_HELP: &str = "Examples:\n  \
     edgetap.count.<edge>, what was exercised to edgetap.coverage.p<K>. A judge killed and\n\
     started again rebuilds its edges' state from the stream and goes on after the last\n\
     record it applied (kept in the KV bucket edgetap_judge): nothing judged twice, nothing\n\
-    lost. Requests never answered and jobs never finished stay pending: the stream has no end.\n\n\
+    lost. Requests never answered and jobs never finished stay pending (the stream has no\n\
+    end), unless --finish: then a stopped judge judges them.\n\n\
     Exit codes: 0 stopped (Ctrl-C, SIGTERM, --duration-ms), 2 bad usage or the bus failed.";
 
 #[derive(clap::Args, Debug)]
@@ -62,6 +63,11 @@ pub struct JudgeArgs {
     /// (a restarted judge rebuilds its state from what they hold).
     #[arg(long, value_name = "HOURS", default_value_t = 24)]
     pub retention_h: u64,
+    /// When stopped, judge the end of input (requests never answered, replies
+    /// nothing explained, jobs never finished), as `watch` does: for a bounded run,
+    /// once the watchers have stopped.
+    #[arg(long)]
+    pub finish: bool,
     #[command(flatten)]
     pub rules: RulesArgs,
 }

@@ -14,6 +14,7 @@ pub fn run(args: JudgeArgs) -> anyhow::Result<u8> {
     let mut settings = JudgeSettings::new(&args.bus, args.partitions.clone());
     settings.report_every = Duration::from_millis(args.report_ms.max(10));
     settings.retention = Duration::from_secs(args.retention_h.max(1) * 3600);
+    settings.finish = args.finish;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

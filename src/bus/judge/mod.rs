@@ -26,8 +26,10 @@
 //! cursor is acked and left alone.
 //!
 //! The stream has no end, so a judge does not judge the end of input (requests
-//! never answered, jobs never finished): those stay pending, as in a `watch` that
-//! is still running.
+//! never answered, replies nothing explained, jobs never finished): those stay
+//! pending, as in a `watch` that is still running. With `--finish` (a bounded run:
+//! the watchers have stopped) a judge that is stopped judges it, as `watch` does
+//! when it stops, and publishes those findings too (ids `p<k>.end.<cursor>.<n>`).
 
 mod partition;
 
@@ -59,6 +61,8 @@ pub struct JudgeSettings {
     pub retention: Duration,
     /// Records judged between two cursor writes, at most.
     pub batch: usize,
+    /// Judge the end of input when stopped.
+    pub finish: bool,
 }
 
 impl JudgeSettings {
@@ -69,6 +73,7 @@ impl JudgeSettings {
             report_every: Duration::from_secs(1),
             retention: super::DEFAULT_RETENTION,
             batch: 256,
+            finish: false,
         }
     }
 }
@@ -130,6 +135,11 @@ pub async fn run(
         partitions.push(state);
     }
     Ok(JudgeOutcome { partitions })
+}
+
+/// The stop channel closed without a stop (the judge is going down on an error).
+fn stop_failed(stop: &watch::Receiver<bool>) -> bool {
+    !*stop.borrow()
 }
 
 struct Partition {
@@ -231,8 +241,31 @@ impl Partition {
                 .collect();
             self.commit(batch).await?;
         }
+        if self.settings.finish && !stop_failed(&stop) {
+            self.publish_end().await?;
+        }
         self.publish_counts().await?;
         Ok(self.judge.state())
+    }
+
+    /// The end of input's findings.
+    async fn publish_end(&mut self) -> Result<(), BusError> {
+        let k = self.k;
+        let found = self.judge.finish();
+        let cursor = self.judge.applied();
+        let mut acks = vec![];
+        for (n, f) in found.iter().enumerate() {
+            let id = format!("p{k}.end.{cursor}.{n}");
+            acks.push(self.publish_json(finding_subject(f.finding.edge_id.as_deref()), Some(id), f).await?);
+        }
+        for a in acks {
+            a.await
+                .map_err(|e| BusError::new(format!("partition {k}: publishing a finding"), e))?;
+        }
+        self.progress
+            .findings
+            .fetch_add(found.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Replays the partition up to `cursor` into the analyzer, findings dropped.

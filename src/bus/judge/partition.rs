@@ -164,6 +164,27 @@ impl PartitionJudge {
         Applied::Judged
     }
 
+    /// Judges the end of input (requests never answered, replies nothing explained,
+    /// jobs never finished) as if the stream ended at the cursor.
+    pub fn finish(&mut self) -> Vec<BusFinding> {
+        let mut found = vec![];
+        let mut sink = Gather {
+            out: Some(&mut found),
+        };
+        self.analyzer.finish(&mut sink);
+        let seq = self.state.applied;
+        found
+            .into_iter()
+            .map(|finding| BusFinding {
+                finding,
+                partition: self.partition,
+                stream_seq: seq,
+                watcher: None,
+                watcher_seq: None,
+            })
+            .collect()
+    }
+
     /// An edge whose records come through a second watcher: the broker's shared
     /// subscription does not keep an edge on one watcher, so the order of its
     /// messages across watchers is not the order they were published in. Said once
