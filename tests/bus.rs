@@ -30,12 +30,21 @@ impl Nats {
         let port = common::free_port();
         let dir = common::temp_dir("nats");
         let out = Command::new(BIN)
-            .args(["bus", "nats-config", "--partitions", &partitions.to_string()])
+            .args([
+                "bus",
+                "nats-config",
+                "--partitions",
+                &partitions.to_string(),
+            ])
             .args(["--port", &port.to_string()])
             .args(["--store-dir", "-"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let conf = dir.join("nats.conf");
         std::fs::write(&conf, &out.stdout).unwrap();
         let child = Command::new("nats-server")
@@ -120,7 +129,10 @@ fn fleet_messages(round: &str) -> Vec<Msg> {
 
 /// Findings per (edge, rule, severity) and messages per edge, of the messages
 /// judged directly through one pipeline as `watch` feeds it.
-type Judged = (BTreeMap<(String, String, String), u64>, BTreeMap<String, u64>);
+type Judged = (
+    BTreeMap<(String, String, String), u64>,
+    BTreeMap<String, u64>,
+);
 
 fn judge_directly(msgs: &[Msg]) -> Judged {
     #[derive(Default)]
@@ -204,7 +216,15 @@ impl JudgeProcess {
 
     fn with(url: &str, partitions: &str, args: &[&str]) -> JudgeProcess {
         let mut child = Command::new(BIN)
-            .args(["judge", "--bus", url, "--partitions", partitions, "--report-ms", "100"])
+            .args([
+                "judge",
+                "--bus",
+                url,
+                "--partitions",
+                partitions,
+                "--report-ms",
+                "100",
+            ])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -241,7 +261,15 @@ impl Drop for JudgeProcess {
 /// `edgetap fleet --bus URL --format json --duration-ms 0 ARGS`.
 fn fleet_json(url: &str, args: &[&str]) -> Value {
     let out = Command::new(BIN)
-        .args(["fleet", "--bus", url, "--format", "json", "--duration-ms", "0"])
+        .args([
+            "fleet",
+            "--bus",
+            url,
+            "--format",
+            "json",
+            "--duration-ms",
+            "0",
+        ])
         .args(args)
         .output()
         .unwrap();
@@ -278,10 +306,19 @@ fn wait_counts(url: &str, want: &BTreeMap<String, u64>, what: &str) {
         let got = judged_counts(url);
         if got != *want && started.elapsed() > Duration::from_secs(5) && !said {
             said = true;
-            let missing: Vec<_> = want.iter().filter(|(e, n)| got.get(*e) != Some(n)).take(5).collect();
-            eprintln!("{what}: {} of {} edges, {} of {} messages; e.g. {missing:?} got {:?}",
-                got.len(), want.len(), got.values().sum::<u64>(), want.values().sum::<u64>(),
-                missing.iter().map(|(e, _)| got.get(*e)).collect::<Vec<_>>());
+            let missing: Vec<_> = want
+                .iter()
+                .filter(|(e, n)| got.get(*e) != Some(n))
+                .take(5)
+                .collect();
+            eprintln!(
+                "{what}: {} of {} edges, {} of {} messages; e.g. {missing:?} got {:?}",
+                got.len(),
+                want.len(),
+                got.values().sum::<u64>(),
+                want.values().sum::<u64>(),
+                missing.iter().map(|(e, _)| got.get(*e)).collect::<Vec<_>>()
+            );
         }
         got == *want
     });
@@ -359,8 +396,15 @@ fn assert_dialect(bus: &Found, direct: &Found) {
         *per_rule.entry(k.1.as_str()).or_default() += n;
     }
     for (rule, n) in per_rule {
-        let direct_n: u64 = direct.iter().filter(|(k, _)| k.1 == rule).map(|(_, n)| n).sum();
-        assert!(n <= direct_n * 8, "{rule}: {n} on the bus, {direct_n} in one pipeline");
+        let direct_n: u64 = direct
+            .iter()
+            .filter(|(k, _)| k.1 == rule)
+            .map(|(_, n)| n)
+            .sum();
+        assert!(
+            n <= direct_n * 8,
+            "{rule}: {n} on the bus, {direct_n} in one pipeline"
+        );
     }
 }
 
@@ -404,19 +448,25 @@ fn a_judge_killed_mid_stream_and_started_again_judges_every_record_once() {
     let nats = Nats::start(4);
     let url = nats.url();
     // Eight rounds of the cases: long enough that the kill comes mid-stream.
-    let msgs: Vec<Msg> = (0..8).flat_map(|r| fleet_messages(&format!("r{r}"))).collect();
+    let msgs: Vec<Msg> = (0..8)
+        .flat_map(|r| fleet_messages(&format!("r{r}")))
+        .collect();
     let (direct, counts) = judge_directly(&msgs);
     let half = msgs.len() / 2;
     publish(&url, "w1", &msgs[..half]);
     let judge = JudgeProcess::start(&url, "0..3");
     let mut last = Instant::now() - Duration::from_secs(1);
-    common::wait_until(Duration::from_secs(60), "the judge to count some messages", || {
-        if last.elapsed() < Duration::from_millis(20) {
-            return false;
-        }
-        last = Instant::now();
-        judged_counts(&url).values().sum::<u64>() > 0
-    });
+    common::wait_until(
+        Duration::from_secs(60),
+        "the judge to count some messages",
+        || {
+            if last.elapsed() < Duration::from_millis(20) {
+                return false;
+            }
+            last = Instant::now();
+            judged_counts(&url).values().sum::<u64>() > 0
+        },
+    );
     judge.kill9();
     let before: u64 = judged_counts(&url).values().sum();
     assert!(before < msgs.len() as u64);
@@ -449,7 +499,9 @@ fn a_judge_killed_mid_stream_and_started_again_judges_every_record_once() {
         .filter_map(|w| w.parse().ok())
         .collect();
     let (judged, rebuilt) = (numbers[0], numbers[1]);
-    eprintln!("killed after {before} messages counted; restarted: {rebuilt} rebuilt, {judged} judged");
+    eprintln!(
+        "killed after {before} messages counted; restarted: {rebuilt} rebuilt, {judged} judged"
+    );
     assert!(rebuilt > 0, "{said}");
     assert_eq!(judged + rebuilt, msgs.len() as u64, "{said}");
 }
@@ -474,7 +526,10 @@ fn fleet_shows_every_edge_with_its_labels() {
     assert_eq!(acme["edges"], 1);
     assert_eq!(acme["messages"], counts[first]);
     let rest = rows.iter().find(|r| r["value"] == "(unlabelled)").unwrap();
-    assert_eq!(rest["edges"].as_u64().unwrap() as usize, report["edges"].as_array().unwrap().len() - 1);
+    assert_eq!(
+        rest["edges"].as_u64().unwrap() as usize,
+        report["edges"].as_array().unwrap().len() - 1
+    );
     drop(judge);
 }
 
@@ -524,8 +579,8 @@ impl Drop for Watcher {
 /// Publishes `msgs` to mosquitto at QoS 0 on one connection, in order, and waits
 /// for the PINGRESP after the last (mosquitto handled every PUBLISH before it).
 fn publish_mqtt(port: u16, msgs: &[Msg]) {
-    use std::io::{Read, Write};
     use edgetap::mqtt::encode;
+    use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(&encode::connect("bus-test-publisher")).unwrap();
     let mut connack = [0u8; 4];
@@ -533,7 +588,8 @@ fn publish_mqtt(port: u16, msgs: &[Msg]) {
     assert_eq!(connack[0], 0x20, "CONNACK");
     let mut out = std::io::BufWriter::new(s.try_clone().unwrap());
     for m in msgs {
-        out.write_all(&encode::publish(&m.topic, &m.payload)).unwrap();
+        out.write_all(&encode::publish(&m.topic, &m.payload))
+            .unwrap();
     }
     out.write_all(&encode::pingreq()).unwrap();
     out.flush().unwrap();
@@ -567,7 +623,9 @@ fn watch_onto_the_bus_and_three_judges_report_what_a_plain_watch_reports() {
     let (_, said) = onto_bus.stop();
     let n = msgs.len();
     assert!(
-        said.contains(&format!("{n} deliveries received, {n} records stored on the bus")),
+        said.contains(&format!(
+            "{n} deliveries received, {n} records stored on the bus"
+        )),
         "{said}"
     );
     let plain: Value = serde_json::from_str(&report).unwrap();

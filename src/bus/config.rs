@@ -56,7 +56,9 @@ impl ServerConfig {
                 "jetstream {{\n  store_dir: \"{}\"\n}}\n",
                 d.replace('\\', "\\\\").replace('"', "\\\"")
             ),
-            None => "# JetStream's store directory: the server's -js -sd DIR.\njetstream {}\n".into(),
+            None => {
+                "# JetStream's store directory: the server's -js -sd DIR.\njetstream {}\n".into()
+            }
         };
         format!(
             "# nats-server configuration for the edgetap bus (nats-server 2.8 or later;\n\

@@ -28,7 +28,9 @@ pub fn read(path: &Path) -> Result<Labels, LabelsError> {
         file: path.display().to_string(),
         problem,
     };
-    let len = std::fs::metadata(path).map_err(|e| err(e.to_string()))?.len();
+    let len = std::fs::metadata(path)
+        .map_err(|e| err(e.to_string()))?
+        .len();
     if len > MAX_LABELS_BYTES {
         return Err(err(format!(
             "{len} bytes, more than the {MAX_LABELS_BYTES} read"
@@ -48,7 +50,11 @@ pub fn parse(text: &str) -> Result<Labels, String> {
 fn parse_json(text: &str) -> Result<Labels, String> {
     let v: BTreeMap<String, BTreeMap<String, serde_json::Value>> = serde_json::from_str(text)
         .map_err(|e| {
-            format!("not an object of edge id → {{label: value}}: {e} (line {}, column {})", e.line(), e.column())
+            format!(
+                "not an object of edge id → {{label: value}}: {e} (line {}, column {})",
+                e.line(),
+                e.column()
+            )
         })?;
     Ok(v.into_iter()
         .map(|(edge, labels)| {
@@ -65,7 +71,10 @@ fn parse_json(text: &str) -> Result<Labels, String> {
 }
 
 fn parse_csv(text: &str) -> Result<Labels, String> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let Some((_, header)) = lines.next() else {
         return Ok(Labels::new());
     };
@@ -132,7 +141,8 @@ mod tests {
 
     #[test]
     fn json_and_csv_give_the_same_map() {
-        let j = parse(r#"{"E1": {"vendor": "A", "site": "north"}, "E,2": {"vendor": "B"}}"#).unwrap();
+        let j =
+            parse(r#"{"E1": {"vendor": "A", "site": "north"}, "E,2": {"vendor": "B"}}"#).unwrap();
         let c = parse("edge,vendor,site\nE1,A,north\n\"E,2\",B,\n").unwrap();
         assert_eq!(j, c);
         assert_eq!(j["E1"]["site"], "north");

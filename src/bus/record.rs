@@ -88,7 +88,11 @@ impl Record {
     }
 
     /// The record of a stored message (`seq`: its stream sequence, for errors).
-    pub fn read(headers: Option<&HeaderMap>, payload: Bytes, seq: u64) -> Result<Record, RecordError> {
+    pub fn read(
+        headers: Option<&HeaderMap>,
+        payload: Bytes,
+        seq: u64,
+    ) -> Result<Record, RecordError> {
         let err = |header: &'static str, problem: &str| RecordError {
             seq,
             header,
@@ -149,7 +153,11 @@ mod tests {
 
     #[test]
     fn a_record_reads_back_as_written() {
-        for topic in ["/v1/E1/device/request", "/v1/E.1 x/service/command", "odd\n"] {
+        for topic in [
+            "/v1/E1/device/request",
+            "/v1/E.1 x/service/command",
+            "odd\n",
+        ] {
             let r = record(topic);
             let h = r.headers();
             assert_eq!(Record::read(Some(&h), r.payload.clone(), 1), Ok(r));

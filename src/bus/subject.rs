@@ -127,7 +127,11 @@ pub fn unescape(token: &str) -> Option<String> {
 
 /// The subject a watcher publishes a record of `edge` on.
 pub fn msg_subject(edge: Option<&str>, dir: Direction) -> String {
-    format!("{MSG_PREFIX}.{}.{}", escape(edge.unwrap_or("")), dir.as_str())
+    format!(
+        "{MSG_PREFIX}.{}.{}",
+        escape(edge.unwrap_or("")),
+        dir.as_str()
+    )
 }
 
 /// The filter of partition `k`'s records.
@@ -207,13 +211,16 @@ mod tests {
             route("/v1/E1/device/command"),
             (Some("E1".into()), Direction::Down)
         );
-        assert_eq!(
-            route("/v1/E1/odd"),
-            (Some("E1".into()), Direction::Other)
-        );
+        assert_eq!(route("/v1/E1/odd"), (Some("E1".into()), Direction::Other));
         assert_eq!(route("/v2/x"), (None, Direction::Other));
-        assert_eq!(msg_subject(Some("E.1"), Direction::Up), "edgetap.msg.E%2E1.up");
-        assert_eq!(msg_subject(None, Direction::Other), "edgetap.msg.%none.other");
+        assert_eq!(
+            msg_subject(Some("E.1"), Direction::Up),
+            "edgetap.msg.E%2E1.up"
+        );
+        assert_eq!(
+            msg_subject(None, Direction::Other),
+            "edgetap.msg.%none.other"
+        );
         assert_eq!(
             parse_partition_subject("edgetap.p.3.E%2E1.down"),
             Some((3, "E%2E1", Direction::Down))

@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use super::labels::Labels;
 use super::wire::{BusFinding, EdgeCount, PartitionState};
 use crate::pipeline::{EdgeTraffic, Sink, Stats};
-use crate::report::{Column, Section, SectionRow};
 use crate::report::{Collector, Report, LISTED_FINDINGS};
+use crate::report::{Column, Section, SectionRow};
 use crate::rules::engine::Coverage;
 use crate::rules::RuleSet;
 
@@ -105,16 +105,17 @@ impl Fleet {
         }
         let partitions = self.partitions.len();
         let records: u64 = self.partitions.values().map(|s| s.records).sum();
-        let input = format!(
-            "bus {source}: {records} records judged in {partitions} partitions"
-        );
+        let input = format!("bus {source}: {records} records judged in {partitions} partitions");
         let mut report = Report::collected(
             vec![input],
             &stats,
             &coverage,
             rules,
             self.collector,
-            || "the stream EDGETAP_FINDINGS holds every one (`nats stream view EDGETAP_FINDINGS`)".into(),
+            || {
+                "the stream EDGETAP_FINDINGS holds every one (`nats stream view EDGETAP_FINDINGS`)"
+                    .into()
+            },
         );
         let bad: u64 = self.partitions.values().map(|s| s.bad_records).sum();
         if bad > 0 {
@@ -168,7 +169,9 @@ pub fn label_section(report: &Report, labels: &Labels) -> Section {
             labels.len(),
             report.edges.len()
         )),
-        columns: Column::all(["status", "label", "value", "edges", "messages", "errors", "warnings"]),
+        columns: Column::all([
+            "status", "label", "value", "edges", "messages", "errors", "warnings",
+        ]),
         rows: rows
             .into_iter()
             .map(|((name, value), r)| {

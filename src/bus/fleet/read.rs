@@ -132,11 +132,17 @@ async fn fetch(r: &mut Reader, fleet: &mut Fleet) -> Result<usize, BusError> {
 
 fn take(fleet: &mut Fleet, subject: &str, body: &[u8]) {
     let ok = if subject.starts_with(subject::FINDING_PREFIX) {
-        serde_json::from_slice::<BusFinding>(body).map(|f| fleet.finding(f)).is_ok()
+        serde_json::from_slice::<BusFinding>(body)
+            .map(|f| fleet.finding(f))
+            .is_ok()
     } else if subject.starts_with(subject::COUNT_PREFIX) {
-        serde_json::from_slice::<EdgeCount>(body).map(|c| fleet.count(c)).is_ok()
+        serde_json::from_slice::<EdgeCount>(body)
+            .map(|c| fleet.count(c))
+            .is_ok()
     } else if subject.starts_with(subject::COVERAGE_PREFIX) {
-        serde_json::from_slice::<PartitionState>(body).map(|s| fleet.partition(s)).is_ok()
+        serde_json::from_slice::<PartitionState>(body)
+            .map(|s| fleet.partition(s))
+            .is_ok()
     } else {
         true
     };

@@ -45,7 +45,9 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
 use super::record::Record;
-use super::subject::{count_subject, finding_subject, partition_filter, COVERAGE_PREFIX, CURSOR_PREFIX};
+use super::subject::{
+    count_subject, finding_subject, partition_filter, COVERAGE_PREFIX, CURSOR_PREFIX,
+};
 use super::wire::PartitionState;
 use super::{BusError, CURSOR_STREAM, MSG_STREAM};
 use crate::rules::RuleSet;
@@ -162,7 +164,11 @@ impl Partition {
     async fn read_cursor(&self) -> Result<u64, BusError> {
         use jetstream::stream::LastRawMessageErrorKind as Kind;
         let doing = || format!("partition {}: reading its cursor", self.k);
-        match self.cursors.get_last_raw_message_by_subject(&self.cursor_subject()).await {
+        match self
+            .cursors
+            .get_last_raw_message_by_subject(&self.cursor_subject())
+            .await
+        {
             Ok(m) => std::str::from_utf8(&m.payload)
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
@@ -256,7 +262,10 @@ impl Partition {
         let mut acks = vec![];
         for (n, f) in found.iter().enumerate() {
             let id = format!("p{k}.end.{cursor}.{n}");
-            acks.push(self.publish_json(finding_subject(f.finding.edge_id.as_deref()), Some(id), f).await?);
+            acks.push(
+                self.publish_json(finding_subject(f.finding.edge_id.as_deref()), Some(id), f)
+                    .await?,
+            );
         }
         for a in acks {
             a.await
@@ -269,7 +278,11 @@ impl Partition {
     }
 
     /// Replays the partition up to `cursor` into the analyzer, findings dropped.
-    async fn rebuild(&mut self, stream: &jetstream::stream::Stream, cursor: u64) -> Result<(), BusError> {
+    async fn rebuild(
+        &mut self,
+        stream: &jetstream::stream::Stream,
+        cursor: u64,
+    ) -> Result<(), BusError> {
         let k = self.k;
         let doing = |what: &str| format!("partition {k}: rebuilding its state: {what}");
         let replay = stream
@@ -293,7 +306,10 @@ impl Partition {
             while let Some(m) = batch.next().await {
                 let m = m.map_err(|e| BusError::new(doing("fetching"), e))?;
                 n += 1;
-                let seq = m.info().map_err(|e| BusError::new(doing("a record"), e))?.stream_sequence;
+                let seq = m
+                    .info()
+                    .map_err(|e| BusError::new(doing("a record"), e))?
+                    .stream_sequence;
                 if seq > cursor {
                     break 'read;
                 }
@@ -345,7 +361,10 @@ impl Partition {
                 false => (f.stream_seq, 0),
             };
             let id = format!("p{k}.{}.{}", f.stream_seq, n_of_seq.1);
-            acks.push(self.publish_json(finding_subject(f.finding.edge_id.as_deref()), Some(id), f).await?);
+            acks.push(
+                self.publish_json(finding_subject(f.finding.edge_id.as_deref()), Some(id), f)
+                    .await?,
+            );
         }
         for a in acks {
             a.await
@@ -354,7 +373,10 @@ impl Partition {
         if judged > 0 {
             let ack = self
                 .js
-                .publish(self.cursor_subject(), self.judge.applied().to_string().into())
+                .publish(
+                    self.cursor_subject(),
+                    self.judge.applied().to_string().into(),
+                )
                 .await
                 .map_err(|e| BusError::new(format!("partition {k}: writing its cursor"), e))?;
             ack.await
@@ -406,8 +428,9 @@ impl Partition {
         let subject = format!("{COVERAGE_PREFIX}.p{}", self.k);
         acks.push(self.publish_json(subject, None, &state).await?);
         for a in acks {
-            a.await
-                .map_err(|e| BusError::new(format!("partition {}: publishing counts", self.k), e))?;
+            a.await.map_err(|e| {
+                BusError::new(format!("partition {}: publishing counts", self.k), e)
+            })?;
         }
         Ok(())
     }
