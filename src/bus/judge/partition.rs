@@ -269,3 +269,65 @@ impl PartitionJudge {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::record::Stamp;
+
+    fn record(edge: &str, watcher: &str, seq: u64) -> Record {
+        Record {
+            topic: format!("/v1/{edge}/device/data"),
+            payload: bytes::Bytes::from_static(b"{\"mid\":1}"),
+            time_us: 1_800_000_000_000_000 + seq as i64,
+            retain: false,
+            stamp: Stamp {
+                watcher: watcher.into(),
+                run_us: 1,
+                seq,
+            },
+        }
+    }
+
+    fn judge() -> PartitionJudge {
+        PartitionJudge::new(Arc::new(RuleSet::load(None, false).unwrap()), 0)
+    }
+
+    fn setup_findings(out: &[BusFinding]) -> Vec<(Option<String>, u64)> {
+        out.iter()
+            .filter(|f| f.finding.rule == "setup.several_watchers")
+            .map(|f| (f.finding.edge_id.clone(), f.stream_seq))
+            .collect()
+    }
+
+    #[test]
+    fn a_record_at_or_below_the_cursor_is_left_alone() {
+        let mut j = judge();
+        let mut out = vec![];
+        assert_eq!(j.apply(5, Ok(record("E1", "w1", 1)), Some(&mut out)), Applied::Judged);
+        let n = out.len();
+        assert_eq!(j.apply(5, Ok(record("E1", "w1", 1)), Some(&mut out)), Applied::Skipped);
+        assert_eq!(j.apply(3, Ok(record("E1", "w1", 1)), Some(&mut out)), Applied::Skipped);
+        assert_eq!(out.len(), n, "nothing found twice");
+        assert_eq!(j.state().records, 1);
+        assert_eq!(j.changed_counts().len(), 1);
+        assert!(j.changed_counts().is_empty(), "published once until it changes");
+    }
+
+    #[test]
+    fn an_edge_through_a_second_watcher_is_a_set_up_finding_once() {
+        let mut j = judge();
+        let mut out = vec![];
+        j.apply(1, Ok(record("E1", "w1", 1)), Some(&mut out));
+        j.apply(2, Ok(record("E2", "w2", 1)), Some(&mut out));
+        j.apply(3, Ok(record("E1", "w1", 2)), Some(&mut out));
+        assert!(setup_findings(&out).is_empty(), "one watcher per edge");
+        j.apply(4, Ok(record("E1", "w2", 2)), Some(&mut out));
+        j.apply(5, Ok(record("E1", "w1", 3)), Some(&mut out));
+        j.apply(6, Ok(record("E1", "w2", 3)), Some(&mut out));
+        assert_eq!(setup_findings(&out), vec![(Some("E1".into()), 4)]);
+        let f = out.iter().find(|f| f.finding.rule == "setup.several_watchers").unwrap();
+        assert_eq!(f.watcher.as_deref(), Some("w2"));
+        assert!(f.finding.message.contains("hash_clientid"), "{}", f.finding.message);
+    }
+}
