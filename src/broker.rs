@@ -16,6 +16,11 @@ pub enum BrokerError {
     Config(String),
     #[error("broker did not accept connections on {addr} within {waited_ms} ms")]
     NotListening { addr: SocketAddr, waited_ms: u64 },
+    #[error("cannot listen on {addr}: {source} (is another broker or edgetap running there? choose another port with --listen / --listen-v5)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("broker thread: {0}")]
     Thread(#[from] std::io::Error),
 }
@@ -101,6 +106,12 @@ pub fn config(s: &BrokerSettings) -> Result<rumqttd::Config, BrokerError> {
 /// Starts the broker on a std thread; returns when both listeners accept connections.
 pub fn start(s: &BrokerSettings) -> Result<EmbeddedBroker, BrokerError> {
     let cfg = config(s)?;
+    // rumqttd binds on its own thread and only logs a failure; whatever else holds
+    // the port would then answer the readiness probe below. Bind each address once
+    // here first, so a port in use is an error that names it.
+    for addr in [s.v4, s.v5] {
+        TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?;
+    }
     std::thread::Builder::new()
         .name("edgetap-broker".into())
         .spawn(move || {

@@ -117,7 +117,10 @@ pub enum Command {
         (SKIP, JUnit <skipped>), which neither passes nor fails the run.\n\n\
         Exit codes: 0 as recorded (as --expect with --expect; saved with --save-expect), \
         1 differences, 2 bad usage, unreadable input, or a broker that refused the \
-        connection (refused, login refused, closed, no CONNACK) or lost it during the replay,         3 nothing exercised (no exchange of the edge to play in that role: the run proves         nothing).")]
+        connection (refused, login refused, closed, no CONNACK) or lost it during the replay, \
+        or --save-expect refused (the counterpart answered nothing), 3 nothing exercised (no \
+        exchange of the edge to play in that role: the run proves nothing), 130 interrupted \
+        (Ctrl-C or SIGTERM: the report covers what ran).")]
     Replay(ReplayArgs),
     /// Judge a whole fleet from one ordinary MQTT subscription to /v1/#: no proxy,
     /// no insertion; the live console, then the clause table per edge on Ctrl-C,
@@ -234,7 +237,8 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "FILE")]
     pub expect: Option<PathBuf>,
     /// Save the outcome for --expect (exit code 0 once saved, whatever the
-    /// differences from the recording: they are what later runs must match).
+    /// differences from the recording: they are what later runs must match; refused,
+    /// exit 2, when the counterpart answered nothing).
     #[arg(long, value_name = "FILE")]
     pub save_expect: Option<PathBuf>,
     /// How long to wait for each answer, in ms.
@@ -530,12 +534,13 @@ pub struct RulesArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum RulesCommand {
-    /// List every rule: id, clause, table, severity, check.
+    /// List every rule: id, clause, table, severity, check; `--format md` prints
+    /// every rule with its reading and its whole basis on one page (docs/rules.md).
     List {
         #[command(flatten)]
         rules: RulesArgs,
-        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
-        format: ListFormat,
+        #[arg(long, value_enum, default_value_t = RulesListFormat::Table)]
+        format: RulesListFormat,
     },
     /// Check a folder of rule files; errors name the file and the rule id.
     Lint {
@@ -556,6 +561,14 @@ pub use edgetap::report::Format;
 pub enum ListFormat {
     Table,
     Json,
+}
+
+/// `rules list` formats: a list's, or one Markdown page for a reviewer.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RulesListFormat {
+    Table,
+    Json,
+    Md,
 }
 
 #[derive(clap::Args, Debug)]

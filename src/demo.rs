@@ -105,11 +105,13 @@ impl DemoRun {
         self.plan.passed() && !self.proxy.has_errors()
     }
 
-    /// The run for the renderers: the platform's record, then the proxy's (not on
-    /// the page: one page, the platform's; the proxy's is `analyze --capture` away).
-    pub fn document(&self) -> Document<'_> {
+    /// The run for the renderers: the platform's record, then the proxy's (on the
+    /// page its clause table; its findings are `analyze --capture` away). `label`
+    /// names the run ("run 1").
+    pub fn document(&self, label: &str) -> Document<'_> {
         let mut doc = self.plan.document();
         doc.appended.push(Appended {
+            label: format!("{label} proxy"),
             heading: format!(
                 "What the edgetap proxy ({} → broker) judged on the edge's connection: {} live finding(s)",
                 self.proxy_addr, self.live_findings

@@ -49,8 +49,60 @@ pub fn redact_payload(text: &str) -> String {
             walk(&mut v);
             v.to_string()
         }
-        Err(_) => redact_url(text),
+        Err(_) => redact_keys(&redact_url(text)),
     }
+}
+
+/// In text that is not JSON: the value after each key that names a credential (a
+/// quoted string, or up to the next `,` `}` or line end) → `<redacted>`.
+fn redact_keys(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut cut: Vec<(usize, usize)> = vec![];
+    for k in SECRET_KEYS {
+        let mut from = 0;
+        while let Some(i) = lower[from..].find(k) {
+            let key_end = from + i + k.len();
+            from = key_end;
+            // The rest of the key's name and its closing quote, then `:`.
+            let rest = &text[key_end..];
+            let Some(colon) = rest.find(':') else { break };
+            if rest[..colon].contains([',', '{', '}', '\n']) {
+                continue;
+            }
+            let start = key_end + colon + 1;
+            let value = &text[start..];
+            let skip = value.len() - value.trim_start().len();
+            let vstart = start + skip;
+            let v = &text[vstart..];
+            let vend = if let Some(body) = v.strip_prefix('"') {
+                let mut esc = false;
+                let close = body.char_indices().find(|&(_, c)| {
+                    let end = c == '"' && !esc;
+                    esc = c == '\\' && !esc;
+                    end
+                });
+                vstart + 1 + close.map_or(body.len(), |(j, _)| j + 1)
+            } else {
+                vstart + v.find([',', '}', '\n']).unwrap_or(v.len())
+            };
+            if vend > vstart {
+                cut.push((vstart, vend));
+            }
+        }
+    }
+    cut.sort();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (a, b) in cut {
+        if a < at {
+            continue;
+        }
+        out.push_str(&text[at..a]);
+        out.push_str(REDACTED);
+        at = b;
+    }
+    out.push_str(&text[at..]);
+    out
 }
 
 /// `scheme://user:password@host` → `scheme://<redacted>@host`, anywhere in `s`.
@@ -101,5 +153,11 @@ mod tests {
             "not json http://<redacted>@h/x"
         );
         assert_eq!(redact_payload("http://host/x"), "http://host/x");
+        // Not JSON (a comma missing): the keys' values are still hidden.
+        let r = redact_payload(r#"{"user":"u" "Password": "p\"w", "token":12, "md5":"ab"}"#);
+        assert_eq!(
+            r,
+            r#"{"user":"u" "Password": <redacted>, "token":<redacted>, "md5":"ab"}"#
+        );
     }
 }

@@ -445,6 +445,12 @@ fn the_proxy_serves_the_record_live_with_a_json_api_and_metrics() {
         "{metrics}"
     );
 
+    // What the live view numbers: its chart labels and its findings' packets.
+    let (_, _, live_page) = get(http, "/", None);
+    let live_labels = pkt_labels(&live_page);
+    assert_eq!(live_labels.len(), 2, "{live_page}");
+    let live_packets: Vec<u64> = fs.iter().map(|f| f["packet"].as_u64().unwrap()).collect();
+
     // Stop the proxy (SIGTERM): the store holds the capture; its record as HTML.
     unsafe { libc::kill(proxy.0.id() as i32, libc::SIGTERM) };
     let mut proxy = proxy;
@@ -464,6 +470,38 @@ fn the_proxy_serves_the_record_live_with_a_json_api_and_metrics() {
     assert_self_contained(&text);
     assert!(text.contains("<section class=\"chart\" id=\"edge-LV1\""));
     assert!(text.contains("<section class=\"chart\" id=\"edge-LV2\""));
+    // One numbering: the live view cited the frames the stored record cites (the
+    // export's), for the chart and the findings.
+    assert_eq!(pkt_labels(&text), live_labels);
+    let out = run(edgetap()
+        .args([
+            "analyze",
+            "--format",
+            "json",
+            "--edge",
+            "LV2",
+            "--severity",
+            "error",
+        ])
+        .args(["--capture", &capture_id.to_string()])
+        .arg("--store")
+        .arg(&store));
+    let stored: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stored: Vec<u64> = stored["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["packet"].as_u64().unwrap())
+        .collect();
+    assert_eq!(stored, live_packets);
+}
+
+/// The "pkt N" labels of a page's charts, in order.
+fn pkt_labels(page: &str) -> Vec<String> {
+    page.split("· pkt ")
+        .skip(1)
+        .map(|s| s.split('<').next().unwrap().to_string())
+        .collect()
 }
 
 /// A token guards the live view; a non-loopback address without one is refused.

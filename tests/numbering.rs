@@ -208,6 +208,72 @@ async fn a_stored_finding_cites_the_frame_of_the_pcapng_export() {
         shown.contains("t36.CMD_CON_START"),
         "the comment is on frame {frame}: {shown}"
     );
+    // One numbering: every comment cites the frame it is on (not the store's
+    // event number), as Wireshark numbers it.
+    let comments = Command::new("tshark")
+        .args(["-r", pcapng.to_str().unwrap(), "-Y", "frame.comment"])
+        .args(["-T", "fields", "-e", "frame.number", "-e", "frame.comment"])
+        .output()
+        .expect("tshark must be installed");
+    let comments = String::from_utf8_lossy(&comments.stdout).into_owned();
+    let mut cited = 0;
+    for line in comments.lines() {
+        let (n, text) = line.split_once('\t').unwrap();
+        for c in text.split(',').filter(|c| c.contains(" packet ")) {
+            let p = c
+                .split(" packet ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap();
+            assert_eq!(p, n, "frame {n}'s comment cites packet {p}: {c}");
+            cited += 1;
+        }
+    }
+    assert!(cited >= 1, "{comments}");
+    // The HTML record labels each charted message with the frame too: the
+    // finding's message is "pkt FRAME", and every label is a frame tshark shows
+    // carrying an MQTT PUBLISH.
+    let (_, html, err) = edgetap(&[
+        "analyze",
+        "--capture",
+        &id,
+        "--store",
+        &store_dir,
+        "--format",
+        "html",
+    ]);
+    assert!(html.contains(&format!("· pkt {frame}<")), "{err}{html}");
+    let publishes = Command::new("tshark")
+        .args(["-r", pcapng.to_str().unwrap()])
+        .args(["-d", &format!("tcp.port=={},mqtt", m.port)])
+        .args([
+            "-Y",
+            "mqtt.msgtype==3",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ])
+        .output()
+        .unwrap();
+    let publishes: Vec<String> = String::from_utf8_lossy(&publishes.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let labels: Vec<&str> = html
+        .split("· pkt ")
+        .skip(1)
+        .map(|s| s.split('<').next().unwrap())
+        .collect();
+    assert_eq!(labels.len(), 3, "{html}");
+    for l in &labels {
+        assert!(
+            publishes.iter().any(|p| p == l),
+            "pkt {l} is no PUBLISH frame: {publishes:?}"
+        );
+    }
 
     // captures show: the same frame number; --payloads prints the messages with
     // their client ids, credentials redacted.

@@ -425,9 +425,14 @@ fn an_upstream_that_never_reads_is_named_and_does_not_hold_up_stopping() {
     let mut client = client.unwrap();
     let _held = held.join().unwrap().unwrap();
     // Far more than the loopback socket buffers hold; the writer blocks for good.
-    // (Filler bytes, not packets: the upstream reads none of them.)
+    // (A CONNECT, then filler bytes that frame as PUBLISH packets: the upstream reads
+    // none of them. A stream that does not start with a CONNECT would be withheld
+    // from the store, see store/scrub.rs.)
     client
         .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    client
+        .write_all(&edgetap::mqtt::encode::connect("never-read"))
         .unwrap();
     let block = vec![0x30u8; 1 << 16];
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -243,8 +243,9 @@ fn readme_ci_script() -> String {
     items.join("\n")
 }
 
-#[test]
-fn the_readme_ci_example_runs_as_written_and_its_junit_is_green() {
+/// Runs the README's CI script in a directory of its own, on a free port, with
+/// `swap` applied to its text; returns the directory once the script has ended.
+fn run_readme_ci(tag: &str, swap: &[(&str, &str)]) -> PathBuf {
     let script = readme_ci_script();
     assert!(
         script.contains("captures/replay/golden.expect.json"),
@@ -258,8 +259,12 @@ fn the_readme_ci_example_runs_as_written_and_its_junit_is_green() {
     }
     // The one change: a free port, so that the test does not depend on 1883.
     let port = common::free_port().to_string();
-    let script = script.replace("1883", &port);
-    let work = common::temp_dir("readme-ci");
+    let mut script = script.replace("1883", &port);
+    for (from, to) in swap {
+        assert!(script.contains(from), "{from}: {script}");
+        script = script.replace(from, to);
+    }
+    let work = common::temp_dir(tag);
     std::os::unix::fs::symlink(repo().join("captures"), work.join("captures")).unwrap();
     let bin_dir = Path::new(bin()).parent().unwrap();
     let path = format!(
@@ -291,6 +296,12 @@ fn the_readme_ci_example_runs_as_written_and_its_junit_is_green() {
         .collect::<Vec<_>>()
         .join("\n");
     assert!(status.success(), "the CI script failed: {status:?}\n{err}");
+    work
+}
+
+#[test]
+fn the_readme_ci_example_runs_as_written_and_its_junit_is_green() {
+    let work = run_readme_ci("readme-ci", &[]);
     let junit = std::fs::read_to_string(work.join("replay.xml")).unwrap();
     let cases = junit.matches("<testcase ").count();
     assert!(cases >= 20, "{junit}");
@@ -309,6 +320,38 @@ fn the_readme_ci_example_runs_as_written_and_its_junit_is_green() {
         junit.contains("classname=\"replay.mutation\" name=\"drop-field\""),
         "{junit}"
     );
+}
+
+/// The README's CI example as an HTML record, against a conforming device: the
+/// mutations' own messages (a command without its jobId, a payload cut short) are
+/// the test's doing, shown as injected, never the device's errors; the
+/// "Expectation" section says what was compared.
+#[test]
+fn the_readme_ci_example_as_html_charges_the_device_with_nothing_injected() {
+    let work = run_readme_ci(
+        "readme-ci-html",
+        &[("--format junit > replay.xml", "--format html > replay.html")],
+    );
+    let html = std::fs::read_to_string(work.join("replay.html")).unwrap();
+    assert!(
+        html.contains("<span class=\"verdict pass\" id=\"verdict\">PASS"),
+        "{}",
+        &html[..html.len().min(4000)]
+    );
+    assert!(!html.contains(">FAIL<"), "a FAIL headline or status");
+    // What the test injected, with its mutation and the rule it raised.
+    let injected = &html[html
+        .find("Injected by the test")
+        .expect("the injected section")..];
+    assert!(injected.contains("t34.CMD_CON_INSTALL"), "{injected}");
+    assert!(injected.contains("payload.invalid_json"), "{injected}");
+    assert!(injected.contains("drop-field"), "{injected}");
+    // The expectation, item by item: never an empty table.
+    let expect = &html[html.find("Expectation (--expect)").unwrap()..];
+    let expect = &expect[..expect.find("</table>").unwrap()];
+    assert!(expect.contains("exchange 6 CMD_SYS_UPGRADE"), "{expect}");
+    assert!(expect.contains("mutation drop-field"), "{expect}");
+    assert!(expect.contains("matched"), "{expect}");
 }
 
 /// `sim platform --format junit` holds one case per detection item (6.x.x.2) beside

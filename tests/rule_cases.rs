@@ -59,6 +59,8 @@ struct Case {
 #[serde(deny_unknown_fields)]
 struct Msg {
     t: f64,
+    /// The client that publishes it: "edge", "platform", or "edge2" (a second
+    /// connection on the edge side, its CONNECT seen unless the case is `joined`).
     from: String,
     #[serde(default)]
     topic: Option<String>,
@@ -99,6 +101,15 @@ fn run(rules: &Arc<RuleSet>, case: &Case) -> (BTreeMap<String, usize>, Vec<Strin
     let t0 = t0_us();
     a.open(1, None, None, case.joined);
     a.open(2, None, None, case.joined);
+    // A second connection of the edge side (another edge, or the edge reconnected),
+    // opened only when a message uses it.
+    let second = case.messages.iter().any(|m| m.from == "edge2");
+    if second {
+        a.open(3, None, None, case.joined);
+    }
+    if second && !case.joined && !case.no_connect {
+        a.data(3, Side::Client, t0, 0, &encode::connect("edge2"), &mut sink);
+    }
     if !case.joined && !case.no_connect {
         a.data(1, Side::Client, t0, 0, &encode::connect("edge"), &mut sink);
         a.data(
@@ -114,7 +125,11 @@ fn run(rules: &Arc<RuleSet>, case: &Case) -> (BTreeMap<String, usize>, Vec<Strin
         let conn = match m.from.as_str() {
             "edge" => 1,
             "platform" => 2,
-            other => panic!("{}: from must be edge or platform, not {other}", case.name),
+            "edge2" => 3,
+            other => panic!(
+                "{}: from must be edge, edge2 or platform, not {other}",
+                case.name
+            ),
         };
         let bytes = if let Some(h) = &m.mqtt_raw_hex {
             hex(h)

@@ -63,6 +63,36 @@ pub fn analyze_files(
     Ok(report)
 }
 
+/// Rotated captures named out of order (a shell glob puts `s.pcap10` before
+/// `s.pcap2`; `rot_00001.pcap rot_00000.pcap` typed by hand) are read as one
+/// session only in the order they were written: `files` is put in the order of
+/// their first frame's time (files without a frame last, ties as given). Returns
+/// the note to show when the order changed. Left as given when one is no regular
+/// file (a pipe cannot be read twice).
+pub fn order_by_first_frame(files: &mut [PathBuf]) -> Result<Option<String>, AnalyzeError> {
+    if files.len() < 2 || !files.iter().all(|f| f.is_file()) {
+        return Ok(None);
+    }
+    let mut timed = Vec::with_capacity(files.len());
+    for f in files.iter() {
+        timed.push((
+            crate::capture::first_frame_time(f)?.unwrap_or(i64::MAX),
+            f.clone(),
+        ));
+    }
+    timed.sort_by_key(|(t, _)| *t);
+    let ordered: Vec<PathBuf> = timed.into_iter().map(|(_, f)| f).collect();
+    if ordered == files {
+        return Ok(None);
+    }
+    let names: Vec<String> = ordered.iter().map(|f| f.display().to_string()).collect();
+    files.clone_from_slice(&ordered);
+    Ok(Some(format!(
+        "the captures were read in the order of their first packet's time, as one session: {}",
+        names.join(" ")
+    )))
+}
+
 /// Messages and findings handed from the reading thread to the judging one at a time.
 const BATCH: usize = 256;
 

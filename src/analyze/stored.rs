@@ -11,7 +11,7 @@ use crate::report::{Collector, Report};
 use crate::rules::RuleSet;
 use crate::store::findings::Aggregate;
 use crate::store::replay::input;
-use crate::store::{CaptureMeta, Store, StoreError};
+use crate::store::{CaptureMeta, Recorder, Store, StoreError};
 
 /// Runs a stored capture through the pipeline: the same report `analyze` gives for a
 /// pcap of the same traffic.
@@ -112,12 +112,16 @@ pub fn stored_findings(store: &Store, id: u64) -> Result<Vec<Finding>, StoreErro
     store.findings(id)
 }
 
-/// What a stored capture lacks, one line each: what the proxy forwarded but could
-/// not record (disk full), and the damaged spans of its chunk file. Every report of
+/// What a stored capture lacks, one line each: its recorder gone without closing
+/// it, what the proxy forwarded but could not record (disk full, credentials that
+/// could not be located), and the damaged spans of its chunk file. Every report of
 /// a stored capture lists them (`summary.incomplete`).
 pub fn gaps(store: &Store, id: u64) -> Result<Vec<String>, StoreError> {
     let meta = store.capture(id)?;
     let mut out = vec![];
+    if store.recorder(&meta) == Recorder::Gone {
+        out.push(format!("capture {id}: {}", Recorder::GONE));
+    }
     if let Some(n) = &meta.not_recorded {
         out.push(format!("capture {id}: {}", n.line()));
     }

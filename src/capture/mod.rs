@@ -422,3 +422,23 @@ impl CaptureReader {
         self.progress.clone()
     }
 }
+
+/// The time (µs since the epoch) of the first frame of the capture file at `path`,
+/// `None` when it holds none. Reads the header and the records up to that frame.
+pub fn first_frame_time(path: &Path) -> Result<Option<i64>, CaptureError> {
+    let name = path.display().to_string();
+    let file = File::open(path).map_err(|source| CaptureError::Open {
+        file: name.clone(),
+        source,
+    })?;
+    let mut source = RecordSource::new(Box::new(file), name, Arc::new(AtomicU64::new(0)))?;
+    loop {
+        match source.next_record()? {
+            Some(Record::NotAFrame) => {}
+            Some(Record::Frame { time_us, .. }) | Some(Record::Unreadable { time_us, .. }) => {
+                return Ok(Some(time_us))
+            }
+            Some(Record::End { .. }) | None => return Ok(None),
+        }
+    }
+}

@@ -16,8 +16,12 @@ impl Sink for NoSink {}
 pub fn run(args: cli::AnalyzeArgs, stdout: &mut dyn Write) -> anyhow::Result<u8> {
     let rules = Arc::new(load_rules(&args.rules)?);
     let edgetap::report::Shown { filter, listing } = shown(&args.shown, &rules)?;
+    let mut files = args.files;
+    if let Some(note) = edgetap::analyze::order_by_first_frame(&mut files)? {
+        eprintln!("edgetap: {note}");
+    }
     let settings = AnalyzeSettings {
-        files: args.files,
+        files,
         ports: args.ports,
         max_packet: args.max_packet_size,
         progress: !args.no_progress,
@@ -71,6 +75,7 @@ fn analyze_capture(
     // Findings cite the frame numbers `captures export` gives, not the store's chunks.
     let frames = edgetap::store::export::frame_numbers(&store, id)?;
     report.renumber(|f| frames.frame_of(f));
+    report.renumber_chart(|f| frames.frame_of(f), |p| frames.frame_of_event(p));
     // What is not in the store: never recorded (disk full) or damaged since.
     report
         .summary

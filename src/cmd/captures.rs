@@ -41,24 +41,21 @@ pub fn run(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::Result
                 rules_version: String,
             }
             fn show_ended(e: &Option<String>) -> String {
-                e.clone().unwrap_or_else(|| "(running or killed)".into())
+                e.clone().unwrap_or_else(|| "(none)".into())
             }
             let rows: Vec<Row> = store
                 .captures()?
                 .into_iter()
                 .map(|m| Row {
                     id: m.id,
-                    name: m.name,
+                    name: m.name.clone(),
                     started: time(m.started_us),
                     ended: m.ended_us.map(time),
                     connections: m.connections,
                     packets: m.packets,
                     findings: m.findings,
                     bytes: m.bytes,
-                    recorded: match &m.not_recorded {
-                        None => "complete".into(),
-                        Some(n) => format!("INCOMPLETE: {} bytes not recorded", n.bytes),
-                    },
+                    recorded: recorded(&store, &m),
                     not_recorded: m.not_recorded,
                     listen: m.listen,
                     upstream: m.upstream,
@@ -126,7 +123,10 @@ pub fn run(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::Result
                         meta.listen,
                         meta.upstream,
                         time(meta.started_us),
-                        meta.ended_us.map(time).unwrap_or_else(|| "(running or killed)".into()),
+                        meta.ended_us.map(time).unwrap_or_else(|| match store.recorder(&meta) {
+                            edgetap::store::Recorder::Recording => "(not yet: being recorded)".into(),
+                            _ => "(never: the recorder stopped without closing it)".into(),
+                        }),
                         meta.rules_version,
                         meta.connections,
                         meta.chunks,
@@ -215,11 +215,15 @@ pub fn run(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::Result
         }
         C::Delete { id, store, force } => {
             let store = Store::open_existing(&store.dir)?;
-            // A capture without an end may be recording now: deleting it would lose
-            // what the proxy records, while the proxy reports it stored.
-            if !force && store.capture(id)?.ended_us.is_none() {
+            // A capture being recorded: deleting it would lose what the proxy
+            // records, while the proxy reports it stored. One whose recorder is gone
+            // (killed) goes without --force.
+            let meta = store.capture(id)?;
+            if !force && store.recorder(&meta) == edgetap::store::Recorder::Recording {
                 anyhow::bail!(
-                    "capture {id} has no end time: a proxy may still be recording it (stop                      it first), or its proxy was killed; --force deletes it anyway"
+                    "capture {id} is being recorded: a proxy may still be recording it (it \
+                     holds chunks/{id}.recording locked); stop it first, or --force deletes \
+                     it anyway"
                 );
             }
             store.delete(id)?;
@@ -234,7 +238,19 @@ pub fn run(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::Result
         } => {
             use anyhow::Context as _;
             let store = Store::open_existing(&store.dir)?;
-            let file = std::fs::File::create(&pcapng)
+            // What devices sent is the owner's alone, like the store it comes from:
+            // created 0600, and an older file written over is made 0600 first.
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&pcapng)
+                .and_then(|f| {
+                    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                    Ok(f)
+                })
                 .with_context(|| format!("create {}", pcapng.display()))?;
             let s = edgetap::store::export::export_pcapng(
                 &store,
@@ -254,5 +270,28 @@ pub fn run(command: cli::CapturesCommand, out: &mut dyn Write) -> anyhow::Result
             }
             Ok(0)
         }
+    }
+}
+
+/// The `recorded` column of `captures list`: whether the capture is whole, and if
+/// not what is missing (its recorder gone without closing it, bytes and packets
+/// not recorded).
+fn recorded(store: &edgetap::store::Store, m: &edgetap::store::CaptureMeta) -> String {
+    use edgetap::store::Recorder;
+    let lost = m.not_recorded.as_ref().map(|n| {
+        format!(
+            "{} bytes ({} MQTT packets) not recorded",
+            n.bytes, n.packets
+        )
+    });
+    match (store.recorder(m), lost) {
+        (Recorder::Gone, None) => "INCOMPLETE: the recorder stopped without closing it".into(),
+        (Recorder::Gone, Some(l)) => {
+            format!("INCOMPLETE: the recorder stopped without closing it; {l}")
+        }
+        (Recorder::Recording, None) => "being recorded".into(),
+        (Recorder::Recording, Some(l)) => format!("being recorded; INCOMPLETE: {l}"),
+        (Recorder::Closed, None) => "complete".into(),
+        (Recorder::Closed, Some(l)) => format!("INCOMPLETE: {l}"),
     }
 }

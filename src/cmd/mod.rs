@@ -110,3 +110,30 @@ pub fn analyze_exit_code(report: &edgetap::report::Report) -> u8 {
     }
     code
 }
+
+/// A watch that turns to the signal's name on the first SIGINT (Ctrl-C) or SIGTERM:
+/// the run stops and the report of what ran is written. A second signal exits at once (`replay`, `sim platform`).
+pub fn interrupt() -> tokio::sync::watch::Receiver<Option<String>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        for n in 0.. {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            if n > 0 {
+                eprintln!("edgetap: {name} again: exiting without a report");
+                std::process::exit(edgetap::replay::EXIT_INTERRUPTED.into());
+            }
+            let _ = tx.send(Some(name.to_string()));
+        }
+    });
+    rx
+}

@@ -145,6 +145,7 @@ pub fn run(args: cli::ProxyArgs) -> anyhow::Result<u8> {
         match edgetap::store::export::frame_numbers(store, id) {
             Ok(frames) => {
                 report.renumber(|f| frames.frame_of(f));
+                report.renumber_chart(|f| frames.frame_of(f), |p| frames.frame_of_event(p));
                 report.renumber_groups(|p| frames.frame_of_event(p));
             }
             Err(e) => eprintln!(

@@ -42,12 +42,43 @@ pub fn run(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     s.ports = a.ports;
     s.capture = a.capture;
     let expected = a.expect.as_deref().map(replay::load_expected).transpose()?;
-    let outcome = replay::run_blocking(s, rules)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let outcome = rt.block_on(async {
+        s.interrupt = Some(super::interrupt());
+        replay::run(s, rules).await
+    })?;
+    if let Some(why) = &outcome.interrupted {
+        eprintln!("edgetap: replay {why}; the report covers what ran (exit code 130)");
+    }
     if let Some(lost) = &outcome.broker_lost {
         eprintln!("edgetap: {lost} (exit code 2)");
     }
-    // An outcome cut short by the broker is no expectation to keep.
+    // An outcome cut short by the broker is no expectation to keep; nor is one of
+    // a counterpart that answered nothing (it would pass with no device at all).
+    let mut refused = false;
     let saved = match (&a.save_expect, &outcome.broker_lost) {
+        (Some(p), None) if outcome.interrupted.is_some() => {
+            eprintln!(
+                "edgetap: --save-expect {}: not saved: the replay was interrupted",
+                p.display()
+            );
+            false
+        }
+        (Some(p), None) if outcome.answered_nothing() => {
+            eprintln!(
+                "edgetap: --save-expect {}: not saved: the {} answered nothing during the \
+                 replay, and an expectation of silence would pass with no device at all; \
+                 check that it is online, on this broker, under this id, then run again \
+                 (exit code 2)",
+                p.display(),
+                outcome.counterpart()
+            );
+            refused = true;
+            false
+        }
         (Some(p), None) => {
             use anyhow::Context as _;
             std::fs::write(p, outcome.to_json())
@@ -60,5 +91,8 @@ pub fn run(a: cli::ReplayArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     let expectation = expected.map(|e| replay::check_expected(&e, &outcome));
     let doc = outcome.document(expectation.as_ref());
     out.write_all(edgetap::report::render(&doc, a.format, &Default::default()).as_bytes())?;
+    if refused {
+        return Ok(edgetap::report::EXIT_UNREADABLE);
+    }
     Ok(outcome.exit_code(expectation.as_ref(), saved))
 }

@@ -55,6 +55,52 @@ pub fn disconnect() -> Vec<u8> {
     b.to_vec()
 }
 
+/// The bytes of an MQTT variable byte integer (a remaining length).
+pub fn varint(mut n: usize) -> Vec<u8> {
+    let mut v = vec![];
+    loop {
+        let b = (n % 128) as u8;
+        n /= 128;
+        v.push(if n > 0 { b | 0x80 } else { b });
+        if n == 0 {
+            return v;
+        }
+    }
+}
+
+/// A packet of any kind, framed by hand: the first byte (type and flags), the
+/// remaining length, `body`. For the packets tests need that the codec refuses to
+/// write (binary or non-UTF-8 credentials, unknown MQTT 5 properties, AUTH).
+pub fn frame(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut p = vec![first];
+    p.extend(varint(body.len()));
+    p.extend_from_slice(body);
+    p
+}
+
+/// An MQTT 3.1.1 CONNECT with user name and password as given (any bytes).
+pub fn connect_login(id: &str, user: &[u8], pass: &[u8]) -> Vec<u8> {
+    let mut body = b"\x00\x04MQTT\x04\xc2\x00\x3c".to_vec();
+    for f in [id.as_bytes(), user, pass] {
+        body.extend((f.len() as u16).to_be_bytes());
+        body.extend_from_slice(f);
+    }
+    frame(0x10, &body)
+}
+
+/// An MQTT 5 CONNECT (keep-alive 60) with CONNECT properties `props` (bytes as
+/// given, their length put in front), user name and password.
+pub fn connect_v5(id: &str, props: &[u8], user: &[u8], pass: &[u8]) -> Vec<u8> {
+    let mut body = b"\x00\x04MQTT\x05\xc2\x00\x3c".to_vec();
+    body.extend(varint(props.len()));
+    body.extend_from_slice(props);
+    for f in [id.as_bytes(), user, pass] {
+        body.extend((f.len() as u16).to_be_bytes());
+        body.extend_from_slice(f);
+    }
+    frame(0x10, &body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -107,6 +107,20 @@ pub fn parse_topic(topic: &str) -> Option<Topic> {
     })
 }
 
+/// The edge id a topic of the standard's tree names even when the topic is none of
+/// its topics (`/V1/E7/Device/Data`, a trailing slash, an unknown role): the
+/// second level after `v1` in any case. A finding on such a topic belongs to that
+/// edge, so a per-edge filter keeps it.
+pub fn edge_id_named(topic: &str) -> Option<&str> {
+    let rest = topic.trim_start();
+    let rest = rest.strip_prefix('/').unwrap_or(rest);
+    let mut parts = rest.split('/');
+    if !parts.next()?.eq_ignore_ascii_case("v1") {
+        return None;
+    }
+    Some(parts.next()?).filter(|e| !e.is_empty())
+}
+
 /// The edge id is the standard's placeholder left unexpanded: `{edgeId}`, `${edgeId}`
 /// or `\${edgeId}` as the text prints it, or the same form around another name
 /// (`${deviceId}`). An id that merely contains `$` or braces (`E$1`, `ZB{01}`) is an
@@ -256,6 +270,9 @@ pub struct Message {
     pub topic_name: String,
     pub topic: Topic,
     pub body: Result<Envelope, PayloadError>,
+    /// When `body` is an error: the payload's first [`RAW_EXCERPT`] bytes and its
+    /// length, so a record can show what was sent.
+    pub raw: Option<RawPayload>,
     /// edgetap saw the publisher's session begin: the message is the publisher's
     /// own leg (client → server) on a connection whose CONNECT was seen. A broker
     /// delivery, or a connection joined mid-stream, tells nothing of what the
@@ -264,6 +281,43 @@ pub struct Message {
     /// A broker delivery of a retained message (retain flag on a server → client
     /// PUBLISH): history replayed at subscription, not something happening now.
     pub retained: bool,
+}
+
+/// Bytes of an unreadable payload a [`Message`] keeps.
+pub const RAW_EXCERPT: usize = 256;
+
+/// The start of a payload that is no JSON object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawPayload {
+    /// The first [`RAW_EXCERPT`] bytes (a copy: the payload itself is freed).
+    pub head: bytes::Bytes,
+    pub len: usize,
+}
+
+impl RawPayload {
+    /// The start of `payload`.
+    pub fn of(payload: &[u8]) -> RawPayload {
+        RawPayload {
+            head: bytes::Bytes::copy_from_slice(&payload[..payload.len().min(RAW_EXCERPT)]),
+            len: payload.len(),
+        }
+    }
+
+    /// The bytes kept as text: valid UTF-8 as it is (control characters escaped),
+    /// other bytes as `\xNN`, and how many bytes follow.
+    pub fn escaped(&self) -> String {
+        let mut out = String::new();
+        for chunk in self.head.utf8_chunks() {
+            out.push_str(&crate::finding::printable(chunk.valid()));
+            for b in chunk.invalid() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        }
+        if self.len > self.head.len() {
+            out.push_str(&format!("… ({} bytes in all)", self.len));
+        }
+        out
+    }
 }
 
 impl Message {

@@ -27,6 +27,8 @@ use crate::report::timeline::Timeline;
 use crate::report::{NotListed, Report};
 use crate::rules::engine::Coverage;
 use crate::rules::RuleSet;
+use crate::store::frames::FrameIndex;
+use crate::store::Event;
 
 /// Findings the live view keeps (the latest).
 pub const LIVE_FINDINGS: usize = 50_000;
@@ -85,6 +87,10 @@ struct State {
     exercised_judged: Coverage,
     recorded_at: Option<Instant>,
     judged_at: Option<Instant>,
+    /// The frames of the capture's pcapng export, as recorded so far: what every
+    /// view cites (the judge counts stored events), as `captures export`,
+    /// `analyze --capture` and the final report do.
+    frames: FrameIndex,
 }
 
 /// Shared between the proxy's analysis thread and the HTTP server.
@@ -119,6 +125,7 @@ impl LiveView {
                 exercised_judged: Coverage::default(),
                 recorded_at: None,
                 judged_at: None,
+                frames: FrameIndex::default(),
             }),
         }
     }
@@ -167,6 +174,11 @@ impl LiveView {
             running: true,
             ..LiveCapture::default()
         };
+    }
+
+    /// The recorder stored `ev`: the export's frames follow it.
+    pub fn event(&self, ev: &Event) {
+        self.lock().frames.add(ev.seq, ev.conn, &ev.kind);
     }
 
     pub fn message(&self, m: &Message) {
@@ -284,6 +296,8 @@ impl LiveView {
         // Copies under the lock; the report is built after it, off the analysis
         // thread's way.
         let (timeline, stats) = (s.timeline.clone(), s.stats.clone());
+        // Numbered as the export is: only a recording proxy has frames.
+        let frames = (s.capture.id != 0).then(|| s.frames.clone());
         let groups = s.groups.groups().to_vec();
         let mut exercised = s.exercised_recorded.clone();
         exercised.merge(&s.exercised_judged);
@@ -298,6 +312,11 @@ impl LiveView {
             not_listed,
         )
         .with_timeline(Some(timeline));
+        if let Some(frames) = frames {
+            r.renumber(|f| frames.frame_of(f));
+            r.renumber_groups(|p| frames.frame_of_event(p));
+            r.renumber_chart(|f| frames.frame_of(f), |p| frames.frame_of_event(p));
+        }
         r.apply(filter);
         r
     }
@@ -314,6 +333,11 @@ impl LiveView {
             .cloned()
             .collect();
         out.reverse();
+        if s.capture.id != 0 {
+            for f in &mut out {
+                f.packet = s.frames.frame_of(f).or(f.packet);
+            }
+        }
         out
     }
 

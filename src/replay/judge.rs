@@ -193,6 +193,8 @@ pub struct Exchange {
     /// "platform" or "edge": who sent the request.
     pub from: String,
     pub request: String,
+    /// The topic of the request: the recorded one, then (in a replay's outcome) the
+    /// live one, with the live edge id.
     pub topic: String,
     pub recorded: Answer,
     pub live: Answer,

@@ -28,6 +28,15 @@
 //! engine judges only history it saw). The platform's commands and their job results are
 //! judged as always.
 //!
+//! The ids the replayed platform assigns (job ids, mids) are drawn anew for each run
+//! ([`rewrite`]), so a replay runs again against a device that kept the first run's
+//! jobs. A request of the edge beyond the recording (a restarted device's second
+//! EVENT_LINKUP) is answered as the recording answered the first of its type. An
+//! interruption (`ReplaySettings::interrupt`: Ctrl-C) ends the run like a lost
+//! broker: nothing more is sent, the exchanges cut off are not exercised, and the
+//! outcome covers what ran. What the rule engine finds in the messages a mutation made
+//! is the test's doing (`Outcome::injected_findings`), never the counterpart's.
+//!
 //! A CI job: the README's example (`tests/replay_cli.rs` runs it as written) replays
 //! `captures/replay/golden.pcap` against the device and compares the outcome with
 //! `captures/replay/golden.expect.json`.
@@ -56,7 +65,7 @@ use crate::sim::SimError;
 
 pub use outcome::{
     check_expected, compare_expected, load_expected, Expectation, FindingBrief, MutationResult,
-    Outcome,
+    Outcome, EXIT_INTERRUPTED,
 };
 pub use session::run_ready;
 pub use settings::{Pacing, ReplaySettings, Role, DEFAULT_EDGE_WAIT};

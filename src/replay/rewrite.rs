@@ -2,14 +2,19 @@
 //! everywhere, and what comes back is mapped into the recording's terms so that it can
 //! be compared with the recorded answer.
 //!
-//! - `mid`: every request sent gets a fresh mid; a reply sent takes the mid of the live
-//!   request it answers.
+//! - `mid`: every request sent gets a fresh mid, from a base drawn anew for each run
+//!   ([`Rewriter::next_mid`]); a reply sent takes the mid of the live request it answers.
 //! - `timestamp`: now, in CST.
 //! - the edge id: the recorded one is replaced by the live one in topics and in every
 //!   string field where it stands as a whole token (`E1`, `E1.node-1`, `SN-E1`), and
 //!   back again in what the counterpart sends.
 //! - `jobId` (when asked): each recorded job id maps to one fresh id, the same in the
-//!   command that starts the job and in every query of it; a job result's id maps back.
+//!   command that starts the job and in every query of it; a job result's id maps back,
+//!   and so does the live id where it stands as a token in a string ("job 1000123001
+//!   exists" reads "job 42 exists"). The fresh ids start from a base drawn anew for
+//!   each run: a second run against a device that was not restarted never reuses a job
+//!   id of the first (which a device refuses, 400 "job exists"). What comes back is so
+//!   compared as "the id this run assigned to the recorded job", never by its value.
 //!   As edge, the live platform's job ids are learnt from its commands.
 //! - `deviceId`s the live platform assigns in its CMD_TOPO_ADD reply replace the
 //!   recorded ones in every later message (matched by `nodeId`), and map back in what
@@ -28,6 +33,8 @@ pub struct Rewriter {
     /// Recorded jobId → live jobId.
     jobs: HashMap<u64, u64>,
     next_job: u64,
+    /// The last mid sent; the next is one more.
+    last_mid: u64,
     /// Recorded deviceId → the live one, in the recording's terms (edge id swapped
     /// back): assigned by the live platform.
     devices: HashMap<String, String>,
@@ -40,10 +47,17 @@ impl Rewriter {
             live_edge: live_edge.into(),
             fresh_jobs,
             jobs: HashMap::new(),
-            // Away from the sims' job numbers, and different in every run.
-            next_job: 7_000_000 + (crate::sim::next_mid() % 1_000) * 1_000,
+            next_job: JOB_BASE + rand::random::<u64>() % RUN_SLOTS * JOB_SPAN,
+            last_mid: MID_BASE + rand::random::<u64>() % RUN_SLOTS * MID_SPAN,
             devices: HashMap::new(),
         }
+    }
+
+    /// A fresh mid of this run: unique within it and, as its base is drawn for each
+    /// run, not one a previous run sent (a device may keep the mids it answered).
+    pub fn next_mid(&mut self) -> u64 {
+        self.last_mid += 1;
+        self.last_mid
     }
 
     pub fn topic(&self, recorded: &str) -> String {
@@ -97,6 +111,9 @@ impl Rewriter {
     pub fn incoming(&self, live: &Map<String, Value>) -> Map<String, Value> {
         let mut v = Value::Object(live.clone());
         swap_strings(&mut v, &self.live_edge, &self.recorded_edge);
+        for (rec, l) in self.jobs.iter().filter(|(r, l)| r != l) {
+            swap_strings(&mut v, &l.to_string(), &rec.to_string());
+        }
         if !self.devices.is_empty() {
             let back: HashMap<String, String> = self
                 .devices
@@ -180,6 +197,18 @@ impl Rewriter {
             .unwrap_or(live)
     }
 }
+
+/// Fresh job ids of a run start at `JOB_BASE + k * JOB_SPAN`, k drawn from
+/// `0..RUN_SLOTS`: below 2^31 (a device may keep a job id in 32 bits), away from the
+/// sims' job numbers, and two runs share a base once in a million.
+const JOB_BASE: u64 = 1_000_000_000;
+const JOB_SPAN: u64 = 1_000;
+const RUN_SLOTS: u64 = 1_000_000;
+/// Mids of a run start at `MID_BASE + k * MID_SPAN`: wider than 32 bits as the sims'
+/// (a device must take them), below 2^53 (exact in any JSON reader), away from the
+/// sims' mids (from 1.00000000002e15).
+const MID_BASE: u64 = 2_000_000_000_000_000;
+const MID_SPAN: u64 = 1_000_000;
 
 /// Replaces `from` by `to` where it stands as a whole token: bounded by the string's
 /// ends or by characters that are not letters, digits, `_` or `-` continuing a name
@@ -297,6 +326,30 @@ mod tests {
         assert_ne!(a["param"]["jobId"], json!(42));
         assert_eq!(a["mid"], json!(77));
         let back = r.incoming(&b);
+        assert_eq!(back["param"]["jobId"], json!(42));
+    }
+
+    #[test]
+    fn each_run_draws_its_own_job_ids_and_mids_and_maps_them_back_in_strings() {
+        let cmd = json!({"mid": 5, "type": "CMD_SYS_UPGRADE", "param": {"jobId": 42}});
+        let (mut a, mut b) = (
+            Rewriter::new("E1", "L1", true),
+            Rewriter::new("E1", "L1", true),
+        );
+        let ja = a.outgoing(cmd.as_object().unwrap(), None)["param"]["jobId"].clone();
+        let jb = b.outgoing(cmd.as_object().unwrap(), None)["param"]["jobId"].clone();
+        // Two runs: two job ids (a device not restarted between them refuses a
+        // job id it knows), and two mid ranges.
+        assert_ne!(ja, jb);
+        assert_ne!(a.next_mid(), b.next_mid());
+        let m = a.next_mid();
+        assert_eq!(a.next_mid(), m + 1);
+        assert!(ja.as_u64().unwrap() < 1 << 31, "{ja}");
+        // The device names the live id in a message: it reads as the recorded one.
+        let live = json!({"type": "CMD_SYS_UPGRADE", "code": 400,
+            "msg": format!("job {ja} exists"), "param": {"jobId": ja}});
+        let back = a.incoming(live.as_object().unwrap());
+        assert_eq!(back["msg"], json!("job 42 exists"));
         assert_eq!(back["param"]["jobId"], json!(42));
     }
 }

@@ -73,6 +73,9 @@ pub struct ReplaySettings {
     pub edge_wait: Duration,
     /// Show a progress bar on stderr (only when it is a terminal).
     pub progress: bool,
+    /// Turns to the signal's name ("SIGINT") when the run is interrupted: the
+    /// replay stops sending, and its outcome covers what ran.
+    pub interrupt: Option<tokio::sync::watch::Receiver<Option<String>>>,
 }
 
 /// The default of [`ReplaySettings::edge_wait`].
@@ -98,6 +101,7 @@ impl ReplaySettings {
             capture: None,
             edge_wait: DEFAULT_EDGE_WAIT,
             progress: false,
+            interrupt: None,
         }
     }
 }

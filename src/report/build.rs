@@ -2,7 +2,7 @@
 //! clause of the rules, the findings grouped; then the counts, clause verdicts and
 //! edges from the groups, again after a filter or a renumbering.
 
-use super::clauses::{is_outcome_check, owner, unjudged_row, Tally};
+use super::clauses::{is_outcome_check, owner, unfinished_kind, unjudged_row, Tally, Unfinished};
 use super::edges::edge_rows;
 use super::filter::Filter;
 use super::group::{self, Group};
@@ -64,6 +64,16 @@ impl Report {
             .filter(|r| is_outcome_check(&r.def.check))
             .map(|r| r.def.id.clone())
             .collect();
+        let unfinished_rules: std::collections::BTreeMap<String, Unfinished> = rules
+            .rules
+            .iter()
+            .filter_map(|r| Some((r.def.id.clone(), unfinished_kind(&r.def.check)?)))
+            .collect();
+        let open_work = groups
+            .iter()
+            .filter(|g| unfinished_rules.contains_key(&g.rule))
+            .cloned()
+            .collect();
         let mut report = Report {
             summary,
             clauses,
@@ -72,6 +82,8 @@ impl Report {
             groups,
             edges: vec![],
             outcome_rules,
+            unfinished_rules,
+            open_work,
             traffic: stats.edges.clone(),
             timeline: None,
             tz_offset_s: rules.tz(),
@@ -104,6 +116,19 @@ impl Report {
             self.groups = group::group(&self.findings);
         }
         self.recount();
+    }
+
+    /// [`Report::renumber`] of the chart: its messages through `frame_of_packet`
+    /// (the frame a stored event starts), its findings through `frame_of`, so a
+    /// message's "pkt" label is the frame number its findings cite.
+    pub fn renumber_chart(
+        &mut self,
+        frame_of: impl Fn(&Finding) -> Option<u64>,
+        frame_of_packet: impl Fn(u64) -> Option<u64>,
+    ) {
+        if let Some(t) = &mut self.timeline {
+            std::sync::Arc::make_mut(t).renumber(&frame_of, &frame_of_packet);
+        }
     }
 
     /// For a bounded report (whose groups count findings it did not keep): the
@@ -147,6 +172,8 @@ impl Report {
             ));
         }
         self.findings.retain(|f| filter.keeps(f));
+        self.open_work
+            .retain(|g| g.edge_id.as_deref().is_none_or(|e| filter.shows_edge(e)));
         let (shown, hidden): (Vec<Group>, Vec<Group>) = std::mem::take(&mut self.groups)
             .into_iter()
             .partition(|g| filter.keeps_group(g));
@@ -199,6 +226,14 @@ impl Report {
         for g in &self.groups {
             if let Some(i) = owner(&g.clause, &listed) {
                 tallies[i].count(g.severity, self.outcome_rules.contains(&g.rule), g.count);
+            }
+        }
+        for g in &self.open_work {
+            if let (Some(i), Some(kind)) = (
+                owner(&g.clause, &listed),
+                self.unfinished_rules.get(&g.rule),
+            ) {
+                tallies[i].count_unfinished(*kind, g.count);
             }
         }
         for (row, t) in self.clauses.iter_mut().zip(tallies) {

@@ -14,7 +14,8 @@ pub struct ClauseRow {
     pub clause: String,
     pub title: String,
     /// "pass", "fail", "partly exercised" (no error, but some checks needed
-    /// history outside the input) or "not exercised".
+    /// history outside the input, or a request or job was still open when the input
+    /// ended) or "not exercised".
     pub status: String,
     pub errors: u64,
     pub warnings: u64,
@@ -22,9 +23,22 @@ pub struct ClauseRow {
     /// Refused commands and failed jobs: conforming protocol, counted apart.
     pub outcomes: u64,
     /// What could not be judged and why (with how often), e.g. "edge E1: the
-    /// input starts after its connection opened …".
+    /// input starts after its connection opened …", or "1 job had no result when
+    /// the input ended (job.pending)".
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_exercised: Vec<String>,
+    /// The reasons of `not_exercised` from the coverage alone: the unfinished work
+    /// is counted again from the findings a filter keeps.
+    #[serde(skip)]
+    pub(super) unseen: Vec<String>,
+}
+
+impl ClauseRow {
+    /// How many of `not_exercised` need history outside the input (the rest is
+    /// work still open when it ended).
+    pub(crate) fn unseen_len(&self) -> usize {
+        self.unseen.len()
+    }
 }
 
 /// A clause row before the findings are counted: its messages and what could not
@@ -54,6 +68,7 @@ pub(super) fn unjudged_row(clause: &str, title: &str, exercised: &Coverage) -> C
         warnings: 0,
         messages: exercised.get(clause).copied().unwrap_or(0),
         outcomes: 0,
+        unseen: not_exercised.clone(),
         not_exercised,
     }
 }
@@ -76,6 +91,31 @@ pub struct Tally {
     pub warnings: u64,
     /// Refused commands and failed jobs (info findings of outcome rules).
     pub outcomes: u64,
+    /// Requests without their reply and jobs without their result when the input
+    /// ended (reply.pending, job.pending and their overdue forms): what the clause
+    /// began and the input did not show finish.
+    #[serde(skip)]
+    pub unanswered: u64,
+    #[serde(skip)]
+    pub unfinished_jobs: u64,
+}
+
+/// What a rule's findings say was left open when the input ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unfinished {
+    /// A request without its reply.
+    Reply,
+    /// A job without its result.
+    Job,
+}
+
+/// Whether `check` reports work the input did not show finish.
+pub(super) fn unfinished_kind(check: &Check) -> Option<Unfinished> {
+    match check {
+        Check::ReplyPending | Check::ReplyMissing { .. } => Some(Unfinished::Reply),
+        Check::JobPending | Check::JobResultMissing { .. } => Some(Unfinished::Job),
+        _ => None,
+    }
 }
 
 impl Tally {
@@ -89,13 +129,40 @@ impl Tally {
         }
     }
 
-    /// Writes the counts and the status they give into `row`.
+    /// Counts `n` findings of work left open (`kind`).
+    pub(crate) fn count_unfinished(&mut self, kind: Unfinished, n: u64) {
+        match kind {
+            Unfinished::Reply => self.unanswered += n,
+            Unfinished::Job => self.unfinished_jobs += n,
+        }
+    }
+
+    /// Writes the counts and the status they give into `row`: a clause whose
+    /// request or job was still open when the input ended was not shown to work,
+    /// so it is "partly exercised", never "pass".
     pub(super) fn set(self, row: &mut ClauseRow) {
         row.errors = self.errors;
         row.warnings = self.warnings;
         row.outcomes = self.outcomes;
+        row.not_exercised = row.unseen.clone();
+        if self.unanswered > 0 {
+            row.not_exercised.push(format!(
+                "{} had no reply when the input ended (reply.pending / reply.missing)",
+                plural(self.unanswered, "request", "requests")
+            ));
+        }
+        if self.unfinished_jobs > 0 {
+            row.not_exercised.push(format!(
+                "{} had no REP_JOB_RESULT when the input ended (job.pending / job.result_missing)",
+                plural(self.unfinished_jobs, "job", "jobs")
+            ));
+        }
         row.status = status(self.errors, row.messages, &row.not_exercised).into();
     }
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn status(errors: u64, messages: u64, not_exercised: &[String]) -> &'static str {

@@ -30,9 +30,10 @@ pub struct Document<'a> {
     /// Set when the table, JSON and JUnit are the front end's own verdict and not the
     /// report's (the replay); the page still shows the report.
     pub standalone: Option<Standalone>,
-    /// Documents that follow this one in the table, JSON and JUnit, one after the
-    /// other; the HTML page is this document's alone (the demo: the proxy's report
-    /// after the plan's).
+    /// Documents that follow this one: in the table one after the other, in JSON
+    /// under `appended`, in JUnit as more suites of the one document, on the HTML
+    /// page as their clause tables and sections (the demo: the proxy's report after
+    /// the plan's, the second run after the first).
     pub appended: Vec<Appended<'a>>,
 }
 
@@ -55,10 +56,66 @@ impl<'a> Document<'a> {
         }
     }
 
+    /// The clause table and sections of the documents appended to this one, as
+    /// sections (the HTML page shows them after its own).
+    pub fn appended_sections(&self) -> Vec<Section> {
+        let mut out = vec![];
+        appended_sections(self, &mut out);
+        out
+    }
+
     /// The same document under another title.
     pub fn titled(mut self, title: &str) -> Document<'a> {
         self.title = title.into();
         self
+    }
+}
+
+/// The clause table and sections of every document appended to `doc`, depth first.
+fn appended_sections(doc: &Document, out: &mut Vec<Section>) {
+    for a in &doc.appended {
+        let id = format!(
+            "appended-{}",
+            a.label.replace(|c: char| !c.is_alphanumeric(), "-")
+        );
+        out.push(Section {
+            id: id.clone(),
+            title: a.heading.clone(),
+            note: Some(format!(
+                "{}: {} errors, {} warnings",
+                a.label, a.doc.report.summary.errors, a.doc.report.summary.warnings
+            )),
+            columns: Column::all([
+                "Clause", "Title", "Status", "Messages", "Errors", "Warnings",
+            ]),
+            rows: a
+                .doc
+                .report
+                .clauses
+                .iter()
+                .map(|c| {
+                    SectionRow::new(
+                        &c.status,
+                        vec![
+                            c.clause.clone(),
+                            c.title.clone(),
+                            c.status.clone(),
+                            c.messages.to_string(),
+                            c.errors.to_string(),
+                            c.warnings.to_string(),
+                        ],
+                        c.not_exercised.clone(),
+                    )
+                })
+                .collect(),
+            status_col: Some(2),
+        });
+        // Ids stay unique on the page: the second run has an items table too.
+        out.extend(a.doc.sections.iter().map(|s| Section {
+            id: format!("{id}-{}", s.id),
+            ..s.clone()
+        }));
+        appended_sections(&a.doc, out);
     }
 }
 
@@ -135,5 +192,7 @@ pub struct Standalone {
 #[derive(Debug, Clone)]
 pub struct Appended<'a> {
     pub heading: String,
+    /// A short name that tells its JUnit suites from the others' ("run 2 proxy").
+    pub label: String,
     pub doc: Document<'a>,
 }

@@ -115,6 +115,13 @@ pub struct Report {
     pub edges: Vec<EdgeRow>,
     /// Ids of the rules whose info findings are outcomes (refused commands, failed jobs).
     outcome_rules: BTreeSet<String>,
+    /// Ids of the rules whose findings are work the input did not show finish
+    /// (pending requests and jobs): their clause is partly exercised.
+    unfinished_rules: BTreeMap<String, clauses::Unfinished>,
+    /// The groups of those rules, of the edges a filter shows: a clause's work left
+    /// open stays "partly exercised" under `--severity` or `--rule` (they choose
+    /// the findings listed, not what the input showed).
+    open_work: Vec<Group>,
     /// Messages per edge, to count the edges again after a filter.
     traffic: BTreeMap<String, EdgeTraffic>,
     /// The message sequence per edge, for the HTML record's charts (when collected:
@@ -192,4 +199,3 @@ pub struct Shown {
     pub filter: Filter,
     pub listing: Listing,
 }
-

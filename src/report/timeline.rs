@@ -2,14 +2,17 @@
 //! live view: a [`Sink`] that every front end feeds from the one pipeline (it decodes
 //! nothing itself; it keeps what the pipeline already parsed).
 //!
-//! Bounded whatever the input: per edge it keeps the first [`HEAD`] messages, then
+//! Bounded whatever the input: per edge it keeps the first [`HEAD`] messages and the
+//! first exchange of each kind of message after them (the first message of its
+//! channel, type and class, the reply to a kept request, the messages of a kept
+//! job: every exchange a clause verdict rests on is on the chart), then
 //! only the neighbourhood of each finding ([`CONTEXT`] messages before and after the
 //! message it concerns; for a rule that fires again and again, of its first
 //! [`PINS_PER_RULE`] findings per edge, of its first only for info), up to [`MAX_PER_EDGE`] messages per edge, [`MAX_KEPT`] in
 //! all and [`MAX_EDGES`] edges; payloads are cut to [`PAYLOAD_EXCERPT`] bytes. What it
 //! leaves out it counts, so a chart can say "1,234 messages not shown".
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use serde::Serialize;
 
@@ -39,6 +42,9 @@ pub const PINS_PER_RULE: u32 = 20;
 pub const UNPLACED_PER_EDGE: usize = 50;
 /// Requests remembered per edge to link their replies.
 const OPEN_REQUESTS: usize = 4096;
+/// Kinds of message (channel, type, class) and jobs remembered per edge to keep the
+/// first exchange of each past [`HEAD`].
+const KINDS_PER_EDGE: usize = 256;
 
 /// One protocol message on an edge's chart.
 #[derive(Debug, Clone, Serialize)]
@@ -96,6 +102,16 @@ pub struct Lane {
     /// Findings per rule that kept their neighbourhood.
     #[serde(skip)]
     pins: HashMap<String, u32>,
+    /// Kinds of message seen (channel, type, class): the first of each is kept,
+    /// so every clause the edge exercised has an exchange on the chart.
+    #[serde(skip)]
+    kinds: HashSet<(String, Option<String>, &'static str)>,
+    /// `n` of the kept requests: their replies are kept too.
+    #[serde(skip)]
+    kept_requests: HashSet<u64>,
+    /// jobIds of kept messages: their status queries and results are kept too.
+    #[serde(skip)]
+    kept_jobs: HashSet<String>,
 }
 
 /// The message sequences of every charted edge.
@@ -112,6 +128,28 @@ impl Timeline {
         Timeline::default()
     }
 
+    /// Renumbers what the chart cites (a stored capture's event numbers → the
+    /// frames of its pcapng export): each message by `frame_of_packet`, each
+    /// finding by `frame_of`, as [`crate::report::Report::renumber`] does the list.
+    pub fn renumber(
+        &mut self,
+        frame_of: &dyn Fn(&Finding) -> Option<u64>,
+        frame_of_packet: &dyn Fn(u64) -> Option<u64>,
+    ) {
+        let finding = |f: &mut Finding| {
+            if let Some(n) = frame_of(f) {
+                f.packet = Some(n);
+            }
+        };
+        for lane in self.edges.values_mut() {
+            for e in &mut lane.kept {
+                e.packet = frame_of_packet(e.packet).unwrap_or(e.packet);
+                e.findings.iter_mut().for_each(finding);
+            }
+            lane.unplaced.iter_mut().for_each(finding);
+        }
+    }
+
     /// Messages kept over all edges.
     pub fn kept(&self) -> usize {
         self.kept
@@ -124,10 +162,22 @@ impl Timeline {
                 // The chart is the record handed to a vendor: no credential in it.
                 (excerpt(&crate::redact::redact_payload(text)), text.len())
             }
-            Err(PayloadError::InvalidJson(e)) => (format!("(not JSON: {e})"), 0),
-            Err(PayloadError::NotObject(what)) => (format!("(not a JSON object: {what})"), 0),
-            Err(PayloadError::TooDeep { depth, .. }) => {
-                (format!("(JSON nested {depth} levels deep: not parsed)"), 0)
+            Err(e) => {
+                let why = match e {
+                    PayloadError::InvalidJson(e) => format!("not JSON: {e}"),
+                    PayloadError::NotObject(what) => format!("not a JSON object: {what}"),
+                    PayloadError::TooDeep { depth, .. } => {
+                        format!("JSON nested {depth} levels deep: not parsed")
+                    }
+                };
+                // What was sent, escaped and cut: the vendor sees the bytes.
+                match &m.raw {
+                    Some(raw) => (
+                        format!("({why})\n{}", crate::redact::redact_payload(&raw.escaped())),
+                        raw.len,
+                    ),
+                    None => (format!("({why})"), 0),
+                }
             }
         };
         let job = m
@@ -188,7 +238,28 @@ impl Lane {
             return;
         }
         *kept += 1;
+        if e.class == "request" && self.kept_requests.len() < MAX_PER_EDGE {
+            self.kept_requests.insert(e.n);
+        }
+        if let Some(j) = &e.job {
+            if self.kept_jobs.len() < KINDS_PER_EDGE {
+                self.kept_jobs.insert(j.clone());
+            }
+        }
         self.kept.push(e);
+    }
+
+    /// The exchange `e` belongs to is one a clause verdict rests on and the chart
+    /// does not show yet: the first message of its kind (channel, type, class) on
+    /// the edge, the reply to a kept request, a message of a kept job.
+    fn first_of_kind(&mut self, e: &Entry) -> bool {
+        let new_kind = self.kinds.len() < KINDS_PER_EDGE
+            && self
+                .kinds
+                .insert((e.channel.clone(), e.msg_type.clone(), e.class));
+        new_kind
+            || e.reply_to.is_some_and(|r| self.kept_requests.contains(&r))
+            || e.job.as_ref().is_some_and(|j| self.kept_jobs.contains(j))
     }
 
     /// Where the message `f` concerns is: (in `recent`, index). The same frame, and
@@ -253,8 +324,12 @@ impl Sink for Timeline {
                 crate::protocol::Class::Report => {}
             }
         }
-        if n < HEAD || lane.keep_next > 0 {
+        let first_of_kind = lane.first_of_kind(&e);
+        if n < HEAD || lane.keep_next > 0 || first_of_kind {
             lane.keep_next = lane.keep_next.saturating_sub(1);
+            // The messages before it join too, in order: a finding on this message
+            // (the first of its kind is often the odd one) has its context.
+            lane.pin_recent(kept);
             lane.keep(e, kept);
         } else {
             lane.recent.push_back(e);
@@ -319,6 +394,7 @@ mod tests {
             topic_name: topic.into(),
             topic: parse_topic(topic).unwrap(),
             body: parse_envelope(bytes::Bytes::from(payload.to_string())),
+            raw: None,
             origin_seen: true,
             retained: false,
         }

@@ -8,6 +8,7 @@
 
 pub mod engine;
 pub mod model;
+pub mod policy;
 pub mod schema;
 
 use std::collections::BTreeMap;
@@ -346,6 +347,8 @@ fn compile_rule(def: &RuleDef, set: &RuleSet) -> Result<BTreeMap<String, Regex>,
                 .into(),
         );
     }
+    // One severity policy for every rule: the words of its basis and its reading.
+    errors.extend(policy::check(def));
     if let Some(c) = &def.clause {
         if !set.clauses.is_empty() && set.clause_title(c).is_none() && !is_sub_clause(c, set) {
             errors.push(format!("clause \"{c}\" is not a known clause"));
@@ -392,7 +395,9 @@ fn compile_rule(def: &RuleDef, set: &RuleSet) -> Result<BTreeMap<String, Regex>,
             }
             Err(e) => errors.push(format!("pattern: {e}")),
         },
-        Check::FirstMessage { msg_type } => known_type(msg_type, &mut errors),
+        Check::FirstMessage { msg_type } | Check::AccessFirst { msg_type } => {
+            known_type(msg_type, &mut errors)
+        }
         Check::Dialect { deviations, .. } => {
             for d in deviations {
                 if !DIALECT_KINDS.contains(&d.as_str()) {

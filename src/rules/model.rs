@@ -151,6 +151,11 @@ pub struct RuleDef {
     /// review note: what changed and why).
     #[serde(default)]
     pub review: Option<String>,
+    /// How the rule reads its basis (shall, example, implied, timing, heuristic,
+    /// outcome, unknowable): what makes its severity, held by the severity policy
+    /// ([`super::policy`]). Absent: the reading its severity implies.
+    #[serde(default)]
+    pub reading: Option<super::policy::Reading>,
     /// Template; `{name}` is replaced by the finding's variables (`type`, `path`,
     /// `expected`, `seen`, `detail`, …).
     pub message: String,
@@ -237,6 +242,8 @@ pub enum Check {
     },
     ReplyDuplicate,
     ReplyOrphan,
+    /// A reply on one edge's topic that answers an open request of another edge.
+    ReplyWrongEdge,
     ReplyType,
     ReplyCode,
     ReplySuccessToInvalid {
@@ -248,6 +255,12 @@ pub enum Check {
     // --- sequences of clause 6 ---
     /// The first message an edge publishes must be of this type.
     FirstMessage {
+        #[serde(rename = "type")]
+        msg_type: String,
+    },
+    /// On a connection whose start was seen, the edge published before a message of
+    /// this type (its access request) that then followed on that connection.
+    AccessFirst {
         #[serde(rename = "type")]
         msg_type: String,
     },
@@ -278,6 +291,8 @@ pub enum Check {
     },
     JobResultDuplicate,
     JobResultEarly,
+    /// A success result for a job whose command was refused (an error code).
+    JobResultRefused,
     JobResultOrphan,
     JobResultChannel,
     JobStatusMismatch,

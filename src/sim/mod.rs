@@ -590,6 +590,7 @@ pub fn rejection(topic: &str, payload: &[u8]) -> Option<String> {
         topic_name: topic.to_string(),
         topic: crate::protocol::parse_topic(topic)?,
         body: crate::protocol::parse_envelope(bytes::Bytes::copy_from_slice(payload)),
+        raw: None,
         origin_seen: false,
         retained: false,
     };

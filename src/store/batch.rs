@@ -1,6 +1,7 @@
 //! [`WriteBatch`]: what the recorder hands the store in one go (events, their
 //! packet records, findings, connection records), with the credentials overwritten
-//! before anything reaches the disk ([`super::secrets`]).
+//! before anything reaches the disk: found in the raw bytes by their framing
+//! ([`super::scrub`]), and in the decoded packet records.
 
 use std::collections::HashMap;
 
@@ -8,7 +9,8 @@ use bytes::Bytes;
 
 use super::chunk::{self, LostSpan};
 use super::record::{packet_fields, FILLER_STR};
-use super::{secrets, ConnMeta, Event, EventKind, PacketFields, PacketRecord, FILLER};
+use super::scrub::{Scrub, Withheld};
+use super::{ConnMeta, Event, EventKind, PacketFields, PacketRecord, FILLER};
 use crate::finding::Finding;
 use crate::pipeline::PacketEvent;
 
@@ -23,10 +25,12 @@ pub struct WriteBatch {
     /// Encoded packet records of all events (see `Pending::pk`): one buffer per
     /// batch, not one allocation per packet.
     pub(super) pk: Vec<u8>,
-    /// Next stream offset of each (connection, side): where an event's bytes sit
-    /// in the stream, to find a CONNECT's password among them. Carried from batch
-    /// to batch by [`WriteBatch::take`].
-    offsets: HashMap<(u64, u8), u64>,
+    /// The credential scanner of each (connection, side), fed every data event in
+    /// stream order. Carried from batch to batch by [`WriteBatch::take`].
+    scrubs: HashMap<(u64, u8), Scrub>,
+    /// Bytes overwritten because where the credentials were could not be told:
+    /// recorded as not recorded, with why.
+    pub(super) withheld: Vec<LostSpan>,
     /// Store CONNECT passwords as sent (`--store-secrets`).
     pub keep_secrets: bool,
     /// Bytes of chunk data in the batch.
@@ -41,8 +45,6 @@ pub(super) struct Pending {
     pub(super) conn: u64,
     pub(super) kind: u8,
     pub(super) body: Bytes,
-    /// Stream offset of the body's first byte on its side (data events).
-    pub(super) stream_at: u64,
     /// The event's packet records: `WriteBatch::pk[pk.0..pk.1]`, each with its
     /// length prefix, `npk` of them.
     pub(super) pk: (usize, usize),
@@ -58,32 +60,31 @@ impl WriteBatch {
         }
     }
 
-    /// The batch so far, leaving an empty one with the same settings and stream
-    /// offsets in its place.
+    /// The batch so far, leaving an empty one with the same settings and
+    /// credential scanners in its place.
     pub fn take(&mut self) -> WriteBatch {
         let fresh = WriteBatch {
-            offsets: std::mem::take(&mut self.offsets),
+            scrubs: std::mem::take(&mut self.scrubs),
             keep_secrets: self.keep_secrets,
             ..WriteBatch::default()
         };
         std::mem::replace(self, fresh)
     }
 
+    /// An event of capture `cap`; its bytes (a data event's) are stored with the
+    /// credentials among them overwritten, unless secrets are kept.
     pub fn event(&mut self, cap: u64, ev: &Event) {
-        let mut stream_at = 0;
         let (kind, body) = match &ev.kind {
             EventKind::Open { client, server } => {
                 (chunk::EV_OPEN, Bytes::from(format!("{client} {server}")))
             }
             EventKind::Data { side, bytes } => {
                 self.data_bytes += bytes.len();
-                let at = self
-                    .offsets
-                    .entry((ev.conn, side.index() as u8))
-                    .or_default();
-                stream_at = *at;
-                *at += bytes.len() as u64;
-                (chunk::EV_DATA + side.index() as u8, bytes.clone())
+                let body = match self.keep_secrets {
+                    true => bytes.clone(),
+                    false => self.scrub(ev, *side, bytes),
+                };
+                (chunk::EV_DATA + side.index() as u8, body)
             }
             EventKind::Opaque { side, bytes } => {
                 self.data_bytes += bytes.len();
@@ -91,8 +92,8 @@ impl WriteBatch {
             }
             EventKind::Fin { side } => (chunk::EV_FIN + side.index() as u8, Bytes::new()),
             EventKind::End { how } => {
-                self.offsets.remove(&(ev.conn, 0));
-                self.offsets.remove(&(ev.conn, 1));
+                self.scrubs.remove(&(ev.conn, 0));
+                self.scrubs.remove(&(ev.conn, 1));
                 (chunk::EV_END, Bytes::from(how.clone()))
             }
         };
@@ -103,7 +104,6 @@ impl WriteBatch {
             conn: ev.conn,
             kind,
             body,
-            stream_at,
             pk: (self.pk.len(), self.pk.len()),
             npk: 0,
         });
@@ -137,33 +137,17 @@ impl WriteBatch {
             },
         };
         let user_filler: String;
+        // The raw bytes are overwritten where the event was added (`scrub`); the
+        // decoded record says where the credentials sat, not what they were.
         if !self.keep_secrets && f.packet_type == "CONNECT" && f.side == "client" {
-            // The password is CONNECT's last field; the user name comes right before
-            // it, behind its 2-byte length (3.1, 3.1.1 and 5 alike).
-            let end = f.offset + f.len;
-            let pw = f.password.map_or(0, |p| p.len() as u64);
             if let Some(p) = f.password {
-                self.overwrite(f.conn, end.saturating_sub(pw), end);
-                // As many fillers as the password had bytes: the record still says
-                // where the password sat (the export relies on it), not what it was.
+                // As many fillers as the password had bytes (the export relies on it).
                 filler = FILLER_STR.repeat(p.len());
                 f.password = Some(&filler);
             }
             if let Some(u) = f.username {
-                let un_end = match f.password {
-                    Some(_) => end.saturating_sub(pw + 2),
-                    None => end,
-                };
-                self.overwrite(f.conn, un_end.saturating_sub(u.len() as u64), un_end);
                 user_filler = FILLER_STR.repeat(u.len());
                 f.username = Some(&user_filler);
-            }
-        }
-        if !self.keep_secrets && f.side == "client" && matches!(f.packet_type, "CONNECT" | "AUTH") {
-            // Everything else the packet holds that is a credential (MQTT 5
-            // Authentication Data), when this batch has the packet from its start.
-            if let Some(b) = self.client_bytes(f.conn, f.offset, f.offset + f.len) {
-                self.mask_secrets(f.conn, f.offset, &b);
             }
         }
         let (start, end) = self.log[pos].pk;
@@ -185,58 +169,48 @@ impl WriteBatch {
         self.records += 1;
     }
 
-    /// Overwrites the credentials of the client packet whose bytes (from its first
-    /// on, complete or not) are `packet`, starting at stream offset `at` of `conn`'s
-    /// client side, in the data events of this batch that hold them: the proxy's
-    /// recorder calls it before a batch goes to disk for each connection whose
-    /// CONNECT (or AUTH) is still incomplete, so that its first part is not stored
-    /// with the secrets it already holds. Nothing when secrets are kept.
-    pub fn mask_secrets(&mut self, conn: u64, at: u64, packet: &[u8]) {
-        if self.keep_secrets {
-            return;
-        }
-        for r in secrets::secret_ranges(packet) {
-            self.overwrite(conn, at + r.start as u64, at + r.end as u64);
-        }
-    }
-
-    /// The bytes `from..to` of `conn`'s client stream that this batch holds, when
-    /// it holds byte `from`.
-    fn client_bytes(&self, conn: u64, from: u64, to: u64) -> Option<Vec<u8>> {
-        let mut out = vec![];
-        let mut next = from;
-        for e in &self.log {
-            if e.conn != conn || e.kind != chunk::EV_DATA {
-                continue;
-            }
-            let (a, b) = (e.stream_at, e.stream_at + e.body.len() as u64);
-            if a <= next && next < b {
-                let hi = to.min(b);
-                out.extend_from_slice(&e.body[(next - a) as usize..(hi - a) as usize]);
-                next = hi;
-                if next >= to {
-                    break;
+    /// `bytes` of `ev`'s `side` with the credentials the side's scanner finds in
+    /// them overwritten (a copy only when there are some); what it withheld
+    /// without knowing is noted as not recorded.
+    fn scrub(&mut self, ev: &Event, side: crate::finding::Side, bytes: &Bytes) -> Bytes {
+        let key = (ev.conn, side.index() as u8);
+        let s = self.scrubs.entry(key).or_insert_with(|| match side {
+            crate::finding::Side::Client => Scrub::client(),
+            crate::finding::Side::Server => Scrub::server(),
+        });
+        let mut mask = vec![];
+        let mut withheld: Vec<Withheld> = vec![];
+        s.feed(bytes, &mut mask, &mut withheld);
+        for w in withheld {
+            let error = format!(
+                "connection {} ({}): {} (overwritten: never stored in clear)",
+                ev.conn,
+                side.arrow(),
+                w.why
+            );
+            match self.withheld.last_mut() {
+                Some(l) if l.error == error => {
+                    l.bytes += w.bytes;
+                    l.to_us = ev.time_us;
                 }
+                _ => self.withheld.push(LostSpan {
+                    from_us: ev.time_us,
+                    to_us: ev.time_us,
+                    bytes: w.bytes,
+                    events: 0,
+                    packets: 0,
+                    error,
+                }),
             }
         }
-        (!out.is_empty()).then_some(out)
-    }
-
-    /// Overwrites stream bytes `from..to` of `conn`'s client side with [`FILLER`],
-    /// in the data events of this batch that hold them.
-    fn overwrite(&mut self, conn: u64, from: u64, to: u64) {
-        for e in &mut self.log {
-            if e.conn != conn || e.kind != chunk::EV_DATA {
-                continue;
-            }
-            let (a, b) = (e.stream_at, e.stream_at + e.body.len() as u64);
-            let (lo, hi) = (from.max(a), to.min(b));
-            if lo < hi {
-                let mut v = e.body.to_vec();
-                v[(lo - a) as usize..(hi - a) as usize].fill(FILLER);
-                e.body = Bytes::from(v);
-            }
+        if mask.is_empty() {
+            return bytes.clone();
         }
+        let mut v = bytes.to_vec();
+        for r in mask {
+            v[r].fill(FILLER);
+        }
+        Bytes::from(v)
     }
 
     /// A finding of capture `cap`; `n` is its number in the capture (unused: the
@@ -268,7 +242,8 @@ impl WriteBatch {
         }));
         self.findings.extend(later.findings);
         self.conns.extend(later.conns);
-        self.offsets = later.offsets;
+        self.scrubs = later.scrubs;
+        self.withheld.extend(later.withheld);
         self.data_bytes += later.data_bytes;
         self.records += later.records;
     }
@@ -281,6 +256,7 @@ impl WriteBatch {
             to_us: times.max().unwrap_or(fallback_us),
             bytes: self.data_bytes as u64,
             events: self.log.len() as u64,
+            packets: self.log.iter().map(|e| u64::from(e.npk)).sum(),
             error,
         }
     }

@@ -94,6 +94,9 @@ pub struct LostSpan {
     /// Chunk bytes not recorded.
     pub bytes: u64,
     pub events: u64,
+    /// MQTT packets decoded from those events (not in the store either).
+    #[serde(default)]
+    pub packets: u64,
     pub error: String,
 }
 

@@ -22,11 +22,11 @@ use pcap_file::pcapng::blocks::interface_description::{
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::DataLink;
 
+use super::frames::MAX_SEGMENT;
+pub use super::frames::{frame_numbers, FrameIndex};
 use super::{EventKind, Store, StoreError};
 use crate::finding::{one_line, Finding, Side};
 
-/// Largest TCP payload in one synthesized frame (fits an IPv4 total length).
-const MAX_SEGMENT: usize = 65_000;
 const MAC: [[u8; 6]; 2] = [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]];
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -111,7 +111,11 @@ pub fn export_pcapng<W: Write>(
 
     let mut flows: HashMap<u64, Flow> = HashMap::new();
     let mut pending: Option<Frame> = None;
-    let mut carry: Vec<String> = vec![];
+    // Findings of an event without frames, for the next frame written.
+    let mut carry: Vec<Finding> = vec![];
+    // The number (1-based, as Wireshark shows it) of the next frame: a comment
+    // cites the frame it is on, as `analyze --capture` does (one numbering).
+    let mut next_frame = 1u64;
     let mut summary = ExportSummary::default();
     let mut emit = |frame: Frame, w: &mut PcapNgWriter<W>| -> Result<(), StoreError> {
         if let Some(prev) = pending.replace(frame) {
@@ -227,7 +231,7 @@ pub fn export_pcapng<W: Write>(
         }
         // Each finding goes on the frame holding its offset, else the event's first.
         let mut notes: Vec<Vec<String>> = vec![vec![]; frames.len()];
-        for f in &findings {
+        for f in findings {
             let at = frames
                 .iter()
                 .position(|(_, r)| match (r, f.side, f.offset) {
@@ -236,14 +240,16 @@ pub fn export_pcapng<W: Write>(
                 })
                 .unwrap_or(0);
             if frames.is_empty() {
-                carry.push(comment(f));
+                carry.push(f);
             } else {
-                notes[at].push(comment(f));
+                notes[at].push(comment_at(&f, next_frame + at as u64));
             }
         }
         for ((mut f, _), n) in frames.into_iter().zip(notes) {
-            f.comments.append(&mut carry);
+            f.comments
+                .extend(carry.drain(..).map(|c| comment_at(&c, next_frame)));
             f.comments.extend(n);
+            next_frame += 1;
             emit(f, &mut w)?;
         }
     }
@@ -252,7 +258,9 @@ pub fn export_pcapng<W: Write>(
         loose.extend(fs.iter().map(comment));
     }
     if let Some(mut last) = pending.take() {
-        last.comments.append(&mut carry);
+        let at = next_frame - 1;
+        last.comments
+            .extend(carry.drain(..).map(|c| comment_at(&c, at)));
         last.comments.append(&mut loose);
         write_frame(&mut w, last, &mut summary).map_err(map)?;
     }
@@ -262,6 +270,13 @@ pub fn export_pcapng<W: Write>(
 
 fn comment(f: &Finding) -> String {
     format!("edgetap: {}", one_line(f))
+}
+
+/// The comment of `f` on frame `frame`: it cites that frame, not the store's event.
+fn comment_at(f: &Finding, frame: u64) -> String {
+    let mut f = f.clone();
+    f.packet = Some(frame);
+    comment(&f)
 }
 
 fn write_frame<W: Write>(
@@ -369,90 +384,4 @@ fn frame(
         data,
         comments: vec![],
     }
-}
-
-/// Where each stored event's bytes land in the pcapng [`export_pcapng`] writes: the
-/// number (1-based, as Wireshark shows it) of the event's first frame, and the stream
-/// range of each data frame. It follows the export's framing (a handshake of three
-/// frames at open, one frame per [`MAX_SEGMENT`] bytes of data, FIN or RST at the
-/// end), so a finding cites the frame the export carries (`tests/replay_cli.rs`
-/// checks it with tshark).
-#[derive(Debug, Default)]
-pub struct FrameIndex {
-    events: HashMap<u64, EventFrames>,
-}
-
-/// An event's first frame and its data frames as (side, start, end) stream offsets.
-type EventFrames = (u64, Vec<(Side, u64, u64)>);
-
-impl FrameIndex {
-    /// The export's first frame of stored event `seq`.
-    pub fn frame_of_event(&self, seq: u64) -> Option<u64> {
-        self.events.get(&seq).map(|(first, _)| *first)
-    }
-
-    /// The export's frame holding what `f` is about: the frame with its byte
-    /// offset, else its event's first frame.
-    pub fn frame_of(&self, f: &Finding) -> Option<u64> {
-        let (first, ranges) = self.events.get(&f.packet?)?;
-        let at = ranges
-            .iter()
-            .position(|(s, a, b)| match (f.side, f.offset) {
-                (Some(fs), Some(o)) => *s == fs && o >= *a && o < *b,
-                _ => false,
-            })
-            .unwrap_or(0);
-        Some(first + at as u64)
-    }
-}
-
-/// The [`FrameIndex`] of capture `id`.
-pub fn frame_numbers(store: &Store, id: u64) -> Result<FrameIndex, StoreError> {
-    let mut index = FrameIndex::default();
-    // Per connection: stream offset of each side, FIN seen on each side.
-    let mut flows: HashMap<u64, ([u64; 2], [bool; 2])> = HashMap::new();
-    let mut next = 1u64;
-    for ev in store.events(id) {
-        let ev = ev?;
-        let first = next;
-        let mut ranges = vec![];
-        match &ev.kind {
-            EventKind::Open { .. } => {
-                flows.insert(ev.conn, ([0, 0], [false, false]));
-                next += 3;
-            }
-            EventKind::Data { side, bytes } | EventKind::Opaque { side, bytes } => {
-                let Some((offset, _)) = flows.get_mut(&ev.conn) else {
-                    continue;
-                };
-                for seg in bytes.chunks(MAX_SEGMENT) {
-                    let i = side.index();
-                    let start = offset[i];
-                    offset[i] += seg.len() as u64;
-                    ranges.push((*side, start, offset[i]));
-                    next += 1;
-                }
-            }
-            EventKind::Fin { side } => {
-                let Some((_, fin)) = flows.get_mut(&ev.conn) else {
-                    continue;
-                };
-                fin[side.index()] = true;
-                next += 1;
-            }
-            EventKind::End { how } => {
-                let Some((_, fin)) = flows.remove(&ev.conn) else {
-                    continue;
-                };
-                next += if how == "closed" || how == "shutdown" {
-                    fin.iter().filter(|f| !**f).count() as u64
-                } else {
-                    1
-                };
-            }
-        }
-        // An event without frames: its findings go on the next frame written.
-        index.events.insert(ev.seq, (first, ranges));
-    }
-    Ok(index)
 }

@@ -4,9 +4,34 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 
 use super::{legacy, CaptureMeta, NotRecorded, Recording, Store, StoreError};
+
+/// Disk space a recorder keeps back for closing a capture (its meta, findings and
+/// lost spans) on a disk that is full: 256 KiB hold a meta with [`super::MAX_SPANS`]
+/// lost spans many times over.
+pub(super) const RESERVE: usize = 256 << 10;
+
+/// Whether a capture is being recorded, as its files tell any reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorder {
+    /// Its recorder closed it: it has an end.
+    Closed,
+    /// A recorder holds it open now.
+    Recording,
+    /// No end and no recorder: it stopped without closing it (killed, the
+    /// machine went down). What it forwarded last may be missing.
+    Gone,
+}
+
+impl Recorder {
+    /// What readers say of a capture whose recorder is gone.
+    pub const GONE: &'static str =
+        "INCOMPLETE: the recorder stopped without closing it (killed, or the machine went down): \
+         what it forwarded last may be missing";
+}
 
 impl Store {
     /// Registers a new capture; `meta.id` is replaced by the new id, returned.
@@ -42,6 +67,7 @@ impl Store {
                 Err(e) => return Err(StoreError::io(&path, e)),
             }
         }
+        self.reserve(id);
         File::open(&self.chunk_dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| StoreError::io(&self.chunk_dir, e))?;
@@ -50,6 +76,55 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, Recording::default());
         Ok(id)
+    }
+
+    /// Creates capture `id`'s reserve file, locked (see the module docs of
+    /// [`crate::store`]). Without it (no room even for that) the capture is
+    /// recorded all the same; readers will call it unclosed until it ends.
+    fn reserve(&self, id: u64) {
+        let path = self.reserve_path(id);
+        let r = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| {
+                // SAFETY: flock on a descriptor `f` owns.
+                if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                f.write_all(&vec![0u8; RESERVE])?;
+                f.sync_data()?;
+                Ok(f)
+            });
+        match r {
+            Ok(f) => {
+                self.reserves
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id, f);
+            }
+            Err(e) => tracing::warn!(
+                "{}: {e}: no disk space is kept back to close capture {id} on a full disk",
+                path.display()
+            ),
+        }
+    }
+
+    /// Who has capture `meta` open, as the files say.
+    pub fn recorder(&self, meta: &CaptureMeta) -> Recorder {
+        if meta.ended_us.is_some() {
+            return Recorder::Closed;
+        }
+        let Ok(f) = File::open(self.reserve_path(meta.id)) else {
+            return Recorder::Gone;
+        };
+        // SAFETY: flock on a descriptor `f` owns (closing it releases the lock).
+        match unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } {
+            0 => Recorder::Gone,
+            _ => Recorder::Recording,
+        }
     }
 
     /// Writes the capture's meta, with what was not recorded.
@@ -62,6 +137,10 @@ impl Store {
             .get(&meta.id)
         {
             m.not_recorded = r.lost.clone();
+        }
+        // Packets of batches that were not written are not in the store.
+        if let Some(n) = &m.not_recorded {
+            m.packets = m.packets.saturating_sub(n.packets);
         }
         self.replace(
             &self.meta_path(meta.id),

@@ -13,6 +13,8 @@
 //!                                    event batches, connection records, lost spans
 //!     CAP.meta.json            0600  CaptureMeta, replaced whole (write + rename)
 //!                                    after every batch
+//!     CAP.recording            0600  while a recorder has the capture open: a
+//!                                    reserve of disk space, locked (see below)
 //!     CAP.findings.json        0600  findings aggregated per (edge, rule, field
 //!                                    path), replaced whole when it changed, at
 //!                                    most once a second (see [`findings`])
@@ -52,16 +54,24 @@
 //! decides whether forwarding goes on (`--on-store-error`).
 //!
 //! **Secrets.** Unless [`WriteBatch::keep_secrets`] is set, a CONNECT's password and
-//! user name are overwritten before they reach the disk, in the decoded packet
-//! record and in the raw chunk bytes in place, by as many `*` as they had bytes
-//! (the password is the last field of CONNECT and the user name comes right before
-//! it, so the stream's framing and lengths stay valid and the capture still
-//! decodes). The bytes are found by stream offset within the batch that holds the
-//! CONNECT's last byte. An MQTT 5 CONNECT's or AUTH's Authentication Data is
-//! overwritten the same way ([`secrets`]). A CONNECT sent in pieces may have its
-//! first part in an earlier batch: before each batch goes to disk, the recorder has
-//! the credentials that an incomplete CONNECT or AUTH already holds overwritten
-//! ([`WriteBatch::mask_secrets`]), the rest when it comes.
+//! user name, and the Authentication Data of an MQTT 5 CONNECT or AUTH (either
+//! side), are overwritten by as many `*` before they reach the disk: in the raw
+//! chunk bytes, found by the packets' framing alone as each read is added to a
+//! batch ([`scrub`]: any encoding, any size, any split across reads, after a PROXY
+//! header or garbage), and in the decoded packet record. Only data bytes are
+//! overwritten, so the stream's framing stays valid and the capture still decodes.
+//! Where the scanner cannot tell where the credentials are (an unknown MQTT 5
+//! property, …), the rest of that packet is overwritten too and counted as not
+//! recorded, with why ([`CaptureMeta::not_recorded`]).
+//!
+//! **Closing, and what readers believe.** A recorder creates `CAP.recording` with
+//! the capture, fills it with [`meta::RESERVE`] bytes and holds a lock on it. After
+//! the last batch it empties it, so that the lost spans, the findings and the meta
+//! (its end, everything not recorded) are written even when the disk stayed full to
+//! the end, then removes it. Readers believe the files ([`Store::recorder`]): a
+//! capture with an end is closed; without one, it is being recorded while the lock
+//! is held, and otherwise its recorder stopped without closing it (killed, or the
+//! machine went down): incomplete, whatever else the files say.
 //!
 //! `seq` numbers the events of a capture in the order the analysis task received
 //! them; it is the `packet` number findings carry. The proxy records `time_us` never
@@ -79,15 +89,17 @@ mod batch;
 pub mod chunk;
 pub mod export;
 pub mod findings;
+pub mod frames;
 mod legacy;
 mod meta;
 mod read;
 mod record;
 pub mod replay;
-mod secrets;
+mod scrub;
 mod write;
 
 pub use batch::WriteBatch;
+pub use meta::Recorder;
 pub use record::{
     packet_record, CaptureMeta, ConnMeta, Event, EventKind, NotRecorded, PacketRecord, FILLER,
     MAX_SPANS,
@@ -177,6 +189,9 @@ pub struct Store {
     legacy: OnceLock<Option<Result<legacy::Legacy, String>>>,
     writers: Mutex<HashMap<u64, ChunkFile>>,
     recording: Mutex<HashMap<u64, Recording>>,
+    /// The reserve file of each capture this process records (see
+    /// [`Store::begin_capture`]), open and locked until the capture is closed.
+    reserves: Mutex<HashMap<u64, std::fs::File>>,
     /// Store CONNECT passwords as sent (`--store-secrets`).
     keep_secrets: AtomicBool,
     /// Notified at every failed write (for `--on-store-error stop`).
@@ -239,6 +254,7 @@ impl Store {
             legacy: OnceLock::new(),
             writers: Mutex::new(HashMap::new()),
             recording: Mutex::new(HashMap::new()),
+            reserves: Mutex::new(HashMap::new()),
             keep_secrets: AtomicBool::new(false),
             failed: Arc::new(tokio::sync::Notify::new()),
             meta_failing: AtomicBool::new(false),
@@ -293,6 +309,12 @@ impl Store {
         self.chunk_dir.join(format!("{cap}.findings.json"))
     }
 
+    /// `CAP.recording`: exists, holding [`meta::RESERVE`] bytes and locked, while a
+    /// recorder has capture `cap` open.
+    fn reserve_path(&self, cap: u64) -> PathBuf {
+        self.chunk_dir.join(format!("{cap}.recording"))
+    }
+
     pub fn chunk_path(&self, cap: u64) -> PathBuf {
         self.chunk_dir.join(format!("{cap}.bin"))
     }
@@ -328,7 +350,11 @@ impl Store {
     /// Removes a capture and everything recorded with it.
     pub fn delete(&self, id: u64) -> Result<(), StoreError> {
         if self.is_file_capture(id) {
-            for p in [self.meta_path(id), self.findings_path(id)] {
+            for p in [
+                self.meta_path(id),
+                self.findings_path(id),
+                self.reserve_path(id),
+            ] {
                 match std::fs::remove_file(&p) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                         return Err(StoreError::io(&p, e))

@@ -19,6 +19,10 @@ pub struct NotRecorded {
     /// Chunk bytes forwarded but not recorded.
     pub bytes: u64,
     pub events: u64,
+    /// MQTT packets decoded from those events ([`CaptureMeta::packets`] counts
+    /// only the others).
+    #[serde(default)]
+    pub packets: u64,
     /// µs since the Unix epoch: the first and the last event not recorded.
     pub from_us: i64,
     pub to_us: i64,
@@ -39,12 +43,14 @@ impl NotRecorded {
         self.to_us = self.to_us.max(s.to_us);
         self.bytes += s.bytes;
         self.events += s.events;
+        self.packets += s.packets;
         if self.spans.len() < MAX_SPANS {
             self.spans.push(s);
         } else if let Some(last) = self.spans.last_mut() {
             last.to_us = last.to_us.max(s.to_us);
             last.bytes += s.bytes;
             last.events += s.events;
+            last.packets += s.packets;
             last.error = s.error;
         }
     }
@@ -57,9 +63,10 @@ impl NotRecorded {
                 .unwrap_or_else(|| us.to_string())
         };
         format!(
-            "INCOMPLETE: {} bytes ({} events) forwarded but not recorded, between {} and {} ({} failed writes; last error: {})",
+            "INCOMPLETE: {} bytes ({} events, {} MQTT packets) forwarded but not recorded, between {} and {} ({} spans; last: {})",
             self.bytes,
             self.events,
+            self.packets,
             time(self.from_us),
             time(self.to_us),
             self.spans.len(),
@@ -86,7 +93,8 @@ pub struct CaptureMeta {
     pub chunks: u64,
     /// Bytes forwarded, recorded or not (`not_recorded` says what is missing).
     pub bytes: u64,
-    /// MQTT control packets decoded.
+    /// MQTT control packets decoded and recorded (those of events not recorded are
+    /// counted in `not_recorded`).
     pub packets: u64,
     pub findings: u64,
     /// Set when the capture is incomplete: what was forwarded but could not be

@@ -99,8 +99,17 @@ impl Store {
             for (cap, f) in batch.findings.drain(..) {
                 rec.entry(cap).or_default().findings.add(&f);
             }
+            // Bytes overwritten because their credentials could not be located: not
+            // recorded, said in the meta and in an 'L' record with this batch.
+            let r = rec.entry(meta.id).or_default();
+            for span in batch.withheld.drain(..) {
+                r.lost
+                    .get_or_insert_with(NotRecorded::default)
+                    .add(span.clone());
+                r.unnoted.push(span);
+            }
         }
-        if let Err(e) = self.append(&mut batch) {
+        if let Err(e) = self.append(&mut batch, meta.id) {
             let span = batch.lost_span(e.to_string(), meta.ended_us.unwrap_or(meta.started_us));
             {
                 let mut rec = self.recording.lock().unwrap_or_else(|e| e.into_inner());
@@ -112,6 +121,9 @@ impl Store {
             }
             // Small files may still fit; best effort.
             let _ = self.put_meta(meta);
+            if meta.ended_us.is_some() {
+                self.close_capture(meta);
+            }
             return Err(e);
         }
         // The bytes are safe; the summary files are only rewritten at the next
@@ -134,7 +146,46 @@ impl Store {
                 }
             }
         }
+        if meta.ended_us.is_some() {
+            self.close_capture(meta);
+        }
         Ok(())
+    }
+
+    /// After the capture's last batch (`meta.ended_us` set): its reserve is given
+    /// back, so that what was not recorded ('L' records), its findings and its
+    /// meta (with its end and its losses) are written even on a disk that stayed
+    /// full until the end; then the reserve file goes, and with it the lock that
+    /// told readers the capture was being recorded.
+    fn close_capture(&self, meta: &CaptureMeta) {
+        let cap = meta.id;
+        let reserve = self
+            .reserves
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&cap);
+        if let Some(f) = &reserve {
+            // Truncated, not removed yet: still locked while the last notes go out.
+            let _ = f.set_len(0);
+        }
+        let r = self
+            .append(&mut WriteBatch::default(), cap)
+            .and_then(|()| self.put_findings(cap, true))
+            .and_then(|()| self.put_meta(meta));
+        if let Err(e) = r {
+            tracing::error!(
+                "capture {cap}: its end and what was not recorded could not be written: {e} \
+                 (readers will say it was not closed)"
+            );
+        }
+        let path = self.reserve_path(cap);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!("{}: not removed: {e}", path.display())
+            }
+            _ => {}
+        }
+        drop(reserve);
     }
 
     /// Replaces capture `cap`'s stored findings with the groups `agg`: the proxy's
@@ -207,13 +258,24 @@ impl Store {
         r
     }
 
-    /// Appends the batch's records to the chunk files and syncs them.
-    fn append(&self, batch: &mut WriteBatch) -> Result<(), StoreError> {
+    /// Appends the batch's records to the chunk files and syncs them, with the
+    /// lost spans not yet noted of their captures and of capture `also`.
+    fn append(&self, batch: &mut WriteBatch, also: u64) -> Result<(), StoreError> {
         batch
             .log
             .sort_by_key(|e| (e.cap, e.time_us.max(0) as u64, e.seq));
         let mut caps: Vec<u64> = batch.log.iter().map(|e| e.cap).collect();
         caps.extend(batch.conns.iter().map(|c| c.0));
+        let unnoted = |cap: u64| {
+            self.recording
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&cap)
+                .is_some_and(|r| !r.unnoted.is_empty())
+        };
+        if unnoted(also) {
+            caps.push(also);
+        }
         caps.dedup();
         caps.sort_unstable();
         caps.dedup();

@@ -99,10 +99,20 @@ pub fn platform(
         writeln!(w, "answered requests of {n} messages")?;
         return Ok(0);
     }
-    let mut r = rt.block_on(edgetap::sim::platform::run_plan(s, rules, None, None))?;
+    let mut s = s;
+    let mut r = rt.block_on(async {
+        s.interrupt = Some(crate::cmd::interrupt());
+        edgetap::sim::platform::run_plan(s, rules, None, None).await
+    })?;
+    if let Some(why) = &r.interrupted {
+        eprintln!("edgetap: sim platform {why}; the report covers what ran (exit code 130)");
+    }
     // Filters shape the report; the detection items are the plan's, whole.
     r.report.apply(&shown.filter);
     w.write_all(render(&r.document(), out, &Options::listing(shown.listing)).as_bytes())?;
+    if r.interrupted.is_some() {
+        return Ok(edgetap::replay::EXIT_INTERRUPTED);
+    }
     Ok(u8::from(!r.passed()))
 }
 
@@ -110,19 +120,30 @@ pub fn platform(
 pub fn demo(s: DemoSettings, out: Format, w: &mut dyn Write) -> Result<u8, RunError> {
     let t0 = std::time::Instant::now();
     let (clean, faulty) = runtime()?.block_on(edgetap::demo::run(&s))?;
-    writeln!(
-        w,
-        "=== Run 1: reference platform vs reference edge behind the edgetap proxy (conforming) ===\n"
-    )?;
-    w.write_all(render(&clean.document(), out, &Options::default()).as_bytes())?;
-    writeln!(
-        w,
-        "\n=== Run 2: the same edge with fault \"{}\" (breaks {}, item {}) ===\n",
+    let run1 =
+        "=== Run 1: reference platform vs reference edge behind the edgetap proxy (conforming) ===";
+    let run2 = format!(
+        "=== Run 2: the same edge with fault \"{}\" (breaks {}, item {}) ===",
         s.fault.name(),
         s.fault.caught_by(),
         s.fault.item()
-    )?;
-    w.write_all(render(&faulty.document(), out, &Options::default()).as_bytes())?;
+    );
+    if out == Format::Table {
+        writeln!(w, "{run1}\n")?;
+        w.write_all(render(&clean.document("run 1"), out, &Options::default()).as_bytes())?;
+        writeln!(w, "\n{run2}\n")?;
+        w.write_all(render(&faulty.document("run 2"), out, &Options::default()).as_bytes())?;
+    } else {
+        // One document per format on stdout (a script parses it whole): the second
+        // run appended to the first; the people's lines go to stderr.
+        let mut doc = clean.document("run 1").titled("edgetap demo record");
+        doc.appended.push(edgetap::report::Appended {
+            heading: run2.trim_matches(|c| c == '=' || c == ' ').to_string(),
+            label: "run 2".into(),
+            doc: faulty.document("run 2"),
+        });
+        w.write_all(render(&doc, out, &Options::default()).as_bytes())?;
+    }
     let caught = !faulty.plan.passed();
     // An outcome fault (a refusal, a missing job result) is conforming protocol: the
     // proxy reports it (info), the plan decides the item.
@@ -131,9 +152,8 @@ pub fn demo(s: DemoSettings, out: Format, w: &mut dyn Write) -> Result<u8, RunEr
         .findings
         .iter()
         .any(|f| f.rule == s.fault.caught_by());
-    writeln!(
-        w,
-        "\nrun 1: {}; run 2: {}, {} ({:.1} s)",
+    let result = format!(
+        "run 1: {}; run 2: {}, {} ({:.1} s)",
         if clean.passed() {
             "every clause passes (plan and proxy)"
         } else {
@@ -150,7 +170,12 @@ pub fn demo(s: DemoSettings, out: Format, w: &mut dyn Write) -> Result<u8, RunEr
             (false, _) => "the proxy did NOT catch it",
         },
         t0.elapsed().as_secs_f64()
-    )?;
+    );
+    if out == Format::Table {
+        writeln!(w, "\n{result}")?;
+    } else {
+        eprintln!("edgetap demo: {result}");
+    }
     Ok(u8::from(!clean.passed() || !caught))
 }
 

@@ -78,13 +78,18 @@ impl Unparsed {
     }
 
     pub fn parse(self) -> Message {
+        // A cheap handle on the bytes: their start is copied only when unreadable.
+        let payload = self.payload.clone();
+        let body = protocol::parse_envelope(self.payload);
+        let raw = body.is_err().then(|| protocol::RawPayload::of(&payload));
         Message {
             seq: self.seq,
             conn: self.conn,
             side: self.side,
             packet: self.packet,
             time_us: self.time_us,
-            body: protocol::parse_envelope(self.payload),
+            body,
+            raw,
             topic_name: self.topic_name,
             topic: self.topic,
             origin_seen: self.origin_seen,
@@ -575,6 +580,7 @@ impl Framer {
                 self.stats.unattributed += 1;
                 let mut place = Place::frame(packet, time_us).on(conn, Some(side), None);
                 place.topic = Some(name.clone());
+                place.edge_id = crate::protocol::edge_id_named(&name).map(str::to_string);
                 transport_findings(
                     &self.rules,
                     |c| matches!(c, Check::TopicShape),

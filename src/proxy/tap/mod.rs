@@ -419,48 +419,18 @@ struct Recorder {
     batch: WriteBatch,
     permits: Vec<OwnedSemaphorePermit>,
     conns: HashMap<ConnId, ConnMeta>,
-    /// Client packets holding credentials (CONNECT, AUTH) that were incomplete when
-    /// a batch went to disk: the stream offset of their first byte and their bytes
-    /// so far, so that the rest of their secrets is found in the next batches.
-    straddling: HashMap<ConnId, (u64, Vec<u8>)>,
 }
 
 impl Recorder {
     /// Hands the batch to the writer, which releases the permits of its chunks once
     /// they are on disk, or once writing them failed (counted as not recorded).
-    /// First, the credentials that a CONNECT or AUTH still incomplete already holds
-    /// are overwritten in the batch (the rest are when it completes, in a later one).
-    fn flush(&mut self, a: &Framer) {
-        if !self.batch.keep_secrets {
-            for (conn, at, bytes) in a.pending_client_packets() {
-                if !matches!(bytes.first().map(|b| b >> 4), Some(1 | 15)) {
-                    continue;
-                }
-                self.batch.mask_secrets(conn, at, bytes);
-                if self.straddling.get(&conn).is_none_or(|(a0, _)| *a0 != at) {
-                    self.straddling.insert(conn, (at, bytes.to_vec()));
-                }
-            }
-        }
+    /// The credentials among its bytes are overwritten already ([`WriteBatch`]).
+    fn flush(&mut self) {
         let batch = self.batch.take();
         let permits = std::mem::take(&mut self.permits);
         if let Some(w) = &self.writer {
             // Fails only if the writer thread died; its permits are released then.
             let _ = w.jobs.send((batch, self.meta.clone(), permits));
-        }
-    }
-
-    /// `bytes` just came from `conn`'s client and were fed to the analyzer: when
-    /// that connection's CONNECT (or AUTH) straddles batches, the credentials among
-    /// them are overwritten in this batch, and the packet is forgotten once complete.
-    fn straddle(&mut self, a: &Framer, conn: ConnId, bytes: &[u8]) {
-        let Some((at, so_far)) = self.straddling.get_mut(&conn) else {
-            return;
-        };
-        so_far.extend_from_slice(bytes);
-        self.batch.mask_secrets(conn, *at, so_far);
-        if a.pending_client(conn).is_none_or(|(p, _)| p != *at) {
-            self.straddling.remove(&conn);
         }
     }
 
@@ -498,7 +468,6 @@ fn analyze(
         batch: WriteBatch::with_secrets(keep_secrets),
         permits: vec![],
         conns: HashMap::new(),
-        straddling: HashMap::new(),
     };
     let mut staged: Vec<Staged> = vec![];
     let mut notes: Vec<ConnNote> = vec![];
@@ -521,7 +490,7 @@ fn analyze(
                 judge.take_findings(&mut judged);
                 store_findings(&mut rec, cap, &mut judged);
                 if !rec.batch.is_empty() {
-                    rec.flush(&a);
+                    rec.flush();
                 }
                 // The judge's findings come after the events: keep collecting them.
                 deadline = judge.busy().then(|| Instant::now() + FLUSH_INTERVAL);
@@ -574,6 +543,10 @@ fn analyze(
             };
             // The event first: its packets are encoded right after it.
             record(&mut rec, cap, &ev);
+            // The live view numbers by the export's frames, as the final report.
+            if let Some(v) = live_view {
+                v.event(&ev);
+            }
             let mut sink = Collect {
                 batch: Some(&mut rec.batch),
                 cap,
@@ -586,16 +559,6 @@ fn analyze(
                 a.push(at, input, &mut sink);
             }
             rec.meta.packets += sink.packets;
-            match &ev.kind {
-                EventKind::Data {
-                    side: Side::Client,
-                    bytes,
-                } => rec.straddle(&a, ev.conn, bytes),
-                EventKind::End { .. } => {
-                    rec.straddling.remove(&ev.conn);
-                }
-                _ => {}
-            }
             a.take_staged(&mut staged);
             // What the console says of the connection, in order with its findings.
             let (before, after) = match &ev.kind {
@@ -635,7 +598,7 @@ fn analyze(
             if rec.batch.data_bytes >= flush_bytes {
                 judge.take_findings(&mut judged);
                 store_findings(&mut rec, cap, &mut judged);
-                rec.flush(&a);
+                rec.flush();
                 // Findings of this batch's messages are still being judged: a
                 // deadline collects them even if no more traffic comes.
                 deadline = Some(Instant::now() + FLUSH_INTERVAL);
@@ -657,7 +620,7 @@ fn analyze(
         v.recorded(&a, rec.meta.bytes, true);
         v.stopped();
     }
-    rec.flush(&a);
+    rec.flush();
     let mut meta = rec.meta.clone();
     let store = rec.close();
     meta.not_recorded = store.as_ref().and_then(|s| s.not_recorded(cap));

@@ -29,6 +29,28 @@ pub struct Expectation {
     pub new_rules: bool,
     /// The replies to nothing sent diverge.
     pub orphans: bool,
+    /// Everything compared: what it is, what the expectation holds, what this run
+    /// found (for the record's "Expectation" table).
+    pub compared: Vec<Compared>,
+}
+
+/// One item compared with the expectation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Compared {
+    pub what: String,
+    pub expected: String,
+    pub found: String,
+    /// "matched", "diverges" or "not compared".
+    pub status: String,
+}
+
+/// An exchange as a line: passed, its differences from the recording, or not exercised.
+fn summary(x: &Exchange) -> String {
+    match &x.skipped {
+        Some(why) => why.clone(),
+        None if x.diffs.is_empty() => "as recorded".into(),
+        None => format!("differs from the recording: {}", x.diffs.join("; ")),
+    }
 }
 
 impl Expectation {
@@ -65,6 +87,15 @@ impl Expectation {
 /// mutation not exercised in either run is not compared; a note says so.
 pub fn check_expected(expected: &Outcome, got: &Outcome) -> Expectation {
     let mut x = Expectation::default();
+    if expected.answered_nothing() {
+        // Saved by an older edgetap, which kept an outcome of silence: it proves
+        // nothing, and a run with no device at all would match it.
+        x.divergences.push(format!(
+            "expectation: saved while the {} answered nothing (no reply, request or job \
+             result): it proves nothing; save it again against a counterpart that answers",
+            counterpart(expected)
+        ));
+    }
     if expected.exchanges.len() != got.exchanges.len() {
         x.divergences.push(format!(
             "exchanges: expected {}, got {}",
@@ -73,7 +104,21 @@ pub fn check_expected(expected: &Outcome, got: &Outcome) -> Expectation {
         ));
     }
     for (e, g) in expected.exchanges.iter().zip(&got.exchanges) {
+        let (diverged, notes) = (x.divergences.len(), x.notes.len());
         compare_exchange(e, g, &mut x);
+        let status = if x.divergences.len() > diverged {
+            "diverges"
+        } else if x.notes.len() > notes {
+            "not compared"
+        } else {
+            "matched"
+        };
+        x.compared.push(Compared {
+            what: format!("exchange {} {}", g.index, g.request),
+            expected: summary(e),
+            found: summary(g),
+            status: status.into(),
+        });
     }
     if expected.orphan_replies != got.orphan_replies {
         x.orphans = true;
@@ -87,6 +132,21 @@ pub fn check_expected(expected: &Outcome, got: &Outcome) -> Expectation {
     let rules = |o: &Outcome| -> BTreeSet<String> {
         o.new_findings.iter().map(|f| f.rule.clone()).collect()
     };
+    let show = |r: BTreeSet<String>| match r.is_empty() {
+        true => "none".to_string(),
+        false => r.into_iter().collect::<Vec<_>>().join(", "),
+    };
+    x.compared.push(Compared {
+        what: "rules raised beyond the recording's".into(),
+        expected: show(rules(expected)),
+        found: show(rules(got)),
+        status: if rules(expected) == rules(got) {
+            "matched"
+        } else {
+            "diverges"
+        }
+        .into(),
+    });
     if rules(expected) != rules(got) {
         x.new_rules = true;
         x.divergences.push(format!(
@@ -96,6 +156,14 @@ pub fn check_expected(expected: &Outcome, got: &Outcome) -> Expectation {
         ));
     }
     x
+}
+
+/// "edge DUT1" or "platform": who answers a replay of this outcome's role.
+pub(super) fn counterpart(o: &Outcome) -> String {
+    match o.role {
+        crate::replay::Role::Platform => format!("edge {}", o.live_edge),
+        crate::replay::Role::Edge => "platform".into(),
+    }
 }
 
 /// [`check_expected`]'s divergences only.
@@ -178,9 +246,15 @@ fn compare_mutations(expected: &Outcome, got: &Outcome, x: &mut Expectation) {
     let names: BTreeSet<&String> = e.keys().chain(g.keys()).collect();
     for n in names {
         let (a, b) = (e.get(n), g.get(n));
+        let show = |v: Option<&String>| v.map_or("not run".to_string(), |v| v.clone());
+        x.compared.push(Compared {
+            what: format!("mutation {n}"),
+            expected: show(a),
+            found: show(b),
+            status: if a == b { "matched" } else { "diverges" }.into(),
+        });
         if a != b {
             x.mutations.insert(n.clone());
-            let show = |v: Option<&String>| v.map_or("not run".to_string(), |v| v.clone());
             x.divergences.push(format!(
                 "mutation {n}: expected {}, got {}",
                 show(a),
@@ -189,6 +263,12 @@ fn compare_mutations(expected: &Outcome, got: &Outcome, x: &mut Expectation) {
         }
     }
     for m in got.mutations.iter().filter(|m| m.skipped.is_some()) {
+        x.compared.push(Compared {
+            what: format!("mutation {}", m.name),
+            expected: "-".into(),
+            found: m.skipped.clone().unwrap_or_default(),
+            status: "not compared".into(),
+        });
         x.notes.push(format!(
             "mutation {}: {}: not counted as a divergence",
             m.name,

@@ -20,10 +20,10 @@ impl Outcome {
                 self.recorded_edge,
                 self.live_edge,
                 self.seed,
-                if self.failed() {
-                    "differences found"
-                } else {
-                    "as recorded"
+                match (&self.interrupted, self.failed()) {
+                    (Some(why), _) => format!("{why}: the replay did not finish"),
+                    (None, true) => "differences found".into(),
+                    (None, false) => "as recorded".into(),
                 }
             )),
             columns: Column::all(["#", "Status", "From", "Request", "Topic"]),
@@ -56,32 +56,7 @@ impl Outcome {
                 .collect(),
             status_col: Some(1),
         };
-        let mut extras = vec![];
-        if let Some(e) = expectation {
-            let mut rows: Vec<SectionRow> = e
-                .divergences
-                .iter()
-                .map(|d| SectionRow::new("fail", vec!["divergence".into(), d.clone()], vec![]))
-                .collect();
-            rows.extend(e.notes.iter().map(|n| {
-                SectionRow::new(
-                    "not exercised",
-                    vec!["not compared".into(), n.clone()],
-                    vec![],
-                )
-            }));
-            extras.push(Section {
-                id: "expectation".into(),
-                title: format!(
-                    "Expectation (--expect): {} divergence(s)",
-                    e.divergences.len()
-                ),
-                note: None,
-                columns: Column::all(["", "What"]),
-                rows,
-                status_col: None,
-            });
-        }
+        let mut extras = vec![expectation_section(self, expectation)];
         extras.push(exchanges);
         if !self.mutations.is_empty() {
             extras.push(Section {
@@ -112,6 +87,36 @@ impl Outcome {
                 status_col: Some(3),
             });
         }
+        if !self.injected_findings.is_empty() {
+            extras.push(Section {
+                id: "injected".into(),
+                title: "Injected by the test (mutations): not the device's findings".into(),
+                note: Some(
+                    "the rules the engine raised on the messages the mutations made on \
+                     purpose; they are not charged to the device (the clause table and the list of \
+                     findings leave them out)"
+                        .into(),
+                ),
+                columns: Column::all(["Mutation", "Severity", "Rule", "Finding"]),
+                rows: self
+                    .injected_findings
+                    .iter()
+                    .map(|f| {
+                        SectionRow::new(
+                            "injected",
+                            vec![
+                                f.mutation.clone().unwrap_or_default(),
+                                f.severity.as_str().into(),
+                                f.rule.clone(),
+                                f.line.clone(),
+                            ],
+                            vec![],
+                        )
+                    })
+                    .collect(),
+                status_col: None,
+            });
+        }
         if !self.new_findings.is_empty() {
             extras.push(Section {
                 id: "new-findings".into(),
@@ -133,5 +138,75 @@ impl Outcome {
             });
         }
         extras
+    }
+}
+
+/// The comparison with an expectation: each item compared, what the expectation
+/// holds and what this run found; without one, a line that says so.
+fn expectation_section(o: &Outcome, expectation: Option<&Expectation>) -> Section {
+    let Some(e) = expectation else {
+        return Section {
+            id: "expectation".into(),
+            title: "Expectation: none".into(),
+            note: None,
+            columns: Column::all(["", "What"]),
+            rows: vec![SectionRow::new(
+                "none",
+                vec![
+                    "no expectation".into(),
+                    format!(
+                        "no --expect file: each of the {} exchanges is compared with the \
+                         recording itself",
+                        o.exchanges.len()
+                    ),
+                ],
+                vec![],
+            )],
+            status_col: None,
+        };
+    };
+    let status = |s: &str| match s {
+        "matched" => "pass",
+        "diverges" => "fail",
+        _ => "not exercised",
+    };
+    let mut rows: Vec<SectionRow> = e
+        .compared
+        .iter()
+        .map(|c| {
+            SectionRow::new(
+                status(&c.status),
+                vec![
+                    c.status.clone(),
+                    c.what.clone(),
+                    c.expected.clone(),
+                    c.found.clone(),
+                ],
+                vec![],
+            )
+        })
+        .collect();
+    // Divergences that concern no item compared one by one (counts, replies to
+    // nothing sent, an expectation saved against silence).
+    for d in &e.divergences {
+        if !e.compared.iter().any(|c| d.starts_with(&c.what)) {
+            rows.push(SectionRow::new(
+                "fail",
+                vec!["diverges".into(), d.clone(), String::new(), String::new()],
+                vec![],
+            ));
+        }
+    }
+    Section {
+        id: "expectation".into(),
+        title: format!(
+            "Expectation (--expect): {} divergence(s), {} item(s) compared",
+            e.divergences.len(),
+            e.compared.len()
+        ),
+        note: None,
+        columns: Column::all(["", "What", "Expected", "Found"]),
+        rows,
+        status_col: Some(0),
     }
 }

@@ -29,6 +29,18 @@ impl Outcome {
             ));
             suites.push(s);
         }
+        if let Some(why) = &self.interrupted {
+            let mut s = Suite::new("interruption");
+            s.cases.push(Case::new(
+                "replay.run",
+                "replay ran to its end",
+                Verdict::Error {
+                    message: "replay interrupted".into(),
+                    text: why.clone(),
+                },
+            ));
+            suites.push(s);
+        }
         let mut ex = Suite::new("exchanges");
         for x in &self.exchanges {
             let name = format!("{:03} {} {}", x.index, x.request, x.topic);

@@ -32,6 +32,10 @@ pub struct FindingBrief {
     pub rule: String,
     pub severity: Severity,
     pub line: String,
+    /// The mutation that made the message it concerns: the test's doing, not the
+    /// counterpart's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutation: Option<String>,
 }
 
 impl FindingBrief {
@@ -40,6 +44,15 @@ impl FindingBrief {
             rule: f.rule.clone(),
             severity: f.severity,
             line: crate::report::one_line(f),
+            mutation: None,
+        }
+    }
+
+    /// A finding on a message the mutation `name` made.
+    pub(super) fn injected(f: &Finding, name: &str) -> FindingBrief {
+        FindingBrief {
+            mutation: Some(name.to_string()),
+            ..FindingBrief::of(f)
         }
     }
 }
@@ -87,13 +100,24 @@ pub struct Outcome {
     /// Replies of the counterpart that answer nothing the replayer sent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub orphan_replies: Vec<Value>,
-    /// Every finding of the live session (baseline and mutations).
+    /// Every finding of the live session (baseline and mutations) but those of
+    /// `injected_findings`.
     pub live_findings: Vec<FindingBrief>,
+    /// Findings on the messages the mutations made (and on the answers to them that
+    /// are no error of the counterpart's): what the test injected, never charged to
+    /// the counterpart; each names its mutation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub injected_findings: Vec<FindingBrief>,
     /// The broker connection was lost during the replay: why and when. The run
     /// proves nothing beyond that point (exit code 2), and the exchanges it cut off
     /// are not exercised, never the device's missing replies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker_lost: Option<String>,
+    /// The run was interrupted (Ctrl-C, SIGTERM): which signal and when. The
+    /// outcome covers what ran (exit code 130); the exchanges it cut off are not
+    /// exercised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<String>,
     /// The counterpart published nothing at all during the replay: the differences
     /// are one cause (not online, another broker, another edge id), not many.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -158,6 +182,25 @@ impl Outcome {
             && self.mutations.iter().all(|m| m.verdict == "not applicable")
     }
 
+    /// The counterpart answered nothing: no live request, reply or job result in
+    /// any exchange, no answer to any mutation (or it published nothing at all).
+    /// Such an outcome is no expectation: it would pass with no device at all.
+    pub fn answered_nothing(&self) -> bool {
+        self.counterpart_silent
+            || (self.exchanges.iter().all(|x| {
+                let l = &x.live;
+                l.request.is_none()
+                    && l.reply.is_none()
+                    && l.job_result.is_none()
+                    && l.extra.is_empty()
+            }) && self.mutations.iter().all(|m| m.answers.is_empty()))
+    }
+
+    /// Who answers this replay: "edge DUT1" or "platform".
+    pub fn counterpart(&self) -> String {
+        expect::counterpart(self)
+    }
+
     /// Exchanges not exercised (skipped).
     pub fn skipped_exchanges(&self) -> impl Iterator<Item = &Exchange> {
         self.exchanges.iter().filter(|x| x.skipped.is_some())
@@ -168,6 +211,9 @@ impl Outcome {
     /// `saved` (`--save-expect` wrote the outcome) 0; else 1 on any difference from
     /// the recording.
     pub fn exit_code(&self, expectation: Option<&Expectation>, saved: bool) -> u8 {
+        if self.interrupted.is_some() {
+            return EXIT_INTERRUPTED;
+        }
         if self.broker_lost.is_some() {
             return crate::report::EXIT_UNREADABLE;
         }
@@ -183,6 +229,9 @@ impl Outcome {
         }
     }
 }
+
+/// Exit code of an interrupted replay: 130, as a shell reports a Ctrl-C.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// "1 exchange", "2 exchanges".
 fn count(n: usize, one: &str, many: &str) -> String {

@@ -24,7 +24,11 @@ fn exchange(index: usize, from: &str, request: &str) -> Exchange {
         request: request.into(),
         topic: format!("/v1/E/device/{from}"),
         recorded: judge::Answer::default(),
-        live: judge::Answer::default(),
+        // Answered: an outcome of silence is no expectation (tested on its own).
+        live: judge::Answer {
+            reply: Some(serde_json::json!({"code": 200})),
+            ..Default::default()
+        },
         diffs: vec![],
         skipped: None,
         late: vec![],
@@ -45,6 +49,8 @@ fn outcome(exchanges: Vec<Exchange>) -> Outcome {
         orphan_replies: vec![],
         live_findings: vec![],
         broker_lost: None,
+        interrupted: None,
+        injected_findings: vec![],
         counterpart_silent: false,
         unexpected_requests: vec![],
         record: None,
@@ -321,6 +327,7 @@ fn new_rules_are_a_test_case_of_their_own() {
         rule: "envelope.request".into(),
         severity: Severity::Error,
         line: "error 5.3 [envelope.request]".into(),
+        mutation: None,
     });
     let junit = show(&o, None, Format::Junit);
     assert!(junit.contains("name=\"no rule beyond the recording's\"><failure message=\"1 rule raised by the replay and not by the recording\""), "{junit}");
@@ -334,4 +341,84 @@ fn an_expectation_file_without_skips_still_loads() {
     assert!(v["exchanges"][0].get("skipped").is_none());
     let o: Outcome = serde_json::from_value(v).unwrap();
     assert!(o.exchanges[0].skipped.is_none());
+}
+
+/// An exchange the counterpart answered.
+fn answered(index: usize) -> Exchange {
+    let mut x = exchange(index, "platform", "CMD_SYS_STATUS");
+    x.live.reply = Some(serde_json::json!({"code": 200}));
+    x
+}
+
+#[test]
+fn an_expectation_of_silence_never_passes() {
+    let mut silent = outcome(vec![exchange(0, "platform", "CMD_SYS_STATUS")]);
+    silent.exchanges[0].live = judge::Answer::default();
+    assert!(silent.answered_nothing());
+    // Even a run as silent as the expectation diverges from it.
+    let e = check_expected(&silent, &silent.clone());
+    assert!(
+        e.divergences[0].starts_with("expectation: saved while the edge E answered nothing"),
+        "{e:?}"
+    );
+    assert_eq!(silent.exit_code(Some(&e), false), 1);
+    let heard = outcome(vec![answered(0)]);
+    assert!(!heard.answered_nothing());
+    assert!(check_expected(&heard, &heard.clone())
+        .divergences
+        .is_empty());
+}
+
+#[test]
+fn the_html_expectation_section_is_never_an_empty_table() {
+    let o = outcome(vec![answered(0)]);
+    let page = show(&o, None, Format::Html);
+    assert!(page.contains("Expectation: none"), "no expectation said");
+    assert!(page.contains("no --expect file"));
+    let e = check_expected(&o.clone(), &o);
+    let page = show(&o, Some(&e), Format::Html);
+    let section = &page[page.find("Expectation (--expect)").unwrap()..];
+    let section = &section[..section.find("</table>").unwrap()];
+    assert!(section.contains("exchange 0 CMD_SYS_STATUS"), "{section}");
+    assert!(section.contains("as recorded"), "{section}");
+    assert!(
+        section.contains("rules raised beyond the recording"),
+        "{section}"
+    );
+}
+
+#[test]
+fn injected_findings_are_the_tests_not_the_counterparts() {
+    let mut o = outcome(vec![answered(0)]);
+    o.injected_findings.push(FindingBrief {
+        rule: "payload.invalid_json".into(),
+        severity: Severity::Error,
+        line: "error 5.3 [payload.invalid_json] packet 56".into(),
+        mutation: Some("invalid-json".into()),
+    });
+    assert!(!o.failed());
+    let v: Value = serde_json::from_str(&show(&o, None, Format::Json)).unwrap();
+    assert_eq!(v["injected_findings"][0]["mutation"], "invalid-json", "{v}");
+    assert_eq!(v["live_findings"], serde_json::json!([]), "{v}");
+    let page = show(&o, None, Format::Html);
+    let section = &page[page.find("Injected by the test").unwrap()..];
+    assert!(section.contains("payload.invalid_json"), "{section}");
+    assert!(!show(&o, None, Format::Junit).contains("<failure"));
+}
+
+#[test]
+fn an_interrupted_replay_says_so_in_every_format() {
+    let mut o = outcome(vec![answered(0)]);
+    o.interrupted = Some("interrupted by SIGINT 1.2 s into the replay".into());
+    assert_eq!(o.exit_code(None, false), EXIT_INTERRUPTED);
+    let t = show(&o, None, Format::Table);
+    assert!(t.contains("INTERRUPTED by SIGINT 1.2 s"), "{t}");
+    assert!(t.contains("RESULT: interrupted"), "{t}");
+    let j = show(&o, None, Format::Junit);
+    assert!(j.contains("<error message=\"replay interrupted\""), "{j}");
+    let v: Value = serde_json::from_str(&show(&o, None, Format::Json)).unwrap();
+    assert_eq!(
+        v["interrupted"],
+        "interrupted by SIGINT 1.2 s into the replay"
+    );
 }

@@ -61,6 +61,13 @@ impl Outcome {
         if let Some(lost) = &self.broker_lost {
             let _ = writeln!(s, "BROKER CONNECTION LOST: {lost}\n");
         }
+        if let Some(why) = &self.interrupted {
+            let _ = writeln!(
+                s,
+                "INTERRUPTED {}; what follows is what ran\n",
+                why.trim_start_matches("interrupted ")
+            );
+        }
         self.write_exchanges(&mut s, expectation);
         if !self.orphan_replies.is_empty() {
             let _ = writeln!(s, "\nReplies to nothing the replayer sent:");
@@ -104,6 +111,17 @@ impl Outcome {
                     let _ = writeln!(s, "        {}", m.detail);
                 }
             }
+            if !self.injected_findings.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "  (rules: what the engine found in the messages the mutations made on \
+                     purpose: the test's doing, never charged to the {})",
+                    match self.role {
+                        Role::Platform => "edge",
+                        Role::Edge => "platform",
+                    }
+                );
+            }
         }
         if let Some(e) = expectation {
             e.write(&mut s);
@@ -115,8 +133,8 @@ impl Outcome {
             };
             let _ = writeln!(
                 s,
-                "\nRequests of the {who} the recording does not hold (not answered; a restart \
-                 loses the device's state, so differences after one may have that cause):"
+                "\nRequests of the {who} the recording does not hold (a restart loses the \
+                 device's state, so differences after one may have that cause):"
             );
             for r in &self.unexpected_requests {
                 let _ = writeln!(s, "  {r}");
@@ -173,6 +191,9 @@ impl Outcome {
 
     /// The last line of the table: the expectation's verdict when there is one.
     fn result_line(&self, expectation: Option<&Expectation>) -> String {
+        if self.interrupted.is_some() {
+            return "RESULT: interrupted, the replay did not finish (exit code 130)".into();
+        }
         if self.broker_lost.is_some() {
             return "RESULT: broker connection lost, the replay did not finish (exit code 2)"
                 .into();

@@ -17,6 +17,18 @@ fn sender(topic: &crate::protocol::Topic) -> Actor {
     topic.publisher
 }
 
+/// Resolves when the run is interrupted (never without an interrupt to watch).
+async fn interrupted(r: &mut Option<tokio::sync::watch::Receiver<Option<String>>>) {
+    match r {
+        Some(r) => {
+            if r.wait_for(Option::is_some).await.is_err() {
+                std::future::pending::<()>().await
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
 impl Session<'_> {
     /// Handles what arrived, until `done` holds or `deadline` passes; true when done.
     pub(super) async fn wait_until(
@@ -28,6 +40,7 @@ impl Session<'_> {
             while let Ok(m) = self.rx.try_recv() {
                 self.incoming(m);
             }
+            self.send_due().await;
             if done(self) {
                 return true;
             }
@@ -44,7 +57,10 @@ impl Session<'_> {
             // was ready at once after any change, and this loop spun a core until
             // the deadline. A closed link, `Err`, is seen by `check_lost`.)
             let state = &mut self.state;
+            let interrupt = &mut self.interrupt;
             let got = tokio::select! {
+                // An interruption ends the wait; `check_lost` then sees it.
+                _ = interrupted(interrupt) => None,
                 got = tokio::time::timeout(left, self.rx.recv()) => Some(got),
                 changed = state.changed() => {
                     if changed.is_err() {
@@ -189,10 +205,8 @@ impl Session<'_> {
                 }
             }
             Class::Request => {
-                if self.watch.is_some() {
-                    return;
-                }
-                // The n-th live request of a type is the n-th recorded one.
+                // The n-th live request of a type is the n-th recorded one (not
+                // while a mutation is watched: what comes then is no exchange's).
                 let next = self
                     .ex_of_request
                     .iter()
@@ -202,20 +216,43 @@ impl Session<'_> {
                             && !self.their_mid.contains_key(&x)
                     })
                     .map(|(&i, &x)| (i, x))
-                    .min();
+                    .min()
+                    .filter(|_| self.watch.is_none());
                 let Some((i, x)) = next else {
-                    // Not in the recording, so not answered: said in the report, as
-                    // the likely cause of the differences that follow (a restart
-                    // loses the device's state).
-                    if self.watch.is_none() && self.unexpected.len() < 100 {
+                    // Beyond the recording (a device that restarted and sent
+                    // EVENT_LINKUP again): answered as the recording answered the
+                    // first of its type, and said in the report, as the likely cause
+                    // of the differences that follow (a restart loses the device's
+                    // state).
+                    let first = self
+                        .ex_of_request
+                        .keys()
+                        .filter(|&&i| {
+                            self.msgs[i].publisher() != self.us
+                                && self.msgs[i].msg_type() == Some(t.as_str())
+                        })
+                        .min()
+                        .copied();
+                    let answered = first.is_some_and(|f| self.answer_again(f, &m.topic, mid));
+                    if self.unexpected.len() < 100 {
                         self.unexpected.push(format!(
-                            "{t} at {} into the replay (mid {})",
+                            "{t} at {} into the replay (mid {}): {}",
                             secs(self.began.elapsed()),
-                            mid.map_or("none".into(), |m| m.to_string())
+                            mid.map_or("none".into(), |m| m.to_string()),
+                            if answered {
+                                "answered as the recording answered the first"
+                            } else {
+                                "not answered: the recording holds no answer to it"
+                            }
                         ));
                     }
                     return;
                 };
+                // A request that comes after its recorded answer was played (the
+                // edge came online late): answered now, as recorded.
+                if self.answer_of(i).is_some_and(|r| r < self.played) {
+                    self.answer_again(i, &m.topic, mid);
+                }
                 if let (Some(rec), Some(live)) = (
                     self.msgs[i].job_id(),
                     json.get("param")
@@ -230,6 +267,55 @@ impl Session<'_> {
                 self.seen.insert(i);
             }
             Class::Report => {}
+        }
+    }
+
+    /// Our recorded reply to the counterpart's recorded request `i`.
+    fn answer_of(&self, i: usize) -> Option<usize> {
+        let req = &self.msgs[i];
+        self.msgs[i + 1..]
+            .iter()
+            .find(|r| {
+                r.publisher() == self.us
+                    && r.class() == Class::Reply
+                    && r.mid() == req.mid()
+                    && r.topic.channel == req.topic.channel
+            })
+            .map(|r| r.index)
+    }
+
+    /// Queues our recorded reply to the counterpart's recorded request `i` as the
+    /// answer to a live request (on `live_topic`, with `mid`); false when the
+    /// recording holds none. Sent by the next wait ([`Session::send_due`]).
+    ///
+    /// As platform only: the edge's own requests (EVENT_LINKUP, topo) are answered
+    /// alike whenever they come; as edge, a command beyond the recording may start
+    /// a job whose result the recording cannot give, and stays unanswered.
+    fn answer_again(&mut self, i: usize, live_topic: &str, mid: Option<u64>) -> bool {
+        if self.us != Actor::Platform {
+            return false;
+        }
+        let Some(r) = self.answer_of(i) else {
+            return false;
+        };
+        let rec = &self.msgs[r];
+        let Some(json) = &rec.json else { return false };
+        let out = self.rw.outgoing(json, mid);
+        // The reply topic of the live request's channel (its edge id as it came).
+        let topic = match crate::protocol::parse_topic(live_topic) {
+            Some(t) => crate::sim::topic(&t.edge_id, &t.channel, &rec.topic.role),
+            None => self.rw.topic(&rec.topic_name),
+        };
+        self.due
+            .push((topic, serde_json::to_vec(&out).unwrap_or_default()));
+        true
+    }
+
+    /// Sends the answers queued by [`Session::answer_again`].
+    pub(super) async fn send_due(&mut self) {
+        for (topic, payload) in std::mem::take(&mut self.due) {
+            // A lost broker is seen by the caller's `check_lost`.
+            let _ = self.publish(&topic, payload).await;
         }
     }
 
@@ -261,6 +347,7 @@ impl Session<'_> {
             while let Ok(m) = self.rx.try_recv() {
                 self.incoming(m);
             }
+            self.send_due().await;
             return;
         }
         let deadline = Instant::now() + self.s.answer_timeout;
@@ -301,6 +388,10 @@ impl Session<'_> {
         let seen = self
             .wait_until(deadline, &|s| s.seen.contains(&first))
             .await;
+        // A wait cut short (broker lost, run interrupted) tells nothing of the edge.
+        if !seen && self.check_lost() {
+            return;
+        }
         self.edge_start = if seen {
             EdgeStart::Seen
         } else {

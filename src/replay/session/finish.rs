@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use crate::finding::{Finding, Severity};
+use crate::protocol::Actor;
 use crate::replay::judge;
 use crate::replay::{FindingBrief, MutationResult, Outcome, ReplayError};
 
@@ -35,6 +36,9 @@ impl Session<'_> {
         let mut mutations = mutations;
         for run in &self.inline {
             self.mutation_mids.extend(run.mids.iter().copied());
+            for &m in &run.mids {
+                self.injected_mids.insert(m, run.spec.name.clone());
+            }
         }
         for run in &self.inline {
             mutations.push((run.order, self.inline_result(run)));
@@ -47,8 +51,23 @@ impl Session<'_> {
         for x in &mut self.exchanges {
             judge::judge_exchange(x, &same);
         }
+        // The test's own doing: findings on what the mutations made, and on the
+        // counterpart's answers to it unless they are its errors.
+        let counterpart = match self.us {
+            Actor::Platform => Actor::Edge,
+            Actor::Edge => Actor::Platform,
+        };
+        let injected = |f: &Finding| -> Option<String> {
+            if let Some(name) = f.packet.and_then(|p| self.injected_packets.get(&p)) {
+                return Some(name.clone());
+            }
+            let name = f.mid.and_then(|m| self.injected_mids.get(&m))?;
+            (f.from != Some(counterpart) || f.severity < Severity::Warning).then(|| name.clone())
+        };
+        let injected_of: Vec<Option<String>> = self.findings.iter().map(injected).collect();
         let in_baseline = |n: usize, f: &Finding| {
             (n < baseline_end || n >= finish_start)
+                && injected_of[n].is_none()
                 && !f.mid.is_some_and(|m| self.mutation_mids.contains(&m))
         };
         let recorded_rules: HashSet<&str> = recorded
@@ -71,6 +90,29 @@ impl Session<'_> {
         if let Some(p) = &self.s.capture {
             crate::sim::tap::write_pcap(p, &self.frames)?;
         }
+        // The record charges the counterpart with its own findings only; the
+        // injected ones are listed as the test's (a section of the page), and
+        // their marks leave the chart.
+        let device: Vec<Finding> = self
+            .findings
+            .iter()
+            .zip(&injected_of)
+            .filter(|(_, i)| i.is_none())
+            .map(|(f, _)| f.clone())
+            .collect();
+        let injected_findings: Vec<FindingBrief> = self
+            .findings
+            .iter()
+            .zip(&injected_of)
+            .filter_map(|(f, i)| i.as_ref().map(|name| FindingBrief::injected(f, name)))
+            .collect();
+        let mut chart = std::mem::take(&mut self.chart);
+        for lane in chart.edges.values_mut() {
+            for e in &mut lane.kept {
+                e.findings.retain(|f| injected(f).is_none());
+            }
+            lane.unplaced.retain(|f| injected(f).is_none());
+        }
         let record = crate::report::Report::build(
             vec![format!(
                 "replay of {} (live session)",
@@ -79,9 +121,9 @@ impl Session<'_> {
             &summary.stats,
             &summary.coverage,
             self.analyzer.rules(),
-            self.findings.clone(),
+            device.clone(),
         )
-        .with_timeline(Some(std::mem::take(&mut self.chart)));
+        .with_timeline(Some(chart));
         Ok(Outcome {
             record: Some(record),
             source: self.s.source.describe(),
@@ -94,8 +136,10 @@ impl Session<'_> {
             mutations,
             new_findings,
             orphan_replies: self.orphans,
-            live_findings: self.findings.iter().map(FindingBrief::of).collect(),
+            live_findings: device.iter().map(FindingBrief::of).collect(),
+            injected_findings,
             broker_lost: self.lost,
+            interrupted: self.interrupted,
             counterpart_silent: !self.heard,
             unexpected_requests: self.unexpected,
         })
@@ -104,7 +148,8 @@ impl Session<'_> {
     /// After a lost broker connection: each exchange still waiting for the
     /// counterpart is not exercised (the broker's fault, not the device's).
     fn mark_cut_off(&mut self) {
-        let Some(lost) = &self.lost else { return };
+        let Some(lost) = self.stopped() else { return };
+        let lost = lost.clone();
         // Exchanges whose answer window had closed before the loss were exercised:
         // they keep their verdict (a missing reply is the counterpart's).
         let closed: HashSet<usize> = self

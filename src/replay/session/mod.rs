@@ -103,7 +103,11 @@ pub async fn run_ready(
                 sess.inline_at.insert(t.index, sess.inline.len());
                 sess.inline.push(InlineRun {
                     order: n,
-                    target: format!("{} on {}", t.msg_type().unwrap_or("?"), t.topic_name),
+                    target: format!(
+                        "{} on {}",
+                        t.msg_type().unwrap_or("?"),
+                        sess.rw.topic(&t.topic_name)
+                    ),
                     spec: m,
                     mids: vec![],
                     skipped: None,
@@ -124,7 +128,7 @@ pub async fn run_ready(
         let r = sess.mutation(&name, spec).await?;
         results.push((n, r));
     }
-    if let Some(lost) = sess.lost.clone() {
+    if let Some(lost) = sess.stopped().cloned() {
         // What ran after the loss proves nothing about the device.
         for (_, r) in results
             .iter_mut()
@@ -242,11 +246,21 @@ struct Session<'a> {
     mutation_jobs: HashSet<u64>,
     /// Job results that came for those jobs: the counterpart acted.
     mutation_results: Vec<u64>,
+    /// Packets of the live session that a mutation made (the test's own doing, never
+    /// the counterpart's): packet number → the mutation's name.
+    injected_packets: HashMap<u64, String>,
+    /// Mids of the messages a mutation made or answered → the mutation's name.
+    injected_mids: HashMap<u64, String>,
     /// Replies that answer nothing we sent, normalized.
     orphans: Vec<Value>,
     /// Requests of the counterpart beyond the recording's (a device that restarted
     /// and sent EVENT_LINKUP again): when and what, for the report.
     unexpected: Vec<String>,
+    /// Answers to send at the next wait: (topic, payload), our recorded replies to
+    /// requests that came beyond the recording or after their answer was played.
+    due: Vec<(String, Vec<u8>)>,
+    /// The recorded message of ours being played (all of them once the replay ended).
+    played: usize,
     inline: Vec<InlineRun>,
     /// Recorded message index → its in-place mutation.
     inline_at: HashMap<usize, usize>,
@@ -262,6 +276,10 @@ struct Session<'a> {
     began: Instant,
     /// Why and when the broker connection was lost: nothing after it is the device's.
     lost: Option<String>,
+    /// The run's interruption, when asked for (`ReplaySettings::interrupt`).
+    interrupt: Option<tokio::sync::watch::Receiver<Option<String>>>,
+    /// Which signal interrupted the run, and when: nothing after it was played.
+    interrupted: Option<String>,
     progress: Option<indicatif::ProgressBar>,
 }
 
@@ -350,6 +368,10 @@ impl<'a> Session<'a> {
             // The platform picks the job ids; they are learnt from its commands.
             rw.fresh_jobs = false;
         }
+        // The report names the topics this run used: the live edge's.
+        for x in &mut exchanges {
+            x.topic = rw.topic(&x.topic);
+        }
         Ok(Session {
             s: s.clone(),
             us,
@@ -376,8 +398,12 @@ impl<'a> Session<'a> {
             mutation_mids: HashSet::new(),
             mutation_jobs: HashSet::new(),
             mutation_results: vec![],
+            injected_packets: HashMap::new(),
+            injected_mids: HashMap::new(),
             orphans: vec![],
             unexpected: vec![],
+            due: vec![],
+            played: 0,
             inline: vec![],
             inline_at: HashMap::new(),
             inline_probe: None,
@@ -386,6 +412,8 @@ impl<'a> Session<'a> {
             state,
             began: Instant::now(),
             lost: None,
+            interrupt: s.interrupt.clone(),
+            interrupted: None,
             progress: progress_bar(
                 s.progress,
                 msgs.iter().filter(|m| m.publisher() == us).count(),
@@ -398,10 +426,11 @@ impl<'a> Session<'a> {
         Collector::charting_into(std::mem::take(&mut self.chart))
     }
 
-    /// True once the broker connection is lost; the first loss is described in
-    /// `lost` (cause, when, how far into the replay).
+    /// True once the broker connection is lost or the run interrupted: nothing more
+    /// is sent or awaited. The first loss is described in `lost` (cause, when, how
+    /// far into the replay), an interruption in `interrupted`.
     fn check_lost(&mut self) -> bool {
-        if self.lost.is_none() {
+        if self.lost.is_none() && self.interrupted.is_none() {
             if let LinkState::Down { cause, at_us, .. } = &*self.state.borrow() {
                 self.lost = Some(format!(
                     "the connection to the broker {} was lost {} into the replay, at {}: {cause}",
@@ -409,9 +438,21 @@ impl<'a> Session<'a> {
                     secs(self.began.elapsed()),
                     rfc3339(*at_us)
                 ));
+            } else if let Some(signal) = self.interrupt.as_ref().and_then(|r| r.borrow().clone()) {
+                self.interrupted = Some(format!(
+                    "interrupted by {signal} {} into the replay, at {}",
+                    secs(self.began.elapsed()),
+                    rfc3339(crate::sim::now_us())
+                ));
             }
         }
-        self.lost.is_some()
+        self.stopped().is_some()
+    }
+
+    /// Why the replay stopped before its end: the broker connection lost, or the
+    /// run interrupted.
+    fn stopped(&self) -> Option<&String> {
+        self.lost.as_ref().or(self.interrupted.as_ref())
     }
 
     /// Every protocol message of the live session goes to the rule engine, in the
@@ -449,6 +490,23 @@ impl<'a> Session<'a> {
         self.judge_live(topic, &payload);
         self.link.publish(topic, payload).await?;
         Ok(())
+    }
+
+    /// Sends one message a mutation made: what the rule engine finds in it is the
+    /// test's doing (the report shows it as injected), not the counterpart's.
+    async fn publish_injected(
+        &mut self,
+        topic: &str,
+        payload: Vec<u8>,
+        mutation: &str,
+    ) -> Result<(), ReplayError> {
+        if self.check_lost() {
+            return Ok(());
+        }
+        // `judge_live` numbers it next.
+        self.injected_packets
+            .insert(self.packet + 1, mutation.to_string());
+        self.publish(topic, payload).await
     }
 }
 

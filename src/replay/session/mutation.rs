@@ -26,7 +26,7 @@ impl<'a> Session<'a> {
     /// Sends one recorded request fresh and returns its mid.
     async fn send_fresh(&mut self, m: &Recorded) -> Result<Option<u64>, ReplayError> {
         let Some(json) = &m.json else { return Ok(None) };
-        let mid = crate::sim::next_mid();
+        let mid = self.rw.next_mid();
         self.mutation_mids.insert(mid);
         let out = self.rw.outgoing(json, Some(mid));
         let topic = self.rw.topic(&m.topic_name);
@@ -109,8 +109,9 @@ impl<'a> Session<'a> {
             r.detail = "the selected message is no JSON object".into();
             return Ok(r);
         };
-        let mid = crate::sim::next_mid();
+        let mid = self.rw.next_mid();
         self.mutation_mids.insert(mid);
+        self.injected_mids.insert(mid, name.to_string());
         if let Some(j) = target.job_id() {
             if target.msg_type() != Some("CMD_STATUS_QUERY") {
                 self.rw.renew_job(j);
@@ -144,7 +145,7 @@ impl<'a> Session<'a> {
             }
             tokio::time::sleep(Duration::from_millis(d.delay_ms)).await;
             for _ in 0..d.copies {
-                self.publish(&d.topic, d.payload()).await?;
+                self.publish_injected(&d.topic, d.payload(), name).await?;
             }
             copies = d.copies as usize;
         }

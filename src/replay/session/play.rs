@@ -57,6 +57,7 @@ impl Session<'_> {
             if m.publisher() != self.us || self.skip.contains(&i) {
                 continue;
             }
+            self.played = i;
             self.await_answers(from, i).await;
             if self.check_lost() {
                 return Ok(());
@@ -70,7 +71,11 @@ impl Session<'_> {
                     + Duration::from_micros(
                         ((m.time_us - first_us).max(0) as f64 / f.max(1e-6)) as u64,
                     );
-                tokio::time::sleep_until(at.into()).await;
+                // Waits as the others do: an interruption ends it.
+                self.wait_until(at, &|_| false).await;
+                if self.check_lost() {
+                    return Ok(());
+                }
             }
             let Some(json) = m.json.clone() else {
                 // A recorded payload that is no JSON object goes out as it was.
@@ -81,7 +86,7 @@ impl Session<'_> {
             let topic = self.rw.topic(&m.topic_name);
             match m.class() {
                 Class::Request => {
-                    let mid = crate::sim::next_mid();
+                    let mid = self.rw.next_mid();
                     let out = self.rw.outgoing(&json, m.mid().map(|_| mid));
                     if let Some(&x) = self.ex_of_request.get(&i) {
                         self.sent.insert(mid, x);
@@ -145,7 +150,7 @@ impl Session<'_> {
                         }
                         last_report.insert(t, (m.time_us, Instant::now()));
                     }
-                    let mid = crate::sim::next_mid();
+                    let mid = self.rw.next_mid();
                     let out = self.rw.outgoing(&json, m.mid().map(|_| mid));
                     if self.inline_at.contains_key(&i) {
                         self.send_inline(i, topic, out, None, None).await?;
@@ -156,6 +161,7 @@ impl Session<'_> {
                 }
             }
         }
+        self.played = msgs.len();
         self.await_answers(from, msgs.len()).await;
         if let Some(p) = self.progress.take() {
             p.finish_and_clear();
@@ -195,11 +201,11 @@ impl Session<'_> {
             if let Some(j) = x.and_then(|x| self.job_result_of(x)) {
                 let rec = &self.msgs[j];
                 if let Some(json) = &rec.json {
-                    let jm = crate::sim::next_mid();
+                    let jm = self.rw.next_mid();
                     let early = self.rw.outgoing(json, rec.mid().map(|_| jm));
                     let t = self.rw.topic(&rec.topic_name);
-                    self.publish(&t, serde_json::to_vec(&early).unwrap_or_default())
-                        .await?;
+                    let payload = serde_json::to_vec(&early).unwrap_or_default();
+                    self.publish_injected(&t, payload, &spec.name).await?;
                     self.inline[k].mids.push(jm);
                     self.skip.insert(j);
                 }
@@ -207,7 +213,8 @@ impl Session<'_> {
         }
         tokio::time::sleep(Duration::from_millis(d.delay_ms)).await;
         for _ in 0..d.copies {
-            self.publish(&d.topic, d.payload()).await?;
+            self.publish_injected(&d.topic, d.payload(), &spec.name)
+                .await?;
         }
         Ok(())
     }

@@ -105,9 +105,16 @@ fn env() -> &'static minijinja::Environment<'static> {
 }
 
 /// The document as one page: its report under its title, its sections after the
-/// clause table (appended documents are not on it: one page, one record).
+/// clause table, then each appended document's clause table and sections (its
+/// findings and charts are its own run's record).
 pub fn render(doc: &Document, options: &Options) -> String {
-    let extras: Vec<Extra> = doc.sections.iter().map(Extra::of).collect();
+    let appended = doc.appended_sections();
+    let extras: Vec<Extra> = doc
+        .sections
+        .iter()
+        .chain(&appended)
+        .map(Extra::of)
+        .collect();
     let page = Page::of(&doc.report, &doc.title, &extras, options.live);
     env()
         .get_template("report.html")
@@ -712,6 +719,7 @@ mod tests {
             topic_name: topic.into(),
             topic: parse_topic(topic).unwrap(),
             body: parse_envelope(bytes::Bytes::from(payload.to_string())),
+            raw: None,
             origin_seen: true,
             retained: false,
         }

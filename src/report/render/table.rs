@@ -168,7 +168,18 @@ impl Report {
             .filter(|c| !c.not_exercised.is_empty())
             .collect();
         if !gaps.is_empty() {
-            let _ = writeln!(out, "\nNot exercised (history outside the input):");
+            // Reasons of history outside the input, and since issue 20 work still
+            // open when it ended: the heading names what the lines hold.
+            let open = gaps.iter().any(|c| c.not_exercised.len() > c.unseen_len());
+            let _ = writeln!(
+                out,
+                "\nNot exercised ({}):",
+                if open {
+                    "history outside the input, or unfinished when it ended"
+                } else {
+                    "history outside the input"
+                }
+            );
             for c in gaps {
                 for r in &c.not_exercised {
                     let _ = writeln!(out, "  {} {}: {r}", c.clause, c.title);

@@ -15,7 +15,17 @@ pub(super) struct Job {
     pub(super) policy_s: f64,
     pub(super) result_channel: String,
     pub(super) result_after: Vec<i64>,
+    /// The text makes the reply optional (an upgrade): a result without one is no
+    /// finding, a reply after the result is.
     pub(super) reply_optional: bool,
+    /// The reply must come before the result (false: a container install without
+    /// withAPP installs, then answers).
+    pub(super) reply_first: bool,
+    /// The edge sent EVENT_LINKUP after the command: a reply not seen since may have
+    /// been lost with the old connection.
+    pub(super) relinked: bool,
+    /// `job.result_early` findings held until a reply shows the order broken.
+    pub(super) held_early: Vec<Finding>,
     pub(super) reply_code: Option<i64>,
     pub(super) results: u32,
     pub(super) last: BTreeMap<String, f64>,
@@ -56,10 +66,12 @@ impl Engine {
                         policy_s,
                         result_channel: job.result_channel.clone(),
                         result_after: job.result_after.clone(),
-                        reply_optional: job.reply_optional
-                            || job.reply_first_if_param.as_ref().is_some_and(|f| {
-                                param.and_then(|p| p.get(f)).is_none_or(|v| v.is_null())
-                            }),
+                        reply_optional: job.reply_optional,
+                        reply_first: !job.reply_first_if_param.as_ref().is_some_and(|f| {
+                            param.and_then(|p| p.get(f)).is_none_or(|v| v.is_null())
+                        }),
+                        relinked: false,
+                        held_early: vec![],
                         reply_code: None,
                         results: 0,
                         last: BTreeMap::new(),
@@ -73,28 +85,50 @@ impl Engine {
     }
 
     /// A job whose result comes on `edge`'s `channel`, begun at or before
-    /// `time_us`, still awaits it.
-    pub(super) fn job_open(&self, edge: &str, channel: &str, time_us: i64) -> bool {
-        self.jobs.iter().any(|((e, c, _), j)| {
-            e == edge && c == channel && j.awaits_result() && j.time_us <= time_us
-        })
+    /// `time_us`, still awaits it: the earliest, named for a finding.
+    pub(super) fn job_open(&self, edge: &str, channel: &str, time_us: i64) -> Option<String> {
+        self.jobs
+            .iter()
+            .filter(|((e, c, _), j)| {
+                e == edge && c == channel && j.awaits_result() && j.time_us <= time_us
+            })
+            .min_by_key(|(_, j)| j.packet)
+            .map(|((_, _, id), j)| {
+                let reply = j
+                    .reply_code
+                    .map_or_else(|| "no reply".into(), |c| format!("reply {c}"));
+                format!("{id} ({}, packet {}, {reply})", j.kind, j.packet)
+            })
     }
 
     /// A reply to a request that opens a job: its code decides whether a result must
-    /// follow.
+    /// follow. A reply that comes after its job's result breaks the order the text
+    /// sets: the findings held at the result (see [`Engine::on_report`]) are out.
     pub(super) fn job_replied(
         &mut self,
         m: &Message,
         def: Option<&TypeDef>,
         req: &Pending,
         code: Option<i64>,
+        out: &mut Vec<Finding>,
     ) {
         if let Some(jd) = def.and_then(|d| d.job.as_ref()) {
             if let Some(job_id) = param_u64(req.env.as_ref().and_then(|e| e.param()), "jobId") {
                 let k = (m.topic.edge_id.clone(), jd.result_channel.clone(), job_id);
                 if let Some(job) = self.jobs.get_mut(&k) {
                     job.reply_code = code;
+                    out.append(&mut job.held_early);
                 }
+            }
+        }
+    }
+
+    /// The edge linked up again: the replies its open jobs have not had may have been
+    /// lost with the connection it left.
+    pub(super) fn jobs_relinked(&mut self, edge: &str) {
+        for ((e, _, _), job) in self.jobs.iter_mut() {
+            if e == edge && job.reply_code.is_none() {
+                job.relinked = true;
             }
         }
     }
@@ -187,28 +221,53 @@ impl Engine {
         let Some(job) = self.jobs.get_mut(&key) else {
             return;
         };
-        let mut fire = |pick: fn(&Check) -> bool, extra: Vars| {
-            for rule in rules.rules.iter().filter(|r| pick(&r.def.check)) {
-                let mut v = ctx.vars(m);
-                v.push(("detail", job_id.to_string()));
-                v.extend(extra.iter().cloned());
-                out.push(ctx.finding(rule, m, v));
-            }
+        let fire = |pick: fn(&Check) -> bool, extra: Vars| -> Vec<Finding> {
+            rules
+                .rules
+                .iter()
+                .filter(|r| pick(&r.def.check))
+                .map(|rule| {
+                    let mut v = ctx.vars(m);
+                    v.push(("detail", job_id.to_string()));
+                    v.extend(extra.iter().cloned());
+                    ctx.finding(rule, m, v)
+                })
+                .collect()
         };
-        if job.reply_code.is_none() && !job.reply_optional {
-            fire(
+        if job.reply_code.is_none() && job.reply_first && job.results == 0 {
+            let mut early = fire(
                 |c| matches!(c, Check::JobResultEarly),
                 vec![("expected", job.kind.clone())],
             );
+            // Where the reply is optional, or may have been lost with a connection the
+            // edge left, the result is out of order only if a reply follows.
+            if job.reply_optional || job.relinked {
+                job.held_early.append(&mut early);
+            } else {
+                out.append(&mut early);
+            }
+        }
+        if let (Some(code), Some(result)) = (job.reply_code, result_code(&rules, param)) {
+            let (errors, success) = refusal_codes(&rules);
+            if errors.contains(&code) && success.contains(&result) {
+                out.extend(fire(
+                    |c| matches!(c, Check::JobResultRefused),
+                    vec![
+                        ("seen", result.to_string()),
+                        ("expected", code.to_string()),
+                        ("job", job.kind.clone()),
+                    ],
+                ));
+            }
         }
         if job.results >= 1 {
-            fire(|c| matches!(c, Check::JobResultDuplicate), vec![]);
+            out.extend(fire(|c| matches!(c, Check::JobResultDuplicate), vec![]));
         }
         job.results += 1;
         self.prune_suspects(|w| match w {
             Wants::Job { edge, channel } => *edge == key.0 && *channel == key.1,
             Wants::JobOf(k) => *k == key,
-            Wants::Request { .. } => false,
+            Wants::Request { .. } | Wants::RequestOf { .. } => false,
         });
     }
 
@@ -255,6 +314,19 @@ impl Engine {
                     ],
                 ),
             ),
+            // A wrong jobId is told from a job begun before the input only on a
+            // session the input holds from its EVENT_LINKUP.
+            None if !whole => {
+                self.unseen(
+                    &ctx.clause.clone().unwrap_or_else(|| "5.3".into()),
+                    format!(
+                        "edge {edge}: job {job_id} may have been started before the input \
+                         began (the edge's session is not in the input from its \
+                         EVENT_LINKUP); its command and reply are not known"
+                    ),
+                );
+                return;
+            }
             None => (
                 Wants::Job {
                     edge: edge.clone(),
@@ -322,6 +394,17 @@ impl Engine {
         let mut jobs: Vec<(JobKey, Job)> = self.jobs.drain().collect();
         jobs.sort_by_key(|(_, j)| j.packet);
         for ((edge, _, job_id), job) in jobs {
+            if job.relinked && !job.held_early.is_empty() {
+                self.unseen(
+                    &self.clause_of_type(&job.kind),
+                    format!(
+                        "edge {edge}: job {job_id} ({}) reported its result after the edge \
+                         linked up again, with no reply seen: whether a reply was lost with \
+                         the connection it left is not known",
+                        job.kind
+                    ),
+                );
+            }
             let Some(code) = job.reply_code else { continue };
             if job.results > 0 || !job.result_after.contains(&code) {
                 continue;
@@ -377,4 +460,43 @@ impl Engine {
             }
         }
     }
+}
+
+/// The result code a job result reports: the first of the `job.failed` rule's code
+/// members present (`result`, `code`).
+fn result_code(rules: &RuleSet, param: Option<Val<'_>>) -> Option<i64> {
+    let param = param?;
+    let fields = rules
+        .rules
+        .iter()
+        .find_map(|r| match &r.def.check {
+            Check::JobFailed { code, .. } => Some(code.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| vec!["result".into(), "code".into()]);
+    fields
+        .iter()
+        .find_map(|f| param.get(f).and_then(|v| protocol::as_i64_lenient(&v)))
+}
+
+/// The reply codes that refuse a command (the `reply.error_to_valid` rule's) and
+/// the result codes that report success (the `job.failed` rule's).
+fn refusal_codes(rules: &RuleSet) -> (Vec<i64>, Vec<i64>) {
+    let errors = rules
+        .rules
+        .iter()
+        .find_map(|r| match &r.def.check {
+            Check::ReplyErrorToValid { errors } => Some(errors.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| vec![400, 401, 403, 404, 600]);
+    let success = rules
+        .rules
+        .iter()
+        .find_map(|r| match &r.def.check {
+            Check::JobFailed { success, .. } => Some(success.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| vec![200]);
+    (errors, success)
 }

@@ -50,6 +50,9 @@ pub(super) enum Wants {
         requester: Actor,
         msg_type: String,
     },
+    /// This request of another edge, still unanswered: the reply was published on
+    /// the wrong edge's topic.
+    RequestOf { key: PairKey, msg_type: String },
     /// A job whose result comes on this channel, still without one.
     Job { edge: String, channel: String },
     /// This job of another channel, still without its result: the result was
@@ -138,6 +141,33 @@ impl Engine {
         })
     }
 
+    /// The open request of another edge that a reply under `key` would answer: same
+    /// channel, requester, mid and type, sent at or before `time_us` (the earliest),
+    /// with the packet it came in.
+    fn open_elsewhere(
+        &self,
+        key: &PairKey,
+        msg_type: &str,
+        time_us: i64,
+    ) -> Option<(PairKey, u64)> {
+        self.pending
+            .iter()
+            .filter(|(k, _)| {
+                k.edge != key.edge
+                    && k.channel == key.channel
+                    && k.requester == key.requester
+                    && k.mid == key.mid
+            })
+            .filter_map(|(k, open)| {
+                open.iter()
+                    .filter(|p| p.msg_type == msg_type && p.time_us <= time_us)
+                    .map(|p| p.packet)
+                    .min()
+                    .map(|packet| (k.clone(), packet))
+            })
+            .min_by_key(|(_, packet)| *packet)
+    }
+
     fn still_wanted(&self, s: &Suspect) -> bool {
         match &s.wants {
             Wants::Request {
@@ -146,7 +176,11 @@ impl Engine {
                 requester,
                 msg_type,
             } => self.request_open(edge, channel, *requester, msg_type, s.time_us),
-            Wants::Job { edge, channel } => self.job_open(edge, channel, s.time_us),
+            Wants::RequestOf { key, msg_type } => self.pending.get(key).is_some_and(|open| {
+                open.iter()
+                    .any(|p| p.msg_type == *msg_type && p.time_us <= s.time_us)
+            }),
+            Wants::Job { edge, channel } => self.job_open(edge, channel, s.time_us).is_some(),
             Wants::JobOf(k) => self.jobs.get(k).is_some_and(Job::awaits_result),
         }
     }
@@ -186,13 +220,30 @@ impl Engine {
         let suspects = std::mem::take(&mut self.suspects);
         for s in suspects {
             if !self.lost && self.still_wanted(&s) {
-                if let Wants::JobOf(k) = &s.wants {
-                    // Its result came, on the wrong channel: not also pending.
-                    if let Some(job) = self.jobs.get_mut(k) {
-                        job.results += 1;
+                let mut findings = s.findings;
+                match &s.wants {
+                    Wants::JobOf(k) => {
+                        // Its result came, on the wrong channel: not also pending.
+                        if let Some(job) = self.jobs.get_mut(k) {
+                            job.results += 1;
+                        }
                     }
+                    Wants::RequestOf { key, msg_type } => {
+                        // Its reply came, to the wrong edge: not also pending.
+                        self.take_pending(key, Some(msg_type));
+                    }
+                    Wants::Job { edge, channel } => {
+                        // Name the job that went unanswered.
+                        if let Some(open) = self.job_open(edge, channel, s.time_us) {
+                            let vars: Vars = vec![("expected", open)];
+                            for f in &mut findings {
+                                f.message = fill(&f.message, &vars);
+                            }
+                        }
+                    }
+                    Wants::Request { .. } => {}
                 }
-                out.extend(s.findings);
+                out.extend(findings);
             } else {
                 self.unseen(&s.clause, s.note);
             }
@@ -221,6 +272,42 @@ impl Engine {
             if dup.is_some() {
                 return;
             }
+            // A request of another edge with its mid and type, still open: the reply
+            // went to the wrong edge (judged where this edge's session is in the input,
+            // so that it cannot answer a request of its own from before).
+            let whole = self.whole_session(&m.topic.edge_id);
+            let clause = ctx.clause.clone().unwrap_or_else(|| "5.3".into());
+            if let (true, false, Some(t)) = (whole, m.retained, ctx.msg_type.as_deref()) {
+                if let Some((other, packet)) = self.open_elsewhere(&key, t, m.time_us) {
+                    let findings = rules
+                        .rules
+                        .iter()
+                        .filter(|r| matches!(r.def.check, Check::ReplyWrongEdge))
+                        .map(|r| {
+                            let mut v = ctx.vars(m);
+                            v.push(("expected", other.edge.clone()));
+                            v.push(("detail", packet.to_string()));
+                            ctx.finding(r, m, v)
+                        })
+                        .collect();
+                    let note = format!(
+                        "edge {}: a reply (mid {mid}) matched no request of its session; edge \
+                         {}'s request with that mid was answered on its own topic",
+                        m.topic.edge_id, other.edge
+                    );
+                    self.suspect(Suspect {
+                        wants: Wants::RequestOf {
+                            key: other,
+                            msg_type: t.to_string(),
+                        },
+                        time_us: m.time_us,
+                        findings,
+                        clause,
+                        note,
+                    });
+                    return;
+                }
+            }
             // No request seen has its mid. It may answer one sent before the input
             // (whatever the input holds of the edge's session), so it is an orphan
             // only if a request of its type, sent before it, is never answered: see
@@ -232,12 +319,21 @@ impl Engine {
                 .filter(|r| matches!(r.def.check, Check::ReplyOrphan))
                 .map(|r| ctx.finding(r, m, ctx.vars(m)))
                 .collect();
-            let note = format!(
-                "edge {}: a reply (mid {mid}) matched no request in the input; it may answer \
-                 one sent before the input began or lost by the capture",
-                m.topic.edge_id
-            );
-            let clause = ctx.clause.clone().unwrap_or_else(|| "5.3".into());
+            let note = if whole {
+                format!(
+                    "edge {}: a reply (mid {mid}) matched no request of the edge's session, \
+                     which the input holds from its EVENT_LINKUP, nor an open request of \
+                     another edge; it answers a request of an earlier session (a device \
+                     re-links without EVENT_LINKDOWN) or none, which the input cannot tell",
+                    m.topic.edge_id
+                )
+            } else {
+                format!(
+                    "edge {}: a reply (mid {mid}) matched no request in the input; it may \
+                     answer one sent before the input began or lost by the capture",
+                    m.topic.edge_id
+                )
+            };
             match (&ctx.msg_type, m.retained) {
                 (Some(t), false) => self.suspect(Suspect {
                     wants: Wants::Request {
@@ -255,10 +351,20 @@ impl Engine {
             }
             return;
         };
-        self.prune_suspects(|w| {
-            matches!(w, Wants::Request { edge, channel, requester: r, msg_type }
-                if *edge == key.edge && *channel == key.channel && *r == key.requester
-                    && *msg_type == req.msg_type)
+        self.prune_suspects(|w| match w {
+            Wants::Request {
+                edge,
+                channel,
+                requester: r,
+                msg_type,
+            } => {
+                *edge == key.edge
+                    && *channel == key.channel
+                    && *r == key.requester
+                    && *msg_type == req.msg_type
+            }
+            Wants::RequestOf { key: k, msg_type } => *k == key && *msg_type == req.msg_type,
+            Wants::Job { .. } | Wants::JobOf(_) => false,
         });
         self.answered.insert(key, (m.packet, m.time_us));
         // Judge the reply as an answer to the request's type.
@@ -333,7 +439,7 @@ impl Engine {
         }
         let code = verdict.as_ref().map(|(c, _)| *c);
         // Jobs: the reply decides whether a result must follow.
-        self.job_replied(m, def.as_deref(), &req, code);
+        self.job_replied(m, def.as_deref(), &req, code, out);
         // Status queries: the reply's job and monotonic fields.
         if let (Some(q), Some(200 | 202)) = (def.as_ref().and_then(|d| d.queries_job.clone()), code)
         {
@@ -350,6 +456,7 @@ impl Engine {
     pub fn finish(&mut self, out: &mut Vec<Finding>) {
         let rules = Arc::clone(&self.rules);
         let end = self.last_time_us;
+        self.finish_sequences(out);
         self.judge_suspects(out);
         let mut pending: Vec<(PairKey, Pending)> = self
             .pending

@@ -50,6 +50,7 @@ pub(super) fn step(check: &Check) -> Step {
         | Check::KeyNaming { .. }
         | Check::Expired => Step::Typed,
         Check::FirstMessage { .. }
+        | Check::AccessFirst { .. }
         | Check::SilentAfter { .. }
         | Check::IdAssigned { .. }
         | Check::RecoveryFollows { .. }
@@ -59,6 +60,7 @@ pub(super) fn step(check: &Check) -> Step {
         | Check::ReplyLate { .. }
         | Check::ReplyDuplicate
         | Check::ReplyOrphan
+        | Check::ReplyWrongEdge
         | Check::ReplyType
         | Check::ReplyCode
         | Check::ReplySuccessToInvalid { .. }
@@ -68,6 +70,7 @@ pub(super) fn step(check: &Check) -> Step {
         | Check::JobFailed { .. }
         | Check::JobResultDuplicate
         | Check::JobResultEarly
+        | Check::JobResultRefused
         | Check::JobResultOrphan
         | Check::JobResultChannel
         | Check::JobStatusMismatch

@@ -21,6 +21,21 @@ pub(super) struct EdgeState {
     pub(super) alarms: HashMap<String, HashSet<String>>,
     /// Per rule id: (announced period in seconds, time of the last report).
     pub(super) period: HashMap<String, (Option<f64>, Option<i64>)>,
+    /// The edge published first, before any EVENT_LINKUP, on a connection whose
+    /// start was seen: judged when its link-up follows on that connection, or at
+    /// the end of input.
+    pub(super) pre_access: Option<PreAccess>,
+}
+
+/// What an edge published before its access request, on a connection whose start
+/// was seen: the findings of each outcome, built at that message.
+#[derive(Debug)]
+pub(super) struct PreAccess {
+    pub(super) conn: ConnId,
+    /// `access_first` findings: out when the link-up follows on `conn`.
+    pub(super) access: Vec<Finding>,
+    /// `first_message` findings: out at the end of input when it does not.
+    pub(super) first: Vec<Finding>,
 }
 
 impl Engine {
@@ -53,7 +68,7 @@ impl Engine {
         for (index, rule) in self.plan.sequence.iter().map(|&i| (i, &rules.rules[i])) {
             let id = &rule.def.id;
             match &rule.def.check {
-                Check::FirstMessage { msg_type } if by_edge => {
+                Check::FirstMessage { msg_type } | Check::AccessFirst { msg_type } if by_edge => {
                     // The edge's first message in the input only: a later connection
                     // is a reconnect, not a power-on.
                     let first = edge.first_judged.insert(index);
@@ -66,21 +81,24 @@ impl Engine {
                             .clone()
                             .unwrap_or_else(|| clause.to_string())
                     };
+                    let access = matches!(rule.def.check, Check::AccessFirst { .. });
                     if ctx.class == Class::Reply {
                         // Its first message answers a command: the edge was online,
                         // so it linked up before the input began.
-                        unseen.push((
-                            rule_clause(),
-                            format!(
-                                "edge {}: its first message in the input is a reply to \
-                                 {t}: it was online, linked up before the input began",
-                                m.topic.edge_id
-                            ),
-                        ));
+                        if !access {
+                            unseen.push((
+                                rule_clause(),
+                                format!(
+                                    "edge {}: its first message in the input is a reply to \
+                                     {t}: it was online, linked up before the input began",
+                                    m.topic.edge_id
+                                ),
+                            ));
+                        }
                     } else if !m.origin_seen {
                         // The connection began before the input: what the edge
                         // sent first is not known.
-                        if !edge.linked_up {
+                        if !edge.linked_up && !access {
                             unseen.push((
                                 rule_clause(),
                                 format!(
@@ -94,7 +112,19 @@ impl Engine {
                         }
                     } else if !edge.linked_up {
                         // A reconnect of an edge already linked up is no power-on.
-                        out.push(ctx.finding(rule, m, ctx.vars(m)));
+                        // Which finding it is depends on whether the link-up follows
+                        // on this connection: held until then.
+                        let held = edge.pre_access.get_or_insert_with(|| PreAccess {
+                            conn: m.conn,
+                            access: vec![],
+                            first: vec![],
+                        });
+                        let f = ctx.finding(rule, m, ctx.vars(m));
+                        if access {
+                            held.access.push(f);
+                        } else {
+                            held.first.push(f);
+                        }
                     }
                 }
                 Check::SilentAfter { msg_type, until } if by_edge => {
@@ -195,10 +225,33 @@ impl Engine {
         // A retained link-up replayed at subscription is history, not a session start.
         if by_edge && t == SESSION_START && !m.retained {
             edge.linked_up = true;
+            // What the edge published before it on this connection came before its
+            // access request.
+            if let Some(held) = edge.pre_access.take_if(|h| h.conn == m.conn) {
+                let at: Vars = vec![("detail", m.packet.to_string())];
+                out.extend(held.access.into_iter().map(|mut f| {
+                    f.message = fill(&f.message, &at);
+                    f
+                }));
+            }
+            self.jobs_relinked(&m.topic.edge_id);
         }
         for (clause, reason) in unseen {
             self.unseen(&clause, reason);
         }
+    }
+
+    /// End of input: the edges that published first on a connection with no link-up
+    /// following on it.
+    pub(super) fn finish_sequences(&mut self, out: &mut Vec<Finding>) {
+        let mut held: Vec<Finding> = self
+            .edges
+            .values_mut()
+            .filter_map(|e| e.pre_access.take())
+            .flat_map(|h| h.first)
+            .collect();
+        held.sort_by_key(|f| f.packet);
+        out.extend(held);
     }
 
     /// Records ids produced by a reply (e.g. deviceIds assigned by CMD_TOPO_ADD).

@@ -67,6 +67,10 @@ pub struct PlatformSettings {
     /// Write what the tap saw as a pcap.
     pub capture: Option<PathBuf>,
     pub connect_timeout: Duration,
+    /// Turns to the signal's name ("SIGINT") when the run is interrupted: the plan
+    /// stops, the steps it did not finish are not exercised, and the report of what
+    /// ran is written.
+    pub interrupt: Option<watch::Receiver<Option<String>>>,
 }
 
 impl PlatformSettings {
@@ -81,6 +85,7 @@ impl PlatformSettings {
             package: PackageSource::Placeholder,
             capture: None,
             connect_timeout: Duration::from_secs(10),
+            interrupt: None,
         }
     }
 }
@@ -125,6 +130,19 @@ pub async fn run_plan(
     let link = Arc::new(link);
     let log = Arc::new(Log::default());
     let receiver = spawn_receiver(link.clone(), rx, log.clone());
+    if let Some(mut interrupt) = s.interrupt.clone() {
+        let (log, began) = (log.clone(), Instant::now());
+        tokio::spawn(async move {
+            let signal = match interrupt.wait_for(Option::is_some).await {
+                Ok(v) => v.clone().unwrap_or_default(),
+                Err(_) => return,
+            };
+            log.stop(format!(
+                "interrupted by {signal} {:.1} s into the plan",
+                began.elapsed().as_secs_f64()
+            ));
+        });
+    }
     if let Some(r) = ready {
         let _ = r.send(());
     }
@@ -193,6 +211,7 @@ pub async fn run_plan(
         report,
         items,
         package: Some(package),
+        interrupted: log.stopped(),
     })
 }
 

@@ -85,6 +85,16 @@ impl Plan {
             .collect::<Vec<_>>()
             .join("/");
         let what = format!("{t}{label} → {expected}");
+        if let Some(why) = self.log.stopped() {
+            self.add(
+                item,
+                "not exercised",
+                &what,
+                format!("not sent: {why}"),
+                None,
+            );
+            return None;
+        }
         if let Err(e) = self
             .link
             .publish(
@@ -104,6 +114,11 @@ impl Plan {
             })
             .await;
         let Some(r) = got else {
+            if let Some(why) = self.log.stopped() {
+                let d = format!("no reply before the plan was {why}");
+                self.add(item, "not exercised", &what, d, None);
+                return None;
+            }
             let d = format!(
                 "no reply with mid {mid} on {channel}/reply within {} ms",
                 self.s.wait.as_millis()
@@ -165,6 +180,11 @@ impl Plan {
             })
             .await;
         match got {
+            None if self.log.stopped().is_some() => {
+                let why = self.log.stopped().unwrap_or_default();
+                let d = format!("no result before the plan was {why}");
+                self.add(item, "not exercised", &what, d, None)
+            }
             None => {
                 let d = format!(
                     "timed out: no REP_JOB_RESULT of job {job} within {} of the reply (--job-timeout)",
@@ -205,6 +225,9 @@ impl Plan {
         let got = self.log.wait(left, f).await.is_some();
         if got {
             self.add(item, "pass", what, "seen".into(), None);
+        } else if let Some(why) = self.log.stopped() {
+            let d = format!("not seen before the plan was {why}");
+            self.add(item, "not exercised", what, d, None);
         } else {
             let d = format!(
                 "not sent by the edge within {} ms",
@@ -236,10 +259,13 @@ impl Plan {
                 self.add("6.1.1.2", "not exercised", what, d, None);
             }
             None => {
-                let d = format!(
-                    "not sent by the edge within {} ms",
-                    self.s.edge_wait.as_millis()
-                );
+                let d = match self.log.stopped() {
+                    Some(why) => format!("not seen before the plan was {why}"),
+                    None => format!(
+                        "not sent by the edge within {} ms",
+                        self.s.edge_wait.as_millis()
+                    ),
+                };
                 self.add("6.1.1.2", "not exercised", what, d, None);
             }
         }

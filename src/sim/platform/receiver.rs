@@ -47,10 +47,13 @@ pub(super) fn quoted(name: &str, v: Option<&Value>) -> String {
 pub(super) struct Log {
     seen: Mutex<Vec<Seen>>,
     notify: Notify,
+    /// Why the plan stopped early (interrupted): no wait lasts beyond it.
+    stopped: Mutex<Option<String>>,
 }
 
 impl Log {
-    /// Waits until a message satisfying `f` arrives (or was already seen).
+    /// Waits until a message satisfying `f` arrives (or was already seen); `None`
+    /// at once once the plan is stopped ([`Log::stop`]).
     pub(super) async fn wait(&self, limit: Duration, f: impl Fn(&Seen) -> bool) -> Option<Seen> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
@@ -58,11 +61,27 @@ impl Log {
             if let Some(s) = self.find(&f) {
                 return Some(s);
             }
+            if self.stopped().is_some() {
+                return None;
+            }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return self.find(&f);
             }
         }
     }
+    /// Stops the plan: every wait ends, and nothing more is sent.
+    pub(super) fn stop(&self, why: String) {
+        if let Ok(mut s) = self.stopped.lock() {
+            s.get_or_insert(why);
+        }
+        self.notify.notify_waiters();
+    }
+
+    /// Why the plan stopped early, if it did.
+    pub(super) fn stopped(&self) -> Option<String> {
+        self.stopped.lock().ok()?.clone()
+    }
+
     fn find(&self, f: &impl Fn(&Seen) -> bool) -> Option<Seen> {
         self.seen.lock().ok()?.iter().find(|s| f(s)).cloned()
     }

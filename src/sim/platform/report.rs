@@ -18,6 +18,10 @@ pub struct PlanReport {
     pub items: Vec<Item>,
     /// The file the upgrade and install commands pointed at.
     pub package: Option<PackageNote>,
+    /// The run was interrupted (Ctrl-C, SIGTERM): which signal and when. The
+    /// record covers what ran; the steps it cut off are not exercised.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<String>,
 }
 
 impl PlanReport {
@@ -40,6 +44,10 @@ impl PlanReport {
             "plan".into(),
             serde_json::to_value(&self.items).unwrap_or(Value::Null),
         );
+        if let Some(why) = &self.interrupted {
+            doc.members
+                .insert("interrupted".into(), Value::from(why.clone()));
+        }
         if let Some(p) = &self.package {
             doc.members.insert(
                 "package".into(),
@@ -50,7 +58,7 @@ impl PlanReport {
     }
 
     /// One suite of the detection items, one case each: a failed item fails with its
-    /// detail and steps, an item not exercised is skipped with why.
+    /// detail and steps, an item not (or partly) exercised is skipped with why.
     fn items_suite(&self) -> Suite {
         let mut suite = Suite::new("detection items (test plan of clause 6)");
         for i in &self.items {
@@ -65,8 +73,8 @@ impl PlanReport {
                     message: i.detail.clone(),
                     text: text.clone(),
                 },
-                "not exercised" => Verdict::Skipped {
-                    message: format!("not exercised: {}", i.detail),
+                "not exercised" | "partly exercised" => Verdict::Skipped {
+                    message: format!("{}: {}", i.status, i.detail),
                 },
                 _ => Verdict::Passed,
             };
@@ -89,7 +97,15 @@ impl PlanReport {
         Section {
             id: "items".into(),
             title: "Detection items (test plan of clause 6)".into(),
-            note: self.package.as_ref().map(|p| p.line()),
+            note: match (&self.interrupted, &self.package) {
+                (Some(why), p) => Some(format!(
+                    "INTERRUPTED {}; the record covers what ran{}",
+                    why.trim_start_matches("interrupted "),
+                    p.as_ref()
+                        .map_or(String::new(), |p| format!(" — {}", p.line()))
+                )),
+                (None, p) => p.as_ref().map(|p| p.line()),
+            },
             columns: vec![
                 column("Item", false),
                 column("Clause", true),
