@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod bus;
+mod watch_args;
+pub use watch_args::WatchArgs;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -148,46 +150,6 @@ pub enum Command {
     /// One report of the whole fleet from what the judges published.
     #[command(after_help = bus::FLEET_HELP)]
     Fleet(bus::FleetArgs),
-}
-
-#[derive(clap::Args, Debug)]
-pub struct WatchArgs {
-    /// Broker, HOST:PORT, or USER@HOST:PORT to log in (the password from the
-    /// environment variable EDGETAP_MQTT_PASSWORD, never on the command line).
-    #[arg(long)]
-    pub broker: String,
-    /// Publish each delivery to the NATS JetStream bus at URL (nats://HOST:PORT) for
-    /// `edgetap judge`, and judge nothing here.
-    #[arg(long, value_name = "URL")]
-    pub bus: Option<String>,
-    /// Topic filter to subscribe to (repeatable).
-    #[arg(long = "topic", value_name = "FILTER", default_value = edgetap::watch::ALL_TOPICS)]
-    pub topics: Vec<String>,
-    /// Speak MQTT 5 instead of 3.1.1.
-    #[arg(long)]
-    pub mqtt5: bool,
-    /// TLS toward the broker, trusting the CA certificates (PEM) in FILE.
-    #[arg(long, value_name = "FILE")]
-    pub tls_ca: Option<PathBuf>,
-    /// The watcher's client id [default: edgetap-watch-PID].
-    #[arg(long)]
-    pub client_id: Option<String>,
-    /// Stop after this long (default: at Ctrl-C or SIGTERM).
-    #[arg(long, value_name = "MS")]
-    pub duration_ms: Option<u64>,
-    /// Write each finding as one JSON line (EVE style) to FILE, or - for stdout.
-    #[arg(long, value_name = "FILE|-")]
-    pub findings: Option<PathBuf>,
-    /// Largest MQTT packet taken, in bytes.
-    #[arg(long, default_value_t = 16 << 20)]
-    pub max_packet_size: usize,
-    #[command(flatten)]
-    pub rules: RulesArgs,
-    /// Format of the final report.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
-    #[command(flatten)]
-    pub shown: ShownArgs,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -365,6 +327,10 @@ pub struct ProxyArgs {
     /// bytes and in the decoded record, by as many '*' (the stream still decodes).
     #[arg(long)]
     pub store_secrets: bool,
+    /// Write each finding as it is judged as one JSON line (EVE style) to FILE, or -
+    /// for stdout (the live console then goes to stderr).
+    #[arg(long, value_name = "FILE|-")]
+    pub findings: Option<PathBuf>,
     /// The share of one CPU core, in percent, the live judge (the rule engine) may
     /// take while the proxy records into a store, so that judging never slows the
     /// devices on a machine short of cores. At the default, about 12,000 messages
@@ -462,6 +428,10 @@ pub struct AnalyzeArgs {
     /// Do not show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Also write each finding shown as one JSON line (EVE style) to FILE, or - for
+    /// stdout (the report then goes to stderr).
+    #[arg(long, value_name = "FILE|-")]
+    pub findings: Option<PathBuf>,
     #[command(flatten)]
     pub shown: ShownArgs,
 }
@@ -552,6 +522,26 @@ pub enum RulesCommand {
     },
     /// Print the built-in rule files (a starting point for your own).
     Print,
+    /// Print the tables' error rules as JSON Schema (draft-06), one per protocol
+    /// topic, dispatching on `type`; with --emqx, the EMQX 5.7+ Schema Validation
+    /// configuration that uses them (failure_action = ignore).
+    #[command(after_help = "Examples:\n  \
+        edgetap rules schema > schemas.json\n  \
+        edgetap rules schema --topic /v1/+/device/data > device-data.schema.json\n  \
+        edgetap rules schema --emqx > edgetap-validation.conf\n\n\
+        A schema sees one message at a time: pairing, jobs, sequences and timing are not\n\
+        in it (the output lists what it cannot check); `edgetap watch` judges those.")]
+    Schema {
+        #[command(flatten)]
+        rules: RulesArgs,
+        /// Only the schema of this topic filter (e.g. /v1/+/device/data), as a bare
+        /// JSON Schema.
+        #[arg(long, value_name = "FILTER", conflicts_with = "emqx")]
+        topic: Option<String>,
+        /// The EMQX configuration (HOCON) instead of the schemas.
+        #[arg(long)]
+        emqx: bool,
+    },
 }
 
 /// The report formats are the renderers' (`report::render`): a new one is a file there.

@@ -114,8 +114,12 @@ impl FindingLog {
             return;
         }
         let line = Line {
-            timestamp: crate::report::rfc3339(f.time.unwrap_or_else(|| chrono::Utc::now().timestamp_micros()), 0)
-                .unwrap_or_default(),
+            timestamp: crate::report::rfc3339(
+                f.time
+                    .unwrap_or_else(|| chrono::Utc::now().timestamp_micros()),
+                0,
+            )
+            .unwrap_or_default(),
             event_type: "finding",
             edge: f.edge_id.as_deref(),
             rule: &f.rule,

@@ -49,10 +49,10 @@ fn rules_of(findings: &[Finding]) -> Vec<String> {
 /// A CA and a leaf for `localhost` / 127.0.0.1 signed by it, as PEM files in `dir`.
 /// (A lone self-signed certificate does not do: rustls's webpki wants a
 /// subjectAltName and refuses a CA certificate as the server's own.)
-struct Certs {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+pub(crate) struct Certs {
+    pub(crate) ca: PathBuf,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -68,7 +68,7 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-fn make_certs() -> Certs {
+pub(crate) fn make_certs() -> Certs {
     let d = temp_dir("certs");
     openssl(
         &d,
@@ -140,7 +140,7 @@ fn make_certs() -> Certs {
 }
 
 /// mosquitto with one TLS listener on 127.0.0.1, killed on drop.
-fn tls_mosquitto(c: &Certs) -> Mosquitto {
+pub(crate) fn tls_mosquitto(c: &Certs) -> Mosquitto {
     Mosquitto::with(
         free_port(),
         &format!(

@@ -15,6 +15,15 @@ impl Sink for NoSink {}
 
 pub fn run(args: cli::AnalyzeArgs, stdout: &mut dyn Write) -> anyhow::Result<u8> {
     let rules = Arc::new(load_rules(&args.rules)?);
+    let inputs = match args.capture {
+        Some(id) => format!("capture {id} of {}", args.store_dir.display()),
+        None => args
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
     let edgetap::report::Shown { filter, listing } = shown(&args.shown, &rules)?;
     let mut files = args.files;
     if let Some(note) = edgetap::analyze::order_by_first_frame(&mut files)? {
@@ -45,8 +54,9 @@ pub fn run(args: cli::AnalyzeArgs, stdout: &mut dyn Write) -> anyhow::Result<u8>
             // JSON, --each, and the HTML record's charts. The table and JUnit
             // show groups, so they keep the first findings and count the rest
             // (memory flat however many findings a capture holds).
-            let lists_all =
-                args.format.lists_every_finding() || listing == edgetap::report::Listing::Each;
+            let lists_all = args.format.lists_every_finding()
+                || listing == edgetap::report::Listing::Each
+                || args.findings.is_some();
             let keep = (!lists_all).then_some(edgetap::report::LISTED_FINDINGS);
             edgetap::analyze::analyze_files_parallel_charted(rules, &settings, chart, keep)?
         }
@@ -57,8 +67,38 @@ pub fn run(args: cli::AnalyzeArgs, stdout: &mut dyn Write) -> anyhow::Result<u8>
         args.format,
         &Options::listing(listing),
     );
-    stdout.write_all(text.as_bytes())?;
+    match &args.findings {
+        Some(path) => {
+            write_findings(&report, path, &inputs)?;
+            // With --findings -, stdout carries the finding lines only.
+            match path.as_os_str() == "-" {
+                true => std::io::stderr().write_all(text.as_bytes())?,
+                false => stdout.write_all(text.as_bytes())?,
+            }
+        }
+        None => stdout.write_all(text.as_bytes())?,
+    }
     Ok(analyze_exit_code(&report))
+}
+
+/// `--findings`: each finding of the report (every one is kept when it is asked
+/// for) as an EVE line, citing its capture file and frame.
+fn write_findings(
+    report: &edgetap::report::Report,
+    path: &std::path::Path,
+    inputs: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let mut log = edgetap::eve::FindingLog::open(path, "analyze", inputs)
+        .with_context(|| format!("--findings {}", path.display()))?;
+    for f in &report.findings {
+        log.write(f, None, report.file_of(f));
+    }
+    log.flush();
+    match log.error.take() {
+        Some(e) => Err(anyhow::Error::new(e).context(format!("--findings {}", path.display()))),
+        None => Ok(()),
+    }
 }
 
 fn analyze_capture(

@@ -66,6 +66,23 @@ pub fn shown(a: &cli::ShownArgs, rules: &RuleSet) -> anyhow::Result<edgetap::rep
     Ok(shown)
 }
 
+/// `--http ADDR` of `proxy` and `watch`: checks the address (loopback, or a token)
+/// and binds it.
+pub fn bind_http(addr: &str, token: Option<&str>) -> anyhow::Result<std::net::TcpListener> {
+    use anyhow::Context as _;
+    use std::net::ToSocketAddrs as _;
+    let addrs: Vec<std::net::SocketAddr> = addr
+        .to_socket_addrs()
+        .with_context(|| {
+            format!("--http {addr}: not an address (use HOST:PORT, e.g. 127.0.0.1:8080)")
+        })?
+        .collect();
+    for a in &addrs {
+        edgetap::proxy::http::check_bind(a, token).map_err(anyhow::Error::msg)?;
+    }
+    std::net::TcpListener::bind(&addrs[..]).with_context(|| format!("--http {addr}: cannot listen"))
+}
+
 /// A listing as a table for people or a JSON array for scripts.
 pub fn print_rows<T: tabled::Tabled + serde::Serialize>(
     rows: Vec<T>,

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use super::{analyze_exit_code, load_rules, shown};
 use crate::cli;
+use edgetap::proxy::console::Console;
+use edgetap::proxy::judge::{ConnNote, Live, Snapshot};
 use edgetap::rules::RuleSet;
 
 /// A listening live-view server.
@@ -18,23 +20,10 @@ fn live_view(
     args: &cli::ProxyArgs,
     rules: &Arc<RuleSet>,
 ) -> anyhow::Result<(edgetap::proxy::ProxySettings, LiveHttp)> {
-    use anyhow::Context as _;
-    use std::net::ToSocketAddrs as _;
     let Some(addr) = &args.http else {
         return Ok((settings, None));
     };
-    let addrs: Vec<std::net::SocketAddr> = addr
-        .to_socket_addrs()
-        .with_context(|| {
-            format!("--http {addr}: not an address (use HOST:PORT, e.g. 127.0.0.1:8080)")
-        })?
-        .collect();
-    for a in &addrs {
-        edgetap::proxy::http::check_bind(a, args.http_token.as_deref())
-            .map_err(anyhow::Error::msg)?;
-    }
-    let listener = std::net::TcpListener::bind(&addrs[..])
-        .with_context(|| format!("--http {addr}: cannot listen"))?;
+    let listener = super::bind_http(addr, args.http_token.as_deref())?;
     let view =
         Arc::new(edgetap::proxy::live::LiveView::new(rules.clone()).with_store(&args.store.dir));
     settings.live = Some(view.clone());
@@ -56,6 +45,40 @@ fn proxy_tls(args: &cli::ProxyArgs) -> anyhow::Result<edgetap::proxy::tls::TlsSe
         false => None,
     };
     Ok(tls::TlsSettings { accept, upstream })
+}
+
+/// The live console, and every finding as an EVE line (`--findings`).
+struct Logged {
+    console: Console,
+    log: edgetap::eve::FindingLog,
+}
+
+impl Live for Logged {
+    fn finding(&mut self, f: &edgetap::Finding) {
+        self.console.finding(f);
+        self.log.write(f, None, None);
+    }
+    fn grouped(&mut self, f: &edgetap::Finding, group: Option<usize>, first: bool) {
+        self.console.grouped(f, group, first);
+        self.log.write(f, None, None);
+    }
+    fn connection(&mut self, n: &ConnNote) {
+        self.console.connection(n);
+    }
+    fn tick(&mut self, s: &Snapshot) {
+        self.console.tick(s);
+        self.log.flush();
+    }
+    fn skipped(&mut self, messages: u64) {
+        self.console.skipped(messages);
+    }
+    fn finish(&mut self, s: &Snapshot) {
+        self.console.finish(s);
+        self.log.flush();
+        if let Some(e) = &self.log.error {
+            eprintln!("edgetap proxy: --findings: writing failed: {e}");
+        }
+    }
 }
 
 /// The proxy's exit code when something it forwarded was not recorded.
@@ -89,6 +112,18 @@ pub fn run(args: cli::ProxyArgs) -> anyhow::Result<u8> {
         ..Default::default()
     };
     let (settings, http) = live_view(settings, &args, &rules)?;
+    let findings_log = match &args.findings {
+        Some(p) => Some((
+            edgetap::eve::FindingLog::open(
+                p,
+                "proxy",
+                &format!("{} → {}", args.listen, args.upstream),
+            )
+            .with_context(|| format!("--findings {}", p.display()))?,
+            p.as_os_str() == "-",
+        )),
+        None => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -129,14 +164,28 @@ pub fn run(args: cli::ProxyArgs) -> anyhow::Result<u8> {
             args.upstream,
             args.store.dir.display()
         );
-        // First occurrence of each (edge, rule, field path), then "+N more" lines.
-        let live = Box::new(edgetap::proxy::console::Console::stdout());
+        // First occurrence of each (edge, rule, field path), then "+N more" lines;
+        // with --findings, every finding as an EVE line too.
+        let live: Box<dyn Live> = match findings_log {
+            Some((log, on_stdout)) => {
+                let console = match on_stdout {
+                    true => Console::new(Box::new(std::io::stderr())),
+                    false => Console::stdout(),
+                };
+                Box::new(Logged { console, log })
+            }
+            None => Box::new(Console::stdout()),
+        };
         let outcome =
             edgetap::proxy::run_live(listener, settings, rules, Some(store), live, shutdown).await?;
         let _ = http_stop.send(());
         anyhow::Ok(outcome)
     })?;
-    let mut stdout = std::io::stdout().lock();
+    // With --findings -, stdout carries the finding lines only.
+    let mut stdout: Box<dyn Write> = match args.findings.as_deref() {
+        Some(p) if p.as_os_str() == "-" => Box::new(std::io::stderr().lock()),
+        _ => Box::new(std::io::stdout().lock()),
+    };
     writeln!(stdout)?;
     let mut report = outcome.report;
     // One numbering: findings cite the frames of the capture's `captures export`,

@@ -36,6 +36,10 @@ pub fn run(command: RulesCommand, stdout: &mut dyn Write) -> anyhow::Result<u8> 
                 Ok(2)
             }
         },
+        RulesCommand::Schema { rules, topic, emqx } => {
+            let set = load_rules(&rules)?;
+            schema(&set, topic.as_deref(), emqx, stdout)
+        }
         RulesCommand::Print => {
             for (name, text) in edgetap::rules::DEFAULT_FILES {
                 writeln!(stdout, "// ---- {name}\n{text}")?;
@@ -43,6 +47,45 @@ pub fn run(command: RulesCommand, stdout: &mut dyn Write) -> anyhow::Result<u8> 
             Ok(0)
         }
     }
+}
+
+/// `rules schema`: every topic's schema with what they cannot check, one topic's
+/// schema alone, or the EMQX configuration.
+fn schema(
+    set: &RuleSet,
+    topic: Option<&str>,
+    emqx: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<u8> {
+    use edgetap::rules::json_schema;
+    let e = json_schema::export(set);
+    if emqx {
+        out.write_all(json_schema::emqx_config(&e).as_bytes())?;
+        return Ok(0);
+    }
+    if let Some(f) = topic {
+        let Some(t) = e.topics.iter().find(|t| t.filter == f) else {
+            let known: Vec<&str> = e.topics.iter().map(|t| t.filter.as_str()).collect();
+            anyhow::bail!(
+                "--topic {f}: no message type travels there; topics: {}",
+                known.join(", ")
+            );
+        };
+        writeln!(out, "{}", serde_json::to_string_pretty(&t.schema)?)?;
+        return Ok(0);
+    }
+    let mut topics = serde_json::Map::new();
+    for t in &e.topics {
+        topics.insert(t.filter.clone(), t.schema.clone());
+    }
+    let doc = serde_json::json!({
+        "$comment": "T/YQDEIF 003-2022 tables as JSON Schema (draft-06), one per topic, from edgetap's error rules. A schema sees one message at a time: see cannot_check; `edgetap watch` judges those.",
+        "cannot_check": e.cannot_check,
+        "left_out": e.left_out,
+        "topics": topics,
+    });
+    writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+    Ok(0)
 }
 
 fn list_rules(set: &RuleSet, format: ListFormat, out: &mut dyn Write) -> anyhow::Result<()> {

@@ -43,10 +43,49 @@ pub fn run(args: cli::WatchArgs) -> anyhow::Result<u8> {
         true => edgetap::proxy::console::Console::new(Box::new(std::io::stderr())),
         false => edgetap::proxy::console::Console::stdout(),
     };
+    let store = match &args.store {
+        Some(dir) => {
+            let addr = args
+                .broker
+                .rsplit_once('@')
+                .map_or(args.broker.as_str(), |(_, a)| a);
+            let name = args.name.clone().unwrap_or_else(|| format!("watch {addr}"));
+            let version = format!(
+                "edgetap {} ({})",
+                env!("CARGO_PKG_VERSION"),
+                rules.files.join(", ")
+            );
+            Some(
+                edgetap::watch::record::Recorder::start(
+                    dir,
+                    &name,
+                    addr,
+                    &settings.client_id,
+                    &version,
+                )
+                .with_context(|| format!("--store {}", dir.display()))?,
+            )
+        }
+        None => None,
+    };
+    // --http: the proxy's live view, kept up to date by the judge.
+    let http = match &args.http {
+        Some(addr) => {
+            let listener = super::bind_http(addr, args.http_token.as_deref())?;
+            let mut view = edgetap::proxy::live::LiveView::new(rules.clone());
+            if let Some(dir) = &args.store {
+                view = view.with_store(dir);
+            }
+            Some((listener, Arc::new(view)))
+        }
+        None => None,
+    };
     let outputs = Outputs {
         live: Box::new(live),
         log,
         chart: args.format.charts(),
+        store,
+        view: http.as_ref().map(|(_, v)| v.clone()),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -69,8 +108,31 @@ pub fn run(args: cli::WatchArgs) -> anyhow::Result<u8> {
                 _ = timer => {}
             }
         };
-        let up = || eprintln!("edgetap watch: subscribed to {source} as {}", settings.client_id);
-        anyhow::Ok(edgetap::watch::run(&settings, rules, outputs, up, shutdown).await?)
+        let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some((listener, view)) = http {
+            eprintln!(
+                "edgetap watch: live view on http://{}/ (JSON under /api, /metrics)",
+                listener.local_addr()?
+            );
+            let token = args.http_token.clone();
+            tokio::spawn(async move {
+                let stop = async {
+                    let _ = http_stopped.await;
+                };
+                if let Err(e) = edgetap::proxy::http::serve(listener, view, token, stop).await {
+                    eprintln!("edgetap watch: live view stopped: {e}");
+                }
+            });
+        }
+        let up = || {
+            eprintln!(
+                "edgetap watch: subscribed to {source} as {}",
+                settings.client_id
+            )
+        };
+        let outcome = edgetap::watch::run(&settings, rules, outputs, up, shutdown).await?;
+        let _ = http_stop.send(());
+        anyhow::Ok(outcome)
     })?;
     let mut out: Box<dyn Write> = match lines_on_stdout {
         true => Box::new(std::io::stderr().lock()),
@@ -99,6 +161,17 @@ pub fn run(args: cli::WatchArgs) -> anyhow::Result<u8> {
         outcome.lag_mean_us as f64 / 1e3,
         outcome.lag_max_us as f64 / 1e3
     );
+    if let Some((id, error)) = &outcome.capture {
+        let dir = args
+            .store
+            .as_deref()
+            .unwrap_or(std::path::Path::new("."))
+            .display();
+        eprintln!("edgetap watch: recorded as capture {id} in {dir} (edgetap analyze --capture {id} --store {dir})");
+        if let Some(e) = error {
+            eprintln!("edgetap watch: the capture is incomplete: {e}");
+        }
+    }
     for o in &outcome.outages {
         eprintln!("edgetap watch: {o}");
     }

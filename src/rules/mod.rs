@@ -7,6 +7,7 @@
 //! the earlier one.
 
 pub mod engine;
+pub mod json_schema;
 pub mod model;
 pub mod policy;
 pub mod schema;

@@ -14,7 +14,9 @@ use crate::eve::FindingLog;
 use crate::finding::{ConnId, Finding, Severity, Side};
 use crate::pipeline::{Analyzer, At, Input, Settings, Sink};
 use crate::proxy::judge::{Groups, Live, Snapshot};
+use crate::proxy::live::LiveView;
 use crate::report::{Collector, Report, LISTED_FINDINGS};
+use crate::rules::engine::Coverage;
 use crate::rules::RuleSet;
 
 /// The watcher's one connection, as the pipeline numbers it.
@@ -33,6 +35,10 @@ pub struct Outputs {
     pub log: Option<FindingLog>,
     /// Keep the message sequence per edge for the HTML record's charts.
     pub chart: bool,
+    /// `--store DIR`: record what was received.
+    pub store: Option<super::record::Recorder>,
+    /// `--http`: the live view (HTML record, JSON API, /metrics) kept up to date.
+    pub view: Option<Arc<LiveView>>,
 }
 
 /// What a watch comes to.
@@ -48,6 +54,8 @@ pub struct WatchOutcome {
     /// Lines written to `--findings`, and its first write error.
     pub logged: u64,
     pub log_error: Option<std::io::Error>,
+    /// `--store`: the capture's id, and the first write error.
+    pub capture: Option<(u64, Option<String>)>,
 }
 
 /// What the pipeline emits, fanned out.
@@ -57,6 +65,8 @@ struct Out {
     groups: Groups,
     snap: Snapshot,
     log: Option<FindingLog>,
+    store: Option<super::record::Recorder>,
+    view: Option<Arc<LiveView>>,
     /// The delivery being judged (its number and payload), for excerpts.
     current: Option<(u64, bytes::Bytes)>,
 }
@@ -64,6 +74,9 @@ struct Out {
 impl Sink for Out {
     fn message(&mut self, m: &crate::protocol::Message) {
         self.collector.message(m);
+        if let Some(v) = &self.view {
+            v.message(m);
+        }
     }
     fn finding(&mut self, f: &Finding) {
         // The connection, side and stream offset are the watcher's own: not facts
@@ -80,6 +93,12 @@ impl Sink for Out {
             Severity::Error => self.snap.errors += 1,
             Severity::Warning => self.snap.warnings += 1,
             Severity::Info => {}
+        }
+        if let Some(r) = &mut self.store {
+            r.finding(&f);
+        }
+        if let Some(v) = &self.view {
+            v.finding(&f);
         }
         if let Some(log) = &mut self.log {
             let excerpt = self
@@ -100,6 +119,8 @@ pub struct Judging {
     source: String,
     started_us: i64,
     deliveries: u64,
+    /// Payload bytes received (the live view's counter).
+    bytes: u64,
     lag_max_us: i64,
     lag_sum_us: i128,
     down_since: Option<(i64, String)>,
@@ -123,6 +144,8 @@ impl Judging {
             groups: Groups::default(),
             snap: Snapshot::default(),
             log: outputs.log,
+            store: outputs.store,
+            view: outputs.view,
             current: None,
         };
         let t = now_us();
@@ -139,6 +162,16 @@ impl Judging {
             bytes: &connect,
         };
         analyzer.push(at, data, &mut out);
+        if let Some(v) = &out.view {
+            v.started(&crate::store::CaptureMeta {
+                id: out.store.as_ref().map_or(0, |r| r.id()),
+                name: format!("watch {source}"),
+                listen: "watch (an MQTT subscription)".into(),
+                upstream: source.to_string(),
+                started_us: t,
+                ..Default::default()
+            });
+        }
         Judging {
             rules,
             analyzer,
@@ -146,6 +179,7 @@ impl Judging {
             source: source.to_string(),
             started_us: t,
             deliveries: 0,
+            bytes: 0,
             lag_max_us: 0,
             lag_sum_us: 0,
             down_since: None,
@@ -155,6 +189,10 @@ impl Judging {
 
     fn judge(&mut self, d: Delivery) {
         self.deliveries += 1;
+        self.bytes += d.payload.len() as u64;
+        if let Some(r) = &mut self.out.store {
+            r.delivery(&d);
+        }
         let publish = crate::mqtt::Packet::Publish(crate::mqtt::Publish {
             topic: d.topic,
             payload: d.payload.clone(),
@@ -188,10 +226,12 @@ impl Judging {
         if let Some((at, cause)) = self.down_since.take() {
             self.outages.push(outage(at, None, &cause));
         }
-        // The watcher's own CONNECT exercised the MQTT session clause: nothing of
-        // the edges' sessions was seen.
-        summary.coverage.messages.remove("5.2");
-        summary.coverage.note("5.2", NOT_SEEN.to_string());
+        as_subscriber(&mut summary.coverage);
+        if let Some(v) = &self.out.view {
+            v.recorded(self.analyzer.framer(), self.bytes, true);
+            v.judged_all(&summary.coverage, 0);
+            v.stopped();
+        }
         summary.stats.connections = 0;
         summary.stats.mqtt_packets = summary.stats.mqtt_packets.saturating_sub(1);
         let input = format!(
@@ -208,11 +248,21 @@ impl Judging {
             collector,
             || "`edgetap watch --findings FILE` writes every one".to_string(),
         );
-        report.summary.incomplete.extend(self.outages.iter().cloned());
+        report
+            .summary
+            .incomplete
+            .extend(self.outages.iter().cloned());
         self.out.snap.groups = self.out.groups.list().to_vec();
         self.out.snap.finished = true;
         self.out.snap.lag_us = 0;
         self.out.live.finish(&self.out.snap);
+        let capture = self.out.store.take().map(|r| r.finish());
+        if let Some((id, _)) = &capture {
+            report
+                .summary
+                .inputs
+                .push(format!("recorded as capture {id}"));
+        }
         let (logged, log_error) = match self.out.log.as_mut() {
             Some(l) => {
                 l.flush();
@@ -231,8 +281,16 @@ impl Judging {
             outages: self.outages,
             logged,
             log_error,
+            capture,
         }
     }
+}
+
+/// The clauses as a subscriber exercised them: the watcher's own CONNECT exercised
+/// the MQTT session clause, but nothing of the edges' sessions was seen.
+fn as_subscriber(c: &mut Coverage) {
+    c.messages.remove("5.2");
+    c.note("5.2", NOT_SEEN.to_string());
 }
 
 fn outage(from: i64, to: Option<i64>, cause: &str) -> String {
@@ -264,7 +322,20 @@ impl Outlet for Judging {
                     self.outages.push(outage(from, Some(at_us), &cause));
                 }
             }
-            Event::Tick => self.out.live.tick(&self.out.snap),
+            Event::Tick => {
+                self.out.live.tick(&self.out.snap);
+                if let Some(r) = &mut self.out.store {
+                    r.tick();
+                }
+                if let Some(v) = &self.out.view {
+                    // Every clause so far, as one figure: the judge runs here, on
+                    // the same thread as the framing.
+                    v.recorded(self.analyzer.framer(), self.bytes, false);
+                    let mut c = self.analyzer.exercised();
+                    as_subscriber(&mut c);
+                    v.judged_all(&c, 0);
+                }
+            }
         }
     }
 

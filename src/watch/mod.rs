@@ -21,6 +21,7 @@
 //! report (`summary.incomplete`): what was published meanwhile was not seen.
 
 pub mod judging;
+pub mod record;
 mod run;
 pub mod subscriber;
 
@@ -94,9 +95,14 @@ pub struct Delivery {
 pub enum Event {
     Delivery(Delivery),
     /// The watcher's connection was lost (it retries).
-    Down { at_us: i64, cause: String },
+    Down {
+        at_us: i64,
+        cause: String,
+    },
     /// …and is back, subscribed again.
-    Up { at_us: i64 },
+    Up {
+        at_us: i64,
+    },
     /// Time passes (every [`TICK`]), for summaries and flushing.
     Tick,
 }

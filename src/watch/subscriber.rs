@@ -41,9 +41,10 @@ impl Subscriber {
         let (login, addr) = broker_login(&settings.broker)?;
         let (host, port) = host_port(addr)?;
         let ca = match &settings.tls_ca {
-            Some(p) => Some(std::fs::read(p).map_err(|e| {
-                SimError::Usage(format!("--tls-ca {}: {e}", p.display()))
-            })?),
+            Some(p) => Some(
+                std::fs::read(p)
+                    .map_err(|e| SimError::Usage(format!("--tls-ca {}: {e}", p.display())))?,
+            ),
             None => None,
         };
         let (tx, events) = mpsc::channel(QUEUE);
@@ -226,7 +227,12 @@ async fn v4_loop(
             Err(e) => {
                 let cause = crate::sim::v4_cause(&e, ready.up);
                 if ready.failed(cause.clone()) {
-                    let _ = tx.send(Event::Down { at_us: now_us(), cause }).await;
+                    let _ = tx
+                        .send(Event::Down {
+                            at_us: now_us(),
+                            cause,
+                        })
+                        .await;
                 }
                 if ready.tx.is_none() && !ready.was_up_once {
                     break;
@@ -288,8 +294,8 @@ async fn v5_loop(
                 ready.was_up_once = true;
                 ready.ack();
                 for f in &filters {
-                    let _ = client
-                        .try_subscribe(f.as_str(), rumqttc::v5::mqttbytes::QoS::AtLeastOnce);
+                    let _ =
+                        client.try_subscribe(f.as_str(), rumqttc::v5::mqttbytes::QoS::AtLeastOnce);
                 }
             }
             Ok(E::Incoming(Packet::SubAck(_))) => ready.ack(),
@@ -297,7 +303,12 @@ async fn v5_loop(
             Err(e) => {
                 let cause = crate::sim::v5_cause(&e, ready.up);
                 if ready.failed(cause.clone()) {
-                    let _ = tx.send(Event::Down { at_us: now_us(), cause }).await;
+                    let _ = tx
+                        .send(Event::Down {
+                            at_us: now_us(),
+                            cause,
+                        })
+                        .await;
                 }
                 if ready.tx.is_none() && !ready.was_up_once {
                     break;
