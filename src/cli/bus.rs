@@ -40,7 +40,7 @@ pub const JUDGE_HELP: &str = "Examples:\n  \
     pipeline, in stream order; findings go to edgetap.finding.<edge>, message counts to\n\
     edgetap.count.<edge>, what was exercised to edgetap.coverage.p<K>. A judge killed and\n\
     started again rebuilds its edges' state from the stream and goes on after the last\n\
-    record it applied (kept in the KV bucket edgetap_judge): nothing judged twice, nothing\n\
+    record it applied (kept on the bus, edgetap.cursor.p<K>): nothing judged twice, nothing\n\
     lost. Requests never answered and jobs never finished stay pending (the stream has no\n\
     end), unless --finish: then a stopped judge judges them.\n\n\
     Exit codes: 0 stopped (Ctrl-C, SIGTERM, --duration-ms), 2 bad usage or the bus failed.";

@@ -11,8 +11,9 @@ pub struct WatchArgs {
     #[arg(long)]
     pub broker: String,
     /// Publish each delivery to the NATS JetStream bus at URL (nats://HOST:PORT) for
-    /// `edgetap judge`, and judge nothing here.
-    #[arg(long, value_name = "URL")]
+    /// `edgetap judge`, and judge nothing here (the findings, the store and the live
+    /// view are then the judges' and `fleet`'s).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["findings", "store", "http"])]
     pub bus: Option<String>,
     /// Topic filter to subscribe to (repeatable).
     #[arg(long = "topic", value_name = "FILTER", default_value = edgetap::watch::ALL_TOPICS)]
