@@ -30,6 +30,12 @@
 //! pending, as in a `watch` that is still running. With `--finish` (a bounded run:
 //! the watchers have stopped) a judge that is stopped judges it, as `watch` does
 //! when it stops, and publishes those findings too (ids `p<k>.end.<cursor>.<n>`).
+//!
+//! What partitioning by edge changes, against one pipeline over the whole broker:
+//! the pipeline reports a tolerated dialect once per connection, here once per
+//! partition (a plain `watch`: once for the broker); and a check that relates two
+//! edges (a reply on another edge's topic, `reply.wrong_edge`) sees both only when
+//! they share a partition, else the request stays pending.
 
 mod partition;
 
