@@ -6,12 +6,22 @@
 #   bench/bus.sh [MESSAGES] [EDGES]        (default 40000 16)
 #   BENCH_EDGETAP=/path/to/edgetap bench/bus.sh    # another build (default: release)
 #   BENCH_PARTITIONS=8 bench/bus.sh
+#   BENCH_PAYLOAD=faulty bench/bus.sh   # reports that break 7 rules each (7 findings published)
 #
 # EDGES mosquitto_pub clients each publish MESSAGES/EDGES REP_SYS_STATUS reports
-# (~100 bytes, QoS 0, /v1/BENCH<i>/device/data). Prints, per path, the CPU seconds
+# (QoS 0, /v1/BENCH<i>/device/data): conforming (~330 bytes), or with
+# BENCH_PAYLOAD=faulty ~100 bytes that break 7 rules (each finding is a message too). Prints, per path, the CPU seconds
 # (user + system, from /proc) of its processes, CPU µs per message, and the overhead
 # per message of the bus path (watch --bus + nats-server + judge) over direct judging
 # (watch); and how long after the last publish the judges had counted every message.
+# Measured (2026-12-07, 2 shared cores at load 3, release build, 40,000 messages from
+# 16 edges, 8 partitions, one judge):
+#   clean   direct 4.2 µs CPU/message; bus 34.8 (watch --bus 8.5, nats-server 18.0,
+#           judge 8.2): overhead 30.5 µs/message; everything judged within 3.3 s of the
+#           last publish
+#   faulty  (7 error findings each, 280,000 findings published) direct 17.7; bus 135.0
+#           (watch --bus 7.0, nats-server 66.5, judge 61.5): overhead 117 µs/message,
+#           about 12 µs per finding published
 # Needs mosquitto, mosquitto-clients, nats-server (Debian) and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +29,7 @@ root=$(pwd)
 messages=${1:-40000}
 edges=${2:-16}
 partitions=${BENCH_PARTITIONS:-8}
+payload=${BENCH_PAYLOAD:-clean}   # clean: conforming reports; faulty: 7 error findings each
 for t in mosquitto mosquitto_pub nats-server python3; do
     command -v "$t" >/dev/null || { echo "bench/bus.sh needs $t" >&2; exit 2; }
 done
@@ -47,7 +58,9 @@ EOF
 now() { python3 -c 'import time; print(time.time())'; }
 
 mport=$(free_port); nport=$(free_port)
-mosquitto -p "$mport" >"$work/mosquitto.log" 2>&1 & pids+=($!)
+# max_queued_messages 0: mosquitto drops a slow subscriber's messages past 1,000 queued.
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n' "$mport" >"$work/mosquitto.conf"
+mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 & pids+=($!)
 "$bin" bus nats-config --partitions "$partitions" --port "$nport" --store-dir - >"$work/nats.conf"
 nats-server -js -sd "$work/js" -c "$work/nats.conf" -a 127.0.0.1 >"$work/nats.log" 2>&1 &
 nats=$!; pids+=($nats)
@@ -67,14 +80,18 @@ nats0=$(cpu_s "$nats"); judge0=$(cpu_s "$judge")
 
 per=$((messages / edges)); total=$((per * edges))
 for i in $(seq "$edges"); do
-    python3 - "$i" "$per" >"$work/lines.$i" <<'EOF'
+    python3 - "$i" "$per" "$payload" >"$work/lines.$i" <<'EOF'
 import sys
-i, n = sys.argv[1], int(sys.argv[2])
+i, n, faulty = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "faulty"
+param = '{"cpuRate":12.5}' if faulty else ('{"cpuRate":35.5,"memUsed":{"phy":42,"virt":10},'
+    '"diskUsed":61.5,"tempValue":48,"devDateTime":"2026-11-26 10:00:01","devStDateTime":'
+    '"2026-11-20 08:00:00","devRunTime":525601,"linkState":[{"name":"eth1","status":"up"}],'
+    '"longitude":"120.98","latitude":"28.12"}')
 for m in range(1, n + 1):
-    print('{"mid":%d,"type":"REP_SYS_STATUS","timestamp":"2026-11-26 10:00:00","param":{"cpuRate":12.5}}' % m)
+    print('{"mid":%d,"type":"REP_SYS_STATUS","timestamp":"2026-11-26 10:00:01","param":%s}' % (m, param))
 EOF
 done
-echo "== $total messages from $edges edges, $partitions partitions; mosquitto :$mport, nats-server :$nport"
+echo "== $total $payload messages from $edges edges, $partitions partitions; mosquitto :$mport, nats-server :$nport"
 t0=$(now)
 pubs=()
 for i in $(seq "$edges"); do
@@ -82,17 +99,27 @@ for i in $(seq "$edges"); do
 done
 wait "${pubs[@]}"
 t1=$(now)
-# The judges have counted every message when fleet says so.
-judged=0
-for _ in $(seq 1200); do
-    judged=$("$bin" fleet --bus "$url" --format json --duration-ms 0 2>/dev/null \
-        | python3 -c 'import json,sys; print(json.load(sys.stdin)["summary"]["messages"])' || echo 0)
-    [ "$judged" -ge "$total" ] && break
-    sleep 0.1
-done
-t2=$(now)
+# Done when the judge and both watchers have used no CPU for a second (asking fleet
+# meanwhile would load nats-server and count in its figure); fleet then says how many
+# were judged.
+settled() {
+    local last="" cur
+    for _ in $(seq 1200); do
+        cur="$(cpu_s "$judge") $(cpu_s "$buswatch") $(cpu_s "$direct") $(cpu_s "$nats")"
+        [ "$cur" = "$last" ] && return 0
+        last=$cur
+        sleep 1
+    done
+}
+settled
+t2=$(python3 -c "print($(now) - 1)")
 direct_cpu=$(cpu_s "$direct"); buswatch_cpu=$(cpu_s "$buswatch")
 nats_cpu=$(python3 -c "print($(cpu_s "$nats") - $nats0)"); judge_cpu=$(python3 -c "print($(cpu_s "$judge") - $judge0)")
+# fleet exits 1 when the messages break rules: its report is what counts.
+judged=$({ "$bin" fleet --bus "$url" --format json --duration-ms 0 2>/dev/null || true; } \
+    | python3 -c 'import json,sys
+try: print(json.load(sys.stdin)["summary"]["messages"])
+except Exception: print(0)')
 kill -TERM "$direct" "$buswatch" "$judge"
 wait "$direct" 2>/dev/null || true; wait "$buswatch" 2>/dev/null || true; wait "$judge" 2>/dev/null || true
 direct_n=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["summary"]["messages"])' "$work/direct.json")
@@ -102,7 +129,7 @@ total, dn, bn = map(int, sys.argv[1:4])
 d, w, n, j = map(float, sys.argv[4:8])
 t0, t1, t2 = map(float, sys.argv[8:11])
 bus = w + n + j
-print(f"published in {t1 - t0:.2f} s; the judges had counted every message {t2 - t1:.2f} s after the last publish")
+print(f"published in {t1 - t0:.2f} s; everything judged within {t2 - t1:.2f} s after the last publish (1 s resolution)")
 print(f"direct  watch                     {dn:>8} judged  {d:6.2f} CPU s  {d / max(dn, 1) * 1e6:7.1f} µs/message")
 print(f"bus     watch --bus               {total:>8} sent    {w:6.2f} CPU s  {w / total * 1e6:7.1f} µs/message")
 print(f"        nats-server                                 {n:6.2f} CPU s  {n / total * 1e6:7.1f} µs/message")
