@@ -368,6 +368,22 @@ fn a_connect_password_never_reaches_the_disk_unless_asked() {
                 !user_found.is_empty(),
                 "--store-secrets keeps the user name"
             );
+            // An export hides them unless asked, found by framing as the recorder
+            // finds them; with --show-secrets it keeps them.
+            for show in [false, true] {
+                let out = dir.join(format!("export-{show}.pcapng"));
+                let mut args = vec!["captures", "export", "1", "--pcapng", out.to_str().unwrap()];
+                if show {
+                    args.push("--show-secrets");
+                }
+                let e = run(&args, &store);
+                assert!(e.status.success(), "{}", text(&e.stderr));
+                let bytes = std::fs::read(&out).unwrap();
+                for secret in [PASSWORD.as_bytes(), USER.as_bytes()] {
+                    let there = bytes.windows(secret.len()).any(|w| w == secret);
+                    assert_eq!(there, show, "show_secrets={show}");
+                }
+            }
         } else {
             assert!(found.is_empty(), "password at rest in {found:?}");
             assert!(user_found.is_empty(), "user name at rest in {user_found:?}");

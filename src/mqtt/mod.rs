@@ -1,5 +1,6 @@
 //! MQTT framing and decoding over a byte stream: [`StreamDecoder`] per connection
 //! direction, [`Packet`] as the version-independent result.
+mod connect;
 pub mod decoder;
 pub mod encode;
 pub mod packet;

@@ -5,8 +5,11 @@
 //! `opt_comment` on the frame holding the bytes it is about, so Wireshark shows it in
 //! place (`pkt_comment` in display filters).
 //!
-//! CONNECT credentials are overwritten with `*` (same length, so sequence numbers
-//! stay consistent) unless the caller asks for secrets.
+//! Credentials (a CONNECT's user name and password, the Authentication Data of
+//! CONNECT and AUTH) are found by their framing, as the recorder finds them
+//! ([`super::scrub`]), and overwritten with `*` (same length, so sequence numbers
+//! stay consistent) unless the caller asks for secrets: a store recorded with
+//! `--store-secrets` holds them in clear, in whatever encoding the client sent.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -24,6 +27,7 @@ use pcap_file::DataLink;
 
 use super::frames::MAX_SEGMENT;
 pub use super::frames::{frame_numbers, FrameIndex};
+use super::scrub::Scrub;
 use super::{EventKind, Store, StoreError};
 use crate::finding::{one_line, Finding, Side};
 
@@ -42,8 +46,10 @@ struct Flow {
     /// Stream offset of each side.
     offset: [u64; 2],
     fin: [bool; 2],
-    /// Client-stream byte ranges to blank out (credentials).
-    hide: Vec<(u64, u64)>,
+    /// Each side's credential scanner, unless secrets are shown: a store made with
+    /// `--store-secrets` holds them in clear, and they are found by framing as the
+    /// recorder finds them (any encoding, however split), not from decoded packets.
+    scrub: Option<[Scrub; 2]>,
 }
 
 /// The stream bytes a data frame carries: its side and (start, end) offsets.
@@ -63,32 +69,6 @@ pub fn export_pcapng<W: Write>(
     show_secrets: bool,
 ) -> Result<ExportSummary, StoreError> {
     store.capture(id)?;
-    let mut hide: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
-    if !show_secrets {
-        for p in store.packets(id) {
-            let p = p?;
-            if p.packet_type != "CONNECT" {
-                continue;
-            }
-            // The password is the last field of CONNECT, the username comes before
-            // it behind a 2-byte length (3.1, 3.1.1 and 5 alike).
-            let end = p.offset + p.len;
-            let pw = p.password.as_ref().map_or(0, |s| s.len() as u64);
-            let un = p.username.as_ref().map_or(0, |s| s.len() as u64);
-            let ranges = hide.entry(p.conn).or_default();
-            if pw > 0 {
-                ranges.push((end - pw, end));
-            }
-            if un > 0 {
-                let un_end = if p.password.is_some() {
-                    end - pw - 2
-                } else {
-                    end
-                };
-                ranges.push((un_end.saturating_sub(un), un_end));
-            }
-        }
-    }
     // Findings by the event they name; the rest go on the last frame.
     let mut by_seq: HashMap<u64, Vec<Finding>> = HashMap::new();
     let mut loose: Vec<String> = vec![];
@@ -139,7 +119,7 @@ pub fn export_pcapng<W: Write>(
                     next: [isn_c.wrapping_add(1), isn_s.wrapping_add(1)],
                     offset: [0, 0],
                     fin: [false, false],
-                    hide: hide.remove(&ev.conn).unwrap_or_default(),
+                    scrub: (!show_secrets).then(|| [Scrub::client(), Scrub::server()]),
                 };
                 frames.push((frame(t, c, s, 0, isn_c, None, Flags::Syn, &[]), None));
                 frames.push((
@@ -167,15 +147,14 @@ pub fn export_pcapng<W: Write>(
                 };
                 let i = side.index();
                 let mut data = bytes.to_vec();
-                if *side == Side::Client {
-                    let base = fl.offset[0];
-                    for &(a, b) in &fl.hide {
-                        for (k, byte) in data.iter_mut().enumerate() {
-                            let o = base + k as u64;
-                            if o >= a && o < b {
-                                *byte = b'*';
-                            }
-                        }
+                // Opaque bytes (TLS the proxy did not terminate) hold no MQTT the
+                // scanner could read; the recorder stores them as they are, too.
+                let opaque = matches!(ev.kind, EventKind::Opaque { .. });
+                if let Some(scrub) = fl.scrub.as_mut().filter(|_| !opaque) {
+                    let (mut mask, mut withheld) = (vec![], vec![]);
+                    scrub[i].feed(&data, &mut mask, &mut withheld);
+                    for r in mask {
+                        data[r].fill(b'*');
                     }
                 }
                 for seg in data.chunks(MAX_SEGMENT) {
