@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod bus;
 mod watch_args;
 pub use watch_args::WatchArgs;
 
@@ -138,6 +139,17 @@ pub enum Command {
         Exit codes: as `analyze`: 2 bad usage or the broker refused the first connection,\n\
         1 error findings, 3 nothing judged (no protocol message came), 0 otherwise.")]
     Watch(WatchArgs),
+    /// The scale-out bus on NATS JetStream: the server configuration it expects.
+    Bus {
+        #[command(subcommand)]
+        command: bus::BusCommand,
+    },
+    /// Judge partitions of the bus (what `watch --bus` publishes), publish the findings.
+    #[command(after_help = bus::JUDGE_HELP)]
+    Judge(bus::JudgeArgs),
+    /// One report of the whole fleet from what the judges published.
+    #[command(after_help = bus::FLEET_HELP)]
+    Fleet(bus::FleetArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

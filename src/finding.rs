@@ -8,7 +8,7 @@ use serde::Serialize;
 pub type ConnId = u64;
 
 /// Who sent a chunk of bytes on a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     /// Bytes from the TCP client (the MQTT client) to the server (the broker).
@@ -53,8 +53,8 @@ impl Severity {
 }
 
 /// One check that failed, with where it happened. Field names are the JSON contract
-/// of `edgetap analyze --format json`.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+/// of `edgetap analyze --format json`, and read back from the bus (`edgetap fleet`).
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct Finding {
     pub rule: String,
     pub clause: String,

@@ -8,6 +8,7 @@
 
 pub mod analyze;
 pub mod broker;
+pub mod bus;
 pub mod capture;
 pub mod demo;
 pub mod eve;

@@ -83,5 +83,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             drop(stdout);
             cmd::watch::run(a)
         }
+        Command::Bus { command } => cmd::bus::run(command, &mut stdout),
+        Command::Judge(a) => cmd::judge::run(a),
+        Command::Fleet(a) => cmd::fleet::run(a, &mut stdout),
     }
 }

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod bus;
 mod capture_reader;
 mod cli;
 mod decode_roundtrip;

@@ -10,6 +10,11 @@ pub struct WatchArgs {
     /// environment variable EDGETAP_MQTT_PASSWORD, never on the command line).
     #[arg(long)]
     pub broker: String,
+    /// Publish each delivery to the NATS JetStream bus at URL (nats://HOST:PORT) for
+    /// `edgetap judge`, and judge nothing here (the findings, the store and the live
+    /// view are then the judges' and `fleet`'s).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["findings", "store", "http"])]
+    pub bus: Option<String>,
     /// Topic filter to subscribe to (repeatable).
     #[arg(long = "topic", value_name = "FILTER", default_value = edgetap::watch::ALL_TOPICS)]
     pub topics: Vec<String>,

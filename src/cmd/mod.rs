@@ -2,7 +2,10 @@
 //! output and returns the exit code. `main.rs` parses and dispatches.
 
 pub mod analyze;
+pub mod bus;
 pub mod captures;
+pub mod fleet;
+pub mod judge;
 pub mod proxy;
 pub mod replay;
 pub mod rules;

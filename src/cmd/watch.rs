@@ -24,6 +24,9 @@ pub fn run(args: cli::WatchArgs) -> anyhow::Result<u8> {
     if let Some(id) = &args.client_id {
         settings.client_id = id.clone();
     }
+    if let Some(url) = &args.bus {
+        return super::bus::watch(&settings, url, args.duration_ms);
+    }
     let source = settings.source();
     // With --findings -, stdout carries the finding lines only.
     let lines_on_stdout = args.findings.as_deref() == Some(std::path::Path::new("-"));
