@@ -135,9 +135,11 @@ fn watch_reports_the_error_findings_and_message_counts_analyze_finds_in_a_captur
             .iter()
             .any(|f| f == "/v1/+/topo/request")
     });
-    // Conforming edges over MQTT 3.1.1; edges with a bad timestamp over MQTT 5.
-    let mut good = sim_edges(port, "W", 8, &[]);
-    let mut bad = sim_edges(port, "F", 4, &["--fault", "bad-timestamp", "--mqtt5"]);
+    // 200 edges, as the issue asks: conforming ones over MQTT 3.1.1, and edges with
+    // a bad timestamp over MQTT 5.
+    let (n_good, n_bad) = (188, 12);
+    let mut good = sim_edges(port, "W", n_good, &[]);
+    let mut bad = sim_edges(port, "F", n_bad, &["--fault", "bad-timestamp", "--mqtt5"]);
     for (what, child) in [("good edges", &mut good), ("faulty edges", &mut bad)] {
         let st = common::wait_exit(child, Duration::from_secs(60), what);
         assert!(st.success(), "{what}: {st}");
@@ -169,7 +171,7 @@ fn watch_reports_the_error_findings_and_message_counts_analyze_finds_in_a_captur
     // The faults planted, and nothing else, as errors: the same as analyze's.
     let errs = errors(&watched);
     assert_eq!(errs, errors(&analyzed), "watch vs analyze of the capture");
-    for i in 1..=4 {
+    for i in 1..=n_bad {
         let key = (format!("F-{i}"), "envelope.request".to_string());
         assert!(errs.get(&key).is_some_and(|n| *n > 0), "F-{i}: {errs:?}");
     }
@@ -181,7 +183,7 @@ fn watch_reports_the_error_findings_and_message_counts_analyze_finds_in_a_captur
     // Every message the edges (and the platform) published was judged.
     let counts = messages(&watched);
     assert_eq!(counts, messages(&analyzed));
-    assert_eq!(counts.len(), 8 + 4 + 1, "{counts:?}");
+    assert_eq!(counts.len(), n_good + n_bad + 1, "{counts:?}");
     assert!(
         counts.iter().all(|(e, n)| e == "ZZMARKER" || *n >= 3),
         "{counts:?}"
