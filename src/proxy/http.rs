@@ -19,6 +19,10 @@
 //! `Authorization: Bearer TOKEN` or `?token=TOKEN`. It never serves credentials: the
 //! live view holds none.
 //!
+//! The server is generic over [`Pages`]: the proxy's and `watch`'s [`LiveView`]
+//! above, and `fleet --http`'s aggregate ([`crate::bus::fleet::page`]), behind the same
+//! admission, limits and token.
+//!
 //! It cannot hurt the MQTT side ([`serve`] says how): a connection cap of its own,
 //! header timeout and request deadline, the token checked before anything is held,
 //! pages built off the runtime threads, refusals counted rather than logged one by
@@ -45,6 +49,41 @@ use crate::report::{self, Document, Format, Options};
 pub const REFRESH_S: u32 = 5;
 /// Findings `/api/findings` returns at most.
 pub const MAX_FINDINGS: usize = crate::proxy::live::LIVE_FINDINGS;
+
+/// What a live server answers: the pages of one running command. Called on a
+/// blocking thread, [`HttpLimits::renders`] at a time, once the request carried the
+/// token and is a GET or HEAD; `q` is the decoded query.
+pub trait Pages: Send + Sync + 'static {
+    fn page(&self, path: &str, q: &[(String, String)]) -> Response<Body>;
+}
+
+impl Pages for LiveView {
+    fn page(&self, path: &str, q: &[(String, String)]) -> Response<Body> {
+        live_page(path, q, self)
+    }
+}
+
+/// The links of a live page (its reload, its JSON, its metrics), keeping the token
+/// the page was opened with.
+pub fn live_links(q: &[(String, String)]) -> LiveLinks {
+    let suffix = q
+        .iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, t)| {
+            format!(
+                "?{}",
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("token", t)
+                    .finish()
+            )
+        })
+        .unwrap_or_default();
+    LiveLinks {
+        refresh_s: REFRESH_S,
+        api: format!("/api/report{suffix}"),
+        metrics: format!("/metrics{suffix}"),
+    }
+}
 
 /// Refuses a non-loopback address without a token, with what to do instead.
 pub fn check_bind(addr: &SocketAddr, token: Option<&str>) -> Result<(), String> {
@@ -111,9 +150,9 @@ const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n\
 /// - pages are built on blocking threads, [`HttpLimits::renders`] at a time, never
 ///   on the runtime threads that forward MQTT;
 /// - refusals are counted and logged as one summary line per 10 s.
-pub async fn serve(
+pub async fn serve<P: Pages>(
     listener: std::net::TcpListener,
-    view: Arc<LiveView>,
+    view: Arc<P>,
     token: Option<String>,
     limits: HttpLimits,
     shutdown: impl Future<Output = ()>,
@@ -160,8 +199,8 @@ pub async fn serve(
 }
 
 /// What every connection of the live view shares.
-struct Served {
-    view: Arc<LiveView>,
+struct Served<P> {
+    view: Arc<P>,
     token: Option<String>,
     limits: HttpLimits,
     slots: Arc<Slots>,
@@ -170,7 +209,11 @@ struct Served {
 }
 
 /// Serves one connection (one request) within the limits.
-async fn one_connection(sock: tokio::net::TcpStream, ticket: Ticket, sh: Arc<Served>) {
+async fn one_connection<P: Pages>(
+    sock: tokio::net::TcpStream,
+    ticket: Ticket,
+    sh: Arc<Served<P>>,
+) {
     let (seen_tx, mut seen_rx) = tokio::sync::oneshot::channel::<bool>();
     let mut seen_tx = Some(seen_tx);
     let ticket = Arc::new(ticket);
@@ -218,7 +261,7 @@ async fn one_connection(sock: tokio::net::TcpStream, ticket: Ticket, sh: Arc<Ser
 }
 
 /// The token first: a request without it is answered at once, holding nothing.
-async fn respond_to(req: Request<Body>, sh: &Served) -> Response<Body> {
+async fn respond_to<P: Pages>(req: Request<Body>, sh: &Served<P>) -> Response<Body> {
     let q = query(&req);
     if !authorized(&req, &q, sh.token.as_deref()) {
         sh.log.note(Dropped::Unauthorized);
@@ -232,7 +275,7 @@ async fn respond_to(req: Request<Body>, sh: &Served) -> Response<Body> {
     };
     let view = sh.view.clone();
     let (parts, _body) = req.into_parts();
-    tokio::task::spawn_blocking(move || answer(&parts.method, &parts.uri, &q, &view))
+    tokio::task::spawn_blocking(move || answer(&parts.method, &parts.uri, &q, &*view))
         .await
         .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))
 }
@@ -292,7 +335,7 @@ pub fn filter_of(q: &[(String, String)]) -> Result<Filter, String> {
     Ok(f)
 }
 
-fn respond(status: StatusCode, kind: &str, body: String) -> Response<Body> {
+pub fn respond(status: StatusCode, kind: &str, body: String) -> Response<Body> {
     let mut r = Response::builder()
         .status(status)
         .header(hyper::header::CONTENT_TYPE, kind)
@@ -310,52 +353,40 @@ fn respond(status: StatusCode, kind: &str, body: String) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
-fn json(value: &impl serde::Serialize) -> Response<Body> {
+pub fn json(value: &impl serde::Serialize) -> Response<Body> {
     match serde_json::to_string_pretty(value) {
         Ok(s) => respond(StatusCode::OK, "application/json", s + "\n"),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 
-fn error(status: StatusCode, message: &str) -> Response<Body> {
+pub fn error(status: StatusCode, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "error": message }).to_string() + "\n";
     respond(status, "application/json", body)
 }
 
 /// The answer to an authorized request.
-fn answer(
+fn answer<P: Pages + ?Sized>(
     method: &Method,
     uri: &hyper::Uri,
     q: &[(String, String)],
-    view: &LiveView,
+    pages: &P,
 ) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
         return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is served");
     }
+    pages.page(uri.path(), q)
+}
+
+/// The proxy's and `watch`'s live view.
+fn live_page(path: &str, q: &[(String, String)], view: &LiveView) -> Response<Body> {
     let filter = match filter_of(q) {
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
-    match uri.path() {
+    match path {
         "/" | "/index.html" => {
-            // Links keep the token the page was opened with.
-            let suffix = q
-                .iter()
-                .find(|(k, _)| k == "token")
-                .map(|(_, t)| {
-                    format!(
-                        "?{}",
-                        form_urlencoded::Serializer::new(String::new())
-                            .append_pair("token", t)
-                            .finish()
-                    )
-                })
-                .unwrap_or_default();
-            let links = LiveLinks {
-                refresh_s: REFRESH_S,
-                api: format!("/api/report{suffix}"),
-                metrics: format!("/metrics{suffix}"),
-            };
+            let links = live_links(q);
             let report = view.report(&filter);
             let page = report::render(
                 &Document::of(&report).titled("edgetap live view"),
