@@ -75,12 +75,16 @@ pub struct JudgeArgs {
 pub const FLEET_HELP: &str = "Examples:\n  \
     edgetap fleet --bus nats://127.0.0.1:4222 --duration-ms 0\n  \
     edgetap fleet --bus nats://127.0.0.1:4222 --labels edges.csv --format html > fleet.html\n  \
-    edgetap fleet --bus nats://127.0.0.1:4222 --format json --duration-ms 0 > fleet.json\n\n\
+    edgetap fleet --bus nats://127.0.0.1:4222 --format json --duration-ms 0 > fleet.json\n  \
+    edgetap fleet --bus nats://127.0.0.1:4222 --http 127.0.0.1:8080\n\n\
     Reads what the judges published (every finding stored, the latest counts), then what\n\
     they publish until Ctrl-C, SIGTERM or --duration-ms (0: what is stored now), and writes\n\
     one report: summary, clause table, findings, edges with their message counts, and with\n\
     --labels the edges by label. --labels FILE maps edge ids to labels: JSON\n\
     {\"E1\": {\"vendor\": \"A\", \"site\": \"north\"}} or CSV with a header `edge,vendor,site`.\n\n\
+    With --http ADDR it serves the report so far while it reads: / the HTML page (reloads\n\
+    itself), /api/report the JSON, /metrics; loopback unless --http-token (then every\n\
+    request sends `Authorization: Bearer TOKEN` or ?token=TOKEN).\n\n\
     Exit codes: as `analyze`: 1 error findings, 3 nothing judged, 2 bad usage or the bus\n\
     failed, 0 otherwise.";
 
@@ -99,6 +103,15 @@ pub struct FleetArgs {
     /// Format of the report.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Serve the report so far while reading (the HTML page, /api/report,
+    /// /metrics) on this address, e.g. 127.0.0.1:8080. Loopback unless
+    /// --http-token is given.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    /// The token every request to --http must carry (required for a non-loopback
+    /// --http).
+    #[arg(long, value_name = "TOKEN", requires = "http")]
+    pub http_token: Option<String>,
     #[command(flatten)]
     pub rules: RulesArgs,
     #[command(flatten)]

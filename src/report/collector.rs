@@ -17,7 +17,7 @@ pub const LISTED_FINDINGS: usize = 20_000;
 
 /// Collects findings as the pipeline emits them, and the message sequence per edge
 /// when charting.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Collector {
     pub findings: Vec<Finding>,
     pub timeline: Option<timeline::Timeline>,
@@ -25,6 +25,7 @@ pub struct Collector {
     bounded: Option<Bounded>,
 }
 
+#[derive(Clone)]
 struct Bounded {
     keep: usize,
     groups: group::Grouper,

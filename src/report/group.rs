@@ -39,7 +39,7 @@ pub struct Group {
 }
 
 /// The key findings group by.
-#[derive(Hash, PartialEq, Eq)]
+#[derive(Clone, Hash, PartialEq, Eq)]
 struct Key {
     rule: String,
     clause: String,
@@ -62,7 +62,7 @@ pub fn group(findings: &[Finding]) -> Vec<Group> {
 /// keep every one (the proxy's final report of a long capture, its live view):
 /// memory grows with the groups, not with the findings, and the groups stop at
 /// [`MAX_GROUPS`].
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Grouper {
     index: HashMap<Key, usize>,
     groups: Vec<Group>,

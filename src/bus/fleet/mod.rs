@@ -9,21 +9,25 @@
 //! the finding groups, not with the findings (the report lists the first
 //! [`LISTED_FINDINGS`] and counts every one).
 
+pub mod page;
 mod read;
 
-pub use read::read;
+pub use read::{read, read_into};
 
 use std::collections::BTreeMap;
 
 use super::labels::Labels;
 use super::wire::{BusFinding, EdgeCount, PartitionState};
 use crate::pipeline::{EdgeTraffic, Sink, Stats};
-use crate::report::{Collector, Report, LISTED_FINDINGS};
+use crate::report::filter::Filter;
+use crate::report::{Collector, Document, Report, LISTED_FINDINGS};
 use crate::report::{Column, Section, SectionRow};
 use crate::rules::engine::Coverage;
 use crate::rules::RuleSet;
 
-/// What the judges published so far.
+/// What the judges published so far (cloned for `fleet --http`'s pages: bounded,
+/// as said above).
+#[derive(Clone)]
 pub struct Fleet {
     collector: Collector,
     counts: BTreeMap<String, EdgeCount>,
@@ -130,6 +134,39 @@ impl Fleet {
             ));
         }
         report
+    }
+}
+
+/// How `fleet` shows what it read: the bus (the report's input), the rules, the
+/// filter of the command line, the labels. One for the final report and the pages.
+pub struct View {
+    pub source: String,
+    pub rules: RuleSet,
+    pub filter: Filter,
+    pub labels: Option<Labels>,
+}
+
+impl View {
+    /// The report of `fleet`, filtered, saying when nothing was judged.
+    pub fn report(&self, fleet: Fleet) -> Report {
+        let mut report = fleet.report(&self.source, &self.rules);
+        report.apply(&self.filter);
+        report.check_judged(vec![format!(
+            "no judge published a message count on {}: are `edgetap judge` and `watch --bus` running?",
+            self.source
+        )]);
+        report
+    }
+
+    /// The document of `report`: titled, with the table of edges by label.
+    pub fn document<'a>(&self, report: &'a Report) -> Document<'a> {
+        let mut doc = Document::of(report).titled("edgetap fleet record");
+        if let Some(labels) = &self.labels {
+            let section = label_section(report, labels);
+            doc.members.insert("labels".into(), label_rows(&section));
+            doc.sections.push(section);
+        }
+        doc
     }
 }
 

@@ -1,7 +1,10 @@
 //! Reading what the judges published: everything the streams hold, then what comes,
 //! until the caller's `until` completes (or at once when caught up, without it).
+//! [`read_into`] keeps the [`Fleet`] where others can look at it meanwhile
+//! (`fleet --http`): each batch is taken under its lock, never held across a wait.
 
 use std::future::Future;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
@@ -19,27 +22,38 @@ pub async fn read(
     until: Option<impl Future<Output = ()>>,
     on_caught_up: impl FnOnce(&Fleet),
 ) -> Result<Fleet, BusError> {
+    let fleet = Mutex::new(Fleet::default());
+    read_into(url, &fleet, until, on_caught_up).await?;
+    Ok(fleet.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// [`read`] into `fleet`, shared.
+pub async fn read_into(
+    url: &str,
+    fleet: &Mutex<Fleet>,
+    until: Option<impl Future<Output = ()>>,
+    on_caught_up: impl FnOnce(&Fleet),
+) -> Result<(), BusError> {
     let js = crate::bus::open(url, crate::bus::DEFAULT_RETENTION).await?;
     let mut findings = reader(&js, FINDING_STREAM).await?;
     let mut counts = reader(&js, COUNT_STREAM).await?;
-    let mut fleet = Fleet::default();
     // Caught up: each reader is past what its stream held at the start (the judges
     // keep publishing; an empty read is not the test).
     for r in [&mut findings, &mut counts] {
         while r.seen < r.last_at_start {
-            if fetch(r, &mut fleet).await? == 0 {
+            if fetch(r, fleet).await? == 0 {
                 break;
             }
         }
     }
-    on_caught_up(&fleet);
+    on_caught_up(&lock(fleet));
     let Some(until) = until else {
-        return Ok(fleet);
+        return Ok(());
     };
     tokio::pin!(until);
     loop {
-        let a = fetch(&mut findings, &mut fleet).await?;
-        let b = fetch(&mut counts, &mut fleet).await?;
+        let a = fetch(&mut findings, fleet).await?;
+        let b = fetch(&mut counts, fleet).await?;
         if a == 0 && b == 0 {
             // Nothing new: look again shortly.
             tokio::select! {
@@ -54,12 +68,16 @@ pub async fn read(
     for r in [&mut findings, &mut counts] {
         let last = r.last_now().await;
         while r.seen < last {
-            if fetch(r, &mut fleet).await? == 0 {
+            if fetch(r, fleet).await? == 0 {
                 break;
             }
         }
     }
-    Ok(fleet)
+    Ok(())
+}
+
+fn lock(fleet: &Mutex<Fleet>) -> MutexGuard<'_, Fleet> {
+    fleet.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One stream read from its start.
@@ -110,7 +128,7 @@ async fn reader(js: &jetstream::Context, name: &str) -> Result<Reader, BusError>
 }
 
 /// Takes what is there now (up to a batch); how many.
-async fn fetch(r: &mut Reader, fleet: &mut Fleet) -> Result<usize, BusError> {
+async fn fetch(r: &mut Reader, fleet: &Mutex<Fleet>) -> Result<usize, BusError> {
     let mut batch = r
         .consumer
         .fetch()
@@ -118,16 +136,19 @@ async fn fetch(r: &mut Reader, fleet: &mut Fleet) -> Result<usize, BusError> {
         .messages()
         .await
         .map_err(|e| BusError::new("reading the judges' output", e))?;
-    let mut n = 0;
+    let mut got = vec![];
     while let Some(m) = batch.next().await {
         let m = m.map_err(|e| BusError::new("reading the judges' output", e))?;
-        n += 1;
         if let Ok(i) = m.info() {
             r.seen = r.seen.max(i.stream_sequence);
         }
-        take(fleet, m.subject.as_str(), &m.payload);
+        got.push(m);
     }
-    Ok(n)
+    let mut fleet = lock(fleet);
+    for m in &got {
+        take(&mut fleet, m.subject.as_str(), &m.payload);
+    }
+    Ok(got.len())
 }
 
 fn take(fleet: &mut Fleet, subject: &str, body: &[u8]) {
