@@ -677,3 +677,82 @@ fn watch_onto_the_bus_and_three_judges_report_what_a_plain_watch_reports() {
     assert_eq!(pending(&bus), pending(&plain), "every finding");
     assert_dialect(&bus_dialect, &plain_dialect);
 }
+
+/// One GET on 127.0.0.1:`port`, `token` as a bearer: the status code and the body.
+fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n").unwrap();
+    let mut raw = vec![];
+    s.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let code = raw.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    (code, body)
+}
+
+#[test]
+fn fleet_serves_the_report_so_far_over_http_with_its_token() {
+    let nats = Nats::start(2);
+    let url = nats.url();
+    let msgs = fleet_messages("");
+    let (_, counts) = judge_directly(&msgs);
+    let judge = JudgeProcess::start(&url, "0..1");
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut fleet = Command::new(BIN)
+        .args(["fleet", "--bus", &url, "--http", &addr])
+        .args(["--http-token", "s3cret"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = Output::read(fleet.stdout.take().unwrap());
+    let stderr = Output::read(fleet.stderr.take().unwrap());
+    stderr.wait_for(Duration::from_secs(30), "fleet's live page", |t| {
+        t.contains(&format!("edgetap fleet: live page on http://{addr}/"))
+    });
+    // Nothing was published yet: what the page shows comes while fleet runs.
+    let (code, body) = http_get(port, "/api/report", Some("s3cret"));
+    assert_eq!(code, 200, "{body}");
+    let before: Value = serde_json::from_str(&body).unwrap();
+    assert!(counts_of(&before).is_empty(), "{body}");
+    publish(&url, "w1", &msgs);
+    common::wait_until(
+        Duration::from_secs(60),
+        "/api/report to count every edge's messages",
+        || {
+            let (code, body) = http_get(port, "/api/report", Some("s3cret"));
+            assert_eq!(code, 200, "{body}");
+            counts_of(&serde_json::from_str(&body).unwrap()) == counts
+        },
+    );
+    let (code, body) = http_get(port, "/api/report", None);
+    assert_eq!(code, 401, "without the token: {body}");
+    let (code, body) = http_get(port, "/api/report", Some("wrong"));
+    assert_eq!(code, 401, "a wrong token: {body}");
+    let (code, page) = http_get(port, "/?token=s3cret", None);
+    assert_eq!(code, 200, "{page}");
+    let edge = counts.keys().next().unwrap();
+    assert!(
+        page.contains("edgetap fleet record")
+            && page.contains("live, refreshed every 5 s")
+            && page.contains("s3cret") // its links keep the token
+            && page.contains(edge.as_str()),
+        "{page}"
+    );
+    let (code, metrics) = http_get(port, "/metrics", Some("s3cret"));
+    assert_eq!(code, 200);
+    let edges = format!("edgetap_fleet_edges {}", counts.len());
+    assert!(metrics.contains(&edges), "{metrics}");
+    // Stopped, it writes the report of what it read, as without --http.
+    unsafe { libc::kill(fleet.id() as i32, libc::SIGTERM) };
+    let st = common::wait_exit(&mut fleet, Duration::from_secs(30), "fleet to stop");
+    assert!(matches!(st.code(), Some(0 | 1)), "{}", stderr.all());
+    assert!(stdout.all().contains(edge.as_str()), "{}", stdout.all());
+    drop(judge);
+}
