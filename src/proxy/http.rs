@@ -20,7 +20,7 @@
 //! live view holds none.
 //!
 //! The server is generic over [`Pages`]: the proxy's and `watch`'s [`LiveView`]
-//! above, and `fleet --http`'s aggregate ([`crate::bus::fleet::page`]), behind the same
+//! above, and `fleet --http`'s aggregate (`bus::fleet::page`), behind the same
 //! admission, limits and token.
 //!
 //! It cannot hurt the MQTT side ([`serve`] says how): a connection cap of its own,
@@ -209,11 +209,7 @@ struct Served<P> {
 }
 
 /// Serves one connection (one request) within the limits.
-async fn one_connection<P: Pages>(
-    sock: tokio::net::TcpStream,
-    ticket: Ticket,
-    sh: Arc<Served<P>>,
-) {
+async fn one_connection<P: Pages>(sock: tokio::net::TcpStream, ticket: Ticket, sh: Arc<Served<P>>) {
     let (seen_tx, mut seen_rx) = tokio::sync::oneshot::channel::<bool>();
     let mut seen_tx = Some(seen_tx);
     let ticket = Arc::new(ticket);

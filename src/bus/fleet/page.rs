@@ -99,7 +99,10 @@ fn metrics(fleet: &Fleet) -> Response<Body> {
             fleet.unreadable,
         ),
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
     }
     respond(
         StatusCode::OK,
