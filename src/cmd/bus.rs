@@ -20,25 +20,7 @@ pub fn run(command: BusCommand, out: &mut dyn Write) -> anyhow::Result<u8> {
     }
 }
 
-/// Ctrl-C, SIGTERM, or `duration` after the first poll.
-pub fn shutdown(
-    duration: Option<Duration>,
-) -> std::io::Result<impl std::future::Future<Output = ()>> {
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    Ok(async move {
-        let timer = async {
-            match duration {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = sigterm.recv() => {}
-            _ = timer => {}
-        }
-    })
-}
+pub use super::shutdown;
 
 /// `watch --bus URL`: subscribe, publish every delivery to the bus, judge nothing.
 /// Exit codes: 0, or 2 when the broker or the bus failed.

@@ -21,7 +21,7 @@ pub fn run(args: JudgeArgs) -> anyhow::Result<u8> {
     let progress = Arc::new(Progress::default());
     let outcome = rt.block_on(async {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let stop = super::bus::shutdown(args.duration_ms.map(Duration::from_millis))?;
+        let stop = super::shutdown(args.duration_ms.map(Duration::from_millis))?;
         eprintln!(
             "edgetap judge: partitions {}..{} of {}",
             settings.partitions.start(),

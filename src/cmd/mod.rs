@@ -154,3 +154,24 @@ pub fn interrupt() -> tokio::sync::watch::Receiver<Option<String>> {
     });
     rx
 }
+
+/// Ctrl-C, SIGTERM, or `duration` after the first poll (the future counts from
+/// then): how `watch`, `watch --bus`, `judge` and `fleet` end.
+pub fn shutdown(
+    duration: Option<std::time::Duration>,
+) -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(async move {
+        let timer = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = sigterm.recv() => {}
+            _ = timer => {}
+        }
+    })
+}

@@ -92,22 +92,8 @@ pub fn run(args: cli::WatchArgs) -> anyhow::Result<u8> {
         .build()?;
     let duration = args.duration_ms.map(std::time::Duration::from_millis);
     let outcome = rt.block_on(async {
-        let mut sigterm =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         // The duration counts from the subscription (the future is first polled then).
-        let shutdown = async move {
-            let timer = async {
-                match duration {
-                    Some(d) => tokio::time::sleep(d).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = sigterm.recv() => {}
-                _ = timer => {}
-            }
-        };
+        let shutdown = super::shutdown(duration)?;
         let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
         if let Some((listener, view)) = http {
             eprintln!(

@@ -178,6 +178,34 @@ impl Ready {
         }
         std::mem::replace(&mut self.up, false)
     }
+    /// A CONNACK: up again (an outage ended, after the first), one of the acks the
+    /// start waits for.
+    async fn connected(&mut self, tx: &mpsc::Sender<Event>) {
+        if self.was_up_once {
+            let _ = tx.send(Event::Up { at_us: now_us() }).await;
+        }
+        self.up = true;
+        self.was_up_once = true;
+        self.ack();
+    }
+    /// The connection failed with `cause`: reported as an outage (after the first
+    /// connection) and retried; returns true when the watcher gives up (the first
+    /// connection never came up).
+    async fn lost(&mut self, cause: String, tx: &mpsc::Sender<Event>) -> bool {
+        if self.failed(cause.clone()) {
+            let _ = tx
+                .send(Event::Down {
+                    at_us: now_us(),
+                    cause,
+                })
+                .await;
+        }
+        if self.tx.is_none() && !self.was_up_once {
+            return true;
+        }
+        tokio::time::sleep(RETRY).await;
+        false
+    }
 }
 
 async fn v4_loop(
@@ -212,12 +240,7 @@ async fn v4_loop(
                 }
             }
             Ok(E::Incoming(Packet::ConnAck(_))) => {
-                if ready.was_up_once {
-                    let _ = tx.send(Event::Up { at_us: now_us() }).await;
-                }
-                ready.up = true;
-                ready.was_up_once = true;
-                ready.ack();
+                ready.connected(&tx).await;
                 for f in &filters {
                     let _ = client.try_subscribe(f.as_str(), rumqttc::QoS::AtLeastOnce);
                 }
@@ -226,18 +249,9 @@ async fn v4_loop(
             Ok(_) => {}
             Err(e) => {
                 let cause = crate::sim::v4_cause(&e, ready.up);
-                if ready.failed(cause.clone()) {
-                    let _ = tx
-                        .send(Event::Down {
-                            at_us: now_us(),
-                            cause,
-                        })
-                        .await;
-                }
-                if ready.tx.is_none() && !ready.was_up_once {
+                if ready.lost(cause, &tx).await {
                     break;
                 }
-                tokio::time::sleep(RETRY).await;
             }
         }
     }
@@ -287,12 +301,7 @@ async fn v5_loop(
                 }
             }
             Ok(E::Incoming(Packet::ConnAck(_))) => {
-                if ready.was_up_once {
-                    let _ = tx.send(Event::Up { at_us: now_us() }).await;
-                }
-                ready.up = true;
-                ready.was_up_once = true;
-                ready.ack();
+                ready.connected(&tx).await;
                 for f in &filters {
                     let _ =
                         client.try_subscribe(f.as_str(), rumqttc::v5::mqttbytes::QoS::AtLeastOnce);
@@ -302,18 +311,9 @@ async fn v5_loop(
             Ok(_) => {}
             Err(e) => {
                 let cause = crate::sim::v5_cause(&e, ready.up);
-                if ready.failed(cause.clone()) {
-                    let _ = tx
-                        .send(Event::Down {
-                            at_us: now_us(),
-                            cause,
-                        })
-                        .await;
-                }
-                if ready.tx.is_none() && !ready.was_up_once {
+                if ready.lost(cause, &tx).await {
                     break;
                 }
-                tokio::time::sleep(RETRY).await;
             }
         }
     }

@@ -304,14 +304,26 @@ mod tests {
     fn a_record_at_or_below_the_cursor_is_left_alone() {
         let mut j = judge();
         let mut out = vec![];
-        assert_eq!(j.apply(5, Ok(record("E1", "w1", 1)), Some(&mut out)), Applied::Judged);
+        assert_eq!(
+            j.apply(5, Ok(record("E1", "w1", 1)), Some(&mut out)),
+            Applied::Judged
+        );
         let n = out.len();
-        assert_eq!(j.apply(5, Ok(record("E1", "w1", 1)), Some(&mut out)), Applied::Skipped);
-        assert_eq!(j.apply(3, Ok(record("E1", "w1", 1)), Some(&mut out)), Applied::Skipped);
+        assert_eq!(
+            j.apply(5, Ok(record("E1", "w1", 1)), Some(&mut out)),
+            Applied::Skipped
+        );
+        assert_eq!(
+            j.apply(3, Ok(record("E1", "w1", 1)), Some(&mut out)),
+            Applied::Skipped
+        );
         assert_eq!(out.len(), n, "nothing found twice");
         assert_eq!(j.state().records, 1);
         assert_eq!(j.changed_counts().len(), 1);
-        assert!(j.changed_counts().is_empty(), "published once until it changes");
+        assert!(
+            j.changed_counts().is_empty(),
+            "published once until it changes"
+        );
     }
 
     #[test]
@@ -326,8 +338,15 @@ mod tests {
         j.apply(5, Ok(record("E1", "w1", 3)), Some(&mut out));
         j.apply(6, Ok(record("E1", "w2", 3)), Some(&mut out));
         assert_eq!(setup_findings(&out), vec![(Some("E1".into()), 4)]);
-        let f = out.iter().find(|f| f.finding.rule == "setup.several_watchers").unwrap();
+        let f = out
+            .iter()
+            .find(|f| f.finding.rule == "setup.several_watchers")
+            .unwrap();
         assert_eq!(f.watcher.as_deref(), Some("w2"));
-        assert!(f.finding.message.contains("hash_clientid"), "{}", f.finding.message);
+        assert!(
+            f.finding.message.contains("hash_clientid"),
+            "{}",
+            f.finding.message
+        );
     }
 }
