@@ -668,13 +668,22 @@ fn a_store_that_fills_up_mid_capture_loses_no_forwarded_message_and_says_what_wa
     );
 }
 
-#[test]
-fn with_on_store_error_stop_the_proxy_shuts_down_at_the_first_failed_write() {
-    let dir = temp_dir("full-stop");
+/// What a proxy stopped by a full disk left: its store (on a tmpfs mounted while
+/// this lives), exit code, stdout and stderr.
+pub(crate) struct FullStop {
+    _fs: Tmpfs,
+    pub store: PathBuf,
+    pub code: Option<i32>,
+    pub out: String,
+    pub err: String,
+}
+
+/// A proxy with `--on-store-error stop` on a 1 MiB tmpfs that another file fills,
+/// fed QoS 1 reports by mosquitto_pub until it stops by itself. `None` where no
+/// tmpfs can be mounted (not root).
+pub(crate) fn proxy_stopped_by_a_full_disk(dir: &Path) -> Option<FullStop> {
     let mnt = dir.join("mnt");
-    let Some(_fs) = tmpfs(&mnt, "1m") else {
-        return;
-    };
+    let fs = tmpfs(&mnt, "1m")?;
     let store = mnt.join("store");
     let broker = Mosquitto::start();
     let mut proxy = ProxyProc::start(broker.port, &store, &["--on-store-error", "stop"]);
@@ -702,6 +711,22 @@ fn with_on_store_error_stop_the_proxy_shuts_down_at_the_first_failed_write() {
     feeder.join().unwrap();
     let out = std::fs::read_to_string(&proxy.out).unwrap();
     let err = std::fs::read_to_string(&proxy.err).unwrap();
+    Some(FullStop {
+        _fs: fs,
+        store,
+        code,
+        out,
+        err,
+    })
+}
+
+#[test]
+fn with_on_store_error_stop_the_proxy_shuts_down_at_the_first_failed_write() {
+    let Some(FullStop { code, out, err, .. }) =
+        proxy_stopped_by_a_full_disk(&temp_dir("full-stop"))
+    else {
+        return;
+    };
     assert_eq!(code, Some(4), "{out}\n{err}");
     assert!(err.contains("--on-store-error stop"), "{err}");
     assert!(out.contains("INCOMPLETE"), "{out}");

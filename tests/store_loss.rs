@@ -5,11 +5,12 @@
 //! binary, real mosquitto, a real full file system (a small tmpfs).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{publish_lines, temp_dir, wait_exit, wait_until, Mosquitto};
-use crate::store_files::{edgetap, fill, run, status_reports, text, tmpfs, ProxyProc, TOPIC};
+use crate::common::{publish_lines, temp_dir, wait_until, Mosquitto};
+use crate::store_files::{
+    edgetap, fill, proxy_stopped_by_a_full_disk, run, status_reports, text, tmpfs, ProxyProc, TOPIC,
+};
 use edgetap::store::Store;
 
 /// The number right after `INCOMPLETE: ` in `s` (the bytes not recorded).
@@ -146,39 +147,14 @@ fn a_capture_whose_proxy_was_killed_reads_incomplete_everywhere() {
 
 #[test]
 fn a_proxy_stopped_by_on_store_error_stop_leaves_an_incomplete_capture() {
-    let dir = temp_dir("stop-incomplete");
-    let mnt = dir.join("mnt");
-    let Some(_fs) = tmpfs(&mnt, "1m") else {
+    // Kept whole: the tmpfs under the store is unmounted when it drops.
+    let Some(stop) = proxy_stopped_by_a_full_disk(&temp_dir("stop-incomplete")) else {
         return;
     };
-    let store = mnt.join("store");
-    let broker = Mosquitto::start();
-    let mut proxy = ProxyProc::start(broker.port, &store, &["--on-store-error", "stop"]);
-    fill(&mnt.join("other-file"));
-    let mut publisher = Command::new("mosquitto_pub")
-        .args(["-p", &proxy.port.to_string(), "-t", TOPIC, "-q", "1", "-l"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = publisher.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || {
-        use std::io::Write;
-        let _ = stdin.write_all(status_reports(2000, 1000).as_bytes());
-    });
-    let code = wait_exit(
-        &mut proxy.child,
-        Duration::from_secs(30),
-        "the proxy to stop by itself",
-    )
-    .code();
-    let _ = publisher.kill();
-    let _ = publisher.wait();
-    feeder.join().unwrap();
-    let err = std::fs::read_to_string(&proxy.err).unwrap();
+    let (store, code, err) = (&stop.store, stop.code, &stop.err);
     assert_eq!(code, Some(4), "{err}");
-    let said = lost_bytes(&err).unwrap_or_else(|| panic!("no loss in the exit message: {err}"));
-    let r = readers(&store);
+    let said = lost_bytes(err).unwrap_or_else(|| panic!("no loss in the exit message: {err}"));
+    let r = readers(store);
     let recorded = r.row["recorded"].as_str().unwrap();
     assert!(recorded.starts_with("INCOMPLETE"), "{recorded}");
     assert_eq!(lost_bytes(recorded), Some(said), "{recorded}");
@@ -186,7 +162,7 @@ fn a_proxy_stopped_by_on_store_error_stop_leaves_an_incomplete_capture() {
     assert_eq!(lost_bytes(&r.analyze), Some(said), "{}", r.analyze);
     assert_eq!(
         r.row["packets"].as_u64(),
-        Some(stored_packets(&store)),
+        Some(stored_packets(store)),
         "{}",
         r.row
     );
