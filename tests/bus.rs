@@ -16,6 +16,7 @@ use edgetap::rules::RuleSet;
 use serde_json::Value;
 
 use crate::common::{self, Output};
+use crate::watch::WatchProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_edgetap");
 
@@ -561,49 +562,6 @@ fn fleet_shows_every_edge_with_its_labels() {
     drop(judge);
 }
 
-/// `edgetap watch --broker 127.0.0.1:PORT ARGS`, once subscribed.
-struct Watcher {
-    child: Child,
-    stdout: Output,
-    stderr: Output,
-}
-
-impl Watcher {
-    fn start(port: u16, args: &[&str]) -> Watcher {
-        let mut child = Command::new(BIN)
-            .args(["watch", "--broker", &format!("127.0.0.1:{port}")])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = Output::read(child.stdout.take().unwrap());
-        let stderr = Output::read(child.stderr.take().unwrap());
-        stderr.wait_for(Duration::from_secs(30), "watch to subscribe", |t| {
-            t.contains("edgetap watch: subscribed to ")
-        });
-        Watcher {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// SIGTERM: stdout and stderr.
-    fn stop(mut self) -> (String, String) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        common::wait_exit(&mut self.child, Duration::from_secs(60), "watch to stop");
-        (self.stdout.all(), self.stderr.all())
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Publishes `msgs` to mosquitto at QoS 0 on one connection, in order, and waits
 /// for the PINGRESP after the last (mosquitto handled every PUBLISH before it).
 fn publish_mqtt(port: u16, msgs: &[Msg]) {
@@ -643,12 +601,12 @@ fn watch_onto_the_bus_and_three_judges_report_what_a_plain_watch_reports() {
         JudgeProcess::with(&url, "3..5", &["--finish"]),
         JudgeProcess::with(&url, "6..7", &["--finish"]),
     ];
-    let plain = Watcher::start(broker.port, &["--format", "json"]);
-    let onto_bus = Watcher::start(broker.port, &["--bus", &url, "--client-id", "watcher-1"]);
+    let plain = WatchProcess::start(broker.port, &["--format", "json"]);
+    let onto_bus = WatchProcess::start(broker.port, &["--bus", &url, "--client-id", "watcher-1"]);
     publish_mqtt(broker.port, &msgs);
     wait_counts(&url, &counts, "the judges to count every message");
-    let (report, _) = plain.stop();
-    let (_, said) = onto_bus.stop();
+    let (_, report, _) = plain.stop();
+    let (_, _, said) = onto_bus.stop();
     let n = msgs.len();
     assert!(
         said.contains(&format!(

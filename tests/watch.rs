@@ -11,14 +11,14 @@ use crate::common::{self, Mosquitto, Output};
 const BIN: &str = env!("CARGO_BIN_EXE_edgetap");
 
 /// `edgetap watch --broker 127.0.0.1:PORT ARGS`, once it says it subscribed.
-struct WatchProcess {
+pub(crate) struct WatchProcess {
     child: std::process::Child,
     stdout: Output,
     stderr: Output,
 }
 
 impl WatchProcess {
-    fn start(port: u16, args: &[&str]) -> WatchProcess {
+    pub(crate) fn start(port: u16, args: &[&str]) -> WatchProcess {
         let mut child = Command::new(BIN)
             .args(["watch", "--broker", &format!("127.0.0.1:{port}")])
             .args(args)
@@ -39,7 +39,7 @@ impl WatchProcess {
     }
 
     /// SIGTERM: its exit code, stdout and stderr.
-    fn stop(mut self) -> (Option<i32>, String, String) {
+    pub(crate) fn stop(mut self) -> (Option<i32>, String, String) {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let st = common::wait_exit(
             &mut self.child,
