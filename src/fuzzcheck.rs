@@ -110,6 +110,9 @@ fn without_tolerated_edges(payload: &[u8]) -> &[u8] {
 /// (`payload.trailing_bytes`) are read on purpose, and then what it read must be
 /// what serde_json reads of the JSON text alone.
 pub fn envelope_against_serde_json(payload: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(payload) {
+        crate::protocol::json::check_fast_path(text);
+    }
     let tape = crate::protocol::parse_envelope(bytes::Bytes::copy_from_slice(payload));
     let tree = serde_json::from_slice::<serde_json::Value>(payload);
     match (&tape, &tree) {

@@ -18,6 +18,8 @@
 
 use std::fmt;
 
+mod lex;
+
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 #[derive(Clone, Copy, Debug)]
@@ -81,16 +83,10 @@ impl Doc {
         };
         let mut toks = Vec::with_capacity(payload.len() / 12 + 4);
         let mut side = String::new();
-        {
-            let mut d = serde_json::Deserializer::from_str(text);
-            let mut b = Builder {
-                base: text.as_ptr() as usize,
-                key: false,
-                toks: &mut toks,
-                side: &mut side,
-            };
-            d.deserialize_any(Value(&mut b))?;
-            d.end()?;
+        if lex::tape(text, &mut toks, &mut side).is_err() {
+            toks.clear();
+            side.clear();
+            serde_tape(text, &mut toks, &mut side)?;
         }
         Ok(Doc {
             text: text.into(),
@@ -156,6 +152,42 @@ impl Doc {
             _ => i + 1,
         }
     }
+}
+
+/// The tape through serde_json's visitor: the reading of every document the fast
+/// path declines, and the one that gives errors.
+fn serde_tape(text: &str, toks: &mut Vec<Tok>, side: &mut String) -> Result<(), serde_json::Error> {
+    let mut d = serde_json::Deserializer::from_str(text);
+    let mut b = Builder {
+        base: text.as_ptr() as usize,
+        key: false,
+        toks,
+        side,
+    };
+    d.deserialize_any(Value(&mut b))?;
+    d.end()
+}
+
+/// Panics unless the fast path and serde_json read `text` alike: where the fast path
+/// accepts a document, serde_json accepts it with the same tokens (floats to the
+/// bit) and the same decoded strings. For `fuzzcheck::json_tape`.
+pub(crate) fn check_fast_path(text: &str) {
+    let (mut toks, mut side) = (vec![], String::new());
+    if lex::tape(text, &mut toks, &mut side).is_err() {
+        return;
+    }
+    let (mut want, mut want_side) = (vec![], String::new());
+    if let Err(e) = serde_tape(text, &mut want, &mut want_side) {
+        panic!("the fast path accepted what serde_json refuses ({e}): {text:?}");
+    }
+    let bits = |t: &Tok| match *t {
+        Tok::F64(x) => format!("F64({:#x})", x.to_bits()),
+        t => format!("{t:?}"),
+    };
+    let a: Vec<String> = toks.iter().map(bits).collect();
+    let b: Vec<String> = want.iter().map(bits).collect();
+    assert_eq!(a, b, "tokens differ for {text:?}");
+    assert_eq!(side, want_side, "decoded strings differ for {text:?}");
 }
 
 /// One value of a document.

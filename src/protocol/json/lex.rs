@@ -1,0 +1,356 @@
+//! The fast path of [`Doc::parse`](super::Doc::parse): one loop over the bytes that
+//! appends the tape's tokens directly, for the JSON real devices send.
+//!
+//! Why a lexer of our own beside serde_json: the tape is built for every message,
+//! and serde_json's visitor (a call per value through `deserialize_any`, a seed per
+//! key) was about a quarter of `analyze`'s CPU. The crates that lex faster were
+//! measured and dropped (simd-json and sonic-rs, see `json/mod.rs`). This loop
+//! handles the common subset exactly as serde_json reads it and gives up
+//! ([`Bail`]) on anything else: an error, a depth beyond [`MAX_DEPTH`], an integer
+//! beyond 64 bits. serde_json then parses the payload as before, so its errors (with
+//! line and column), its limits and its numbers stay the only ones edgetap reports.
+//! Decimals are read by serde_json itself, from the number's text, so a value is
+//! the same bits on either path. `fuzzcheck::json_tape` checks that both paths give
+//! the same tape.
+
+use super::Tok;
+
+/// The fast path declined the document: serde_json decides.
+#[derive(Debug)]
+pub(super) struct Bail;
+
+/// Deepest nesting the fast path reads (serde_json reads 128 levels).
+pub(super) const MAX_DEPTH: usize = 64;
+
+/// Appends the tokens of `text`, strings with escapes decoded into `side`, as the
+/// serde_json visitor would. `Err(Bail)` leaves `toks` and `side` to be cleared.
+pub(super) fn tape(text: &str, toks: &mut Vec<Tok>, side: &mut String) -> Result<(), Bail> {
+    let b = text.as_bytes();
+    let mut lx = Lexer {
+        text,
+        b,
+        i: 0,
+        toks,
+        side,
+    };
+    // Open containers: (token index, is an object, members so far).
+    let mut open: [(u32, bool, u32); MAX_DEPTH] = [(0, false, 0); MAX_DEPTH];
+    let mut depth = 0usize;
+    'value: loop {
+        // A value starts here.
+        lx.ws();
+        match lx.peek()? {
+            c @ (b'{' | b'[') => {
+                if depth == MAX_DEPTH {
+                    return Err(Bail);
+                }
+                let obj = c == b'{';
+                open[depth] = (lx.toks.len() as u32, obj, 0);
+                depth += 1;
+                lx.toks.push(Tok::Null);
+                lx.i += 1;
+                lx.ws();
+                let close = if obj { b'}' } else { b']' };
+                if lx.peek()? == close {
+                    lx.i += 1;
+                    depth -= 1;
+                    lx.close(open[depth]);
+                } else {
+                    if obj {
+                        lx.key()?;
+                    }
+                    continue 'value;
+                }
+            }
+            b'"' => lx.string(false)?,
+            b't' => lx.literal(b"true", Tok::Bool(true))?,
+            b'f' => lx.literal(b"false", Tok::Bool(false))?,
+            b'n' => lx.literal(b"null", Tok::Null)?,
+            b'-' | b'0'..=b'9' => lx.number()?,
+            _ => return Err(Bail),
+        }
+        // A value ended: the next member, or the end of its container(s).
+        loop {
+            lx.ws();
+            if depth == 0 {
+                return if lx.i == b.len() { Ok(()) } else { Err(Bail) };
+            }
+            let top = &mut open[depth - 1];
+            top.2 += 1;
+            match lx.peek()? {
+                b',' => {
+                    lx.i += 1;
+                    if top.1 {
+                        lx.ws();
+                        lx.key()?;
+                    }
+                    continue 'value;
+                }
+                b'}' if top.1 => {}
+                b']' if !top.1 => {}
+                _ => return Err(Bail),
+            }
+            lx.i += 1;
+            depth -= 1;
+            lx.close(open[depth]);
+        }
+    }
+}
+
+struct Lexer<'a, 'p> {
+    text: &'a str,
+    b: &'a [u8],
+    i: usize,
+    toks: &'p mut Vec<Tok>,
+    side: &'p mut String,
+}
+
+impl Lexer<'_, '_> {
+    fn peek(&self) -> Result<u8, Bail> {
+        self.b.get(self.i).copied().ok_or(Bail)
+    }
+
+    /// JSON whitespace (what serde_json skips).
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn close(&mut self, (at, obj, len): (u32, bool, u32)) {
+        let end = self.toks.len() as u32;
+        self.toks[at as usize] = if obj {
+            Tok::Obj { end, len }
+        } else {
+            Tok::Arr { end, len }
+        };
+    }
+
+    /// A member name and its colon.
+    fn key(&mut self) -> Result<(), Bail> {
+        if self.peek()? != b'"' {
+            return Err(Bail);
+        }
+        self.string(true)?;
+        self.ws();
+        if self.peek()? != b':' {
+            return Err(Bail);
+        }
+        self.i += 1;
+        Ok(())
+    }
+
+    fn literal(&mut self, word: &[u8], tok: Tok) -> Result<(), Bail> {
+        if !self.b[self.i..].starts_with(word) {
+            return Err(Bail);
+        }
+        self.i += word.len();
+        self.toks.push(tok);
+        Ok(())
+    }
+
+    /// A string at the opening quote: borrowed when it has no escape, as serde_json
+    /// hands it over, else decoded into `side`.
+    fn string(&mut self, key: bool) -> Result<(), Bail> {
+        let start = self.i + 1;
+        let mut j = start;
+        loop {
+            match *self.b.get(j).ok_or(Bail)? {
+                b'"' => {
+                    self.toks.push(Tok::Str {
+                        at: start as u32,
+                        len: (j - start) as u32,
+                        owned: false,
+                        key,
+                    });
+                    self.i = j + 1;
+                    return Ok(());
+                }
+                b'\\' => break,
+                c if c < 0x20 => return Err(Bail),
+                _ => j += 1,
+            }
+        }
+        // Escapes: the decoded text goes to the side buffer.
+        let at = self.side.len();
+        let text = self.text;
+        let mut run = start; // start of the unescaped run being copied
+        loop {
+            match *self.b.get(j).ok_or(Bail)? {
+                b'"' => {
+                    self.side.push_str(text.get(run..j).ok_or(Bail)?);
+                    self.toks.push(Tok::Str {
+                        at: at as u32,
+                        len: (self.side.len() - at) as u32,
+                        owned: true,
+                        key,
+                    });
+                    self.i = j + 1;
+                    return Ok(());
+                }
+                b'\\' => {
+                    self.side.push_str(text.get(run..j).ok_or(Bail)?);
+                    let c = match *self.b.get(j + 1).ok_or(Bail)? {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\x08',
+                        b'f' => '\x0c',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let (c, used) = self.unicode(j + 2)?;
+                            j += used;
+                            c
+                        }
+                        _ => return Err(Bail),
+                    };
+                    self.side.push(c);
+                    j += 2;
+                    run = j;
+                }
+                c if c < 0x20 => return Err(Bail),
+                _ => j += 1,
+            }
+        }
+    }
+
+    /// The character of `\uXXXX` whose first hex digit is at `at` (with the
+    /// `\uXXXX` of its low surrogate), and the bytes read past `\u`. A lone
+    /// surrogate gives up: serde_json refuses it.
+    fn unicode(&self, at: usize) -> Result<(char, usize), Bail> {
+        let hi = self.hex4(at)?;
+        if (0xDC00..0xE000).contains(&hi) {
+            return Err(Bail);
+        }
+        if !(0xD800..0xDC00).contains(&hi) {
+            return Ok((char::from_u32(hi).ok_or(Bail)?, 4));
+        }
+        if self.b.get(at + 4) != Some(&b'\\') || self.b.get(at + 5) != Some(&b'u') {
+            return Err(Bail);
+        }
+        let lo = self.hex4(at + 6)?;
+        if !(0xDC00..0xE000).contains(&lo) {
+            return Err(Bail);
+        }
+        let c = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+        Ok((char::from_u32(c).ok_or(Bail)?, 10))
+    }
+
+    fn hex4(&self, at: usize) -> Result<u32, Bail> {
+        let digits = self.b.get(at..at + 4).ok_or(Bail)?;
+        let mut x = 0u32;
+        for &d in digits {
+            x = x * 16 + (d as char).to_digit(16).ok_or(Bail)?;
+        }
+        Ok(x)
+    }
+
+    /// A number: integers as serde_json reads them (`u64`, negative `i64`, `-0` as a
+    /// float); a decimal or exponent read by serde_json from the number's text.
+    fn number(&mut self) -> Result<(), Bail> {
+        let start = self.i;
+        let neg = self.b[start] == b'-';
+        let mut j = start + neg as usize;
+        let first = *self.b.get(j).ok_or(Bail)?;
+        if !first.is_ascii_digit() {
+            return Err(Bail);
+        }
+        let mut x: u64 = 0;
+        while let Some(&d @ b'0'..=b'9') = self.b.get(j) {
+            if j > start + neg as usize && first == b'0' {
+                return Err(Bail); // a leading zero
+            }
+            x = x
+                .checked_mul(10)
+                .and_then(|x| x.checked_add((d - b'0') as u64))
+                .ok_or(Bail)?;
+            j += 1;
+        }
+        if let Some(b'.' | b'e' | b'E') = self.b.get(j) {
+            j += 1;
+            while let Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') = self.b.get(j) {
+                j += 1;
+            }
+            let x: f64 = serde_json::from_str(self.text.get(start..j).ok_or(Bail)?)
+                .map_err(|_| Bail)?;
+            self.toks.push(Tok::F64(x));
+            self.i = j;
+            return Ok(());
+        }
+        let tok = if !neg {
+            Tok::U64(x)
+        } else {
+            // serde_json's reading: a negative beyond i64, and -0, become floats.
+            let n = (x as i64).wrapping_neg();
+            if n >= 0 {
+                Tok::F64(-(x as f64))
+            } else {
+                Tok::I64(n)
+            }
+        };
+        self.toks.push(tok);
+        self.i = j;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast(text: &str) -> bool {
+        let (mut toks, mut side) = (vec![], String::new());
+        tape(text, &mut toks, &mut side).is_ok()
+    }
+
+    #[test]
+    fn reads_what_devices_send_as_serde_json_does() {
+        for text in [
+            r#"{"mid":1000000000020000,"type":"REP_SYS_STATUS","param":{"cpuRate":12,"memUsed":{"phy":41},"linkState":[{"name":"eth0","status":"up"}]}}"#,
+            " {\n\t\"a\" : [ 1 , -2 , 3.5 , 1e3 , -0 , -0.0 , 0 , true , false , null , { } , [ ] ] } \r\n",
+            r#"{"s":"a\"b\\c\/d\b\f\n\r\t\u0041\u4e2d\ud83d\ude00","k\u0020":"名称"}"#,
+            r#"{"big":18446744073709551615,"min":-9223372036854775808,"beyond":-9223372036854775809}"#,
+            r#"[{"a":{"b":{"c":[[[]]]}}}]"#,
+            r#""just a string""#,
+            "42",
+        ] {
+            assert!(fast(text), "the fast path declined {text}");
+            crate::protocol::json::check_fast_path(text);
+        }
+    }
+
+    #[test]
+    fn gives_up_on_what_it_does_not_read_so_serde_json_decides() {
+        for text in [
+            "",
+            "{",
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            "[1,]",
+            "01",
+            "-",
+            "1.",
+            "1e",
+            "18446744073709551616",
+            "1e400",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "\"\\x\"",
+            "\"a\u{1}b\"",
+            "tru",
+            "nul",
+            "{} x",
+            "{}}",
+            "[}",
+            &"[".repeat(MAX_DEPTH + 1),
+        ] {
+            assert!(!fast(text), "the fast path read {text:?}");
+            crate::protocol::json::check_fast_path(text);
+        }
+        // Deep but within the limit: read.
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(fast(&deep));
+    }
+}
