@@ -155,7 +155,7 @@ pub fn analyze_files_parallel_charted(
         if f.staged_len() >= at_least {
             let mut recycled = None;
             for mut done in back_rx.try_iter() {
-                done.clear();
+                f.recycle(&mut done);
                 recycled = Some(done);
             }
             let mut batch = recycled.unwrap_or_else(|| Vec::with_capacity(BATCH));

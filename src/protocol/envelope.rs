@@ -261,8 +261,16 @@ fn json_error(text: &[u8], e: serde_json::Error) -> PayloadError {
 /// Parses a payload. `mid` and `code` are accepted as numbers or numeric strings
 /// (the schema rules report the string form); keys with whitespace are read trimmed.
 pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
+    parse_envelope_into(payload, json::Buffers::default())
+}
+
+/// [`parse_envelope`] into the buffers of an earlier document ([`Doc::into_buffers`]).
+pub fn parse_envelope_into(
+    payload: bytes::Bytes,
+    bufs: json::Buffers,
+) -> Result<Envelope, PayloadError> {
     let (text, mut deviations) = tolerated_edges(&payload);
-    let mut doc = match Doc::parse(text.clone()) {
+    let mut doc = match Doc::parse_into(text.clone(), bufs) {
         Ok(d) => d,
         Err(e) if deviations.is_empty() || is_depth_error(&e) => return Err(json_error(&text, e)),
         // Not JSON even without the tolerated edges: serde_json's message about

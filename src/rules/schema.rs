@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use super::model::{FieldSpec, Fields, Format, JsonType};
 use crate::protocol::{Members, Val, View};
+
 use regex::Regex;
 
 /// A path built only when a violation needs it: validating a conforming message
@@ -57,58 +58,159 @@ pub fn validate_object(
     spec_path: &str,
     out: &mut Vec<Violation>,
 ) {
-    object(
-        &PathRef::Root(prefix),
-        obj,
-        fields,
+    let mut w = Walk {
         regexes,
-        &PathRef::Root(spec_path),
         out,
-    )
+        leaves: None,
+    };
+    w.object(&PathRef::Root(prefix), obj, fields, &PathRef::Root(spec_path))
 }
 
-fn object(
-    path: &PathRef<'_>,
-    obj: Members<'_>,
+/// [`validate_object`] of the object `target`, noting in `leaves` every value it
+/// checked and the checks that depend on the value rather than on the document's
+/// shape: what [`leaves_hold`] checks again on a document of the same shape.
+pub fn validate_object_noting(
+    prefix: &str,
+    target: Val<'_>,
     fields: &Fields,
     regexes: &BTreeMap<String, Regex>,
-    spec_path: &PathRef<'_>,
     out: &mut Vec<Violation>,
+    leaves: &mut Vec<Leaf>,
 ) {
-    // One pass over the members, each matched to its field spec; then the specs in
-    // order, so that violations come out in the rule file's field order. What was
-    // found is kept as token indices (a few bytes each: this runs for every object
-    // of every message, the items of arrays too).
-    const INLINE: usize = 32;
-    const NONE: u32 = u32::MAX;
-    let mut found = [NONE; INLINE];
-    let inline = fields.len() <= INLINE;
-    if inline {
-        for (k, v) in obj {
-            if let Some(i) = fields.position(k) {
-                found[i] = v.index(); // the last of duplicate keys counts, as in serde_json
+    let Some(obj) = target.as_object() else {
+        return;
+    };
+    let mut w = Walk {
+        regexes,
+        out,
+        leaves: Some((target.index(), leaves)),
+    };
+    w.object(&PathRef::Root(prefix), obj, fields, &PathRef::Root(""))
+}
+
+/// A value a schema checked, by its token's place in the checked object, and what of
+/// its spec depends on the value itself (enumeration, range, length, format,
+/// pattern; with them the type, which stops them when wrong). The rest of a spec
+/// (required members, nulls, types, element counts, nested specs) depends only on
+/// the document's shape, and a value with no other check is no leaf.
+#[derive(Debug, Clone)]
+pub struct Leaf {
+    at: u32,
+    ty: Option<JsonType>,
+    allowed: Option<Vec<serde_json::Value>>,
+    min: Option<f64>,
+    max: Option<f64>,
+    min_len: Option<usize>,
+    max_len: Option<usize>,
+    datetime: bool,
+    regex: Option<Regex>,
+}
+
+impl Leaf {
+    fn scalar(&self) -> Scalar<'_> {
+        Scalar {
+            ty: self.ty,
+            allowed: self.allowed.as_deref(),
+            min: self.min,
+            max: self.max,
+            min_len: self.min_len,
+            max_len: self.max_len,
+            datetime: self.datetime,
+            regex: self.regex.as_ref(),
+        }
+    }
+}
+
+/// Whether the values noted by [`validate_object_noting`] on a document found clean
+/// pass again in `target`, an object of the same shape
+/// ([`crate::protocol::json::Shape`]): then [`validate_object`] finds nothing there.
+pub fn leaves_hold(target: Val<'_>, leaves: &[Leaf]) -> bool {
+    leaves.iter().all(|leaf| {
+        let v = target.offset(leaf.at);
+        let mut ok = true;
+        scalar(v, &v.view(), leaf.scalar(), &mut |_, _| ok = false);
+        ok
+    })
+}
+
+/// The value-dependent part of a field spec, borrowed from a rule or a [`Leaf`].
+#[derive(Clone, Copy)]
+struct Scalar<'s> {
+    ty: Option<JsonType>,
+    allowed: Option<&'s [serde_json::Value]>,
+    min: Option<f64>,
+    max: Option<f64>,
+    min_len: Option<usize>,
+    max_len: Option<usize>,
+    datetime: bool,
+    regex: Option<&'s Regex>,
+}
+
+impl<'s> Scalar<'s> {
+    fn of(spec: &'s FieldSpec, regex: Option<&'s Regex>) -> Scalar<'s> {
+        Scalar {
+            ty: spec.ty,
+            allowed: spec.allowed.as_deref(),
+            min: spec.min,
+            max: spec.max,
+            min_len: spec.min_len,
+            max_len: spec.max_len,
+            datetime: spec.format == Some(Format::Datetime),
+            regex,
+        }
+    }
+}
+
+/// One validation: where violations go, and where checked values are noted.
+struct Walk<'r, 'o> {
+    regexes: &'r BTreeMap<String, Regex>,
+    out: &'o mut Vec<Violation>,
+    /// The checked object's token index, and the leaves noted so far.
+    leaves: Option<(u32, &'o mut Vec<Leaf>)>,
+}
+
+impl Walk<'_, '_> {
+    fn object(
+        &mut self,
+        path: &PathRef<'_>,
+        obj: Members<'_>,
+        fields: &Fields,
+        spec_path: &PathRef<'_>,
+    ) {
+        // One pass over the members, each matched to its field spec; then the specs
+        // in order, so that violations come out in the rule file's field order. What
+        // was found is kept as token indices (a few bytes each: this runs for every
+        // object of every message, the items of arrays too).
+        const INLINE: usize = 32;
+        const NONE: u32 = u32::MAX;
+        let mut found = [NONE; INLINE];
+        let inline = fields.len() <= INLINE;
+        if inline {
+            for (k, v) in obj {
+                if let Some(i) = fields.position(k) {
+                    found[i] = v.index(); // the last of duplicate keys counts, as in serde_json
+                }
+            }
+        }
+        for (i, (name, spec)) in fields.iter().enumerate() {
+            let p = PathRef::Field(path, name);
+            let sp = PathRef::Field(spec_path, name);
+            let member = if inline {
+                (found[i] != NONE).then(|| obj.at(found[i]))
+            } else {
+                obj.get(name)
+            };
+            match member.filter(|v| !v.is_null()) {
+                None if spec.required => self.out.push(Violation {
+                    path: p.render(),
+                    expected: format!("required {}", spec.ty.map_or("field", |t| t.as_str())),
+                    seen: Self::absent(member, obj, name),
+                }),
+                None => {}
+                Some(v) => self.value(&p, v, spec, &sp),
             }
         }
     }
-    for (i, (name, spec)) in fields.iter().enumerate() {
-        let p = PathRef::Field(path, name);
-        let sp = PathRef::Field(spec_path, name);
-        let member = if inline {
-            (found[i] != NONE).then(|| obj.at(found[i]))
-        } else {
-            obj.get(name)
-        };
-        match member.filter(|v| !v.is_null()) {
-            None if spec.required => out.push(Violation {
-                path: p.render(),
-                expected: format!("required {}", spec.ty.map_or("field", |t| t.as_str())),
-                seen: absent(member, obj, name),
-            }),
-            None => {}
-            Some(v) => value(&p, v, spec, regexes, &sp, out),
-        }
-    }
-}
 
 /// How a required member is missing: null, absent, or absent but present under a key
 /// with whitespace around the name (a reader looking the name up does not find it).
@@ -127,38 +229,116 @@ fn absent(member: Option<Val<'_>>, obj: Members<'_>, name: &str) -> String {
     "absent".into()
 }
 
-fn value(
-    path: &PathRef<'_>,
-    v: Val<'_>,
-    spec: &FieldSpec,
-    regexes: &BTreeMap<String, Regex>,
-    spec_path: &PathRef<'_>,
-    out: &mut Vec<Violation>,
-) {
-    let mut push = |expected: String, seen: String| {
-        out.push(Violation {
-            path: path.render(),
-            expected,
-            seen,
-        })
-    };
-    // The value's kind is read once: each accessor of the tree decodes it anew.
-    let view = v.view();
-    if let Some(ty) = spec.ty {
-        if !type_matches(ty, &view) {
-            push(ty.as_str().to_string(), describe(v));
+    fn value(&mut self, path: &PathRef<'_>, v: Val<'_>, spec: &FieldSpec, spec_path: &PathRef<'_>) {
+        let regex = match spec.pattern {
+            Some(_) => self.regexes.get(&spec_path.render()),
+            None => None,
+        };
+        let checks = Scalar::of(spec, regex);
+        // A type alone is the shape's (the token's kind), not the value's.
+        let by_value = checks.allowed.is_some()
+            || checks.min.is_some()
+            || checks.max.is_some()
+            || checks.min_len.is_some()
+            || checks.max_len.is_some()
+            || checks.datetime
+            || checks.regex.is_some();
+        if let (Some((base, leaves)), true) = (&mut self.leaves, by_value) {
+            leaves.push(Leaf {
+                at: v.index() - *base,
+                ty: checks.ty,
+                allowed: checks.allowed.map(<[_]>::to_vec),
+                min: checks.min,
+                max: checks.max,
+                min_len: checks.min_len,
+                max_len: checks.max_len,
+                datetime: checks.datetime,
+                regex: checks.regex.cloned(),
+            });
+        }
+        let out = &mut *self.out;
+        let mut push = |expected: String, seen: String| {
+            out.push(Violation {
+                path: path.render(),
+                expected,
+                seen,
+            })
+        };
+        // The value's kind is read once: each accessor of the tree decodes it anew.
+        let view = v.view();
+        if !scalar(v, &view, checks, &mut push) {
             return;
         }
+        match view {
+            View::Arr(items) => {
+                if let Some(min) = spec.min_items {
+                    if items.len() < min {
+                        push(
+                            format!("at least {min} elements"),
+                            format!("{}", items.len()),
+                        );
+                    }
+                }
+                if let Some(max) = spec.max_items {
+                    if items.len() > max {
+                        push(
+                            format!("at most {max} elements"),
+                            format!("{}", items.len()),
+                        );
+                    }
+                }
+                if let Some(item_spec) = &spec.items {
+                    let isp = PathRef::Items(spec_path);
+                    for (i, item) in items.enumerate() {
+                        self.value(&PathRef::Index(path, i), item, item_spec, &isp);
+                    }
+                }
+            }
+            View::Obj(obj) => {
+                if let Some(fields) = &spec.fields {
+                    self.object(path, obj, fields, spec_path);
+                }
+                if let Some(names) = &spec.at_least_one_of {
+                    if !names
+                        .iter()
+                        .any(|n| obj.get(n).is_some_and(|x| !x.is_null()))
+                    {
+                        self.out.push(Violation {
+                            path: path.render(),
+                            expected: format!("at least one of {}", names.join(", ")),
+                            seen: "none".into(),
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
     }
-    if let Some(allowed) = &spec.allowed {
+}
+
+/// The checks of a value that depend on the value itself; each failure goes to
+/// `push(expected, seen)`. False when the type is wrong (nothing else is checked).
+fn scalar(
+    v: Val<'_>,
+    view: &View<'_>,
+    spec: Scalar<'_>,
+    push: &mut dyn FnMut(String, String),
+) -> bool {
+    if let Some(ty) = spec.ty {
+        if !type_matches(ty, view) {
+            push(ty.as_str().to_string(), describe(v));
+            return false;
+        }
+    }
+    if let Some(allowed) = spec.allowed {
         if !allowed.iter().any(|a| json_eq(a, v)) {
             let list: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
             push(format!("one of {}", list.join(", ")), describe(v));
         }
     }
-    match view {
+    match *view {
         View::U64(_) | View::I64(_) | View::F64(_) => {
-            let Some(x) = v.as_f64() else { return };
+            let Some(x) = v.as_f64() else { return true };
             if let Some(min) = spec.min {
                 if x < min {
                     push(format!(">= {min}"), describe(v));
@@ -184,70 +364,21 @@ fn value(
                     }
                 }
             }
-            if spec.format == Some(Format::Datetime) && !is_std_datetime(s) {
+            if spec.datetime && !is_std_datetime(s) {
                 push(
                     "a date-time \"yyyy-MM-dd HH:mm:ss\"".into(),
                     format!("{s:?}"),
                 );
             }
-            if spec.pattern.is_some() {
-                if let Some(r) = regexes.get(&spec_path.render()) {
-                    if !r.is_match(s) {
-                        push(format!("to match /{}/", r.as_str()), format!("{s:?}"));
-                    }
+            if let Some(r) = spec.regex {
+                if !r.is_match(s) {
+                    push(format!("to match /{}/", r.as_str()), format!("{s:?}"));
                 }
             }
         }
-        View::Arr(items) => {
-            if let Some(min) = spec.min_items {
-                if items.len() < min {
-                    push(
-                        format!("at least {min} elements"),
-                        format!("{}", items.len()),
-                    );
-                }
-            }
-            if let Some(max) = spec.max_items {
-                if items.len() > max {
-                    push(
-                        format!("at most {max} elements"),
-                        format!("{}", items.len()),
-                    );
-                }
-            }
-            if let Some(item_spec) = &spec.items {
-                let isp = PathRef::Items(spec_path);
-                for (i, item) in items.enumerate() {
-                    value(
-                        &PathRef::Index(path, i),
-                        item,
-                        item_spec,
-                        regexes,
-                        &isp,
-                        out,
-                    );
-                }
-            }
-        }
-        View::Obj(obj) => {
-            if let Some(fields) = &spec.fields {
-                object(path, obj, fields, regexes, spec_path, out);
-            }
-            if let Some(names) = &spec.at_least_one_of {
-                if !names
-                    .iter()
-                    .any(|n| obj.get(n).is_some_and(|x| !x.is_null()))
-                {
-                    out.push(Violation {
-                        path: path.render(),
-                        expected: format!("at least one of {}", names.join(", ")),
-                        seen: "none".into(),
-                    });
-                }
-            }
-        }
-        View::Null | View::Bool(_) => {}
+        _ => {}
     }
+    true
 }
 
 fn type_matches(ty: JsonType, v: &View<'_>) -> bool {

@@ -78,9 +78,14 @@ impl Unparsed {
     }
 
     pub fn parse(self) -> Message {
+        self.parse_into(Default::default())
+    }
+
+    /// [`Unparsed::parse`] into the buffers of an earlier message's document.
+    pub fn parse_into(self, bufs: protocol::json::Buffers) -> Message {
         // A cheap handle on the bytes: their start is copied only when unreadable.
         let payload = self.payload.clone();
-        let body = protocol::parse_envelope(self.payload);
+        let body = protocol::parse_envelope_into(self.payload, bufs);
         let raw = body.is_err().then(|| protocol::RawPayload::of(&payload));
         Message {
             seq: self.seq,
@@ -127,7 +132,12 @@ pub struct Framer {
     seq: u64,
     findings: Vec<Finding>,
     last_time_us: i64,
+    /// Buffers of judged messages' documents ([`Framer::recycle`]), for the next.
+    spare: Vec<protocol::json::Buffers>,
 }
+
+/// Documents' buffers a framer keeps for reuse (a batch or two in flight).
+const SPARE: usize = 1024;
 
 impl Framer {
     pub fn new(rules: Arc<RuleSet>, settings: Settings) -> Framer {
@@ -146,6 +156,7 @@ impl Framer {
             seq: 0,
             findings: vec![],
             last_time_us: 0,
+            spare: vec![],
         }
     }
 
@@ -192,6 +203,19 @@ impl Framer {
     /// Moves what is staged so far to the end of `out`.
     pub fn take_staged(&mut self, out: &mut Vec<Staged>) {
         out.append(&mut self.staged);
+    }
+
+    /// Empties a batch the judge is done with, keeping its documents' buffers for
+    /// the messages to come (on this thread, which allocated them).
+    pub fn recycle(&mut self, done: &mut Vec<Staged>) {
+        for s in done.drain(..) {
+            if self.spare.len() >= SPARE {
+                continue;
+            }
+            if let Staged::Message(Message { body: Ok(env), .. }) = s {
+                self.spare.extend(env.doc.into_buffers());
+            }
+        }
     }
 
     pub fn staged_len(&self) -> usize {
@@ -618,7 +642,7 @@ impl Framer {
         // The one parse of the payload (classification, the rules, the store and the
         // reports all read it): here, or on the judge's thread.
         self.staged.push(match self.leave_payloads {
-            false => Staged::Message(raw.parse()),
+            false => Staged::Message(raw.parse_into(self.spare.pop().unwrap_or_default())),
             true => Staged::Unparsed(raw),
         });
     }

@@ -23,8 +23,20 @@ pub(super) struct Bail;
 pub(super) const MAX_DEPTH: usize = 64;
 
 /// Appends the tokens of `text`, strings with escapes decoded into `side`, as the
-/// serde_json visitor would. `Err(Bail)` leaves `toks` and `side` to be cleared.
-pub(super) fn tape(text: &str, toks: &mut Vec<Tok>, side: &mut String) -> Result<(), Bail> {
+/// serde_json visitor would, and the document's skeleton to `skel` (see
+/// [`Shape`](super::Shape)): its brackets, a `:` and the length (one byte) of
+/// each member name, and a letter per scalar (`s`tring, `u`64, `i`64, `f`64,
+/// `b`oolean, `n`ull). It reads back one way only: in an object the next byte is
+/// `}` or a name's `:`, always followed by one length byte. The names themselves are
+/// compared on the tape ([`Doc::has_shape`](super::Doc::has_shape)), off this
+/// thread. The skeleton is left empty when a name has an escape or 256 bytes or
+/// more. `Err(Bail)` leaves all three to be cleared.
+pub(super) fn tape(
+    text: &str,
+    toks: &mut Vec<Tok>,
+    side: &mut String,
+    skel: &mut Vec<u8>,
+) -> Result<(), Bail> {
     let b = text.as_bytes();
     let mut lx = Lexer {
         text,
@@ -32,6 +44,8 @@ pub(super) fn tape(text: &str, toks: &mut Vec<Tok>, side: &mut String) -> Result
         i: 0,
         toks,
         side,
+        skel,
+        skel_whole: true,
     };
     // Open containers: (token index, is an object, members so far).
     let mut open: [(u32, bool, u32); MAX_DEPTH] = [(0, false, 0); MAX_DEPTH];
@@ -48,6 +62,7 @@ pub(super) fn tape(text: &str, toks: &mut Vec<Tok>, side: &mut String) -> Result
                 open[depth] = (lx.toks.len() as u32, obj, 0);
                 depth += 1;
                 lx.toks.push(Tok::Null);
+                lx.skel.push(c);
                 lx.i += 1;
                 lx.ws();
                 let close = if obj { b'}' } else { b']' };
@@ -62,10 +77,13 @@ pub(super) fn tape(text: &str, toks: &mut Vec<Tok>, side: &mut String) -> Result
                     continue 'value;
                 }
             }
-            b'"' => lx.string(false)?,
-            b't' => lx.literal(b"true", Tok::Bool(true))?,
-            b'f' => lx.literal(b"false", Tok::Bool(false))?,
-            b'n' => lx.literal(b"null", Tok::Null)?,
+            b'"' => {
+                lx.string(false)?;
+                lx.skel.push(b's');
+            }
+            b't' => lx.literal(b"true", Tok::Bool(true), b'b')?,
+            b'f' => lx.literal(b"false", Tok::Bool(false), b'b')?,
+            b'n' => lx.literal(b"null", Tok::Null, b'n')?,
             b'-' | b'0'..=b'9' => lx.number()?,
             _ => return Err(Bail),
         }
@@ -73,7 +91,13 @@ pub(super) fn tape(text: &str, toks: &mut Vec<Tok>, side: &mut String) -> Result
         loop {
             lx.ws();
             if depth == 0 {
-                return if lx.i == b.len() { Ok(()) } else { Err(Bail) };
+                if lx.i != b.len() {
+                    return Err(Bail);
+                }
+                if !lx.skel_whole {
+                    lx.skel.clear();
+                }
+                return Ok(());
             }
             let top = &mut open[depth - 1];
             top.2 += 1;
@@ -97,12 +121,46 @@ pub(super) fn tape(text: &str, toks: &mut Vec<Tok>, side: &mut String) -> Result
     }
 }
 
+/// Length of the run of bytes at the start of `b` that need no look in a string: no
+/// quote, no backslash, no control character. Eight bytes at a time (the classic
+/// "has a zero byte" and "has a byte less than n" word tricks: the lowest flagged
+/// byte is exact, which is the only one read), then one by one.
+fn plain_run(b: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let special = |x: u64| {
+        let quote = x ^ (ONES * b'"' as u64);
+        let slash = x ^ (ONES * b'\\' as u64);
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v;
+        (zero(quote) | zero(slash) | (x.wrapping_sub(ONES * 0x20) & !x)) & HIGH
+    };
+    let mut n = 0;
+    while let Some(word) = b.get(n..n + 8) {
+        let x = u64::from_le_bytes(word.try_into().unwrap_or([b'"'; 8]));
+        let m = special(x);
+        if m != 0 {
+            return n + (m.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    while let Some(&c) = b.get(n) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
 struct Lexer<'a, 'p> {
     text: &'a str,
     b: &'a [u8],
     i: usize,
     toks: &'p mut Vec<Tok>,
     side: &'p mut String,
+    skel: &'p mut Vec<u8>,
+    /// No member name so far had an escape.
+    skel_whole: bool,
 }
 
 impl Lexer<'_, '_> {
@@ -118,6 +176,7 @@ impl Lexer<'_, '_> {
     }
 
     fn close(&mut self, (at, obj, len): (u32, bool, u32)) {
+        self.skel.push(if obj { b'}' } else { b']' });
         let end = self.toks.len() as u32;
         self.toks[at as usize] = if obj {
             Tok::Obj { end, len }
@@ -132,6 +191,15 @@ impl Lexer<'_, '_> {
             return Err(Bail);
         }
         self.string(true)?;
+        match self.toks.last() {
+            Some(Tok::Str {
+                owned: false, len, ..
+            }) if *len < 256 => {
+                self.skel.push(b':');
+                self.skel.push(*len as u8);
+            }
+            _ => self.skel_whole = false,
+        }
         self.ws();
         if self.peek()? != b':' {
             return Err(Bail);
@@ -140,12 +208,13 @@ impl Lexer<'_, '_> {
         Ok(())
     }
 
-    fn literal(&mut self, word: &[u8], tok: Tok) -> Result<(), Bail> {
+    fn literal(&mut self, word: &[u8], tok: Tok, letter: u8) -> Result<(), Bail> {
         if !self.b[self.i..].starts_with(word) {
             return Err(Bail);
         }
         self.i += word.len();
         self.toks.push(tok);
+        self.skel.push(letter);
         Ok(())
     }
 
@@ -153,7 +222,7 @@ impl Lexer<'_, '_> {
     /// hands it over, else decoded into `side`.
     fn string(&mut self, key: bool) -> Result<(), Bail> {
         let start = self.i + 1;
-        let mut j = start;
+        let mut j = start + plain_run(&self.b[start..]);
         loop {
             match *self.b.get(j).ok_or(Bail)? {
                 b'"' => {
@@ -276,21 +345,23 @@ impl Lexer<'_, '_> {
             let x: f64 = serde_json::from_str(self.text.get(start..j).ok_or(Bail)?)
                 .map_err(|_| Bail)?;
             self.toks.push(Tok::F64(x));
+            self.skel.push(b'f');
             self.i = j;
             return Ok(());
         }
-        let tok = if !neg {
-            Tok::U64(x)
+        let (tok, letter) = if !neg {
+            (Tok::U64(x), b'u')
         } else {
             // serde_json's reading: a negative beyond i64, and -0, become floats.
             let n = (x as i64).wrapping_neg();
             if n >= 0 {
-                Tok::F64(-(x as f64))
+                (Tok::F64(-(x as f64)), b'f')
             } else {
-                Tok::I64(n)
+                (Tok::I64(n), b'i')
             }
         };
         self.toks.push(tok);
+        self.skel.push(letter);
         self.i = j;
         Ok(())
     }
@@ -301,8 +372,8 @@ mod tests {
     use super::*;
 
     fn fast(text: &str) -> bool {
-        let (mut toks, mut side) = (vec![], String::new());
-        tape(text, &mut toks, &mut side).is_ok()
+        let (mut toks, mut side, mut skel) = (vec![], String::new(), vec![]);
+        tape(text, &mut toks, &mut side, &mut skel).is_ok()
     }
 
     #[test]
@@ -318,6 +389,23 @@ mod tests {
         ] {
             assert!(fast(text), "the fast path declined {text}");
             crate::protocol::json::check_fast_path(text);
+        }
+    }
+
+    #[test]
+    fn plain_runs_stop_at_the_first_byte_a_string_must_look_at() {
+        for (text, n) in [
+            ("", 0),
+            ("abc", 3),
+            ("abcdefgh", 8),
+            ("abcdefghijk\"", 11),
+            ("abcdefg\\h", 7),
+            ("名称名称\"", 12),
+            ("\x1fabc", 0),
+            ("abcdefgh\x7f\x20\"", 10),
+            ("a\"bcdefgh\"", 1),
+        ] {
+            assert_eq!(plain_run(text.as_bytes()), n, "{text:?}");
         }
     }
 

@@ -19,6 +19,9 @@
 use std::fmt;
 
 mod lex;
+mod shape;
+
+pub use shape::{Shape, MAX_SHAPE_BYTES};
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -53,9 +56,11 @@ enum Tok {
 #[derive(Clone)]
 pub struct Doc {
     /// The payload; a document serde_json accepted is UTF-8 throughout.
-    text: Box<str>,
+    text: String,
     toks: Vec<Tok>,
     side: String,
+    /// The skeleton the fast path wrote ([`Shape`]); empty when it has none.
+    skel: Vec<u8>,
     /// Root keys are read trimmed (`"type "` is `type`): see `protocol::Deviation`.
     trim_root_keys: bool,
 }
@@ -66,9 +71,38 @@ impl fmt::Debug for Doc {
     }
 }
 
+/// The buffers of a document no longer needed, for the next one to fill: a reader
+/// that parses a message after a message (`analyze`) allocates a document's text
+/// and tape once, not per message (their malloc and free were a tenth of its CPU).
+#[derive(Default)]
+pub struct Buffers {
+    text: String,
+    toks: Vec<Tok>,
+    side: String,
+    skel: Vec<u8>,
+}
+
+impl Buffers {
+    /// Buffers larger than this are dropped, not kept for another document.
+    const KEEP_BYTES: usize = 64 * 1024;
+
+    /// The bytes they hold, about.
+    fn bytes(&self) -> usize {
+        self.text.capacity()
+            + self.toks.capacity() * std::mem::size_of::<Tok>()
+            + self.side.capacity()
+            + self.skel.capacity()
+    }
+}
+
 impl Doc {
     /// Parses `payload`; the error is serde_json's, with line and column.
     pub fn parse(payload: bytes::Bytes) -> Result<Doc, serde_json::Error> {
+        Doc::parse_into(payload, Buffers::default())
+    }
+
+    /// [`Doc::parse`] into the buffers of an earlier document ([`Doc::into_buffers`]).
+    pub fn parse_into(payload: bytes::Bytes, bufs: Buffers) -> Result<Doc, serde_json::Error> {
         // UTF-8 is checked once for the whole payload (fast), so that the lexer reads
         // text and checks no string again. A payload that is not UTF-8 is read as
         // bytes, for serde_json's own error with its position.
@@ -81,19 +115,45 @@ impl Doc {
                 return Err(e);
             }
         };
-        let mut toks = Vec::with_capacity(payload.len() / 12 + 4);
-        let mut side = String::new();
-        if lex::tape(text, &mut toks, &mut side).is_err() {
+        let Buffers {
+            text: mut own,
+            mut toks,
+            mut side,
+            mut skel,
+        } = bufs;
+        own.clear();
+        toks.clear();
+        side.clear();
+        skel.clear();
+        own.push_str(text);
+        // About one token per 7 bytes of the devices' JSON: one allocation, no
+        // regrowth. The skeleton is never longer than the text.
+        toks.reserve(payload.len() / 6 + 8);
+        skel.reserve(text.len());
+        if lex::tape(text, &mut toks, &mut side, &mut skel).is_err() {
             toks.clear();
             side.clear();
+            skel.clear();
             serde_tape(text, &mut toks, &mut side)?;
         }
         Ok(Doc {
-            text: text.into(),
+            text: own,
             toks,
             side,
+            skel,
             trim_root_keys: false,
         })
+    }
+
+    /// Its buffers, for [`Doc::parse_into`]; `None` when they are too large to keep.
+    pub fn into_buffers(self) -> Option<Buffers> {
+        let b = Buffers {
+            text: self.text,
+            toks: self.toks,
+            side: self.side,
+            skel: self.skel,
+        };
+        (b.bytes() <= Buffers::KEEP_BYTES).then_some(b)
     }
 
     /// The JSON text as received (the tolerated edges cut off).
@@ -172,8 +232,8 @@ fn serde_tape(text: &str, toks: &mut Vec<Tok>, side: &mut String) -> Result<(), 
 /// accepts a document, serde_json accepts it with the same tokens (floats to the
 /// bit) and the same decoded strings. For `fuzzcheck::json_tape`.
 pub(crate) fn check_fast_path(text: &str) {
-    let (mut toks, mut side) = (vec![], String::new());
-    if lex::tape(text, &mut toks, &mut side).is_err() {
+    let (mut toks, mut side, mut skel) = (vec![], String::new(), vec![]);
+    if lex::tape(text, &mut toks, &mut side, &mut skel).is_err() {
         return;
     }
     let (mut want, mut want_side) = (vec![], String::new());
@@ -417,7 +477,12 @@ impl<'a> Iterator for Items<'a> {
 /// Equality of two short strings such as field names, compared in place: a call to
 /// the library's compare costs more than the comparison of a few bytes.
 pub fn same_name(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+    same_bytes(a.as_bytes(), b.as_bytes())
+}
+
+/// [`same_name`] of bytes.
+#[inline]
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -93,9 +93,11 @@ impl KeyCache {
 impl Engine {
     /// Payload, envelope and schema checks of one message: what makes a request
     /// invalid. Reads no session state.
-    pub(super) fn content_checks(&self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
+    pub(super) fn content_checks(&mut self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
         let rules = Arc::clone(&self.rules);
         let env = m.envelope();
+        // The message's entry among the known shapes, once looked up.
+        let mut shape_entry = None;
         for &i in self.content.rules_for(ctx.msg_type.as_deref()) {
             let rule = &rules.rules[i];
             let vars_base = || ctx.vars(m);
@@ -149,7 +151,9 @@ impl Engine {
                     if *target == Target::Param && error_reply {
                         continue;
                     }
-                    for viol in schema_violations(env, *target, fields, rule) {
+                    let shapes = Some((&mut self.shapes, &mut shape_entry));
+                    let viols = schema_violations(env, *target, fields, rule, i, shapes);
+                    for viol in viols {
                         // A tolerated deviation (a string code, an epoch
                         // timestamp) is reported once per connection by its
                         // dialect rule, not on every message.
@@ -227,7 +231,7 @@ impl Engine {
     /// expiry. A counterpart (the reference sims, a replayer) asks this to decide
     /// whether to reject a request, so that it rejects exactly what the rules reject.
     pub fn judge_alone(rules: &Arc<RuleSet>, m: &Message) -> Vec<Finding> {
-        let engine = Engine::new(Arc::clone(rules));
+        let mut engine = Engine::new(Arc::clone(rules));
         let ctx = engine.context(m);
         let mut out = vec![];
         engine.content_checks(m, &ctx, &mut out);
@@ -246,40 +250,53 @@ impl Engine {
     }
 }
 
+/// The violations of a schema rule (index `ix`) in a message; `shapes` (when given)
+/// remembers the shapes the rule found clean, so that a repeated shape is judged by
+/// its values alone.
 pub(super) fn schema_violations(
     env: &protocol::Envelope,
     target: Target,
     fields: &crate::rules::model::Fields,
     rule: &Rule,
+    ix: usize,
+    shapes: Option<(&mut Shapes, &mut Option<Option<usize>>)>,
 ) -> Vec<Violation> {
-    let mut out = vec![];
-    match target {
-        Target::Message => {
-            if let Some(root) = env.root().as_object() {
-                schema::validate_object("", root, fields, &rule.regexes, "", &mut out)
-            }
-        }
+    let (prefix, obj) = match target {
+        Target::Message => ("", env.root()),
         Target::Param => match env.param().filter(|p| !p.is_null()) {
-            Some(p) => match p.as_object() {
-                Some(obj) => {
-                    schema::validate_object("param", obj, fields, &rule.regexes, "", &mut out)
-                }
-                None => out.push(Violation {
+            Some(p) if p.is_object() => ("param", p),
+            Some(p) => {
+                return vec![Violation {
                     path: "param".into(),
                     expected: "object".into(),
                     seen: schema::describe(p),
-                }),
-            },
-            None => {
-                if fields.values().any(|f| f.required) {
-                    out.push(Violation {
-                        path: "param".into(),
-                        expected: "required object".into(),
-                        seen: "absent".into(),
-                    });
-                }
+                }]
             }
+            None if fields.values().any(|f| f.required) => {
+                return vec![Violation {
+                    path: "param".into(),
+                    expected: "required object".into(),
+                    seen: "absent".into(),
+                }]
+            }
+            None => return vec![],
         },
+    };
+    let mut out = vec![];
+    match (shapes, obj.as_object()) {
+        (Some((shapes, entry)), Some(_)) => {
+            let t = shapes::Target {
+                doc: &env.doc,
+                obj,
+                prefix,
+                entry,
+            };
+            return shapes.violations(t, fields, rule, ix);
+        }
+        (None, Some(members)) => {
+            schema::validate_object(prefix, members, fields, &rule.regexes, "", &mut out)
+        }
+        (_, None) => {}
     }
     out
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::protocol::json::same_name;
-use crate::protocol::{Envelope, Val, View};
+use crate::protocol::{Doc, Envelope, Val, View};
 
 use super::model::{Check, PathSel, Selector, Target, TypeDef};
 use super::schema::{self, Violation};
@@ -25,6 +25,7 @@ mod pairing;
 mod paths;
 mod plan;
 mod sequence;
+mod shapes;
 
 use content::*;
 use context::*;
@@ -34,6 +35,7 @@ use pairing::*;
 use paths::*;
 use plan::Plan;
 use sequence::*;
+use shapes::Shapes;
 
 /// Where a transport-level finding happened.
 #[derive(Debug, Clone, Default)]
@@ -101,6 +103,9 @@ pub struct Engine {
     /// Bytes were lost from the input (a capture gap, a frame cut or unreadable):
     /// a request or an answer may have been among them, so orphans are not judged.
     lost: bool,
+    /// Shapes the schema rules found clean (a cache: the verdicts are the same
+    /// without it).
+    shapes: Shapes,
 }
 
 /// The message that starts an edge's session (6.1.1: the access request a device
@@ -129,6 +134,7 @@ impl Engine {
             last_prune_us: 0,
             good_keys: HashMap::new(),
             lost: false,
+            shapes: Default::default(),
         }
     }
 
@@ -364,7 +370,7 @@ impl Engine {
                             target,
                             fields,
                         } if when.job_of.as_ref().is_some_and(|j| j.contains(k)) => {
-                            Some(schema_violations(env, *target, fields, r).len())
+                            Some(schema_violations(env, *target, fields, r, 0, None).len())
                         }
                         _ => None,
                     })
