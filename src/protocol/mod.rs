@@ -11,7 +11,8 @@ mod envelope;
 pub mod json;
 
 pub use envelope::{
-    parse_envelope, parse_envelope_into, Deviation, Envelope, PayloadError, MAX_VALIDATED_DEPTH, PARSE_DEPTH,
+    parse_envelope, parse_envelope_into, Deviation, Envelope, PayloadError, MAX_VALIDATED_DEPTH,
+    PARSE_DEPTH,
 };
 pub use json::{Doc, Members, Val, View};
 

@@ -63,7 +63,12 @@ pub fn validate_object(
         out,
         leaves: None,
     };
-    w.object(&PathRef::Root(prefix), obj, fields, &PathRef::Root(spec_path))
+    w.object(
+        &PathRef::Root(prefix),
+        obj,
+        fields,
+        &PathRef::Root(spec_path),
+    )
 }
 
 /// [`validate_object`] of the object `target`, noting in `leaves` every value it
@@ -212,22 +217,22 @@ impl Walk<'_, '_> {
         }
     }
 
-/// How a required member is missing: null, absent, or absent but present under a key
-/// with whitespace around the name (a reader looking the name up does not find it).
-fn absent(member: Option<Val<'_>>, obj: Members<'_>, name: &str) -> String {
-    if member.is_some() {
-        return "null".into();
-    }
-    for (k, _) in obj {
-        if k != name && k.trim() == name {
-            return format!(
-                "absent (a key {:?} is present: whitespace around the name)",
-                crate::finding::printable(k)
-            );
+    /// How a required member is missing: null, absent, or absent but present under a key
+    /// with whitespace around the name (a reader looking the name up does not find it).
+    fn absent(member: Option<Val<'_>>, obj: Members<'_>, name: &str) -> String {
+        if member.is_some() {
+            return "null".into();
         }
+        for (k, _) in obj {
+            if k != name && k.trim() == name {
+                return format!(
+                    "absent (a key {:?} is present: whitespace around the name)",
+                    crate::finding::printable(k)
+                );
+            }
+        }
+        "absent".into()
     }
-    "absent".into()
-}
 
     fn value(&mut self, path: &PathRef<'_>, v: Val<'_>, spec: &FieldSpec, spec_path: &PathRef<'_>) {
         let regex = match spec.pattern {

@@ -342,8 +342,8 @@ impl Lexer<'_, '_> {
             while let Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') = self.b.get(j) {
                 j += 1;
             }
-            let x: f64 = serde_json::from_str(self.text.get(start..j).ok_or(Bail)?)
-                .map_err(|_| Bail)?;
+            let x: f64 =
+                serde_json::from_str(self.text.get(start..j).ok_or(Bail)?).map_err(|_| Bail)?;
             self.toks.push(Tok::F64(x));
             self.skel.push(b'f');
             self.i = j;

@@ -57,14 +57,28 @@ impl Shapes {
             if let Some((_, leaves)) = self.entries[e].clean.iter().find(|(r, _)| *r == ix) {
                 if !schema::leaves_hold(t.obj, leaves) {
                     if let Some(members) = t.obj.as_object() {
-                        schema::validate_object(t.prefix, members, fields, &rule.regexes, "", &mut out);
+                        schema::validate_object(
+                            t.prefix,
+                            members,
+                            fields,
+                            &rule.regexes,
+                            "",
+                            &mut out,
+                        );
                     }
                 }
                 return out;
             }
         }
         let mut leaves = vec![];
-        schema::validate_object_noting(t.prefix, t.obj, fields, &rule.regexes, &mut out, &mut leaves);
+        schema::validate_object_noting(
+            t.prefix,
+            t.obj,
+            fields,
+            &rule.regexes,
+            &mut out,
+            &mut leaves,
+        );
         if out.is_empty() {
             self.learn(t, entry, ix, leaves);
         }
@@ -91,5 +105,107 @@ impl Shapes {
             at
         };
         *t.entry = Some(Some(at));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::finding::{Finding, Side};
+    use crate::pipeline::{Analyzer, At, Input, Settings, Sink};
+    use crate::protocol::Message;
+    use crate::rules::model::Check;
+    use crate::rules::{Engine, RuleSet};
+    use std::sync::Arc;
+
+    #[derive(Default)]
+    struct Collect {
+        messages: Vec<Message>,
+        findings: Vec<Finding>,
+    }
+    impl Sink for Collect {
+        fn message(&mut self, m: &Message) {
+            self.messages.push(m.clone());
+        }
+        fn finding(&mut self, f: &Finding) {
+            self.findings.push(f.clone());
+        }
+    }
+
+    fn status(cpu: &str, at: &str, links: usize) -> String {
+        let links: Vec<String> = (0..links)
+            .map(|i| format!(r#"{{"name":"eth{i}","status":"up"}}"#))
+            .collect();
+        format!(
+            r#"{{"mid":{cpu}1,"type":"REP_SYS_STATUS","timestamp":"2026-12-07 10:00:00","deviceId":"E1","param":{{"cpuRate":{cpu},"memUsed":{{"phy":41}},"diskUsed":63,"tempValue":48,"devDateTime":"{at}","devStDateTime":"2026-12-01 08:00:00","devRunTime":5,"linkState":[{}]}}}}"#,
+            links.join(",")
+        )
+    }
+
+    /// The same messages judged by one engine (shapes learnt and reused) and each by
+    /// a fresh engine (no shape known): the same schema findings, in the same order.
+    #[test]
+    fn shapes_change_no_verdict() {
+        let ok = "2026-12-07 10:00:00";
+        let payloads = [
+            status("12", ok, 3),
+            status("13", ok, 3),
+            status("150", ok, 3),                    // same shape, out of range
+            status("14", "2026-02-30 10:00:00", 3), // same shape, no such date
+            status("150", "2026-02-30 10:00:00", 3),
+            status("15", ok, 3),
+            status("16", ok, 2), // another shape
+            status("160", ok, 2),
+            status("1.5", ok, 3), // a decimal: another shape
+            status("-1", ok, 3),  // a negative: another shape, below range
+            r#"{"mid":1,"type":"EVENT_SYS_ALARM","timestamp":"2026-12-07 10:00:00","param":{"event":"1001","msg":"m"}}"#.into(),
+            r#"{"mid":2,"type":"EVENT_SYS_ALARM","timestamp":"2026-12-07 10:00:00","param":{"event":"9999","msg":"m"}}"#.into(),
+            r#"{"mid":3,"type":"EVENT_SYS_ALARM","timestamp":"2026-12-07 10:00:00","param":{"event":"3010","msg":""}}"#.into(),
+            r#"{"mid":4,"type":"EVENT_SYS_ALARM","timestamp":"2026-12-07 10:00:00","param":{"event":"3010","msg":"x"}}"#.into(),
+        ];
+        let rules = Arc::new(RuleSet::builtin());
+        let schema_rule = |f: &Finding| {
+            rules
+                .rules
+                .iter()
+                .any(|r| r.def.id == f.rule && matches!(r.def.check, Check::Schema { .. }))
+        };
+        let mut a = Analyzer::new(rules.clone(), Settings::default());
+        let mut got = Collect::default();
+        let open = Input::Open {
+            client: None,
+            server: None,
+            midstream: true,
+        };
+        a.push(At::new(1, 0, 0), open, &mut got);
+        for (i, p) in payloads.iter().enumerate() {
+            let bytes = crate::mqtt::encode::publish("/v1/E1/device/data", p.as_bytes());
+            let input = Input::Data {
+                side: Side::Client,
+                bytes: &bytes,
+            };
+            a.push(At::new(1, i as i64, i as u64 + 1), input, &mut got);
+        }
+        let cached: Vec<String> = got
+            .findings
+            .iter()
+            .filter(|f| schema_rule(f))
+            .map(|f| format!("{} {}", f.rule, f.message))
+            .collect();
+        assert_eq!(got.messages.len(), payloads.len());
+        let fresh: Vec<String> = got
+            .messages
+            .iter()
+            .flat_map(|m| Engine::judge_alone(&rules, m))
+            .filter(|f| schema_rule(f))
+            .map(|f| format!("{} {}", f.rule, f.message))
+            .collect();
+        assert_eq!(cached, fresh);
+        // What the repeated shapes must not hide.
+        for want in ["cpuRate", "devDateTime", "9999", "msg"] {
+            assert!(
+                cached.iter().any(|f| f.contains(want)),
+                "no finding names {want}: {cached:#?}"
+            );
+        }
     }
 }
