@@ -5,11 +5,12 @@
 //! naming rules, and serde_json's tree (a `String` and a B-tree node per member) made
 //! building, walking and dropping it over half of `analyze`'s time. Why not sonic-rs
 //! (tried): it parses fast but its tree decodes every node on each access, and the
-//! walks cost more than the parse saved. serde_json stays the lexer (its errors, with
-//! line and column, are part of the report), driven by a visitor that appends tokens:
-//! on the benchmark's 903-byte REP_SYS_STATUS, 200,000 parses take 1.39 s into
-//! serde_json's tree and 0.38 s into this tape, and a walk over the tape reads an
-//! array in order. Why not simd-json (tried 2026-12-07, version 0.19, AVX2): its
+//! walks cost more than the parse saved. serde_json stays the reference reader (its
+//! errors, with line and column, are part of the report), driven by a visitor that
+//! appends tokens: on the benchmark's 903-byte REP_SYS_STATUS, 200,000 parses take
+//! 1.39 s into serde_json's tree and 0.38 s into this tape, and a walk over the tape
+//! reads an array in order. The tapes of the JSON devices send are built by a fast
+//! path (`lex`) that gives up to serde_json on anything else (see there). Why not simd-json (tried 2026-12-07, version 0.19, AVX2): its
 //! tape has our layout, but on those 903-byte payloads its two stages, the copy it
 //! parses in place and the conversion to this tape cost more than serde_json's
 //! visitor: `analyze` of 200,000 reports took 1.15 CPU-s against 1.00 (farm-bench, 5
@@ -52,7 +53,7 @@ enum Tok {
     Null,
 }
 
-/// A parsed document. Cheap to clone (the payload is shared).
+/// A parsed document (its own copy of the text, its tape and its skeleton).
 #[derive(Clone)]
 pub struct Doc {
     /// The payload; a document serde_json accepted is UTF-8 throughout.
