@@ -126,6 +126,10 @@ pub fn analyze_files_parallel_charted(
         },
     );
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Staged>>(4);
+    // Batches sent and not yet judged: while the judge has at most one, it has time
+    // to parse payloads too, and the framer leaves them to it (the reading thread is
+    // the busier one on a capture of many messages).
+    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Judged batches go back to be dropped where they were allocated: the system
     // allocator frees far faster on the allocating thread than on another (freeing
     // on the judging thread cost more than the parallelism gained).
@@ -134,7 +138,9 @@ pub fn analyze_files_parallel_charted(
         let rules = rules.clone();
         std::thread::Builder::new()
             .name("judge".into())
-            .spawn(move || {
+            .spawn({
+                let queued = queued.clone();
+                move || {
                 let mut judge = Judge::new(rules);
                 let mut collector = match keep {
                     Some(keep) => Collector::bounded(keep),
@@ -144,11 +150,12 @@ pub fn analyze_files_parallel_charted(
                     for s in &mut batch {
                         judge.take(s, &mut collector);
                     }
+                    queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     let _ = back_tx.send(batch);
                 }
                 let summary = judge.finish(&mut collector);
                 (summary, collector)
-            })
+            }})
             .expect("spawn the judging thread")
     };
     let send = |f: &mut Framer, at_least: usize| {
@@ -160,6 +167,8 @@ pub fn analyze_files_parallel_charted(
             }
             let mut batch = recycled.unwrap_or_else(|| Vec::with_capacity(BATCH));
             f.take_staged(&mut batch);
+            let waiting = queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            f.set_leaving_payloads(waiting < 1);
             // The judge only stops early by panicking; its join below reports that.
             let _ = tx.send(batch);
         }

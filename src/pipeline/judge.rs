@@ -43,7 +43,12 @@ pub struct Judge {
     engine: Engine,
     findings: Vec<Finding>,
     ended: Option<Box<Ended>>,
+    /// Buffers of documents this thread parsed and judged, for the next it parses.
+    spare: Vec<crate::protocol::json::Buffers>,
 }
+
+/// Documents' buffers a judge keeps for reuse.
+const SPARE: usize = 256;
 
 impl Judge {
     pub fn new(rules: Arc<RuleSet>) -> Judge {
@@ -51,15 +56,18 @@ impl Judge {
             engine: Engine::new(rules),
             findings: vec![],
             ended: None,
+            spare: vec![],
         }
     }
 
     /// Judges one staged item. The item stays in place (its batch is dropped on the
-    /// thread that allocated it), except `End`, which is taken.
+    /// thread that allocated it), except `End`, which is taken, and a message whose
+    /// payload this thread parsed: its document's buffers are kept here.
     pub fn take(&mut self, s: &mut Staged, sink: &mut dyn Sink) {
-        if let Staged::Unparsed(_) = s {
+        let parsed_here = matches!(s, Staged::Unparsed(_));
+        if parsed_here {
             if let Staged::Unparsed(raw) = std::mem::replace(s, Staged::Lost) {
-                *s = Staged::Message(raw.parse());
+                *s = Staged::Message(raw.parse_into(self.spare.pop().unwrap_or_default()));
             }
         }
         match s {
@@ -78,6 +86,13 @@ impl Judge {
                 sink.message(m);
                 for f in self.findings.drain(..) {
                     sink.finding(&f);
+                }
+                if parsed_here && self.spare.len() < SPARE {
+                    if let Staged::Message(m) = std::mem::replace(s, Staged::Lost) {
+                        if let Ok(env) = m.body {
+                            self.spare.extend(env.doc.into_buffers());
+                        }
+                    }
                 }
             }
         }

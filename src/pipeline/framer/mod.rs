@@ -200,6 +200,14 @@ impl Framer {
         }
     }
 
+    /// Whether the messages staged from now on carry their payload unparsed, for
+    /// the judge to parse ([`Framer::leaving_payloads`]). A front end with the
+    /// judge on another thread turns it on while that thread has little queued, so
+    /// that the two share the parsing (the report is the same either way).
+    pub fn set_leaving_payloads(&mut self, on: bool) {
+        self.leave_payloads = on;
+    }
+
     /// Moves what is staged so far to the end of `out`.
     pub fn take_staged(&mut self, out: &mut Vec<Staged>) {
         out.append(&mut self.staged);
