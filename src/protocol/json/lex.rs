@@ -164,17 +164,20 @@ struct Lexer<'a, 'p> {
 }
 
 impl Lexer<'_, '_> {
+    #[inline]
     fn peek(&self) -> Result<u8, Bail> {
         self.b.get(self.i).copied().ok_or(Bail)
     }
 
     /// JSON whitespace (what serde_json skips).
+    #[inline]
     fn ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.b.get(self.i) {
             self.i += 1;
         }
     }
 
+    #[inline]
     fn close(&mut self, (at, obj, len): (u32, bool, u32)) {
         self.skel.push(if obj { b'}' } else { b']' });
         let end = self.toks.len() as u32;
@@ -186,17 +189,15 @@ impl Lexer<'_, '_> {
     }
 
     /// A member name and its colon.
+    #[inline]
     fn key(&mut self) -> Result<(), Bail> {
         if self.peek()? != b'"' {
             return Err(Bail);
         }
-        self.string(true)?;
-        match self.toks.last() {
-            Some(Tok::Str {
-                owned: false, len, ..
-            }) if *len < 256 => {
+        match self.string(true)? {
+            Some(len) if len < 256 => {
                 self.skel.push(b':');
-                self.skel.push(*len as u8);
+                self.skel.push(len as u8);
             }
             _ => self.skel_whole = false,
         }
@@ -208,6 +209,7 @@ impl Lexer<'_, '_> {
         Ok(())
     }
 
+    #[inline]
     fn literal(&mut self, word: &[u8], tok: Tok, letter: u8) -> Result<(), Bail> {
         if !self.b[self.i..].starts_with(word) {
             return Err(Bail);
@@ -219,27 +221,32 @@ impl Lexer<'_, '_> {
     }
 
     /// A string at the opening quote: borrowed when it has no escape, as serde_json
-    /// hands it over, else decoded into `side`.
-    fn string(&mut self, key: bool) -> Result<(), Bail> {
+    /// hands it over (then `Some(its length)`), else decoded into `side` (`None`).
+    #[inline]
+    fn string(&mut self, key: bool) -> Result<Option<u32>, Bail> {
         let start = self.i + 1;
-        let mut j = start + plain_run(&self.b[start..]);
-        loop {
-            match *self.b.get(j).ok_or(Bail)? {
-                b'"' => {
-                    self.toks.push(Tok::Str {
-                        at: start as u32,
-                        len: (j - start) as u32,
-                        owned: false,
-                        key,
-                    });
-                    self.i = j + 1;
-                    return Ok(());
-                }
-                b'\\' => break,
-                c if c < 0x20 => return Err(Bail),
-                _ => j += 1,
+        let j = start + plain_run(&self.b[start..]);
+        // The run stops at the first quote, backslash or control byte.
+        match *self.b.get(j).ok_or(Bail)? {
+            b'"' => {
+                let len = (j - start) as u32;
+                self.toks.push(Tok::Str {
+                    at: start as u32,
+                    len,
+                    owned: false,
+                    key,
+                });
+                self.i = j + 1;
+                Ok(Some(len))
             }
+            b'\\' => self.escaped(start, j, key).map(|()| None),
+            _ => Err(Bail),
         }
+    }
+
+    /// The rest of a string with an escape at `j` (it began at `start`).
+    #[cold]
+    fn escaped(&mut self, start: usize, mut j: usize, key: bool) -> Result<(), Bail> {
         // Escapes: the decoded text goes to the side buffer.
         let at = self.side.len();
         let text = self.text;
@@ -327,15 +334,19 @@ impl Lexer<'_, '_> {
             return Err(Bail);
         }
         let mut x: u64 = 0;
-        while let Some(&d @ b'0'..=b'9') = self.b.get(j) {
-            if j > start + neg as usize && first == b'0' {
+        if first == b'0' {
+            j += 1;
+            if let Some(b'0'..=b'9') = self.b.get(j) {
                 return Err(Bail); // a leading zero
             }
-            x = x
-                .checked_mul(10)
-                .and_then(|x| x.checked_add((d - b'0') as u64))
-                .ok_or(Bail)?;
-            j += 1;
+        } else {
+            while let Some(&d @ b'0'..=b'9') = self.b.get(j) {
+                x = x
+                    .checked_mul(10)
+                    .and_then(|x| x.checked_add((d - b'0') as u64))
+                    .ok_or(Bail)?;
+                j += 1;
+            }
         }
         if let Some(b'.' | b'e' | b'E') = self.b.get(j) {
             j += 1;

@@ -53,13 +53,19 @@ impl Doc {
         // The same skeleton: the names are at the same tokens, of the same lengths.
         let mut rest = s.names.as_bytes();
         for &i in s.keys.iter() {
-            let Some(k) = self.toks.get(i as usize).and_then(|t| self.key_at(*t)) else {
-                return false;
+            let k = match self.toks.get(i as usize) {
+                Some(&Tok::Str {
+                    at,
+                    len,
+                    owned,
+                    key: true,
+                }) => self.bytes_at(at, len, owned),
+                _ => return false,
             };
             let (Some(name), Some(after)) = (rest.get(..k.len()), rest.get(k.len()..)) else {
                 return false;
             };
-            if !super::same_bytes(k.as_bytes(), name) {
+            if !super::same_bytes(k, name) {
                 return false;
             }
             rest = after;
