@@ -90,7 +90,7 @@ impl Judge {
                 if parsed_here && self.spare.len() < SPARE {
                     if let Staged::Message(m) = std::mem::replace(s, Staged::Lost) {
                         if let Ok(env) = m.body {
-                            self.spare.extend(env.doc.into_buffers());
+                            self.spare.extend(env.into_buffers());
                         }
                     }
                 }

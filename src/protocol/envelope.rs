@@ -165,6 +165,13 @@ impl Envelope {
         self.timestamp.map(|i| self.doc.at(i))
     }
 
+    /// Its buffers, for [`parse_envelope_into`]; `None` when too large to keep.
+    pub fn into_buffers(self) -> Option<json::Buffers> {
+        let mut b = self.doc.into_buffers()?;
+        b.put_type(self.msg_type);
+        Some(b)
+    }
+
     /// The envelope as an editable serde_json document (replay, exports).
     pub fn to_serde(&self) -> serde_json::Map<String, serde_json::Value> {
         match self.root().to_serde() {
@@ -267,8 +274,9 @@ pub fn parse_envelope(payload: bytes::Bytes) -> Result<Envelope, PayloadError> {
 /// [`parse_envelope`] into the buffers of an earlier document ([`Doc::into_buffers`]).
 pub fn parse_envelope_into(
     payload: bytes::Bytes,
-    bufs: json::Buffers,
+    mut bufs: json::Buffers,
 ) -> Result<Envelope, PayloadError> {
+    let mut type_buf = bufs.take_type();
     let (text, mut deviations) = tolerated_edges(&payload);
     let mut doc = match Doc::parse_into(text.clone(), bufs) {
         Ok(d) => d,
@@ -288,7 +296,7 @@ pub fn parse_envelope_into(
     // One pass over the members: the fields every message needs, and keys with
     // surrounding whitespace ("type ", read as "type" unless a "type" is there too).
     let (mut msg_type, mut mid, mut code, mut timestamp) = (None, None, None, None);
-    let (mut spaced, mut exact) = (vec![], vec![]);
+    let mut spaced = vec![];
     let (mut param, mut expire) = (None, None);
     for (k, v) in members {
         let key = k.trim();
@@ -296,7 +304,6 @@ pub fn parse_envelope_into(
             spaced.push((k, v));
             continue;
         }
-        exact.push(k);
         // The last of repeated names counts, as in serde_json (and `Members::get`).
         match k {
             "type" => msg_type = Some(v),
@@ -311,7 +318,7 @@ pub fn parse_envelope_into(
     let mut trim = !spaced.is_empty();
     for (seen, v) in spaced {
         let key = seen.trim();
-        if exact.contains(&key) {
+        if members.clone().any(|(k, _)| k == key) {
             trim = false;
         }
         match key {
@@ -336,7 +343,10 @@ pub fn parse_envelope_into(
                 seen: s.to_string(),
             });
         }
-        t.to_string()
+        let mut own = type_buf.take().unwrap_or_default();
+        own.clear();
+        own.push_str(t);
+        own
     });
     for (field, v) in [("mid", mid), ("code", code)] {
         if let Some(s) = v.and_then(|v| v.as_str()) {

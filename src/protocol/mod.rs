@@ -74,6 +74,12 @@ pub fn request_role(reply_role: &str) -> Option<&'static str> {
 
 /// Parses `/v1/{edgeId}/{channel}/{role}`; `None` for topics outside the protocol.
 pub fn parse_topic(topic: &str) -> Option<Topic> {
+    parse_topic_with(topic, &mut Vec::new())
+}
+
+/// [`parse_topic`], its strings made of those in `spare` while it has some (a
+/// reader that recycles the topics of judged messages allocates none).
+pub fn parse_topic_with(topic: &str, spare: &mut Vec<String>) -> Option<Topic> {
     let (missing_slash, rest) = match topic.strip_prefix('/') {
         Some(r) => (false, r),
         None => (true, topic),
@@ -97,10 +103,16 @@ pub fn parse_topic(topic: &str) -> Option<Topic> {
         _ => return None,
     };
     let placeholder = is_placeholder(edge_id);
+    let mut own = |s: &str| {
+        let mut x = spare.pop().unwrap_or_default();
+        x.clear();
+        x.push_str(s);
+        x
+    };
     Some(Topic {
-        edge_id: edge_id.to_string(),
-        channel: channel.to_string(),
-        role: role.to_string(),
+        edge_id: own(edge_id),
+        channel: own(channel),
+        role: own(role),
         class,
         publisher,
         missing_slash,

@@ -134,6 +134,8 @@ pub struct Framer {
     last_time_us: i64,
     /// Buffers of judged messages' documents ([`Framer::recycle`]), for the next.
     spare: Vec<protocol::json::Buffers>,
+    /// Strings of judged messages' topics, for the next topics.
+    spare_strings: Vec<String>,
 }
 
 /// Documents' buffers a framer keeps for reuse (a batch or two in flight).
@@ -157,6 +159,7 @@ impl Framer {
             findings: vec![],
             last_time_us: 0,
             spare: vec![],
+            spare_strings: vec![],
         }
     }
 
@@ -217,11 +220,13 @@ impl Framer {
     /// the messages to come (on this thread, which allocated them).
     pub fn recycle(&mut self, done: &mut Vec<Staged>) {
         for s in done.drain(..) {
-            if self.spare.len() >= SPARE {
-                continue;
+            let Staged::Message(m) = s else { continue };
+            if self.spare_strings.len() < 3 * SPARE {
+                let t = m.topic;
+                self.spare_strings.extend([t.edge_id, t.channel, t.role]);
             }
-            if let Staged::Message(Message { body: Ok(env), .. }) = s {
-                self.spare.extend(env.doc.into_buffers());
+            if let (Ok(env), true) = (m.body, self.spare.len() < SPARE) {
+                self.spare.extend(env.into_buffers());
             }
         }
     }
@@ -530,7 +535,7 @@ impl Framer {
                 }
             }
         }
-        let topic = protocol::parse_topic(&p.topic);
+        let topic = protocol::parse_topic_with(&p.topic, &mut self.spare_strings);
         let key = leg_key(&p.topic, &p.payload);
         self.expire_legs(time_us);
         // A client's DUP resend on a new connection (its link dropped before the

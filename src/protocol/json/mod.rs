@@ -81,9 +81,20 @@ pub struct Buffers {
     toks: Vec<Tok>,
     side: String,
     skel: Vec<u8>,
+    /// The envelope's `type`, kept apart from the document (`Envelope::msg_type`).
+    ty: Option<String>,
 }
 
 impl Buffers {
+    /// The buffer of a message type, if these buffers hold one.
+    pub(crate) fn take_type(&mut self) -> Option<String> {
+        self.ty.take()
+    }
+
+    pub(crate) fn put_type(&mut self, ty: Option<String>) {
+        self.ty = ty;
+    }
+
     /// Buffers larger than this are dropped, not kept for another document.
     const KEEP_BYTES: usize = 64 * 1024;
 
@@ -121,6 +132,7 @@ impl Doc {
             mut toks,
             mut side,
             mut skel,
+            ty: _,
         } = bufs;
         own.clear();
         toks.clear();
@@ -153,6 +165,7 @@ impl Doc {
             toks: self.toks,
             side: self.side,
             skel: self.skel,
+            ty: None,
         };
         (b.bytes() <= Buffers::KEEP_BYTES).then_some(b)
     }
