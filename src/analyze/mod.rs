@@ -141,21 +141,22 @@ pub fn analyze_files_parallel_charted(
             .spawn({
                 let queued = queued.clone();
                 move || {
-                let mut judge = Judge::new(rules);
-                let mut collector = match keep {
-                    Some(keep) => Collector::bounded(keep),
-                    None => Collector::charting(chart),
-                };
-                for mut batch in rx {
-                    for s in &mut batch {
-                        judge.take(s, &mut collector);
+                    let mut judge = Judge::new(rules);
+                    let mut collector = match keep {
+                        Some(keep) => Collector::bounded(keep),
+                        None => Collector::charting(chart),
+                    };
+                    for mut batch in rx {
+                        for s in &mut batch {
+                            judge.take(s, &mut collector);
+                        }
+                        queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                        let _ = back_tx.send(batch);
                     }
-                    queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                    let _ = back_tx.send(batch);
+                    let summary = judge.finish(&mut collector);
+                    (summary, collector)
                 }
-                let summary = judge.finish(&mut collector);
-                (summary, collector)
-            }})
+            })
             .expect("spawn the judging thread")
     };
     let send = |f: &mut Framer, at_least: usize| {

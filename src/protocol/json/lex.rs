@@ -47,8 +47,10 @@ pub(super) fn tape(
         skel,
         skel_whole: true,
     };
-    // Open containers: (token index, is an object, members so far).
-    let mut open: [(u32, bool, u32); MAX_DEPTH] = [(0, false, 0); MAX_DEPTH];
+    // Open containers: token index (low half) and members so far (high half), and
+    // a bit per level for an object (one word each: clearing them costs little).
+    let mut open = [0u64; MAX_DEPTH];
+    let mut objs = 0u64;
     let mut depth = 0usize;
     'value: loop {
         // A value starts here.
@@ -59,7 +61,8 @@ pub(super) fn tape(
                     return Err(Bail);
                 }
                 let obj = c == b'{';
-                open[depth] = (lx.toks.len() as u32, obj, 0);
+                open[depth] = lx.toks.len() as u64;
+                objs = objs & !(1 << depth) | (obj as u64) << depth;
                 depth += 1;
                 lx.toks.push(Tok::Null);
                 lx.skel.push(c);
@@ -69,7 +72,7 @@ pub(super) fn tape(
                 if lx.peek()? == close {
                     lx.i += 1;
                     depth -= 1;
-                    lx.close(open[depth]);
+                    lx.close(open[depth], obj);
                 } else {
                     if obj {
                         lx.key()?;
@@ -99,24 +102,24 @@ pub(super) fn tape(
                 }
                 return Ok(());
             }
-            let top = &mut open[depth - 1];
-            top.2 += 1;
+            open[depth - 1] += 1 << 32;
+            let obj = objs >> (depth - 1) & 1 == 1;
             match lx.peek()? {
                 b',' => {
                     lx.i += 1;
-                    if top.1 {
+                    if obj {
                         lx.ws();
                         lx.key()?;
                     }
                     continue 'value;
                 }
-                b'}' if top.1 => {}
-                b']' if !top.1 => {}
+                b'}' if obj => {}
+                b']' if !obj => {}
                 _ => return Err(Bail),
             }
             lx.i += 1;
             depth -= 1;
-            lx.close(open[depth]);
+            lx.close(open[depth], obj);
         }
     }
 }
@@ -178,7 +181,9 @@ impl Lexer<'_, '_> {
     }
 
     #[inline]
-    fn close(&mut self, (at, obj, len): (u32, bool, u32)) {
+    /// Closes the container whose `open` word (token index, member count) is `at_len`.
+    fn close(&mut self, at_len: u64, obj: bool) {
+        let (at, len) = (at_len as u32, (at_len >> 32) as u32);
         self.skel.push(if obj { b'}' } else { b']' });
         let end = self.toks.len() as u32;
         self.toks[at as usize] = if obj {

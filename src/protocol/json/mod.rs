@@ -504,18 +504,33 @@ pub fn same_name(a: &str, b: &str) -> bool {
 /// [`same_name`] of bytes.
 #[inline]
 pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
+    let n = a.len();
+    if n != b.len() {
         return false;
     }
-    // Eight bytes at a time, then the rest one by one.
-    let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
-    let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
-    for (p, q) in (&mut x).zip(&mut y) {
-        if word(p) != word(q) {
-            return false;
+    // Whole words, the last one overlapping the one before: no byte-by-byte tail.
+    let w8 = |s: &[u8], i: usize| {
+        s.get(i..i + 8)
+            .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
+    };
+    let w4 = |s: &[u8], i: usize| {
+        s.get(i..i + 4)
+            .map(|c| u32::from_ne_bytes(c.try_into().unwrap_or([0; 4])))
+    };
+    match n {
+        0..=3 => a == b,
+        4..=7 => w4(a, 0) == w4(b, 0) && w4(a, n - 4) == w4(b, n - 4),
+        _ => {
+            let mut i = 0;
+            while i + 8 < n {
+                if w8(a, i) != w8(b, i) {
+                    return false;
+                }
+                i += 8;
+            }
+            w8(a, n - 8) == w8(b, n - 8)
         }
     }
-    x.remainder().iter().zip(y.remainder()).all(|(p, q)| p == q)
 }
 
 /// Appends the tokens of one document; serde_json drives it.
@@ -672,6 +687,13 @@ mod tests {
             ("linkStateOfEth0", "linkStateOfEth1", false),
             ("mid", "mids", false),
             ("名称", "名称", true),
+            ("a", "b", false),
+            ("abcd", "abce", false),
+            ("abcdefg", "xbcdefg", false),
+            ("abcdefgh", "abcdefgx", false),
+            ("abcdefghi", "abcdefghj", false),
+            ("abcdefghijklmnopq", "abcdefghijklmnopq", true),
+            ("abcdefghijklmnopq", "abcdefghXjklmnopq", false),
         ] {
             assert_eq!(same_name(a, b), eq, "{a} / {b}");
         }
