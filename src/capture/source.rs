@@ -26,8 +26,11 @@ use pcap_file::{Endianness, PcapError, TsResolution};
 
 use super::CaptureError;
 
-/// Read size; the buffer grows beyond it only for a bigger record.
-const READ_CHUNK: usize = 1 << 20;
+/// Read size; the buffer grows beyond it only for a bigger record. 128 KiB stays in
+/// the core's L2 cache between the kernel's copy into it and the parsing of it
+/// (against 1 MiB: 0.96 of the CPU and 0.93 of the wall time of `analyze` on the
+/// benchmark capture).
+const READ_CHUNK: usize = 1 << 17;
 /// No capture tool writes a bigger frame (tcpdump's maximum snap length); a pcap record
 /// header claiming more (beyond the file's own snap length) is corrupt, and the records
 /// after it cannot be found.
