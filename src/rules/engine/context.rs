@@ -97,7 +97,8 @@ impl Ctx {
             Class::Reply => protocol::reply_role(&def.role)?,
             _ => def.role.as_str(),
         };
-        let ok = def.channels.iter().any(|c| *c == m.topic.channel) && m.topic.role == role;
+        let ok = def.channels.iter().any(|c| same_name(c, &m.topic.channel))
+            && same_name(&m.topic.role, role);
         (!ok).then(|| format!("{}/{}", def.channels.join("|"), role))
     }
 }

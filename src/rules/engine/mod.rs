@@ -91,7 +91,8 @@ pub struct Engine {
     suspects: Vec<Suspect>,
     answered: HashMap<PairKey, (u64, i64)>,
     jobs: HashMap<JobKey, Job>,
-    edges: HashMap<String, EdgeState>,
+    /// Per edge (a hash of its own: looked up for every message).
+    edges: EdgeMap,
     exercised: Coverage,
     /// (connection, rule id, deviation kind) already reported by a dialect rule.
     dialect_reported: HashSet<(ConnId, String, String)>,
@@ -127,7 +128,7 @@ impl Engine {
             suspects: vec![],
             answered: HashMap::new(),
             jobs: HashMap::new(),
-            edges: HashMap::new(),
+            edges: EdgeMap::default(),
             exercised: Coverage::default(),
             dialect_reported: HashSet::new(),
             last_time_us: i64::MIN,

@@ -273,8 +273,11 @@ impl Engine {
 }
 
 /// The per-edge state, created on first sight without cloning the id each time.
+/// The edges' states by edge id.
+pub(super) type EdgeMap = HashMap<String, EdgeState, ahash::RandomState>;
+
 pub(super) fn edge_state<'a>(
-    edges: &'a mut HashMap<String, EdgeState>,
+    edges: &'a mut EdgeMap,
     edge: &str,
 ) -> &'a mut EdgeState {
     if !edges.contains_key(edge) {
