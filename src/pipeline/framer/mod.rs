@@ -138,8 +138,10 @@ pub struct Framer {
     spare_strings: Vec<String>,
 }
 
-/// Documents' buffers a framer keeps for reuse (a batch or two in flight).
-const SPARE: usize = 1024;
+/// Documents' buffers a framer keeps for reuse (the batches in flight).
+const SPARE: usize = 512;
+/// Longest topic part kept for reuse: a hostile long topic is not held.
+const SPARE_STRING_BYTES: usize = 256;
 
 impl Framer {
     pub fn new(rules: Arc<RuleSet>, settings: Settings) -> Framer {
@@ -223,7 +225,11 @@ impl Framer {
             let Staged::Message(m) = s else { continue };
             if self.spare_strings.len() < 3 * SPARE {
                 let t = m.topic;
-                self.spare_strings.extend([t.edge_id, t.channel, t.role]);
+                let short = [t.edge_id, t.channel, t.role];
+                let short = short
+                    .into_iter()
+                    .filter(|x| x.capacity() <= SPARE_STRING_BYTES);
+                self.spare_strings.extend(short);
             }
             if let (Ok(env), true) = (m.body, self.spare.len() < SPARE) {
                 self.spare.extend(env.into_buffers());

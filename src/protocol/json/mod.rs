@@ -91,12 +91,14 @@ impl Buffers {
         self.ty.take()
     }
 
+    /// Keeps a message type's buffer (a short one: a hostile long type is dropped).
     pub(crate) fn put_type(&mut self, ty: Option<String>) {
-        self.ty = ty;
+        self.ty = ty.filter(|t| t.capacity() <= 256);
     }
 
-    /// Buffers larger than this are dropped, not kept for another document.
-    const KEEP_BYTES: usize = 64 * 1024;
+    /// Buffers larger than this are dropped, not kept for another document: a
+    /// framer keeps at most 512 (8 MiB), a judge 256.
+    const KEEP_BYTES: usize = 16 * 1024;
 
     /// The bytes they hold, about.
     fn bytes(&self) -> usize {
@@ -674,6 +676,22 @@ mod tests {
             .unwrap()
             .is_empty());
         assert!(d.root().get("zz").is_none());
+    }
+
+    #[test]
+    fn a_document_parsed_into_reused_buffers_is_the_fresh_one() {
+        let first = doc(r#"{"a\u0041":"x\ny","l":[1,2,3,{"z":null}],"t":"long text here"}"#);
+        let bufs = first.into_buffers().expect("small buffers are kept");
+        let text = r#"{"b":[true],"c":"d"}"#;
+        let again = Doc::parse_into(bytes::Bytes::from(text), bufs).unwrap();
+        let fresh = doc(text);
+        assert_eq!(again.root().to_serde(), fresh.root().to_serde());
+        assert_eq!(again.text(), fresh.text());
+        assert_eq!(again.shape(), fresh.shape());
+        assert_eq!(again.keys().collect::<Vec<_>>(), ["b", "c"]);
+        // Large buffers are not kept.
+        let big = format!(r#"{{"a":"{}"}}"#, "x".repeat(Buffers::KEEP_BYTES));
+        assert!(doc(&big).into_buffers().is_none());
     }
 
     #[test]

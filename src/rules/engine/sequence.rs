@@ -276,10 +276,7 @@ impl Engine {
 /// The edges' states by edge id.
 pub(super) type EdgeMap = HashMap<String, EdgeState, ahash::RandomState>;
 
-pub(super) fn edge_state<'a>(
-    edges: &'a mut EdgeMap,
-    edge: &str,
-) -> &'a mut EdgeState {
+pub(super) fn edge_state<'a>(edges: &'a mut EdgeMap, edge: &str) -> &'a mut EdgeState {
     if !edges.contains_key(edge) {
         edges.insert(edge.to_string(), EdgeState::default());
     }
