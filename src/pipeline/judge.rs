@@ -61,8 +61,9 @@ impl Judge {
     }
 
     /// Judges one staged item. The item stays in place (its batch is dropped on the
-    /// thread that allocated it), except `End`, which is taken, and a message whose
-    /// payload this thread parsed: its document's buffers are kept here.
+    /// thread that allocated it), except `End`, which is taken, and the document of
+    /// a message whose payload this thread parsed: its buffers are kept here (the
+    /// message is left without its body).
     pub fn take(&mut self, s: &mut Staged, sink: &mut dyn Sink) {
         let parsed_here = matches!(s, Staged::Unparsed(_));
         if parsed_here {
@@ -87,11 +88,12 @@ impl Judge {
                 for f in self.findings.drain(..) {
                     sink.finding(&f);
                 }
+                // The document goes back to this thread's buffers; the rest of the
+                // message (its topic's strings) goes back with the batch.
                 if parsed_here && self.spare.len() < SPARE {
-                    if let Staged::Message(m) = std::mem::replace(s, Staged::Lost) {
-                        if let Ok(env) = m.body {
-                            self.spare.extend(env.into_buffers());
-                        }
+                    let gone = Err(crate::protocol::PayloadError::NotObject("judged"));
+                    if let Ok(env) = std::mem::replace(&mut m.body, gone) {
+                        self.spare.extend(env.into_buffers());
                     }
                 }
             }
