@@ -3,9 +3,10 @@
 use super::*;
 
 #[derive(Clone)]
-pub(super) struct Ctx {
+pub(super) struct Ctx<'m> {
     pub(super) class: Class,
-    pub(super) msg_type: Option<String>,
+    /// The message's type (borrowed from it: no copy per message).
+    pub(super) msg_type: Option<&'m str>,
     pub(super) typedef: Option<Arc<TypeDef>>,
     pub(super) clause: Option<String>,
     pub(super) job_of: Option<String>,
@@ -14,10 +15,13 @@ pub(super) struct Ctx {
     pub(super) table: Option<String>,
 }
 
-impl Ctx {
+impl Ctx<'_> {
     pub(super) fn vars(&self, m: &Message) -> Vars {
         vec![
-            ("type", self.msg_type.clone().unwrap_or_else(|| "?".into())),
+            (
+                "type",
+                self.msg_type.map_or_else(|| "?".into(), str::to_string),
+            ),
             ("mid", m.mid().map_or_else(|| "-".into(), |x| x.to_string())),
             ("edge_id", m.topic.edge_id.clone()),
             ("topic", m.topic_name.clone()),

@@ -306,8 +306,8 @@ impl Engine {
     }
 
     /// The context a message is judged in: its type, definition, clause, job kind.
-    fn context(&self, m: &Message) -> Ctx {
-        let msg_type = m.msg_type().map(str::to_string);
+    fn context<'m>(&self, m: &'m Message) -> Ctx<'m> {
+        let msg_type = m.msg_type();
         let typedef = msg_type
             .as_deref()
             .and_then(|t| self.rules.types.get(t))

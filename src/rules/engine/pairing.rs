@@ -97,7 +97,7 @@ impl Engine {
             })
             .or_default()
             .push(Pending {
-                msg_type: t,
+                msg_type: t.to_string(),
                 time_us: m.time_us,
                 packet: m.packet,
                 invalid,
@@ -340,7 +340,7 @@ impl Engine {
                         edge: m.topic.edge_id.clone(),
                         channel: m.topic.channel.clone(),
                         requester,
-                        msg_type: t.clone(),
+                        msg_type: t.to_string(),
                     },
                     time_us: m.time_us,
                     findings,
@@ -369,7 +369,7 @@ impl Engine {
         self.answered.insert(key, (m.packet, m.time_us));
         // Judge the reply as an answer to the request's type.
         let rctx = Ctx {
-            msg_type: Some(req.msg_type.clone()),
+            msg_type: Some(&req.msg_type),
             ..ctx.clone()
         };
         let latency_s = (m.time_us - req.time_us) as f64 / 1e6;
