@@ -93,7 +93,14 @@ impl KeyCache {
 impl Engine {
     /// Payload, envelope and schema checks of one message: what makes a request
     /// invalid. Reads no session state.
-    pub(super) fn content_checks(&mut self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
+    /// Returns the message's entry among the known shapes, when a schema rule looked
+    /// it up.
+    pub(super) fn content_checks(
+        &mut self,
+        m: &Message,
+        ctx: &Ctx,
+        out: &mut Vec<Finding>,
+    ) -> Option<usize> {
         let rules = Arc::clone(&self.rules);
         let env = m.envelope();
         // The message's entry among the known shapes, once looked up.
@@ -176,6 +183,7 @@ impl Engine {
                 _ => {}
             }
         }
+        shape_entry.flatten()
     }
 
     /// Tolerated payload deviations: each reported once per connection, rule and
@@ -234,7 +242,7 @@ impl Engine {
         let mut engine = Engine::new(Arc::clone(rules));
         let ctx = engine.context(m);
         let mut out = vec![];
-        engine.content_checks(m, &ctx, &mut out);
+        let _ = engine.content_checks(m, &ctx, &mut out);
         if let Some(detail) = expired(m, rules.tz()) {
             for rule in rules
                 .rules

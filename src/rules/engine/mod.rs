@@ -183,7 +183,7 @@ impl Engine {
         self.last_time_us = self.last_time_us.max(m.time_us);
 
         // Content checks: their errors make a request invalid.
-        self.content_checks(m, &ctx, out);
+        let shape = self.content_checks(m, &ctx, out);
         let invalid = out[first..]
             .iter()
             .find(|f| f.severity == Severity::Error)
@@ -205,7 +205,7 @@ impl Engine {
             }
         }
         if let Some(t) = ctx.msg_type.as_deref() {
-            for rule in self.plan.typed.iter().map(|&i| &rules.rules[i]) {
+            for (ix, rule) in self.plan.typed.iter().map(|&i| (i, &rules.rules[i])) {
                 match &rule.def.check {
                     Check::TypeUnknown if ctx.typedef.is_none() => {
                         out.push(ctx.finding(rule, m, ctx.vars(m)));
@@ -255,11 +255,17 @@ impl Engine {
                     }
                     Check::KeyNaming { .. } => {
                         if let (Some(r), Some(env)) = (rule.regexes.get(""), env) {
+                            // A shape whose names all matched before: the same names.
+                            if shape.is_some_and(|e| self.shapes.names_ok(e, ix)) {
+                                continue;
+                            }
                             let mut bad = vec![];
                             let cache = slot(&mut self.good_keys, &rule.def.id);
                             cache.start();
                             if !all_keys_match(env, r, cache) {
                                 bad_keys("", env.root(), r, &mut bad);
+                            } else if let Some(e) = shape {
+                                self.shapes.note_names_ok(e, ix);
                             }
                             for p in bad {
                                 let mut v = ctx.vars(m);

@@ -25,6 +25,8 @@ struct Entry {
     shape: Shape,
     /// Per schema rule (by index) that found this shape clean: the values it checked.
     clean: Vec<(usize, Vec<Leaf>)>,
+    /// Key-naming rules (by index) every member name of this shape matched.
+    names_ok: Vec<usize>,
 }
 
 /// What a schema rule checks in one message.
@@ -39,6 +41,22 @@ pub(super) struct Target<'a> {
 }
 
 impl Shapes {
+    /// Whether every member name of the shape of entry `e` matched key-naming rule
+    /// `ix` before (the names are part of the shape).
+    pub(super) fn names_ok(&self, e: usize, ix: usize) -> bool {
+        self.entries
+            .get(e)
+            .is_some_and(|x| x.names_ok.contains(&ix))
+    }
+
+    pub(super) fn note_names_ok(&mut self, e: usize, ix: usize) {
+        if let Some(x) = self.entries.get_mut(e) {
+            if !x.names_ok.contains(&ix) {
+                x.names_ok.push(ix);
+            }
+        }
+    }
+
     /// The violations of schema rule `rule` (index `ix`) in `t`.
     pub(super) fn violations(
         &mut self,
@@ -94,6 +112,7 @@ impl Shapes {
         let new = Entry {
             shape,
             clean: vec![(ix, leaves)],
+            names_ok: vec![],
         };
         let at = if self.entries.len() < KEPT {
             self.entries.push(new);
@@ -207,5 +226,47 @@ mod tests {
                 "no finding names {want}: {cached:#?}"
             );
         }
+    }
+
+    /// A shape whose names all matched the key-naming rule skips the walk over its
+    /// names; a shape with a name it rejects is reported every time it comes.
+    #[test]
+    fn known_names_are_not_walked_again_and_bad_ones_still_reported() {
+        let alarm = |name: &str| {
+            format!(
+                r#"{{"mid":1,"type":"EVENT_SYS_ALARM","timestamp":"2026-12-07 10:00:00","param":{{"event":"1001","msg":"m","{name}":1}}}}"#
+            )
+        };
+        let payloads = [
+            alarm("Bad_Key"),
+            alarm("goodKey"),
+            alarm("Bad_Key"),
+            alarm("goodKey"),
+            alarm("Bad_Key"),
+        ];
+        let rules = Arc::new(RuleSet::builtin());
+        let mut a = Analyzer::new(rules, Settings::default());
+        let mut got = Collect::default();
+        let open = Input::Open {
+            client: None,
+            server: None,
+            midstream: true,
+        };
+        a.push(At::new(1, 0, 0), open, &mut got);
+        for (i, p) in payloads.iter().enumerate() {
+            let bytes = crate::mqtt::encode::publish("/v1/E1/device/data", p.as_bytes());
+            let input = Input::Data {
+                side: Side::Client,
+                bytes: &bytes,
+            };
+            a.push(At::new(1, i as i64, i as u64 + 1), input, &mut got);
+        }
+        let named: Vec<u64> = got
+            .findings
+            .iter()
+            .filter(|f| f.rule == "naming.key")
+            .filter_map(|f| f.packet)
+            .collect();
+        assert_eq!(named, [1, 3, 5], "{:#?}", got.findings);
     }
 }
