@@ -105,7 +105,7 @@ impl Engine {
         let env = m.envelope();
         // The message's entry among the known shapes, once looked up.
         let mut shape_entry = None;
-        for &i in self.content.rules_for(ctx.msg_type.as_deref()) {
+        for &i in self.content.rules_for(ctx.msg_type) {
             let rule = &rules.rules[i];
             let vars_base = || ctx.vars(m);
             match &rule.def.check {

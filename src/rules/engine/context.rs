@@ -70,7 +70,7 @@ impl Ctx<'_> {
     }
 
     pub(super) fn selects(&self, when: &Selector, m: &Message) -> bool {
-        let t = self.msg_type.as_deref().unwrap_or("");
+        let t = self.msg_type.unwrap_or("");
         when.types.as_ref().map_or(true, |x| x.contains(t))
             && when
                 .class

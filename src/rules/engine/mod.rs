@@ -204,7 +204,7 @@ impl Engine {
                 _ => {}
             }
         }
-        if let Some(t) = ctx.msg_type.as_deref() {
+        if let Some(t) = ctx.msg_type {
             for (ix, rule) in self.plan.typed.iter().map(|&i| (i, &rules.rules[i])) {
                 match &rule.def.check {
                     Check::TypeUnknown if ctx.typedef.is_none() => {
@@ -314,11 +314,8 @@ impl Engine {
     /// The context a message is judged in: its type, definition, clause, job kind.
     fn context<'m>(&self, m: &'m Message) -> Ctx<'m> {
         let msg_type = m.msg_type();
-        let typedef = msg_type
-            .as_deref()
-            .and_then(|t| self.rules.types.get(t))
-            .cloned();
-        let mut clause = msg_type.as_deref().map(|t| self.clause_of_type(t));
+        let typedef = msg_type.and_then(|t| self.rules.types.get(t)).cloned();
+        let mut clause = msg_type.map(|t| self.clause_of_type(t));
         let mut job_of = None;
         let mut table = typedef.as_ref().and_then(|d| d.table.clone());
         if let Some(def) = &typedef {

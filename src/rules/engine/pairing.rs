@@ -260,7 +260,7 @@ impl Engine {
             requester,
             mid,
         };
-        let Some(req) = self.take_pending(&key, ctx.msg_type.as_deref()) else {
+        let Some(req) = self.take_pending(&key, ctx.msg_type) else {
             let dup = self.answered.get(&key).copied();
             for rule in &rules.rules {
                 if let (Check::ReplyDuplicate, Some((packet, _))) = (&rule.def.check, dup) {
@@ -277,7 +277,7 @@ impl Engine {
             // so that it cannot answer a request of its own from before).
             let whole = self.whole_session(&m.topic.edge_id);
             let clause = ctx.clause.clone().unwrap_or_else(|| "5.3".into());
-            if let (true, false, Some(t)) = (whole, m.retained, ctx.msg_type.as_deref()) {
+            if let (true, false, Some(t)) = (whole, m.retained, ctx.msg_type) {
                 if let Some((other, packet)) = self.open_elsewhere(&key, t, m.time_us) {
                     let findings = rules
                         .rules
@@ -382,7 +382,7 @@ impl Engine {
             let mut v = rctx.vars(m);
             match &rule.def.check {
                 Check::ReplyType => {
-                    if let Some(seen) = ctx.msg_type.as_deref() {
+                    if let Some(seen) = ctx.msg_type {
                         if seen != req.msg_type {
                             v.push(("seen", seen.to_string()));
                             v.push(("expected", req.msg_type.clone()));

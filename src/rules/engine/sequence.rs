@@ -55,7 +55,7 @@ impl Engine {
     /// Per-edge sequences: link up/down, assigned ids, alarms, report spacing.
     pub(super) fn sequences(&mut self, m: &Message, ctx: &Ctx, out: &mut Vec<Finding>) {
         let rules = Arc::clone(&self.rules);
-        let Some(t) = ctx.msg_type.as_deref() else {
+        let Some(t) = ctx.msg_type else {
             return;
         };
         let edge = edge_state(&mut self.edges, &m.topic.edge_id);
