@@ -112,28 +112,35 @@ pub(crate) fn status_reports(count: usize, pad: usize) -> String {
 
 pub(crate) const TOPIC: &str = "/v1/E1/device/data";
 
-/// Every file under `dir`, recursively.
+/// Every file under `dir`, recursively (`dir` must exist; a folder inside it that
+/// the running store removed while it was listed is skipped, see [`grep_store`]).
 pub(crate) fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else {
-            out.push(p);
+    fn under(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                under(&p, out);
+            } else {
+                out.push(p);
+            }
         }
     }
+    assert!(dir.is_dir(), "{} is no folder", dir.display());
+    let mut out = vec![];
+    under(dir, &mut out);
     out
 }
 
+/// Files under `dir` that hold `needle`. A file the running store removed between
+/// the listing and the reading (sled renames and drops its own files) is skipped:
+/// callers that poll look again, and the checks after a stop see a still store.
 pub(crate) fn grep_store(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     files(dir)
         .into_iter()
-        .filter(|p| {
-            std::fs::read(p)
-                .unwrap()
-                .windows(needle.len())
-                .any(|w| w == needle)
+        .filter(|p| match std::fs::read(p) {
+            Ok(bytes) => bytes.windows(needle.len()).any(|w| w == needle),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => panic!("{}: {e}", p.display()),
         })
         .collect()
 }
