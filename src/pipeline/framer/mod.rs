@@ -77,11 +77,8 @@ impl Unparsed {
         self.payload.len()
     }
 
-    pub fn parse(self) -> Message {
-        self.parse_into(Default::default())
-    }
-
-    /// [`Unparsed::parse`] into the buffers of an earlier message's document.
+    /// The message, its payload parsed into the buffers of an earlier message's
+    /// document (or new ones: `Buffers::default()`).
     pub fn parse_into(self, bufs: protocol::json::Buffers) -> Message {
         // A cheap handle on the bytes: their start is copied only when unreadable.
         let payload = self.payload.clone();

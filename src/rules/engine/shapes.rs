@@ -150,6 +150,28 @@ mod tests {
         }
     }
 
+    /// The messages and findings of `payloads` published in turn on one data topic
+    /// of a connection joined mid-session, judged by one engine.
+    fn published(rules: &Arc<RuleSet>, payloads: &[String]) -> Collect {
+        let mut a = Analyzer::new(rules.clone(), Settings::default());
+        let mut got = Collect::default();
+        let open = Input::Open {
+            client: None,
+            server: None,
+            midstream: true,
+        };
+        a.push(At::new(1, 0, 0), open, &mut got);
+        for (i, p) in payloads.iter().enumerate() {
+            let bytes = crate::mqtt::encode::publish("/v1/E1/device/data", p.as_bytes());
+            let input = Input::Data {
+                side: Side::Client,
+                bytes: &bytes,
+            };
+            a.push(At::new(1, i as i64, i as u64 + 1), input, &mut got);
+        }
+        got
+    }
+
     fn status(cpu: &str, at: &str, links: usize) -> String {
         let links: Vec<String> = (0..links)
             .map(|i| format!(r#"{{"name":"eth{i}","status":"up"}}"#))
@@ -188,22 +210,7 @@ mod tests {
                 .iter()
                 .any(|r| r.def.id == f.rule && matches!(r.def.check, Check::Schema { .. }))
         };
-        let mut a = Analyzer::new(rules.clone(), Settings::default());
-        let mut got = Collect::default();
-        let open = Input::Open {
-            client: None,
-            server: None,
-            midstream: true,
-        };
-        a.push(At::new(1, 0, 0), open, &mut got);
-        for (i, p) in payloads.iter().enumerate() {
-            let bytes = crate::mqtt::encode::publish("/v1/E1/device/data", p.as_bytes());
-            let input = Input::Data {
-                side: Side::Client,
-                bytes: &bytes,
-            };
-            a.push(At::new(1, i as i64, i as u64 + 1), input, &mut got);
-        }
+        let got = published(&rules, &payloads);
         let cached: Vec<String> = got
             .findings
             .iter()
@@ -245,22 +252,7 @@ mod tests {
             alarm("Bad_Key"),
         ];
         let rules = Arc::new(RuleSet::builtin());
-        let mut a = Analyzer::new(rules, Settings::default());
-        let mut got = Collect::default();
-        let open = Input::Open {
-            client: None,
-            server: None,
-            midstream: true,
-        };
-        a.push(At::new(1, 0, 0), open, &mut got);
-        for (i, p) in payloads.iter().enumerate() {
-            let bytes = crate::mqtt::encode::publish("/v1/E1/device/data", p.as_bytes());
-            let input = Input::Data {
-                side: Side::Client,
-                bytes: &bytes,
-            };
-            a.push(At::new(1, i as i64, i as u64 + 1), input, &mut got);
-        }
+        let got = published(&rules, &payloads);
         let named: Vec<u64> = got
             .findings
             .iter()
