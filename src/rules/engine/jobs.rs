@@ -482,14 +482,7 @@ fn result_code(rules: &RuleSet, param: Option<Val<'_>>) -> Option<i64> {
 /// The reply codes that refuse a command (the `reply.error_to_valid` rule's) and
 /// the result codes that report success (the `job.failed` rule's).
 fn refusal_codes(rules: &RuleSet) -> (Vec<i64>, Vec<i64>) {
-    let errors = rules
-        .rules
-        .iter()
-        .find_map(|r| match &r.def.check {
-            Check::ReplyErrorToValid { errors } => Some(errors.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| vec![400, 401, 403, 404, 600]);
+    let errors = refusing_codes(rules);
     let success = rules
         .rules
         .iter()

@@ -556,14 +556,7 @@ pub(super) fn code_verdict(
             _ => None,
         })
         .unwrap_or_else(|| vec![200, 202]);
-    let errors = rules
-        .rules
-        .iter()
-        .find_map(|r| match &r.def.check {
-            Check::ReplyErrorToValid { errors } => Some(errors.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| vec![400, 401, 403, 404, 600]);
+    let errors = refusing_codes(rules);
     if req.invalid.is_some() {
         return if success.contains(&code) {
             CodeVerdict::SuccessToInvalid
@@ -604,4 +597,17 @@ pub(super) fn join_codes(c: &[i64]) -> String {
         .map(|x| x.to_string())
         .collect::<Vec<_>>()
         .join(" or ")
+}
+
+/// The reply codes that refuse a request: the `reply.error_to_valid` rule's list, or
+/// the standard's (400, 401, 403, 404, 600) when the rule set has no such rule.
+pub(super) fn refusing_codes(rules: &RuleSet) -> Vec<i64> {
+    rules
+        .rules
+        .iter()
+        .find_map(|r| match &r.def.check {
+            Check::ReplyErrorToValid { errors } => Some(errors.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| vec![400, 401, 403, 404, 600])
 }
