@@ -414,7 +414,8 @@ fn duplicate_keys(prefix: Option<&str>, members: json::Members<'_>, out: &mut Ve
         let names = &names[..members.len().min(16)];
         for (i, &k) in names.iter().enumerate() {
             let same = |x: &&str| json::same_name(x, k);
-            if !names[..i].iter().any(same) && names[i + 1..].iter().any(same) {
+            // Later names first: only a repeated name goes on to the earlier ones.
+            if names[i + 1..].iter().any(same) && !names[..i].iter().any(same) {
                 out.push(Deviation::DuplicateKey { path: path(k) });
             }
         }

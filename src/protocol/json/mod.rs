@@ -120,7 +120,7 @@ impl Doc {
         // UTF-8 is checked once for the whole payload (fast), so that the lexer reads
         // text and checks no string again. A payload that is not UTF-8 is read as
         // bytes, for serde_json's own error with its position.
-        let text = match std::str::from_utf8(&payload) {
+        let text = match simdutf8::basic::from_utf8(&payload) {
             Ok(t) => t,
             Err(_) => {
                 let e = serde_json::from_slice::<serde_json::Value>(&payload)

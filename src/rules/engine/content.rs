@@ -240,7 +240,7 @@ impl Engine {
     /// whether to reject a request, so that it rejects exactly what the rules reject.
     pub fn judge_alone(rules: &Arc<RuleSet>, m: &Message) -> Vec<Finding> {
         let mut engine = Engine::new(Arc::clone(rules));
-        let ctx = engine.context(m);
+        let ctx = engine.context(rules, m);
         let mut out = vec![];
         let _ = engine.content_checks(m, &ctx, &mut out);
         if let Some(detail) = expired(m, rules.tz()) {

@@ -8,11 +8,12 @@ pub(super) struct Ctx<'m> {
     /// The message's type (borrowed from it: no copy per message).
     pub(super) msg_type: Option<&'m str>,
     pub(super) typedef: Option<Arc<TypeDef>>,
-    pub(super) clause: Option<String>,
+    /// The clause it is judged in (borrowed from the rule set, as is `table`).
+    pub(super) clause: Option<&'m str>,
     pub(super) job_of: Option<String>,
     /// The table the message's content is defined in: its type's, or for a job
     /// result the table of its job's result.
-    pub(super) table: Option<String>,
+    pub(super) table: Option<&'m str>,
 }
 
 impl Ctx<'_> {
@@ -42,7 +43,7 @@ impl Ctx<'_> {
                 .def
                 .clause
                 .clone()
-                .or_else(|| self.clause.clone())
+                .or_else(|| self.clause.map(str::to_string))
                 .unwrap_or_else(|| "5.3".into()),
             // A rule of its own clause (an envelope, payload or topic rule) cites
             // its own table or none; one judged in the type's clause, the type's.
@@ -50,8 +51,9 @@ impl Ctx<'_> {
                 rule.def
                     .clause
                     .is_none()
-                    .then(|| self.table.clone())
+                    .then_some(self.table)
                     .flatten()
+                    .map(str::to_string)
             }),
             msg_type,
             mid: m.mid(),

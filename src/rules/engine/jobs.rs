@@ -318,7 +318,7 @@ impl Engine {
             // session the input holds from its EVENT_LINKUP.
             None if !whole => {
                 self.unseen(
-                    &ctx.clause.clone().unwrap_or_else(|| "5.3".into()),
+                    ctx.clause.unwrap_or("5.3"),
                     format!(
                         "edge {edge}: job {job_id} may have been started before the input \
                          began (the edge's session is not in the input from its \
@@ -339,7 +339,7 @@ impl Engine {
             wants,
             time_us: m.time_us,
             findings,
-            clause: ctx.clause.clone().unwrap_or_else(|| "5.3".into()),
+            clause: ctx.clause.unwrap_or("5.3").to_string(),
             note: format!(
                 "edge {edge}: job {job_id} was started before the input began; its command \
                  and reply are not known"

@@ -171,9 +171,9 @@ impl Engine {
     /// Judges one message and updates the state.
     pub fn on_message(&mut self, m: &Message, out: &mut Vec<Finding>) {
         let rules = Arc::clone(&self.rules);
-        let ctx = self.context(m);
+        let ctx = self.context(&rules, m);
         self.note_exercised("5.3");
-        if let Some(c) = &ctx.clause {
+        if let Some(c) = ctx.clause {
             if ctx.typedef.is_some() {
                 self.note_exercised(c);
             }
@@ -312,19 +312,24 @@ impl Engine {
     }
 
     /// The context a message is judged in: its type, definition, clause, job kind.
-    fn context<'m>(&self, m: &'m Message) -> Ctx<'m> {
+    /// The context of `m`; its clause and table are borrowed from `rules` (the
+    /// engine's own set, held by the caller): nothing copied per message.
+    fn context<'m>(&self, rules: &'m RuleSet, m: &'m Message) -> Ctx<'m> {
         let msg_type = m.msg_type();
-        let typedef = msg_type.and_then(|t| self.rules.types.get(t)).cloned();
-        let mut clause = msg_type.map(|t| self.clause_of_type(t));
+        let typedef = msg_type.and_then(|t| rules.types.get(t)).cloned();
+        let clause_of = |t: &str| rules.types.get(t).map_or("5.3", |d| d.clause.as_str());
+        let mut clause = msg_type.map(clause_of);
         let mut job_of = None;
-        let mut table = typedef.as_ref().and_then(|d| d.table.clone());
+        let mut table = msg_type
+            .and_then(|t| rules.types.get(t))
+            .and_then(|d| d.table.as_deref());
         if let Some(def) = &typedef {
             if !def.ends_jobs.is_empty() {
                 job_of = self.job_kind(m, def);
                 if let Some(k) = &job_of {
-                    clause = Some(self.clause_of_type(k));
-                    let job = self.rules.types.get(k).and_then(|d| d.job.as_ref());
-                    table = job.and_then(|j| j.result_table.clone()).or(table);
+                    clause = Some(clause_of(k));
+                    let job = rules.types.get(k).and_then(|d| d.job.as_ref());
+                    table = job.and_then(|j| j.result_table.as_deref()).or(table);
                 }
             }
         }

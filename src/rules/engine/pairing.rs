@@ -276,7 +276,7 @@ impl Engine {
             // went to the wrong edge (judged where this edge's session is in the input,
             // so that it cannot answer a request of its own from before).
             let whole = self.whole_session(&m.topic.edge_id);
-            let clause = ctx.clause.clone().unwrap_or_else(|| "5.3".into());
+            let clause = ctx.clause.unwrap_or("5.3").to_string();
             if let (true, false, Some(t)) = (whole, m.retained, ctx.msg_type) {
                 if let Some((other, packet)) = self.open_elsewhere(&key, t, m.time_us) {
                     let findings = rules

@@ -63,7 +63,7 @@ impl Engine {
         if edge.began_with_linkup.is_none() {
             edge.began_with_linkup = Some(by_edge && t == SESSION_START && !m.retained);
         }
-        let clause = ctx.clause.as_deref().unwrap_or("5.3");
+        let clause = ctx.clause.unwrap_or("5.3");
         let mut unseen: Vec<(String, String)> = vec![];
         for (index, rule) in self.plan.sequence.iter().map(|&i| (i, &rules.rules[i])) {
             let id = &rule.def.id;
