@@ -109,10 +109,15 @@ pub fn parse_topic_with(topic: &str, spare: &mut Vec<String>) -> Option<Topic> {
         x.push_str(s);
         x
     };
+    // Taken in the reverse of the order a recycled topic gives its strings back
+    // (edge id, channel, role), so that each part of a repeated topic gets the
+    // string it had before, long enough without growing.
+    let role_s = own(role);
+    let channel_s = own(channel);
     Some(Topic {
         edge_id: own(edge_id),
-        channel: own(channel),
-        role: own(role),
+        channel: channel_s,
+        role: role_s,
         class,
         publisher,
         missing_slash,

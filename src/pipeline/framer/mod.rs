@@ -212,7 +212,13 @@ impl Framer {
 
     /// Moves what is staged so far to the end of `out`.
     pub fn take_staged(&mut self, out: &mut Vec<Staged>) {
-        out.append(&mut self.staged);
+        // Into an empty batch (the usual case): the two lists trade places, and no
+        // message is moved.
+        if out.is_empty() {
+            std::mem::swap(out, &mut self.staged);
+        } else {
+            out.append(&mut self.staged);
+        }
     }
 
     /// Empties a batch the judge is done with, keeping its documents' buffers for

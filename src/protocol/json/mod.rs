@@ -194,13 +194,6 @@ impl Doc {
         self.trim_root_keys = on;
     }
 
-    /// [`Doc::str_at`] as bytes, without the character-boundary checks of a `str`.
-    fn bytes_at(&self, at: u32, len: u32, owned: bool) -> &[u8] {
-        let (at, len) = (at as usize, len as usize);
-        let text = if owned { &self.side } else { &self.text };
-        text.as_bytes().get(at..at + len).unwrap_or_default()
-    }
-
     fn str_at(&self, at: u32, len: u32, owned: bool) -> &str {
         let (at, len) = (at as usize, len as usize);
         if owned {

@@ -50,25 +50,30 @@ impl Doc {
         if self.skel.is_empty() || *self.skel != *s.skel {
             return false;
         }
-        // The same skeleton: the names are at the same tokens, of the same lengths.
-        let mut rest = s.names.as_bytes();
+        // The same skeleton: the names are at the same tokens, of the same lengths,
+        // and none has an escape (a skeleton is written only then): each is in the
+        // text as written.
+        let (text, names) = (self.text.as_bytes(), s.names.as_bytes());
+        let mut from = 0;
         for &i in s.keys.iter() {
-            let k = match self.toks.get(i as usize) {
-                Some(&Tok::Str {
-                    at,
-                    len,
-                    owned,
-                    key: true,
-                }) => self.bytes_at(at, len, owned),
-                _ => return false,
+            let Some(&Tok::Str {
+                at,
+                len,
+                owned: false,
+                key: true,
+            }) = self.toks.get(i as usize)
+            else {
+                return false;
             };
-            let (Some(name), Some(after)) = (rest.get(..k.len()), rest.get(k.len()..)) else {
+            let (at, len) = (at as usize, len as usize);
+            let (Some(k), Some(name)) = (text.get(at..at + len), names.get(from..from + len))
+            else {
                 return false;
             };
             if !super::same_bytes(k, name) {
                 return false;
             }
-            rest = after;
+            from += len;
         }
         true
     }

@@ -316,19 +316,21 @@ impl Engine {
     /// engine's own set, held by the caller): nothing copied per message.
     fn context<'m>(&self, rules: &'m RuleSet, m: &'m Message) -> Ctx<'m> {
         let msg_type = m.msg_type();
-        let typedef = msg_type.and_then(|t| rules.types.get(t)).cloned();
-        let clause_of = |t: &str| rules.types.get(t).map_or("5.3", |d| d.clause.as_str());
-        let mut clause = msg_type.map(clause_of);
+        let def = msg_type.and_then(|t| rules.types.get(t));
+        let typedef = def.cloned();
+        fn clause_of(d: Option<&Arc<TypeDef>>) -> &str {
+            d.map_or("5.3", |d| d.clause.as_str())
+        }
+        let mut clause = msg_type.map(|_| clause_of(def));
         let mut job_of = None;
-        let mut table = msg_type
-            .and_then(|t| rules.types.get(t))
-            .and_then(|d| d.table.as_deref());
+        let mut table = def.and_then(|d| d.table.as_deref());
         if let Some(def) = &typedef {
             if !def.ends_jobs.is_empty() {
                 job_of = self.job_kind(m, def);
                 if let Some(k) = &job_of {
-                    clause = Some(clause_of(k));
-                    let job = rules.types.get(k).and_then(|d| d.job.as_ref());
+                    let job_def = rules.types.get(k);
+                    clause = Some(clause_of(job_def));
+                    let job = job_def.and_then(|d| d.job.as_ref());
                     table = job.and_then(|j| j.result_table.as_deref()).or(table);
                 }
             }
