@@ -91,7 +91,7 @@ impl Deviation {
 /// Splits a payload into its JSON text and what a lenient reader drops around it: a
 /// leading byte order mark, trailing NULs and other control characters. Trailing
 /// JSON whitespace is valid JSON and no deviation.
-fn tolerated_edges(payload: &bytes::Bytes) -> (bytes::Bytes, Vec<Deviation>) {
+fn tolerated_edges(payload: &[u8]) -> (&[u8], Vec<Deviation>) {
     let mut deviations = vec![];
     let mut start = 0;
     if payload.starts_with(b"\xEF\xBB\xBF") {
@@ -120,9 +120,9 @@ fn tolerated_edges(payload: &bytes::Bytes) -> (bytes::Bytes, Vec<Deviation>) {
         end = payload.len();
     }
     if deviations.is_empty() {
-        (payload.clone(), deviations)
+        (payload, deviations)
     } else {
-        (payload.slice(start..end), deviations)
+        (&payload[start..end], deviations)
     }
 }
 
@@ -278,9 +278,9 @@ pub fn parse_envelope_into(
 ) -> Result<Envelope, PayloadError> {
     let mut type_buf = bufs.take_type();
     let (text, mut deviations) = tolerated_edges(&payload);
-    let mut doc = match Doc::parse_into(text.clone(), bufs) {
+    let mut doc = match Doc::parse_into(text, bufs) {
         Ok(d) => d,
-        Err(e) if deviations.is_empty() || is_depth_error(&e) => return Err(json_error(&text, e)),
+        Err(e) if deviations.is_empty() || is_depth_error(&e) => return Err(json_error(text, e)),
         // Not JSON even without the tolerated edges: serde_json's message about
         // the payload as sent.
         Err(e) => {

@@ -112,18 +112,18 @@ impl Buffers {
 impl Doc {
     /// Parses `payload`; the error is serde_json's, with line and column.
     pub fn parse(payload: bytes::Bytes) -> Result<Doc, serde_json::Error> {
-        Doc::parse_into(payload, Buffers::default())
+        Doc::parse_into(&payload, Buffers::default())
     }
 
     /// [`Doc::parse`] into the buffers of an earlier document ([`Doc::into_buffers`]).
-    pub fn parse_into(payload: bytes::Bytes, bufs: Buffers) -> Result<Doc, serde_json::Error> {
+    pub fn parse_into(payload: &[u8], bufs: Buffers) -> Result<Doc, serde_json::Error> {
         // UTF-8 is checked once for the whole payload (fast), so that the lexer reads
         // text and checks no string again. A payload that is not UTF-8 is read as
         // bytes, for serde_json's own error with its position.
-        let text = match simdutf8::basic::from_utf8(&payload) {
+        let text = match simdutf8::basic::from_utf8(payload) {
             Ok(t) => t,
             Err(_) => {
-                let e = serde_json::from_slice::<serde_json::Value>(&payload)
+                let e = serde_json::from_slice::<serde_json::Value>(payload)
                     .err()
                     .unwrap_or_else(|| serde::de::Error::custom("payload is not UTF-8"));
                 return Err(e);
@@ -676,7 +676,7 @@ mod tests {
         let first = doc(r#"{"a\u0041":"x\ny","l":[1,2,3,{"z":null}],"t":"long text here"}"#);
         let bufs = first.into_buffers().expect("small buffers are kept");
         let text = r#"{"b":[true],"c":"d"}"#;
-        let again = Doc::parse_into(bytes::Bytes::from(text), bufs).unwrap();
+        let again = Doc::parse_into(text.as_bytes(), bufs).unwrap();
         let fresh = doc(text);
         assert_eq!(again.root().to_serde(), fresh.root().to_serde());
         assert_eq!(again.text(), fresh.text());
