@@ -688,6 +688,38 @@ mod tests {
     }
 
     #[test]
+    fn utf8_is_judged_as_std_judges_it_at_every_place_of_a_long_payload() {
+        // Long enough for the vector path of the UTF-8 check (64 bytes and more),
+        // each sequence at every offset across a block boundary.
+        let bad: [&[u8]; 6] = [
+            b"\xff",             // never in UTF-8
+            b"\xc0\xaf",         // overlong
+            b"\xed\xa0\x80",     // a surrogate
+            b"\xf4\x90\x80\x80", // beyond U+10FFFF
+            b"\xe4\xb8",         // cut short
+            b"\x80",             // a lone continuation byte
+        ];
+        // Two CJK characters (3 bytes each) and a 4-byte character.
+        let good: [&[u8]; 2] = ["\u{4e2d}\u{6587}".as_bytes(), "\u{1d11e}".as_bytes()];
+        for (seq, valid) in bad
+            .iter()
+            .map(|s| (s, false))
+            .chain(good.iter().map(|s| (s, true)))
+        {
+            for at in 0..80 {
+                let mut p = br#"{"a":""#.to_vec();
+                p.extend(std::iter::repeat(b'x').take(at));
+                p.extend_from_slice(seq);
+                p.extend(std::iter::repeat(b'y').take(100));
+                p.extend_from_slice(br#""}"#);
+                assert_eq!(std::str::from_utf8(&p).is_ok(), valid);
+                let parsed = Doc::parse(bytes::Bytes::from(p));
+                assert_eq!(parsed.is_ok(), valid, "{seq:x?} at {at}");
+            }
+        }
+    }
+
+    #[test]
     fn names_compare_equal_only_when_equal() {
         for (a, b, eq) in [
             ("", "", true),
