@@ -311,9 +311,9 @@ impl Engine {
             .retain(|_, (_, t)| now_us - *t < ANSWERED_RETENTION_US);
     }
 
-    /// The context a message is judged in: its type, definition, clause, job kind.
-    /// The context of `m`; its clause and table are borrowed from `rules` (the
-    /// engine's own set, held by the caller): nothing copied per message.
+    /// The context `m` is judged in: its type, definition, clause, table, job kind.
+    /// The clause and table are borrowed from `rules` (the engine's own set, held by
+    /// the caller): nothing is copied per message.
     fn context<'m>(&self, rules: &'m RuleSet, m: &'m Message) -> Ctx<'m> {
         let msg_type = m.msg_type();
         let def = msg_type.and_then(|t| rules.types.get(t));
