@@ -43,9 +43,23 @@ pub struct PartitionJudge {
     state: PartitionState,
     /// Counts as last published, to publish only what changed.
     published: HashMap<String, EdgeTraffic>,
-    /// The first watcher each edge's records came through (set-up finding).
-    watcher_of: HashMap<String, String>,
+    /// The watchers each edge's records came through (set-up finding).
+    watcher_of: HashMap<String, EdgeWatchers>,
 }
+
+/// The watchers one edge's records came through: the one now, and those it took
+/// over from (at most [`WATCHERS_KEPT`]).
+#[derive(Debug, Default)]
+struct EdgeWatchers {
+    now: String,
+    before: Vec<String>,
+    /// The set-up finding was made for this edge (once is enough).
+    said: bool,
+}
+
+/// Earlier watchers remembered per edge: a watcher restarted this often under new
+/// client ids is then taken for a new one.
+const WATCHERS_KEPT: usize = 8;
 
 /// The pipeline's findings, gathered for one record (or dropped while rebuilding).
 struct Gather<'a> {
@@ -185,53 +199,64 @@ impl PartitionJudge {
             .collect()
     }
 
-    /// An edge whose records come through a second watcher: the broker's shared
+    /// An edge whose records come through two watchers at once: the broker's shared
     /// subscription does not keep an edge on one watcher, so the order of its
     /// messages across watchers is not the order they were published in. Said once
     /// per edge, as a finding about the set-up (info: edgetap cannot tell whether
-    /// the order changed).
+    /// the order changed). A watcher that takes over from another (a restart under a
+    /// new client id, the default; a fail-over) keeps the order and is no finding:
+    /// two watchers at once show when the edge's records come back to one it had
+    /// left.
     fn note_watcher(&mut self, r: &Record, seq: u64) -> Option<Finding> {
         let (Some(edge), _) = r.route() else {
             return None;
         };
-        let first = self.watcher_of.get(&edge);
-        match first {
-            None => {
-                self.watcher_of.insert(edge, r.stamp.watcher.clone());
-                None
-            }
-            Some(w) if *w == r.stamp.watcher || w.is_empty() => None,
-            Some(w) => {
-                let message = format!(
-                    "set-up: the messages of edge {edge} arrive through several watchers \
-                     ({w}, then {}): the broker's shared subscription does not keep one edge on \
-                     one watcher (mosquitto rotates per message; EMQX: \
-                     shared_subscription_strategy = hash_clientid or sticky), so their order \
-                     across watchers may not be the order they were published in",
-                    r.stamp.watcher
-                );
-                // Once per edge.
-                self.watcher_of.insert(edge.clone(), String::new());
-                Some(Finding {
-                    rule: "setup.several_watchers".into(),
-                    clause: "setup".into(),
-                    table: None,
-                    severity: crate::Severity::Info,
-                    edge_id: Some(edge),
-                    msg_type: None,
-                    topic: Some(r.topic.clone()),
-                    mid: None,
-                    packet: Some(seq),
-                    time: Some(r.time_us),
-                    message,
-                    conn: None,
-                    side: None,
-                    offset: None,
-                    basis: None,
-                    from: None,
-                })
-            }
+        let w = &r.stamp.watcher;
+        let seen = self
+            .watcher_of
+            .entry(edge.clone())
+            .or_insert_with(|| EdgeWatchers {
+                now: w.clone(),
+                ..EdgeWatchers::default()
+            });
+        if seen.said || seen.now == *w {
+            return None;
         }
+        if !seen.before.contains(w) {
+            let left = std::mem::replace(&mut seen.now, w.clone());
+            if seen.before.len() < WATCHERS_KEPT {
+                seen.before.push(left);
+            }
+            return None;
+        }
+        let between = std::mem::replace(&mut seen.now, w.clone());
+        seen.said = true;
+        let message = format!(
+            "set-up: the messages of edge {edge} arrive through several watchers at \
+                     once ({w}, then {between}, then {w} again): the broker's shared \
+                     subscription does not keep one edge on one watcher (mosquitto rotates \
+                     per message; EMQX: shared_subscription_strategy = hash_clientid or \
+                     sticky), so their order across watchers may not be the order they were \
+                     published in"
+        );
+        Some(Finding {
+            rule: "setup.several_watchers".into(),
+            clause: "setup".into(),
+            table: None,
+            severity: crate::Severity::Info,
+            edge_id: Some(edge),
+            msg_type: None,
+            topic: Some(r.topic.clone()),
+            mid: None,
+            packet: Some(seq),
+            time: Some(r.time_us),
+            message,
+            conn: None,
+            side: None,
+            offset: None,
+            basis: None,
+            from: None,
+        })
     }
 
     /// The partition's counters and coverage so far.
@@ -335,18 +360,58 @@ mod tests {
         j.apply(3, Ok(record("E1", "w1", 2)), Some(&mut out));
         assert!(setup_findings(&out).is_empty(), "one watcher per edge");
         j.apply(4, Ok(record("E1", "w2", 2)), Some(&mut out));
+        assert!(setup_findings(&out).is_empty(), "w2 may have taken over");
         j.apply(5, Ok(record("E1", "w1", 3)), Some(&mut out));
         j.apply(6, Ok(record("E1", "w2", 3)), Some(&mut out));
-        assert_eq!(setup_findings(&out), vec![(Some("E1".into()), 4)]);
+        j.apply(7, Ok(record("E1", "w1", 4)), Some(&mut out));
+        assert_eq!(setup_findings(&out), vec![(Some("E1".into()), 5)]);
         let f = out
             .iter()
             .find(|f| f.finding.rule == "setup.several_watchers")
             .unwrap();
-        assert_eq!(f.watcher.as_deref(), Some("w2"));
+        assert_eq!(f.watcher.as_deref(), Some("w1"));
+        assert!(
+            f.finding.message.contains("(w1, then w2, then w1 again)"),
+            "{}",
+            f.finding.message
+        );
         assert!(
             f.finding.message.contains("hash_clientid"),
             "{}",
             f.finding.message
         );
+    }
+
+    #[test]
+    fn a_watcher_taking_over_from_another_is_no_set_up_finding() {
+        // `watch` restarted under its default client id (its process id), twice,
+        // then a third watcher for good: each takes over, none comes back.
+        let mut j = judge();
+        let mut out = vec![];
+        let watchers = [
+            "edgetap-watch-100",
+            "edgetap-watch-200",
+            "edgetap-watch-300",
+        ];
+        let mut seq = 0;
+        for w in watchers {
+            for edge in ["E1", "E2", "E1", "E2"] {
+                seq += 1;
+                let applied = j.apply(seq, Ok(record(edge, w, seq)), Some(&mut out));
+                assert_eq!(applied, Applied::Judged);
+            }
+        }
+        assert!(
+            setup_findings(&out).is_empty(),
+            "{:?}",
+            setup_findings(&out)
+        );
+        // The first one back while the third still delivers: two at once.
+        j.apply(
+            99,
+            Ok(record("E2", "edgetap-watch-100", 99)),
+            Some(&mut out),
+        );
+        assert_eq!(setup_findings(&out), vec![(Some("E2".into()), 99)]);
     }
 }
