@@ -87,18 +87,26 @@ impl Engine {
     /// A job whose result comes on `edge`'s `channel`, begun at or before
     /// `time_us`, still awaits it: the earliest, named for a finding.
     pub(super) fn job_open(&self, edge: &str, channel: &str, time_us: i64) -> Option<String> {
+        let k = self.open_job_key(edge, channel, time_us)?;
+        let j = self.jobs.get(&k)?;
+        let reply = j
+            .reply_code
+            .map_or_else(|| "no reply".into(), |c| format!("reply {c}"));
+        Some(format!(
+            "{} ({}, packet {}, {reply})",
+            k.2, j.kind, j.packet
+        ))
+    }
+
+    /// The key of the job [`Engine::job_open`] names.
+    pub(super) fn open_job_key(&self, edge: &str, channel: &str, time_us: i64) -> Option<JobKey> {
         self.jobs
             .iter()
             .filter(|((e, c, _), j)| {
                 e == edge && c == channel && j.awaits_result() && j.time_us <= time_us
             })
             .min_by_key(|(_, j)| j.packet)
-            .map(|((_, _, id), j)| {
-                let reply = j
-                    .reply_code
-                    .map_or_else(|| "no reply".into(), |c| format!("reply {c}"));
-                format!("{id} ({}, packet {}, {reply})", j.kind, j.packet)
-            })
+            .map(|(k, _)| k.clone())
     }
 
     /// A reply to a request that opens a job: its code decides whether a result must

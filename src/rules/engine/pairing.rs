@@ -233,11 +233,18 @@ impl Engine {
                         self.take_pending(key, Some(msg_type));
                     }
                     Wants::Job { edge, channel } => {
-                        // Name the job that went unanswered.
+                        // Name the job that went unanswered. The result was meant
+                        // for it, under a wrong jobId: one fault, so the job is
+                        // not also pending (or missing) at the end.
                         if let Some(open) = self.job_open(edge, channel, s.time_us) {
                             let vars: Vars = vec![("expected", open)];
                             for f in &mut findings {
                                 f.message = fill(&f.message, &vars);
+                            }
+                        }
+                        if let Some(k) = self.open_job_key(edge, channel, s.time_us) {
+                            if let Some(job) = self.jobs.get_mut(&k) {
+                                job.results += 1;
                             }
                         }
                     }

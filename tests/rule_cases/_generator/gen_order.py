@@ -103,7 +103,8 @@ add(R, R, "accepted with 202, then a success result: silent", s, {R: 0})
 O = "job.result_orphan.order"
 s = S().command(1, "CMD_APP_UPGRADE", APP_UPGRADE, code=202)
 s.report(5, "app", "REP_JOB_RESULT", m(APP_UPG_RESULT, jobId=401))
-add(O, "job.result_orphan", "an app upgrade (job 400, 202) never reports; a result names job 401, which no command opened: fires", s, {"job.result_orphan": 1})
+# The wrong jobId is the one fault: job 400 is named in the error, not also pending.
+add(O, "job.result_orphan", "an app upgrade (job 400, 202) never reports; a result names job 401, which no command opened: fires, and job 400 is not also pending", s, {"job.result_orphan": 1, "job.pending": 0})
 
 s = S(linkup=False).command(1, "CMD_SYS_UPGRADE", UPGRADE, code=202)
 s.report(5, "device", "REP_JOB_RESULT", m(UPGRADE_RESULT, jobId=999))
