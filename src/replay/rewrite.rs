@@ -4,6 +4,8 @@
 //!
 //! - `mid`: every request sent gets a fresh mid, from a base drawn anew for each run
 //!   ([`Rewriter::next_mid`]); a reply sent takes the mid of the live request it answers.
+//!   A fresh mid quoted in a string of what comes back ("mid 2000000000123 done")
+//!   reads as the recorded one, as a job id does.
 //! - `timestamp`: now, in CST.
 //! - the edge id: the recorded one is replaced by the live one in topics and in every
 //!   string field where it stands as a whole token (`E1`, `E1.node-1`, `SN-E1`), and
@@ -35,6 +37,10 @@ pub struct Rewriter {
     next_job: u64,
     /// The last mid sent; the next is one more.
     last_mid: u64,
+    /// The first fresh mid of this run is one more than this.
+    mid_base: u64,
+    /// A fresh mid this run sent → the recorded request's mid.
+    mids: HashMap<u64, u64>,
     /// Recorded deviceId → the live one, in the recording's terms (edge id swapped
     /// back): assigned by the live platform.
     devices: HashMap<String, String>,
@@ -42,13 +48,16 @@ pub struct Rewriter {
 
 impl Rewriter {
     pub fn new(recorded_edge: &str, live_edge: &str, fresh_jobs: bool) -> Rewriter {
+        let mid_base = MID_BASE + rand::random::<u64>() % RUN_SLOTS * MID_SPAN;
         Rewriter {
             recorded_edge: recorded_edge.into(),
             live_edge: live_edge.into(),
             fresh_jobs,
             jobs: HashMap::new(),
             next_job: JOB_BASE + rand::random::<u64>() % RUN_SLOTS * JOB_SPAN,
-            last_mid: MID_BASE + rand::random::<u64>() % RUN_SLOTS * MID_SPAN,
+            last_mid: mid_base,
+            mid_base,
+            mids: HashMap::new(),
             devices: HashMap::new(),
         }
     }
@@ -78,6 +87,14 @@ impl Rewriter {
             unreachable!("an object stays an object")
         };
         if let Some(mid) = mid {
+            // Only a mid of this run's own (not a live request's that a reply
+            // answers, which may be any small number).
+            let recorded_mid = recorded
+                .get("mid")
+                .and_then(crate::protocol::as_u64_lenient);
+            if let (Some(rec), true) = (recorded_mid, self.is_fresh_mid(mid)) {
+                self.mids.insert(mid, rec);
+            }
             m.insert("mid".into(), Value::from(mid));
         }
         if m.contains_key("timestamp") {
@@ -98,6 +115,10 @@ impl Rewriter {
         m
     }
 
+    fn is_fresh_mid(&self, mid: u64) -> bool {
+        mid > self.mid_base && mid <= self.last_mid
+    }
+
     fn live_job(&mut self, recorded: u64) -> u64 {
         if let Some(j) = self.jobs.get(&recorded) {
             return *j;
@@ -114,6 +135,7 @@ impl Rewriter {
         for (rec, l) in self.jobs.iter().filter(|(r, l)| r != l) {
             swap_strings(&mut v, &l.to_string(), &rec.to_string());
         }
+        swap_numbers(&mut v, &self.mids);
         if !self.devices.is_empty() {
             let back: HashMap<String, String> = self
                 .devices
@@ -257,6 +279,60 @@ fn swap_values(v: &mut Value, map: &HashMap<String, String>) {
     }
 }
 
+/// Replaces each run of digits standing as a whole token in a string (as
+/// [`swap_token`] bounds one) whose number is a key of `map` by its value: one pass
+/// per string whatever the size of the map.
+fn swap_numbers(v: &mut Value, map: &HashMap<u64, u64>) {
+    if map.is_empty() {
+        return;
+    }
+    match v {
+        Value::String(s) => {
+            if let Some(swapped) = swap_number_tokens(s, map) {
+                *s = swapped;
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| swap_numbers(x, map)),
+        Value::Object(o) => o.values_mut().for_each(|x| swap_numbers(x, map)),
+        _ => {}
+    }
+}
+
+/// [`swap_numbers`] of one string: `None` when nothing is replaced.
+fn swap_number_tokens(s: &str, map: &HashMap<u64, u64>) -> Option<String> {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut prev: Option<char> = None;
+    let mut chars = s.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if !c.is_ascii_digit() || prev.is_some_and(is_word) {
+            prev = Some(c);
+            continue;
+        }
+        let mut end = i + 1;
+        while let Some(&(j, d)) = chars.peek() {
+            if !d.is_ascii_digit() {
+                break;
+            }
+            end = j + 1;
+            chars.next();
+        }
+        let after = s[end..].chars().next();
+        prev = s[..end].chars().last();
+        if after.is_some_and(is_word) {
+            continue;
+        }
+        let Some(to) = s[i..end].parse::<u64>().ok().and_then(|n| map.get(&n)) else {
+            continue;
+        };
+        out.push_str(&s[copied..i]);
+        out.push_str(&to.to_string());
+        copied = end;
+    }
+    (copied > 0).then(|| out + &s[copied..])
+}
+
 fn swap_strings(v: &mut Value, from: &str, to: &str) {
     match v {
         Value::String(s) => *s = swap_token(s, from, to),
@@ -281,6 +357,38 @@ mod tests {
         assert_eq!(swap_token("SN-E1", "E1", "X9"), "SN-X9");
         assert_eq!(swap_token("E12", "E1", "X9"), "E12");
         assert_eq!(swap_token("E1E1", "E1", "X9"), "E1E1");
+    }
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_fresh_mid_quoted_in_a_string_reads_as_the_recorded_one() {
+        let mut r = Rewriter::new("E1", "E1", true);
+        let mid = r.next_mid();
+        let sent = r.outgoing(
+            &obj(json!({"mid": 7, "type": "CMD_STATUS_QUERY"})),
+            Some(mid),
+        );
+        assert_eq!(sent["mid"], json!(mid));
+        // A reply answering a live request's own mid (any number) maps nothing.
+        r.outgoing(&obj(json!({"mid": 3, "type": "CMD_X"})), Some(5));
+        let back = r.incoming(&obj(json!({
+            "mid": mid,
+            "msg": format!("request {mid} done; {mid}x and x{mid} are not it, nor 5"),
+            "param": {"ref": mid.to_string(), "list": [format!("({mid})")]}
+        })));
+        assert_eq!(
+            back["msg"],
+            json!(format!(
+                "request 7 done; {mid}x and x{mid} are not it, nor 5"
+            ))
+        );
+        assert_eq!(back["param"]["ref"], json!("7"));
+        assert_eq!(back["param"]["list"][0], json!("(7)"));
+        // The mid field itself is left to the answer's comparison.
+        assert_eq!(back["mid"], json!(mid));
     }
 
     #[test]
