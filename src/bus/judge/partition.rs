@@ -232,12 +232,11 @@ impl PartitionJudge {
         let between = std::mem::replace(&mut seen.now, w.clone());
         seen.said = true;
         let message = format!(
-            "set-up: the messages of edge {edge} arrive through several watchers at \
-                     once ({w}, then {between}, then {w} again): the broker's shared \
-                     subscription does not keep one edge on one watcher (mosquitto rotates \
-                     per message; EMQX: shared_subscription_strategy = hash_clientid or \
-                     sticky), so their order across watchers may not be the order they were \
-                     published in"
+            "set-up: the messages of edge {edge} arrive through several watchers at once \
+             ({w}, then {between}, then {w} again): the broker's shared subscription does \
+             not keep one edge on one watcher (mosquitto rotates per message; EMQX: \
+             shared_subscription_strategy = hash_clientid or sticky), so their order \
+             across watchers may not be the order they were published in"
         );
         Some(Finding {
             rule: "setup.several_watchers".into(),
