@@ -92,6 +92,38 @@ pub struct Finding {
     pub from: Option<Actor>,
 }
 
+impl Finding {
+    /// A finding no rule of the rule set makes (a set-up or a test plan's verdict):
+    /// its id, clause, severity, edge and message, and nothing it could cite. The
+    /// caller adds where it was seen (`..Finding::about(…)`).
+    pub fn about(
+        rule: String,
+        clause: String,
+        severity: Severity,
+        edge: &str,
+        message: String,
+    ) -> Finding {
+        Finding {
+            rule,
+            clause,
+            table: None,
+            severity,
+            edge_id: Some(edge.to_string()),
+            msg_type: None,
+            topic: None,
+            mid: None,
+            packet: None,
+            time: None,
+            message,
+            conn: None,
+            side: None,
+            offset: None,
+            basis: None,
+            from: None,
+        }
+    }
+}
+
 /// ` edge E1` in a finding's line, and ` edge E1 (platform's message)` when the
 /// platform published the message it cites: the platform's faults are not read as
 /// the edge's.

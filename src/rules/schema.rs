@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 
 use super::model::{FieldSpec, Fields, Format, JsonType};
 use crate::protocol::{Members, Val, View};
-
 use regex::Regex;
 
 /// A path built only when a violation needs it: validating a conforming message

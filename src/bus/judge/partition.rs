@@ -239,22 +239,16 @@ impl PartitionJudge {
              across watchers may not be the order they were published in"
         );
         Some(Finding {
-            rule: "setup.several_watchers".into(),
-            clause: "setup".into(),
-            table: None,
-            severity: crate::Severity::Info,
-            edge_id: Some(edge),
-            msg_type: None,
             topic: Some(r.topic.clone()),
-            mid: None,
             packet: Some(seq),
             time: Some(r.time_us),
-            message,
-            conn: None,
-            side: None,
-            offset: None,
-            basis: None,
-            from: None,
+            ..Finding::about(
+                "setup.several_watchers".into(),
+                "setup".into(),
+                crate::Severity::Info,
+                &edge,
+                message,
+            )
         })
     }
 

@@ -642,7 +642,8 @@ impl<'de> Visitor<'de> for Value<'_, '_> {
 mod tests {
     use super::*;
 
-    fn doc(s: &str) -> Doc {
+    /// A document of `s` (also for `shape`'s tests).
+    pub(super) fn doc(s: &str) -> Doc {
         Doc::parse(bytes::Bytes::from(s.to_string())).unwrap()
     }
 

@@ -102,11 +102,7 @@ impl<'a> Val<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Doc;
-
-    fn doc(s: &str) -> Doc {
-        Doc::parse(bytes::Bytes::from(s.to_string())).unwrap()
-    }
+    use super::super::tests::doc;
 
     #[test]
     fn a_shape_is_brackets_kinds_and_names_not_values() {

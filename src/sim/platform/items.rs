@@ -149,24 +149,13 @@ pub(super) fn with_plan_findings(
 }
 
 fn plan_finding(edge: &str, i: &Item, severity: Severity, message: String) -> Finding {
-    Finding {
-        rule: format!("plan.{}", i.item),
-        clause: i.clause.clone(),
-        table: None,
+    Finding::about(
+        format!("plan.{}", i.item),
+        i.clause.clone(),
         severity,
-        edge_id: Some(edge.into()),
-        msg_type: None,
-        topic: None,
-        mid: None,
-        packet: None,
-        time: None,
+        edge,
         message,
-        conn: None,
-        side: None,
-        offset: None,
-        basis: None,
-        from: None,
-    }
+    )
 }
 
 /// Folds steps and rule findings into one verdict per detection item.
